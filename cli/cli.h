@@ -1,0 +1,22 @@
+/* cli.h - the `tinyllama <command>` entry points and shared option helpers.
+ * Each command lives in cli/cmd_<name>.c, parses its own options, prints, and
+ * returns the process exit code (0 ok, 1 runtime error, 2 usage error). */
+#ifndef TL_CLI_H
+#define TL_CLI_H
+
+#include <stdio.h>
+
+int cmd_train(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
+int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);
+int cli_parse_double(const char *cmd, const char *opt, const char *val, double *out);
+/* True if argv[i] is opt; consumes its value into *val (error if missing). */
+int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad);
+/* Prints "tinyllama <cmd>: <msg>" to stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,133 @@
+/* common.c - error reporting, aligned allocation, atomic file writes. */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int tl_fail(tl_error *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int tl_wrap(tl_error *err, const char *fmt, ...) {
+    if (err) {
+        char prefix[512], joined[sizeof prefix + sizeof err->msg + 2];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
+        memcpy(err->msg, joined, sizeof err->msg - 1);
+        err->msg[sizeof err->msg - 1] = '\0';
+    }
+    return -1;
+}
+
+void *tl_alloc(size_t bytes) {
+    if (bytes == 0) return NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes) return NULL;
+    void *p = aligned_alloc(64, rounded);
+    if (p) memset(p, 0, rounded);
+    return p;
+}
+
+void tl_free(void *p) { free(p); }
+
+int tl_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+double tl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int tl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tl_error *err) {
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return tl_fail(err, "%s: cannot seek: %s", path, strerror(errno));
+    }
+    long size = ftell(f);
+    if (size < 0 || (unsigned long)size > max_bytes) {
+        fclose(f);
+        return tl_fail(err, "%s: file too large (%ld bytes, limit %zu)", path, size, max_bytes);
+    }
+    rewind(f);
+    char *buf = malloc((size_t)size + 1);
+    if (!buf) {
+        fclose(f);
+        return tl_fail(err, "%s: out of memory reading %ld bytes", path, size);
+    }
+    if (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        fclose(f);
+        return tl_fail(err, "%s: read error", path);
+    }
+    fclose(f);
+    buf[size] = '\0';
+    *out = buf;
+    *len = (size_t)size;
+    return 0;
+}
+
+int tl_write_file_atomic(const char *path, const void *data, size_t len, tl_error *err) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return tl_fail(err, "%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return tl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return tl_fail(err, "%s: write failed: %s", tmp, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return tl_fail(err, "%s: fsync/close failed: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return tl_fail(err, "%s: rename failed: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int tl_fsync_dir(const char *dir, tl_error *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return tl_fail(err, "%s: cannot open directory: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    if (rc != 0) return tl_fail(err, "%s: fsync failed: %s", dir, strerror(errno));
+    return 0;
+}

@@ -1,0 +1,56 @@
+/* harness.h - a tiny unit-test harness.  Each tests/test_<module>.c defines a
+ * NULL-terminated table `const tl_test tests_<module>[]`, listed in tests/main.c. */
+#ifndef TL_HARNESS_H
+#define TL_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+
+typedef struct {
+    const char *name;
+    int failures;
+} tl_test_ctx;
+
+typedef struct {
+    const char *name;
+    void (*fn)(tl_test_ctx *t);
+} tl_test;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            t->failures++;                                                           \
+            fprintf(stderr, "  %s:%d: %s: check failed: %s\n", __FILE__, __LINE__,   \
+                    t->name, #cond);                                                 \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                         \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            t->failures++;                                                           \
+            fprintf(stderr, "  %s:%d: %s: ", __FILE__, __LINE__, t->name);           \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fputc('\n', stderr);                                                     \
+        }                                                                            \
+    } while (0)
+
+/* |a-b| <= atol + rtol*|b| */
+#define CHECK_CLOSE(a, b, atol, rtol)                                                \
+    do {                                                                             \
+        double a_ = (a), b_ = (b);                                                   \
+        if (!(fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_))) {                       \
+            t->failures++;                                                           \
+            fprintf(stderr, "  %s:%d: %s: %s = %.9g, expected %s = %.9g\n", __FILE__, \
+                    __LINE__, t->name, #a, a_, #b, b_);                              \
+        }                                                                            \
+    } while (0)
+
+/* Directory of the shared test assets (../shared beside the repo), overridable
+ * by TL_SHARED; and of checked-in fixtures. */
+const char *tl_test_shared_dir(void);
+const char *tl_test_fixture_dir(void);
+/* A fresh temporary directory for this test (removed by the runner at exit). */
+const char *tl_test_tmpdir(void);
+
+#endif

@@ -1,0 +1,60 @@
+/* main.c - runs every registered unit test; prints "N passed, N failed".
+ * Usage: test_unit [substring-filter] */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern const tl_test tests_common[];
+
+static const tl_test *const suites[] = {
+    tests_common,
+};
+
+static char tmpdir_path[256];
+
+const char *tl_test_shared_dir(void) {
+    const char *e = getenv("TL_SHARED");
+    return e ? e : "../shared";
+}
+
+const char *tl_test_fixture_dir(void) {
+    const char *e = getenv("TL_FIXTURES");
+    return e ? e : "tests/fixtures";
+}
+
+const char *tl_test_tmpdir(void) {
+    if (!tmpdir_path[0]) {
+        snprintf(tmpdir_path, sizeof tmpdir_path, "/tmp/tl_test_XXXXXX");
+        if (!mkdtemp(tmpdir_path)) {
+            perror("mkdtemp");
+            exit(2);
+        }
+    }
+    return tmpdir_path;
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    int passed = 0, failed = 0;
+    for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {
+        for (const tl_test *tc = suites[s]; tc->name; tc++) {
+            if (filter && !strstr(tc->name, filter)) continue;
+            tl_test_ctx ctx = {tc->name, 0};
+            tc->fn(&ctx);
+            printf("%s %s\n", ctx.failures ? "FAIL" : "ok  ", tc->name);
+            fflush(stdout);
+            if (ctx.failures) failed++;
+            else passed++;
+        }
+    }
+    if (tmpdir_path[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir_path);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmpdir_path);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
