@@ -140,12 +140,28 @@ int tl_config_parse_json(const char *text, const char *what, tl_config *cfg, tl_
         tl_fail(err, "%s: attention_bias=true is not supported", what);
         goto done;
     }
+    const cJSON *mlp_bias = cJSON_GetObjectItemCaseSensitive(root, "mlp_bias");
+    if (mlp_bias && cJSON_IsTrue(mlp_bias)) {
+        tl_fail(err, "%s: mlp_bias=true is not supported", what);
+        goto done;
+    }
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (scaling && !cJSON_IsNull(scaling)) {
         tl_fail(err, "%s: rope_scaling is not supported", what);
         goto done;
     }
     tl_config c = {0};
+    /* transformers >= 5 nests rope_theta in rope_parameters {rope_type, rope_theta} */
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    float theta_default = 10000.f;
+    if (rp && !cJSON_IsNull(rp)) {
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
+        if (!cJSON_IsObject(rp) || (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default")))) {
+            tl_fail(err, "%s: only rope_parameters with rope_type \"default\" are supported", what);
+            goto done;
+        }
+        if (get_float(rp, "rope_theta", 10000.f, &theta_default, what, err)) goto done;
+    }
     if (get_int(root, "vocab_size", 1, 0, &c.vocab_size, what, err) ||
         get_int(root, "hidden_size", 1, 0, &c.dim, what, err) ||
         get_int(root, "intermediate_size", 1, 0, &c.hidden_dim, what, err) ||
@@ -155,10 +171,16 @@ int tl_config_parse_json(const char *text, const char *what, tl_config *cfg, tl_
         get_int(root, "max_position_embeddings", 0, 2048, &c.max_seq_len, what, err) ||
         get_int(root, "bos_token_id", 0, 1, &c.bos_id, what, err) ||
         get_int(root, "eos_token_id", 0, 2, &c.eos_id, what, err) ||
-        get_float(root, "rope_theta", 10000.f, &c.rope_theta, what, err) ||
+        get_float(root, "rope_theta", theta_default, &c.rope_theta, what, err) ||
         get_float(root, "rms_norm_eps", 1e-6f, &c.norm_eps, what, err))
         goto done;
     if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads; /* HF default */
+    int head_dim = 0;
+    if (get_int(root, "head_dim", 0, 0, &head_dim, what, err)) goto done;
+    if (head_dim && c.n_heads > 0 && head_dim * c.n_heads != c.dim) {
+        tl_fail(err, "%s: head_dim %d differs from hidden_size/num_attention_heads (unsupported)", what, head_dim);
+        goto done;
+    }
     const cJSON *tied = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tied && !cJSON_IsBool(tied)) {
         tl_fail(err, "%s: tie_word_embeddings must be true or false", what);

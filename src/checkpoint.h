@@ -1,0 +1,48 @@
+/* checkpoint.h - HF model directories (config.json + safetensors, single or
+ * sharded) and training checkpoints (HF directory + training_state.bin), written
+ * atomically: a crash at any moment leaves the previous checkpoint intact. */
+#ifndef TL_CHECKPOINT_H
+#define TL_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "model.h"
+#include "rng.h"
+
+/* Loads config.json and the weights (F32/BF16/F16, converted to fp32) of an HF
+ * Llama directory into a freshly created model.  Every expected tensor must be
+ * present with the right shape; unknown tensors are an error. */
+int tl_model_load_hf(const char *dir, tl_model *m, tl_error *err);
+/* Loads weights of dir into an existing model whose config must match. */
+int tl_model_load_hf_weights(const char *dir, tl_model *m, tl_error *err);
+/* Writes config.json, generation_config.json and model.safetensors (F32) into dir
+ * (created if needed), each file atomically. */
+int tl_model_save_hf(const char *dir, const tl_model *m, tl_error *err);
+
+/* Everything besides the weights needed to continue training bit-identically. */
+typedef struct {
+    uint64_t step;        /* optimizer steps completed */
+    uint64_t tokens_seen;
+    uint64_t data_epoch, data_index; /* data loader position */
+    tl_rng rng;
+    double elapsed;       /* training seconds so far */
+    size_t n_params;
+    float *m, *v;         /* AdamW moments, same layout as the parameters */
+} tl_train_state;
+
+int tl_train_state_save(const char *path, const tl_train_state *s, tl_error *err);
+/* s->m and s->v must be allocated with n_params floats; the file must match. */
+int tl_train_state_load(const char *path, tl_train_state *s, tl_error *err);
+
+/* Writes out_dir/step-NNNNNNNN/ (HF files, training_state.bin and extra_json as
+ * train_args.json) via a temporary directory and rename, then points
+ * out_dir/latest at it and removes all but the newest `keep` checkpoints. */
+int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
+                       const char *extra_json, int keep, char *saved_path, size_t saved_cap,
+                       tl_error *err);
+/* Resolves a --resume argument: a checkpoint directory itself, or a run
+ * directory containing a `latest` file. */
+int tl_checkpoint_resolve(const char *path, char *out, size_t cap, tl_error *err);
+
+#endif

@@ -1,0 +1,364 @@
+/* model.c - Llama forward and backward on the CPU, reading like the paper:
+ *
+ *   x0 = embed[tokens]
+ *   per layer:  h = RMSNorm(x) ; x = x + Wo · Attention(RoPE(Wq h), RoPE(Wk h), Wv h)
+ *               h = RMSNorm(x) ; x = x + Wdown · (silu(Wgate h) * (Wup h))
+ *   logits = lm_head · RMSNorm(x) ; loss = mean cross-entropy(next token)
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "ops.h"
+#include "rng.h"
+
+/* ---------------------------------------------------------------- parameters */
+
+static void add_tensor(tl_tensor_info *t, int *n, size_t *off, const char *name, int rows, int cols,
+                       int init_kind) {
+    tl_tensor_info *ti = &t[(*n)++];
+    snprintf(ti->name, sizeof ti->name, "%s", name);
+    ti->ndim = cols ? 2 : 1;
+    ti->shape[0] = rows;
+    ti->shape[1] = cols;
+    ti->numel = (size_t)rows * (size_t)(cols ? cols : 1);
+    ti->offset = *off;
+    ti->init_kind = init_kind;
+    *off += ti->numel;
+}
+
+int tl_model_create(tl_model *m, const tl_config *cfg, tl_error *err) {
+    memset(m, 0, sizeof *m);
+    if (tl_config_validate(cfg, err)) return -1;
+    m->cfg = *cfg;
+    const int D = cfg->dim, F = cfg->hidden_dim, L = cfg->n_layers, hd = tl_config_head_dim(cfg);
+    const int QD = cfg->n_heads * hd, KD = cfg->n_kv_heads * hd;
+    m->tensors = calloc((size_t)L * 9 + 3, sizeof *m->tensors);
+    m->w.layers = calloc((size_t)L, sizeof *m->w.layers);
+    if (!m->tensors || !m->w.layers) goto oom;
+    size_t off = 0;
+    int n = 0;
+    char name[96];
+    add_tensor(m->tensors, &n, &off, "model.embed_tokens.weight", cfg->vocab_size, D, 1);
+    for (int l = 0; l < L; l++) {
+#define T_(suffix, rows, cols, kind)                                            \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);               \
+    add_tensor(m->tensors, &n, &off, name, rows, cols, kind)
+        T_("input_layernorm.weight", D, 0, 0);
+        T_("self_attn.q_proj.weight", QD, D, 1);
+        T_("self_attn.k_proj.weight", KD, D, 1);
+        T_("self_attn.v_proj.weight", KD, D, 1);
+        T_("self_attn.o_proj.weight", D, QD, 2);
+        T_("post_attention_layernorm.weight", D, 0, 0);
+        T_("mlp.gate_proj.weight", F, D, 1);
+        T_("mlp.up_proj.weight", F, D, 1);
+        T_("mlp.down_proj.weight", D, F, 2);
+#undef T_
+    }
+    add_tensor(m->tensors, &n, &off, "model.norm.weight", D, 0, 0);
+    if (!cfg->tied) add_tensor(m->tensors, &n, &off, "lm_head.weight", cfg->vocab_size, D, 1);
+    m->n_tensors = n;
+    m->n_params = off;
+    size_t bytes;
+    if (tl_mul_size(off, sizeof(float), &bytes)) goto oom;
+    m->params = tl_alloc(bytes);
+    m->rope_cos = tl_alloc(sizeof(float) * (size_t)cfg->max_seq_len * (size_t)(hd / 2));
+    m->rope_sin = tl_alloc(sizeof(float) * (size_t)cfg->max_seq_len * (size_t)(hd / 2));
+    if (!m->params || !m->rope_cos || !m->rope_sin) goto oom;
+    tl_weights_view(m, m->params, &m->w, m->w.layers);
+    tl_rope_tables(m->rope_cos, m->rope_sin, cfg->max_seq_len, hd, cfg->rope_theta);
+    return 0;
+oom:
+    tl_model_free(m);
+    return tl_fail(err, "out of memory allocating a model of %zu parameters", tl_config_num_params(cfg));
+}
+
+void tl_model_free(tl_model *m) {
+    free(m->tensors);
+    free(m->w.layers);
+    tl_free(m->params);
+    tl_free(m->rope_cos);
+    tl_free(m->rope_sin);
+    memset(m, 0, sizeof *m);
+}
+
+void tl_weights_view(const tl_model *m, float *base, tl_weights *w, tl_layer_weights *layers) {
+    const tl_tensor_info *t = m->tensors;
+    w->layers = layers;
+    w->embed = base + t[0].offset;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const tl_tensor_info *lt = t + 1 + 9 * l;
+        tl_layer_weights *lw = &layers[l];
+        lw->attn_norm = base + lt[0].offset;
+        lw->wq = base + lt[1].offset;
+        lw->wk = base + lt[2].offset;
+        lw->wv = base + lt[3].offset;
+        lw->wo = base + lt[4].offset;
+        lw->mlp_norm = base + lt[5].offset;
+        lw->w_gate = base + lt[6].offset;
+        lw->w_up = base + lt[7].offset;
+        lw->w_down = base + lt[8].offset;
+    }
+    const int after = 1 + 9 * m->cfg.n_layers;
+    w->final_norm = base + t[after].offset;
+    w->lm_head = m->cfg.tied ? w->embed : base + t[after + 1].offset;
+}
+
+const tl_tensor_info *tl_model_find_tensor(const tl_model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+void tl_model_init_weights(tl_model *m, uint64_t seed) {
+    const double D = m->cfg.dim;
+    const double std_init = sqrt(2.0 / (5.0 * D));
+    const double std_out = 1.0 / sqrt(D) / m->cfg.n_layers;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const tl_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        if (t->init_kind == 0) {
+            for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
+            continue;
+        }
+        tl_rng r;
+        tl_rng_seed(&r, seed * 0x100000001b3ULL + (uint64_t)i);
+        double std = t->init_kind == 1 ? std_init : std_out;
+        for (size_t j = 0; j < t->numel; j++) p[j] = (float)(std * tl_rng_normal(&r));
+    }
+}
+
+/* --------------------------------------------------------------- activations */
+
+struct tl_acts {
+    int B, T, N, chunk;
+    size_t bytes;
+    float *block;
+    /* saved for backward, per layer */
+    float *x;            /* [L+1][N*D] residual stream entering each layer */
+    float *rstd1, *rstd2; /* [L][N] */
+    float *h1, *h2;       /* [L][N*D] normalised inputs */
+    float *q, *k, *v;     /* [L][N*QD], [L][N*KD] (q, k after RoPE) */
+    float *probs;         /* [L][B*H*T*T] */
+    float *ao;            /* [L][N*QD] attention output before o_proj */
+    float *xmid;          /* [L][N*D] residual after attention */
+    float *gate, *up, *act; /* [L][N*F] */
+    float *rstdf, *hf;    /* [N], [N*D] */
+    /* scratch for one layer's backward */
+    float *dx, *dh, *dq, *dk, *dv, *dao, *dact, *dgate, *dup;
+    float *logits;   /* [chunk*V] */
+    float *row_loss; /* [N] */
+};
+
+tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
+    if (B <= 0 || T <= 0) {
+        tl_fail(err, "batch size and sequence length must be positive");
+        return NULL;
+    }
+    if (T > c->max_seq_len) {
+        tl_fail(err, "sequence length %d exceeds the model's context of %d", T, c->max_seq_len);
+        return NULL;
+    }
+    tl_acts *a = calloc(1, sizeof *a);
+    if (!a) {
+        tl_fail(err, "out of memory");
+        return NULL;
+    }
+    const size_t N = (size_t)B * T, D = c->dim, F = c->hidden_dim, L = c->n_layers, V = c->vocab_size;
+    const size_t hd = D / c->n_heads, QD = c->n_heads * hd, KD = c->n_kv_heads * hd;
+    a->B = B;
+    a->T = T;
+    a->N = (int)N;
+    a->chunk = N < 256 ? (int)N : 256;
+    struct {
+        float **p;
+        size_t n;
+    } parts[] = {
+        {&a->x, (L + 1) * N * D}, {&a->rstd1, L * N},      {&a->rstd2, L * N},
+        {&a->h1, L * N * D},      {&a->h2, L * N * D},     {&a->q, L * N * QD},
+        {&a->k, L * N * KD},      {&a->v, L * N * KD},     {&a->probs, L * N * c->n_heads * T},
+        {&a->ao, L * N * QD},     {&a->xmid, L * N * D},   {&a->gate, L * N * F},
+        {&a->up, L * N * F},      {&a->act, L * N * F},    {&a->rstdf, N},
+        {&a->hf, N * D},          {&a->dx, N * D},         {&a->dh, N * D},
+        {&a->dq, N * QD},         {&a->dk, N * KD},        {&a->dv, N * KD},
+        {&a->dao, N * QD},        {&a->dact, N * F},       {&a->dgate, N * F},
+        {&a->dup, N * F},         {&a->logits, (size_t)a->chunk * V}, {&a->row_loss, N},
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) total += (parts[i].n + 15) & ~(size_t)15;
+    a->bytes = total * sizeof(float);
+    a->block = tl_alloc(a->bytes);
+    if (!a->block) {
+        tl_fail(err, "out of memory allocating %.1f MB of activations (batch %d x seq %d)",
+                (double)a->bytes / 1e6, B, T);
+        free(a);
+        return NULL;
+    }
+    float *p = a->block;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        *parts[i].p = p;
+        p += (parts[i].n + 15) & ~(size_t)15;
+    }
+    return a;
+}
+
+void tl_acts_free(tl_acts *a) {
+    if (!a) return;
+    tl_free(a->block);
+    free(a);
+}
+
+size_t tl_acts_bytes(const tl_acts *a) { return a->bytes; }
+
+/* ------------------------------------------------------------------- forward */
+
+static int check_ids(const int *ids, int n, int V, int allow_ignore, const char *what, tl_error *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= V || ids[i] < (allow_ignore ? -1 : 0))
+            return tl_fail(err, "%s id %d at position %d is outside the vocabulary [0, %d)", what,
+                           ids[i], i, V);
+    return 0;
+}
+
+/* Runs the layers and the final norm; leaves hf = RMSNorm(x_L). */
+static void forward_body(const tl_model *m, tl_acts *a, const int *tokens) {
+    const tl_config *c = &m->cfg;
+    const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
+    const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
+    tl_embedding_forward(a->x, m->w.embed, tokens, N, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const tl_layer_weights *w = &m->w.layers[l];
+        float *x = a->x + (size_t)l * N * D, *xnext = x + (size_t)N * D;
+        float *h1 = a->h1 + (size_t)l * N * D, *h2 = a->h2 + (size_t)l * N * D;
+        float *q = a->q + (size_t)l * N * QD, *k = a->k + (size_t)l * N * KD, *v = a->v + (size_t)l * N * KD;
+        float *ao = a->ao + (size_t)l * N * QD, *xmid = a->xmid + (size_t)l * N * D;
+        float *probs = a->probs + (size_t)l * N * H * T;
+        float *gate = a->gate + (size_t)l * N * F, *up = a->up + (size_t)l * N * F;
+        float *act = a->act + (size_t)l * N * F;
+
+        tl_rmsnorm_forward(h1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, D, c->norm_eps);
+        tl_linear_forward(q, h1, w->wq, N, D, QD, 0);
+        tl_linear_forward(k, h1, w->wk, N, D, KD, 0);
+        tl_linear_forward(v, h1, w->wv, N, D, KD, 0);
+        tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+        tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
+        tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
+        memcpy(xmid, x, sizeof(float) * (size_t)N * D);
+        tl_linear_forward(xmid, ao, w->wo, N, QD, D, 1);
+
+        tl_rmsnorm_forward(h2, a->rstd2 + (size_t)l * N, xmid, w->mlp_norm, N, D, c->norm_eps);
+        tl_linear_forward(gate, h2, w->w_gate, N, D, F, 0);
+        tl_linear_forward(up, h2, w->w_up, N, D, F, 0);
+        tl_swiglu_forward(act, gate, up, (size_t)N * F);
+        memcpy(xnext, xmid, sizeof(float) * (size_t)N * D);
+        tl_linear_forward(xnext, act, w->w_down, N, F, D, 1);
+    }
+    tl_rmsnorm_forward(a->hf, a->rstdf, a->x + (size_t)c->n_layers * N * D, m->w.final_norm, N, D,
+                       c->norm_eps);
+}
+
+/* Cross-entropy over the vocabulary, chunk by chunk.  With grads, also
+ * accumulates dlm_head and writes dL/dhf into a->dh. */
+static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale,
+                           tl_weights *g) {
+    const int N = a->N, D = m->cfg.dim, V = m->cfg.vocab_size;
+    for (int r0 = 0; r0 < N; r0 += a->chunk) {
+        int rows = N - r0 < a->chunk ? N - r0 : a->chunk;
+        const float *h = a->hf + (size_t)r0 * D;
+        tl_linear_forward(a->logits, h, m->w.lm_head, rows, D, V, 0);
+        tl_cross_entropy_rows(a->logits, a->row_loss + r0, targets + r0, rows, V, scale);
+        if (g)
+            tl_linear_backward(a->dh + (size_t)r0 * D, g->lm_head, a->logits, h, m->w.lm_head, rows, D,
+                               V, 0);
+    }
+    double sum = 0.0;
+    for (int n = 0; n < N; n++) sum += a->row_loss[n];
+    return sum;
+}
+
+static long count_targets(const int *targets, int N) {
+    long c = 0;
+    for (int n = 0; n < N; n++) c += targets[n] >= 0;
+    return c;
+}
+
+int tl_model_loss(const tl_model *m, tl_acts *a, const int *tokens, const int *targets,
+                  double *loss_sum, long *count, tl_error *err) {
+    if (check_ids(tokens, a->N, m->cfg.vocab_size, 0, "token", err) ||
+        check_ids(targets, a->N, m->cfg.vocab_size, 1, "target", err))
+        return -1;
+    forward_body(m, a, tokens);
+    *loss_sum = lm_head_loss(m, a, targets, 0.0f, NULL);
+    *count = count_targets(targets, a->N);
+    return 0;
+}
+
+int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out, tl_error *err) {
+    if (check_ids(tokens, a->N, m->cfg.vocab_size, 0, "token", err)) return -1;
+    forward_body(m, a, tokens);
+    tl_linear_forward(out, a->hf, m->w.lm_head, a->N, m->cfg.dim, m->cfg.vocab_size, 0);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ backward */
+
+int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
+                              const int *targets, float grad_scale, double *loss, tl_error *err) {
+    const tl_config *c = &m->cfg;
+    const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
+    const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
+    if (check_ids(tokens, N, c->vocab_size, 0, "token", err) ||
+        check_ids(targets, N, c->vocab_size, 1, "target", err))
+        return -1;
+    long count = count_targets(targets, N);
+    if (count == 0) return tl_fail(err, "micro-batch has no targets to predict");
+
+    tl_layer_weights *glayers = malloc(sizeof *glayers * (size_t)c->n_layers);
+    if (!glayers) return tl_fail(err, "out of memory");
+    tl_weights g;
+    tl_weights_view(m, grads, &g, glayers);
+
+    forward_body(m, a, tokens);
+    *loss = lm_head_loss(m, a, targets, grad_scale / (float)count, &g) / (double)count;
+
+    /* final norm: dx = d x_L */
+    memset(a->dx, 0, sizeof(float) * (size_t)N * D);
+    tl_rmsnorm_backward(a->dx, g.final_norm, a->dh, a->x + (size_t)c->n_layers * N * D,
+                        m->w.final_norm, a->rstdf, N, D);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const tl_layer_weights *w = &m->w.layers[l];
+        tl_layer_weights *gl = &g.layers[l];
+        const float *x = a->x + (size_t)l * N * D;
+        const float *h1 = a->h1 + (size_t)l * N * D, *h2 = a->h2 + (size_t)l * N * D;
+        const float *q = a->q + (size_t)l * N * QD, *k = a->k + (size_t)l * N * KD;
+        const float *v = a->v + (size_t)l * N * KD, *ao = a->ao + (size_t)l * N * QD;
+        const float *xmid = a->xmid + (size_t)l * N * D, *probs = a->probs + (size_t)l * N * H * T;
+        const float *gate = a->gate + (size_t)l * N * F, *up = a->up + (size_t)l * N * F;
+        const float *act = a->act + (size_t)l * N * F;
+
+        /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
+        tl_linear_backward(a->dact, gl->w_down, a->dx, act, w->w_down, N, F, D, 0);
+        tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
+        tl_linear_backward(a->dh, gl->w_gate, a->dgate, h2, w->w_gate, N, D, F, 0);
+        tl_linear_backward(a->dh, gl->w_up, a->dup, h2, w->w_up, N, D, F, 1);
+        tl_rmsnorm_backward(a->dx, gl->mlp_norm, a->dh, xmid, w->mlp_norm, a->rstd2 + (size_t)l * N, N, D);
+
+        /* attention branch: xmid = x + Wo attn(h1) */
+        tl_linear_backward(a->dao, gl->wo, a->dx, ao, w->wo, N, QD, D, 0);
+        tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
+        tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+        tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
+        tl_linear_backward(a->dh, gl->wq, a->dq, h1, w->wq, N, D, QD, 0);
+        tl_linear_backward(a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
+        tl_linear_backward(a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
+        tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
+    }
+    tl_embedding_backward(g.embed, a->dx, tokens, N, D);
+    free(glayers);
+    return 0;
+}

@@ -1,0 +1,90 @@
+/* model.h - the Llama model (HF LlamaForCausalLM math): parameters, TinyLlama
+ * initialisation, and the CPU forward/backward pass.
+ *
+ * All parameters live in one contiguous fp32 block laid out in HF tensor order
+ * (embed, then per layer: input_layernorm, q, k, v, o, post_attention_layernorm,
+ * gate, up, down; then norm, lm_head).  Gradients and AdamW moments use the same
+ * layout, so the optimizer and checkpoints work on flat arrays. */
+#ifndef TL_MODEL_H
+#define TL_MODEL_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "config.h"
+
+typedef struct {
+    float *attn_norm; /* [D] */
+    float *wq;        /* [H*hd, D] */
+    float *wk;        /* [KV*hd, D] */
+    float *wv;        /* [KV*hd, D] */
+    float *wo;        /* [D, H*hd] */
+    float *mlp_norm;  /* [D] */
+    float *w_gate;    /* [F, D] */
+    float *w_up;      /* [F, D] */
+    float *w_down;    /* [D, F] */
+} tl_layer_weights;
+
+typedef struct {
+    float *embed;      /* [V, D] */
+    tl_layer_weights *layers;
+    float *final_norm; /* [D] */
+    float *lm_head;    /* [V, D]; == embed when tied */
+} tl_weights;
+
+/* One named tensor of the flat block (HF name, shape [rows, cols] or [rows]). */
+typedef struct {
+    char name[96];
+    int ndim;
+    int shape[2];
+    size_t offset, numel;
+    int init_kind; /* 0: norm weight (ones), 1: normal std_init, 2: normal std_out */
+} tl_tensor_info;
+
+typedef struct {
+    tl_config cfg;
+    size_t n_params;
+    float *params;
+    tl_weights w;
+    int n_tensors;
+    tl_tensor_info *tensors;
+    float *rope_cos, *rope_sin; /* [max_seq_len, hd/2] */
+} tl_model;
+
+/* Allocates a model (parameters zeroed).  Returns 0 or -1 with err set. */
+int tl_model_create(tl_model *m, const tl_config *cfg, tl_error *err);
+void tl_model_free(tl_model *m);
+
+/* TinyLlama / lit-gpt initialisation: normal(0, sqrt(2/(5*D))) for embeddings and
+ * linears, normal(0, 1/sqrt(D)/n_layers) for attention o_proj and mlp down_proj,
+ * ones for norms.  Each tensor draws from its own stream seeded by (seed, index). */
+void tl_model_init_weights(tl_model *m, uint64_t seed);
+
+/* Points w (with layers storage of cfg->n_layers entries) into any flat block
+ * with the model's layout (parameters, gradients, moments). */
+void tl_weights_view(const tl_model *m, float *base, tl_weights *w, tl_layer_weights *layers);
+
+/* Finds a tensor by HF name; NULL if absent. */
+const tl_tensor_info *tl_model_find_tensor(const tl_model *m, const char *name);
+
+/* Activations and scratch for micro-batches of B sequences of T tokens. */
+typedef struct tl_acts tl_acts;
+tl_acts *tl_acts_create(const tl_config *cfg, int B, int T, tl_error *err);
+void tl_acts_free(tl_acts *a);
+size_t tl_acts_bytes(const tl_acts *a);
+
+/* Training step body: forward over tokens[B*T] with next-token targets[B*T]
+ * (target < 0 ignored), then backward, adding grad_scale * d(mean loss)/dparam
+ * into grads (same layout as params).  Returns the mean loss over counted targets
+ * in *loss.  The vocab-sized softmax is formed only a chunk of rows at a time. */
+int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
+                              const int *targets, float grad_scale, double *loss, tl_error *err);
+
+/* Forward only: mean loss (and its count of targets) without touching gradients. */
+int tl_model_loss(const tl_model *m, tl_acts *a, const int *tokens, const int *targets,
+                  double *loss_sum, long *count, tl_error *err);
+
+/* Forward only: full logits [B*T, V] into out (for tests and tooling). */
+int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out, tl_error *err);
+
+#endif

@@ -1,0 +1,59 @@
+/* optimizer.c - AdamW and the learning-rate schedule. */
+#include "optimizer.h"
+
+#include <math.h>
+
+tl_adamw_config tl_adamw_defaults(void) {
+    tl_adamw_config c = {4e-4, 4e-5, 0.9, 0.95, 1e-8, 0.1, 2000, 1430000, 1.0};
+    return c;
+}
+
+double tl_lr_at(const tl_adamw_config *c, long step) {
+    if (step < c->warmup_steps) return c->lr * (double)(step + 1) / (double)c->warmup_steps;
+    if (step >= c->decay_steps) return c->min_lr;
+    double progress = (double)(step - c->warmup_steps) / (double)(c->decay_steps - c->warmup_steps);
+    return c->min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (c->lr - c->min_lr);
+}
+
+double tl_grad_norm(const float *g, size_t n) {
+    /* Blocks of fixed size summed in order: the same result for any thread count. */
+    enum { BLOCK = 1 << 16 };
+    size_t nb = (n + BLOCK - 1) / BLOCK;
+    double total = 0.0;
+#pragma omp parallel for schedule(static) ordered reduction(+ : total)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+#pragma omp ordered
+        total += s;
+    }
+    return sqrt(total);
+}
+
+void tl_clip_grads(float *g, size_t n, double norm, double clip) {
+    if (clip <= 0) return;
+    double coef = clip / (norm + 1e-6);
+    if (coef >= 1.0) return;
+    float cf = (float)coef;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] *= cf;
+}
+
+void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
+                     const tl_adamw_config *c, long step) {
+    /* The order of torch's single-tensor AdamW: decay, moments, bias-corrected step. */
+    const float decay = (float)(1.0 - lr * c->weight_decay);
+    const float b1 = (float)c->beta1, b2 = (float)c->beta2;
+    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        params[i] *= decay;
+        m[i] += (1.0f - b1) * (g - m[i]);
+        v[i] = v[i] * b2 + (1.0f - b2) * g * g;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        params[i] -= step_size * (m[i] / denom);
+    }
+}
