@@ -8,7 +8,6 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
-int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */

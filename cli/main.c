@@ -11,6 +11,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"train", cmd_train, "pretrain (or continue training) a Llama model on token shards"},
+    {"prepare", cmd_prepare, "turn text files into packed token shards"},
     {"info", cmd_info, "show a model config preset or an HF config.json"},
 };
 

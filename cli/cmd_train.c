@@ -1,0 +1,255 @@
+/* cmd_train.c - `tinyllama train`: pretrain or continue training on token shards. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "ops.h"
+#include "train.h"
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void help(void) {
+    printf(
+        "usage: tinyllama train --data SHARDS [options]\n\n"
+        "Pretrains a Llama model on packed token shards (see `tinyllama prepare`), writing\n"
+        "HF checkpoints (config.json + model.safetensors) and training state to --out.\n\n"
+        "data:\n"
+        "  --data PATH          training shards: a .bin file, a directory or a glob (repeatable)\n"
+        "  --val-data PATH      held-out shards for validation loss / perplexity (repeatable)\n"
+        "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "model (one of; default --preset demo):\n"
+        "  --preset NAME        built-in config:");
+    for (const char *const *p = tl_config_preset_names(); *p; p++) printf(" %s", *p);
+    printf("\n"
+           "  --config FILE        an HF config.json (random init)\n"
+           "  --init DIR           start from an HF checkpoint directory (continual pretraining)\n"
+           "  --resume [DIR]       continue a run from its checkpoint (DIR: a checkpoint or run\n"
+           "                       directory; default --out); bit-identical to an uninterrupted run\n"
+           "batch and schedule:\n"
+           "  --batch N            sequences per micro-batch (default 8)\n"
+           "  --seq-len N          tokens per sequence (default: the shards' length)\n"
+           "  --batch-tokens N     global batch in tokens; micro-batches are accumulated to reach\n"
+           "                       it (default: one micro-batch; TinyLlama used 2097152)\n"
+           "  --steps N            optimizer steps (default 1000)\n"
+           "  --lr X               peak learning rate (default 4e-4)\n"
+           "  --min-lr X           cosine floor (default 4e-5)\n"
+           "  --warmup N           linear warmup steps (default min(2000, steps/10))\n"
+           "  --decay-steps N      step at which the cosine reaches --min-lr (default --steps)\n"
+           "  --beta1 X --beta2 X --eps X --weight-decay X   AdamW (0.9, 0.95, 1e-8, 0.1)\n"
+           "  --clip X             max global gradient norm, 0 disables (default 1.0)\n"
+           "  --seed N             weight init and data order seed (default 3407)\n"
+           "output:\n"
+           "  --out DIR            run directory (default runs/train)\n"
+           "  --ckpt-every N       checkpoint every N steps (default 0: only at the end)\n"
+           "  --keep N             checkpoints to keep (default 3, 0 keeps all)\n"
+           "  --eval-every N       validation every N steps (default 100 with --val-data)\n"
+           "  --eval-batches N     micro-batches per validation (default 8)\n"
+           "  --log FILE           JSONL log (default OUT/log.jsonl)\n"
+           "  --threads N          threads (default: all cores)\n"
+           "  --quiet              no progress line\n\n"
+           "Ctrl-C stops after the current step and writes a checkpoint.\n");
+}
+
+typedef struct {
+    int quiet, tty;
+    long last_print_step;
+    double last_print;
+} progress;
+
+static void fmt_time(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+static void on_event(const tl_train_event *ev, void *user) {
+    progress *p = user;
+    if (p->quiet && ev->kind == TL_EV_STEP) return;
+    switch (ev->kind) {
+    case TL_EV_STEP: {
+        double now = tl_now();
+        /* on a terminal redraw in place; in a log print about every 2 seconds */
+        if (!p->tty && now - p->last_print < 2.0 && ev->step != ev->steps && ev->step != 1) return;
+        p->last_print = now;
+        char eta[32];
+        fmt_time(eta, sizeof eta, ev->eta);
+        fprintf(stderr, "%sstep %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
+                p->tty ? "\r\033[K" : "", ev->step, ev->steps, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s, eta,
+                p->tty ? "" : "\n");
+        break;
+    }
+    case TL_EV_EVAL:
+        fprintf(stderr, "%sstep %ld: validation loss %.4f, perplexity %.2f\n", p->tty ? "\n" : "", ev->step, ev->val_loss,
+                exp(ev->val_loss));
+        break;
+    case TL_EV_CKPT:
+        fprintf(stderr, "%scheckpoint: %s\n", p->tty ? "\n" : "", ev->path);
+        break;
+    case TL_EV_SKIP:
+        fprintf(stderr, "%sstep %ld: non-finite gradient, update skipped\n", p->tty ? "\n" : "", ev->step);
+        break;
+    }
+}
+
+#define MAX_PATHS 256
+
+int cmd_train(int argc, char **argv) {
+    const char *data[MAX_PATHS], *val[MAX_PATHS];
+    int n_data = 0, n_val = 0;
+    const char *preset = NULL, *config = NULL, *init = NULL, *resume = NULL, *out = "runs/train", *log = NULL;
+    long batch = 8, seq_len = 0, batch_tokens = 0, steps = 1000, warmup = -1, decay = -1, seed = 3407;
+    long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
+    int sequential = 0, quiet = 0, do_resume = 0;
+    tl_adamw_config oc = tl_adamw_defaults();
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int bad = 0;
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        }
+#define NUM(opt, var, lo, hi) \
+    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad || cli_parse_int("train", opt, v, lo, hi, &var)) return 2; }
+#define DBL(opt, var) \
+    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad || cli_parse_double("train", opt, v, &var)) return 2; }
+#define STR(opt, var) \
+    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad) return 2; var = v; }
+        else if (cli_opt(argc, argv, &i, "--data", &v, &bad)) {
+            if (bad) return 2;
+            if (n_data == MAX_PATHS) { cli_error("train", "too many --data paths"); return 2; }
+            data[n_data++] = v;
+        } else if (cli_opt(argc, argv, &i, "--val-data", &v, &bad)) {
+            if (bad) return 2;
+            if (n_val == MAX_PATHS) { cli_error("train", "too many --val-data paths"); return 2; }
+            val[n_val++] = v;
+        } else if (!strcmp(a, "--resume")) {
+            do_resume = 1;
+            if (i + 1 < argc && argv[i + 1][0] != '-') resume = argv[++i];
+        } else if (!strncmp(a, "--resume=", 9)) {
+            do_resume = 1;
+            resume = a + 9;
+        }
+        STR("--preset", preset) STR("--config", config) STR("--init", init) STR("--out", out) STR("--log", log)
+        NUM("--batch", batch, 1, 1 << 20) NUM("--seq-len", seq_len, 1, 1 << 20)
+        NUM("--batch-tokens", batch_tokens, 1, 1L << 40) NUM("--steps", steps, 1, 1L << 40)
+        NUM("--warmup", warmup, 0, 1L << 40) NUM("--decay-steps", decay, 0, 1L << 40)
+        NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", ckpt_every, 0, 1L << 40) NUM("--keep", keep, 0, 1 << 20)
+        NUM("--eval-every", eval_every, 0, 1L << 40) NUM("--eval-batches", eval_batches, 1, 1 << 20)
+        NUM("--threads", threads, 0, 4096)
+        DBL("--lr", oc.lr) DBL("--min-lr", oc.min_lr) DBL("--beta1", oc.beta1) DBL("--beta2", oc.beta2)
+        DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
+        else if (!strcmp(a, "--sequential")) sequential = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else {
+            cli_error("train", "unknown option '%s' (see --help)", a);
+            return 2;
+        }
+#undef NUM
+#undef DBL
+#undef STR
+    }
+    if (n_data == 0) {
+        cli_error("train", "no training data: give --data SHARDS (make some with `tinyllama prepare`)");
+        return 2;
+    }
+    if ((preset != NULL) + (config != NULL) + (init != NULL) > 1) {
+        cli_error("train", "give at most one of --preset, --config, --init");
+        return 2;
+    }
+    if (!(oc.lr > 0) || oc.min_lr < 0 || oc.min_lr > oc.lr) {
+        cli_error("train", "need 0 <= --min-lr <= --lr and --lr > 0");
+        return 2;
+    }
+    if (threads > 0) tl_set_threads((int)threads);
+
+    tl_error err;
+    tl_model model;
+    char resume_dir[4200] = "";
+    if (do_resume && tl_checkpoint_resolve(resume ? resume : out, resume_dir, sizeof resume_dir, &err)) {
+        cli_error("train", "--resume: %s", err.msg);
+        return 1;
+    }
+    int rc;
+    if (resume_dir[0]) {
+        rc = tl_model_load_hf(resume_dir, &model, &err); /* config from the checkpoint */
+    } else if (init) {
+        rc = tl_model_load_hf(init, &model, &err);
+    } else {
+        tl_config cfg;
+        rc = config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset ? preset : "demo", &cfg, &err);
+        if (!rc) rc = tl_model_create(&model, &cfg, &err);
+        if (!rc) tl_model_init_weights(&model, (uint64_t)seed);
+    }
+    if (rc) {
+        cli_error("train", "%s", err.msg);
+        return 1;
+    }
+    tl_dataset train_ds, val_ds;
+    if (tl_dataset_open(&train_ds, data, n_data, &err)) {
+        cli_error("train", "%s", err.msg);
+        tl_model_free(&model);
+        return 1;
+    }
+    if (n_val && tl_dataset_open(&val_ds, val, n_val, &err)) {
+        cli_error("train", "%s", err.msg);
+        tl_dataset_close(&train_ds);
+        tl_model_free(&model);
+        return 1;
+    }
+    if (seq_len == 0) seq_len = train_ds.seq_len < model.cfg.max_seq_len ? train_ds.seq_len : model.cfg.max_seq_len;
+    long micro_tokens = batch * seq_len, accum = 1;
+    if (batch_tokens) {
+        if (batch_tokens % micro_tokens) {
+            cli_error("train", "--batch-tokens %ld is not a multiple of batch x seq-len = %ld", batch_tokens, micro_tokens);
+            return 2;
+        }
+        accum = batch_tokens / micro_tokens;
+    }
+    oc.warmup_steps = warmup >= 0 ? warmup : (steps / 10 < 2000 ? steps / 10 : 2000);
+    oc.decay_steps = decay >= 0 ? decay : steps;
+    tl_train_opts o = {.batch = (int)batch, .seq_len = (int)seq_len, .accum = (int)accum, .steps = steps, .opt = oc,
+                       .seed = (uint64_t)seed, .shuffle = !sequential,
+                       .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
+                       .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
+                       .out_dir = out, .log_path = log};
+    tl_trainer *tr = tl_trainer_create(&model, &train_ds, n_val ? &val_ds : NULL, &o, &err);
+    rc = tr ? 0 : -1;
+    if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
+    if (!rc) {
+        const tl_config *c = &model.cfg;
+        fprintf(stderr,
+                "model: %zu parameters (%d layers, dim %d, ffn %d, heads %d/%d kv, vocab %d)\n"
+                "data: %llu training samples of %d tokens in %d shard(s)%s\n"
+                "batch: %ld x %ld tokens x %ld accumulation = %ld tokens/step; %ld steps; %d threads; %.0f MB\n",
+                model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
+                (unsigned long long)train_ds.n_samples, train_ds.seq_len, train_ds.n_shards,
+                n_val ? ", with validation" : "", batch, seq_len, accum, batch * seq_len * accum, steps,
+                tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6);
+        if (resume_dir[0]) fprintf(stderr, "resuming from %s at step %ld\n", resume_dir, tl_trainer_step(tr));
+        struct sigaction sa = {0};
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        progress p = {.quiet = quiet, .tty = isatty(2)};
+        rc = tl_trainer_run(tr, on_event, &p, &stop_requested, &err);
+        if (p.tty && !quiet) fputc('\n', stderr);
+        if (!rc && stop_requested) fprintf(stderr, "stopped at step %ld\n", tl_trainer_step(tr));
+    }
+    if (rc) cli_error("train", "%s", err.msg);
+    tl_trainer_free(tr);
+    if (n_val) tl_dataset_close(&val_ds);
+    tl_dataset_close(&train_ds);
+    tl_model_free(&model);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,379 @@
+/* data.c - token shards and the training loader. */
+#include "data.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rng.h"
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+#define FNV_INIT 0xcbf29ce484222325ULL
+
+/* ------------------------------------------------------------------ writing */
+
+int tl_shard_writer_open(tl_shard_writer *w, const char *path, int seq_len, int vocab_size, tl_error *err) {
+    memset(w, 0, sizeof *w);
+    if (seq_len < 1 || vocab_size < 1) return tl_fail(err, "%s: seq_len and vocab_size must be positive", path);
+    if ((size_t)snprintf(w->path, sizeof w->path, "%s", path) >= sizeof w->path) return tl_fail(err, "%s: path too long", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    w->seq_len = seq_len;
+    w->vocab_size = vocab_size;
+    w->token_bytes = vocab_size <= 65536 ? 2 : 4;
+    w->checksum = FNV_INIT;
+    w->pending = malloc(sizeof(int) * (size_t)(seq_len + 1));
+    if (!w->pending) return tl_fail(err, "out of memory");
+    FILE *f = fopen(w->tmp, "wb");
+    if (!f) {
+        free(w->pending);
+        return tl_fail(err, "%s: cannot create: %s", w->tmp, strerror(errno));
+    }
+    uint8_t hdr[TL_SHARD_HEADER] = {0}; /* rewritten on close */
+    if (fwrite(hdr, 1, sizeof hdr, f) != sizeof hdr) {
+        fclose(f);
+        unlink(w->tmp);
+        free(w->pending);
+        return tl_fail(err, "%s: write failed", w->tmp);
+    }
+    w->f = f;
+    return 0;
+}
+
+int tl_shard_writer_add(tl_shard_writer *w, const int *tokens, size_t n, tl_error *err) {
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= w->vocab_size)
+            return tl_fail(err, "%s: token %d outside the vocabulary [0, %d)", w->path, tokens[i], w->vocab_size);
+        w->pending[w->n_pending++] = tokens[i];
+        if (w->n_pending == w->seq_len + 1) {
+            uint8_t buf[4 * 4096];
+            size_t pos = 0;
+            for (int j = 0; j < w->n_pending; j++) {
+                uint32_t v = (uint32_t)w->pending[j];
+                for (int b = 0; b < w->token_bytes; b++) buf[pos++] = (uint8_t)(v >> (8 * b));
+                if (pos + 4 > sizeof buf || j == w->n_pending - 1) {
+                    w->checksum = fnv1a(w->checksum, buf, pos);
+                    if (fwrite(buf, 1, pos, w->f) != pos) return tl_fail(err, "%s: write failed", w->tmp);
+                    pos = 0;
+                }
+            }
+            w->n_pending = 0;
+            w->n_samples++;
+        }
+    }
+    return 0;
+}
+
+void tl_shard_writer_abort(tl_shard_writer *w) {
+    if (w->f) fclose(w->f);
+    unlink(w->tmp);
+    free(w->pending);
+    memset(w, 0, sizeof *w);
+}
+
+int tl_shard_writer_close(tl_shard_writer *w, size_t *dropped, tl_error *err) {
+    if (dropped) *dropped = (size_t)w->n_pending;
+    uint8_t hdr[TL_SHARD_HEADER] = {0};
+    memcpy(hdr, TL_SHARD_MAGIC, 8);
+    put32(hdr + 8, TL_SHARD_VERSION);
+    put32(hdr + 12, (uint32_t)w->token_bytes);
+    put32(hdr + 16, (uint32_t)w->seq_len);
+    put32(hdr + 20, (uint32_t)w->vocab_size);
+    put64(hdr + 24, w->n_samples);
+    put64(hdr + 32, w->checksum);
+    FILE *f = w->f;
+    int ok = fflush(f) == 0 && fseek(f, 0, SEEK_SET) == 0 && fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr &&
+             fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    w->f = NULL;
+    if (!ok || rename(w->tmp, w->path) != 0) {
+        int e = errno;
+        tl_shard_writer_abort(w);
+        return tl_fail(err, "%s: could not finish the shard: %s", w->path, strerror(e));
+    }
+    free(w->pending);
+    w->pending = NULL;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return tl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return tl_fail(err, "%s: not a regular file", path);
+    }
+    size_t len = (size_t)sb.st_size;
+    if (len < TL_SHARD_HEADER) {
+        close(fd);
+        return tl_fail(err, "%s: truncated (%zu bytes; a shard header is %d)", path, len, TL_SHARD_HEADER);
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return tl_fail(err, "%s: mmap failed: %s", path, strerror(errno));
+    s->map = map;
+    s->map_len = len;
+    const uint8_t *h = map;
+    int rc = 0;
+    if (memcmp(h, TL_SHARD_MAGIC, 8) != 0) {
+        rc = tl_fail(err, "%s: not a tinyllama token shard (bad magic)", path);
+    } else if (get32(h + 8) != TL_SHARD_VERSION) {
+        rc = tl_fail(err, "%s: unsupported shard version %u", path, get32(h + 8));
+    } else {
+        s->token_bytes = (int)get32(h + 12);
+        uint32_t sl = get32(h + 16), vs = get32(h + 20);
+        s->n_samples = get64(h + 24);
+        if (s->token_bytes != 2 && s->token_bytes != 4)
+            rc = tl_fail(err, "%s: token size %d (must be 2 or 4)", path, s->token_bytes);
+        else if (sl < 1 || sl > (1u << 24) || vs < 1 || vs > (1u << 30))
+            rc = tl_fail(err, "%s: implausible seq_len %u or vocab_size %u", path, sl, vs);
+        else if (s->token_bytes == 2 && vs > 65536)
+            rc = tl_fail(err, "%s: vocab_size %u does not fit 16-bit tokens", path, vs);
+        if (!rc) {
+            s->seq_len = (int)sl;
+            s->vocab_size = (int)vs;
+            size_t sample_bytes = (size_t)(sl + 1) * (size_t)s->token_bytes, body;
+            if (tl_mul_size(sample_bytes, (size_t)s->n_samples, &body) || body != len - TL_SHARD_HEADER)
+                rc = tl_fail(err, "%s: header promises %llu samples of %u tokens but the file has %zu data bytes "
+                                  "(truncated or corrupt)", path, (unsigned long long)s->n_samples, sl + 1,
+                             len - TL_SHARD_HEADER);
+            else if (fnv1a(FNV_INIT, h + TL_SHARD_HEADER, body) != get64(h + 32))
+                rc = tl_fail(err, "%s: checksum mismatch (corrupt data)", path);
+        }
+    }
+    if (!rc) {
+        /* tokens must respect the shard's own vocabulary */
+        for (uint64_t i = 0; i < s->n_samples * (uint64_t)(s->seq_len + 1) && !rc; i++) {
+            const uint8_t *p = h + TL_SHARD_HEADER + i * (uint64_t)s->token_bytes;
+            uint32_t v = s->token_bytes == 2 ? (uint32_t)(p[0] | p[1] << 8) : get32(p);
+            if (v >= (uint32_t)s->vocab_size)
+                rc = tl_fail(err, "%s: token %u at position %llu is outside the shard's vocabulary of %d", path, v,
+                             (unsigned long long)i, s->vocab_size);
+        }
+    }
+    if (rc) tl_shard_close(s);
+    return rc;
+}
+
+void tl_shard_close(tl_shard *s) {
+    if (s->map) munmap((void *)s->map, s->map_len);
+    memset(s, 0, sizeof *s);
+}
+
+void tl_shard_sample(const tl_shard *s, uint64_t i, int *out) {
+    const int n = s->seq_len + 1;
+    const uint8_t *p = s->map + TL_SHARD_HEADER + i * (uint64_t)n * (uint64_t)s->token_bytes;
+    if (s->token_bytes == 2)
+        for (int j = 0; j < n; j++) out[j] = p[2 * j] | p[2 * j + 1] << 8;
+    else
+        for (int j = 0; j < n; j++) out[j] = (int)get32(p + 4 * j);
+}
+
+/* ------------------------------------------------------------------ dataset */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Expands files, directories (*.bin inside) and globs into a sorted-per-argument list. */
+static int expand_paths(const char *const *paths, int n_paths, char ***out, int *n_out, tl_error *err) {
+    char **list = NULL;
+    int n = 0, cap = 0;
+#define PUSH(s)                                                       \
+    do {                                                              \
+        if (n == cap) {                                               \
+            cap = cap ? 2 * cap : 16;                                 \
+            char **nl = realloc(list, sizeof *list * (size_t)cap);    \
+            if (!nl) goto oom;                                        \
+            list = nl;                                                \
+        }                                                             \
+        if (!(list[n] = strdup(s))) goto oom;                         \
+        n++;                                                          \
+    } while (0)
+    for (int i = 0; i < n_paths; i++) {
+        struct stat sb;
+        if (stat(paths[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            DIR *d = opendir(paths[i]);
+            if (!d) goto fail_dir;
+            int start = n;
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                size_t l = strlen(e->d_name);
+                if (l > 4 && !strcmp(e->d_name + l - 4, ".bin")) {
+                    char p[4096];
+                    snprintf(p, sizeof p, "%s/%s", paths[i], e->d_name);
+                    PUSH(p);
+                }
+            }
+            closedir(d);
+            qsort(list + start, (size_t)(n - start), sizeof *list, cmp_str);
+            if (n == start) {
+                tl_fail(err, "%s: directory contains no .bin shards", paths[i]);
+                goto fail;
+            }
+        } else if (strpbrk(paths[i], "*?[")) {
+            glob_t g;
+            if (glob(paths[i], 0, NULL, &g) != 0) {
+                tl_fail(err, "%s: pattern matches no files", paths[i]);
+                goto fail;
+            }
+            for (size_t j = 0; j < g.gl_pathc; j++) PUSH(g.gl_pathv[j]);
+            globfree(&g);
+        } else {
+            PUSH(paths[i]);
+        }
+    }
+#undef PUSH
+    *out = list;
+    *n_out = n;
+    return 0;
+fail_dir:
+    tl_fail(err, "%s: cannot read directory: %s", paths[0], strerror(errno));
+    goto fail;
+oom:
+    tl_fail(err, "out of memory");
+fail:
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+    return -1;
+}
+
+int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_error *err) {
+    memset(d, 0, sizeof *d);
+    if (n_paths < 1) return tl_fail(err, "no data shards given");
+    char **files;
+    int n;
+    if (expand_paths(paths, n_paths, &files, &n, err)) return -1;
+    d->shards = calloc((size_t)n, sizeof *d->shards);
+    d->first = calloc((size_t)n + 1, sizeof *d->first);
+    int rc = d->shards && d->first ? 0 : tl_fail(err, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        rc = tl_shard_open(&d->shards[i], files[i], err);
+        if (rc) break;
+        d->n_shards++;
+        if (i > 0 && d->shards[i].seq_len != d->shards[0].seq_len)
+            rc = tl_fail(err, "%s: sequence length %d differs from %s (%d)", files[i], d->shards[i].seq_len,
+                         files[0], d->shards[0].seq_len);
+        d->first[i + 1] = d->first[i] + d->shards[i].n_samples;
+        if (d->shards[i].vocab_size > d->vocab_size) d->vocab_size = d->shards[i].vocab_size;
+    }
+    for (int i = 0; i < n; i++) free(files[i]);
+    free(files);
+    if (!rc) {
+        d->n_samples = d->first[d->n_shards];
+        d->seq_len = d->shards[0].seq_len;
+        if (d->n_samples == 0) rc = tl_fail(err, "%s: the shards hold no complete samples", paths[0]);
+    }
+    if (rc) tl_dataset_close(d);
+    return rc;
+}
+
+void tl_dataset_close(tl_dataset *d) {
+    for (int i = 0; i < d->n_shards; i++) tl_shard_close(&d->shards[i]);
+    free(d->shards);
+    free(d->first);
+    memset(d, 0, sizeof *d);
+}
+
+int tl_dataset_check_vocab(const tl_dataset *d, int vocab_size, tl_error *err) {
+    for (int i = 0; i < d->n_shards; i++)
+        if (d->shards[i].vocab_size > vocab_size)
+            return tl_fail(err, "%s: written for a vocabulary of %d tokens but the model has %d", d->shards[i].path,
+                           d->shards[i].vocab_size, vocab_size);
+    return 0;
+}
+
+void tl_dataset_set_order(tl_dataset *d, int shuffle, uint64_t seed) {
+    d->shuffle = shuffle;
+    d->seed = seed;
+}
+
+int tl_dataset_seek(tl_dataset *d, uint64_t epoch, uint64_t index, tl_error *err) {
+    if (index >= d->n_samples)
+        return tl_fail(err, "data position %llu is past the %llu samples of the data set (different data?)",
+                       (unsigned long long)index, (unsigned long long)d->n_samples);
+    d->epoch = epoch;
+    d->index = index;
+    return 0;
+}
+
+/* A keyed bijection on [0, n): a 4-round Feistel network over the next even
+ * power of two, cycle-walking values >= n.  O(1) memory and O(1) random access,
+ * so any position of any epoch is reached without replaying the loader. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t permute(uint64_t i, uint64_t n, uint64_t key) {
+    int bits = 2;
+    while (bits < 64 && ((uint64_t)1 << bits) < n) bits += 2;
+    const int half = bits / 2;
+    const uint64_t mask = ((uint64_t)1 << half) - 1;
+    uint64_t x = i;
+    do {
+        uint64_t l = x >> half, r = x & mask;
+        for (int round = 0; round < 4; round++) {
+            uint64_t f = mix64(r ^ mix64(key + (uint64_t)round)) & mask;
+            uint64_t nl = r;
+            r = l ^ f;
+            l = nl;
+        }
+        x = (l << half) | r;
+    } while (x >= n);
+    return x;
+}
+
+static uint64_t sample_at(const tl_dataset *d, uint64_t epoch, uint64_t index) {
+    if (!d->shuffle) return index;
+    return permute(index, d->n_samples, mix64(d->seed * 0x9e3779b97f4a7c15ULL + epoch));
+}
+
+void tl_dataset_get(const tl_dataset *d, uint64_t i, int *out) {
+    int lo = 0, hi = d->n_shards - 1;
+    while (lo < hi) { /* last shard whose first sample <= i */
+        int mid = (lo + hi + 1) / 2;
+        if (d->first[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    tl_shard_sample(&d->shards[lo], i - d->first[lo], out);
+}
+
+int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err) {
+    if (T > d->seq_len)
+        return tl_fail(err, "sequence length %d is longer than the shards' %d", T, d->seq_len);
+    int *buf = malloc(sizeof(int) * (size_t)(d->seq_len + 1));
+    if (!buf) return tl_fail(err, "out of memory");
+    for (int b = 0; b < B; b++) {
+        tl_dataset_get(d, sample_at(d, d->epoch, d->index), buf);
+        memcpy(tokens + (size_t)b * (T + 1), buf, sizeof(int) * (size_t)(T + 1));
+        if (++d->index == d->n_samples) {
+            d->index = 0;
+            d->epoch++;
+        }
+    }
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,84 @@
+/* data.h - packed token shards (docs/formats.md) and the training data loader.
+ *
+ * A shard holds n_samples samples of seq_len+1 tokens each (inputs are tokens
+ * [0, seq_len), targets tokens [1, seq_len]); uint16 tokens when vocab <= 65536,
+ * else uint32.  The loader walks a set of shards either sequentially or in a
+ * seeded shuffled order per epoch; its position is two integers, so resuming
+ * is O(1) and exact. */
+#ifndef TL_DATA_H
+#define TL_DATA_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+#define TL_SHARD_MAGIC "TLSHARD1"
+#define TL_SHARD_VERSION 1u
+#define TL_SHARD_HEADER 64
+
+/* ------------------------------------------------------------------ writing */
+
+typedef struct {
+    char path[4096];
+    char tmp[4200];
+    void *f; /* FILE* */
+    int seq_len, vocab_size, token_bytes;
+    uint64_t n_samples, checksum;
+    int *pending; /* tokens of the sample being filled */
+    int n_pending;
+} tl_shard_writer;
+
+/* Starts a shard at path (written to path.tmp.<pid>, renamed on close). */
+int tl_shard_writer_open(tl_shard_writer *w, const char *path, int seq_len, int vocab_size, tl_error *err);
+/* Appends tokens to the stream; every seq_len+1 tokens complete one sample. */
+int tl_shard_writer_add(tl_shard_writer *w, const int *tokens, size_t n, tl_error *err);
+/* Finishes: drops an incomplete tail sample (returned in *dropped), fixes the
+ * header, fsyncs and renames into place. */
+int tl_shard_writer_close(tl_shard_writer *w, size_t *dropped, tl_error *err);
+/* Abandons a shard being written (removes the temporary file). */
+void tl_shard_writer_abort(tl_shard_writer *w);
+
+/* ------------------------------------------------------------------ reading */
+
+typedef struct {
+    char path[4096];
+    const uint8_t *map;
+    size_t map_len;
+    int seq_len, vocab_size, token_bytes;
+    uint64_t n_samples;
+} tl_shard;
+
+/* Maps and validates a shard (magic, version, sizes, exact length, checksum). */
+int tl_shard_open(tl_shard *s, const char *path, tl_error *err);
+void tl_shard_close(tl_shard *s);
+/* Copies sample i (seq_len+1 tokens) into out. */
+void tl_shard_sample(const tl_shard *s, uint64_t i, int *out);
+
+typedef struct {
+    int n_shards;
+    tl_shard *shards;
+    uint64_t *first; /* global index of each shard's first sample */
+    uint64_t n_samples;
+    int seq_len, vocab_size;
+    int shuffle;
+    uint64_t seed;
+    /* position */
+    uint64_t epoch, index;
+} tl_dataset;
+
+/* Opens shards named by paths: files, directories (every *.bin inside, sorted)
+ * or glob patterns.  All shards must share seq_len. */
+int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_error *err);
+void tl_dataset_close(tl_dataset *d);
+/* Checks every token is < vocab_size (the model's); names the shard otherwise. */
+int tl_dataset_check_vocab(const tl_dataset *d, int vocab_size, tl_error *err);
+void tl_dataset_set_order(tl_dataset *d, int shuffle, uint64_t seed);
+/* Moves to a saved position. */
+int tl_dataset_seek(tl_dataset *d, uint64_t epoch, uint64_t index, tl_error *err);
+/* Fills B samples of T+1 tokens (T <= seq_len: the first T+1 tokens of each
+ * sample) and advances, wrapping into the next epoch. */
+int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err);
+/* Reads sample number i (in file order) without moving the position. */
+void tl_dataset_get(const tl_dataset *d, uint64_t i, int *out);
+
+#endif

@@ -1,0 +1,58 @@
+/* train.h - the pretraining loop: gradient accumulation to a global batch in
+ * tokens, AdamW with warmup + cosine, clipping, validation, JSONL logging and
+ * atomic checkpoints with exact resume. */
+#ifndef TL_TRAIN_H
+#define TL_TRAIN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "checkpoint.h"
+#include "data.h"
+#include "model.h"
+#include "optimizer.h"
+
+typedef struct {
+    int batch;          /* sequences per micro-batch */
+    int seq_len;        /* tokens per sequence (<= shard seq_len) */
+    int accum;          /* micro-batches per optimizer step */
+    long steps;         /* total optimizer steps */
+    tl_adamw_config opt;
+    uint64_t seed;      /* data order (weights are seeded by the caller) */
+    int shuffle;        /* 0: file order, for step-by-step comparisons */
+    long eval_every;    /* 0: never */
+    int eval_batches;
+    long ckpt_every;    /* 0: only at the end */
+    int keep;           /* checkpoints kept (0: all) */
+    const char *out_dir;
+    const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
+} tl_train_opts;
+
+typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP } tl_event_kind;
+
+typedef struct {
+    tl_event_kind kind;
+    long step, steps;
+    double loss, lr, grad_norm, tokens_per_s, elapsed, eta;
+    double val_loss;
+    const char *path; /* checkpoint written */
+} tl_train_event;
+
+typedef void (*tl_train_cb)(const tl_train_event *ev, void *user);
+
+typedef struct tl_trainer tl_trainer;
+
+/* The trainer borrows model and datasets (val may be NULL). */
+tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, const tl_train_opts *o,
+                              tl_error *err);
+void tl_trainer_free(tl_trainer *t);
+/* Restores weights, optimizer state and data position from a checkpoint. */
+int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err);
+long tl_trainer_step(const tl_trainer *t);
+/* Runs until opts.steps or *stop becomes non-zero (then checkpoints and returns). */
+int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err);
+/* Mean validation loss over opts.eval_batches micro-batches from the start of val. */
+int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err);
+size_t tl_trainer_memory_bytes(const tl_trainer *t);
+
+#endif
