@@ -12,6 +12,9 @@ typedef struct {
 
 static const command commands[] = {
     {"info", cmd_info, "show a model config preset or an HF config.json"},
+    {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
+    {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
+    {"tokenizer", cmd_tokenizer, "tokenizer info | train (learn a BPE vocabulary)"},
 };
 
 static void usage(FILE *f) {

@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 extern const tl_test tests_common[];
+extern const tl_test tests_tokenizer[];
 
 static const tl_test *const suites[] = {
     tests_common,
+    tests_tokenizer,
 };
 
 static char tmpdir_path[256];
