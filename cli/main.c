@@ -14,6 +14,9 @@ static const command commands[] = {
     {"train", cmd_train, "pretrain (or continue training) a Llama model on token shards"},
     {"prepare", cmd_prepare, "turn text files into packed token shards"},
     {"info", cmd_info, "show a model config preset or an HF config.json"},
+    {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
+    {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
+    {"tokenizer", cmd_tokenizer, "tokenizer info | train (learn a BPE vocabulary)"},
 };
 
 static void usage(FILE *f) {

@@ -9,10 +9,12 @@
 
 extern const tl_test tests_common[];
 extern const tl_test tests_model[];
+extern const tl_test tests_tokenizer[];
 
 static const tl_test *const suites[] = {
     tests_common,
     tests_model,
+    tests_tokenizer,
 };
 
 static char tmpdir_path[256];
