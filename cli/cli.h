@@ -8,6 +8,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);

@@ -106,8 +106,9 @@ int cmd_prepare(int argc, char **argv) {
         cli_error("prepare", "need --out DIR and at least one input file");
         goto usage;
     }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-        cli_error("prepare", "%s: cannot create: %s", out, strerror(errno));
+    tl_error merr;
+    if (tl_mkdir_p(out, &merr)) {
+        cli_error("prepare", "%s", merr.msg);
         free(files);
         return 1;
     }

@@ -9,11 +9,15 @@
 
 extern const tl_test tests_common[];
 extern const tl_test tests_model[];
+extern const tl_test tests_ops[];
+extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 
 static const tl_test *const suites[] = {
     tests_common,
+    tests_ops,
     tests_model,
+    tests_formats,
     tests_tokenizer,
 };
 
