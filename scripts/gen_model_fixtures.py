@@ -108,3 +108,27 @@ save_file(exp, os.path.join(OUT, "tiny_llama_expected.safetensors"), metadata={
     "torch": torch.__version__,
 })
 print("wrote fixtures; loss", exp["loss"].item(), "adamw losses", losses, "norms", norms)
+
+# A tied-embedding variant (lm_head shares embed_tokens): logits, loss and gradients.
+torch.manual_seed(4321)
+tcfg = LlamaConfig(**{**cfg.to_dict(), "tie_word_embeddings": True})
+tcfg._attn_implementation = "eager"
+tied = LlamaForCausalLM(tcfg).float()
+with torch.no_grad():
+    for name, p in tied.named_parameters():
+        p.copy_(1.0 + 0.2 * torch.randn_like(p) if p.ndim == 1 else 0.08 * torch.randn_like(p))
+assert tied.lm_head.weight.data_ptr() == tied.model.embed_tokens.weight.data_ptr()
+tied.save_pretrained(os.path.join(OUT, "tiny_llama_tied"), safe_serialization=True)
+texp = {}
+tokens = batch(torch.Generator().manual_seed(7))
+logits = tied(input_ids=tokens[:, :-1]).logits
+loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tokens[:, 1:].reshape(-1))
+loss.backward()
+texp["tokens"] = tokens.to(torch.int32).contiguous()
+texp["logits"] = logits.detach().contiguous()
+texp["loss"] = loss.detach().reshape(1)
+for name, p in tied.named_parameters():  # the shared matrix appears once, as embed_tokens
+    texp["grad." + name] = p.grad.detach().clone()
+save_file(texp, os.path.join(OUT, "tiny_llama_tied_expected.safetensors"),
+          metadata={"generator": "scripts/gen_model_fixtures.py", "torch": torch.__version__})
+print("wrote tied fixtures; loss", loss.item())

@@ -19,12 +19,12 @@ typedef struct {
     int ok;
 } fixture;
 
-static void fixture_open(tl_test_ctx *t, fixture *f) {
+static void fixture_open_named(tl_test_ctx *t, fixture *f, const char *name) {
     char dir[512], path[600];
     tl_error err;
     memset(f, 0, sizeof *f);
-    snprintf(dir, sizeof dir, "%s/tiny_llama", tl_test_fixture_dir());
-    snprintf(path, sizeof path, "%s/tiny_llama_expected.safetensors", tl_test_fixture_dir());
+    snprintf(dir, sizeof dir, "%s/%s", tl_test_fixture_dir(), name);
+    snprintf(path, sizeof path, "%s/%s_expected.safetensors", tl_test_fixture_dir(), name);
     int rc = tl_model_load_hf(dir, &f->m, &err);
     CHECK_MSG(rc == 0, "load: %s", err.msg);
     if (rc) return;
@@ -36,6 +36,8 @@ static void fixture_open(tl_test_ctx *t, fixture *f) {
     }
     f->ok = 1;
 }
+
+static void fixture_open(tl_test_ctx *t, fixture *f) { fixture_open_named(t, f, "tiny_llama"); }
 
 static void fixture_close(fixture *f) {
     if (!f->ok) return;
@@ -89,12 +91,12 @@ static int load_tokens(tl_test_ctx *t, fixture *f, const char *name, int **out, 
     return rc;
 }
 
-static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
+static void check_against_hf(tl_test_ctx *t, const char *fixture_name, int tied) {
     fixture f;
-    fixture_open(t, &f);
+    fixture_open_named(t, &f, fixture_name);
     if (!f.ok) return;
     const tl_config *c = &f.m.cfg;
-    CHECK(c->n_kv_heads < c->n_heads && !c->tied && c->n_layers >= 2);
+    CHECK(c->n_kv_heads < c->n_heads && c->tied == tied && c->n_layers >= 2);
     int *tok, B, T;
     if (load_tokens(t, &f, "tokens", &tok, &B, &T)) goto out;
     int N = B * T, V = c->vocab_size;
@@ -129,7 +131,7 @@ static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
         checked++;
         free(g);
     }
-    CHECK(checked == f.m.n_tensors && checked == 3 + 9 * c->n_layers);
+    CHECK(checked == f.m.n_tensors && checked == 3 - tied + 9 * c->n_layers);
     tl_free(grads);
     free(logits);
     tl_acts_free(a);
@@ -139,6 +141,9 @@ static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
 out:
     fixture_close(&f);
 }
+
+static void test_logits_loss_grads_match_hf(tl_test_ctx *t) { check_against_hf(t, "tiny_llama", 0); }
+static void test_tied_embeddings_match_hf(tl_test_ctx *t) { check_against_hf(t, "tiny_llama_tied", 1); }
 
 static void test_adamw_steps_match_torch(tl_test_ctx *t) {
     fixture f;
@@ -331,6 +336,7 @@ static void test_bad_token_ids_rejected(tl_test_ctx *t) {
 
 const tl_test tests_model[] = {
     {"model/logits_loss_grads_match_hf", test_logits_loss_grads_match_hf},
+    {"model/tied_embeddings_match_hf", test_tied_embeddings_match_hf},
     {"model/adamw_steps_match_torch", test_adamw_steps_match_torch},
     {"model/results_independent_of_threads", test_results_independent_of_threads},
     {"model/grad_accumulation_equals_big_batch", test_grad_accumulation_equals_big_batch},
