@@ -132,3 +132,22 @@ for name, p in tied.named_parameters():  # the shared matrix appears once, as em
 save_file(texp, os.path.join(OUT, "tiny_llama_tied_expected.safetensors"),
           metadata={"generator": "scripts/gen_model_fixtures.py", "torch": torch.__version__})
 print("wrote tied fixtures; loss", loss.item())
+
+# AdamW alone: given gradients (no model rounding in between), torch's fp32 update
+# is reproduced to the last few ulps; this isolates the optimizer's arithmetic.
+torch.manual_seed(99)
+p0 = torch.randn(1000) * 0.1
+p = p0.clone().requires_grad_(True)
+aopt = torch.optim.AdamW([p], lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=False, fused=False)
+grads_seq, lrs_seq = [], [3e-4, 1e-3, 5e-4]
+for lr in lrs_seq:
+    g = torch.randn(1000) * torch.logspace(-6, 0, 1000)  # magnitudes from 1e-6 to 1
+    grads_seq.append(g)
+    aopt.param_groups[0]["lr"] = lr
+    p.grad = g.clone()
+    aopt.step()
+st = aopt.state[p]
+save_file({"p0": p0, "grads": torch.stack(grads_seq), "lrs": torch.tensor(lrs_seq, dtype=torch.float64),
+           "p": p.detach().clone(), "m": st["exp_avg"].clone(), "v": st["exp_avg_sq"].clone()},
+          os.path.join(OUT, "adamw_expected.safetensors"), metadata={"generator": "scripts/gen_model_fixtures.py"})
+print("wrote adamw fixture")
