@@ -10,11 +10,13 @@
 extern const tl_test tests_common[];
 extern const tl_test tests_model[];
 extern const tl_test tests_tokenizer[];
+extern const tl_test tests_infer[];
 
 static const tl_test *const suites[] = {
     tests_common,
     tests_model,
     tests_tokenizer,
+    tests_infer,
 };
 
 static char tmpdir_path[256];
