@@ -262,7 +262,7 @@ static const char *const END_NAMES[] = {"token limit", "end of sequence", "stop 
  * token's logits).  history: every id of the context so far (for the repetition
  * penalty), grown as tokens are produced; generated ids are appended to *out. */
 static end_reason generate_loop(const char *cmd, engine *e, const gen_opts *o, int **hist, int *n_hist, int *cap,
-                                int print_ids, FILE *out, int *n_generated, double *gen_seconds) {
+                                int print_ids, FILE *out, int *n_generated, double *gen_seconds, int *n_steps) {
     tl_decoder dec;
     stop_filter sf;
     tl_error err;
@@ -271,6 +271,7 @@ static end_reason generate_loop(const char *cmd, engine *e, const gen_opts *o, i
     end_reason why = END_LIMIT;
     double t0 = tl_now();
     *n_generated = 0;
+    *n_steps = 0;
     for (long i = 0; i < o->max_tokens; i++) {
         int id = tl_sampler_sample(&e->sp, e->s.logits, *hist, *n_hist);
         if (!o->ignore_eos && is_eos(&e->m, id)) {
@@ -312,6 +313,7 @@ static end_reason generate_loop(const char *cmd, engine *e, const gen_opts *o, i
             why = END_ERROR;
             break;
         }
+        (*n_steps)++;
     }
     if (!print_ids && e->m.tok && why != END_STOP) {
         const char *txt;
@@ -393,7 +395,8 @@ static void generate_help(void) {
            "Without sampling options, decoding is greedy unless generation_config.json asks for\n"
            "sampling (do_sample), whose settings are then the defaults.  Stops at end-of-sequence,\n"
            "a --stop string, --max-tokens, or a full context.  Prompt and generation speeds go to\n"
-           "stderr at the end (--no-stats to silence).\n\n"
+           "stderr at the end (--no-stats to silence); generation tokens/s counts the single-token\n"
+           "decode steps (the first new token comes from the prompt pass).\n\n"
            "  PROMPT                 the prompt text\n"
            "  --prompt-file FILE     read the prompt from FILE\n"
            "  --ids \"1 2 3\"          the prompt as token ids (used as given: no BOS added)\n"
@@ -496,16 +499,16 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     double prompt_s = tl_now() - t0, gen_s;
-    int n_gen;
+    int n_gen, steps;
     int hist_n = n;
-    end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, print_ids, stdout, &n_gen, &gen_s);
+    end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, print_ids, stdout, &n_gen, &gen_s, &steps);
     printf("\n");
     fflush(stdout);
     if (o.stats)
         fprintf(stderr,
                 "[prompt: %d tokens, %.1f tokens/s | generated: %d tokens, %.2f tokens/s | stopped: %s | "
                 "kernel %s, %d threads, seed %llu]\n",
-                n, n / (prompt_s > 0 ? prompt_s : 1e-9), n_gen, n_gen > 0 ? n_gen / (gen_s > 0 ? gen_s : 1e-9) : 0.0,
+                n, n / (prompt_s > 0 ? prompt_s : 1e-9), n_gen, steps > 0 ? steps / (gen_s > 0 ? gen_s : 1e-9) : 0.0,
                 END_NAMES[why], tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.seed);
     rc = why == END_ERROR;
 done:
@@ -669,15 +672,15 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
         double prompt_s = tl_now() - t0;
-        int hist_n = (int)n, cap = (int)n, n_gen;
+        int hist_n = (int)n, cap = (int)n, n_gen, steps;
         double gen_s;
-        end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, 0, stdout, &n_gen, &gen_s);
+        end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, 0, stdout, &n_gen, &gen_s, &steps);
         printf("\n");
         fflush(stdout);
         if (o.stats)
             fprintf(stderr, "[prompt: %d new tokens, %.1f tokens/s | reply: %d tokens, %.2f tokens/s | %s]\n",
                     (int)n - common, ((int)n - common) / (prompt_s > 0 ? prompt_s : 1e-9), n_gen,
-                    n_gen / (gen_s > 0 ? gen_s : 1e-9), END_NAMES[why]);
+                    steps / (gen_s > 0 ? gen_s : 1e-9), END_NAMES[why]);
         /* the reply as text for the next rendering; the cache holds ids[0..pos) */
         char *reply;
         size_t rlen;

@@ -292,7 +292,10 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err) {
 
 /* ----------------------------------------------------------------- sessions */
 
-#define TILE_FLOATS (1u << 20) /* 4 MiB of fp32 weights per sgemm tile */
+/* fp32 weights converted per sgemm call: whole layer matrices of 1B-class models
+ * (few calls, so OpenMP conversion and BLAS threads alternate rarely); allocated
+ * on the first batched pass. */
+#define TILE_FLOATS (16u << 20)
 #define MATVEC_ROWS 4          /* up to this many rows: mat-vec per row instead of a tile sgemm */
 
 int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx, tl_error *err) {
@@ -307,8 +310,10 @@ int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx,
     s->n_scores = omp_get_max_threads();
     size_t cache = (size_t)c->n_layers * (size_t)max_ctx * (size_t)KD;
     size_t C = (size_t)s->chunk;
-    int widest = D > F ? D : F;
-    s->tile_floats = TILE_FLOATS > (size_t)widest * 16 ? TILE_FLOATS : (size_t)widest * 16;
+    size_t biggest = (size_t)(D > F ? D : F) * (size_t)(QD > F ? QD : F); /* largest layer matrix */
+    if ((size_t)c->vocab_size * (size_t)D > biggest) biggest = (size_t)c->vocab_size * (size_t)D;
+    s->tile_floats = biggest < TILE_FLOATS ? biggest : TILE_FLOATS;
+    if (s->tile_floats < (size_t)(D > F ? D : F) * 16) s->tile_floats = (size_t)(D > F ? D : F) * 16;
     s->k_cache = tl_alloc(sizeof(float) * cache);
     s->v_cache = tl_alloc(sizeof(float) * cache);
     s->x = tl_alloc(sizeof(float) * C * D);
@@ -320,11 +325,10 @@ int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx,
     s->g = tl_alloc(sizeof(float) * C * F);
     s->u = tl_alloc(sizeof(float) * C * F);
     s->tmp = tl_alloc(sizeof(float) * C * (size_t)(D > QD ? D : QD));
-    s->tile = tl_alloc(sizeof(float) * s->tile_floats);
     s->scores = tl_alloc(sizeof(float) * (size_t)s->n_scores * (size_t)max_ctx);
     s->logits = tl_alloc(sizeof(float) * (size_t)c->vocab_size);
     if (!s->k_cache || !s->v_cache || !s->x || !s->h || !s->q || !s->k || !s->v || !s->ao || !s->g || !s->u ||
-        !s->tmp || !s->tile || !s->scores || !s->logits) {
+        !s->tmp || !s->scores || !s->logits) {
         tl_infer_state_free(s);
         return tl_fail(err, "out of memory for a %d-token KV cache", max_ctx);
     }
@@ -365,6 +369,15 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         return;
     }
     /* convert a tile of rows to fp32, multiply, repeat */
+    if (!s->tile && !(s->tile = tl_alloc(sizeof(float) * s->tile_floats))) {
+        for (int i = 0; i < n; i++) { /* no memory for a tile: mat-vec per row */
+            float *yr = y + (size_t)i * out;
+            tl_wmat_matvec(s->m->kernel, W, x + (size_t)i * in, accumulate ? s->tmp : yr);
+            if (accumulate)
+                for (int j = 0; j < out; j++) yr[j] += s->tmp[j];
+        }
+        return;
+    }
     int R = (int)(s->tile_floats / (size_t)in);
     if (R > out) R = out;
     for (int r0 = 0; r0 < out; r0 += R) {

@@ -255,15 +255,21 @@ static size_t row_bytes(const tl_wmat *W) { return (size_t)W->cols * tl_dtype_si
 
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
     const uint8_t *p = (const uint8_t *)W->data + (size_t)r * row_bytes(W);
-    for (int i = 0; i < W->cols; i++) {
-        if (W->dtype == TL_DT_F32) out[i] = ld_f32(p + 4 * (size_t)i);
-        else if (W->dtype == TL_DT_BF16) out[i] = tl_bf16_to_f32(ld_u16(p + 2 * (size_t)i));
-        else out[i] = tl_f16_to_f32(ld_u16(p + 2 * (size_t)i));
+    const int n = W->cols;
+    if (W->dtype == TL_DT_F32) {
+        memcpy(out, p, sizeof(float) * (size_t)n);
+    } else if (W->dtype == TL_DT_BF16) {
+        for (int i = 0; i < n; i++) { /* a shift per element: vectorises */
+            uint32_t u = (uint32_t)ld_u16(p + 2 * (size_t)i) << 16;
+            memcpy(out + i, &u, 4);
+        }
+    } else {
+        for (int i = 0; i < n; i++) out[i] = tl_f16_to_f32(ld_u16(p + 2 * (size_t)i));
     }
 }
 
 /* Rows per OpenMP work item: large enough that scheduling is cheap. */
-#define ROW_BLOCK 16
+#define ROW_BLOCK 32
 
 void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
     const uint8_t *base = W->data;
@@ -280,7 +286,7 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
         if (xb) {
             for (int i = 0; i < n; i++) xb[i] = tl_f32_to_bf16(x[i]);
             for (int i = n; i < np; i++) xb[i] = 0;
-#pragma omp parallel for schedule(static) if (!serial)
+#pragma omp parallel for schedule(dynamic, 1) if (!serial)
             for (int b = 0; b < nblocks; b++) {
                 int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
                 for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
@@ -292,7 +298,7 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
     }
 #endif
     dot_fn dot = pick(k, W->dtype);
-#pragma omp parallel for schedule(static) if (!serial)
+#pragma omp parallel for schedule(dynamic, 1) if (!serial)
     for (int b = 0; b < nblocks; b++) {
         int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
         for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot(base + (size_t)r * rb, x, n);
