@@ -18,6 +18,9 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer info | train (learn a BPE vocabulary)"},
+    {"generate", cmd_generate, "continue a prompt with an HF checkpoint (KV cache, sampling)"},
+    {"chat", cmd_chat, "multi-turn chat (TinyLlama-Chat template), messages from stdin"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text file or token shards"},
 };
 
 static void usage(FILE *f) {

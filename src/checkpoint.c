@@ -29,11 +29,7 @@ static int ignorable_tensor(const char *name) {
     return strstr(name, "rotary_emb.inv_freq") != NULL;
 }
 
-typedef struct {
-    int n;
-    char **files;
-    tl_safetensors *st;
-} shard_set;
+typedef tl_hf_files shard_set;
 
 static void shards_close(shard_set *s) {
     for (int i = 0; i < s->n; i++) {
@@ -117,6 +113,9 @@ static int shards_open(const char *dir, shard_set *s, tl_error *err) {
     if (rc) shards_close(s);
     return rc;
 }
+
+int tl_hf_files_open(const char *dir, tl_hf_files *s, tl_error *err) { return shards_open(dir, s, err); }
+void tl_hf_files_close(tl_hf_files *s) { shards_close(s); }
 
 int tl_model_load_hf_weights(const char *dir, tl_model *m, tl_error *err) {
     shard_set s;
