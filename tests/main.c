@@ -12,6 +12,7 @@ extern const tl_test tests_model[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
+extern const tl_test tests_eval[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -19,6 +20,7 @@ static const tl_test *const suites[] = {
     tests_model,
     tests_formats,
     tests_tokenizer,
+    tests_eval,
 };
 
 static char tmpdir_path[256];
