@@ -19,6 +19,15 @@ static int mergeable_id(const tl_tokenizer *tok, const char *s, size_t n) {
     return ty == TL_PIECE_NORMAL || ty == TL_PIECE_USER_DEFINED ? id : -1;
 }
 
+/* Rank of merging symbols i and i+1: the merged piece's id (HF's merges for
+ * Llama tokenizers are ordered by result id), INT_MAX if it is not a piece. */
+static int pair_rank(const tl_tokenizer *tok, const char *s, const int *start, const int *slen,
+                     const unsigned char *ok, int i) {
+    if (!ok[i] || !ok[i + 1]) return INT_MAX;
+    int id = mergeable_id(tok, s + start[i], (size_t)(slen[i] + slen[i + 1]));
+    return id >= 0 ? id : INT_MAX;
+}
+
 static int utf8_len(unsigned char c) {
     return c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
 }
@@ -36,8 +45,9 @@ int tl_eval_hf_encode(const tl_tokenizer *tok, const char *text, size_t len, int
     int *start = malloc(sizeof(int) * (len + 2)), *slen = malloc(sizeof(int) * (len + 2));
     int *rank = malloc(sizeof(int) * (len + 2));
     int *out = malloc(sizeof(int) * (4 * len + 2));
-    if (!s || !start || !slen || !rank || !out) {
-        free(s), free(start), free(slen), free(rank), free(out);
+    unsigned char *ok = malloc(len + 2);
+    if (!s || !start || !slen || !rank || !out || !ok) {
+        free(s), free(start), free(slen), free(rank), free(out), free(ok);
         return tl_fail(err, "out of memory");
     }
     size_t k = 0;
@@ -59,15 +69,8 @@ int tl_eval_hf_encode(const tl_tokenizer *tok, const char *text, size_t len, int
             ns++;
             i += (size_t)l;
         }
-        /* rank of merging symbol i with i+1: the merged piece's id (HF's merges
-         * for Llama tokenizers are ordered by result id), INT_MAX if none */
-#define PAIR_RANK(i)                                                                      \
-    ((mergeable_id(tok, s + start[i], (size_t)slen[i]) >= 0 &&                            \
-      mergeable_id(tok, s + start[(i) + 1], (size_t)slen[(i) + 1]) >= 0)                  \
-         ? (mergeable_id(tok, s + start[i], (size_t)(slen[i] + slen[(i) + 1])) >= 0        \
-                ? mergeable_id(tok, s + start[i], (size_t)(slen[i] + slen[(i) + 1]))       \
-                : INT_MAX)                                                                \
-         : INT_MAX)
+        for (int i = 0; i < ns; i++) ok[i] = mergeable_id(tok, s + start[i], (size_t)slen[i]) >= 0;
+#define PAIR_RANK(i) pair_rank(tok, s, start, slen, ok, i)
         for (int i = 0; i + 1 < ns; i++) rank[i] = PAIR_RANK(i);
         for (;;) {
             int best = -1;
@@ -77,6 +80,8 @@ int tl_eval_hf_encode(const tl_tokenizer *tok, const char *text, size_t len, int
             slen[best] += slen[best + 1];
             memmove(start + best + 1, start + best + 2, sizeof(int) * (size_t)(ns - best - 2));
             memmove(slen + best + 1, slen + best + 2, sizeof(int) * (size_t)(ns - best - 2));
+            memmove(ok + best + 1, ok + best + 2, (size_t)(ns > best + 2 ? ns - best - 2 : 0));
+            ok[best] = 1;
             memmove(rank + best + 1, rank + best + 2, sizeof(int) * (size_t)(ns > best + 2 ? ns - best - 2 : 0));
             ns--;
             if (best + 1 < ns) rank[best] = PAIR_RANK(best);
@@ -98,7 +103,7 @@ int tl_eval_hf_encode(const tl_tokenizer *tok, const char *text, size_t len, int
             }
         }
     }
-    free(s), free(start), free(slen), free(rank);
+    free(s), free(start), free(slen), free(rank), free(ok);
     *ids = out;
     *n_out = k;
     return 0;

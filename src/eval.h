@@ -50,6 +50,7 @@ typedef struct {
     char *context, *continuation;  /* the harness's strings (continuation includes " ") */
     int *ctx_ids, *cont_ids;       /* after the harness's split (BOS included in ctx_ids) */
     int n_ctx, n_cont;
+    int doc;                       /* index of its doc */
 } tl_eval_request;
 
 typedef struct {

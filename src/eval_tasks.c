@@ -281,6 +281,7 @@ static int add_doc(builder *b, int n, const char *const *contexts, const char *c
     for (int i = 0; i < n; i++) {
         tl_eval_request *r = &t->reqs[t->n_reqs];
         memset(r, 0, sizeof *r);
+        r->doc = t->n_docs - 1;
         sbuf c = {0};
         sb_str(&c, " "); /* the harness's target_delimiter */
         sb_str(&c, conts[i]);
@@ -638,8 +639,27 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         rc = tl_fail(err, "%s has %d labels but %s has %d examples", labels_what, n_labels, what, n_seen);
     free(labels);
     if (!rc && t->n_docs == 0) rc = tl_fail(err, "%s: no examples", what);
-    for (int i = 0; !rc && i < t->n_reqs; i++)
-        if (encode_pair(t, tok, &t->reqs[i], err)) rc = tl_wrap(err, "%s", what);
+    if (!rc) { /* tokenize every request (independent: all cores) */
+        int failed = 0;
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int i = 0; i < t->n_reqs; i++) {
+            tl_error e;
+            int bad;
+#pragma omp atomic read
+            bad = failed;
+            if (bad || !encode_pair(t, tok, &t->reqs[i], &e)) continue;
+#pragma omp critical(tl_eval_tok_err)
+            {
+                int first;
+#pragma omp atomic read
+                first = failed;
+                if (!first) tl_fail(err, "%s:%d: %s", what, t->docs[t->reqs[i].doc].line, e.msg);
+#pragma omp atomic write
+                failed = 1;
+            }
+        }
+        rc = failed ? -1 : 0;
+    }
     if (rc) {
         tl_eval_task_free(t);
         return NULL;
