@@ -14,6 +14,7 @@ static const command commands[] = {
     {"train", cmd_train, "pretrain (or continue training) a Llama model on token shards"},
     {"prepare", cmd_prepare, "turn text files into packed token shards"},
     {"bench", cmd_bench, "measure training tokens/s and GFLOP/s for a model config"},
+    {"eval", cmd_eval, "zero-shot benchmark accuracy (HellaSwag, PIQA, ARC, OBQA, WinoGrande, BoolQ)"},
     {"info", cmd_info, "show a model config preset or an HF config.json"},
     {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},

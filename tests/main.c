@@ -13,6 +13,7 @@ extern const tl_test tests_ops[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
+extern const tl_test tests_eval[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -21,6 +22,7 @@ static const tl_test *const suites[] = {
     tests_formats,
     tests_tokenizer,
     tests_infer,
+    tests_eval,
 };
 
 static char tmpdir_path[256];
