@@ -158,7 +158,9 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
             return NULL;
         }
     }
-    if (cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking) != cudaSuccess) {
+    // A blocking stream: it orders after the legacy-stream cudaMemcpy/cudaMemset
+    // used for host transfers, so uploads are complete before kernels read them.
+    if (cudaStreamCreate(&e->stream) != cudaSuccess) {
         tl_fail(err, "cudaStreamCreate failed");
         tl_cuda_engine_free(e);
         return NULL;
@@ -235,7 +237,7 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
         tl_cuda_memcpy_h2d(e->rope_sin, m->rope_sin, rope_bytes, err) ||
         tl_cuda_engine_set_params(e, m->params, err) ||
         cudaMemset(e->adam_m, 0, P * 4) != cudaSuccess || cudaMemset(e->adam_v, 0, P * 4) != cudaSuccess ||
-        cudaMemset(e->grads, 0, P * 4) != cudaSuccess) {
+        cudaMemset(e->grads, 0, P * 4) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
         if (!err || !err->msg[0]) tl_fail(err, "initialising GPU state failed");
         tl_cuda_engine_free(e);
         return NULL;
