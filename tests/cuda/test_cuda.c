@@ -521,6 +521,21 @@ static void train_case(tl_test_ctx *t, int dt) {
                    first_gpu, last_gpu, lc, worst);
     }
     CHECK(last_gpu < 0.7 * first_gpu); /* it learns */
+    /* weights and moments as a checkpoint would download them */
+    float *gp = hnew(n), *gm = hnew(n), *gv = hnew(n);
+    die_on(tl_cuda_engine_get_params(e, gp, &err), &err);
+    die_on(tl_cuda_engine_get_opt_state(e, gm, gv, &err), &err);
+    CHECK_REL(gp, m.params, n, bf ? 2e-2 : 1e-4, "weights after training");
+    CHECK_REL(gm, mm, n, bf ? 2e-1 : 1e-3, "AdamW m after training");
+    CHECK_REL(gv, vv, n, bf ? 2e-1 : 1e-3, "AdamW v after training");
+    /* upload/download round trip is exact */
+    die_on(tl_cuda_engine_set_params(e, m.params, &err), &err);
+    die_on(tl_cuda_engine_set_opt_state(e, mm, vv, &err), &err);
+    die_on(tl_cuda_engine_get_params(e, gp, &err), &err);
+    die_on(tl_cuda_engine_get_opt_state(e, gm, gv, &err), &err);
+    CHECK(!memcmp(gp, m.params, n * sizeof(float)) && !memcmp(gm, mm, n * sizeof(float)) &&
+          !memcmp(gv, vv, n * sizeof(float)));
+    free(gp), free(gm), free(gv);
     tl_cuda_engine_free(e);
     tl_acts_free(a);
     free(g), free(mm), free(vv);
