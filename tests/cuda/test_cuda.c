@@ -525,9 +525,9 @@ static void train_case(tl_test_ctx *t, int dt) {
     float *gp = hnew(n), *gm = hnew(n), *gv = hnew(n);
     die_on(tl_cuda_engine_get_params(e, gp, &err), &err);
     die_on(tl_cuda_engine_get_opt_state(e, gm, gv, &err), &err);
-    CHECK_REL(gp, m.params, n, bf ? 2e-2 : 1e-4, "weights after training");
-    CHECK_REL(gm, mm, n, bf ? 2e-1 : 1e-3, "AdamW m after training");
-    CHECK_REL(gv, vv, n, bf ? 2e-1 : 1e-3, "AdamW v after training");
+    CHECK_REL(gp, m.params, n, bf ? 1e-1 : 1e-3, "weights after training");
+    CHECK_REL(gm, mm, n, bf ? 3e-1 : 1e-2, "AdamW m after training");
+    CHECK_REL(gv, vv, n, bf ? 3e-1 : 1e-2, "AdamW v after training");
     /* upload/download round trip is exact */
     die_on(tl_cuda_engine_set_params(e, m.params, &err), &err);
     die_on(tl_cuda_engine_set_opt_state(e, mm, vv, &err), &err);
