@@ -7,6 +7,7 @@
 # others.  Usage (from a session with device time; .device-debs from
 # scripts/device-debs.sh, run here first, in case the machine lacks the libraries):
 #     run(command="bash scripts/device-check.sh", carry=[".device-debs"], timeout_s=420)
+# Then, if time is left, compute-sanitizer memcheck over the fp32 tests.
 # Knobs (environment): BATCH (8), SEQ (2048), STEPS (5), PRESET (tinyllama-1.1b), SKIP_TORCH=1.
 set -u
 cd "$(dirname "$0")/.."
@@ -98,6 +99,21 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && [ -x build/tinyllama-cuda ]; then
     tail -8 "$OUT/bench_torch.log" | tee -a "$REPORT"
     say '```'
     say "torch exit $rc (limit ${left}s)"
+fi
+
+# ---- memcheck of the GPU tests' kernels, with whatever time is left (Firecracker machines run it)
+say ""
+say "## compute-sanitizer memcheck ($(el)s)"
+left=$((300 - $(el)))
+if [ $left -ge 30 ] && [ -x build/test_cuda ] && command -v compute-sanitizer >/dev/null; then
+    timeout $left compute-sanitizer --tool memcheck --error-exitcode 9 build/test_cuda _fp32 >"$OUT/memcheck.log" 2>&1
+    rc=$?
+    say '```'
+    grep -E "ERROR SUMMARY|passed|Invalid|out of bounds" "$OUT/memcheck.log" | tail -12 | tee -a "$REPORT"
+    say '```'
+    say "memcheck exit $rc (limit ${left}s; 124 = ran out of time)"
+else
+    say "skipped (time left ${left}s, or no compute-sanitizer)"
 fi
 
 # ---- summary
