@@ -12,6 +12,10 @@
 #include "optimizer.h"
 #include "rng.h"
 
+#ifdef TL_WITH_CUDA
+int cmd_bench_cuda(int argc, char **argv); /* cli/cuda/cmd_bench_cuda.c */
+#endif
+
 static void help(void) {
     printf("usage: tinyllama bench [--preset NAME | --config FILE] [options]\n\n"
            "Times full training steps (forward, backward, AdamW) on random tokens and prints\n"
@@ -26,6 +30,11 @@ static void help(void) {
 }
 
 int cmd_bench(int argc, char **argv) {
+#ifdef TL_WITH_CUDA
+    /* the CUDA build: `bench --device cuda` runs the GPU benchmark */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--device") && !strcmp(argv[i + 1], "cuda")) return cmd_bench_cuda(argc, argv);
+#endif
     const char *preset = "llama-24m", *config = NULL;
     long batch = 4, seq = 64, steps = 10, threads = 0;
     for (int i = 1; i < argc; i++) {
