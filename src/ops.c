@@ -1,5 +1,6 @@
 /* ops.c - CPU reference of the Llama building blocks (OpenMP + BLAS). */
 #include "ops.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -143,17 +144,11 @@ void tl_cross_entropy_rows(float *logits, float *loss, const int *targets, int r
             loss[r] = 0.0f;
             continue;
         }
-        float mx = z[0];
-        for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        float mx = tl_vec_max(z, (size_t)V);
         float zy = z[y] - mx;
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) {
-            z[i] = expf(z[i] - mx);
-            sum += z[i];
-        }
+        double sum = tl_vec_exp_sum(z, (size_t)V, mx);
         loss[r] = (float)(log(sum) - (double)zy);
-        float inv = (float)(1.0 / sum);
-        for (int i = 0; i < V; i++) z[i] = z[i] * inv * scale;
+        tl_vec_scale(z, (size_t)V, (float)(1.0 / sum) * scale);
         z[y] -= scale;
     }
 }

@@ -10,6 +10,7 @@
 extern const tl_test tests_common[];
 extern const tl_test tests_model[];
 extern const tl_test tests_ops[];
+extern const tl_test tests_vec[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
@@ -18,6 +19,7 @@ extern const tl_test tests_eval[];
 static const tl_test *const suites[] = {
     tests_common,
     tests_ops,
+    tests_vec,
     tests_model,
     tests_formats,
     tests_tokenizer,

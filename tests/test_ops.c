@@ -258,3 +258,43 @@ const tl_test tests_ops[] = {
     {"ops/embedding_backward_accumulates_repeats", test_embedding_backward_accumulates_repeats},
     {NULL, NULL},
 };
+
+/* ---- vectorised exp against the C library ---- */
+#include "vec.h"
+static void test_vec_exp_accuracy(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 8);
+    enum { M = 4099 };
+    static float x[M], y[M];
+    int worst = 0;
+    for (int i = 0; i < M; i++) x[i] = (float)(-90.0 + 100.0 * tl_rng_uniform(&g));
+    x[0] = 0.0f;
+    x[1] = -1e-30f;
+    memcpy(y, x, sizeof y);
+    double sum = tl_vec_exp_sum(y, M, 0.0f), ref_sum = 0;
+    for (int i = 0; i < M; i++) {
+        double ref = exp((double)x[i]);
+        ref_sum += ref;
+        if (x[i] < -87.3f) {
+            CHECK(y[i] == 0.0f || fabs(y[i] - ref) < 1e-37);
+            continue;
+        }
+        float r = (float)ref;
+        int32_t a, b;
+        memcpy(&a, &y[i], 4);
+        memcpy(&b, &r, 4);
+        int ulp = abs(a - b);
+        if (ulp > worst) worst = ulp;
+        CHECK(tl_vec_expf(x[i]) == y[i]); /* scalar and vector paths agree exactly */
+    }
+    CHECK_MSG(worst <= 2, "exp differs from the correctly rounded value by %d ulp", worst);
+    CHECK_CLOSE(sum, ref_sum, 0, 1e-6);
+    CHECK(y[0] == 1.0f);
+    float v[9] = {3, -1, 7.5f, 2, 0, -8, 7.25f, 1, 9.5f};
+    CHECK(tl_vec_max(v, 9) == 9.5f && tl_vec_max(v, 8) == 7.5f);
+}
+
+const tl_test tests_vec[] = {
+    {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
+    {NULL, NULL},
+};
