@@ -116,21 +116,24 @@ void tl_rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, 
     rope_apply(dx, cos_t, sin_t, N, T, pos0, n_heads, head_dim, -1.0f);
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* SwiGLU in blocks of 4096 elements per OpenMP task, vectorised inside. */
+enum { EW_BLOCK = 4096 };
 
 void tl_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) h[i] = g[i] * sigmoidf(g[i]) * u[i];
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_forward(h + lo, g + lo, u + lo, len);
+    }
 }
 
 void tl_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float s = sigmoidf(g[i]);
-        float silu = g[i] * s;
-        float gi = g[i], ui = u[i], d = dh[i];
-        du[i] = d * silu;
-        dg[i] = d * ui * s * (1.0f + gi * (1.0f - s));
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_backward(dg + lo, du + lo, dh + lo, g + lo, u + lo, len);
     }
 }
 

@@ -62,6 +62,20 @@ static double exp_sum_c(float *x, size_t n, float shift) {
     return s;
 }
 
+static inline float sigmoid1(float x) { return 1.0f / (1.0f + tl_vec_expf(-x)); }
+
+static void swiglu_fwd_c(float *h, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) h[i] = g[i] * sigmoid1(g[i]) * u[i];
+}
+
+static void swiglu_bwd_c(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float s = sigmoid1(g[i]), d = dh[i];
+        du[i] = d * (g[i] * s);
+        dg[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+}
+
 #ifdef TL_X86
 __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
     const __m256 hi = _mm256_set1_ps(EXP_HI), lo = _mm256_set1_ps(EXP_LO);
@@ -118,6 +132,35 @@ __attribute__((target("avx2,fma"))) static double exp_sum_avx2(float *x, size_t 
     return s;
 }
 
+__attribute__((target("avx2,fma"))) static inline __m256 sigmoid8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+/* the same operation order as the scalar versions, so both paths agree bit for bit */
+__attribute__((target("avx2,fma"))) static void swiglu_fwd_avx2(float *h, const float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(gv, sigmoid8(gv)), _mm256_loadu_ps(u + i)));
+    }
+    swiglu_fwd_c(h + i, g + i, u + i, n - i);
+}
+
+__attribute__((target("avx2,fma"))) static void swiglu_bwd_avx2(float *dg, float *du, const float *dh, const float *g,
+                                                                 const float *u, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i), s = sigmoid8(gv), d = _mm256_loadu_ps(dh + i);
+        _mm256_storeu_ps(du + i, _mm256_mul_ps(d, _mm256_mul_ps(gv, s)));
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), s);
+        __m256 f = _mm256_add_ps(one, _mm256_mul_ps(gv, _mm256_sub_ps(one, s)));
+        _mm256_storeu_ps(dg + i, _mm256_mul_ps(t, f));
+    }
+    swiglu_bwd_c(dg + i, du + i, dh + i, g + i, u + i, n - i);
+}
+
 __attribute__((target("avx2,fma"))) static void scale_avx2(float *x, size_t n, float s) {
     __m256 v = _mm256_set1_ps(s);
     size_t i = 0;
@@ -156,4 +199,30 @@ void tl_vec_scale(float *x, size_t n, float s) {
     }
 #endif
     for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+void tl_vec_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+#ifdef TL_X86
+    if (tl_vec_has_avx2()) {
+        swiglu_fwd_avx2(h, g, u, n);
+        return;
+    }
+#endif
+    swiglu_fwd_c(h, g, u, n);
+}
+
+void tl_vec_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+#ifdef TL_X86
+    if (tl_vec_has_avx2()) {
+        swiglu_bwd_avx2(dg, du, dh, g, u, n);
+        return;
+    }
+#endif
+    swiglu_bwd_c(dg, du, dh, g, u, n);
+}
+
+double tl_vec_exp_sum_portable(float *x, size_t n, float shift) { return exp_sum_c(x, n, shift); }
+void tl_vec_swiglu_forward_portable(float *h, const float *g, const float *u, size_t n) { swiglu_fwd_c(h, g, u, n); }
+void tl_vec_swiglu_backward_portable(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    swiglu_bwd_c(dg, du, dh, g, u, n);
 }

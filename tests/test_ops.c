@@ -294,7 +294,37 @@ static void test_vec_exp_accuracy(tl_test_ctx *t) {
     CHECK(tl_vec_max(v, 9) == 9.5f && tl_vec_max(v, 8) == 7.5f);
 }
 
+static void test_vec_paths_agree(tl_test_ctx *t) {
+    /* the dispatched (AVX2 here if present) and portable paths give identical bits */
+    tl_rng g;
+    tl_rng_seed(&g, 9);
+    enum { M = 1003 };
+    static float a[M], b[M], gg[M], u[M], d[M], h1[M], h2[M], dg1[M], dg2[M], du1[M], du2[M];
+    for (int i = 0; i < M; i++) {
+        a[i] = b[i] = (float)(20 * tl_rng_normal(&g));
+        gg[i] = (float)(4 * tl_rng_normal(&g));
+        u[i] = (float)tl_rng_normal(&g);
+        d[i] = (float)tl_rng_normal(&g);
+    }
+    gg[0] = 100.0f;
+    gg[1] = -100.0f;
+    double s1 = tl_vec_exp_sum(a, M, 30.0f), s2 = tl_vec_exp_sum_portable(b, M, 30.0f);
+    CHECK(s1 == s2 && memcmp(a, b, sizeof a) == 0);
+    tl_vec_swiglu_forward(h1, gg, u, M);
+    tl_vec_swiglu_forward_portable(h2, gg, u, M);
+    CHECK(memcmp(h1, h2, sizeof h1) == 0);
+    CHECK(h1[0] == 100.0f * u[0] && h1[1] == -0.0f * u[1] + 0.0f);
+    tl_vec_swiglu_backward(dg1, du1, d, gg, u, M);
+    tl_vec_swiglu_backward_portable(dg2, du2, d, gg, u, M);
+    CHECK(memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(du1, du2, sizeof du1) == 0);
+    for (int i = 2; i < M; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)gg[i]));
+        CHECK_CLOSE(h1[i], gg[i] * s * u[i], 1e-6, 1e-5);
+    }
+}
+
 const tl_test tests_vec[] = {
+    {"ops/vec_paths_agree", test_vec_paths_agree},
     {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
     {NULL, NULL},
 };
