@@ -10,8 +10,12 @@ seq=${3:-64}
 steps=${4:-10}
 make -j"$(nproc)" >/dev/null
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u +%Y-%m-%d)"
-ours=$(./build/tinyllama bench --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" | tee /dev/stderr | grep RESULT)
-theirs=$(python3 scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" 2>/dev/null | tee /dev/stderr | grep RESULT)
+out=$(./build/tinyllama bench --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps")
+printf '%s\n' "$out"
+ours=$(printf '%s\n' "$out" | grep RESULT)
+out=$(python3 scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" 2>/dev/null)
+printf '%s\n' "$out"
+theirs=$(printf '%s\n' "$out" | grep RESULT)
 get() { printf '%s\n' "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 a=$(get "$ours" tokens_per_s)
 b=$(get "$theirs" tokens_per_s)
