@@ -6,7 +6,7 @@ OPT     ?= -O3
 SAN     ?=
 CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
-LDLIBS  += -fopenmp -lopenblas -lcjson -lzstd -lm $(SAN)
+LDLIBS  += -fopenmp -lopenblas -lcjson -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(wildcard src/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))

@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 extern const tl_test tests_common[];
+extern const tl_test tests_data_pipeline[];
 extern const tl_test tests_model[];
 extern const tl_test tests_tokenizer[];
 
 static const tl_test *const suites[] = {
     tests_common,
+    tests_data_pipeline,
     tests_model,
     tests_tokenizer,
 };

@@ -1,0 +1,1409 @@
+/* prepare.c - raw corpora -> packed token shards (see prepare.h, docs/data.md).
+ *
+ * The pipeline runs in batches of about batch_bytes of input:
+ *   1. read (serial): decompress, split into lines, build records - a JSON line,
+ *      or a piece of a text document cut at a newline - in an arena;
+ *   2. parse (parallel over records): JSON, metadata filters, text field,
+ *      UTF-8 repair, cutting long texts into segments at newlines;
+ *   3. tokenize (parallel over segments, tl_tokenizer_encode_batch);
+ *   4. pack (serial, input order): BOS/EOS, train/val routing, samples, shards.
+ * Nothing in steps 2-3 depends on the thread count and nothing in the output
+ * depends on where batches end, so the shards are the same bytes however the
+ * run is configured.
+ *
+ * Segments are exact: a segment that starts after a newline is encoded
+ * together with that newline and the newline's ids (the encoding of "\n") are
+ * removed again.  When no vocabulary piece contains a newline and whitespace is
+ * not normalized, no merge can cross the newline, so the concatenated segment
+ * ids equal the ids of the whole document (checked at start-up; tested). */
+#include "prepare.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <glob.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "data.h"
+#include "tokenizer.h"
+
+#define READ_CHUNK ((size_t)1 << 20)
+#define BYTE_VOCAB 259
+
+void tl_prepare_default_opts(tl_prepare_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->text_field = "text";
+    o->add_eos = 1;
+    o->seq_len = 2048;
+    o->shard_samples = 16384;
+    o->max_doc_bytes = (size_t)256 << 20;
+    o->segment_bytes = 16384;
+    o->progress_every = 0.5;
+}
+
+/* ------------------------------------------------------------------ UTF-8 */
+
+/* Length of the well-formed sequence at s (Unicode Table 3-7), or 0 with *bad
+ * set to the length of the maximal ill-formed subpart to replace. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) need = 1;
+    else if (c == 0xE0) need = 2, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) need = 2;
+    else if (c == 0xED) need = 2, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) need = 2;
+    else if (c == 0xF0) need = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) need = 3;
+    else if (c == 0xF4) need = 3, hi = 0x8F;
+    else {
+        *bad = 1;
+        return 0;
+    }
+    size_t i = 1;
+    for (; i <= need; i++) {
+        if (i >= n) break;
+        unsigned b = s[i];
+        if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) break;
+    }
+    if (i == need + 1) return i;
+    *bad = i; /* the lead byte and the continuation bytes that were valid so far */
+    return 0;
+}
+
+size_t tl_utf8_repair(const char *s, size_t len, char **out, size_t *out_len) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, replaced = 0;
+    /* fast path: ASCII runs and well-formed sequences */
+    while (i < len) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t bad = 0, k = utf8_seq(u + i, len - i, &bad);
+        if (!k) break;
+        i += k;
+    }
+    *out = NULL;
+    *out_len = len;
+    if (i == len) return 0;
+    /* slow path: each maximal ill-formed subpart (at most 3 bytes) grows to 3 bytes */
+    size_t cap = len + 2 * (len - i) + 4;
+    char *o = malloc(cap);
+    size_t op = i;
+    if (o) memcpy(o, s, i);
+    while (i < len) {
+        size_t bad = 0, k = utf8_seq(u + i, len - i, &bad);
+        if (k) {
+            if (o) memcpy(o + op, s + i, k);
+            op += k;
+            i += k;
+        } else {
+            if (o) memcpy(o + op, "\xEF\xBF\xBD", 3);
+            op += 3;
+            i += bad;
+            replaced += bad;
+        }
+    }
+    *out = o;
+    *out_len = op;
+    return replaced;
+}
+
+/* Cut position <= pos that does not split a well-formed UTF-8 sequence. */
+static size_t utf8_cut(const unsigned char *s, size_t pos) {
+    for (size_t back = 1; back <= 3 && back <= pos; back++) {
+        unsigned c = s[pos - back];
+        if (c < 0x80) return pos;
+        if (c >= 0xC0) { /* lead byte: does its sequence reach past pos? */
+            size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            return back < need ? pos - back : pos;
+        }
+    }
+    return pos;
+}
+
+/* ------------------------------------------------------------------ inputs */
+
+enum { COMP_NONE, COMP_ZSTD, COMP_GZ };
+
+typedef struct {
+    char *path;
+    int format, comp;
+    uint64_t size;
+} in_file;
+
+typedef struct {
+    in_file *v;
+    int n, cap;
+} file_list;
+
+static int classify(const char *path, int forced, int *format, int *comp) {
+    size_t l = strlen(path);
+    const char *end = path + l;
+    *comp = COMP_NONE;
+    if (l > 4 && !strcmp(end - 4, ".zst")) *comp = COMP_ZSTD, l -= 4;
+    else if (l > 5 && !strcmp(end - 5, ".zstd")) *comp = COMP_ZSTD, l -= 5;
+    else if (l > 3 && !strcmp(end - 3, ".gz")) *comp = COMP_GZ, l -= 3;
+    if (forced) {
+        *format = forced;
+        return 0;
+    }
+    static const struct {
+        const char *ext;
+        int fmt;
+    } exts[] = {{".jsonl", TL_FMT_JSONL}, {".json", TL_FMT_JSONL}, {".ndjson", TL_FMT_JSONL},
+                {".txt", TL_FMT_TXT},     {".text", TL_FMT_TXT},   {".md", TL_FMT_TXT}};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t e = strlen(exts[i].ext);
+        if (l > e && !strncmp(path + l - e, exts[i].ext, e)) {
+            *format = exts[i].fmt;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int add_file(file_list *fl, const char *path, int forced, int from_dir, tl_error *err) {
+    int format, comp;
+    if (classify(path, forced, &format, &comp)) {
+        if (from_dir) return 0; /* other files in a directory are not inputs */
+        return tl_fail(err, "%s: unknown input format (expected .jsonl, .txt, optionally .zst or .gz; or use --format)",
+                       path);
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) return tl_fail(err, "%s: %s", path, strerror(errno));
+    if (fl->n == fl->cap) {
+        int cap = fl->cap ? 2 * fl->cap : 16;
+        in_file *v = realloc(fl->v, sizeof *v * (size_t)cap);
+        if (!v) return tl_fail(err, "out of memory");
+        fl->v = v;
+        fl->cap = cap;
+    }
+    in_file *f = &fl->v[fl->n];
+    if (!(f->path = strdup(path))) return tl_fail(err, "out of memory");
+    f->format = format;
+    f->comp = comp;
+    f->size = (uint64_t)sb.st_size;
+    fl->n++;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int add_path(file_list *fl, const char *path, int forced, int depth, int from_dir, tl_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (!from_dir && strpbrk(path, "*?[")) {
+            glob_t g;
+            if (glob(path, 0, NULL, &g) != 0) return tl_fail(err, "%s: pattern matches no files", path);
+            int rc = 0;
+            for (size_t i = 0; i < g.gl_pathc && !rc; i++) rc = add_path(fl, g.gl_pathv[i], forced, depth, 0, err);
+            globfree(&g);
+            return rc;
+        }
+        return tl_fail(err, "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISDIR(sb.st_mode)) return add_file(fl, path, forced, from_dir, err);
+    if (depth > 32) return tl_fail(err, "%s: directories nested too deeply", path);
+    DIR *d = opendir(path);
+    if (!d) return tl_fail(err, "%s: cannot read directory: %s", path, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && !rc) {
+        if (e->d_name[0] == '.') continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nn = realloc(names, sizeof *nn * cap);
+            if (!nn) {
+                rc = tl_fail(err, "out of memory");
+                break;
+            }
+            names = nn;
+        }
+        size_t l = strlen(path) + strlen(e->d_name) + 2;
+        if (!(names[n] = malloc(l))) {
+            rc = tl_fail(err, "out of memory");
+            break;
+        }
+        snprintf(names[n++], l, "%s/%s", path, e->d_name);
+    }
+    closedir(d);
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n && !rc; i++) rc = add_path(fl, names[i], forced, depth + 1, 1, err);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ streams */
+
+typedef struct {
+    FILE *f;
+    int comp;
+    ZSTD_DCtx *zd;
+    z_stream zs;
+    int zs_init;
+    unsigned char *in;
+    size_t in_len, in_pos;
+    int in_eof, done, frame_open;
+    uint64_t file_read, produced;
+    tl_prepare_input *st;
+} stream;
+
+static void stream_close(stream *s) {
+    if (s->f) fclose(s->f);
+    if (s->zd) ZSTD_freeDCtx(s->zd);
+    if (s->zs_init) inflateEnd(&s->zs);
+    free(s->in);
+    memset(s, 0, sizeof *s);
+}
+
+static int stream_open(stream *s, const in_file *f, tl_prepare_input *st, tl_error *err) {
+    memset(s, 0, sizeof *s);
+    s->st = st;
+    s->comp = f->comp;
+    s->f = fopen(f->path, "rb");
+    if (!s->f) return tl_fail(err, "%s: cannot open: %s", f->path, strerror(errno));
+    if (s->comp != COMP_NONE && !(s->in = malloc(READ_CHUNK))) goto oom;
+    if (s->comp == COMP_ZSTD && !(s->zd = ZSTD_createDCtx())) goto oom;
+    if (s->comp == COMP_GZ) {
+        if (inflateInit2(&s->zs, 15 + 32) != Z_OK) goto oom;
+        s->zs_init = 1;
+    }
+    return 0;
+oom:
+    stream_close(s);
+    return tl_fail(err, "out of memory");
+}
+
+static void stream_bad(stream *s, const char *what) {
+    if (!s->st->error[0]) snprintf(s->st->error, sizeof s->st->error, "%s", what);
+    s->st->truncated = 1;
+    s->done = 1;
+}
+
+static void refill(stream *s) {
+    if (s->in_pos < s->in_len || s->in_eof) return;
+    s->in_len = fread(s->in, 1, READ_CHUNK, s->f);
+    s->in_pos = 0;
+    s->file_read += s->in_len;
+    if (s->in_len == 0) {
+        s->in_eof = 1;
+        if (ferror(s->f)) stream_bad(s, "read error");
+    }
+}
+
+/* Up to cap decompressed bytes; 0 at the end (or after an error, recorded in st). */
+static size_t stream_read(stream *s, void *buf, size_t cap) {
+    if (s->done) return 0;
+    if (s->comp == COMP_NONE) {
+        size_t got = fread(buf, 1, cap, s->f);
+        s->file_read += got;
+        if (got == 0) {
+            if (ferror(s->f)) stream_bad(s, "read error");
+            s->done = 1;
+        }
+        s->produced += got;
+        return got;
+    }
+    for (;;) {
+        refill(s);
+        if (s->done) return 0;
+        if (s->in_pos == s->in_len && s->in_eof) {
+            if (s->frame_open)
+                stream_bad(s, s->comp == COMP_ZSTD ? "zstd stream ends inside a frame (truncated)"
+                                                   : "gzip stream ends early (truncated)");
+            s->done = 1;
+            return 0;
+        }
+        size_t out_pos;
+        if (s->comp == COMP_ZSTD) {
+            ZSTD_inBuffer zin = {s->in, s->in_len, s->in_pos};
+            ZSTD_outBuffer zout = {buf, cap, 0};
+            size_t r = ZSTD_decompressStream(s->zd, &zout, &zin);
+            s->in_pos = zin.pos;
+            if (ZSTD_isError(r)) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "corrupt zstd data: %s", ZSTD_getErrorName(r));
+                stream_bad(s, msg);
+                return 0;
+            }
+            s->frame_open = r != 0;
+            out_pos = zout.pos;
+        } else {
+            s->zs.next_in = s->in + s->in_pos;
+            s->zs.avail_in = (uInt)(s->in_len - s->in_pos);
+            s->zs.next_out = buf;
+            s->zs.avail_out = (uInt)(cap > (1u << 30) ? (1u << 30) : cap);
+            uInt before = s->zs.avail_out;
+            int r = inflate(&s->zs, Z_NO_FLUSH);
+            s->in_pos = s->in_len - s->zs.avail_in;
+            out_pos = before - s->zs.avail_out;
+            if (r == Z_STREAM_END) {
+                s->frame_open = 0;
+                inflateReset(&s->zs); /* a further gzip member may follow */
+            } else if (r == Z_OK || r == Z_BUF_ERROR) {
+                s->frame_open = 1;
+            } else {
+                char msg[200];
+                snprintf(msg, sizeof msg, "corrupt gzip data: %s", s->zs.msg ? s->zs.msg : "inflate failed");
+                stream_bad(s, msg);
+                return out_pos;
+            }
+        }
+        if (out_pos) {
+            s->produced += out_pos;
+            return out_pos;
+        }
+    }
+}
+
+/* Splits a stream into lines; lines longer than max_piece come in pieces. */
+enum { LR_END, LR_LINE, LR_LAST, LR_CUT };
+
+typedef struct {
+    stream s;
+    char *buf;
+    size_t cap, start, end, scanned;
+    int eof;
+} lreader;
+
+static int lr_next(lreader *r, size_t max_piece, int utf8_cuts, const char **p, size_t *n, tl_error *err) {
+    for (;;) {
+        size_t avail = r->end - r->start;
+        char *nl = avail > r->scanned ? memchr(r->buf + r->start + r->scanned, '\n', avail - r->scanned) : NULL;
+        if (nl && (size_t)(nl - (r->buf + r->start)) <= max_piece) {
+            *p = r->buf + r->start;
+            *n = (size_t)(nl - *p);
+            r->start += *n + 1;
+            r->scanned = 0;
+            return LR_LINE;
+        }
+        if (avail > max_piece) {
+            size_t cut = utf8_cuts ? utf8_cut((const unsigned char *)r->buf + r->start, max_piece) : max_piece;
+            if (cut == 0) cut = max_piece;
+            *p = r->buf + r->start;
+            *n = cut;
+            r->start += cut;
+            r->scanned = 0;
+            return LR_CUT;
+        }
+        r->scanned = avail;
+        if (r->eof) {
+            if (!avail) return LR_END;
+            *p = r->buf + r->start;
+            *n = avail;
+            r->start = r->end;
+            r->scanned = 0;
+            return LR_LAST;
+        }
+        if (r->start) {
+            memmove(r->buf, r->buf + r->start, avail);
+            r->start = 0;
+            r->end = avail;
+        }
+        size_t want = avail + READ_CHUNK;
+        if (r->cap < want) {
+            size_t cap = r->cap ? r->cap : 2 * READ_CHUNK;
+            while (cap < want) cap *= 2;
+            char *b = realloc(r->buf, cap);
+            if (!b) return tl_fail(err, "out of memory"), -1;
+            r->buf = b;
+            r->cap = cap;
+        }
+        size_t got = stream_read(&r->s, r->buf + r->end, r->cap - r->end);
+        if (!got) r->eof = 1;
+        r->end += got;
+    }
+}
+
+/* ------------------------------------------------------------------ records */
+
+enum { REC_JSON, REC_TEXT };
+enum { ST_OK, ST_MALFORMED, ST_MISSING, ST_EMPTY, ST_FILTERED };
+
+typedef struct {
+    const char *p;
+    size_t len;
+    int strip; /* the segment starts with a newline whose ids are removed */
+    char *owned;
+    int *ids;
+    size_t n;
+} segment;
+
+typedef struct {
+    size_t off, len;
+    int input;
+    unsigned char kind, doc_start, doc_end, cont;
+    /* filled by parse */
+    int status;
+    char *text; /* owned decoded/repaired text, or NULL (text is in the arena) */
+    size_t bad_utf8, text_len;
+    uint64_t forced;
+    segment *segs;
+    int nseg;
+    size_t seg_first;
+} record;
+
+typedef struct {
+    char *arena;
+    size_t arena_len, arena_cap;
+    record *recs;
+    size_t n_recs, recs_cap;
+    /* flattened segments for the tokenizer */
+    const char **texts;
+    size_t *lens;
+    int **ids;
+    size_t *nids;
+    size_t n_segs, segs_cap;
+} batch;
+
+static int arena_put(batch *b, const char *p, size_t n, tl_error *err) {
+    if (b->arena_len + n > b->arena_cap) {
+        size_t cap = b->arena_cap ? b->arena_cap : ((size_t)1 << 22);
+        while (cap < b->arena_len + n) cap *= 2;
+        char *a = realloc(b->arena, cap);
+        if (!a) return tl_fail(err, "out of memory");
+        b->arena = a;
+        b->arena_cap = cap;
+    }
+    memcpy(b->arena + b->arena_len, p, n);
+    b->arena_len += n;
+    return 0;
+}
+
+static record *rec_new(batch *b, int kind, int input, tl_error *err) {
+    if (b->n_recs == b->recs_cap) {
+        size_t cap = b->recs_cap ? 2 * b->recs_cap : 4096;
+        record *r = realloc(b->recs, sizeof *r * cap);
+        if (!r) {
+            tl_fail(err, "out of memory");
+            return NULL;
+        }
+        b->recs = r;
+        b->recs_cap = cap;
+    }
+    record *r = &b->recs[b->n_recs++];
+    memset(r, 0, sizeof *r);
+    r->kind = (unsigned char)kind;
+    r->input = input;
+    r->off = b->arena_len;
+    return r;
+}
+
+static void batch_reset(batch *b) {
+    for (size_t i = 0; i < b->n_recs; i++) {
+        record *r = &b->recs[i];
+        for (int k = 0; k < r->nseg; k++) free(r->segs[k].owned);
+        free(r->segs);
+        free(r->text);
+    }
+    for (size_t i = 0; i < b->n_segs; i++) free(b->ids[i]);
+    b->n_recs = 0;
+    b->arena_len = 0;
+    b->n_segs = 0;
+}
+
+static void batch_free(batch *b) {
+    batch_reset(b);
+    free(b->arena);
+    free(b->recs);
+    free(b->texts);
+    free(b->lens);
+    free(b->ids);
+    free(b->nids);
+    memset(b, 0, sizeof *b);
+}
+
+/* ------------------------------------------------------------------ state */
+
+typedef struct {
+    char dir[4200];
+    const char *name;
+    uint64_t per_shard;
+    int seq_len, vocab;
+    tl_shard_writer w;
+    int open;
+    int n_shards;
+    struct shard_info {
+        char file[64];
+        uint64_t samples, checksum, bytes;
+    } *shards;
+    int shards_cap;
+    tl_prepare_split *split;
+} shard_set;
+
+typedef struct {
+    int *buf;
+    int n;
+} sample_buf;
+
+typedef struct {
+    const tl_prepare_opts *o;
+    tl_prepare_result *r;
+    tl_tokenizer *tok;
+    int vocab, bos, eos;
+    int nl_ids[16], n_nl;
+    int exact;
+    size_t seg_target, seg_max, rec_target;
+    int nt;
+    file_list files;
+    /* reader */
+    int cur;          /* file being read */
+    int cur_open;
+    lreader lr;
+    int skipping;     /* inside an over-long JSON line */
+    int in_line;      /* txt: a line was cut, its rest follows */
+    int open_rec;     /* txt: a record of the current document is being built ... */
+    size_t open_idx;  /* ... at this index of the batch */
+    int doc_open;     /* txt: a document has started */
+    int pending_nl;   /* txt paragraphs: a newline separates the next line from the document */
+    int next_cont;    /* txt: the next record continues the document */
+    uint64_t done_bytes;
+    /* packer */
+    uint64_t doc_index, sample_index;
+    int doc_val, doc_bad_utf8;
+    sample_buf sb[2]; /* [0] train (or the single stream), [1] val */
+    shard_set sets[2];
+    double t0, last_progress;
+} prep;
+
+/* ------------------------------------------------------------------ reading */
+
+static int is_blank(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\f' && p[i] != '\v') return 0;
+    return 1;
+}
+
+static int open_next_file(prep *P, tl_error *err) {
+    in_file *f = &P->files.v[P->cur];
+    tl_prepare_input *st = &P->r->inputs[P->cur];
+    memset(&P->lr, 0, sizeof P->lr);
+    if (stream_open(&P->lr.s, f, st, err)) {
+        /* an unreadable file is bad input, not a failure of the run */
+        size_t l = strnlen(err->msg, sizeof st->error - 1);
+        memcpy(st->error, err->msg, l);
+        st->error[l] = 0;
+        st->truncated = 1;
+        P->lr.eof = 1;
+        P->lr.s.done = 1;
+    }
+    P->cur_open = 1;
+    P->skipping = P->in_line = P->doc_open = P->pending_nl = P->next_cont = 0;
+    P->open_rec = 0;
+    return 0;
+}
+
+static void close_file(prep *P) {
+    in_file *f = &P->files.v[P->cur];
+    tl_prepare_input *st = &P->r->inputs[P->cur];
+    st->raw_bytes = P->lr.s.produced;
+    stream_close(&P->lr.s);
+    free(P->lr.buf);
+    memset(&P->lr, 0, sizeof P->lr);
+    P->done_bytes += f->size;
+    P->cur_open = 0;
+    P->cur++;
+}
+
+/* txt: ends the record being built; the next one continues the document. */
+static void txt_close_record(prep *P, batch *b, int doc_end) {
+    if (!P->open_rec) return;
+    record *r = &b->recs[P->open_idx];
+    r->len = b->arena_len - r->off;
+    r->doc_end = (unsigned char)doc_end;
+    P->open_rec = 0;
+}
+
+static int txt_append(prep *P, batch *b, int input, const char *p, size_t n, tl_error *err) {
+    if (!P->open_rec) {
+        record *r = rec_new(b, REC_TEXT, input, err);
+        if (!r) return -1;
+        r->doc_start = (unsigned char)!P->doc_open;
+        r->cont = (unsigned char)P->next_cont;
+        P->open_rec = 1;
+        P->open_idx = b->n_recs - 1;
+        P->doc_open = 1;
+        if (P->next_cont && arena_put(b, "\n", 1, err)) return -1;
+    }
+    return arena_put(b, p, n, err);
+}
+
+/* txt: the current document ends (its last record may already be packed: then
+ * an empty record carries the end). */
+static int txt_end_doc(prep *P, batch *b, int input, tl_error *err) {
+    if (P->open_rec) {
+        txt_close_record(P, b, 1);
+    } else {
+        record *r = rec_new(b, REC_TEXT, input, err);
+        if (!r) return -1;
+        r->doc_end = 1;
+    }
+    P->doc_open = P->pending_nl = P->next_cont = 0;
+    return 0;
+}
+
+/* txt: a record may end at any line boundary: in file mode it ends with the
+ * line's newline, in paragraph mode the separating newline is still pending;
+ * either way the next record starts with a newline whose ids are stripped. */
+static void txt_cut_record(prep *P, batch *b) {
+    txt_close_record(P, b, 0);
+    P->next_cont = 1;
+}
+
+/* Reads records into b until it holds about batch_bytes or the inputs end. */
+static int fill_batch(prep *P, batch *b, size_t budget, tl_error *err) {
+    const tl_prepare_opts *o = P->o;
+    while (P->cur < P->files.n) {
+        if (!P->cur_open && open_next_file(P, err)) return -1;
+        in_file *f = &P->files.v[P->cur];
+        tl_prepare_input *st = &P->r->inputs[P->cur];
+        int input = P->cur;
+        for (;;) {
+            if (b->arena_len >= budget) {
+                /* a txt record in progress is closed at a line boundary (exact) */
+                if (P->open_rec && !P->in_line) txt_cut_record(P, b);
+                if (!P->open_rec) return 0;
+            }
+            const char *p;
+            size_t n;
+            int kind;
+            if (f->format == TL_FMT_JSONL) {
+                kind = lr_next(&P->lr, o->max_doc_bytes, 0, &p, &n, err);
+                if (kind < 0) return -1;
+                if (kind == LR_END) break;
+                if (P->skipping) {
+                    if (kind != LR_CUT) P->skipping = 0;
+                    continue;
+                }
+                if (kind == LR_CUT) {
+                    st->too_long++;
+                    P->skipping = 1;
+                    continue;
+                }
+                if (kind == LR_LAST && st->truncated) {
+                    /* the stream broke off: the unterminated last line is incomplete */
+                    st->malformed_json++;
+                    continue;
+                }
+                if (is_blank(p, n)) {
+                    st->blank_lines++;
+                    continue;
+                }
+                record *r = rec_new(b, REC_JSON, input, err);
+                if (!r || arena_put(b, p, n, err)) return -1;
+                r->len = n;
+                r->doc_start = r->doc_end = 1;
+                continue;
+            }
+            /* plain text */
+            kind = lr_next(&P->lr, P->seg_max, 1, &p, &n, err);
+            if (kind < 0) return -1;
+            if (kind == LR_END) break;
+            int whole_line = !P->in_line;
+            P->in_line = kind == LR_CUT;
+            if (o->txt_mode == TL_TXT_PARAGRAPHS) {
+                if (whole_line && kind != LR_CUT && is_blank(p, n)) {
+                    if (P->doc_open && txt_end_doc(P, b, input, err)) return -1;
+                    continue;
+                }
+                if (P->pending_nl && txt_append(P, b, input, "\n", 1, err)) return -1;
+                if (txt_append(P, b, input, p, n, err)) return -1;
+                P->pending_nl = kind != LR_CUT;
+            } else {
+                if (txt_append(P, b, input, p, n, err)) return -1;
+                if (kind == LR_LINE && txt_append(P, b, input, "\n", 1, err)) return -1;
+            }
+            if (kind == LR_CUT) {
+                /* a line longer than the segment limit: cut it (a forced split) */
+                txt_cut_record(P, b);
+                st->forced_splits++;
+            } else if (P->open_rec && b->arena_len - b->recs[P->open_idx].off >= P->rec_target) {
+                txt_cut_record(P, b); /* a long document: several records */
+            }
+        }
+        /* end of the file */
+        if (f->format == TL_FMT_TXT) {
+            if (P->doc_open) {
+                if (txt_end_doc(P, b, input, err)) return -1;
+            } else if (o->txt_mode == TL_TXT_FILE) {
+                st->empty++;
+            }
+        }
+        close_file(P);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+static const cJSON *json_path(const cJSON *obj, const char *path) {
+    char key[256];
+    while (obj && *path) {
+        const char *dot = strchr(path, '.');
+        size_t l = dot ? (size_t)(dot - path) : strlen(path);
+        if (l >= sizeof key) return NULL;
+        memcpy(key, path, l);
+        key[l] = 0;
+        if (!cJSON_IsObject(obj)) return NULL;
+        obj = cJSON_GetObjectItemCaseSensitive(obj, key);
+        path += l + (dot ? 1 : 0);
+    }
+    return obj;
+}
+
+static int seg_push(record *r, size_t *cap, const char *p, size_t len, int strip, char *owned) {
+    if ((size_t)r->nseg == *cap) {
+        size_t c = *cap ? 2 * *cap : 4;
+        segment *s = realloc(r->segs, sizeof *s * c);
+        if (!s) return -1;
+        r->segs = s;
+        *cap = c;
+    }
+    segment *s = &r->segs[r->nseg++];
+    memset(s, 0, sizeof *s);
+    s->p = p;
+    s->len = len;
+    s->strip = strip;
+    s->owned = owned;
+    return 0;
+}
+
+/* Cuts t[0..n) into segments of about seg_target bytes at newlines (see the top). */
+static int segment_text(const prep *P, record *r, const char *t, size_t n, int cont) {
+    size_t cap = 0, pos = 0;
+    enum { K_NONE, K_NL, K_SYNTH } kind = cont ? K_NL : K_NONE;
+    for (;;) {
+        size_t body = kind == K_NL ? pos + 1 : pos;
+        size_t rem = n - body, end, next = 0;
+        int next_kind = -1;
+        if (rem <= P->seg_target) {
+            end = n;
+        } else {
+            const char *q = memrchr(t + body, '\n', P->seg_target);
+            if (q && (size_t)(q - t) + 1 < n) {
+                end = (size_t)(q - t) + 1;
+            } else {
+                size_t lim = body + P->seg_max + 1 < n - 1 ? body + P->seg_max + 1 : n - 1;
+                q = lim > body + P->seg_target ? memchr(t + body + P->seg_target, '\n', lim - body - P->seg_target) : NULL;
+                if (q) end = (size_t)(q - t) + 1;
+                else if (rem <= P->seg_max) end = n;
+                else {
+                    end = utf8_cut((const unsigned char *)t, body + P->seg_max);
+                    if (end <= body) end = body + P->seg_max;
+                    next = end;
+                    next_kind = K_SYNTH;
+                    r->forced++;
+                }
+            }
+            if (next_kind < 0 && end < n) {
+                next = end - 1;
+                next_kind = K_NL;
+            }
+        }
+        int rc;
+        if (kind == K_SYNTH) {
+            char *c = malloc(end - pos + 1);
+            if (!c) return -1;
+            c[0] = '\n';
+            memcpy(c + 1, t + pos, end - pos);
+            rc = seg_push(r, &cap, c, end - pos + 1, 1, c);
+            if (rc) free(c);
+        } else {
+            rc = seg_push(r, &cap, t + pos, end - pos, kind == K_NL, NULL);
+        }
+        if (rc) return -1;
+        if (next_kind < 0) return 0;
+        pos = next;
+        kind = next_kind;
+    }
+}
+
+/* Parses one record; returns -1 only when out of memory. */
+static int parse_record(const prep *P, const batch *b, record *r) {
+    const char *raw = b->arena + r->off;
+    const char *text = raw;
+    size_t len = r->len;
+    cJSON *root = NULL;
+    if (r->kind == REC_JSON) {
+        const char *end = NULL;
+        root = cJSON_ParseWithLengthOpts(raw, r->len, &end, 0);
+        if (root && end) /* only white space may follow the object */
+            while (end < raw + r->len && strchr(" \t\r", *end)) end++;
+        if (!root || !cJSON_IsObject(root) || !end || end != raw + r->len) {
+            cJSON_Delete(root);
+            r->status = ST_MALFORMED;
+            return 0;
+        }
+        for (int i = 0; i < P->o->n_exclude; i++) {
+            const char *eq = strchr(P->o->exclude[i], '=');
+            char key[256];
+            size_t kl = (size_t)(eq - P->o->exclude[i]);
+            if (kl >= sizeof key) continue;
+            memcpy(key, P->o->exclude[i], kl);
+            key[kl] = 0;
+            const cJSON *v = json_path(root, key);
+            if (cJSON_IsString(v) && !strcmp(v->valuestring, eq + 1)) {
+                cJSON_Delete(root);
+                r->status = ST_FILTERED;
+                return 0;
+            }
+        }
+        cJSON *tf = (cJSON *)json_path(root, P->o->text_field);
+        if (!cJSON_IsString(tf) || !tf->valuestring) {
+            cJSON_Delete(root);
+            r->status = ST_MISSING;
+            return 0;
+        }
+        /* take the decoded string over from cJSON */
+        r->text = tf->valuestring;
+        tf->valuestring = NULL;
+        cJSON_Delete(root);
+        text = r->text;
+        len = strlen(text);
+        if (len == 0) {
+            r->status = ST_EMPTY;
+            return 0;
+        }
+    }
+    char *fixed;
+    size_t flen;
+    /* a continuation record starts with the previous record's newline: not text of its own */
+    r->bad_utf8 = tl_utf8_repair(text, len, &fixed, &flen);
+    if (r->bad_utf8) {
+        if (!fixed) return -1;
+        free(r->text);
+        r->text = fixed;
+        text = fixed;
+        len = flen;
+    }
+    r->text_len = len - (r->cont ? 1 : 0);
+    if (len == 0 || (r->cont && len == 1)) return 0; /* nothing to encode (end-of-document marker) */
+    return segment_text(P, r, text, len, r->cont);
+}
+
+/* ------------------------------------------------------------------ output */
+
+static int set_open(shard_set *s, tl_error *err) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/shard-%05d.bin", s->dir, s->n_shards);
+    if (tl_shard_writer_open(&s->w, path, s->seq_len, s->vocab, err)) return -1;
+    s->open = 1;
+    return 0;
+}
+
+static int set_close(shard_set *s, size_t *dropped, tl_error *err) {
+    if (!s->open) return 0;
+    s->open = 0;
+    if (s->w.n_samples == 0) { /* nothing complete: leave no file */
+        if (dropped) *dropped += (size_t)s->w.n_pending;
+        tl_shard_writer_abort(&s->w);
+        return 0;
+    }
+    size_t d = 0;
+    if (tl_shard_writer_close(&s->w, &d, err)) return -1;
+    if (dropped) *dropped += d;
+    if (s->n_shards == s->shards_cap) {
+        int cap = s->shards_cap ? 2 * s->shards_cap : 16;
+        struct shard_info *v = realloc(s->shards, sizeof *v * (size_t)cap);
+        if (!v) return tl_fail(err, "out of memory");
+        s->shards = v;
+        s->shards_cap = cap;
+    }
+    struct shard_info *si = &s->shards[s->n_shards++];
+    snprintf(si->file, sizeof si->file, "%s/shard-%05d.bin", s->name, s->n_shards - 1);
+    si->samples = s->w.n_samples;
+    si->checksum = s->w.checksum;
+    si->bytes = TL_SHARD_HEADER + s->w.n_samples * (uint64_t)(s->seq_len + 1) * (uint64_t)s->w.token_bytes;
+    s->split->shards = (uint64_t)s->n_shards;
+    return 0;
+}
+
+static int set_write_sample(shard_set *s, const int *ids, tl_error *err) {
+    if (!s->open && set_open(s, err)) return -1;
+    if (tl_shard_writer_add(&s->w, ids, (size_t)s->seq_len + 1, err)) return -1;
+    s->split->samples++;
+    s->split->tokens += (uint64_t)s->seq_len + 1;
+    if (s->w.n_samples >= s->per_shard) return set_close(s, NULL, err);
+    return 0;
+}
+
+static int is_val_unit(const tl_prepare_opts *o, uint64_t u) {
+    if (o->val_count) return u < o->val_count;
+    if (o->val_fraction <= 0) return 0;
+    /* unit u is held out when floor((u+1) f) > floor(u f): exactly floor(U f) of the first U */
+    return (uint64_t)((double)(u + 1) * o->val_fraction) > (uint64_t)((double)u * o->val_fraction);
+}
+
+static int emit(prep *P, const int *ids, size_t n, tl_error *err) {
+    const int S = P->o->seq_len + 1;
+    int which = P->o->split_by == TL_SPLIT_DOCS ? P->doc_val : 0;
+    sample_buf *sb = &P->sb[which];
+    while (n) {
+        size_t take = (size_t)(S - sb->n) < n ? (size_t)(S - sb->n) : n;
+        memcpy(sb->buf + sb->n, ids, take * sizeof *ids);
+        sb->n += (int)take;
+        ids += take;
+        n -= take;
+        if (sb->n == S) {
+            int to = which;
+            if (P->o->split_by == TL_SPLIT_SAMPLES) to = is_val_unit(P->o, P->sample_index++);
+            if (set_write_sample(&P->sets[to], sb->buf, err)) return -1;
+            sb->n = 0;
+        }
+    }
+    return 0;
+}
+
+static int pack_batch(prep *P, batch *b, tl_error *err) {
+    for (size_t i = 0; i < b->n_recs; i++) {
+        record *r = &b->recs[i];
+        tl_prepare_input *st = &P->r->inputs[r->input];
+        switch (r->status) {
+        case ST_MALFORMED: st->malformed_json++; continue;
+        case ST_MISSING: st->missing_text++; continue;
+        case ST_EMPTY: st->empty++; continue;
+        case ST_FILTERED: st->filtered++; continue;
+        default: break;
+        }
+        if (r->doc_start) {
+            P->doc_val = P->o->split_by == TL_SPLIT_DOCS ? is_val_unit(P->o, P->doc_index) : 0;
+            P->doc_bad_utf8 = 0;
+            if (P->o->add_bos) {
+                if (emit(P, &P->bos, 1, err)) return -1;
+                st->tokens++;
+            }
+        }
+        st->text_bytes += r->text_len;
+        st->invalid_utf8_bytes += r->bad_utf8;
+        st->forced_splits += r->forced;
+        if (r->bad_utf8) P->doc_bad_utf8 = 1;
+        for (int k = 0; k < r->nseg; k++) {
+            segment *s = &r->segs[k];
+            const int *ids = s->ids;
+            size_t n = s->n;
+            if (s->strip) {
+                if (n < (size_t)P->n_nl || memcmp(ids, P->nl_ids, sizeof(int) * (size_t)P->n_nl) != 0)
+                    return tl_fail(err, "%s: internal error: a segment after a newline did not start with the "
+                                        "newline's ids (tokenizer not newline-separable)", P->files.v[r->input].path);
+                ids += P->n_nl;
+                n -= (size_t)P->n_nl;
+            }
+            if (emit(P, ids, n, err)) return -1;
+            st->tokens += n;
+        }
+        if (r->doc_end) {
+            if (P->o->add_eos) {
+                if (emit(P, &P->eos, 1, err)) return -1;
+                st->tokens++;
+            }
+            st->documents++;
+            if (P->doc_val) st->val_documents++;
+            else st->train_documents++;
+            if (P->doc_bad_utf8) st->invalid_utf8_docs++;
+            P->doc_index++;
+        }
+    }
+    return 0;
+}
+
+static int tokenize_batch(prep *P, batch *b, tl_error *err) {
+    /* flatten the segments */
+    size_t total = 0;
+    for (size_t i = 0; i < b->n_recs; i++) total += (size_t)b->recs[i].nseg;
+    if (total > b->segs_cap) {
+        size_t cap = total + total / 2 + 64;
+        const char **t = realloc(b->texts, sizeof *t * cap);
+        if (t) b->texts = t;
+        size_t *l = realloc(b->lens, sizeof *l * cap);
+        if (l) b->lens = l;
+        int **d = realloc(b->ids, sizeof *d * cap);
+        if (d) b->ids = d;
+        size_t *n = realloc(b->nids, sizeof *n * cap);
+        if (n) b->nids = n;
+        if (!t || !l || !d || !n) return tl_fail(err, "out of memory");
+        b->segs_cap = cap;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_recs; i++)
+        for (int j = 0; j < b->recs[i].nseg; j++, k++) {
+            b->texts[k] = b->recs[i].segs[j].p;
+            b->lens[k] = b->recs[i].segs[j].len;
+        }
+    b->n_segs = 0;
+    if (P->tok) {
+        if (total && tl_tokenizer_encode_batch(P->tok, b->texts, b->lens, total, 0, P->nt, b->ids, b->nids, err))
+            return -1;
+    } else {
+        int failed = 0;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(P->nt)
+        for (size_t i = 0; i < total; i++) {
+            int *ids = malloc(sizeof(int) * (b->lens[i] ? b->lens[i] : 1));
+            b->ids[i] = ids;
+            b->nids[i] = b->lens[i];
+            if (!ids) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            const unsigned char *s = (const unsigned char *)b->texts[i];
+            for (size_t j = 0; j < b->lens[i]; j++) ids[j] = s[j] + 3;
+        }
+        b->n_segs = total;
+        if (failed) return tl_fail(err, "out of memory");
+    }
+    b->n_segs = total;
+    k = 0;
+    for (size_t i = 0; i < b->n_recs; i++)
+        for (int j = 0; j < b->recs[i].nseg; j++, k++) {
+            b->recs[i].segs[j].ids = b->ids[k];
+            b->recs[i].segs[j].n = b->nids[k];
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ manifest */
+
+static void add_u64(cJSON *o, const char *k, uint64_t v) { cJSON_AddNumberToObject(o, k, (double)v); }
+
+static cJSON *input_json(const tl_prepare_input *in) {
+    cJSON *o = cJSON_CreateObject();
+    if (in->path) cJSON_AddStringToObject(o, "path", in->path);
+    if (in->format) cJSON_AddStringToObject(o, "format", in->format);
+    add_u64(o, "file_bytes", in->file_bytes);
+    add_u64(o, "raw_bytes", in->raw_bytes);
+    add_u64(o, "text_bytes", in->text_bytes);
+    add_u64(o, "documents", in->documents);
+    add_u64(o, "train_documents", in->train_documents);
+    add_u64(o, "val_documents", in->val_documents);
+    add_u64(o, "tokens", in->tokens);
+    cJSON *bad = cJSON_AddObjectToObject(o, "skipped");
+    add_u64(bad, "malformed_json", in->malformed_json);
+    add_u64(bad, "missing_text", in->missing_text);
+    add_u64(bad, "empty", in->empty);
+    add_u64(bad, "filtered", in->filtered);
+    add_u64(bad, "too_long", in->too_long);
+    cJSON *rep = cJSON_AddObjectToObject(o, "repaired");
+    add_u64(rep, "invalid_utf8_documents", in->invalid_utf8_docs);
+    add_u64(rep, "invalid_utf8_bytes", in->invalid_utf8_bytes);
+    add_u64(rep, "forced_splits", in->forced_splits);
+    add_u64(o, "blank_lines", in->blank_lines);
+    cJSON_AddBoolToObject(o, "truncated", in->truncated);
+    if (in->error[0]) cJSON_AddStringToObject(o, "error", in->error);
+    return o;
+}
+
+static cJSON *split_json(const shard_set *s) {
+    cJSON *o = cJSON_CreateObject();
+    add_u64(o, "samples", s->split->samples);
+    add_u64(o, "tokens", s->split->tokens);
+    add_u64(o, "documents", s->split->documents);
+    cJSON *arr = cJSON_AddArrayToObject(o, "shards");
+    for (int i = 0; i < s->n_shards; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "file", s->shards[i].file);
+        add_u64(e, "samples", s->shards[i].samples);
+        add_u64(e, "bytes", s->shards[i].bytes);
+        char hex[20];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)s->shards[i].checksum);
+        cJSON_AddStringToObject(e, "fnv1a64", hex);
+        cJSON_AddItemToArray(arr, e);
+    }
+    return o;
+}
+
+static int write_manifest(prep *P, tl_error *err) {
+    const tl_prepare_opts *o = P->o;
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "format", "tinyllama-token-shards");
+    cJSON_AddNumberToObject(m, "version", 1);
+    cJSON *tk = cJSON_AddObjectToObject(m, "tokenizer");
+    if (P->tok) {
+        const char *base = strrchr(o->tokenizer, '/');
+        cJSON_AddStringToObject(tk, "file", base ? base + 1 : o->tokenizer);
+        cJSON_AddStringToObject(tk, "fnv1a64", tl_tokenizer_hash_hex(P->tok));
+    } else {
+        cJSON_AddStringToObject(tk, "file", "byte-level");
+        cJSON_AddStringToObject(tk, "fnv1a64", "byte-level-259");
+    }
+    cJSON_AddNumberToObject(tk, "vocab_size", P->vocab);
+    cJSON_AddNumberToObject(tk, "bos_id", P->bos);
+    cJSON_AddNumberToObject(tk, "eos_id", P->eos);
+    cJSON *s = cJSON_AddObjectToObject(m, "settings");
+    cJSON_AddNumberToObject(s, "seq_len", o->seq_len);
+    cJSON_AddNumberToObject(s, "sample_tokens", o->seq_len + 1);
+    cJSON_AddNumberToObject(s, "token_bytes", P->vocab <= 65536 ? 2 : 4);
+    cJSON_AddBoolToObject(s, "bos", o->add_bos);
+    cJSON_AddBoolToObject(s, "eos", o->add_eos);
+    cJSON_AddStringToObject(s, "text_field", o->text_field);
+    cJSON *ex = cJSON_AddArrayToObject(s, "exclude");
+    for (int i = 0; i < o->n_exclude; i++) cJSON_AddItemToArray(ex, cJSON_CreateString(o->exclude[i]));
+    cJSON_AddStringToObject(s, "txt_documents", o->txt_mode == TL_TXT_PARAGRAPHS ? "paragraphs" : "file");
+    cJSON_AddStringToObject(s, "split_by", o->split_by == TL_SPLIT_SAMPLES ? "samples" : "documents");
+    cJSON_AddNumberToObject(s, "val_fraction", o->val_fraction);
+    add_u64(s, "val_count", o->val_count);
+    add_u64(s, "shard_samples", o->shard_samples);
+    add_u64(s, "max_doc_bytes", o->max_doc_bytes);
+    add_u64(s, "segment_bytes", P->seg_target);
+    cJSON_AddBoolToObject(s, "segments_exact", P->exact);
+    cJSON_AddStringToObject(s, "invalid_utf8", "replaced by U+FFFD per maximal ill-formed subpart");
+    cJSON *ins = cJSON_AddArrayToObject(m, "inputs");
+    for (int i = 0; i < P->r->n_inputs; i++) cJSON_AddItemToArray(ins, input_json(&P->r->inputs[i]));
+    cJSON_AddItemToObject(m, "total", input_json(&P->r->total));
+    cJSON *sp = cJSON_AddObjectToObject(m, "splits");
+    cJSON_AddItemToObject(sp, "train", split_json(&P->sets[0]));
+    cJSON_AddItemToObject(sp, "val", split_json(&P->sets[1]));
+    add_u64(m, "dropped_tail_tokens", P->r->dropped_tail_tokens);
+    char *text = cJSON_Print(m);
+    cJSON_Delete(m);
+    if (!text) return tl_fail(err, "out of memory");
+    snprintf(P->r->manifest, sizeof P->r->manifest, "%s/manifest.json", o->out_dir);
+    size_t len = strlen(text);
+    text[len] = '\n'; /* cJSON_Print's NUL becomes the final newline */
+    int rc = tl_write_file_atomic(P->r->manifest, text, len + 1, err);
+    free(text);
+    return rc;
+}
+
+/* Removes leftovers of earlier runs: temporary files, and shards past n. */
+static void clean_dir(const char *dir, int keep_n) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int idx;
+        char tail[8];
+        int stale = strstr(e->d_name, ".tmp.") != NULL;
+        if (sscanf(e->d_name, "shard-%d.bi%1[n]", &idx, tail) == 2 && idx >= keep_n) stale = 1;
+        if (stale) {
+            char p[4400];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
+/* ------------------------------------------------------------------ driver */
+
+static void progress(prep *P, int done) {
+    const tl_prepare_opts *o = P->o;
+    if (!o->progress) return;
+    double now = tl_now();
+    if (!done && now - P->last_progress < o->progress_every) return;
+    P->last_progress = now;
+    tl_prepare_progress pr = {0};
+    pr.bytes_total = 0;
+    for (int i = 0; i < P->files.n; i++) pr.bytes_total += P->files.v[i].size;
+    pr.bytes_read = P->done_bytes + (P->cur_open ? P->lr.s.file_read : 0);
+    for (int i = 0; i < P->r->n_inputs; i++) {
+        pr.text_bytes += P->r->inputs[i].text_bytes;
+        pr.documents += P->r->inputs[i].documents;
+        pr.tokens += P->r->inputs[i].tokens;
+    }
+    pr.elapsed = now - P->t0;
+    pr.n_files = P->files.n;
+    pr.file_index = P->cur < P->files.n ? P->cur : P->files.n - 1;
+    pr.file = P->files.n ? P->files.v[pr.file_index].path : "";
+    pr.done = done;
+    o->progress(&pr, o->progress_user);
+}
+
+static int setup_tokenizer(prep *P, tl_error *err) {
+    const tl_prepare_opts *o = P->o;
+    if (o->byte_level) {
+        P->vocab = BYTE_VOCAB;
+        P->bos = 1;
+        P->eos = 2;
+        P->nl_ids[0] = '\n' + 3;
+        P->n_nl = 1;
+        P->exact = 1;
+        return 0;
+    }
+    if (!o->tokenizer) return tl_fail(err, "no tokenizer given (a tokenizer.model / tokenizer.json, or byte-level)");
+    P->tok = tl_tokenizer_load(o->tokenizer, err);
+    if (!P->tok) return -1;
+    P->vocab = tl_tokenizer_vocab_size(P->tok);
+    P->bos = tl_tokenizer_bos_id(P->tok);
+    P->eos = tl_tokenizer_eos_id(P->tok);
+    if (o->add_bos && P->bos < 0) return tl_fail(err, "%s: the tokenizer has no BOS id", o->tokenizer);
+    if (o->add_eos && P->eos < 0) return tl_fail(err, "%s: the tokenizer has no EOS id", o->tokenizer);
+    /* newline-separable? no piece may contain a newline and whitespace must be kept as is */
+    tl_tokenizer_info info;
+    tl_tokenizer_get_info(P->tok, &info);
+    P->exact = !info.remove_extra_whitespaces;
+    for (int id = 0; id < P->vocab && P->exact; id++) {
+        const char *pc = tl_tokenizer_piece(P->tok, id);
+        if (pc && strchr(pc, '\n')) P->exact = 0;
+    }
+    int *ids;
+    size_t n;
+    if (tl_tokenizer_encode(P->tok, "\n", 1, 0, &ids, &n, err)) return -1;
+    if (n < 1 || n > 16) P->exact = 0;
+    else memcpy(P->nl_ids, ids, n * sizeof *ids);
+    P->n_nl = (int)n;
+    free(ids);
+    return 0;
+}
+
+static const char *format_name(const in_file *f) {
+    static const char *const names[3][3] = {{"", "", ""},
+                                            {"jsonl", "jsonl.zst", "jsonl.gz"},
+                                            {"txt", "txt.zst", "txt.gz"}};
+    return names[f->format][f->comp];
+}
+
+int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err) {
+    memset(r, 0, sizeof *r);
+    if (!o->out_dir) return tl_fail(err, "no output directory");
+    if (o->seq_len < 1 || o->seq_len > (1 << 24)) return tl_fail(err, "sequence length %d out of range", o->seq_len);
+    if (o->shard_samples < 1) return tl_fail(err, "samples per shard must be positive");
+    if (o->val_fraction < 0 || o->val_fraction >= 1) return tl_fail(err, "validation fraction must be in [0, 1)");
+    if (!o->text_field || !*o->text_field) return tl_fail(err, "empty text field name");
+    for (int i = 0; i < o->n_exclude; i++)
+        if (!strchr(o->exclude[i], '=') || o->exclude[i][0] == '=')
+            return tl_fail(err, "filter '%s' is not KEY=VALUE", o->exclude[i]);
+    if (o->n_inputs < 1) return tl_fail(err, "no inputs");
+    prep *P = calloc(1, sizeof *P);
+    if (!P) return tl_fail(err, "out of memory");
+    P->o = o;
+    P->r = r;
+    P->t0 = tl_now();
+    batch b = {0};
+    int rc = setup_tokenizer(P, err);
+    for (int i = 0; i < o->n_inputs && !rc; i++) rc = add_path(&P->files, o->inputs[i], o->format, 0, 0, err);
+    if (!rc && P->files.n == 0) rc = tl_fail(err, "%s: no input files found", o->inputs[0]);
+    if (!rc) {
+        r->n_inputs = P->files.n;
+        r->inputs = calloc((size_t)P->files.n, sizeof *r->inputs);
+        if (!r->inputs) rc = tl_fail(err, "out of memory");
+    }
+    for (int i = 0; i < P->files.n && !rc; i++) {
+        r->inputs[i].path = strdup(P->files.v[i].path);
+        r->inputs[i].format = format_name(&P->files.v[i]);
+        r->inputs[i].file_bytes = P->files.v[i].size;
+    }
+    /* sizes */
+    P->nt = o->nthreads > 0 ? o->nthreads : omp_get_max_threads();
+    P->seg_target = o->segment_bytes ? o->segment_bytes : 16384;
+    P->seg_max = P->seg_target * 64 > ((size_t)1 << 20) ? P->seg_target * 64 : ((size_t)1 << 20);
+    P->rec_target = P->seg_target * 16;
+    if (!P->exact) /* whole documents (up to max_doc_bytes) */
+        P->seg_target = P->seg_max = P->rec_target = o->max_doc_bytes;
+    size_t budget = o->batch_bytes ? o->batch_bytes : ((size_t)2 << 20) * (size_t)P->nt;
+    if (budget < ((size_t)4 << 20) && !o->batch_bytes) budget = (size_t)4 << 20;
+    /* output directories; the old manifest goes first so a half-done run never looks complete */
+    char path[4400];
+    if (!rc && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
+        rc = tl_fail(err, "%s: cannot create: %s", o->out_dir, strerror(errno));
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/manifest.json", o->out_dir);
+        if (unlink(path) != 0 && errno != ENOENT) rc = tl_fail(err, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    static const char *const names[2] = {"train", "val"};
+    for (int k = 0; k < 2 && !rc; k++) {
+        shard_set *s = &P->sets[k];
+        snprintf(s->dir, sizeof s->dir, "%s/%s", o->out_dir, names[k]);
+        s->name = names[k];
+        s->per_shard = o->shard_samples;
+        s->seq_len = o->seq_len;
+        s->vocab = P->vocab;
+        s->split = k ? &r->val : &r->train;
+        if (mkdir(s->dir, 0755) != 0 && errno != EEXIST)
+            rc = tl_fail(err, "%s: cannot create: %s", s->dir, strerror(errno));
+        else
+            clean_dir(s->dir, 1 << 30);
+        P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
+        if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
+    }
+    while (!rc && P->cur < P->files.n) {
+        batch_reset(&b);
+        rc = fill_batch(P, &b, budget, err);
+        if (rc) break;
+        int oom = 0;
+#pragma omp parallel for schedule(dynamic, 8) num_threads(P->nt)
+        for (size_t i = 0; i < b.n_recs; i++)
+            if (parse_record(P, &b, &b.recs[i])) {
+#pragma omp atomic write
+                oom = 1;
+            }
+        if (oom) rc = tl_fail(err, "out of memory");
+        if (!rc) rc = tokenize_batch(P, &b, err);
+        if (!rc) rc = pack_batch(P, &b, err);
+        progress(P, 0);
+    }
+    if (!rc) {
+        size_t dropped = (size_t)(P->sb[0].n + P->sb[1].n);
+        rc = set_close(&P->sets[0], &dropped, err);
+        if (!rc) rc = set_close(&P->sets[1], &dropped, err);
+        r->dropped_tail_tokens = dropped;
+    }
+    if (!rc) {
+        tl_prepare_input *t = &r->total;
+        for (int i = 0; i < r->n_inputs; i++) {
+            tl_prepare_input *in = &r->inputs[i];
+            t->file_bytes += in->file_bytes;
+            t->raw_bytes += in->raw_bytes;
+            t->text_bytes += in->text_bytes;
+            t->documents += in->documents;
+            t->train_documents += in->train_documents;
+            t->val_documents += in->val_documents;
+            t->tokens += in->tokens;
+            t->blank_lines += in->blank_lines;
+            t->malformed_json += in->malformed_json;
+            t->missing_text += in->missing_text;
+            t->empty += in->empty;
+            t->filtered += in->filtered;
+            t->too_long += in->too_long;
+            t->invalid_utf8_docs += in->invalid_utf8_docs;
+            t->invalid_utf8_bytes += in->invalid_utf8_bytes;
+            t->forced_splits += in->forced_splits;
+            if (in->truncated) {
+                t->truncated++;
+                r->bad_inputs++;
+            }
+        }
+        r->train.documents = t->train_documents;
+        r->val.documents = t->val_documents;
+        for (int k = 0; k < 2; k++) clean_dir(P->sets[k].dir, P->sets[k].n_shards);
+        rc = write_manifest(P, err);
+    }
+    if (!rc) progress(P, 1);
+    /* cleanup */
+    for (int k = 0; k < 2; k++) {
+        if (P->sets[k].open) tl_shard_writer_abort(&P->sets[k].w);
+        free(P->sets[k].shards);
+        free(P->sb[k].buf);
+    }
+    if (P->cur_open) {
+        stream_close(&P->lr.s);
+        free(P->lr.buf);
+    }
+    batch_free(&b);
+    for (int i = 0; i < P->files.n; i++) free(P->files.v[i].path);
+    free(P->files.v);
+    tl_tokenizer_free(P->tok);
+    free(P);
+    if (rc) tl_prepare_result_free(r);
+    return rc;
+}
+
+void tl_prepare_result_free(tl_prepare_result *r) {
+    for (int i = 0; i < r->n_inputs; i++) free(r->inputs[i].path);
+    free(r->inputs);
+    r->inputs = NULL;
+    r->n_inputs = 0;
+}
