@@ -48,6 +48,8 @@ static void help(void) {
            "                       same bytes for any N\n"
            "  --segment-bytes N    tokenize long documents in pieces of about N bytes cut at\n"
            "                       newlines (exact; default 16384)\n"
+           "  --no-word-cache      encode text segment by segment instead of word by word with a\n"
+           "                       cache (same ids, several times slower; for checking)\n"
            "  --strict             exit with status 1 if any input was bad (default: report it)\n"
            "  --quiet              no progress line\n\n"
            "Bad input (malformed JSON lines, missing text, empty documents, over-long lines,\n"
@@ -142,6 +144,7 @@ int cmd_prepare(int argc, char **argv) {
         else if (!strcmp(a, "--bos")) o.add_bos = 1;
         else if (!strcmp(a, "--no-eos")) o.add_eos = 0;
         else if (!strcmp(a, "--strict")) strict = 1;
+        else if (!strcmp(a, "--no-word-cache")) o.no_word_cache = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (cli_opt(argc, argv, &i, "--tokenizer", &v, &bad)) { if (bad) goto done; o.tokenizer = v; }
         else if (cli_opt(argc, argv, &i, "--out", &v, &bad)) { if (bad) goto done; o.out_dir = v; }

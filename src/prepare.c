@@ -557,6 +557,9 @@ typedef struct {
     int vocab, bos, eos;
     int nl_ids[16], n_nl;
     int exact;
+    int word_cache;   /* words are encoded independently (and cached): see wcache */
+    struct wcache *caches;
+    uint64_t seg_counter;
     size_t seg_target, seg_max, rec_target;
     int nt;
     file_list files;
@@ -1020,6 +1023,183 @@ static int pack_batch(prep *P, batch *b, tl_error *err) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ word cache
+ *
+ * With SentencePiece's identity normalizer, escaped whitespace and a vocabulary
+ * in which U+2581 only ever appears as a leading run of a piece (Llama's), no
+ * merge can join a character to a following space: the text splits into
+ * "words" before every space that follows something other than a space, and
+ * each word's ids do not depend on its neighbours.  Natural text repeats its
+ * words, so each thread keeps a cache word -> ids.  A word other than the
+ * first of a segment is encoded as "\n" + word with the newline's ids removed
+ * (so a leading space is not taken for the dummy prefix).  The cache only
+ * changes the speed: ids are the same as encoding the whole segment, which
+ * tokenize_batch re-checks on a sample of segments (and the tests check in
+ * full). */
+
+#define WC_SLOTS ((size_t)1 << 18)
+#define WC_MAX_WORD 64
+#define WC_ARENA ((size_t)1 << 22)
+
+typedef struct {
+    uint64_t h;
+    uint32_t koff, voff;
+    uint16_t klen, vlen;
+} wc_slot;
+
+struct wcache {
+    wc_slot *slots;
+    size_t used;
+    char *keys;
+    size_t kn;
+    int *vals;
+    size_t vn;
+    int *out;
+    size_t out_n, out_cap;
+    char *tmp;
+    size_t tmp_cap;
+};
+
+static void wc_free(struct wcache *c) {
+    free(c->slots);
+    free(c->keys);
+    free(c->vals);
+    free(c->out);
+    free(c->tmp);
+    memset(c, 0, sizeof *c);
+}
+
+static uint64_t wc_hash(const char *p, size_t n, int first) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)first;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static int wc_out(struct wcache *c, const int *ids, size_t n) {
+    if (c->out_n + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_n + n) cap *= 2;
+        int *o = realloc(c->out, cap * sizeof *o);
+        if (!o) return -1;
+        c->out = o;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_n, ids, n * sizeof *ids);
+    c->out_n += n;
+    return 0;
+}
+
+/* Ids of one word: the first word of a segment as it stands, any other after a newline. */
+static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t n, int first, tl_error *err) {
+    int cacheable = n <= WC_MAX_WORD;
+    uint64_t h = 0;
+    size_t j = 0;
+    if (cacheable) {
+        if (!c->slots) {
+            c->slots = calloc(WC_SLOTS, sizeof *c->slots);
+            c->keys = malloc(WC_ARENA);
+            c->vals = malloc(WC_ARENA * sizeof *c->vals);
+            if (!c->slots || !c->keys || !c->vals) return tl_fail(err, "out of memory");
+        }
+        h = wc_hash(w, n, first);
+        j = (size_t)(h >> 20) & (WC_SLOTS - 1);
+        for (;;) {
+            wc_slot *sl = &c->slots[j];
+            if (!sl->h) break;
+            if (sl->h == h && sl->klen == n && !memcmp(c->keys + sl->koff, w, n))
+                return wc_out(c, c->vals + sl->voff, sl->vlen) ? tl_fail(err, "out of memory") : 0;
+            j = (j + 1) & (WC_SLOTS - 1);
+        }
+    }
+    /* miss: encode */
+    const char *src = w;
+    size_t len = n;
+    if (!first) {
+        if (n + 1 > c->tmp_cap) {
+            size_t cap = n + 1 > 256 ? 2 * (n + 1) : 256;
+            char *t = realloc(c->tmp, cap);
+            if (!t) return tl_fail(err, "out of memory");
+            c->tmp = t;
+            c->tmp_cap = cap;
+        }
+        c->tmp[0] = '\n';
+        memcpy(c->tmp + 1, w, n);
+        src = c->tmp;
+        len = n + 1;
+    }
+    int *ids;
+    size_t k;
+    if (tl_tokenizer_encode(P->tok, src, len, 0, &ids, &k, err)) return -1;
+    const int *v = ids;
+    if (!first) {
+        if (k < (size_t)P->n_nl || memcmp(ids, P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
+            free(ids);
+            return tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
+        }
+        v += P->n_nl;
+        k -= (size_t)P->n_nl;
+    }
+    int rc = wc_out(c, v, k);
+    if (!rc && cacheable && k <= 0xffff) {
+        if (c->used * 10 > WC_SLOTS * 7 || c->kn + n > WC_ARENA || c->vn + k > WC_ARENA) {
+            /* full: start over (only the speed depends on what is cached) */
+            memset(c->slots, 0, WC_SLOTS * sizeof *c->slots);
+            c->used = c->kn = c->vn = 0;
+            j = (size_t)(h >> 20) & (WC_SLOTS - 1);
+        }
+        wc_slot *sl = &c->slots[j];
+        sl->h = h;
+        sl->koff = (uint32_t)c->kn;
+        sl->klen = (uint16_t)n;
+        sl->voff = (uint32_t)c->vn;
+        sl->vlen = (uint16_t)k;
+        memcpy(c->keys + c->kn, w, n);
+        memcpy(c->vals + c->vn, v, k * sizeof *v);
+        c->kn += n;
+        c->vn += k;
+        c->used++;
+    }
+    free(ids);
+    return rc ? tl_fail(err, "out of memory") : 0;
+}
+
+static int wc_encode(const prep *P, struct wcache *c, const char *s, size_t n, int **ids, size_t *nids,
+                     tl_error *err) {
+    c->out_n = 0;
+    size_t start = 0;
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && !(s[i] == ' ' && s[i - 1] != ' ' &&
+                       !(i >= 3 && (unsigned char)s[i - 3] == 0xE2 && (unsigned char)s[i - 2] == 0x96 &&
+                         (unsigned char)s[i - 1] == 0x81)))
+            continue;
+        if (wc_encode_word(P, c, s + start, i - start, start == 0, err)) return -1;
+        start = i;
+    }
+    *ids = malloc((c->out_n ? c->out_n : 1) * sizeof **ids);
+    if (!*ids) return tl_fail(err, "out of memory");
+    memcpy(*ids, c->out, c->out_n * sizeof **ids);
+    *nids = c->out_n;
+    return 0;
+}
+
+/* Can words be encoded one by one?  (see above) */
+static int word_separable(const tl_tokenizer *t) {
+    tl_tokenizer_info info;
+    tl_tokenizer_get_info(t, &info);
+    if (strcmp(info.format, "sentencepiece") || !info.add_dummy_prefix || !info.escape_whitespaces ||
+        info.remove_extra_whitespaces || !info.byte_fallback || info.n_user_defined ||
+        !info.normalizer_name || strcmp(info.normalizer_name, "identity"))
+        return 0;
+    for (int id = 0; id < tl_tokenizer_vocab_size(t); id++) {
+        const char *p = tl_tokenizer_piece(t, id);
+        if (!p) return 0;
+        size_t i = 0;
+        while (!strncmp(p + i, "\xE2\x96\x81", 3)) i += 3;
+        if (strstr(p + i, "\xE2\x96\x81")) return 0;
+    }
+    return 1;
+}
+
 static int tokenize_batch(prep *P, batch *b, tl_error *err) {
     /* flatten the segments */
     size_t total = 0;
@@ -1044,7 +1224,50 @@ static int tokenize_batch(prep *P, batch *b, tl_error *err) {
             b->lens[k] = b->recs[i].segs[j].len;
         }
     b->n_segs = 0;
-    if (P->tok) {
+    if (P->tok && P->word_cache) {
+        int failed = 0;
+        tl_error first = {{0}};
+        size_t fail_at = SIZE_MAX;
+        for (size_t i = 0; i < total; i++) b->ids[i] = NULL;
+#pragma omp parallel num_threads(P->nt)
+        {
+            struct wcache *c = &P->caches[omp_get_thread_num()];
+            tl_error e;
+#pragma omp for schedule(dynamic, 4)
+            for (size_t i = 0; i < total; i++) {
+                int f;
+#pragma omp atomic read
+                f = failed;
+                if (f) continue;
+                int rc = wc_encode(P, c, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &e);
+                if (!rc && (P->seg_counter + i) % 512 == 0) {
+                    /* spot check against encoding the segment as a whole */
+                    int *ref;
+                    size_t nref;
+                    rc = tl_tokenizer_encode(P->tok, b->texts[i], b->lens[i], 0, &ref, &nref, &e);
+                    if (!rc && (nref != b->nids[i] || memcmp(ref, b->ids[i], nref * sizeof *ref)))
+                        rc = tl_fail(&e, "internal error: word-by-word ids differ from whole-segment ids");
+                    if (!rc) free(ref);
+                }
+                if (rc) {
+#pragma omp critical(tl_prep_fail)
+                    {
+                        if (i < fail_at) {
+                            fail_at = i;
+                            first = e;
+                        }
+                        failed = 1;
+                    }
+                }
+            }
+        }
+        P->seg_counter += total;
+        b->n_segs = total;
+        if (failed) {
+            *err = first;
+            return -1;
+        }
+    } else if (P->tok) {
         if (total && tl_tokenizer_encode_batch(P->tok, b->texts, b->lens, total, 0, P->nt, b->ids, b->nids, err))
             return -1;
     } else {
@@ -1256,6 +1479,7 @@ static int setup_tokenizer(prep *P, tl_error *err) {
     else memcpy(P->nl_ids, ids, n * sizeof *ids);
     P->n_nl = (int)n;
     free(ids);
+    P->word_cache = P->exact && !o->no_word_cache && word_separable(P->tok);
     return 0;
 }
 
@@ -1298,6 +1522,8 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     }
     /* sizes */
     P->nt = o->nthreads > 0 ? o->nthreads : omp_get_max_threads();
+    if (!rc && P->word_cache && !(P->caches = calloc((size_t)P->nt, sizeof *P->caches)))
+        rc = tl_fail(err, "out of memory");
     P->seg_target = o->segment_bytes ? o->segment_bytes : 16384;
     P->seg_max = P->seg_target * 64 > ((size_t)1 << 20) ? P->seg_target * 64 : ((size_t)1 << 20);
     P->rec_target = P->seg_target * 16;
@@ -1395,6 +1621,8 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     batch_free(&b);
     for (int i = 0; i < P->files.n; i++) free(P->files.v[i].path);
     free(P->files.v);
+    for (int i = 0; P->caches && i < P->nt; i++) wc_free(&P->caches[i]);
+    free(P->caches);
     tl_tokenizer_free(P->tok);
     free(P);
     if (rc) tl_prepare_result_free(r);

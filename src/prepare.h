@@ -57,6 +57,7 @@ typedef struct {
     size_t max_doc_bytes;      /* JSON lines longer than this are skipped and counted */
     size_t segment_bytes;      /* documents are tokenized in pieces of about this size, cut at newlines */
     size_t batch_bytes;        /* text read per parallel batch (memory bound; never changes the output) */
+    int no_word_cache;         /* encode segments whole instead of word by word (same ids, slower) */
     void (*progress)(const tl_prepare_progress *p, void *user); /* may be NULL */
     void *progress_user;
     double progress_every;     /* seconds between progress calls (default 0.5) */

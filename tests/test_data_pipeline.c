@@ -254,7 +254,8 @@ static docs make_docs(int count, size_t max_len, uint64_t seed) {
     char *corpus = read_corpus("tinyshakespeare.txt", &clen);
     static const char *extra[] = {"Grüße aus Köln — “quotes” ✓", "日本語のテキスト、坊っちゃん。\n改行あり",
                                   "emoji 😀🚀 and tabs\tand  double  spaces", "   leading spaces\n\n\ntrailing   ",
-                                  "\n", "x"};
+                                  "\n", "x", " ", "a ", "x  \n  y", "lit\xE2\x96\x81 eral\xE2\x96\x81\xE2\x96\x81  sp",
+                                  "\xE2\x96\x81 start", "x\xE2\x96\x81 ", "x\xE2\x96\x81 \xE6\x97\xA5", "tab\t end\t", "  two  spaces  "};
     uint64_t x = seed;
     for (int i = 0; i < count; i++) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
