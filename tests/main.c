@@ -9,12 +9,14 @@
 
 extern const tl_test tests_common[];
 extern const tl_test tests_data_pipeline[];
+extern const tl_test tests_mixture[];
 extern const tl_test tests_model[];
 extern const tl_test tests_tokenizer[];
 
 static const tl_test *const suites[] = {
     tests_common,
     tests_data_pipeline,
+    tests_mixture,
     tests_model,
     tests_tokenizer,
 };
