@@ -1324,7 +1324,8 @@ static cJSON *input_json(const tl_prepare_input *in) {
     add_u64(rep, "invalid_utf8_bytes", in->invalid_utf8_bytes);
     add_u64(rep, "forced_splits", in->forced_splits);
     add_u64(o, "blank_lines", in->blank_lines);
-    cJSON_AddBoolToObject(o, "truncated", in->truncated);
+    if (in->path) cJSON_AddBoolToObject(o, "truncated", in->truncated);
+    else add_u64(o, "truncated_inputs", (uint64_t)in->truncated); /* the total: a count */
     if (in->error[0]) cJSON_AddStringToObject(o, "error", in->error);
     return o;
 }

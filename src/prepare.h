@@ -83,7 +83,7 @@ typedef struct {
     uint64_t invalid_utf8_docs;      /* documents repaired */
     uint64_t invalid_utf8_bytes;     /* ill-formed bytes replaced by U+FFFD */
     uint64_t forced_splits;          /* cuts inside a line longer than segment limits (see docs/data.md) */
-    int truncated;                   /* compressed stream ended early or was corrupt */
+    int truncated;                   /* compressed stream ended early or was corrupt (total: count of inputs) */
     char error[256];                 /* what went wrong with the stream, "" if nothing */
 } tl_prepare_input;
 
