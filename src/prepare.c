@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <glob.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -527,6 +529,23 @@ static void batch_free(batch *b) {
     memset(b, 0, sizeof *b);
 }
 
+/* word cache tables (see "word cache" below) */
+typedef struct {
+    uint64_t h;
+    uint32_t koff, voff;
+    uint16_t klen, vlen;
+} wc_slot;
+
+/* word -> ids, open addressing; keys and ids in arenas. */
+typedef struct {
+    wc_slot *slots;
+    size_t mask, used, max_used;
+    char *keys;
+    size_t kn, kcap;
+    int *vals;
+    size_t vn, vcap;
+} wtable;
+
 /* ------------------------------------------------------------------ state */
 
 typedef struct {
@@ -559,6 +578,7 @@ typedef struct {
     int exact;
     int word_cache;   /* words are encoded independently (and cached): see wcache */
     struct wcache *caches;
+    wtable shared;    /* word -> ids, merged from the threads after each batch */
     uint64_t seg_counter;
     size_t seg_target, seg_max, rec_target;
     int nt;
@@ -575,6 +595,8 @@ typedef struct {
     int pending_nl;   /* txt paragraphs: a newline separates the next line from the document */
     int next_cont;    /* txt: the next record continues the document */
     uint64_t done_bytes;
+    _Atomic uint64_t pub_bytes; /* reader progress, published for the packer's progress calls */
+    _Atomic int pub_file;
     /* packer */
     uint64_t doc_index, sample_index;
     int doc_val, doc_bad_utf8;
@@ -749,6 +771,14 @@ static int fill_batch(prep *P, batch *b, size_t budget, tl_error *err) {
         close_file(P);
     }
     return 0;
+}
+
+/* fill_batch, then publishes how far the reader got (for progress lines). */
+static int read_batch(prep *P, batch *b, size_t budget, tl_error *err) {
+    int rc = fill_batch(P, b, budget, err);
+    atomic_store(&P->pub_bytes, P->done_bytes + (P->cur_open ? P->lr.s.file_read : 0));
+    atomic_store(&P->pub_file, P->cur);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ parsing */
@@ -1037,42 +1067,73 @@ static int pack_batch(prep *P, batch *b, tl_error *err) {
  * tokenize_batch re-checks on a sample of segments (and the tests check in
  * full). */
 
-#define WC_SLOTS ((size_t)1 << 18)
 #define WC_MAX_WORD 64
-#define WC_ARENA ((size_t)1 << 22)
 
-typedef struct {
-    uint64_t h;
-    uint32_t koff, voff;
-    uint16_t klen, vlen;
-} wc_slot;
-
+/* A thread's words found since the last merge into the shared table, and buffers. */
 struct wcache {
-    wc_slot *slots;
-    size_t used;
-    char *keys;
-    size_t kn;
-    int *vals;
-    size_t vn;
+    wtable delta;
     int *out;
     size_t out_n, out_cap;
     char *tmp;
     size_t tmp_cap;
 };
 
+static int wt_init(wtable *t, int slot_bits, size_t arena) {
+    memset(t, 0, sizeof *t);
+    t->slots = calloc((size_t)1 << slot_bits, sizeof *t->slots);
+    t->keys = malloc(arena);
+    t->vals = malloc(arena * sizeof *t->vals);
+    t->mask = ((size_t)1 << slot_bits) - 1;
+    t->max_used = (t->mask + 1) / 10 * 7;
+    t->kcap = t->vcap = arena;
+    return t->slots && t->keys && t->vals ? 0 : -1;
+}
+
+static void wt_free(wtable *t) {
+    free(t->slots);
+    free(t->keys);
+    free(t->vals);
+    memset(t, 0, sizeof *t);
+}
+
+static void wt_clear(wtable *t) {
+    if (t->used) memset(t->slots, 0, (t->mask + 1) * sizeof *t->slots);
+    t->used = t->kn = t->vn = 0;
+}
+
+static const wc_slot *wt_find(const wtable *t, uint64_t h, const char *w, size_t n) {
+    if (!t->slots) return NULL;
+    for (size_t j = (size_t)(h >> 20) & t->mask;; j = (j + 1) & t->mask) {
+        const wc_slot *sl = &t->slots[j];
+        if (!sl->h) return NULL;
+        if (sl->h == h && sl->klen == n && !memcmp(t->keys + sl->koff, w, n)) return sl;
+    }
+}
+
+/* Adds an entry that is not there; 0 if added, -1 if the table is full. */
+static int wt_add(wtable *t, uint64_t h, const char *w, size_t n, const int *ids, size_t k) {
+    if (!t->slots || t->used >= t->max_used || t->kn + n > t->kcap || t->vn + k > t->vcap || k > 0xffff) return -1;
+    size_t j = (size_t)(h >> 20) & t->mask;
+    while (t->slots[j].h) j = (j + 1) & t->mask;
+    wc_slot *sl = &t->slots[j];
+    sl->h = h;
+    sl->koff = (uint32_t)t->kn;
+    sl->klen = (uint16_t)n;
+    sl->voff = (uint32_t)t->vn;
+    sl->vlen = (uint16_t)k;
+    memcpy(t->keys + t->kn, w, n);
+    memcpy(t->vals + t->vn, ids, k * sizeof *ids);
+    t->kn += n;
+    t->vn += k;
+    t->used++;
+    return 0;
+}
+
 static void wc_free(struct wcache *c) {
-    free(c->slots);
-    free(c->keys);
-    free(c->vals);
+    wt_free(&c->delta);
     free(c->out);
     free(c->tmp);
     memset(c, 0, sizeof *c);
-}
-
-static uint64_t wc_hash(const char *p, size_t n, int first) {
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)first;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
-    return h | 1; /* 0 marks an empty slot */
 }
 
 static int wc_out(struct wcache *c, const int *ids, size_t n) {
@@ -1089,27 +1150,20 @@ static int wc_out(struct wcache *c, const int *ids, size_t n) {
     return 0;
 }
 
-/* Ids of one word: the first word of a segment as it stands, any other after a newline. */
-static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t n, int first, tl_error *err) {
+/* Ids of one word (hash h): the first word of a segment as it stands, any other
+ * after a newline.  Looks in the shared table (read-only while threads run),
+ * then in the thread's own new words. */
+static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t n, uint64_t h, int first,
+                          tl_error *err) {
     int cacheable = n <= WC_MAX_WORD;
-    uint64_t h = 0;
-    size_t j = 0;
     if (cacheable) {
-        if (!c->slots) {
-            c->slots = calloc(WC_SLOTS, sizeof *c->slots);
-            c->keys = malloc(WC_ARENA);
-            c->vals = malloc(WC_ARENA * sizeof *c->vals);
-            if (!c->slots || !c->keys || !c->vals) return tl_fail(err, "out of memory");
+        const wc_slot *sl = wt_find(&P->shared, h, w, n);
+        const wtable *t = &P->shared;
+        if (!sl) {
+            sl = wt_find(&c->delta, h, w, n);
+            t = &c->delta;
         }
-        h = wc_hash(w, n, first);
-        j = (size_t)(h >> 20) & (WC_SLOTS - 1);
-        for (;;) {
-            wc_slot *sl = &c->slots[j];
-            if (!sl->h) break;
-            if (sl->h == h && sl->klen == n && !memcmp(c->keys + sl->koff, w, n))
-                return wc_out(c, c->vals + sl->voff, sl->vlen) ? tl_fail(err, "out of memory") : 0;
-            j = (j + 1) & (WC_SLOTS - 1);
-        }
+        if (sl) return wc_out(c, t->vals + sl->voff, sl->vlen) ? tl_fail(err, "out of memory") : 0;
     }
     /* miss: encode */
     const char *src = w;
@@ -1140,46 +1194,60 @@ static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t
         k -= (size_t)P->n_nl;
     }
     int rc = wc_out(c, v, k);
-    if (!rc && cacheable && k <= 0xffff) {
-        if (c->used * 10 > WC_SLOTS * 7 || c->kn + n > WC_ARENA || c->vn + k > WC_ARENA) {
-            /* full: start over (only the speed depends on what is cached) */
-            memset(c->slots, 0, WC_SLOTS * sizeof *c->slots);
-            c->used = c->kn = c->vn = 0;
-            j = (size_t)(h >> 20) & (WC_SLOTS - 1);
-        }
-        wc_slot *sl = &c->slots[j];
-        sl->h = h;
-        sl->koff = (uint32_t)c->kn;
-        sl->klen = (uint16_t)n;
-        sl->voff = (uint32_t)c->vn;
-        sl->vlen = (uint16_t)k;
-        memcpy(c->keys + c->kn, w, n);
-        memcpy(c->vals + c->vn, v, k * sizeof *v);
-        c->kn += n;
-        c->vn += k;
-        c->used++;
+    if (!rc && cacheable) {
+        if (!c->delta.slots && wt_init(&c->delta, 16, (size_t)1 << 20)) rc = -1;
+        else wt_add(&c->delta, h, w, n, v, k); /* full: simply not cached */
     }
     free(ids);
     return rc ? tl_fail(err, "out of memory") : 0;
 }
 
+#define FNV_OFF 0xcbf29ce484222325ULL
+#define FNV_MUL 0x100000001b3ULL
+
 static int wc_encode(const prep *P, struct wcache *c, const char *s, size_t n, int **ids, size_t *nids,
                      tl_error *err) {
     c->out_n = 0;
     size_t start = 0;
-    for (size_t i = 1; i <= n; i++) {
-        if (i < n && !(s[i] == ' ' && s[i - 1] != ' ' &&
-                       !(i >= 3 && (unsigned char)s[i - 3] == 0xE2 && (unsigned char)s[i - 2] == 0x96 &&
-                         (unsigned char)s[i - 1] == 0x81)))
-            continue;
-        if (wc_encode_word(P, c, s + start, i - start, start == 0, err)) return -1;
-        start = i;
+    uint64_t h = FNV_OFF ^ 1; /* the first word is keyed apart: it gets the dummy prefix */
+    for (size_t i = 0; i <= n; i++) {
+        if (i > start && (i == n || (s[i] == ' ' && s[i - 1] != ' ' &&
+                                     !(i >= 3 && (unsigned char)s[i - 3] == 0xE2 &&
+                                       (unsigned char)s[i - 2] == 0x96 && (unsigned char)s[i - 1] == 0x81)))) {
+            if (wc_encode_word(P, c, s + start, i - start, h | 1, start == 0, err)) return -1;
+            start = i;
+            h = FNV_OFF;
+        }
+        if (i < n) h = (h ^ (unsigned char)s[i]) * FNV_MUL;
     }
     *ids = malloc((c->out_n ? c->out_n : 1) * sizeof **ids);
     if (!*ids) return tl_fail(err, "out of memory");
     memcpy(*ids, c->out, c->out_n * sizeof **ids);
     *nids = c->out_n;
     return 0;
+}
+
+/* After a parallel step: the threads' new words go into the shared table. */
+static void wc_merge(prep *P) {
+    if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) {
+        wt_free(&P->shared); /* no memory: run on without a shared table */
+        return;
+    }
+    for (int i = 0; i < P->nt; i++) {
+        wtable *d = &P->caches[i].delta;
+        if (!d->slots) continue;
+        for (size_t j = 0; j <= d->mask; j++) {
+            const wc_slot *sl = &d->slots[j];
+            if (!sl->h) continue;
+            const char *w = d->keys + sl->koff;
+            if (wt_find(&P->shared, sl->h, w, sl->klen)) continue;
+            if (wt_add(&P->shared, sl->h, w, sl->klen, d->vals + sl->voff, sl->vlen)) {
+                wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
+                wt_add(&P->shared, sl->h, w, sl->klen, d->vals + sl->voff, sl->vlen);
+            }
+        }
+        wt_clear(d);
+    }
 }
 
 /* Can words be encoded one by one?  (see above) */
@@ -1240,7 +1308,7 @@ static int tokenize_batch(prep *P, batch *b, tl_error *err) {
                 f = failed;
                 if (f) continue;
                 int rc = wc_encode(P, c, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &e);
-                if (!rc && (P->seg_counter + i) % 512 == 0) {
+                if (!rc && (P->seg_counter + i) % 2048 == 0) {
                     /* spot check against encoding the segment as a whole */
                     int *ref;
                     size_t nref;
@@ -1263,6 +1331,7 @@ static int tokenize_batch(prep *P, batch *b, tl_error *err) {
         }
         P->seg_counter += total;
         b->n_segs = total;
+        wc_merge(P);
         if (failed) {
             *err = first;
             return -1;
@@ -1432,7 +1501,7 @@ static void progress(prep *P, int done) {
     tl_prepare_progress pr = {0};
     pr.bytes_total = 0;
     for (int i = 0; i < P->files.n; i++) pr.bytes_total += P->files.v[i].size;
-    pr.bytes_read = P->done_bytes + (P->cur_open ? P->lr.s.file_read : 0);
+    pr.bytes_read = atomic_load(&P->pub_bytes);
     for (int i = 0; i < P->r->n_inputs; i++) {
         pr.text_bytes += P->r->inputs[i].text_bytes;
         pr.documents += P->r->inputs[i].documents;
@@ -1440,10 +1509,172 @@ static void progress(prep *P, int done) {
     }
     pr.elapsed = now - P->t0;
     pr.n_files = P->files.n;
-    pr.file_index = P->cur < P->files.n ? P->cur : P->files.n - 1;
+    int cur = atomic_load(&P->pub_file);
+    pr.file_index = cur < P->files.n ? cur : P->files.n - 1;
     pr.file = P->files.n ? P->files.v[pr.file_index].path : "";
     pr.done = done;
     o->progress(&pr, o->progress_user);
+}
+
+/* Parses and tokenizes one batch (parallel). */
+static int process_batch(prep *P, batch *b, tl_error *err) {
+    int oom = 0;
+#pragma omp parallel for schedule(dynamic, 8) num_threads(P->nt)
+    for (size_t i = 0; i < b->n_recs; i++)
+        if (parse_record(P, b, &b->recs[i])) {
+#pragma omp atomic write
+            oom = 1;
+        }
+    if (oom) return tl_fail(err, "out of memory");
+    return tokenize_batch(P, b, err);
+}
+
+/* One thread: read, process, pack, batch after batch. */
+static int run_serial(prep *P, batch *b, size_t budget, tl_error *err) {
+    int rc = 0;
+    while (!rc && P->cur < P->files.n) {
+        batch_reset(b);
+        rc = read_batch(P, b, budget, err);
+        if (!rc) rc = process_batch(P, b, err);
+        if (!rc) rc = pack_batch(P, b, err);
+        progress(P, 0);
+    }
+    return rc;
+}
+
+/* Several threads: a reader thread fills batches, this thread parses and
+ * tokenizes them with the OpenMP team, a packer thread packs them in order, so
+ * the serial stages overlap the parallel one.  Batches go round through three
+ * FIFO queues (free -> read -> tokenized -> free); the output is the same as
+ * run_serial's. */
+#define PIPE_BATCHES 4
+
+typedef struct {
+    batch *v[PIPE_BATCHES];
+    int head, n;
+} bqueue;
+
+typedef struct {
+    prep *P;
+    size_t budget;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bqueue free_q, read_q, tok_q;
+    int reader_done, tok_done, failed;
+    tl_error err;
+} pipeline;
+
+static void q_push(bqueue *q, batch *b) { q->v[(q->head + q->n++) % PIPE_BATCHES] = b; }
+static batch *q_pop(bqueue *q) {
+    batch *b = q->v[q->head];
+    q->head = (q->head + 1) % PIPE_BATCHES;
+    q->n--;
+    return b;
+}
+
+static void pipe_fail(pipeline *pl, const tl_error *e) { /* call with mu held */
+    if (!pl->failed) pl->err = *e;
+    pl->failed = 1;
+    pthread_cond_broadcast(&pl->cv);
+}
+
+static void *reader_main(void *arg) {
+    pipeline *pl = arg;
+    prep *P = pl->P;
+    for (;;) {
+        pthread_mutex_lock(&pl->mu);
+        while (!pl->free_q.n && !pl->failed) pthread_cond_wait(&pl->cv, &pl->mu);
+        if (pl->failed || P->cur >= P->files.n) {
+            pl->reader_done = 1;
+            pthread_cond_broadcast(&pl->cv);
+            pthread_mutex_unlock(&pl->mu);
+            return NULL;
+        }
+        batch *b = q_pop(&pl->free_q);
+        pthread_mutex_unlock(&pl->mu);
+        tl_error e;
+        int rc = read_batch(P, b, pl->budget, &e);
+        pthread_mutex_lock(&pl->mu);
+        if (rc) pipe_fail(pl, &e);
+        else q_push(&pl->read_q, b);
+        pthread_cond_broadcast(&pl->cv);
+        pthread_mutex_unlock(&pl->mu);
+    }
+}
+
+static void *packer_main(void *arg) {
+    pipeline *pl = arg;
+    prep *P = pl->P;
+    for (;;) {
+        pthread_mutex_lock(&pl->mu);
+        while (!pl->tok_q.n && !pl->tok_done && !pl->failed) pthread_cond_wait(&pl->cv, &pl->mu);
+        if (pl->failed || !pl->tok_q.n) {
+            pthread_mutex_unlock(&pl->mu);
+            return NULL;
+        }
+        batch *b = q_pop(&pl->tok_q);
+        pthread_mutex_unlock(&pl->mu);
+        tl_error e;
+        int rc = pack_batch(P, b, &e);
+        progress(P, 0);
+        batch_reset(b);
+        pthread_mutex_lock(&pl->mu);
+        if (rc) pipe_fail(pl, &e);
+        else q_push(&pl->free_q, b);
+        pthread_cond_broadcast(&pl->cv);
+        pthread_mutex_unlock(&pl->mu);
+    }
+}
+
+static int run_pipelined(prep *P, size_t budget, tl_error *err) {
+    pipeline pl;
+    memset(&pl, 0, sizeof pl);
+    pl.P = P;
+    pl.budget = budget;
+    batch pool[PIPE_BATCHES];
+    memset(pool, 0, sizeof pool);
+    for (int i = 0; i < PIPE_BATCHES; i++) q_push(&pl.free_q, &pool[i]);
+    pthread_mutex_init(&pl.mu, NULL);
+    pthread_cond_init(&pl.cv, NULL);
+    pthread_t reader, packer;
+    int have_reader = pthread_create(&reader, NULL, reader_main, &pl) == 0;
+    int have_packer = have_reader && pthread_create(&packer, NULL, packer_main, &pl) == 0;
+    if (!have_packer) {
+        tl_error e;
+        tl_fail(&e, "cannot start threads");
+        pthread_mutex_lock(&pl.mu);
+        pipe_fail(&pl, &e);
+        pthread_mutex_unlock(&pl.mu);
+    }
+    while (have_packer) {
+        pthread_mutex_lock(&pl.mu);
+        while (!pl.read_q.n && !pl.reader_done && !pl.failed) pthread_cond_wait(&pl.cv, &pl.mu);
+        if (pl.failed || !pl.read_q.n) {
+            pl.tok_done = 1;
+            pthread_cond_broadcast(&pl.cv);
+            pthread_mutex_unlock(&pl.mu);
+            break;
+        }
+        batch *b = q_pop(&pl.read_q);
+        pthread_mutex_unlock(&pl.mu);
+        tl_error e;
+        int rc = process_batch(P, b, &e);
+        pthread_mutex_lock(&pl.mu);
+        if (rc) pipe_fail(&pl, &e);
+        else q_push(&pl.tok_q, b);
+        pthread_cond_broadcast(&pl.cv);
+        pthread_mutex_unlock(&pl.mu);
+    }
+    if (have_reader) pthread_join(reader, NULL);
+    if (have_packer) pthread_join(packer, NULL);
+    for (int i = 0; i < PIPE_BATCHES; i++) batch_free(&pool[i]);
+    pthread_mutex_destroy(&pl.mu);
+    pthread_cond_destroy(&pl.cv);
+    if (pl.failed) {
+        *err = pl.err;
+        return -1;
+    }
+    return 0;
 }
 
 static int setup_tokenizer(prep *P, tl_error *err) {
@@ -1556,22 +1787,7 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
         if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
     }
-    while (!rc && P->cur < P->files.n) {
-        batch_reset(&b);
-        rc = fill_batch(P, &b, budget, err);
-        if (rc) break;
-        int oom = 0;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(P->nt)
-        for (size_t i = 0; i < b.n_recs; i++)
-            if (parse_record(P, &b, &b.recs[i])) {
-#pragma omp atomic write
-                oom = 1;
-            }
-        if (oom) rc = tl_fail(err, "out of memory");
-        if (!rc) rc = tokenize_batch(P, &b, err);
-        if (!rc) rc = pack_batch(P, &b, err);
-        progress(P, 0);
-    }
+    if (!rc) rc = P->nt > 1 ? run_pipelined(P, budget, err) : run_serial(P, &b, budget, err);
     if (!rc) {
         size_t dropped = (size_t)(P->sb[0].n + P->sb[1].n);
         rc = set_close(&P->sets[0], &dropped, err);
@@ -1623,6 +1839,7 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     for (int i = 0; i < P->files.n; i++) free(P->files.v[i].path);
     free(P->files.v);
     for (int i = 0; P->caches && i < P->nt; i++) wc_free(&P->caches[i]);
+    wt_free(&P->shared);
     free(P->caches);
     tl_tokenizer_free(P->tok);
     free(P);
