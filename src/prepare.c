@@ -1101,24 +1101,29 @@ static void wt_clear(wtable *t) {
     t->used = t->kn = t->vn = 0;
 }
 
-static const wc_slot *wt_find(const wtable *t, uint64_t h, const char *w, size_t n) {
+/* Keys are (word, first): klen holds the length and, in bit 15, whether the
+ * word starts a segment (its ids then include the dummy prefix). */
+#define WC_FIRST 0x8000u
+
+static const wc_slot *wt_find(const wtable *t, uint64_t h, const char *w, unsigned klen) {
     if (!t->slots) return NULL;
     for (size_t j = (size_t)(h >> 20) & t->mask;; j = (j + 1) & t->mask) {
         const wc_slot *sl = &t->slots[j];
         if (!sl->h) return NULL;
-        if (sl->h == h && sl->klen == n && !memcmp(t->keys + sl->koff, w, n)) return sl;
+        if (sl->h == h && sl->klen == klen && !memcmp(t->keys + sl->koff, w, klen & ~WC_FIRST)) return sl;
     }
 }
 
 /* Adds an entry that is not there; 0 if added, -1 if the table is full. */
-static int wt_add(wtable *t, uint64_t h, const char *w, size_t n, const int *ids, size_t k) {
+static int wt_add(wtable *t, uint64_t h, const char *w, unsigned klen, const int *ids, size_t k) {
+    size_t n = klen & ~WC_FIRST;
     if (!t->slots || t->used >= t->max_used || t->kn + n > t->kcap || t->vn + k > t->vcap || k > 0xffff) return -1;
     size_t j = (size_t)(h >> 20) & t->mask;
     while (t->slots[j].h) j = (j + 1) & t->mask;
     wc_slot *sl = &t->slots[j];
     sl->h = h;
     sl->koff = (uint32_t)t->kn;
-    sl->klen = (uint16_t)n;
+    sl->klen = (uint16_t)klen;
     sl->voff = (uint32_t)t->vn;
     sl->vlen = (uint16_t)k;
     memcpy(t->keys + t->kn, w, n);
@@ -1156,11 +1161,12 @@ static int wc_out(struct wcache *c, const int *ids, size_t n) {
 static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t n, uint64_t h, int first,
                           tl_error *err) {
     int cacheable = n <= WC_MAX_WORD;
+    unsigned klen = (unsigned)n | (first ? WC_FIRST : 0);
     if (cacheable) {
-        const wc_slot *sl = wt_find(&P->shared, h, w, n);
+        const wc_slot *sl = wt_find(&P->shared, h, w, klen);
         const wtable *t = &P->shared;
         if (!sl) {
-            sl = wt_find(&c->delta, h, w, n);
+            sl = wt_find(&c->delta, h, w, klen);
             t = &c->delta;
         }
         if (sl) return wc_out(c, t->vals + sl->voff, sl->vlen) ? tl_fail(err, "out of memory") : 0;
@@ -1196,7 +1202,7 @@ static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t
     int rc = wc_out(c, v, k);
     if (!rc && cacheable) {
         if (!c->delta.slots && wt_init(&c->delta, 16, (size_t)1 << 20)) rc = -1;
-        else wt_add(&c->delta, h, w, n, v, k); /* full: simply not cached */
+        else wt_add(&c->delta, h, w, klen, v, k); /* full: simply not cached */
     }
     free(ids);
     return rc ? tl_fail(err, "out of memory") : 0;
