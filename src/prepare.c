@@ -588,6 +588,7 @@ typedef struct {
     int cur_open;
     lreader lr;
     int skipping;     /* inside an over-long JSON line */
+    int first_piece;  /* nothing read from this file yet */
     int in_line;      /* txt: a line was cut, its rest follows */
     int open_rec;     /* txt: a record of the current document is being built ... */
     size_t open_idx;  /* ... at this index of the batch */
@@ -628,6 +629,7 @@ static int open_next_file(prep *P, tl_error *err) {
     }
     P->cur_open = 1;
     P->skipping = P->in_line = P->doc_open = P->pending_nl = P->next_cont = 0;
+    P->first_piece = 1;
     P->open_rec = 0;
     return 0;
 }
@@ -710,6 +712,8 @@ static int fill_batch(prep *P, batch *b, size_t budget, tl_error *err) {
                 kind = lr_next(&P->lr, o->max_doc_bytes, 0, &p, &n, err);
                 if (kind < 0) return -1;
                 if (kind == LR_END) break;
+                int at_start = P->first_piece;
+                P->first_piece = 0;
                 if (P->skipping) {
                     if (kind != LR_CUT) P->skipping = 0;
                     continue;
@@ -718,6 +722,10 @@ static int fill_batch(prep *P, batch *b, size_t budget, tl_error *err) {
                     st->too_long++;
                     P->skipping = 1;
                     continue;
+                }
+                if (at_start && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
+                    p += 3; /* a UTF-8 byte order mark before the first line */
+                    n -= 3;
                 }
                 if (kind == LR_LAST && st->truncated) {
                     /* the stream broke off: the unterminated last line is incomplete */

@@ -669,6 +669,112 @@ static void test_split_by_samples(tl_test_ctx *t) {
     free(s.p);
 }
 
+/* Other SentencePiece models: with UNUSED pieces (word cache + segments), and
+ * without byte fallback and with remove_extra_whitespaces (neither applies:
+ * whole documents) - the ids still equal encoding each document alone. */
+static void test_other_tokenizers(tl_test_ctx *t) {
+    static const char *models[] = {"small_bpe.model", "small_bpe_unused.model", "small_bpe_unk.model"};
+    docs d = make_docs(80, 1500, 23);
+    sbuf js = {0};
+    docs_jsonl(&d, &js);
+    write_bytes(tmp_path("fx.jsonl"), js.p, js.n);
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        char path[512], out[600];
+        snprintf(path, sizeof path, "%s/tokenizer/%s", tl_test_fixture_dir(), models[m]);
+        tl_error e;
+        tl_tokenizer *tk = tl_tokenizer_load(path, &e);
+        CHECK_MSG(tk != NULL, "%s", e.msg);
+        if (!tk) continue;
+        expected x = {0};
+        for (int i = 0; i < d.count; i++) expect_doc(t, &x, tk, d.s[i], d.n[i], 0);
+        tl_prepare_opts o;
+        tl_prepare_result r;
+        tl_prepare_default_opts(&o);
+        o.tokenizer = path;
+        o.seq_len = 64;
+        o.segment_bytes = 150;
+        o.batch_bytes = 5000;
+        o.progress_every = 1e9;
+        snprintf(out, sizeof out, "%s", tmp_path(models[m]));
+        const char *in[] = {tmp_path("fx.jsonl")};
+        if (!run_prepare(t, &o, out, in, 1, &r)) tl_prepare_result_free(&r);
+        check_split(t, out, "train", &x.train, 64);
+        expected_free(&x);
+        tl_tokenizer_free(tk);
+    }
+    free(js.p);
+    docs_free(&d);
+}
+
+/* --bos, directories (recursive, sorted, other files ignored), globs, a UTF-8
+ * byte order mark before the first JSONL line, --val-count by documents. */
+static void test_inputs_bos_dirs_globs(tl_test_ctx *t) {
+    char dir[600], sub[700], p[800];
+    snprintf(dir, sizeof dir, "%s", tmp_path("tree"));
+    snprintf(sub, sizeof sub, "%s/b_sub", dir);
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    snprintf(p, sizeof p, "%s/a.jsonl", dir);
+    const char *bom_jsonl = "\xEF\xBB\xBF{\"text\": \"one\"}\n{\"text\": \"two\"}\n";
+    write_bytes(p, bom_jsonl, strlen(bom_jsonl));
+    snprintf(p, sizeof p, "%s/c.txt", sub);
+    write_bytes(p, "three", 5);
+    snprintf(p, sizeof p, "%s/README", dir); /* not an input */
+    write_bytes(p, "ignored", 7);
+    snprintf(p, sizeof p, "%s/z.jsonl.zst", sub);
+    write_zst(p, "{\"text\": \"four\"}\n", 17, 100);
+    tl_prepare_opts o;
+    tl_prepare_result r;
+    tl_prepare_default_opts(&o);
+    o.byte_level = 1;
+    o.add_bos = 1;
+    o.seq_len = 3;
+    o.val_count = 1; /* the first document */
+    o.progress_every = 1e9;
+    const char *in[] = {dir};
+    if (!run_prepare(t, &o, tmp_path("tree_out"), in, 1, &r)) {
+        CHECK_MSG(r.n_inputs == 3, "%d inputs", r.n_inputs);
+        if (r.n_inputs == 3) {
+            CHECK(strstr(r.inputs[0].path, "a.jsonl") && strstr(r.inputs[1].path, "c.txt") &&
+                  strstr(r.inputs[2].path, "z.jsonl.zst"));
+            CHECK(r.inputs[0].documents == 2 && r.inputs[0].malformed_json == 0);
+        }
+        CHECK(r.val.documents == 1 && r.train.documents == 3);
+        tl_prepare_result_free(&r);
+    }
+    /* byte-level with BOS: 1, bytes + 3, 2 */
+    ivec train = {0}, val = {0};
+    const char *docs_in[] = {"one", "two", "three", "four"};
+    for (int i = 0; i < 4; i++) {
+        ivec *v = i == 0 ? &val : &train;
+        int bos = 1, eos = 2;
+        iv_put(v, &bos, 1);
+        for (const char *c = docs_in[i]; *c; c++) {
+            int id = (unsigned char)*c + 3;
+            iv_put(v, &id, 1);
+        }
+        iv_put(v, &eos, 1);
+    }
+    check_split(t, tmp_path("tree_out"), "train", &train, 3);
+    check_split(t, tmp_path("tree_out"), "val", &val, 3);
+    /* a glob picks the same files in the same order as the directory */
+    char pat[700];
+    snprintf(pat, sizeof pat, "%s/*.jsonl", dir);
+    const char *in2[] = {pat};
+    o.val_count = 0;
+    if (!run_prepare(t, &o, tmp_path("glob_out"), in2, 1, &r)) {
+        CHECK(r.n_inputs == 1 && r.total.documents == 2);
+        tl_prepare_result_free(&r);
+    }
+    snprintf(pat, sizeof pat, "%s/nothing-*.jsonl", dir);
+    tl_error e;
+    o.out_dir = tmp_path("glob_none");
+    o.inputs = in2;
+    CHECK(tl_prepare_run(&o, &r, &e) == -1 && strstr(e.msg, "matches no files"));
+    free(train.v);
+    free(val.v);
+}
+
 const tl_test tests_data_pipeline[] = {
     {"data/utf8_repair", test_utf8_repair},
     {"data/prepare_jsonl_exact_formats_threads", test_jsonl_exact_all_formats_threads},
@@ -677,5 +783,7 @@ const tl_test tests_data_pipeline[] = {
     {"data/prepare_bad_input_counted", test_bad_input_counted},
     {"data/prepare_idempotent_cleanup", test_idempotent_and_cleanup},
     {"data/prepare_split_by_samples", test_split_by_samples},
+    {"data/prepare_other_tokenizers", test_other_tokenizers},
+    {"data/prepare_inputs_bos_dirs_globs", test_inputs_bos_dirs_globs},
     {NULL, NULL},
 };
