@@ -1,12 +1,17 @@
 # tinyllama.c build.  `make` builds the CLI and the library; `make test` runs the
-# unit and CLI tests (normal build and ASan+UBSan build); `make cuda` (later) needs nvcc.
+# unit and CLI tests (normal build and ASan+UBSan build); `make cuda` builds the GPU
+# engine, build/tinyllama-cuda and build/test_cuda (needs nvcc; plain `make` never does).
 CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O3
 SAN     ?=
 CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
-LDLIBS  += -fopenmp -lopenblas -lcjson -lzstd -lz -lm $(SAN)
+# OpenBLAS built for OpenMP shares our OpenMP thread pool (the pthread build fights
+# it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
+BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+CFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
+LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(wildcard src/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))
@@ -32,6 +37,48 @@ $(BUILD)/tinyllama: $(CLI_OBJ) $(LIB)
 $(BUILD)/test_unit: $(TST_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -Icli -o $@ $(TST_OBJ) $(LIB) $(LDLIBS)
 
+# ---------------------------------------------------------------- CUDA (make cuda)
+CUDA_HOME  ?= /usr/local/cuda
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+# sm_90: H100/H200; sm_80: A100.  Override e.g. CUDA_ARCHS="-gencode arch=compute_90,code=sm_90".
+CUDA_ARCHS ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+NVCCFLAGS  ?= -O3 -std=c++17 -lineinfo $(CUDA_ARCHS) -Isrc -Isrc/cuda -Xcompiler -Wall,-Wextra
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lpthread -lstdc++
+CU_SRC     := $(sort $(wildcard src/cuda/*.cu))
+CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
+CUDA_LIB   := $(BUILD)/libtinyllama_cuda.a
+CUDA_CLI_OBJ := $(filter-out $(BUILD)/cli/cmd_bench.o,$(CLI_OBJ)) $(BUILD)/cuda/cli/cmd_bench.o \
+                $(BUILD)/cli/cuda/cmd_bench_cuda.o
+
+cuda: $(BUILD)/tinyllama-cuda $(BUILD)/test_cuda
+
+$(BUILD)/src/cuda/%.o: src/cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(CUDA_LIB): $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# the CLI's bench command, built to also accept --device cuda
+$(BUILD)/cuda/cli/cmd_bench.o: cli/cmd_bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTL_WITH_CUDA -Isrc/cuda -Icli -MMD -MP -c $< -o $@
+
+$(BUILD)/cli/cuda/%.o: cli/cuda/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc/cuda -Icli -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/cuda/%.o: tests/cuda/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc/cuda -Itests -MMD -MP -c $< -o $@
+
+$(BUILD)/tinyllama-cuda: $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
+
+$(BUILD)/test_cuda: $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
+
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
@@ -41,5 +88,5 @@ test: all
 clean:
 	rm -rf build build-asan
 
-.PHONY: all asan test clean
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d)
+.PHONY: all asan test clean cuda
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d)

@@ -8,11 +8,16 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);       /* info | train */
 int cmd_tokenizer_train(int argc, char **argv); /* cli/cmd_tokenizer_train.c */
+int cmd_generate(int argc, char **argv);        /* cli/cmd_generate.c */
+int cmd_chat(int argc, char **argv);            /* cli/cmd_generate.c */
+int cmd_perplexity(int argc, char **argv);      /* cli/cmd_perplexity.c */
 
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);

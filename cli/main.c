@@ -13,10 +13,15 @@ typedef struct {
 static const command commands[] = {
     {"train", cmd_train, "pretrain (or continue training) a Llama model on token shards"},
     {"prepare", cmd_prepare, "turn text files into packed token shards"},
+    {"bench", cmd_bench, "measure training tokens/s and GFLOP/s for a model config"},
+    {"eval", cmd_eval, "zero-shot benchmark accuracy (HellaSwag, PIQA, ARC, OBQA, WinoGrande, BoolQ)"},
     {"info", cmd_info, "show a model config preset or an HF config.json"},
     {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer info | train (learn a BPE vocabulary)"},
+    {"generate", cmd_generate, "continue a prompt with an HF checkpoint (KV cache, sampling)"},
+    {"chat", cmd_chat, "multi-turn chat (TinyLlama-Chat template), messages from stdin"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text file or token shards"},
 };
 
 static void usage(FILE *f) {

@@ -108,3 +108,46 @@ save_file(exp, os.path.join(OUT, "tiny_llama_expected.safetensors"), metadata={
     "torch": torch.__version__,
 })
 print("wrote fixtures; loss", exp["loss"].item(), "adamw losses", losses, "norms", norms)
+
+# A tied-embedding variant (lm_head shares embed_tokens): logits, loss and gradients.
+torch.manual_seed(4321)
+tcfg = LlamaConfig(**{**cfg.to_dict(), "tie_word_embeddings": True})
+tcfg._attn_implementation = "eager"
+tied = LlamaForCausalLM(tcfg).float()
+with torch.no_grad():
+    for name, p in tied.named_parameters():
+        p.copy_(1.0 + 0.2 * torch.randn_like(p) if p.ndim == 1 else 0.08 * torch.randn_like(p))
+assert tied.lm_head.weight.data_ptr() == tied.model.embed_tokens.weight.data_ptr()
+tied.save_pretrained(os.path.join(OUT, "tiny_llama_tied"), safe_serialization=True)
+texp = {}
+tokens = batch(torch.Generator().manual_seed(7))
+logits = tied(input_ids=tokens[:, :-1]).logits
+loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tokens[:, 1:].reshape(-1))
+loss.backward()
+texp["tokens"] = tokens.to(torch.int32).contiguous()
+texp["logits"] = logits.detach().contiguous()
+texp["loss"] = loss.detach().reshape(1)
+for name, p in tied.named_parameters():  # the shared matrix appears once, as embed_tokens
+    texp["grad." + name] = p.grad.detach().clone()
+save_file(texp, os.path.join(OUT, "tiny_llama_tied_expected.safetensors"),
+          metadata={"generator": "scripts/gen_model_fixtures.py", "torch": torch.__version__})
+print("wrote tied fixtures; loss", loss.item())
+
+# AdamW alone: given gradients (no model rounding in between), torch's fp32 update
+# is reproduced to the last few ulps; this isolates the optimizer's arithmetic.
+torch.manual_seed(99)
+p0 = torch.randn(1000) * 0.1
+p = p0.clone().requires_grad_(True)
+aopt = torch.optim.AdamW([p], lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=False, fused=False)
+grads_seq, lrs_seq = [], [3e-4, 1e-3, 5e-4]
+for lr in lrs_seq:
+    g = torch.randn(1000) * torch.logspace(-6, 0, 1000)  # magnitudes from 1e-6 to 1
+    grads_seq.append(g)
+    aopt.param_groups[0]["lr"] = lr
+    p.grad = g.clone()
+    aopt.step()
+st = aopt.state[p]
+save_file({"p0": p0, "grads": torch.stack(grads_seq), "lrs": torch.tensor(lrs_seq, dtype=torch.float64),
+           "p": p.detach().clone(), "m": st["exp_avg"].clone(), "v": st["exp_avg_sq"].clone()},
+          os.path.join(OUT, "adamw_expected.safetensors"), metadata={"generator": "scripts/gen_model_fixtures.py"})
+print("wrote adamw fixture")

@@ -278,14 +278,32 @@ def train_small_models():
         f.write(set_piece_types(data, mapping))
 
 
+def train_ours():
+    """A model trained by our own trainer (build/tinyllama); expectations still
+    come from sentencepiece loading that model."""
+    botchan = os.path.join(SHARED, "corpora", "botchan.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        mixed = os.path.join(tmp, "mixed.txt")
+        with open(botchan, "rb") as f, open(mixed, "wb") as g:
+            g.write(f.read())
+            rng = random.Random(11)
+            for _ in range(300):
+                g.write(" ".join(rng.choice(ATOMS) for _ in range(8)).encode() + b"\n")
+        subprocess.run([os.path.join(ROOT, "build", "tinyllama"), "tokenizer", "train", "--input", mixed,
+                        "--vocab-size", "1000", "--output", os.path.join(FIX, "ours_bpe.model"), "--quiet"],
+                       check=True)
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
     if "--no-train" not in sys.argv:
         train_small_models()
+        train_ours()
     write_model_fixture("llama2", LLAMA, 1200, 1)
-    write_model_fixture("small_bpe", os.path.join(FIX, "small_bpe.model"), 500, 2)
-    write_model_fixture("small_bpe_unk", os.path.join(FIX, "small_bpe_unk.model"), 500, 3, corpora=False)
-    write_model_fixture("small_bpe_unused", os.path.join(FIX, "small_bpe_unused.model"), 500, 4,
+    write_model_fixture("small_bpe", os.path.join(FIX, "small_bpe.model"), 400, 2)
+    write_model_fixture("ours_bpe", os.path.join(FIX, "ours_bpe.model"), 400, 5)
+    write_model_fixture("small_bpe_unk", os.path.join(FIX, "small_bpe_unk.model"), 350, 3, corpora=False)
+    write_model_fixture("small_bpe_unused", os.path.join(FIX, "small_bpe_unused.model"), 350, 4,
                         corpora=False)
 
 

@@ -1,28 +1,36 @@
-/* attention.c - causal GQA attention, forward and backward, in plain loops.
+/* attention.c - causal GQA attention, forward and backward, on BLAS.
  *
  * Forward:  S = q k^T / sqrt(d), P = softmax(S + causal mask), O = P v.
  * Backward: dP = dO v^T, dS = P * (dP - rowsum(P * dP)),
  *           dq = dS k / sqrt(d), dk = dS^T q / sqrt(d), dv = P^T dO.
- * The backward pass is parallel over (batch, KV head) so the query heads that
- * share a KV head add into dk/dv in a fixed order: deterministic for any thread count. */
+ *
+ * Each (batch, head) is one task: its matrix products are single-threaded
+ * sgemm calls on strided views of q/k/v (OpenBLAS runs single-threaded inside an
+ * OpenMP parallel region), and the rows are processed in blocks of RB so the
+ * causal upper triangle is mostly skipped.  The backward pass is parallel over
+ * (batch, KV head): the query heads sharing a KV head add into dk/dv one after
+ * another, so results are deterministic for any thread count. */
 #include "attention.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static inline float dot(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+enum { RB = 64 }; /* row block */
 
-static inline void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+/* Softmax of row t over columns [0, t], zeros after. */
+static void causal_softmax_row(float *p, int t, int T) {
+    float mx = -INFINITY;
+    for (int s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
+    float sum = 0.0f;
+    for (int s = 0; s <= t; s++) {
+        p[s] = expf(p[s] - mx);
+        sum += p[s];
+    }
+    float inv = 1.0f / sum;
+    for (int s = 0; s <= t; s++) p[s] *= inv;
+    for (int s = t + 1; s < T; s++) p[s] = 0.0f;
 }
 
 void tl_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
@@ -33,28 +41,19 @@ void tl_attention_forward(float *out, float *probs, const float *q, const float 
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             const int g = h / group;
-            for (int t = 0; t < T; t++) {
-                const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                float *p = probs + (((size_t)b * H + h) * T + t) * T;
-                float mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float *ks_ = k + ((size_t)b * T + s) * ks + (size_t)g * hd;
-                    p[s] = dot(qt, ks_, hd) * scale;
-                    if (p[s] > mx) mx = p[s];
-                }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] = expf(p[s] - mx);
-                    sum += p[s];
-                }
-                float inv = 1.0f / sum;
-                float *o = out + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                memset(o, 0, sizeof(float) * (size_t)hd);
-                for (int s = 0; s <= t; s++) {
-                    p[s] *= inv;
-                    axpy(o, p[s], v + ((size_t)b * T + s) * ks + (size_t)g * hd, hd);
-                }
-                for (int s = t + 1; s < T; s++) p[s] = 0.0f;
+            const float *qb = q + (size_t)b * T * qs + (size_t)h * hd;
+            const float *kb = k + (size_t)b * T * ks + (size_t)g * hd;
+            const float *vb = v + (size_t)b * T * ks + (size_t)g * hd;
+            float *P = probs + ((size_t)b * H + h) * T * T;
+            float *ob = out + (size_t)b * T * qs + (size_t)h * hd;
+            for (int r0 = 0; r0 < T; r0 += RB) {
+                const int rows = T - r0 < RB ? T - r0 : RB, cols = r0 + rows; /* keys [0, cols) */
+                float *Pr = P + (size_t)r0 * T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, qb + (size_t)r0 * qs, qs,
+                            kb, ks, 0.0f, Pr, T);
+                for (int i = 0; i < rows; i++) causal_softmax_row(Pr + (size_t)i * T, r0 + i, T);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, Pr, T, vb, ks, 0.0f,
+                            ob + (size_t)r0 * qs, qs);
             }
         }
 }
@@ -64,35 +63,52 @@ void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                            int hd) {
     const float scale = 1.0f / sqrtf((float)hd);
     const int group = H / KV, qs = H * hd, ks = KV * hd;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int g = 0; g < KV; g++) {
-            for (int t = 0; t < T; t++) {
-                memset(dk + ((size_t)b * T + t) * ks + (size_t)g * hd, 0, sizeof(float) * (size_t)hd);
-                memset(dv + ((size_t)b * T + t) * ks + (size_t)g * hd, 0, sizeof(float) * (size_t)hd);
-            }
-            float *dp = malloc(sizeof(float) * (size_t)(T > 0 ? T : 1));
-            if (!dp) abort(); /* a few KB per task: only fails when the process is out of memory */
-            for (int h = g * group; h < (g + 1) * group; h++)
+#pragma omp parallel
+    {
+        float *dS = malloc(sizeof(float) * (size_t)RB * (size_t)T); /* one row block */
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < KV; g++) {
+                if (!dS) continue; /* reported below */
+                const float *kb = k + (size_t)b * T * ks + (size_t)g * hd;
+                const float *vb = v + (size_t)b * T * ks + (size_t)g * hd;
+                float *dkb = dk + (size_t)b * T * ks + (size_t)g * hd;
+                float *dvb = dv + (size_t)b * T * ks + (size_t)g * hd;
                 for (int t = 0; t < T; t++) {
-                    const float *p = probs + (((size_t)b * H + h) * T + t) * T;
-                    const float *dot_ = dout + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    float *dqt = dq + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    float rowsum = 0.0f;
-                    for (int s = 0; s <= t; s++) {
-                        dp[s] = dot(dot_, v + ((size_t)b * T + s) * ks + (size_t)g * hd, hd);
-                        rowsum += p[s] * dp[s];
-                    }
-                    memset(dqt, 0, sizeof(float) * (size_t)hd);
-                    for (int s = 0; s <= t; s++) {
-                        const size_t kv_off = ((size_t)b * T + s) * ks + (size_t)g * hd;
-                        float ds = p[s] * (dp[s] - rowsum) * scale;
-                        axpy(dqt, ds, k + kv_off, hd);
-                        axpy(dk + kv_off, ds, qt, hd);
-                        axpy(dv + kv_off, p[s], dot_, hd);
+                    memset(dkb + (size_t)t * ks, 0, sizeof(float) * (size_t)hd);
+                    memset(dvb + (size_t)t * ks, 0, sizeof(float) * (size_t)hd);
+                }
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float *P = probs + ((size_t)b * H + h) * T * T;
+                    const float *qb = q + (size_t)b * T * qs + (size_t)h * hd;
+                    const float *dob = dout + (size_t)b * T * qs + (size_t)h * hd;
+                    float *dqb = dq + (size_t)b * T * qs + (size_t)h * hd;
+                    for (int r0 = 0; r0 < T; r0 += RB) {
+                        /* rows [r0, r0+rows) attend to keys [0, cols) */
+                        const int rows = T - r0 < RB ? T - r0 : RB, cols = r0 + rows;
+                        const float *Pr = P + (size_t)r0 * T;
+                        /* dP = dO v^T for this row block, then dS in place */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, 1.0f,
+                                    dob + (size_t)r0 * qs, qs, vb, ks, 0.0f, dS, cols);
+                        for (int i = 0; i < rows; i++) {
+                            float *d = dS + (size_t)i * cols;
+                            const float *p = Pr + (size_t)i * T;
+                            const int t = r0 + i;
+                            float rowsum = 0.0f;
+                            for (int s = 0; s <= t; s++) rowsum += p[s] * d[s];
+                            for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - rowsum) * scale;
+                            for (int s = t + 1; s < cols; s++) d[s] = 0.0f;
+                        }
+                        /* dq = dS k;  dk[0, cols) += dS^T q;  dv[0, cols) += P^T dO */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, dS, cols, kb, ks,
+                                    0.0f, dqb + (size_t)r0 * qs, qs);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, dS, cols,
+                                    qb + (size_t)r0 * qs, qs, 1.0f, dkb, ks);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, Pr, T,
+                                    dob + (size_t)r0 * qs, qs, 1.0f, dvb, ks);
                     }
                 }
-            free(dp);
-        }
+            }
+        free(dS);
+    }
 }

@@ -29,11 +29,7 @@ static int ignorable_tensor(const char *name) {
     return strstr(name, "rotary_emb.inv_freq") != NULL;
 }
 
-typedef struct {
-    int n;
-    char **files;
-    tl_safetensors *st;
-} shard_set;
+typedef tl_hf_files shard_set;
 
 static void shards_close(shard_set *s) {
     for (int i = 0; i < s->n; i++) {
@@ -118,6 +114,9 @@ static int shards_open(const char *dir, shard_set *s, tl_error *err) {
     return rc;
 }
 
+int tl_hf_files_open(const char *dir, tl_hf_files *s, tl_error *err) { return shards_open(dir, s, err); }
+void tl_hf_files_close(tl_hf_files *s) { shards_close(s); }
+
 int tl_model_load_hf_weights(const char *dir, tl_model *m, tl_error *err) {
     shard_set s;
     if (shards_open(dir, &s, err)) return -1;
@@ -177,22 +176,9 @@ int tl_model_load_hf(const char *dir, tl_model *m, tl_error *err) {
     return 0;
 }
 
-static int mkdir_p(const char *dir, tl_error *err) {
-    char tmp[PATH_CAP];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s", dir) >= sizeof tmp) return tl_fail(err, "%s: path too long", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return tl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return tl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
-    return 0;
-}
-
 int tl_model_save_hf(const char *dir, const tl_model *m, tl_error *err) {
     char path[PATH_CAP];
-    if (mkdir_p(dir, err)) return -1;
+    if (tl_mkdir_p(dir, err)) return -1;
     char *json = tl_config_to_json(&m->cfg);
     if (!json) return tl_fail(err, "out of memory");
     int rc = join(path, sizeof path, dir, "config.json", err) || tl_write_file_atomic(path, json, strlen(json), err);
@@ -345,7 +331,7 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
                        tl_error *err) {
     char name[64], tmp[PATH_CAP], final[PATH_CAP], path[PATH_CAP];
     snprintf(name, sizeof name, "step-%08llu", (unsigned long long)s->step);
-    if (mkdir_p(out_dir, err)) return -1;
+    if (tl_mkdir_p(out_dir, err)) return -1;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-%s", out_dir, name) >= sizeof tmp ||
         join(final, sizeof final, out_dir, name, err))
         return tl_fail(err, "%s: path too long", out_dir);

@@ -9,6 +9,18 @@
 #include "common.h"
 #include "model.h"
 #include "rng.h"
+#include "safetensors.h"
+
+/* The safetensors files of an HF directory: model.safetensors, or every shard
+ * that model.safetensors.index.json names (each tensor checked to be where the
+ * index says).  files[i] is the path of st[i]. */
+typedef struct {
+    int n;
+    char **files;
+    tl_safetensors *st;
+} tl_hf_files;
+int tl_hf_files_open(const char *dir, tl_hf_files *s, tl_error *err);
+void tl_hf_files_close(tl_hf_files *s);
 
 /* Loads config.json and the weights (F32/BF16/F16, converted to fp32) of an HF
  * Llama directory into a freshly created model.  Every expected tensor must be

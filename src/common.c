@@ -131,3 +131,16 @@ int tl_fsync_dir(const char *dir, tl_error *err) {
     if (rc != 0) return tl_fail(err, "%s: fsync failed: %s", dir, strerror(errno));
     return 0;
 }
+
+int tl_mkdir_p(const char *dir, tl_error *err) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s", dir) >= sizeof tmp) return tl_fail(err, "%s: path too long", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return tl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return tl_fail(err, "%s: cannot create: %s", tmp, strerror(errno));
+    return 0;
+}

@@ -38,6 +38,9 @@ int tl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tl
  * renamed over path, so readers see either the old file or the new one. */
 int tl_write_file_atomic(const char *path, const void *data, size_t len, tl_error *err);
 
+/* mkdir -p: creates dir and its missing parents. */
+int tl_mkdir_p(const char *dir, tl_error *err);
+
 /* fsync a directory so a rename inside it is durable. */
 int tl_fsync_dir(const char *dir, tl_error *err);
 

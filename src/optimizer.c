@@ -44,15 +44,16 @@ void tl_adamw_update(float *params, const float *grads, float *m, float *v, size
                      const tl_adamw_config *c, long step) {
     /* The order of torch's single-tensor AdamW: decay, moments, bias-corrected step. */
     const float decay = (float)(1.0 - lr * c->weight_decay);
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2;
+    /* (1 - beta) is formed in double and rounded once, as torch passes it as a Python float */
+    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
     const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         params[i] *= decay;
-        m[i] += (1.0f - b1) * (g - m[i]);
-        v[i] = v[i] * b2 + (1.0f - b2) * g * g;
+        m[i] += omb1 * (g - m[i]);
+        v[i] = v[i] * b2 + omb2 * (g * g);
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         params[i] -= step_size * (m[i] / denom);
     }

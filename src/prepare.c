@@ -179,8 +179,7 @@ static int add_file(file_list *fl, const char *path, int forced, int from_dir, t
     int format, comp;
     if (classify(path, forced, &format, &comp)) {
         if (from_dir) return 0; /* other files in a directory are not inputs */
-        return tl_fail(err, "%s: unknown input format (expected .jsonl, .txt, optionally .zst or .gz; or use --format)",
-                       path);
+        format = TL_FMT_TXT;    /* a file named explicitly: plain text */
     }
     struct stat sb;
     if (stat(path, &sb) != 0) return tl_fail(err, "%s: %s", path, strerror(errno));
@@ -940,7 +939,7 @@ static int parse_record(const prep *P, const batch *b, record *r) {
 
 static int set_open(shard_set *s, tl_error *err) {
     char path[4400];
-    snprintf(path, sizeof path, "%s/shard-%05d.bin", s->dir, s->n_shards);
+    snprintf(path, sizeof path, "%s/%s-%05d.bin", s->dir, s->name, s->n_shards);
     if (tl_shard_writer_open(&s->w, path, s->seq_len, s->vocab, err)) return -1;
     s->open = 1;
     return 0;
@@ -965,7 +964,7 @@ static int set_close(shard_set *s, size_t *dropped, tl_error *err) {
         s->shards_cap = cap;
     }
     struct shard_info *si = &s->shards[s->n_shards++];
-    snprintf(si->file, sizeof si->file, "%s/shard-%05d.bin", s->name, s->n_shards - 1);
+    snprintf(si->file, sizeof si->file, "%s-%05d.bin", s->name, s->n_shards - 1);
     si->samples = s->w.n_samples;
     si->checksum = s->w.checksum;
     si->bytes = TL_SHARD_HEADER + s->w.n_samples * (uint64_t)(s->seq_len + 1) * (uint64_t)s->w.token_bytes;
@@ -1068,23 +1067,19 @@ static int pack_batch(prep *P, batch *b, tl_error *err) {
  * merge can join a character to a following space: the text splits into
  * "words" before every space that follows something other than a space, and
  * each word's ids do not depend on its neighbours.  Natural text repeats its
- * words, so each thread keeps a cache word -> ids.  A word other than the
- * first of a segment is encoded as "\n" + word with the newline's ids removed
- * (so a leading space is not taken for the dummy prefix).  The cache only
- * changes the speed: ids are the same as encoding the whole segment, which
- * tokenize_batch re-checks on a sample of segments (and the tests check in
- * full). */
+ * words, so a table word -> ids is shared by the threads.  A word other than
+ * the first of a segment is encoded as "\n" + word with the newline's ids
+ * removed (so a leading space is not taken for the dummy prefix).
+ *
+ * Per batch: (A) in parallel, each segment's ids are assembled from the table,
+ * with a marker where a word is missing (each thread collects its missing
+ * words, once each); (B) all missing words are encoded in one parallel
+ * tl_tokenizer_encode_batch call and added to the table; (C) in parallel, the
+ * markers are replaced by those ids.  The table only changes the speed: ids
+ * are the same as encoding each segment whole, which is re-checked on a sample
+ * of segments (and checked in full by the tests). */
 
 #define WC_MAX_WORD 64
-
-/* A thread's words found since the last merge into the shared table, and buffers. */
-struct wcache {
-    wtable delta;
-    int *out;
-    size_t out_n, out_cap;
-    char *tmp;
-    size_t tmp_cap;
-};
 
 static int wt_init(wtable *t, int slot_bits, size_t arena) {
     memset(t, 0, sizeof *t);
@@ -1094,7 +1089,12 @@ static int wt_init(wtable *t, int slot_bits, size_t arena) {
     t->mask = ((size_t)1 << slot_bits) - 1;
     t->max_used = (t->mask + 1) / 10 * 7;
     t->kcap = t->vcap = arena;
-    return t->slots && t->keys && t->vals ? 0 : -1;
+    if (t->slots && t->keys && t->vals) return 0;
+    free(t->slots);
+    free(t->keys);
+    free(t->vals);
+    memset(t, 0, sizeof *t);
+    return -1;
 }
 
 static void wt_free(wtable *t) {
@@ -1135,17 +1135,39 @@ static int wt_add(wtable *t, uint64_t h, const char *w, unsigned klen, const int
     sl->voff = (uint32_t)t->vn;
     sl->vlen = (uint16_t)k;
     memcpy(t->keys + t->kn, w, n);
-    memcpy(t->vals + t->vn, ids, k * sizeof *ids);
+    if (k) memcpy(t->vals + t->vn, ids, k * sizeof *ids);
     t->kn += n;
     t->vn += k;
     t->used++;
     return 0;
 }
 
+typedef struct {
+    const char *w;
+    uint32_t n;
+    int first;
+} miss_word;
+
+typedef struct {
+    uint32_t tid, idx; /* missing word idx of thread tid */
+} miss_ref;
+
+/* A thread's state for phase A: its missing words (and an index of them), output buffers. */
+struct wcache {
+    wtable seen; /* (word, first) -> index in miss (kept in the slot's voff) */
+    miss_word *miss;
+    size_t n_miss, miss_cap;
+    int *out;
+    size_t out_n, out_cap;
+    miss_ref *refs;
+    size_t n_refs, refs_cap;
+};
+
 static void wc_free(struct wcache *c) {
-    wt_free(&c->delta);
+    wt_free(&c->seen);
+    free(c->miss);
     free(c->out);
-    free(c->tmp);
+    free(c->refs);
     memset(c, 0, sizeof *c);
 }
 
@@ -1163,105 +1185,74 @@ static int wc_out(struct wcache *c, const int *ids, size_t n) {
     return 0;
 }
 
-/* Ids of one word (hash h): the first word of a segment as it stands, any other
- * after a newline.  Looks in the shared table (read-only while threads run),
- * then in the thread's own new words. */
-static int wc_encode_word(const prep *P, struct wcache *c, const char *w, size_t n, uint64_t h, int first,
-                          tl_error *err) {
-    int cacheable = n <= WC_MAX_WORD;
+/* Phase A for one word: its ids, or a marker -(k+1) for the segment's k-th missing word. */
+static int wc_word(const prep *P, struct wcache *c, int tid, const char *w, size_t n, uint64_t h, int first) {
     unsigned klen = (unsigned)n | (first ? WC_FIRST : 0);
+    int cacheable = n <= WC_MAX_WORD;
+    size_t idx = SIZE_MAX;
     if (cacheable) {
         const wc_slot *sl = wt_find(&P->shared, h, w, klen);
-        const wtable *t = &P->shared;
-        if (!sl) {
-            sl = wt_find(&c->delta, h, w, klen);
-            t = &c->delta;
+        if (sl) return wc_out(c, P->shared.vals + sl->voff, sl->vlen);
+        sl = wt_find(&c->seen, h, w, klen);
+        if (sl) idx = sl->voff;
+    }
+    if (idx == SIZE_MAX) { /* a new missing word */
+        if (c->n_miss == c->miss_cap) {
+            size_t cap = c->miss_cap ? 2 * c->miss_cap : 1024;
+            miss_word *m = realloc(c->miss, cap * sizeof *m);
+            if (!m) return -1;
+            c->miss = m;
+            c->miss_cap = cap;
         }
-        if (sl) return wc_out(c, t->vals + sl->voff, sl->vlen) ? tl_fail(err, "out of memory") : 0;
-    }
-    /* miss: encode */
-    const char *src = w;
-    size_t len = n;
-    if (!first) {
-        if (n + 1 > c->tmp_cap) {
-            size_t cap = n + 1 > 256 ? 2 * (n + 1) : 256;
-            char *t = realloc(c->tmp, cap);
-            if (!t) return tl_fail(err, "out of memory");
-            c->tmp = t;
-            c->tmp_cap = cap;
+        idx = c->n_miss++;
+        c->miss[idx] = (miss_word){w, (uint32_t)n, first};
+        if (cacheable && (c->seen.slots || !wt_init(&c->seen, 17, 1 << 20)) &&
+            !wt_add(&c->seen, h, w, klen, NULL, 0)) {
+            wc_slot *sl = (wc_slot *)wt_find(&c->seen, h, w, klen);
+            sl->voff = (uint32_t)idx;
         }
-        c->tmp[0] = '\n';
-        memcpy(c->tmp + 1, w, n);
-        src = c->tmp;
-        len = n + 1;
     }
-    int *ids;
-    size_t k;
-    if (tl_tokenizer_encode(P->tok, src, len, 0, &ids, &k, err)) return -1;
-    const int *v = ids;
-    if (!first) {
-        if (k < (size_t)P->n_nl || memcmp(ids, P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
-            free(ids);
-            return tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
-        }
-        v += P->n_nl;
-        k -= (size_t)P->n_nl;
+    if (c->n_refs == c->refs_cap) {
+        size_t cap = c->refs_cap ? 2 * c->refs_cap : 256;
+        miss_ref *r = realloc(c->refs, cap * sizeof *r);
+        if (!r) return -1;
+        c->refs = r;
+        c->refs_cap = cap;
     }
-    int rc = wc_out(c, v, k);
-    if (!rc && cacheable) {
-        if (!c->delta.slots && wt_init(&c->delta, 16, (size_t)1 << 20)) rc = -1;
-        else wt_add(&c->delta, h, w, klen, v, k); /* full: simply not cached */
-    }
-    free(ids);
-    return rc ? tl_fail(err, "out of memory") : 0;
+    c->refs[c->n_refs] = (miss_ref){(uint32_t)tid, (uint32_t)idx};
+    int marker = -(int)c->n_refs - 1;
+    c->n_refs++;
+    return wc_out(c, &marker, 1);
 }
 
 #define FNV_OFF 0xcbf29ce484222325ULL
 #define FNV_MUL 0x100000001b3ULL
 
-static int wc_encode(const prep *P, struct wcache *c, const char *s, size_t n, int **ids, size_t *nids,
-                     tl_error *err) {
+/* Phase A for one segment: *ids (malloc'ed) with markers, *refs the missing words they stand for. */
+static int wc_segment(const prep *P, struct wcache *c, int tid, const char *s, size_t n, int **ids, size_t *nids,
+                      miss_ref **refs, size_t *nrefs) {
     c->out_n = 0;
+    c->n_refs = 0;
     size_t start = 0;
     uint64_t h = FNV_OFF ^ 1; /* the first word is keyed apart: it gets the dummy prefix */
     for (size_t i = 0; i <= n; i++) {
         if (i > start && (i == n || (s[i] == ' ' && s[i - 1] != ' ' &&
                                      !(i >= 3 && (unsigned char)s[i - 3] == 0xE2 &&
                                        (unsigned char)s[i - 2] == 0x96 && (unsigned char)s[i - 1] == 0x81)))) {
-            if (wc_encode_word(P, c, s + start, i - start, h | 1, start == 0, err)) return -1;
+            if (wc_word(P, c, tid, s + start, i - start, h | 1, start == 0)) return -1;
             start = i;
             h = FNV_OFF;
         }
         if (i < n) h = (h ^ (unsigned char)s[i]) * FNV_MUL;
     }
     *ids = malloc((c->out_n ? c->out_n : 1) * sizeof **ids);
-    if (!*ids) return tl_fail(err, "out of memory");
+    *refs = c->n_refs ? malloc(c->n_refs * sizeof **refs) : NULL;
+    if (!*ids || (c->n_refs && !*refs)) return -1;
     memcpy(*ids, c->out, c->out_n * sizeof **ids);
+    if (c->n_refs) memcpy(*refs, c->refs, c->n_refs * sizeof **refs);
     *nids = c->out_n;
+    *nrefs = c->n_refs;
     return 0;
-}
-
-/* After a parallel step: the threads' new words go into the shared table. */
-static void wc_merge(prep *P) {
-    if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) {
-        wt_free(&P->shared); /* no memory: run on without a shared table */
-        return;
-    }
-    for (int i = 0; i < P->nt; i++) {
-        wtable *d = &P->caches[i].delta;
-        if (!d->slots) continue;
-        for (size_t j = 0; j <= d->mask; j++) {
-            const wc_slot *sl = &d->slots[j];
-            if (!sl->h) continue;
-            const char *w = d->keys + sl->koff;
-            if (wt_find(&P->shared, sl->h, w, sl->klen)) continue;
-            if (wt_add(&P->shared, sl->h, w, sl->klen, d->vals + sl->voff, sl->vlen)) {
-                wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
-                wt_add(&P->shared, sl->h, w, sl->klen, d->vals + sl->voff, sl->vlen);
-            }
-        }
-        wt_clear(d);
-    }
 }
 
 /* Can words be encoded one by one?  (see above) */
@@ -1280,6 +1271,195 @@ static int word_separable(const tl_tokenizer *t) {
         if (strstr(p + i, "\xE2\x96\x81")) return 0;
     }
     return 1;
+}
+
+/* Tokenizes the batch's segments word by word through the shared table (see
+ * "word cache"): phases A, B, C. */
+static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
+    int failed = 0;
+    miss_ref **refs = calloc(total ? total : 1, sizeof *refs);
+    size_t *nrefs = calloc(total ? total : 1, sizeof *nrefs);
+    const char **mt = NULL;
+    size_t *ml = NULL, *base = NULL, n_miss = 0;
+    int **mids = NULL;
+    size_t *mn = NULL;
+    char *arena = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < total; i++) b->ids[i] = NULL;
+    if (!refs || !nrefs) {
+        rc = tl_fail(err, "out of memory");
+        goto done;
+    }
+    /* A: ids from the table, markers for missing words */
+#pragma omp parallel num_threads(P->nt)
+    {
+        int tid = omp_get_thread_num();
+        struct wcache *c = &P->caches[tid];
+#pragma omp for schedule(dynamic, 4)
+        for (size_t i = 0; i < total; i++) {
+            if (wc_segment(P, c, tid, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &refs[i], &nrefs[i])) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        }
+    }
+    if (failed) {
+        rc = tl_fail(err, "out of memory");
+        goto done;
+    }
+    /* B: encode the missing words (each thread's once) in one parallel call */
+    base = calloc((size_t)P->nt + 1, sizeof *base);
+    if (!base) {
+        rc = tl_fail(err, "out of memory");
+        goto done;
+    }
+    size_t arena_len = 0;
+    for (int t = 0; t < P->nt; t++) {
+        base[t + 1] = base[t] + P->caches[t].n_miss;
+        for (size_t k = 0; k < P->caches[t].n_miss; k++) arena_len += P->caches[t].miss[k].n + 1;
+    }
+    n_miss = base[P->nt];
+    if (n_miss) {
+        mt = malloc(n_miss * sizeof *mt);
+        ml = malloc(n_miss * sizeof *ml);
+        mids = calloc(n_miss, sizeof *mids);
+        mn = calloc(n_miss, sizeof *mn);
+        arena = malloc(arena_len);
+        if (!mt || !ml || !mids || !mn || !arena) {
+            rc = tl_fail(err, "out of memory");
+            goto done;
+        }
+        size_t ap = 0;
+        for (int t = 0; t < P->nt; t++)
+            for (size_t k = 0; k < P->caches[t].n_miss; k++) {
+                const miss_word *m = &P->caches[t].miss[k];
+                size_t g = base[t] + k;
+                if (m->first) {
+                    mt[g] = m->w;
+                    ml[g] = m->n;
+                } else { /* "\\n" + word; the newline's ids are removed below */
+                    arena[ap] = '\n';
+                    memcpy(arena + ap + 1, m->w, m->n);
+                    mt[g] = arena + ap;
+                    ml[g] = m->n + 1;
+                    ap += m->n + 1;
+                }
+            }
+        if (tl_tokenizer_encode_batch(P->tok, mt, ml, n_miss, 0, P->nt, mids, mn, err)) {
+            rc = -1;
+            goto done;
+        }
+        /* strip the newline ids and remember the words for later batches */
+        for (int t = 0; t < P->nt; t++)
+            for (size_t k = 0; k < P->caches[t].n_miss; k++) {
+                const miss_word *m = &P->caches[t].miss[k];
+                size_t g = base[t] + k;
+                if (!m->first) {
+                    if (mn[g] < (size_t)P->n_nl || memcmp(mids[g], P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
+                        rc = tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
+                        goto done;
+                    }
+                    memmove(mids[g], mids[g] + P->n_nl, (mn[g] - (size_t)P->n_nl) * sizeof(int));
+                    mn[g] -= (size_t)P->n_nl;
+                }
+                if (m->n > WC_MAX_WORD) continue;
+                unsigned klen = m->n | (m->first ? WC_FIRST : 0);
+                uint64_t h = FNV_OFF ^ (uint64_t)m->first;
+                for (uint32_t q = 0; q < m->n; q++) h = (h ^ (unsigned char)m->w[q]) * FNV_MUL;
+                h |= 1;
+                if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) continue; /* no table: slower */
+                if (wt_find(&P->shared, h, m->w, klen)) continue;
+                if (wt_add(&P->shared, h, m->w, klen, mids[g], mn[g])) {
+                    wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
+                    wt_add(&P->shared, h, m->w, klen, mids[g], mn[g]);
+                }
+            }
+    }
+    /* C: replace the markers, and spot-check a sample of segments against whole-segment encoding */
+    {
+        tl_error first_err = {{0}};
+        size_t fail_at = SIZE_MAX;
+#pragma omp parallel num_threads(P->nt)
+        {
+            tl_error e;
+#pragma omp for schedule(dynamic, 4)
+            for (size_t i = 0; i < total; i++) {
+                int f;
+#pragma omp atomic read
+                f = failed;
+                if (f) continue;
+                int r = 0;
+                if (nrefs[i]) {
+                    size_t len = 0;
+                    for (size_t j = 0; j < b->nids[i]; j++) {
+                        int v = b->ids[i][j];
+                        if (v >= 0) len++;
+                        else {
+                            const miss_ref *mr = &refs[i][-v - 1];
+                            len += mn[base[mr->tid] + mr->idx];
+                        }
+                    }
+                    int *out = malloc((len ? len : 1) * sizeof *out);
+                    if (!out) r = tl_fail(&e, "out of memory");
+                    size_t o = 0;
+                    for (size_t j = 0; out && j < b->nids[i]; j++) {
+                        int v = b->ids[i][j];
+                        if (v >= 0) out[o++] = v;
+                        else {
+                            const miss_ref *mr = &refs[i][-v - 1];
+                            size_t g = base[mr->tid] + mr->idx;
+                            memcpy(out + o, mids[g], mn[g] * sizeof *out);
+                            o += mn[g];
+                        }
+                    }
+                    if (out) {
+                        free(b->ids[i]);
+                        b->ids[i] = out;
+                        b->nids[i] = len;
+                    }
+                }
+                if (!r && (P->seg_counter + i) % 2048 == 0) {
+                    int *ref;
+                    size_t nref;
+                    r = tl_tokenizer_encode(P->tok, b->texts[i], b->lens[i], 0, &ref, &nref, &e);
+                    if (!r && (nref != b->nids[i] || memcmp(ref, b->ids[i], nref * sizeof *ref)))
+                        r = tl_fail(&e, "internal error: word-by-word ids differ from whole-segment ids");
+                    if (!r) free(ref);
+                }
+                if (r) {
+#pragma omp critical(tl_prep_fail)
+                    {
+                        if (i < fail_at) {
+                            fail_at = i;
+                            first_err = e;
+                        }
+                        failed = 1;
+                    }
+                }
+            }
+        }
+        if (failed) {
+            *err = first_err;
+            rc = -1;
+        }
+    }
+    P->seg_counter += total;
+done:
+    for (int t = 0; t < P->nt; t++) {
+        wt_clear(&P->caches[t].seen);
+        P->caches[t].n_miss = 0;
+    }
+    for (size_t i = 0; refs && i < total; i++) free(refs[i]);
+    for (size_t g = 0; mids && g < n_miss; g++) free(mids[g]);
+    free(refs);
+    free(nrefs);
+    free(base);
+    free(mt);
+    free(ml);
+    free(mids);
+    free(mn);
+    free(arena);
+    return rc;
 }
 
 static int tokenize_batch(prep *P, batch *b, tl_error *err) {
@@ -1307,49 +1487,8 @@ static int tokenize_batch(prep *P, batch *b, tl_error *err) {
         }
     b->n_segs = 0;
     if (P->tok && P->word_cache) {
-        int failed = 0;
-        tl_error first = {{0}};
-        size_t fail_at = SIZE_MAX;
-        for (size_t i = 0; i < total; i++) b->ids[i] = NULL;
-#pragma omp parallel num_threads(P->nt)
-        {
-            struct wcache *c = &P->caches[omp_get_thread_num()];
-            tl_error e;
-#pragma omp for schedule(dynamic, 4)
-            for (size_t i = 0; i < total; i++) {
-                int f;
-#pragma omp atomic read
-                f = failed;
-                if (f) continue;
-                int rc = wc_encode(P, c, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &e);
-                if (!rc && (P->seg_counter + i) % 2048 == 0) {
-                    /* spot check against encoding the segment as a whole */
-                    int *ref;
-                    size_t nref;
-                    rc = tl_tokenizer_encode(P->tok, b->texts[i], b->lens[i], 0, &ref, &nref, &e);
-                    if (!rc && (nref != b->nids[i] || memcmp(ref, b->ids[i], nref * sizeof *ref)))
-                        rc = tl_fail(&e, "internal error: word-by-word ids differ from whole-segment ids");
-                    if (!rc) free(ref);
-                }
-                if (rc) {
-#pragma omp critical(tl_prep_fail)
-                    {
-                        if (i < fail_at) {
-                            fail_at = i;
-                            first = e;
-                        }
-                        failed = 1;
-                    }
-                }
-            }
-        }
-        P->seg_counter += total;
         b->n_segs = total;
-        wc_merge(P);
-        if (failed) {
-            *err = first;
-            return -1;
-        }
+        if (word_tokenize(P, b, total, err)) return -1;
     } else if (P->tok) {
         if (total && tl_tokenizer_encode_batch(P->tok, b->texts, b->lens, total, 0, P->nt, b->ids, b->nids, err))
             return -1;
@@ -1485,19 +1624,22 @@ static int write_manifest(prep *P, tl_error *err) {
     return rc;
 }
 
-/* Removes leftovers of earlier runs: temporary files, and shards past n. */
-static void clean_dir(const char *dir, int keep_n) {
+/* Removes leftovers of earlier runs in dir: temporary files of shards, and
+ * PREFIX-NNNNN.bin shards numbered keep_n or more. */
+static void clean_dir(const char *dir, const char *prefix, int keep_n) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
+    size_t pl = strlen(prefix);
     while ((e = readdir(d))) {
-        int idx;
-        char tail[8];
-        int stale = strstr(e->d_name, ".tmp.") != NULL;
-        if (sscanf(e->d_name, "shard-%d.bi%1[n]", &idx, tail) == 2 && idx >= keep_n) stale = 1;
+        const char *n = e->d_name;
+        if (strncmp(n, prefix, pl) || n[pl] != '-') continue;
+        int stale = strstr(n, ".bin.tmp.") != NULL;
+        int idx, len = 0;
+        if (sscanf(n + pl + 1, "%d.bin%n", &idx, &len) == 1 && len && !n[pl + 1 + len] && idx >= keep_n) stale = 1;
         if (stale) {
             char p[4400];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            snprintf(p, sizeof p, "%s/%s", dir, n);
             unlink(p);
         }
     }
@@ -1779,8 +1921,7 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     if (budget < ((size_t)4 << 20) && !o->batch_bytes) budget = (size_t)4 << 20;
     /* output directories; the old manifest goes first so a half-done run never looks complete */
     char path[4400];
-    if (!rc && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
-        rc = tl_fail(err, "%s: cannot create: %s", o->out_dir, strerror(errno));
+    if (!rc) rc = tl_mkdir_p(o->out_dir, err);
     if (!rc) {
         snprintf(path, sizeof path, "%s/manifest.json", o->out_dir);
         if (unlink(path) != 0 && errno != ENOENT) rc = tl_fail(err, "%s: cannot remove: %s", path, strerror(errno));
@@ -1788,16 +1929,13 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     static const char *const names[2] = {"train", "val"};
     for (int k = 0; k < 2 && !rc; k++) {
         shard_set *s = &P->sets[k];
-        snprintf(s->dir, sizeof s->dir, "%s/%s", o->out_dir, names[k]);
+        snprintf(s->dir, sizeof s->dir, "%s", o->out_dir);
         s->name = names[k];
         s->per_shard = o->shard_samples;
         s->seq_len = o->seq_len;
         s->vocab = P->vocab;
         s->split = k ? &r->val : &r->train;
-        if (mkdir(s->dir, 0755) != 0 && errno != EEXIST)
-            rc = tl_fail(err, "%s: cannot create: %s", s->dir, strerror(errno));
-        else
-            clean_dir(s->dir, 1 << 30);
+        clean_dir(s->dir, s->name, 1 << 30);
         P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
         if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
     }
@@ -1835,7 +1973,7 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         }
         r->train.documents = t->train_documents;
         r->val.documents = t->val_documents;
-        for (int k = 0; k < 2; k++) clean_dir(P->sets[k].dir, P->sets[k].n_shards);
+        for (int k = 0; k < 2; k++) clean_dir(P->sets[k].dir, P->sets[k].name, P->sets[k].n_shards);
         rc = write_manifest(P, err);
     }
     if (!rc) progress(P, 1);

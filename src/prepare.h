@@ -5,8 +5,8 @@
  * whole text file, or each blank-line-separated block, as a document), repairs
  * invalid UTF-8, tokenizes on all cores, appends EOS (and optionally BOS) to
  * every document and packs the token stream into shards of seq_len+1-token
- * samples (src/data.h), split into train/ and val/, with a manifest.json
- * written last (docs/formats.md, docs/data.md).
+ * samples (src/data.h): OUT/train-NNNNN.bin and OUT/val-NNNNN.bin, with
+ * OUT/manifest.json written last (docs/formats.md, docs/data.md).
  *
  * The output is a pure function of the inputs and the settings: the same bytes
  * whatever the thread count or batch size, so re-running is idempotent.  Bad
@@ -39,7 +39,7 @@ typedef struct {
 typedef struct {
     const char *const *inputs; /* files, directories (files with a known extension inside, sorted), globs */
     int n_inputs;
-    const char *out_dir;       /* created; holds train/, val/, manifest.json */
+    const char *out_dir;       /* created; gets train-NNNNN.bin, val-NNNNN.bin, manifest.json */
     const char *tokenizer;     /* tokenizer.model or tokenizer.json; NULL with byte_level */
     int byte_level;            /* 259 ids: byte + 3; 0 unk, 1 bos, 2 eos */
     const char *text_field;    /* JSON field holding the text, dotted path allowed (default "text") */

@@ -204,6 +204,22 @@ int tl_tok_finish(tl_tokenizer *t, const tl_piece_src *src, int n, const char *w
                 t->ctrl_first[(unsigned char)t->pieces[i].str[0]] = 1;
             }
     }
+    /* word splitting is exact when no merge candidate has U+2581 after another char */
+    t->word_split = !t->has_unused && t->escape_ws;
+    for (int i = 0; i < n && t->word_split; i++) {
+        const tl_piece *p = &t->pieces[i];
+        if (!is_normal_type(p->type)) continue;
+        int prev_sp = 1;
+        for (uint32_t k = 0; k < p->len;) {
+            int sp = k + 3 <= p->len && memcmp(p->str + k, "\xE2\x96\x81", 3) == 0;
+            if (sp && !prev_sp) {
+                t->word_split = 0;
+                break;
+            }
+            prev_sp = sp;
+            k += sp ? 3 : 1;
+        }
+    }
     for (int c = 0, k = 0; c <= 256; c++) {
         while (k < t->n_user && (unsigned char)t->pieces[t->user_ids[k]].str[0] < c) k++;
         t->user_first[c] = k;
@@ -348,6 +364,10 @@ typedef struct {
 } tok_rev;
 
 typedef struct {
+    uint32_t hash, len, key_off, ids_off, n_ids;
+} tok_cache_ent;
+
+typedef struct {
     char *norm;
     size_t norm_cap;
     tok_sym *syms;
@@ -359,6 +379,14 @@ typedef struct {
     tok_rev *rev;
     size_t rev_n, rev_cap;
     int prev_unk;
+    /* word cache (see encode_segment) */
+    tok_cache_ent *cache_tab;
+    uint32_t cache_mask;
+    size_t cache_n;
+    char *cache_keys;
+    size_t cache_keys_n, cache_keys_cap;
+    int *cache_ids;
+    size_t cache_ids_n, cache_ids_cap;
 } tok_scratch;
 
 static void scratch_free(tok_scratch *s) {
@@ -367,6 +395,9 @@ static void scratch_free(tok_scratch *s) {
     free(s->heap);
     free(s->out);
     free(s->rev);
+    free(s->cache_tab);
+    free(s->cache_keys);
+    free(s->cache_ids);
     memset(s, 0, sizeof *s);
 }
 
@@ -602,13 +633,8 @@ static int json_char_id(const tl_tokenizer *t, const char *s, size_t len) {
 }
 
 /* Encodes one normalized-able segment, appending to s->out. */
-static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *text, size_t len) {
-    size_t nlen;
-    s->prev_unk = 0;
-    if (normalize(t, text, len, s, &nlen)) return -1;
-    if (nlen == 0) return 0;
-    if (nlen > (size_t)INT32_MAX / 2) return -3;
-    const char *norm = s->norm;
+/* BPE over norm[0..nlen) (normalized text), appending the final ids to s->out. */
+static int bpe_run(const tl_tokenizer *t, tok_scratch *s, const char *norm, size_t nlen) {
     /* symbols: at most one per byte (json byte fallback: still one per byte) */
     if (grow((void **)&s->syms, &s->syms_cap, nlen, sizeof *s->syms)) return -1;
     int ns = 0;
@@ -698,6 +724,122 @@ static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *tex
             rc = emit_piece(t, s, lookup_final(t, norm + y->start, (size_t)y->len),
                             norm + y->start, (size_t)y->len);
         if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---- word cache ----
+ * When no piece contains U+2581 right after another character (true of Llama's
+ * vocabulary; checked at load: t->word_split), no merge can cross the point
+ * before a U+2581 that follows a non-U+2581 character, so the text splits there
+ * into words that encode independently, and repeated words are served from a
+ * per-scratch cache.  (Not used with UNUSED pieces, whose resegmentation
+ * depends on the whole text.) */
+
+static void cache_clear(tok_scratch *s) {
+    if (s->cache_tab) memset(s->cache_tab, 0, (size_t)(s->cache_mask + 1) * sizeof *s->cache_tab);
+    s->cache_n = 0;
+    s->cache_keys_n = 0;
+    s->cache_ids_n = 0;
+}
+
+enum { CACHE_SLOTS = 1 << 16, CACHE_MAX_WORD = 48, CACHE_KEYS_MAX = 1 << 21, CACHE_IDS_MAX = 1 << 20 };
+
+/* Returns the entry for word w (found: ent->len set) or an empty slot, NULL if no cache. */
+static tok_cache_ent *cache_slot(tok_scratch *s, const char *w, size_t len, uint32_t h) {
+    if (!s->cache_tab) {
+        s->cache_tab = calloc(CACHE_SLOTS, sizeof *s->cache_tab);
+        if (!s->cache_tab) return NULL;
+        s->cache_mask = CACHE_SLOTS - 1;
+    }
+    uint32_t j = h & s->cache_mask;
+    for (;;) {
+        tok_cache_ent *e = &s->cache_tab[j];
+        if (e->len == 0) return e;
+        if (e->hash == h && e->len == len && memcmp(s->cache_keys + e->key_off, w, len) == 0) return e;
+        j = (j + 1) & s->cache_mask;
+    }
+}
+
+static int cache_put(tok_scratch *s, tok_cache_ent *e, const char *w, size_t len, uint32_t h,
+                     const int *ids, size_t n) {
+    if (grow((void **)&s->cache_keys, &s->cache_keys_cap, s->cache_keys_n + len, 1) ||
+        grow((void **)&s->cache_ids, &s->cache_ids_cap, s->cache_ids_n + n + 1, sizeof(int)))
+        return -1;
+    memcpy(s->cache_keys + s->cache_keys_n, w, len);
+    if (n) memcpy(s->cache_ids + s->cache_ids_n, ids, n * sizeof(int));
+    e->hash = h;
+    e->len = (uint32_t)len;
+    e->key_off = (uint32_t)s->cache_keys_n;
+    e->ids_off = (uint32_t)s->cache_ids_n;
+    e->n_ids = (uint32_t)n;
+    s->cache_keys_n += len;
+    s->cache_ids_n += n;
+    s->cache_n++;
+    return 0;
+}
+
+/* Appends a word's context-free ids, applying the UNK collapse across words. */
+static int append_word(const tl_tokenizer *t, tok_scratch *s, size_t o0, int collapse,
+                       int prev_unk) {
+    if (collapse && prev_unk && s->out_n > o0 && s->out[o0] == t->unk_id) {
+        memmove(s->out + o0, s->out + o0 + 1, (s->out_n - o0 - 1) * sizeof(int));
+        s->out_n--;
+    }
+    if (s->out_n > o0) s->prev_unk = s->out[s->out_n - 1] == t->unk_id;
+    else s->prev_unk = prev_unk;
+    return 0;
+}
+
+static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *text, size_t len) {
+    size_t nlen;
+    s->prev_unk = 0;
+    if (normalize(t, text, len, s, &nlen)) return -1;
+    if (nlen == 0) return 0;
+    if (nlen > (size_t)INT32_MAX / 2) return -3;
+    const char *norm = s->norm;
+    if (!t->word_split) return bpe_run(t, s, norm, nlen);
+    int collapse = t->is_json ? t->fuse_unk : !t->byte_fallback;
+    size_t a = 0;
+    while (a < nlen) {
+        /* the word ends before the next U+2581 that follows a non-U+2581 char */
+        size_t b = a, prev_sp = 0;
+        while (b < nlen) {
+            size_t cl = one_char_len((unsigned char)norm[b]);
+            if (cl > nlen - b) cl = nlen - b;
+            int sp = cl == 3 && memcmp(norm + b, kSpace, 3) == 0;
+            if (sp && b > a && !prev_sp) break;
+            prev_sp = (size_t)sp;
+            b += cl;
+        }
+        size_t wl = b - a;
+        int prev_unk = s->prev_unk;
+        size_t o0 = s->out_n;
+        s->prev_unk = 0;
+        if (wl <= CACHE_MAX_WORD) {
+            uint32_t h = tl_tok_strhash(norm + a, wl);
+            tok_cache_ent *e = cache_slot(s, norm + a, wl, h);
+            if (!e) return -1;
+            if (e->len) {
+                if (grow((void **)&s->out, &s->out_cap, s->out_n + e->n_ids, sizeof(int))) return -1;
+                memcpy(s->out + s->out_n, s->cache_ids + e->ids_off, e->n_ids * sizeof(int));
+                s->out_n += e->n_ids;
+            } else {
+                int rc = bpe_run(t, s, norm + a, wl);
+                if (rc) return rc;
+                if (s->cache_n >= CACHE_SLOTS / 2 || s->cache_keys_n + wl > CACHE_KEYS_MAX ||
+                    s->cache_ids_n + (s->out_n - o0) > CACHE_IDS_MAX) {
+                    cache_clear(s);
+                    e = cache_slot(s, norm + a, wl, h);
+                }
+                if (cache_put(s, e, norm + a, wl, h, s->out + o0, s->out_n - o0)) return -1;
+            }
+        } else {
+            int rc = bpe_run(t, s, norm + a, wl);
+            if (rc) return rc;
+        }
+        append_word(t, s, o0, collapse, prev_unk);
+        a = b;
     }
     return 0;
 }

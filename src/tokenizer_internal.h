@@ -46,6 +46,7 @@ struct tl_tokenizer {
     int split_digits;
     int model_type;
     int has_unused;
+    int word_split;      /* see encode_segment in tokenizer.c */
     char normalizer_name[64];
     char unk_surface[64];
 

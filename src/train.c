@@ -286,9 +286,7 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
     const size_t n = t->m->n_params;
     const double tokens_per_step = (double)B * T * accum;
-    struct stat sb;
-    if (stat(t->o.out_dir, &sb) != 0 && mkdir(t->o.out_dir, 0755) != 0)
-        return tl_fail(err, "%s: cannot create the run directory: %s", t->o.out_dir, strerror(errno));
+    if (tl_mkdir_p(t->o.out_dir, err)) return tl_wrap(err, "run directory");
     t->log = fopen(t->log_path, "a");
     if (!t->log) return tl_fail(err, "%s: cannot open the log: %s", t->log_path, strerror(errno));
     double run_start = tl_now(), elapsed0 = t->st.elapsed;

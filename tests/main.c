@@ -11,14 +11,22 @@ extern const tl_test tests_common[];
 extern const tl_test tests_data_pipeline[];
 extern const tl_test tests_mixture[];
 extern const tl_test tests_model[];
+extern const tl_test tests_ops[];
+extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
+extern const tl_test tests_infer[];
+extern const tl_test tests_eval[];
 
 static const tl_test *const suites[] = {
     tests_common,
     tests_data_pipeline,
     tests_mixture,
+    tests_ops,
     tests_model,
+    tests_formats,
     tests_tokenizer,
+    tests_infer,
+    tests_eval,
 };
 
 static char tmpdir_path[256];

@@ -115,10 +115,10 @@ static void write_gz(const char *path, const char *p, size_t n) {
     free(out);
 }
 
-/* All tokens of DIR/shard-*.bin in order (n: count; -1 if a shard fails to open). */
-static int *read_split(const char *dir, size_t *n, int *seq_len) {
+/* All tokens of OUT/SPLIT-*.bin in order (n: count; -1 if a shard fails to open). */
+static int *read_split(const char *out, const char *split, size_t *n, int *seq_len) {
     char pat[700];
-    snprintf(pat, sizeof pat, "%s/shard-*.bin", dir);
+    snprintf(pat, sizeof pat, "%s/%s-*.bin", out, split);
     glob_t g;
     *n = 0;
     int *all = NULL;
@@ -160,11 +160,9 @@ static void iv_put(ivec *a, const int *p, size_t n) {
 
 /* Checks that DIR/{train,val} hold exactly want_train / want_val cut to whole samples. */
 static void check_split(tl_test_ctx *t, const char *out, const char *split, const ivec *want, int seq_len) {
-    char dir[600];
-    snprintf(dir, sizeof dir, "%s/%s", out, split);
     size_t n;
     int sl = seq_len;
-    int *got = read_split(dir, &n, &sl);
+    int *got = read_split(out, split, &n, &sl);
     size_t S = (size_t)seq_len + 1, expect = want->n / S * S;
     CHECK_MSG(n == expect, "%s: %zu tokens in the shards, expected %zu", split, n, expect);
     if (n == expect && expect) {
@@ -222,8 +220,7 @@ static int files_equal(const char *a, const char *b) {
 
 /* Same shards (all of train/ and val/) and manifest in two output directories. */
 static void check_same_output(tl_test_ctx *t, const char *a, const char *b) {
-    const char *sub[] = {"manifest.json", "train/shard-00000.bin", "train/shard-00001.bin", "train/shard-00002.bin",
-                         "val/shard-00000.bin"};
+    const char *sub[] = {"manifest.json", "train-00000.bin", "train-00001.bin", "train-00002.bin", "val-00000.bin"};
     for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++) {
         char pa[600], pb[600];
         snprintf(pa, sizeof pa, "%s/%s", a, sub[i]);
@@ -386,7 +383,7 @@ static void test_jsonl_exact_all_formats_threads(tl_test_ctx *t) {
     o.batch_bytes = 0;
     if (!run_prepare(t, &o, tmp_path("j4"), in_gz, 1, &r)) tl_prepare_result_free(&r);
     /* the manifests name their inputs, so compare the shards of j3/j4 and the manifests' splits */
-    const char *sh[] = {"train/shard-00000.bin", "train/shard-00001.bin", "val/shard-00000.bin"};
+    const char *sh[] = {"train-00000.bin", "train-00001.bin", "val-00000.bin"};
     for (size_t i = 0; i < 3; i++) {
         char a[600], b[600], c[600];
         snprintf(a, sizeof a, "%s/%s", tmp_path("j1"), sh[i]);
@@ -617,8 +614,8 @@ static void test_idempotent_and_cleanup(tl_test_ctx *t) {
     CHECK(system(cmd) == 0);
     /* litter: a temporary file of a killed run and a stale shard of a bigger run */
     char junk[800], stale[800];
-    snprintf(junk, sizeof junk, "%s/train/shard-00000.bin.tmp.99999", out);
-    snprintf(stale, sizeof stale, "%s/train/shard-00077.bin", out);
+    snprintf(junk, sizeof junk, "%s/train-00000.bin.tmp.99999", out);
+    snprintf(stale, sizeof stale, "%s/train-00077.bin", out);
     write_bytes(junk, "partial", 7);
     write_bytes(stale, "old", 3);
     if (!run_prepare(t, &o, out, in, 1, &r)) tl_prepare_result_free(&r);
@@ -628,7 +625,7 @@ static void test_idempotent_and_cleanup(tl_test_ctx *t) {
     /* a killed run's temporary shard is not a shard for the loader */
     write_bytes(junk, "partial", 7);
     char train_dir[700];
-    snprintf(train_dir, sizeof train_dir, "%s/train", out);
+    snprintf(train_dir, sizeof train_dir, "%s/train-*.bin", out);
     const char *dp[] = {train_dir};
     tl_dataset ds;
     tl_error e;

@@ -19,12 +19,12 @@ typedef struct {
     int ok;
 } fixture;
 
-static void fixture_open(tl_test_ctx *t, fixture *f) {
+static void fixture_open_named(tl_test_ctx *t, fixture *f, const char *name) {
     char dir[512], path[600];
     tl_error err;
     memset(f, 0, sizeof *f);
-    snprintf(dir, sizeof dir, "%s/tiny_llama", tl_test_fixture_dir());
-    snprintf(path, sizeof path, "%s/tiny_llama_expected.safetensors", tl_test_fixture_dir());
+    snprintf(dir, sizeof dir, "%s/%s", tl_test_fixture_dir(), name);
+    snprintf(path, sizeof path, "%s/%s_expected.safetensors", tl_test_fixture_dir(), name);
     int rc = tl_model_load_hf(dir, &f->m, &err);
     CHECK_MSG(rc == 0, "load: %s", err.msg);
     if (rc) return;
@@ -36,6 +36,8 @@ static void fixture_open(tl_test_ctx *t, fixture *f) {
     }
     f->ok = 1;
 }
+
+static void fixture_open(tl_test_ctx *t, fixture *f) { fixture_open_named(t, f, "tiny_llama"); }
 
 static void fixture_close(fixture *f) {
     if (!f->ok) return;
@@ -89,12 +91,12 @@ static int load_tokens(tl_test_ctx *t, fixture *f, const char *name, int **out, 
     return rc;
 }
 
-static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
+static void check_against_hf(tl_test_ctx *t, const char *fixture_name, int tied) {
     fixture f;
-    fixture_open(t, &f);
+    fixture_open_named(t, &f, fixture_name);
     if (!f.ok) return;
     const tl_config *c = &f.m.cfg;
-    CHECK(c->n_kv_heads < c->n_heads && !c->tied && c->n_layers >= 2);
+    CHECK(c->n_kv_heads < c->n_heads && c->tied == tied && c->n_layers >= 2);
     int *tok, B, T;
     if (load_tokens(t, &f, "tokens", &tok, &B, &T)) goto out;
     int N = B * T, V = c->vocab_size;
@@ -129,7 +131,7 @@ static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
         checked++;
         free(g);
     }
-    CHECK(checked == f.m.n_tensors && checked == 3 + 9 * c->n_layers);
+    CHECK(checked == f.m.n_tensors && checked == 3 - tied + 9 * c->n_layers);
     tl_free(grads);
     free(logits);
     tl_acts_free(a);
@@ -139,6 +141,9 @@ static void test_logits_loss_grads_match_hf(tl_test_ctx *t) {
 out:
     fixture_close(&f);
 }
+
+static void test_logits_loss_grads_match_hf(tl_test_ctx *t) { check_against_hf(t, "tiny_llama", 0); }
+static void test_tied_embeddings_match_hf(tl_test_ctx *t) { check_against_hf(t, "tiny_llama_tied", 1); }
 
 static void test_adamw_steps_match_torch(tl_test_ctx *t) {
     fixture f;
@@ -190,12 +195,24 @@ static void test_adamw_steps_match_torch(tl_test_ctx *t) {
         snprintf(name, sizeof name, "adamw64.param.%s", ti->name);
         float *w64 = read_expected(t, &f, name, ti->numel);
         if (w && w64) {
-            /* as close to the float64 run as torch's own fp32 run is (x3), or 1e-5 */
-            double ours = rel_err(f.m.params + ti->offset, w64, ti->numel);
-            double torch32 = rel_err(w, w64, ti->numel);
-            double e = rel_err(f.m.params + ti->offset, w, ti->numel);
-            CHECK_MSG(ours < fmax(3 * torch32, 1e-5), "%s after %d AdamW steps: error vs fp64 %.3g (torch fp32: %.3g, vs torch fp32: %.3g)",
-                      ti->name, steps, ours, torch32, e);
+            /* Adam turns a gradient that is pure rounding noise (e.g. -1.5e-10 where the true
+             * value is 0) into a step of up to lr, so single elements legitimately differ
+             * between fp32 implementations: torch fp32 itself is 3e-5 off a float64 run on
+             * such an element of layer 1's q_proj, where we are 1e-4 off.  So the bulk must
+             * agree tightly (RMS relative error 1e-4) and no element may be off by more than
+             * 5% of one learning-rate step; the optimizer arithmetic itself is checked to
+             * 1e-6 by model/adamw_matches_torch_given_grads. */
+            const float *ours = f.m.params + ti->offset;
+            double se = 0, ss = 0, worst = 0, se64 = 0;
+            for (size_t j = 0; j < ti->numel; j++) {
+                se += ((double)ours[j] - w[j]) * ((double)ours[j] - w[j]);
+                se64 += ((double)ours[j] - w64[j]) * ((double)ours[j] - w64[j]);
+                ss += (double)w[j] * w[j];
+                worst = fmax(worst, fabs((double)ours[j] - w[j]));
+            }
+            CHECK_MSG(sqrt(se / ss) < 1e-4 && sqrt(se64 / ss) < 1e-4, "%s after %d AdamW steps: RMS error %.3g vs torch fp32, %.3g vs fp64",
+                      ti->name, steps, sqrt(se / ss), sqrt(se64 / ss));
+            CHECK_MSG(worst <= 0.05 * oc.lr, "%s after %d AdamW steps: element off torch fp32 by %.3g", ti->name, steps, worst);
         }
         free(w);
         free(w64);
@@ -215,8 +232,53 @@ out:
     fixture_close(&f);
 }
 
-static void test_results_independent_of_threads(tl_test_ctx *t) {
-    /* Gradients must be bit-identical for 1 and 2 threads (fixed-order reductions). */
+static void test_adamw_matches_torch_given_grads(tl_test_ctx *t) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/adamw_expected.safetensors", tl_test_fixture_dir());
+    tl_safetensors st;
+    tl_error err;
+    int rc = tl_st_open(&st, path, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc) return;
+    const tl_st_tensor *tp = tl_st_find(&st, "p0"), *tg = tl_st_find(&st, "grads"), *tl = tl_st_find(&st, "lrs");
+    const tl_st_tensor *tpe = tl_st_find(&st, "p"), *tm = tl_st_find(&st, "m"), *tv = tl_st_find(&st, "v");
+    CHECK(tp && tg && tl && tpe && tm && tv && tl->dtype == TL_DT_F64);
+    if (!(tp && tg && tl && tpe && tm && tv)) goto out;
+    size_t n = tp->numel;
+    int steps = (int)tl->numel;
+    float *p = malloc(4 * n), *g = malloc(4 * n * steps), *m1 = calloc(n, 4), *v1 = calloc(n, 4);
+    float *pe = malloc(4 * n), *me = malloc(4 * n), *ve = malloc(4 * n);
+    tl_st_read_f32(&st, tp, p, n, &err);
+    tl_st_read_f32(&st, tg, g, n * steps, &err);
+    tl_st_read_f32(&st, tpe, pe, n, &err);
+    tl_st_read_f32(&st, tm, me, n, &err);
+    tl_st_read_f32(&st, tv, ve, n, &err);
+    const double *lrs = tl_st_data(&st, tl);
+    tl_adamw_config oc = tl_adamw_defaults();
+    for (int s = 0; s < steps; s++) {
+        double lr;
+        memcpy(&lr, &lrs[s], sizeof lr);
+        tl_adamw_update(p, g + (size_t)s * n, m1, v1, n, lr, &oc, s + 1);
+    }
+    /* element i's gradients have scale 10^(-6 + 6i/n); m can cancel towards 0, so its
+     * error is measured against that scale */
+    double ep = 0, em = 0, ev = 0;
+    for (size_t i = 0; i < n; i++) {
+        double gs = 0;
+        for (int s = 0; s < steps; s++) gs += fabs(g[(size_t)s * n + i]);
+        ep = fmax(ep, fabs((double)p[i] - pe[i]) / (fabs(pe[i]) + 1e-3));
+        em = fmax(em, fabs((double)m1[i] - me[i]) / (fabs(me[i]) + 1e-3 * gs));
+        ev = fmax(ev, fabs((double)v1[i] - ve[i]) / (fabs(ve[i]) + 1e-20));
+    }
+    CHECK_MSG(ep < 1e-6 && em < 1e-5 && ev < 1e-5, "AdamW vs torch: params %.3g, m %.3g, v %.3g", ep, em, ev);
+    free(p); free(g); free(m1); free(v1); free(pe); free(me); free(ve);
+out:
+    tl_st_close(&st);
+}
+
+static void test_results_reproducible(tl_test_ctx *t) {
+    /* Same thread count: bit-identical (what exact resume relies on).  Different thread
+     * counts: OpenBLAS partitions large products differently, so only rounding differs. */
     tl_config c;
     tl_error err;
     tl_config_preset("test", &c, &err);
@@ -233,13 +295,15 @@ static void test_results_independent_of_threads(tl_test_ctx *t) {
     float *g1 = tl_alloc(sizeof(float) * m.n_params), *g2 = tl_alloc(sizeof(float) * m.n_params);
     double l1, l2;
     int saved = tl_get_threads();
-    tl_set_threads(1);
-    tl_model_forward_backward(&m, a, g1, in, tgt, 1.0f, &l1, &err);
     tl_set_threads(2);
+    tl_model_forward_backward(&m, a, g1, in, tgt, 1.0f, &l1, &err);
+    tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
+    CHECK(l1 == l2 && memcmp(g1, g2, sizeof(float) * m.n_params) == 0);
+    memset(g2, 0, sizeof(float) * m.n_params);
+    tl_set_threads(1);
     tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
     tl_set_threads(saved);
-    CHECK(l1 == l2);
-    /* BLAS may block differently per thread count, so allow rounding there. */
+    CHECK_CLOSE(l1, l2, 0, 1e-6);
     double e = rel_err(g1, g2, m.n_params);
     CHECK_MSG(e < 1e-5, "1 vs 2 threads: relative error %.3g", e);
     tl_free(g1);
@@ -331,8 +395,10 @@ static void test_bad_token_ids_rejected(tl_test_ctx *t) {
 
 const tl_test tests_model[] = {
     {"model/logits_loss_grads_match_hf", test_logits_loss_grads_match_hf},
+    {"model/tied_embeddings_match_hf", test_tied_embeddings_match_hf},
+    {"model/adamw_matches_torch_given_grads", test_adamw_matches_torch_given_grads},
     {"model/adamw_steps_match_torch", test_adamw_steps_match_torch},
-    {"model/results_independent_of_threads", test_results_independent_of_threads},
+    {"model/results_reproducible", test_results_reproducible},
     {"model/grad_accumulation_equals_big_batch", test_grad_accumulation_equals_big_batch},
     {"model/init_statistics", test_init_statistics},
     {"model/tinyllama_param_count", test_tinyllama_param_count},

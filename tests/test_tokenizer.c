@@ -331,8 +331,8 @@ static void test_tokenizer_fixtures_llama2(tl_test_ctx *t) {
 }
 
 static void test_tokenizer_fixtures_small(tl_test_ctx *t) {
-    static const char *const names[] = {"small_bpe", "small_bpe_unk", "small_bpe_unused"};
-    for (size_t i = 0; i < 3; i++) {
+    static const char *const names[] = {"small_bpe", "small_bpe_unk", "small_bpe_unused", "ours_bpe"};
+    for (size_t i = 0; i < 4; i++) {
         char m[64];
         snprintf(m, sizeof m, "%s.model", names[i]);
         tl_tokenizer *tk = load_fixture_model(t, m);
@@ -638,6 +638,50 @@ static void test_tokenizer_parse_special(tl_test_ctx *t) {
     tl_tokenizer_free(tk);
 }
 
+static void test_tokenizer_train(tl_test_ctx *t) {
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/train.txt", tl_test_tmpdir());
+    snprintf(out, sizeof out, "%s/trained.model", tl_test_tmpdir());
+    FILE *f = fopen(in, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    for (int i = 0; i < 300; i++)
+        fprintf(f, "        the cat  sat on  the mat %d times,  then  the dog ran %d laps\n", i, i * 7);
+    fprintf(f, "caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xff\n");
+    fclose(f);
+    tl_bpe_train_opts o;
+    tl_bpe_train_default_opts(&o);
+    o.vocab_size = 300;
+    o.character_coverage = 1.0;
+    const char *inputs[1] = {in};
+    tl_error e;
+    CHECK_MSG(tl_bpe_train(inputs, 1, &o, out, &e) == 0, "%s", e.msg);
+    tl_tokenizer *tk = tl_tokenizer_load(out, &e);
+    CHECK_MSG(tk != NULL, "%s", e.msg);
+    if (!tk) return;
+    CHECK(tl_tokenizer_vocab_size(tk) == 300);
+    CHECK(tl_tokenizer_bos_id(tk) == 1 && tl_tokenizer_eos_id(tk) == 2 && tl_tokenizer_unk_id(tk) == 0);
+    CHECK(strcmp(tl_tokenizer_piece(tk, 3), "<0x00>") == 0);
+    CHECK(tl_tokenizer_piece_id(tk, "the", 3) > 258); /* a learned merge */
+    CHECK(tl_tokenizer_piece_id(tk, "12", 2) < 0);                 /* split digits */
+    CHECK(tl_tokenizer_piece_id(tk, "\xE2\x96\x81\xE2\x96\x81", 6) > 258); /* whitespace-only piece */
+    const char *txt = "the cat ran 42 laps \xF0\x9F\x98\x80  caf\xC3\xA9";
+    int *ids;
+    size_t n;
+    CHECK(tl_tokenizer_encode(tk, txt, strlen(txt), 0, &ids, &n, &e) == 0);
+    char *back;
+    size_t bl;
+    CHECK(tl_tokenizer_decode(tk, ids, n, &back, &bl, &e) == 0);
+    CHECK_MSG(bl == strlen(txt) && memcmp(back, txt, bl) == 0, "round trip gave '%s'", back);
+    free(back);
+    free(ids);
+    tl_tokenizer_free(tk);
+    o.vocab_size = 100000; /* more than this corpus can give */
+    CHECK(tl_bpe_train(inputs, 1, &o, out, &e) == -1 && strstr(e.msg, "too large"));
+    o.vocab_size = 100;
+    CHECK(tl_bpe_train(inputs, 1, &o, out, &e) == -1 && strstr(e.msg, "too small"));
+}
+
 const tl_test tests_tokenizer[] = {
     {"tokenizer_known_ids", test_tokenizer_known_ids},
     {"tokenizer_fixtures_llama2", test_tokenizer_fixtures_llama2},
@@ -648,5 +692,6 @@ const tl_test tests_tokenizer[] = {
     {"tokenizer_truncated_and_corrupt", test_tokenizer_truncated_and_corrupt},
     {"tokenizer_json", test_tokenizer_json},
     {"tokenizer_parse_special", test_tokenizer_parse_special},
+    {"tokenizer_train", test_tokenizer_train},
     {NULL, NULL},
 };

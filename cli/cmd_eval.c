@@ -1,0 +1,168 @@
+/* cmd_eval.c - `tinyllama eval`: zero-shot benchmark accuracy of an HF model
+ * directory, scored as lm-evaluation-harness scores it (src/eval.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "eval.h"
+
+static void help(void) {
+    printf("usage: tinyllama eval --model DIR --task NAME --data FILE [options]\n\n"
+           "Zero-shot multiple-choice accuracy, scored exactly as EleutherAI's\n"
+           "lm-evaluation-harness (HF backend) scores it: acc, acc_norm (where the\n"
+           "harness reports it), their standard errors and counts.\n\n"
+           "  --model DIR        HF Llama directory (config.json + safetensors)\n"
+           "  --task NAME        hellaswag | piqa | arc_easy | arc_challenge | openbookqa |\n"
+           "                     winogrande | boolq\n"
+           "  --data FILE        the task's original release jsonl (see docs/eval.md), e.g.\n"
+           "                     hellaswag_val.jsonl, piqa valid.jsonl, ARC-Easy-Test.jsonl,\n"
+           "                     OpenBookQA test.jsonl, winogrande dev.jsonl, BoolQ dev.jsonl\n"
+           "  --labels FILE      PIQA only: the labels file (valid-labels.lst)\n"
+           "  --tokenizer FILE   tokenizer.model or tokenizer.json (default: from DIR)\n"
+           "  --tokenization M   hf (default: what the harness gets from HF transformers)\n"
+           "                     or spm (SentencePiece's own encoding)\n"
+           "  --limit N          only the first N examples\n"
+           "  --batch-tokens N   padded tokens per forward micro-batch (default 512;\n"
+           "                     activation memory grows with it)\n"
+           "  --json FILE        write the results as JSON\n"
+           "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
+           "  --quiet            no progress bar\n");
+}
+
+static void progress(void *user, long done, long total, double elapsed) {
+    (void)user;
+    const int W = 30;
+    int fill = total ? (int)(W * done / total) : W;
+    double eta = done ? elapsed * (double)(total - done) / (double)done : 0;
+    fprintf(stderr, "\r[%.*s%*s] %ld/%ld requests  %.0fs elapsed  ETA %.0fs ", fill,
+            "##############################", W - fill, "", done, total, elapsed, eta);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
+    const char *json_path = NULL, *mode_s = "hf", *v;
+    long limit = 0, batch_tokens = 512;
+    int samples = 0, quiet = 0, bad = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(argv[i], "--samples")) {
+            samples = 1;
+        } else if (!strcmp(argv[i], "--quiet")) {
+            quiet = 1;
+        } else if (cli_opt(argc, argv, &i, "--model", &model, &bad) ||
+                   cli_opt(argc, argv, &i, "--task", &task_name, &bad) ||
+                   cli_opt(argc, argv, &i, "--data", &data, &bad) ||
+                   cli_opt(argc, argv, &i, "--labels", &labels, &bad) ||
+                   cli_opt(argc, argv, &i, "--tokenizer", &tok_path, &bad) ||
+                   cli_opt(argc, argv, &i, "--tokenization", &mode_s, &bad) ||
+                   cli_opt(argc, argv, &i, "--json", &json_path, &bad)) {
+            if (bad) return 2;
+        } else if (cli_opt(argc, argv, &i, "--limit", &v, &bad)) {
+            if (bad || cli_parse_int("eval", "--limit", v, 1, 1000000000L, &limit)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--batch-tokens", &v, &bad)) {
+            if (bad || cli_parse_int("eval", "--batch-tokens", v, 1, 1L << 24, &batch_tokens)) return 2;
+        } else {
+            cli_error("eval", "unknown option '%s' (see --help)", argv[i]);
+            return 2;
+        }
+    }
+    if (!model || !task_name || !data) {
+        cli_error("eval", "--model, --task and --data are required (see --help)");
+        return 2;
+    }
+    tl_error err;
+    tl_task_kind kind;
+    if (tl_task_from_name(task_name, &kind, &err)) {
+        cli_error("eval", "%s", err.msg);
+        return 2;
+    }
+    if (kind == TL_TASK_PIQA && !labels) {
+        cli_error("eval", "piqa needs --labels FILE (the release's valid-labels.lst)");
+        return 2;
+    }
+    if (kind != TL_TASK_PIQA && labels) {
+        cli_error("eval", "--labels is only for piqa");
+        return 2;
+    }
+    tl_eval_tok_mode mode;
+    if (!strcmp(mode_s, "hf")) mode = TL_EVAL_TOK_HF;
+    else if (!strcmp(mode_s, "spm")) mode = TL_EVAL_TOK_SPM;
+    else {
+        cli_error("eval", "--tokenization must be hf or spm");
+        return 2;
+    }
+    char tpath[4096];
+    if (!tok_path) {
+        snprintf(tpath, sizeof tpath, "%s/tokenizer.model", model);
+        if (!file_exists(tpath)) snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
+        if (!file_exists(tpath)) {
+            cli_error("eval", "%s has no tokenizer.model or tokenizer.json; give --tokenizer FILE", model);
+            return 2;
+        }
+        tok_path = tpath;
+    }
+    tl_tokenizer *tok = tl_tokenizer_load(tok_path, &err);
+    if (!tok) {
+        cli_error("eval", "%s", err.msg);
+        return 1;
+    }
+    tl_eval_task *task = tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
+    tl_tokenizer_free(tok);
+    if (!task) {
+        cli_error("eval", "%s", err.msg);
+        return 1;
+    }
+    tl_model m;
+    if (tl_model_load_hf(model, &m, &err)) {
+        cli_error("eval", "%s", err.msg);
+        tl_eval_task_free(task);
+        return 1;
+    }
+    if (!quiet)
+        fprintf(stderr, "%s: %d examples, %d requests\n", tl_task_name(kind), task->n_docs, task->n_reqs);
+    tl_eval_opts o = {.max_tokens = (int)batch_tokens, .chunk = 64,
+                      .progress = quiet ? NULL : progress, .progress_user = NULL};
+    tl_eval_result r;
+    int rc = tl_eval_run(task, &m, &o, &r, &err);
+    tl_model_free(&m);
+    if (rc) {
+        cli_error("eval", "%s", err.msg);
+        tl_eval_task_free(task);
+        return 1;
+    }
+    printf("| %-13s | %5s | %-8s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
+    printf("|---------------|-------|----------|---------|----------|\n");
+    printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, "acc", r.acc, r.acc_stderr);
+    if (r.has_acc_norm)
+        printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", "", r.n, "acc_norm", r.acc_norm,
+               r.acc_norm_stderr);
+    printf("(%.1f s, %.1f requests/s)\n", r.seconds, r.seconds > 0 ? task->n_reqs / r.seconds : 0.0);
+    if (json_path) {
+        char *js = tl_eval_result_json(task, &r, samples);
+        if (!js) rc = tl_fail(&err, "out of memory");
+        else {
+            size_t n = strlen(js);
+            js[n] = '\n'; /* replace the NUL with a newline for the file */
+            rc = tl_write_file_atomic(json_path, js, n + 1, &err);
+            free(js);
+        }
+        if (rc) cli_error("eval", "%s", err.msg);
+    }
+    tl_eval_result_free(&r);
+    tl_eval_task_free(task);
+    return rc ? 1 : 0;
+}

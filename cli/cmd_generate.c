@@ -1,0 +1,706 @@
+/* cmd_generate.c - `tinyllama generate` (one prompt, streamed continuation) and
+ * `tinyllama chat` (multi-turn chat with the TinyLlama-Chat template). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "infer.h"
+#include "ops.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+/* ------------------------------------------------------- shared option set */
+
+typedef struct {
+    const char *model, *kernel;
+    long max_tokens, ctx, threads;
+    uint64_t seed;
+    int seed_set;
+    tl_sampler_opts so;
+    int so_set[5]; /* temperature, top_k, top_p, min_p, repetition_penalty given */
+    const char *stops[16];
+    int n_stops;
+    int ignore_eos, stats;
+} gen_opts;
+
+/* Consumes argv[*i] if it is a common option; 1 = consumed, 0 = not ours, -1 = bad value. */
+static int common_opt(const char *cmd, int argc, char **argv, int *i, gen_opts *o) {
+    const char *v;
+    int bad = 0;
+    long l;
+    double d;
+    if (cli_opt(argc, argv, i, "--model", &o->model, &bad)) return bad ? -1 : 1;
+    if (cli_opt(argc, argv, i, "--kernel", &o->kernel, &bad)) return bad ? -1 : 1;
+    if (cli_opt(argc, argv, i, "--max-tokens", &v, &bad))
+        return bad || cli_parse_int(cmd, "--max-tokens", v, 0, 1L << 30, &o->max_tokens) ? -1 : 1;
+    if (cli_opt(argc, argv, i, "--ctx", &v, &bad))
+        return bad || cli_parse_int(cmd, "--ctx", v, 2, 1L << 24, &o->ctx) ? -1 : 1;
+    if (cli_opt(argc, argv, i, "--threads", &v, &bad))
+        return bad || cli_parse_int(cmd, "--threads", v, 1, 1024, &o->threads) ? -1 : 1;
+    if (cli_opt(argc, argv, i, "--seed", &v, &bad)) {
+        char *end;
+        errno = 0;
+        unsigned long long s = bad ? 0 : strtoull(v, &end, 10);
+        if (bad || errno || end == v || *end) {
+            if (!bad) cli_error(cmd, "--seed expects a non-negative integer, got '%s'", v);
+            return -1;
+        }
+        o->seed = s;
+        o->seed_set = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--temperature", &v, &bad)) {
+        if (bad || cli_parse_double(cmd, "--temperature", v, &d)) return -1;
+        o->so.temperature = (float)d;
+        o->so_set[0] = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--top-k", &v, &bad)) {
+        if (bad || cli_parse_int(cmd, "--top-k", v, 0, 1L << 30, &l)) return -1;
+        o->so.top_k = (int)l;
+        o->so_set[1] = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--top-p", &v, &bad)) {
+        if (bad || cli_parse_double(cmd, "--top-p", v, &d)) return -1;
+        o->so.top_p = (float)d;
+        o->so_set[2] = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--min-p", &v, &bad)) {
+        if (bad || cli_parse_double(cmd, "--min-p", v, &d)) return -1;
+        o->so.min_p = (float)d;
+        o->so_set[3] = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--repetition-penalty", &v, &bad)) {
+        if (bad || cli_parse_double(cmd, "--repetition-penalty", v, &d)) return -1;
+        o->so.repetition_penalty = (float)d;
+        o->so_set[4] = 1;
+        return 1;
+    }
+    if (cli_opt(argc, argv, i, "--stop", &v, &bad)) {
+        if (bad) return -1;
+        if (!*v || o->n_stops == 16) {
+            cli_error(cmd, "--stop needs a non-empty string (at most 16 of them)");
+            return -1;
+        }
+        o->stops[o->n_stops++] = v;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--greedy")) {
+        o->so.temperature = 0.0f;
+        o->so_set[0] = 1;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--ignore-eos")) {
+        o->ignore_eos = 1;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--stats")) {
+        o->stats = 1;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--no-stats")) {
+        o->stats = 0;
+        return 1;
+    }
+    return 0;
+}
+
+static const char COMMON_HELP[] =
+    "  --model DIR            HF model directory (config.json, *.safetensors, tokenizer.model\n"
+    "                         or tokenizer.json, generation_config.json)\n"
+    "  --max-tokens N         most tokens to generate (per reply in chat)\n"
+    "  --stop STRING          stop when the output contains STRING (repeatable; STRING is not printed)\n"
+    "  --ignore-eos           keep going after the end-of-sequence token\n"
+    "  --temperature T        0 = greedy (argmax)\n"
+    "  --greedy               same as --temperature 0\n"
+    "  --top-k K              keep the K most likely tokens (0 = off)\n"
+    "  --top-p P              keep the smallest set of tokens with probability mass >= P (1 = off)\n"
+    "  --min-p P              drop tokens less likely than P times the most likely one (0 = off)\n"
+    "  --repetition-penalty R divide positive / multiply negative logits of tokens already in the\n"
+    "                         context by R (1 = off)\n"
+    "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
+    "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
+    "  --threads N            threads (default: all)\n"
+    "  --kernel NAME          mat-vec kernels: auto, scalar, avx2, avx512, avx512bf16 (bf16 weights:\n"
+    "                         rounds activations to bf16; faster on CPUs with AVX512-BF16)\n";
+
+typedef struct {
+    tl_infer_model m;
+    tl_infer_state s;
+    tl_sampler sp;
+} engine;
+
+static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
+    tl_error err;
+    memset(e, 0, sizeof *e);
+    if (o->threads > 0) tl_set_threads((int)o->threads);
+    if (tl_infer_load(&e->m, o->model, &err)) {
+        cli_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    if (o->kernel) {
+        int k = tl_kernel_parse(o->kernel);
+        if (k < 0 || tl_infer_set_kernel(&e->m, (tl_kernel)k, &err)) {
+            cli_error(cmd, k < 0 ? "unknown --kernel '%s'" : "%s", k < 0 ? o->kernel : err.msg);
+            tl_infer_free(&e->m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int engine_start(const char *cmd, const gen_opts *o, engine *e) {
+    tl_error err;
+    if (tl_infer_state_init(&e->s, &e->m, (int)o->ctx, &err) ||
+        tl_sampler_init(&e->sp, &o->so, e->m.cfg.vocab_size, o->seed, &err)) {
+        cli_error(cmd, "%s", err.msg);
+        tl_infer_state_free(&e->s);
+        tl_infer_free(&e->m);
+        return -1;
+    }
+    return 0;
+}
+
+static void engine_close(engine *e) {
+    tl_sampler_free(&e->sp);
+    tl_infer_state_free(&e->s);
+    tl_infer_free(&e->m);
+}
+
+/* Sampling settings: explicit options win; otherwise the defaults given, then
+ * (for generate) generation_config.json when it asks for sampling. */
+static void resolve_sampling(gen_opts *o, const tl_gen_config *g, int use_gen_config) {
+    if (use_gen_config && g->has_sampling) {
+        if (!o->so_set[0]) o->so.temperature = g->temperature;
+        if (!o->so_set[1]) o->so.top_k = g->top_k;
+        if (!o->so_set[2]) o->so.top_p = g->top_p;
+        if (!o->so_set[3]) o->so.min_p = g->min_p;
+    }
+    if (use_gen_config && !o->so_set[4]) o->so.repetition_penalty = g->repetition_penalty;
+    if (!o->seed_set) o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+}
+
+static int is_eos(const tl_infer_model *m, int id) {
+    for (int i = 0; i < m->gen.n_eos; i++)
+        if (m->gen.eos_ids[i] == id) return 1;
+    return 0;
+}
+
+/* Holds back output that could be the start of a stop string. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    const char *const *stops;
+    int n_stops;
+    size_t hold; /* longest stop string - 1 */
+    FILE *out;
+} stop_filter;
+
+static void stop_init(stop_filter *f, const char *const *stops, int n, FILE *out) {
+    memset(f, 0, sizeof *f);
+    f->stops = stops;
+    f->n_stops = n;
+    f->out = out;
+    for (int i = 0; i < n; i++)
+        if (strlen(stops[i]) > f->hold + 1) f->hold = strlen(stops[i]) - 1;
+}
+
+/* Adds text; prints what is safe.  Returns 1 once a stop string appeared (the
+ * text before it is printed, the rest dropped). */
+static int stop_push(stop_filter *f, const char *s, size_t n) {
+    if (f->len + n + 1 > f->cap) {
+        size_t nc = (f->len + n + 1) * 2;
+        char *nb = realloc(f->buf, nc);
+        if (!nb) return 1;
+        f->buf = nb;
+        f->cap = nc;
+    }
+    memcpy(f->buf + f->len, s, n);
+    f->len += n;
+    f->buf[f->len] = '\0';
+    size_t cut = SIZE_MAX;
+    for (int i = 0; i < f->n_stops; i++) {
+        const char *p = memmem(f->buf, f->len, f->stops[i], strlen(f->stops[i]));
+        if (p && (size_t)(p - f->buf) < cut) cut = (size_t)(p - f->buf);
+    }
+    if (cut != SIZE_MAX) {
+        fwrite(f->buf, 1, cut, f->out);
+        f->len = 0;
+        fflush(f->out);
+        return 1;
+    }
+    if (f->len > f->hold) {
+        size_t emit = f->len - f->hold;
+        fwrite(f->buf, 1, emit, f->out);
+        memmove(f->buf, f->buf + emit, f->len - emit);
+        f->len -= emit;
+    }
+    fflush(f->out);
+    return 0;
+}
+
+static void stop_flush(stop_filter *f) {
+    fwrite(f->buf, 1, f->len, f->out);
+    f->len = 0;
+    fflush(f->out);
+}
+
+static void stop_free(stop_filter *f) { free(f->buf); }
+
+typedef enum { END_LIMIT, END_EOS, END_STOP, END_CONTEXT, END_ERROR } end_reason;
+static const char *const END_NAMES[] = {"token limit", "end of sequence", "stop string", "context full", "error"};
+
+/* Generates after the tokens already in the cache (s->logits holds the next
+ * token's logits).  history: every id of the context so far (for the repetition
+ * penalty), grown as tokens are produced; generated ids are appended to *out. */
+static end_reason generate_loop(const char *cmd, engine *e, const gen_opts *o, int **hist, int *n_hist, int *cap,
+                                int print_ids, FILE *out, int *n_generated, double *gen_seconds, int *n_steps) {
+    tl_decoder dec;
+    stop_filter sf;
+    tl_error err;
+    if (e->m.tok) tl_decoder_init(&dec, e->m.tok);
+    stop_init(&sf, o->stops, o->n_stops, out);
+    end_reason why = END_LIMIT;
+    double t0 = tl_now();
+    *n_generated = 0;
+    *n_steps = 0;
+    for (long i = 0; i < o->max_tokens; i++) {
+        int id = tl_sampler_sample(&e->sp, e->s.logits, *hist, *n_hist);
+        if (!o->ignore_eos && is_eos(&e->m, id)) {
+            why = END_EOS;
+            break;
+        }
+        if (*n_hist == *cap) {
+            int nc = *cap * 2 + 16;
+            int *nh = realloc(*hist, sizeof(int) * (size_t)nc);
+            if (!nh) {
+                why = END_ERROR;
+                break;
+            }
+            *hist = nh;
+            *cap = nc;
+        }
+        (*hist)[(*n_hist)++] = id;
+        (*n_generated)++;
+        int stop = 0;
+        if (print_ids) {
+            fprintf(out, *n_generated > 1 ? " %d" : "%d", id);
+            fflush(out);
+        } else if (e->m.tok) {
+            const char *txt;
+            size_t len;
+            if (tl_decoder_push(&dec, id, &txt, &len, &err) == 0) stop = stop_push(&sf, txt, len);
+        }
+        if (stop) {
+            why = END_STOP;
+            break;
+        }
+        if (i + 1 == o->max_tokens) break; /* no need to run the last token */
+        if (e->s.pos >= e->s.max_ctx) {
+            why = END_CONTEXT;
+            break;
+        }
+        if (tl_infer_forward(&e->s, &id, 1, NULL, &err)) {
+            cli_error(cmd, "%s", err.msg);
+            why = END_ERROR;
+            break;
+        }
+        (*n_steps)++;
+    }
+    if (!print_ids && e->m.tok && why != END_STOP) {
+        const char *txt;
+        size_t len;
+        if (tl_decoder_flush(&dec, &txt, &len, &err) == 0 && !stop_push(&sf, txt, len)) stop_flush(&sf);
+    }
+    *gen_seconds = tl_now() - t0;
+    stop_free(&sf);
+    if (e->m.tok) tl_decoder_free(&dec);
+    return why;
+}
+
+/* Reads all of a stream. */
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return NULL;
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int parse_ids(const char *cmd, const char *s, int **ids, int *n) {
+    int cap = 16;
+    *ids = malloc(sizeof(int) * (size_t)cap);
+    *n = 0;
+    const char *p = s;
+    while (*ids) {
+        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') p++;
+        if (!*p) return 0;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) {
+            cli_error(cmd, "--ids: '%.20s' is not a token id", p);
+            free(*ids);
+            *ids = NULL;
+            return -1;
+        }
+        if (*n == cap) {
+            cap *= 2;
+            int *nb = realloc(*ids, sizeof(int) * (size_t)cap);
+            if (!nb) break;
+            *ids = nb;
+        }
+        (*ids)[(*n)++] = (int)v;
+        p = end;
+    }
+    free(*ids);
+    *ids = NULL;
+    cli_error(cmd, "out of memory");
+    return -1;
+}
+
+/* ----------------------------------------------------------------- generate */
+
+static void generate_help(void) {
+    printf("usage: tinyllama generate --model DIR [PROMPT | --prompt-file FILE | --ids \"1 2 3\"] [options]\n\n"
+           "Continues a prompt, streaming tokens to stdout as they are produced.  The prompt comes\n"
+           "from the argument, --prompt-file, or stdin (when neither is given); BOS is prepended.\n"
+           "Without sampling options, decoding is greedy unless generation_config.json asks for\n"
+           "sampling (do_sample), whose settings are then the defaults.  Stops at end-of-sequence,\n"
+           "a --stop string, --max-tokens, or a full context.  Prompt and generation speeds go to\n"
+           "stderr at the end (--no-stats to silence); generation tokens/s counts the single-token\n"
+           "decode steps (the first new token comes from the prompt pass).\n\n"
+           "  PROMPT                 the prompt text\n"
+           "  --prompt-file FILE     read the prompt from FILE\n"
+           "  --ids \"1 2 3\"          the prompt as token ids (used as given: no BOS added)\n"
+           "  --no-bos               do not prepend BOS to a text prompt\n"
+           "  --print-ids            print generated token ids instead of text\n"
+           "  --echo                 print the prompt text before the continuation\n"
+           "%s"
+           "                         (default --max-tokens 256)\n",
+           COMMON_HELP);
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *CMD = "generate";
+    gen_opts o;
+    memset(&o, 0, sizeof o);
+    tl_sampler_default_opts(&o.so);
+    o.max_tokens = 256;
+    o.stats = 1;
+    const char *prompt = NULL, *prompt_file = NULL, *ids_s = NULL;
+    int no_bos = 0, print_ids = 0, echo = 0;
+    for (int i = 1; i < argc; i++) {
+        int bad = 0, r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            generate_help();
+            return 0;
+        }
+        if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
+            if (r < 0) return 2;
+        } else if (cli_opt(argc, argv, &i, "--prompt-file", &prompt_file, &bad) ||
+                   cli_opt(argc, argv, &i, "--ids", &ids_s, &bad)) {
+            if (bad) return 2;
+        } else if (!strcmp(argv[i], "--no-bos")) {
+            no_bos = 1;
+        } else if (!strcmp(argv[i], "--print-ids")) {
+            print_ids = 1;
+        } else if (!strcmp(argv[i], "--echo")) {
+            echo = 1;
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
+            return 2;
+        } else if (!prompt) {
+            prompt = argv[i];
+        } else {
+            cli_error(CMD, "more than one prompt argument (quote the prompt)");
+            return 2;
+        }
+    }
+    if (!o.model) {
+        cli_error(CMD, "--model is required (see --help)");
+        return 2;
+    }
+    if ((prompt != NULL) + (prompt_file != NULL) + (ids_s != NULL) > 1) {
+        cli_error(CMD, "give the prompt one way: argument, --prompt-file or --ids");
+        return 2;
+    }
+    engine e;
+    if (engine_load(CMD, &o, &e)) return 1;
+    resolve_sampling(&o, &e.m.gen, 1); /* generation_config.json may set sampling defaults */
+    if (engine_start(CMD, &o, &e)) return 1;
+    int rc = 1, *ids = NULL, n = 0, cap = 0;
+    char *text = NULL;
+    size_t text_len = 0;
+    if (ids_s) {
+        if (parse_ids(CMD, ids_s, &ids, &n)) goto done;
+    } else {
+        if (!e.m.tok) {
+            cli_error(CMD, "%s has no tokenizer.model or tokenizer.json; give the prompt with --ids", o.model);
+            goto done;
+        }
+        if (prompt) {
+            text = strdup(prompt);
+            text_len = strlen(prompt);
+        } else {
+            FILE *f = prompt_file ? fopen(prompt_file, "rb") : stdin;
+            if (!f) {
+                cli_error(CMD, "%s: %s", prompt_file, strerror(errno));
+                goto done;
+            }
+            text = read_all(f, &text_len);
+            if (prompt_file) fclose(f);
+        }
+        tl_error err;
+        size_t nn;
+        if (!text || tl_tokenizer_encode(e.m.tok, text, text_len, no_bos ? 0 : TL_ENC_BOS, &ids, &nn, &err)) {
+            cli_error(CMD, "%s", text ? err.msg : "cannot read the prompt");
+            goto done;
+        }
+        n = (int)nn;
+    }
+    if (n == 0) {
+        cli_error(CMD, "the prompt is empty (use --ids to start from a given token)");
+        goto done;
+    }
+    cap = n;
+    if (echo && text) fwrite(text, 1, text_len, stdout);
+    double t0 = tl_now();
+    tl_error err;
+    if (tl_infer_forward(&e.s, ids, n, NULL, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        goto done;
+    }
+    double prompt_s = tl_now() - t0, gen_s;
+    int n_gen, steps;
+    int hist_n = n;
+    end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, print_ids, stdout, &n_gen, &gen_s, &steps);
+    printf("\n");
+    fflush(stdout);
+    if (o.stats)
+        fprintf(stderr,
+                "[prompt: %d tokens, %.1f tokens/s | generated: %d tokens, %.2f tokens/s | stopped: %s | "
+                "kernel %s, %d threads, seed %llu]\n",
+                n, n / (prompt_s > 0 ? prompt_s : 1e-9), n_gen, steps > 0 ? steps / (gen_s > 0 ? gen_s : 1e-9) : 0.0,
+                END_NAMES[why], tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.seed);
+    rc = why == END_ERROR;
+done:
+    free(ids);
+    free(text);
+    engine_close(&e);
+    return rc;
+}
+
+/* --------------------------------------------------------------------- chat */
+
+typedef struct {
+    char *user, *assistant;
+} turn;
+
+/* The TinyLlama-Chat-v1.0 template over turns [first, n): system block, then
+ * user/assistant pairs, ending with the open assistant header. */
+static char *render(const char *system, const turn *t, int first, int n, size_t *len) {
+    size_t cap = 64 + (system ? strlen(system) : 0);
+    for (int i = first; i < n; i++) cap += strlen(t[i].user) + (t[i].assistant ? strlen(t[i].assistant) : 0) + 64;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    size_t k = 0;
+    if (system) k += (size_t)sprintf(s + k, "<|system|>\n%s</s>\n", system);
+    for (int i = first; i < n; i++) {
+        k += (size_t)sprintf(s + k, "<|user|>\n%s</s>\n<|assistant|>\n", t[i].user);
+        if (t[i].assistant) k += (size_t)sprintf(s + k, "%s</s>\n", t[i].assistant);
+    }
+    *len = k;
+    return s;
+}
+
+static void chat_help(void) {
+    printf("usage: tinyllama chat --model DIR [--system TEXT] [options]\n\n"
+           "Multi-turn chat with the TinyLlama-1.1B-Chat-v1.0 template\n"
+           "  <|system|>\\n{system}</s>\\n<|user|>\\n{message}</s>\\n<|assistant|>\\n\n"
+           "(BOS prepended; </s> is the end-of-sequence control token).  Each line read from stdin is\n"
+           "one user message (empty lines are skipped), so a conversation can be scripted:\n"
+           "  printf 'Hi!\\nTell me a joke.\\n' | tinyllama chat --model DIR\n"
+           "Each reply is streamed to stdout and ends with a newline.  The KV cache is reused across\n"
+           "turns.  When the conversation no longer fits the context (prompt + --max-tokens for the\n"
+           "reply), the oldest turns are dropped (the system prompt is kept); a reply that fills the\n"
+           "context stops there.  Defaults as the model's demo: --temperature 0.7 --top-k 50\n"
+           "--top-p 0.95, --max-tokens 512.\n\n"
+           "  --system TEXT          system prompt (default: none)\n"
+           "%s"
+           "  --stats                print tokens/s per reply to stderr\n",
+           COMMON_HELP);
+}
+
+int cmd_chat(int argc, char **argv) {
+    const char *CMD = "chat";
+    gen_opts o;
+    memset(&o, 0, sizeof o);
+    tl_sampler_default_opts(&o.so);
+    o.so.temperature = 0.7f;
+    o.so.top_k = 50;
+    o.so.top_p = 0.95f;
+    o.max_tokens = 512;
+    const char *system = NULL;
+    for (int i = 1; i < argc; i++) {
+        int bad = 0, r;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            chat_help();
+            return 0;
+        }
+        if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
+            if (r < 0) return 2;
+        } else if (cli_opt(argc, argv, &i, "--system", &system, &bad)) {
+            if (bad) return 2;
+        } else {
+            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
+            return 2;
+        }
+    }
+    if (!o.model) {
+        cli_error(CMD, "--model is required (see --help)");
+        return 2;
+    }
+    resolve_sampling(&o, NULL, 0);
+    engine e;
+    if (engine_load(CMD, &o, &e) || engine_start(CMD, &o, &e)) return 1;
+    if (!e.m.tok) {
+        cli_error(CMD, "%s has no tokenizer.model or tokenizer.json", o.model);
+        engine_close(&e);
+        return 1;
+    }
+    int interactive = isatty(0) && isatty(1);
+    turn *turns = NULL;
+    int n_turns = 0, first = 0, rc = 0;
+    int *cached = malloc(sizeof(int) * (size_t)e.s.max_ctx); /* ids now in the KV cache */
+    int n_cached = 0;
+    long reserve = o.max_tokens < e.s.max_ctx / 2 ? o.max_tokens : e.s.max_ctx / 2;
+    char *line = NULL;
+    size_t line_cap = 0;
+    if (!cached) {
+        cli_error(CMD, "out of memory");
+        engine_close(&e);
+        return 1;
+    }
+    for (;;) {
+        if (interactive) {
+            printf("> ");
+            fflush(stdout);
+        }
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0) break;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
+        if (got == 0) continue;
+        turn *nt = realloc(turns, sizeof *turns * (size_t)(n_turns + 1));
+        if (!nt) {
+            rc = 1;
+            break;
+        }
+        turns = nt;
+        turns[n_turns].user = strdup(line);
+        turns[n_turns].assistant = NULL;
+        n_turns++;
+        /* encode the conversation, dropping the oldest turns until it fits */
+        int *ids = NULL;
+        size_t n = 0;
+        tl_error err;
+        for (;;) {
+            size_t len;
+            char *text = render(system, turns, first, n_turns, &len);
+            free(ids);
+            ids = NULL;
+            int erc = text ? tl_tokenizer_encode(e.m.tok, text, len, TL_ENC_BOS | TL_ENC_PARSE_SPECIAL, &ids, &n, &err)
+                           : tl_fail(&err, "out of memory");
+            free(text);
+            if (erc) {
+                cli_error(CMD, "%s", err.msg);
+                rc = 1;
+                break;
+            }
+            if ((long)n + reserve <= e.s.max_ctx || first == n_turns - 1) break;
+            first++;
+        }
+        if (rc) {
+            free(ids);
+            break;
+        }
+        if ((long)n >= e.s.max_ctx) {
+            cli_error(CMD, "message too long for the %d-token context; skipped", e.s.max_ctx);
+            free(ids);
+            free(turns[--n_turns].user);
+            printf("\n");
+            fflush(stdout);
+            continue;
+        }
+        /* reuse the cache for the common prefix */
+        int common = 0;
+        while (common < n_cached && common < (int)n && cached[common] == ids[common]) common++;
+        if (common == (int)n) common--; /* need the last token's logits */
+        tl_infer_truncate(&e.s, common);
+        double t0 = tl_now();
+        if (tl_infer_forward(&e.s, ids + common, (int)n - common, NULL, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            free(ids);
+            rc = 1;
+            break;
+        }
+        double prompt_s = tl_now() - t0;
+        int hist_n = (int)n, cap = (int)n, n_gen, steps;
+        double gen_s;
+        end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, 0, stdout, &n_gen, &gen_s, &steps);
+        printf("\n");
+        fflush(stdout);
+        if (o.stats)
+            fprintf(stderr, "[prompt: %d new tokens, %.1f tokens/s | reply: %d tokens, %.2f tokens/s | %s]\n",
+                    (int)n - common, ((int)n - common) / (prompt_s > 0 ? prompt_s : 1e-9), n_gen,
+                    steps / (gen_s > 0 ? gen_s : 1e-9), END_NAMES[why]);
+        /* the reply as text for the next rendering; the cache holds ids[0..pos) */
+        char *reply;
+        size_t rlen;
+        if (tl_tokenizer_decode(e.m.tok, ids + n, (size_t)n_gen, &reply, &rlen, &err)) reply = strdup("");
+        turns[n_turns - 1].assistant = reply;
+        n_cached = e.s.pos;
+        memcpy(cached, ids, sizeof(int) * (size_t)n_cached);
+        free(ids);
+        if (why == END_ERROR) {
+            rc = 1;
+            break;
+        }
+    }
+    for (int i = 0; i < n_turns; i++) {
+        free(turns[i].user);
+        free(turns[i].assistant);
+    }
+    free(turns);
+    free(line);
+    free(cached);
+    engine_close(&e);
+    return rc;
+}

@@ -1,0 +1,171 @@
+/* cmd_perplexity.c - `tinyllama perplexity`: a model's perplexity on a text
+ * file or on token shards, with the windowing of tl_infer_nll (docs/inference.md). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "data.h"
+#include "infer.h"
+#include "ops.h"
+#include "tokenizer.h"
+
+static void perplexity_help(void) {
+    printf("usage: tinyllama perplexity --model DIR (--text FILE | --shards PATH...) [options]\n\n"
+           "Prints the mean negative log-likelihood per token and its exponential, the perplexity.\n\n"
+           "Windowing: the token stream is cut into windows [b, b+W) for b = 0, S, 2S, ... (the last\n"
+           "one ends at the end of the stream).  Each window is run from an empty KV cache and scores\n"
+           "only targets no earlier window scored: with S = W (the default) the windows are disjoint;\n"
+           "with S < W every target after the first window sees at least W-S tokens of context\n"
+           "(slower, lower perplexity).  The first token of the stream is never a target.  This is\n"
+           "the strided scheme of the HF perplexity guide.\n\n"
+           "  --model DIR        HF model directory\n"
+           "  --text FILE        a text file, tokenized whole with BOS in front (--no-bos to omit)\n"
+           "  --shards PATH      token shards (files, directories or globs; repeatable); every\n"
+           "                     sample (seq_len+1 tokens) is its own stream, windowed as above\n"
+           "  --window W         window length (default: the model's context, at most the sample\n"
+           "                     length for shards)\n"
+           "  --stride S         stride between windows (default: W)\n"
+           "  --max-tokens N     use only the first N tokens of the text\n"
+           "  --max-samples N    use only the first N shard samples\n"
+           "  --threads N        threads (default: all)\n"
+           "  --kernel NAME      mat-vec kernels (see `tinyllama generate --help`)\n");
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    const char *CMD = "perplexity";
+    const char *model = NULL, *text_path = NULL, *kernel = NULL, *v;
+    const char *shards[64];
+    int n_shards = 0, no_bos = 0;
+    long window = 0, stride = 0, max_tokens = 0, max_samples = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        int bad = 0;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            perplexity_help();
+            return 0;
+        }
+        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--text", &text_path, &bad) ||
+            cli_opt(argc, argv, &i, "--kernel", &kernel, &bad)) {
+            if (bad) return 2;
+        } else if (cli_opt(argc, argv, &i, "--shards", &v, &bad)) {
+            if (bad) return 2;
+            if (n_shards == 64) {
+                cli_error(CMD, "at most 64 --shards");
+                return 2;
+            }
+            shards[n_shards++] = v;
+        } else if (cli_opt(argc, argv, &i, "--window", &v, &bad)) {
+            if (bad || cli_parse_int(CMD, "--window", v, 2, 1L << 24, &window)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--stride", &v, &bad)) {
+            if (bad || cli_parse_int(CMD, "--stride", v, 1, 1L << 24, &stride)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v, &bad)) {
+            if (bad || cli_parse_int(CMD, "--max-tokens", v, 2, 1L << 40, &max_tokens)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--max-samples", &v, &bad)) {
+            if (bad || cli_parse_int(CMD, "--max-samples", v, 1, 1L << 40, &max_samples)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
+            if (bad || cli_parse_int(CMD, "--threads", v, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(argv[i], "--no-bos")) {
+            no_bos = 1;
+        } else {
+            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
+            return 2;
+        }
+    }
+    if (!model || (!text_path) == (n_shards == 0)) {
+        cli_error(CMD, "--model and exactly one of --text / --shards are required (see --help)");
+        return 2;
+    }
+    if (threads > 0) tl_set_threads((int)threads);
+    tl_error err;
+    tl_infer_model m;
+    if (tl_infer_load(&m, model, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        return 1;
+    }
+    if (kernel) {
+        int k = tl_kernel_parse(kernel);
+        if (k < 0 || tl_infer_set_kernel(&m, (tl_kernel)k, &err)) {
+            cli_error(CMD, k < 0 ? "unknown --kernel '%s'" : "%s", k < 0 ? kernel : err.msg);
+            tl_infer_free(&m);
+            return 2;
+        }
+    }
+    int rc = 1;
+    tl_infer_state s;
+    memset(&s, 0, sizeof s);
+    int *ids = NULL;
+    tl_dataset ds;
+    int ds_open = 0;
+    double nll = 0.0, t0 = tl_now();
+    long count = 0;
+    if (!window) window = m.cfg.max_seq_len;
+    if (text_path) {
+        if (!m.tok) {
+            cli_error(CMD, "%s has no tokenizer.model or tokenizer.json (use --shards)", model);
+            goto done;
+        }
+        char *text = NULL;
+        size_t len, n;
+        if (tl_read_file(text_path, (size_t)1 << 34, &text, &len, &err) ||
+            tl_tokenizer_encode(m.tok, text, len, no_bos ? 0 : TL_ENC_BOS, &ids, &n, &err)) {
+            free(text);
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        free(text);
+        if (max_tokens && (size_t)max_tokens < n) n = (size_t)max_tokens;
+        if ((size_t)window > n) window = (long)n;
+        if (window < 2) {
+            cli_error(CMD, "%s: fewer than 2 tokens", text_path);
+            goto done;
+        }
+        if (!stride) stride = window;
+        if (tl_infer_state_init(&s, &m, (int)window, &err) ||
+            tl_infer_nll(&s, ids, n, (int)window, (int)stride, &nll, &count, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+    } else {
+        if (tl_dataset_open(&ds, shards, n_shards, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        ds_open = 1;
+        if (tl_dataset_check_vocab(&ds, m.cfg.vocab_size, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        int L = ds.seq_len + 1;
+        if (window > L) window = L;
+        if (!stride) stride = window;
+        uint64_t ns = ds.n_samples;
+        if (max_samples && (uint64_t)max_samples < ns) ns = (uint64_t)max_samples;
+        ids = malloc(sizeof(int) * (size_t)L);
+        if (!ids || tl_infer_state_init(&s, &m, (int)window, &err)) {
+            cli_error(CMD, "%s", ids ? err.msg : "out of memory");
+            goto done;
+        }
+        for (uint64_t i = 0; i < ns; i++) {
+            tl_dataset_get(&ds, i, ids);
+            if (tl_infer_nll(&s, ids, (size_t)L, (int)window, (int)stride, &nll, &count, &err)) {
+                cli_error(CMD, "%s", err.msg);
+                goto done;
+            }
+        }
+    }
+    {
+        double secs = tl_now() - t0, mean = count ? nll / (double)count : 0.0;
+        printf("tokens scored: %ld\nwindow: %ld, stride: %ld\nnll per token: %.6f\nperplexity: %.4f\n", count, window,
+               stride, mean, exp(mean));
+        fprintf(stderr, "[%.1f s, %.1f scored tokens/s]\n", secs, count / (secs > 0 ? secs : 1e-9));
+        rc = 0;
+    }
+done:
+    if (ds_open) tl_dataset_close(&ds);
+    free(ids);
+    tl_infer_state_free(&s);
+    tl_infer_free(&m);
+    return rc;
+}

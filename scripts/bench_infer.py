@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Inference benchmark (run through scripts/bench_infer.sh): decode and prompt
+tokens/s of `tinyllama generate` and of PyTorch (transformers, bf16, KV cache)
+on the same random bf16 model of TinyLlama-1.1B's shape, plus the machine's
+memory read bandwidth measured in the same run, giving the fraction of the
+bandwidth bound  (bandwidth / weight bytes read per token).
+
+The model (random weights, ~2.2 GB) is written once to --dir (default under
+/tmp); nothing is downloaded."""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+p = argparse.ArgumentParser()
+p.add_argument("--bin", default="./build/tinyllama")
+p.add_argument("--membw", required=True, help="the compiled scripts/membw.c")
+p.add_argument("--dir", default="/tmp/tl_bench_tinyllama_bf16")
+p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--gen", type=int, default=32, help="tokens to decode")
+p.add_argument("--prompt", type=int, default=128, help="prompt tokens for the prefill measurement")
+p.add_argument("--repeats", type=int, default=2)
+p.add_argument("--kernel", default="auto")
+p.add_argument("--no-torch", action="store_true")
+a = p.parse_args()
+
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+torch.set_num_threads(a.threads)
+cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                  num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
+                  rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
+                  bos_token_id=1, eos_token_id=2)
+if not os.path.exists(os.path.join(a.dir, "config.json")):
+    print(f"writing a random bf16 TinyLlama-1.1B-shaped model to {a.dir} ...", file=sys.stderr)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    model = LlamaForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    model.save_pretrained(a.dir, safe_serialization=True)
+    del model
+
+D, F, L, V, KD = 2048, 5632, 22, 32000, 256
+weight_bytes = 2 * (L * (D * D + 2 * KD * D + D * D + 3 * D * F) + V * D)  # bf16 matrices read per token
+
+
+def membw():
+    r = subprocess.run([a.membw, "2048", "5"], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
+    return float(r.stdout.strip())
+
+
+def ours(n_prompt, n_gen):
+    ids = " ".join(str(3 + (i * 7919) % 31000) for i in range(n_prompt))
+    best_p = best_g = 0.0
+    for _ in range(a.repeats):
+        r = subprocess.run([a.bin, "generate", "--model", a.dir, "--ids", "1 " + ids, "--max-tokens", str(n_gen),
+                            "--ignore-eos", "--greedy", "--print-ids", "--threads", str(a.threads),
+                            "--kernel", a.kernel], capture_output=True, text=True)
+        m = re.search(r"prompt: \d+ tokens, ([0-9.]+) tokens/s \| generated: \d+ tokens, ([0-9.]+) tokens/s", r.stderr)
+        if not m:
+            sys.exit("tinyllama generate failed: " + r.stderr)
+        best_p, best_g = max(best_p, float(m.group(1))), max(best_g, float(m.group(2)))
+    return best_p, best_g
+
+
+def torch_run(n_prompt, n_gen):
+    model = LlamaForCausalLM.from_pretrained(a.dir, dtype=torch.bfloat16).eval()
+    ids = torch.tensor([[1] + [3 + (i * 7919) % 31000 for i in range(n_prompt)]])
+    best_p = best_g = 0.0
+    with torch.inference_mode():
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True)
+            t1 = time.perf_counter()
+            past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            t2 = time.perf_counter()
+            for _ in range(n_gen - 1):  # as ours: the first token comes from the prompt pass
+                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+                past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            t3 = time.perf_counter()
+            best_p = max(best_p, ids.shape[1] / (t1 - t0))
+            best_g = max(best_g, (n_gen - 1) / (t3 - t2))
+    return best_p, best_g
+
+
+bw0 = membw()
+_, our_dec = ours(8, a.gen)
+our_pre, _ = ours(a.prompt, 2)
+bw1 = membw()
+bw = max(bw0, bw1)
+res = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "threads": a.threads, "kernel": a.kernel,
+    "read_bandwidth_GBps": round(bw, 2), "bandwidth_samples": [round(bw0, 2), round(bw1, 2)],
+    "weight_bytes_per_token": weight_bytes,
+    "bound_tokens_per_s": round(bw * 1e9 / weight_bytes, 2),
+    "ours_decode_tokens_per_s": round(our_dec, 2),
+    "ours_prompt_tokens_per_s": round(our_pre, 1),
+}
+res["fraction_of_bound"] = round(our_dec / res["bound_tokens_per_s"], 3)
+if not a.no_torch:
+    tp, tg = torch_run(8, a.gen)
+    tpp, _ = torch_run(a.prompt, 2)
+    res.update({"torch": torch.__version__, "torch_decode_tokens_per_s": round(tg, 2),
+                "torch_prompt_tokens_per_s": round(tpp, 1),
+                "decode_ratio_vs_torch": round(our_dec / tg, 2), "prompt_ratio_vs_torch": round(our_pre / tpp, 2)})
+try:
+    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
+except (OSError, IndexError):
+    cpu = "?"
+res["cpu"] = cpu
+res["nproc"] = os.cpu_count()
+print(json.dumps(res, indent=1))

@@ -1,0 +1,128 @@
+/* infer.h - the inference engine: an HF Llama checkpoint memory-mapped with its
+ * weights kept in their file dtype (F32, BF16 or F16), a KV cache, a batched
+ * prompt pass (weights converted to fp32 a tile at a time for cblas_sgemm) and
+ * single-token decode with multithreaded SIMD mat-vec kernels chosen at run time
+ * (AVX-512, AVX2+FMA, portable C).  Activations are fp32 throughout.
+ *
+ * A tl_infer_model is immutable after loading (except the kernel choice) and may
+ * back several tl_infer_state sessions.  See docs/inference.md. */
+#ifndef TL_INFER_H
+#define TL_INFER_H
+
+#include <stddef.h>
+
+#include "common.h"
+#include "config.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+/* A weight matrix [rows, cols] (row-major, nn.Linear's [out, in]) inside a mapped file. */
+typedef struct {
+    tl_dtype dtype; /* TL_DT_F32, TL_DT_BF16 or TL_DT_F16 */
+    const void *data;
+    int rows, cols;
+} tl_wmat;
+
+typedef struct {
+    float *attn_norm, *mlp_norm; /* fp32 copies [D] */
+    tl_wmat wq, wk, wv, wo, w_gate, w_up, w_down;
+} tl_infer_layer;
+
+/* Mat-vec kernel families.  AUTO picks the best exact one the CPU supports
+ * (AVX512 > AVX2 > SCALAR).  AVX512BF16 (opt-in) rounds the activation vector to
+ * bf16 and uses the VDPBF16PS dot-product instruction for BF16 weights (other
+ * dtypes use the AVX512 kernels); it is slightly less precise. */
+typedef enum {
+    TL_KERNEL_AUTO = 0,
+    TL_KERNEL_SCALAR,
+    TL_KERNEL_AVX2,
+    TL_KERNEL_AVX512,
+    TL_KERNEL_AVX512BF16,
+} tl_kernel;
+
+const char *tl_kernel_name(tl_kernel k);
+/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16"; -1 if unknown. */
+int tl_kernel_parse(const char *name);
+/* Whether this CPU can run kernel k (AUTO and SCALAR: always). */
+int tl_kernel_supported(tl_kernel k);
+/* The kernel AUTO resolves to on this CPU. */
+tl_kernel tl_kernel_best(void);
+
+/* generation_config.json (absent fields keep their defaults). */
+typedef struct {
+    int bos_id;
+    int n_eos;
+    int eos_ids[8];
+    int has_sampling; /* the file asks for sampling (do_sample true) */
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k;
+} tl_gen_config;
+
+typedef struct {
+    tl_config cfg;
+    char dir[1024];
+    int n_files;
+    tl_safetensors *files;
+    tl_wmat embed, lm_head; /* lm_head == embed when tied */
+    float *final_norm;
+    tl_infer_layer *layers;
+    float *rope_cos, *rope_sin; /* [max_seq_len, hd/2] */
+    tl_tokenizer *tok;          /* NULL when the directory has no tokenizer */
+    char tok_path[1100];
+    tl_gen_config gen;
+    tl_kernel kernel;           /* resolved (never AUTO) */
+    size_t decode_bytes;        /* weight bytes read per decoded token */
+} tl_infer_model;
+
+/* Loads dir: config.json, model.safetensors or a sharded index, tokenizer.model
+ * or tokenizer.json (if present), generation_config.json (if present).  Every
+ * tensor is checked (present, shape, float dtype; no unknown tensors). */
+int tl_infer_load(tl_infer_model *m, const char *dir, tl_error *err);
+/* The same without looking for a tokenizer. */
+int tl_infer_load_weights_only(tl_infer_model *m, const char *dir, tl_error *err);
+void tl_infer_free(tl_infer_model *m);
+/* Selects the mat-vec kernels; fails if the CPU lacks them. */
+int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err);
+
+/* y[rows] = W x  (threads split the rows).  Exposed for tests and benchmarks. */
+void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
+/* One row of W as fp32. */
+void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
+
+/* A generation session: KV cache of max_ctx positions plus scratch. */
+typedef struct {
+    const tl_infer_model *m;
+    int max_ctx;   /* positions the cache holds */
+    int pos;       /* tokens in the cache */
+    int chunk;     /* rows per batched pass */
+    int n_scores;  /* per-thread score buffers allocated */
+    float *k_cache, *v_cache; /* [L, max_ctx, KV*hd] */
+    float *x, *h, *q, *k, *v, *ao, *g, *u, *tmp; /* [chunk, ...] */
+    float *tile;   /* fp32 weight tile for the batched pass */
+    size_t tile_floats;
+    float *scores; /* [n_scores, max_ctx] */
+    float *logits; /* [V]: logits of the last token processed */
+} tl_infer_state;
+
+/* max_ctx <= 0 or larger than the model's max_seq_len: the model's max_seq_len. */
+int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx, tl_error *err);
+void tl_infer_state_free(tl_infer_state *s);
+/* Forgets cached positions >= pos (pos = 0 empties the cache). */
+void tl_infer_truncate(tl_infer_state *s, int pos);
+
+/* Runs ids[0..n) at positions pos..pos+n-1, appending their keys/values to the
+ * cache.  The last token's logits are always left in s->logits; if all_logits
+ * is non-NULL it receives [n, V] logits of every position.  Fails (cache
+ * unchanged) if an id is outside the vocabulary or the cache would overflow. */
+int tl_infer_forward(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err);
+
+/* Negative log-likelihood of ids[0..n) for perplexity (docs/inference.md):
+ * windows [b, b+window) for b = 0, stride, 2*stride... (the last one ends at n);
+ * each window starts from an empty cache and scores only the targets that no
+ * earlier window scored, so with stride == window the windows are disjoint and
+ * with a smaller stride every scored token sees at least window-stride tokens of
+ * context.  ids[0] is never a target.  Adds to *nll (natural log) and *count. */
+int tl_infer_nll(tl_infer_state *s, const int *ids, size_t n, int window, int stride, double *nll, long *count,
+                 tl_error *err);
+
+#endif

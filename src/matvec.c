@@ -1,0 +1,306 @@
+/* matvec.c - y = W x for weights in their file dtype (F32/BF16/F16), the hot
+ * loop of single-token decode.  One dot-product kernel per (ISA, dtype); the ISA
+ * versions are compiled with target attributes and only called after
+ * __builtin_cpu_supports says the CPU has them, so the binary runs anywhere.
+ * Every kernel accumulates in fp32 (AVX512BF16 also rounds x to bf16). */
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "infer.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TL_X86 1
+#include <immintrin.h>
+#endif
+
+/* ------------------------------------------------------------- kernel names */
+
+const char *tl_kernel_name(tl_kernel k) {
+    switch (k) {
+    case TL_KERNEL_AUTO: return "auto";
+    case TL_KERNEL_SCALAR: return "scalar";
+    case TL_KERNEL_AVX2: return "avx2";
+    case TL_KERNEL_AVX512: return "avx512";
+    case TL_KERNEL_AVX512BF16: return "avx512bf16";
+    }
+    return "?";
+}
+
+int tl_kernel_parse(const char *name) {
+    for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_AVX512BF16; k++)
+        if (!strcmp(name, tl_kernel_name((tl_kernel)k))) return k;
+    return -1;
+}
+
+int tl_kernel_supported(tl_kernel k) {
+#ifdef TL_X86
+    __builtin_cpu_init();
+    switch (k) {
+    case TL_KERNEL_AUTO:
+    case TL_KERNEL_SCALAR: return 1;
+    case TL_KERNEL_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case TL_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
+    case TL_KERNEL_AVX512BF16: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    }
+    return 0;
+#else
+    return k == TL_KERNEL_AUTO || k == TL_KERNEL_SCALAR;
+#endif
+}
+
+tl_kernel tl_kernel_best(void) {
+    if (tl_kernel_supported(TL_KERNEL_AVX512)) return TL_KERNEL_AVX512;
+    if (tl_kernel_supported(TL_KERNEL_AVX2)) return TL_KERNEL_AVX2;
+    return TL_KERNEL_SCALAR;
+}
+
+/* ----------------------------------------------------------- scalar kernels */
+
+/* Loads through memcpy: mapped tensors need not be aligned to their element size. */
+static inline float ld_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+static inline uint16_t ld_u16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+static float dot_f32_scalar(const void *w, const float *x, int n) {
+    const uint8_t *p = w;
+    float a[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) a[j] += ld_f32(p + 4 * (size_t)(i + j)) * x[i + j];
+    for (; i < n; i++) a[0] += ld_f32(p + 4 * (size_t)i) * x[i];
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+static float dot_bf16_scalar(const void *w, const float *x, int n) {
+    const uint8_t *p = w;
+    float a[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) a[j] += tl_bf16_to_f32(ld_u16(p + 2 * (size_t)(i + j))) * x[i + j];
+    for (; i < n; i++) a[0] += tl_bf16_to_f32(ld_u16(p + 2 * (size_t)i)) * x[i];
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+static float dot_f16_scalar(const void *w, const float *x, int n) {
+    const uint8_t *p = w;
+    float a = 0;
+    for (int i = 0; i < n; i++) a += tl_f16_to_f32(ld_u16(p + 2 * (size_t)i)) * x[i];
+    return a;
+}
+
+#ifdef TL_X86
+/* --------------------------------------------------------------- AVX2 + FMA */
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_f32_avx2(const void *w, const float *x, int n) {
+    const float *p = w;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += ld_f32(b + 4 * (size_t)i) * x[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 bf16x8(const void *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const void *w, const float *x, int n) {
+    const uint16_t *p = w;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(bf16x8(p + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(bf16x8(p + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(bf16x8(p + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(bf16x8(p + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(bf16x8(p + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(const void *w, const float *x, int n) {
+    const uint16_t *p = w;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i))), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 8))),
+                             _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += tl_f16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
+    return s;
+}
+
+/* ------------------------------------------------------------------ AVX-512 */
+
+__attribute__((target("avx512f"))) static float dot_f32_avx512(const void *w, const float *x, int n) {
+    const float *p = w;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += ld_f32(b + 4 * (size_t)i) * x[i];
+    return s;
+}
+
+__attribute__((target("avx512f"))) static inline __m512 bf16x16(const void *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx512f"))) static float dot_bf16_avx512(const void *w, const float *x, int n) {
+    const uint16_t *p = w;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(bf16x16(p + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(bf16x16(p + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(bf16x16(p + i + 32), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(bf16x16(p + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(bf16x16(p + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
+    return s;
+}
+
+__attribute__((target("avx512f"))) static float dot_f16_avx512(const void *w, const float *x, int n) {
+    const uint16_t *p = w;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i))), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i + 16))),
+                             _mm512_loadu_ps(x + i + 16), a1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += tl_f16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
+    return s;
+}
+
+/* AVX512-BF16: xb holds x already rounded to bf16 (n rounded up to 32, zero padded). */
+__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_avx512bf16(const void *w, const uint16_t *xb,
+                                                                                 const float *x, int n) {
+    const uint16_t *p = w;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + i), (__m512bh)_mm512_loadu_si512(xb + i));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(p + i + 32),
+                              (__m512bh)_mm512_loadu_si512(xb + i + 32));
+    }
+    for (; i + 32 <= n; i += 32)
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + i), (__m512bh)_mm512_loadu_si512(xb + i));
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    const uint8_t *b = w;
+    for (; i < n; i++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
+    return s;
+}
+#endif /* TL_X86 */
+
+typedef float (*dot_fn)(const void *w, const float *x, int n);
+
+static dot_fn pick(tl_kernel k, tl_dtype dt) {
+#ifdef TL_X86
+    if (k == TL_KERNEL_AVX512 || k == TL_KERNEL_AVX512BF16)
+        return dt == TL_DT_F32 ? dot_f32_avx512 : dt == TL_DT_BF16 ? dot_bf16_avx512 : dot_f16_avx512;
+    if (k == TL_KERNEL_AVX2)
+        return dt == TL_DT_F32 ? dot_f32_avx2 : dt == TL_DT_BF16 ? dot_bf16_avx2 : dot_f16_avx2;
+#else
+    (void)k;
+#endif
+    return dt == TL_DT_F32 ? dot_f32_scalar : dt == TL_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
+}
+
+static size_t row_bytes(const tl_wmat *W) { return (size_t)W->cols * tl_dtype_size(W->dtype); }
+
+void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
+    const uint8_t *p = (const uint8_t *)W->data + (size_t)r * row_bytes(W);
+    const int n = W->cols;
+    if (W->dtype == TL_DT_F32) {
+        memcpy(out, p, sizeof(float) * (size_t)n);
+    } else if (W->dtype == TL_DT_BF16) {
+        for (int i = 0; i < n; i++) { /* a shift per element: vectorises */
+            uint32_t u = (uint32_t)ld_u16(p + 2 * (size_t)i) << 16;
+            memcpy(out + i, &u, 4);
+        }
+    } else {
+        for (int i = 0; i < n; i++) out[i] = tl_f16_to_f32(ld_u16(p + 2 * (size_t)i));
+    }
+}
+
+/* Rows per OpenMP work item: large enough that scheduling is cheap. */
+#define ROW_BLOCK 32
+
+void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
+    const uint8_t *base = W->data;
+    const size_t rb = row_bytes(W);
+    const int rows = W->rows, n = W->cols;
+    const int nblocks = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
+    int serial = (size_t)rows * (size_t)n < 32768;
+#ifdef TL_X86
+    if (k == TL_KERNEL_AVX512BF16 && W->dtype == TL_DT_BF16) {
+        /* round x to bf16 once, zero-padded to a multiple of 32 */
+        int np = (n + 31) & ~31;
+        uint16_t stackbuf[4096];
+        uint16_t *xb = np <= 4096 ? stackbuf : tl_alloc(sizeof(uint16_t) * (size_t)np);
+        if (xb) {
+            for (int i = 0; i < n; i++) xb[i] = tl_f32_to_bf16(x[i]);
+            for (int i = n; i < np; i++) xb[i] = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (!serial)
+            for (int b = 0; b < nblocks; b++) {
+                int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
+                for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
+            }
+            if (xb != stackbuf) tl_free(xb);
+            return;
+        }
+        k = TL_KERNEL_AVX512; /* no memory for the rounded copy: exact kernel */
+    }
+#endif
+    dot_fn dot = pick(k, W->dtype);
+#pragma omp parallel for schedule(dynamic, 1) if (!serial)
+    for (int b = 0; b < nblocks; b++) {
+        int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
+        for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot(base + (size_t)r * rb, x, n);
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# CLI tests of generate / chat / perplexity on the transformers fixtures
+# (scripts/gen_infer_fixtures.py) and on a checkpoint written by our own
+# training run.  Usage: tests/cli_infer.sh path/to/tinyllama
+set -u
+BIN=${1:-./build/tinyllama}
+HERE=$(cd "$(dirname "$0")" && pwd)
+FIX=${TL_FIXTURES:-$HERE/fixtures}
+T=$(mktemp -d /tmp/tl_cli_infer.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+passed=0
+failed=0
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+expect_fail() {
+    local name=$1 pat=$2
+    shift 2
+    if "$@" >"$T/out" 2>"$T/err"; then
+        fail "$name (exit 0)"
+    elif grep -q -E -- "$pat" "$T/err"; then
+        ok "$name"
+    else
+        fail "$name (stderr: $(head -c 300 "$T/err"))"
+    fi
+}
+# ids stored in the expected-values file (written by transformers)
+ids_of() { python3 -c "from safetensors.numpy import load_file; import sys; \
+print(' '.join(map(str, load_file('$FIX/infer_expected.safetensors')[sys.argv[1]].tolist())))" "$1"; }
+
+for cmd in generate chat perplexity; do
+    check "$cmd --help" "'$BIN' $cmd --help | grep -q usage:"
+done
+
+# --- greedy ids equal transformers' (both fixtures)
+for p in gqa_f32 tied_bf16; do
+    M="$FIX/infer_$p"
+    want=$(ids_of "$p.greedy" 2>/dev/null)
+    if [ -z "$want" ]; then fail "greedy $p (python3 + safetensors needed to read the fixture)"; continue; fi
+    got=$("$BIN" generate --model "$M" --ids "$(ids_of "$p.prompt")" --print-ids --ignore-eos --max-tokens 14 \
+        --no-stats 2>"$T/err")
+    check "generate greedy ids = transformers ($p)" '[ "$got" = "$want" ]'
+done
+
+M="$FIX/infer_gqa_f32"
+# --- text prompts: argument, file and stdin agree; seeds reproduce; stats reported
+a=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --temperature 0.9 --top-k 40 --seed 7 2>"$T/stats")
+b=$(printf 'Hello world' >"$T/p.txt" && "$BIN" generate --model "$M" --prompt-file "$T/p.txt" --max-tokens 12 \
+    --temperature 0.9 --top-k 40 --seed 7 2>/dev/null)
+c=$(printf 'Hello world' | "$BIN" generate --model "$M" --max-tokens 12 --temperature 0.9 --top-k 40 --seed 7 2>/dev/null)
+check "prompt from argument / file / stdin give the same sampled text" '[ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ]'
+d=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --temperature 0.9 --top-k 40 --seed 8 2>/dev/null)
+check "another seed gives another sample" '[ "$a" != "$d" ]'
+check "stats line has prompt and generation tokens/s" "grep -Eq 'prompt: [0-9]+ tokens, [0-9.]+ tokens/s \\| generated: 12 tokens, [0-9.]+ tokens/s' '$T/stats'"
+# --- --print-ids and text agree; stop strings cut the output
+ids=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --print-ids --no-stats)
+txt=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --no-stats)
+dec=$(echo "$ids" | "$BIN" detokenize --model "$M/tokenizer.model" 2>/dev/null)
+check "printed text = detokenized printed ids" '[ -n "$txt" ] && [ "$txt" = "$dec" ]'
+stop=$(printf '%s' "$txt" | cut -c 5-8)
+cut=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --stop "$stop" 2>"$T/stats")
+check "--stop cuts before the stop string" '[ "$cut" = "${txt%%"$stop"*}" ] && grep -q "stopped: stop string" "$T/stats"'
+# --- sampling options are validated
+expect_fail "bad top-p" "top-p must be in" "$BIN" generate --model "$M" --ids 1 --top-p 0
+expect_fail "bad id" "outside the vocabulary" "$BIN" generate --model "$M" --ids "1 5000"
+expect_fail "missing model" "config.json" "$BIN" generate --model "$T/nope" --ids 1
+expect_fail "context overflow" "context full" "$BIN" generate --model "$M" --ctx 4 --ids "1 2 3 4 5"
+
+# --- perplexity (the numbers themselves are checked against transformers in tests/test_infer.c)
+out=$("$BIN" perplexity --model "$M" --text "$FIX/tokenizer/small_bpe.txt" --max-tokens 300 --window 32 --stride 16 2>/dev/null)
+check "perplexity on text reports window/stride and a finite value" \
+    "echo '$out' | grep -q 'window: 32, stride: 16' && echo '$out' | grep -Eq 'perplexity: [0-9]+\.[0-9]+'"
+
+# --- chat: scripted through stdin, two turns, two reply lines
+printf 'Hello!\n\nWhat is your name?\n' | "$BIN" chat --model "$M" --max-tokens 8 --seed 1 --system "Be brief." \
+    >"$T/chat" 2>"$T/chat.err"
+check "chat answers each stdin line" '[ "$(wc -l <"$T/chat")" -eq 2 ]'
+# a tiny context forces dropping old turns instead of failing
+printf 'one two three\nfour five six\nseven eight nine\n' | "$BIN" chat --model "$M" --ctx 48 --max-tokens 10 \
+    --seed 1 >"$T/chat2" 2>"$T/chat2.err"
+check "chat survives a conversation longer than the context" '[ $? -eq 0 ] && [ "$(wc -l <"$T/chat2")" -eq 3 ]'
+
+# --- a checkpoint written by our own training run: generate, chat, perplexity on shards
+for i in 1 2 3 4; do sed -n "$((i * 30)),$((i * 30 + 200))p" "$HERE/../src/infer.c"; done >"$T/corpus.txt"
+if "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 &&
+    "$BIN" train --preset test --data "$T/data/train-00000.bin" --batch 2 --seq-len 32 --steps 4 --warmup 1 \
+        --out "$T/run" --quiet --threads 2 >/dev/null 2>&1; then
+    CK="$T/run/$(cat "$T/run/latest" 2>/dev/null)"
+    [ -d "$CK" ] || CK=$(ls -d "$T"/run/step-* | tail -1)
+    g=$("$BIN" generate --model "$CK" --ids "1 72 101" --max-tokens 5 --print-ids --ignore-eos --no-stats 2>"$T/err")
+    check "generate on our own checkpoint" '[ "$(echo $g | wc -w)" -eq 5 ]'
+    p=$("$BIN" perplexity --model "$CK" --shards "$T/data/train-00000.bin" --max-samples 3 2>"$T/err")
+    check "perplexity on token shards of our checkpoint" "echo '$p' | grep -Eq 'perplexity: [0-9]+'"
+    # our byte-level checkpoint has no tokenizer: chat must say so
+    expect_fail "chat needs a tokenizer" "no tokenizer" "$BIN" chat --model "$CK"
+else
+    fail "train a checkpoint for the checks above"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

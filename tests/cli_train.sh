@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# CLI tests of prepare/train/info: help texts, bad input, kill + resume bit-identity,
+# continual pretraining from an HF directory.  Usage: tests/cli_train.sh path/to/tinyllama
+set -u
+BIN=${1:-./build/tinyllama}
+T=$(mktemp -d /tmp/tl_cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+passed=0
+failed=0
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+# expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
+expect_fail() {
+    local name=$1 pat=$2
+    shift 2
+    if "$@" >"$T/out" 2>"$T/err"; then
+        fail "$name (exit 0)"
+    elif grep -q -E -- "$pat" "$T/err"; then
+        ok "$name"
+    else
+        fail "$name (stderr: $(head -c 300 "$T/err"))"
+    fi
+}
+
+# --- help for every command
+if "$BIN" --help | grep -q "usage: tinyllama"; then ok "top-level --help"; else fail "top-level --help"; fi
+for cmd in $("$BIN" --help | awk '/^commands:/{f=1;next} f && !NF {exit} f {print $1}'); do
+    if "$BIN" "$cmd" --help >"$T/h" 2>&1 && grep -q "usage:" "$T/h"; then ok "$cmd --help"; else fail "$cmd --help"; fi
+done
+expect_fail "unknown command" "unknown command" "$BIN" frobnicate
+expect_fail "unknown option" "unknown option" "$BIN" train --data x --bogus
+
+# --- a small corpus
+for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model.c"; done >"$T/corpus.txt"
+if "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >"$T/prep" 2>&1 &&
+    [ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ]; then ok "prepare byte-level"; else fail "prepare byte-level"; fi
+D="$T/data/train-00000.bin"
+COMMON=(--preset test --data "$D" --batch 2 --seq-len 32 --steps 8 --lr 1e-3 --warmup 2 --quiet --threads 2)
+
+# --- bad input
+expect_fail "missing data file" "nope.bin: cannot open" "$BIN" train --data "$T/nope.bin" --out "$T/r0"
+head -c 100 "$D" >"$T/trunc.bin"
+expect_fail "truncated shard" "trunc.bin: .*truncated" "$BIN" train --data "$T/trunc.bin" --out "$T/r0"
+echo '{"hidden_size": 64,' >"$T/bad.json"
+expect_fail "malformed config.json" "bad.json: malformed JSON" "$BIN" train --config "$T/bad.json" --data "$D" --out "$T/r0"
+"$BIN" info --preset test >/dev/null
+printf '{"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}' >"$T/small.json"
+expect_fail "shard vocab larger than model" "vocabulary of 259 tokens but the model has 100" \
+    "$BIN" train --config "$T/small.json" --data "$D" --out "$T/r0"
+expect_fail "seq-len longer than shards" "longer than the training shards" "$BIN" train "${COMMON[@]}" --seq-len 64 --out "$T/r0"
+expect_fail "bad number" "--steps expects an integer" "$BIN" train --data "$D" --steps ten
+mkdir -p "$T/badckpt" && echo "{}" >"$T/badckpt/training_state.bin"
+expect_fail "resume from corrupt state" "training_state.bin|config.json" "$BIN" train "${COMMON[@]}" --resume "$T/badckpt" --out "$T/r0"
+
+# --- uninterrupted run vs killed + resumed run: identical losses and weights
+"$BIN" train "${COMMON[@]}" --steps 12 --out "$T/full" 2>"$T/full.err" || fail "uninterrupted run"
+"$BIN" train "${COMMON[@]}" --steps 12 --ckpt-every 3 --out "$T/part" 2>/dev/null &
+pid=$!
+for _ in $(seq 1 400); do [ -f "$T/part/latest" ] && break; sleep 0.02; done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+if [ -f "$T/part/latest" ]; then ok "checkpoint written before the kill"; else fail "checkpoint written before the kill"; fi
+ls -d "$T"/part/.tmp-* >/dev/null 2>&1 && echo "     (a half-written temporary checkpoint was left, as a crash would)"
+"$BIN" train "${COMMON[@]}" --steps 12 --ckpt-every 3 --out "$T/part" --resume 2>"$T/resume.err"
+if grep -q "resuming from" "$T/resume.err"; then ok "resume found the checkpoint"; else fail "resume found the checkpoint ($(cat "$T/resume.err"))"; fi
+if cmp -s "$T/full/step-00000012/model.safetensors" "$T/part/step-00000012/model.safetensors"; then
+    ok "resumed weights bit-identical"
+else
+    fail "resumed weights bit-identical"
+fi
+losses() { grep -o '"step": [0-9]*, "loss": [0-9.]*' "$1"; }
+if [ "$(losses "$T/full/log.jsonl")" = "$(losses "$T/part/log.jsonl")" ] && [ "$(losses "$T/full/log.jsonl" | wc -l)" -eq 12 ]; then
+    ok "resumed losses identical, log has each step once"
+else
+    fail "resumed losses identical"
+fi
+# the 128-byte header holds wall-clock time; the AdamW moments follow it
+cmp -s -i 128 "$T/full/step-00000012/training_state.bin" "$T/part/step-00000012/training_state.bin" &&
+    ok "optimizer state bit-identical" || fail "optimizer state bit-identical"
+expect_fail "resume with a different batch" "batch=2 but this run has batch=4" \
+    "$BIN" train "${COMMON[@]}" --batch 4 --steps 14 --out "$T/part" --resume
+
+# --- loss falls; validation; continual pretraining from the HF directory
+"$BIN" train --preset test --data "$D" --val-data "$T/data/val-00000.bin" --batch 4 --seq-len 32 --steps 40 \
+    --lr 3e-3 --eval-every 20 --eval-batches 2 --out "$T/learn" --quiet 2>"$T/learn.err"
+first=$(grep -o '"loss": [0-9.]*' "$T/learn/log.jsonl" | head -3 | awk '{s+=$2} END {print s/NR}')
+last=$(grep -o '"loss": [0-9.]*' "$T/learn/log.jsonl" | tail -3 | awk '{s+=$2} END {print s/NR}')
+if awk -v a="$first" -v b="$last" 'BEGIN {exit !(b < a - 1.0)}'; then ok "loss falls ($first -> $last)"; else fail "loss falls ($first -> $last)"; fi
+grep -q '"val_loss"' "$T/learn/log.jsonl" && grep -q "validation loss" "$T/learn.err" && ok "validation logged" || fail "validation logged"
+"$BIN" train --init "$T/learn/step-00000040" --data "$D" --batch 4 --seq-len 32 --steps 2 --lr 1e-4 --warmup 0 \
+    --out "$T/cont" --quiet 2>"$T/cont.err"
+cont=$(grep -o '"loss": [0-9.]*' "$T/cont/log.jsonl" | head -1 | awk '{print $2}')
+if awk -v a="$cont" -v b="$last" 'BEGIN {exit !(a < b + 0.5)}'; then ok "--init continues from the checkpoint ($cont)"; else fail "--init continues ($cont vs $last)"; fi
+rm -f "$T/learn/step-00000040/model.safetensors"
+expect_fail "--init with missing weights" "no model.safetensors" "$BIN" train --init "$T/learn/step-00000040" --data "$D" --out "$T/r1"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every test suite: unit tests in the normal build and again under
+# AddressSanitizer + UBSan, then the CLI tests against both binaries.
+# Ends with one line "N passed, N failed" summing all of them.
+set -u
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+echo "== building (normal and asan+ubsan)"
+make -j"$jobs" >/tmp/tl_build.log 2>&1 || { cat /tmp/tl_build.log; echo "0 passed, 1 failed"; exit 1; }
+make asan -j"$jobs" >/tmp/tl_build_asan.log 2>&1 || { cat /tmp/tl_build_asan.log; echo "0 passed, 1 failed"; exit 1; }
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+passed=0
+failed=0
+suite() {
+    local name=$1
+    shift
+    echo "== $name"
+    local out rc
+    out=$("$@" 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | grep -v -E '^[0-9]+ passed, [0-9]+ failed$'
+    local line
+    line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "$name: runner ended without a summary (exit $rc)"
+        failed=$((failed + 1))
+        return
+    fi
+    local p f
+    p=${line%% passed*}
+    f=${line#*, }
+    f=${f%% failed*}
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "$name: exited $rc although no test failed"
+        failed=$((failed + 1))
+    fi
+}
+
+suite "unit tests" ./build/test_unit
+suite "unit tests (asan+ubsan)" ./build-asan/test_unit
+for t in tests/cli_*.sh; do
+    [ -e "$t" ] || continue
+    suite "$(basename "$t")" bash "$t" ./build/tinyllama
+    suite "$(basename "$t") (asan+ubsan)" bash "$t" ./build-asan/tinyllama
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

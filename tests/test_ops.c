@@ -1,0 +1,260 @@
+/* test_ops.c - finite-difference checks of every op's backward pass, plus a few
+ * exact properties (RoPE is a rotation, softmax cross-entropy sums to zero).
+ * Each check perturbs inputs in double-checked central differences of the
+ * scalar L = sum(r * f(x)) for a random r. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "harness.h"
+#include "ops.h"
+#include "rng.h"
+
+static void fill(float *x, size_t n, tl_rng *r, double scale) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * tl_rng_normal(r));
+}
+
+static double weighted(const float *y, const float *r, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+/* Compares an analytic gradient with central differences on a few coordinates. */
+typedef double (*scalar_fn)(void *ctx);
+static void check_grad(tl_test_ctx *t, const char *what, float *x, const float *g, size_t n, scalar_fn f,
+                       void *ctx, float h, double tol) {
+    double worst = 0;
+    for (size_t k = 0; k < n; k += (n > 40 ? n / 40 : 1)) {
+        float keep = x[k];
+        x[k] = keep + h;
+        double up = f(ctx);
+        x[k] = keep - h;
+        double dn = f(ctx);
+        x[k] = keep;
+        double num = (up - dn) / (2.0 * h);
+        double err = fabs(num - g[k]) / (fabs(num) + fabs(g[k]) + 1e-2);
+        if (err > worst) worst = err;
+    }
+    CHECK_MSG(worst < tol, "%s: finite-difference mismatch %.3g", what, worst);
+}
+
+/* ---- rmsnorm ---- */
+typedef struct {
+    float *x, *w, *y, *rstd, *r;
+    int N, D;
+} rms_ctx;
+static double rms_f(void *c_) {
+    rms_ctx *c = c_;
+    tl_rmsnorm_forward(c->y, c->rstd, c->x, c->w, c->N, c->D, 1e-5f);
+    return weighted(c->y, c->r, (size_t)c->N * c->D);
+}
+static void test_rmsnorm_grad(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 1);
+    enum { N = 5, D = 24 };
+    float x[N * D], w[D], y[N * D], rstd[N], r[N * D], dx[N * D] = {0}, dw[D] = {0};
+    fill(x, N * D, &g, 1.0);
+    fill(w, D, &g, 1.0);
+    fill(r, N * D, &g, 1.0);
+    rms_ctx c = {x, w, y, rstd, r, N, D};
+    rms_f(&c);
+    tl_rmsnorm_backward(dx, dw, r, x, w, rstd, N, D);
+    check_grad(t, "rmsnorm dx", x, dx, N * D, rms_f, &c, 1e-2f, 2e-3);
+    check_grad(t, "rmsnorm dw", w, dw, D, rms_f, &c, 1e-2f, 2e-3);
+    /* forward against the formula in double (re-run: y holds the last perturbed evaluation) */
+    rms_f(&c);
+    for (int n = 0; n < N; n++) {
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)x[n * D + i] * x[n * D + i];
+        double rs = 1.0 / sqrt(ss / D + 1e-5);
+        for (int i = 0; i < D; i++) CHECK_CLOSE(y[n * D + i], w[i] * x[n * D + i] * rs, 1e-6, 1e-5);
+    }
+}
+
+/* ---- rope ---- */
+typedef struct {
+    float *x, *y, *r, *cs, *sn;
+    int N, T, H, hd;
+} rope_ctx;
+static double rope_f(void *c_) {
+    rope_ctx *c = c_;
+    memcpy(c->y, c->x, sizeof(float) * (size_t)c->N * c->H * c->hd);
+    tl_rope_forward(c->y, c->cs, c->sn, c->N, c->T, 0, c->H, c->hd);
+    return weighted(c->y, c->r, (size_t)c->N * c->H * c->hd);
+}
+static void test_rope(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 2);
+    enum { T = 6, B = 2, N = B * T, H = 3, HD = 8, M = N * H * HD };
+    float cs[T * HD / 2], sn[T * HD / 2], x[M], y[M], r[M], dx[M];
+    tl_rope_tables(cs, sn, T, HD, 10000.0f);
+    /* inv_freq_i = theta^(-2i/d): position 1, pair 1 rotates by 10000^(-1/4) = 0.1 */
+    CHECK_CLOSE(cs[1 * HD / 2 + 1], cos(0.1), 1e-6, 0);
+    CHECK_CLOSE(sn[1 * HD / 2 + 1], sin(0.1), 1e-6, 0);
+    CHECK(cs[0] == 1.0f && sn[0] == 0.0f);
+    fill(x, M, &g, 1.0);
+    fill(r, M, &g, 1.0);
+    rope_ctx c = {x, y, r, cs, sn, N, T, H, HD};
+    rope_f(&c);
+    /* rotation: norms of each (i, i+d/2) pair are preserved; position 0 is unchanged */
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < HD / 2; i++) {
+                const float *a = x + ((size_t)n * H + h) * HD, *b = y + ((size_t)n * H + h) * HD;
+                CHECK_CLOSE(a[i] * a[i] + a[i + HD / 2] * a[i + HD / 2], b[i] * b[i] + b[i + HD / 2] * b[i + HD / 2],
+                            1e-5, 1e-5);
+                if (n % T == 0) CHECK(a[i] == b[i]);
+            }
+    memcpy(dx, r, sizeof dx);
+    tl_rope_backward(dx, cs, sn, N, T, 0, H, HD);
+    check_grad(t, "rope", x, dx, M, rope_f, &c, 1e-2f, 1e-3);
+}
+
+/* ---- swiglu ---- */
+typedef struct {
+    float *g, *u, *h, *r;
+    size_t n;
+} swi_ctx;
+static double swi_f(void *c_) {
+    swi_ctx *c = c_;
+    tl_swiglu_forward(c->h, c->g, c->u, c->n);
+    return weighted(c->h, c->r, c->n);
+}
+static void test_swiglu_grad(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 3);
+    enum { M = 64 };
+    float gg[M], u[M], h[M], r[M], dg[M], du[M];
+    fill(gg, M, &g, 2.0);
+    fill(u, M, &g, 1.0);
+    fill(r, M, &g, 1.0);
+    swi_ctx c = {gg, u, h, r, M};
+    swi_f(&c);
+    CHECK_CLOSE(h[0], gg[0] / (1.0 + exp(-gg[0])) * u[0], 1e-6, 1e-5);
+    tl_swiglu_backward(dg, du, r, gg, u, M);
+    check_grad(t, "swiglu dgate", gg, dg, M, swi_f, &c, 1e-2f, 1e-3);
+    check_grad(t, "swiglu dup", u, du, M, swi_f, &c, 1e-2f, 1e-3);
+}
+
+/* ---- attention ---- */
+typedef struct {
+    float *q, *k, *v, *o, *p, *r;
+    int B, T, H, KV, hd;
+} att_ctx;
+static double att_f(void *c_) {
+    att_ctx *c = c_;
+    tl_attention_forward(c->o, c->p, c->q, c->k, c->v, c->B, c->T, c->H, c->KV, c->hd);
+    return weighted(c->o, c->r, (size_t)c->B * c->T * c->H * c->hd);
+}
+static void test_attention_grad(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 4);
+    enum { B = 2, T = 5, H = 4, KV = 2, HD = 8, QN = B * T * H * HD, KN = B * T * KV * HD };
+    float q[QN], k[KN], v[KN], o[QN], p[B * H * T * T], r[QN], dq[QN], dk[KN], dv[KN];
+    fill(q, QN, &g, 1.0);
+    fill(k, KN, &g, 1.0);
+    fill(v, KN, &g, 1.0);
+    fill(r, QN, &g, 1.0);
+    att_ctx c = {q, k, v, o, p, r, B, T, H, KV, HD};
+    att_f(&c);
+    /* causal: the first position attends only to itself, so its output is v_0 of its KV head */
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < HD; i++) CHECK_CLOSE(o[h * HD + i], v[(h / (H / KV)) * HD + i], 1e-6, 1e-6);
+    for (int row = 0; row < B * H * T; row++) {
+        double s = 0;
+        for (int j = 0; j < T; j++) s += p[row * T + j];
+        CHECK_CLOSE(s, 1.0, 1e-5, 0);
+    }
+    tl_attention_backward(dq, dk, dv, r, p, q, k, v, B, T, H, KV, HD);
+    check_grad(t, "attention dq", q, dq, QN, att_f, &c, 1e-2f, 2e-3);
+    check_grad(t, "attention dk", k, dk, KN, att_f, &c, 1e-2f, 2e-3);
+    check_grad(t, "attention dv", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
+}
+
+/* ---- linear ---- */
+typedef struct {
+    float *x, *W, *y, *r;
+    int N, in, out;
+} lin_ctx;
+static double lin_f(void *c_) {
+    lin_ctx *c = c_;
+    tl_linear_forward(c->y, c->x, c->W, c->N, c->in, c->out, 0);
+    return weighted(c->y, c->r, (size_t)c->N * c->out);
+}
+static void test_linear_grad(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 5);
+    enum { N = 3, IN = 7, OUT = 5 };
+    float x[N * IN], W[OUT * IN], y[N * OUT], r[N * OUT], dx[N * IN], dW[OUT * IN] = {0};
+    fill(x, N * IN, &g, 1.0);
+    fill(W, OUT * IN, &g, 1.0);
+    fill(r, N * OUT, &g, 1.0);
+    lin_ctx c = {x, W, y, r, N, IN, OUT};
+    lin_f(&c);
+    double y01 = 0;
+    for (int i = 0; i < IN; i++) y01 += (double)x[i] * W[1 * IN + i];
+    CHECK_CLOSE(y[1], y01, 1e-5, 1e-5);
+    tl_linear_backward(dx, dW, r, x, W, N, IN, OUT, 0);
+    check_grad(t, "linear dx", x, dx, N * IN, lin_f, &c, 1e-2f, 1e-3);
+    check_grad(t, "linear dW", W, dW, OUT * IN, lin_f, &c, 1e-2f, 1e-3);
+}
+
+/* ---- cross-entropy ---- */
+typedef struct {
+    float *z, *tmp, *loss;
+    int *tgt;
+    int rows, V;
+} ce_ctx;
+static double ce_f(void *c_) {
+    ce_ctx *c = c_;
+    memcpy(c->tmp, c->z, sizeof(float) * (size_t)c->rows * c->V);
+    tl_cross_entropy_rows(c->tmp, c->loss, c->tgt, c->rows, c->V, 1.0f);
+    double s = 0;
+    for (int i = 0; i < c->rows; i++) s += c->loss[i];
+    return s;
+}
+static void test_cross_entropy(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 6);
+    enum { R = 4, V = 11 };
+    float z[R * V], tmp[R * V], loss[R];
+    int tgt[R] = {3, 0, -1, 10};
+    fill(z, R * V, &g, 2.0);
+    ce_ctx c = {z, tmp, loss, tgt, R, V};
+    ce_f(&c);
+    /* loss = logsumexp - z_target, in double */
+    double lse = 0, mx = z[0];
+    for (int i = 1; i < V; i++) mx = fmax(mx, z[i]);
+    for (int i = 0; i < V; i++) lse += exp(z[i] - mx);
+    CHECK_CLOSE(loss[0], log(lse) + mx - z[3], 1e-5, 1e-5);
+    CHECK(loss[2] == 0.0f); /* ignored row */
+    float grad[R * V];
+    memcpy(grad, tmp, sizeof grad);
+    for (int rrow = 0; rrow < R; rrow++) {
+        double s = 0;
+        for (int i = 0; i < V; i++) s += grad[rrow * V + i];
+        CHECK_CLOSE(s, 0.0, 1e-5, 0);
+    }
+    check_grad(t, "cross-entropy", z, grad, R * V, ce_f, &c, 1e-2f, 1e-3);
+}
+
+static void test_embedding_backward_accumulates_repeats(tl_test_ctx *t) {
+    enum { V = 4, D = 3, N = 3 };
+    float table[V * D] = {0}, dout[N * D] = {1, 2, 3, 10, 20, 30, 100, 200, 300};
+    int ids[N] = {2, 0, 2};
+    tl_embedding_backward(table, dout, ids, N, D);
+    CHECK(table[2 * D + 0] == 101 && table[2 * D + 2] == 303 && table[0] == 10 && table[1 * D] == 0);
+}
+
+const tl_test tests_ops[] = {
+    {"ops/rmsnorm_grad", test_rmsnorm_grad},
+    {"ops/rope", test_rope},
+    {"ops/swiglu_grad", test_swiglu_grad},
+    {"ops/attention_grad", test_attention_grad},
+    {"ops/linear_grad", test_linear_grad},
+    {"ops/cross_entropy", test_cross_entropy},
+    {"ops/embedding_backward_accumulates_repeats", test_embedding_backward_accumulates_repeats},
+    {NULL, NULL},
+};
