@@ -772,6 +772,50 @@ static void test_inputs_bos_dirs_globs(tl_test_ctx *t) {
     free(val.v);
 }
 
+/* Lines longer than the forced-cut limit (64 x segment, at least 1 MiB), in a
+ * .txt file and inside a JSON text: cut and counted; with byte-level ids the
+ * cuts are still exact. */
+static void test_forced_splits(tl_test_ctx *t) {
+    const size_t L = (size_t)2500000; /* one line of 2.5 MB: two cuts at 1 MiB */
+    char *line = malloc(L + 1);
+    for (size_t i = 0; i < L; i++) line[i] = (char)('a' + i % 23);
+    line[L] = 0;
+    /* non-ASCII right at the cut points must not be split inside a character */
+    memcpy(line + (1 << 20) - 1, "\xE2\x82\xAC", 3);
+    memcpy(line + (2 << 20) - 2, "\xF0\x9F\x98\x80", 4);
+    sbuf txt = {0}, js = {0};
+    sb_str(&txt, "short first line\n");
+    sb_put(&txt, line, L);
+    sb_str(&txt, "\nlast line\n");
+    write_bytes(tmp_path("longline.txt"), txt.p, txt.n);
+    sb_str(&js, "{\"text\": ");
+    sb_json_str(&js, line, L);
+    sb_str(&js, "}\n");
+    write_bytes(tmp_path("longline.jsonl"), js.p, js.n);
+    expected x = {0};
+    expect_doc(t, &x, NULL, txt.p, txt.n, 0);
+    expect_doc(t, &x, NULL, line, L, 0);
+    tl_prepare_opts o;
+    tl_prepare_result r;
+    tl_prepare_default_opts(&o);
+    o.byte_level = 1;
+    o.seq_len = 1000;
+    o.segment_bytes = 1000;
+    o.progress_every = 1e9;
+    const char *in[] = {tmp_path("longline.txt"), tmp_path("longline.jsonl")};
+    if (!run_prepare(t, &o, tmp_path("long_out"), in, 2, &r)) {
+        CHECK_MSG(r.inputs[0].forced_splits == 2, "txt: %llu forced splits", (unsigned long long)r.inputs[0].forced_splits);
+        CHECK_MSG(r.inputs[1].forced_splits == 2, "jsonl: %llu forced splits", (unsigned long long)r.inputs[1].forced_splits);
+        CHECK(r.total.documents == 2 && r.total.invalid_utf8_docs == 0);
+        tl_prepare_result_free(&r);
+    }
+    check_split(t, tmp_path("long_out"), "train", &x.train, 1000);
+    expected_free(&x);
+    free(txt.p);
+    free(js.p);
+    free(line);
+}
+
 const tl_test tests_data_pipeline[] = {
     {"data/utf8_repair", test_utf8_repair},
     {"data/prepare_jsonl_exact_formats_threads", test_jsonl_exact_all_formats_threads},
@@ -781,6 +825,7 @@ const tl_test tests_data_pipeline[] = {
     {"data/prepare_idempotent_cleanup", test_idempotent_and_cleanup},
     {"data/prepare_split_by_samples", test_split_by_samples},
     {"data/prepare_other_tokenizers", test_other_tokenizers},
+    {"data/prepare_forced_splits", test_forced_splits},
     {"data/prepare_inputs_bos_dirs_globs", test_inputs_bos_dirs_globs},
     {NULL, NULL},
 };
