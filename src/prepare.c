@@ -1280,7 +1280,9 @@ static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
     miss_ref **refs = calloc(total ? total : 1, sizeof *refs);
     size_t *nrefs = calloc(total ? total : 1, sizeof *nrefs);
     const char **mt = NULL;
-    size_t *ml = NULL, *base = NULL, n_miss = 0;
+    size_t *ml = NULL, *base = NULL, n_miss = 0, n_uniq = 0, *alias = NULL;
+    const miss_word **usrc = NULL;
+    uint64_t *uhash = NULL;
     int **mids = NULL;
     size_t *mn = NULL;
     char *arena = NULL;
@@ -1307,7 +1309,7 @@ static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
         rc = tl_fail(err, "out of memory");
         goto done;
     }
-    /* B: encode the missing words (each thread's once) in one parallel call */
+    /* B: encode the missing words (each once) in one parallel call */
     base = calloc((size_t)P->nt + 1, sizeof *base);
     if (!base) {
         rc = tl_fail(err, "out of memory");
@@ -1320,60 +1322,80 @@ static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
     }
     n_miss = base[P->nt];
     if (n_miss) {
+        /* one entry per distinct (word, first) over all threads: alias[g] is its index */
+        alias = malloc(n_miss * sizeof *alias);
+        usrc = malloc(n_miss * sizeof *usrc);
+        uhash = malloc(n_miss * sizeof *uhash);
         mt = malloc(n_miss * sizeof *mt);
         ml = malloc(n_miss * sizeof *ml);
         mids = calloc(n_miss, sizeof *mids);
         mn = calloc(n_miss, sizeof *mn);
         arena = malloc(arena_len);
-        if (!mt || !ml || !mids || !mn || !arena) {
+        if (!alias || !usrc || !uhash || !mt || !ml || !mids || !mn || !arena) {
             rc = tl_fail(err, "out of memory");
             goto done;
         }
+        int bits = 10;
+        while (((size_t)1 << bits) < 2 * n_miss) bits++;
+        wtable uniq;
+        int have_uniq = !wt_init(&uniq, bits, arena_len + 1); /* without it: duplicates are encoded twice */
         size_t ap = 0;
         for (int t = 0; t < P->nt; t++)
             for (size_t k = 0; k < P->caches[t].n_miss; k++) {
                 const miss_word *m = &P->caches[t].miss[k];
                 size_t g = base[t] + k;
-                if (m->first) {
-                    mt[g] = m->w;
-                    ml[g] = m->n;
-                } else { /* "\\n" + word; the newline's ids are removed below */
-                    arena[ap] = '\n';
-                    memcpy(arena + ap + 1, m->w, m->n);
-                    mt[g] = arena + ap;
-                    ml[g] = m->n + 1;
-                    ap += m->n + 1;
-                }
-            }
-        if (tl_tokenizer_encode_batch(P->tok, mt, ml, n_miss, 0, P->nt, mids, mn, err)) {
-            rc = -1;
-            goto done;
-        }
-        /* strip the newline ids and remember the words for later batches */
-        for (int t = 0; t < P->nt; t++)
-            for (size_t k = 0; k < P->caches[t].n_miss; k++) {
-                const miss_word *m = &P->caches[t].miss[k];
-                size_t g = base[t] + k;
-                if (!m->first) {
-                    if (mn[g] < (size_t)P->n_nl || memcmp(mids[g], P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
-                        rc = tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
-                        goto done;
-                    }
-                    memmove(mids[g], mids[g] + P->n_nl, (mn[g] - (size_t)P->n_nl) * sizeof(int));
-                    mn[g] -= (size_t)P->n_nl;
-                }
-                if (m->n > WC_MAX_WORD) continue;
                 unsigned klen = m->n | (m->first ? WC_FIRST : 0);
                 uint64_t h = FNV_OFF ^ (uint64_t)m->first;
                 for (uint32_t q = 0; q < m->n; q++) h = (h ^ (unsigned char)m->w[q]) * FNV_MUL;
                 h |= 1;
-                if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) continue; /* no table: slower */
-                if (wt_find(&P->shared, h, m->w, klen)) continue;
-                if (wt_add(&P->shared, h, m->w, klen, mids[g], mn[g])) {
-                    wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
-                    wt_add(&P->shared, h, m->w, klen, mids[g], mn[g]);
+                int keyed = have_uniq && m->n <= WC_MAX_WORD;
+                const wc_slot *sl = keyed ? wt_find(&uniq, h, m->w, klen) : NULL;
+                if (sl) {
+                    alias[g] = sl->voff;
+                    continue;
+                }
+                size_t u = n_uniq++;
+                alias[g] = u;
+                usrc[u] = m;
+                uhash[u] = h;
+                if (keyed && !wt_add(&uniq, h, m->w, klen, NULL, 0))
+                    ((wc_slot *)wt_find(&uniq, h, m->w, klen))->voff = (uint32_t)u;
+                if (m->first) {
+                    mt[u] = m->w;
+                    ml[u] = m->n;
+                } else { /* "\n" + word; the newline's ids are removed below */
+                    arena[ap] = '\n';
+                    memcpy(arena + ap + 1, m->w, m->n);
+                    mt[u] = arena + ap;
+                    ml[u] = m->n + 1;
+                    ap += m->n + 1;
                 }
             }
+        if (have_uniq) wt_free(&uniq);
+        if (tl_tokenizer_encode_batch(P->tok, mt, ml, n_uniq, 0, P->nt, mids, mn, err)) {
+            rc = -1;
+            goto done;
+        }
+        /* strip the newline ids and remember the words for later batches */
+        for (size_t u = 0; u < n_uniq; u++) {
+            const miss_word *m = usrc[u];
+            if (!m->first) {
+                if (mn[u] < (size_t)P->n_nl || memcmp(mids[u], P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
+                    rc = tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
+                    goto done;
+                }
+                memmove(mids[u], mids[u] + P->n_nl, (mn[u] - (size_t)P->n_nl) * sizeof(int));
+                mn[u] -= (size_t)P->n_nl;
+            }
+            if (m->n > WC_MAX_WORD) continue;
+            unsigned klen = m->n | (m->first ? WC_FIRST : 0);
+            if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) continue; /* no table: slower */
+            if (wt_find(&P->shared, uhash[u], m->w, klen)) continue;
+            if (wt_add(&P->shared, uhash[u], m->w, klen, mids[u], mn[u])) {
+                wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
+                wt_add(&P->shared, uhash[u], m->w, klen, mids[u], mn[u]);
+            }
+        }
     }
     /* C: replace the markers, and spot-check a sample of segments against whole-segment encoding */
     {
@@ -1396,7 +1418,7 @@ static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
                         if (v >= 0) len++;
                         else {
                             const miss_ref *mr = &refs[i][-v - 1];
-                            len += mn[base[mr->tid] + mr->idx];
+                            len += mn[alias[base[mr->tid] + mr->idx]];
                         }
                     }
                     int *out = malloc((len ? len : 1) * sizeof *out);
@@ -1407,7 +1429,7 @@ static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
                         if (v >= 0) out[o++] = v;
                         else {
                             const miss_ref *mr = &refs[i][-v - 1];
-                            size_t g = base[mr->tid] + mr->idx;
+                            size_t g = alias[base[mr->tid] + mr->idx];
                             memcpy(out + o, mids[g], mn[g] * sizeof *out);
                             o += mn[g];
                         }
@@ -1450,7 +1472,10 @@ done:
         P->caches[t].n_miss = 0;
     }
     for (size_t i = 0; refs && i < total; i++) free(refs[i]);
-    for (size_t g = 0; mids && g < n_miss; g++) free(mids[g]);
+    for (size_t g = 0; mids && g < n_uniq; g++) free(mids[g]);
+    free(alias);
+    free(usrc);
+    free(uhash);
     free(refs);
     free(nrefs);
     free(base);
