@@ -6,7 +6,7 @@ BUILD   ?= build
 OPT     ?= -O3
 SAN     ?=
 CFLAGS  ?=
-CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
+CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
 # OpenBLAS built for OpenMP shares our OpenMP thread pool (the pthread build fights
 # it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp

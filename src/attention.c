@@ -11,6 +11,7 @@
  * (batch, KV head): the query heads sharing a KV head add into dk/dv one after
  * another, so results are deterministic for any thread count. */
 #include "attention.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -21,15 +22,10 @@ enum { RB = 64 }; /* row block */
 
 /* Softmax of row t over columns [0, t], zeros after. */
 static void causal_softmax_row(float *p, int t, int T) {
-    float mx = -INFINITY;
-    for (int s = 0; s <= t; s++) mx = p[s] > mx ? p[s] : mx;
-    float sum = 0.0f;
-    for (int s = 0; s <= t; s++) {
-        p[s] = expf(p[s] - mx);
-        sum += p[s];
-    }
-    float inv = 1.0f / sum;
-    for (int s = 0; s <= t; s++) p[s] *= inv;
+    const size_t n = (size_t)t + 1;
+    float mx = tl_vec_max(p, n);
+    double sum = tl_vec_exp_sum(p, n, mx);
+    tl_vec_scale(p, n, (float)(1.0 / sum));
     for (int s = t + 1; s < T; s++) p[s] = 0.0f;
 }
 

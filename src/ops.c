@@ -1,5 +1,6 @@
 /* ops.c - CPU reference of the Llama building blocks (OpenMP + BLAS). */
 #include "ops.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -115,21 +116,24 @@ void tl_rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, 
     rope_apply(dx, cos_t, sin_t, N, T, pos0, n_heads, head_dim, -1.0f);
 }
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* SwiGLU in blocks of 4096 elements per OpenMP task, vectorised inside. */
+enum { EW_BLOCK = 4096 };
 
 void tl_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) h[i] = g[i] * sigmoidf(g[i]) * u[i];
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_forward(h + lo, g + lo, u + lo, len);
+    }
 }
 
 void tl_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float s = sigmoidf(g[i]);
-        float silu = g[i] * s;
-        float gi = g[i], ui = u[i], d = dh[i];
-        du[i] = d * silu;
-        dg[i] = d * ui * s * (1.0f + gi * (1.0f - s));
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_backward(dg + lo, du + lo, dh + lo, g + lo, u + lo, len);
     }
 }
 
@@ -143,17 +147,11 @@ void tl_cross_entropy_rows(float *logits, float *loss, const int *targets, int r
             loss[r] = 0.0f;
             continue;
         }
-        float mx = z[0];
-        for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        float mx = tl_vec_max(z, (size_t)V);
         float zy = z[y] - mx;
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) {
-            z[i] = expf(z[i] - mx);
-            sum += z[i];
-        }
+        double sum = tl_vec_exp_sum(z, (size_t)V, mx);
         loss[r] = (float)(log(sum) - (double)zy);
-        float inv = (float)(1.0 / sum);
-        for (int i = 0; i < V; i++) z[i] = z[i] * inv * scale;
+        tl_vec_scale(z, (size_t)V, (float)(1.0 / sum) * scale);
         z[y] -= scale;
     }
 }

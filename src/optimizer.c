@@ -40,15 +40,10 @@ void tl_clip_grads(float *g, size_t n, double norm, double clip) {
     for (size_t i = 0; i < n; i++) g[i] *= cf;
 }
 
-void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
-                     const tl_adamw_config *c, long step) {
-    /* The order of torch's single-tensor AdamW: decay, moments, bias-corrected step. */
-    const float decay = (float)(1.0 - lr * c->weight_decay);
-    /* (1 - beta) is formed in double and rounded once, as torch passes it as a Python float */
-    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
-    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
-#pragma omp parallel for schedule(static)
+/* The inner loop, compiled for AVX2+FMA and for baseline x86-64 (chosen at load time). */
+__attribute__((target_clones("arch=haswell", "default"))) static void adamw_range(
+    float *params, const float *grads, float *m, float *v, size_t n, float decay, float b2, float omb1, float omb2,
+    float step_size, float bc2_sqrt, float eps) {
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         params[i] *= decay;
@@ -56,5 +51,22 @@ void tl_adamw_update(float *params, const float *grads, float *m, float *v, size
         v[i] = v[i] * b2 + omb2 * (g * g);
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         params[i] -= step_size * (m[i] / denom);
+    }
+}
+
+void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
+                     const tl_adamw_config *c, long step) {
+    /* The order of torch's single-tensor AdamW: decay, moments, bias-corrected step.
+     * (1 - beta) is formed in double and rounded once, as torch passes it as a Python float. */
+    const float decay = (float)(1.0 - lr * c->weight_decay);
+    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
+    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
+    enum { BLOCK = 1 << 14 };
+    const size_t nb = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
+        adamw_range(params + lo, grads + lo, m + lo, v + lo, len, decay, b2, omb1, omb2, step_size, bc2_sqrt, eps);
     }
 }

@@ -258,3 +258,73 @@ const tl_test tests_ops[] = {
     {"ops/embedding_backward_accumulates_repeats", test_embedding_backward_accumulates_repeats},
     {NULL, NULL},
 };
+
+/* ---- vectorised exp against the C library ---- */
+#include "vec.h"
+static void test_vec_exp_accuracy(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 8);
+    enum { M = 4099 };
+    static float x[M], y[M];
+    int worst = 0;
+    for (int i = 0; i < M; i++) x[i] = (float)(-90.0 + 100.0 * tl_rng_uniform(&g));
+    x[0] = 0.0f;
+    x[1] = -1e-30f;
+    memcpy(y, x, sizeof y);
+    double sum = tl_vec_exp_sum(y, M, 0.0f), ref_sum = 0;
+    for (int i = 0; i < M; i++) {
+        double ref = exp((double)x[i]);
+        ref_sum += ref;
+        if (x[i] < -87.3f) {
+            CHECK(y[i] == 0.0f || fabs(y[i] - ref) < 1e-37);
+            continue;
+        }
+        float r = (float)ref;
+        int32_t a, b;
+        memcpy(&a, &y[i], 4);
+        memcpy(&b, &r, 4);
+        int ulp = abs(a - b);
+        if (ulp > worst) worst = ulp;
+        CHECK(tl_vec_expf(x[i]) == y[i]); /* scalar and vector paths agree exactly */
+    }
+    CHECK_MSG(worst <= 2, "exp differs from the correctly rounded value by %d ulp", worst);
+    CHECK_CLOSE(sum, ref_sum, 0, 1e-6);
+    CHECK(y[0] == 1.0f);
+    float v[9] = {3, -1, 7.5f, 2, 0, -8, 7.25f, 1, 9.5f};
+    CHECK(tl_vec_max(v, 9) == 9.5f && tl_vec_max(v, 8) == 7.5f);
+}
+
+static void test_vec_paths_agree(tl_test_ctx *t) {
+    /* the dispatched (AVX2 here if present) and portable paths give identical bits */
+    tl_rng g;
+    tl_rng_seed(&g, 9);
+    enum { M = 1003 };
+    static float a[M], b[M], gg[M], u[M], d[M], h1[M], h2[M], dg1[M], dg2[M], du1[M], du2[M];
+    for (int i = 0; i < M; i++) {
+        a[i] = b[i] = (float)(20 * tl_rng_normal(&g));
+        gg[i] = (float)(4 * tl_rng_normal(&g));
+        u[i] = (float)tl_rng_normal(&g);
+        d[i] = (float)tl_rng_normal(&g);
+    }
+    gg[0] = 100.0f;
+    gg[1] = -100.0f;
+    double s1 = tl_vec_exp_sum(a, M, 30.0f), s2 = tl_vec_exp_sum_portable(b, M, 30.0f);
+    CHECK(s1 == s2 && memcmp(a, b, sizeof a) == 0);
+    tl_vec_swiglu_forward(h1, gg, u, M);
+    tl_vec_swiglu_forward_portable(h2, gg, u, M);
+    CHECK(memcmp(h1, h2, sizeof h1) == 0);
+    CHECK(h1[0] == 100.0f * u[0] && h1[1] == -0.0f * u[1] + 0.0f);
+    tl_vec_swiglu_backward(dg1, du1, d, gg, u, M);
+    tl_vec_swiglu_backward_portable(dg2, du2, d, gg, u, M);
+    CHECK(memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(du1, du2, sizeof du1) == 0);
+    for (int i = 2; i < M; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)gg[i]));
+        CHECK_CLOSE(h1[i], gg[i] * s * u[i], 1e-6, 1e-5);
+    }
+}
+
+const tl_test tests_vec[] = {
+    {"ops/vec_paths_agree", test_vec_paths_agree},
+    {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
+    {NULL, NULL},
+};
