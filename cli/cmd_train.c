@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -27,7 +28,8 @@ static void help(void) {
         "  --val-data PATH      held-out shards for validation loss / perplexity (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
-        "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
+        "                       (repeatable; PATH as --data, or a `prepare` output directory for\n"
+        "                       its train-*.bin; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
         "  --source-start NAME=W  weight of NAME at the start of training, moving linearly to\n"
         "                       its final weight over --ramp-tokens (repeatable)\n"
@@ -284,7 +286,15 @@ int cmd_train(int argc, char **argv) {
     if (n_sources) {
         rc = 0;
         for (int k = 0; k < n_sources && !rc; k++) {
+            /* a `prepare` output directory (it has manifest.json) means its training shards */
+            char glob_path[4200], man[4200];
             const char *p[1] = {sources[k].path};
+            struct stat sb;
+            snprintf(man, sizeof man, "%s/manifest.json", sources[k].path);
+            if (stat(sources[k].path, &sb) == 0 && S_ISDIR(sb.st_mode) && stat(man, &sb) == 0) {
+                snprintf(glob_path, sizeof glob_path, "%s/train-*.bin", sources[k].path);
+                p[0] = glob_path;
+            }
             rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
         }
         /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */

@@ -81,6 +81,10 @@ if "$BIN" train --preset test --source "a=0.7:$T/a/train-*.bin" --source "b=0.3:
     --steps 4 --warmup 1 --ckpt-every 2 --out "$T/run" --quiet >"$T/out" 2>&1 && grep -q "source a: weight 0.700000" "$T/out"; then
     ok "train on a --source mixture"
 else fail "train on a --source mixture ($(tail -3 "$T/out"))"; fi
+if "$BIN" train --preset test --source "a=0.7:$T/a" --source "b=0.3:$T/b" --batch 2 --seq-len 32 --steps 2 --warmup 1 \
+    --out "$T/run2" --quiet >"$T/out" 2>&1 && grep -q "source a: weight 0.700000 (start 0.700000), [0-9]* samples of 32 tokens in 1 shard" "$T/out"; then
+    ok "--source a prepare output directory (its train shards)"
+else fail "--source a prepare output directory ($(tail -3 "$T/out"))"; fi
 expect_fail "resume with other weights refused" "mixture" "$BIN" train --preset test --source "a=0.5:$T/a/train-*.bin" \
     --source "b=0.5:$T/b/train-*.bin" --batch 2 --seq-len 32 --steps 6 --out "$T/run" --resume --quiet
 expect_fail "--data and --source together" "either --data or --source" "$BIN" train --data "$T/a" --source "a=1:$T/a"
