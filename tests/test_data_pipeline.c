@@ -816,6 +816,53 @@ static void test_forced_splits(tl_test_ctx *t) {
     free(line);
 }
 
+/* An HF tokenizer.json without byte fallback (unknown characters, newlines
+ * included, fuse into one <unk>): segments cut at newlines still give the
+ * ids of whole documents. */
+static void test_tokenizer_json_segments(tl_test_ctx *t) {
+    const char *js =
+        "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
+        "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xE2\x96\x81\"},"
+        "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xE2\x96\x81\"}]},"
+        "\"pre_tokenizer\":null,"
+        "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":false,"
+        "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"a\":3,\"b\":4,\"ab\":5,\"\xE2\x96\x81\":6,"
+        "\"\xE2\x96\x81" "a\":7,\"\xE2\x96\x81" "ab\":8},"
+        "\"merges\":[\"a b\",\"\xE2\x96\x81 a\",\"\xE2\x96\x81 ab\"]}}";
+    write_bytes(tmp_path("tiny.tokenizer.json"), js, strlen(js));
+    tl_error e;
+    tl_tokenizer *tk = tl_tokenizer_load(tmp_path("tiny.tokenizer.json"), &e);
+    CHECK_MSG(tk != NULL, "%s", e.msg);
+    if (!tk) return;
+    static const char *texts[] = {"ab ba\nab\n\nabc\ncx ab\n  a b\nzz\nq", "c\nc\nc\nab ab ab ab ab ab ab ab\nb",
+                                  "ab\n", "\n\nx\n\nab", "abababababababababab\nab ba ab\ncc cc\n"};
+    sbuf b = {0};
+    expected x = {0};
+    for (int rep = 0; rep < 6; rep++)
+        for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+            sb_str(&b, "{\"text\": ");
+            sb_json_str(&b, texts[i], strlen(texts[i]));
+            sb_str(&b, "}\n");
+            expect_doc(t, &x, tk, texts[i], strlen(texts[i]), 0);
+        }
+    write_bytes(tmp_path("tiny.jsonl"), b.p, b.n);
+    tl_prepare_opts o;
+    tl_prepare_result r;
+    tl_prepare_default_opts(&o);
+    o.tokenizer = tmp_path("tiny.tokenizer.json");
+    o.seq_len = 7;
+    o.segment_bytes = 5; /* a cut at nearly every newline */
+    o.val_fraction = 0;
+    o.progress_every = 1e9;
+    const char *in[] = {tmp_path("tiny.jsonl")};
+    if (!run_prepare(t, &o, tmp_path("tiny_out"), in, 1, &r)) tl_prepare_result_free(&r);
+    check_split(t, tmp_path("tiny_out"), "train", &x.train, 7);
+    expected_free(&x);
+    free(b.p);
+    tl_tokenizer_free(tk);
+}
+
 const tl_test tests_data_pipeline[] = {
     {"data/utf8_repair", test_utf8_repair},
     {"data/prepare_jsonl_exact_formats_threads", test_jsonl_exact_all_formats_threads},
@@ -826,6 +873,7 @@ const tl_test tests_data_pipeline[] = {
     {"data/prepare_split_by_samples", test_split_by_samples},
     {"data/prepare_other_tokenizers", test_other_tokenizers},
     {"data/prepare_forced_splits", test_forced_splits},
+    {"data/prepare_tokenizer_json_segments", test_tokenizer_json_segments},
     {"data/prepare_inputs_bos_dirs_globs", test_inputs_bos_dirs_globs},
     {NULL, NULL},
 };
