@@ -11,7 +11,7 @@ CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D
 # it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
-LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lm $(SAN)
+LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(wildcard src/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))

@@ -1,159 +1,268 @@
-/* cmd_prepare.c - `tinyllama prepare`: text files -> packed token shards.
- * Byte-level vocabulary: id = byte + 3 (ids 0..2 are unk/bos/eos, matching the
- * layout of Llama's byte-fallback pieces <0x00>..<0xFF> at 3..258); EOS (2)
- * ends every document.  Each input file is one document. */
-#include <errno.h>
+/* cmd_prepare.c - `tinyllama prepare`: raw corpora -> packed token shards.
+ * The pipeline is src/prepare.c; this file parses options, draws the progress
+ * line and reports bad input. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
-#include "data.h"
-
-#define BYTE_VOCAB 259
-#define BYTE_EOS 2
+#include "prepare.h"
 
 static void help(void) {
-    printf("usage: tinyllama prepare --byte-level --out DIR [options] FILE...\n\n"
-           "Packs text files into token shards for `tinyllama train` (format: docs/formats.md).\n"
-           "Writes DIR/train-NNNNN.bin and, with a validation split, DIR/val-NNNNN.bin.\n\n"
+    printf("usage: tinyllama prepare (--tokenizer FILE | --byte-level) --out DIR [options] INPUT...\n\n"
+           "Tokenizes raw text into packed token shards for `tinyllama train` (docs/data.md,\n"
+           "docs/formats.md).  Writes DIR/train-NNNNN.bin, DIR/val-NNNNN.bin and\n"
+           "DIR/manifest.json (written last: a directory without it is incomplete).\n"
+           "Train with --data 'DIR/train-*.bin' --val-data 'DIR/val-*.bin'.\n\n"
+           "INPUT: files, directories (searched recursively for known extensions) or globs:\n"
+           "  .jsonl .json .ndjson   one JSON object per line, text in --text-field\n"
+           "  .txt .text .md         plain text (see --txt-docs)\n"
+           "  each optionally compressed: .zst (streamed) or .gz; files named explicitly\n"
+           "  with other extensions are read as plain text\n\n"
+           "tokenizer:\n"
+           "  --tokenizer FILE     tokenizer.model (SentencePiece) or tokenizer.json (HF)\n"
            "  --byte-level         byte vocabulary of 259 ids (byte + 3; 0 unk, 1 bos, 2 eos)\n"
+           "  --bos                add BOS before each document (default: no, as TinyLlama)\n"
+           "  --no-eos             no EOS after each document (default: EOS)\n"
+           "documents:\n"
+           "  --text-field NAME    JSON field with the text; dotted paths allowed (default text)\n"
+           "  --exclude KEY=VALUE  skip JSON documents whose string field KEY (dotted path) is\n"
+           "                       VALUE (repeatable)\n"
+           "  --exclude-meta K=V   the same for meta.K, e.g. redpajama_set_name=RedPajamaGithub\n"
+           "  --format F           jsonl or txt for every input, whatever its name\n"
+           "  --txt-docs MODE      file: a .txt file is one document (default);\n"
+           "                       paragraphs: each block of lines between blank lines is one\n"
+           "  --max-doc-bytes N    JSON lines longer than this are skipped and counted\n"
+           "                       (default 268435456)\n"
+           "output:\n"
            "  --out DIR            output directory (created)\n"
-           "  --seq-len N          tokens per training sequence; samples hold N+1 (default 256)\n"
-           "  --val-fraction X     fraction of samples held out for validation (default 0.05)\n"
-           "  --shard-samples N    samples per shard file (default 65536)\n");
+           "  --seq-len N          tokens per training sequence; samples hold N+1 (default 2048,\n"
+           "                       256 with --byte-level)\n"
+           "  --val-fraction X     fraction held out for validation, spread evenly (default 0.05)\n"
+           "  --val-count N        instead: hold out the first N documents / samples\n"
+           "  --split-by U         documents (default; whole documents go to one split) or\n"
+           "                       samples (default with --byte-level)\n"
+           "  --shard-samples N    samples per shard (default: about 64 MiB per shard)\n"
+           "run:\n"
+           "  --threads N          tokenizer threads (default: all cores); the output is the\n"
+           "                       same bytes for any N\n"
+           "  --segment-bytes N    tokenize long documents in pieces of about N bytes cut at\n"
+           "                       newlines (exact; default 16384)\n"
+           "  --no-word-cache      encode text segment by segment instead of word by word with a\n"
+           "                       cache (same ids, several times slower; for checking)\n"
+           "  --strict             exit with status 1 if any input was bad (default: report it)\n"
+           "  --quiet              no progress line\n\n"
+           "Bad input (malformed JSON lines, missing text, empty documents, over-long lines,\n"
+           "truncated or corrupt .zst/.gz streams) is skipped and counted; invalid UTF-8 is\n"
+           "replaced by U+FFFD.  All counts are printed and recorded in the manifest.\n");
 }
 
 typedef struct {
-    int *ids;
-    size_t n, cap;
-} idvec;
+    int quiet, tty;
+    double last;
+} progress_state;
 
-static int push(idvec *v, int id) {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? 2 * v->cap : 1 << 16;
-        int *p = realloc(v->ids, cap * sizeof *p);
-        if (!p) return -1;
-        v->ids = p;
-        v->cap = cap;
-    }
-    v->ids[v->n++] = id;
-    return 0;
+static void fmt_time(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
-static int write_shards(const char *dir, const char *prefix, const int *ids, size_t n_samples, int seq_len,
-                        long per_shard) {
-    tl_error err;
-    for (size_t s0 = 0, k = 0; s0 < n_samples; s0 += (size_t)per_shard, k++) {
-        size_t cnt = n_samples - s0 < (size_t)per_shard ? n_samples - s0 : (size_t)per_shard;
-        char path[4200];
-        snprintf(path, sizeof path, "%s/%s-%05zu.bin", dir, prefix, k);
-        tl_shard_writer w;
-        if (tl_shard_writer_open(&w, path, seq_len, BYTE_VOCAB, &err) ||
-            tl_shard_writer_add(&w, ids + s0 * (size_t)(seq_len + 1), cnt * (size_t)(seq_len + 1), &err) ||
-            tl_shard_writer_close(&w, NULL, &err)) {
-            if (w.f) tl_shard_writer_abort(&w);
-            cli_error("prepare", "%s", err.msg);
-            return -1;
-        }
-        printf("wrote %s (%zu samples)\n", path, cnt);
-    }
-    return 0;
+static void fmt_count(char *buf, size_t n, double v) {
+    if (v >= 1e9) snprintf(buf, n, "%.2fG", v / 1e9);
+    else if (v >= 1e6) snprintf(buf, n, "%.2fM", v / 1e6);
+    else if (v >= 1e4) snprintf(buf, n, "%.1fk", v / 1e3);
+    else snprintf(buf, n, "%.0f", v);
 }
+
+static void on_progress(const tl_prepare_progress *p, void *user) {
+    progress_state *ps = user;
+    if (ps->quiet) return;
+    if (!ps->tty && !p->done && p->elapsed - ps->last < 10.0) return; /* logs: a line every 10 s */
+    ps->last = p->elapsed;
+    double frac = p->bytes_total ? (double)p->bytes_read / (double)p->bytes_total : 1.0;
+    double mbs = p->elapsed > 0 ? (double)p->text_bytes / 1e6 / p->elapsed : 0;
+    double eta = frac > 0 ? p->elapsed * (1 - frac) / frac : 0;
+    char docs[32], toks[32], t[32];
+    fmt_count(docs, sizeof docs, (double)p->documents);
+    fmt_count(toks, sizeof toks, (double)p->tokens);
+    fmt_time(t, sizeof t, p->done ? p->elapsed : eta);
+    fprintf(stderr, "%s[%5.1f%%] file %d/%d | %.1f/%.1f MB in | text %.1f MB/s | %s docs | %s tokens | %s %s%s",
+            ps->tty ? "\r\033[K" : "", 100 * frac, p->file_index + 1, p->n_files, (double)p->bytes_read / 1e6,
+            (double)p->bytes_total / 1e6, mbs, docs, toks, p->done ? "took" : "ETA", t,
+            ps->tty && !p->done ? "" : "\n");
+}
+
+/* Prints what was skipped or repaired for one input ("" if nothing). */
+static int report_bad(const char *name, const tl_prepare_input *in) {
+    char buf[1024];
+    size_t n = 0;
+#define ITEM(cond, ...)                                                               \
+    if (cond) n += (size_t)snprintf(buf + n, sizeof buf - n, "%s", n ? ", " : ""), \
+              n += (size_t)snprintf(buf + n, sizeof buf - n, __VA_ARGS__)
+    ITEM(in->malformed_json, "%llu malformed JSON line(s)", (unsigned long long)in->malformed_json);
+    ITEM(in->missing_text, "%llu without a text field", (unsigned long long)in->missing_text);
+    ITEM(in->empty, "%llu empty document(s)", (unsigned long long)in->empty);
+    ITEM(in->too_long, "%llu over-long line(s)", (unsigned long long)in->too_long);
+    ITEM(in->invalid_utf8_docs, "%llu document(s) with invalid UTF-8 (%llu bytes replaced)",
+         (unsigned long long)in->invalid_utf8_docs, (unsigned long long)in->invalid_utf8_bytes);
+    ITEM(in->forced_splits, "%llu forced cut(s) of lines over the segment limit",
+         (unsigned long long)in->forced_splits);
+    ITEM(in->truncated, "%s", in->error[0] ? in->error : "truncated");
+#undef ITEM
+    if (!n) return 0;
+    fprintf(stderr, "warning: %s: %s\n", name, buf);
+    return 1;
+}
+
+#define MAX_ARGS 4096
 
 int cmd_prepare(int argc, char **argv) {
-    const char *out = NULL;
-    long seq_len = 256, per_shard = 65536;
+    tl_prepare_opts o;
+    tl_prepare_default_opts(&o);
+    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    char **excl = calloc((size_t)argc + 1, sizeof *excl);
+    const char **excl_c = calloc((size_t)argc + 1, sizeof *excl_c);
+    int n_in = 0, n_ex = 0, strict = 0, quiet = 0, rc = 2;
+    long seq_len = -1, shard_samples = 0, threads = 0, val_count = 0, max_doc = -1, seg = -1;
     double val_fraction = 0.05;
-    int byte_level = 0;
-    const char **files = calloc((size_t)argc, sizeof *files);
-    int n_files = 0;
+    int split_by = -1;
+    if (!inputs || !excl || !excl_c) {
+        cli_error("prepare", "out of memory");
+        rc = 1;
+        goto done;
+    }
     for (int i = 1; i < argc; i++) {
-        const char *v;
+        const char *v = NULL, *a = argv[i];
         int bad = 0;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
-            free(files);
-            return 0;
-        } else if (!strcmp(argv[i], "--byte-level")) {
-            byte_level = 1;
-        } else if (cli_opt(argc, argv, &i, "--out", &v, &bad)) {
-            if (bad) goto usage;
-            out = v;
+            rc = 0;
+            goto done;
+        } else if (!strcmp(a, "--byte-level")) o.byte_level = 1;
+        else if (!strcmp(a, "--bos")) o.add_bos = 1;
+        else if (!strcmp(a, "--no-eos")) o.add_eos = 0;
+        else if (!strcmp(a, "--strict")) strict = 1;
+        else if (!strcmp(a, "--no-word-cache")) o.no_word_cache = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (cli_opt(argc, argv, &i, "--tokenizer", &v, &bad)) { if (bad) goto done; o.tokenizer = v; }
+        else if (cli_opt(argc, argv, &i, "--out", &v, &bad)) { if (bad) goto done; o.out_dir = v; }
+        else if (cli_opt(argc, argv, &i, "--text-field", &v, &bad)) { if (bad) goto done; o.text_field = v; }
+        else if (cli_opt(argc, argv, &i, "--exclude", &v, &bad) || cli_opt(argc, argv, &i, "--exclude-meta", &v, &bad)) {
+            if (bad) goto done;
+            int meta = !strncmp(argv[i - (argv[i] == v ? 1 : 0)], "--exclude-meta", 14);
+            if (!strchr(v, '=') || v[0] == '=') {
+                cli_error("prepare", "%s expects KEY=VALUE, got '%s'", meta ? "--exclude-meta" : "--exclude", v);
+                goto done;
+            }
+            size_t l = strlen(v) + 8;
+            if (!(excl[n_ex] = malloc(l))) goto oom;
+            snprintf(excl[n_ex], l, "%s%s", meta ? "meta." : "", v);
+            excl_c[n_ex] = excl[n_ex];
+            n_ex++;
+        } else if (cli_opt(argc, argv, &i, "--format", &v, &bad)) {
+            if (bad) goto done;
+            if (!strcmp(v, "jsonl")) o.format = TL_FMT_JSONL;
+            else if (!strcmp(v, "txt")) o.format = TL_FMT_TXT;
+            else { cli_error("prepare", "--format must be jsonl or txt"); goto done; }
+        } else if (cli_opt(argc, argv, &i, "--txt-docs", &v, &bad)) {
+            if (bad) goto done;
+            if (!strcmp(v, "file")) o.txt_mode = TL_TXT_FILE;
+            else if (!strcmp(v, "paragraphs")) o.txt_mode = TL_TXT_PARAGRAPHS;
+            else { cli_error("prepare", "--txt-docs must be file or paragraphs"); goto done; }
+        } else if (cli_opt(argc, argv, &i, "--split-by", &v, &bad)) {
+            if (bad) goto done;
+            if (!strcmp(v, "documents") || !strcmp(v, "docs")) split_by = TL_SPLIT_DOCS;
+            else if (!strcmp(v, "samples")) split_by = TL_SPLIT_SAMPLES;
+            else { cli_error("prepare", "--split-by must be documents or samples"); goto done; }
         } else if (cli_opt(argc, argv, &i, "--seq-len", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--seq-len", v, 1, 1 << 20, &seq_len)) goto usage;
+            if (bad || cli_parse_int("prepare", "--seq-len", v, 1, 1 << 20, &seq_len)) goto done;
         } else if (cli_opt(argc, argv, &i, "--shard-samples", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--shard-samples", v, 1, 1L << 40, &per_shard)) goto usage;
+            if (bad || cli_parse_int("prepare", "--shard-samples", v, 1, 1L << 40, &shard_samples)) goto done;
+        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
+            if (bad || cli_parse_int("prepare", "--threads", v, 0, 4096, &threads)) goto done;
+        } else if (cli_opt(argc, argv, &i, "--val-count", &v, &bad)) {
+            if (bad || cli_parse_int("prepare", "--val-count", v, 0, 1L << 50, &val_count)) goto done;
+        } else if (cli_opt(argc, argv, &i, "--max-doc-bytes", &v, &bad)) {
+            if (bad || cli_parse_int("prepare", "--max-doc-bytes", v, 1, 1L << 40, &max_doc)) goto done;
+        } else if (cli_opt(argc, argv, &i, "--segment-bytes", &v, &bad)) {
+            if (bad || cli_parse_int("prepare", "--segment-bytes", v, 64, 1L << 30, &seg)) goto done;
         } else if (cli_opt(argc, argv, &i, "--val-fraction", &v, &bad)) {
-            if (bad || cli_parse_double("prepare", "--val-fraction", v, &val_fraction)) goto usage;
+            if (bad || cli_parse_double("prepare", "--val-fraction", v, &val_fraction)) goto done;
             if (val_fraction < 0 || val_fraction >= 1) {
                 cli_error("prepare", "--val-fraction must be in [0, 1)");
-                goto usage;
+                goto done;
             }
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            cli_error("prepare", "unknown option '%s' (see --help)", argv[i]);
-            goto usage;
+        } else if (a[0] == '-' && a[1]) {
+            cli_error("prepare", "unknown option '%s' (see --help)", a);
+            goto done;
         } else {
-            files[n_files++] = argv[i];
+            inputs[n_in++] = a;
         }
     }
-    if (!byte_level) {
-        cli_error("prepare", "choose a vocabulary: --byte-level");
-        goto usage;
+    if (!o.byte_level == !o.tokenizer) {
+        cli_error("prepare", "choose a vocabulary: --tokenizer FILE or --byte-level");
+        goto done;
     }
-    if (!out || n_files == 0) {
-        cli_error("prepare", "need --out DIR and at least one input file");
-        goto usage;
+    if (!o.out_dir || n_in == 0) {
+        cli_error("prepare", "need --out DIR and at least one input");
+        goto done;
     }
-    tl_error merr;
-    if (tl_mkdir_p(out, &merr)) {
-        cli_error("prepare", "%s", merr.msg);
-        free(files);
-        return 1;
+    o.inputs = inputs;
+    o.n_inputs = n_in;
+    o.exclude = excl_c;
+    o.n_exclude = n_ex;
+    o.seq_len = (int)(seq_len > 0 ? seq_len : o.byte_level ? 256 : 2048);
+    o.shard_samples = shard_samples > 0 ? (uint64_t)shard_samples : ((uint64_t)1 << 25) / (uint64_t)(o.seq_len + 1) + 1;
+    o.nthreads = (int)threads;
+    o.val_fraction = val_count ? 0 : val_fraction;
+    o.val_count = (uint64_t)val_count;
+    o.split_by = split_by >= 0 ? split_by : o.byte_level ? TL_SPLIT_SAMPLES : TL_SPLIT_DOCS;
+    if (max_doc > 0) o.max_doc_bytes = (size_t)max_doc;
+    if (seg > 0) o.segment_bytes = (size_t)seg;
+    progress_state ps = {.quiet = quiet, .tty = isatty(2), .last = 0};
+    o.progress = on_progress;
+    o.progress_user = &ps;
+
+    tl_prepare_result r;
+    tl_error err;
+    double t0 = tl_now();
+    if (tl_prepare_run(&o, &r, &err)) {
+        if (ps.tty && !quiet) fputc('\n', stderr);
+        cli_error("prepare", "%s", err.msg);
+        rc = 1;
+        goto done;
     }
-    idvec v = {0};
-    size_t bytes = 0;
-    for (int f = 0; f < n_files; f++) {
-        tl_error err;
-        char *text;
-        size_t len;
-        if (tl_read_file(files[f], (size_t)1 << 32, &text, &len, &err)) {
-            cli_error("prepare", "%s", err.msg);
-            free(v.ids);
-            free(files);
-            return 1;
-        }
-        for (size_t i = 0; i < len; i++)
-            if (push(&v, (unsigned char)text[i] + 3)) goto oom;
-        if (push(&v, BYTE_EOS)) goto oom;
-        bytes += len;
-        free(text);
-    }
-    size_t sample = (size_t)seq_len + 1, n_samples = v.n / sample;
-    if (n_samples < 1) {
-        cli_error("prepare", "only %zu tokens: not enough for one sample of %zu", v.n, sample);
-        free(v.ids);
-        free(files);
-        return 1;
-    }
-    size_t n_val = (size_t)(val_fraction * (double)n_samples + 0.999999);
-    if (val_fraction > 0 && n_val >= n_samples) n_val = n_samples - 1;
-    int rc = write_shards(out, "train", v.ids, n_samples - n_val, (int)seq_len, per_shard);
-    if (!rc && n_val) rc = write_shards(out, "val", v.ids + (n_samples - n_val) * sample, n_val, (int)seq_len, per_shard);
-    if (!rc)
-        printf("%d documents, %zu bytes -> %zu tokens; %zu training and %zu validation samples of %zu tokens "
-               "(%zu tail tokens dropped)\n",
-               n_files, bytes, v.n, n_samples - n_val, n_val, sample, v.n - n_samples * sample);
-    free(v.ids);
-    free(files);
-    return rc ? 1 : 0;
+    double dt = tl_now() - t0;
+    int any_bad = 0;
+    for (int i = 0; i < r.n_inputs; i++) any_bad |= report_bad(r.inputs[i].path, &r.inputs[i]);
+    const tl_prepare_input *t = &r.total;
+    printf("%llu documents (%.1f MB of text) -> %llu tokens in %.1f s (%.2f MB/s)\n", (unsigned long long)t->documents,
+           (double)t->text_bytes / 1e6, (unsigned long long)t->tokens, dt, dt > 0 ? (double)t->text_bytes / 1e6 / dt : 0);
+    printf("train: %llu samples of %d tokens in %llu shard(s); val: %llu samples in %llu shard(s); "
+           "%llu tail tokens dropped\n",
+           (unsigned long long)r.train.samples, o.seq_len + 1, (unsigned long long)r.train.shards,
+           (unsigned long long)r.val.samples, (unsigned long long)r.val.shards,
+           (unsigned long long)r.dropped_tail_tokens);
+    if ((o.val_fraction > 0 || o.val_count) && r.val.samples == 0)
+        fprintf(stderr, "warning: the validation split is empty (%llu documents); try --split-by samples or "
+                        "--txt-docs paragraphs\n", (unsigned long long)t->documents);
+    if (t->filtered) printf("%llu documents excluded by filters\n", (unsigned long long)t->filtered);
+    printf("manifest: %s\n", r.manifest);
+    rc = (strict && any_bad) ? 1 : 0;
+    if (rc) cli_error("prepare", "bad input found (--strict)");
+    tl_prepare_result_free(&r);
+    goto done;
 oom:
     cli_error("prepare", "out of memory");
-    free(v.ids);
-    free(files);
-    return 1;
-usage:
-    free(files);
-    return 2;
+    rc = 1;
+done:
+    for (int i = 0; excl && i < n_ex; i++) free(excl[i]);
+    free(excl);
+    free(excl_c);
+    free(inputs);
+    return rc;
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -26,6 +27,13 @@ static void help(void) {
         "  --data PATH          training shards: a .bin file, a directory or a glob (repeatable)\n"
         "  --val-data PATH      held-out shards for validation loss / perplexity (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
+        "                       (repeatable; PATH as --data, or a `prepare` output directory for\n"
+        "                       its train-*.bin; W defaults to TinyLlama's weight\n"
+        "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
+        "  --source-start NAME=W  weight of NAME at the start of training, moving linearly to\n"
+        "                       its final weight over --ramp-tokens (repeatable)\n"
+        "  --ramp-tokens N      length of that ramp in training tokens (default 0)\n"
         "model (one of; default --preset demo):\n"
         "  --preset NAME        built-in config:");
     for (const char *const *p = tl_config_preset_names(); *p; p++) printf(" %s", *p);
@@ -103,6 +111,51 @@ static void on_event(const tl_train_event *ev, void *user) {
 
 #define MAX_PATHS 256
 
+/* ---- mixture (--source): parses NAME[=W]:PATH ---- */
+typedef struct {
+    char name[64];
+    double weight, start;
+    const char *path;
+} source_arg;
+
+static int parse_source(const char *v, source_arg *sa) {
+    const char *colon = strchr(v, ':');
+    if (!colon || colon == v || !colon[1]) {
+        cli_error("train", "--source expects NAME[=WEIGHT]:PATH, got '%s'", v);
+        return -1;
+    }
+    const char *eq = memchr(v, '=', (size_t)(colon - v));
+    size_t nl = (size_t)((eq ? eq : colon) - v);
+    if (nl == 0 || nl >= sizeof sa->name) {
+        cli_error("train", "--source: bad source name in '%s'", v);
+        return -1;
+    }
+    memcpy(sa->name, v, nl);
+    sa->name[nl] = 0;
+    sa->path = colon + 1;
+    sa->start = -1;
+    if (eq) {
+        char num[64];
+        size_t l = (size_t)(colon - eq - 1);
+        if (l == 0 || l >= sizeof num) {
+            cli_error("train", "--source: bad weight in '%s'", v);
+            return -1;
+        }
+        memcpy(num, eq + 1, l);
+        num[l] = 0;
+        if (cli_parse_double("train", "--source weight", num, &sa->weight)) return -1;
+    } else if ((sa->weight = tl_mixture_default_weight(sa->name)) < 0) {
+        cli_error("train", "--source %s: give a weight (NAME=WEIGHT:PATH)", sa->name);
+        return -1;
+    }
+    if (sa->weight < 0) {
+        cli_error("train", "--source %s: the weight must not be negative", sa->name);
+        return -1;
+    }
+    return 0;
+}
+/* ---- end mixture ---- */
+
 int cmd_train(int argc, char **argv) {
     const char *data[MAX_PATHS], *val[MAX_PATHS];
     int n_data = 0, n_val = 0;
@@ -110,6 +163,9 @@ int cmd_train(int argc, char **argv) {
     long batch = 8, seq_len = 0, batch_tokens = 0, steps = 1000, warmup = -1, decay = -1, seed = 3407;
     long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
     int sequential = 0, quiet = 0, do_resume = 0;
+    source_arg sources[TL_MIX_MAX_SOURCES];
+    int n_sources = 0;
+    long ramp_tokens = 0;
     tl_adamw_config oc = tl_adamw_defaults();
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
@@ -133,6 +189,29 @@ int cmd_train(int argc, char **argv) {
             if (bad) return 2;
             if (n_val == MAX_PATHS) { cli_error("train", "too many --val-data paths"); return 2; }
             val[n_val++] = v;
+        } else if (cli_opt(argc, argv, &i, "--source", &v, &bad)) {
+            if (bad) return 2;
+            if (n_sources == TL_MIX_MAX_SOURCES) { cli_error("train", "at most %d sources", TL_MIX_MAX_SOURCES); return 2; }
+            if (parse_source(v, &sources[n_sources])) return 2;
+            n_sources++;
+        } else if (cli_opt(argc, argv, &i, "--source-start", &v, &bad)) {
+            if (bad) return 2;
+            const char *eq = strchr(v, '=');
+            int found = 0;
+            double w;
+            if (!eq || cli_parse_double("train", "--source-start", eq + 1, &w) || w < 0) {
+                cli_error("train", "--source-start expects NAME=WEIGHT (after the --source it names)");
+                return 2;
+            }
+            for (int k = 0; k < n_sources; k++)
+                if (strlen(sources[k].name) == (size_t)(eq - v) && !strncmp(sources[k].name, v, (size_t)(eq - v))) {
+                    sources[k].start = w;
+                    found = 1;
+                }
+            if (!found) {
+                cli_error("train", "--source-start %s: no --source of that name before it", v);
+                return 2;
+            }
         } else if (!strcmp(a, "--resume")) {
             do_resume = 1;
             if (i + 1 < argc && argv[i + 1][0] != '-') resume = argv[++i];
@@ -146,7 +225,7 @@ int cmd_train(int argc, char **argv) {
         NUM("--warmup", warmup, 0, 1L << 40) NUM("--decay-steps", decay, 0, 1L << 40)
         NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", ckpt_every, 0, 1L << 40) NUM("--keep", keep, 0, 1 << 20)
         NUM("--eval-every", eval_every, 0, 1L << 40) NUM("--eval-batches", eval_batches, 1, 1 << 20)
-        NUM("--threads", threads, 0, 4096)
+        NUM("--threads", threads, 0, 4096) NUM("--ramp-tokens", ramp_tokens, 0, 1L << 50)
         DBL("--lr", oc.lr) DBL("--min-lr", oc.min_lr) DBL("--beta1", oc.beta1) DBL("--beta2", oc.beta2)
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
         else if (!strcmp(a, "--sequential")) sequential = 1;
@@ -159,8 +238,12 @@ int cmd_train(int argc, char **argv) {
 #undef DBL
 #undef STR
     }
-    if (n_data == 0) {
+    if (n_data == 0 && n_sources == 0) {
         cli_error("train", "no training data: give --data SHARDS (make some with `tinyllama prepare`)");
+        return 2;
+    }
+    if (n_data && n_sources) {
+        cli_error("train", "give either --data or --source, not both");
         return 2;
     }
     if ((preset != NULL) + (config != NULL) + (init != NULL) > 1) {
@@ -196,6 +279,38 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     tl_dataset train_ds, val_ds;
+    memset(&train_ds, 0, sizeof train_ds);
+    /* ---- mixture ---- */
+    tl_mixture mix;
+    tl_mixture_init(&mix);
+    if (n_sources) {
+        rc = 0;
+        for (int k = 0; k < n_sources && !rc; k++) {
+            /* a `prepare` output directory (it has manifest.json) means its training shards */
+            char glob_path[4200], man[4200];
+            const char *p[1] = {sources[k].path};
+            struct stat sb;
+            snprintf(man, sizeof man, "%s/manifest.json", sources[k].path);
+            if (stat(sources[k].path, &sb) == 0 && S_ISDIR(sb.st_mode) && stat(man, &sb) == 0) {
+                snprintf(glob_path, sizeof glob_path, "%s/train-*.bin", sources[k].path);
+                p[0] = glob_path;
+            }
+            rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
+        }
+        /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */
+        long sl = seq_len ? seq_len : (mix.n ? mix.src[0].ds.seq_len : 1);
+        for (int k = 0; k < mix.n && !seq_len; k++)
+            if (mix.src[k].ds.seq_len < sl) sl = mix.src[k].ds.seq_len;
+        if (sl > model.cfg.max_seq_len) sl = model.cfg.max_seq_len;
+        if (!rc) rc = tl_mixture_finish(&mix, (uint64_t)seed, !sequential, 0, 1, (uint64_t)(ramp_tokens / sl), &err);
+        if (rc) {
+            cli_error("train", "%s", err.msg);
+            tl_mixture_close(&mix);
+            tl_model_free(&model);
+            return 1;
+        }
+    } else
+    /* ---- end mixture ---- */
     if (tl_dataset_open(&train_ds, data, n_data, &err)) {
         cli_error("train", "%s", err.msg);
         tl_model_free(&model);
@@ -203,11 +318,13 @@ int cmd_train(int argc, char **argv) {
     }
     if (n_val && tl_dataset_open(&val_ds, val, n_val, &err)) {
         cli_error("train", "%s", err.msg);
+        tl_mixture_close(&mix);
         tl_dataset_close(&train_ds);
         tl_model_free(&model);
         return 1;
     }
-    if (seq_len == 0) seq_len = train_ds.seq_len < model.cfg.max_seq_len ? train_ds.seq_len : model.cfg.max_seq_len;
+    int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
+    if (seq_len == 0) seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
     long micro_tokens = batch * seq_len, accum = 1;
     if (batch_tokens) {
         if (batch_tokens % micro_tokens) {
@@ -222,10 +339,16 @@ int cmd_train(int argc, char **argv) {
                        .seed = (uint64_t)seed, .shuffle = !sequential,
                        .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
                        .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
-                       .out_dir = out, .log_path = log};
-    tl_trainer *tr = tl_trainer_create(&model, &train_ds, n_val ? &val_ds : NULL, &o, &err);
+                       .out_dir = out, .log_path = log, .mixture = n_sources ? &mix : NULL};
+    tl_trainer *tr = tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
+    uint64_t mix_samples = 0; /* mixture totals for the summary */
+    int mix_shards = 0;
+    for (int k = 0; k < mix.n; k++) {
+        mix_samples += mix.src[k].ds.n_samples;
+        mix_shards += mix.src[k].ds.n_shards;
+    }
     if (!rc) {
         const tl_config *c = &model.cfg;
         fprintf(stderr,
@@ -233,9 +356,14 @@ int cmd_train(int argc, char **argv) {
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
                 "batch: %ld x %ld tokens x %ld accumulation = %ld tokens/step; %ld steps; %d threads; %.0f MB\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
-                (unsigned long long)train_ds.n_samples, train_ds.seq_len, train_ds.n_shards,
+                (unsigned long long)(n_sources ? mix_samples : train_ds.n_samples), data_seq_len,
+                n_sources ? mix_shards : train_ds.n_shards,
                 n_val ? ", with validation" : "", batch, seq_len, accum, batch * seq_len * accum, steps,
                 tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6);
+        for (int k = 0; k < mix.n; k++) /* mixture */
+            fprintf(stderr, "source %s: weight %.6f (start %.6f), %llu samples of %d tokens in %d shard(s)\n",
+                    mix.src[k].name, (double)mix.src[k].w1 / (1 << 24), (double)mix.src[k].w0 / (1 << 24),
+                    (unsigned long long)mix.src[k].ds.n_samples, mix.src[k].ds.seq_len, mix.src[k].ds.n_shards);
         if (resume_dir[0]) fprintf(stderr, "resuming from %s at step %ld\n", resume_dir, tl_trainer_step(tr));
         struct sigaction sa = {0};
         sa.sa_handler = on_signal;
@@ -249,7 +377,8 @@ int cmd_train(int argc, char **argv) {
     if (rc) cli_error("train", "%s", err.msg);
     tl_trainer_free(tr);
     if (n_val) tl_dataset_close(&val_ds);
-    tl_dataset_close(&train_ds);
+    tl_mixture_close(&mix);
+    if (!n_sources) tl_dataset_close(&train_ds);
     tl_model_free(&model);
     return rc ? 1 : 0;
 }

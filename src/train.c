@@ -28,6 +28,23 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "batch, sequence length, accumulation and steps must be positive");
         return NULL;
     }
+    /* ---- mixture (src/mixture.h): stands in for the train dataset ---- */
+    if (o->mixture) {
+        if (!o->mixture->finished) {
+            tl_fail(err, "the data mixture is not finished");
+            return NULL;
+        }
+        if (o->seq_len > o->mixture->seq_len) {
+            tl_fail(err, "sequence length %d is longer than the mixture sources' %d", o->seq_len, o->mixture->seq_len);
+            return NULL;
+        }
+        for (int i = 0; i < o->mixture->n; i++)
+            if (tl_dataset_check_vocab(&o->mixture->src[i].ds, m->cfg.vocab_size, err)) return NULL;
+    } else if (!train) {
+        tl_fail(err, "no training data");
+        return NULL;
+    } else
+    /* ---- end mixture ---- */
     if (o->seq_len > train->seq_len) {
         tl_fail(err, "sequence length %d is longer than the training shards' %d", o->seq_len, train->seq_len);
         return NULL;
@@ -36,7 +53,8 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "sequence length %d is longer than the validation shards' %d", o->seq_len, val->seq_len);
         return NULL;
     }
-    if (tl_dataset_check_vocab(train, m->cfg.vocab_size, err) || (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
+    if ((train && tl_dataset_check_vocab(train, m->cfg.vocab_size, err)) ||
+        (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
         return NULL;
     if (o->opt.warmup_steps < 0 || o->opt.decay_steps < o->opt.warmup_steps) {
         tl_fail(err, "decay steps (%ld) must be at least the warmup steps (%ld)", o->opt.decay_steps, o->opt.warmup_steps);
@@ -65,8 +83,12 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
-    tl_dataset_set_order(train, o->shuffle, o->seed);
-    tl_dataset_seek(train, 0, 0, NULL);
+    if (o->mixture) { /* mixture */
+        tl_mixture_seek(o->mixture, 0, NULL);
+    } else {
+        tl_dataset_set_order(train, o->shuffle, o->seed);
+        tl_dataset_seek(train, 0, 0, NULL);
+    }
     tl_rng_seed(&t->st.rng, o->seed);
     if (o->log_path)
         snprintf(t->log_path, sizeof t->log_path, "%s", o->log_path);
@@ -116,7 +138,16 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "eps", o->opt.eps);
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
-    cJSON_AddNumberToObject(r, "train_samples", (double)t->train->n_samples);
+    if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
+        char *mix = tl_mixture_describe(o->mixture);
+        cJSON_AddItemToObject(r, "mixture", cJSON_Parse(mix));
+        free(mix);
+        double total = 0;
+        for (int i = 0; i < o->mixture->n; i++) total += (double)o->mixture->src[i].ds.n_samples;
+        cJSON_AddNumberToObject(r, "train_samples", total);
+    } else {
+        cJSON_AddNumberToObject(r, "train_samples", (double)t->train->n_samples);
+    }
     char *s = cJSON_Print(r);
     cJSON_Delete(r);
     return s;
@@ -134,15 +165,16 @@ static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err
     free(mine_s);
     int rc = 0;
     if (!saved) rc = tl_fail(err, "%s: malformed JSON", path);
-    static const char *const keys[] = {"batch", "seq_len", "accum", "seed", "shuffle", "train_samples"};
+    static const char *const keys[] = {"batch", "seq_len", "accum", "seed", "shuffle", "train_samples", "mixture"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, keys[i]);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(mine, keys[i]);
-        if (!a || !cJSON_Compare(a, b, 1)) {
-            char *as = a ? cJSON_PrintUnformatted(a) : NULL, *bs = cJSON_PrintUnformatted(b);
+        if (!strcmp(keys[i], "mixture") && !a && !b) continue; /* neither run used a mixture */
+        if (!a || !b || !cJSON_Compare(a, b, 1)) {
+            char *as = a ? cJSON_PrintUnformatted(a) : NULL, *bs = b ? cJSON_PrintUnformatted(b) : NULL;
             rc = tl_fail(err, "%s: the checkpoint was trained with %s=%s but this run has %s=%s; resume with the same "
                               "setting (it decides which data each step sees)",
-                         dir, keys[i], as ? as : "(missing)", keys[i], bs);
+                         dir, keys[i], as ? as : "(missing)", keys[i], bs ? bs : "(missing)");
             free(as);
             free(bs);
         }
@@ -181,7 +213,11 @@ int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     if (tl_model_load_hf_weights(ckpt_dir, t->m, err)) return -1;
     snprintf(path, sizeof path, "%s/training_state.bin", ckpt_dir);
     if (tl_train_state_load(path, &t->st, err)) return -1;
-    if (tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err)) return tl_wrap(err, "%s", ckpt_dir);
+    if (t->o.mixture) { /* mixture */
+        if (tl_mixture_seek(t->o.mixture, t->st.data_index, err)) return tl_wrap(err, "%s", ckpt_dir);
+    } else if (tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err)) {
+        return tl_wrap(err, "%s", ckpt_dir);
+    }
     truncate_log(t->log_path, (long)t->st.step);
     return 0;
 }
@@ -218,8 +254,13 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
 
 static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
     char saved[4200];
-    t->st.data_epoch = t->train->epoch;
-    t->st.data_index = t->train->index;
+    if (t->o.mixture) { /* mixture: one counter */
+        t->st.data_epoch = 0;
+        t->st.data_index = t->o.mixture->pos;
+    } else {
+        t->st.data_epoch = t->train->epoch;
+        t->st.data_index = t->train->index;
+    }
     char *args = args_json(t);
     int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.keep, saved, sizeof saved, err);
     free(args);
@@ -256,7 +297,9 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         memset(t->grads, 0, n * sizeof(float));
         double loss = 0;
         for (int a = 0; a < accum; a++) {
-            if (tl_dataset_next(t->train, B, T, t->tokens, err)) return -1;
+            if (t->o.mixture ? tl_mixture_next(t->o.mixture, B, T, t->tokens, NULL, err)
+                             : tl_dataset_next(t->train, B, T, t->tokens, err))
+                return -1;
             for (int b = 0; b < B; b++)
                 for (int s = 0; s < T; s++) {
                     t->inputs[b * T + s] = t->tokens[b * (T + 1) + s];

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "data.h"
+#include "mixture.h"
 #include "model.h"
 #include "optimizer.h"
 
@@ -26,6 +27,10 @@ typedef struct {
     int keep;           /* checkpoints kept (0: all) */
     const char *out_dir;
     const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
+    /* mixture: if set (finished, see mixture.h), training samples come from it
+     * instead of the train dataset (which may then be NULL); its position is
+     * saved as data_index (data_epoch 0) */
+    tl_mixture *mixture;
 } tl_train_opts;
 
 typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP } tl_event_kind;
@@ -42,7 +47,8 @@ typedef void (*tl_train_cb)(const tl_train_event *ev, void *user);
 
 typedef struct tl_trainer tl_trainer;
 
-/* The trainer borrows model and datasets (val may be NULL). */
+/* The trainer borrows model and datasets (val may be NULL; train may be NULL
+ * with opts->mixture). */
 tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, const tl_train_opts *o,
                               tl_error *err);
 void tl_trainer_free(tl_trainer *t);

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 extern const tl_test tests_common[];
+extern const tl_test tests_data_pipeline[];
+extern const tl_test tests_mixture[];
 extern const tl_test tests_model[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_vec[];
@@ -18,6 +20,8 @@ extern const tl_test tests_eval[];
 
 static const tl_test *const suites[] = {
     tests_common,
+    tests_data_pipeline,
+    tests_mixture,
     tests_ops,
     tests_vec,
     tests_model,
