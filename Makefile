@@ -11,6 +11,18 @@ CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D
 # it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
+# MPI (data-parallel training, docs/distributed.md): MPI=auto uses mpicc's flags when
+# mpicc exists, MPI=0 builds without it (one process only), MPI=1 requires it.
+MPI     ?= auto
+MPICC   ?= mpicc
+ifeq ($(MPI),auto)
+MPI := $(if $(shell command -v $(MPICC) 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+CFLAGS  += -DTL_WITH_MPI $(shell $(MPICC) --showme:compile 2>/dev/null || $(MPICC) -show | cut -d' ' -f2- | tr ' ' '\n' | grep '^-I' | tr '\n' ' ')
+MPI_LIBS := $(shell $(MPICC) --showme:link 2>/dev/null || $(MPICC) -show | cut -d' ' -f2- | tr ' ' '\n' | grep '^-[Ll]' | tr '\n' ' ')
+endif
+LDLIBS  += $(MPI_LIBS)
 LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(wildcard src/*.c))

@@ -17,6 +17,7 @@ extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
 extern const tl_test tests_eval[];
+extern const tl_test tests_distributed[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -29,6 +30,7 @@ static const tl_test *const suites[] = {
     tests_tokenizer,
     tests_infer,
     tests_eval,
+    tests_distributed,
 };
 
 static char tmpdir_path[256];

@@ -1,0 +1,571 @@
+/* distributed.c - communicator (MPI or single rank) and sharding arithmetic. */
+#include "distributed.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef TL_WITH_MPI
+#include <mpi.h>
+#endif
+
+/* ------------------------------------------------------------------ sharding */
+
+void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, size_t *hi) {
+    if (world < 1) world = 1;
+    if (align < 1) align = 1;
+    size_t nb = n / align + (n % align != 0);
+    size_t w = (size_t)world, r = (size_t)rank;
+    /* the first nb % w ranks take one extra block */
+    size_t base = nb / w, extra = nb % w;
+    size_t b0 = r * base + (r < extra ? r : extra);
+    size_t b1 = b0 + base + (r < extra);
+    size_t l = b0 * align, h = b1 * align;
+    *lo = l < n ? l : n;
+    *hi = h < n ? h : n;
+}
+
+size_t tl_shard_blocks(size_t lo, size_t hi) {
+    return hi > lo ? (hi - lo + TL_SHARD_ALIGN - 1) / TL_SHARD_ALIGN : 0;
+}
+
+void tl_grad_sumsq_blocks(const float *g, size_t lo, size_t hi, double *out) {
+    size_t nb = tl_shard_blocks(lo, hi);
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t a = lo + b * TL_SHARD_ALIGN, e = a + TL_SHARD_ALIGN < hi ? a + TL_SHARD_ALIGN : hi;
+        double s = 0.0;
+        for (size_t i = a; i < e; i++) s += (double)g[i] * (double)g[i];
+        out[b] = s;
+    }
+}
+
+double tl_blocks_norm(const double *blocks, size_t n_blocks) {
+    double total = 0.0;
+    for (size_t b = 0; b < n_blocks; b++) total += blocks[b];
+    return sqrt(total);
+}
+
+/* Elements per message and per reduction round: bounds the scratch to world * CHUNK floats. */
+#define CHUNK ((size_t)1 << 22)
+
+void tl_zero_memory_plan(size_t n_params, int world, int rank, int stage, tl_zero_memory *out) {
+    size_t lo, hi;
+    tl_shard_range(n_params, world, TL_SHARD_ALIGN, rank, &lo, &hi);
+    size_t shard = hi - lo, f = sizeof(float), w = world < 1 ? 1 : (size_t)world;
+    memset(out, 0, sizeof *out);
+    out->params = (stage >= 3 ? shard : n_params) * f;
+    out->params_peak = n_params * f;
+    out->grads = n_params * f;
+    out->grads_reduced = stage >= 2 ? shard * f : 0;
+    out->opt_state = 2 * (stage >= 1 ? shard : n_params) * f;
+    size_t biggest = 0;
+    for (int r = 0; r < world; r++) {
+        size_t l, h;
+        tl_shard_range(n_params, world, TL_SHARD_ALIGN, r, &l, &h);
+        if (h - l > biggest) biggest = h - l;
+    }
+    out->scratch = w > 1 ? w * (biggest < CHUNK ? biggest : CHUNK) * f : 0;
+    out->total_peak = out->params_peak + out->grads + out->grads_reduced + out->opt_state + out->scratch;
+}
+
+/* ------------------------------------------------------------------ launch */
+
+static int env_int(const char *name, int *v) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (*end || x < 0 || x > INT_MAX) return 0;
+    *v = (int)x;
+    return 1;
+}
+
+const char *tl_launch_env(int *rank, int *world) {
+    int r = 0, w = 1;
+    const char *who = "none";
+    if (env_int("OMPI_COMM_WORLD_SIZE", &w) && env_int("OMPI_COMM_WORLD_RANK", &r)) who = "mpirun";
+    else if (env_int("PMIX_SIZE", &w) && env_int("PMIX_RANK", &r)) who = "pmix";
+    else if (env_int("PMI_SIZE", &w) && env_int("PMI_RANK", &r)) who = "pmi";
+    else if (env_int("SLURM_NTASKS", &w) && env_int("SLURM_PROCID", &r)) who = "srun";
+    else {
+        r = 0;
+        w = 1;
+    }
+    if (w < 1 || r >= w) {
+        r = 0;
+        w = 1;
+        who = "none";
+    }
+    *rank = r;
+    *world = w;
+    return who;
+}
+
+/* ------------------------------------------------------------------ communicator */
+
+struct tl_comm {
+    int rank, world;
+    int mpi;          /* 1: MPI_COMM_WORLD */
+    int initialized;  /* 1: we called MPI_Init and must finalize */
+    double timeout;
+    unsigned seq;     /* collective counter: message tags */
+    float *scratch;
+    size_t scratch_len;
+};
+
+tl_comm *tl_comm_single(void) {
+    tl_comm *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->world = 1;
+    c->timeout = 300;
+    return c;
+}
+
+int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) {
+    int rank, world;
+    const char *who = tl_launch_env(&rank, &world);
+    *out = NULL;
+#ifndef TL_WITH_MPI
+    (void)force_mpi;
+    if (world > 1)
+        return tl_fail(err, "launched as rank %d of %d (by %s) but this build has no MPI: install Open MPI "
+                            "(libopenmpi-dev) and rebuild",
+                       rank, world, who);
+    *out = tl_comm_single();
+    return *out ? 0 : tl_fail(err, "out of memory");
+#else
+    (void)who;
+    if (world == 1 && !force_mpi) {
+        *out = tl_comm_single();
+        return *out ? 0 : tl_fail(err, "out of memory");
+    }
+    tl_comm *c = tl_comm_single();
+    if (!c) return tl_fail(err, "out of memory");
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        int provided;
+        /* only the main thread calls MPI (OpenMP threads compute between calls) */
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            free(c);
+            return tl_fail(err, "MPI_Init failed");
+        }
+        c->initialized = 1;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->world);
+    c->mpi = 1;
+    *out = c;
+    return 0;
+#endif
+}
+
+void tl_comm_free(tl_comm *c) {
+    if (!c) return;
+#ifdef TL_WITH_MPI
+    if (c->initialized) MPI_Finalize();
+#endif
+    tl_free(c->scratch);
+    free(c);
+}
+
+void tl_comm_abort(tl_comm *c, int code) {
+#ifdef TL_WITH_MPI
+    if (c && c->mpi) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+    (void)c;
+#endif
+    exit(code);
+}
+
+int tl_comm_rank(const tl_comm *c) { return c->rank; }
+int tl_comm_world(const tl_comm *c) { return c->world; }
+const char *tl_comm_backend(const tl_comm *c) { return c->mpi ? "mpi" : "single"; }
+void tl_comm_set_timeout(tl_comm *c, double seconds) { c->timeout = seconds; }
+double tl_comm_timeout(const tl_comm *c) { return c->timeout; }
+
+static float *scratch(tl_comm *c, size_t n, tl_error *err) {
+    if (c->scratch_len >= n) return c->scratch;
+    tl_free(c->scratch);
+    c->scratch = tl_alloc(n * sizeof(float));
+    c->scratch_len = c->scratch ? n : 0;
+    if (!c->scratch) tl_fail(err, "out of memory for %zu floats of communication scratch", n);
+    return c->scratch;
+}
+
+/* out[i] = (((parts[0][i] + parts[1][i]) + parts[2][i]) + ...), rank order. */
+static void ordered_sum(float *out, const float *const *parts, int world, size_t len) {
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (size_t i = 0; i < len; i++) {
+        float s = parts[0][i];
+        for (int q = 1; q < world; q++) s += parts[q][i];
+        out[i] = s;
+    }
+}
+
+#ifdef TL_WITH_MPI
+/* A batch of non-blocking point-to-point operations, each tagged with its peer. */
+typedef struct {
+    int n, cap;
+    MPI_Request *req;
+    int *peer;
+    int *done;
+} reqs;
+
+static int reqs_init(reqs *q, int cap, tl_error *err) {
+    q->n = 0;
+    q->cap = cap;
+    q->req = malloc(sizeof *q->req * (size_t)cap);
+    q->peer = malloc(sizeof *q->peer * (size_t)cap);
+    q->done = malloc(sizeof *q->done * (size_t)cap);
+    if (!q->req || !q->peer || !q->done) {
+        free(q->req);
+        free(q->peer);
+        free(q->done);
+        return tl_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+static void reqs_free(reqs *q) {
+    free(q->req);
+    free(q->peer);
+    free(q->done);
+}
+
+static int tag_of(const tl_comm *c) { return (int)(c->seq % 30000u); }
+
+static int post(tl_comm *c, reqs *q, int send, void *buf, size_t bytes, int peer, const char *what, tl_error *err) {
+    /* messages are cut to INT_MAX-safe pieces by the callers (CHUNK) */
+    int rc = send ? MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), MPI_COMM_WORLD, &q->req[q->n])
+                  : MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), MPI_COMM_WORLD, &q->req[q->n]);
+    if (rc != MPI_SUCCESS) return tl_fail(err, "rank %d: %s: MPI error posting a message to rank %d", c->rank, what, peer);
+    q->peer[q->n] = peer;
+    q->done[q->n] = 0;
+    q->n++;
+    return 0;
+}
+
+static void nap(long ns) {
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits for every request of q, polling against the communicator's deadline. */
+static int wait_reqs(tl_comm *c, reqs *q, const char *what, tl_error *err) {
+    double start = tl_now();
+    long spins = 0;
+    int left = q->n;
+    while (left > 0) {
+        for (int i = 0; i < q->n; i++) {
+            if (q->done[i]) continue;
+            int flag = 0;
+            if (MPI_Test(&q->req[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return tl_fail(err, "rank %d: %s: MPI error in a message with rank %d", c->rank, what, q->peer[i]);
+            if (flag) {
+                q->done[i] = 1;
+                left--;
+            }
+        }
+        if (!left) break;
+        double waited = tl_now() - start;
+        if (c->timeout > 0 && waited > c->timeout) {
+            char names[256] = "";
+            size_t len = 0;
+            int last = -1;
+            for (int i = 0; i < q->n && len + 16 < sizeof names; i++) {
+                if (q->done[i] || q->peer[i] == last) continue;
+                int k = snprintf(names + len, sizeof names - len, "%s%d", len ? ", " : "", q->peer[i]);
+                if (k > 0) len += (size_t)k;
+                last = q->peer[i];
+            }
+            return tl_fail(err, "rank %d: %s timed out after %.0f s waiting for rank %s (dead or hung?)", c->rank,
+                           what, c->timeout, names);
+        }
+        /* spin briefly (collectives are usually answered at once), then yield the core */
+        if (++spins > 1000) nap(waited < 0.01 ? 20000 : 500000);
+    }
+    return 0;
+}
+#endif
+
+int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t align, float *out, tl_error *err) {
+    size_t lo, hi;
+    tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
+    if (c->world == 1) {
+        if (out != buf + lo) memmove(out, buf + lo, (hi - lo) * sizeof(float));
+        return 0;
+    }
+#ifndef TL_WITH_MPI
+    return tl_fail(err, "no MPI");
+#else
+    const int W = c->world, me = c->rank;
+    size_t biggest = 0;
+    for (int r = 0; r < W; r++) {
+        size_t l, h;
+        tl_shard_range(n, W, align, r, &l, &h);
+        if (h - l > biggest) biggest = h - l;
+    }
+    size_t ch = biggest < CHUNK ? biggest : CHUNK;
+    if (ch == 0) return 0;
+    float *tmp = scratch(c, (size_t)W * ch, err);
+    if (!tmp) return -1;
+    const float **parts = malloc(sizeof *parts * (size_t)W);
+    reqs q;
+    if (!parts || reqs_init(&q, 2 * W, err)) {
+        free(parts);
+        return parts ? -1 : tl_fail(err, "out of memory");
+    }
+    int rc = 0;
+    for (size_t k = 0; k < biggest && !rc; k += ch) {
+        c->seq++;
+        q.n = 0;
+        size_t mine = hi - lo > k ? (hi - lo - k < ch ? hi - lo - k : ch) : 0;
+        for (int p = 0; p < W && !rc; p++) {
+            if (p == me) continue;
+            size_t l, h;
+            tl_shard_range(n, W, align, p, &l, &h);
+            size_t theirs = h - l > k ? (h - l - k < ch ? h - l - k : ch) : 0;
+            if (mine) rc = post(c, &q, 0, tmp + (size_t)p * ch, mine * sizeof(float), p, "reduce-scatter", err);
+            if (!rc && theirs)
+                rc = post(c, &q, 1, (void *)(buf + l + k), theirs * sizeof(float), p, "reduce-scatter", err);
+        }
+        if (!rc) rc = wait_reqs(c, &q, "reduce-scatter", err);
+        if (!rc && mine) {
+            for (int p = 0; p < W; p++) parts[p] = p == me ? buf + lo + k : tmp + (size_t)p * ch;
+            ordered_sum(out + k, parts, W, mine);
+        }
+    }
+    reqs_free(&q);
+    free(parts);
+    return rc;
+#endif
+}
+
+int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_error *err) {
+    if (c->world == 1) return 0;
+#ifndef TL_WITH_MPI
+    (void)buf;
+    (void)n;
+    (void)align;
+    return tl_fail(err, "no MPI");
+#else
+    const int W = c->world, me = c->rank;
+    size_t lo, hi, biggest = 0;
+    tl_shard_range(n, W, align, me, &lo, &hi);
+    for (int r = 0; r < W; r++) {
+        size_t l, h;
+        tl_shard_range(n, W, align, r, &l, &h);
+        if (h - l > biggest) biggest = h - l;
+    }
+    reqs q;
+    if (reqs_init(&q, 2 * W, err)) return -1;
+    int rc = 0;
+    for (size_t k = 0; k < biggest && !rc; k += CHUNK) {
+        c->seq++;
+        q.n = 0;
+        size_t mine = hi - lo > k ? (hi - lo - k < CHUNK ? hi - lo - k : CHUNK) : 0;
+        for (int p = 0; p < W && !rc; p++) {
+            if (p == me) continue;
+            size_t l, h;
+            tl_shard_range(n, W, align, p, &l, &h);
+            size_t theirs = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
+            if (theirs) rc = post(c, &q, 0, buf + l + k, theirs * sizeof(float), p, "all-gather", err);
+            if (!rc && mine) rc = post(c, &q, 1, buf + lo + k, mine * sizeof(float), p, "all-gather", err);
+        }
+        if (!rc) rc = wait_reqs(c, &q, "all-gather", err);
+    }
+    reqs_free(&q);
+    return rc;
+#endif
+}
+
+int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, size_t align, int root, tl_error *err) {
+    size_t lo, hi;
+    tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
+    if (c->rank == root && full + lo != shard) memmove(full + lo, shard, (hi - lo) * sizeof(float));
+    if (c->world == 1) return 0;
+#ifndef TL_WITH_MPI
+    return tl_fail(err, "no MPI");
+#else
+    const int W = c->world, me = c->rank;
+    reqs q;
+    if (reqs_init(&q, W, err)) return -1;
+    int rc = 0;
+    for (size_t k = 0; !rc; k += CHUNK) {
+        c->seq++;
+        q.n = 0;
+        int any = 0;
+        for (int p = 0; p < W && !rc; p++) {
+            size_t l, h;
+            tl_shard_range(n, W, align, p, &l, &h);
+            size_t len = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
+            any |= len > 0;
+            if (!len || p == root) continue;
+            if (me == root) rc = post(c, &q, 0, full + l + k, len * sizeof(float), p, "gather", err);
+            else if (p == me) rc = post(c, &q, 1, (void *)(shard + k), len * sizeof(float), root, "gather", err);
+        }
+        if (!any) break;
+        if (!rc) rc = wait_reqs(c, &q, "gather", err);
+    }
+    reqs_free(&q);
+    return rc;
+#endif
+}
+
+int tl_comm_scatter_f32(tl_comm *c, const float *full, float *shard, size_t n, size_t align, int root, tl_error *err) {
+    size_t lo, hi;
+    tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
+    if (c->rank == root && full + lo != shard) memmove(shard, full + lo, (hi - lo) * sizeof(float));
+    if (c->world == 1) return 0;
+#ifndef TL_WITH_MPI
+    return tl_fail(err, "no MPI");
+#else
+    const int W = c->world, me = c->rank;
+    reqs q;
+    if (reqs_init(&q, W, err)) return -1;
+    int rc = 0;
+    for (size_t k = 0; !rc; k += CHUNK) {
+        c->seq++;
+        q.n = 0;
+        int any = 0;
+        for (int p = 0; p < W && !rc; p++) {
+            size_t l, h;
+            tl_shard_range(n, W, align, p, &l, &h);
+            size_t len = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
+            any |= len > 0;
+            if (!len || p == root) continue;
+            if (me == root) rc = post(c, &q, 1, (void *)(full + l + k), len * sizeof(float), p, "scatter", err);
+            else if (p == me) rc = post(c, &q, 0, shard + k, len * sizeof(float), root, "scatter", err);
+        }
+        if (!any) break;
+        if (!rc) rc = wait_reqs(c, &q, "scatter", err);
+    }
+    reqs_free(&q);
+    return rc;
+#endif
+}
+
+int tl_comm_allgather_bytes(tl_comm *c, const void *mine, size_t bytes, void *all, tl_error *err) {
+    memmove((char *)all + (size_t)c->rank * bytes, mine, bytes);
+    if (c->world == 1) return 0;
+#ifndef TL_WITH_MPI
+    return tl_fail(err, "no MPI");
+#else
+    if (bytes > (size_t)1 << 30) return tl_fail(err, "all-gather of %zu bytes per rank is too large", bytes);
+    const int W = c->world, me = c->rank;
+    reqs q;
+    if (reqs_init(&q, 2 * W, err)) return -1;
+    c->seq++;
+    int rc = 0;
+    for (int p = 0; p < W && !rc; p++) {
+        if (p == me) continue;
+        rc = post(c, &q, 0, (char *)all + (size_t)p * bytes, bytes, p, "exchange", err);
+        if (!rc) rc = post(c, &q, 1, (char *)all + (size_t)me * bytes, bytes, p, "exchange", err);
+    }
+    if (!rc) rc = wait_reqs(c, &q, "exchange", err);
+    reqs_free(&q);
+    return rc;
+#endif
+}
+
+int tl_comm_allreduce_f32(tl_comm *c, float *buf, size_t n, tl_error *err) {
+    if (c->world == 1) return 0;
+    size_t lo, hi;
+    tl_shard_range(n, c->world, 1, c->rank, &lo, &hi);
+    if (tl_comm_reduce_scatter_f32(c, buf, n, 1, buf + lo, err)) return -1;
+    return tl_comm_allgather_f32(c, buf, n, 1, err);
+}
+
+int tl_comm_allreduce_f64(tl_comm *c, double *buf, size_t n, tl_error *err) {
+    if (c->world == 1 || n == 0) return 0;
+    double *all = malloc(sizeof(double) * n * (size_t)c->world);
+    if (!all) return tl_fail(err, "out of memory");
+    int rc = tl_comm_allgather_bytes(c, buf, n * sizeof(double), all, err);
+    if (!rc)
+        for (size_t i = 0; i < n; i++) {
+            double s = all[i];
+            for (int q = 1; q < c->world; q++) s += all[(size_t)q * n + i];
+            buf[i] = s;
+        }
+    free(all);
+    return rc;
+}
+
+int tl_comm_bcast(tl_comm *c, void *buf, size_t bytes, int root, tl_error *err) {
+    if (c->world == 1) return 0;
+#ifndef TL_WITH_MPI
+    (void)buf;
+    (void)bytes;
+    (void)root;
+    return tl_fail(err, "no MPI");
+#else
+    const int W = c->world, me = c->rank;
+    const size_t piece = (size_t)1 << 30;
+    reqs q;
+    if (reqs_init(&q, W, err)) return -1;
+    int rc = 0;
+    for (size_t k = 0; (k < bytes || (bytes == 0 && k == 0)) && !rc; k += piece) {
+        size_t len = bytes - k < piece ? bytes - k : piece;
+        c->seq++;
+        q.n = 0;
+        if (me == root) {
+            for (int p = 0; p < W && !rc; p++)
+                if (p != me) rc = post(c, &q, 1, (char *)buf + k, len, p, "broadcast", err);
+        } else {
+            rc = post(c, &q, 0, (char *)buf + k, len, root, "broadcast", err);
+        }
+        if (!rc) rc = wait_reqs(c, &q, "broadcast", err);
+        if (bytes == 0) break;
+    }
+    reqs_free(&q);
+    return rc;
+#endif
+}
+
+int tl_comm_barrier(tl_comm *c, tl_error *err) {
+    if (c->world == 1) return 0;
+    char one = 1, *all = malloc((size_t)c->world);
+    if (!all) return tl_fail(err, "out of memory");
+    int rc = tl_comm_allgather_bytes(c, &one, 1, all, err);
+    free(all);
+    return rc;
+}
+
+int tl_comm_agree(tl_comm *c, int rc, tl_error *err) {
+    if (c->world == 1) return rc ? -1 : 0;
+    typedef struct {
+        int rc;
+        char msg[1020];
+    } status;
+    status mine = {rc ? 1 : 0, ""};
+    if (rc && err) {
+        memcpy(mine.msg, err->msg, sizeof mine.msg - 1);
+        mine.msg[sizeof mine.msg - 1] = 0;
+    }
+    status *all = malloc(sizeof *all * (size_t)c->world);
+    if (!all) return tl_fail(err, "out of memory");
+    tl_error xerr;
+    if (tl_comm_allgather_bytes(c, &mine, sizeof mine, all, &xerr)) {
+        free(all);
+        if (rc) return -1; /* keep this rank's own message */
+        if (err) *err = xerr;
+        return -1;
+    }
+    int bad = -1;
+    for (int q = 0; q < c->world && bad < 0; q++)
+        if (all[q].rc) bad = q;
+    if (bad >= 0) {
+        char msg[1000];
+        memcpy(msg, all[bad].msg, sizeof msg - 1);
+        msg[sizeof msg - 1] = 0;
+        tl_fail(err, "rank %d: %s", bad, msg);
+    }
+    free(all);
+    return bad >= 0 ? -1 : 0;
+}

@@ -1,0 +1,189 @@
+/* test_distributed.c - sharding arithmetic, ZeRO memory plan, and the
+ * communicator's collectives.  Run alone, the collectives are those of a single
+ * rank; tests/cli_distributed.sh also runs this suite under `mpirun -np 2` (and 3),
+ * where every rank checks the deterministic sums bit for bit. */
+#include <string.h>
+#include <unistd.h>
+
+#include "distributed.h"
+#include "harness.h"
+#include "optimizer.h"
+
+static void test_shard_ranges(tl_test_ctx *t) {
+    static const size_t ns[] = {0, 1, 7, 64, 65, 1000, 65536 * 3 + 5};
+    static const size_t aligns[] = {1, 4, 64, TL_SHARD_ALIGN};
+    for (size_t a = 0; a < sizeof aligns / sizeof *aligns; a++)
+        for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
+            for (int w = 1; w <= 9; w++) {
+                size_t n = ns[k], al = aligns[a], expect = 0, minb = (size_t)-1, maxb = 0;
+                for (int r = 0; r < w; r++) {
+                    size_t lo, hi;
+                    tl_shard_range(n, w, al, r, &lo, &hi);
+                    CHECK_MSG(lo == expect, "n=%zu w=%d r=%d: lo %zu, expected %zu", n, w, r, lo, expect);
+                    CHECK(hi >= lo && hi <= n);
+                    CHECK_MSG(lo % al == 0 || lo == n, "n=%zu align %zu: lo %zu not aligned", n, al, lo);
+                    size_t blocks = (hi - lo + al - 1) / al;
+                    if (blocks < minb) minb = blocks;
+                    if (blocks > maxb) maxb = blocks;
+                    expect = hi;
+                }
+                CHECK_MSG(expect == n, "n=%zu w=%d: shards cover %zu", n, w, expect);
+                CHECK_MSG(maxb - minb <= 1 || n % al, "n=%zu w=%d: unbalanced %zu..%zu blocks", n, w, minb, maxb);
+            }
+    /* TinyLlama-1.1B on 8 ranks: shards of 2^16-multiples, within one block */
+    size_t n = 1100048384, lo, hi;
+    tl_shard_range(n, 8, TL_SHARD_ALIGN, 7, &lo, &hi);
+    CHECK(hi == n);
+    CHECK(lo % TL_SHARD_ALIGN == 0);
+    CHECK(hi - lo <= n / 8 + TL_SHARD_ALIGN);
+}
+
+static void test_zero_memory_plan(tl_test_ctx *t) {
+    const size_t n = 1100048384, f = 4;
+    tl_zero_memory z0, z1, z2, z3;
+    tl_zero_memory_plan(n, 8, 0, 0, &z0);
+    tl_zero_memory_plan(n, 8, 0, 1, &z1);
+    tl_zero_memory_plan(n, 8, 0, 2, &z2);
+    tl_zero_memory_plan(n, 8, 0, 3, &z3);
+    size_t lo, hi;
+    tl_shard_range(n, 8, TL_SHARD_ALIGN, 0, &lo, &hi);
+    size_t shard = hi - lo;
+    CHECK(z0.opt_state == 2 * n * f && z0.params == n * f && z0.grads_reduced == 0);
+    CHECK(z1.opt_state == 2 * shard * f && z1.params == n * f);
+    CHECK(z2.grads_reduced == shard * f && z2.opt_state == 2 * shard * f);
+    CHECK(z3.params == shard * f && z3.params_peak == n * f);
+    CHECK(z1.total_peak < z0.total_peak);
+    tl_zero_memory one;
+    tl_zero_memory_plan(n, 1, 0, 3, &one);
+    CHECK(one.scratch == 0 && one.params == n * f && one.opt_state == 2 * n * f);
+}
+
+static void test_block_norm(tl_test_ctx *t) {
+    const size_t n = 3 * TL_SHARD_ALIGN + 1234;
+    float *g = tl_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) g[i] = (float)((int)(i * 2654435761u % 2001) - 1000) * 1e-3f;
+    size_t nb = tl_shard_blocks(0, n);
+    CHECK(nb == 4);
+    double all[4], parts[4];
+    tl_grad_sumsq_blocks(g, 0, n, all);
+    /* the same blocks computed as two shards (a 2-rank split) */
+    size_t lo, hi;
+    tl_shard_range(n, 2, TL_SHARD_ALIGN, 1, &lo, &hi);
+    CHECK(lo == 2 * TL_SHARD_ALIGN);
+    tl_grad_sumsq_blocks(g, 0, lo, parts);
+    tl_grad_sumsq_blocks(g, lo, hi, parts + tl_shard_blocks(0, lo));
+    CHECK(memcmp(all, parts, sizeof all) == 0);
+    double seq = 0;
+    for (size_t b = 0; b < nb; b++) {
+        double s = 0;
+        for (size_t i = b * TL_SHARD_ALIGN; i < n && i < (b + 1) * TL_SHARD_ALIGN; i++) s += (double)g[i] * g[i];
+        seq += s;
+    }
+    CHECK(tl_blocks_norm(all, nb) == sqrt(seq));
+    CHECK_CLOSE(tl_blocks_norm(all, nb), tl_grad_norm(g, n), 0, 1e-12);
+    g[n - 1] = NAN;
+    tl_grad_sumsq_blocks(g, lo, hi, parts + 2);
+    CHECK(!isfinite(tl_blocks_norm(parts, nb)));
+    tl_free(g);
+}
+
+/* Rank q's deterministic contribution to element i. */
+static float contrib(int q, size_t i) { return (float)(((i * 7919u + (size_t)q * 104729u) % 1000003u)) * 1e-4f + 0.1f * (float)q; }
+
+static void test_collectives(tl_test_ctx *t) {
+    tl_comm *c;
+    tl_error err;
+    int r, w;
+    tl_launch_env(&r, &w);
+    if (tl_comm_create(&c, 0, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    const int me = tl_comm_rank(c), W = tl_comm_world(c);
+    CHECK(me == r && W == w);
+    tl_comm_set_timeout(c, 60);
+    const size_t n = 2 * TL_SHARD_ALIGN + 777;
+    float *buf = tl_alloc(n * sizeof(float)), *expect = tl_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float s = contrib(0, i);
+        for (int q = 1; q < W; q++) s += contrib(q, i);
+        expect[i] = s;
+        buf[i] = contrib(me, i);
+    }
+    /* all-reduce: rank-order sums, bit for bit */
+    CHECK_MSG(!tl_comm_allreduce_f32(c, buf, n, &err), "%s", err.msg);
+    CHECK(memcmp(buf, expect, n * sizeof(float)) == 0);
+
+    /* reduce-scatter in place into the aligned shard */
+    for (size_t i = 0; i < n; i++) buf[i] = contrib(me, i);
+    size_t lo, hi;
+    tl_shard_range(n, W, TL_SHARD_ALIGN, me, &lo, &hi);
+    CHECK_MSG(!tl_comm_reduce_scatter_f32(c, buf, n, TL_SHARD_ALIGN, buf + lo, &err), "%s", err.msg);
+    CHECK(memcmp(buf + lo, expect + lo, (hi - lo) * sizeof(float)) == 0);
+    /* all-gather the reduced shards: everyone has the full sum */
+    CHECK_MSG(!tl_comm_allgather_f32(c, buf, n, TL_SHARD_ALIGN, &err), "%s", err.msg);
+    CHECK(memcmp(buf, expect, n * sizeof(float)) == 0);
+
+    /* gather to rank 0 / scatter back */
+    float *full = me == 0 ? tl_alloc(n * sizeof(float)) : NULL, *shard = tl_alloc((hi - lo + 1) * sizeof(float));
+    for (size_t i = lo; i < hi; i++) shard[i - lo] = (float)i;
+    CHECK_MSG(!tl_comm_gather_f32(c, shard, full, n, TL_SHARD_ALIGN, 0, &err), "%s", err.msg);
+    if (me == 0) {
+        int ok = 1;
+        for (size_t i = 0; i < n; i++) ok &= full[i] == (float)i;
+        CHECK(ok);
+        for (size_t i = 0; i < n; i++) full[i] = -(float)i;
+    }
+    CHECK_MSG(!tl_comm_scatter_f32(c, full, shard, n, TL_SHARD_ALIGN, 0, &err), "%s", err.msg);
+    int ok = 1;
+    for (size_t i = lo; i < hi; i++) ok &= shard[i - lo] == -(float)i;
+    CHECK(ok);
+
+    /* doubles, bytes, broadcast, agreement */
+    double d[2] = {me + 0.5, 1};
+    CHECK(!tl_comm_allreduce_f64(c, d, 2, &err));
+    CHECK(d[1] == W && d[0] == (double)W * (W - 1) / 2 + 0.5 * W);
+    char word[32] = "";
+    if (me == W - 1) snprintf(word, sizeof word, "from %d", me);
+    CHECK(!tl_comm_bcast(c, word, sizeof word, W - 1, &err));
+    char want[64];
+    snprintf(want, sizeof want, "from %d", W - 1);
+    CHECK(!strcmp(word, want));
+    CHECK(!tl_comm_agree(c, 0, &err));
+    tl_error e2;
+    int rc = me == W - 1 ? tl_fail(&e2, "disk full") : 0;
+    CHECK(tl_comm_agree(c, rc, &e2) == -1);
+    snprintf(want, sizeof want, "rank %d: ", W - 1);
+    /* one rank: its own message as it was */
+    CHECK_MSG((W == 1 || !strncmp(e2.msg, want, strlen(want))) && strstr(e2.msg, "disk full"), "message: %s", e2.msg);
+    CHECK(!tl_comm_barrier(c, &err));
+
+    /* a rank that does not come: the others time out naming it */
+    if (W > 1) {
+        tl_comm_set_timeout(c, 0.5);
+        if (me == W - 1) {
+            usleep(1500 * 1000);
+            tl_comm_barrier(c, &err); /* completes the peers' abandoned messages */
+        } else {
+            CHECK(tl_comm_barrier(c, &err) == -1);
+            char name[64];
+            snprintf(name, sizeof name, "rank %d", W - 1);
+            CHECK_MSG(strstr(err.msg, "timed out") && strstr(err.msg, name), "message: %s", err.msg);
+        }
+        tl_comm_set_timeout(c, 60);
+        CHECK_MSG(!tl_comm_barrier(c, &err), "%s", err.msg);
+    }
+    tl_free(buf);
+    tl_free(expect);
+    tl_free(full);
+    tl_free(shard);
+    tl_comm_free(c);
+}
+
+const tl_test tests_distributed[] = {
+    {"distributed/shard_ranges", test_shard_ranges},
+    {"distributed/zero_memory_plan", test_zero_memory_plan},
+    {"distributed/block_norm", test_block_norm},
+    {"distributed/collectives", test_collectives},
+    {NULL, NULL},
+};
