@@ -2,7 +2,7 @@
 # Installs the Debian packages the build needs (only those missing), then builds.
 set -eu
 cd "$(dirname "$0")/.."
-pkgs="build-essential libopenblas-openmp-dev libcjson-dev libzstd-dev zlib1g-dev"
+pkgs="build-essential libopenblas-openmp-dev libcjson-dev libzstd-dev zlib1g-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
