@@ -2,7 +2,8 @@
 # Installs the Debian packages the build needs (only those missing), then builds.
 set -eu
 cd "$(dirname "$0")/.."
-pkgs="build-essential libopenblas-openmp-dev libcjson-dev libzstd-dev zlib1g-dev"
+# build: compiler, BLAS, JSON, zstd, zlib; tests: python3 (reads a JSON fixture), zstd (makes .zst inputs)
+pkgs="build-essential libopenblas-openmp-dev libcjson-dev libzstd-dev zlib1g-dev python3 zstd"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
