@@ -12,6 +12,10 @@
 #include "ops.h"
 #include "tokenizer.h"
 #include "train.h"
+#ifdef TL_WITH_CUDA
+#include "cuda_engine.h"
+#include "engine_cuda.h"
+#endif
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
@@ -71,6 +75,12 @@ static void help(void) {
            "  --bench-limit N      first N examples of each (default 0: all)\n"
            "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with (needed by --bench)\n"
            "  --threads N          threads (default: all cores)\n"
+#ifdef TL_WITH_CUDA
+           "  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
+           "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
+           "                       and AdamW state (default), or fp32 throughout\n"
+           "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n"
+#endif
            "  --quiet              no progress line\n\n"
            "Ctrl-C stops after the current step and writes a checkpoint.\n");
 }
@@ -185,6 +195,10 @@ int cmd_train(int argc, char **argv) {
     int n_bench = 0;
     long bench_every = -1, bench_limit = 0;
     tl_adamw_config oc = tl_adamw_defaults();
+#ifdef TL_WITH_CUDA
+    const char *device = NULL, *precision = "bf16";
+    int recompute = 0;
+#endif
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int bad = 0;
@@ -254,6 +268,10 @@ int cmd_train(int argc, char **argv) {
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
         else if (!strcmp(a, "--sequential")) sequential = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+#ifdef TL_WITH_CUDA
+        STR("--device", device) STR("--precision", precision)
+        else if (!strcmp(a, "--recompute")) recompute = 1;
+#endif
         else {
             cli_error("train", "unknown option '%s' (see --help)", a);
             return 2;
@@ -405,6 +423,24 @@ int cmd_train(int argc, char **argv) {
                        .out_dir = out, .log_path = log, .mixture = n_sources ? &mix : NULL,
                        .bench = (const tl_eval_task *const *)bench, .n_bench = n_loaded,
                        .bench_every = bench_every > 0 ? bench_every : (eval_every > 0 ? eval_every : 100)};
+#ifdef TL_WITH_CUDA
+    tl_cuda_opts copts = tl_cuda_opts_default();
+    copts.precision = strcmp(precision, "fp32") ? TL_CUDA_BF16 : TL_CUDA_F32;
+    copts.recompute = recompute;
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
+        cli_error("train", "--precision must be bf16 or fp32");
+        return 2;
+    }
+    if (device && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        cli_error("train", "--device must be cpu or cuda");
+        return 2;
+    }
+    if (device ? !strcmp(device, "cuda") : tl_engine_cuda_available()) {
+        o.engine = tl_engine_cuda_create;
+        o.engine_user = &copts;
+        fprintf(stderr, "device: cuda (%s)\n", copts.precision == TL_CUDA_F32 ? "fp32" : "bf16 mixed precision");
+    }
+#endif
     tl_trainer *tr = tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
