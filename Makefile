@@ -58,9 +58,11 @@ NVCCFLAGS  ?= -O3 -std=c++17 -lineinfo $(CUDA_ARCHS) -Isrc -Isrc/cuda -Xcompiler
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lpthread -lstdc++
 CU_SRC     := $(sort $(wildcard src/cuda/*.cu))
 CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
+CUC_SRC    := $(sort $(wildcard src/cuda/*.c))
+CUC_OBJ    := $(CUC_SRC:%.c=$(BUILD)/%.o)
 CUDA_LIB   := $(BUILD)/libtinyllama_cuda.a
-CUDA_CLI_OBJ := $(filter-out $(BUILD)/cli/cmd_bench.o,$(CLI_OBJ)) $(BUILD)/cuda/cli/cmd_bench.o \
-                $(BUILD)/cli/cuda/cmd_bench_cuda.o
+CUDA_CLI_OBJ := $(filter-out $(BUILD)/cli/cmd_bench.o $(BUILD)/cli/cmd_train.o,$(CLI_OBJ)) \
+                $(BUILD)/cuda/cli/cmd_bench.o $(BUILD)/cuda/cli/cmd_train.o $(BUILD)/cli/cuda/cmd_bench_cuda.o
 
 cuda: $(BUILD)/tinyllama-cuda $(BUILD)/test_cuda
 
@@ -68,12 +70,14 @@ $(BUILD)/src/cuda/%.o: src/cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-$(CUDA_LIB): $(CU_OBJ)
+$(CUC_OBJ): CFLAGS += -Isrc/cuda
+
+$(CUDA_LIB): $(CU_OBJ) $(CUC_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# the CLI's bench command, built to also accept --device cuda
-$(BUILD)/cuda/cli/cmd_bench.o: cli/cmd_bench.c
+# the CLI's bench and train commands, built to also accept --device cuda
+$(BUILD)/cuda/cli/%.o: cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DTL_WITH_CUDA -Isrc/cuda -Icli -MMD -MP -c $< -o $@
 
@@ -101,4 +105,4 @@ clean:
 	rm -rf build build-asan
 
 .PHONY: all asan test clean cuda
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUC_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d)

@@ -10,7 +10,12 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "ops.h"
+#include "tokenizer.h"
 #include "train.h"
+#ifdef TL_WITH_CUDA
+#include "cuda_engine.h"
+#include "engine_cuda.h"
+#endif
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
@@ -62,7 +67,20 @@ static void help(void) {
            "  --eval-every N       validation every N steps (default 100 with --val-data)\n"
            "  --eval-batches N     micro-batches per validation (default 8)\n"
            "  --log FILE           JSONL log (default OUT/log.jsonl)\n"
+           "zero-shot benchmarks during training (scored as lm-evaluation-harness, docs/eval.md):\n"
+           "  --bench TASK:DATA[:LABELS]  e.g. hellaswag:hellaswag_val.jsonl or piqa:valid.jsonl:valid-labels.lst\n"
+           "                       (repeatable; tasks: hellaswag piqa arc_easy arc_challenge openbookqa\n"
+           "                       winogrande boolq)\n"
+           "  --bench-every N      score them every N steps and at the end (default: --eval-every or 100)\n"
+           "  --bench-limit N      first N examples of each (default 0: all)\n"
+           "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with (needed by --bench)\n"
            "  --threads N          threads (default: all cores)\n"
+#ifdef TL_WITH_CUDA
+           "  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
+           "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
+           "                       and AdamW state (default), or fp32 throughout\n"
+           "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n"
+#endif
            "  --quiet              no progress line\n\n"
            "Ctrl-C stops after the current step and writes a checkpoint.\n");
 }
@@ -105,6 +123,13 @@ static void on_event(const tl_train_event *ev, void *user) {
         break;
     case TL_EV_SKIP:
         fprintf(stderr, "%sstep %ld: non-finite gradient, update skipped\n", p->tty ? "\n" : "", ev->step);
+        break;
+    case TL_EV_BENCH:
+        if (isnan(ev->acc_norm))
+            fprintf(stderr, "%sstep %ld: %s acc %.4f (n=%d)\n", p->tty ? "\n" : "", ev->step, ev->task, ev->acc, ev->n);
+        else
+            fprintf(stderr, "%sstep %ld: %s acc %.4f acc_norm %.4f (n=%d)\n", p->tty ? "\n" : "", ev->step, ev->task,
+                    ev->acc, ev->acc_norm, ev->n);
         break;
     }
 }
@@ -166,7 +191,14 @@ int cmd_train(int argc, char **argv) {
     source_arg sources[TL_MIX_MAX_SOURCES];
     int n_sources = 0;
     long ramp_tokens = 0;
+    const char *bench_args[16], *tokenizer_path = NULL;
+    int n_bench = 0;
+    long bench_every = -1, bench_limit = 0;
     tl_adamw_config oc = tl_adamw_defaults();
+#ifdef TL_WITH_CUDA
+    const char *device = NULL, *precision = "bf16";
+    int recompute = 0;
+#endif
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int bad = 0;
@@ -219,6 +251,12 @@ int cmd_train(int argc, char **argv) {
             do_resume = 1;
             resume = a + 9;
         }
+        else if (cli_opt(argc, argv, &i, "--bench", &v, &bad)) {
+            if (bad) return 2;
+            if (n_bench == 16) { cli_error("train", "at most 16 --bench tasks"); return 2; }
+            bench_args[n_bench++] = v;
+        }
+        STR("--tokenizer", tokenizer_path) NUM("--bench-every", bench_every, 1, 1L << 40) NUM("--bench-limit", bench_limit, 0, 1L << 40)
         STR("--preset", preset) STR("--config", config) STR("--init", init) STR("--out", out) STR("--log", log)
         NUM("--batch", batch, 1, 1 << 20) NUM("--seq-len", seq_len, 1, 1 << 20)
         NUM("--batch-tokens", batch_tokens, 1, 1L << 40) NUM("--steps", steps, 1, 1L << 40)
@@ -230,6 +268,10 @@ int cmd_train(int argc, char **argv) {
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
         else if (!strcmp(a, "--sequential")) sequential = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+#ifdef TL_WITH_CUDA
+        STR("--device", device) STR("--precision", precision)
+        else if (!strcmp(a, "--recompute")) recompute = 1;
+#endif
         else {
             cli_error("train", "unknown option '%s' (see --help)", a);
             return 2;
@@ -333,13 +375,72 @@ int cmd_train(int argc, char **argv) {
         }
         accum = batch_tokens / micro_tokens;
     }
+    /* zero-shot benchmarks: read, validated and tokenized once, before training */
+    tl_eval_task *bench[16];
+    int n_loaded = 0;
+    if (n_bench && !tokenizer_path) {
+        cli_error("train", "--bench needs --tokenizer FILE (the tokenizer the data was prepared with)");
+        return 2;
+    }
+    if (n_bench) {
+        tl_tokenizer *tok = tl_tokenizer_load(tokenizer_path, &err);
+        if (!tok) {
+            cli_error("train", "%s", err.msg);
+            return 1;
+        }
+        for (int k = 0; k < n_bench; k++) {
+            char spec[4096], *labels = NULL;
+            snprintf(spec, sizeof spec, "%s", bench_args[k]);
+            char *colon = strchr(spec, ':');
+            tl_task_kind kind;
+            if (!colon) {
+                cli_error("train", "--bench expects TASK:DATA[:LABELS], got '%s'", bench_args[k]);
+                tl_tokenizer_free(tok);
+                return 2;
+            }
+            *colon = '\0';
+            char *data_path = colon + 1, *c2 = strchr(data_path, ':');
+            if (c2) {
+                *c2 = '\0';
+                labels = c2 + 1;
+            }
+            if (tl_task_from_name(spec, &kind, &err) ||
+                !(bench[n_loaded] = tl_eval_task_load(kind, data_path, labels, bench_limit, tok, TL_EVAL_TOK_HF, &err))) {
+                cli_error("train", "--bench %s: %s", bench_args[k], err.msg);
+                tl_tokenizer_free(tok);
+                return 1;
+            }
+            n_loaded++;
+        }
+        tl_tokenizer_free(tok);
+    }
     oc.warmup_steps = warmup >= 0 ? warmup : (steps / 10 < 2000 ? steps / 10 : 2000);
     oc.decay_steps = decay >= 0 ? decay : steps;
     tl_train_opts o = {.batch = (int)batch, .seq_len = (int)seq_len, .accum = (int)accum, .steps = steps, .opt = oc,
                        .seed = (uint64_t)seed, .shuffle = !sequential,
                        .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
                        .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
-                       .out_dir = out, .log_path = log, .mixture = n_sources ? &mix : NULL};
+                       .out_dir = out, .log_path = log, .mixture = n_sources ? &mix : NULL,
+                       .bench = (const tl_eval_task *const *)bench, .n_bench = n_loaded,
+                       .bench_every = bench_every > 0 ? bench_every : (eval_every > 0 ? eval_every : 100)};
+#ifdef TL_WITH_CUDA
+    tl_cuda_opts copts = tl_cuda_opts_default();
+    copts.precision = strcmp(precision, "fp32") ? TL_CUDA_BF16 : TL_CUDA_F32;
+    copts.recompute = recompute;
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
+        cli_error("train", "--precision must be bf16 or fp32");
+        return 2;
+    }
+    if (device && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        cli_error("train", "--device must be cpu or cuda");
+        return 2;
+    }
+    if (device ? !strcmp(device, "cuda") : tl_engine_cuda_available()) {
+        o.engine = tl_engine_cuda_create;
+        o.engine_user = &copts;
+        fprintf(stderr, "device: cuda (%s)\n", copts.precision == TL_CUDA_F32 ? "fp32" : "bf16 mixed precision");
+    }
+#endif
     tl_trainer *tr = tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
@@ -376,6 +477,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (rc) cli_error("train", "%s", err.msg);
     tl_trainer_free(tr);
+    for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
     if (n_val) tl_dataset_close(&val_ds);
     tl_mixture_close(&mix);
     if (!n_sources) tl_dataset_close(&train_ds);

@@ -73,6 +73,19 @@ else
     say "no build/test_cuda"
 fi
 
+# ---- the training loop on the GPU engine: same run on cuda (fp32, bf16) and cpu, losses side by side
+say ""
+say "## train --device cuda vs cpu, demo preset, 20 steps ($(el)s)"
+if [ -x build/tinyllama-cuda ]; then
+    timeout 20 build/tinyllama prepare --byte-level --seq-len 128 --out /tmp/tl_tdata src/*.c src/*.h >/dev/null 2>&1
+    common="--preset demo --data /tmp/tl_tdata/train-00000.bin --batch 8 --seq-len 128 --steps 20 --lr 2e-3 --warmup 2 --quiet"
+    for dev in "cuda --precision fp32" "cuda --precision bf16" "cpu"; do
+        tag=$(echo "$dev" | tr -d ' -' )
+        timeout 60 build/tinyllama-cuda train $common --device $dev --out "/tmp/tl_run_$tag" >"$OUT/train_$tag.log" 2>&1
+        say "- $dev: exit $?, losses $(grep -o '"loss": [0-9.]*' "/tmp/tl_run_$tag/log.jsonl" 2>/dev/null | awk '{printf "%.4f ", $2}')"
+    done
+fi
+
 # ---- our benchmark
 say ""
 say "## benchmark: $PRESET, batch $BATCH x seq $SEQ, bf16 ($(el)s)"

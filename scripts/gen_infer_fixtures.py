@@ -139,3 +139,9 @@ for k in sorted(exp):
         print(k, exp[k].tolist())
 print("gqa greedy", exp["gqa_f32.greedy"].tolist())
 print("tied greedy", exp["tied_bf16.greedy"].tolist())
+
+# The prompt and greedy ids also as plain text, so shell tests need no Python packages.
+with open(os.path.join(OUT, "infer_greedy.txt"), "w") as f:
+    for p in ("gqa_f32", "tied_bf16"):
+        for what in ("prompt", "greedy"):
+            f.write(f"{p}.{what} " + " ".join(map(str, exp[f"{p}.{what}"].tolist())) + "\n")

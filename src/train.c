@@ -14,8 +14,7 @@ struct tl_trainer {
     tl_model *m;
     tl_dataset *train, *val;
     tl_train_opts o;
-    tl_acts *acts;
-    float *grads;
+    tl_engine *eng;
     tl_train_state st;
     int *tokens, *inputs, *targets;
     char log_path[4096];
@@ -70,16 +69,20 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->val = val;
     t->o = *o;
     size_t n = m->n_params, B = (size_t)o->batch, T = (size_t)o->seq_len;
-    t->acts = tl_acts_create(&m->cfg, o->batch, o->seq_len, err);
-    t->grads = tl_alloc(n * sizeof(float));
     t->st.m = tl_alloc(n * sizeof(float));
     t->st.v = tl_alloc(n * sizeof(float));
     t->st.n_params = n;
     t->tokens = malloc(sizeof(int) * B * (T + 1));
     t->inputs = malloc(sizeof(int) * B * T);
     t->targets = malloc(sizeof(int) * B * T);
-    if (!t->acts || !t->grads || !t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets) {
-        if (t->acts) tl_fail(err, "out of memory allocating training state for %zu parameters", n);
+    if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets) {
+        tl_fail(err, "out of memory allocating training state for %zu parameters", n);
+        tl_trainer_free(t);
+        return NULL;
+    }
+    t->eng = o->engine ? o->engine(m, t->st.m, t->st.v, o->batch, o->seq_len, o->engine_user, err)
+                       : tl_engine_cpu_create(m, t->st.m, t->st.v, o->batch, o->seq_len, err);
+    if (!t->eng) {
         tl_trainer_free(t);
         return NULL;
     }
@@ -100,8 +103,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
 void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
     if (t->log) fclose(t->log);
-    tl_acts_free(t->acts);
-    tl_free(t->grads);
+    if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
     tl_free(t->st.v);
     free(t->tokens);
@@ -113,7 +115,7 @@ void tl_trainer_free(tl_trainer *t) {
 long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
-    return tl_acts_bytes(t->acts) + 4 * t->m->n_params * sizeof(float);
+    return t->eng->ops->memory_bytes(t->eng) + 3 * t->m->n_params * sizeof(float);
 }
 
 /* The settings that decide which samples each step sees: a resumed run must
@@ -213,6 +215,7 @@ int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     if (tl_model_load_hf_weights(ckpt_dir, t->m, err)) return -1;
     snprintf(path, sizeof path, "%s/training_state.bin", ckpt_dir);
     if (tl_train_state_load(path, &t->st, err)) return -1;
+    if (t->eng->ops->push(t->eng, err)) return tl_wrap(err, "%s", ckpt_dir);
     if (t->o.mixture) { /* mixture */
         if (tl_mixture_seek(t->o.mixture, t->st.data_index, err)) return tl_wrap(err, "%s", ckpt_dir);
     } else if (tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err)) {
@@ -240,7 +243,7 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         }
         double ls;
         long c;
-        if (tl_model_loss(t->m, t->acts, t->inputs, t->targets, &ls, &c, err)) {
+        if (t->eng->ops->loss(t->eng, t->inputs, t->targets, &ls, &c, err)) {
             free(buf);
             return tl_wrap(err, "validation");
         }
@@ -261,6 +264,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
         t->st.data_epoch = t->train->epoch;
         t->st.data_index = t->train->index;
     }
+    if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     char *args = args_json(t);
     int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.keep, saved, sizeof saved, err);
     free(args);
@@ -282,9 +286,34 @@ static void log_line(tl_trainer *t, const char *fmt, ...) {
     fflush(t->log);
 }
 
+/* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
+static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
+    if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "benchmarks");
+    for (int i = 0; i < t->o.n_bench; i++) {
+        const tl_eval_task *task = t->o.bench[i];
+        tl_eval_opts eo = {0};
+        tl_eval_result r;
+        if (tl_eval_run(task, t->m, &eo, &r, err)) return tl_wrap(err, "benchmark %s", tl_task_name(task->kind));
+        const char *name = tl_task_name(task->kind);
+        if (r.has_acc_norm)
+            log_line(t, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f, "
+                        "\"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f}\n",
+                     (unsigned long long)t->st.step, name, r.n, r.acc, r.acc_stderr, r.acc_norm, r.acc_norm_stderr);
+        else
+            log_line(t, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f}\n",
+                     (unsigned long long)t->st.step, name, r.n, r.acc, r.acc_stderr);
+        if (cb) {
+            tl_train_event ev = {.kind = TL_EV_BENCH, .step = (long)t->st.step, .steps = t->o.steps, .task = name,
+                                 .n = r.n, .acc = r.acc, .acc_norm = r.has_acc_norm ? r.acc_norm : NAN};
+            cb(&ev, user);
+        }
+        tl_eval_result_free(&r);
+    }
+    return 0;
+}
+
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
-    const size_t n = t->m->n_params;
     const double tokens_per_step = (double)B * T * accum;
     if (tl_mkdir_p(t->o.out_dir, err)) return tl_wrap(err, "run directory");
     t->log = fopen(t->log_path, "a");
@@ -294,7 +323,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     while ((long)t->st.step < t->o.steps) {
         if (stop && *stop) break;
         double t0 = tl_now();
-        memset(t->grads, 0, n * sizeof(float));
+        const tl_engine_ops *E = t->eng->ops;
+        if (E->zero_grads(t->eng, err)) return -1;
         double loss = 0;
         for (int a = 0; a < accum; a++) {
             if (t->o.mixture ? tl_mixture_next(t->o.mixture, B, T, t->tokens, NULL, err)
@@ -306,11 +336,12 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                     t->targets[b * T + s] = t->tokens[b * (T + 1) + s + 1];
                 }
             double l;
-            if (tl_model_forward_backward(t->m, t->acts, t->grads, t->inputs, t->targets, 1.0f / (float)accum, &l, err))
+            if (E->forward_backward(t->eng, t->inputs, t->targets, 1.0f / (float)accum, &l, err))
                 return tl_wrap(err, "step %ld", (long)t->st.step + 1);
             loss += l / accum;
         }
-        double norm = tl_grad_norm(t->grads, n);
+        double norm;
+        if (E->grad_norm(t->eng, &norm, err)) return -1;
         long step = (long)t->st.step;
         double lr = tl_lr_at(&t->o.opt, step);
         t->st.step++;
@@ -324,8 +355,7 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 cb(&ev, user);
             }
         } else {
-            tl_clip_grads(t->grads, n, norm, t->o.opt.clip);
-            tl_adamw_update(t->m->params, t->grads, t->st.m, t->st.v, n, lr, &t->o.opt, step + 1);
+            if (E->update(t->eng, &t->o.opt, lr, step + 1, norm, err)) return -1;
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);
@@ -349,6 +379,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 cb(&ee, user);
             }
         }
+        if (t->o.n_bench && ((t->o.bench_every > 0 && (long)t->st.step % t->o.bench_every == 0) || last))
+            if (run_benchmarks(t, cb, user, err)) return -1;
         if ((t->o.ckpt_every > 0 && (long)t->st.step % t->o.ckpt_every == 0) || last)
             if (checkpoint(t, cb, user, err)) return -1;
     }

@@ -9,6 +9,8 @@
 
 #include "checkpoint.h"
 #include "data.h"
+#include "engine.h"
+#include "eval.h"
 #include "mixture.h"
 #include "model.h"
 #include "optimizer.h"
@@ -27,13 +29,19 @@ typedef struct {
     int keep;           /* checkpoints kept (0: all) */
     const char *out_dir;
     const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
+    /* zero-shot benchmarks (src/eval.h) scored every bench_every steps and at the end */
+    const tl_eval_task *const *bench;
+    int n_bench;
+    long bench_every;
+    tl_engine_factory engine; /* NULL: the CPU engine */
+    void *engine_user;
     /* mixture: if set (finished, see mixture.h), training samples come from it
      * instead of the train dataset (which may then be NULL); its position is
      * saved as data_index (data_epoch 0) */
     tl_mixture *mixture;
 } tl_train_opts;
 
-typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP } tl_event_kind;
+typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP, TL_EV_BENCH } tl_event_kind;
 
 typedef struct {
     tl_event_kind kind;
@@ -41,6 +49,9 @@ typedef struct {
     double loss, lr, grad_norm, tokens_per_s, elapsed, eta;
     double val_loss;
     const char *path; /* checkpoint written */
+    const char *task; /* TL_EV_BENCH: task name, n docs, acc, acc_norm (NAN if none) */
+    int n;
+    double acc, acc_norm;
 } tl_train_event;
 
 typedef void (*tl_train_cb)(const tl_train_event *ev, void *user);

@@ -94,5 +94,27 @@ if awk -v a="$cont" -v b="$last" 'BEGIN {exit !(a < b + 0.5)}'; then ok "--init 
 rm -f "$T/learn/step-00000040/model.safetensors"
 expect_fail "--init with missing weights" "no model.safetensors" "$BIN" train --init "$T/learn/step-00000040" --data "$D" --out "$T/r1"
 
+# --- zero-shot benchmarks during training: with a negligible learning rate the scores
+# equal lm-evaluation-harness's for the fixture model (tests/fixtures/eval/expected.json)
+R=$(cd "$(dirname "$0")/.." && pwd)
+TOK="$R/../shared/tokenizers/llama2/tokenizer.model"
+EV="$R/tests/fixtures/eval"
+printf 'Tiny models learn quickly.\n\nThey forget quickly too, unless one keeps training them on more text.\n' >"$T/small.txt"
+for i in 1 2 3 4 5 6; do cat "$T/small.txt"; done >"$T/small6.txt"
+"$BIN" prepare --tokenizer "$TOK" --seq-len 16 --val-fraction 0 --out "$T/ldata" "$T/small6.txt" >/dev/null 2>&1
+"$BIN" train --init "$EV/model" --data "$T/ldata/train-00000.bin" --batch 1 --seq-len 16 --steps 1 --lr 1e-12 \
+    --min-lr 0 --warmup 0 --bench "piqa:$EV/piqa.jsonl:$EV/piqa-labels.lst" --bench "arc_easy:$EV/arc_easy.jsonl" \
+    --tokenizer "$TOK" --out "$T/bench" --quiet 2>"$T/bench.err"
+if grep -q '"bench": "piqa", "n": 4, "acc": 0.500000, "acc_stderr": 0.288675, "acc_norm": 0.250000' "$T/bench/log.jsonl" &&
+    grep -q "piqa acc 0.5000 acc_norm 0.2500" "$T/bench.err"; then
+    ok "--bench scores as lm-eval during training"
+else
+    fail "--bench scores as lm-eval during training ($(grep bench "$T/bench/log.jsonl" | head -2) $(tail -2 "$T/bench.err"))"
+fi
+want=$(python3 -c "import json;t=json.load(open('$EV/expected.json'))['tasks']['arc_easy'];print('%.6f %.6f'%(t['acc'],t['acc_norm']))")
+got=$(grep '"bench": "arc_easy"' "$T/bench/log.jsonl" | sed 's/.*"acc": \([0-9.]*\).*"acc_norm": \([0-9.]*\).*/\1 \2/')
+if [ -n "$want" ] && [ "$want" = "$got" ]; then ok "arc_easy during training = lm-eval ($got)"; else fail "arc_easy during training: got '$got', lm-eval '$want'"; fi
+expect_fail "--bench without --tokenizer" "needs --tokenizer" "$BIN" train --data "$D" --bench "piqa:$EV/piqa.jsonl" --out "$T/r2"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
