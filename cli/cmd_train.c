@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "distributed.h"
 #include "cli.h"
 #include "ops.h"
 #include "tokenizer.h"
@@ -75,6 +76,12 @@ static void help(void) {
            "  --bench-limit N      first N examples of each (default 0: all)\n"
            "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with (needed by --bench)\n"
            "  --threads N          threads (default: all cores)\n"
+           "distributed (run under `mpirun -np N` or `srun`; docs/distributed.md):\n"
+           "  --zero N             ZeRO stage: 0 replicate everything, 1 shard the AdamW moments,\n"
+           "                       2 also reduce-scatter the gradients, 3 also shard the parameters\n"
+           "                       (default 0); --batch-tokens stays the global batch\n"
+           "  --comm-timeout S     stop the job when a rank does not answer a collective within S\n"
+           "                       seconds, naming it (default 300; 0 waits forever)\n"
 #ifdef TL_WITH_CUDA
            "  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
            "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
@@ -188,6 +195,8 @@ int cmd_train(int argc, char **argv) {
     long batch = 8, seq_len = 0, batch_tokens = 0, steps = 1000, warmup = -1, decay = -1, seed = 3407;
     long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
     int sequential = 0, quiet = 0, do_resume = 0;
+    long zero = 0;            /* distributed */
+    double comm_timeout = 300; /* distributed */
     source_arg sources[TL_MIX_MAX_SOURCES];
     int n_sources = 0;
     long ramp_tokens = 0;
@@ -263,6 +272,7 @@ int cmd_train(int argc, char **argv) {
         NUM("--warmup", warmup, 0, 1L << 40) NUM("--decay-steps", decay, 0, 1L << 40)
         NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", ckpt_every, 0, 1L << 40) NUM("--keep", keep, 0, 1 << 20)
         NUM("--eval-every", eval_every, 0, 1L << 40) NUM("--eval-batches", eval_batches, 1, 1 << 20)
+        NUM("--zero", zero, 0, 3) DBL("--comm-timeout", comm_timeout)
         NUM("--threads", threads, 0, 4096) NUM("--ramp-tokens", ramp_tokens, 0, 1L << 50)
         DBL("--lr", oc.lr) DBL("--min-lr", oc.min_lr) DBL("--beta1", oc.beta1) DBL("--beta2", oc.beta2)
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
@@ -297,6 +307,16 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (threads > 0) tl_set_threads((int)threads);
+    /* ---- distributed: this process's place in the job, as the launcher set it (MPI
+     * starts later, after the data is open); rank 0 alone reports progress ---- */
+    int rank = 0, world = 1;
+    tl_launch_env(&rank, &world);
+    if (rank != 0) quiet = 1;
+    if (!(comm_timeout >= 0)) {
+        cli_error("train", "--comm-timeout must be a number of seconds >= 0");
+        return 2;
+    }
+    /* ---- end distributed ---- */
 
     tl_error err;
     tl_model model;
@@ -344,7 +364,7 @@ int cmd_train(int argc, char **argv) {
         for (int k = 0; k < mix.n && !seq_len; k++)
             if (mix.src[k].ds.seq_len < sl) sl = mix.src[k].ds.seq_len;
         if (sl > model.cfg.max_seq_len) sl = model.cfg.max_seq_len;
-        if (!rc) rc = tl_mixture_finish(&mix, (uint64_t)seed, !sequential, 0, 1, (uint64_t)(ramp_tokens / sl), &err);
+        if (!rc) rc = tl_mixture_finish(&mix, (uint64_t)seed, !sequential, rank, world, (uint64_t)(ramp_tokens / sl), &err);
         if (rc) {
             cli_error("train", "%s", err.msg);
             tl_mixture_close(&mix);
@@ -368,12 +388,13 @@ int cmd_train(int argc, char **argv) {
     int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
     if (seq_len == 0) seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
     long micro_tokens = batch * seq_len, accum = 1;
-    if (batch_tokens) {
-        if (batch_tokens % micro_tokens) {
-            cli_error("train", "--batch-tokens %ld is not a multiple of batch x seq-len = %ld", batch_tokens, micro_tokens);
+    if (batch_tokens) { /* distributed: the global batch, world x batch x seq-len x accumulation */
+        if (batch_tokens % (micro_tokens * world)) {
+            cli_error("train", "--batch-tokens %ld is not a multiple of ranks x batch x seq-len = %d x %ld", batch_tokens,
+                      world, micro_tokens);
             return 2;
         }
-        accum = batch_tokens / micro_tokens;
+        accum = batch_tokens / (micro_tokens * world);
     }
     /* zero-shot benchmarks: read, validated and tokenized once, before training */
     tl_eval_task *bench[16];
@@ -441,6 +462,19 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "device: cuda (%s)\n", copts.precision == TL_CUDA_F32 ? "fp32" : "bf16 mixed precision");
     }
 #endif
+    /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
+    tl_comm *comm = NULL;
+    if (tl_comm_create(&comm, 0, &err)) {
+        cli_error("train", "%s", err.msg);
+        return 1;
+    }
+    tl_comm_set_timeout(comm, comm_timeout);
+    o.comm = comm;
+    o.zero = (int)zero;
+    if (world > 1 && rank == 0)
+        fprintf(stderr, "distributed: %d ranks (%s), ZeRO stage %ld, collective timeout %.0f s\n", world,
+                tl_comm_backend(comm), zero, comm_timeout);
+    /* ---- end distributed ---- */
     tl_trainer *tr = tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
@@ -450,22 +484,25 @@ int cmd_train(int argc, char **argv) {
         mix_samples += mix.src[k].ds.n_samples;
         mix_shards += mix.src[k].ds.n_shards;
     }
-    if (!rc) {
+    if (!rc && rank == 0) { /* distributed: rank 0 reports */
         const tl_config *c = &model.cfg;
         fprintf(stderr,
                 "model: %zu parameters (%d layers, dim %d, ffn %d, heads %d/%d kv, vocab %d)\n"
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
-                "batch: %ld x %ld tokens x %ld accumulation = %ld tokens/step; %ld steps; %d threads; %.0f MB\n",
+                "batch: %ld x %ld tokens x %ld accumulation%s = %ld tokens/step; %ld steps; %d threads; %.0f MB%s\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
                 (unsigned long long)(n_sources ? mix_samples : train_ds.n_samples), data_seq_len,
                 n_sources ? mix_shards : train_ds.n_shards,
-                n_val ? ", with validation" : "", batch, seq_len, accum, batch * seq_len * accum, steps,
-                tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6);
+                n_val ? ", with validation" : "", batch, seq_len, accum, world > 1 ? " x ranks" : "",
+                batch * seq_len * accum * world, steps, tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6,
+                world > 1 ? " per rank" : "");
         for (int k = 0; k < mix.n; k++) /* mixture */
             fprintf(stderr, "source %s: weight %.6f (start %.6f), %llu samples of %d tokens in %d shard(s)\n",
                     mix.src[k].name, (double)mix.src[k].w1 / (1 << 24), (double)mix.src[k].w0 / (1 << 24),
                     (unsigned long long)mix.src[k].ds.n_samples, mix.src[k].ds.seq_len, mix.src[k].ds.n_shards);
         if (resume_dir[0]) fprintf(stderr, "resuming from %s at step %ld\n", resume_dir, tl_trainer_step(tr));
+    }
+    if (!rc) {
         struct sigaction sa = {0};
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
@@ -476,7 +513,10 @@ int cmd_train(int argc, char **argv) {
         if (!rc && stop_requested) fprintf(stderr, "stopped at step %ld\n", tl_trainer_step(tr));
     }
     if (rc) cli_error("train", "%s", err.msg);
+    /* distributed: a rank that fails takes the job down (its peers may be inside a collective) */
+    if (rc && tl_comm_world(comm) > 1) tl_comm_abort(comm, 1);
     tl_trainer_free(tr);
+    tl_comm_free(comm);
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
     if (n_val) tl_dataset_close(&val_ds);
     tl_mixture_close(&mix);

@@ -44,5 +44,8 @@ typedef tl_engine *(*tl_engine_factory)(tl_model *m, float *opt_m, float *opt_v,
                                         tl_error *err);
 
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, tl_error *err);
+/* The CPU engine's host gradient block (model layout); NULL for other engines.
+ * The distributed loop (train.c) reduces it across ranks itself. */
+float *tl_engine_cpu_grads(tl_engine *e);
 
 #endif

@@ -81,3 +81,5 @@ tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, 
     }
     return &c->base;
 }
+
+float *tl_engine_cpu_grads(tl_engine *e) { return e && e->ops == &cpu_ops ? ((cpu_engine *)e)->grads : NULL; }

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct tl_trainer {
     tl_model *m;
@@ -19,7 +21,52 @@ struct tl_trainer {
     int *tokens, *inputs, *targets;
     char log_path[4096];
     FILE *log;
+    /* ---- distributed (docs/distributed.md) ---- */
+    tl_comm *comm;     /* the job's ranks (a single-rank one when the options had none) */
+    tl_comm *own_comm; /* created here: freed with the trainer */
+    int rank, world, zero;
+    int dist;          /* the sharded step below is used (world > 1 or zero > 0) */
+    size_t lo, hi;     /* this rank's shard of the flat parameter block */
+    float *grads;      /* the CPU engine's gradient block */
+    double *blocks;    /* squared-norm partial per TL_SHARD_ALIGN block, all ranks */
+    size_t n_blocks, max_blocks;
+    int params_full;   /* stage 3: the whole parameter block is current on this rank */
+    uint64_t dpos;     /* samples this rank has read (strided dataset reading, world > 1) */
+    /* ---- end distributed ---- */
 };
+
+/* ---- distributed: setup (sizes decided before anything is allocated) ---- */
+static int dist_setup(tl_trainer *t, tl_error *err) {
+    const tl_train_opts *o = &t->o;
+    t->comm = o->comm;
+    if (!t->comm) {
+        t->comm = t->own_comm = tl_comm_single();
+        if (!t->comm) return tl_fail(err, "out of memory");
+    }
+    t->rank = tl_comm_rank(t->comm);
+    t->world = tl_comm_world(t->comm);
+    t->zero = o->zero;
+    if (o->zero < 0 || o->zero > 3) return tl_fail(err, "ZeRO stage %d: must be 0, 1, 2 or 3", o->zero);
+    t->dist = t->world > 1 || o->zero > 0;
+    size_t n = t->m->n_params;
+    tl_shard_range(n, t->world, TL_SHARD_ALIGN, t->rank, &t->lo, &t->hi);
+    if (!t->dist) {
+        t->lo = 0;
+        t->hi = n;
+    }
+    t->params_full = 1;
+    if (o->mixture && (o->mixture->world != t->world || o->mixture->rank != t->rank))
+        return tl_fail(err, "the data mixture was set up for rank %d of %d but this is rank %d of %d", o->mixture->rank,
+                       o->mixture->world, t->rank, t->world);
+    t->n_blocks = tl_shard_blocks(0, n);
+    size_t l0, h0;
+    tl_shard_range(n, t->world, TL_SHARD_ALIGN, 0, &l0, &h0);
+    t->max_blocks = tl_shard_blocks(l0, h0) + 1; /* rank 0 has the most */
+    t->blocks = malloc(sizeof(double) * (t->max_blocks * (size_t)t->world + t->n_blocks + 1));
+    if (!t->blocks) return tl_fail(err, "out of memory");
+    return 0;
+}
+/* ---- end distributed ---- */
 
 tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, const tl_train_opts *o,
                               tl_error *err) {
@@ -69,8 +116,16 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->val = val;
     t->o = *o;
     size_t n = m->n_params, B = (size_t)o->batch, T = (size_t)o->seq_len;
-    t->st.m = tl_alloc(n * sizeof(float));
-    t->st.v = tl_alloc(n * sizeof(float));
+    /* ---- distributed: ZeRO 1+ keeps only this rank's slice of the moments ---- */
+    if (dist_setup(t, err)) {
+        tl_trainer_free(t);
+        return NULL;
+    }
+    size_t n_opt = t->dist && t->zero >= 1 ? t->hi - t->lo : n;
+    if (n_opt == 0) n_opt = 1; /* a rank with an empty shard */
+    /* ---- end distributed ---- */
+    t->st.m = tl_alloc(n_opt * sizeof(float));
+    t->st.v = tl_alloc(n_opt * sizeof(float));
     t->st.n_params = n;
     t->tokens = malloc(sizeof(int) * B * (T + 1));
     t->inputs = malloc(sizeof(int) * B * T);
@@ -86,6 +141,15 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
+    /* ---- distributed: the loop reduces the engine's host gradients itself ---- */
+    if (t->dist && !(t->grads = tl_engine_cpu_grads(t->eng))) {
+        tl_fail(err, "training on %d ranks / ZeRO stage %d needs the CPU engine (--device cpu); the %s engine is "
+                     "not distributed yet",
+                t->world, t->zero, t->eng->ops->name);
+        tl_trainer_free(t);
+        return NULL;
+    }
+    /* ---- end distributed ---- */
     if (o->mixture) { /* mixture */
         tl_mixture_seek(o->mixture, 0, NULL);
     } else {
@@ -109,12 +173,19 @@ void tl_trainer_free(tl_trainer *t) {
     free(t->tokens);
     free(t->inputs);
     free(t->targets);
+    free(t->blocks);          /* distributed */
+    tl_comm_free(t->own_comm); /* distributed */
     free(t);
 }
 
 long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
+    if (t->dist) { /* distributed: the ZeRO plan (src/distributed.h) plus the engine's activations */
+        tl_zero_memory z;
+        tl_zero_memory_plan(t->m->n_params, t->world, t->rank, t->zero, &z);
+        return t->eng->ops->memory_bytes(t->eng) + z.params_peak + z.opt_state + z.scratch;
+    }
     return t->eng->ops->memory_bytes(t->eng) + 3 * t->m->n_params * sizeof(float);
 }
 
@@ -140,6 +211,10 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "eps", o->opt.eps);
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
+    /* distributed: the global batch decides the data of a step; ranks and stage do not */
+    cJSON_AddNumberToObject(r, "world", t->world);
+    cJSON_AddNumberToObject(r, "zero", t->zero);
+    cJSON_AddNumberToObject(r, "sequences_per_step", (double)o->batch * o->accum * t->world);
     if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
         char *mix = tl_mixture_describe(o->mixture);
         cJSON_AddItemToObject(r, "mixture", cJSON_Parse(mix));
@@ -167,7 +242,20 @@ static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err
     free(mine_s);
     int rc = 0;
     if (!saved) rc = tl_fail(err, "%s: malformed JSON", path);
-    static const char *const keys[] = {"batch", "seq_len", "accum", "seed", "shuffle", "train_samples", "mixture"};
+    /* distributed: a checkpoint may be resumed on another number of ranks with the same
+     * sequences per step (older checkpoints: batch x accum); the mixture's rank/world differ */
+    if (saved && !cJSON_GetObjectItemCaseSensitive(saved, "sequences_per_step")) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(saved, "batch"), *a = cJSON_GetObjectItemCaseSensitive(saved, "accum");
+        if (cJSON_IsNumber(b) && cJSON_IsNumber(a))
+            cJSON_AddNumberToObject(saved, "sequences_per_step", b->valuedouble * a->valuedouble);
+    }
+    for (int k = 0; k < 2; k++) {
+        cJSON *mix = cJSON_GetObjectItemCaseSensitive(k ? mine : saved, "mixture");
+        cJSON_DeleteItemFromObjectCaseSensitive(mix, "rank");
+        cJSON_DeleteItemFromObjectCaseSensitive(mix, "world");
+    }
+    static const char *const keys[] = {"batch", "seq_len", "sequences_per_step", "seed", "shuffle", "train_samples",
+                                       "mixture"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, keys[i]);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(mine, keys[i]);
@@ -209,8 +297,261 @@ static void truncate_log(const char *path, long step) {
     free(text);
 }
 
+/* ---- distributed: parameters, data position, resume ---- */
+
+/* Stage 3: every rank keeps only its slice current between uses; the whole block
+ * is gathered just before it is needed (forward/backward, evaluation, benchmarks,
+ * checkpoint) and the pages of the other slices are handed back to the OS after the
+ * update (they read as zeros until the next gather). */
+static int dist_params_full(tl_trainer *t, tl_error *err) {
+    if (t->params_full) return 0;
+    if (tl_comm_allgather_f32(t->comm, t->m->params, t->m->n_params, TL_SHARD_ALIGN, err))
+        return tl_wrap(err, "gathering parameters");
+    t->params_full = 1;
+    return 0;
+}
+
+static void release_range(float *from, float *to) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)from + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = (uintptr_t)to & ~((uintptr_t)page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void dist_params_release(tl_trainer *t) {
+    release_range(t->m->params, t->m->params + t->lo);
+    release_range(t->m->params + t->hi, t->m->params + t->m->n_params);
+    t->params_full = 0;
+}
+
+/* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
+static int dist_next(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
+    if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
+    if (t->world == 1) return tl_dataset_next(t->train, B, T, tokens, err);
+    const uint64_t ns = t->train->n_samples;
+    for (int b = 0; b < B; b++) {
+        uint64_t g = t->dpos * (uint64_t)t->world + (uint64_t)t->rank;
+        if (tl_dataset_seek(t->train, g / ns, g % ns, err) ||
+            tl_dataset_next(t->train, 1, T, tokens + (size_t)b * (size_t)(T + 1), err))
+            return -1;
+        t->dpos++;
+    }
+    return 0;
+}
+
+/* The job's data position in the checkpoint's single-process terms: global samples
+ * read (every rank has read the same number at a step boundary). */
+static void dist_save_position(tl_trainer *t) {
+    if (t->o.mixture) {
+        t->st.data_epoch = 0;
+        t->st.data_index = t->o.mixture->pos * (uint64_t)t->world;
+    } else if (t->world == 1) {
+        t->st.data_epoch = t->train->epoch;
+        t->st.data_index = t->train->index;
+    } else {
+        uint64_t g = t->dpos * (uint64_t)t->world, ns = t->train->n_samples;
+        t->st.data_epoch = g / ns;
+        t->st.data_index = g % ns;
+    }
+}
+
+static int dist_seek_position(tl_trainer *t, tl_error *err) {
+    const uint64_t W = (uint64_t)t->world;
+    if (t->o.mixture) {
+        if (t->st.data_index % W)
+            return tl_fail(err, "the checkpoint's %llu samples read do not divide among %d ranks",
+                           (unsigned long long)t->st.data_index, t->world);
+        return tl_mixture_seek(t->o.mixture, t->st.data_index / W, err);
+    }
+    if (t->world == 1) return tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err);
+    if (t->st.data_index >= t->train->n_samples)
+        return tl_fail(err, "data position %llu is past the %llu samples of the data set (different data?)",
+                       (unsigned long long)t->st.data_index, (unsigned long long)t->train->n_samples);
+    uint64_t g = t->st.data_epoch * t->train->n_samples + t->st.data_index;
+    if (g % W)
+        return tl_fail(err, "the checkpoint's %llu samples read do not divide among %d ranks", (unsigned long long)g,
+                       t->world);
+    t->dpos = g / W;
+    return 0;
+}
+
+static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err);
+static void truncate_log(const char *path, long step);
+
+/* Every rank reads the HF weights (the directory must be visible to all, as for
+ * --init); rank 0 reads training_state.bin and hands each rank its slice. */
+static int dist_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
+    char path[4200];
+    const size_t n = t->m->n_params;
+    int rc = check_resume_args(t, ckpt_dir, err);
+    if (!rc) rc = tl_model_load_hf_weights(ckpt_dir, t->m, err);
+    if (tl_comm_agree(t->comm, rc, err)) return -1;
+    float *fm = NULL, *fv = NULL;
+    rc = 0;
+    if (t->rank == 0) {
+        tl_train_state s = t->st;
+        if (t->zero >= 1) {
+            fm = tl_alloc(n * sizeof(float));
+            fv = tl_alloc(n * sizeof(float));
+            if (!fm || !fv) rc = tl_fail(err, "out of memory for the optimizer state of %zu parameters", n);
+            s.m = fm;
+            s.v = fv;
+        }
+        snprintf(path, sizeof path, "%s/training_state.bin", ckpt_dir);
+        if (!rc) rc = tl_train_state_load(path, &s, err);
+        if (!rc) {
+            float *keep_m = t->st.m, *keep_v = t->st.v;
+            t->st = s;
+            t->st.m = keep_m;
+            t->st.v = keep_v;
+        }
+    }
+    if (!tl_comm_agree(t->comm, rc, err)) {
+        /* the scalar state travels as bytes; the moment pointers are each rank's own */
+        tl_train_state s = t->st;
+        rc = tl_comm_bcast(t->comm, &s, sizeof s, 0, err);
+        if (!rc) {
+            s.m = t->st.m;
+            s.v = t->st.v;
+            t->st = s;
+        }
+        if (!rc && t->zero >= 1) {
+            rc = tl_comm_scatter_f32(t->comm, fm, t->st.m, n, TL_SHARD_ALIGN, 0, err);
+            if (!rc) rc = tl_comm_scatter_f32(t->comm, fv, t->st.v, n, TL_SHARD_ALIGN, 0, err);
+        } else if (!rc) {
+            rc = tl_comm_bcast(t->comm, t->st.m, n * sizeof(float), 0, err);
+            if (!rc) rc = tl_comm_bcast(t->comm, t->st.v, n * sizeof(float), 0, err);
+        }
+    } else {
+        rc = -1;
+    }
+    tl_free(fm);
+    tl_free(fv);
+    if (rc) return tl_wrap(err, "%s", ckpt_dir);
+    t->params_full = 1;
+    if (dist_seek_position(t, err)) return tl_wrap(err, "%s", ckpt_dir);
+    if (t->rank == 0) truncate_log(t->log_path, (long)t->st.step);
+    return 0;
+}
+
+/* Rank 0 writes the checkpoint: the whole parameter block and the moments
+ * gathered from their owners into one training_state.bin (the single-process
+ * format, so any number of ranks can resume from it). */
+static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
+    char saved[4200] = "";
+    const size_t n = t->m->n_params;
+    dist_save_position(t);
+    if (dist_params_full(t, err)) return -1;
+    float *fm = NULL, *fv = NULL;
+    int rc = 0;
+    if (t->zero >= 1 && t->rank == 0) {
+        fm = tl_alloc(n * sizeof(float));
+        fv = tl_alloc(n * sizeof(float));
+        if (!fm || !fv) rc = tl_fail(err, "out of memory gathering the optimizer state of %zu parameters", n);
+    }
+    if (t->zero >= 1) {
+        if (tl_comm_agree(t->comm, rc, err)) rc = -1;
+        if (!rc) rc = tl_comm_gather_f32(t->comm, t->st.m, fm, n, TL_SHARD_ALIGN, 0, err);
+        if (!rc) rc = tl_comm_gather_f32(t->comm, t->st.v, fv, n, TL_SHARD_ALIGN, 0, err);
+    }
+    int local = 0;
+    if (!rc && t->rank == 0) {
+        tl_train_state s = t->st;
+        if (t->zero >= 1) {
+            s.m = fm;
+            s.v = fv;
+        }
+        s.n_params = n;
+        char *args = args_json(t);
+        local = tl_checkpoint_save(t->o.out_dir, t->m, &s, args, t->o.keep, saved, sizeof saved, err);
+        free(args);
+    }
+    tl_free(fm);
+    tl_free(fv);
+    if (rc) return -1;
+    if (tl_comm_agree(t->comm, local, err)) return tl_wrap(err, "checkpoint at step %ld", (long)t->st.step);
+    if (cb) {
+        tl_train_event ev = {.kind = TL_EV_CKPT, .step = (long)t->st.step, .steps = t->o.steps, .path = saved};
+        cb(&ev, user);
+    }
+    return 0;
+}
+
+/* The step's arithmetic across ranks: micro-batches, gradient sum in rank order
+ * (all-reduce for stages 0-1, reduce-scatter for 2-3), the global norm from the
+ * per-block partials of each rank's shard, and the loss averaged over ranks. */
+static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_out, tl_error *err) {
+    const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
+    const size_t n = t->m->n_params;
+    const tl_engine_ops *E = t->eng->ops;
+    if (dist_params_full(t, err)) return -1;
+    if (E->zero_grads(t->eng, err)) return -1;
+    double loss = 0;
+    const float scale = 1.0f / (float)(accum * t->world); /* ranks' sum is the mean over the global batch */
+    for (int a = 0; a < accum; a++) {
+        if (dist_next(t, B, T, t->tokens, err)) return -1;
+        for (int b = 0; b < B; b++)
+            for (int s = 0; s < T; s++) {
+                t->inputs[b * T + s] = t->tokens[b * (T + 1) + s];
+                t->targets[b * T + s] = t->tokens[b * (T + 1) + s + 1];
+            }
+        double l;
+        if (E->forward_backward(t->eng, t->inputs, t->targets, scale, &l, err))
+            return tl_wrap(err, "step %ld", (long)t->st.step + 1);
+        loss += l / accum;
+    }
+    if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
+    *loss_out = loss / t->world;
+    if (t->zero <= 1 ? tl_comm_allreduce_f32(t->comm, t->grads, n, err)
+                     : tl_comm_reduce_scatter_f32(t->comm, t->grads, n, TL_SHARD_ALIGN, t->grads + t->lo, err))
+        return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
+    /* each rank: its shard's block partials; exchanged in fixed-size slots */
+    double *mine = t->blocks + t->max_blocks * (size_t)t->world, *all = t->blocks;
+    size_t nb = tl_shard_blocks(t->lo, t->hi);
+    memset(mine, 0, sizeof(double) * t->max_blocks);
+    tl_grad_sumsq_blocks(t->grads, t->lo, t->hi, mine);
+    if (tl_comm_allgather_bytes(t->comm, mine, sizeof(double) * t->max_blocks, all, err))
+        return tl_wrap(err, "step %ld: gradient norm", (long)t->st.step + 1);
+    /* in place, in block order: rank r's blocks follow rank r-1's */
+    size_t k = 0;
+    for (int r = 0; r < t->world; r++) {
+        size_t l, h;
+        tl_shard_range(n, t->world, TL_SHARD_ALIGN, r, &l, &h);
+        size_t c = tl_shard_blocks(l, h);
+        memmove(all + k, all + (size_t)r * t->max_blocks, sizeof(double) * c);
+        k += c;
+    }
+    (void)nb;
+    *norm_out = tl_blocks_norm(all, k);
+    return 0;
+}
+
+/* Clip + AdamW on this rank's slice (stage 0: the whole block, as every rank has
+ * the whole reduced gradient), then the slices are gathered (stages 1-2) or left
+ * sharded until the next use (stage 3). */
+static int dist_update(tl_trainer *t, double lr, long step, double norm, tl_error *err) {
+    const size_t n = t->m->n_params;
+    if (t->zero == 0) {
+        tl_clip_grads(t->grads, n, norm, t->o.opt.clip);
+        tl_adamw_update(t->m->params, t->grads, t->st.m, t->st.v, n, lr, &t->o.opt, step);
+        return 0;
+    }
+    size_t len = t->hi - t->lo;
+    tl_clip_grads(t->grads + t->lo, len, norm, t->o.opt.clip);
+    tl_adamw_update(t->m->params + t->lo, t->grads + t->lo, t->st.m, t->st.v, len, lr, &t->o.opt, step);
+    if (t->zero == 3) {
+        dist_params_release(t);
+        return 0;
+    }
+    if (tl_comm_allgather_f32(t->comm, t->m->params, n, TL_SHARD_ALIGN, err))
+        return tl_wrap(err, "step %ld: gathering parameters", step);
+    return 0;
+}
+/* ---- end distributed ---- */
+
 int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     char path[4200];
+    if (t->dist) return dist_resume(t, ckpt_dir, err); /* distributed */
     if (check_resume_args(t, ckpt_dir, err)) return -1;
     if (tl_model_load_hf_weights(ckpt_dir, t->m, err)) return -1;
     snprintf(path, sizeof path, "%s/training_state.bin", ckpt_dir);
@@ -229,10 +570,16 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
     double sum = 0;
     long count = 0;
+    /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below */
+    if (t->dist && dist_params_full(t, err)) return -1;
     int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
     uint64_t next = 0;
     for (int i = 0; i < t->o.eval_batches; i++) {
+        if (t->dist && i % t->world != t->rank) { /* distributed: another rank's micro-batch */
+            next = (next + (uint64_t)B) % t->val->n_samples;
+            continue;
+        }
         for (int b = 0; b < B; b++) {
             tl_dataset_get(t->val, next, buf);
             next = (next + 1) % t->val->n_samples;
@@ -251,12 +598,19 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         count += c;
     }
     free(buf);
+    if (t->dist) { /* distributed */
+        double sc[2] = {sum, (double)count};
+        if (tl_comm_allreduce_f64(t->comm, sc, 2, err)) return tl_wrap(err, "validation");
+        sum = sc[0];
+        count = (long)sc[1];
+    }
     *loss = sum / (double)count;
     return 0;
 }
 
 static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
     char saved[4200];
+    if (t->dist) return dist_checkpoint(t, cb, user, err); /* distributed */
     if (t->o.mixture) { /* mixture: one counter */
         t->st.data_epoch = 0;
         t->st.data_index = t->o.mixture->pos;
@@ -288,6 +642,9 @@ static void log_line(tl_trainer *t, const char *fmt, ...) {
 
 /* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
 static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
+    /* distributed: scored by rank 0 alone (the others wait at the next collective) */
+    if (t->dist && dist_params_full(t, err)) return -1;
+    if (t->rank != 0) return 0;
     if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "benchmarks");
     for (int i = 0; i < t->o.n_bench; i++) {
         const tl_eval_task *task = t->o.bench[i];
@@ -314,18 +671,32 @@ static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *e
 
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
-    const double tokens_per_step = (double)B * T * accum;
-    if (tl_mkdir_p(t->o.out_dir, err)) return tl_wrap(err, "run directory");
-    t->log = fopen(t->log_path, "a");
-    if (!t->log) return tl_fail(err, "%s: cannot open the log: %s", t->log_path, strerror(errno));
+    const double tokens_per_step = (double)B * T * accum * t->world; /* distributed: the global batch */
+    if (t->rank != 0) { /* distributed: rank 0 logs and reports */
+        cb = NULL;
+    } else {
+        if (tl_mkdir_p(t->o.out_dir, err)) return tl_wrap(err, "run directory");
+        t->log = fopen(t->log_path, "a");
+        if (!t->log) return tl_fail(err, "%s: cannot open the log: %s", t->log_path, strerror(errno));
+    }
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
     long start_step = (long)t->st.step;
     while ((long)t->st.step < t->o.steps) {
+        if (t->dist && t->world > 1 && stop) { /* distributed: a stop seen by any rank stops all at the same step */
+            double any = *stop ? 1 : 0;
+            if (tl_comm_allreduce_f64(t->comm, &any, 1, err)) return -1;
+            if (any > 0) *stop = 1;
+        }
         if (stop && *stop) break;
         double t0 = tl_now();
         const tl_engine_ops *E = t->eng->ops;
+        double loss = 0, norm;
+        /* ---- distributed: the same step across ranks ---- */
+        if (t->dist) {
+            if (dist_forward_backward(t, &loss, &norm, err)) return -1;
+        } else {
+        /* ---- end distributed ---- */
         if (E->zero_grads(t->eng, err)) return -1;
-        double loss = 0;
         for (int a = 0; a < accum; a++) {
             if (t->o.mixture ? tl_mixture_next(t->o.mixture, B, T, t->tokens, NULL, err)
                              : tl_dataset_next(t->train, B, T, t->tokens, err))
@@ -340,8 +711,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 return tl_wrap(err, "step %ld", (long)t->st.step + 1);
             loss += l / accum;
         }
-        double norm;
         if (E->grad_norm(t->eng, &norm, err)) return -1;
+        } /* distributed */
         long step = (long)t->st.step;
         double lr = tl_lr_at(&t->o.opt, step);
         t->st.step++;
@@ -355,7 +726,9 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 cb(&ev, user);
             }
         } else {
-            if (E->update(t->eng, &t->o.opt, lr, step + 1, norm, err)) return -1;
+            if (t->dist ? dist_update(t, lr, step + 1, norm, err) /* distributed */
+                        : E->update(t->eng, &t->o.opt, lr, step + 1, norm, err))
+                return -1;
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "data.h"
+#include "distributed.h"
 #include "engine.h"
 #include "eval.h"
 #include "mixture.h"
@@ -39,6 +40,17 @@ typedef struct {
      * instead of the train dataset (which may then be NULL); its position is
      * saved as data_index (data_epoch 0) */
     tl_mixture *mixture;
+    /* ---- distributed (docs/distributed.md) ----
+     * comm: the job's ranks (NULL: one process).  With N ranks each reads a
+     * disjoint 1/N of every step's samples (rank r takes global samples r, r+N,
+     * ...; a mixture must be finished with the same rank/world), so N ranks with
+     * accum a see the samples of 1 rank with accum N*a.  zero: ZeRO stage 0-3
+     * (1: AdamW moments sharded; 2: also gradients reduce-scattered; 3: also
+     * parameters sharded, gathered before use).  Needs the CPU engine when
+     * comm has more than one rank or zero > 0. */
+    tl_comm *comm;
+    int zero;
+    /* ---- end distributed ---- */
 } tl_train_opts;
 
 typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP, TL_EV_BENCH } tl_event_kind;
