@@ -113,6 +113,7 @@ struct tl_comm {
     int initialized;  /* 1: we called MPI_Init and must finalize */
     double timeout;
     unsigned seq;     /* collective counter: message tags */
+    int broken;       /* a collective failed: peers are out of step, refuse further ones */
     float *scratch;
     size_t scratch_len;
 };
@@ -189,6 +190,7 @@ const char *tl_comm_backend(const tl_comm *c) { return c->mpi ? "mpi" : "single"
 void tl_comm_set_timeout(tl_comm *c, double seconds) { c->timeout = seconds; }
 double tl_comm_timeout(const tl_comm *c) { return c->timeout; }
 
+#ifdef TL_WITH_MPI
 static float *scratch(tl_comm *c, size_t n, tl_error *err) {
     if (c->scratch_len >= n) return c->scratch;
     tl_free(c->scratch);
@@ -207,6 +209,7 @@ static void ordered_sum(float *out, const float *const *parts, int world, size_t
         out[i] = s;
     }
 }
+#endif
 
 #ifdef TL_WITH_MPI
 /* A batch of non-blocking point-to-point operations, each tagged with its peer. */
@@ -215,18 +218,24 @@ typedef struct {
     MPI_Request *req;
     int *peer;
     int *done;
+    int *is_send;
 } reqs;
 
-static int reqs_init(reqs *q, int cap, tl_error *err) {
+static int reqs_init(tl_comm *c, reqs *q, int cap, tl_error *err) {
+    if (c->broken)
+        return tl_fail(err, "rank %d: an earlier collective failed; the ranks are out of step (the job must stop)",
+                       c->rank);
     q->n = 0;
     q->cap = cap;
     q->req = malloc(sizeof *q->req * (size_t)cap);
     q->peer = malloc(sizeof *q->peer * (size_t)cap);
     q->done = malloc(sizeof *q->done * (size_t)cap);
-    if (!q->req || !q->peer || !q->done) {
+    q->is_send = malloc(sizeof *q->is_send * (size_t)cap);
+    if (!q->req || !q->peer || !q->done || !q->is_send) {
         free(q->req);
         free(q->peer);
         free(q->done);
+        free(q->is_send);
         return tl_fail(err, "out of memory");
     }
     return 0;
@@ -236,6 +245,7 @@ static void reqs_free(reqs *q) {
     free(q->req);
     free(q->peer);
     free(q->done);
+    free(q->is_send);
 }
 
 static int tag_of(const tl_comm *c) { return (int)(c->seq % 30000u); }
@@ -247,6 +257,7 @@ static int post(tl_comm *c, reqs *q, int send, void *buf, size_t bytes, int peer
     if (rc != MPI_SUCCESS) return tl_fail(err, "rank %d: %s: MPI error posting a message to rank %d", c->rank, what, peer);
     q->peer[q->n] = peer;
     q->done[q->n] = 0;
+    q->is_send[q->n] = send;
     q->n++;
     return 0;
 }
@@ -254,6 +265,27 @@ static int post(tl_comm *c, reqs *q, int send, void *buf, size_t bytes, int peer
 static void nap(long ns) {
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
+}
+
+/* After a timeout: receives not yet matched are cancelled (so no late message
+ * lands in a buffer the caller frees), sends are released to finish on their
+ * own, and the communicator refuses further collectives. */
+static void abandon(tl_comm *c, reqs *q) {
+    c->broken = 1;
+    for (int i = 0; i < q->n; i++) {
+        if (q->done[i]) continue;
+        if (q->is_send[i]) {
+            MPI_Request_free(&q->req[i]);
+            continue;
+        }
+        MPI_Cancel(&q->req[i]);
+        double until = tl_now() + 1.0;
+        int flag = 0;
+        while (!flag && tl_now() < until) {
+            if (MPI_Test(&q->req[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+            if (!flag) nap(1000000);
+        }
+    }
 }
 
 /* Waits for every request of q, polling against the communicator's deadline. */
@@ -284,6 +316,7 @@ static int wait_reqs(tl_comm *c, reqs *q, const char *what, tl_error *err) {
                 if (k > 0) len += (size_t)k;
                 last = q->peer[i];
             }
+            abandon(c, q);
             return tl_fail(err, "rank %d: %s timed out after %.0f s waiting for rank %s (dead or hung?)", c->rank,
                            what, c->timeout, names);
         }
@@ -317,7 +350,7 @@ int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t al
     if (!tmp) return -1;
     const float **parts = malloc(sizeof *parts * (size_t)W);
     reqs q;
-    if (!parts || reqs_init(&q, 2 * W, err)) {
+    if (!parts || reqs_init(c, &q, 2 * W, err)) {
         free(parts);
         return parts ? -1 : tl_fail(err, "out of memory");
     }
@@ -364,7 +397,7 @@ int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_err
         if (h - l > biggest) biggest = h - l;
     }
     reqs q;
-    if (reqs_init(&q, 2 * W, err)) return -1;
+    if (reqs_init(c, &q, 2 * W, err)) return -1;
     int rc = 0;
     for (size_t k = 0; k < biggest && !rc; k += CHUNK) {
         c->seq++;
@@ -395,7 +428,7 @@ int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, si
 #else
     const int W = c->world, me = c->rank;
     reqs q;
-    if (reqs_init(&q, W, err)) return -1;
+    if (reqs_init(c, &q, W, err)) return -1;
     int rc = 0;
     for (size_t k = 0; !rc; k += CHUNK) {
         c->seq++;
@@ -428,7 +461,7 @@ int tl_comm_scatter_f32(tl_comm *c, const float *full, float *shard, size_t n, s
 #else
     const int W = c->world, me = c->rank;
     reqs q;
-    if (reqs_init(&q, W, err)) return -1;
+    if (reqs_init(c, &q, W, err)) return -1;
     int rc = 0;
     for (size_t k = 0; !rc; k += CHUNK) {
         c->seq++;
@@ -460,7 +493,7 @@ int tl_comm_allgather_bytes(tl_comm *c, const void *mine, size_t bytes, void *al
     if (bytes > (size_t)1 << 30) return tl_fail(err, "all-gather of %zu bytes per rank is too large", bytes);
     const int W = c->world, me = c->rank;
     reqs q;
-    if (reqs_init(&q, 2 * W, err)) return -1;
+    if (reqs_init(c, &q, 2 * W, err)) return -1;
     c->seq++;
     int rc = 0;
     for (int p = 0; p < W && !rc; p++) {
@@ -508,7 +541,7 @@ int tl_comm_bcast(tl_comm *c, void *buf, size_t bytes, int root, tl_error *err) 
     const int W = c->world, me = c->rank;
     const size_t piece = (size_t)1 << 30;
     reqs q;
-    if (reqs_init(&q, W, err)) return -1;
+    if (reqs_init(c, &q, W, err)) return -1;
     int rc = 0;
     for (size_t k = 0; (k < bytes || (bytes == 0 && k == 0)) && !rc; k += piece) {
         size_t len = bytes - k < piece ? bytes - k : piece;
