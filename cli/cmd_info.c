@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "distributed.h"
 #include "config.h"
 
 static void help(void) {
@@ -11,18 +12,52 @@ static void help(void) {
            "Prints the model configuration and parameter count.\n\n"
            "  --preset NAME     a built-in preset:");
     for (const char *const *p = tl_config_preset_names(); *p; p++) printf(" %s", *p);
-    printf("\n  --config FILE     an HF config.json\n");
+    printf("\n  --config FILE     an HF config.json\n"
+           "  --zero-memory N[,N...]  also the bytes per rank of parameters, gradients and AdamW state at\n"
+           "                    each ZeRO stage on N ranks, as `train --zero` allocates them (docs/distributed.md)\n");
+}
+
+/* Per-rank memory of each ZeRO stage on each rank count (rank 0: the largest shard),
+ * from the plan the trainer allocates by (tl_zero_memory_plan). */
+static int zero_table(size_t n, const char *list) {
+    const double GB = 1e9;
+    for (const char *p = list; *p;) {
+        char *end;
+        long w = strtol(p, &end, 10);
+        if (end == p || w < 1 || w > 1 << 20 || (*end && *end != ',')) {
+            cli_error("info", "--zero-memory expects rank counts like 8,16,64, got '%s'", list);
+            return 2;
+        }
+        p = *end ? end + 1 : end;
+        printf("\nZeRO memory per rank on %ld ranks (GB = 1e9 bytes; fp32 parameters, gradients, AdamW m+v;\n"
+               "activations come on top and do not depend on the stage):\n", w);
+        printf("  stage  params(rest)  params(peak)   grads  adam m+v  comm scratch  peak total  rest total  saved at rest\n");
+        tl_zero_memory z0;
+        tl_zero_memory_plan(n, (int)w, 0, 0, &z0);
+        for (int st = 0; st < 4; st++) {
+            tl_zero_memory z;
+            tl_zero_memory_plan(n, (int)w, 0, st, &z);
+            /* at rest (between steps): stage 3 has handed the other ranks' parameter pages back */
+            size_t rest0 = z0.params + z0.grads + z0.opt_state + z0.scratch;
+            size_t rest = z.params + z.grads + z.opt_state + z.scratch;
+            printf("  %5d  %12.3f  %12.3f  %6.3f  %8.3f  %12.3f  %10.3f  %10.3f  %13.3f\n", st, z.params / GB,
+                   z.params_peak / GB, z.grads / GB, z.opt_state / GB, z.scratch / GB, z.total_peak / GB, rest / GB,
+                   ((double)rest0 - (double)rest) / GB);
+        }
+    }
+    return 0;
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL;
+    const char *preset = NULL, *config = NULL, *zero_memory = NULL;
     int bad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
         } else if (cli_opt(argc, argv, &i, "--preset", &preset, &bad) ||
-                   cli_opt(argc, argv, &i, "--config", &config, &bad)) {
+                   cli_opt(argc, argv, &i, "--config", &config, &bad) ||
+                   cli_opt(argc, argv, &i, "--zero-memory", &zero_memory, &bad)) {
             if (bad) return 2;
         } else {
             cli_error("info", "unknown option '%s' (see --help)", argv[i]);
@@ -44,5 +79,6 @@ int cmd_info(int argc, char **argv) {
     free(json);
     printf("parameters: %zu (non-embedding %zu)\n", tl_config_num_params(&cfg),
            tl_config_num_nonembed_params(&cfg));
+    if (zero_memory) return zero_table(tl_config_num_params(&cfg), zero_memory);
     return 0;
 }

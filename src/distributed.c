@@ -49,8 +49,27 @@ double tl_blocks_norm(const double *blocks, size_t n_blocks) {
     return sqrt(total);
 }
 
-/* Elements per message and per reduction round: bounds the scratch to world * CHUNK floats. */
+/* Elements per message (the largest shard is sent in pieces of at most this). */
 #define CHUNK ((size_t)1 << 22)
+
+/* Elements per peer in one reduce-scatter round: the scratch holds one piece from
+ * every rank, world * piece floats, capped near 2^24 floats (64 MB) however many ranks. */
+static size_t reduce_piece(size_t biggest, int world) {
+    size_t p = ((size_t)1 << 24) / (size_t)(world < 1 ? 1 : world);
+    if (p < ((size_t)1 << 16)) p = (size_t)1 << 16;
+    if (p > CHUNK) p = CHUNK;
+    return biggest < p ? biggest : p;
+}
+
+static size_t biggest_shard(size_t n, int world, size_t align) {
+    size_t biggest = 0;
+    for (int r = 0; r < world; r++) {
+        size_t l, h;
+        tl_shard_range(n, world, align, r, &l, &h);
+        if (h - l > biggest) biggest = h - l;
+    }
+    return biggest;
+}
 
 void tl_zero_memory_plan(size_t n_params, int world, int rank, int stage, tl_zero_memory *out) {
     size_t lo, hi;
@@ -60,16 +79,9 @@ void tl_zero_memory_plan(size_t n_params, int world, int rank, int stage, tl_zer
     out->params = (stage >= 3 ? shard : n_params) * f;
     out->params_peak = n_params * f;
     out->grads = n_params * f;
-    out->grads_reduced = stage >= 2 ? shard * f : 0;
     out->opt_state = 2 * (stage >= 1 ? shard : n_params) * f;
-    size_t biggest = 0;
-    for (int r = 0; r < world; r++) {
-        size_t l, h;
-        tl_shard_range(n_params, world, TL_SHARD_ALIGN, r, &l, &h);
-        if (h - l > biggest) biggest = h - l;
-    }
-    out->scratch = w > 1 ? w * (biggest < CHUNK ? biggest : CHUNK) * f : 0;
-    out->total_peak = out->params_peak + out->grads + out->grads_reduced + out->opt_state + out->scratch;
+    out->scratch = w > 1 ? w * reduce_piece(biggest_shard(n_params, world, TL_SHARD_ALIGN), world) * f : 0;
+    out->total_peak = out->params_peak + out->grads + out->opt_state + out->scratch;
 }
 
 /* ------------------------------------------------------------------ launch */
@@ -338,13 +350,7 @@ int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t al
     return tl_fail(err, "no MPI");
 #else
     const int W = c->world, me = c->rank;
-    size_t biggest = 0;
-    for (int r = 0; r < W; r++) {
-        size_t l, h;
-        tl_shard_range(n, W, align, r, &l, &h);
-        if (h - l > biggest) biggest = h - l;
-    }
-    size_t ch = biggest < CHUNK ? biggest : CHUNK;
+    size_t biggest = biggest_shard(n, W, align), ch = reduce_piece(biggest, W);
     if (ch == 0) return 0;
     float *tmp = scratch(c, (size_t)W * ch, err);
     if (!tmp) return -1;

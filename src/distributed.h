@@ -40,11 +40,12 @@ void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, siz
 typedef struct {
     size_t params;     /* parameters held between steps */
     size_t params_peak;/* parameters while computing (stage 3 gathers the whole block) */
-    size_t grads;      /* gradient accumulation block (the engine's backward writes a whole block) */
-    size_t grads_reduced; /* reduced gradient kept for the update (0: reduced in place) */
+    size_t grads;      /* gradient block: the CPU engine's backward writes a whole block, so
+                        * every stage keeps one; stage 2-3 reduce-scatter into its own slice of it
+                        * in place (less traffic than stage 0-1's all-reduce, same memory) */
     size_t opt_state;  /* AdamW m and v */
     size_t scratch;    /* communication scratch */
-    size_t total_peak; /* sum of the above at the peak (params_peak) */
+    size_t total_peak; /* params_peak + grads + opt_state + scratch */
 } tl_zero_memory;
 
 /* Fills *out for a model of n_params fp32 parameters on `world` ranks at ZeRO

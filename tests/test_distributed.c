@@ -48,9 +48,13 @@ static void test_zero_memory_plan(tl_test_ctx *t) {
     size_t lo, hi;
     tl_shard_range(n, 8, TL_SHARD_ALIGN, 0, &lo, &hi);
     size_t shard = hi - lo;
-    CHECK(z0.opt_state == 2 * n * f && z0.params == n * f && z0.grads_reduced == 0);
+    CHECK(z0.opt_state == 2 * n * f && z0.params == n * f && z0.grads == n * f);
     CHECK(z1.opt_state == 2 * shard * f && z1.params == n * f);
-    CHECK(z2.grads_reduced == shard * f && z2.opt_state == 2 * shard * f);
+    CHECK(z2.grads == n * f && z2.opt_state == 2 * shard * f);
+    CHECK(z0.scratch <= ((size_t)1 << 24) * f + 8 * TL_SHARD_ALIGN * f);
+    tl_zero_memory z64;
+    tl_zero_memory_plan(n, 64, 0, 1, &z64);
+    CHECK(z64.scratch <= ((size_t)1 << 24) * f);
     CHECK(z3.params == shard * f && z3.params_peak == n * f);
     CHECK(z1.total_peak < z0.total_peak);
     tl_zero_memory one;
