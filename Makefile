@@ -71,6 +71,8 @@ $(BUILD)/src/cuda/%.o: src/cuda/%.cu
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(CUC_OBJ): CFLAGS += -Isrc/cuda
+# NCCL collectives (loaded at run time: no NCCL headers needed) call the CUDA runtime
+$(BUILD)/src/cuda/nccl_comm.o: CFLAGS += -I$(CUDA_HOME)/include
 
 $(CUDA_LIB): $(CU_OBJ) $(CUC_OBJ)
 	@rm -f $@

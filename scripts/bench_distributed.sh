@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Data-parallel throughput and memory on this machine: 1 rank (all cores) against
+# N MPI ranks (cores split among them) at each ZeRO stage, same global batch.
+# Reports training tokens/s (median over the steps after the first) and each
+# rank's peak resident memory (/usr/bin/time's max RSS).
+#   scripts/bench_distributed.sh [preset] [ranks] [batch] [seq_len] [steps]
+set -eu
+cd "$(dirname "$0")/.."
+preset=${1:-llama-24m}
+ranks=${2:-2}
+batch=${3:-4}
+seq=${4:-128}
+steps=${5:-8}
+make -j"$(nproc)" >/dev/null
+command -v mpirun >/dev/null || { echo "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
+[ -x /usr/bin/time ] || { echo "/usr/bin/time not found (apt-get install time)"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+cores=$(nproc)
+per=$((cores / ranks))
+[ "$per" -ge 1 ] || per=1
+T=$(mktemp -d /tmp/tl_bench_dist.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cat src/*.c src/*.h cli/*.c >"$T/corpus.txt"
+./build/tinyllama prepare --byte-level --seq-len "$seq" --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1
+global=$((batch * seq * ranks)) # tokens per optimizer step, the same in every run
+ARGS=(--preset "$preset" --data "$T/data/train-00000.bin" --batch "$batch" --seq-len "$seq" --batch-tokens "$global"
+    --steps "$steps" --warmup 1 --quiet)
+median_tps() { grep -o '"tokens_per_s": [0-9.]*' "$1" | cut -d' ' -f2 | tail -n +2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $cores cores; $(date -u +%Y-%m-%d)"
+echo "model $preset ($(./build/tinyllama info --preset "$preset" | tail -1)); global batch $global tokens/step; $steps steps"
+/usr/bin/time -f %M -o "$T/mem.one" ./build/tinyllama train "${ARGS[@]}" --threads "$cores" --out "$T/one" 2>/dev/null
+printf '%-28s %10s tok/s   peak RSS %s MB\n' "1 rank x $cores threads" "$(median_tps "$T/one/log.jsonl")" \
+    "$(($(cat "$T/mem.one") / 1024))"
+for z in 0 1 2 3; do
+    rm -f "$T"/mem.r*
+    mpirun --allow-run-as-root --oversubscribe -np "$ranks" bash -c \
+        '/usr/bin/time -f %M -o "$0/mem.r$OMPI_COMM_WORLD_RANK" "$@" 2>/dev/null' "$T" \
+        ./build/tinyllama train "${ARGS[@]}" --threads "$per" --zero "$z" --out "$T/z$z"
+    mem=$(for f in "$T"/mem.r*; do echo $(($(cat "$f") / 1024)); done | paste -sd/ -)
+    printf '%-28s %10s tok/s   peak RSS per rank %s MB\n' "$ranks ranks x $per threads, ZeRO $z" \
+        "$(median_tps "$T/z$z/log.jsonl")" "$mem"
+done
