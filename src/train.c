@@ -266,7 +266,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     }
     if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     char *args = args_json(t);
-    int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.keep, saved, sizeof saved, err);
+    int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.tokenizer, t->o.keep, saved, sizeof saved, err);
     free(args);
     if (rc) return -1;
     if (cb) {
