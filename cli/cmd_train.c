@@ -46,6 +46,7 @@ static void help(void) {
     printf("\n"
            "  --config FILE        an HF config.json (random init)\n"
            "  --init DIR           start from an HF checkpoint directory (continual pretraining)\n"
+           "  --vocab-size N       override the preset's / config's vocabulary size (e.g. for a trained tokenizer)\n"
            "  --resume [DIR]       continue a run from its checkpoint (DIR: a checkpoint or run\n"
            "                       directory; default --out); bit-identical to an uninterrupted run\n"
            "batch and schedule:\n"
@@ -74,7 +75,8 @@ static void help(void) {
            "                       winogrande boolq)\n"
            "  --bench-every N      score them every N steps and at the end (default: --eval-every or 100)\n"
            "  --bench-limit N      first N examples of each (default 0: all)\n"
-           "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with (needed by --bench)\n"
+           "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with: copied into\n"
+           "                       each checkpoint (so `generate` runs it) and used by --bench\n"
            "  --threads N          threads (default: all cores)\n"
            "distributed (run under `mpirun -np N` or `srun`; docs/distributed.md):\n"
            "  --zero N             ZeRO stage: 0 replicate everything, 1 shard the AdamW moments,\n"
@@ -202,7 +204,7 @@ int cmd_train(int argc, char **argv) {
     long ramp_tokens = 0;
     const char *bench_args[16], *tokenizer_path = NULL;
     int n_bench = 0;
-    long bench_every = -1, bench_limit = 0;
+    long bench_every = -1, bench_limit = 0, vocab_size = 0;
     tl_adamw_config oc = tl_adamw_defaults();
 #ifdef TL_WITH_CUDA
     const char *device = NULL, *precision = "bf16";
@@ -265,7 +267,7 @@ int cmd_train(int argc, char **argv) {
             if (n_bench == 16) { cli_error("train", "at most 16 --bench tasks"); return 2; }
             bench_args[n_bench++] = v;
         }
-        STR("--tokenizer", tokenizer_path) NUM("--bench-every", bench_every, 1, 1L << 40) NUM("--bench-limit", bench_limit, 0, 1L << 40)
+        STR("--tokenizer", tokenizer_path) NUM("--bench-every", bench_every, 1, 1L << 40) NUM("--vocab-size", vocab_size, 1, 1L << 24) NUM("--bench-limit", bench_limit, 0, 1L << 40)
         STR("--preset", preset) STR("--config", config) STR("--init", init) STR("--out", out) STR("--log", log)
         NUM("--batch", batch, 1, 1 << 20) NUM("--seq-len", seq_len, 1, 1 << 20)
         NUM("--batch-tokens", batch_tokens, 1, 1L << 40) NUM("--steps", steps, 1, 1L << 40)
@@ -333,12 +335,30 @@ int cmd_train(int argc, char **argv) {
     } else {
         tl_config cfg;
         rc = config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset ? preset : "demo", &cfg, &err);
+        if (vocab_size) cfg.vocab_size = (int)vocab_size;
         if (!rc) rc = tl_model_create(&model, &cfg, &err);
         if (!rc) tl_model_init_weights(&model, (uint64_t)seed);
+    }
+    if (!rc && vocab_size && (resume_dir[0] || init) && vocab_size != model.cfg.vocab_size) {
+        cli_error("train", "--vocab-size %ld differs from the checkpoint's %d", vocab_size, model.cfg.vocab_size);
+        tl_model_free(&model);
+        return 2;
     }
     if (rc) {
         cli_error("train", "%s", err.msg);
         return 1;
+    }
+    if (tokenizer_path) { /* the tokenizer must fit the model's vocabulary */
+        tl_tokenizer *tk = tl_tokenizer_load(tokenizer_path, &err);
+        int tv = tk ? tl_tokenizer_vocab_size(tk) : 0;
+        tl_tokenizer_free(tk);
+        if (!tk || tv > model.cfg.vocab_size) {
+            if (tk) cli_error("train", "%s: %d pieces do not fit the model's vocabulary of %d (use --vocab-size)",
+                              tokenizer_path, tv, model.cfg.vocab_size);
+            else cli_error("train", "%s", err.msg);
+            tl_model_free(&model);
+            return 1;
+        }
     }
     tl_dataset train_ds, val_ds;
     memset(&train_ds, 0, sizeof train_ds);
@@ -441,7 +461,7 @@ int cmd_train(int argc, char **argv) {
                        .seed = (uint64_t)seed, .shuffle = !sequential,
                        .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
                        .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
-                       .out_dir = out, .log_path = log, .mixture = n_sources ? &mix : NULL,
+                       .out_dir = out, .log_path = log, .tokenizer = tokenizer_path, .mixture = n_sources ? &mix : NULL,
                        .bench = (const tl_eval_task *const *)bench, .n_bench = n_loaded,
                        .bench_every = bench_every > 0 ? bench_every : (eval_every > 0 ? eval_every : 100)};
 #ifdef TL_WITH_CUDA

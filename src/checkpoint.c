@@ -327,8 +327,8 @@ static void prune(const char *out_dir, int keep) {
 }
 
 int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
-                       const char *extra_json, int keep, char *saved_path, size_t saved_cap,
-                       tl_error *err) {
+                       const char *extra_json, const char *tokenizer, int keep, char *saved_path,
+                       size_t saved_cap, tl_error *err) {
     char name[64], tmp[PATH_CAP], final[PATH_CAP], path[PATH_CAP];
     snprintf(name, sizeof name, "step-%08llu", (unsigned long long)s->step);
     if (tl_mkdir_p(out_dir, err)) return -1;
@@ -341,6 +341,17 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
     if (extra_json && (join(path, sizeof path, tmp, "train_args.json", err) ||
                        tl_write_file_atomic(path, extra_json, strlen(extra_json), err)))
         return -1;
+    if (tokenizer) {
+        size_t tl_len = strlen(tokenizer);
+        int json = tl_len >= 5 && !strcmp(tokenizer + tl_len - 5, ".json");
+        char *bytes;
+        size_t blen;
+        if (tl_read_file(tokenizer, (size_t)1 << 30, &bytes, &blen, err)) return -1;
+        int rc = join(path, sizeof path, tmp, json ? "tokenizer.json" : "tokenizer.model", err) ||
+                 tl_write_file_atomic(path, bytes, blen, err);
+        free(bytes);
+        if (rc) return -1;
+    }
     if (tl_fsync_dir(tmp, err)) return -1;
     /* A checkpoint of the same step from an earlier run is replaced; `latest`
      * never points at it in between because we move it aside first. */

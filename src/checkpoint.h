@@ -47,12 +47,14 @@ int tl_train_state_save(const char *path, const tl_train_state *s, tl_error *err
 /* s->m and s->v must be allocated with n_params floats; the file must match. */
 int tl_train_state_load(const char *path, tl_train_state *s, tl_error *err);
 
-/* Writes out_dir/step-NNNNNNNN/ (HF files, training_state.bin and extra_json as
- * train_args.json) via a temporary directory and rename, then points
- * out_dir/latest at it and removes all but the newest `keep` checkpoints. */
+/* Writes out_dir/step-NNNNNNNN/ (HF files, training_state.bin, extra_json as
+ * train_args.json, and a copy of the tokenizer file if given, as tokenizer.json
+ * or tokenizer.model so the directory runs as it is) via a temporary directory
+ * and rename, then points out_dir/latest at it and removes all but the newest
+ * `keep` checkpoints. */
 int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
-                       const char *extra_json, int keep, char *saved_path, size_t saved_cap,
-                       tl_error *err);
+                       const char *extra_json, const char *tokenizer, int keep, char *saved_path,
+                       size_t saved_cap, tl_error *err);
 /* Resolves a --resume argument: a checkpoint directory itself, or a run
  * directory containing a `latest` file. */
 int tl_checkpoint_resolve(const char *path, char *out, size_t cap, tl_error *err);

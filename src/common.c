@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -88,6 +89,34 @@ int tl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tl
     *out = buf;
     *len = (size_t)size;
     return 0;
+}
+
+int tl_map_file(const char *path, const uint8_t **map, size_t *len, tl_error *err) {
+    *map = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return tl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return tl_fail(err, "%s: not a regular file", path);
+    }
+    if (sb.st_size > 0) {
+        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return tl_fail(err, "%s: mmap failed: %s", path, strerror(e));
+        }
+        *map = m;
+        *len = (size_t)sb.st_size;
+    }
+    close(fd);
+    return 0;
+}
+
+void tl_unmap_file(const uint8_t *map, size_t len) {
+    if (map) munmap((void *)map, len);
 }
 
 int tl_write_file_atomic(const char *path, const void *data, size_t len, tl_error *err) {

@@ -34,6 +34,11 @@ double tl_now(void);
  * Refuses files larger than max_bytes. */
 int tl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tl_error *err);
 
+/* Maps a regular file read-only.  *map is NULL for an empty file; release with
+ * tl_unmap_file(map, len). */
+int tl_map_file(const char *path, const uint8_t **map, size_t *len, tl_error *err);
+void tl_unmap_file(const uint8_t *map, size_t len);
+
 /* Writes a file atomically: data goes to "path.tmp.<pid>", is fsync'ed, then
  * renamed over path, so readers see either the old file or the new one. */
 int tl_write_file_atomic(const char *path, const void *data, size_t len, tl_error *err);

@@ -119,21 +119,13 @@ int tl_shard_writer_close(tl_shard_writer *w, size_t *dropped, tl_error *err) {
 int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return tl_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tl_fail(err, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
+    const uint8_t *map;
+    size_t len;
+    if (tl_map_file(path, &map, &len, err)) return -1;
     if (len < TL_SHARD_HEADER) {
-        close(fd);
+        tl_unmap_file(map, len);
         return tl_fail(err, "%s: truncated (%zu bytes; a shard header is %d)", path, len, TL_SHARD_HEADER);
     }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return tl_fail(err, "%s: mmap failed: %s", path, strerror(errno));
     s->map = map;
     s->map_len = len;
     const uint8_t *h = map;
@@ -179,7 +171,7 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
 }
 
 void tl_shard_close(tl_shard *s) {
-    if (s->map) munmap((void *)s->map, s->map_len);
+    tl_unmap_file(s->map, s->map_len);
     memset(s, 0, sizeof *s);
 }
 

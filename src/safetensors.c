@@ -116,22 +116,14 @@ static int parse_tensor(const cJSON *item, tl_st_tensor *t, size_t data_len, con
 int tl_st_open(tl_safetensors *st, const char *path, tl_error *err) {
     memset(st, 0, sizeof *st);
     snprintf(st->path, sizeof st->path, "%s", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return tl_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tl_fail(err, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
+    const uint8_t *map;
+    size_t len;
+    if (tl_map_file(path, &map, &len, err)) return -1;
     if (len < 8) {
-        close(fd);
+        tl_unmap_file(map, len);
         return tl_fail(err, "%s: truncated (%zu bytes, need at least 8 for the header length)", path, len);
     }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return tl_fail(err, "%s: mmap failed: %s", path, strerror(errno));
-    st->map = map;
+    st->map = (uint8_t *)map;
     st->map_len = len;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | st->map[i];
@@ -194,7 +186,7 @@ int tl_st_open(tl_safetensors *st, const char *path, tl_error *err) {
 }
 
 void tl_st_close(tl_safetensors *st) {
-    if (st->map) munmap(st->map, st->map_len);
+    tl_unmap_file(st->map, st->map_len);
     for (int i = 0; i < st->n; i++) free(st->tensors[i].name);
     free(st->tensors);
     memset(st, 0, sizeof *st);

@@ -463,7 +463,7 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
         }
         s.n_params = n;
         char *args = args_json(t);
-        local = tl_checkpoint_save(t->o.out_dir, t->m, &s, args, t->o.keep, saved, sizeof saved, err);
+        local = tl_checkpoint_save(t->o.out_dir, t->m, &s, args, t->o.tokenizer, t->o.keep, saved, sizeof saved, err);
         free(args);
     }
     tl_free(fm);
@@ -620,7 +620,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     }
     if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     char *args = args_json(t);
-    int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.keep, saved, sizeof saved, err);
+    int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.tokenizer, t->o.keep, saved, sizeof saved, err);
     free(args);
     if (rc) return -1;
     if (cb) {

@@ -30,6 +30,7 @@ typedef struct {
     int keep;           /* checkpoints kept (0: all) */
     const char *out_dir;
     const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
+    const char *tokenizer; /* copied into each checkpoint (may be NULL) */
     /* zero-shot benchmarks (src/eval.h) scored every bench_every steps and at the end */
     const tl_eval_task *const *bench;
     int n_bench;

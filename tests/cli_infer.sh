@@ -8,22 +8,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 FIX=${TL_FIXTURES:-$HERE/fixtures}
 T=$(mktemp -d /tmp/tl_cli_infer.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-passed=0
-failed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+. "$(dirname "$0")/lib.sh"
 check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
-expect_fail() {
-    local name=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>"$T/err"; then
-        fail "$name (exit 0)"
-    elif grep -q -E -- "$pat" "$T/err"; then
-        ok "$name"
-    else
-        fail "$name (stderr: $(head -c 300 "$T/err"))"
-    fi
-}
 # ids written by transformers (scripts/gen_infer_fixtures.py)
 ids_of() { sed -n "s/^$1 //p" "$FIX/infer_greedy.txt"; }
 
@@ -96,5 +82,4 @@ else
     fail "train a checkpoint for the checks above"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -8,21 +8,7 @@ SHARED=${TL_SHARED:-$(dirname "$0")/../../shared}
 TOK=$SHARED/tokenizers/llama2/tokenizer.model
 T=$(mktemp -d /tmp/tl_cli_prep.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-passed=0
-failed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
-expect_fail() {
-    local name=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>"$T/err"; then
-        fail "$name (exit 0)"
-    elif grep -q -E -- "$pat" "$T/err"; then
-        ok "$name"
-    else
-        fail "$name (stderr: $(head -c 300 "$T/err"))"
-    fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # --- inputs: SlimPajama-like jsonl.zst with one GitHub document and some bad lines
 {
@@ -90,5 +76,4 @@ expect_fail "resume with other weights refused" "mixture" "$BIN" train --preset 
 expect_fail "--data and --source together" "either --data or --source" "$BIN" train --data "$T/a" --source "a=1:$T/a"
 expect_fail "--source without weight" "give a weight" "$BIN" train --source "mine:$T/a"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

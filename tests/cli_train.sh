@@ -5,22 +5,7 @@ set -u
 BIN=${1:-./build/tinyllama}
 T=$(mktemp -d /tmp/tl_cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-passed=0
-failed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
-# expect_fail NAME PATTERN CMD...: non-zero exit and stderr matching PATTERN
-expect_fail() {
-    local name=$1 pat=$2
-    shift 2
-    if "$@" >"$T/out" 2>"$T/err"; then
-        fail "$name (exit 0)"
-    elif grep -q -E -- "$pat" "$T/err"; then
-        ok "$name"
-    else
-        fail "$name (stderr: $(head -c 300 "$T/err"))"
-    fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # --- help for every command
 if "$BIN" --help | grep -q "usage: tinyllama"; then ok "top-level --help"; else fail "top-level --help"; fi
@@ -116,5 +101,4 @@ got=$(grep '"bench": "arc_easy"' "$T/bench/log.jsonl" | sed 's/.*"acc": \([0-9.]
 if [ -n "$want" ] && [ "$want" = "$got" ]; then ok "arc_easy during training = lm-eval ($got)"; else fail "arc_easy during training: got '$got', lm-eval '$want'"; fi
 expect_fail "--bench without --tokenizer" "needs --tokenizer" "$BIN" train --data "$D" --bench "piqa:$EV/piqa.jsonl" --out "$T/r2"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -4,6 +4,7 @@
 #define TL_HARNESS_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 
 typedef struct {
@@ -50,6 +51,9 @@ typedef struct {
  * by TL_SHARED; and of checked-in fixtures. */
 const char *tl_test_shared_dir(void);
 const char *tl_test_fixture_dir(void);
+/* max |a - b| / max |b| over n values: a scale-aware error for a whole tensor */
+double tl_test_rel_err(const float *a, const float *b, size_t n);
+
 /* A fresh temporary directory for this test (removed by the runner at exit). */
 const char *tl_test_tmpdir(void);
 

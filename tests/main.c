@@ -45,6 +45,15 @@ const char *tl_test_fixture_dir(void) {
     return e ? e : "tests/fixtures";
 }
 
+double tl_test_rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
 const char *tl_test_tmpdir(void) {
     if (!tmpdir_path[0]) {
         snprintf(tmpdir_path, sizeof tmpdir_path, "/tmp/tl_test_XXXXXX");

@@ -274,7 +274,7 @@ static void test_checkpoint_save_resolve_prune(tl_test_ctx *t) {
     for (int step = 1; step <= 4; step++) {
         s.step = (uint64_t)step;
         m.params[0] = (float)step;
-        CHECK_MSG(tl_checkpoint_save(run, &m, &s, "{}", 2, ck, sizeof ck, &err) == 0, "%s", err.msg);
+        CHECK_MSG(tl_checkpoint_save(run, &m, &s, "{}", step == 4 ? "tests/fixtures/tokenizer/small_bpe.model" : NULL, 2, ck, sizeof ck, &err) == 0, "%s", err.msg);
     }
     CHECK(tl_checkpoint_resolve(run, resolved, sizeof resolved, &err) == 0 && strstr(resolved, "step-00000004"));
     CHECK(tl_model_load_hf(resolved, &back, &err) == 0);
@@ -285,6 +285,10 @@ static void test_checkpoint_save_resolve_prune(tl_test_ctx *t) {
     CHECK(access(old, F_OK) != 0); /* pruned to the newest 2 */
     snprintf(old, sizeof old, "%s/step-00000003/config.json", run);
     CHECK(access(old, F_OK) == 0);
+    snprintf(old, sizeof old, "%s/step-00000004/tokenizer.model", run); /* copied in */
+    CHECK(access(old, F_OK) == 0);
+    snprintf(old, sizeof old, "%s/step-00000003/tokenizer.model", run);
+    CHECK(access(old, F_OK) != 0);
     /* an HF directory missing a tensor or with a wrong shape is refused by name */
     snprintf(old, sizeof old, "%s/step-00000003", run);
     tl_config c2 = c;

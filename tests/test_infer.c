@@ -24,15 +24,6 @@
 static const char *const MODELS[] = {"gqa_f32", "tied_bf16"};
 static const char *const DIRS[] = {"infer_gqa_f32", "infer_tied_bf16"};
 
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 typedef struct {
     tl_safetensors exp;
     tl_infer_model m;
@@ -134,15 +125,15 @@ static void check_logits(tl_test_ctx *t, int which) {
         double tol = k == TL_KERNEL_AVX512BF16 ? 2e-2 : 1e-4;
         tl_infer_truncate(&s, 0);
         CHECK_MSG(tl_infer_forward(&s, seq, n, lg, &err) == 0, "%s", err.msg);
-        double e1 = rel_err(lg, f.logits, (size_t)n * V);
+        double e1 = tl_test_rel_err(lg, f.logits, (size_t)n * V);
         CHECK_MSG(e1 <= tol, "%s/%s batched: rel err %.3g > %.3g", MODELS[which], tl_kernel_name(k), e1, tol);
         /* prompt in one pass, then KV-cache decode */
         tl_infer_truncate(&s, 0);
         CHECK(tl_infer_forward(&s, seq, f.n_prompt, NULL, &err) == 0);
-        double e2 = rel_err(s.logits, f.logits + (size_t)(f.n_prompt - 1) * V, V);
+        double e2 = tl_test_rel_err(s.logits, f.logits + (size_t)(f.n_prompt - 1) * V, V);
         for (int i = f.n_prompt; i < n; i++) {
             CHECK(tl_infer_forward(&s, seq + i, 1, NULL, &err) == 0);
-            e2 = fmax(e2, rel_err(s.logits, f.logits + (size_t)i * V, V));
+            e2 = fmax(e2, tl_test_rel_err(s.logits, f.logits + (size_t)i * V, V));
         }
         CHECK_MSG(e2 <= tol, "%s/%s decode: rel err %.3g > %.3g", MODELS[which], tl_kernel_name(k), e2, tol);
         CHECK(s.pos == n);
@@ -223,13 +214,13 @@ static void check_kv_vs_full(tl_test_ctx *t, int which) {
         CHECK(tl_infer_forward(&s, seq + p, 1, NULL, &err) == 0);
         memcpy(inc + (size_t)p * V, s.logits, sizeof(float) * V);
     }
-    double e = rel_err(inc, full, (size_t)n * V);
+    double e = tl_test_rel_err(inc, full, (size_t)n * V);
     CHECK_MSG(e <= 1e-5, "%s: KV cache vs full recompute rel err %.3g", MODELS[which], e);
     for (int i = 0; i < n; i++) CHECK(argmax(inc + (size_t)i * V, V) == argmax(full + (size_t)i * V, V));
     /* truncating and re-running the tail reproduces the same logits */
     tl_infer_truncate(&s, 5);
     CHECK(tl_infer_forward(&s, seq + 5, n - 5, NULL, &err) == 0);
-    CHECK(rel_err(s.logits, full + (size_t)(n - 1) * V, V) <= 1e-5);
+    CHECK(tl_test_rel_err(s.logits, full + (size_t)(n - 1) * V, V) <= 1e-5);
     /* overflow and bad ids are refused without touching the cache */
     int bad = V;
     CHECK(tl_infer_forward(&s, &bad, 1, NULL, &err) != 0 && strstr(err.msg, "outside the vocabulary"));

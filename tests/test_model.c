@@ -59,16 +59,6 @@ static float *read_expected(tl_test_ctx *t, fixture *f, const char *name, size_t
     return buf;
 }
 
-/* max |a - b| / max |b|: a scale-aware error for a whole tensor */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 /* tokens [B, T+1] -> inputs and next-token targets [B*T] */
 static void split_tokens(const int *tok, int B, int T, int *in, int *tgt) {
     for (int b = 0; b < B; b++)
@@ -108,7 +98,7 @@ static void check_against_hf(tl_test_ctx *t, const char *fixture_name, int tied)
     CHECK(tl_model_logits(&f.m, a, in, logits, &err) == 0);
     float *want = read_expected(t, &f, "logits", (size_t)N * V);
     if (want) {
-        double e = rel_err(logits, want, (size_t)N * V);
+        double e = tl_test_rel_err(logits, want, (size_t)N * V);
         CHECK_MSG(e < 2e-6, "logits relative error %.3g", e);
     }
     free(want);
@@ -126,7 +116,7 @@ static void check_against_hf(tl_test_ctx *t, const char *fixture_name, int tied)
         snprintf(name, sizeof name, "grad.%s", ti->name);
         float *g = read_expected(t, &f, name, ti->numel);
         if (!g) continue;
-        double e = rel_err(grads + ti->offset, g, ti->numel);
+        double e = tl_test_rel_err(grads + ti->offset, g, ti->numel);
         CHECK_MSG(e < 2e-5, "gradient of %s: relative error %.3g", ti->name, e);
         checked++;
         free(g);
@@ -304,7 +294,7 @@ static void test_results_reproducible(tl_test_ctx *t) {
     tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
     tl_set_threads(saved);
     CHECK_CLOSE(l1, l2, 0, 1e-6);
-    double e = rel_err(g1, g2, m.n_params);
+    double e = tl_test_rel_err(g1, g2, m.n_params);
     CHECK_MSG(e < 1e-5, "1 vs 2 threads: relative error %.3g", e);
     tl_free(g1);
     tl_free(g2);
@@ -331,7 +321,7 @@ static void test_grad_accumulation_equals_big_batch(tl_test_ctx *t) {
     tl_model_forward_backward(&m, a1, ga, in, tgt, 0.5f, &la1, &err);
     tl_model_forward_backward(&m, a1, ga, in + T, tgt + T, 0.5f, &la2, &err);
     CHECK_CLOSE(0.5 * (la1 + la2), lb, 0, 1e-6);
-    double e = rel_err(ga, gb, m.n_params);
+    double e = tl_test_rel_err(ga, gb, m.n_params);
     CHECK_MSG(e < 1e-5, "accumulated vs big batch: %.3g", e);
     tl_free(ga);
     tl_free(gb);
