@@ -19,7 +19,7 @@ static void help(void) {
 
 /* Per-rank memory of each ZeRO stage on each rank count (rank 0: the largest shard),
  * from the plan the trainer allocates by (tl_zero_memory_plan). */
-static int zero_table(size_t n, const char *list) {
+static int zero_table(size_t n, size_t unit, const char *list) {
     const double GB = 1e9;
     for (const char *p = list; *p;) {
         char *end;
@@ -31,18 +31,18 @@ static int zero_table(size_t n, const char *list) {
         p = *end ? end + 1 : end;
         printf("\nZeRO memory per rank on %ld ranks (GB = 1e9 bytes; fp32 parameters, gradients, AdamW m+v;\n"
                "activations come on top and do not depend on the stage):\n", w);
-        printf("  stage  params(rest)  params(peak)   grads  adam m+v  comm scratch  peak total  rest total  saved at rest\n");
+        printf("  stage  params(rest)  params(peak)   grads  adam m+v  comm scratch  peak total  rest total  saved (peak/rest)\n");
         tl_zero_memory z0;
-        tl_zero_memory_plan(n, (int)w, 0, 0, &z0);
+        tl_zero_memory_plan(n, unit, (int)w, 0, 0, &z0);
         for (int st = 0; st < 4; st++) {
             tl_zero_memory z;
-            tl_zero_memory_plan(n, (int)w, 0, st, &z);
+            tl_zero_memory_plan(n, unit, (int)w, 0, st, &z);
             /* at rest (between steps): stage 3 has handed the other ranks' parameter pages back */
             size_t rest0 = z0.params + z0.grads + z0.opt_state + z0.scratch;
             size_t rest = z.params + z.grads + z.opt_state + z.scratch;
-            printf("  %5d  %12.3f  %12.3f  %6.3f  %8.3f  %12.3f  %10.3f  %10.3f  %13.3f\n", st, z.params / GB,
+            printf("  %5d  %12.3f  %12.3f  %6.3f  %8.3f  %12.3f  %10.3f  %10.3f  %7.3f / %6.3f\n", st, z.params / GB,
                    z.params_peak / GB, z.grads / GB, z.opt_state / GB, z.scratch / GB, z.total_peak / GB, rest / GB,
-                   ((double)rest0 - (double)rest) / GB);
+                   ((double)z0.total_peak - (double)z.total_peak) / GB, ((double)rest0 - (double)rest) / GB);
         }
     }
     return 0;
@@ -79,6 +79,6 @@ int cmd_info(int argc, char **argv) {
     free(json);
     printf("parameters: %zu (non-embedding %zu)\n", tl_config_num_params(&cfg),
            tl_config_num_nonembed_params(&cfg));
-    if (zero_memory) return zero_table(tl_config_num_params(&cfg), zero_memory);
+    if (zero_memory) return zero_table(tl_config_num_params(&cfg), tl_zero_largest_unit(&cfg), zero_memory);
     return 0;
 }

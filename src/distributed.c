@@ -71,13 +71,23 @@ static size_t biggest_shard(size_t n, int world, size_t align) {
     return biggest;
 }
 
-void tl_zero_memory_plan(size_t n_params, int world, int rank, int stage, tl_zero_memory *out) {
+size_t tl_zero_largest_unit(const tl_config *c) {
+    size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t hd = (size_t)tl_config_head_dim(c), QD = (size_t)c->n_heads * hd, KD = (size_t)c->n_kv_heads * hd;
+    size_t embed = V * D, layer = 2 * D + D * QD + 2 * D * KD + QD * D + 3 * D * F;
+    size_t head = D + V * D; /* tied: the final norm and the embedding it reads as lm_head */
+    size_t big = embed > layer ? embed : layer;
+    return head > big ? head : big;
+}
+
+void tl_zero_memory_plan(size_t n_params, size_t largest_unit, int world, int rank, int stage, tl_zero_memory *out) {
     size_t lo, hi;
     tl_shard_range(n_params, world, TL_SHARD_ALIGN, rank, &lo, &hi);
     size_t shard = hi - lo, f = sizeof(float), w = world < 1 ? 1 : (size_t)world;
     memset(out, 0, sizeof *out);
     out->params = (stage >= 3 ? shard : n_params) * f;
-    out->params_peak = n_params * f;
+    size_t peak = stage >= 3 && world > 1 ? shard + largest_unit : n_params;
+    out->params_peak = (peak < n_params ? peak : n_params) * f;
     out->grads = n_params * f;
     out->opt_state = 2 * (stage >= 1 ? shard : n_params) * f;
     out->scratch = w > 1 ? w * reduce_piece(biggest_shard(n_params, world, TL_SHARD_ALIGN), world) * f : 0;
@@ -386,21 +396,30 @@ int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t al
 #endif
 }
 
-int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_error *err) {
+int tl_comm_allgather_range_f32(tl_comm *c, float *buf, size_t n, size_t align, size_t a, size_t b, tl_error *err) {
     if (c->world == 1) return 0;
 #ifndef TL_WITH_MPI
     (void)buf;
     (void)n;
     (void)align;
+    (void)a;
+    (void)b;
     return tl_fail(err, "no MPI");
 #else
     const int W = c->world, me = c->rank;
-    size_t lo, hi, biggest = 0;
-    tl_shard_range(n, W, align, me, &lo, &hi);
+    if (b > n) b = n;
+    /* rank r contributes its shard's part of [a, b) */
+    size_t lo = 0, hi = 0, biggest = 0;
     for (int r = 0; r < W; r++) {
         size_t l, h;
         tl_shard_range(n, W, align, r, &l, &h);
-        if (h - l > biggest) biggest = h - l;
+        l = l > a ? l : a;
+        h = h < b ? h : b;
+        if (h > l && h - l > biggest) biggest = h - l;
+        if (r == me) {
+            lo = l;
+            hi = h > l ? h : l;
+        }
     }
     reqs q;
     if (reqs_init(c, &q, 2 * W, err)) return -1;
@@ -413,7 +432,9 @@ int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_err
             if (p == me) continue;
             size_t l, h;
             tl_shard_range(n, W, align, p, &l, &h);
-            size_t theirs = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
+            l = l > a ? l : a;
+            h = h < b ? h : b;
+            size_t theirs = h > l && h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
             if (theirs) rc = post(c, &q, 0, buf + l + k, theirs * sizeof(float), p, "all-gather", err);
             if (!rc && mine) rc = post(c, &q, 1, buf + lo + k, mine * sizeof(float), p, "all-gather", err);
         }
@@ -422,6 +443,10 @@ int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_err
     reqs_free(&q);
     return rc;
 #endif
+}
+
+int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_error *err) {
+    return tl_comm_allgather_range_f32(c, buf, n, align, 0, n, err);
 }
 
 int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, size_t align, int root, tl_error *err) {

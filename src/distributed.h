@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "config.h"
 
 /* Shard boundaries are multiples of this many elements (the gradient norm's block). */
 #define TL_SHARD_ALIGN ((size_t)1 << 16)
@@ -39,7 +40,7 @@ void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, siz
 /* Bytes per rank for the ZeRO stages, as the trainer allocates them. */
 typedef struct {
     size_t params;     /* parameters held between steps */
-    size_t params_peak;/* parameters while computing (stage 3 gathers the whole block) */
+    size_t params_peak;/* parameters while computing (stage 3: own slice + one gathered unit) */
     size_t grads;      /* gradient block: the CPU engine's backward writes a whole block, so
                         * every stage keeps one; stage 2-3 reduce-scatter into its own slice of it
                         * in place (less traffic than stage 0-1's all-reduce, same memory) */
@@ -49,8 +50,13 @@ typedef struct {
 } tl_zero_memory;
 
 /* Fills *out for a model of n_params fp32 parameters on `world` ranks at ZeRO
- * `stage` (0-3), for rank `rank` (shards differ by at most one align block). */
-void tl_zero_memory_plan(size_t n_params, int world, int rank, int stage, tl_zero_memory *out);
+ * `stage` (0-3), for rank `rank` (shards differ by at most one align block).
+ * largest_unit: the most parameters a stage-3 pass holds gathered at once
+ * (tl_zero_largest_unit). */
+void tl_zero_memory_plan(size_t n_params, size_t largest_unit, int world, int rank, int stage, tl_zero_memory *out);
+/* Parameters of the largest unit of model.h's params hook: the embedding, one
+ * layer, or the final norm + lm_head (+ the embedding when tied). */
+size_t tl_zero_largest_unit(const tl_config *c);
 
 /* Sum of squares of g[i] per block of TL_SHARD_ALIGN elements of the range
  * [lo, hi) of a flat array (lo a multiple of TL_SHARD_ALIGN): out[k] is the block
@@ -98,6 +104,9 @@ int tl_comm_allreduce_f64(tl_comm *c, double *buf, size_t n, tl_error *err);
 int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t align, float *out, tl_error *err);
 /* buf[lo_r .. hi_r) of each rank r is copied into buf of every rank. */
 int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_error *err);
+/* The same restricted to [a, b): each rank's part of its shard inside [a, b)
+ * (stage 3 gathers one layer's range before using it). */
+int tl_comm_allgather_range_f32(tl_comm *c, float *buf, size_t n, size_t align, size_t a, size_t b, tl_error *err);
 /* Like allgather but only `root` receives: shard is this rank's slice (hi_r-lo_r
  * elements), full (n elements) is written on root only (may be NULL elsewhere). */
 int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, size_t align, int root, tl_error *err);

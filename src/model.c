@@ -108,6 +108,29 @@ void tl_weights_view(const tl_model *m, float *base, tl_weights *w, tl_layer_wei
     w->lm_head = m->cfg.tied ? w->embed : base + t[after + 1].offset;
 }
 
+void tl_model_unit_range(const tl_model *m, int unit, size_t *lo, size_t *hi) {
+    const tl_tensor_info *t = m->tensors;
+    const int L = m->cfg.n_layers;
+    if (unit <= 0) {
+        *lo = 0;
+        *hi = t[1].offset;
+    } else if (unit <= L) {
+        *lo = t[1 + 9 * (unit - 1)].offset;
+        *hi = t[1 + 9 * (unit - 1) + 8].offset + t[1 + 9 * (unit - 1) + 8].numel;
+    } else {
+        *lo = t[1 + 9 * L].offset;
+        *hi = m->n_params;
+    }
+}
+
+/* The sharded-parameter hook (see model.h): HOOK(unit, event) or fail the pass. */
+static int params_event(const tl_model *m, int unit, tl_params_event ev, tl_error *err) {
+    if (!m->params_hook) return 0;
+    if (m->params_hook(m->params_hook_user, unit, ev, err)) return -1;
+    if (m->cfg.tied && unit == m->cfg.n_layers + 1) return m->params_hook(m->params_hook_user, 0, ev, err);
+    return 0;
+}
+
 const tl_tensor_info *tl_model_find_tensor(const tl_model *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
         if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
@@ -224,13 +247,17 @@ static int check_ids(const int *ids, int n, int V, int allow_ignore, const char 
     return 0;
 }
 
-/* Runs the layers and the final norm; leaves hf = RMSNorm(x_L). */
-static void forward_body(const tl_model *m, tl_acts *a, const int *tokens) {
+/* Runs the layers and the final norm; leaves hf = RMSNorm(x_L).  With a params
+ * hook, the final unit stays acquired for the caller (lm_head, final norm backward). */
+static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_error *err) {
     const tl_config *c = &m->cfg;
     const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
+    if (params_event(m, 0, TL_PARAMS_ACQUIRE, err)) return -1;
     tl_embedding_forward(a->x, m->w.embed, tokens, N, D);
+    if (params_event(m, 0, TL_PARAMS_RELEASE, err)) return -1;
     for (int l = 0; l < c->n_layers; l++) {
+        if (params_event(m, l + 1, TL_PARAMS_ACQUIRE, err)) return -1;
         const tl_layer_weights *w = &m->w.layers[l];
         float *x = a->x + (size_t)l * N * D, *xnext = x + (size_t)N * D;
         float *h1 = a->h1 + (size_t)l * N * D, *h2 = a->h2 + (size_t)l * N * D;
@@ -256,9 +283,12 @@ static void forward_body(const tl_model *m, tl_acts *a, const int *tokens) {
         tl_swiglu_forward(act, gate, up, (size_t)N * F);
         memcpy(xnext, xmid, sizeof(float) * (size_t)N * D);
         tl_linear_forward(xnext, act, w->w_down, N, F, D, 1);
+        if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) return -1;
     }
+    if (params_event(m, c->n_layers + 1, TL_PARAMS_ACQUIRE, err)) return -1;
     tl_rmsnorm_forward(a->hf, a->rstdf, a->x + (size_t)c->n_layers * N * D, m->w.final_norm, N, D,
                        c->norm_eps);
+    return 0;
 }
 
 /* Cross-entropy over the vocabulary, chunk by chunk.  With grads, also
@@ -291,17 +321,17 @@ int tl_model_loss(const tl_model *m, tl_acts *a, const int *tokens, const int *t
     if (check_ids(tokens, a->N, m->cfg.vocab_size, 0, "token", err) ||
         check_ids(targets, a->N, m->cfg.vocab_size, 1, "target", err))
         return -1;
-    forward_body(m, a, tokens);
+    if (forward_body(m, a, tokens, err)) return -1;
     *loss_sum = lm_head_loss(m, a, targets, 0.0f, NULL);
     *count = count_targets(targets, a->N);
-    return 0;
+    return params_event(m, m->cfg.n_layers + 1, TL_PARAMS_RELEASE, err);
 }
 
 int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out, tl_error *err) {
     if (check_ids(tokens, a->N, m->cfg.vocab_size, 0, "token", err)) return -1;
-    forward_body(m, a, tokens);
+    if (forward_body(m, a, tokens, err)) return -1;
     tl_linear_forward(out, a->hf, m->w.lm_head, a->N, m->cfg.dim, m->cfg.vocab_size, 0);
-    return 0;
+    return params_event(m, m->cfg.n_layers + 1, TL_PARAMS_RELEASE, err);
 }
 
 /* ------------------------------------------------------------------ backward */
@@ -322,15 +352,26 @@ int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const
     tl_weights g;
     tl_weights_view(m, grads, &g, glayers);
 
-    forward_body(m, a, tokens);
+    if (forward_body(m, a, tokens, err)) {
+        free(glayers);
+        return -1;
+    }
     *loss = lm_head_loss(m, a, targets, grad_scale / (float)count, &g) / (double)count;
 
     /* final norm: dx = d x_L */
     memset(a->dx, 0, sizeof(float) * (size_t)N * D);
     tl_rmsnorm_backward(a->dx, g.final_norm, a->dh, a->x + (size_t)c->n_layers * N * D,
                         m->w.final_norm, a->rstdf, N, D);
+    if (params_event(m, c->n_layers + 1, TL_PARAMS_RELEASE, err)) {
+        free(glayers);
+        return -1;
+    }
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
+        if (params_event(m, l + 1, TL_PARAMS_ACQUIRE, err)) {
+            free(glayers);
+            return -1;
+        }
         const tl_layer_weights *w = &m->w.layers[l];
         tl_layer_weights *gl = &g.layers[l];
         const float *x = a->x + (size_t)l * N * D;
@@ -357,6 +398,10 @@ int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const
         tl_linear_backward(a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
         tl_linear_backward(a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
+        if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) {
+            free(glayers);
+            return -1;
+        }
     }
     tl_embedding_backward(g.embed, a->dx, tokens, N, D);
     free(glayers);

@@ -41,6 +41,17 @@ typedef struct {
     int init_kind; /* 0: norm weight (ones), 1: normal std_init, 2: normal std_out */
 } tl_tensor_info;
 
+/* Parameter units, for engines that keep parameters sharded (ZeRO-3 / FSDP,
+ * docs/distributed.md): unit 0 is the embedding, 1..n_layers the layers, n_layers+1
+ * the final norm and lm_head; each is a contiguous range of the flat block
+ * (tl_model_unit_range).  When a model has a params_hook, the passes call it with
+ * TL_PARAMS_ACQUIRE before reading a unit's weights and TL_PARAMS_RELEASE after
+ * their last use in that pass (the forward and the backward each acquire a layer
+ * once; tied weights acquire unit 0 for the lm_head too).  A non-zero return fails
+ * the pass with err. */
+typedef enum { TL_PARAMS_ACQUIRE, TL_PARAMS_RELEASE } tl_params_event;
+typedef int (*tl_params_hook)(void *user, int unit, tl_params_event ev, tl_error *err);
+
 typedef struct {
     tl_config cfg;
     size_t n_params;
@@ -49,7 +60,12 @@ typedef struct {
     int n_tensors;
     tl_tensor_info *tensors;
     float *rope_cos, *rope_sin; /* [max_seq_len, hd/2] */
+    tl_params_hook params_hook; /* NULL: parameters always resident */
+    void *params_hook_user;
 } tl_model;
+
+/* [*lo, *hi) of parameter unit `unit` (0 .. n_layers+1) in the flat block. */
+void tl_model_unit_range(const tl_model *m, int unit, size_t *lo, size_t *hi);
 
 /* Allocates a model (parameters zeroed).  Returns 0 or -1 with err set. */
 int tl_model_create(tl_model *m, const tl_config *cfg, tl_error *err);

@@ -36,6 +36,7 @@ struct tl_trainer {
 };
 
 /* ---- distributed: setup (sizes decided before anything is allocated) ---- */
+static int dist_params_hook(void *user, int unit, tl_params_event ev, tl_error *err);
 static int dist_setup(tl_trainer *t, tl_error *err) {
     const tl_train_opts *o = &t->o;
     t->comm = o->comm;
@@ -149,6 +150,10 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
+    if (t->dist && t->zero == 3) {
+        m->params_hook = dist_params_hook;
+        m->params_hook_user = t;
+    }
     /* ---- end distributed ---- */
     if (o->mixture) { /* mixture */
         tl_mixture_seek(o->mixture, 0, NULL);
@@ -174,6 +179,10 @@ void tl_trainer_free(tl_trainer *t) {
     free(t->inputs);
     free(t->targets);
     free(t->blocks);          /* distributed */
+    if (t->m && t->m->params_hook_user == t) { /* distributed: the model is borrowed */
+        t->m->params_hook = NULL;
+        t->m->params_hook_user = NULL;
+    }
     tl_comm_free(t->own_comm); /* distributed */
     free(t);
 }
@@ -183,7 +192,7 @@ long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
     if (t->dist) { /* distributed: the ZeRO plan (src/distributed.h) plus the engine's activations */
         tl_zero_memory z;
-        tl_zero_memory_plan(t->m->n_params, t->world, t->rank, t->zero, &z);
+        tl_zero_memory_plan(t->m->n_params, tl_zero_largest_unit(&t->m->cfg), t->world, t->rank, t->zero, &z);
         return t->eng->ops->memory_bytes(t->eng) + z.params_peak + z.opt_state + z.scratch;
     }
     return t->eng->ops->memory_bytes(t->eng) + 3 * t->m->n_params * sizeof(float);
@@ -324,6 +333,23 @@ static void dist_params_release(tl_trainer *t) {
     t->params_full = 0;
 }
 
+/* Stage 3 inside the passes (model.h's params hook): each unit (embedding, layer,
+ * head) is gathered just before the forward or backward reads it and its other
+ * ranks' pages released right after, so a rank holds its own slice plus about one
+ * unit.  No-op while the whole block is current (evaluation, checkpoints). */
+static int dist_params_hook(void *user, int unit, tl_params_event ev, tl_error *err) {
+    tl_trainer *t = user;
+    if (t->params_full) return 0;
+    size_t a, b;
+    tl_model_unit_range(t->m, unit, &a, &b);
+    if (ev == TL_PARAMS_ACQUIRE)
+        return tl_comm_allgather_range_f32(t->comm, t->m->params, t->m->n_params, TL_SHARD_ALIGN, a, b, err);
+    float *p = t->m->params;
+    if (a < t->lo) release_range(p + a, p + (b < t->lo ? b : t->lo));
+    if (b > t->hi) release_range(p + (a > t->hi ? a : t->hi), p + b);
+    return 0;
+}
+
 /* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
 static int dist_next(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
     if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
@@ -441,7 +467,11 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
     char saved[4200] = "";
     const size_t n = t->m->n_params;
     dist_save_position(t);
-    if (dist_params_full(t, err)) return -1;
+    /* stage 3: only rank 0 needs the whole block (it writes it), the others keep their slice */
+    int gathered_to_root = t->zero == 3 && !t->params_full;
+    if (gathered_to_root ? tl_comm_gather_f32(t->comm, t->m->params + t->lo, t->m->params, n, TL_SHARD_ALIGN, 0, err)
+                         : dist_params_full(t, err))
+        return tl_wrap(err, "checkpoint at step %ld: gathering parameters", (long)t->st.step);
     float *fm = NULL, *fv = NULL;
     int rc = 0;
     if (t->zero >= 1 && t->rank == 0) {
@@ -468,6 +498,7 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
     }
     tl_free(fm);
     tl_free(fv);
+    if (gathered_to_root && t->rank == 0) dist_params_release(t);
     if (rc) return -1;
     if (tl_comm_agree(t->comm, local, err)) return tl_wrap(err, "checkpoint at step %ld", (long)t->st.step);
     if (cb) {
@@ -484,7 +515,8 @@ static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_o
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
     const size_t n = t->m->n_params;
     const tl_engine_ops *E = t->eng->ops;
-    if (dist_params_full(t, err)) return -1;
+    /* stage 3: start sharded; the params hook gathers each unit as the passes reach it */
+    if (t->zero == 3 && t->params_full) dist_params_release(t);
     if (E->zero_grads(t->eng, err)) return -1;
     double loss = 0;
     const float scale = 1.0f / (float)(accum * t->world); /* ranks' sum is the mean over the global batch */
@@ -570,16 +602,22 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
     double sum = 0;
     long count = 0;
-    /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below */
-    if (t->dist && dist_params_full(t, err)) return -1;
+    /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below.
+     * Stage 3 gathers layer by layer inside the passes, which every rank must run
+     * together: in a last round with fewer batches than ranks, the ranks without one
+     * evaluate a batch again and drop the result. */
     int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
     uint64_t next = 0;
-    for (int i = 0; i < t->o.eval_batches; i++) {
-        if (t->dist && i % t->world != t->rank) { /* distributed: another rank's micro-batch */
+    const int W = t->dist ? t->world : 1, R = t->dist ? t->rank : 0;
+    const int rounds = (t->o.eval_batches + W - 1) / W, passes = t->dist && t->zero == 3 ? rounds * W : t->o.eval_batches;
+    for (int i = 0; i < passes; i++) {
+        int spare = i >= t->o.eval_batches; /* stage 3's filler pass */
+        if (i % W != R) { /* distributed: another rank's micro-batch */
             next = (next + (uint64_t)B) % t->val->n_samples;
             continue;
         }
+        if (spare) next = 0;
         for (int b = 0; b < B; b++) {
             tl_dataset_get(t->val, next, buf);
             next = (next + 1) % t->val->n_samples;
@@ -594,6 +632,7 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
             free(buf);
             return tl_wrap(err, "validation");
         }
+        if (spare) continue;
         sum += ls;
         count += c;
     }

@@ -48,9 +48,13 @@ done
 for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$HERE/../src/model.c"; done >"$T/corpus.txt"
 "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 || fail "prepare"
 D="$T/data/train-00000.bin"
-COMMON=(--preset test --data "$D" --batch 1 --seq-len 32 --lr 1e-3 --warmup 2 --decay-steps 12 --quiet --threads 1)
+# ~400K parameters: 7 blocks of 65536, so every rank owns a real slice (the `test` preset fits in one
+# block, which would leave rank 1 with nothing to shard); 2 layers with 2 KV heads
+printf '{"vocab_size": 259, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}' >"$T/model.json"
+COMMON=(--config "$T/model.json" --data "$D" --batch 1 --seq-len 32 --lr 1e-3 --warmup 2 --decay-steps 12 --quiet --threads 1)
 
 losses() { grep -o '"loss": [-0-9.e]*' "$1" | cut -d' ' -f2; }
+vals() { grep -o '"val_loss": [-0-9.e]*' "$1" | cut -d' ' -f2; }
 # close_losses A B: same number of steps, each within 1e-4
 close_losses() {
     paste <(losses "$1") <(losses "$2") | awk 'NF != 2 {bad = 1} NF == 2 {d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; if (d > 1e-4) bad = 1; n++}
@@ -66,16 +70,21 @@ close_weights() {
 
 # (training_state.bin's 128-byte header holds wall-clock time: moments are compared after it)
 # --- 1 rank x accumulation 2 vs 2 ranks x accumulation 1, every ZeRO stage
-"$BIN" train "${COMMON[@]}" --steps 6 --batch-tokens 64 --out "$T/one" 2>"$T/one.err" || fail "1-rank reference run"
+# validation every 3 steps on 3 micro-batches: split 2 + 1 between the ranks (stage 3 adds a filler pass)
+VAL=(--val-data "$T/data/val-00000.bin" --eval-every 3 --eval-batches 3)
+"$BIN" train "${COMMON[@]}" "${VAL[@]}" --steps 6 --batch-tokens 64 --out "$T/one" 2>"$T/one.err" || fail "1-rank reference run"
 W1="$T/one/step-00000006/model.safetensors"
 for z in 0 1 2 3; do
-    if ! "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" --steps 6 --batch-tokens 64 --zero "$z" --out "$T/z$z" \
+    if ! "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${VAL[@]}" --steps 6 --batch-tokens 64 --zero "$z" --out "$T/z$z" \
         >"$T/z$z.out" 2>&1; then
         fail "2 ranks ZeRO $z ran ($(tail -c 400 "$T/z$z.out"))"
         continue
     fi
     W="$T/z$z/step-00000006/model.safetensors"
-    if m=$(close_losses "$T/one/log.jsonl" "$T/z$z/log.jsonl") && w=$(close_weights "$W1" "$W"); then
+    if m=$(close_losses "$T/one/log.jsonl" "$T/z$z/log.jsonl") && w=$(close_weights "$W1" "$W") &&
+        [ "$(vals "$T/z$z/log.jsonl" | wc -l)" = 2 ] &&
+        v=$(paste <(vals "$T/one/log.jsonl") <(vals "$T/z$z/log.jsonl") | awk '{d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d} END {printf "val %.1e", m; exit !(NR == 2 && m <= 1e-4)}'); then
+        m="$m, $v"
         ok "2 ranks ZeRO $z = 1 rank x 2 accumulation ($m; weights $w)"
     else
         fail "2 ranks ZeRO $z = 1 rank x 2 accumulation ($m; weights ${w:-?})"
@@ -83,8 +92,9 @@ for z in 0 1 2 3; do
     if [ "$z" != 0 ]; then
         if cmp -s "$T/z0/step-00000006/model.safetensors" "$W" &&
             cmp -s -i 128 "$T/z0/step-00000006/training_state.bin" "$T/z$z/step-00000006/training_state.bin" &&
-            [ "$(losses "$T/z0/log.jsonl")" = "$(losses "$T/z$z/log.jsonl")" ]; then
-            ok "ZeRO $z bit-identical to ZeRO 0 (weights, moments, losses)"
+            [ "$(losses "$T/z0/log.jsonl")" = "$(losses "$T/z$z/log.jsonl")" ] &&
+            [ "$(vals "$T/z0/log.jsonl")" = "$(vals "$T/z$z/log.jsonl")" ]; then
+            ok "ZeRO $z bit-identical to ZeRO 0 (weights, moments, losses, validation)"
         else
             fail "ZeRO $z bit-identical to ZeRO 0"
         fi
@@ -93,7 +103,7 @@ done
 
 # --- a weighted mixture, shuffled: 2 ranks read disjoint draws that together are the 1-rank stream
 V="$T/data/val-00000.bin"
-MIX=(--preset test --source a=0.7:"$D" --source b=0.3:"$V" --batch 1 --seq-len 32 --lr 1e-3 --warmup 2 --quiet --threads 1
+MIX=(--config "$T/model.json" --source a=0.7:"$D" --source b=0.3:"$V" --batch 1 --seq-len 32 --lr 1e-3 --warmup 2 --quiet --threads 1
     --steps 4 --batch-tokens 128)
 "$BIN" train "${MIX[@]}" --out "$T/mix1" 2>"$T/mix1.err" || fail "mixture 1 rank ($(cat "$T/mix1.err"))"
 if "${MPI[@]}" -np 2 "$BIN" train "${MIX[@]}" --zero 2 --out "$T/mix2" >"$T/mix2.out" 2>&1 &&

@@ -40,11 +40,16 @@ static void test_shard_ranges(tl_test_ctx *t) {
 
 static void test_zero_memory_plan(tl_test_ctx *t) {
     const size_t n = 1100048384, f = 4;
+    tl_config cfg;
+    CHECK(tl_config_preset("tinyllama-1.1b", &cfg, NULL) == 0);
+    CHECK(tl_config_num_params(&cfg) == n);
+    const size_t U = tl_zero_largest_unit(&cfg);
+    CHECK(U == 2048 + (size_t)32000 * 2048); /* final norm + lm_head */
     tl_zero_memory z0, z1, z2, z3;
-    tl_zero_memory_plan(n, 8, 0, 0, &z0);
-    tl_zero_memory_plan(n, 8, 0, 1, &z1);
-    tl_zero_memory_plan(n, 8, 0, 2, &z2);
-    tl_zero_memory_plan(n, 8, 0, 3, &z3);
+    tl_zero_memory_plan(n, U, 8, 0, 0, &z0);
+    tl_zero_memory_plan(n, U, 8, 0, 1, &z1);
+    tl_zero_memory_plan(n, U, 8, 0, 2, &z2);
+    tl_zero_memory_plan(n, U, 8, 0, 3, &z3);
     size_t lo, hi;
     tl_shard_range(n, 8, TL_SHARD_ALIGN, 0, &lo, &hi);
     size_t shard = hi - lo;
@@ -53,12 +58,13 @@ static void test_zero_memory_plan(tl_test_ctx *t) {
     CHECK(z2.grads == n * f && z2.opt_state == 2 * shard * f);
     CHECK(z0.scratch <= ((size_t)1 << 24) * f + 8 * TL_SHARD_ALIGN * f);
     tl_zero_memory z64;
-    tl_zero_memory_plan(n, 64, 0, 1, &z64);
+    tl_zero_memory_plan(n, U, 64, 0, 1, &z64);
     CHECK(z64.scratch <= ((size_t)1 << 24) * f);
-    CHECK(z3.params == shard * f && z3.params_peak == n * f);
+    CHECK(z3.params == shard * f && z3.params_peak == (shard + U) * f);
+    CHECK(z3.total_peak < z2.total_peak);
     CHECK(z1.total_peak < z0.total_peak);
     tl_zero_memory one;
-    tl_zero_memory_plan(n, 1, 0, 3, &one);
+    tl_zero_memory_plan(n, U, 1, 0, 3, &one);
     CHECK(one.scratch == 0 && one.params == n * f && one.opt_state == 2 * n * f);
 }
 
