@@ -484,18 +484,17 @@ int cmd_train(int argc, char **argv) {
 #endif
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
-    if (tl_comm_create(&comm, 0, &err)) {
-        cli_error("train", "%s", err.msg);
-        return 1;
+    rc = tl_comm_create(&comm, 0, &err);
+    if (!rc) {
+        tl_comm_set_timeout(comm, comm_timeout);
+        o.comm = comm;
+        o.zero = (int)zero;
+        if (world > 1 && rank == 0)
+            fprintf(stderr, "distributed: %d ranks (%s), ZeRO stage %ld, collective timeout %.0f s\n", world,
+                    tl_comm_backend(comm), zero, comm_timeout);
     }
-    tl_comm_set_timeout(comm, comm_timeout);
-    o.comm = comm;
-    o.zero = (int)zero;
-    if (world > 1 && rank == 0)
-        fprintf(stderr, "distributed: %d ranks (%s), ZeRO stage %ld, collective timeout %.0f s\n", world,
-                tl_comm_backend(comm), zero, comm_timeout);
     /* ---- end distributed ---- */
-    tl_trainer *tr = tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
+    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
     uint64_t mix_samples = 0; /* mixture totals for the summary */
@@ -534,7 +533,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (rc) cli_error("train", "%s", err.msg);
     /* distributed: a rank that fails takes the job down (its peers may be inside a collective) */
-    if (rc && tl_comm_world(comm) > 1) tl_comm_abort(comm, 1);
+    if (rc && comm && tl_comm_world(comm) > 1) tl_comm_abort(comm, 1);
     tl_trainer_free(tr);
     tl_comm_free(comm);
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);

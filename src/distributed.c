@@ -183,6 +183,14 @@ int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) {
     MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c->world);
     c->mpi = 1;
+    if (c->world != world && world > 1) {
+        /* e.g. srun without PMI support: every process would train alone on the same data */
+        int w = c->world;
+        tl_comm_free(c);
+        return tl_fail(err, "launched as rank %d of %d (by %s) but MPI sees %d rank(s): with Slurm use "
+                            "`srun --mpi=pmix` (or mpirun inside the allocation)",
+                       rank, world, who, w);
+    }
     *out = c;
     return 0;
 #endif

@@ -7,6 +7,7 @@
 
 #include "distributed.h"
 #include "harness.h"
+#include "model.h"
 #include "optimizer.h"
 
 static void test_shard_ranges(tl_test_ctx *t) {
@@ -192,7 +193,38 @@ static void test_collectives(tl_test_ctx *t) {
     tl_comm_free(c);
 }
 
+/* The params hook's units tile the flat block in order, and the largest matches the sizing. */
+static void test_param_units(tl_test_ctx *t) {
+    static const char *const presets[] = {"test", "gqa-40m", "test"};
+    for (int k = 0; k < 3; k++) {
+        tl_config cfg;
+        tl_model m;
+        tl_error err;
+        int bad = tl_config_preset(presets[k], &cfg, &err);
+        cfg.tied = k == 2; /* the head unit then reads the embedding too */
+        if (bad || tl_model_create(&m, &cfg, &err)) {
+            CHECK_MSG(0, "%s", err.msg);
+            continue;
+        }
+        size_t end = 0, biggest = 0;
+        for (int u = 0; u <= cfg.n_layers + 1; u++) {
+            size_t lo, hi;
+            tl_model_unit_range(&m, u, &lo, &hi);
+            CHECK_MSG(lo == end && hi > lo, "%s unit %d: [%zu, %zu) after %zu", presets[k], u, lo, hi, end);
+            size_t sz = hi - lo;
+            if (cfg.tied && u == cfg.n_layers + 1) sz += (size_t)cfg.vocab_size * cfg.dim;
+            if (sz > biggest) biggest = sz;
+            end = hi;
+        }
+        CHECK(end == m.n_params);
+        CHECK_MSG(biggest == tl_zero_largest_unit(&cfg), "%s: largest unit %zu, sizing says %zu", presets[k], biggest,
+                  tl_zero_largest_unit(&cfg));
+        tl_model_free(&m);
+    }
+}
+
 const tl_test tests_distributed[] = {
+    {"distributed/param_units", test_param_units},
     {"distributed/shard_ranges", test_shard_ranges},
     {"distributed/zero_memory_plan", test_zero_memory_plan},
     {"distributed/block_norm", test_block_norm},
