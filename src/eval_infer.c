@@ -149,28 +149,15 @@ static int lin(tl_eval_infer_backend *b, const tl_wmat *W, const float *x, int n
                tl_error *err) {
     const int in = W->cols, out = W->rows;
     const float beta = accumulate ? 1.0f : 0.0f;
-    if (W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, (const float *)W->data, in,
-                    beta, y, out);
-        return 0;
-    }
-    if (!b->tile) {
+    if (!(W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) && !b->tile) {
         size_t want = (size_t)out * (size_t)in;
         b->tile_floats = want < TILE_CAP ? want : TILE_CAP;
         if (b->tile_floats < (size_t)in) b->tile_floats = (size_t)in;
         if (!(b->tile = tl_alloc(sizeof(float) * b->tile_floats)))
             return tl_fail(err, "out of memory for a weight tile");
     }
-    if (b->tile_floats < (size_t)in) return tl_fail(err, "weight tile too small");
-    int R = (int)(b->tile_floats / (size_t)in);
-    if (R > out) R = out;
-    for (int r0 = 0; r0 < out; r0 += R) {
-        int rows = out - r0 < R ? out - r0 : R;
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) tl_wmat_row_f32(W, r0 + r, b->tile + (size_t)r * in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, b->tile, in, beta, y + r0,
-                    out);
-    }
+    if (b->tile && b->tile_floats < (size_t)in) return tl_fail(err, "weight tile too small");
+    tl_wmat_gemm(W, x, n, y, beta, b->tile, b->tile_floats);
     return 0;
 }
 
