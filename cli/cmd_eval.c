@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "eval.h"
+#include "eval_infer.h"
 
 static void help(void) {
     printf("usage: tinyllama eval --model DIR --task NAME --data FILE [options]\n\n"
@@ -27,8 +28,11 @@ static void help(void) {
            "  --tokenization M   hf (default: what the harness gets from HF transformers)\n"
            "                     or spm (SentencePiece's own encoding)\n"
            "  --limit N          only the first N examples\n"
-           "  --batch-tokens N   padded tokens per forward micro-batch (default 512;\n"
-           "                     activation memory grows with it)\n"
+           "  --backend B        kv (default): the inference engine (weights mapped in their\n"
+           "                     file dtype) with a KV cache, each shared context computed\n"
+           "                     once; fp32: the training model, full forward per request\n"
+           "  --batch-tokens N   fp32 backend: padded tokens per forward micro-batch\n"
+           "                     (default 512; activation memory grows with it)\n"
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
            "  --quiet            no progress bar\n");
@@ -52,7 +56,7 @@ static int file_exists(const char *p) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
-    const char *json_path = NULL, *mode_s = "hf", *v;
+    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *v;
     long limit = 0, batch_tokens = 512;
     int samples = 0, quiet = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
@@ -69,6 +73,7 @@ int cmd_eval(int argc, char **argv) {
                    cli_opt(argc, argv, &i, "--labels", &labels, &bad) ||
                    cli_opt(argc, argv, &i, "--tokenizer", &tok_path, &bad) ||
                    cli_opt(argc, argv, &i, "--tokenization", &mode_s, &bad) ||
+                   cli_opt(argc, argv, &i, "--backend", &backend_s, &bad) ||
                    cli_opt(argc, argv, &i, "--json", &json_path, &bad)) {
             if (bad) return 2;
         } else if (cli_opt(argc, argv, &i, "--limit", &v, &bad)) {
@@ -105,6 +110,13 @@ int cmd_eval(int argc, char **argv) {
         cli_error("eval", "--tokenization must be hf or spm");
         return 2;
     }
+    int use_kv;
+    if (!strcmp(backend_s, "kv")) use_kv = 1;
+    else if (!strcmp(backend_s, "fp32")) use_kv = 0;
+    else {
+        cli_error("eval", "--backend must be kv or fp32");
+        return 2;
+    }
     char tpath[4096];
     if (!tok_path) {
         snprintf(tpath, sizeof tpath, "%s/tokenizer.model", model);
@@ -127,18 +139,32 @@ int cmd_eval(int argc, char **argv) {
         return 1;
     }
     tl_model m;
-    if (tl_model_load_hf(model, &m, &err)) {
+    tl_infer_model im;
+    if (use_kv ? tl_infer_load_weights_only(&im, model, &err) : tl_model_load_hf(model, &m, &err)) {
         cli_error("eval", "%s", err.msg);
         tl_eval_task_free(task);
         return 1;
     }
     if (!quiet)
-        fprintf(stderr, "%s: %d examples, %d requests\n", tl_task_name(kind), task->n_docs, task->n_reqs);
+        fprintf(stderr, "%s: %d examples, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
+                task->n_reqs, use_kv ? "kv" : "fp32");
     tl_eval_opts o = {.max_tokens = (int)batch_tokens, .chunk = 64,
                       .progress = quiet ? NULL : progress, .progress_user = NULL};
     tl_eval_result r;
-    int rc = tl_eval_run(task, &m, &o, &r, &err);
-    tl_model_free(&m);
+    int rc;
+    if (use_kv) {
+        tl_eval_infer_backend *b = tl_eval_infer_backend_create(&im, &err);
+        rc = b ? 0 : -1;
+        if (b) {
+            tl_eval_backend be = tl_eval_infer_backend_iface(b);
+            rc = tl_eval_run_backend(task, &be, &o, &r, &err);
+            tl_eval_infer_backend_free(b);
+        }
+        tl_infer_free(&im);
+    } else {
+        rc = tl_eval_run(task, &m, &o, &r, &err);
+        tl_model_free(&m);
+    }
     if (rc) {
         cli_error("eval", "%s", err.msg);
         tl_eval_task_free(task);

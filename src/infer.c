@@ -363,13 +363,9 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         return;
     }
     float beta = accumulate ? 1.0f : 0.0f;
-    if (W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, (const float *)W->data, in,
-                    beta, y, out);
-        return;
-    }
-    /* convert a tile of rows to fp32, multiply, repeat */
-    if (!s->tile && !(s->tile = tl_alloc(sizeof(float) * s->tile_floats))) {
+    /* non-F32 weights are converted a tile at a time */
+    if (!(W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) && !s->tile &&
+        !(s->tile = tl_alloc(sizeof(float) * s->tile_floats))) {
         for (int i = 0; i < n; i++) { /* no memory for a tile: mat-vec per row */
             float *yr = y + (size_t)i * out;
             tl_wmat_matvec(s->m->kernel, W, x + (size_t)i * in, accumulate ? s->tmp : yr);
@@ -378,15 +374,7 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         }
         return;
     }
-    int R = (int)(s->tile_floats / (size_t)in);
-    if (R > out) R = out;
-    for (int r0 = 0; r0 < out; r0 += R) {
-        int rows = out - r0 < R ? out - r0 : R;
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) tl_wmat_row_f32(W, r0 + r, s->tile + (size_t)r * in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, s->tile, in, beta, y + r0,
-                    out);
-    }
+    tl_wmat_gemm(W, x, n, y, beta, s->tile, s->tile_floats);
 }
 
 static void rmsnorm(float *y, const float *x, const float *w, int n, int D, float eps) {

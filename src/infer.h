@@ -88,6 +88,10 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err);
 void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
 /* One row of W as fp32. */
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
+/* y[n, W->rows] = x[n, W->cols] W^T + beta y on BLAS: F32 weights directly, other
+ * dtypes converted to fp32 a tile of rows at a time (tile holds tile_floats >=
+ * W->cols floats). */
+void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats);
 
 /* A generation session: KV cache of max_ctx positions plus scratch. */
 typedef struct {

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "infer.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -302,5 +304,22 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
     for (int b = 0; b < nblocks; b++) {
         int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
         for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot(base + (size_t)r * rb, x, n);
+    }
+}
+
+void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats) {
+    const int in = W->cols, out = W->rows;
+    if (W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, (const float *)W->data, in,
+                    beta, y, out);
+        return;
+    }
+    int R = (int)(tile_floats / (size_t)in);
+    if (R > out) R = out;
+    for (int r0 = 0; r0 < out; r0 += R) {
+        int rows = out - r0 < R ? out - r0 : R;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++) tl_wmat_row_f32(W, r0 + r, tile + (size_t)r * in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, tile, in, beta, y + r0, out);
     }
 }

@@ -436,7 +436,7 @@ static size_t user_match(const tl_tokenizer *t, const char *s, size_t len) {
 static const char kSpace[] = "\xE2\x96\x81"; /* U+2581 */
 
 /* SentencePiece's Normalizer::Normalize for a model without a character map. */
-static int normalize(const tl_tokenizer *t, const char *in, size_t len, tok_scratch *s,
+static int normalize(const tl_tokenizer *t, const char *in, size_t len, int first, tok_scratch *s,
                      size_t *out_len) {
     size_t need;
     if (tl_mul_size(len, 3, &need) || need > SIZE_MAX - 8 ||
@@ -468,7 +468,14 @@ static int normalize(const tl_tokenizer *t, const char *in, size_t len, tok_scra
         }
         if (i == len) return 0;
     }
-    if (t->add_dummy_prefix) {
+    /* HF Metaspace: no prefix when the text already starts with one (a space or
+     * U+2581); with prepend_scheme "first", only the text's first segment gets it */
+    int prefix = t->add_dummy_prefix;
+    if (prefix && t->hf_prefix == TL_HF_PREFIX_FIRST && !first) prefix = 0;
+    if (prefix && t->hf_prefix != TL_HF_PREFIX_SPM &&
+        (in[i] == ' ' || (len - i >= 3 && memcmp(in + i, kSpace, 3) == 0)))
+        prefix = 0;
+    if (prefix) {
         if (t->escape_ws) {
             memcpy(o + n, kSpace, 3);
             n += 3;
@@ -791,10 +798,10 @@ static int append_word(const tl_tokenizer *t, tok_scratch *s, size_t o0, int col
     return 0;
 }
 
-static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *text, size_t len) {
+static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *text, size_t len, int first) {
     size_t nlen;
     s->prev_unk = 0;
-    if (normalize(t, text, len, s, &nlen)) return -1;
+    if (normalize(t, text, len, first, s, &nlen)) return -1;
     if (nlen == 0) return 0;
     if (nlen > (size_t)INT32_MAX / 2) return -3;
     const char *norm = s->norm;
@@ -874,7 +881,7 @@ static int encode_into(const tl_tokenizer *t, tok_scratch *s, const char *text, 
             size_t ml;
             int cid;
             if (t->ctrl_first[(unsigned char)text[i]] && (cid = control_match(t, text + i, len - i, &ml)) >= 0) {
-                if (i > seg && (rc = encode_segment(t, s, text + seg, i - seg))) break;
+                if (i > seg && (rc = encode_segment(t, s, text + seg, i - seg, seg == 0))) break;
                 s->prev_unk = 0;
                 if (out_push(s, cid)) goto oom;
                 i += ml;
@@ -883,9 +890,9 @@ static int encode_into(const tl_tokenizer *t, tok_scratch *s, const char *text, 
                 i++;
             }
         }
-        if (!rc && len > seg) rc = encode_segment(t, s, text + seg, len - seg);
+        if (!rc && len > seg) rc = encode_segment(t, s, text + seg, len - seg, seg == 0);
     } else {
-        rc = encode_segment(t, s, text, len);
+        rc = encode_segment(t, s, text, len, 1);
     }
     if (rc == -1) goto oom;
     if (rc == -2)
@@ -1020,6 +1027,26 @@ static void flush_bytes(dbuf *b, const unsigned char *bytes, size_t n) {
     }
 }
 
+/* HF's ByteFallback decoder (tokenizer.json): a run of byte pieces is copied if
+ * it is valid UTF-8 as a whole, else each of its bytes becomes U+FFFD. */
+static void flush_bytes_hf(dbuf *b, const unsigned char *bytes, size_t n) {
+    size_t off = 0, ml;
+    if (n == 0) return;
+    while (off < n && utf8_valid_len(bytes + off, n - off, &ml)) off += ml;
+    if (off == n) {
+        dput(b, bytes, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dput(b, "\xEF\xBF\xBD", 3);
+}
+
+/* tokenizer.json decoding as HF's decode(skip_special_tokens=True): special
+ * tokens (CONTROL, and the unknown piece, which Llama files list as special) are
+ * dropped before decoding, so they do not end a byte run. */
+static int json_skipped(const tl_tokenizer *t, int id) {
+    return t->is_json && (t->pieces[id].type == TL_PIECE_CONTROL || t->pieces[id].type == TL_PIECE_UNKNOWN);
+}
+
 /* The decode of one non-byte piece (DecodeSentencePiece); returns bos_ws_seen. */
 static int decode_piece(const tl_tokenizer *t, int id, int is_bos_ws, dbuf *b) {
     const tl_piece *p = &t->pieces[id];
@@ -1066,12 +1093,15 @@ int tl_tokenizer_decode(const tl_tokenizer *t, const int *ids, size_t n, char **
             bytes[nb++] = (unsigned char)byte_value(&t->pieces[id]);
             continue;
         }
-        flush_bytes(&b, bytes, nb);
+        if (json_skipped(t, id)) continue;
+        if (t->is_json) flush_bytes_hf(&b, bytes, nb);
+        else flush_bytes(&b, bytes, nb);
         nb = 0;
         if (bos_ws_seen || b.n > 0) is_bos_ws = 0;
         bos_ws_seen = decode_piece(t, id, is_bos_ws, &b);
     }
-    flush_bytes(&b, bytes, nb);
+    if (t->is_json) flush_bytes_hf(&b, bytes, nb);
+    else flush_bytes(&b, bytes, nb);
     free(bytes);
     dput(&b, "", 0);
     if (b.oom || !b.p) {
@@ -1103,8 +1133,11 @@ void tl_decoder_init(tl_decoder *d, const tl_tokenizer *t) {
 
 void tl_decoder_free(tl_decoder *d) {
     free(d->buf);
+    free(d->run);
     d->buf = NULL;
     d->cap = 0;
+    d->run = NULL;
+    d->nrun = d->run_cap = 0;
 }
 
 /* Could bytes p[0..n) still grow into a valid character? */
@@ -1162,6 +1195,22 @@ int tl_decoder_push(tl_decoder *d, int id, const char **out, size_t *len, tl_err
     *out = "";
     *len = 0;
     if (id < 0 || id >= t->n) return tl_fail(err, "invalid id %d (vocabulary size %d)", id, t->n);
+    if (t->is_json) { /* byte runs are held back until they end (HF decodes them whole) */
+        if (json_skipped(t, id)) return decoder_finish(d, &b, out, len, err);
+        if (t->pieces[id].type == TL_PIECE_BYTE) {
+            if (d->nrun == d->run_cap) {
+                size_t nc = d->run_cap ? 2 * d->run_cap : 16;
+                unsigned char *r = realloc(d->run, nc);
+                if (!r) return tl_fail(err, "out of memory in the streaming decoder");
+                d->run = r;
+                d->run_cap = nc;
+            }
+            d->run[d->nrun++] = (unsigned char)byte_value(&t->pieces[id]);
+            return decoder_finish(d, &b, out, len, err);
+        }
+        flush_bytes_hf(&b, d->run, d->nrun);
+        d->nrun = 0;
+    }
     if (t->pieces[id].type == TL_PIECE_BYTE) {
         d->pending[d->npending++] = (unsigned char)byte_value(&t->pieces[id]);
         drain_pending(d, &b, 0);
@@ -1176,5 +1225,7 @@ int tl_decoder_push(tl_decoder *d, int id, const char **out, size_t *len, tl_err
 int tl_decoder_flush(tl_decoder *d, const char **out, size_t *len, tl_error *err) {
     dbuf b = {d->buf, 0, d->cap, 0};
     drain_pending(d, &b, 1);
+    flush_bytes_hf(&b, d->run, d->nrun);
+    d->nrun = 0;
     return decoder_finish(d, &b, out, len, err);
 }

@@ -102,6 +102,8 @@ typedef struct {
     const tl_tokenizer *t;
     unsigned char pending[4];
     int npending;
+    unsigned char *run; /* tokenizer.json: the current run of byte pieces (HF decodes a run whole) */
+    size_t nrun, run_cap;
     int text_empty;   /* nothing emitted yet */
     int bos_ws_seen;  /* a leading-space piece was consumed at the start */
     int is_bos_ws;    /* still at the start: a leading U+2581 would be dropped */

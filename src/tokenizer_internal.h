@@ -43,6 +43,7 @@ struct tl_tokenizer {
     int byte_id[256];    /* id of <0xXX>, -1 if absent */
     int byte_fallback;
     int add_dummy_prefix, remove_extra_ws, escape_ws;
+    int hf_prefix;       /* how add_dummy_prefix applies: TL_HF_PREFIX_* */
     int split_digits;
     int model_type;
     int has_unused;
@@ -66,6 +67,11 @@ struct tl_tokenizer {
     uint64_t hash;
     char hash_hex[17];
 };
+
+/* hf_prefix: SentencePiece (and HF's Prepend normalizer) prefix every encoded
+ * segment; HF's Metaspace pre-tokenizer only a segment not already starting with
+ * a space or U+2581, with prepend_scheme "first" only the text's first segment. */
+enum { TL_HF_PREFIX_SPM = 0, TL_HF_PREFIX_ALWAYS = 1, TL_HF_PREFIX_FIRST = 2 };
 
 uint32_t tl_tok_strhash(const char *s, size_t len);
 int tl_strmap_build(tl_strmap *m, const tl_piece *pieces, int n, int want_normal,

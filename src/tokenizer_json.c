@@ -16,7 +16,11 @@ static int is_str(const cJSON *j, const char *s) {
     return cJSON_IsString(j) && j->valuestring && strcmp(j->valuestring, s) == 0;
 }
 
-/* Accepts the normalizer / pre_tokenizer combinations Llama tokenizers use. */
+/* Accepts the normalizer / pre_tokenizer combinations Llama tokenizers use.
+ * Returns how the "▁" prefix is added: 0 never, 1 always (the Prepend
+ * normalizer, as SentencePiece), 2 Metaspace prepend_scheme "always" (unless the
+ * text starts with a space or "▁"), 3 Metaspace "first" (the same, and only
+ * before the first segment when special tokens split the text); -1 on error. */
 static int check_pipeline(const cJSON *root, const char *what, tl_error *err) {
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
@@ -65,11 +69,16 @@ static int check_pipeline(const cJSON *root, const char *what, tl_error *err) {
         const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(pre, "prepend_scheme");
         const cJSON *add = cJSON_GetObjectItemCaseSensitive(pre, "add_prefix_space");
         if (is_str(scheme, "never") || cJSON_IsFalse(add)) meta = 2; /* no prefix */
-        else meta = 1;
+        else if (is_str(scheme, "first")) meta = 3;
+        else if (!scheme || is_str(scheme, "always")) meta = 1;
+        else return tl_fail(err, "%s: Metaspace prepend_scheme '%s' is not supported", what,
+                            cJSON_IsString(scheme) ? scheme->valuestring : "?");
     }
     if (meta && (prepend || replace))
         return tl_fail(err, "%s: both a normalizer and a Metaspace pre_tokenizer: not supported", what);
-    if (meta == 1 || (prepend == 1 && replace == 1)) return 1;
+    if (meta == 1) return 2;
+    if (meta == 3) return 3;
+    if (prepend == 1 && replace == 1) return 1;
     if (meta == 2 || (prepend == 0 && replace == 1)) return 0;
     return tl_fail(err, "%s: neither a Llama-style normalizer (Prepend + Replace) nor a Metaspace "
                         "pre_tokenizer: not supported", what);
@@ -162,7 +171,8 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
     t->model_type = 2;
     t->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     t->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
-    t->add_dummy_prefix = dummy;
+    t->add_dummy_prefix = dummy != 0;
+    t->hf_prefix = dummy == 2 ? TL_HF_PREFIX_ALWAYS : dummy == 3 ? TL_HF_PREFIX_FIRST : TL_HF_PREFIX_SPM;
     t->escape_ws = 1;
     t->remove_extra_ws = 0;
     snprintf(t->normalizer_name, sizeof t->normalizer_name, "hf-llama");
@@ -195,10 +205,13 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
             tl_fail(err, "%s: id %d is missing from the vocabulary", what, i);
             goto fail;
         }
+    /* transformers 5 writes "unk_token": null for Llama (byte fallback covers every
+     * character, so HF never emits it); "<unk>" is then the unknown piece */
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    const char *unk_str = cJSON_IsString(unk) ? unk->valuestring : (!unk || cJSON_IsNull(unk)) ? "<unk>" : NULL;
     int unk_found = 0;
     for (int i = 0; i < n; i++) {
-        if (cJSON_IsString(unk) && strcmp(src[i].str, unk->valuestring) == 0) {
+        if (unk_str && strcmp(src[i].str, unk_str) == 0) {
             src[i].type = TL_PIECE_UNKNOWN;
             unk_found = 1;
         } else if (t->byte_fallback && src[i].type == TL_PIECE_NORMAL && src[i].len == 6 &&
@@ -208,7 +221,7 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
         src[i].score = 0.0f;
     }
     if (!unk_found) {
-        tl_fail(err, "%s: model.unk_token is missing or not in the vocabulary", what);
+        tl_fail(err, "%s: model.unk_token (or \"<unk>\" when it is null) is not in the vocabulary", what);
         goto fail;
     }
     if (tl_tok_finish(t, src, n, what, err)) goto fail;

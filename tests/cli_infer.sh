@@ -82,4 +82,21 @@ else
     fail "train a checkpoint for the checks above"
 fi
 
+# --- eval: both scoring backends give lm-evaluation-harness's scores on the fixtures
+EV="$FIX/eval"
+ETOK="$HERE/../../shared/tokenizers/llama2/tokenizer.model"
+for task in hellaswag boolq winogrande; do
+    want=$(python3 -c "import json;t=json.load(open('$EV/expected.json'))['tasks']['$task'];print('%.6f %s'%(t['acc'],'%.6f'%t['acc_norm'] if 'acc_norm' in t else '-'))")
+    for be in kv fp32; do
+        if "$BIN" eval --model "$EV/model" --tokenizer "$ETOK" --task $task --data "$EV/$task.jsonl" --backend $be \
+            --quiet --json "$T/ev.json" >/dev/null 2>"$T/err"; then
+            got=$(python3 -c "import json;t=json.load(open('$T/ev.json'));print('%.6f %s'%(t['acc'],'%.6f'%t['acc_norm'] if 'acc_norm' in t else '-'))")
+        else
+            got="failed: $(head -c 200 "$T/err")"
+        fi
+        if [ "$want" = "$got" ]; then ok "eval $task --backend $be = lm-eval ($got)"; else fail "eval $task --backend $be: got '$got', lm-eval '$want'"; fi
+    done
+done
+expect_fail "eval --backend bad" "must be kv or fp32" "$BIN" eval --model "$EV/model" --task boolq --data "$EV/boolq.jsonl" --backend gpu
+
 finish

@@ -11,6 +11,7 @@
 
 #include "checkpoint.h"
 #include "eval.h"
+#include "eval_infer.h"
 #include "harness.h"
 
 /* |ours - lm-eval| allowed for a continuation's summed log-likelihood (fp32 forward
@@ -84,8 +85,9 @@ out:
     tl_tokenizer_free(tok);
 }
 
+/* Scores one task with the fp32 model (m) or, when be is non-NULL, that backend. */
 static void check_task(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const tl_tokenizer *tok,
-                       const tl_model *m, double *max_err) {
+                       const tl_model *m, tl_eval_backend *be, double *max_err) {
     char data[600], labels[600];
     tl_error err;
     snprintf(data, sizeof data, "%s/eval/%s", tl_test_fixture_dir(), data_files[kind]);
@@ -99,7 +101,7 @@ static void check_task(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const 
               task->n_docs, cJSON_GetArraySize(docs));
     tl_eval_opts o = {.max_tokens = 200, .chunk = 5}; /* several batches and chunks */
     tl_eval_result r;
-    if (tl_eval_run(task, m, &o, &r, &err)) {
+    if (be ? tl_eval_run_backend(task, be, &o, &r, &err) : tl_eval_run(task, m, &o, &r, &err)) {
         CHECK_MSG(0, "%s: %s", tl_task_name(kind), err.msg);
         tl_eval_task_free(task);
         return;
@@ -168,10 +170,59 @@ static void test_eval_vs_lm_eval(tl_test_ctx *t) {
         for (int k = 0; k < TL_TASK_COUNT; k++) {
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(tasks, tl_task_name((tl_task_kind)k));
             CHECK_MSG(e != NULL, "fixture lacks %s", tl_task_name((tl_task_kind)k));
-            if (e) check_task(t, (tl_task_kind)k, e, tok, &m, &max_err);
+            if (e) check_task(t, (tl_task_kind)k, e, tok, &m, NULL, &max_err);
         }
         printf("  eval: max |log-likelihood - lm-eval| = %.3g\n", max_err);
         tl_model_free(&m);
+    }
+    cJSON_Delete(exp);
+    tl_tokenizer_free(tok);
+}
+
+/* The same checks through the KV-cache backend on the inference engine (BF16
+ * weights mapped, shared contexts prefilled once), with the same tolerances. */
+static void test_eval_kv_vs_lm_eval(tl_test_ctx *t) {
+    tl_tokenizer *tok = load_tok(t);
+    cJSON *exp = load_expected(t);
+    tl_infer_model m;
+    char dir[600];
+    tl_error err;
+    int have_model = 0;
+    snprintf(dir, sizeof dir, "%s/eval/model", tl_test_fixture_dir());
+    if (tok && exp) {
+        have_model = tl_infer_load_weights_only(&m, dir, &err) == 0;
+        CHECK_MSG(have_model, "%s", err.msg);
+    }
+    if (have_model) {
+        const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(exp, "tasks");
+        double max_err = 0;
+        long run = 0, full = 0;
+        for (int k = 0; k < TL_TASK_COUNT; k++) {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(tasks, tl_task_name((tl_task_kind)k));
+            CHECK_MSG(e != NULL, "fixture lacks %s", tl_task_name((tl_task_kind)k));
+            /* a fresh backend per task; chunk = 5 splits shared contexts across calls */
+            tl_eval_infer_backend *b = tl_eval_infer_backend_create(&m, &err);
+            CHECK_MSG(b != NULL, "%s", err.msg);
+            if (!b || !e) {
+                tl_eval_infer_backend_free(b);
+                continue;
+            }
+            /* odd tasks: passes of at most 2 rows (several passes per context, and
+             * longer continuations alone) */
+            if (k % 2) tl_eval_infer_backend_set_rows(b, 2);
+            tl_eval_backend be = tl_eval_infer_backend_iface(b);
+            check_task(t, (tl_task_kind)k, e, tok, NULL, &be, &max_err);
+            long r1, f1;
+            tl_eval_infer_backend_stats(b, &r1, &f1);
+            CHECK_MSG(r1 < f1, "%s: the KV backend ran %ld tokens, no fewer than the %ld of full passes",
+                      tl_task_name((tl_task_kind)k), r1, f1);
+            run += r1;
+            full += f1;
+            tl_eval_infer_backend_free(b);
+        }
+        printf("  eval (kv): max |log-likelihood - lm-eval| = %.3g; %ld tokens run instead of %ld\n", max_err,
+               run, full);
+        tl_infer_free(&m);
     }
     cJSON_Delete(exp);
     tl_tokenizer_free(tok);
@@ -244,6 +295,7 @@ static void test_eval_stderr(tl_test_ctx *t) {
 const tl_test tests_eval[] = {
     {"eval_tokenizer_hf", test_eval_tokenizer_hf},
     {"eval_vs_lm_eval", test_eval_vs_lm_eval},
+    {"eval_kv_vs_lm_eval", test_eval_kv_vs_lm_eval},
     {"eval_malformed", test_eval_malformed},
     {"eval_stderr", test_eval_stderr},
     {NULL, NULL},

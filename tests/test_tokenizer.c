@@ -2,9 +2,11 @@
  * SentencePiece library (scripts/gen_tokenizer_fixtures.py), plus loader
  * robustness (truncation, corruption, absurd lengths, duplicates, unknown
  * fields, a bounded deterministic mutation fuzzer). */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "common.h"
 #include "harness.h"
@@ -341,6 +343,90 @@ static void test_tokenizer_fixtures_small(tl_test_ctx *t) {
         run_fixture(t, tk, names[i], &st);
         tl_tokenizer_free(tk);
     }
+}
+
+/* The real Llama 2 tokenizer converted to tokenizer.json by transformers, against
+ * HF `tokenizers` (scripts/gen_tokenizer_json_fixtures.py): as written (Metaspace
+ * pre-tokenizer, prepend_scheme "first", unk_token null) and in the legacy layout
+ * (Prepend + Replace normalizer), which the test derives from it the way the
+ * script does. */
+static char *read_zst_fixture(tl_test_ctx *t, const char *name, size_t *len) {
+    char p[512], f[128], *z;
+    size_t zl;
+    tl_error e;
+    snprintf(f, sizeof f, "tokenizer/%s", name);
+    path_join(p, sizeof p, tl_test_fixture_dir(), f);
+    if (tl_read_file(p, 1u << 24, &z, &zl, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return NULL;
+    }
+    unsigned long long n = ZSTD_getFrameContentSize(z, zl);
+    char *out = NULL;
+    if (n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1u << 26)) {
+        out = malloc((size_t)n + 1);
+        size_t got = out ? ZSTD_decompress(out, (size_t)n, z, zl) : 0;
+        if (!out || ZSTD_isError(got) || got != n) {
+            free(out);
+            out = NULL;
+        } else {
+            out[n] = '\0';
+            *len = (size_t)n;
+        }
+    }
+    free(z);
+    CHECK_MSG(out != NULL, "cannot decompress %s", p);
+    return out;
+}
+
+static char *legacy_layout(const char *text) {
+    cJSON *j = cJSON_Parse(text);
+    if (!j) return NULL;
+    cJSON *norm = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(norm, "normalizers");
+    cJSON_AddStringToObject(norm, "type", "Sequence");
+    cJSON *pre = cJSON_CreateObject(), *rep = cJSON_CreateObject(), *pat = cJSON_CreateObject();
+    cJSON_AddStringToObject(pre, "type", "Prepend");
+    cJSON_AddStringToObject(pre, "prepend", "\xE2\x96\x81");
+    cJSON_AddStringToObject(rep, "type", "Replace");
+    cJSON_AddStringToObject(pat, "String", " ");
+    cJSON_AddItemToObject(rep, "pattern", pat);
+    cJSON_AddStringToObject(rep, "content", "\xE2\x96\x81");
+    cJSON_AddItemToArray(list, pre);
+    cJSON_AddItemToArray(list, rep);
+    cJSON_ReplaceItemInObjectCaseSensitive(j, "normalizer", norm);
+    cJSON_ReplaceItemInObjectCaseSensitive(j, "pre_tokenizer", cJSON_CreateNull());
+    cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "model"), "unk_token",
+                                           cJSON_CreateString("<unk>"));
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+static void test_tokenizer_fixtures_hf_json(tl_test_ctx *t) {
+    size_t len;
+    char *text = read_zst_fixture(t, "llama2_hf.json.zst", &len);
+    if (!text) return;
+    tl_error e;
+    tl_tokenizer *tk = tl_tokenizer_load_json_text(text, len, "llama2_hf.json", &e);
+    CHECK_MSG(tk != NULL, "%s", e.msg);
+    if (tk) {
+        CHECK(tl_tokenizer_vocab_size(tk) == 32000 && tl_tokenizer_bos_id(tk) == 1 && tl_tokenizer_unk_id(tk) == 0);
+        fx_stats st = {0};
+        run_fixture(t, tk, "llama2_hf", &st);
+        CHECK(st.corp > 100);
+        tl_tokenizer_free(tk);
+    }
+    char *leg = legacy_layout(text);
+    CHECK(leg != NULL);
+    tk = leg ? tl_tokenizer_load_json_text(leg, strlen(leg), "llama2_hf_legacy.json", &e) : NULL;
+    CHECK_MSG(tk != NULL, "%s", leg ? e.msg : "");
+    if (tk) {
+        fx_stats st = {0};
+        run_fixture(t, tk, "llama2_hf_legacy", &st);
+        CHECK(st.corp > 100);
+        tl_tokenizer_free(tk);
+    }
+    free(leg);
+    free(text);
 }
 
 /* The fixtures must be able to fail: a wrong expectation is caught. */
@@ -686,6 +772,7 @@ const tl_test tests_tokenizer[] = {
     {"tokenizer_known_ids", test_tokenizer_known_ids},
     {"tokenizer_fixtures_llama2", test_tokenizer_fixtures_llama2},
     {"tokenizer_fixtures_small", test_tokenizer_fixtures_small},
+    {"tokenizer_fixtures_hf_json", test_tokenizer_fixtures_hf_json},
     {"tokenizer_fixture_can_fail", test_tokenizer_fixture_can_fail},
     {"tokenizer_batch", test_tokenizer_batch},
     {"tokenizer_tiny_model", test_tokenizer_tiny_model},
