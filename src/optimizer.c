@@ -16,11 +16,13 @@ double tl_lr_at(const tl_adamw_config *c, long step) {
 }
 
 double tl_grad_norm(const float *g, size_t n) {
-    /* Blocks of fixed size summed in order: the same result for any thread count. */
+    /* Blocks of fixed size, each summed by one thread, added in block order: the
+     * same result for any thread count (no reduction clause, whose per-thread
+     * partial sums would depend on it). */
     enum { BLOCK = 1 << 16 };
     size_t nb = (n + BLOCK - 1) / BLOCK;
     double total = 0.0;
-#pragma omp parallel for schedule(static) ordered reduction(+ : total)
+#pragma omp parallel for schedule(static) ordered
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
         double s = 0.0;

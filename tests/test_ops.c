@@ -323,7 +323,32 @@ static void test_vec_paths_agree(tl_test_ctx *t) {
     }
 }
 
+#include "optimizer.h"
+static void test_grad_norm_thread_independent(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 10);
+    size_t n = (1u << 18) + 77; /* several blocks and a tail */
+    float *x = malloc(n * sizeof(float));
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)tl_rng_normal(&g);
+        ref += (double)x[i] * x[i];
+    }
+    int saved = tl_get_threads();
+    tl_set_threads(1);
+    double a = tl_grad_norm(x, n);
+    tl_set_threads(2);
+    double b = tl_grad_norm(x, n);
+    tl_set_threads(3);
+    double c = tl_grad_norm(x, n);
+    tl_set_threads(saved);
+    CHECK(a == b && b == c);
+    CHECK_CLOSE(a, sqrt(ref), 0, 1e-12);
+    free(x);
+}
+
 const tl_test tests_vec[] = {
+    {"ops/grad_norm_thread_independent", test_grad_norm_thread_independent},
     {"ops/vec_paths_agree", test_vec_paths_agree},
     {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
     {NULL, NULL},
