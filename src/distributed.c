@@ -457,12 +457,19 @@ int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_err
     return tl_comm_allgather_range_f32(c, buf, n, align, 0, n, err);
 }
 
-int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, size_t align, int root, tl_error *err) {
+/* Gather (to_root) or scatter (!to_root) of the ranks' shards of a full buffer at
+ * root, in chunks; `mine` is this rank's shard. */
+static int root_exchange(tl_comm *c, float *mine, float *full, size_t n, size_t align, int root, int to_root,
+                         const char *what, tl_error *err) {
     size_t lo, hi;
     tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
-    if (c->rank == root && full + lo != shard) memmove(full + lo, shard, (hi - lo) * sizeof(float));
+    if (c->rank == root && full + lo != mine) {
+        if (to_root) memmove(full + lo, mine, (hi - lo) * sizeof(float));
+        else memmove(mine, full + lo, (hi - lo) * sizeof(float));
+    }
     if (c->world == 1) return 0;
 #ifndef TL_WITH_MPI
+    (void)what;
     return tl_fail(err, "no MPI");
 #else
     const int W = c->world, me = c->rank;
@@ -479,48 +486,24 @@ int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, si
             size_t len = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
             any |= len > 0;
             if (!len || p == root) continue;
-            if (me == root) rc = post(c, &q, 0, full + l + k, len * sizeof(float), p, "gather", err);
-            else if (p == me) rc = post(c, &q, 1, (void *)(shard + k), len * sizeof(float), root, "gather", err);
+            /* post(..., 0 = receive, 1 = send, ...) */
+            if (me == root) rc = post(c, &q, !to_root, full + l + k, len * sizeof(float), p, what, err);
+            else if (p == me) rc = post(c, &q, to_root, mine + k, len * sizeof(float), root, what, err);
         }
         if (!any) break;
-        if (!rc) rc = wait_reqs(c, &q, "gather", err);
+        if (!rc) rc = wait_reqs(c, &q, what, err);
     }
     reqs_free(&q);
     return rc;
 #endif
 }
 
+int tl_comm_gather_f32(tl_comm *c, const float *shard, float *full, size_t n, size_t align, int root, tl_error *err) {
+    return root_exchange(c, (float *)shard, full, n, align, root, 1, "gather", err);
+}
+
 int tl_comm_scatter_f32(tl_comm *c, const float *full, float *shard, size_t n, size_t align, int root, tl_error *err) {
-    size_t lo, hi;
-    tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
-    if (c->rank == root && full + lo != shard) memmove(shard, full + lo, (hi - lo) * sizeof(float));
-    if (c->world == 1) return 0;
-#ifndef TL_WITH_MPI
-    return tl_fail(err, "no MPI");
-#else
-    const int W = c->world, me = c->rank;
-    reqs q;
-    if (reqs_init(c, &q, W, err)) return -1;
-    int rc = 0;
-    for (size_t k = 0; !rc; k += CHUNK) {
-        c->seq++;
-        q.n = 0;
-        int any = 0;
-        for (int p = 0; p < W && !rc; p++) {
-            size_t l, h;
-            tl_shard_range(n, W, align, p, &l, &h);
-            size_t len = h - l > k ? (h - l - k < CHUNK ? h - l - k : CHUNK) : 0;
-            any |= len > 0;
-            if (!len || p == root) continue;
-            if (me == root) rc = post(c, &q, 1, (void *)(full + l + k), len * sizeof(float), p, "scatter", err);
-            else if (p == me) rc = post(c, &q, 0, shard + k, len * sizeof(float), root, "scatter", err);
-        }
-        if (!any) break;
-        if (!rc) rc = wait_reqs(c, &q, "scatter", err);
-    }
-    reqs_free(&q);
-    return rc;
-#endif
+    return root_exchange(c, shard, (float *)full, n, align, root, 0, "scatter", err);
 }
 
 int tl_comm_allgather_bytes(tl_comm *c, const void *mine, size_t bytes, void *all, tl_error *err) {

@@ -161,17 +161,6 @@ static int lin(tl_eval_infer_backend *b, const tl_wmat *W, const float *x, int n
     return 0;
 }
 
-static void rmsnorm_rows(float *y, const float *x, const float *w, int n, int D, float eps) {
-    for (int i = 0; i < n; i++) {
-        const float *xr = x + (size_t)i * D;
-        float *yr = y + (size_t)i * D;
-        float ss = 0.0f;
-        for (int j = 0; j < D; j++) ss += xr[j] * xr[j];
-        float r = 1.0f / sqrtf(ss / (float)D + eps);
-        for (int j = 0; j < D; j++) yr[j] = w[j] * (xr[j] * r);
-    }
-}
-
 /* The batched continuation pass: R rows (row_tok, row_seg filled), each choice's
  * rows at positions P, P+1, ... after the cached context [0, P); a row attends to
  * the context and to its own choice's rows up to itself.  The cache is not
@@ -186,7 +175,7 @@ static int fork_pass(tl_eval_infer_backend *b, int P, int R, tl_error *err) {
     for (int l = 0; l < c->n_layers; l++) {
         const tl_infer_layer *w = &m->layers[l];
         const float *kc = b->st.k_cache + (size_t)l * max_ctx * KD, *vc = b->st.v_cache + (size_t)l * max_ctx * KD;
-        rmsnorm_rows(b->h, b->x, w->attn_norm, R, D, c->norm_eps);
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->attn_norm, R, D, c->norm_eps);
         if (lin(b, &w->wq, b->h, R, b->q, 0, err) || lin(b, &w->wk, b->h, R, b->k, 0, err) ||
             lin(b, &w->wv, b->h, R, b->v, 0, err))
             return -1;
@@ -228,7 +217,7 @@ static int fork_pass(tl_eval_infer_backend *b, int P, int R, tl_error *err) {
             }
         }
         if (lin(b, &w->wo, b->ao, R, b->x, 1, err)) return -1;
-        rmsnorm_rows(b->h, b->x, w->mlp_norm, R, D, c->norm_eps);
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->mlp_norm, R, D, c->norm_eps);
         if (lin(b, &w->w_gate, b->h, R, b->g, 0, err) || lin(b, &w->w_up, b->h, R, b->u, 0, err)) return -1;
         const size_t nf = (size_t)R * F;
 #pragma omp parallel for schedule(static) if (nf > 65536)
@@ -238,7 +227,7 @@ static int fork_pass(tl_eval_infer_backend *b, int P, int R, tl_error *err) {
         }
         if (lin(b, &w->w_down, b->g, R, b->x, 1, err)) return -1;
     }
-    rmsnorm_rows(b->h, b->x, m->final_norm, R, D, c->norm_eps);
+    tl_rmsnorm_forward(b->h, NULL, b->x, m->final_norm, R, D, c->norm_eps);
     b->tokens_run += R;
     return lin(b, &m->lm_head, b->h, R, b->lg, 0, err);
 }

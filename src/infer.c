@@ -377,17 +377,6 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
     tl_wmat_gemm(W, x, n, y, beta, s->tile, s->tile_floats);
 }
 
-static void rmsnorm(float *y, const float *x, const float *w, int n, int D, float eps) {
-    for (int i = 0; i < n; i++) {
-        const float *xr = x + (size_t)i * D;
-        float *yr = y + (size_t)i * D;
-        float ss = 0.0f;
-        for (int j = 0; j < D; j++) ss += xr[j] * xr[j];
-        float r = 1.0f / sqrtf(ss / (float)D + eps);
-        for (int j = 0; j < D; j++) yr[j] = w[j] * (xr[j] * r);
-    }
-}
-
 /* Causal attention of n new queries (positions p0..p0+n-1) over the cache
  * [0, p0+n) of one layer. */
 static void attention(tl_infer_state *s, const float *kc, const float *vc, int p0, int n) {
@@ -436,7 +425,7 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
     for (int l = 0; l < c->n_layers; l++) {
         const tl_infer_layer *w = &m->layers[l];
         float *kc = s->k_cache + (size_t)l * s->max_ctx * KD, *vc = s->v_cache + (size_t)l * s->max_ctx * KD;
-        rmsnorm(s->h, s->x, w->attn_norm, n, D, c->norm_eps);
+        tl_rmsnorm_forward(s->h, NULL, s->x, w->attn_norm, n, D, c->norm_eps);
         linear(s, &w->wq, s->h, n, s->q, 0);
         linear(s, &w->wk, s->h, n, s->k, 0);
         linear(s, &w->wv, s->h, n, s->v, 0);
@@ -446,7 +435,7 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         memcpy(vc + (size_t)p0 * KD, s->v, sizeof(float) * (size_t)n * KD);
         attention(s, kc, vc, p0, n);
         linear(s, &w->wo, s->ao, n, s->x, 1);
-        rmsnorm(s->h, s->x, w->mlp_norm, n, D, c->norm_eps);
+        tl_rmsnorm_forward(s->h, NULL, s->x, w->mlp_norm, n, D, c->norm_eps);
         linear(s, &w->w_gate, s->h, n, s->g, 0);
         linear(s, &w->w_up, s->h, n, s->u, 0);
         const size_t nf = (size_t)n * F;
@@ -457,7 +446,7 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         }
         linear(s, &w->w_down, s->g, n, s->x, 1);
     }
-    rmsnorm(s->h, s->x, m->final_norm, n, D, c->norm_eps);
+    tl_rmsnorm_forward(s->h, NULL, s->x, m->final_norm, n, D, c->norm_eps);
     if (all_logits) {
         linear(s, &m->lm_head, s->h, n, all_logits, 0);
         memcpy(s->logits, all_logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);

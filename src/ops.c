@@ -41,7 +41,7 @@ void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, i
         float ss = 0.0f;
         for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
         float r = 1.0f / sqrtf(ss / (float)D + eps);
-        rstd[n] = r;
+        if (rstd) rstd[n] = r;
         for (int i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
     }
 }

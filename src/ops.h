@@ -19,7 +19,8 @@ void tl_linear_forward(float *y, const float *x, const float *W, int N, int in, 
 void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int N,
                         int in, int out, int accumulate_dx);
 
-/* RMSNorm: y = x / sqrt(mean(x^2) + eps) * w.  rstd[N] saves 1/sqrt(...) for backward. */
+/* RMSNorm: y = x / sqrt(mean(x^2) + eps) * w.  rstd[N] saves 1/sqrt(...) for backward
+ * (NULL when not needed, as in inference). */
 void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int D, float eps);
 /* dx[N,D] += dL/dx;  dw[D] += dL/dw. */
 void tl_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
