@@ -639,7 +639,17 @@ static int json_char_id(const tl_tokenizer *t, const char *s, size_t len) {
     return tl_strmap_get(&t->normal, t->pieces, s, len);
 }
 
-/* Encodes one normalized-able segment, appending to s->out. */
+/* Appends symbol ns (linked to its neighbours) covering norm[start, start+len). */
+static inline void push_sym(tok_sym *syms, int ns, size_t start, size_t len, int id, int freeze) {
+    tok_sym *y = &syms[ns];
+    y->start = (int)start;
+    y->len = (int)len;
+    y->prev = ns - 1;
+    y->next = ns + 1;
+    y->id = id;
+    y->freeze = freeze;
+}
+
 /* BPE over norm[0..nlen) (normalized text), appending the final ids to s->out. */
 static int bpe_run(const tl_tokenizer *t, tok_scratch *s, const char *norm, size_t nlen) {
     /* symbols: at most one per byte (json byte fallback: still one per byte) */
@@ -662,39 +672,17 @@ static int bpe_run(const tl_tokenizer *t, tok_scratch *s, const char *norm, size
                 for (size_t k = 0; k < ml; k++)
                     if (t->byte_id[(unsigned char)norm[pos + k]] < 0) all = 0;
                 if (all) {
-                    for (size_t k = 0; k < ml; k++) {
-                        tok_sym *y = &s->syms[ns];
-                        y->start = (int)(pos + k);
-                        y->len = 1;
-                        y->prev = ns - 1;
-                        y->next = ns + 1;
-                        y->id = t->byte_id[(unsigned char)norm[pos + k]];
-                        y->freeze = 0;
-                        ns++;
-                    }
+                    for (size_t k = 0; k < ml; k++, ns++)
+                        push_sym(s->syms, ns, pos + k, 1, t->byte_id[(unsigned char)norm[pos + k]], 0);
                     pos += ml;
                     continue;
                 }
             }
-            tok_sym *y = &s->syms[ns];
-            y->start = (int)pos;
-            y->len = (int)ml;
-            y->prev = ns - 1;
-            y->next = ns + 1;
-            y->id = id >= 0 ? id : t->unk_id;
-            y->freeze = 0;
-            ns++;
+            push_sym(s->syms, ns++, pos, ml, id >= 0 ? id : t->unk_id, 0);
             pos += ml;
             continue;
         }
-        tok_sym *y = &s->syms[ns];
-        y->start = (int)pos;
-        y->len = (int)ml;
-        y->prev = ns - 1;
-        y->next = ns + 1;
-        y->id = t->is_json ? lookup_final(t, norm + pos, ml) : -1;
-        y->freeze = freeze;
-        ns++;
+        push_sym(s->syms, ns++, pos, ml, t->is_json ? lookup_final(t, norm + pos, ml) : -1, freeze);
         pos += ml;
     }
     s->syms[ns - 1].next = -1;
