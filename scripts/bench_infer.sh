@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Inference benchmark: decode tokens/s of `tinyllama generate` on a random bf16
 # model of TinyLlama-1.1B's shape, the fraction of the memory-bandwidth bound
-# (bandwidth measured in the same run by scripts/membw.c), and PyTorch on the
+# (bandwidth measured in the same run by scripts/membw.c), prompt GFLOP/s against
+# the sgemm peak (scripts/sgemm_peak.c, same run), and PyTorch on the
 # same model.  Needs python3 with torch + transformers.  Usage:
 #   scripts/bench_infer.sh [--threads N] [--gen N] [--prompt N] [--kernel K] [--no-torch] [--dir DIR]
 # The model is written once under /tmp (override with --dir); see docs/inference.md.
@@ -9,11 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s build/tinyllama
 MEMBW=$(mktemp /tmp/tl_membw.XXXXXX)
-trap 'rm -f "$MEMBW"' EXIT
+SGEMM=$(mktemp /tmp/tl_sgemm.XXXXXX)
+trap 'rm -f "$MEMBW" "$SGEMM"' EXIT
 # a plain read loop: -ffast-math only lets the compiler vectorise the sum
 gcc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o "$MEMBW"
+BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
+gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
+    -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
 # OpenMP threads that spin after each parallel region steal cores from OpenBLAS's
 # threads (prompt pass) and vice versa; on a shared or busy machine passive waiting
 # is much faster.  Applies to PyTorch's OpenMP runtime too.  Override by setting it.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-python3 scripts/bench_infer.py --bin ./build/tinyllama --membw "$MEMBW" "$@"
+python3 scripts/bench_infer.py --bin ./build/tinyllama --membw "$MEMBW" --sgemm "$SGEMM" "$@"

@@ -15,10 +15,11 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { RB = 64 }; /* row block */
+enum { RB = TL_ATTN_ROWS }; /* row block */
 
 /* Softmax of row t over columns [0, t], zeros after. */
 static void causal_softmax_row(float *p, int t, int T) {
@@ -27,6 +28,17 @@ static void causal_softmax_row(float *p, int t, int T) {
     double sum = tl_vec_exp_sum(p, n, mx);
     tl_vec_scale(p, n, (float)(1.0 / sum));
     for (int s = t + 1; s < T; s++) p[s] = 0.0f;
+}
+
+/* Queries at positions pos0..pos0+rows-1 (rows of q, stride qs) attend causally to
+ * keys and values [0, pos0+rows) (stride ks): P [rows, ldp >= pos0+rows] receives
+ * the probabilities, out (stride qs) the weighted values. */
+static void attend_rows(float *out, float *P, int ldp, const float *q, int qs, const float *k, const float *v, int ks,
+                        int rows, int pos0, int hd, float scale) {
+    const int cols = pos0 + rows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, q, qs, k, ks, 0.0f, P, ldp);
+    for (int i = 0; i < rows; i++) causal_softmax_row(P + (size_t)i * ldp, pos0 + i, ldp);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, P, ldp, v, ks, 0.0f, out, qs);
 }
 
 void tl_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
@@ -43,15 +55,25 @@ void tl_attention_forward(float *out, float *probs, const float *q, const float 
             float *P = probs + ((size_t)b * H + h) * T * T;
             float *ob = out + (size_t)b * T * qs + (size_t)h * hd;
             for (int r0 = 0; r0 < T; r0 += RB) {
-                const int rows = T - r0 < RB ? T - r0 : RB, cols = r0 + rows; /* keys [0, cols) */
-                float *Pr = P + (size_t)r0 * T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, qb + (size_t)r0 * qs, qs,
-                            kb, ks, 0.0f, Pr, T);
-                for (int i = 0; i < rows; i++) causal_softmax_row(Pr + (size_t)i * T, r0 + i, T);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, Pr, T, vb, ks, 0.0f,
-                            ob + (size_t)r0 * qs, qs);
+                const int rows = T - r0 < RB ? T - r0 : RB;
+                attend_rows(ob + (size_t)r0 * qs, P + (size_t)r0 * T, T, qb + (size_t)r0 * qs, qs, kb, vb, ks, rows, r0,
+                            hd, scale);
             }
         }
+}
+
+void tl_attention_forward_cached(float *out, float *scratch, const float *q, const float *kc, const float *vc,
+                                 int p0, int n, int H, int KV, int hd, int nthreads) {
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = H / KV, qs = H * hd, ks = KV * hd, blocks = (n + RB - 1) / RB, work = H * blocks;
+    const int ldp = p0 + n;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > 1)
+    for (int wi = 0; wi < work; wi++) {
+        const int h = wi % H, r0 = wi / H * RB, rows = n - r0 < RB ? n - r0 : RB;
+        float *P = scratch + (size_t)omp_get_thread_num() * TL_ATTN_ROWS * (size_t)ldp;
+        attend_rows(out + (size_t)r0 * qs + (size_t)h * hd, P, ldp, q + (size_t)r0 * qs + (size_t)h * hd, qs,
+                    kc + (size_t)(h / group) * hd, vc + (size_t)(h / group) * hd, ks, rows, p0 + r0, hd, scale);
+    }
 }
 
 void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,

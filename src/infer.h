@@ -86,6 +86,9 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err);
 
 /* y[rows] = W x  (threads split the rows).  Exposed for tests and benchmarks. */
 void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
+/* y[j] = W[j] x for count matrices with the same number of columns, in one
+ * parallel region. */
+void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x);
 /* One row of W as fp32. */
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
 /* y[n, W->rows] = x[n, W->cols] W^T + beta y on BLAS: F32 weights directly, other

@@ -163,6 +163,58 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(const void *w
     return s;
 }
 
+/* Eight rows at once: each x vector is loaded once for eight weight rows, and
+ * eight independent streams keep more cache-line fetches in flight, which is
+ * what decode (memory-bound) needs.  The row tails (cols % 8) are scalar. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 load8(const uint8_t *p, tl_dtype dt) {
+    if (dt == TL_DT_F32) return _mm256_loadu_ps((const float *)(const void *)p);
+    if (dt == TL_DT_BF16) return bf16x8(p);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void dot8_avx2(const uint8_t *w, size_t rb,
+                                                                                    const float *x, int n,
+                                                                                    float *y, tl_dtype dt) {
+    const size_t es = dt == TL_DT_F32 ? 4 : 2;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + i);
+        const uint8_t *p = w + es * (size_t)i;
+        a0 = _mm256_fmadd_ps(load8(p, dt), xv, a0);
+        a1 = _mm256_fmadd_ps(load8(p + rb, dt), xv, a1);
+        a2 = _mm256_fmadd_ps(load8(p + 2 * rb, dt), xv, a2);
+        a3 = _mm256_fmadd_ps(load8(p + 3 * rb, dt), xv, a3);
+        a4 = _mm256_fmadd_ps(load8(p + 4 * rb, dt), xv, a4);
+        a5 = _mm256_fmadd_ps(load8(p + 5 * rb, dt), xv, a5);
+        a6 = _mm256_fmadd_ps(load8(p + 6 * rb, dt), xv, a6);
+        a7 = _mm256_fmadd_ps(load8(p + 7 * rb, dt), xv, a7);
+    }
+    y[0] = hsum256(a0), y[1] = hsum256(a1), y[2] = hsum256(a2), y[3] = hsum256(a3);
+    y[4] = hsum256(a4), y[5] = hsum256(a5), y[6] = hsum256(a6), y[7] = hsum256(a7);
+    if (i < n) {
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *p = w + (size_t)r * rb + es * (size_t)i;
+            y[r] += dt == TL_DT_F32    ? dot_f32_scalar(p, x + i, n - i)
+                    : dt == TL_DT_BF16 ? dot_bf16_scalar(p, x + i, n - i)
+                                       : dot_f16_scalar(p, x + i, n - i);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void dot8_f32_avx2(const uint8_t *w, size_t rb, const float *x,
+                                                                  int n, float *y) {
+    dot8_avx2(w, rb, x, n, y, TL_DT_F32);
+}
+__attribute__((target("avx2,fma,f16c"))) static void dot8_bf16_avx2(const uint8_t *w, size_t rb, const float *x,
+                                                                   int n, float *y) {
+    dot8_avx2(w, rb, x, n, y, TL_DT_BF16);
+}
+__attribute__((target("avx2,fma,f16c"))) static void dot8_f16_avx2(const uint8_t *w, size_t rb, const float *x,
+                                                                  int n, float *y) {
+    dot8_avx2(w, rb, x, n, y, TL_DT_F16);
+}
+
 /* ------------------------------------------------------------------ AVX-512 */
 
 __attribute__((target("avx512f"))) static float dot_f32_avx512(const void *w, const float *x, int n) {
@@ -270,41 +322,79 @@ void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
     }
 }
 
-/* Rows per OpenMP work item: large enough that scheduling is cheap. */
-#define ROW_BLOCK 32
+typedef void (*dot8_fn)(const uint8_t *w, size_t rb, const float *x, int n, float *y);
 
-void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
-    const uint8_t *base = W->data;
-    const size_t rb = row_bytes(W);
-    const int rows = W->rows, n = W->cols;
-    const int nblocks = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
-    int serial = (size_t)rows * (size_t)n < 32768;
+static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
 #ifdef TL_X86
-    if (k == TL_KERNEL_AVX512BF16 && W->dtype == TL_DT_BF16) {
-        /* round x to bf16 once, zero-padded to a multiple of 32 */
+    if (k == TL_KERNEL_AVX2) return dt == TL_DT_F32 ? dot8_f32_avx2 : dt == TL_DT_BF16 ? dot8_bf16_avx2 : dot8_f16_avx2;
+#else
+    (void)dt;
+#endif
+    (void)k;
+    return NULL;
+}
+
+/* Rows per OpenMP work item: large enough that scheduling is cheap, small enough
+ * that dynamic scheduling evens out a descheduled thread. */
+#define ROW_BLOCK 64
+
+/* y_j = W_j x for count matrices of the same width in one parallel region (one
+ * fork/join for Q, K and V, or for gate and up). */
+void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x) {
+    const int n = W[0]->cols;
+    int first[9]; /* first block of each matrix; count <= 8 */
+    size_t elems = 0;
+    if (count > 8) {
+        for (int j = 0; j < count; j += 8) tl_wmat_matvec_multi(k, W + j, y + j, count - j < 8 ? count - j : 8, x);
+        return;
+    }
+    first[0] = 0;
+    for (int j = 0; j < count; j++) {
+        first[j + 1] = first[j] + (W[j]->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+        elems += (size_t)W[j]->rows * (size_t)n;
+    }
+    const int nblocks = first[count], serial = elems < 32768;
+    uint16_t stackbuf[4096], *xb = NULL;
+#ifdef TL_X86
+    if (k == TL_KERNEL_AVX512BF16) {
+        /* x rounded to bf16 once, zero-padded to a multiple of 32 */
         int np = (n + 31) & ~31;
-        uint16_t stackbuf[4096];
-        uint16_t *xb = np <= 4096 ? stackbuf : tl_alloc(sizeof(uint16_t) * (size_t)np);
+        xb = np <= 4096 ? stackbuf : tl_alloc(sizeof(uint16_t) * (size_t)np);
         if (xb) {
             for (int i = 0; i < n; i++) xb[i] = tl_f32_to_bf16(x[i]);
             for (int i = n; i < np; i++) xb[i] = 0;
-#pragma omp parallel for schedule(dynamic, 1) if (!serial)
-            for (int b = 0; b < nblocks; b++) {
-                int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
-                for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
-            }
-            if (xb != stackbuf) tl_free(xb);
-            return;
+        } else {
+            k = TL_KERNEL_AVX512; /* no memory for the rounded copy: exact kernel */
         }
-        k = TL_KERNEL_AVX512; /* no memory for the rounded copy: exact kernel */
     }
 #endif
-    dot_fn dot = pick(k, W->dtype);
 #pragma omp parallel for schedule(dynamic, 1) if (!serial)
     for (int b = 0; b < nblocks; b++) {
-        int r1 = (b + 1) * ROW_BLOCK < rows ? (b + 1) * ROW_BLOCK : rows;
-        for (int r = b * ROW_BLOCK; r < r1; r++) y[r] = dot(base + (size_t)r * rb, x, n);
+        int j = 0;
+        while (b >= first[j + 1]) j++;
+        const tl_wmat *M = W[j];
+        const uint8_t *base = M->data;
+        const size_t rb = row_bytes(M);
+        const int r0 = (b - first[j]) * ROW_BLOCK, r1 = r0 + ROW_BLOCK < M->rows ? r0 + ROW_BLOCK : M->rows;
+        float *out = y[j];
+        int r = r0;
+#ifdef TL_X86
+        if (xb && M->dtype == TL_DT_BF16) {
+            for (; r < r1; r++) out[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
+            continue;
+        }
+#endif
+        dot8_fn dot8 = pick8(k, M->dtype);
+        if (dot8)
+            for (; r + 8 <= r1; r += 8) dot8(base + (size_t)r * rb, rb, x, n, out + r);
+        dot_fn dot = pick(k == TL_KERNEL_AVX512BF16 ? TL_KERNEL_AVX512 : k, M->dtype);
+        for (; r < r1; r++) out[r] = dot(base + (size_t)r * rb, x, n);
     }
+    if (xb && xb != stackbuf) tl_free(xb);
+}
+
+void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
+    tl_wmat_matvec_multi(k, &W, &y, 1, x);
 }
 
 void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats) {

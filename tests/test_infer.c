@@ -273,14 +273,17 @@ static void test_infer_perplexity(tl_test_ctx *t) {
 }
 
 /* Every supported kernel and dtype against a double-precision reference, with
- * row lengths that exercise the vector tails. */
+ * row lengths that exercise the vector tails and a row count that leaves partial
+ * row blocks and partial groups of eight rows; the multi-matrix call must give
+ * the same bits as one call per matrix. */
 static void test_infer_matvec_kernels(tl_test_ctx *t) {
     static const int cols[] = {1, 7, 37, 64, 100, 257, 1030};
     tl_rng r;
     tl_rng_seed(&r, 7);
     for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
-        const int R = 45, C = cols[ci];
+        const int R = 150, C = cols[ci];
         float *w32 = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * C), *y = malloc(sizeof(float) * R);
+        float *ym = malloc(sizeof(float) * 3 * R);
         uint16_t *wb = malloc(2u * R * C), *wh = malloc(2u * R * C + 1);
         for (int i = 0; i < R * C; i++) {
             float v = (float)tl_rng_normal(&r);
@@ -328,12 +331,23 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
                 CHECK_MSG(worst <= tol, "kernel %s dtype %s cols %d: rel err %.3g", tl_kernel_name(k),
                           tl_dtype_name(cases[c].dt), C, worst);
             }
+            /* the three dtypes in one region (rows 150, 101 and 9) against separate calls */
+            tl_wmat M[3] = {{TL_DT_F32, w32, R, C}, {TL_DT_BF16, wb, 101, C}, {TL_DT_F16, wh, 9, C}};
+            const tl_wmat *Mp[3] = {&M[0], &M[1], &M[2]};
+            float *outs[3] = {ym, ym + R, ym + 2 * R};
+            tl_wmat_matvec_multi((tl_kernel)k, Mp, outs, 3, x);
+            for (int c = 0; c < 3; c++) {
+                tl_wmat_matvec((tl_kernel)k, &M[c], x, y);
+                CHECK_MSG(!memcmp(y, outs[c], sizeof(float) * (size_t)M[c].rows), "kernel %s: multi-matrix %d differs",
+                          tl_kernel_name(k), c);
+            }
         }
         /* the f16 decoder used by the scalar path agrees with our hand encoding */
         for (int i = 0; i < R * C; i++) CHECK(tl_f16_to_f32(wh[i]) == wf[i]);
         free(w32);
         free(x);
         free(y);
+        free(ym);
         free(wb);
         free(wh);
         free(wf);

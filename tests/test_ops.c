@@ -173,6 +173,52 @@ static void test_attention_grad(tl_test_ctx *t) {
     check_grad(t, "attention dv", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
 }
 
+/* The inference variant (queries at p0.. over a cache) in pieces of 70, 1 x 5 and
+ * 75 rows (partial row blocks, single-token steps) against attention computed in
+ * double precision straight from the definition. */
+static void test_attention_cached(tl_test_ctx *t) {
+    enum { T = 150, H = 4, KV = 2, HD = 16, QS = H * HD, KS = KV * HD };
+    tl_rng g;
+    tl_rng_seed(&g, 41);
+    float *q = malloc(sizeof(float) * T * QS), *k = malloc(sizeof(float) * T * KS), *v = malloc(sizeof(float) * T * KS);
+    float *o = malloc(sizeof(float) * T * QS), *scratch = malloc(sizeof(float) * 2 * TL_ATTN_ROWS * T);
+    fill(q, T * QS, &g, 1.0);
+    fill(k, T * KS, &g, 1.0);
+    fill(v, T * KS, &g, 1.0);
+    const int pieces[] = {70, 1, 1, 1, 1, 1, 75};
+    int p0 = 0;
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        tl_attention_forward_cached(o + (size_t)p0 * QS, scratch, q + (size_t)p0 * QS, k, v, p0, pieces[i], H, KV, HD,
+                                    2);
+        p0 += pieces[i];
+    }
+    CHECK(p0 == T);
+    double worst = 0;
+    for (int i = 0; i < T; i++)
+        for (int h = 0; h < H; h++) {
+            const int kh = h / (H / KV);
+            double sc[T], mx = -1e300, sum = 0;
+            for (int j = 0; j <= i; j++) {
+                double d = 0;
+                for (int e = 0; e < HD; e++) d += (double)q[i * QS + h * HD + e] * k[j * KS + kh * HD + e];
+                sc[j] = d / sqrt((double)HD);
+                if (sc[j] > mx) mx = sc[j];
+            }
+            for (int j = 0; j <= i; j++) sum += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < HD; e++) {
+                double ref = 0;
+                for (int j = 0; j <= i; j++) ref += sc[j] / sum * v[j * KS + kh * HD + e];
+                worst = fmax(worst, fabs(o[i * QS + h * HD + e] - ref));
+            }
+        }
+    CHECK_MSG(worst < 1e-5, "cached attention differs from the definition by %.3g", worst);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(scratch);
+}
+
 /* ---- linear ---- */
 typedef struct {
     float *x, *W, *y, *r;
@@ -253,6 +299,7 @@ const tl_test tests_ops[] = {
     {"ops/rope", test_rope},
     {"ops/swiglu_grad", test_swiglu_grad},
     {"ops/attention_grad", test_attention_grad},
+    {"ops/attention_cached", test_attention_cached},
     {"ops/linear_grad", test_linear_grad},
     {"ops/cross_entropy", test_cross_entropy},
     {"ops/embedding_backward_accumulates_repeats", test_embedding_backward_accumulates_repeats},
