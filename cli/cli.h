@@ -24,6 +24,15 @@ int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, lo
 int cli_parse_double(const char *cmd, const char *opt, const char *val, double *out);
 /* True if argv[i] is opt; consumes its value into *val (error if missing). */
 int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad);
+/* The model and batch options both `bench` commands (CPU, CUDA) take. */
+typedef struct {
+    const char *preset, *config;
+    long batch, seq, steps;
+} cli_bench_opts;
+/* If argv[i] is one of --preset, --config, --batch, --seq-len, --steps: consumes it
+ * (and its value) and returns 1, setting *bad on a bad value; else returns 0. */
+int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad);
+
 /* Prints "tinyllama <cmd>: <msg>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -56,3 +56,21 @@ int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, in
     *val = argv[++*i];
     return 1;
 }
+
+int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad) {
+    const char *v;
+    if (cli_opt(argc, argv, i, "--preset", &v, bad)) {
+        if (!*bad) o->preset = v;
+    } else if (cli_opt(argc, argv, i, "--config", &v, bad)) {
+        if (!*bad) o->config = v;
+    } else if (cli_opt(argc, argv, i, "--batch", &v, bad)) {
+        *bad = *bad || cli_parse_int("bench", "--batch", v, 1, 1 << 16, &o->batch);
+    } else if (cli_opt(argc, argv, i, "--seq-len", &v, bad)) {
+        *bad = *bad || cli_parse_int("bench", "--seq-len", v, 1, 1 << 20, &o->seq);
+    } else if (cli_opt(argc, argv, i, "--steps", &v, bad)) {
+        *bad = *bad || cli_parse_int("bench", "--steps", v, 1, 1 << 20, &o->steps);
+    } else {
+        return 0;
+    }
+    return 1;
+}

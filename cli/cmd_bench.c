@@ -35,26 +35,16 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--device") && !strcmp(argv[i + 1], "cuda")) return cmd_bench_cuda(argc, argv);
 #endif
-    const char *preset = "llama-24m", *config = NULL;
-    long batch = 4, seq = 64, steps = 10, threads = 0;
+    cli_bench_opts o = {"llama-24m", NULL, 4, 64, 10};
+    long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int bad = 0;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
-        } else if (cli_opt(argc, argv, &i, "--preset", &v, &bad)) {
+        } else if (cli_bench_opt(argc, argv, &i, &o, &bad)) {
             if (bad) return 2;
-            preset = v;
-        } else if (cli_opt(argc, argv, &i, "--config", &v, &bad)) {
-            if (bad) return 2;
-            config = v;
-        } else if (cli_opt(argc, argv, &i, "--batch", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--batch", v, 1, 1 << 16, &batch)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--seq-len", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--seq-len", v, 1, 1 << 20, &seq)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--steps", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--steps", v, 1, 1 << 20, &steps)) return 2;
         } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
             if (bad || cli_parse_int("bench", "--threads", v, 1, 4096, &threads)) return 2;
         } else {
@@ -63,6 +53,8 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (threads) tl_set_threads((int)threads);
+    const char *preset = o.preset, *config = o.config;
+    const long batch = o.batch, seq = o.seq, steps = o.steps;
     tl_config cfg;
     tl_error err;
     tl_model m;

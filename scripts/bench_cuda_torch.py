@@ -5,13 +5,13 @@ weights, scaled_dot_product_attention, torch.compile, fused AdamW + clipping, on
 random tokens; prints a RESULT line in the same format.  FLOPs per token as ours:
 6 x non-embedding params + 12 x layers x dim x seq."""
 import argparse
-import json
-import subprocess
 import sys
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
+
+from bench_common import preset_config
 
 p = argparse.ArgumentParser()
 p.add_argument("--preset", default="tinyllama-1.1b")
@@ -24,10 +24,7 @@ p.add_argument("--peak-tflops", type=float, default=989.4)
 p.add_argument("--bin", default="./build/tinyllama-cuda")
 a = p.parse_args()
 
-out = subprocess.run([a.bin, "info", "--preset", a.preset], capture_output=True, text=True, check=True).stdout
-cfg_json = json.loads(out[: out.rindex("}") + 1])
-cfg = LlamaConfig(**{k: v for k, v in cfg_json.items() if k not in ("architectures", "torch_dtype")},
-                  attn_implementation="sdpa")
+cfg = preset_config(a.bin, a.preset)  # our own preset table: both sides build the same model
 torch.manual_seed(0)
 torch.backends.cuda.matmul.allow_tf32 = True
 dev = "cuda"

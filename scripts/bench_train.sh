@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
 # Training throughput: tinyllama vs PyTorch (transformers LlamaForCausalLM) on the
-# same config, batch and machine, in one run.  Needs `pip install torch transformers`.
-#   scripts/bench_train.sh [preset] [batch] [seq_len] [steps]
+# same config, batch and machine, in one run, with the fp32 sgemm peak measured in
+# the same run (scripts/sgemm_peak.c) so that GFLOP/s read as a fraction of it.
+# Needs `pip install torch transformers`.
+#   scripts/bench_train.sh                               the four configs of docs/benchmarks.md
+#   scripts/bench_train.sh PRESET [BATCH] [SEQ] [STEPS]  one config
 set -eu
 cd "$(dirname "$0")/.."
-preset=${1:-llama-24m}
-batch=${2:-4}
-seq=${3:-64}
-steps=${4:-10}
 make -j"$(nproc)" >/dev/null
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u +%Y-%m-%d)"
-out=$(./build/tinyllama bench --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps")
-printf '%s\n' "$out"
-ours=$(printf '%s\n' "$out" | grep RESULT)
-out=$(python3 scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" 2>/dev/null)
-printf '%s\n' "$out"
-theirs=$(printf '%s\n' "$out" | grep RESULT)
+SGEMM=$(mktemp /tmp/tl_sgemm.XXXXXX)
+trap 'rm -f "$SGEMM"' EXIT
+BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
+gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
+    -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
+peak=$("$SGEMM" 2048 5 2>/dev/null)
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "sgemm peak (2048^3, $(nproc) threads): $peak GFLOP/s"
+
 get() { printf '%s\n' "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
-a=$(get "$ours" tokens_per_s)
-b=$(get "$theirs" tokens_per_s)
-printf 'preset %s batch %s seq %s: tinyllama %s tok/s, pytorch %s tok/s, ratio %.2fx; peak memory %s MB vs %s MB\n' \
-    "$preset" "$batch" "$seq" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN{print a/b}')" \
-    "$(get "$ours" peak_mb)" "$(get "$theirs" peak_mb)"
+summary=()
+one() {
+    local preset=$1 batch=$2 seq=$3 steps=$4 out ours theirs a b
+    out=$(./build/tinyllama bench --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps")
+    printf '%s\n' "$out"
+    ours=$(printf '%s\n' "$out" | grep RESULT)
+    out=$(python3 scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" 2>/dev/null)
+    printf '%s\n' "$out"
+    theirs=$(printf '%s\n' "$out" | grep RESULT)
+    a=$(get "$ours" tokens_per_s)
+    b=$(get "$theirs" tokens_per_s)
+    summary+=("$(awk -v p="$preset" -v bs="$batch x $seq" -v a="$a" -v b="$b" -v ga="$(get "$ours" gflops)" \
+        -v gb="$(get "$theirs" gflops)" -v pk="$peak" -v ma="$(get "$ours" peak_mb)" -v mb="$(get "$theirs" peak_mb)" \
+        'BEGIN{printf "%-15s %-8s %8.1f %8.1f %6.2fx %6.1f%% %6.1f%% %8.0f %8.0f", p, bs, a, b, a/b, 100*ga/pk, 100*gb/pk, ma, mb}')")
+}
+if [ $# -gt 0 ]; then
+    one "$1" "${2:-4}" "${3:-64}" "${4:-10}"
+else
+    one llama-24m 4 64 10
+    one llama-24m 8 256 6
+    one gqa-40m 4 256 6
+    one tinyllama-120m 4 256 4
+fi
+printf '\n%-15s %-8s %8s %8s %7s %7s %7s %8s %8s\n' config batch ours pytorch ratio "peak%" "pt peak%" "our MB" "pt MB"
+printf '%s\n' "${summary[@]}"

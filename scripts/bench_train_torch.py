@@ -4,14 +4,14 @@ LlamaForCausalLM, fp32, SDPA attention), the same step (forward, backward,
 clip_grad_norm_, AdamW) on random tokens, all threads.  Prints a RESULT line in
 the same format.  Used by scripts/bench_train.sh."""
 import argparse
-import json
 import resource
-import subprocess
 import sys
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
+
+from bench_common import preset_config
 
 p = argparse.ArgumentParser()
 p.add_argument("--preset", default="llama-24m")
@@ -21,11 +21,7 @@ p.add_argument("--steps", type=int, default=10)
 p.add_argument("--bin", default="./build/tinyllama")
 a = p.parse_args()
 
-# The config comes from our own preset table so both sides train the same model.
-out = subprocess.run([a.bin, "info", "--preset", a.preset], capture_output=True, text=True, check=True).stdout
-cfg_json = json.loads(out[: out.rindex("}") + 1])
-cfg = LlamaConfig(**{k: v for k, v in cfg_json.items() if k not in ("architectures", "torch_dtype")},
-                  attn_implementation="sdpa")
+cfg = preset_config(a.bin, a.preset)  # our own preset table: both sides build the same model
 torch.manual_seed(0)
 model = LlamaForCausalLM(cfg).float().train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)

@@ -75,8 +75,8 @@ static int gemm_peak(double *tflops, tl_error *err) {
 }
 
 int cmd_bench_cuda(int argc, char **argv) {
-    const char *preset = "tinyllama-1.1b", *config = NULL;
-    long batch = 8, seq = 2048, steps = 5, warmup = 2, gpu = 0;
+    cli_bench_opts bo = {"tinyllama-1.1b", NULL, 8, 2048, 5};
+    long warmup = 2, gpu = 0;
     int precision = TL_CUDA_BF16, recompute = 0, measure_peak = 1;
     double peak = 0;
     for (int i = 1; i < argc; i++) {
@@ -91,18 +91,8 @@ int cmd_bench_cuda(int argc, char **argv) {
                 cli_error("bench", "--device must be cuda here");
                 return 2;
             }
-        } else if (cli_opt(argc, argv, &i, "--preset", &v, &bad)) {
+        } else if (cli_bench_opt(argc, argv, &i, &bo, &bad)) {
             if (bad) return 2;
-            preset = v;
-        } else if (cli_opt(argc, argv, &i, "--config", &v, &bad)) {
-            if (bad) return 2;
-            config = v;
-        } else if (cli_opt(argc, argv, &i, "--batch", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--batch", v, 1, 1 << 16, &batch)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--seq-len", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--seq-len", v, 1, 1 << 20, &seq)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--steps", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--steps", v, 1, 1 << 20, &steps)) return 2;
         } else if (cli_opt(argc, argv, &i, "--warmup", &v, &bad)) {
             if (bad || cli_parse_int("bench", "--warmup", v, 0, 1 << 20, &warmup)) return 2;
         } else if (cli_opt(argc, argv, &i, "--gpu", &v, &bad)) {
@@ -126,6 +116,8 @@ int cmd_bench_cuda(int argc, char **argv) {
             return 2;
         }
     }
+    const char *preset = bo.preset, *config = bo.config;
+    const long batch = bo.batch, seq = bo.seq, steps = bo.steps;
     tl_error err = {{0}};
     int ndev = 0;
     if (tl_cuda_device_count(&ndev, &err)) {
