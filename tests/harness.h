@@ -54,6 +54,20 @@ const char *tl_test_fixture_dir(void);
 /* max |a - b| / max |b| over n values: a scale-aware error for a whole tensor */
 double tl_test_rel_err(const float *a, const float *b, size_t n);
 
+/* A hand-written HF tokenizer.json: BPE without byte fallback (unknown characters
+ * fuse into one <unk>), vocabulary <unk> <s> </s> a b ab \u2581 \u2581a \u2581ab, merges
+ * "a b", "\u2581 a", "\u2581 ab", the Llama normalizer (prepend and replace by \u2581). */
+#define TL_TEST_TINY_TOKENIZER_JSON \
+        "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"\
+        "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"\
+        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xE2\x96\x81\"},"\
+        "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xE2\x96\x81\"}]},"\
+        "\"pre_tokenizer\":null,"\
+        "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":false,"\
+        "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"a\":3,\"b\":4,\"ab\":5,\"\xE2\x96\x81\":6,"\
+        "\"\xE2\x96\x81" "a\":7,\"\xE2\x96\x81" "ab\":8},"\
+        "\"merges\":[\"a b\",\"\xE2\x96\x81 a\",\"\xE2\x96\x81 ab\"]}}"
+
 /* A fresh temporary directory for this test (removed by the runner at exit). */
 const char *tl_test_tmpdir(void);
 

@@ -681,16 +681,7 @@ static void test_tokenizer_truncated_and_corrupt(tl_test_ctx *t) {
 }
 
 static void test_tokenizer_json(tl_test_ctx *t) {
-    const char *js =
-        "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
-        "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
-        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xE2\x96\x81\"},"
-        "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xE2\x96\x81\"}]},"
-        "\"pre_tokenizer\":null,"
-        "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":false,"
-        "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"a\":3,\"b\":4,\"ab\":5,\"\xE2\x96\x81\":6,"
-        "\"\xE2\x96\x81" "a\":7,\"\xE2\x96\x81" "ab\":8},"
-        "\"merges\":[\"a b\",\"\xE2\x96\x81 a\",\"\xE2\x96\x81 ab\"]}}";
+    const char *js = TL_TEST_TINY_TOKENIZER_JSON;
     tl_error e;
     tl_tokenizer *tk = tl_tokenizer_load_json_text(js, strlen(js), "tiny.json", &e);
     CHECK_MSG(tk != NULL, "%s", e.msg);
