@@ -30,14 +30,16 @@ static void causal_softmax_row(float *p, int t, int T) {
     for (int s = t + 1; s < T; s++) p[s] = 0.0f;
 }
 
-/* Queries at positions pos0..pos0+rows-1 (rows of q, stride qs) attend causally to
- * keys and values [0, pos0+rows) (stride ks): P [rows, ldp >= pos0+rows] receives
- * the probabilities, out (stride qs) the weighted values. */
+/* `rows` queries (rows of q, stride qs) attend causally to keys and values
+ * (stride ks): query r sees positions [0, pos0 + r*step] (step 1: consecutive
+ * tokens; step 0: heads of one token sharing a KV head).  P [rows, ldp] receives
+ * the probabilities (zero past each row's limit), out (stride qs) the weighted
+ * values. */
 static void attend_rows(float *out, float *P, int ldp, const float *q, int qs, const float *k, const float *v, int ks,
-                        int rows, int pos0, int hd, float scale) {
-    const int cols = pos0 + rows;
+                        int rows, int pos0, int step, int hd, float scale) {
+    const int cols = pos0 + (rows - 1) * step + 1;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, q, qs, k, ks, 0.0f, P, ldp);
-    for (int i = 0; i < rows; i++) causal_softmax_row(P + (size_t)i * ldp, pos0 + i, ldp);
+    for (int i = 0; i < rows; i++) causal_softmax_row(P + (size_t)i * ldp, pos0 + i * step, ldp);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, P, ldp, v, ks, 0.0f, out, qs);
 }
 
@@ -56,7 +58,7 @@ void tl_attention_forward(float *out, float *probs, const float *q, const float 
             float *ob = out + (size_t)b * T * qs + (size_t)h * hd;
             for (int r0 = 0; r0 < T; r0 += RB) {
                 const int rows = T - r0 < RB ? T - r0 : RB;
-                attend_rows(ob + (size_t)r0 * qs, P + (size_t)r0 * T, T, qb + (size_t)r0 * qs, qs, kb, vb, ks, rows, r0,
+                attend_rows(ob + (size_t)r0 * qs, P + (size_t)r0 * T, T, qb + (size_t)r0 * qs, qs, kb, vb, ks, rows, r0, 1,
                             hd, scale);
             }
         }
@@ -65,14 +67,28 @@ void tl_attention_forward(float *out, float *probs, const float *q, const float 
 void tl_attention_forward_cached(float *out, float *scratch, const float *q, const float *kc, const float *vc,
                                  int p0, int n, int H, int KV, int hd, int nthreads) {
     const float scale = 1.0f / sqrtf((float)hd);
-    const int group = H / KV, qs = H * hd, ks = KV * hd, blocks = (n + RB - 1) / RB, work = H * blocks;
-    const int ldp = p0 + n;
+    const int group = H / KV, qs = H * hd, ks = KV * hd, ldp = p0 + n;
+    if (n <= 4 && group <= TL_ATTN_ROWS) {
+        /* decode: the group of query heads of one token that share a KV head are
+         * consecutive rows (stride hd) at the same position: one product each */
+        const int work = n * KV;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > 1)
+        for (int wi = 0; wi < work; wi++) {
+            const int i = wi / KV, g = wi % KV;
+            const size_t at = (size_t)i * qs + (size_t)g * group * hd;
+            float *P = scratch + (size_t)omp_get_thread_num() * TL_ATTN_ROWS * (size_t)ldp;
+            attend_rows(out + at, P, ldp, q + at, hd, kc + (size_t)g * hd, vc + (size_t)g * hd, ks, group, p0 + i, 0,
+                        hd, scale);
+        }
+        return;
+    }
+    const int blocks = (n + RB - 1) / RB, work = H * blocks;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > 1)
     for (int wi = 0; wi < work; wi++) {
         const int h = wi % H, r0 = wi / H * RB, rows = n - r0 < RB ? n - r0 : RB;
         float *P = scratch + (size_t)omp_get_thread_num() * TL_ATTN_ROWS * (size_t)ldp;
         attend_rows(out + (size_t)r0 * qs + (size_t)h * hd, P, ldp, q + (size_t)r0 * qs + (size_t)h * hd, qs,
-                    kc + (size_t)(h / group) * hd, vc + (size_t)(h / group) * hd, ks, rows, p0 + r0, hd, scale);
+                    kc + (size_t)(h / group) * hd, vc + (size_t)(h / group) * hd, ks, rows, p0 + r0, 1, hd, scale);
     }
 }
 

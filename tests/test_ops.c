@@ -173,8 +173,8 @@ static void test_attention_grad(tl_test_ctx *t) {
     check_grad(t, "attention dv", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
 }
 
-/* The inference variant (queries at p0.. over a cache) in pieces of 70, 1 x 5 and
- * 75 rows (partial row blocks, single-token steps) against attention computed in
+/* The inference variant (queries at p0.. over a cache) in pieces of 70, 1, 1, 3,
+ * 1 and 74 rows (partial row blocks; the grouped-head path of steps <= 4 tokens) against attention computed in
  * double precision straight from the definition. */
 static void test_attention_cached(tl_test_ctx *t) {
     enum { T = 150, H = 4, KV = 2, HD = 16, QS = H * HD, KS = KV * HD };
@@ -185,7 +185,7 @@ static void test_attention_cached(tl_test_ctx *t) {
     fill(q, T * QS, &g, 1.0);
     fill(k, T * KS, &g, 1.0);
     fill(v, T * KS, &g, 1.0);
-    const int pieces[] = {70, 1, 1, 1, 1, 1, 75};
+    const int pieces[] = {70, 1, 1, 3, 1, 74};
     int p0 = 0;
     for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
         tl_attention_forward_cached(o + (size_t)p0 * QS, scratch, q + (size_t)p0 * QS, k, v, p0, pieces[i], H, KV, HD,
