@@ -1,0 +1,210 @@
+/* grad_shard.c - ZeRO-2/3 gradient slices and buckets (see grad_shard.h). */
+#include "grad_shard.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_SLOTS = 3 }; /* two rotating buckets + the tied embedding's */
+
+typedef struct {
+    int unit, slot, acc;
+} job;
+
+struct tl_grad_shard {
+    tl_model *m;
+    tl_comm *comm;     /* the caller's: reductions on the calling thread */
+    size_t n, lo, hi;
+    float *slice;      /* [hi - lo] */
+    size_t bytes;      /* gradient storage allocated */
+    float *buf[MAX_SLOTS];
+    int n_rot;         /* rotating buckets: slots 0 .. n_rot-1 */
+    int embed_slot;    /* tied: the embedding's bucket; -1 untied */
+    int next_rot;
+    int acc;           /* 0 for the first micro-batch of a step: its sums replace the slice */
+    /* ---- overlap: a communication thread; everything below under mu ---- */
+    int threaded;
+    tl_comm *tcomm;    /* the thread's duplicate communicator */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy[MAX_SLOTS]; /* handed to the thread, not yet reduced */
+    job q[MAX_SLOTS];    /* FIFO of handed-over units (at most one per busy slot) */
+    int q_head, q_len;
+    int quit, failed;
+    tl_error terr;       /* the thread's first error */
+};
+
+static float *grad_alloc(tl_grad_shard *g, size_t floats) {
+    float *p = tl_alloc((floats ? floats : 1) * sizeof(float));
+    if (p) g->bytes += (floats ? floats : 1) * sizeof(float);
+    return p;
+}
+
+static int reduce(tl_grad_shard *g, tl_comm *c, int unit, const float *b, int acc, tl_error *err) {
+    size_t a, e;
+    tl_model_unit_range(g->m, unit, &a, &e);
+    return tl_comm_reduce_scatter_range_f32(c, b, g->n, TL_SHARD_ALIGN, a, e, g->slice, acc, err);
+}
+
+static void *comm_thread(void *arg) {
+    tl_grad_shard *g = arg;
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->q_len && !g->quit) pthread_cond_wait(&g->cv, &g->mu);
+        if (!g->q_len) break; /* quit with nothing queued */
+        job j = g->q[g->q_head];
+        int failed = g->failed;
+        pthread_mutex_unlock(&g->mu);
+        tl_error err;
+        /* after a failure the ranks are out of step: drop the rest, freeing their buckets */
+        int rc = failed ? 0 : reduce(g, g->tcomm, j.unit, g->buf[j.slot], j.acc, &err);
+        pthread_mutex_lock(&g->mu);
+        if (rc && !g->failed) {
+            g->failed = 1;
+            g->terr = err;
+        }
+        g->q_head = (g->q_head + 1) % MAX_SLOTS;
+        g->q_len--;
+        g->busy[j.slot] = 0;
+        pthread_cond_broadcast(&g->cv);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+/* The thread's error, as this pass's (called with mu held). */
+static int thread_failed(tl_grad_shard *g, tl_error *err) {
+    if (!g->failed) return 0;
+    if (err) *err = g->terr;
+    return -1;
+}
+
+static int slot_of(const tl_grad_shard *g, const float *s) {
+    for (int i = 0; i < MAX_SLOTS; i++)
+        if (g->buf[i] && g->buf[i] == s) return i;
+    return -1;
+}
+
+static int grads_hook(void *user, int unit, tl_grads_event ev, float **storage, tl_error *err) {
+    tl_grad_shard *g = user;
+    size_t a, e;
+    tl_model_unit_range(g->m, unit, &a, &e);
+    if (ev == TL_GRADS_BEGIN) {
+        int slot = g->embed_slot >= 0 && unit == 0 ? g->embed_slot : g->next_rot;
+        if (slot == g->next_rot) g->next_rot = (g->next_rot + 1) % g->n_rot;
+        if (g->threaded) { /* wait until the thread has reduced what this bucket held */
+            pthread_mutex_lock(&g->mu);
+            while (g->busy[slot] && !g->failed) pthread_cond_wait(&g->cv, &g->mu);
+            int rc = thread_failed(g, err);
+            pthread_mutex_unlock(&g->mu);
+            if (rc) return -1;
+        }
+        memset(g->buf[slot], 0, (e - a) * sizeof(float));
+        *storage = g->buf[slot];
+        return 0;
+    }
+    int slot = slot_of(g, *storage);
+    if (slot < 0) return tl_fail(err, "gradient unit %d: storage is not one of the buckets", unit);
+    if (!g->threaded) return reduce(g, g->comm, unit, g->buf[slot], g->acc, err);
+    pthread_mutex_lock(&g->mu);
+    int rc = thread_failed(g, err);
+    if (!rc) {
+        g->busy[slot] = 1;
+        g->q[(g->q_head + g->q_len) % MAX_SLOTS] = (job){unit, slot, g->acc};
+        g->q_len++;
+        pthread_cond_broadcast(&g->cv);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+tl_grad_shard *tl_grad_shard_create(tl_model *m, tl_comm *comm, int overlap, tl_error *err) {
+    tl_grad_shard *g = calloc(1, sizeof *g);
+    if (!g) {
+        tl_fail(err, "out of memory");
+        return NULL;
+    }
+    g->m = m;
+    g->comm = comm;
+    g->n = m->n_params;
+    g->embed_slot = -1;
+    tl_shard_range(g->n, tl_comm_world(comm), TL_SHARD_ALIGN, tl_comm_rank(comm), &g->lo, &g->hi);
+    overlap = overlap && tl_comm_world(comm) > 1;
+    if (overlap && !tl_comm_threaded(comm)) {
+        free(g);
+        tl_fail(err, "overlapping communication needs MPI initialised with MPI_THREAD_MULTIPLE");
+        return NULL;
+    }
+    /* the sizes are the plan's (tl_zero_memory_plan reports what is allocated here) */
+    tl_grad_buckets plan;
+    tl_grad_bucket_plan(&m->cfg, overlap, &plan);
+    g->n_rot = plan.n_rotating;
+    g->slice = grad_alloc(g, g->hi - g->lo);
+    int ok = g->slice != NULL;
+    for (int i = 0; i < g->n_rot && ok; i++) ok = (g->buf[i] = grad_alloc(g, plan.rotating)) != NULL;
+    if (ok && plan.embed) {
+        g->embed_slot = g->n_rot;
+        ok = (g->buf[g->embed_slot] = grad_alloc(g, plan.embed)) != NULL;
+    }
+    if (!ok) {
+        tl_fail(err, "out of memory allocating %zu floats of gradient slice and buckets", g->hi - g->lo + tl_grad_buckets_floats(&plan));
+        tl_grad_shard_free(g);
+        return NULL;
+    }
+    if (overlap) {
+        if (!(g->tcomm = tl_comm_dup(comm, err))) {
+            tl_grad_shard_free(g);
+            return NULL;
+        }
+        pthread_mutex_init(&g->mu, NULL);
+        pthread_cond_init(&g->cv, NULL);
+        if (pthread_create(&g->thread, NULL, comm_thread, g)) {
+            pthread_mutex_destroy(&g->mu);
+            pthread_cond_destroy(&g->cv);
+            tl_fail(err, "cannot start the communication thread");
+            tl_grad_shard_free(g);
+            return NULL;
+        }
+        g->threaded = 1;
+    }
+    m->grads_hook = grads_hook;
+    m->grads_hook_user = g;
+    return g;
+}
+
+void tl_grad_shard_free(tl_grad_shard *g) {
+    if (!g) return;
+    if (g->threaded) {
+        pthread_mutex_lock(&g->mu);
+        g->quit = 1;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        pthread_join(g->thread, NULL);
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv);
+    }
+    tl_comm_free(g->tcomm);
+    if (g->m && g->m->grads_hook_user == g) {
+        g->m->grads_hook = NULL;
+        g->m->grads_hook_user = NULL;
+    }
+    tl_free(g->slice);
+    for (int i = 0; i < MAX_SLOTS; i++) tl_free(g->buf[i]);
+    free(g);
+}
+
+void tl_grad_shard_next(tl_grad_shard *g, int first) { g->acc = !first; }
+
+int tl_grad_shard_flush(tl_grad_shard *g, tl_error *err) {
+    if (!g->threaded) return 0;
+    pthread_mutex_lock(&g->mu);
+    while (g->q_len && !g->failed) pthread_cond_wait(&g->cv, &g->mu);
+    int rc = thread_failed(g, err);
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+float *tl_grad_shard_slice(tl_grad_shard *g) { return g->slice; }
+size_t tl_grad_shard_bytes(const tl_grad_shard *g) { return g->bytes; }
+int tl_grad_shard_overlaps(const tl_grad_shard *g) { return g->threaded; }
