@@ -2,9 +2,11 @@
 # Data-parallel throughput and memory on this machine: 1 rank (all cores) against
 # N MPI ranks (cores split among them) at each ZeRO stage, same global batch.
 # Reports training tokens/s (median over the steps after the first) and each
-# rank's peak resident memory (/usr/bin/time's max RSS).  Each configuration runs
+# rank's peak resident memory (/usr/bin/time's max RSS).  Stages 2-3 run twice:
+# reducing on the main thread, and with --overlap (a communication thread).  Each configuration runs
 # `reps` times and the fastest run is reported (the cores may be shared with other work).
-#   scripts/bench_distributed.sh [preset] [ranks] [batch] [seq_len] [steps] [reps]
+#   scripts/bench_distributed.sh [preset] [ranks] [batch] [seq_len] [steps] [reps] [accum]
+# accum: micro-batches per rank per step (stages 2-3 reduce each one; 0-1 once per step)
 set -eu
 cd "$(dirname "$0")/.."
 preset=${1:-llama-24m}
@@ -13,6 +15,7 @@ batch=${3:-4}
 seq=${4:-128}
 steps=${5:-8}
 reps=${6:-2}
+accum=${7:-1}
 make -j"$(nproc)" >/dev/null
 command -v mpirun >/dev/null || { echo "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"; exit 1; }
 [ -x /usr/bin/time ] || { echo "/usr/bin/time not found (apt-get install time)"; exit 1; }
@@ -24,7 +27,7 @@ T=$(mktemp -d /tmp/tl_bench_dist.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 cat src/*.c src/*.h cli/*.c >"$T/corpus.txt"
 ./build/tinyllama prepare --byte-level --seq-len "$seq" --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1
-global=$((batch * seq * ranks)) # tokens per optimizer step, the same in every run
+global=$((batch * seq * ranks * accum)) # tokens per optimizer step, the same in every run
 ARGS=(--preset "$preset" --data "$T/data/train-00000.bin" --batch "$batch" --seq-len "$seq" --batch-tokens "$global"
     --steps "$steps" --warmup 1 --quiet)
 median_tps() { grep -o '"tokens_per_s": [0-9.]*' "$1" | cut -d' ' -f2 | tail -n +2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -38,19 +41,22 @@ for _ in $(seq 1 "$reps"); do
     tps=$(median_tps "$T/one/log.jsonl")
     if awk -v a="$tps" -v b="$best" 'BEGIN {exit !(a > b)}'; then best=$tps; mem=$(($(cat "$T/mem.one") / 1024)); fi
 done
-printf '%-32s %8s tok/s   peak RSS %s MB\n' "1 rank x $cores threads" "$best" "$mem"
-for z in 0 1 2 3; do
+printf '%-42s %8s tok/s   peak RSS %s MB\n' "1 rank x $cores threads" "$best" "$mem"
+for run in 0 1 2 "2 --overlap" 3 "3 --overlap"; do
+    z=${run%% *}
+    extra=()
+    [ "$run" = "$z" ] || extra=(--overlap)
     best=0
     for _ in $(seq 1 "$reps"); do
         rm -rf "$T/z$z" "$T"/mem.r*
         mpirun --allow-run-as-root --oversubscribe -np "$ranks" bash -c \
             '/usr/bin/time -f %M -o "$0/mem.r$OMPI_COMM_WORLD_RANK" "$@" 2>/dev/null' "$T" \
-            ./build/tinyllama train "${ARGS[@]}" --threads "$per" --zero "$z" --out "$T/z$z"
+            ./build/tinyllama train "${ARGS[@]}" --threads "$per" --zero "$z" "${extra[@]}" --out "$T/z$z"
         tps=$(median_tps "$T/z$z/log.jsonl")
         if awk -v a="$tps" -v b="$best" 'BEGIN {exit !(a > b)}'; then
             best=$tps
             mem=$(for f in $(ls "$T"/mem.r* | sort -V); do echo $(($(cat "$f") / 1024)); done | paste -sd/ -)
         fi
     done
-    printf '%-32s %8s tok/s   peak RSS per rank %s MB\n' "$ranks ranks x $per threads, ZeRO $z" "$best" "$mem"
+    printf '%-42s %8s tok/s   peak RSS per rank %s MB\n' "$ranks ranks x $per threads, ZeRO $run" "$best" "$mem"
 done

@@ -44,7 +44,11 @@ static float *grad_alloc(tl_grad_shard *g, size_t floats) {
 static int reduce(tl_grad_shard *g, tl_comm *c, int unit, const float *b, int acc, tl_error *err) {
     size_t a, e;
     tl_model_unit_range(g->m, unit, &a, &e);
-    return tl_comm_reduce_scatter_range_f32(c, b, g->n, TL_SHARD_ALIGN, a, e, g->slice, acc, err);
+    if (!tl_comm_reduce_scatter_range_f32(c, b, g->n, TL_SHARD_ALIGN, a, e, g->slice, acc, err)) return 0;
+    const int L = g->m->cfg.n_layers;
+    if (unit == 0) return tl_wrap(err, "gradients of the embedding");
+    if (unit > L) return tl_wrap(err, "gradients of the final norm and lm_head");
+    return tl_wrap(err, "gradients of layer %d", unit - 1);
 }
 
 static void *comm_thread(void *arg) {

@@ -309,6 +309,51 @@ static void test_zero2_grads(tl_test_ctx *t) {
         }
 }
 
+/* A rank that does not come while the communication thread reduces: the other
+ * ranks' backward or flush fails with the thread's timeout; rank 0 (which owns this
+ * small model's whole block, so it waits on every rank) names it.  (With 3 ranks
+ * rank 1 may instead name rank 0, which stopped answering after its own timeout.) */
+static void test_zero2_thread_timeout(tl_test_ctx *t) {
+    tl_error err;
+    tl_comm *c = suite_comm(&err);
+    if (!c) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    const int me = tl_comm_rank(c), W = tl_comm_world(c), B = 1, T = 8;
+    if (W == 1) return; /* nothing to wait for */
+    tl_config cfg;
+    tl_model m;
+    tl_config_preset("test", &cfg, NULL);
+    if (tl_model_create(&m, &cfg, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    tl_model_init_weights(&m, 3);
+    tl_acts *a = tl_acts_create(&cfg, B, T, &err);
+    int tok[8] = {1, 2, 3, 4, 5, 6, 7, 8}, tgt[8] = {2, 3, 4, 5, 6, 7, 8, 9};
+    tl_comm_set_timeout(c, 0.5); /* the thread's communicator inherits it */
+    tl_grad_shard *gs = a ? tl_grad_shard_create(&m, c, 1, &err) : NULL;
+    tl_comm_set_timeout(c, 60);
+    CHECK_MSG(gs, "%s", err.msg);
+    if (gs) {
+        double l;
+        tl_grad_shard_next(gs, 1);
+        if (me == W - 1) usleep(1500 * 1000);
+        int rc = tl_model_forward_backward(&m, a, NULL, tok, tgt, 1.0f, &l, &err);
+        if (!rc) rc = tl_grad_shard_flush(gs, &err);
+        if (me != W - 1) {
+            char name[64];
+            snprintf(name, sizeof name, "waiting for rank %d", W - 1);
+            CHECK_MSG(rc == -1 && strstr(err.msg, "timed out") && (me != 0 || strstr(err.msg, name)), "message: %s",
+                      rc ? err.msg : "");
+        }
+    }
+    tl_grad_shard_free(gs);
+    tl_acts_free(a);
+    tl_model_free(&m);
+}
+
 /* The params hook's units tile the flat block in order, and the largest matches the sizing. */
 static void test_param_units(tl_test_ctx *t) {
     static const char *const presets[] = {"test", "gqa-40m", "test"};
@@ -345,6 +390,7 @@ const tl_test tests_distributed[] = {
     {"distributed/zero_memory_plan", test_zero_memory_plan},
     {"distributed/block_norm", test_block_norm},
     {"distributed/zero2_grads", test_zero2_grads},
+    {"distributed/zero2_thread_timeout", test_zero2_thread_timeout},
     {"distributed/collectives", test_collectives}, /* last: it ends by breaking the communicator (timeout) */
     {NULL, NULL},
 };
