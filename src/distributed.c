@@ -96,12 +96,18 @@ size_t tl_zero_largest_unit(const tl_config *c) {
 void tl_grad_bucket_plan(const tl_config *c, int overlap, tl_grad_buckets *out) {
     size_t embed, layer, head;
     unit_sizes(c, &embed, &layer, &head);
+    const int L = c->n_layers;
     out->embed = c->tied ? embed : 0;
-    out->rotating = c->tied ? (layer > head ? layer : head) : max3(embed, layer, head);
-    out->n_rotating = overlap ? 2 : 1;
+    /* the ring's units in backward order: head, layers L..1, then (untied) the embedding */
+    size_t one = c->tied ? (L ? max3(layer, head, 0) : head) : max3(embed, L ? layer : 0, head);
+    size_t two = L ? head + layer : head + (c->tied ? 0 : embed);
+    if (L >= 2 && 2 * layer > two) two = 2 * layer;
+    if (L && !c->tied && layer + embed > two) two = layer + embed;
+    out->ring = overlap && two > one ? two : one;
+    out->largest = out->embed > one ? out->embed : one;
 }
 
-size_t tl_grad_buckets_floats(const tl_grad_buckets *b) { return b->embed + (size_t)b->n_rotating * b->rotating; }
+size_t tl_grad_buckets_floats(const tl_grad_buckets *b) { return b->embed + b->ring; }
 
 void tl_zero_memory_plan(const tl_config *c, int world, int rank, int stage, int overlap, tl_zero_memory *out) {
     const size_t n_params = tl_config_num_params(c), largest_unit = tl_zero_largest_unit(c);
@@ -118,8 +124,7 @@ void tl_zero_memory_plan(const tl_config *c, int world, int rank, int stage, int
         tl_grad_bucket_plan(c, overlap && world > 1, &b);
         out->grad_buckets = tl_grad_buckets_floats(&b) * f;
         out->grads = shard * f + out->grad_buckets;
-        size_t unit = b.embed > b.rotating ? b.embed : b.rotating;
-        if (unit < reduced) reduced = unit;
+        if (b.largest < reduced) reduced = b.largest;
     } else {
         out->grads = n_params * f;
     }

@@ -43,8 +43,10 @@ void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, siz
 typedef struct {
     size_t embed;   /* tied weights: the embedding's own bucket, live for the whole backward
                      * (lm_head writes it first, the embedding last); else 0 */
-    size_t rotating;/* floats of each rotating bucket: the largest other unit */
-    int n_rotating; /* 1; 2 with overlap (one is reduced while the next unit's backward fills the other) */
+    size_t ring;    /* floats of the bucket ring for the other units: the largest unit; with
+                     * overlap the largest sum of two units in a row of the backward (one is
+                     * reduced while the next fills the ring's other end) */
+    size_t largest; /* the largest unit reduced at once */
 } tl_grad_buckets;
 void tl_grad_bucket_plan(const tl_config *c, int overlap, tl_grad_buckets *out);
 size_t tl_grad_buckets_floats(const tl_grad_buckets *b);

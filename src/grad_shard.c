@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_SLOTS = 3 }; /* two rotating buckets + the tied embedding's */
+enum { MAX_JOBS = 8 }; /* units handed to the communication thread and not yet reduced */
 
+/* A unit's bucket: in the ring (off, len) or the tied embedding's own bucket. */
 typedef struct {
-    int unit, slot, acc;
+    int unit, in_ring, acc;
+    size_t off, len;
 } job;
 
 struct tl_grad_shard {
@@ -17,10 +19,11 @@ struct tl_grad_shard {
     size_t n, lo, hi;
     float *slice;      /* [hi - lo] */
     size_t bytes;      /* gradient storage allocated */
-    float *buf[MAX_SLOTS];
-    int n_rot;         /* rotating buckets: slots 0 .. n_rot-1 */
-    int embed_slot;    /* tied: the embedding's bucket; -1 untied */
-    int next_rot;
+    float *ring;       /* buckets of the units other than the tied embedding */
+    size_t ring_len;
+    int right;         /* overlap: the next bucket goes to the ring's right end (they alternate) */
+    float *embed;      /* tied: the embedding's bucket (NULL untied) */
+    job cur[2];        /* buckets begun and not yet ended: [0] ring, [1] embedding */
     int acc;           /* 0 for the first micro-batch of a step: its sums replace the slice */
     /* ---- overlap: a communication thread; everything below under mu ---- */
     int threaded;
@@ -28,11 +31,10 @@ struct tl_grad_shard {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy[MAX_SLOTS]; /* handed to the thread, not yet reduced */
-    job q[MAX_SLOTS];    /* FIFO of handed-over units (at most one per busy slot) */
+    job q[MAX_JOBS];   /* FIFO of handed-over units; their buckets are busy until reduced */
     int q_head, q_len;
     int quit, failed;
-    tl_error terr;       /* the thread's first error */
+    tl_error terr;     /* the thread's first error */
 };
 
 static float *grad_alloc(tl_grad_shard *g, size_t floats) {
@@ -41,14 +43,16 @@ static float *grad_alloc(tl_grad_shard *g, size_t floats) {
     return p;
 }
 
-static int reduce(tl_grad_shard *g, tl_comm *c, int unit, const float *b, int acc, tl_error *err) {
+static float *bucket(const tl_grad_shard *g, const job *j) { return j->in_ring ? g->ring + j->off : g->embed; }
+
+static int reduce(tl_grad_shard *g, tl_comm *c, const job *j, tl_error *err) {
     size_t a, e;
-    tl_model_unit_range(g->m, unit, &a, &e);
-    if (!tl_comm_reduce_scatter_range_f32(c, b, g->n, TL_SHARD_ALIGN, a, e, g->slice, acc, err)) return 0;
+    tl_model_unit_range(g->m, j->unit, &a, &e);
+    if (!tl_comm_reduce_scatter_range_f32(c, bucket(g, j), g->n, TL_SHARD_ALIGN, a, e, g->slice, j->acc, err)) return 0;
     const int L = g->m->cfg.n_layers;
-    if (unit == 0) return tl_wrap(err, "gradients of the embedding");
-    if (unit > L) return tl_wrap(err, "gradients of the final norm and lm_head");
-    return tl_wrap(err, "gradients of layer %d", unit - 1);
+    if (j->unit == 0) return tl_wrap(err, "gradients of the embedding");
+    if (j->unit > L) return tl_wrap(err, "gradients of the final norm and lm_head");
+    return tl_wrap(err, "gradients of layer %d", j->unit - 1);
 }
 
 static void *comm_thread(void *arg) {
@@ -62,15 +66,14 @@ static void *comm_thread(void *arg) {
         pthread_mutex_unlock(&g->mu);
         tl_error err;
         /* after a failure the ranks are out of step: drop the rest, freeing their buckets */
-        int rc = failed ? 0 : reduce(g, g->tcomm, j.unit, g->buf[j.slot], j.acc, &err);
+        int rc = failed ? 0 : reduce(g, g->tcomm, &j, &err);
         pthread_mutex_lock(&g->mu);
         if (rc && !g->failed) {
             g->failed = 1;
             g->terr = err;
         }
-        g->q_head = (g->q_head + 1) % MAX_SLOTS;
+        g->q_head = (g->q_head + 1) % MAX_JOBS;
         g->q_len--;
-        g->busy[j.slot] = 0;
         pthread_cond_broadcast(&g->cv);
     }
     pthread_mutex_unlock(&g->mu);
@@ -84,38 +87,49 @@ static int thread_failed(tl_grad_shard *g, tl_error *err) {
     return -1;
 }
 
-static int slot_of(const tl_grad_shard *g, const float *s) {
-    for (int i = 0; i < MAX_SLOTS; i++)
-        if (g->buf[i] && g->buf[i] == s) return i;
-    return -1;
+/* Whether a queued unit's bucket (not yet reduced) overlaps j's (called with mu held). */
+static int busy(const tl_grad_shard *g, const job *j) {
+    for (int i = 0; i < g->q_len; i++) {
+        const job *o = &g->q[(g->q_head + i) % MAX_JOBS];
+        if (o->in_ring == j->in_ring && (!j->in_ring || (o->off < j->off + j->len && j->off < o->off + o->len)))
+            return 1;
+    }
+    return 0;
 }
 
 static int grads_hook(void *user, int unit, tl_grads_event ev, float **storage, tl_error *err) {
     tl_grad_shard *g = user;
-    size_t a, e;
-    tl_model_unit_range(g->m, unit, &a, &e);
+    const int in_ring = !(g->embed && unit == 0);
+    job *j = &g->cur[!in_ring];
     if (ev == TL_GRADS_BEGIN) {
-        int slot = g->embed_slot >= 0 && unit == 0 ? g->embed_slot : g->next_rot;
-        if (slot == g->next_rot) g->next_rot = (g->next_rot + 1) % g->n_rot;
+        size_t a, e;
+        tl_model_unit_range(g->m, unit, &a, &e);
+        *j = (job){unit, in_ring, g->acc, 0, e - a};
+        /* with the thread, buckets alternate between the ring's ends, so the next unit's never
+         * overlaps the one just handed over (the ring holds any two units in a row) */
+        if (in_ring && g->threaded) {
+            j->off = g->right ? g->ring_len - j->len : 0;
+            g->right = !g->right;
+        }
         if (g->threaded) { /* wait until the thread has reduced what this bucket held */
             pthread_mutex_lock(&g->mu);
-            while (g->busy[slot] && !g->failed) pthread_cond_wait(&g->cv, &g->mu);
+            while ((busy(g, j) || g->q_len == MAX_JOBS) && !g->failed) pthread_cond_wait(&g->cv, &g->mu);
             int rc = thread_failed(g, err);
             pthread_mutex_unlock(&g->mu);
             if (rc) return -1;
         }
-        memset(g->buf[slot], 0, (e - a) * sizeof(float));
-        *storage = g->buf[slot];
+        float *b = bucket(g, j);
+        memset(b, 0, j->len * sizeof(float));
+        *storage = b;
         return 0;
     }
-    int slot = slot_of(g, *storage);
-    if (slot < 0) return tl_fail(err, "gradient unit %d: storage is not one of the buckets", unit);
-    if (!g->threaded) return reduce(g, g->comm, unit, g->buf[slot], g->acc, err);
+    if (j->unit != unit || *storage != bucket(g, j))
+        return tl_fail(err, "gradient unit %d ended without having begun", unit);
+    if (!g->threaded) return reduce(g, g->comm, j, err);
     pthread_mutex_lock(&g->mu);
     int rc = thread_failed(g, err);
     if (!rc) {
-        g->busy[slot] = 1;
-        g->q[(g->q_head + g->q_len) % MAX_SLOTS] = (job){unit, slot, g->acc};
+        g->q[(g->q_head + g->q_len) % MAX_JOBS] = *j;
         g->q_len++;
         pthread_cond_broadcast(&g->cv);
     }
@@ -132,7 +146,6 @@ tl_grad_shard *tl_grad_shard_create(tl_model *m, tl_comm *comm, int overlap, tl_
     g->m = m;
     g->comm = comm;
     g->n = m->n_params;
-    g->embed_slot = -1;
     tl_shard_range(g->n, tl_comm_world(comm), TL_SHARD_ALIGN, tl_comm_rank(comm), &g->lo, &g->hi);
     overlap = overlap && tl_comm_world(comm) > 1;
     if (overlap && !tl_comm_threaded(comm)) {
@@ -143,14 +156,11 @@ tl_grad_shard *tl_grad_shard_create(tl_model *m, tl_comm *comm, int overlap, tl_
     /* the sizes are the plan's (tl_zero_memory_plan reports what is allocated here) */
     tl_grad_buckets plan;
     tl_grad_bucket_plan(&m->cfg, overlap, &plan);
-    g->n_rot = plan.n_rotating;
+    g->ring_len = plan.ring;
     g->slice = grad_alloc(g, g->hi - g->lo);
-    int ok = g->slice != NULL;
-    for (int i = 0; i < g->n_rot && ok; i++) ok = (g->buf[i] = grad_alloc(g, plan.rotating)) != NULL;
-    if (ok && plan.embed) {
-        g->embed_slot = g->n_rot;
-        ok = (g->buf[g->embed_slot] = grad_alloc(g, plan.embed)) != NULL;
-    }
+    g->ring = grad_alloc(g, plan.ring);
+    if (plan.embed) g->embed = grad_alloc(g, plan.embed);
+    int ok = g->slice && g->ring && (g->embed || !plan.embed);
     if (!ok) {
         tl_fail(err, "out of memory allocating %zu floats of gradient slice and buckets", g->hi - g->lo + tl_grad_buckets_floats(&plan));
         tl_grad_shard_free(g);
@@ -194,7 +204,8 @@ void tl_grad_shard_free(tl_grad_shard *g) {
         g->m->grads_hook_user = NULL;
     }
     tl_free(g->slice);
-    for (int i = 0; i < MAX_SLOTS; i++) tl_free(g->buf[i]);
+    tl_free(g->ring);
+    tl_free(g->embed);
     free(g);
 }
 

@@ -71,7 +71,6 @@ static void test_zero_memory_plan(tl_test_ctx *t) {
     CHECK(z1.opt_state == 2 * shard * f && z1.params == n * f && z1.grads == n * f);
     /* stages 2-3: the slice + one bucket of the largest unit (untied: the head), two with overlap */
     CHECK(z2.grads == (shard + U) * f && z2.grad_buckets == U * f && z2.opt_state == 2 * shard * f);
-    CHECK(z2o.grads == (shard + 2 * U) * f);
     CHECK(z3.grads == z2.grads);
     CHECK(z0.scratch <= ((size_t)1 << 24) * f + 8 * TL_SHARD_ALIGN * f);
     tl_zero_memory z64;
@@ -84,13 +83,16 @@ static void test_zero_memory_plan(tl_test_ctx *t) {
     tl_zero_memory one;
     tl_zero_memory_plan(&cfg, 1, 0, 3, 0, &one);
     CHECK(one.scratch == 0 && one.params == n * f && one.opt_state == 2 * n * f);
-    /* tied: the embedding's bucket lives through the backward beside the rotating one */
-    cfg.tied = 1;
+    /* with the thread: the ring holds the head and the last layer at once */
     tl_grad_buckets b;
-    tl_grad_bucket_plan(&cfg, 0, &b);
+    tl_grad_bucket_plan(&cfg, 1, &b);
     /* a layer: 2 norms, q and o 2048x2048, k and v 256x2048, gate/up/down 5632x2048 */
     const size_t layer = 2 * 2048 + 2 * (size_t)2048 * 2048 + 2 * (size_t)256 * 2048 + 3 * (size_t)5632 * 2048;
-    CHECK(b.embed == (size_t)32000 * 2048 && b.rotating == layer && b.n_rotating == 1);
+    CHECK(b.embed == 0 && b.ring == U + layer && z2o.grad_buckets == b.ring * f);
+    /* tied: the embedding's bucket lives through the backward beside the ring */
+    cfg.tied = 1;
+    tl_grad_bucket_plan(&cfg, 0, &b);
+    CHECK(b.embed == (size_t)32000 * 2048 && b.ring == layer);
 }
 
 static void test_block_norm(tl_test_ctx *t) {
@@ -277,16 +279,22 @@ static void test_zero2_grads(tl_test_ctx *t) {
                 CHECK_MSG(memcmp(tl_grad_shard_slice(gs), expect, (hi - lo) * sizeof(float)) == 0,
                           "tied %d overlap %d: slice differs from the reduced whole-block gradients", tied, overlap);
                 CHECK(tl_grad_shard_overlaps(gs) == (overlap && W > 1));
-                /* storage: the slice + the largest unit's bucket (tied: the embedding's own + the largest
-                 * other), doubled rotating buckets with the thread; sizes from the model's unit ranges */
-                size_t emb = 0, other = 0;
-                for (int u = 0; u <= cfg.n_layers + 1; u++) {
+                /* storage: the slice + a bucket of the largest unit (tied: the embedding's own + the
+                 * largest other); with the thread, of the largest two units in a row of the backward
+                 * (head, layers L..1, embedding).  Sizes from the model's unit ranges. */
+                size_t emb = 0, one = 0, two = 0, prev = 0;
+                for (int u = cfg.n_layers + 1; u >= 0; u--) {
                     size_t ul, uh;
                     tl_model_unit_range(&m, u, &ul, &uh);
-                    if (tied && u == 0) emb = uh - ul;
-                    else if (uh - ul > other) other = uh - ul;
+                    if (tied && u == 0) {
+                        emb = uh - ul;
+                        continue;
+                    }
+                    if (uh - ul > one) one = uh - ul;
+                    if (prev + uh - ul > two) two = prev + uh - ul;
+                    prev = uh - ul;
                 }
-                size_t want = (hi - lo + emb + (overlap && W > 1 ? 2 : 1) * other) * sizeof(float);
+                size_t want = (hi - lo + emb + (overlap && W > 1 ? two : one)) * sizeof(float);
                 CHECK_MSG(tl_grad_shard_bytes(gs) == want, "tied %d overlap %d: %zu bytes of gradients, expected %zu",
                           tied, overlap, tl_grad_shard_bytes(gs), want);
                 if (W > 1 && !overlap)
