@@ -19,7 +19,7 @@ static void help(void) {
 
 /* Per-rank memory of each ZeRO stage on each rank count (rank 0: the largest shard),
  * from the plan the trainer allocates by (tl_zero_memory_plan). */
-static int zero_table(size_t n, size_t unit, const char *list) {
+static int zero_table(const tl_config *cfg, const char *list) {
     const double GB = 1e9;
     for (const char *p = list; *p;) {
         char *end;
@@ -33,10 +33,10 @@ static int zero_table(size_t n, size_t unit, const char *list) {
                "activations come on top and do not depend on the stage):\n", w);
         printf("  stage  params(rest)  params(peak)   grads  adam m+v  comm scratch  peak total  rest total  saved (peak/rest)\n");
         tl_zero_memory z0;
-        tl_zero_memory_plan(n, unit, (int)w, 0, 0, &z0);
+        tl_zero_memory_plan(cfg, (int)w, 0, 0, 0, &z0);
         for (int st = 0; st < 4; st++) {
             tl_zero_memory z;
-            tl_zero_memory_plan(n, unit, (int)w, 0, st, &z);
+            tl_zero_memory_plan(cfg, (int)w, 0, st, 0, &z);
             /* at rest (between steps): stage 3 has handed the other ranks' parameter pages back */
             size_t rest0 = z0.params + z0.grads + z0.opt_state + z0.scratch;
             size_t rest = z.params + z.grads + z.opt_state + z.scratch;
@@ -44,6 +44,11 @@ static int zero_table(size_t n, size_t unit, const char *list) {
                    z.params_peak / GB, z.grads / GB, z.opt_state / GB, z.scratch / GB, z.total_peak / GB, rest / GB,
                    ((double)z0.total_peak - (double)z.total_peak) / GB, ((double)rest0 - (double)rest) / GB);
         }
+        tl_zero_memory z2, z2o;
+        tl_zero_memory_plan(cfg, (int)w, 0, 2, 0, &z2);
+        tl_zero_memory_plan(cfg, (int)w, 0, 2, 1, &z2o);
+        printf("  stages 2-3 grads: the rank's slice %.3f + unit buckets %.3f; with --overlap %.3f of buckets\n",
+               (z2.grads - z2.grad_buckets) / GB, z2.grad_buckets / GB, z2o.grad_buckets / GB);
     }
     return 0;
 }
@@ -79,6 +84,6 @@ int cmd_info(int argc, char **argv) {
     free(json);
     printf("parameters: %zu (non-embedding %zu)\n", tl_config_num_params(&cfg),
            tl_config_num_nonembed_params(&cfg));
-    if (zero_memory) return zero_table(tl_config_num_params(&cfg), tl_zero_largest_unit(&cfg), zero_memory);
+    if (zero_memory) return zero_table(&cfg, zero_memory);
     return 0;
 }

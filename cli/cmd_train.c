@@ -84,6 +84,8 @@ static void help(void) {
            "                       (default 0); --batch-tokens stays the global batch\n"
            "  --comm-timeout S     stop the job when a rank does not answer a collective within S\n"
            "                       seconds, naming it (default 300; 0 waits forever)\n"
+           "  --overlap            --zero 2|3: reduce each layer's gradient on a communication thread\n"
+           "                       while the next layer's backward runs (same results)\n"
 #ifdef TL_WITH_CUDA
            "  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
            "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
@@ -198,6 +200,7 @@ int cmd_train(int argc, char **argv) {
     long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
     int sequential = 0, quiet = 0, do_resume = 0;
     long zero = 0;            /* distributed */
+    int overlap = 0;          /* distributed */
     double comm_timeout = 300; /* distributed */
     source_arg sources[TL_MIX_MAX_SOURCES];
     int n_sources = 0;
@@ -280,6 +283,7 @@ int cmd_train(int argc, char **argv) {
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
         else if (!strcmp(a, "--sequential")) sequential = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--overlap")) overlap = 1; /* distributed */
 #ifdef TL_WITH_CUDA
         STR("--device", device) STR("--precision", precision)
         else if (!strcmp(a, "--recompute")) recompute = 1;
@@ -316,6 +320,10 @@ int cmd_train(int argc, char **argv) {
     if (rank != 0) quiet = 1;
     if (!(comm_timeout >= 0)) {
         cli_error("train", "--comm-timeout must be a number of seconds >= 0");
+        return 2;
+    }
+    if (overlap && zero < 2) {
+        cli_error("train", "--overlap needs --zero 2 or 3 (stages 0-1 reduce once per step, after the backward)");
         return 2;
     }
     /* ---- end distributed ---- */
@@ -484,14 +492,15 @@ int cmd_train(int argc, char **argv) {
 #endif
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
-    rc = tl_comm_create(&comm, 0, &err);
+    rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);
     if (!rc) {
         tl_comm_set_timeout(comm, comm_timeout);
         o.comm = comm;
         o.zero = (int)zero;
+        o.overlap = overlap;
         if (world > 1 && rank == 0)
-            fprintf(stderr, "distributed: %d ranks (%s), ZeRO stage %ld, collective timeout %.0f s\n", world,
-                    tl_comm_backend(comm), zero, comm_timeout);
+            fprintf(stderr, "distributed: %d ranks (%s), ZeRO stage %ld%s, collective timeout %.0f s\n", world,
+                    tl_comm_backend(comm), zero, overlap ? " with a communication thread" : "", comm_timeout);
     }
     /* ---- end distributed ---- */
     tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);

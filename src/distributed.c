@@ -71,16 +71,46 @@ static size_t biggest_shard(size_t n, int world, size_t align) {
     return biggest;
 }
 
-size_t tl_zero_largest_unit(const tl_config *c) {
+/* Floats of the units of model.h's hooks: the embedding, one layer, the head (final
+ * norm + lm_head; the tied lm_head is the embedding, counted with unit 0). */
+static void unit_sizes(const tl_config *c, size_t *embed, size_t *layer, size_t *head) {
     size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
     size_t hd = (size_t)tl_config_head_dim(c), QD = (size_t)c->n_heads * hd, KD = (size_t)c->n_kv_heads * hd;
-    size_t embed = V * D, layer = 2 * D + D * QD + 2 * D * KD + QD * D + 3 * D * F;
-    size_t head = D + V * D; /* tied: the final norm and the embedding it reads as lm_head */
-    size_t big = embed > layer ? embed : layer;
-    return head > big ? head : big;
+    *embed = V * D;
+    *layer = 2 * D + D * QD + 2 * D * KD + QD * D + 3 * D * F;
+    *head = D + (c->tied ? 0 : V * D);
 }
 
-void tl_zero_memory_plan(size_t n_params, size_t largest_unit, int world, int rank, int stage, tl_zero_memory *out) {
+static size_t max3(size_t a, size_t b, size_t c) {
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+size_t tl_zero_largest_unit(const tl_config *c) {
+    size_t embed, layer, head;
+    unit_sizes(c, &embed, &layer, &head);
+    /* a stage-3 pass gathers the embedding with the head when tied (lm_head reads it) */
+    return max3(embed, layer, c->tied ? head + embed : head);
+}
+
+void tl_grad_bucket_plan(const tl_config *c, int overlap, tl_grad_buckets *out) {
+    size_t embed, layer, head;
+    unit_sizes(c, &embed, &layer, &head);
+    const int L = c->n_layers;
+    out->embed = c->tied ? embed : 0;
+    /* the ring's units in backward order: head, layers L..1, then (untied) the embedding */
+    size_t one = c->tied ? (L ? max3(layer, head, 0) : head) : max3(embed, L ? layer : 0, head);
+    size_t two = L ? head + layer : head + (c->tied ? 0 : embed);
+    if (L >= 2 && 2 * layer > two) two = 2 * layer;
+    if (L && !c->tied && layer + embed > two) two = layer + embed;
+    out->ring = overlap && two > one ? two : one;
+    out->largest = out->embed > one ? out->embed : one;
+}
+
+size_t tl_grad_buckets_floats(const tl_grad_buckets *b) { return b->embed + b->ring; }
+
+void tl_zero_memory_plan(const tl_config *c, int world, int rank, int stage, int overlap, tl_zero_memory *out) {
+    const size_t n_params = tl_config_num_params(c), largest_unit = tl_zero_largest_unit(c);
     size_t lo, hi;
     tl_shard_range(n_params, world, TL_SHARD_ALIGN, rank, &lo, &hi);
     size_t shard = hi - lo, f = sizeof(float), w = world < 1 ? 1 : (size_t)world;
@@ -88,9 +118,18 @@ void tl_zero_memory_plan(size_t n_params, size_t largest_unit, int world, int ra
     out->params = (stage >= 3 ? shard : n_params) * f;
     size_t peak = stage >= 3 && world > 1 ? shard + largest_unit : n_params;
     out->params_peak = (peak < n_params ? peak : n_params) * f;
-    out->grads = n_params * f;
+    size_t reduced = biggest_shard(n_params, world, TL_SHARD_ALIGN); /* the most one reduction hands a rank */
+    if (stage >= 2) {
+        tl_grad_buckets b;
+        tl_grad_bucket_plan(c, overlap && world > 1, &b);
+        out->grad_buckets = tl_grad_buckets_floats(&b) * f;
+        out->grads = shard * f + out->grad_buckets;
+        if (b.largest < reduced) reduced = b.largest;
+    } else {
+        out->grads = n_params * f;
+    }
     out->opt_state = 2 * (stage >= 1 ? shard : n_params) * f;
-    out->scratch = w > 1 ? w * reduce_piece(biggest_shard(n_params, world, TL_SHARD_ALIGN), world) * f : 0;
+    out->scratch = w > 1 ? w * reduce_piece(reduced, world) * f : 0;
     out->total_peak = out->params_peak + out->grads + out->opt_state + out->scratch;
 }
 
@@ -131,8 +170,13 @@ const char *tl_launch_env(int *rank, int *world) {
 
 struct tl_comm {
     int rank, world;
-    int mpi;          /* 1: MPI_COMM_WORLD */
+    int mpi;          /* 1: an MPI communicator (MPI_COMM_WORLD or a dup of it) */
     int initialized;  /* 1: we called MPI_Init and must finalize */
+    int threaded;     /* MPI_THREAD_MULTIPLE provided (or a single rank) */
+    int dup;          /* made by tl_comm_dup: MPI_Comm_free it; sums on this thread only */
+#ifdef TL_WITH_MPI
+    MPI_Comm mc;
+#endif
     double timeout;
     unsigned seq;     /* collective counter: message tags */
     int broken;       /* a collective failed: peers are out of step, refuse further ones */
@@ -145,15 +189,19 @@ tl_comm *tl_comm_single(void) {
     if (!c) return NULL;
     c->world = 1;
     c->timeout = 300;
+    c->threaded = 1;
     return c;
 }
 
-int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) {
+int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) { return tl_comm_create_ex(out, force_mpi, 0, err); }
+
+int tl_comm_create_ex(tl_comm **out, int force_mpi, int threads, tl_error *err) {
     int rank, world;
     const char *who = tl_launch_env(&rank, &world);
     *out = NULL;
 #ifndef TL_WITH_MPI
     (void)force_mpi;
+    (void)threads;
     if (world > 1)
         return tl_fail(err, "launched as rank %d of %d (by %s) but this build has no MPI: install Open MPI "
                             "(libopenmpi-dev) and rebuild",
@@ -168,21 +216,31 @@ int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) {
     }
     tl_comm *c = tl_comm_single();
     if (!c) return tl_fail(err, "out of memory");
-    int inited = 0;
+    int inited = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&inited);
     if (!inited) {
-        int provided;
-        /* only the main thread calls MPI (OpenMP threads compute between calls) */
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        /* without threads only the main thread calls MPI (OpenMP threads compute between
+         * calls); with them a communication thread runs collectives beside the main thread */
+        if (MPI_Init_thread(NULL, NULL, threads ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided) !=
+            MPI_SUCCESS) {
             free(c);
             return tl_fail(err, "MPI_Init failed");
         }
         c->initialized = 1;
+    } else {
+        MPI_Query_thread(&provided);
     }
+    c->threaded = provided >= MPI_THREAD_MULTIPLE;
+    c->mc = MPI_COMM_WORLD;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c->world);
     c->mpi = 1;
+    if (threads && !c->threaded) {
+        tl_comm_free(c);
+        return tl_fail(err, "this MPI library does not provide MPI_THREAD_MULTIPLE (needed by a communication "
+                            "thread)");
+    }
     if (c->world != world && world > 1) {
         /* e.g. srun without PMI support: every process would train alone on the same data */
         int w = c->world;
@@ -196,9 +254,38 @@ int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err) {
 #endif
 }
 
+tl_comm *tl_comm_dup(tl_comm *c, tl_error *err) {
+    tl_comm *d = tl_comm_single();
+    if (!d) {
+        tl_fail(err, "out of memory");
+        return NULL;
+    }
+    d->rank = c->rank;
+    d->world = c->world;
+    d->timeout = c->timeout;
+    d->threaded = c->threaded;
+    d->dup = 1;
+#ifdef TL_WITH_MPI
+    if (c->mpi) {
+        if (MPI_Comm_dup(c->mc, &d->mc) != MPI_SUCCESS) {
+            free(d);
+            tl_fail(err, "rank %d: MPI_Comm_dup failed", c->rank);
+            return NULL;
+        }
+        MPI_Comm_set_errhandler(d->mc, MPI_ERRORS_RETURN);
+        d->mpi = 1;
+    }
+#endif
+    return d;
+}
+
+int tl_comm_threaded(const tl_comm *c) { return c->threaded; }
+
 void tl_comm_free(tl_comm *c) {
     if (!c) return;
 #ifdef TL_WITH_MPI
+    /* a broken dup may have abandoned sends: the job is ending, leave it to MPI_Abort */
+    if (c->mpi && c->dup && !c->broken) MPI_Comm_free(&c->mc);
     if (c->initialized) MPI_Finalize();
 #endif
     tl_free(c->scratch);
@@ -230,13 +317,14 @@ static float *scratch(tl_comm *c, size_t n, tl_error *err) {
     return c->scratch;
 }
 
-/* out[i] = (((parts[0][i] + parts[1][i]) + parts[2][i]) + ...), rank order. */
-static void ordered_sum(float *out, const float *const *parts, int world, size_t len) {
-#pragma omp parallel for schedule(static) if (len > 65536)
+/* out[i] (=|+=) (((parts[0][i] + parts[1][i]) + parts[2][i]) + ...), rank order.
+ * The same per element whether or not it runs in parallel. */
+static void ordered_sum(const tl_comm *c, float *out, const float *const *parts, int world, size_t len, int acc) {
+#pragma omp parallel for schedule(static) if (len > 65536 && !c->dup)
     for (size_t i = 0; i < len; i++) {
         float s = parts[0][i];
         for (int q = 1; q < world; q++) s += parts[q][i];
-        out[i] = s;
+        out[i] = acc ? out[i] + s : s;
     }
 }
 #endif
@@ -282,8 +370,8 @@ static int tag_of(const tl_comm *c) { return (int)(c->seq % 30000u); }
 
 static int post(tl_comm *c, reqs *q, int send, void *buf, size_t bytes, int peer, const char *what, tl_error *err) {
     /* messages are cut to INT_MAX-safe pieces by the callers (CHUNK) */
-    int rc = send ? MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), MPI_COMM_WORLD, &q->req[q->n])
-                  : MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), MPI_COMM_WORLD, &q->req[q->n]);
+    int rc = send ? MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), c->mc, &q->req[q->n])
+                  : MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag_of(c), c->mc, &q->req[q->n]);
     if (rc != MPI_SUCCESS) return tl_fail(err, "rank %d: %s: MPI error posting a message to rank %d", c->rank, what, peer);
     q->peer[q->n] = peer;
     q->done[q->n] = 0;
@@ -395,7 +483,73 @@ int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t al
         if (!rc) rc = wait_reqs(c, &q, "reduce-scatter", err);
         if (!rc && mine) {
             for (int p = 0; p < W; p++) parts[p] = p == me ? buf + lo + k : tmp + (size_t)p * ch;
-            ordered_sum(out + k, parts, W, mine);
+            ordered_sum(c, out + k, parts, W, mine, 0);
+        }
+    }
+    reqs_free(&q);
+    free(parts);
+    return rc;
+#endif
+}
+
+/* [*l, *h) = rank r's shard of n elements intersected with [a, b) (empty: *l == *h). */
+static void shard_in(size_t n, int world, size_t align, int r, size_t a, size_t b, size_t *l, size_t *h) {
+    tl_shard_range(n, world, align, r, l, h);
+    if (*l < a) *l = a;
+    if (*h > b) *h = b;
+    if (*h < *l) *h = *l;
+}
+
+int tl_comm_reduce_scatter_range_f32(tl_comm *c, const float *part, size_t n, size_t align, size_t a, size_t b,
+                                     float *slice, int accumulate, tl_error *err) {
+    const int W = c->world, me = c->rank;
+    size_t lo, hi, ml, mh;
+    tl_shard_range(n, W, align, me, &lo, &hi);
+    shard_in(n, W, align, me, a, b, &ml, &mh);
+    if (W == 1) {
+        const float *src = part + (ml - a);
+        float *dst = slice + (ml - lo);
+        for (size_t i = 0; i < mh - ml; i++) dst[i] = accumulate ? dst[i] + src[i] : src[i];
+        return 0;
+    }
+#ifndef TL_WITH_MPI
+    (void)slice;
+    return tl_fail(err, "no MPI");
+#else
+    size_t biggest = 0;
+    for (int r = 0; r < W; r++) {
+        size_t l, h;
+        shard_in(n, W, align, r, a, b, &l, &h);
+        if (h - l > biggest) biggest = h - l;
+    }
+    if (biggest == 0) return 0;
+    size_t ch = reduce_piece(biggest, W);
+    float *tmp = scratch(c, (size_t)W * ch, err);
+    if (!tmp) return -1;
+    const float **parts = malloc(sizeof *parts * (size_t)W);
+    reqs q;
+    if (!parts || reqs_init(c, &q, 2 * W, err)) {
+        free(parts);
+        return parts ? -1 : tl_fail(err, "out of memory");
+    }
+    int rc = 0;
+    for (size_t k = 0; k < biggest && !rc; k += ch) {
+        c->seq++;
+        q.n = 0;
+        size_t mine = mh - ml > k ? (mh - ml - k < ch ? mh - ml - k : ch) : 0;
+        for (int p = 0; p < W && !rc; p++) {
+            if (p == me) continue;
+            size_t l, h;
+            shard_in(n, W, align, p, a, b, &l, &h);
+            size_t theirs = h - l > k ? (h - l - k < ch ? h - l - k : ch) : 0;
+            if (mine) rc = post(c, &q, 0, tmp + (size_t)p * ch, mine * sizeof(float), p, "reduce-scatter", err);
+            if (!rc && theirs)
+                rc = post(c, &q, 1, (void *)(part + (l - a) + k), theirs * sizeof(float), p, "reduce-scatter", err);
+        }
+        if (!rc) rc = wait_reqs(c, &q, "reduce-scatter", err);
+        if (!rc && mine) {
+            for (int p = 0; p < W; p++) parts[p] = p == me ? part + (ml - a) + k : tmp + (size_t)p * ch;
+            ordered_sum(c, slice + (ml - lo) + k, parts, W, mine, accumulate);
         }
     }
     reqs_free(&q);

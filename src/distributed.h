@@ -37,23 +37,36 @@
  * split as evenly as possible, lower ranks taking the larger share. */
 void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, size_t *hi);
 
+/* Gradient buckets of ZeRO stages 2-3 (model.h's grads hook), as the trainer
+ * allocates them (src/grad_shard.c): a rank holds the sum of its slice of the
+ * gradient plus these, never the whole block. */
+typedef struct {
+    size_t embed;   /* tied weights: the embedding's own bucket, live for the whole backward
+                     * (lm_head writes it first, the embedding last); else 0 */
+    size_t ring;    /* floats of the bucket ring for the other units: the largest unit; with
+                     * overlap the largest sum of two units in a row of the backward (one is
+                     * reduced while the next fills the ring's other end) */
+    size_t largest; /* the largest unit reduced at once */
+} tl_grad_buckets;
+void tl_grad_bucket_plan(const tl_config *c, int overlap, tl_grad_buckets *out);
+size_t tl_grad_buckets_floats(const tl_grad_buckets *b);
+
 /* Bytes per rank for the ZeRO stages, as the trainer allocates them. */
 typedef struct {
     size_t params;     /* parameters held between steps */
     size_t params_peak;/* parameters while computing (stage 3: own slice + one gathered unit) */
-    size_t grads;      /* gradient block: the CPU engine's backward writes a whole block, so
-                        * every stage keeps one; stage 2-3 reduce-scatter into its own slice of it
-                        * in place (less traffic than stage 0-1's all-reduce, same memory) */
+    size_t grads;      /* gradients: stages 0-1 the whole block (the backward accumulates the
+                        * micro-batches into it); stages 2-3 the rank's slice + grad_buckets */
+    size_t grad_buckets; /* stages 2-3: the part of grads that is buckets (tl_grad_bucket_plan) */
     size_t opt_state;  /* AdamW m and v */
     size_t scratch;    /* communication scratch */
     size_t total_peak; /* params_peak + grads + opt_state + scratch */
 } tl_zero_memory;
 
-/* Fills *out for a model of n_params fp32 parameters on `world` ranks at ZeRO
- * `stage` (0-3), for rank `rank` (shards differ by at most one align block).
- * largest_unit: the most parameters a stage-3 pass holds gathered at once
- * (tl_zero_largest_unit). */
-void tl_zero_memory_plan(size_t n_params, size_t largest_unit, int world, int rank, int stage, tl_zero_memory *out);
+/* Fills *out for model c on `world` ranks at ZeRO `stage` (0-3), for rank `rank`
+ * (shards differ by at most one align block); overlap: stages 2-3 reduce on a
+ * communication thread (one more bucket). */
+void tl_zero_memory_plan(const tl_config *c, int world, int rank, int stage, int overlap, tl_zero_memory *out);
 /* Parameters of the largest unit of model.h's params hook: the embedding, one
  * layer, or the final norm + lm_head (+ the embedding when tied). */
 size_t tl_zero_largest_unit(const tl_config *c);
@@ -81,6 +94,17 @@ typedef struct tl_comm tl_comm;
  * when force_mpi), else a single rank.  Fails when launched with N > 1 ranks by a
  * build without MPI. */
 int tl_comm_create(tl_comm **out, int force_mpi, tl_error *err);
+/* The same; threads: initialise MPI with MPI_THREAD_MULTIPLE so that a second
+ * thread may run collectives on a tl_comm_dup of it (fails if MPI lacks it). */
+int tl_comm_create_ex(tl_comm **out, int force_mpi, int threads, tl_error *err);
+/* 1 when another thread may use a tl_comm_dup of c while c is in use (a single
+ * rank, or MPI initialised with MPI_THREAD_MULTIPLE). */
+int tl_comm_threaded(const tl_comm *c);
+/* A communicator over the same ranks whose messages never match c's (MPI_Comm_dup;
+ * collective: every rank calls it), with c's timeout; free with tl_comm_free.
+ * Its collectives sum on the calling thread only (no OpenMP team): it is meant for
+ * a communication thread beside the compute threads. */
+tl_comm *tl_comm_dup(tl_comm *c, tl_error *err);
 /* A single-rank communicator (never MPI). */
 tl_comm *tl_comm_single(void);
 /* Finalizes MPI if this communicator initialized it. */
@@ -102,6 +126,13 @@ int tl_comm_allreduce_f64(tl_comm *c, double *buf, size_t n, tl_error *err);
  * buf[lo_r .. hi_r) (ranges from tl_shard_range(n, world, align, r)).  out may be
  * buf + lo_r (in place). */
 int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t align, float *out, tl_error *err);
+/* Reduce-scatter of the range [a, b) of a flat array of n elements: part[0 .. b-a)
+ * holds this rank's values of [a, b); rank r receives the rank-order sum over ranks
+ * of their values of [a, b) intersected with its shard [lo_r, hi_r), and stores
+ * (accumulate 0) or adds (accumulate 1) it into slice[x - lo_r].  For a sum that
+ * starts at the first contribution, store: adding to zero would turn -0 into +0. */
+int tl_comm_reduce_scatter_range_f32(tl_comm *c, const float *part, size_t n, size_t align, size_t a, size_t b,
+                                     float *slice, int accumulate, tl_error *err);
 /* buf[lo_r .. hi_r) of each rank r is copied into buf of every rank. */
 int tl_comm_allgather_f32(tl_comm *c, float *buf, size_t n, size_t align, tl_error *err);
 /* The same restricted to [a, b): each rank's part of its shard inside [a, b)

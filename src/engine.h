@@ -44,8 +44,13 @@ typedef tl_engine *(*tl_engine_factory)(tl_model *m, float *opt_m, float *opt_v,
                                         tl_error *err);
 
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, tl_error *err);
-/* The CPU engine's host gradient block (model layout); NULL for other engines.
- * The distributed loop (train.c) reduces it across ranks itself. */
+/* grad_block 0: no gradient block; the backward writes into the storage of the
+ * model's grads_hook (ZeRO-2/3, src/grad_shard.h), and grad_norm/update fail. */
+tl_engine *tl_engine_cpu_create_ex(tl_model *m, float *opt_m, float *opt_v, int B, int T, int grad_block,
+                                   tl_error *err);
+/* The CPU engine's host gradient block (model layout); NULL for other engines and
+ * without a block.  The distributed loop (train.c) reduces it across ranks itself. */
 float *tl_engine_cpu_grads(tl_engine *e);
+int tl_engine_is_cpu(const tl_engine *e);
 
 #endif

@@ -336,42 +336,76 @@ int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out
 
 /* ------------------------------------------------------------------ backward */
 
+/* Points g's tensors of unit `unit` into s, whose element 0 is the unit's first
+ * element (tl_model_unit_range).  The tied lm_head is the embedding's gradient:
+ * unit 0 must be set first. */
+static void unit_grad_view(const tl_model *m, int unit, float *s, tl_weights *g) {
+    const tl_tensor_info *t = m->tensors;
+    const int L = m->cfg.n_layers;
+    size_t lo, hi;
+    tl_model_unit_range(m, unit, &lo, &hi);
+    if (unit == 0) {
+        g->embed = s;
+    } else if (unit <= L) {
+        const tl_tensor_info *lt = t + 1 + 9 * (unit - 1);
+        tl_layer_weights *lw = &g->layers[unit - 1];
+        float **f[9] = {&lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
+                        &lw->mlp_norm, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (int i = 0; i < 9; i++) *f[i] = s + (lt[i].offset - lo);
+    } else {
+        g->final_norm = s;
+        g->lm_head = m->cfg.tied ? g->embed : s + (t[1 + 9 * L + 1].offset - lo);
+    }
+}
+
+/* A unit's gradient storage before its backward: the caller's block, or the grads hook's bucket. */
+static int grads_begin(const tl_model *m, float *grads, int unit, tl_weights *g, tl_error *err) {
+    size_t lo, hi;
+    tl_model_unit_range(m, unit, &lo, &hi);
+    float *s = NULL;
+    if (!m->grads_hook) s = grads + lo;
+    else if (m->grads_hook(m->grads_hook_user, unit, TL_GRADS_BEGIN, &s, err)) return -1;
+    unit_grad_view(m, unit, s, g);
+    return 0;
+}
+
+static int grads_end(const tl_model *m, int unit, const tl_weights *g, tl_error *err) {
+    if (!m->grads_hook) return 0;
+    const int L = m->cfg.n_layers;
+    float *s = unit == 0 ? g->embed : unit <= L ? g->layers[unit - 1].attn_norm : g->final_norm;
+    return m->grads_hook(m->grads_hook_user, unit, TL_GRADS_END, &s, err);
+}
+
 int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
                               const int *targets, float grad_scale, double *loss, tl_error *err) {
     const tl_config *c = &m->cfg;
     const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
+    const int L = c->n_layers;
     if (check_ids(tokens, N, c->vocab_size, 0, "token", err) ||
         check_ids(targets, N, c->vocab_size, 1, "target", err))
         return -1;
     long count = count_targets(targets, N);
     if (count == 0) return tl_fail(err, "micro-batch has no targets to predict");
+    if (!grads && !m->grads_hook) return tl_fail(err, "no gradient storage");
 
-    tl_layer_weights *glayers = malloc(sizeof *glayers * (size_t)c->n_layers);
+    tl_layer_weights *glayers = calloc((size_t)L, sizeof *glayers);
     if (!glayers) return tl_fail(err, "out of memory");
-    tl_weights g;
-    tl_weights_view(m, grads, &g, glayers);
+    tl_weights g = {.layers = glayers};
+    int rc = -1;
 
-    if (forward_body(m, a, tokens, err)) {
-        free(glayers);
-        return -1;
-    }
+    if (forward_body(m, a, tokens, err)) goto out;
+    /* the head's gradient (and, tied, the embedding's: lm_head is the embedding) */
+    if ((c->tied && grads_begin(m, grads, 0, &g, err)) || grads_begin(m, grads, L + 1, &g, err)) goto out;
     *loss = lm_head_loss(m, a, targets, grad_scale / (float)count, &g) / (double)count;
 
     /* final norm: dx = d x_L */
     memset(a->dx, 0, sizeof(float) * (size_t)N * D);
-    tl_rmsnorm_backward(a->dx, g.final_norm, a->dh, a->x + (size_t)c->n_layers * N * D,
-                        m->w.final_norm, a->rstdf, N, D);
-    if (params_event(m, c->n_layers + 1, TL_PARAMS_RELEASE, err)) {
-        free(glayers);
-        return -1;
-    }
+    tl_rmsnorm_backward(a->dx, g.final_norm, a->dh, a->x + (size_t)L * N * D, m->w.final_norm, a->rstdf, N, D);
+    if (params_event(m, L + 1, TL_PARAMS_RELEASE, err) || grads_end(m, L + 1, &g, err)) goto out;
 
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        if (params_event(m, l + 1, TL_PARAMS_ACQUIRE, err)) {
-            free(glayers);
-            return -1;
-        }
+    for (int l = L - 1; l >= 0; l--) {
+        if (params_event(m, l + 1, TL_PARAMS_ACQUIRE, err) || grads_begin(m, grads, l + 1, &g, err)) goto out;
         const tl_layer_weights *w = &m->w.layers[l];
         tl_layer_weights *gl = &g.layers[l];
         const float *x = a->x + (size_t)l * N * D;
@@ -398,12 +432,12 @@ int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const
         tl_linear_backward(a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
         tl_linear_backward(a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
-        if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) {
-            free(glayers);
-            return -1;
-        }
+        if (params_event(m, l + 1, TL_PARAMS_RELEASE, err) || grads_end(m, l + 1, &g, err)) goto out;
     }
+    if (!c->tied && grads_begin(m, grads, 0, &g, err)) goto out;
     tl_embedding_backward(g.embed, a->dx, tokens, N, D);
+    rc = grads_end(m, 0, &g, err);
+out:
     free(glayers);
-    return 0;
+    return rc;
 }

@@ -52,6 +52,18 @@ typedef struct {
 typedef enum { TL_PARAMS_ACQUIRE, TL_PARAMS_RELEASE } tl_params_event;
 typedef int (*tl_params_hook)(void *user, int unit, tl_params_event ev, tl_error *err);
 
+/* Gradient units, for engines that keep only a slice of the gradients (ZeRO-2/3):
+ * with a grads_hook, tl_model_forward_backward ignores its grads argument and asks
+ * for each unit's storage instead.  TL_GRADS_BEGIN, before the unit's first
+ * gradient write: the hook sets *storage to zeroed floats for the unit's range
+ * [lo, hi) (storage[0] is element lo).  TL_GRADS_END, after the unit's last
+ * contribution in this pass (same *storage): the gradient is complete and the
+ * hook may reduce it and reuse the storage.  Order: the head (n_layers+1), the
+ * layers n_layers..1, the embedding 0; with tied weights lm_head writes the
+ * embedding's gradient, so unit 0 begins before the head and ends last. */
+typedef enum { TL_GRADS_BEGIN, TL_GRADS_END } tl_grads_event;
+typedef int (*tl_grads_hook)(void *user, int unit, tl_grads_event ev, float **storage, tl_error *err);
+
 typedef struct {
     tl_config cfg;
     size_t n_params;
@@ -62,6 +74,8 @@ typedef struct {
     float *rope_cos, *rope_sin; /* [max_seq_len, hd/2] */
     tl_params_hook params_hook; /* NULL: parameters always resident */
     void *params_hook_user;
+    tl_grads_hook grads_hook;   /* NULL: the backward adds into the caller's whole block */
+    void *grads_hook_user;
 } tl_model;
 
 /* [*lo, *hi) of parameter unit `unit` (0 .. n_layers+1) in the flat block. */
@@ -91,7 +105,7 @@ size_t tl_acts_bytes(const tl_acts *a);
 
 /* Training step body: forward over tokens[B*T] with next-token targets[B*T]
  * (target < 0 ignored), then backward, adding grad_scale * d(mean loss)/dparam
- * into grads (same layout as params).  Returns the mean loss over counted targets
+ * into grads (same layout as params; unused, may be NULL, with a grads_hook).  Returns the mean loss over counted targets
  * in *loss.  The vocab-sized softmax is formed only a chunk of rows at a time. */
 int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
                               const int *targets, float grad_scale, double *loss, tl_error *err);

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "grad_shard.h"
+
 struct tl_trainer {
     tl_model *m;
     tl_dataset *train, *val;
@@ -27,7 +29,8 @@ struct tl_trainer {
     int rank, world, zero;
     int dist;          /* the sharded step below is used (world > 1 or zero > 0) */
     size_t lo, hi;     /* this rank's shard of the flat parameter block */
-    float *grads;      /* the CPU engine's gradient block */
+    float *grads;      /* stages 0-1: the CPU engine's gradient block */
+    tl_grad_shard *gs; /* stages 2-3: this rank's gradient slice and the unit buckets */
     double *blocks;    /* squared-norm partial per TL_SHARD_ALIGN block, all ranks */
     size_t n_blocks, max_blocks;
     int params_full;   /* stage 3: the whole parameter block is current on this rank */
@@ -136,17 +139,23 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
+    /* distributed: stages 2-3 keep no gradient block, the grads hook supplies buckets */
+    const int sharded_grads = t->dist && t->zero >= 2;
     t->eng = o->engine ? o->engine(m, t->st.m, t->st.v, o->batch, o->seq_len, o->engine_user, err)
-                       : tl_engine_cpu_create(m, t->st.m, t->st.v, o->batch, o->seq_len, err);
+                       : tl_engine_cpu_create_ex(m, t->st.m, t->st.v, o->batch, o->seq_len, !sharded_grads, err);
     if (!t->eng) {
         tl_trainer_free(t);
         return NULL;
     }
     /* ---- distributed: the loop reduces the engine's host gradients itself ---- */
-    if (t->dist && !(t->grads = tl_engine_cpu_grads(t->eng))) {
+    if (t->dist && (!tl_engine_is_cpu(t->eng) || (!sharded_grads && !(t->grads = tl_engine_cpu_grads(t->eng))))) {
         tl_fail(err, "training on %d ranks / ZeRO stage %d needs the CPU engine (--device cpu); the %s engine is "
                      "not distributed yet",
                 t->world, t->zero, t->eng->ops->name);
+        tl_trainer_free(t);
+        return NULL;
+    }
+    if (sharded_grads && !(t->gs = tl_grad_shard_create(m, t->comm, o->overlap, err))) {
         tl_trainer_free(t);
         return NULL;
     }
@@ -172,6 +181,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
 void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
     if (t->log) fclose(t->log);
+    tl_grad_shard_free(t->gs); /* distributed */
     if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
     tl_free(t->st.v);
@@ -190,10 +200,11 @@ void tl_trainer_free(tl_trainer *t) {
 long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
-    if (t->dist) { /* distributed: the ZeRO plan (src/distributed.h) plus the engine's activations */
+    if (t->dist) { /* distributed: the ZeRO plan (src/distributed.h) with the engine's and the slices' own sizes */
         tl_zero_memory z;
-        tl_zero_memory_plan(t->m->n_params, tl_zero_largest_unit(&t->m->cfg), t->world, t->rank, t->zero, &z);
-        return t->eng->ops->memory_bytes(t->eng) + z.params_peak + z.opt_state + z.scratch;
+        tl_zero_memory_plan(&t->m->cfg, t->world, t->rank, t->zero, t->gs && tl_grad_shard_overlaps(t->gs), &z);
+        return t->eng->ops->memory_bytes(t->eng) + (t->gs ? tl_grad_shard_bytes(t->gs) : 0) + z.params_peak +
+               z.opt_state + z.scratch;
     }
     return t->eng->ops->memory_bytes(t->eng) + 3 * t->m->n_params * sizeof(float);
 }
@@ -509,8 +520,10 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
 }
 
 /* The step's arithmetic across ranks: micro-batches, gradient sum in rank order
- * (all-reduce for stages 0-1, reduce-scatter for 2-3), the global norm from the
- * per-block partials of each rank's shard, and the loss averaged over ranks. */
+ * (stages 0-1: one all-reduce of the accumulated block at the end; stages 2-3: each
+ * unit reduce-scattered into the owners' slices as its backward completes, every
+ * micro-batch), the global norm from the per-block partials of each rank's shard,
+ * and the loss averaged over ranks. */
 static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_out, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
     const size_t n = t->m->n_params;
@@ -528,20 +541,21 @@ static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_o
                 t->targets[b * T + s] = t->tokens[b * (T + 1) + s + 1];
             }
         double l;
+        if (t->gs) tl_grad_shard_next(t->gs, a == 0); /* stages 2-3: each unit is reduced as it completes */
         if (E->forward_backward(t->eng, t->inputs, t->targets, scale, &l, err))
             return tl_wrap(err, "step %ld", (long)t->st.step + 1);
         loss += l / accum;
     }
     if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
     *loss_out = loss / t->world;
-    if (t->zero <= 1 ? tl_comm_allreduce_f32(t->comm, t->grads, n, err)
-                     : tl_comm_reduce_scatter_f32(t->comm, t->grads, n, TL_SHARD_ALIGN, t->grads + t->lo, err))
+    if (t->gs ? tl_grad_shard_flush(t->gs, err) : tl_comm_allreduce_f32(t->comm, t->grads, n, err))
         return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
-    /* each rank: its shard's block partials; exchanged in fixed-size slots */
+    /* each rank: its shard's block partials (blocks of [lo, hi) start at lo, a block
+     * boundary, so the slice's blocks are the same); exchanged in fixed-size slots */
     double *mine = t->blocks + t->max_blocks * (size_t)t->world, *all = t->blocks;
-    size_t nb = tl_shard_blocks(t->lo, t->hi);
     memset(mine, 0, sizeof(double) * t->max_blocks);
-    tl_grad_sumsq_blocks(t->grads, t->lo, t->hi, mine);
+    if (t->gs) tl_grad_sumsq_blocks(tl_grad_shard_slice(t->gs), 0, t->hi - t->lo, mine);
+    else tl_grad_sumsq_blocks(t->grads, t->lo, t->hi, mine);
     if (tl_comm_allgather_bytes(t->comm, mine, sizeof(double) * t->max_blocks, all, err))
         return tl_wrap(err, "step %ld: gradient norm", (long)t->st.step + 1);
     /* in place, in block order: rank r's blocks follow rank r-1's */
@@ -553,7 +567,6 @@ static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_o
         memmove(all + k, all + (size_t)r * t->max_blocks, sizeof(double) * c);
         k += c;
     }
-    (void)nb;
     *norm_out = tl_blocks_norm(all, k);
     return 0;
 }
@@ -569,8 +582,9 @@ static int dist_update(tl_trainer *t, double lr, long step, double norm, tl_erro
         return 0;
     }
     size_t len = t->hi - t->lo;
-    tl_clip_grads(t->grads + t->lo, len, norm, t->o.opt.clip);
-    tl_adamw_update(t->m->params + t->lo, t->grads + t->lo, t->st.m, t->st.v, len, lr, &t->o.opt, step);
+    float *g = t->gs ? tl_grad_shard_slice(t->gs) : t->grads + t->lo;
+    tl_clip_grads(g, len, norm, t->o.opt.clip);
+    tl_adamw_update(t->m->params + t->lo, g, t->st.m, t->st.v, len, lr, &t->o.opt, step);
     if (t->zero == 3) {
         dist_params_release(t);
         return 0;

@@ -48,9 +48,13 @@ typedef struct {
      * accum a see the samples of 1 rank with accum N*a.  zero: ZeRO stage 0-3
      * (1: AdamW moments sharded; 2: also gradients reduce-scattered; 3: also
      * parameters sharded, gathered before use).  Needs the CPU engine when
-     * comm has more than one rank or zero > 0. */
+     * comm has more than one rank or zero > 0.  Stages 2-3 keep only the rank's
+     * slice of the gradient plus per-unit buckets (src/grad_shard.h), reduced after
+     * each unit's backward; overlap: on a communication thread, while the next unit
+     * computes (needs a comm made with tl_comm_create_ex(..., threads = 1)). */
     tl_comm *comm;
     int zero;
+    int overlap;
     /* ---- end distributed ---- */
 } tl_train_opts;
 

@@ -101,6 +101,47 @@ for z in 0 1 2 3; do
     fi
 done
 
+# same_run A B: bit-identical weights, moments (after the 128-byte header), losses and validation losses at step S
+same_run() {
+    cmp -s "$1/step-0000000$3/model.safetensors" "$2/step-0000000$3/model.safetensors" &&
+        cmp -s -i 128 "$1/step-0000000$3/training_state.bin" "$2/step-0000000$3/training_state.bin" &&
+        [ "$(losses "$1/log.jsonl")" = "$(losses "$2/log.jsonl")" ] && [ "$(vals "$1/log.jsonl")" = "$(vals "$2/log.jsonl")" ]
+}
+
+# --- stages 2-3 reducing on a communication thread (--overlap): the same arithmetic, bit for bit
+for z in 2 3; do
+    if "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${VAL[@]}" --steps 6 --batch-tokens 64 --zero "$z" --overlap \
+        --out "$T/o$z" >"$T/o$z.out" 2>&1 && same_run "$T/z$z" "$T/o$z" 6; then
+        ok "ZeRO $z --overlap bit-identical to ZeRO $z (weights, moments, losses, validation)"
+    else
+        fail "ZeRO $z --overlap bit-identical to ZeRO $z ($(tail -c 400 "$T/o$z.out"))"
+    fi
+done
+
+# --- accumulation 2 on each rank: stages 2-3 reduce every micro-batch (the sum over micro-batches of the
+# rank sums), stages 0-1 once per step (the rank sum of each rank's micro-batch sum): the same terms added
+# in another order, so 2-3 match 0 within rounding (docs/distributed.md) and each other bit for bit
+A2=(--steps 6 --batch-tokens 128)
+for run in "0" "2" "3" "2 --overlap"; do
+    name=a$(echo "$run" | tr -d ' -')
+    # shellcheck disable=SC2086
+    "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${VAL[@]}" "${A2[@]}" --zero $run --out "$T/$name" >"$T/$name.out" 2>&1 ||
+        fail "2 ranks x accumulation 2, ZeRO $run ran ($(tail -c 400 "$T/$name.out"))"
+done
+for other in a3 a2overlap; do
+    if same_run "$T/a2" "$T/$other" 6; then
+        ok "accumulation 2: $other bit-identical to ZeRO 2"
+    else
+        fail "accumulation 2: $other bit-identical to ZeRO 2"
+    fi
+done
+if m=$(close_losses "$T/a0/log.jsonl" "$T/a2/log.jsonl") &&
+    w=$(close_weights "$T/a0/step-00000006/model.safetensors" "$T/a2/step-00000006/model.safetensors"); then
+    ok "accumulation 2: ZeRO 2 = ZeRO 0 within rounding ($m; weights $w)"
+else
+    fail "accumulation 2: ZeRO 2 = ZeRO 0 within rounding (${m:-}; weights ${w:-?})"
+fi
+
 # --- a weighted mixture, shuffled: 2 ranks read disjoint draws that together are the 1-rank stream
 V="$T/data/val-00000.bin"
 MIX=(--config "$T/model.json" --source a=0.7:"$D" --source b=0.3:"$V" --batch 1 --seq-len 32 --lr 1e-3 --warmup 2 --quiet --threads 1
@@ -209,6 +250,32 @@ else
     fail "checkpoint after the hang ($last): $(cat "$T/hres.err")"
 fi
 
+# --- a hung rank while the communication thread reduces (stage 2 --overlap): the timeout still names it
+# (no checkpoints: rank 1 stops while training, when rank 0's thread is most likely reducing)
+"${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" --steps 100000 --batch-tokens 128 --comm-timeout 2 --zero 2 \
+    --overlap --out "$T/hang2" >"$T/hang2.out" 2>&1 &
+mp=$!
+wait_for "$T/hang2/log.jsonl"
+sleep 0.5
+victim=$(rank_pid "$mp" 1)
+[ -n "$victim" ] && kill -STOP "$victim"
+start=$(date +%s)
+for _ in $(seq 1 300); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$mp" 2>/dev/null; then
+    kill -9 "$mp" "$victim" 2>/dev/null
+    fail "hung rank 1 (--zero 2 --overlap): the job did not stop within 30 s"
+else
+    wait "$mp"
+    rc=$?
+    if [ "$rc" != 0 ] && grep -q "timed out after 2 s waiting for rank 1" "$T/hang2.out"; then
+        grep -m 1 "timed out" "$T/hang2.out" | sed 's/^/     | /'
+        ok "hung rank 1 (--zero 2 --overlap): timeout named it, job stopped in $(($(date +%s) - start)) s (exit $rc)"
+    else
+        fail "hung rank 1 (--zero 2 --overlap, exit $rc): $(tail -c 400 "$T/hang2.out")"
+    fi
+fi
+[ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
+
 # --- non-finite gradients: a learning rate that overflows the weights; every rank skips the same steps
 "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" --steps 4 --batch-tokens 64 --lr 1e38 --min-lr 1e38 --zero 3 \
     --comm-timeout 20 --out "$T/nan" >"$T/nan.out" 2>&1
@@ -235,6 +302,13 @@ elif grep -q "not a multiple of ranks x batch x seq-len = 2 x 32" "$T/x.out"; th
     ok "global batch not divisible among ranks"
 else
     fail "global batch not divisible among ranks: $(tail -c 300 "$T/x.out")"
+fi
+if "$BIN" train "${COMMON[@]}" --zero 1 --overlap --out "$T/x" >/dev/null 2>"$T/x.err"; then
+    fail "--overlap without --zero 2|3 rejected (exit 0)"
+elif grep -q -- "--overlap needs --zero 2 or 3" "$T/x.err"; then
+    ok "--overlap without --zero 2|3 rejected"
+else
+    fail "--overlap without --zero 2|3 rejected: $(cat "$T/x.err")"
 fi
 if "$BIN" train "${COMMON[@]}" --zero 4 --out "$T/x" >/dev/null 2>"$T/x.err"; then
     fail "--zero 4 rejected (exit 0)"
