@@ -17,8 +17,9 @@ gcc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o "$MEMBW"
 BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
 gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
     -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
-# OpenMP threads that spin after each parallel region steal cores from OpenBLAS's
-# threads (prompt pass) and vice versa; on a shared or busy machine passive waiting
-# is much faster.  Applies to PyTorch's OpenMP runtime too.  Override by setting it.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# OpenMP's wait policy is left at the runtime's default (spin briefly, then sleep),
+# which decode needs: ~150 parallel regions per token, and waking sleeping
+# threads for each cost 25-30% of decode speed here.  On a machine busy with
+# other work, OMP_WAIT_POLICY=passive is kinder (set it in the environment; it
+# applies to both programs).
 python3 scripts/bench_infer.py --bin ./build/tinyllama --membw "$MEMBW" --sgemm "$SGEMM" "$@"
