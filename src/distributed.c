@@ -446,50 +446,13 @@ static int wait_reqs(tl_comm *c, reqs *q, const char *what, tl_error *err) {
 #endif
 
 int tl_comm_reduce_scatter_f32(tl_comm *c, const float *buf, size_t n, size_t align, float *out, tl_error *err) {
-    size_t lo, hi;
-    tl_shard_range(n, c->world, align, c->rank, &lo, &hi);
-    if (c->world == 1) {
+    if (c->world == 1) { /* out may be buf's own slice */
+        size_t lo, hi;
+        tl_shard_range(n, 1, align, 0, &lo, &hi);
         if (out != buf + lo) memmove(out, buf + lo, (hi - lo) * sizeof(float));
         return 0;
     }
-#ifndef TL_WITH_MPI
-    return tl_fail(err, "no MPI");
-#else
-    const int W = c->world, me = c->rank;
-    size_t biggest = biggest_shard(n, W, align), ch = reduce_piece(biggest, W);
-    if (ch == 0) return 0;
-    float *tmp = scratch(c, (size_t)W * ch, err);
-    if (!tmp) return -1;
-    const float **parts = malloc(sizeof *parts * (size_t)W);
-    reqs q;
-    if (!parts || reqs_init(c, &q, 2 * W, err)) {
-        free(parts);
-        return parts ? -1 : tl_fail(err, "out of memory");
-    }
-    int rc = 0;
-    for (size_t k = 0; k < biggest && !rc; k += ch) {
-        c->seq++;
-        q.n = 0;
-        size_t mine = hi - lo > k ? (hi - lo - k < ch ? hi - lo - k : ch) : 0;
-        for (int p = 0; p < W && !rc; p++) {
-            if (p == me) continue;
-            size_t l, h;
-            tl_shard_range(n, W, align, p, &l, &h);
-            size_t theirs = h - l > k ? (h - l - k < ch ? h - l - k : ch) : 0;
-            if (mine) rc = post(c, &q, 0, tmp + (size_t)p * ch, mine * sizeof(float), p, "reduce-scatter", err);
-            if (!rc && theirs)
-                rc = post(c, &q, 1, (void *)(buf + l + k), theirs * sizeof(float), p, "reduce-scatter", err);
-        }
-        if (!rc) rc = wait_reqs(c, &q, "reduce-scatter", err);
-        if (!rc && mine) {
-            for (int p = 0; p < W; p++) parts[p] = p == me ? buf + lo + k : tmp + (size_t)p * ch;
-            ordered_sum(c, out + k, parts, W, mine, 0);
-        }
-    }
-    reqs_free(&q);
-    free(parts);
-    return rc;
-#endif
+    return tl_comm_reduce_scatter_range_f32(c, buf, n, align, 0, n, out, 0, err);
 }
 
 /* [*l, *h) = rank r's shard of n elements intersected with [a, b) (empty: *l == *h). */

@@ -217,28 +217,38 @@ else
     fail "resume after the killed rank ($last): $(tail -c 400 "$T/kres.out")"
 fi
 
-# --- a hung rank (stopped): the others time out naming it, the job ends, the checkpoint is intact
-"${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" --steps 100000 --batch-tokens 64 --ckpt-every 2 --comm-timeout 2 \
-    --out "$T/hang" >"$T/hang.out" 2>&1 &
-mp=$!
-wait_for "$T/hang/step-00000002/training_state.bin"
-victim=$(rank_pid "$mp" 1)
-[ -n "$victim" ] && kill -STOP "$victim"
-start=$(date +%s)
-for _ in $(seq 1 300); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$mp" 2>/dev/null; then
-    kill -9 "$mp" "$victim" 2>/dev/null
-    fail "hung rank 1: the job did not stop within 30 s"
-else
+# A job whose rank 1 is stopped (SIGSTOP) once FILE exists: the others must time out naming it
+# and the job end within 30 s.  Sets victim (to be killed by the caller).  Args: label file out-file
+# mpirun-args...
+expect_hang_named() {
+    local label=$1 file=$2 out=$3 mp start rc
+    shift 3
+    "${MPI[@]}" "$@" >"$out" 2>&1 &
+    mp=$!
+    wait_for "$file"
+    [ "$label" = "hung rank 1" ] || sleep 0.5
+    victim=$(rank_pid "$mp" 1)
+    [ -n "$victim" ] && kill -STOP "$victim"
+    start=$(date +%s)
+    for _ in $(seq 1 300); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$mp" 2>/dev/null; then
+        kill -9 "$mp" "$victim" 2>/dev/null
+        fail "$label: the job did not stop within 30 s"
+        return
+    fi
     wait "$mp"
     rc=$?
-    if [ "$rc" != 0 ] && grep -q "timed out after 2 s waiting for rank 1" "$T/hang.out"; then
-        grep -m 1 "timed out" "$T/hang.out" | sed 's/^/     | /'
-        ok "hung rank 1: timeout named it, job stopped in $(($(date +%s) - start)) s (exit $rc)"
+    if [ "$rc" != 0 ] && grep -q "timed out after 2 s waiting for rank 1" "$out"; then
+        grep -m 1 "timed out" "$out" | sed 's/^/     | /'
+        ok "$label: timeout named it, job stopped in $(($(date +%s) - start)) s (exit $rc)"
     else
-        fail "hung rank 1 (exit $rc): $(tail -c 400 "$T/hang.out")"
+        fail "$label (exit $rc): $(tail -c 400 "$out")"
     fi
-fi
+}
+
+# --- a hung rank (stopped): the others time out naming it, the job ends, the checkpoint is intact
+expect_hang_named "hung rank 1" "$T/hang/step-00000002/training_state.bin" "$T/hang.out" -np 2 "$BIN" train \
+    "${COMMON[@]}" --steps 100000 --batch-tokens 64 --ckpt-every 2 --comm-timeout 2 --out "$T/hang"
 [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
 last=$(cat "$T/hang/latest" 2>/dev/null)
 n=${last#step-}
@@ -252,28 +262,8 @@ fi
 
 # --- a hung rank while the communication thread reduces (stage 2 --overlap): the timeout still names it
 # (no checkpoints: rank 1 stops while training, when rank 0's thread is most likely reducing)
-"${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" --steps 100000 --batch-tokens 128 --comm-timeout 2 --zero 2 \
-    --overlap --out "$T/hang2" >"$T/hang2.out" 2>&1 &
-mp=$!
-wait_for "$T/hang2/log.jsonl"
-sleep 0.5
-victim=$(rank_pid "$mp" 1)
-[ -n "$victim" ] && kill -STOP "$victim"
-start=$(date +%s)
-for _ in $(seq 1 300); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$mp" 2>/dev/null; then
-    kill -9 "$mp" "$victim" 2>/dev/null
-    fail "hung rank 1 (--zero 2 --overlap): the job did not stop within 30 s"
-else
-    wait "$mp"
-    rc=$?
-    if [ "$rc" != 0 ] && grep -q "timed out after 2 s waiting for rank 1" "$T/hang2.out"; then
-        grep -m 1 "timed out" "$T/hang2.out" | sed 's/^/     | /'
-        ok "hung rank 1 (--zero 2 --overlap): timeout named it, job stopped in $(($(date +%s) - start)) s (exit $rc)"
-    else
-        fail "hung rank 1 (--zero 2 --overlap, exit $rc): $(tail -c 400 "$T/hang2.out")"
-    fi
-fi
+expect_hang_named "hung rank 1 (--zero 2 --overlap)" "$T/hang2/log.jsonl" "$T/hang2.out" -np 2 "$BIN" train \
+    "${COMMON[@]}" --steps 100000 --batch-tokens 128 --comm-timeout 2 --zero 2 --overlap --out "$T/hang2"
 [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
 
 # --- non-finite gradients: a learning rate that overflows the weights; every rank skips the same steps
