@@ -162,7 +162,8 @@ tl_grad_shard *tl_grad_shard_create(tl_model *m, tl_comm *comm, int overlap, tl_
     if (plan.embed) g->embed = grad_alloc(g, plan.embed);
     int ok = g->slice && g->ring && (g->embed || !plan.embed);
     if (!ok) {
-        tl_fail(err, "out of memory allocating %zu floats of gradient slice and buckets", g->hi - g->lo + tl_grad_buckets_floats(&plan));
+        tl_fail(err, "out of memory allocating %zu floats of gradient slice and buckets",
+                g->hi - g->lo + tl_grad_buckets_floats(&plan));
         tl_grad_shard_free(g);
         return NULL;
     }

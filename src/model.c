@@ -86,26 +86,30 @@ void tl_model_free(tl_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void tl_weights_view(const tl_model *m, float *base, tl_weights *w, tl_layer_weights *layers) {
+/* Points w's tensors of parameter unit `unit` at s + (tensor offset - origin): the
+ * whole block with origin 0, or a buffer holding only the unit with origin = the
+ * unit's first element.  The tied lm_head is the embedding: unit 0 must be viewed
+ * first. */
+static void view_unit(const tl_model *m, int unit, float *s, size_t origin, tl_weights *w) {
     const tl_tensor_info *t = m->tensors;
-    w->layers = layers;
-    w->embed = base + t[0].offset;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const tl_tensor_info *lt = t + 1 + 9 * l;
-        tl_layer_weights *lw = &layers[l];
-        lw->attn_norm = base + lt[0].offset;
-        lw->wq = base + lt[1].offset;
-        lw->wk = base + lt[2].offset;
-        lw->wv = base + lt[3].offset;
-        lw->wo = base + lt[4].offset;
-        lw->mlp_norm = base + lt[5].offset;
-        lw->w_gate = base + lt[6].offset;
-        lw->w_up = base + lt[7].offset;
-        lw->w_down = base + lt[8].offset;
+    const int L = m->cfg.n_layers;
+    if (unit == 0) {
+        w->embed = s + (t[0].offset - origin);
+    } else if (unit <= L) {
+        const tl_tensor_info *lt = t + 1 + 9 * (unit - 1);
+        tl_layer_weights *lw = &w->layers[unit - 1];
+        float **f[9] = {&lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
+                        &lw->mlp_norm, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (int i = 0; i < 9; i++) *f[i] = s + (lt[i].offset - origin);
+    } else {
+        w->final_norm = s + (t[1 + 9 * L].offset - origin);
+        w->lm_head = m->cfg.tied ? w->embed : s + (t[1 + 9 * L + 1].offset - origin);
     }
-    const int after = 1 + 9 * m->cfg.n_layers;
-    w->final_norm = base + t[after].offset;
-    w->lm_head = m->cfg.tied ? w->embed : base + t[after + 1].offset;
+}
+
+void tl_weights_view(const tl_model *m, float *base, tl_weights *w, tl_layer_weights *layers) {
+    w->layers = layers;
+    for (int u = 0; u <= m->cfg.n_layers + 1; u++) view_unit(m, u, base, 0, w);
 }
 
 void tl_model_unit_range(const tl_model *m, int unit, size_t *lo, size_t *hi) {
@@ -336,28 +340,6 @@ int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out
 
 /* ------------------------------------------------------------------ backward */
 
-/* Points g's tensors of unit `unit` into s, whose element 0 is the unit's first
- * element (tl_model_unit_range).  The tied lm_head is the embedding's gradient:
- * unit 0 must be set first. */
-static void unit_grad_view(const tl_model *m, int unit, float *s, tl_weights *g) {
-    const tl_tensor_info *t = m->tensors;
-    const int L = m->cfg.n_layers;
-    size_t lo, hi;
-    tl_model_unit_range(m, unit, &lo, &hi);
-    if (unit == 0) {
-        g->embed = s;
-    } else if (unit <= L) {
-        const tl_tensor_info *lt = t + 1 + 9 * (unit - 1);
-        tl_layer_weights *lw = &g->layers[unit - 1];
-        float **f[9] = {&lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
-                        &lw->mlp_norm, &lw->w_gate, &lw->w_up, &lw->w_down};
-        for (int i = 0; i < 9; i++) *f[i] = s + (lt[i].offset - lo);
-    } else {
-        g->final_norm = s;
-        g->lm_head = m->cfg.tied ? g->embed : s + (t[1 + 9 * L + 1].offset - lo);
-    }
-}
-
 /* A unit's gradient storage before its backward: the caller's block, or the grads hook's bucket. */
 static int grads_begin(const tl_model *m, float *grads, int unit, tl_weights *g, tl_error *err) {
     size_t lo, hi;
@@ -365,7 +347,7 @@ static int grads_begin(const tl_model *m, float *grads, int unit, tl_weights *g,
     float *s = NULL;
     if (!m->grads_hook) s = grads + lo;
     else if (m->grads_hook(m->grads_hook_user, unit, TL_GRADS_BEGIN, &s, err)) return -1;
-    unit_grad_view(m, unit, s, g);
+    view_unit(m, unit, s, lo, g);
     return 0;
 }
 

@@ -105,8 +105,8 @@ size_t tl_acts_bytes(const tl_acts *a);
 
 /* Training step body: forward over tokens[B*T] with next-token targets[B*T]
  * (target < 0 ignored), then backward, adding grad_scale * d(mean loss)/dparam
- * into grads (same layout as params; unused, may be NULL, with a grads_hook).  Returns the mean loss over counted targets
- * in *loss.  The vocab-sized softmax is formed only a chunk of rows at a time. */
+ * into grads (same layout as params; unused, and may be NULL, with a grads_hook).
+ * Returns the mean loss over counted targets in *loss.  The vocab-sized softmax is formed only a chunk of rows at a time. */
 int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
                               const int *targets, float grad_scale, double *loss, tl_error *err);
 

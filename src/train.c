@@ -519,6 +519,10 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
     return 0;
 }
 
+/* This rank's reduced gradients for its shard [lo, hi): stage 2-3's slice, or that
+ * range of the whole block (stages 0-1). */
+static float *rank_grads(const tl_trainer *t) { return t->gs ? tl_grad_shard_slice(t->gs) : t->grads + t->lo; }
+
 /* The step's arithmetic across ranks: micro-batches, gradient sum in rank order
  * (stages 0-1: one all-reduce of the accumulated block at the end; stages 2-3: each
  * unit reduce-scattered into the owners' slices as its backward completes, every
@@ -554,8 +558,7 @@ static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_o
      * boundary, so the slice's blocks are the same); exchanged in fixed-size slots */
     double *mine = t->blocks + t->max_blocks * (size_t)t->world, *all = t->blocks;
     memset(mine, 0, sizeof(double) * t->max_blocks);
-    if (t->gs) tl_grad_sumsq_blocks(tl_grad_shard_slice(t->gs), 0, t->hi - t->lo, mine);
-    else tl_grad_sumsq_blocks(t->grads, t->lo, t->hi, mine);
+    tl_grad_sumsq_blocks(rank_grads(t), 0, t->hi - t->lo, mine);
     if (tl_comm_allgather_bytes(t->comm, mine, sizeof(double) * t->max_blocks, all, err))
         return tl_wrap(err, "step %ld: gradient norm", (long)t->st.step + 1);
     /* in place, in block order: rank r's blocks follow rank r-1's */
@@ -582,7 +585,7 @@ static int dist_update(tl_trainer *t, double lr, long step, double norm, tl_erro
         return 0;
     }
     size_t len = t->hi - t->lo;
-    float *g = t->gs ? tl_grad_shard_slice(t->gs) : t->grads + t->lo;
+    float *g = rank_grads(t);
     tl_clip_grads(g, len, norm, t->o.opt.clip);
     tl_adamw_update(t->m->params + t->lo, g, t->st.m, t->st.v, len, lr, &t->o.opt, step);
     if (t->zero == 3) {
