@@ -57,17 +57,19 @@ def prompt_flops(n):
     return 2 * layer_params * n + sum(4 * p * D * L for p in range(1, n + 1)) + 2 * V * D
 
 
+def tool(path, *args):
+    """stdout of one of the compiled helper programs, on --threads threads"""
+    return subprocess.run([path, *args], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS=str(a.threads))).stdout
+
+
 def membw():
     """(4 KiB pages, 2 MiB huge pages) read bandwidth in GB/s"""
-    r = subprocess.run([a.membw, "2048", "5"], capture_output=True, text=True,
-                       env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
-    return tuple(float(v) for v in r.stdout.split())
+    return tuple(float(v) for v in tool(a.membw, "2048", "5").split())
 
 
 def sgemm_peak():
-    r = subprocess.run([a.sgemm, "2048", "5"], capture_output=True, text=True,
-                       env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
-    return float(r.stdout.strip())
+    return float(tool(a.sgemm, "2048", "5").strip())
 
 
 def ours(n_prompt, n_gen):

@@ -381,14 +381,14 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
     tl_wmat_gemm(W, x, n, y, beta, s->tile, s->tile_floats);
 }
 
-/* y_j[n, W_j->rows] = x[n, cols] W_j^T for matrices sharing their input (Q/K/V,
- * gate/up): decode rows run all of them in one parallel region. */
+/* y_j[n, W_j->rows] = x[n, cols] W_j^T for up to 8 matrices sharing their input
+ * (Q/K/V, gate/up): decode rows run all of them in one parallel region. */
 static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *const *y, int count, const float *x,
                          int n) {
     if (n <= MATVEC_ROWS) {
         const int in = W[0]->cols;
         for (int i = 0; i < n; i++) {
-            float *yi[3];
+            float *yi[8];
             for (int j = 0; j < count; j++) yi[j] = y[j] + (size_t)i * W[j]->rows;
             tl_wmat_matvec_multi(s->m->kernel, W, yi, count, x + (size_t)i * in);
         }
