@@ -273,11 +273,12 @@ static void test_infer_perplexity(tl_test_ctx *t) {
 }
 
 /* Every supported kernel and dtype against a double-precision reference, with
- * row lengths that exercise the vector tails and a row count that leaves partial
- * row blocks and partial groups of eight rows; the multi-matrix call must give
- * the same bits as one call per matrix. */
+ * row lengths that exercise the vector tails (and, past 3072 columns, the
+ * eight-row AVX-512 BF16 kernel), a row count that leaves partial groups of
+ * eight rows, and matrices of more than one 1 MiB work item; the multi-matrix
+ * call must give the same bits as one call per matrix. */
 static void test_infer_matvec_kernels(tl_test_ctx *t) {
-    static const int cols[] = {1, 7, 37, 64, 100, 257, 1030};
+    static const int cols[] = {1, 7, 37, 64, 100, 257, 1030, 3100, 5633};
     tl_rng r;
     tl_rng_seed(&r, 7);
     for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
