@@ -454,7 +454,7 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
     for (int j = 0; j < count; j++) any_bf16 |= W[j]->dtype == TL_DT_BF16;
     if (k == TL_KERNEL_AVX512 && any_bf16) {
         const int h = n / 2;
-        xe = 2 * (size_t)h <= sizeof eobuf / sizeof eobuf[0] ? eobuf : tl_alloc(sizeof(float) * 2 * (size_t)h + 1);
+        xe = 2 * (size_t)h <= sizeof eobuf / sizeof eobuf[0] ? eobuf : tl_alloc(sizeof(float) * 2 * (size_t)h);
         if (xe)
             for (int i = 0; i < h; i++) xe[i] = x[2 * i], xe[h + i] = x[2 * i + 1];
         /* (no memory: the widening kernel below, same results) */
