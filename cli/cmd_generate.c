@@ -129,8 +129,10 @@ static const char COMMON_HELP[] =
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
     "  --threads N            threads (default: all)\n"
-    "  --kernel NAME          mat-vec kernels: auto, scalar, avx2, avx512, avx512bf16 (bf16 weights:\n"
-    "                         rounds activations to bf16; faster on CPUs with AVX512-BF16)\n";
+    "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512; for bf16\n"
+    "                         weights, opt-in and less precise (activations rounded to bf16):\n"
+    "                         avx512bf16 (VDPBF16PS decode), amx (also the prompt pass on AMX\n"
+    "                         tiles: several times faster on CPUs with AMX)\n";
 
 typedef struct {
     tl_infer_model m;

@@ -24,7 +24,10 @@ p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--gen", type=int, default=32, help="tokens to decode")
 p.add_argument("--prompt", type=int, default=512, help="prompt tokens (BOS included) for the prefill measurement")
 p.add_argument("--repeats", type=int, default=2)
-p.add_argument("--kernel", default="auto")
+p.add_argument("--kernel", default="auto", help="kernel of the main (exact) runs")
+p.add_argument("--bf16-kernel", default="best",
+               help="opt-in bf16 kernel for a second prompt/decode measurement: amx, avx512bf16, none, "
+                    "or best (amx, else avx512bf16, where the CPU has them)")
 p.add_argument("--no-torch", action="store_true")
 a = p.parse_args()
 
@@ -72,18 +75,41 @@ def sgemm_peak():
     return float(tool(a.sgemm, "2048", "5").strip())
 
 
-def ours(n_prompt, n_gen):
+def ours(n_prompt, n_gen, kernel=None):
     ids = " ".join(str(3 + (i * 7919) % 31000) for i in range(n_prompt - 1))
     best_p = best_g = 0.0
     for _ in range(a.repeats):
         r = subprocess.run([a.bin, "generate", "--model", a.dir, "--ids", "1 " + ids, "--max-tokens", str(n_gen),
                             "--ignore-eos", "--greedy", "--print-ids", "--threads", str(a.threads),
-                            "--kernel", a.kernel], capture_output=True, text=True)
+                            "--kernel", kernel or a.kernel], capture_output=True, text=True)
         m = re.search(r"prompt: \d+ tokens, ([0-9.]+) tokens/s \| generated: \d+ tokens, ([0-9.]+) tokens/s", r.stderr)
         if not m:
             sys.exit("tinyllama generate failed: " + r.stderr)
         best_p, best_g = max(best_p, float(m.group(1))), max(best_g, float(m.group(2)))
     return best_p, best_g
+
+
+def runs_here(kernel):
+    """whether tinyllama accepts --kernel kernel on this CPU"""
+    r = subprocess.run([a.bin, "generate", "--model", a.dir, "--ids", "1", "--max-tokens", "1", "--print-ids",
+                        "--kernel", kernel], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def torch_bf16_matmul_peak():
+    """GFLOP/s of PyTorch's bf16 matmul (oneDNN; AMX or AVX512-BF16 where present)
+    at the prompt pass's shapes: the machine's bf16 matrix-product peak as a peer
+    library reaches it"""
+    best = 0.0
+    for n, k, m in [(512, 2048, 2048), (512, 2048, 5632), (512, 5632, 2048), (2048, 2048, 2048)]:
+        x, w = torch.randn(n, k).bfloat16(), torch.randn(m, k).bfloat16()
+        for _ in range(2):
+            x @ w.t()
+        for _ in range(5):
+            t = time.perf_counter()
+            x @ w.t()
+            best = max(best, 2 * n * k * m / (time.perf_counter() - t) / 1e9)
+    return round(best, 1)
 
 
 def torch_run(n_prompt, n_gen):
@@ -116,6 +142,11 @@ our_pre, _ = ours(a.prompt, 2)
 peak1 = sgemm_peak()
 bw4k, bwhuge = max(bw0[0], bw1[0]), max(bw0[1], bw1[1])
 peak = max(peak0, peak1)
+bf16k = a.bf16_kernel
+if bf16k == "best":
+    bf16k = next((k for k in ("amx", "avx512bf16") if runs_here(k)), "none")
+elif bf16k != "none" and not runs_here(bf16k):
+    sys.exit(f"--bf16-kernel {bf16k}: this CPU cannot run it")
 res = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "threads": a.threads, "kernel": a.kernel,
@@ -133,12 +164,25 @@ res = {
 res["fraction_of_bound"] = round(our_dec / res["bound_tokens_per_s"], 3)
 res["fraction_of_bound_4k_pages"] = round(our_dec * weight_bytes / 1e9 / bw4k, 3)
 res["prompt_fraction_of_sgemm_peak"] = round(res["ours_prompt_GFLOPs"] / peak, 3)
+if bf16k != "none":
+    b_pre, _ = ours(a.prompt, 2, bf16k)
+    _, b_dec = ours(8, a.gen, bf16k)
+    res.update({"bf16_kernel": bf16k, "bf16_prompt_tokens_per_s": round(b_pre, 1),
+                "bf16_prompt_GFLOPs": round(b_pre * prompt_flops(a.prompt) / a.prompt / 1e9, 1),
+                "bf16_decode_tokens_per_s": round(b_dec, 2),
+                "bf16_decode_fraction_of_bound": round(b_dec / res["bound_tokens_per_s"], 3)})
 if not a.no_torch:
     tp, tg = torch_run(8, a.gen)
     tpp, _ = torch_run(a.prompt, 2)
     res.update({"torch": torch.__version__, "torch_decode_tokens_per_s": round(tg, 2),
                 "torch_prompt_tokens_per_s": round(tpp, 1),
-                "decode_ratio_vs_torch": round(our_dec / tg, 2), "prompt_ratio_vs_torch": round(our_pre / tpp, 2)})
+                "decode_ratio_vs_torch": round(our_dec / tg, 2), "prompt_ratio_vs_torch": round(our_pre / tpp, 2),
+                "torch_bf16_matmul_peak_GFLOPs": torch_bf16_matmul_peak()})
+    if bf16k != "none":
+        res.update({"bf16_prompt_ratio_vs_torch": round(res["bf16_prompt_tokens_per_s"] / tpp, 2),
+                    "bf16_decode_ratio_vs_torch": round(res["bf16_decode_tokens_per_s"] / tg, 2),
+                    "bf16_prompt_fraction_of_torch_matmul_peak":
+                        round(res["bf16_prompt_GFLOPs"] / res["torch_bf16_matmul_peak_GFLOPs"], 3)})
 try:
     cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
 except (OSError, IndexError):
@@ -157,3 +201,13 @@ line = (f"prompt ({a.prompt} tokens): {res['ours_prompt_tokens_per_s']} tok/s, {
 if "torch_prompt_tokens_per_s" in res:
     line += f"; PyTorch {res['torch_prompt_tokens_per_s']} tok/s -> {res['prompt_ratio_vs_torch']}x"
 print(line)
+if bf16k != "none":
+    line = (f"--kernel {bf16k} (activations rounded to bf16, as PyTorch's bf16 does): prompt "
+            f"{res['bf16_prompt_tokens_per_s']} tok/s, {res['bf16_prompt_GFLOPs']} GFLOP/s")
+    if "torch_bf16_matmul_peak_GFLOPs" in res:
+        line += (f" = {res['bf16_prompt_fraction_of_torch_matmul_peak']:.0%} of PyTorch's bf16 matmul peak "
+                 f"({res['torch_bf16_matmul_peak_GFLOPs']} GFLOP/s) -> {res['bf16_prompt_ratio_vs_torch']}x PyTorch")
+    line += f"; decode {res['bf16_decode_tokens_per_s']} tok/s = {res['bf16_decode_fraction_of_bound']:.0%} of the bound"
+    if "bf16_decode_ratio_vs_torch" in res:
+        line += f" -> {res['bf16_decode_ratio_vs_torch']}x PyTorch"
+    print(line)

@@ -4,7 +4,7 @@
 # (bandwidth measured in the same run by scripts/membw.c), prompt GFLOP/s against
 # the sgemm peak (scripts/sgemm_peak.c, same run), and PyTorch on the
 # same model.  Needs python3 with torch + transformers.  Usage:
-#   scripts/bench_infer.sh [--threads N] [--gen N] [--prompt N] [--kernel K] [--no-torch] [--dir DIR]
+#   scripts/bench_infer.sh [--threads N] [--gen N] [--prompt N] [--kernel K] [--bf16-kernel K] [--no-torch] [--dir DIR]
 # The model is written once under /tmp (override with --dir); see docs/inference.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,6 +13,7 @@
 
 #include "attention.h"
 #include "checkpoint.h"
+#include "gemm_amx.h"
 #include "ops.h"
 
 #define PATH_CAP 4096
@@ -318,6 +319,8 @@ int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx,
     if ((size_t)c->vocab_size * (size_t)D > biggest) biggest = (size_t)c->vocab_size * (size_t)D;
     s->tile_floats = biggest < TILE_FLOATS ? biggest : TILE_FLOATS;
     if (s->tile_floats < (size_t)(D > F ? D : F) * 16) s->tile_floats = (size_t)(D > F ? D : F) * 16;
+    const int widest = D > F ? (D > QD ? D : QD) : (F > QD ? F : QD); /* widest matrix input */
+    s->xpack_bytes = tl_amx_pack_bytes(s->chunk, widest);               /* allocated on first use */
     s->k_cache = tl_alloc(sizeof(float) * cache);
     s->v_cache = tl_alloc(sizeof(float) * cache);
     s->x = tl_alloc(sizeof(float) * C * D);
@@ -343,6 +346,7 @@ void tl_infer_state_free(tl_infer_state *s) {
     float *bufs[] = {s->k_cache, s->v_cache, s->x, s->h,    s->q,    s->k,      s->v,
                      s->ao,      s->g,       s->u, s->tmp,  s->tile, s->scores, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tl_free(bufs[i]);
+    tl_free(s->xpack);
     memset(s, 0, sizeof *s);
 }
 
@@ -351,9 +355,22 @@ void tl_infer_truncate(tl_infer_state *s, int pos) {
     if (pos < s->pos) s->pos = pos;
 }
 
+/* Whether the batched product with W runs on AMX tiles (the amx kernel, BF16
+ * weights, a batch; and memory for the packed activations). */
+static int amx_applies(tl_infer_state *s, const tl_wmat *W, int n) {
+    if (s->m->kernel != TL_KERNEL_AMX || W->dtype != TL_DT_BF16 || n <= MATVEC_ROWS) return 0;
+    if (!s->xpack) s->xpack = tl_alloc(s->xpack_bytes);
+    return s->xpack != NULL;
+}
+
 /* y[n, W->rows] (=|+=) x[n, W->cols] W^T */
 static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate) {
     const int in = W->cols, out = W->rows;
+    if (amx_applies(s, W, n)) {
+        tl_amx_pack(x, n, in, s->xpack);
+        tl_amx_gemm(W->data, out, in, s->xpack, n, y, accumulate);
+        return;
+    }
     if (n <= MATVEC_ROWS) {
         for (int i = 0; i < n; i++) {
             float *yr = y + (size_t)i * out;
@@ -392,6 +409,13 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
             for (int j = 0; j < count; j++) yi[j] = y[j] + (size_t)i * W[j]->rows;
             tl_wmat_matvec_multi(s->m->kernel, W, yi, count, x + (size_t)i * in);
         }
+        return;
+    }
+    int amx = 1;
+    for (int j = 0; j < count; j++) amx &= amx_applies(s, W[j], n);
+    if (amx) { /* x packed once for all of them */
+        tl_amx_pack(x, n, W[0]->cols, s->xpack);
+        for (int j = 0; j < count; j++) tl_amx_gemm(W[j]->data, W[j]->rows, W[j]->cols, s->xpack, n, y[j], 0);
         return;
     }
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);

@@ -28,25 +28,30 @@ typedef struct {
     tl_wmat wq, wk, wv, wo, w_gate, w_up, w_down;
 } tl_infer_layer;
 
-/* Mat-vec kernel families.  AUTO picks the best exact one the CPU supports
- * (AVX512 > AVX2 > SCALAR).  AVX512BF16 (opt-in) rounds the activation vector to
- * bf16 and uses the VDPBF16PS dot-product instruction for BF16 weights (other
- * dtypes use the AVX512 kernels); it is slightly less precise. */
+/* Kernel families.  AUTO picks the best exact one the CPU supports
+ * (AVX512 > AVX2 > SCALAR).  The opt-in bf16 ones round activations to bf16 for
+ * BF16 weights (other dtypes run as AVX512), slightly less precise:
+ * AVX512BF16 uses the VDPBF16PS dot product in decode; AMX does too, and runs
+ * the batched (prompt) pass on AMX tiles (src/gemm_amx.c) instead of sgemm. */
 typedef enum {
     TL_KERNEL_AUTO = 0,
     TL_KERNEL_SCALAR,
     TL_KERNEL_AVX2,
     TL_KERNEL_AVX512,
     TL_KERNEL_AVX512BF16,
+    TL_KERNEL_AMX,
+    TL_KERNEL_LAST = TL_KERNEL_AMX,
 } tl_kernel;
 
 const char *tl_kernel_name(tl_kernel k);
-/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16"; -1 if unknown. */
+/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16", "amx"; -1 if unknown. */
 int tl_kernel_parse(const char *name);
 /* Whether this CPU can run kernel k (AUTO and SCALAR: always). */
 int tl_kernel_supported(tl_kernel k);
 /* The kernel AUTO resolves to on this CPU. */
 tl_kernel tl_kernel_best(void);
+/* Whether k rounds activations to bf16 (for BF16 weights). */
+int tl_kernel_rounds_bf16(tl_kernel k);
 
 /* generation_config.json (absent fields keep their defaults). */
 typedef struct {
@@ -107,6 +112,8 @@ typedef struct {
     float *x, *h, *q, *k, *v, *ao, *g, *u, *tmp; /* [chunk, ...] */
     float *tile;   /* fp32 weight tile for the batched pass */
     size_t tile_floats;
+    void *xpack;   /* bf16-packed activations for the AMX pass */
+    size_t xpack_bytes;
     float *scores; /* [n_scores, max_ctx] */
     float *logits; /* [V]: logits of the last token processed */
 } tl_infer_state;

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 
+#include "gemm_amx.h"
 #include "infer.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,12 +26,13 @@ const char *tl_kernel_name(tl_kernel k) {
     case TL_KERNEL_AVX2: return "avx2";
     case TL_KERNEL_AVX512: return "avx512";
     case TL_KERNEL_AVX512BF16: return "avx512bf16";
+    case TL_KERNEL_AMX: return "amx";
     }
     return "?";
 }
 
 int tl_kernel_parse(const char *name) {
-    for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_AVX512BF16; k++)
+    for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++)
         if (!strcmp(name, tl_kernel_name((tl_kernel)k))) return k;
     return -1;
 }
@@ -45,12 +47,15 @@ int tl_kernel_supported(tl_kernel k) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case TL_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
     case TL_KERNEL_AVX512BF16: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    case TL_KERNEL_AMX: return tl_amx_usable();
     }
     return 0;
 #else
     return k == TL_KERNEL_AUTO || k == TL_KERNEL_SCALAR;
 #endif
 }
+
+int tl_kernel_rounds_bf16(tl_kernel k) { return k == TL_KERNEL_AVX512BF16 || k == TL_KERNEL_AMX; }
 
 tl_kernel tl_kernel_best(void) {
     if (tl_kernel_supported(TL_KERNEL_AVX512)) return TL_KERNEL_AVX512;
@@ -422,6 +427,7 @@ static int block_rows(const tl_wmat *M) {
  * fork/join for Q, K and V, or for gate and up). */
 void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x) {
     const int n = W[0]->cols;
+    if (k == TL_KERNEL_AMX) k = TL_KERNEL_AVX512BF16; /* AMX is for batches; decode is a dot product */
     int first[9]; /* first block of each matrix; count <= 8 */
     size_t elems = 0;
     if (count > 8) {

@@ -27,6 +27,19 @@ for p in gqa_f32 tied_bf16; do
     check "generate greedy ids = transformers ($p)" '[ "$got" = "$want" ]'
 done
 
+# --- every kernel this CPU runs gives transformers' greedy ids on the bf16 model
+# (the 10-token prompt takes the batched pass: sgemm, or AMX tiles with amx);
+# kernels it lacks are refused by name
+for k in scalar avx2 avx512 avx512bf16 amx; do
+    got=$("$BIN" generate --model "$FIX/infer_tied_bf16" --ids "$(ids_of tied_bf16.prompt)" --print-ids \
+        --ignore-eos --max-tokens 14 --no-stats --kernel $k 2>"$T/err")
+    if grep -q "this CPU cannot run the $k kernels" "$T/err"; then
+        echo "     (this CPU has no $k: refused as expected)"
+        continue
+    fi
+    check "--kernel $k: greedy ids = transformers (tied_bf16)" '[ "$got" = "$(ids_of tied_bf16.greedy)" ]'
+done
+
 M="$FIX/infer_gqa_f32"
 # --- text prompts: argument, file and stdin agree; seeds reproduce; stats reported
 a=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --temperature 0.9 --top-k 40 --seed 7 2>"$T/stats")

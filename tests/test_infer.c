@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "checkpoint.h"
+#include "gemm_amx.h"
 #include "harness.h"
 #include "infer.h"
 #include "model.h"
@@ -119,10 +120,10 @@ static void check_logits(tl_test_ctx *t, int which) {
     tl_infer_state s;
     tl_error err;
     CHECK_MSG(tl_infer_state_init(&s, &f.m, 0, &err) == 0, "%s", err.msg);
-    for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_AVX512BF16; k++) {
+    for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++) {
         if (!tl_kernel_supported((tl_kernel)k)) continue;
         tl_infer_set_kernel(&f.m, (tl_kernel)k, &err);
-        double tol = k == TL_KERNEL_AVX512BF16 ? 2e-2 : 1e-4;
+        double tol = tl_kernel_rounds_bf16((tl_kernel)k) ? 2e-2 : 1e-4;
         tl_infer_truncate(&s, 0);
         CHECK_MSG(tl_infer_forward(&s, seq, n, lg, &err) == 0, "%s", err.msg);
         double e1 = tl_test_rel_err(lg, f.logits, (size_t)n * V);
@@ -314,7 +315,7 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
             const void *data;
             const float *ref;
         } cases[] = {{TL_DT_F32, w32, w32}, {TL_DT_BF16, wb, w32}, {TL_DT_F16, wh, wf}};
-        for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_AVX512BF16; k++) {
+        for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++) {
             if (!tl_kernel_supported((tl_kernel)k)) continue;
             for (int c = 0; c < 3; c++) {
                 tl_wmat W = {cases[c].dt, cases[c].data, R, C};
@@ -328,7 +329,7 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
                     }
                     worst = fmax(worst, fabs(y[i] - ref) / (mag + 1e-30));
                 }
-                double tol = (k == TL_KERNEL_AVX512BF16 && cases[c].dt == TL_DT_BF16) ? 1e-2 : 1e-5;
+                double tol = (tl_kernel_rounds_bf16((tl_kernel)k) && cases[c].dt == TL_DT_BF16) ? 1e-2 : 1e-5;
                 CHECK_MSG(worst <= tol, "kernel %s dtype %s cols %d: rel err %.3g", tl_kernel_name(k),
                           tl_dtype_name(cases[c].dt), C, worst);
             }
@@ -356,6 +357,55 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
 }
 
 /* ------------------------------------------------------------------ sampler */
+
+/* The AMX batched product against a double-precision sum over the same bf16
+ * values (x rounded to bf16 to nearest even, as the kernel promises): shapes
+ * with partial 32-row blocks, columns past a multiple of 32, token counts that
+ * leave partial 16- and 32-token panels, several row groups, and += mode. */
+static void test_infer_amx_gemm(tl_test_ctx *t) {
+    if (!tl_amx_usable()) {
+        fprintf(stderr, "  infer_amx_gemm: this CPU (or OS) has no AMX-BF16: the AMX product was not run\n");
+        return;
+    }
+    static const int shapes[][3] = {/* rows, cols, n */
+                                    {32, 32, 5},   {8, 40, 7},     {48, 80, 70},   {96, 64, 16},
+                                    {64, 2080, 33}, {256, 2048, 100}, {2080, 96, 40}, {1056, 5632, 9}};
+    tl_rng r;
+    tl_rng_seed(&r, 11);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int R = shapes[si][0], C = shapes[si][1], n = shapes[si][2];
+        uint16_t *w = malloc(2 * (size_t)R * C);
+        float *x = malloc(sizeof(float) * (size_t)n * C), *y = malloc(sizeof(float) * (size_t)n * R);
+        float *y0 = malloc(sizeof(float) * (size_t)n * R);
+        void *pack = tl_alloc(tl_amx_pack_bytes(n, C));
+        for (size_t i = 0; i < (size_t)R * C; i++) w[i] = tl_f32_to_bf16((float)tl_rng_normal(&r));
+        for (size_t i = 0; i < (size_t)n * C; i++) x[i] = (float)tl_rng_normal(&r);
+        for (size_t i = 0; i < (size_t)n * R; i++) y0[i] = (float)tl_rng_normal(&r);
+        tl_amx_pack(x, n, C, pack);
+        for (int acc = 0; acc < 2; acc++) {
+            memcpy(y, y0, sizeof(float) * (size_t)n * R);
+            tl_amx_gemm(w, R, C, pack, n, y, acc);
+            double worst = 0;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < R; j++) {
+                    double ref = acc ? y0[(size_t)i * R + j] : 0, mag = fabs(ref);
+                    for (int k = 0; k < C; k++) {
+                        double p = (double)tl_bf16_to_f32(w[(size_t)j * C + k]) *
+                                   tl_bf16_to_f32(tl_f32_to_bf16(x[(size_t)i * C + k]));
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    worst = fmax(worst, fabs(y[(size_t)i * R + j] - ref) / (mag + 1e-30));
+                }
+            CHECK_MSG(worst <= 1e-5, "rows %d cols %d n %d%s: rel err %.3g", R, C, n, acc ? " (+=)" : "", worst);
+        }
+        free(w);
+        free(x);
+        free(y);
+        free(y0);
+        tl_free(pack);
+    }
+}
 
 static void test_infer_sampler_filters(tl_test_ctx *t) {
     enum { V = 8 };
@@ -650,6 +700,7 @@ const tl_test tests_infer[] = {
     {"infer_kv_vs_full_tied_bf16", test_infer_kv_vs_full_tied_bf16},
     {"infer_perplexity", test_infer_perplexity},
     {"infer_matvec_kernels", test_infer_matvec_kernels},
+    {"infer_amx_gemm", test_infer_amx_gemm},
     {"infer_sampler_filters", test_infer_sampler_filters},
     {"infer_sampler_seeded", test_infer_sampler_seeded},
     {"infer_bad_files", test_infer_bad_files},

@@ -1,0 +1,283 @@
+/* gemm_amx.c - y = x W^T for BF16 weights on AMX tiles (see gemm_amx.h).
+ *
+ * A tile multiply TDPBF16PS C[16][16] += A[16][32] B[16][16][2] takes its left
+ * operand as 16 rows of 32 bf16 (plain row-major) and its right one in the
+ * "pair" layout, k-pairs down and columns across.  The weights are already
+ * row-major [out, in], so they are the left operand and load straight from the
+ * mapped file; the activations, produced fresh for every product anyway, are
+ * rounded and packed into the pair layout once (shared by all threads), and the
+ * result C = W x^T comes out transposed, which is fixed per 16x16 tile on the
+ * way to y.  Each thread owns 32-row blocks of W (2 tiles) and runs them against
+ * 32 tokens at a time (2 tiles): 4 accumulator tiles, 8 tiles in all.
+ *
+ * Pack layout for x[n, cols], K32 = cols rounded down to 32, P = K32/2 pairs:
+ *   main: uint32 [NB][P][16], NB = 2*ceil(n/32) blocks of 16 tokens (zero
+ *         padded), dword = bf16(x[t][2p]) | bf16(x[t][2p+1]) << 16;
+ *   tail: uint16 [n][cols - K32], the columns past K32 (scalar path). */
+#include "gemm_amx.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "safetensors.h" /* tl_f32_to_bf16, tl_bf16_to_f32 */
+
+#if defined(__x86_64__) && defined(__linux__)
+#define TL_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+typedef struct {
+    size_t main_bytes;
+    int K32, P, rem, NB;
+} pack_geom;
+
+static pack_geom geom(int n, int cols) {
+    pack_geom g;
+    g.K32 = cols & ~31;
+    g.P = g.K32 / 2;
+    g.rem = cols - g.K32;
+    g.NB = 2 * ((n + 31) / 32);
+    g.main_bytes = (size_t)g.NB * (size_t)g.P * 64;
+    return g;
+}
+
+size_t tl_amx_pack_bytes(int n, int cols) {
+    pack_geom g = geom(n, cols);
+    return g.main_bytes + (size_t)n * (size_t)g.rem * 2 + 64;
+}
+
+/* x as packed: the bf16 value of x[t][k] (the scalar paths). */
+static uint16_t packed_x(const uint8_t *pack, const pack_geom *g, int t, int k) {
+    if (k >= g->K32) {
+        uint16_t v;
+        memcpy(&v, pack + g->main_bytes + 2 * ((size_t)t * (size_t)g->rem + (size_t)(k - g->K32)), 2);
+        return v;
+    }
+    uint32_t d;
+    memcpy(&d, pack + (((size_t)(t / 16) * (size_t)g->P + (size_t)(k / 2)) * 16 + (size_t)(t % 16)) * 4, 4);
+    return (uint16_t)(k & 1 ? d >> 16 : d & 0xffff);
+}
+
+static float w_at(const uint8_t *W, int cols, int r, int k) {
+    uint16_t v;
+    memcpy(&v, W + 2 * ((size_t)r * (size_t)cols + (size_t)k), 2);
+    return tl_bf16_to_f32(v);
+}
+
+/* sum over k in [k0, cols) of W[r][k] * bf16 x[t][k] */
+static float dot_scalar(const uint8_t *W, int cols, const uint8_t *pack, const pack_geom *g, int r, int t, int k0) {
+    float s = 0;
+    for (int k = k0; k < cols; k++) s += w_at(W, cols, r, k) * tl_bf16_to_f32(packed_x(pack, g, t, k));
+    return s;
+}
+
+#ifdef TL_AMX
+
+int tl_amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1, avx512f = (b >> 16) & 1;
+    if (!amx_bf16 || !amx_tile || !avx512f) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return 0; /* AVX512-BF16 */
+    /* XCR0 must enable XTILECFG and XTILEDATA (bits 17, 18) */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* In-register 16x16 transpose of 32-bit elements, as four block swaps: at level
+ * d the off-diagonal d x d blocks trade places (rows i and i+d exchange the
+ * elements whose column has bit d set). */
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512 m[16]) {
+    const __m512i j = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int d = 8; d >= 1; d >>= 1) {
+        /* lo[j] = bit d of j ? 16 + j - d : j,  hi[j] = bit d of j ? 16 + j : j + d */
+        const __mmask16 set = _mm512_test_epi32_mask(j, _mm512_set1_epi32(d));
+        const __m512i lo = _mm512_mask_add_epi32(j, set, j, _mm512_set1_epi32(16 - d));
+        const __m512i hi = _mm512_add_epi32(j, _mm512_mask_blend_epi32(set, _mm512_set1_epi32(d), _mm512_set1_epi32(16)));
+        for (int i = 0; i < 16; i++) {
+            if (i & d) continue;
+            __m512 a = m[i], b = m[i + d];
+            m[i] = _mm512_permutex2var_ps(a, lo, b);
+            m[i + d] = _mm512_permutex2var_ps(a, hi, b);
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void tl_amx_pack(const float *x, int n, int cols, void *pack) {
+    const pack_geom g = geom(n, cols);
+    uint8_t *out = pack;
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int tb = 0; tb < g.NB; tb++) {
+        for (int p0 = 0; p0 < g.P; p0 += 16) {
+            __m512 m[16];
+            for (int j = 0; j < 16; j++) {
+                const int t = tb * 16 + j;
+                if (t >= n) {
+                    m[j] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *xr = x + (size_t)t * (size_t)cols + 2 * (size_t)p0;
+                /* cvtne2ps: the second operand fills the low half */
+                m[j] = (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 16), _mm512_loadu_ps(xr));
+            }
+            transpose16(m); /* row q: pair p0+q of the 16 tokens */
+            for (int q = 0; q < 16; q++)
+                _mm512_store_ps((float *)(out + (((size_t)tb * (size_t)g.P + (size_t)(p0 + q)) * 16) * 4), m[q]);
+        }
+    }
+    uint16_t *tail = (uint16_t *)(out + g.main_bytes);
+    for (int t = 0; t < n; t++)
+        for (int k = 0; k < g.rem; k++)
+            tail[(size_t)t * (size_t)g.rem + (size_t)k] = tl_f32_to_bf16(x[(size_t)t * (size_t)cols + g.K32 + k]);
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* C tiles 0-3 = (W rows 0-15, 16-31) x (tokens 0-15, 16-31) over k < 32*ksteps;
+ * w: the block's first row (row stride ldw bytes), xb: the first token block's
+ * pairs (the second is xstride bytes on), c: the four tiles, row-major 16x16. */
+__attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_t *w, size_t ldw, const uint8_t *xb,
+                                                                      size_t xstride, int ksteps, float *c) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int s = 0; s < ksteps; s++) {
+        _tile_loadd(4, w + 64 * (size_t)s, ldw);
+        _tile_loadd(5, w + 16 * ldw + 64 * (size_t)s, ldw);
+        _tile_loadd(6, xb + 1024 * (size_t)s, 64);
+        _tile_loadd(7, xb + xstride + 1024 * (size_t)s, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, 64);
+    _tile_stored(1, c + 256, 64);
+    _tile_stored(2, c + 512, 64);
+    _tile_stored(3, c + 768, 64);
+}
+
+/* Tile c (W rows r0.., tokens t0..) transposed into y[t][r]. */
+__attribute__((target("avx512f"))) static void emit(const float *c, float *y, int rows, int n, int r0, int t0,
+                                                    int accumulate) {
+    __m512 m[16];
+    for (int i = 0; i < 16; i++) m[i] = _mm512_load_ps(c + 16 * i);
+    transpose16(m); /* row j: token t0+j, W rows r0..r0+15 */
+    for (int j = 0; j < 16 && t0 + j < n; j++) {
+        float *yr = y + (size_t)(t0 + j) * (size_t)rows + r0;
+        _mm512_storeu_ps(yr, accumulate ? _mm512_add_ps(_mm512_loadu_ps(yr), m[j]) : m[j]);
+    }
+}
+
+__attribute__((target("amx-tile"))) static void tiles_configure(void) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.rows[i] = 16;
+        cfg.colsb[i] = 64;
+    }
+    /* GCC 12 does not see that ldtilecfg reads cfg and drops the stores above
+     * without this barrier */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_release(); }
+
+/* Weight bytes a thread keeps in L2 while a 32-token panel of x runs past them. */
+#define GROUP_BYTES (1u << 20)
+
+void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate) {
+    const pack_geom g = geom(n, cols);
+    const uint8_t *w = W, *xp = pack;
+    const size_t ldw = 2 * (size_t)cols, xstride = (size_t)g.P * 64;
+    const int nrb = rows / 32, ntp = g.NB / 2, ksteps = g.K32 / 32, nth = omp_get_max_threads();
+    /* Row blocks go in groups of ~1 MiB of weights (but enough groups for every
+     * thread): each 32-token panel of x is fetched once per group, and the
+     * group's weights stay in L2 for all the panels. */
+    int G = (int)(GROUP_BYTES / (32 * ldw));
+    if (G > (nrb + nth - 1) / nth) G = (nrb + nth - 1) / nth;
+    if (G < 1) G = 1;
+    const int ngroups = (nrb + G - 1) / G;
+#pragma omp parallel
+    {
+        _Alignas(64) float c[1024];
+        tiles_configure();
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ngroups; gi++) {
+            const int rb1 = (gi + 1) * G < nrb ? (gi + 1) * G : nrb;
+            for (int tp = 0; tp < ntp; tp++) {
+                const int t0 = tp * 32;
+                for (int rb = gi * G; rb < rb1; rb++) {
+                    const int r0 = rb * 32;
+                    tile_block(w + (size_t)r0 * ldw, ldw, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
+                    emit(c, y, rows, n, r0, t0, accumulate);
+                    emit(c + 256, y, rows, n, r0, t0 + 16, accumulate);
+                    emit(c + 512, y, rows, n, r0 + 16, t0, accumulate);
+                    emit(c + 768, y, rows, n, r0 + 16, t0 + 16, accumulate);
+                    if (g.rem) /* columns past K32 */
+                        for (int t = t0; t < t0 + 32 && t < n; t++)
+                            for (int r = r0; r < r0 + 32; r++)
+                                y[(size_t)t * (size_t)rows + r] += dot_scalar(w, cols, xp, &g, r, t, g.K32);
+                }
+            }
+        }
+        tiles_release();
+        /* rows past the last 32-row block */
+#pragma omp for schedule(static)
+        for (int t = 0; t < n; t++)
+            for (int r = nrb * 32; r < rows; r++) {
+                float s = dot_scalar(w, cols, xp, &g, r, t, 0);
+                float *yr = y + (size_t)t * (size_t)rows + r;
+                *yr = accumulate ? *yr + s : s;
+            }
+    }
+}
+
+#else /* no AMX */
+
+int tl_amx_usable(void) { return 0; }
+
+/* Portable packing, so the layout can be tested anywhere. */
+void tl_amx_pack(const float *x, int n, int cols, void *pack) {
+    const pack_geom g = geom(n, cols);
+    uint8_t *out = pack;
+    memset(out, 0, g.main_bytes);
+    for (int t = 0; t < n; t++)
+        for (int p = 0; p < g.P; p++) {
+            uint32_t d = tl_f32_to_bf16(x[(size_t)t * cols + 2 * p]) |
+                         (uint32_t)tl_f32_to_bf16(x[(size_t)t * cols + 2 * p + 1]) << 16;
+            memcpy(out + (((size_t)(t / 16) * g.P + p) * 16 + (size_t)(t % 16)) * 4, &d, 4);
+        }
+    uint16_t *tail = (uint16_t *)(out + g.main_bytes);
+    for (int t = 0; t < n; t++)
+        for (int k = 0; k < g.rem; k++) tail[(size_t)t * g.rem + k] = tl_f32_to_bf16(x[(size_t)t * cols + g.K32 + k]);
+}
+
+/* Never called (tl_amx_usable is 0); the scalar form keeps the contract. */
+void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate) {
+    const pack_geom g = geom(n, cols);
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            float s = dot_scalar(W, cols, pack, &g, r, t, 0);
+            float *yr = y + (size_t)t * rows + r;
+            *yr = accumulate ? *yr + s : s;
+        }
+}
+
+#endif

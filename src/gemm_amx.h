@@ -1,0 +1,30 @@
+/* gemm_amx.h - y = x W^T for BF16 weights on Intel AMX tiles: the batched
+ * (prompt) pass of the `amx` kernel.  x is rounded to bf16 once per product and
+ * packed; sums are fp32.  The weights are read straight from the mapped file
+ * (no packing of W): W plays the tile multiply's left operand and the packed x
+ * its right one, and each 16x16 result tile is transposed on the way out.
+ * See docs/inference.md. */
+#ifndef TL_GEMM_AMX_H
+#define TL_GEMM_AMX_H
+
+#include <stddef.h>
+
+/* Whether AMX-BF16 can run here: the CPU has AMX-TILE and AMX-BF16 (and
+ * AVX512-BF16 for the packing), and the OS grants this process the tile state
+ * (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, asked for here; it lasts for the
+ * process).  Always 0 off x86-64 Linux. */
+int tl_amx_usable(void);
+
+/* Bytes of the packed form of an [n, cols] activation matrix. */
+size_t tl_amx_pack_bytes(int n, int cols);
+
+/* Packs x[n, cols] (fp32) into pack (tl_amx_pack_bytes(n, cols) bytes, 64-byte
+ * aligned), rounded to bf16 to nearest even. */
+void tl_amx_pack(const float *x, int n, int cols, void *pack);
+
+/* y[n, rows] (=, or += when accumulate) x W^T, W BF16 [rows, cols] (any
+ * alignment), x given packed.  Threads split the rows.  Call only when
+ * tl_amx_usable(). */
+void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate);
+
+#endif
