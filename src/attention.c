@@ -11,11 +11,14 @@
  * (batch, KV head): the query heads sharing a KV head add into dk/dv one after
  * another, so results are deterministic for any thread count. */
 #include "attention.h"
+#include "gemm_amx.h"
+#include "safetensors.h" /* tl_f32_to_bf16 */
 #include "vec.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +92,82 @@ void tl_attention_forward_cached(float *out, float *scratch, const float *q, con
         float *P = scratch + (size_t)omp_get_thread_num() * TL_ATTN_ROWS * (size_t)ldp;
         attend_rows(out + (size_t)r0 * qs + (size_t)h * hd, P, ldp, q + (size_t)r0 * qs + (size_t)h * hd, qs,
                     kc + (size_t)(h / group) * hd, vc + (size_t)(h / group) * hd, ks, rows, p0 + r0, 1, hd, scale);
+    }
+}
+
+/* ------------------------------------------------------ bf16 on AMX tiles */
+
+/* Scratch layout: keys [KV][Tm][hd] and transposed values [KV][hd][Tm] as bf16
+ * (Tm = max_ctx rounded up to 32, zero past the cache), then per thread the
+ * scores [RB][Tm], the packed queries and the packed probabilities. */
+typedef struct {
+    size_t kb, vt, threads; /* offsets of the keys, the values, the first thread's area */
+    size_t thread, scores, qpack, ppack; /* bytes per thread; offsets inside it */
+    size_t total;
+    int Tm;
+} amx_layout;
+
+static size_t up64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static amx_layout amx_scratch_layout(int max_ctx, int KV, int hd, int nthreads) {
+    amx_layout l;
+    l.Tm = (max_ctx + 31) & ~31;
+    const size_t kv = up64(2 * (size_t)KV * (size_t)l.Tm * (size_t)hd);
+    l.kb = 0;
+    l.vt = kv;
+    l.scores = 0;
+    l.qpack = up64(sizeof(float) * RB * (size_t)l.Tm);
+    l.ppack = l.qpack + up64(tl_amx_pack_bytes(RB, hd));
+    l.thread = l.ppack + up64(tl_amx_pack_bytes(RB, l.Tm));
+    l.threads = 2 * kv;
+    l.total = l.threads + (size_t)nthreads * l.thread;
+    return l;
+}
+
+size_t tl_attention_amx_scratch_bytes(int max_ctx, int KV, int hd, int nthreads) {
+    return amx_scratch_layout(max_ctx, KV, hd, nthreads).total;
+}
+
+void tl_attention_forward_cached_amx(float *out, void *scratch, int max_ctx, const float *q, const float *kc,
+                                     const float *vc, int p0, int n, int H, int KV, int hd, int nthreads) {
+    const amx_layout l = amx_scratch_layout(max_ctx, KV, hd, nthreads);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = H / KV, qs = H * hd, ks = KV * hd, T = p0 + n, Tp = (T + 31) & ~31, Tm = l.Tm;
+    uint8_t *base = scratch;
+    uint16_t *kb = (uint16_t *)(base + l.kb), *vt = (uint16_t *)(base + l.vt);
+    const int blocks = (n + RB - 1) / RB, work = H * blocks;
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* the cache as bf16: keys row-major (the scores' left operand), values
+         * transposed (the output's), zero up to a multiple of 32 positions */
+#pragma omp for schedule(static)
+        for (int gt = 0; gt < KV * Tp; gt++) {
+            const int g = gt / Tp, t = gt % Tp;
+            uint16_t *kr = kb + ((size_t)g * Tm + (size_t)t) * hd, *vcol = vt + (size_t)g * hd * Tm + t;
+            for (int d = 0; d < hd; d++) {
+                const size_t at = (size_t)t * ks + (size_t)g * hd + (size_t)d;
+                kr[d] = t < T ? tl_f32_to_bf16(kc[at]) : 0;
+                vcol[(size_t)d * Tm] = t < T ? tl_f32_to_bf16(vc[at]) : 0;
+            }
+        }
+        uint8_t *mine = base + l.threads + (size_t)omp_get_thread_num() * l.thread;
+        float *S = (float *)(mine + l.scores);
+        void *qpack = mine + l.qpack, *ppack = mine + l.ppack;
+#pragma omp for schedule(dynamic, 1)
+        for (int wi = 0; wi < work; wi++) {
+            const int h = wi % H, g = h / group, r0 = wi / H * RB, rows = n - r0 < RB ? n - r0 : RB;
+            const int pos0 = p0 + r0, cp = (pos0 + rows + 31) & ~31; /* keys seen, rounded up */
+            tl_amx_pack(q + (size_t)r0 * qs + (size_t)h * hd, (size_t)qs, rows, hd, qpack);
+            tl_amx_gemm(kb + (size_t)g * Tm * hd, (size_t)hd, cp, hd, qpack, rows, S, (size_t)cp, 0);
+            for (int i = 0; i < rows; i++) {
+                float *row = S + (size_t)i * cp;
+                tl_vec_scale(row, (size_t)(pos0 + i + 1), scale);
+                causal_softmax_row(row, pos0 + i, cp);
+            }
+            tl_amx_pack(S, (size_t)cp, rows, cp, ppack);
+            tl_amx_gemm(vt + (size_t)g * hd * Tm, (size_t)Tm, hd, cp, ppack, rows, out + (size_t)r0 * qs + (size_t)h * hd,
+                        (size_t)qs, 0);
+        }
     }
 }
 

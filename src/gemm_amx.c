@@ -65,17 +65,27 @@ static uint16_t packed_x(const uint8_t *pack, const pack_geom *g, int t, int k) 
     return (uint16_t)(k & 1 ? d >> 16 : d & 0xffff);
 }
 
-static float w_at(const uint8_t *W, int cols, int r, int k) {
-    uint16_t v;
-    memcpy(&v, W + 2 * ((size_t)r * (size_t)cols + (size_t)k), 2);
-    return tl_bf16_to_f32(v);
+/* sum over k in [k0, cols) of W[r][k] * bf16 x[t][k] (W row stride ldw elements) */
+static float dot_scalar(const uint8_t *W, size_t ldw, int cols, const uint8_t *pack, const pack_geom *g, int r, int t,
+                        int k0) {
+    float s = 0;
+    for (int k = k0; k < cols; k++) {
+        uint16_t w;
+        memcpy(&w, W + 2 * ((size_t)r * ldw + (size_t)k), 2);
+        s += tl_bf16_to_f32(w) * tl_bf16_to_f32(packed_x(pack, g, t, k));
+    }
+    return s;
 }
 
-/* sum over k in [k0, cols) of W[r][k] * bf16 x[t][k] */
-static float dot_scalar(const uint8_t *W, int cols, const uint8_t *pack, const pack_geom *g, int r, int t, int k0) {
-    float s = 0;
-    for (int k = k0; k < cols; k++) s += w_at(W, cols, r, k) * tl_bf16_to_f32(packed_x(pack, g, t, k));
-    return s;
+/* y[t][r] for the rows past the last 32-row block, scalar */
+static void rows_scalar(const uint8_t *W, size_t ldw, int r0, int rows, int cols, const uint8_t *pack,
+                        const pack_geom *g, int n, float *y, size_t ldy, int accumulate) {
+    for (int t = 0; t < n; t++)
+        for (int r = r0; r < rows; r++) {
+            float s = dot_scalar(W, ldw, cols, pack, g, r, t, 0);
+            float *yr = y + (size_t)t * ldy + r;
+            *yr = accumulate ? *yr + s : s;
+        }
 }
 
 #ifdef TL_AMX
@@ -112,10 +122,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void transpose16
     }
 }
 
-__attribute__((target("avx512f,avx512bf16"))) void tl_amx_pack(const float *x, int n, int cols, void *pack) {
+__attribute__((target("avx512f,avx512bf16"))) void tl_amx_pack(const float *x, size_t ldx, int n, int cols,
+                                                                 void *pack) {
     const pack_geom g = geom(n, cols);
     uint8_t *out = pack;
-#pragma omp parallel for schedule(static) if (n > 16)
+#pragma omp parallel for schedule(static) if (n > 16 && !omp_in_parallel())
     for (int tb = 0; tb < g.NB; tb++) {
         for (int p0 = 0; p0 < g.P; p0 += 16) {
             __m512 m[16];
@@ -125,7 +136,7 @@ __attribute__((target("avx512f,avx512bf16"))) void tl_amx_pack(const float *x, i
                     m[j] = _mm512_setzero_ps();
                     continue;
                 }
-                const float *xr = x + (size_t)t * (size_t)cols + 2 * (size_t)p0;
+                const float *xr = x + (size_t)t * ldx + 2 * (size_t)p0;
                 /* cvtne2ps: the second operand fills the low half */
                 m[j] = (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + 16), _mm512_loadu_ps(xr));
             }
@@ -137,7 +148,7 @@ __attribute__((target("avx512f,avx512bf16"))) void tl_amx_pack(const float *x, i
     uint16_t *tail = (uint16_t *)(out + g.main_bytes);
     for (int t = 0; t < n; t++)
         for (int k = 0; k < g.rem; k++)
-            tail[(size_t)t * (size_t)g.rem + (size_t)k] = tl_f32_to_bf16(x[(size_t)t * (size_t)cols + g.K32 + k]);
+            tail[(size_t)t * (size_t)g.rem + (size_t)k] = tl_f32_to_bf16(x[(size_t)t * ldx + (size_t)(g.K32 + k)]);
 }
 
 typedef struct {
@@ -172,13 +183,13 @@ __attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_
 }
 
 /* Tile c (W rows r0.., tokens t0..) transposed into y[t][r]. */
-__attribute__((target("avx512f"))) static void emit(const float *c, float *y, int rows, int n, int r0, int t0,
+__attribute__((target("avx512f"))) static void emit(const float *c, float *y, size_t ldy, int n, int r0, int t0,
                                                     int accumulate) {
     __m512 m[16];
     for (int i = 0; i < 16; i++) m[i] = _mm512_load_ps(c + 16 * i);
     transpose16(m); /* row j: token t0+j, W rows r0..r0+15 */
     for (int j = 0; j < 16 && t0 + j < n; j++) {
-        float *yr = y + (size_t)(t0 + j) * (size_t)rows + r0;
+        float *yr = y + (size_t)(t0 + j) * ldy + r0;
         _mm512_storeu_ps(yr, accumulate ? _mm512_add_ps(_mm512_loadu_ps(yr), m[j]) : m[j]);
     }
 }
@@ -202,19 +213,21 @@ __attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_rele
 /* Weight bytes a thread keeps in L2 while a 32-token panel of x runs past them. */
 #define GROUP_BYTES (1u << 20)
 
-void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate) {
+void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
+                 int accumulate) {
     const pack_geom g = geom(n, cols);
     const uint8_t *w = W, *xp = pack;
-    const size_t ldw = 2 * (size_t)cols, xstride = (size_t)g.P * 64;
-    const int nrb = rows / 32, ntp = g.NB / 2, ksteps = g.K32 / 32, nth = omp_get_max_threads();
+    const size_t wb = 2 * ldw, xstride = (size_t)g.P * 64; /* bytes per W row, per token block */
+    const int nrb = rows / 32, ntp = g.NB / 2, ksteps = g.K32 / 32, serial = omp_in_parallel(),
+              nth = serial ? 1 : omp_get_max_threads();
     /* Row blocks go in groups of ~1 MiB of weights (but enough groups for every
      * thread): each 32-token panel of x is fetched once per group, and the
      * group's weights stay in L2 for all the panels. */
-    int G = (int)(GROUP_BYTES / (32 * ldw));
+    int G = (int)(GROUP_BYTES / (32 * wb));
     if (G > (nrb + nth - 1) / nth) G = (nrb + nth - 1) / nth;
     if (G < 1) G = 1;
     const int ngroups = (nrb + G - 1) / G;
-#pragma omp parallel
+#pragma omp parallel if (!serial)
     {
         _Alignas(64) float c[1024];
         tiles_configure();
@@ -225,59 +238,48 @@ void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, flo
                 const int t0 = tp * 32;
                 for (int rb = gi * G; rb < rb1; rb++) {
                     const int r0 = rb * 32;
-                    tile_block(w + (size_t)r0 * ldw, ldw, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
-                    emit(c, y, rows, n, r0, t0, accumulate);
-                    emit(c + 256, y, rows, n, r0, t0 + 16, accumulate);
-                    emit(c + 512, y, rows, n, r0 + 16, t0, accumulate);
-                    emit(c + 768, y, rows, n, r0 + 16, t0 + 16, accumulate);
+                    tile_block(w + (size_t)r0 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
+                    emit(c, y, ldy, n, r0, t0, accumulate);
+                    emit(c + 256, y, ldy, n, r0, t0 + 16, accumulate);
+                    emit(c + 512, y, ldy, n, r0 + 16, t0, accumulate);
+                    emit(c + 768, y, ldy, n, r0 + 16, t0 + 16, accumulate);
                     if (g.rem) /* columns past K32 */
                         for (int t = t0; t < t0 + 32 && t < n; t++)
                             for (int r = r0; r < r0 + 32; r++)
-                                y[(size_t)t * (size_t)rows + r] += dot_scalar(w, cols, xp, &g, r, t, g.K32);
+                                y[(size_t)t * ldy + r] += dot_scalar(w, ldw, cols, xp, &g, r, t, g.K32);
                 }
             }
         }
         tiles_release();
-        /* rows past the last 32-row block */
-#pragma omp for schedule(static)
-        for (int t = 0; t < n; t++)
-            for (int r = nrb * 32; r < rows; r++) {
-                float s = dot_scalar(w, cols, xp, &g, r, t, 0);
-                float *yr = y + (size_t)t * (size_t)rows + r;
-                *yr = accumulate ? *yr + s : s;
-            }
     }
+    rows_scalar(w, ldw, nrb * 32, rows, cols, xp, &g, n, y, ldy, accumulate);
 }
 
 #else /* no AMX */
 
 int tl_amx_usable(void) { return 0; }
 
-/* Portable packing, so the layout can be tested anywhere. */
-void tl_amx_pack(const float *x, int n, int cols, void *pack) {
+/* Portable packing and products: the same contract (never reached through the
+ * engine, which asks tl_amx_usable first). */
+void tl_amx_pack(const float *x, size_t ldx, int n, int cols, void *pack) {
     const pack_geom g = geom(n, cols);
     uint8_t *out = pack;
     memset(out, 0, g.main_bytes);
     for (int t = 0; t < n; t++)
         for (int p = 0; p < g.P; p++) {
-            uint32_t d = tl_f32_to_bf16(x[(size_t)t * cols + 2 * p]) |
-                         (uint32_t)tl_f32_to_bf16(x[(size_t)t * cols + 2 * p + 1]) << 16;
+            uint32_t d = tl_f32_to_bf16(x[(size_t)t * ldx + 2 * (size_t)p]) |
+                         (uint32_t)tl_f32_to_bf16(x[(size_t)t * ldx + 2 * (size_t)p + 1]) << 16;
             memcpy(out + (((size_t)(t / 16) * g.P + p) * 16 + (size_t)(t % 16)) * 4, &d, 4);
         }
     uint16_t *tail = (uint16_t *)(out + g.main_bytes);
     for (int t = 0; t < n; t++)
-        for (int k = 0; k < g.rem; k++) tail[(size_t)t * g.rem + k] = tl_f32_to_bf16(x[(size_t)t * cols + g.K32 + k]);
+        for (int k = 0; k < g.rem; k++) tail[(size_t)t * g.rem + k] = tl_f32_to_bf16(x[(size_t)t * ldx + g.K32 + k]);
 }
 
-/* Never called (tl_amx_usable is 0); the scalar form keeps the contract. */
-void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate) {
+void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
+                 int accumulate) {
     const pack_geom g = geom(n, cols);
-    for (int t = 0; t < n; t++)
-        for (int r = 0; r < rows; r++) {
-            float s = dot_scalar(W, cols, pack, &g, r, t, 0);
-            float *yr = y + (size_t)t * rows + r;
-            *yr = accumulate ? *yr + s : s;
-        }
+    rows_scalar(W, ldw, 0, rows, cols, pack, &g, n, y, ldy, accumulate);
 }
 
 #endif

@@ -18,13 +18,17 @@ int tl_amx_usable(void);
 /* Bytes of the packed form of an [n, cols] activation matrix. */
 size_t tl_amx_pack_bytes(int n, int cols);
 
-/* Packs x[n, cols] (fp32) into pack (tl_amx_pack_bytes(n, cols) bytes, 64-byte
- * aligned), rounded to bf16 to nearest even. */
-void tl_amx_pack(const float *x, int n, int cols, void *pack);
+/* Packs x[n, cols] (fp32, row stride ldx floats) into pack
+ * (tl_amx_pack_bytes(n, cols) bytes, 64-byte aligned), rounded to bf16 to
+ * nearest even. */
+void tl_amx_pack(const float *x, size_t ldx, int n, int cols, void *pack);
 
-/* y[n, rows] (=, or += when accumulate) x W^T, W BF16 [rows, cols] (any
- * alignment), x given packed.  Threads split the rows.  Call only when
+/* y[n, rows] (row stride ldy floats; =, or += when accumulate) = x W^T, W BF16
+ * [rows, cols] with row stride ldw elements (any alignment), x given packed.
+ * Threads split the rows; called inside a parallel region, both functions run
+ * on the calling thread alone (attention calls them per head).  Call only when
  * tl_amx_usable(). */
-void tl_amx_gemm(const void *W, int rows, int cols, const void *pack, int n, float *y, int accumulate);
+void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
+                 int accumulate);
 
 #endif

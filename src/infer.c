@@ -347,6 +347,7 @@ void tl_infer_state_free(tl_infer_state *s) {
                      s->ao,      s->g,       s->u, s->tmp,  s->tile, s->scores, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tl_free(bufs[i]);
     tl_free(s->xpack);
+    tl_free(s->attn_amx);
     memset(s, 0, sizeof *s);
 }
 
@@ -363,12 +364,23 @@ static int amx_applies(tl_infer_state *s, const tl_wmat *W, int n) {
     return s->xpack != NULL;
 }
 
+/* Whether a batch's attention runs on AMX tiles: as its products (the amx
+ * kernel with BF16 weights, so F32 models stay exact), given the scratch. */
+static int amx_attention_applies(tl_infer_state *s, const tl_wmat *wq, int n) {
+    if (s->m->kernel != TL_KERNEL_AMX || wq->dtype != TL_DT_BF16 || n <= MATVEC_ROWS) return 0;
+    const tl_config *c = &s->m->cfg;
+    if (!s->attn_amx)
+        s->attn_amx = tl_alloc(
+            tl_attention_amx_scratch_bytes(s->max_ctx, c->n_kv_heads, tl_config_head_dim(c), s->n_scores));
+    return s->attn_amx != NULL;
+}
+
 /* y[n, W->rows] (=|+=) x[n, W->cols] W^T */
 static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate) {
     const int in = W->cols, out = W->rows;
     if (amx_applies(s, W, n)) {
-        tl_amx_pack(x, n, in, s->xpack);
-        tl_amx_gemm(W->data, out, in, s->xpack, n, y, accumulate);
+        tl_amx_pack(x, (size_t)in, n, in, s->xpack);
+        tl_amx_gemm(W->data, (size_t)in, out, in, s->xpack, n, y, (size_t)out, accumulate);
         return;
     }
     if (n <= MATVEC_ROWS) {
@@ -414,8 +426,10 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
     int amx = 1;
     for (int j = 0; j < count; j++) amx &= amx_applies(s, W[j], n);
     if (amx) { /* x packed once for all of them */
-        tl_amx_pack(x, n, W[0]->cols, s->xpack);
-        for (int j = 0; j < count; j++) tl_amx_gemm(W[j]->data, W[j]->rows, W[j]->cols, s->xpack, n, y[j], 0);
+        const int in = W[0]->cols;
+        tl_amx_pack(x, (size_t)in, n, in, s->xpack);
+        for (int j = 0; j < count; j++)
+            tl_amx_gemm(W[j]->data, (size_t)in, W[j]->rows, in, s->xpack, n, y[j], (size_t)W[j]->rows, 0);
         return;
     }
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
@@ -438,7 +452,10 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         tl_rope_forward(s->k, m->rope_cos, m->rope_sin, n, n, p0, KV, hd);
         memcpy(kc + (size_t)p0 * KD, s->k, sizeof(float) * (size_t)n * KD);
         memcpy(vc + (size_t)p0 * KD, s->v, sizeof(float) * (size_t)n * KD);
-        tl_attention_forward_cached(s->ao, s->scores, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
+        if (amx_attention_applies(s, &w->wq, n))
+            tl_attention_forward_cached_amx(s->ao, s->attn_amx, s->max_ctx, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
+        else
+            tl_attention_forward_cached(s->ao, s->scores, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
         linear(s, &w->wo, s->ao, n, s->x, 1);
         tl_rmsnorm_forward(s->h, NULL, s->x, w->mlp_norm, n, D, c->norm_eps);
         const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
