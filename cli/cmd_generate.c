@@ -131,8 +131,8 @@ static const char COMMON_HELP[] =
     "  --threads N            threads (default: all)\n"
     "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512; for bf16\n"
     "                         weights, opt-in and less precise (activations rounded to bf16):\n"
-    "                         avx512bf16 (VDPBF16PS decode), amx (also the prompt pass on AMX\n"
-    "                         tiles: several times faster on CPUs with AMX)\n";
+    "                         avx512bf16 (VDPBF16PS decode), amx (the prompt pass on AMX tiles,\n"
+    "                         several times faster on CPUs with AMX; decode as avx512)\n";
 
 typedef struct {
     tl_infer_model m;

@@ -31,8 +31,9 @@ typedef struct {
 /* Kernel families.  AUTO picks the best exact one the CPU supports
  * (AVX512 > AVX2 > SCALAR).  The opt-in bf16 ones round activations to bf16 for
  * BF16 weights (other dtypes run as AVX512), slightly less precise:
- * AVX512BF16 uses the VDPBF16PS dot product in decode; AMX does too, and runs
- * the batched (prompt) pass on AMX tiles (src/gemm_amx.c) instead of sgemm. */
+ * AVX512BF16 uses the VDPBF16PS dot product in decode; AMX runs the batched
+ * (prompt) pass on AMX tiles (src/gemm_amx.c) instead of sgemm, and decodes
+ * with the exact AVX512 kernels. */
 typedef enum {
     TL_KERNEL_AUTO = 0,
     TL_KERNEL_SCALAR,

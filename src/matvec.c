@@ -365,6 +365,8 @@ __attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_avx512bf16(c
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     int i = 0;
     for (; i + 64 <= n; i += 64) {
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
         a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + i), (__m512bh)_mm512_loadu_si512(xb + i));
         a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(p + i + 32),
                               (__m512bh)_mm512_loadu_si512(xb + i + 32));
@@ -437,7 +439,9 @@ static int block_rows(const tl_wmat *M) {
  * fork/join for Q, K and V, or for gate and up). */
 void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x) {
     const int n = W[0]->cols;
-    if (k == TL_KERNEL_AMX) k = TL_KERNEL_AVX512BF16; /* AMX is for batches; decode is a dot product */
+    /* AMX is for batches; its decode is the exact AVX-512 kernel, which streams
+     * faster than VDPBF16PS (15.0-15.3 against 13.9-14.0 tokens/s on the Xeon VM) */
+    if (k == TL_KERNEL_AMX) k = TL_KERNEL_AVX512;
     int first[9]; /* first block of each matrix; count <= 8 */
     size_t elems = 0;
     if (count > 8) {
