@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "safetensors.h" /* tl_f32_to_bf16, tl_bf16_to_f32 */
+#include "vec.h"
 
 #if defined(__x86_64__) && defined(__linux__)
 #define TL_AMX 1
@@ -157,18 +158,20 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-/* C tiles 0-3 = (W rows 0-15, 16-31) x (tokens 0-15, 16-31) over k < 32*ksteps;
- * w: the block's first row (row stride ldw bytes), xb: the first token block's
- * pairs (the second is xstride bytes on), c: the four tiles, row-major 16x16. */
-__attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_t *w, size_t ldw, const uint8_t *xb,
-                                                                      size_t xstride, int ksteps, float *c) {
+/* C tiles 0-3 = (rows w0.., w1..: 16 each) x (tokens 0-15, 16-31) over
+ * k < 32*ksteps; w0/w1: first rows of the two 16-row tiles (row stride ldw
+ * bytes), xb: the first token block's pairs (the second is xstride bytes on),
+ * c: the four tiles, row-major 16x16. */
+__attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_t *w0, const uint8_t *w1, size_t ldw,
+                                                                      const uint8_t *xb, size_t xstride, int ksteps,
+                                                                      float *c) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (int s = 0; s < ksteps; s++) {
-        _tile_loadd(4, w + 64 * (size_t)s, ldw);
-        _tile_loadd(5, w + 16 * ldw + 64 * (size_t)s, ldw);
+        _tile_loadd(4, w0 + 64 * (size_t)s, ldw);
+        _tile_loadd(5, w1 + 64 * (size_t)s, ldw);
         _tile_loadd(6, xb + 1024 * (size_t)s, 64);
         _tile_loadd(7, xb + xstride + 1024 * (size_t)s, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -213,6 +216,15 @@ __attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_rele
 /* Weight bytes a thread keeps in L2 while a 32-token panel of x runs past them. */
 #define GROUP_BYTES (1u << 20)
 
+/* 32-row blocks per group: ~GROUP_BYTES of weights (rows of wb bytes), but
+ * enough groups for every thread.  Each 32-token panel of x is fetched once per
+ * group, and the group's weights stay in L2 for all the panels. */
+static int group_blocks(int nrb, size_t wb, int nth) {
+    int G = (int)(GROUP_BYTES / (32 * wb));
+    if (G > (nrb + nth - 1) / nth) G = (nrb + nth - 1) / nth;
+    return G < 1 ? 1 : G;
+}
+
 void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
                  int accumulate) {
     const pack_geom g = geom(n, cols);
@@ -220,13 +232,7 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
     const size_t wb = 2 * ldw, xstride = (size_t)g.P * 64; /* bytes per W row, per token block */
     const int nrb = rows / 32, ntp = g.NB / 2, ksteps = g.K32 / 32, serial = omp_in_parallel(),
               nth = serial ? 1 : omp_get_max_threads();
-    /* Row blocks go in groups of ~1 MiB of weights (but enough groups for every
-     * thread): each 32-token panel of x is fetched once per group, and the
-     * group's weights stay in L2 for all the panels. */
-    int G = (int)(GROUP_BYTES / (32 * wb));
-    if (G > (nrb + nth - 1) / nth) G = (nrb + nth - 1) / nth;
-    if (G < 1) G = 1;
-    const int ngroups = (nrb + G - 1) / G;
+    const int G = group_blocks(nrb, wb, nth), ngroups = (nrb + G - 1) / G;
 #pragma omp parallel if (!serial)
     {
         _Alignas(64) float c[1024];
@@ -238,7 +244,8 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
                 const int t0 = tp * 32;
                 for (int rb = gi * G; rb < rb1; rb++) {
                     const int r0 = rb * 32;
-                    tile_block(w + (size_t)r0 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
+                    const uint8_t *wr = w + (size_t)r0 * wb;
+                    tile_block(wr, wr + 16 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
                     emit(c, y, ldy, n, r0, t0, accumulate);
                     emit(c + 256, y, ldy, n, r0, t0 + 16, accumulate);
                     emit(c + 512, y, ldy, n, r0 + 16, t0, accumulate);
@@ -253,6 +260,56 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
         tiles_release();
     }
     rows_scalar(w, ldw, nrb * 32, rows, cols, xp, &g, n, y, ldy, accumulate);
+}
+
+/* h (16 features x 16 tokens, row-major) into the pair layout: feature pairs
+ * (2q, 2q+1) interleaved token by token, rounded to bf16; out: pair row f0/2 of
+ * the token block, rows 64 bytes apart. */
+__attribute__((target("avx512f,avx512bf16"))) static void pack_feature_rows(const float *h, uint8_t *out) {
+    const __m512i j = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    /* lo: (a0 b0 a1 b1 .. a7 b7), hi: (a8 b8 .. a15 b15) */
+    const __m512i lo = _mm512_add_epi32(_mm512_srli_epi32(j, 1), _mm512_slli_epi32(_mm512_and_si512(j, _mm512_set1_epi32(1)), 4));
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int q = 0; q < 8; q++) {
+        const __m512 a = _mm512_load_ps(h + 32 * q), b = _mm512_load_ps(h + 32 * q + 16);
+        const __m512 l = _mm512_permutex2var_ps(a, lo, b), u = _mm512_permutex2var_ps(a, hi, b);
+        _mm512_store_ps((float *)(out + 64 * (size_t)q), (__m512)_mm512_cvtne2ps_pbh(u, l));
+    }
+}
+
+int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack) {
+    if (F % 32 || D % 32) return -1;
+    const pack_geom g = geom(n, D), gh = geom(n, F);
+    const uint8_t *wg = Wg, *wu = Wu, *xp = xpack;
+    uint8_t *hp = hpack;
+    const size_t wb = 2 * ldw, xstride = (size_t)g.P * 64, hstride = (size_t)gh.P * 64;
+    /* blocks of 16 features: 16 gate rows and 16 up rows (as many bytes as one
+     * 32-row block of the plain product) */
+    const int nfb = F / 16, ntp = g.NB / 2, ksteps = g.K32 / 32, serial = omp_in_parallel(),
+              nth = serial ? 1 : omp_get_max_threads();
+    const int G = group_blocks(nfb, wb, nth), ngroups = (nfb + G - 1) / G;
+#pragma omp parallel if (!serial)
+    {
+        _Alignas(64) float c[1024], h[512];
+        tiles_configure();
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ngroups; gi++) {
+            const int fb1 = (gi + 1) * G < nfb ? (gi + 1) * G : nfb;
+            for (int tp = 0; tp < ntp; tp++)
+                for (int fb = gi * G; fb < fb1; fb++) {
+                    const size_t f0 = 16 * (size_t)fb;
+                    tile_block(wg + f0 * wb, wu + f0 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
+                    /* c: gate x tokens 0-15, gate x 16-31, up x 0-15, up x 16-31; padding
+                     * tokens see x = 0, so their h is silu(0) * 0 = 0 as the layout wants */
+                    tl_vec_swiglu_forward(h, c, c + 512, 256);
+                    tl_vec_swiglu_forward(h + 256, c + 256, c + 768, 256);
+                    for (int b = 0; b < 2; b++)
+                        pack_feature_rows(h + 256 * b, hp + (size_t)(2 * tp + b) * hstride + (f0 / 2) * 64);
+                }
+        }
+        tiles_release();
+    }
+    return 0;
 }
 
 #else /* no AMX */
@@ -280,6 +337,11 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
                  int accumulate) {
     const pack_geom g = geom(n, cols);
     rows_scalar(W, ldw, 0, rows, cols, pack, &g, n, y, ldy, accumulate);
+}
+
+int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack) {
+    (void)Wg, (void)Wu, (void)ldw, (void)F, (void)D, (void)xpack, (void)n, (void)hpack;
+    return -1;
 }
 
 #endif

@@ -31,4 +31,12 @@ void tl_amx_pack(const float *x, size_t ldx, int n, int cols, void *pack);
 void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
                  int accumulate);
 
+/* The SwiGLU block's first half fused: h = silu(x Wg^T) * (x Wu^T) for
+ * Wg, Wu BF16 [F, D] (row stride ldw), x packed, written straight into hpack in
+ * the packed form of h [n, F] (tl_amx_pack_bytes(n, F) bytes), ready for the
+ * down projection: no fp32 h, no transposes.  Bit-identical to the two
+ * products, tl_vec_swiglu_forward and tl_amx_pack.  Needs F and D multiples of
+ * 32; returns -1 (nothing done) otherwise. */
+int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack);
+
 #endif

@@ -347,6 +347,7 @@ void tl_infer_state_free(tl_infer_state *s) {
                      s->ao,      s->g,       s->u, s->tmp,  s->tile, s->scores, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tl_free(bufs[i]);
     tl_free(s->xpack);
+    tl_free(s->hpack);
     tl_free(s->attn_amx);
     memset(s, 0, sizeof *s);
 }
@@ -435,6 +436,21 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
 }
 
+/* x += down(silu(gate(h)) * up(h)) on AMX tiles with the gate/up products, the
+ * SwiGLU and the packing of its output fused (gemm_amx.h); 0 if it does not
+ * apply (then nothing was done). */
+static int amx_mlp(tl_infer_state *s, const tl_infer_layer *w, int n) {
+    const int D = s->m->cfg.dim, F = s->m->cfg.hidden_dim;
+    if (D % 32 || F % 32 || !amx_applies(s, &w->w_gate, n) || !amx_applies(s, &w->w_up, n) ||
+        !amx_applies(s, &w->w_down, n))
+        return 0;
+    if (!s->hpack && !(s->hpack = tl_alloc(tl_amx_pack_bytes(s->chunk, F)))) return 0;
+    tl_amx_pack(s->h, (size_t)D, n, D, s->xpack);
+    if (tl_amx_swiglu(w->w_gate.data, w->w_up.data, (size_t)D, F, D, s->xpack, n, s->hpack)) return 0;
+    tl_amx_gemm(w->w_down.data, (size_t)F, D, F, s->hpack, n, s->x, (size_t)D, 1);
+    return 1;
+}
+
 static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_logits) {
     const tl_infer_model *m = s->m;
     const tl_config *c = &m->cfg;
@@ -458,11 +474,13 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
             tl_attention_forward_cached(s->ao, s->scores, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
         linear(s, &w->wo, s->ao, n, s->x, 1);
         tl_rmsnorm_forward(s->h, NULL, s->x, w->mlp_norm, n, D, c->norm_eps);
-        const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
-        float *gu_out[2] = {s->g, s->u};
-        linear_multi(s, gu, gu_out, 2, s->h, n);
-        tl_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
-        linear(s, &w->w_down, s->g, n, s->x, 1);
+        if (!amx_mlp(s, w, n)) {
+            const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
+            float *gu_out[2] = {s->g, s->u};
+            linear_multi(s, gu, gu_out, 2, s->h, n);
+            tl_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
+            linear(s, &w->w_down, s->g, n, s->x, 1);
+        }
     }
     tl_rmsnorm_forward(s->h, NULL, s->x, m->final_norm, n, D, c->norm_eps);
     if (all_logits) {

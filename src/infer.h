@@ -115,6 +115,7 @@ typedef struct {
     size_t tile_floats;
     void *xpack;   /* bf16-packed activations for the AMX pass */
     size_t xpack_bytes;
+    void *hpack;   /* the packed SwiGLU output (fused AMX MLP) */
     void *attn_amx; /* scratch of the AMX attention (allocated on first use) */
     float *scores; /* [n_scores, max_ctx] */
     float *logits; /* [V]: logits of the last token processed */

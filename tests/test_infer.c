@@ -19,6 +19,7 @@
 #include "harness.h"
 #include "infer.h"
 #include "model.h"
+#include "ops.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "sampler.h"
@@ -409,6 +410,48 @@ static void test_infer_amx_gemm(tl_test_ctx *t) {
     }
 }
 
+/* The fused gate/up/SwiGLU (straight into the packed input of the down
+ * projection) is bit-identical to two products, the SwiGLU and packing. */
+static void test_infer_amx_swiglu(tl_test_ctx *t) {
+    if (!tl_amx_usable()) {
+        fprintf(stderr, "  infer_amx_swiglu: this CPU (or OS) has no AMX-BF16: not run\n");
+        return;
+    }
+    static const int shapes[][3] = {{96, 64, 37}, {32, 32, 1}, {1056, 2048, 70}}; /* F, D, n */
+    tl_rng r;
+    tl_rng_seed(&r, 13);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int F = shapes[si][0], D = shapes[si][1], n = shapes[si][2];
+        uint16_t *wg = malloc(2 * (size_t)F * D), *wu = malloc(2 * (size_t)F * D);
+        float *x = malloc(sizeof(float) * (size_t)n * D), *g = malloc(sizeof(float) * (size_t)n * F);
+        float *u = malloc(sizeof(float) * (size_t)n * F);
+        const size_t hb = tl_amx_pack_bytes(n, F);
+        void *xp = tl_alloc(tl_amx_pack_bytes(n, D)), *h1 = tl_alloc(hb), *h2 = tl_alloc(hb);
+        for (size_t i = 0; i < (size_t)F * D; i++) {
+            wg[i] = tl_f32_to_bf16((float)tl_rng_normal(&r) * 0.2f);
+            wu[i] = tl_f32_to_bf16((float)tl_rng_normal(&r) * 0.2f);
+        }
+        for (size_t i = 0; i < (size_t)n * D; i++) x[i] = (float)tl_rng_normal(&r);
+        tl_amx_pack(x, (size_t)D, n, D, xp);
+        tl_amx_gemm(wg, (size_t)D, F, D, xp, n, g, (size_t)F, 0);
+        tl_amx_gemm(wu, (size_t)D, F, D, xp, n, u, (size_t)F, 0);
+        tl_swiglu_forward(g, g, u, (size_t)n * F);
+        tl_amx_pack(g, (size_t)F, n, F, h1);
+        memset(h2, 0xff, hb);
+        CHECK(tl_amx_swiglu(wg, wu, (size_t)D, F, D, xp, n, h2) == 0);
+        CHECK_MSG(!memcmp(h1, h2, hb - 64), "F %d D %d n %d: fused SwiGLU differs", F, D, n);
+        free(wg);
+        free(wu);
+        free(x);
+        free(g);
+        free(u);
+        tl_free(xp);
+        tl_free(h1);
+        tl_free(h2);
+    }
+    CHECK(tl_amx_swiglu(NULL, NULL, 40, 48, 40, NULL, 3, NULL) == -1); /* not multiples of 32 */
+}
+
 /* AMX attention (queries, keys, values and probabilities rounded to bf16) over a
  * cache, in pieces of 70, 3, 41 and 76 rows (partial 64-row blocks, cache lengths
  * off multiples of 32), against attention in double precision from the
@@ -759,6 +802,7 @@ const tl_test tests_infer[] = {
     {"infer_perplexity", test_infer_perplexity},
     {"infer_matvec_kernels", test_infer_matvec_kernels},
     {"infer_amx_gemm", test_infer_amx_gemm},
+    {"infer_amx_swiglu", test_infer_amx_swiglu},
     {"infer_amx_attention", test_infer_amx_attention},
     {"infer_sampler_filters", test_infer_sampler_filters},
     {"infer_sampler_seeded", test_infer_sampler_seeded},
