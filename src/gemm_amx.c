@@ -158,13 +158,14 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-/* C tiles 0-3 = (rows w0.., w1..: 16 each) x (tokens 0-15, 16-31) over
- * k < 32*ksteps; w0/w1: first rows of the two 16-row tiles (row stride ldw
- * bytes), xb: the first token block's pairs (the second is xstride bytes on),
- * c: the four tiles, row-major 16x16. */
+/* A 32x32 block C = (rows w0.., w1..: 16 each) x (columns 0-15, 16-31 of the
+ * right operand) over k < 32*ksteps, as four tiles; w0/w1: first rows of the
+ * two 16-row tiles (row stride ldw bytes), xb: the right operand's first
+ * 16-column block in the pair layout (the second is xstride bytes on), c: the
+ * block, row-major with row stride ldc floats. */
 __attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_t *w0, const uint8_t *w1, size_t ldw,
                                                                       const uint8_t *xb, size_t xstride, int ksteps,
-                                                                      float *c) {
+                                                                      float *c, size_t ldc) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -179,17 +180,18 @@ __attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, c, 64);
-    _tile_stored(1, c + 256, 64);
-    _tile_stored(2, c + 512, 64);
-    _tile_stored(3, c + 768, 64);
+    const size_t lb = 4 * ldc;
+    _tile_stored(0, c, lb);
+    _tile_stored(1, c + 16, lb);
+    _tile_stored(2, c + 16 * ldc, lb);
+    _tile_stored(3, c + 16 * ldc + 16, lb);
 }
 
-/* Tile c (W rows r0.., tokens t0..) transposed into y[t][r]. */
-__attribute__((target("avx512f"))) static void emit(const float *c, float *y, size_t ldy, int n, int r0, int t0,
-                                                    int accumulate) {
+/* A 16x16 tile c (row stride ldc; W rows r0.., tokens t0..) transposed into y[t][r]. */
+__attribute__((target("avx512f"))) static void emit(const float *c, size_t ldc, float *y, size_t ldy, int n, int r0,
+                                                    int t0, int accumulate) {
     __m512 m[16];
-    for (int i = 0; i < 16; i++) m[i] = _mm512_load_ps(c + 16 * i);
+    for (int i = 0; i < 16; i++) m[i] = _mm512_load_ps(c + ldc * i);
     transpose16(m); /* row j: token t0+j, W rows r0..r0+15 */
     for (int j = 0; j < 16 && t0 + j < n; j++) {
         float *yr = y + (size_t)(t0 + j) * ldy + r0;
@@ -245,11 +247,11 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
                 for (int rb = gi * G; rb < rb1; rb++) {
                     const int r0 = rb * 32;
                     const uint8_t *wr = w + (size_t)r0 * wb;
-                    tile_block(wr, wr + 16 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
-                    emit(c, y, ldy, n, r0, t0, accumulate);
-                    emit(c + 256, y, ldy, n, r0, t0 + 16, accumulate);
-                    emit(c + 512, y, ldy, n, r0 + 16, t0, accumulate);
-                    emit(c + 768, y, ldy, n, r0 + 16, t0 + 16, accumulate);
+                    tile_block(wr, wr + 16 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c, 32);
+                    emit(c, 32, y, ldy, n, r0, t0, accumulate);
+                    emit(c + 16, 32, y, ldy, n, r0, t0 + 16, accumulate);
+                    emit(c + 512, 32, y, ldy, n, r0 + 16, t0, accumulate);
+                    emit(c + 528, 32, y, ldy, n, r0 + 16, t0 + 16, accumulate);
                     if (g.rem) /* columns past K32 */
                         for (int t = t0; t < t0 + 32 && t < n; t++)
                             for (int r = r0; r < r0 + 32; r++)
@@ -262,16 +264,35 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
     rows_scalar(w, ldw, nrb * 32, rows, cols, xp, &g, n, y, ldy, accumulate);
 }
 
-/* h (16 features x 16 tokens, row-major) into the pair layout: feature pairs
- * (2q, 2q+1) interleaved token by token, rounded to bf16; out: pair row f0/2 of
- * the token block, rows 64 bytes apart. */
+void tl_amx_matmul_bt(const uint16_t *A, size_t lda, const void *Bp, size_t bstride, int M, int N, int K, float *C,
+                      size_t ldc) {
+    const uint8_t *a = (const uint8_t *)A, *b = Bp;
+    const size_t ab = 2 * lda;
+    tiles_configure();
+    for (int m0 = 0; m0 + 32 <= M; m0 += 32)
+        for (int n0 = 0; n0 + 32 <= N; n0 += 32)
+            tile_block(a + (size_t)m0 * ab, a + (size_t)(m0 + 16) * ab, ab, b + (size_t)(n0 / 16) * bstride, bstride,
+                       K / 32, C + (size_t)m0 * ldc + n0, ldc);
+    tiles_release();
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void tl_amx_to_bf16(const float *x, size_t n, uint16_t *out) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    for (; i < n; i++) out[i] = tl_f32_to_bf16(x[i]);
+}
+
+/* h (16 features x 16 tokens, row stride 32) into the pair layout: feature
+ * pairs (2q, 2q+1) interleaved token by token, rounded to bf16; out: pair row
+ * f0/2 of the token block, rows 64 bytes apart. */
 __attribute__((target("avx512f,avx512bf16"))) static void pack_feature_rows(const float *h, uint8_t *out) {
     const __m512i j = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     /* lo: (a0 b0 a1 b1 .. a7 b7), hi: (a8 b8 .. a15 b15) */
     const __m512i lo = _mm512_add_epi32(_mm512_srli_epi32(j, 1), _mm512_slli_epi32(_mm512_and_si512(j, _mm512_set1_epi32(1)), 4));
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
     for (int q = 0; q < 8; q++) {
-        const __m512 a = _mm512_load_ps(h + 32 * q), b = _mm512_load_ps(h + 32 * q + 16);
+        const __m512 a = _mm512_load_ps(h + 64 * q), b = _mm512_load_ps(h + 64 * q + 32);
         const __m512 l = _mm512_permutex2var_ps(a, lo, b), u = _mm512_permutex2var_ps(a, hi, b);
         _mm512_store_ps((float *)(out + 64 * (size_t)q), (__m512)_mm512_cvtne2ps_pbh(u, l));
     }
@@ -298,13 +319,13 @@ int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, cons
             for (int tp = 0; tp < ntp; tp++)
                 for (int fb = gi * G; fb < fb1; fb++) {
                     const size_t f0 = 16 * (size_t)fb;
-                    tile_block(wg + f0 * wb, wu + f0 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c);
-                    /* c: gate x tokens 0-15, gate x 16-31, up x 0-15, up x 16-31; padding
-                     * tokens see x = 0, so their h is silu(0) * 0 = 0 as the layout wants */
-                    tl_vec_swiglu_forward(h, c, c + 512, 256);
-                    tl_vec_swiglu_forward(h + 256, c + 256, c + 768, 256);
+                    tile_block(wg + f0 * wb, wu + f0 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, ksteps, c,
+                               32);
+                    /* c rows 0-15: gate, 16-31: up, of 32 tokens; padding tokens see
+                     * x = 0, so their h is silu(0) * 0 = 0 as the layout wants */
+                    tl_vec_swiglu_forward(h, c, c + 512, 512);
                     for (int b = 0; b < 2; b++)
-                        pack_feature_rows(h + 256 * b, hp + (size_t)(2 * tp + b) * hstride + (f0 / 2) * 64);
+                        pack_feature_rows(h + 16 * b, hp + (size_t)(2 * tp + b) * hstride + (f0 / 2) * 64);
                 }
         }
         tiles_release();
@@ -342,6 +363,25 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
 int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack) {
     (void)Wg, (void)Wu, (void)ldw, (void)F, (void)D, (void)xpack, (void)n, (void)hpack;
     return -1;
+}
+
+void tl_amx_matmul_bt(const uint16_t *A, size_t lda, const void *Bp, size_t bstride, int M, int N, int K, float *C,
+                      size_t ldc) {
+    const uint8_t *b = Bp;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float s = 0;
+            for (int k = 0; k < K; k++) {
+                uint32_t d;
+                memcpy(&d, b + (size_t)(n / 16) * bstride + ((size_t)(k / 2) * 16 + (size_t)(n % 16)) * 4, 4);
+                s += tl_bf16_to_f32(A[(size_t)m * lda + k]) * tl_bf16_to_f32((uint16_t)(k & 1 ? d >> 16 : d));
+            }
+            C[(size_t)m * ldc + n] = s;
+        }
+}
+
+void tl_amx_to_bf16(const float *x, size_t n, uint16_t *out) {
+    for (size_t i = 0; i < n; i++) out[i] = tl_f32_to_bf16(x[i]);
 }
 
 #endif

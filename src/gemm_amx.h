@@ -8,6 +8,7 @@
 #define TL_GEMM_AMX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Whether AMX-BF16 can run here: the CPU has AMX-TILE and AMX-BF16 (and
  * AVX512-BF16 for the packing), and the OS grants this process the tile state
@@ -38,5 +39,17 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
  * products, tl_vec_swiglu_forward and tl_amx_pack.  Needs F and D multiples of
  * 32; returns -1 (nothing done) otherwise. */
 int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack);
+
+/* C[M, N] (row stride ldc floats) = A B^T for A bf16 [M, K] row-major (row
+ * stride lda elements) and B [N, K] given in the pair layout, 16 of its rows per
+ * block and blocks bstride bytes apart (what tl_amx_pack writes for B, with
+ * bstride = K * 32): the result tiles store straight into C, nothing is
+ * transposed.  M, N and K multiples of 32.  Runs on the calling thread (the
+ * attention products, one per head and row block). */
+void tl_amx_matmul_bt(const uint16_t *A, size_t lda, const void *Bp, size_t bstride, int M, int N, int K, float *C,
+                      size_t ldc);
+
+/* out[i] = bf16(x[i]) to nearest even, vectorised. */
+void tl_amx_to_bf16(const float *x, size_t n, uint16_t *out);
 
 #endif

@@ -366,10 +366,12 @@ static int amx_applies(tl_infer_state *s, const tl_wmat *W, int n) {
 }
 
 /* Whether a batch's attention runs on AMX tiles: as its products (the amx
- * kernel with BF16 weights, so F32 models stay exact), given the scratch. */
+ * kernel with BF16 weights, so F32 models stay exact), for head sizes that are
+ * multiples of 32, given the scratch. */
 static int amx_attention_applies(tl_infer_state *s, const tl_wmat *wq, int n) {
-    if (s->m->kernel != TL_KERNEL_AMX || wq->dtype != TL_DT_BF16 || n <= MATVEC_ROWS) return 0;
     const tl_config *c = &s->m->cfg;
+    if (s->m->kernel != TL_KERNEL_AMX || wq->dtype != TL_DT_BF16 || n <= MATVEC_ROWS || tl_config_head_dim(c) % 32)
+        return 0;
     if (!s->attn_amx)
         s->attn_amx = tl_alloc(
             tl_attention_amx_scratch_bytes(s->max_ctx, c->n_kv_heads, tl_config_head_dim(c), s->n_scores));
@@ -468,9 +470,8 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         tl_rope_forward(s->k, m->rope_cos, m->rope_sin, n, n, p0, KV, hd);
         memcpy(kc + (size_t)p0 * KD, s->k, sizeof(float) * (size_t)n * KD);
         memcpy(vc + (size_t)p0 * KD, s->v, sizeof(float) * (size_t)n * KD);
-        if (amx_attention_applies(s, &w->wq, n))
-            tl_attention_forward_cached_amx(s->ao, s->attn_amx, s->max_ctx, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
-        else
+        if (!amx_attention_applies(s, &w->wq, n) ||
+            tl_attention_forward_cached_amx(s->ao, s->attn_amx, s->max_ctx, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores))
             tl_attention_forward_cached(s->ao, s->scores, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
         linear(s, &w->wo, s->ao, n, s->x, 1);
         tl_rmsnorm_forward(s->h, NULL, s->x, w->mlp_norm, n, D, c->norm_eps);

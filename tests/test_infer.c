@@ -455,15 +455,14 @@ static void test_infer_amx_swiglu(tl_test_ctx *t) {
 /* AMX attention (queries, keys, values and probabilities rounded to bf16) over a
  * cache, in pieces of 70, 3, 41 and 76 rows (partial 64-row blocks, cache lengths
  * off multiples of 32), against attention in double precision from the
- * definition on the unrounded inputs; head sizes 64 (tile path) and 40 (tile
- * plus scalar columns). */
+ * definition on the unrounded inputs; head sizes 64 and 128, and 40 refused. */
 static void test_infer_amx_attention(tl_test_ctx *t) {
     if (!tl_amx_usable()) {
         fprintf(stderr, "  infer_amx_attention: this CPU (or OS) has no AMX-BF16: not run\n");
         return;
     }
     enum { T = 190, H = 4, KV = 2 };
-    static const int hds[] = {64, 40};
+    static const int hds[] = {64, 128};
     tl_rng g;
     tl_rng_seed(&g, 43);
     for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
@@ -476,8 +475,8 @@ static void test_infer_amx_attention(tl_test_ctx *t) {
         const int pieces[] = {70, 3, 41, 76};
         int p0 = 0;
         for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
-            tl_attention_forward_cached_amx(o + (size_t)p0 * QS, scratch, T, q + (size_t)p0 * QS, k, v, p0, pieces[i],
-                                            H, KV, HD, 2);
+            CHECK(tl_attention_forward_cached_amx(o + (size_t)p0 * QS, scratch, T, q + (size_t)p0 * QS, k, v, p0,
+                                                  pieces[i], H, KV, HD, 2) == 0);
             p0 += pieces[i];
         }
         double worst = 0;
@@ -506,6 +505,7 @@ static void test_infer_amx_attention(tl_test_ctx *t) {
         free(o);
         tl_free(scratch);
     }
+    CHECK(tl_attention_forward_cached_amx(NULL, NULL, 64, NULL, NULL, NULL, 0, 8, 4, 2, 40, 2) == -1);
 }
 
 static void test_infer_sampler_filters(tl_test_ctx *t) {
