@@ -38,11 +38,18 @@ void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, i
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * D;
         float *yr = y + (size_t)n * D;
+        /* 16 independent partial sums (one add chain per lane vectorises; a
+         * single chain cost ~5% of a prompt pass), combined in a fixed order */
+        float part[16] = {0};
+        int i = 0;
+        for (; i + 16 <= D; i += 16)
+            for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
         float ss = 0.0f;
-        for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
+        for (int j = 0; j < 16; j++) ss += part[j];
+        for (; i < D; i++) ss += xr[i] * xr[i];
         float r = 1.0f / sqrtf(ss / (float)D + eps);
         if (rstd) rstd[n] = r;
-        for (int i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+        for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
     }
 }
 
