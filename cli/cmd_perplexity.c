@@ -31,7 +31,7 @@ static void perplexity_help(void) {
            "  --max-tokens N     use only the first N tokens of the text\n"
            "  --max-samples N    use only the first N shard samples\n"
            "  --threads N        threads (default: all)\n"
-           "  --kernel NAME      mat-vec kernels (see `tinyllama generate --help`)\n");
+           "  --kernel NAME      kernels, e.g. amx (see `tinyllama generate --help`)\n");
 }
 
 int cmd_perplexity(int argc, char **argv) {
