@@ -1,6 +1,10 @@
 /* vec.h - vectorised row kernels (softmax pieces) with run-time CPU dispatch:
- * AVX2+FMA where the CPU has it, portable C elsewhere.  Results agree with the
- * C library's expf to within 2 ulp (tests/test_ops.c checks it). */
+ * AVX-512F where the CPU has it, else AVX2+FMA, else portable C (the ISA paths
+ * are compiled with target attributes, so the binary runs on any x86-64).  All
+ * paths give bit-identical results (same arithmetic, same summation order),
+ * except tl_vec_max on the AVX2 path, which can differ on rows holding a NaN and
+ * in the sign of a zero maximum.  exp agrees with the C library's expf to within
+ * 2 ulp (tests/test_ops.c checks both). */
 #ifndef TL_VEC_H
 #define TL_VEC_H
 
@@ -21,7 +25,22 @@ float tl_vec_expf(float x);
 double tl_vec_exp_sum_portable(float *x, size_t n, float shift);
 void tl_vec_swiglu_forward_portable(float *h, const float *g, const float *u, size_t n);
 void tl_vec_swiglu_backward_portable(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
-/* 1 if the AVX2 path is in use */
+/* 1 if the CPU has AVX2+FMA / AVX-512F (the dispatch above takes the widest) */
 int tl_vec_has_avx2(void);
+int tl_vec_has_avx512(void);
+
+/* One path's kernels, for tests and benchmarks that compare the paths (everything
+ * else calls the dispatched functions above).  tl_vec_kernels_for returns NULL when
+ * this CPU or build lacks the ISA; the tables are constant. */
+typedef enum { TL_VEC_ISA_PORTABLE, TL_VEC_ISA_AVX2, TL_VEC_ISA_AVX512 } tl_vec_isa;
+typedef struct {
+    const char *name;
+    float (*max)(const float *x, size_t n);
+    double (*exp_sum)(float *x, size_t n, float shift);
+    void (*scale)(float *x, size_t n, float s);
+    void (*swiglu_forward)(float *h, const float *g, const float *u, size_t n);
+    void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+} tl_vec_kernels;
+const tl_vec_kernels *tl_vec_kernels_for(tl_vec_isa isa);
 
 #endif

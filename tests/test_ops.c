@@ -342,7 +342,7 @@ static void test_vec_exp_accuracy(tl_test_ctx *t) {
 }
 
 static void test_vec_paths_agree(tl_test_ctx *t) {
-    /* the dispatched (AVX2 here if present) and portable paths give identical bits */
+    /* the dispatched (AVX-512 or AVX2 here if present) and portable paths give identical bits */
     tl_rng g;
     tl_rng_seed(&g, 9);
     enum { M = 1003 };
@@ -368,6 +368,160 @@ static void test_vec_paths_agree(tl_test_ctx *t) {
         double s = 1.0 / (1.0 + exp(-(double)gg[i]));
         CHECK_CLOSE(h1[i], gg[i] * s * u[i], 1e-6, 1e-5);
     }
+}
+
+/* Every ISA path of vec.c against the portable one, bit for bit, over lengths 1..100
+ * and some long rows (all tail lengths of the 8- and 16-wide loops) and value ranges
+ * reaching overflow, underflow to zero, denormals, infinities, signed zeros and NaN. */
+static int same_bits(float a, float b) {
+    /* or both NaN: which NaN a product of two NaNs gives depends on operand order */
+    return memcmp(&a, &b, sizeof a) == 0 || (a != a && b != b);
+}
+
+static void vec_fill_kind(float *x, size_t n, tl_rng *g, int kind) {
+    static const float special[] = {-INFINITY, INFINITY, NAN, -NAN, 0.0f, -0.0f, -1e30f, 1e30f, 3.4028235e38f,
+                                    -3.4028235e38f, 88.0f, 88.00001f, 87.99999f, -87.3365478515625f,
+                                    -87.33655548095703f, -87.33654022216797f, -87.0f, -100.0f, -103.0f, 1e-45f,
+                                    -1e-40f, 0.34657359f, -0.34657359f, 0.5f, -0.5f};
+    const size_t ns = sizeof special / sizeof special[0];
+    for (size_t i = 0; i < n; i++) switch (kind) {
+        case 0: x[i] = (float)(20 * tl_rng_normal(g)); break;            /* softmax logits */
+        case 1: x[i] = (float)(-100 + 200 * tl_rng_uniform(g)); break;   /* exp overflows above 88 */
+        case 2: x[i] = (float)(-200 + 120 * tl_rng_uniform(g)); break;   /* exp underflows (to 0 or denormal) */
+        case 3: x[i] = (float)(1e-3 * tl_rng_normal(g)); break;          /* near zero */
+        case 4: /* <= 0 with zeros of both signs: the maximum is a zero */
+            x[i] = tl_rng_uniform(g) < 0.3 ? (tl_rng_uniform(g) < 0.5 ? 0.0f : -0.0f) : (float)(-5 * tl_rng_uniform(g));
+            break;
+        default: /* specials (NaN, infinities, range edges) among ordinary values */
+            x[i] = tl_rng_uniform(g) < 0.5 ? special[(size_t)(tl_rng_uniform(g) * ns) % ns]
+                                           : (float)(30 * tl_rng_normal(g));
+        }
+}
+
+static int has_nan(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != x[i]) return 1;
+    return 0;
+}
+
+typedef struct {
+    tl_test_ctx *t;
+    const char *isa;
+    int reported, failed;
+} vec_cmp;
+
+#define VEC_PAD 24 /* sentinel floats after each output row: masked tails must not write them */
+static const float vec_sentinel = 12345.678f;
+
+/* compares y (the ISA path) with ref over n, and y's padding with the sentinel */
+static void vec_cmp_rows(vec_cmp *c, const char *what, size_t n, int kind, const float *y, const float *ref) {
+    size_t bad = n + VEC_PAD;
+    for (size_t i = 0; i < n + VEC_PAD && bad == n + VEC_PAD; i++)
+        if (!same_bits(y[i], i < n ? ref[i] : vec_sentinel)) bad = i;
+    if (bad == n + VEC_PAD) return;
+    c->failed++;
+    if (c->reported++ < 8) {
+        tl_test_ctx *t = c->t;
+        CHECK_MSG(0, "%s %s n=%zu kind=%d: element %zu is %.9g, portable %.9g%s", c->isa, what, n, kind, bad,
+                  y[bad], bad < n ? ref[bad] : vec_sentinel, bad < n ? "" : " (written past the end)");
+    }
+}
+
+static void vec_cmp_value(vec_cmp *c, const char *what, size_t n, int kind, double a, double b) {
+    if (memcmp(&a, &b, sizeof a) == 0 || (a != a && b != b)) return;
+    c->failed++;
+    if (c->reported++ < 8) {
+        tl_test_ctx *t = c->t;
+        CHECK_MSG(0, "%s %s n=%zu kind=%d: %.17g, portable %.17g", c->isa, what, n, kind, a, b);
+    }
+}
+
+static void vec_compare_isa(tl_test_ctx *t, tl_vec_isa isa, const char *label) {
+    const tl_vec_kernels *k = tl_vec_kernels_for(isa), *p = tl_vec_kernels_for(TL_VEC_ISA_PORTABLE);
+    CHECK(p != NULL);
+    if (!k || !p) {
+        fprintf(stderr, "  vec_isa_paths_bit_identical: this CPU has no %s: the %s comparison was not run\n", label,
+                label);
+        return;
+    }
+    static const size_t extra[] = {127, 128, 129, 255, 256, 257, 1003, 4111, 5632, 32000, 100003};
+    enum { NKIND = 6, NMAX = 100003, NBUF = NMAX + VEC_PAD + 4 };
+    float *x = malloc(sizeof(float) * NBUF), *u = malloc(sizeof(float) * NBUF), *d = malloc(sizeof(float) * NBUF);
+    float *a = malloc(sizeof(float) * NBUF), *b = malloc(sizeof(float) * NBUF);
+    float *a2 = malloc(sizeof(float) * NBUF), *b2 = malloc(sizeof(float) * NBUF);
+    tl_rng g;
+    tl_rng_seed(&g, 12);
+    vec_cmp c = {t, label, 0, 0};
+    const size_t nlen = 100 + sizeof extra / sizeof extra[0];
+    for (size_t li = 0; li < nlen; li++) {
+        const size_t n = li < 100 ? li + 1 : extra[li - 100];
+        for (int kind = 0; kind < NKIND; kind++) {
+            const size_t off = (n + (size_t)kind) % 4; /* unaligned rows too */
+            float *xr = x + off, *ur = u + off, *dr = d + off, *ar = a + off, *br = b + off, *a2r = a2 + off,
+                  *b2r = b2 + off;
+            vec_fill_kind(xr, n, &g, kind);
+            vec_fill_kind(ur, n, &g, kind == 5 ? 5 : 3);
+            fill(dr, n, &g, 1.0);
+            for (size_t i = 0; i < n; i++) ur[i] *= 1000.0f;
+            /* max: the AVX2 path can differ on rows with a NaN and in the sign of a
+             * zero maximum (vec.h), so it is compared on the other rows only */
+            float mref = p->max(xr, n), m = k->max(xr, n);
+            if (isa != TL_VEC_ISA_AVX2 || (!has_nan(xr, n) && mref != 0.0f))
+                vec_cmp_value(&c, "max", n, kind, m, mref);
+            /* exp_sum with shift 0 and shift = the row maximum (the softmax case) */
+            for (int si = 0; si < 2; si++) {
+                const float shift = si ? mref : 0.0f;
+                memcpy(ar, xr, sizeof(float) * n);
+                memcpy(br, xr, sizeof(float) * n);
+                for (int j = 0; j < VEC_PAD; j++) ar[n + j] = vec_sentinel;
+                double s1 = k->exp_sum(ar, n, shift), s2 = p->exp_sum(br, n, shift);
+                vec_cmp_rows(&c, si ? "exp_sum(shift=max) values" : "exp_sum values", n, kind, ar, br);
+                vec_cmp_value(&c, si ? "exp_sum(shift=max) sum" : "exp_sum sum", n, kind, s1, s2);
+                /* scale by 1/sum, as softmax does, and by a plain factor */
+                const float f = si ? (float)(1.0 / s2) : 1.0f / 3.0f;
+                k->scale(ar, n, f);
+                p->scale(br, n, f);
+                vec_cmp_rows(&c, "scale", n, kind, ar, br);
+            }
+            /* SwiGLU with the row as the gate */
+            for (int j = 0; j < VEC_PAD; j++) ar[n + j] = a2r[n + j] = vec_sentinel;
+            k->swiglu_forward(ar, xr, ur, n);
+            p->swiglu_forward(br, xr, ur, n);
+            vec_cmp_rows(&c, "swiglu_forward", n, kind, ar, br);
+            for (int j = 0; j < VEC_PAD; j++) ar[n + j] = a2r[n + j] = vec_sentinel;
+            k->swiglu_backward(ar, a2r, dr, xr, ur, n);
+            p->swiglu_backward(br, b2r, dr, xr, ur, n);
+            vec_cmp_rows(&c, "swiglu_backward dg", n, kind, ar, br);
+            vec_cmp_rows(&c, "swiglu_backward du", n, kind, a2r, b2r);
+        }
+    }
+    CHECK_MSG(c.failed == 0, "%s path: %d comparisons differ from the portable path", label, c.failed);
+    /* the cases the max rule is about (first zero of a zero maximum, NaN only at x[0]) */
+    if (isa == TL_VEC_ISA_AVX512) {
+        float z[40];
+        for (int i = 0; i < 40; i++) z[i] = -1.0f - (float)i;
+        z[3] = -0.0f;
+        z[37] = 0.0f;
+        float m = k->max(z, 40);
+        CHECK(m == 0.0f && signbit(m));
+        z[3] = NAN;
+        m = k->max(z, 40);
+        CHECK(m == 0.0f && !signbit(m));
+        z[0] = NAN;
+        CHECK(isnan(k->max(z, 40)));
+    }
+    free(x);
+    free(u);
+    free(d);
+    free(a);
+    free(b);
+    free(a2);
+    free(b2);
+}
+
+static void test_vec_isa_paths_bit_identical(tl_test_ctx *t) {
+    vec_compare_isa(t, TL_VEC_ISA_AVX2, "AVX2+FMA");
+    vec_compare_isa(t, TL_VEC_ISA_AVX512, "AVX-512");
 }
 
 #include "optimizer.h"
@@ -398,5 +552,6 @@ const tl_test tests_vec[] = {
     {"ops/grad_norm_thread_independent", test_grad_norm_thread_independent},
     {"ops/vec_paths_agree", test_vec_paths_agree},
     {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
+    {"ops/vec_isa_paths_bit_identical", test_vec_isa_paths_bit_identical},
     {NULL, NULL},
 };
