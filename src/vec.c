@@ -8,9 +8,8 @@
  * j adds elements j, j+8, j+16, ... in turn over the whole multiple-of-8 part, then
  * the lanes are summed in double, then the rest of the row; the AVX-512 path feeds
  * the two halves of each 16-vector into one 8-lane accumulator, low half first.
- * tl_vec_max (portable and AVX-512) returns the first element equal to the maximum,
- * ignoring NaNs unless x[0] is one; the AVX2 max can differ on rows holding a NaN
- * and in the sign of a zero maximum. */
+ * tl_vec_max (every path) returns the first element equal to the maximum,
+ * ignoring NaNs unless x[0] is one. */
 #include "vec.h"
 
 #include <math.h>
@@ -112,15 +111,20 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
     return _mm256_blendv_ps(res, x, nan);
 }
 
+/* The scalar rule, as max_avx512 below: lanes start at x[0], max_ps(v, m) keeps
+ * m when v is NaN, and a zero maximum is the row's first zero. */
 __attribute__((target("avx2,fma"))) static float max_avx2(const float *x, size_t n) {
-    if (n < 8) return max_c(x, n);
-    __m256 m = _mm256_loadu_ps(x);
-    size_t i = 8;
-    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    if (n < 8 || x[0] != x[0]) return max_c(x, n);
+    __m256 m = _mm256_set1_ps(x[0]);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
     float lanes[8];
     _mm256_storeu_ps(lanes, m);
     float r = max_c(lanes, 8);
     for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    if (r == 0.0f)
+        for (i = 0;; i++)
+            if (x[i] == 0.0f) return x[i];
     return r;
 }
 

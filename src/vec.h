@@ -1,10 +1,9 @@
 /* vec.h - vectorised row kernels (softmax pieces) with run-time CPU dispatch:
  * AVX-512F where the CPU has it, else AVX2+FMA, else portable C (the ISA paths
  * are compiled with target attributes, so the binary runs on any x86-64).  All
- * paths give bit-identical results (same arithmetic, same summation order),
- * except tl_vec_max on the AVX2 path, which can differ on rows holding a NaN and
- * in the sign of a zero maximum.  exp agrees with the C library's expf to within
- * 2 ulp (tests/test_ops.c checks both). */
+ * paths give bit-identical results (same arithmetic, same summation order).
+ * exp agrees with the C library's expf to within 2 ulp (tests/test_ops.c checks
+ * both). */
 #ifndef TL_VEC_H
 #define TL_VEC_H
 
