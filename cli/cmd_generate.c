@@ -129,10 +129,12 @@ static const char COMMON_HELP[] =
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
     "  --threads N            threads (default: all)\n"
-    "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512; for bf16\n"
-    "                         weights, opt-in and less precise (activations rounded to bf16):\n"
-    "                         avx512bf16 (VDPBF16PS decode), amx (the prompt pass on AMX tiles,\n"
-    "                         several times faster on CPUs with AMX; decode as avx512)\n";
+    "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
+    "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
+    "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
+    "                         (activations rounded to bf16): avx512bf16 (VDPBF16PS decode), amx\n"
+    "                         (prompt pass on AMX tiles with one bf16 part, attention too: ~2x\n"
+    "                         amx-exact; decode as avx512)\n";
 
 typedef struct {
     tl_infer_model m;

@@ -16,29 +16,34 @@
  * process).  Always 0 off x86-64 Linux. */
 int tl_amx_usable(void);
 
-/* Bytes of the packed form of an [n, cols] activation matrix. */
+/* Bytes of the packed form of an [n, cols] activation matrix (one part; a
+ * multiple of 64). */
 size_t tl_amx_pack_bytes(int n, int cols);
 
-/* Packs x[n, cols] (fp32, row stride ldx floats) into pack
- * (tl_amx_pack_bytes(n, cols) bytes, 64-byte aligned), rounded to bf16 to
- * nearest even. */
-void tl_amx_pack(const float *x, size_t ldx, int n, int cols, void *pack);
+/* Packs x[n, cols] (fp32, row stride ldx floats) into pack (parts *
+ * tl_amx_pack_bytes(n, cols) bytes, 64-byte aligned): parts = 1, x rounded to
+ * bf16 to nearest even; parts = 3, x split into three bf16 parts (hi, then the
+ * rounding of x - hi, then of what is left), whose products with bf16 weights
+ * are exact in fp32: the products of the exact `amx-exact` kernel. */
+void tl_amx_pack(const float *x, size_t ldx, int n, int cols, int parts, void *pack);
 
 /* y[n, rows] (row stride ldy floats; =, or += when accumulate) = x W^T, W BF16
  * [rows, cols] with row stride ldw elements (any alignment), x given packed.
  * Threads split the rows; called inside a parallel region, both functions run
  * on the calling thread alone (attention calls them per head).  Call only when
  * tl_amx_usable(). */
-void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int n, float *y, size_t ldy,
-                 int accumulate);
+void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack, int parts, int n, float *y,
+                 size_t ldy, int accumulate);
 
 /* The SwiGLU block's first half fused: h = silu(x Wg^T) * (x Wu^T) for
- * Wg, Wu BF16 [F, D] (row stride ldw), x packed, written straight into hpack in
- * the packed form of h [n, F] (tl_amx_pack_bytes(n, F) bytes), ready for the
+ * Wg, Wu BF16 [F, D] (row stride ldw), x packed in `parts` parts, written
+ * straight into hpack in the packed form of h [n, F] in as many parts
+ * (parts * tl_amx_pack_bytes(n, F) bytes), ready for the
  * down projection: no fp32 h, no transposes.  Bit-identical to the two
  * products, tl_vec_swiglu_forward and tl_amx_pack.  Needs F and D multiples of
  * 32; returns -1 (nothing done) otherwise. */
-int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int n, void *hpack);
+int tl_amx_swiglu(const void *Wg, const void *Wu, size_t ldw, int F, int D, const void *xpack, int parts, int n,
+                  void *hpack);
 
 /* C[M, N] (row stride ldc floats) = A B^T for A bf16 [M, K] row-major (row
  * stride lda elements) and B [N, K] given in the pair layout, 16 of its rows per

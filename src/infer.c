@@ -320,7 +320,7 @@ int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx,
     s->tile_floats = biggest < TILE_FLOATS ? biggest : TILE_FLOATS;
     if (s->tile_floats < (size_t)(D > F ? D : F) * 16) s->tile_floats = (size_t)(D > F ? D : F) * 16;
     const int widest = D > F ? (D > QD ? D : QD) : (F > QD ? F : QD); /* widest matrix input */
-    s->xpack_bytes = tl_amx_pack_bytes(s->chunk, widest);               /* allocated on first use */
+    s->xpack_bytes = 3 * tl_amx_pack_bytes(s->chunk, widest);           /* up to 3 parts; allocated on first use */
     s->k_cache = tl_alloc(sizeof(float) * cache);
     s->v_cache = tl_alloc(sizeof(float) * cache);
     s->x = tl_alloc(sizeof(float) * C * D);
@@ -357,10 +357,16 @@ void tl_infer_truncate(tl_infer_state *s, int pos) {
     if (pos < s->pos) s->pos = pos;
 }
 
-/* Whether the batched product with W runs on AMX tiles (the amx kernel, BF16
+/* Parts the activations are split into for AMX products: 1 (rounded to bf16,
+ * the amx kernel) or 3 (exact, amx-exact). */
+static int amx_parts(const tl_infer_model *m) { return m->kernel == TL_KERNEL_AMX_EXACT ? 3 : 1; }
+
+/* Whether the batched product with W runs on AMX tiles (the amx kernels, BF16
  * weights, a batch; and memory for the packed activations). */
 static int amx_applies(tl_infer_state *s, const tl_wmat *W, int n) {
-    if (s->m->kernel != TL_KERNEL_AMX || W->dtype != TL_DT_BF16 || n <= MATVEC_ROWS) return 0;
+    if ((s->m->kernel != TL_KERNEL_AMX && s->m->kernel != TL_KERNEL_AMX_EXACT) || W->dtype != TL_DT_BF16 ||
+        n <= MATVEC_ROWS)
+        return 0;
     if (!s->xpack) s->xpack = tl_alloc(s->xpack_bytes);
     return s->xpack != NULL;
 }
@@ -382,8 +388,9 @@ static int amx_attention_applies(tl_infer_state *s, const tl_wmat *wq, int n) {
 static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate) {
     const int in = W->cols, out = W->rows;
     if (amx_applies(s, W, n)) {
-        tl_amx_pack(x, (size_t)in, n, in, s->xpack);
-        tl_amx_gemm(W->data, (size_t)in, out, in, s->xpack, n, y, (size_t)out, accumulate);
+        const int parts = amx_parts(s->m);
+        tl_amx_pack(x, (size_t)in, n, in, parts, s->xpack);
+        tl_amx_gemm(W->data, (size_t)in, out, in, s->xpack, parts, n, y, (size_t)out, accumulate);
         return;
     }
     if (n <= MATVEC_ROWS) {
@@ -430,9 +437,10 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
     for (int j = 0; j < count; j++) amx &= amx_applies(s, W[j], n);
     if (amx) { /* x packed once for all of them */
         const int in = W[0]->cols;
-        tl_amx_pack(x, (size_t)in, n, in, s->xpack);
+        const int parts = amx_parts(s->m);
+        tl_amx_pack(x, (size_t)in, n, in, parts, s->xpack);
         for (int j = 0; j < count; j++)
-            tl_amx_gemm(W[j]->data, (size_t)in, W[j]->rows, in, s->xpack, n, y[j], (size_t)W[j]->rows, 0);
+            tl_amx_gemm(W[j]->data, (size_t)in, W[j]->rows, in, s->xpack, parts, n, y[j], (size_t)W[j]->rows, 0);
         return;
     }
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
@@ -446,10 +454,11 @@ static int amx_mlp(tl_infer_state *s, const tl_infer_layer *w, int n) {
     if (D % 32 || F % 32 || !amx_applies(s, &w->w_gate, n) || !amx_applies(s, &w->w_up, n) ||
         !amx_applies(s, &w->w_down, n))
         return 0;
-    if (!s->hpack && !(s->hpack = tl_alloc(tl_amx_pack_bytes(s->chunk, F)))) return 0;
-    tl_amx_pack(s->h, (size_t)D, n, D, s->xpack);
-    if (tl_amx_swiglu(w->w_gate.data, w->w_up.data, (size_t)D, F, D, s->xpack, n, s->hpack)) return 0;
-    tl_amx_gemm(w->w_down.data, (size_t)F, D, F, s->hpack, n, s->x, (size_t)D, 1);
+    const int parts = amx_parts(s->m);
+    if (!s->hpack && !(s->hpack = tl_alloc(3 * tl_amx_pack_bytes(s->chunk, F)))) return 0;
+    tl_amx_pack(s->h, (size_t)D, n, D, parts, s->xpack);
+    if (tl_amx_swiglu(w->w_gate.data, w->w_up.data, (size_t)D, F, D, s->xpack, parts, n, s->hpack)) return 0;
+    tl_amx_gemm(w->w_down.data, (size_t)F, D, F, s->hpack, parts, n, s->x, (size_t)D, 1);
     return 1;
 }
 

@@ -29,11 +29,13 @@ typedef struct {
 } tl_infer_layer;
 
 /* Kernel families.  AUTO picks the best exact one the CPU supports
- * (AVX512 > AVX2 > SCALAR).  The opt-in bf16 ones round activations to bf16 for
- * BF16 weights (other dtypes run as AVX512), slightly less precise:
- * AVX512BF16 uses the VDPBF16PS dot product in decode; AMX runs the batched
- * (prompt) pass on AMX tiles (src/gemm_amx.c) instead of sgemm, and decodes
- * with the exact AVX512 kernels. */
+ * (AMX_EXACT > AVX512 > AVX2 > SCALAR).  AMX_EXACT runs the batched (prompt)
+ * products of BF16 weights on AMX tiles with the activations split exactly into
+ * three bf16 parts (src/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
+ * ones round activations to bf16 for BF16 weights (other dtypes run as
+ * AVX512), slightly less precise: AVX512BF16 uses the VDPBF16PS dot product in
+ * decode; AMX runs the prompt pass on AMX tiles with one bf16 part (and its
+ * attention too), and decodes as AVX512. */
 typedef enum {
     TL_KERNEL_AUTO = 0,
     TL_KERNEL_SCALAR,
@@ -41,11 +43,13 @@ typedef enum {
     TL_KERNEL_AVX512,
     TL_KERNEL_AVX512BF16,
     TL_KERNEL_AMX,
-    TL_KERNEL_LAST = TL_KERNEL_AMX,
+    TL_KERNEL_AMX_EXACT,
+    TL_KERNEL_LAST = TL_KERNEL_AMX_EXACT,
 } tl_kernel;
 
 const char *tl_kernel_name(tl_kernel k);
-/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16", "amx"; -1 if unknown. */
+/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16", "amx", "amx-exact";
+ * -1 if unknown. */
 int tl_kernel_parse(const char *name);
 /* Whether this CPU can run kernel k (AUTO and SCALAR: always). */
 int tl_kernel_supported(tl_kernel k);

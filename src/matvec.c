@@ -27,6 +27,7 @@ const char *tl_kernel_name(tl_kernel k) {
     case TL_KERNEL_AVX512: return "avx512";
     case TL_KERNEL_AVX512BF16: return "avx512bf16";
     case TL_KERNEL_AMX: return "amx";
+    case TL_KERNEL_AMX_EXACT: return "amx-exact";
     }
     return "?";
 }
@@ -47,7 +48,8 @@ int tl_kernel_supported(tl_kernel k) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case TL_KERNEL_AVX512: return __builtin_cpu_supports("avx512f");
     case TL_KERNEL_AVX512BF16: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-    case TL_KERNEL_AMX: return tl_amx_usable();
+    case TL_KERNEL_AMX:
+    case TL_KERNEL_AMX_EXACT: return tl_amx_usable();
     }
     return 0;
 #else
@@ -58,6 +60,7 @@ int tl_kernel_supported(tl_kernel k) {
 int tl_kernel_rounds_bf16(tl_kernel k) { return k == TL_KERNEL_AVX512BF16 || k == TL_KERNEL_AMX; }
 
 tl_kernel tl_kernel_best(void) {
+    if (tl_kernel_supported(TL_KERNEL_AMX_EXACT)) return TL_KERNEL_AMX_EXACT;
     if (tl_kernel_supported(TL_KERNEL_AVX512)) return TL_KERNEL_AVX512;
     if (tl_kernel_supported(TL_KERNEL_AVX2)) return TL_KERNEL_AVX2;
     return TL_KERNEL_SCALAR;
@@ -442,7 +445,7 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
     const int n = W[0]->cols;
     /* AMX is for batches; its decode is the exact AVX-512 kernel, which streams
      * faster than VDPBF16PS (15.0-15.3 against 13.9-14.0 tokens/s on the Xeon VM) */
-    if (k == TL_KERNEL_AMX) k = TL_KERNEL_AVX512;
+    if (k == TL_KERNEL_AMX || k == TL_KERNEL_AMX_EXACT) k = TL_KERNEL_AVX512;
     int first[9]; /* first block of each matrix; count <= 8 */
     size_t elems = 0;
     if (count > 8) {

@@ -28,9 +28,10 @@ for p in gqa_f32 tied_bf16; do
 done
 
 # --- every kernel this CPU runs gives transformers' greedy ids on the bf16 model
-# (the 10-token prompt takes the batched pass: sgemm, or AMX tiles with amx);
+# (the 10-token prompt takes the batched pass: sgemm, or AMX tiles with amx and
+# amx-exact);
 # kernels it lacks are refused by name
-for k in scalar avx2 avx512 avx512bf16 amx; do
+for k in scalar avx2 avx512 avx512bf16 amx amx-exact; do
     got=$("$BIN" generate --model "$FIX/infer_tied_bf16" --ids "$(ids_of tied_bf16.prompt)" --print-ids \
         --ignore-eos --max-tokens 14 --no-stats --kernel $k 2>"$T/err")
     if grep -q "this CPU cannot run the $k kernels" "$T/err"; then

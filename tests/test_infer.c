@@ -361,10 +361,12 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
 
 /* ------------------------------------------------------------------ sampler */
 
-/* The AMX batched product against a double-precision sum over the same bf16
- * values (x rounded to bf16 to nearest even, as the kernel promises): shapes
- * with partial 32-row blocks, columns past a multiple of 32, token counts that
- * leave partial 16- and 32-token panels, several row groups, and += mode. */
+/* The AMX batched product against a double-precision sum: with one part, over
+ * the same bf16 values (x rounded to nearest even, as the amx kernel
+ * promises); with three (amx-exact), over the unrounded fp32 x, to fp32
+ * accuracy.  Shapes with partial 32-row blocks, columns past a multiple of 32,
+ * token counts that leave partial 16- and 32-token panels, several row groups;
+ * padded row strides for x, W and y; = and += modes. */
 static void test_infer_amx_gemm(tl_test_ctx *t) {
     if (!tl_amx_usable()) {
         fprintf(stderr, "  infer_amx_gemm: this CPU (or OS) has no AMX-BF16: the AMX product was not run\n");
@@ -377,30 +379,39 @@ static void test_infer_amx_gemm(tl_test_ctx *t) {
     tl_rng_seed(&r, 11);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int R = shapes[si][0], C = shapes[si][1], n = shapes[si][2];
-        uint16_t *w = malloc(2 * (size_t)R * C);
-        float *x = malloc(sizeof(float) * (size_t)n * C), *y = malloc(sizeof(float) * (size_t)n * R);
-        float *y0 = malloc(sizeof(float) * (size_t)n * R);
-        void *pack = tl_alloc(tl_amx_pack_bytes(n, C));
-        for (size_t i = 0; i < (size_t)R * C; i++) w[i] = tl_f32_to_bf16((float)tl_rng_normal(&r));
-        for (size_t i = 0; i < (size_t)n * C; i++) x[i] = (float)tl_rng_normal(&r);
-        for (size_t i = 0; i < (size_t)n * R; i++) y0[i] = (float)tl_rng_normal(&r);
-        tl_amx_pack(x, (size_t)C, n, C, pack);
-        for (int acc = 0; acc < 2; acc++) {
-            memcpy(y, y0, sizeof(float) * (size_t)n * R);
-            tl_amx_gemm(w, (size_t)C, R, C, pack, n, y, (size_t)R, acc);
-            double worst = 0;
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < R; j++) {
-                    double ref = acc ? y0[(size_t)i * R + j] : 0, mag = fabs(ref);
-                    for (int k = 0; k < C; k++) {
-                        double p = (double)tl_bf16_to_f32(w[(size_t)j * C + k]) *
-                                   tl_bf16_to_f32(tl_f32_to_bf16(x[(size_t)i * C + k]));
-                        ref += p;
-                        mag += fabs(p);
+        const size_t ldw = (size_t)C + 3, ldx = (size_t)C + 5, ldy = (size_t)R + 7;
+        uint16_t *w = malloc(2 * (size_t)R * ldw);
+        float *x = malloc(sizeof(float) * (size_t)n * ldx), *y = malloc(sizeof(float) * (size_t)n * ldy);
+        float *y0 = malloc(sizeof(float) * (size_t)n * ldy);
+        void *pack = tl_alloc(3 * tl_amx_pack_bytes(n, C));
+        for (size_t i = 0; i < (size_t)R * ldw; i++) w[i] = tl_f32_to_bf16((float)tl_rng_normal(&r));
+        for (size_t i = 0; i < (size_t)n * ldx; i++) x[i] = (float)tl_rng_normal(&r);
+        for (size_t i = 0; i < (size_t)n * ldy; i++) y0[i] = (float)tl_rng_normal(&r);
+        for (int parts = 1; parts <= 3; parts += 2) {
+            tl_amx_pack(x, ldx, n, C, parts, pack);
+            for (int acc = 0; acc < 2; acc++) {
+                memcpy(y, y0, sizeof(float) * (size_t)n * ldy);
+                tl_amx_gemm(w, ldw, R, C, pack, parts, n, y, ldy, acc);
+                double worst = 0;
+                int pad_ok = 1;
+                for (int i = 0; i < n; i++) {
+                    for (int j = 0; j < R; j++) {
+                        double ref = acc ? y0[(size_t)i * ldy + j] : 0, mag = fabs(ref);
+                        for (int k = 0; k < C; k++) {
+                            const float xv = x[(size_t)i * ldx + k];
+                            double p = (double)tl_bf16_to_f32(w[(size_t)j * ldw + k]) *
+                                       (parts == 1 ? tl_bf16_to_f32(tl_f32_to_bf16(xv)) : xv);
+                            ref += p;
+                            mag += fabs(p);
+                        }
+                        worst = fmax(worst, fabs(y[(size_t)i * ldy + j] - ref) / (mag + 1e-30));
                     }
-                    worst = fmax(worst, fabs(y[(size_t)i * R + j] - ref) / (mag + 1e-30));
+                    for (size_t j = (size_t)R; j < ldy; j++) pad_ok &= y[(size_t)i * ldy + j] == y0[(size_t)i * ldy + j];
                 }
-            CHECK_MSG(worst <= 1e-5, "rows %d cols %d n %d%s: rel err %.3g", R, C, n, acc ? " (+=)" : "", worst);
+                CHECK_MSG(worst <= 1e-6, "parts %d rows %d cols %d n %d%s: rel err %.3g", parts, R, C, n,
+                          acc ? " (+=)" : "", worst);
+                CHECK_MSG(pad_ok, "parts %d rows %d cols %d n %d: wrote past the rows of y", parts, R, C, n);
+            }
         }
         free(w);
         free(x);
@@ -411,7 +422,8 @@ static void test_infer_amx_gemm(tl_test_ctx *t) {
 }
 
 /* The fused gate/up/SwiGLU (straight into the packed input of the down
- * projection) is bit-identical to two products, the SwiGLU and packing. */
+ * projection) is bit-identical to two products, the SwiGLU and packing, with
+ * one part and with three. */
 static void test_infer_amx_swiglu(tl_test_ctx *t) {
     if (!tl_amx_usable()) {
         fprintf(stderr, "  infer_amx_swiglu: this CPU (or OS) has no AMX-BF16: not run\n");
@@ -425,21 +437,24 @@ static void test_infer_amx_swiglu(tl_test_ctx *t) {
         uint16_t *wg = malloc(2 * (size_t)F * D), *wu = malloc(2 * (size_t)F * D);
         float *x = malloc(sizeof(float) * (size_t)n * D), *g = malloc(sizeof(float) * (size_t)n * F);
         float *u = malloc(sizeof(float) * (size_t)n * F);
-        const size_t hb = tl_amx_pack_bytes(n, F);
-        void *xp = tl_alloc(tl_amx_pack_bytes(n, D)), *h1 = tl_alloc(hb), *h2 = tl_alloc(hb);
+        const size_t hb = 3 * tl_amx_pack_bytes(n, F);
+        void *xp = tl_alloc(3 * tl_amx_pack_bytes(n, D)), *h1 = tl_alloc(hb), *h2 = tl_alloc(hb);
         for (size_t i = 0; i < (size_t)F * D; i++) {
             wg[i] = tl_f32_to_bf16((float)tl_rng_normal(&r) * 0.2f);
             wu[i] = tl_f32_to_bf16((float)tl_rng_normal(&r) * 0.2f);
         }
         for (size_t i = 0; i < (size_t)n * D; i++) x[i] = (float)tl_rng_normal(&r);
-        tl_amx_pack(x, (size_t)D, n, D, xp);
-        tl_amx_gemm(wg, (size_t)D, F, D, xp, n, g, (size_t)F, 0);
-        tl_amx_gemm(wu, (size_t)D, F, D, xp, n, u, (size_t)F, 0);
-        tl_swiglu_forward(g, g, u, (size_t)n * F);
-        tl_amx_pack(g, (size_t)F, n, F, h1);
-        memset(h2, 0xff, hb);
-        CHECK(tl_amx_swiglu(wg, wu, (size_t)D, F, D, xp, n, h2) == 0);
-        CHECK_MSG(!memcmp(h1, h2, hb - 64), "F %d D %d n %d: fused SwiGLU differs", F, D, n);
+        for (int parts = 1; parts <= 3; parts += 2) {
+            tl_amx_pack(x, (size_t)D, n, D, parts, xp);
+            tl_amx_gemm(wg, (size_t)D, F, D, xp, parts, n, g, (size_t)F, 0);
+            tl_amx_gemm(wu, (size_t)D, F, D, xp, parts, n, u, (size_t)F, 0);
+            tl_swiglu_forward(g, g, u, (size_t)n * F);
+            memset(h1, 0, hb);
+            tl_amx_pack(g, (size_t)F, n, F, parts, h1);
+            memset(h2, 0, hb);
+            CHECK(tl_amx_swiglu(wg, wu, (size_t)D, F, D, xp, parts, n, h2) == 0);
+            CHECK_MSG(!memcmp(h1, h2, hb), "parts %d F %d D %d n %d: fused SwiGLU differs", parts, F, D, n);
+        }
         free(wg);
         free(wu);
         free(x);
@@ -449,7 +464,7 @@ static void test_infer_amx_swiglu(tl_test_ctx *t) {
         tl_free(h1);
         tl_free(h2);
     }
-    CHECK(tl_amx_swiglu(NULL, NULL, 40, 48, 40, NULL, 3, NULL) == -1); /* not multiples of 32 */
+    CHECK(tl_amx_swiglu(NULL, NULL, 40, 48, 40, NULL, 1, 3, NULL) == -1); /* not multiples of 32 */
 }
 
 /* AMX attention (queries, keys, values and probabilities rounded to bf16) over a
