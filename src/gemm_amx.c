@@ -198,7 +198,7 @@ typedef struct {
  * 16-column block in the pair layout (the second is xstride bytes on; its
  * parts, summed, pstride bytes apart), c: the block, row-major with row stride
  * ldc floats. */
-__attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_t *w0, const uint8_t *w1, size_t ldw,
+__attribute__((target("amx-tile,amx-bf16"))) static inline void tile_block(const uint8_t *w0, const uint8_t *w1, size_t ldw,
                                                                       const uint8_t *xb, size_t xstride, int parts,
                                                                       size_t pstride, int ksteps, float *c, size_t ldc) {
     _tile_zero(0);
@@ -223,6 +223,18 @@ __attribute__((target("amx-tile,amx-bf16"))) static void tile_block(const uint8_
     _tile_stored(1, c + 16, lb);
     _tile_stored(2, c + 16 * ldc, lb);
     _tile_stored(3, c + 16 * ldc + 16, lb);
+}
+
+/* tile_block with the part count a constant (the compiler unrolls the parts) */
+__attribute__((target("amx-tile,amx-bf16"))) static void tile_block1(const uint8_t *w0, const uint8_t *w1, size_t ldw,
+                                                                       const uint8_t *xb, size_t xstride, size_t pstride,
+                                                                       int ksteps, float *c, size_t ldc) {
+    tile_block(w0, w1, ldw, xb, xstride, 1, pstride, ksteps, c, ldc);
+}
+__attribute__((target("amx-tile,amx-bf16"))) static void tile_block3(const uint8_t *w0, const uint8_t *w1, size_t ldw,
+                                                                       const uint8_t *xb, size_t xstride, size_t pstride,
+                                                                       int ksteps, float *c, size_t ldc) {
+    tile_block(w0, w1, ldw, xb, xstride, 3, pstride, ksteps, c, ldc);
 }
 
 /* A 16x16 tile c (row stride ldc; W rows r0.., tokens t0..) transposed into y[t][r]. */
@@ -286,8 +298,8 @@ void tl_amx_gemm(const void *W, size_t ldw, int rows, int cols, const void *pack
                 for (int rb = gi * G; rb < rb1; rb++) {
                     const int r0 = rb * 32;
                     const uint8_t *wr = w + (size_t)r0 * wb;
-                    tile_block(wr, wr + 16 * wb, wb, xp + 2 * (size_t)tp * xstride, xstride, parts, pstride, ksteps,
-                               c, 32);
+                    (parts == 1 ? tile_block1 : tile_block3)(wr, wr + 16 * wb, wb, xp + 2 * (size_t)tp * xstride,
+                                                              xstride, pstride, ksteps, c, 32);
                     emit(c, 32, y, ldy, n, r0, t0, accumulate);
                     emit(c + 16, 32, y, ldy, n, r0, t0 + 16, accumulate);
                     emit(c + 512, 32, y, ldy, n, r0 + 16, t0, accumulate);
