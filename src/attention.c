@@ -150,7 +150,7 @@ int tl_attention_forward_cached_amx(float *out, void *scratch, int max_ctx, cons
          * dword (d, t/2) of 16-row block d/16 holds V[t][d], V[t+1][d] */
 #pragma omp for schedule(static)
         for (int g = 0; g < KV; g++) {
-            tl_amx_pack(kc + (size_t)g * hd, (size_t)ks, T, hd, base + l.kp + (size_t)g * l.kp_head);
+            tl_amx_pack(kc + (size_t)g * hd, (size_t)ks, T, hd, 1, base + l.kp + (size_t)g * l.kp_head);
             uint16_t *vp = (uint16_t *)(base + l.vp + (size_t)g * l.vp_head);
             for (int t = 0; t < Tp; t++)
                 for (int d = 0; d < hd; d++)

@@ -19,7 +19,11 @@
  * lo, each part the bf16 rounding of what the previous ones left, so the three
  * hold x's 24 significant bits; bf16 weights times each part are exact in fp32,
  * and the tiles sum all three into the same fp32 accumulators.  The packs of
- * the parts follow each other, tl_amx_pack_bytes(n, cols) bytes apart. */
+ * the parts follow each other, tl_amx_pack_bytes(n, cols) bytes apart.
+ *
+ * Also here: the MLP's gate and up products fused with the SwiGLU, writing the
+ * down projection's packed input directly (tl_amx_swiglu), and C = A B^T for
+ * operands already in tile form (the attention products, tl_amx_matmul_bt). */
 #include "gemm_amx.h"
 
 #include <omp.h>

@@ -1,9 +1,10 @@
 /* gemm_amx.h - y = x W^T for BF16 weights on Intel AMX tiles: the batched
- * (prompt) pass of the `amx` kernel.  x is rounded to bf16 once per product and
- * packed; sums are fp32.  The weights are read straight from the mapped file
- * (no packing of W): W plays the tile multiply's left operand and the packed x
- * its right one, and each 16x16 result tile is transposed on the way out.
- * See docs/inference.md. */
+ * (prompt) pass of the `amx-exact` and `amx` kernels.  x is packed once per
+ * product, split exactly into three bf16 parts (amx-exact: fp32 accuracy) or
+ * rounded to one (amx); sums are fp32.  The weights are read straight from the
+ * mapped file (no packing of W): W plays the tile multiply's left operand and
+ * the packed x its right one, and each 16x16 result tile is transposed on the
+ * way out.  See docs/inference.md. */
 #ifndef TL_GEMM_AMX_H
 #define TL_GEMM_AMX_H
 
