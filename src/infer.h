@@ -1,8 +1,10 @@
 /* infer.h - the inference engine: an HF Llama checkpoint memory-mapped with its
  * weights kept in their file dtype (F32, BF16 or F16), a KV cache, a batched
- * prompt pass (weights converted to fp32 a tile at a time for cblas_sgemm) and
- * single-token decode with multithreaded SIMD mat-vec kernels chosen at run time
- * (AVX-512, AVX2+FMA, portable C).  Activations are fp32 throughout.
+ * prompt pass (weights converted to fp32 a tile at a time for cblas_sgemm, or
+ * bf16 weights on AMX tiles, src/gemm_amx.c) and single-token decode with
+ * multithreaded SIMD mat-vec kernels chosen at run time (AVX-512, AVX2+FMA,
+ * portable C).  Activations are fp32 (the opt-in bf16 kernels round them where
+ * they enter a product).
  *
  * A tl_infer_model is immutable after loading (except the kernel choice) and may
  * back several tl_infer_state sessions.  See docs/inference.md. */
