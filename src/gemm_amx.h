@@ -25,7 +25,8 @@ size_t tl_amx_pack_bytes(int n, int cols);
  * tl_amx_pack_bytes(n, cols) bytes, 64-byte aligned): parts = 1, x rounded to
  * bf16 to nearest even; parts = 3, x split into three bf16 parts (hi, then the
  * rounding of x - hi, then of what is left), whose products with bf16 weights
- * are exact in fp32: the products of the exact `amx-exact` kernel. */
+ * are exact in fp32: the products of the exact `amx-exact` kernel (finite x:
+ * an infinity leaves NaN parts).  parts is 1 to 3. */
 void tl_amx_pack(const float *x, size_t ldx, int n, int cols, int parts, void *pack);
 
 /* y[n, rows] (row stride ldy floats; =, or += when accumulate) = x W^T, W BF16
