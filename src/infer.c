@@ -384,15 +384,23 @@ static int amx_attention_applies(tl_infer_state *s, const tl_wmat *wq, int n) {
     return s->attn_amx != NULL;
 }
 
+/* y_j[n, W_j->rows] (=|+=) x[n, cols] W_j^T on AMX tiles, x packed once for
+ * all count matrices; 0 (nothing done) unless every one of them applies. */
+static int amx_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
+                      int accumulate) {
+    for (int j = 0; j < count; j++)
+        if (!amx_applies(s, W[j], n)) return 0;
+    const int in = W[0]->cols, parts = amx_parts(s->m);
+    tl_amx_pack(x, (size_t)in, n, in, parts, s->xpack);
+    for (int j = 0; j < count; j++)
+        tl_amx_gemm(W[j]->data, (size_t)in, W[j]->rows, in, s->xpack, parts, n, y[j], (size_t)W[j]->rows, accumulate);
+    return 1;
+}
+
 /* y[n, W->rows] (=|+=) x[n, W->cols] W^T */
 static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate) {
     const int in = W->cols, out = W->rows;
-    if (amx_applies(s, W, n)) {
-        const int parts = amx_parts(s->m);
-        tl_amx_pack(x, (size_t)in, n, in, parts, s->xpack);
-        tl_amx_gemm(W->data, (size_t)in, out, in, s->xpack, parts, n, y, (size_t)out, accumulate);
-        return;
-    }
+    if (amx_linear(s, &W, &y, 1, x, n, accumulate)) return;
     if (n <= MATVEC_ROWS) {
         for (int i = 0; i < n; i++) {
             float *yr = y + (size_t)i * out;
@@ -433,16 +441,7 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
         }
         return;
     }
-    int amx = 1;
-    for (int j = 0; j < count; j++) amx &= amx_applies(s, W[j], n);
-    if (amx) { /* x packed once for all of them */
-        const int in = W[0]->cols;
-        const int parts = amx_parts(s->m);
-        tl_amx_pack(x, (size_t)in, n, in, parts, s->xpack);
-        for (int j = 0; j < count; j++)
-            tl_amx_gemm(W[j]->data, (size_t)in, W[j]->rows, in, s->xpack, parts, n, y[j], (size_t)W[j]->rows, 0);
-        return;
-    }
+    if (amx_linear(s, W, y, count, x, n, 0)) return;
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
 }
 

@@ -279,14 +279,6 @@ __attribute__((target("avx512f"))) static float dot_f16_avx512(const void *w, co
     return s;
 }
 
-/* BF16 rows without a widening shuffle: each 32-bit lane of a row holds two
- * bf16 values, the even one in its low half and the odd one in its high half.
- * (lane << 16) is the even value as fp32 and (lane & 0xffff0000) the odd one,
- * so with x split into its even (xe) and odd (xo) elements a 64-byte row slice
- * costs one load, a shift, an and and two FMAs, all off the shuffle port.  On
- * Zen 4 this streams a 4 KiB row as fast as a plain read loop, where the
- * vpmovzxwd version ran ~25% slower (docs/inference.md).  Exact: every
- * product is of the same fp32 values as the other kernels'. */
 /* Software prefetch distance of the even/odd kernels (every weight line).  On
  * the Xeon VM (AMX generation, 2026-12-03, 2 threads, interleaved runs) decode
  * went from 13.6-13.7 tokens/s without to 14.6-14.9 at 512 B, 14.8-15.2 at
@@ -295,6 +287,14 @@ __attribute__((target("avx512f"))) static float dot_f16_avx512(const void *w, co
  * On Zen 4 prefetching made no difference. */
 #define EO_PREFETCH 3072
 
+/* BF16 rows without a widening shuffle: each 32-bit lane of a row holds two
+ * bf16 values, the even one in its low half and the odd one in its high half.
+ * (lane << 16) is the even value as fp32 and (lane & 0xffff0000) the odd one,
+ * so with x split into its even (xe) and odd (xo) elements a 64-byte row slice
+ * costs one load, a shift, an and and two FMAs, all off the shuffle port.  On
+ * Zen 4 this streams a 4 KiB row as fast as a plain read loop, where the
+ * vpmovzxwd version ran ~25% slower (docs/inference.md).  Exact: every
+ * product is of the same fp32 values as the other kernels'. */
 __attribute__((target("avx512f"))) static float dot_bf16_avx512_eo(const void *w, const float *xe, const float *xo,
                                                                     const float *x, int n) {
     const uint16_t *p = w;
