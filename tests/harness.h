@@ -53,6 +53,11 @@ const char *tl_test_shared_dir(void);
 const char *tl_test_fixture_dir(void);
 /* max |a - b| / max |b| over n values: a scale-aware error for a whole tensor */
 double tl_test_rel_err(const float *a, const float *b, size_t n);
+/* max |o - attention(q, k, v)| with attention computed in double precision from
+ * its definition: causal, GQA (query head h reads KV head h / (H/KV)), scale
+ * 1/sqrt(hd); q, o [T, H*hd], k, v [T, KV*hd] */
+double tl_test_attention_err(const float *o, const float *q, const float *k, const float *v, int T, int H, int KV,
+                             int hd);
 
 /* A hand-written HF tokenizer.json: BPE without byte fallback (unknown characters
  * fuse into one <unk>), vocabulary <unk> <s> </s> a b ab \u2581 \u2581a \u2581ab, merges

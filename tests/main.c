@@ -54,6 +54,31 @@ double tl_test_rel_err(const float *a, const float *b, size_t n) {
     return den > 0 ? num / den : num;
 }
 
+double tl_test_attention_err(const float *o, const float *q, const float *k, const float *v, int T, int H, int KV,
+                             int hd) {
+    const int qs = H * hd, ks = KV * hd;
+    double *sc = malloc(sizeof(double) * (size_t)T), worst = 0;
+    for (int i = 0; i < T; i++)
+        for (int h = 0; h < H; h++) {
+            const int kh = h / (H / KV);
+            double mx = -1e300, sum = 0;
+            for (int j = 0; j <= i; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++) d += (double)q[i * qs + h * hd + e] * k[j * ks + kh * hd + e];
+                sc[j] = d / sqrt((double)hd);
+                if (sc[j] > mx) mx = sc[j];
+            }
+            for (int j = 0; j <= i; j++) sum += sc[j] = exp(sc[j] - mx);
+            for (int e = 0; e < hd; e++) {
+                double ref = 0;
+                for (int j = 0; j <= i; j++) ref += sc[j] / sum * v[j * ks + kh * hd + e];
+                worst = fmax(worst, fabs(o[i * qs + h * hd + e] - ref));
+            }
+        }
+    free(sc);
+    return worst;
+}
+
 const char *tl_test_tmpdir(void) {
     if (!tmpdir_path[0]) {
         snprintf(tmpdir_path, sizeof tmpdir_path, "/tmp/tl_test_XXXXXX");

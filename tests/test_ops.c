@@ -193,24 +193,7 @@ static void test_attention_cached(tl_test_ctx *t) {
         p0 += pieces[i];
     }
     CHECK(p0 == T);
-    double worst = 0;
-    for (int i = 0; i < T; i++)
-        for (int h = 0; h < H; h++) {
-            const int kh = h / (H / KV);
-            double sc[T], mx = -1e300, sum = 0;
-            for (int j = 0; j <= i; j++) {
-                double d = 0;
-                for (int e = 0; e < HD; e++) d += (double)q[i * QS + h * HD + e] * k[j * KS + kh * HD + e];
-                sc[j] = d / sqrt((double)HD);
-                if (sc[j] > mx) mx = sc[j];
-            }
-            for (int j = 0; j <= i; j++) sum += sc[j] = exp(sc[j] - mx);
-            for (int e = 0; e < HD; e++) {
-                double ref = 0;
-                for (int j = 0; j <= i; j++) ref += sc[j] / sum * v[j * KS + kh * HD + e];
-                worst = fmax(worst, fabs(o[i * QS + h * HD + e] - ref));
-            }
-        }
+    const double worst = tl_test_attention_err(o, q, k, v, T, H, KV, HD);
     CHECK_MSG(worst < 1e-5, "cached attention differs from the definition by %.3g", worst);
     free(q);
     free(k);
