@@ -18,11 +18,8 @@
 #include "engine_cuda.h"
 #endif
 
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
+static volatile sig_atomic_t stop_requested; /* the signal that asked to stop */
+static void on_signal(int sig) { stop_requested = sig; }
 
 static void help(void) {
     printf(
@@ -49,6 +46,9 @@ static void help(void) {
            "  --vocab-size N       override the preset's / config's vocabulary size (e.g. for a trained tokenizer)\n"
            "  --resume [DIR]       continue a run from its checkpoint (DIR: a checkpoint or run\n"
            "                       directory; default --out); bit-identical to an uninterrupted run\n"
+           "                       with the same --threads.  A run directory whose `latest` is\n"
+           "                       unusable (crash, corrupt file) resumes from its newest complete\n"
+           "                       checkpoint, saying so; every file is checked against checksums.json\n"
            "batch and schedule:\n"
            "  --batch N            sequences per micro-batch (default 8)\n"
            "  --seq-len N          tokens per sequence (default: the shards' length)\n"
@@ -63,9 +63,12 @@ static void help(void) {
            "  --clip X             max global gradient norm, 0 disables (default 1.0)\n"
            "  --seed N             weight init and data order seed (default 3407)\n"
            "output:\n"
-           "  --out DIR            run directory (default runs/train)\n"
+           "  --out DIR            run directory (default runs/train); a new run refuses a directory\n"
+           "                       that holds another run (use --resume to continue it)\n"
+           "  --overwrite          start a new run in --out although it holds one: the log restarts,\n"
+           "                       checkpoints of the same step are replaced, the others are kept\n"
            "  --ckpt-every N       checkpoint every N steps (default 0: only at the end)\n"
-           "  --keep N             checkpoints to keep (default 3, 0 keeps all)\n"
+           "  --keep N             checkpoints of this run to keep (default 3, 0 keeps all)\n"
            "  --eval-every N       validation every N steps (default 100 with --val-data)\n"
            "  --eval-batches N     micro-batches per validation (default 8)\n"
            "  --log FILE           JSONL log (default OUT/log.jsonl)\n"
@@ -93,7 +96,8 @@ static void help(void) {
            "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n"
 #endif
            "  --quiet              no progress line\n\n"
-           "Ctrl-C stops after the current step and writes a checkpoint.\n");
+           "Ctrl-C (or SIGTERM) stops after the current step, writes a checkpoint and exits with\n"
+           "130 (143), as shells report an interrupted command; 0 means the run finished.\n");
 }
 
 typedef struct {
@@ -131,6 +135,9 @@ static void on_event(const tl_train_event *ev, void *user) {
         break;
     case TL_EV_CKPT:
         fprintf(stderr, "%scheckpoint: %s\n", p->tty ? "\n" : "", ev->path);
+        break;
+    case TL_EV_WARN:
+        fprintf(stderr, "%swarning: %s\n", p->tty ? "\n" : "", ev->path);
         break;
     case TL_EV_SKIP:
         fprintf(stderr, "%sstep %ld: non-finite gradient, update skipped\n", p->tty ? "\n" : "", ev->step);
@@ -198,7 +205,7 @@ int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *init = NULL, *resume = NULL, *out = "runs/train", *log = NULL;
     long batch = 8, seq_len = 0, batch_tokens = 0, steps = 1000, warmup = -1, decay = -1, seed = 3407;
     long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
-    int sequential = 0, quiet = 0, do_resume = 0;
+    int sequential = 0, quiet = 0, do_resume = 0, overwrite = 0;
     long zero = 0;            /* distributed */
     int overlap = 0;          /* distributed */
     double comm_timeout = 300; /* distributed */
@@ -283,6 +290,7 @@ int cmd_train(int argc, char **argv) {
         DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
         else if (!strcmp(a, "--sequential")) sequential = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--overwrite")) overwrite = 1;
         else if (!strcmp(a, "--overlap")) overlap = 1; /* distributed */
 #ifdef TL_WITH_CUDA
         STR("--device", device) STR("--precision", precision)
@@ -330,14 +338,41 @@ int cmd_train(int argc, char **argv) {
 
     tl_error err;
     tl_model model;
-    char resume_dir[4200] = "";
-    if (do_resume && tl_checkpoint_resolve(resume ? resume : out, resume_dir, sizeof resume_dir, &err)) {
+    char resume_dir[4200] = "", note[2048];
+    if (do_resume && overwrite) {
+        cli_error("train", "give either --resume (continue the run) or --overwrite (start a new one), not both");
+        return 2;
+    }
+    if (do_resume && (init || vocab_size)) {
+        cli_error("train", "--resume continues the checkpoint's model: drop %s", init ? "--init" : "--vocab-size");
+        return 2;
+    }
+    if (do_resume && tl_checkpoint_resolve(resume ? resume : out, resume_dir, sizeof resume_dir, note, sizeof note, &err)) {
         cli_error("train", "--resume: %s", err.msg);
         return 1;
     }
+    if (do_resume && note[0] && rank == 0) fprintf(stderr, "warning: %s\n", note);
     int rc;
     if (resume_dir[0]) {
         rc = tl_model_load_hf(resume_dir, &model, &err); /* config from the checkpoint */
+        /* a --preset / --config given with --resume must be the checkpoint's model */
+        tl_config want;
+        char diff[256];
+        if (!rc && (preset || config)) {
+            if (config ? tl_config_load_json(config, &want, &err) : tl_config_preset(preset, &want, &err)) {
+                cli_error("train", "%s", err.msg);
+                tl_model_free(&model);
+                return 1;
+            }
+            want.vocab_size = model.cfg.vocab_size; /* --vocab-size was applied when the run began */
+            if (tl_config_diff(&model.cfg, &want, diff, sizeof diff)) {
+                cli_error("train", "--resume: %s holds a different model than %s %s (%s, checkpoint vs option); "
+                                   "drop the option to continue the checkpoint's model",
+                          resume_dir, config ? "--config" : "--preset", config ? config : preset, diff);
+                tl_model_free(&model);
+                return 2;
+            }
+        }
     } else if (init) {
         rc = tl_model_load_hf(init, &model, &err);
     } else {
@@ -469,6 +504,7 @@ int cmd_train(int argc, char **argv) {
                        .seed = (uint64_t)seed, .shuffle = !sequential,
                        .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
                        .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
+                       .overwrite = overwrite,
                        .out_dir = out, .log_path = log, .tokenizer = tokenizer_path, .mixture = n_sources ? &mix : NULL,
                        .bench = (const tl_eval_task *const *)bench, .n_bench = n_loaded,
                        .bench_every = bench_every > 0 ? bench_every : (eval_every > 0 ? eval_every : 100)};
@@ -550,5 +586,6 @@ int cmd_train(int argc, char **argv) {
     tl_mixture_close(&mix);
     if (!n_sources) tl_dataset_close(&train_ds);
     tl_model_free(&model);
-    return rc ? 1 : 0;
+    if (rc) return 1;
+    return stop_requested ? 128 + stop_requested : 0; /* interrupted, as shells report it */
 }

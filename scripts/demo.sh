@@ -21,10 +21,13 @@ echo "== packing the corpus into token shards"
 ./build/tinyllama prepare --tokenizer "$data/tokenizer.model" --seq-len 256 --val-fraction 0.05 \
     --out "$data" $corpus | tail -n 4
 echo "== training (Ctrl-C stops and checkpoints; scripts/demo.sh --resume continues)"
+# a second demo starts over in the same directory unless it continues with --resume
+fresh=(--overwrite)
+for a in "$@"; do case $a in --resume | --resume=*) fresh=() ;; esac; done
 ./build/tinyllama train --preset demo --vocab-size 1024 --tokenizer "$data/tokenizer.model" \
     --data "$data/train-00000.bin" --val-data "$data/val-00000.bin" \
     --batch 8 --seq-len 256 --steps 300 --lr 2e-3 --min-lr 2e-4 --warmup 20 --eval-every 50 \
-    --ckpt-every 100 --out "$out" "$@"
+    --ckpt-every 100 --out "$out" ${fresh[@]+"${fresh[@]}"} "$@"
 ckpt="$out/$(cat "$out/latest")"
 echo "== generating from $ckpt"
 ./build/tinyllama generate --model "$ckpt" --max-tokens 60 --temperature 0.8 --top-k 40 --seed 1 --echo \

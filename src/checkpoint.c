@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "safetensors.h"
 
@@ -303,36 +305,211 @@ static int remove_tree(const char *path) {
     return rmdir(path);
 }
 
+/* ---- checksums: every file of a checkpoint, CRC-32 (zlib) over its bytes as read
+ * back from the file system, in checksums.json, written last ---- */
+
+#define CHECKSUMS "checksums.json"
+
+static int file_crc32(const char *path, uint32_t *crc, size_t *size, tl_error *err) {
+    const uint8_t *map;
+    size_t len;
+    if (tl_map_file(path, &map, &len, err)) return -1;
+    uLong c = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < len;) { /* crc32 takes an unsigned int length */
+        size_t n = len - off < (1u << 30) ? len - off : (1u << 30);
+        c = crc32(c, map + off, (uInt)n);
+        off += n;
+    }
+    tl_unmap_file(map, len);
+    *crc = (uint32_t)c;
+    *size = len;
+    return 0;
+}
+
+static int write_checksums(const char *dir, tl_error *err) {
+    DIR *d = opendir(dir);
+    if (!d) return tl_fail(err, "%s: cannot list: %s", dir, strerror(errno));
+    cJSON *root = cJSON_CreateObject(), *files = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "algorithm", "crc32");
+    cJSON_AddItemToObject(root, "files", files);
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        char path[PATH_CAP];
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, CHECKSUMS)) continue;
+        if (join(path, sizeof path, dir, e->d_name, err)) {
+            rc = -1;
+            break;
+        }
+        if (!file_exists(path)) continue;
+        uint32_t crc;
+        size_t size;
+        if (file_crc32(path, &crc, &size, err)) {
+            rc = -1;
+            break;
+        }
+        char hex[16];
+        snprintf(hex, sizeof hex, "%08x", crc);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "size", (double)size);
+        cJSON_AddStringToObject(f, "crc32", hex);
+        cJSON_AddItemToObject(files, e->d_name, f);
+    }
+    closedir(d);
+    char *text = rc ? NULL : cJSON_Print(root);
+    cJSON_Delete(root);
+    if (rc) return -1;
+    if (!text) return tl_fail(err, "out of memory");
+    char path[PATH_CAP];
+    rc = join(path, sizeof path, dir, CHECKSUMS, err) || tl_write_file_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc ? -1 : 0;
+}
+
+int tl_checkpoint_verify(const char *dir, int *verified, tl_error *err) {
+    char path[PATH_CAP];
+    if (verified) *verified = 0;
+    static const char *const needed[] = {"config.json", "model.safetensors", "training_state.bin"};
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+        if (join(path, sizeof path, dir, needed[i], err)) return -1;
+        if (!file_exists(path)) return tl_fail(err, "%s: incomplete checkpoint (no %s)", dir, needed[i]);
+    }
+    if (join(path, sizeof path, dir, CHECKSUMS, err)) return -1;
+    if (!file_exists(path)) return 0; /* written before checksums existed: nothing to compare */
+    char *text;
+    size_t len;
+    if (tl_read_file(path, 1 << 20, &text, &len, err)) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *files = root ? cJSON_GetObjectItemCaseSensitive(root, "files") : NULL;
+    const cJSON *alg = root ? cJSON_GetObjectItemCaseSensitive(root, "algorithm") : NULL;
+    int rc = 0;
+    if (!cJSON_IsObject(files) || !cJSON_IsString(alg) || strcmp(alg->valuestring, "crc32"))
+        rc = tl_fail(err, "%s: malformed (expected {\"algorithm\": \"crc32\", \"files\": {...}})", path);
+    for (size_t i = 0; !rc && i < sizeof needed / sizeof needed[0]; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(files, needed[i]))
+            rc = tl_fail(err, "%s: does not list %s", path, needed[i]);
+    for (const cJSON *f = files ? files->child : NULL; f && !rc; f = f->next) {
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(f, "size");
+        const cJSON *crc = cJSON_GetObjectItemCaseSensitive(f, "crc32");
+        char fp[PATH_CAP];
+        if (!f->string || strchr(f->string, '/') || f->string[0] == '.' || !cJSON_IsNumber(size) ||
+            !cJSON_IsString(crc)) {
+            rc = tl_fail(err, "%s: malformed entry '%s'", path, f->string ? f->string : "");
+            break;
+        }
+        if (join(fp, sizeof fp, dir, f->string, err)) {
+            rc = -1;
+            break;
+        }
+        uint32_t got;
+        size_t got_size;
+        if (!file_exists(fp)) {
+            rc = tl_fail(err, "%s: missing (listed in %s)", fp, CHECKSUMS);
+            break;
+        }
+        if (file_crc32(fp, &got, &got_size, err)) {
+            rc = -1;
+            break;
+        }
+        char hex[16];
+        snprintf(hex, sizeof hex, "%08x", got);
+        if ((double)got_size != size->valuedouble)
+            rc = tl_fail(err, "%s: %zu bytes, but %.0f were written (truncated or replaced)", fp, got_size,
+                         size->valuedouble);
+        else if (strcmp(hex, crc->valuestring))
+            rc = tl_fail(err, "%s: checksum mismatch (crc32 %s, written as %s): the file is corrupt", fp, hex,
+                         crc->valuestring);
+    }
+    cJSON_Delete(root);
+    if (!rc && verified) *verified = 1;
+    return rc;
+}
+
+/* The run_id recorded in a checkpoint's train_args.json ("" if none). */
+static void read_run_id(const char *ckpt, char *out, size_t cap) {
+    char path[PATH_CAP], *text;
+    size_t len;
+    out[0] = '\0';
+    if (join(path, sizeof path, ckpt, "train_args.json", NULL) || tl_read_file(path, 1 << 20, &text, &len, NULL))
+        return;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *id = root ? cJSON_GetObjectItemCaseSensitive(root, "run_id") : NULL;
+    if (cJSON_IsString(id)) snprintf(out, cap, "%s", id->valuestring);
+    cJSON_Delete(root);
+}
+
+int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap) {
+    read_run_id(ckpt_dir, out, cap);
+    return out[0] ? 0 : -1;
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Removes all but the newest `keep` step-* directories (names sort by step). */
-static void prune(const char *out_dir, int keep) {
+/* Removes all but the newest `keep` step-* directories written by run_id (names
+ * sort by step); checkpoints of other runs, and `current`, are never removed. */
+static void prune(const char *out_dir, int keep, const char *run_id, const char *current) {
+    if (!run_id || !run_id[0]) return;
     DIR *d = opendir(out_dir);
     if (!d) return;
-    char *names[4096];
-    int n = 0;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && n < 4096)
-        if (!strncmp(e->d_name, "step-", 5)) names[n++] = strdup(e->d_name);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "step-", 5)) continue;
+        char p[PATH_CAP], id[128];
+        if (join(p, sizeof p, out_dir, e->d_name, NULL)) continue;
+        read_run_id(p, id, sizeof id);
+        if (strcmp(id, run_id)) continue; /* another run's */
+        if (n == cap) {
+            char **nn = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);
+            if (!nn) break;
+            names = nn;
+        }
+        if (!(names[n] = strdup(e->d_name))) break;
+        n++;
+    }
     closedir(d);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
-    for (int i = 0; i < n; i++) {
-        if (i < n - keep && names[i]) {
+    if (names) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        if (i + (size_t)keep < n && strcmp(names[i], current)) {
             char p[PATH_CAP];
-            snprintf(p, sizeof p, "%s/%s", out_dir, names[i]);
-            remove_tree(p);
+            if (!join(p, sizeof p, out_dir, names[i], NULL)) remove_tree(p);
         }
         free(names[i]);
     }
+    free(names);
+}
+
+/* Puts the complete directory tmp at final.  An existing final (a checkpoint of
+ * the same step) is swapped out in one atomic exchange, so `final` is a complete
+ * checkpoint at every moment; where the file system cannot exchange, it is moved
+ * to .old-* first and resolving falls back to that copy after a crash in between. */
+static int put_in_place(const char *tmp, const char *final, const char *old, tl_error *err) {
+    struct stat sb;
+    if (stat(final, &sb) != 0) {
+        if (rename(tmp, final) != 0) return tl_fail(err, "%s: rename failed: %s", final, strerror(errno));
+        return 0;
+    }
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
+        remove_tree(tmp); /* now holds the replaced checkpoint */
+        return 0;
+    }
+    remove_tree(old);
+    if (rename(final, old) != 0) return tl_fail(err, "%s: cannot replace: %s", final, strerror(errno));
+    if (rename(tmp, final) != 0) return tl_fail(err, "%s: rename failed: %s", final, strerror(errno));
+    return 0;
 }
 
 int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
                        const char *extra_json, const char *tokenizer, int keep, char *saved_path,
                        size_t saved_cap, tl_error *err) {
-    char name[64], tmp[PATH_CAP], final[PATH_CAP], path[PATH_CAP];
+    char name[64], tmp[PATH_CAP], final[PATH_CAP], path[PATH_CAP], old[PATH_CAP];
     snprintf(name, sizeof name, "step-%08llu", (unsigned long long)s->step);
     if (tl_mkdir_p(out_dir, err)) return -1;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-%s", out_dir, name) >= sizeof tmp ||
+        (size_t)snprintf(old, sizeof old, "%s/.old-%s", out_dir, name) >= sizeof old ||
         join(final, sizeof final, out_dir, name, err))
         return tl_fail(err, "%s: path too long", out_dir);
     remove_tree(tmp); /* leftovers of a crash */
@@ -352,16 +529,9 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
         free(bytes);
         if (rc) return -1;
     }
-    if (tl_fsync_dir(tmp, err)) return -1;
-    /* A checkpoint of the same step from an earlier run is replaced; `latest`
-     * never points at it in between because we move it aside first. */
-    char old[PATH_CAP];
-    snprintf(old, sizeof old, "%s/.old-%s", out_dir, name);
-    remove_tree(old);
-    struct stat sb;
-    if (stat(final, &sb) == 0 && rename(final, old) != 0)
-        return tl_fail(err, "%s: cannot replace: %s", final, strerror(errno));
-    if (rename(tmp, final) != 0) return tl_fail(err, "%s: rename failed: %s", final, strerror(errno));
+    /* last: a directory with checksums.json is complete */
+    if (write_checksums(tmp, err) || tl_fsync_dir(tmp, err)) return -1;
+    if (put_in_place(tmp, final, old, err)) return -1;
     if (tl_fsync_dir(out_dir, err)) return -1;
     char latest[128];
     int llen = snprintf(latest, sizeof latest, "%s\n", name);
@@ -369,29 +539,147 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
         return -1;
     tl_fsync_dir(out_dir, NULL);
     remove_tree(old);
-    if (keep > 0) prune(out_dir, keep);
+    if (keep > 0) {
+        char run_id[128] = "";
+        cJSON *args = extra_json ? cJSON_Parse(extra_json) : NULL;
+        const cJSON *id = args ? cJSON_GetObjectItemCaseSensitive(args, "run_id") : NULL;
+        if (cJSON_IsString(id)) snprintf(run_id, sizeof run_id, "%s", id->valuestring);
+        cJSON_Delete(args);
+        prune(out_dir, keep, run_id, name);
+    }
     if (saved_path) snprintf(saved_path, saved_cap, "%s", final);
     return 0;
 }
 
-int tl_checkpoint_resolve(const char *path, char *out, size_t cap, tl_error *err) {
+int tl_run_dir_in_use(const char *out_dir, char *what, size_t cap) {
+    DIR *d = opendir(out_dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int used = 0;
+    while (!used && (e = readdir(d))) {
+        const char *nm = e->d_name;
+        if (!strcmp(nm, "latest") || !strncmp(nm, "step-", 5) || !strncmp(nm, ".tmp-step-", 10) ||
+            !strncmp(nm, ".old-step-", 10)) {
+            used = 1;
+            if (what) snprintf(what, cap, "it has %s", nm);
+        } else if (!strcmp(nm, "log.jsonl")) {
+            char p[PATH_CAP];
+            struct stat sb;
+            if (!join(p, sizeof p, out_dir, nm, NULL) && stat(p, &sb) == 0 && sb.st_size > 0) {
+                used = 1;
+                if (what) snprintf(what, cap, "it has a training log, log.jsonl");
+            }
+        }
+    }
+    closedir(d);
+    return used;
+}
+
+/* A step number from step-N, .old-step-N or .tmp-step-N; -1 for other names. */
+static long long name_step(const char *nm, int *rank) {
+    static const char *const prefixes[] = {"step-", ".old-step-", ".tmp-step-"};
+    for (int i = 0; i < 3; i++) {
+        size_t l = strlen(prefixes[i]);
+        if (strncmp(nm, prefixes[i], l)) continue;
+        char *end;
+        long long v = strtoll(nm + l, &end, 10);
+        if (end == nm + l || *end || v < 0) return -1;
+        *rank = i; /* at one step, prefer step- over .old- over .tmp- */
+        return v;
+    }
+    return -1;
+}
+
+typedef struct {
+    long long step;
+    int rank;
+    char name[256];
+} ckpt_cand;
+
+static int cmp_cand(const void *a, const void *b) {
+    const ckpt_cand *x = a, *y = b;
+    if (x->step != y->step) return x->step > y->step ? -1 : 1;
+    return x->rank - y->rank;
+}
+
+/* The newest complete (and, where checksums exist, verified) checkpoint among
+ * run_dir's step-*, .old-step-* and .tmp-step-* (a .tmp- one only when its
+ * checksums were written, i.e. it was finished).  skip: a name already tried. */
+static int newest_complete(const char *run_dir, const char *skip, char *out, size_t cap, tl_error *err) {
+    DIR *d = opendir(run_dir);
+    if (!d) return tl_fail(err, "%s: cannot list: %s", run_dir, strerror(errno));
+    ckpt_cand *c = NULL;
+    size_t n = 0, ncap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int rank;
+        long long st = name_step(e->d_name, &rank);
+        if (st < 0 || strlen(e->d_name) >= sizeof c->name || (skip && !strcmp(skip, e->d_name))) continue;
+        if (n == ncap) {
+            ckpt_cand *nc = realloc(c, (ncap = ncap ? 2 * ncap : 32) * sizeof *c);
+            if (!nc) break;
+            c = nc;
+        }
+        c[n].step = st;
+        c[n].rank = rank;
+        snprintf(c[n].name, sizeof c[n].name, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    if (c) qsort(c, n, sizeof *c, cmp_cand);
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        char p[PATH_CAP], cs[PATH_CAP];
+        int verified = 0;
+        if (join(p, sizeof p, run_dir, c[i].name, NULL) || join(cs, sizeof cs, p, CHECKSUMS, NULL)) continue;
+        if (c[i].rank == 2 && !file_exists(cs)) continue; /* an unfinished write */
+        if (tl_checkpoint_verify(p, &verified, NULL)) continue;
+        if ((size_t)snprintf(out, cap, "%s", p) < cap) found = 1;
+    }
+    free(c);
+    if (!found) return tl_fail(err, "%s: no complete checkpoint found", run_dir);
+    return 0;
+}
+
+int tl_checkpoint_resolve(const char *path, char *out, size_t cap, char *note, size_t note_cap, tl_error *err) {
     char p[PATH_CAP];
+    if (note && note_cap) note[0] = '\0';
     if (join(p, sizeof p, path, "training_state.bin", err)) return -1;
-    if (file_exists(p)) {
+    if (file_exists(p)) { /* a checkpoint named directly: it must be intact */
+        if (tl_checkpoint_verify(path, NULL, err)) return -1;
         snprintf(out, cap, "%s", path);
         return 0;
     }
     if (join(p, sizeof p, path, "latest", err)) return -1;
-    char *text;
+    char *text = NULL, problem[1200] = "", named[256] = "";
     size_t len;
-    if (tl_read_file(p, 4096, &text, &len, err))
-        return tl_fail(err, "%s: neither a checkpoint (no training_state.bin) nor a run directory (no latest)", path);
-    while (len && (text[len - 1] == '\n' || text[len - 1] == ' ')) text[--len] = '\0';
-    int bad = len == 0 || strchr(text, '/') != NULL || strncmp(text, "step-", 5) != 0;
-    if (!bad && (size_t)snprintf(out, cap, "%s/%s", path, text) >= cap) bad = 1;
-    free(text);
-    if (bad) return tl_fail(err, "%s/latest: does not name a checkpoint directory", path);
-    if (join(p, sizeof p, out, "training_state.bin", err)) return -1;
-    if (!file_exists(p)) return tl_fail(err, "%s: checkpoint has no training_state.bin", out);
+    tl_error e2;
+    if (tl_read_file(p, 4096, &text, &len, NULL)) {
+        if (!tl_run_dir_in_use(path, NULL, 0))
+            return tl_fail(err, "%s: neither a checkpoint (no training_state.bin) nor a run directory (no latest)",
+                           path);
+        snprintf(problem, sizeof problem, "%s/latest is missing", path);
+    } else {
+        while (len && (text[len - 1] == '\n' || text[len - 1] == ' ')) text[--len] = '\0';
+        int bad = len == 0 || len >= sizeof named || strchr(text, '/') != NULL || strncmp(text, "step-", 5) != 0;
+        if (!bad) snprintf(named, sizeof named, "%s", text);
+        free(text);
+        if (bad) {
+            snprintf(problem, sizeof problem, "%s/latest does not name a checkpoint directory", path);
+        } else if ((size_t)snprintf(out, cap, "%s/%s", path, named) >= cap) {
+            return tl_fail(err, "%s: path too long", path);
+        } else if (tl_checkpoint_verify(out, NULL, &e2)) {
+            struct stat sb;
+            if (stat(out, &sb) != 0)
+                snprintf(problem, sizeof problem, "%s/latest names %s, which does not exist", path, named);
+            else
+                snprintf(problem, sizeof problem, "%s", e2.msg);
+        } else {
+            return 0;
+        }
+    }
+    if (newest_complete(path, named[0] ? named : NULL, out, cap, &e2))
+        return tl_fail(err, "%s; %s", problem, e2.msg);
+    if (note) snprintf(note, note_cap, "%s; using the newest complete checkpoint, %s", problem, out);
     return 0;
 }

@@ -48,15 +48,31 @@ int tl_train_state_save(const char *path, const tl_train_state *s, tl_error *err
 int tl_train_state_load(const char *path, tl_train_state *s, tl_error *err);
 
 /* Writes out_dir/step-NNNNNNNN/ (HF files, training_state.bin, extra_json as
- * train_args.json, and a copy of the tokenizer file if given, as tokenizer.json
- * or tokenizer.model so the directory runs as it is) via a temporary directory
- * and rename, then points out_dir/latest at it and removes all but the newest
- * `keep` checkpoints. */
+ * train_args.json, a copy of the tokenizer file if given, as tokenizer.json or
+ * tokenizer.model so the directory runs as it is, and last checksums.json: size
+ * and CRC-32 of every file, read back from the file system) in a temporary
+ * directory, puts it in place (an existing checkpoint of the same step is
+ * exchanged atomically), then points out_dir/latest at it and removes all but the
+ * newest `keep` checkpoints of the same run: those whose train_args.json has the
+ * run_id of extra_json.  Checkpoints of other runs are never removed. */
 int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
                        const char *extra_json, const char *tokenizer, int keep, char *saved_path,
                        size_t saved_cap, tl_error *err);
-/* Resolves a --resume argument: a checkpoint directory itself, or a run
- * directory containing a `latest` file. */
-int tl_checkpoint_resolve(const char *path, char *out, size_t cap, tl_error *err);
+/* Checks that dir holds a complete checkpoint and that every file its
+ * checksums.json lists has the size and CRC-32 written.  A checkpoint written
+ * before checksums existed passes with *verified = 0 (may be NULL). */
+int tl_checkpoint_verify(const char *dir, int *verified, tl_error *err);
+/* The run_id in ckpt_dir/train_args.json; -1 (out = "") when there is none. */
+int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap);
+/* Resolves a --resume argument: a checkpoint directory itself (which must
+ * verify), or a run directory whose `latest` names one.  When `latest` is
+ * missing or names a checkpoint that is missing, incomplete or corrupt (a crash
+ * between two renames, a bit flip), the newest complete checkpoint of the run
+ * directory is taken instead (step-*, or the copies a crash can leave:
+ * .old-step-*, finished .tmp-step-*) and note says why (note is "" otherwise). */
+int tl_checkpoint_resolve(const char *path, char *out, size_t cap, char *note, size_t note_cap, tl_error *err);
+/* 1 if out_dir already holds a training run (latest, checkpoints, or a non-empty
+ * log.jsonl), with what names the evidence; 0 otherwise (also if it does not exist). */
+int tl_run_dir_in_use(const char *out_dir, char *what, size_t cap);
 
 #endif

@@ -66,6 +66,25 @@ int tl_config_validate(const tl_config *c, tl_error *err) {
     return 0;
 }
 
+int tl_config_diff(const tl_config *a, const tl_config *b, char *what, size_t cap) {
+    /* the fields in HF config.json's names */
+#define TL_CFG_FIELDS(X)                                                                                           \
+    X(vocab_size, "vocab_size") X(dim, "hidden_size") X(hidden_dim, "intermediate_size")                           \
+    X(n_layers, "num_hidden_layers") X(n_heads, "num_attention_heads") X(n_kv_heads, "num_key_value_heads")        \
+    X(max_seq_len, "max_position_embeddings") X(tied, "tie_word_embeddings") X(bos_id, "bos_token_id")             \
+    X(eos_id, "eos_token_id") X(rope_theta, "rope_theta") X(norm_eps, "rms_norm_eps")
+#define TL_CFG_CMP(f, name)                                                                                        \
+    if (a->f != b->f) {                                                                                            \
+        if (what) snprintf(what, cap, "%s %g vs %g", name, (double)a->f, (double)b->f);                            \
+        return 1;                                                                                                  \
+    }
+    TL_CFG_FIELDS(TL_CFG_CMP)
+#undef TL_CFG_CMP
+#undef TL_CFG_FIELDS
+    if (what && cap) what[0] = '\0';
+    return 0;
+}
+
 size_t tl_config_num_nonembed_params(const tl_config *c) {
     size_t d = (size_t)c->dim, hd = (size_t)tl_config_head_dim(c);
     size_t kv = (size_t)c->n_kv_heads * hd;

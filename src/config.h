@@ -25,6 +25,10 @@ const char *const *tl_config_preset_names(void);
 /* Checks internal consistency (positive sizes, n_kv_heads | n_heads, even head dim...). */
 int tl_config_validate(const tl_config *cfg, tl_error *err);
 
+/* 0 if a and b describe the same model; else 1, with what naming the first
+ * difference ("hidden_size 64 vs 128"; what may be NULL). */
+int tl_config_diff(const tl_config *a, const tl_config *b, char *what, size_t cap);
+
 /* HF config.json (model_type "llama"). */
 int tl_config_load_json(const char *path, tl_config *cfg, tl_error *err);
 int tl_config_parse_json(const char *text, const char *what, tl_config *cfg, tl_error *err);

@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "grad_shard.h"
+#include "ops.h"
 
 struct tl_trainer {
     tl_model *m;
@@ -22,7 +24,13 @@ struct tl_trainer {
     tl_train_state st;
     int *tokens, *inputs, *targets;
     char log_path[4096];
-    FILE *log;
+    int log_fd;          /* -1: not open (ranks other than 0) */
+    char *log_pending;   /* lines not yet written (a failed write is retried) */
+    size_t log_len, log_cap;
+    int log_failing;     /* the last write failed (warned once until it recovers) */
+    char run_id[40];     /* names this run's checkpoints (kept across resumes) */
+    int resumed;
+    char warning[1300];  /* reported as TL_EV_WARN when the run starts */
     /* ---- distributed (docs/distributed.md) ---- */
     tl_comm *comm;     /* the job's ranks (a single-rank one when the options had none) */
     tl_comm *own_comm; /* created here: freed with the trainer */
@@ -116,6 +124,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         return NULL;
     }
     t->m = m;
+    t->log_fd = -1;
     t->train = train;
     t->val = val;
     t->o = *o;
@@ -171,6 +180,9 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_dataset_seek(train, 0, 0, NULL);
     }
     tl_rng_seed(&t->st.rng, o->seed);
+    /* any value unlikely to repeat: it only tells this run's checkpoints from others' */
+    snprintf(t->run_id, sizeof t->run_id, "%08lx%08lx", (unsigned long)getpid(),
+             (unsigned long)((uint64_t)(tl_now() * 1e6) ^ (uint64_t)(uintptr_t)t));
     if (o->log_path)
         snprintf(t->log_path, sizeof t->log_path, "%s", o->log_path);
     else
@@ -180,7 +192,8 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
 
 void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
-    if (t->log) fclose(t->log);
+    if (t->log_fd >= 0) close(t->log_fd);
+    free(t->log_pending);
     tl_grad_shard_free(t->gs); /* distributed */
     if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
@@ -231,6 +244,8 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "eps", o->opt.eps);
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
+    cJSON_AddStringToObject(r, "run_id", t->run_id);
+    cJSON_AddNumberToObject(r, "threads", tl_get_threads()); /* rounding depends on it */
     /* distributed: the global batch decides the data of a step; ranks and stage do not */
     cJSON_AddNumberToObject(r, "world", t->world);
     cJSON_AddNumberToObject(r, "zero", t->zero);
@@ -250,7 +265,7 @@ static char *args_json(const tl_trainer *t) {
     return s;
 }
 
-static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err) {
+static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
     char path[4200], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/train_args.json", dir);
@@ -288,6 +303,21 @@ static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err
             free(as);
             free(bs);
         }
+    }
+    if (!rc) {
+        /* the checkpoints this run writes from here on belong to the same run */
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(saved, "run_id");
+        if (cJSON_IsString(id) && strlen(id->valuestring) < sizeof t->run_id)
+            snprintf(t->run_id, sizeof t->run_id, "%s", id->valuestring);
+        /* the thread count changes summation order (BLAS partitioning, reductions):
+         * allowed, but the run is then no longer bit-identical to an uninterrupted one */
+        const cJSON *th = cJSON_GetObjectItemCaseSensitive(saved, "threads");
+        if (cJSON_IsNumber(th) && th->valueint != tl_get_threads())
+            snprintf(t->warning, sizeof t->warning,
+                     "%s was trained with %d threads, this run has %d: it continues correctly, but rounding differs "
+                     "from an uninterrupted run (resume with --threads %d for bit-identical results)",
+                     dir, th->valueint, tl_get_threads(), th->valueint);
+        t->resumed = 1;
     }
     cJSON_Delete(saved);
     cJSON_Delete(mine);
@@ -412,7 +442,7 @@ static int dist_seek_position(tl_trainer *t, tl_error *err) {
     return 0;
 }
 
-static int check_resume_args(const tl_trainer *t, const char *dir, tl_error *err);
+static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err);
 static void truncate_log(const char *path, long step);
 
 /* Every rank reads the HF weights (the directory must be visible to all, as for
@@ -619,28 +649,30 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
     double sum = 0;
     long count = 0;
+    /* each validation sample at most once: eval_batches micro-batches, fewer when
+     * the set is smaller; the rows of a last partial batch past the end are padding
+     * (target -1: not counted) */
+    uint64_t want = (uint64_t)t->o.eval_batches * (uint64_t)B;
+    const uint64_t total = want < t->val->n_samples ? want : t->val->n_samples;
+    const int n_batches = (int)((total + (uint64_t)B - 1) / (uint64_t)B);
     /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below.
      * Stage 3 gathers layer by layer inside the passes, which every rank must run
      * together: in a last round with fewer batches than ranks, the ranks without one
      * evaluate a batch again and drop the result. */
     int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
-    uint64_t next = 0;
     const int W = t->dist ? t->world : 1, R = t->dist ? t->rank : 0;
-    const int rounds = (t->o.eval_batches + W - 1) / W, passes = t->dist && t->zero == 3 ? rounds * W : t->o.eval_batches;
+    const int rounds = (n_batches + W - 1) / W, passes = t->dist && t->zero == 3 ? rounds * W : n_batches;
     for (int i = 0; i < passes; i++) {
-        int spare = i >= t->o.eval_batches; /* stage 3's filler pass */
-        if (i % W != R) { /* distributed: another rank's micro-batch */
-            next = (next + (uint64_t)B) % t->val->n_samples;
-            continue;
-        }
-        if (spare) next = 0;
+        int spare = i >= n_batches; /* stage 3's filler pass */
+        if (i % W != R) continue;   /* distributed: another rank's micro-batch */
+        uint64_t first = spare ? 0 : (uint64_t)i * (uint64_t)B;
         for (int b = 0; b < B; b++) {
-            tl_dataset_get(t->val, next, buf);
-            next = (next + 1) % t->val->n_samples;
+            uint64_t k = first + (uint64_t)b;
+            if (k < total) tl_dataset_get(t->val, k, buf);
             for (int s = 0; s < T; s++) {
-                t->inputs[b * T + s] = buf[s];
-                t->targets[b * T + s] = buf[s + 1];
+                t->inputs[b * T + s] = k < total ? buf[s] : 0;
+                t->targets[b * T + s] = k < total ? buf[s + 1] : -1;
             }
         }
         double ls;
@@ -660,7 +692,7 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         sum = sc[0];
         count = (long)sc[1];
     }
-    *loss = sum / (double)count;
+    *loss = count ? sum / (double)count : NAN;
     return 0;
 }
 
@@ -686,14 +718,68 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     return 0;
 }
 
-static void log_line(tl_trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_line(tl_trainer *t, const char *fmt, ...) {
-    if (!t->log) return;
+/* Writes the pending log lines with one write at the end of the file.  A short
+ * or failed write (full disk, file size limit) is cut back to the last whole
+ * line, so the log never holds a torn line, and the lines stay pending. */
+static int log_flush(tl_trainer *t, tl_error *err) {
+    if (t->log_fd < 0 || !t->log_len) return 0;
+    off_t end = lseek(t->log_fd, 0, SEEK_END);
+    ssize_t w;
+    do w = write(t->log_fd, t->log_pending, t->log_len);
+    while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)t->log_len) {
+        t->log_len = 0;
+        return 0;
+    }
+    int e = w < 0 ? errno : ENOSPC;
+    if (w > 0 && end >= 0 && ftruncate(t->log_fd, end) != 0) e = errno;
+    return tl_fail(err, "%s: write failed: %s", t->log_path, strerror(e));
+}
+
+/* Appends one JSONL line to the log.  A failed write is reported once as a
+ * warning and retried at the next line; only if 1 MiB piles up unwritten is it
+ * an error that stops the run. */
+static int log_line(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int log_line(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err, const char *fmt, ...) {
+    if (t->log_fd < 0) return 0;
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(t->log, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fflush(t->log);
+    if (n < 0 || (size_t)n >= sizeof line) return tl_fail(err, "%s: log line too long", t->log_path);
+    if (t->log_len + (size_t)n > t->log_cap) {
+        size_t cap = t->log_cap ? 2 * t->log_cap : 4096;
+        while (cap < t->log_len + (size_t)n) cap *= 2;
+        char *p = realloc(t->log_pending, cap);
+        if (!p) return tl_fail(err, "out of memory");
+        t->log_pending = p;
+        t->log_cap = cap;
+    }
+    memcpy(t->log_pending + t->log_len, line, (size_t)n);
+    t->log_len += (size_t)n;
+    tl_error e;
+    if (!log_flush(t, &e)) {
+        if (t->log_failing && cb) {
+            tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps,
+                                 .path = "the log is written again; the lines held back were added"};
+            cb(&ev, user);
+        }
+        t->log_failing = 0;
+        return 0;
+    }
+    if (t->log_len > (1u << 20))
+        return tl_fail(err, "%s; 1 MiB of log lines could not be written, stopping", e.msg);
+    if (!t->log_failing && cb) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s; training goes on, the lines are held back and written when it works again",
+                 e.msg);
+        tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = msg};
+        cb(&ev, user);
+    }
+    t->log_failing = 1;
+    return 0;
 }
 
 /* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
@@ -708,13 +794,18 @@ static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *e
         tl_eval_result r;
         if (tl_eval_run(task, t->m, &eo, &r, err)) return tl_wrap(err, "benchmark %s", tl_task_name(task->kind));
         const char *name = tl_task_name(task->kind);
+        int lrc;
         if (r.has_acc_norm)
-            log_line(t, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f, "
+            lrc = log_line(t, cb, user, err, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f, "
                         "\"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f}\n",
                      (unsigned long long)t->st.step, name, r.n, r.acc, r.acc_stderr, r.acc_norm, r.acc_norm_stderr);
         else
-            log_line(t, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f}\n",
+            lrc = log_line(t, cb, user, err, "{\"step\": %llu, \"bench\": \"%s\", \"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f}\n",
                      (unsigned long long)t->st.step, name, r.n, r.acc, r.acc_stderr);
+        if (lrc) {
+            tl_eval_result_free(&r);
+            return -1;
+        }
         if (cb) {
             tl_train_event ev = {.kind = TL_EV_BENCH, .step = (long)t->st.step, .steps = t->o.steps, .task = name,
                                  .n = r.n, .acc = r.acc, .acc_norm = r.has_acc_norm ? r.acc_norm : NAN};
@@ -731,9 +822,21 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     if (t->rank != 0) { /* distributed: rank 0 logs and reports */
         cb = NULL;
     } else {
+        /* a new run never mixes into another run's directory */
+        char what[512];
+        if (!t->resumed && !t->o.overwrite && tl_run_dir_in_use(t->o.out_dir, what, sizeof what))
+            return tl_fail(err, "%s already holds a training run (%s): continue it with --resume, choose another "
+                                "--out, or pass --overwrite to start a new run there (the log restarts; the other "
+                                "run's checkpoints stay and are never pruned)",
+                           t->o.out_dir, what);
         if (tl_mkdir_p(t->o.out_dir, err)) return tl_wrap(err, "run directory");
-        t->log = fopen(t->log_path, "a");
-        if (!t->log) return tl_fail(err, "%s: cannot open the log: %s", t->log_path, strerror(errno));
+        int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (!t->resumed && t->o.overwrite ? O_TRUNC : 0);
+        if (t->log_fd < 0 && (t->log_fd = open(t->log_path, flags, 0644)) < 0)
+            return tl_fail(err, "%s: cannot open the log: %s", t->log_path, strerror(errno));
+        if (t->warning[0] && cb) {
+            tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = t->warning};
+            cb(&ev, user);
+        }
     }
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
     long start_step = (long)t->st.step;
@@ -775,8 +878,9 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         t->st.tokens_seen += (uint64_t)tokens_per_step;
         if (!isfinite(norm) || !isfinite(loss)) {
             /* a non-finite gradient would poison the moments: skip the update */
-            log_line(t, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n", step + 1,
-                     isfinite(loss) ? "0" : "null", "null");
+            if (log_line(t, cb, user, err, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n",
+                         step + 1, isfinite(loss) ? "0" : "null", "null"))
+                return -1;
             if (cb) {
                 tl_train_event ev = {.kind = TL_EV_SKIP, .step = step + 1, .steps = t->o.steps, .loss = loss};
                 cb(&ev, user);
@@ -793,16 +897,20 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         tl_train_event ev = {.kind = TL_EV_STEP, .step = (long)t->st.step, .steps = t->o.steps, .loss = loss,
                              .lr = lr, .grad_norm = norm, .tokens_per_s = tokens_per_step / dt,
                              .elapsed = t->st.elapsed, .eta = rate > 0 ? (double)(t->o.steps - (long)t->st.step) / rate : 0};
-        log_line(t, "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
-                    "\"tokens\": %llu, \"elapsed\": %.3f}\n",
-                 ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, ev.elapsed);
+        if (log_line(t, cb, user, err,
+                     "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
+                     "\"tokens\": %llu, \"elapsed\": %.3f}\n",
+                     ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, ev.elapsed))
+            return -1;
         if (cb) cb(&ev, user);
 
         int last = (long)t->st.step == t->o.steps;
         if (t->val && t->o.eval_every > 0 && ((long)t->st.step % t->o.eval_every == 0 || last)) {
             double vl;
             if (tl_trainer_eval(t, &vl, err)) return -1;
-            log_line(t, "{\"step\": %ld, \"val_loss\": %.6f, \"val_ppl\": %.4f}\n", ev.step, vl, exp(vl));
+            if (log_line(t, cb, user, err, "{\"step\": %ld, \"val_loss\": %.6f, \"val_ppl\": %.4f}\n", ev.step, vl,
+                         exp(vl)))
+                return -1;
             if (cb) {
                 tl_train_event ee = {.kind = TL_EV_EVAL, .step = ev.step, .steps = t->o.steps, .val_loss = vl};
                 cb(&ee, user);
@@ -815,5 +923,6 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     }
     if (stop && *stop && (long)t->st.step < t->o.steps && (long)t->st.step > start_step)
         if (checkpoint(t, cb, user, err)) return -1;
+    if (log_flush(t, err)) return tl_wrap(err, "the log misses lines of this run");
     return 0;
 }

@@ -27,7 +27,8 @@ typedef struct {
     long eval_every;    /* 0: never */
     int eval_batches;
     long ckpt_every;    /* 0: only at the end */
-    int keep;           /* checkpoints kept (0: all) */
+    int keep;           /* checkpoints of this run kept (0: all); other runs' are never removed */
+    int overwrite;      /* a new run may start in an out_dir that holds another run */
     const char *out_dir;
     const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
     const char *tokenizer; /* copied into each checkpoint (may be NULL) */
@@ -58,14 +59,16 @@ typedef struct {
     /* ---- end distributed ---- */
 } tl_train_opts;
 
-typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP, TL_EV_BENCH } tl_event_kind;
+/* TL_EV_WARN: something the user should know that does not stop the run (path
+ * holds the message): a resume that cannot be bit-identical, a failed log write. */
+typedef enum { TL_EV_STEP, TL_EV_EVAL, TL_EV_CKPT, TL_EV_SKIP, TL_EV_BENCH, TL_EV_WARN } tl_event_kind;
 
 typedef struct {
     tl_event_kind kind;
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, elapsed, eta;
     double val_loss;
-    const char *path; /* checkpoint written */
+    const char *path; /* checkpoint written; TL_EV_WARN: the message */
     const char *task; /* TL_EV_BENCH: task name, n docs, acc, acc_norm (NAN if none) */
     int n;
     double acc, acc_norm;
@@ -80,12 +83,16 @@ typedef struct tl_trainer tl_trainer;
 tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, const tl_train_opts *o,
                               tl_error *err);
 void tl_trainer_free(tl_trainer *t);
-/* Restores weights, optimizer state and data position from a checkpoint. */
+/* Restores weights, optimizer state and data position from a checkpoint (and its
+ * run_id, so the run's own checkpoints are the ones pruned). */
 int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err);
 long tl_trainer_step(const tl_trainer *t);
-/* Runs until opts.steps or *stop becomes non-zero (then checkpoints and returns). */
+/* Runs until opts.steps or *stop becomes non-zero (then checkpoints and returns).
+ * Refuses to start a new (not resumed) run in an out_dir that holds another run
+ * unless opts.overwrite.  Log lines that could not be written make it fail at the end. */
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err);
-/* Mean validation loss over opts.eval_batches micro-batches from the start of val. */
+/* Mean validation loss over the first opts.eval_batches micro-batches of val,
+ * each sample at most once (a smaller set is evaluated whole, once). */
 int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err);
 size_t tl_trainer_memory_bytes(const tl_trainer *t);
 

@@ -14,16 +14,19 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_supp
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 passed=0
 failed=0
+# suite NAME CMD...: runs CMD, showing its lines as they come (a long suite shows
+# progress), and adds its closing "N passed, N failed" line to the totals.
 suite() {
     local name=$1
     shift
     echo "== $name"
-    local out rc
-    out=$("$@" 2>&1)
-    rc=$?
-    printf '%s\n' "$out" | grep -v -E '^[0-9]+ passed, [0-9]+ failed$'
+    local log rc start=$SECONDS
+    log=$(mktemp)
+    "$@" 2>&1 | tee "$log" | grep --line-buffered -v -E '^[0-9]+ passed, [0-9]+ failed$'
+    rc=${PIPESTATUS[0]}
     local line
-    line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    rm -f "$log"
     if [ -z "$line" ]; then
         echo "$name: runner ended without a summary (exit $rc)"
         failed=$((failed + 1))
@@ -35,6 +38,7 @@ suite() {
     f=${f%% failed*}
     passed=$((passed + p))
     failed=$((failed + f))
+    echo "   $name: $p passed, $f failed in $((SECONDS - start)) s (running total: $passed passed, $failed failed)"
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "$name: exited $rc although no test failed"
         failed=$((failed + 1))

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -274,9 +275,11 @@ static void test_checkpoint_save_resolve_prune(tl_test_ctx *t) {
     for (int step = 1; step <= 4; step++) {
         s.step = (uint64_t)step;
         m.params[0] = (float)step;
-        CHECK_MSG(tl_checkpoint_save(run, &m, &s, "{}", step == 4 ? "tests/fixtures/tokenizer/small_bpe.model" : NULL, 2, ck, sizeof ck, &err) == 0, "%s", err.msg);
+        CHECK_MSG(tl_checkpoint_save(run, &m, &s, "{\"run_id\": \"a\"}", step == 4 ? "tests/fixtures/tokenizer/small_bpe.model" : NULL, 2, ck, sizeof ck, &err) == 0, "%s", err.msg);
     }
-    CHECK(tl_checkpoint_resolve(run, resolved, sizeof resolved, &err) == 0 && strstr(resolved, "step-00000004"));
+    char note[2048];
+    CHECK(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0 &&
+          strstr(resolved, "step-00000004") && !note[0]);
     CHECK(tl_model_load_hf(resolved, &back, &err) == 0);
     CHECK(back.params[0] == 4.0f && memcmp(back.params + 1, m.params + 1, sizeof(float) * (m.n_params - 1)) == 0);
     tl_model_free(&back);
@@ -297,7 +300,108 @@ static void test_checkpoint_save_resolve_prune(tl_test_ctx *t) {
     tl_model_create(&other, &c2, &err);
     CHECK(tl_model_load_hf_weights(old, &other, &err) == -1 && strstr(err.msg, "gate_proj") && strstr(err.msg, "shape"));
     tl_model_free(&other);
-    CHECK(tl_checkpoint_resolve("/nonexistent", resolved, sizeof resolved, &err) == -1);
+    CHECK(tl_checkpoint_resolve("/nonexistent", resolved, sizeof resolved, note, sizeof note, &err) == -1);
+    tl_free(mm);
+    tl_free(vv);
+    tl_model_free(&m);
+}
+
+/* Sets up run/ with checkpoints 1..n of run "a" (one float of the weights = step). */
+static void save_steps(tl_test_ctx *t, const char *run, tl_model *m, tl_train_state *s, int from, int to,
+                       const char *args, int keep) {
+    tl_error err;
+    char ck[4200];
+    for (int step = from; step <= to; step++) {
+        s->step = (uint64_t)step;
+        m->params[0] = (float)step;
+        CHECK_MSG(tl_checkpoint_save(run, m, s, args, NULL, keep, ck, sizeof ck, &err) == 0, "%s", err.msg);
+    }
+}
+
+static float first_weight(const char *dir) {
+    tl_model back;
+    tl_error err;
+    if (tl_model_load_hf(dir, &back, &err)) return -1;
+    float v = back.params[0];
+    tl_model_free(&back);
+    return v;
+}
+
+/* A crash at any moment leaves a complete checkpoint that --resume finds; corrupt
+ * files are detected; only this run's checkpoints are pruned. */
+static void test_checkpoint_crash_and_corruption(tl_test_ctx *t) {
+    tl_config c;
+    tl_error err;
+    tl_config_preset("test", &c, &err);
+    tl_model m;
+    tl_model_create(&m, &c, &err);
+    tl_model_init_weights(&m, 5);
+    float *mm = tl_alloc(sizeof(float) * m.n_params), *vv = tl_alloc(sizeof(float) * m.n_params);
+    tl_train_state s = {.n_params = m.n_params, .m = mm, .v = vv};
+    char run[512], p[4400], q[4400], resolved[4200], note[2048];
+    snprintf(run, sizeof run, "%s/crash", tl_test_tmpdir());
+    save_steps(t, run, &m, &s, 1, 3, "{\"run_id\": \"a\"}", 0);
+
+    /* re-saving the step `latest` names replaces it in place: never missing */
+    save_steps(t, run, &m, &s, 3, 3, "{\"run_id\": \"a\"}", 0);
+    snprintf(p, sizeof p, "%s/step-00000003", run);
+    CHECK(first_weight(p) == 3.0f);
+    snprintf(p, sizeof p, "%s/.old-step-00000003", run);
+    CHECK(access(p, F_OK) != 0);
+
+    /* the state a kill leaves between the two renames of the fallback path:
+     * latest names step-3, which was moved aside */
+    snprintf(p, sizeof p, "%s/step-00000003", run);
+    snprintf(q, sizeof q, "%s/.old-step-00000003", run);
+    CHECK(rename(p, q) == 0);
+    CHECK_MSG(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0, "%s", err.msg);
+    CHECK_MSG(strstr(resolved, ".old-step-00000003") && strstr(note, "does not exist"), "%s / %s", resolved, note);
+    CHECK(rename(q, p) == 0);
+
+    /* an unfinished temporary checkpoint of a later step is not taken */
+    snprintf(q, sizeof q, "%s/.tmp-step-00000004", run);
+    mkdir(q, 0755);
+    snprintf(q, sizeof q, "%s/.tmp-step-00000004/config.json", run);
+    write_raw(q, "{}", 2);
+
+    /* a bit flip in the weights of the newest checkpoint */
+    char *buf;
+    size_t len;
+    snprintf(p, sizeof p, "%s/step-00000003/model.safetensors", run);
+    CHECK(tl_read_file(p, 1 << 24, &buf, &len, &err) == 0);
+    buf[len - 3] ^= 0x04;
+    write_raw(p, buf, len);
+    free(buf);
+    snprintf(p, sizeof p, "%s/step-00000003", run);
+    CHECK(tl_checkpoint_resolve(p, resolved, sizeof resolved, note, sizeof note, &err) == -1 &&
+          strstr(err.msg, "model.safetensors") && strstr(err.msg, "checksum"));
+    CHECK_MSG(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0, "%s", err.msg);
+    CHECK_MSG(strstr(resolved, "/step-00000002") && strstr(note, "checksum"), "%s / %s", resolved, note);
+    CHECK(first_weight(resolved) == 2.0f);
+
+    /* a truncated file */
+    snprintf(p, sizeof p, "%s/step-00000002/training_state.bin", run);
+    CHECK(tl_read_file(p, 1 << 24, &buf, &len, &err) == 0);
+    write_raw(p, buf, len / 2);
+    free(buf);
+    snprintf(p, sizeof p, "%s/step-00000002", run);
+    CHECK(tl_checkpoint_verify(p, NULL, &err) == -1 && strstr(err.msg, "training_state.bin"));
+    CHECK(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0 &&
+          strstr(resolved, "/step-00000001"));
+
+    /* pruning: another run's checkpoints in the same directory are never removed */
+    char run2[600];
+    snprintf(run2, sizeof run2, "%s/two", tl_test_tmpdir());
+    save_steps(t, run2, &m, &s, 3, 5, "{\"run_id\": \"old\"}", 0);
+    save_steps(t, run2, &m, &s, 1, 3, "{\"run_id\": \"new\"}", 1);
+    static const char *const names[] = {"step-00000001", "step-00000002", "step-00000003", "step-00000004",
+                                        "step-00000005"};
+    /* the new run keeps its newest (3, which replaced the old run's 3); 4 and 5 are the old run's */
+    static const int present[] = {0, 0, 1, 1, 1};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", run2, names[i]);
+        CHECK_MSG((access(p, F_OK) == 0) == present[i], "%s present=%d", names[i], access(p, F_OK) == 0);
+    }
     tl_free(mm);
     tl_free(vv);
     tl_model_free(&m);
@@ -311,5 +415,6 @@ const tl_test tests_formats[] = {
     {"formats/shards_bad_input", test_shards_bad_input},
     {"formats/train_state_round_trip_and_corruption", test_train_state_round_trip_and_corruption},
     {"formats/checkpoint_save_resolve_prune", test_checkpoint_save_resolve_prune},
+    {"formats/checkpoint_crash_and_corruption", test_checkpoint_crash_and_corruption},
     {NULL, NULL},
 };

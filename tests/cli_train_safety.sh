@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# CLI tests of what `train` promises after mistakes, crashes, full disks and corrupt
+# files (docs/reliability.md): a run directory is never mixed with another run, a
+# complete checkpoint is always found, corrupt checkpoints are detected, the log
+# never holds a torn line, validation counts each sample once, interrupted runs
+# exit 130.  Usage: tests/cli_train_safety.sh path/to/tinyllama
+set -u
+BIN=${1:-./build/tinyllama}
+T=$(mktemp -d /tmp/tl_safety.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.sh"
+
+for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model.c"; done >"$T/corpus.txt"
+"$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 || fail "prepare"
+D="$T/data/train-00000.bin"
+# the schedule does not depend on --steps, so runs of different lengths share their steps
+COMMON=(--preset test --data "$D" --batch 2 --seq-len 32 --lr 1e-3 --warmup 2 --decay-steps 8 --quiet --threads 2)
+weights() { cmp -s "$1/model.safetensors" "$2/model.safetensors"; }
+
+# --- the reference: 8 uninterrupted steps
+"$BIN" train "${COMMON[@]}" --steps 8 --out "$T/full" 2>/dev/null || fail "uninterrupted run"
+
+# --- 1. a new run into a directory that holds a run is refused; nothing of it is touched
+"$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --out "$T/a" 2>/dev/null
+before=$(cd "$T/a" && find . -type f | sort | xargs md5sum)
+expect_fail "new run into an existing run directory" "already holds a training run.*--resume.*--overwrite" \
+    "$BIN" train "${COMMON[@]}" --steps 2 --ckpt-every 1 --keep 1 --out "$T/a"
+if [ "$before" = "$(cd "$T/a" && find . -type f | sort | xargs md5sum)" ]; then
+    ok "the refused run changed nothing"
+else
+    fail "the refused run changed the directory"
+fi
+# --overwrite: a new run; only its own checkpoints are pruned, the other run's stay
+if "$BIN" train "${COMMON[@]}" --steps 2 --ckpt-every 1 --keep 1 --overwrite --out "$T/a" 2>"$T/ow.err" &&
+    [ "$(cat "$T/a/latest")" = "step-00000002" ] && [ ! -e "$T/a/step-00000001" ] && [ -d "$T/a/step-00000004" ] &&
+    [ "$(grep -c '"loss"' "$T/a/log.jsonl")" -eq 2 ]; then
+    ok "--overwrite starts a new run and keeps the other run's checkpoints"
+else
+    fail "--overwrite ($(ls -a "$T/a" | tr '\n' ' '); $(cat "$T/ow.err"))"
+fi
+"$BIN" train "${COMMON[@]}" --steps 3 --ckpt-every 1 --keep 1 --out "$T/a" --resume 2>"$T/ow2.err" &&
+    [ "$(cat "$T/a/latest")" = "step-00000003" ] && [ -d "$T/a/step-00000004" ] &&
+    ok "a resumed --overwrite run prunes its own checkpoints only" ||
+    fail "resume after --overwrite ($(cat "$T/ow2.err"))"
+expect_fail "--resume with --overwrite" "not both" "$BIN" train "${COMMON[@]}" --steps 3 --out "$T/a" --resume --overwrite
+
+# --- 2. a kill between the two renames of a re-saved checkpoint: latest names a
+# directory that is gone, a complete copy is beside it
+"$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --keep 0 --out "$T/b" 2>/dev/null
+mv "$T/b/step-00000004" "$T/b/.old-step-00000004"
+if "$BIN" train "${COMMON[@]}" --steps 8 --ckpt-every 2 --keep 0 --out "$T/b" --resume 2>"$T/b.err" &&
+    grep -q "warning: .*latest names step-00000004, which does not exist.*\.old-step-00000004" "$T/b.err" &&
+    weights "$T/full/step-00000008" "$T/b/step-00000008"; then
+    ok "resume falls back to the complete copy a crash left, bit-identically"
+else
+    fail "resume after a crash between renames ($(cat "$T/b.err"))"
+fi
+
+# --- 6. a bit flip in the newest checkpoint's weights is detected; resume takes the
+# previous verified checkpoint and still ends bit-identical
+"$BIN" train "${COMMON[@]}" --steps 6 --ckpt-every 2 --keep 2 --out "$T/c" 2>/dev/null
+python3 - "$T/c/step-00000006/model.safetensors" <<'EOF'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[-10] ^= 0x20
+open(p, 'wb').write(b)
+EOF
+expect_fail "a corrupt checkpoint named directly is refused" "model.safetensors: checksum mismatch" \
+    "$BIN" train "${COMMON[@]}" --steps 8 --out "$T/c" --resume "$T/c/step-00000006"
+if "$BIN" train "${COMMON[@]}" --steps 8 --ckpt-every 2 --keep 2 --out "$T/c" --resume 2>"$T/c.err" &&
+    grep -q "checksum mismatch.*newest complete checkpoint.*step-00000004" "$T/c.err" &&
+    weights "$T/full/step-00000008" "$T/c/step-00000008"; then
+    ok "a bit flip is detected and the run resumes from the last good checkpoint, bit-identically"
+else
+    fail "bit flip on resume ($(cat "$T/c.err"))"
+fi
+[ -f "$T/c/step-00000008/checksums.json" ] && grep -q '"model.safetensors"' "$T/c/step-00000008/checksums.json" &&
+    ok "checkpoints carry checksums.json" || fail "checkpoints carry checksums.json"
+
+# --- 13. --resume with another model or another thread count
+expect_fail "--resume with a different --preset" "different model than --preset demo" \
+    "$BIN" train "${COMMON[@]}" --preset demo --steps 8 --out "$T/c" --resume
+"$BIN" train "${COMMON[@]}" --steps 9 --threads 1 --out "$T/c" --resume 2>"$T/th.err" &&
+    grep -q "warning: .*2 threads, this run has 1.*--threads 2" "$T/th.err" &&
+    ok "--resume with another --threads warns that rounding differs" || fail "--threads on resume ($(cat "$T/th.err"))"
+
+# --- 5. a full disk while logging: a loud warning, a failing exit, never a torn line
+if "$BIN" train "${COMMON[@]}" --steps 3 --out "$T/d" --log /dev/full 2>"$T/d.err"; then
+    fail "log on a full disk (exit 0)"
+elif grep -q "warning: /dev/full: write failed: No space left" "$T/d.err" && grep -q "log misses lines" "$T/d.err" &&
+    [ -f "$T/d/step-00000003/model.safetensors" ]; then
+    ok "log on a full disk: warned, checkpoint written, non-zero exit"
+else
+    fail "log on a full disk ($(cat "$T/d.err"))"
+fi
+# a file size limit cuts a write short: the partial line is taken back
+python3 -c "
+line = '{\"step\": 0, \"note\": \"' + 'x' * 80 + '\"}\n'
+open('$T/e.log', 'w').write(line * (8192 // len(line)))"
+(trap '' XFSZ; ulimit -f 8; exec "$BIN" train "${COMMON[@]}" --steps 2 --out "$T/e" --log "$T/e.log") 2>"$T/e.err"
+if grep -q "warning: .*e.log: write failed" "$T/e.err" && [ "$(tail -c 1 "$T/e.log" | od -An -c | tr -d ' ')" = '\n' ] &&
+    python3 -c "import json; [json.loads(l) for l in open('$T/e.log')]"; then
+    ok "a short log write leaves no torn line"
+else
+    fail "short log write ($(tail -c 200 "$T/e.log"); $(cat "$T/e.err"))"
+fi
+
+# --- 9. validation evaluates each sample once: equal to perplexity on the same shard
+head -c 100 "$T/corpus.txt" >"$T/v.txt"
+"$BIN" prepare --byte-level --seq-len 32 --val-fraction 0 --out "$T/vdata" "$T/v.txt" >/dev/null 2>&1
+"$BIN" train "${COMMON[@]}" --steps 2 --val-data "$T/vdata/train-00000.bin" --eval-every 2 --eval-batches 8 \
+    --out "$T/v" 2>/dev/null
+got=$(grep -o '"val_loss": [0-9.]*' "$T/v/log.jsonl" | tail -1 | awk '{print $2}')
+want=$("$BIN" perplexity --model "$T/v/step-00000002" --shards "$T/vdata/train-00000.bin" 2>/dev/null |
+    awk '/nll per token/ {print $4}')
+if [ -n "$got" ] && [ -n "$want" ] && awk -v a="$got" -v b="$want" 'BEGIN {d = a - b; exit !(d < 2e-5 && d > -2e-5)}'; then
+    ok "validation loss = perplexity's nll on the same shard ($got, $want)"
+else
+    fail "validation loss $got vs perplexity $want"
+fi
+
+# --- 15. Ctrl-C: a checkpoint, then exit 130 (SIGTERM: 143)
+for sig in INT:130 TERM:143; do
+    "$BIN" train "${COMMON[@]}" --steps 100000 --out "$T/s$sig" 2>/dev/null &
+    pid=$!
+    for _ in $(seq 1 500); do grep -q '"loss"' "$T/s$sig/log.jsonl" 2>/dev/null && break; sleep 0.02; done
+    kill -"${sig%%:*}" "$pid"
+    wait "$pid"
+    rc=$?
+    if [ "$rc" -eq "${sig##*:}" ] && [ -f "$T/s$sig/latest" ]; then
+        ok "SIG${sig%%:*}: checkpoint, exit $rc"
+    else
+        fail "SIG${sig%%:*}: exit $rc, latest: $(cat "$T/s$sig/latest" 2>&1)"
+    fi
+done
+
+finish
