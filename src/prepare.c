@@ -1710,6 +1710,16 @@ static int out_paths(const char *dir, char *out, char *nw, char *old, char *pare
     if (l + 16 >= cap || l + 16 >= 4096) return tl_fail(err, "%s: path too long", dir);
     memcpy(out, dir, l);
     out[l] = 0;
+    struct stat sb;
+    if (lstat(out, &sb) == 0 && S_ISLNK(sb.st_mode)) { /* replace the directory it names, not the link */
+        char *real = realpath(out, NULL);
+        if (!real) return tl_fail(err, "%s: %s", dir, strerror(errno));
+        l = strlen(real);
+        int too_long = l + 16 >= cap || l + 16 >= 4096;
+        if (!too_long) memcpy(out, real, l + 1);
+        free(real);
+        if (too_long) return tl_fail(err, "%s: path too long", dir);
+    }
     const char *base = strrchr(out, '/');
     base = base ? base + 1 : out;
     if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
