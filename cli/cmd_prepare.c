@@ -14,8 +14,9 @@ static void help(void) {
     printf("usage: tinyllama prepare (--tokenizer FILE | --byte-level) --out DIR [options] INPUT...\n\n"
            "Tokenizes raw text into packed token shards for `tinyllama train` (docs/data.md,\n"
            "docs/formats.md).  Writes DIR/train-NNNNN.bin, DIR/val-NNNNN.bin and\n"
-           "DIR/manifest.json (written last: a directory without it is incomplete).\n"
-           "Train with --data 'DIR/train-*.bin' --val-data 'DIR/val-*.bin'.\n\n"
+           "DIR/manifest.json into DIR.prepare-new and swaps it in for DIR only when it is\n"
+           "complete: an earlier data set in DIR stays whole if the run fails or is killed.\n"
+           "Train with --data DIR --val-data DIR (its train-*.bin and val-*.bin).\n\n"
            "INPUT: files, directories (searched recursively for known extensions) or globs:\n"
            "  .jsonl .json .ndjson   one JSON object per line, text in --text-field\n"
            "  .txt .text .md         plain text (see --txt-docs)\n"
@@ -37,11 +38,12 @@ static void help(void) {
            "  --max-doc-bytes N    JSON lines longer than this are skipped and counted\n"
            "                       (default 268435456)\n"
            "output:\n"
-           "  --out DIR            output directory (created)\n"
+           "  --out DIR            output directory (created, or replaced as a whole: it may hold\n"
+           "                       only a data set)\n"
            "  --seq-len N          tokens per training sequence; samples hold N+1 (default 2048,\n"
            "                       256 with --byte-level)\n"
            "  --val-fraction X     fraction held out for validation, spread evenly (default 0.05)\n"
-           "  --val-count N        instead: hold out the first N documents / samples\n"
+           "  --val-count N        instead: hold out the first N documents / samples (0: none)\n"
            "  --split-by U         documents (default; whole documents go to one split) or\n"
            "                       samples (default with --byte-level)\n"
            "  --shard-samples N    samples per shard (default: about 64 MiB per shard)\n"
@@ -53,6 +55,8 @@ static void help(void) {
            "  --no-word-cache      encode text segment by segment instead of word by word with a\n"
            "                       cache (same ids, several times slower; for checking)\n"
            "  --strict             exit with status 1 if any input was bad (default: report it)\n"
+           "  --allow-empty        inputs that give no sample write an empty data set (default:\n"
+           "                       an error, and DIR is left as it was)\n"
            "  --quiet              no progress line\n\n"
            "Bad input (malformed JSON lines, missing text, empty documents, over-long lines,\n"
            "truncated or corrupt .zst/.gz streams) is skipped and counted; invalid UTF-8 is\n"
@@ -127,7 +131,7 @@ int cmd_prepare(int argc, char **argv) {
     char **excl = calloc((size_t)argc + 1, sizeof *excl);
     const char **excl_c = calloc((size_t)argc + 1, sizeof *excl_c);
     int n_in = 0, n_ex = 0, strict = 0, quiet = 0, rc = 2;
-    long seq_len = -1, shard_samples = 0, threads = 0, val_count = 0, max_doc = -1, seg = -1;
+    long seq_len = -1, shard_samples = 0, threads = 0, val_count = -1, max_doc = -1, seg = -1; /* -1: not given */
     double val_fraction = 0.05;
     int split_by = -1;
     if (!inputs || !excl || !excl_c) {
@@ -146,6 +150,7 @@ int cmd_prepare(int argc, char **argv) {
         else if (!strcmp(a, "--bos")) o.add_bos = 1;
         else if (!strcmp(a, "--no-eos")) o.add_eos = 0;
         else if (!strcmp(a, "--strict")) strict = 1;
+        else if (!strcmp(a, "--allow-empty")) o.allow_empty = 1;
         else if (!strcmp(a, "--no-word-cache")) o.no_word_cache = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (cli_opt(argc, argv, &i, "--tokenizer", &v, &bad)) { if (bad) goto done; o.tokenizer = v; }
@@ -218,8 +223,8 @@ int cmd_prepare(int argc, char **argv) {
     o.seq_len = (int)(seq_len > 0 ? seq_len : o.byte_level ? 256 : 2048);
     o.shard_samples = shard_samples > 0 ? (uint64_t)shard_samples : ((uint64_t)1 << 25) / (uint64_t)(o.seq_len + 1) + 1;
     o.nthreads = (int)threads;
-    o.val_fraction = val_count ? 0 : val_fraction;
-    o.val_count = (uint64_t)val_count;
+    o.val_fraction = val_count >= 0 ? 0 : val_fraction; /* --val-count 0: nothing held out */
+    o.val_count = val_count > 0 ? (uint64_t)val_count : 0;
     o.split_by = split_by >= 0 ? split_by : o.byte_level ? TL_SPLIT_SAMPLES : TL_SPLIT_DOCS;
     if (max_doc > 0) o.max_doc_bytes = (size_t)max_doc;
     if (seg > 0) o.segment_bytes = (size_t)seg;

@@ -27,12 +27,14 @@ static void help(void) {
         "Pretrains a Llama model on packed token shards (see `tinyllama prepare`), writing\n"
         "HF checkpoints (config.json + model.safetensors) and training state to --out.\n\n"
         "data:\n"
-        "  --data PATH          training shards: a .bin file, a directory or a glob (repeatable)\n"
-        "  --val-data PATH      held-out shards for validation loss / perplexity (repeatable)\n"
+        "  --data PATH          training shards: a .bin file, a glob, or a `prepare` directory\n"
+        "                       (its train-*.bin) (repeatable); each shard must be listed in the\n"
+        "                       manifest.json beside it, and name the --tokenizer given\n"
+        "  --val-data PATH      held-out shards for validation loss / perplexity; a directory\n"
+        "                       means its val-*.bin (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
-        "                       (repeatable; PATH as --data, or a `prepare` output directory for\n"
-        "                       its train-*.bin; W defaults to TinyLlama's weight\n"
+        "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
         "  --source-start NAME=W  weight of NAME at the start of training, moving linearly to\n"
         "                       its final weight over --ramp-tokens (repeatable)\n"
@@ -391,9 +393,12 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "%s", err.msg);
         return 1;
     }
+    tl_data_tokenizer want_tok; /* the data must have been prepared with --tokenizer */
+    memset(&want_tok, 0, sizeof want_tok);
     if (tokenizer_path) { /* the tokenizer must fit the model's vocabulary */
         tl_tokenizer *tk = tl_tokenizer_load(tokenizer_path, &err);
         int tv = tk ? tl_tokenizer_vocab_size(tk) : 0;
+        if (tk) tl_data_tokenizer_of(tk, tokenizer_path, &want_tok);
         tl_tokenizer_free(tk);
         if (!tk || tv > model.cfg.vocab_size) {
             if (tk) cli_error("train", "%s: %d pieces do not fit the model's vocabulary of %d (use --vocab-size)",
@@ -408,18 +413,13 @@ int cmd_train(int argc, char **argv) {
     /* ---- mixture ---- */
     tl_mixture mix;
     tl_mixture_init(&mix);
+    /* shards must belong to a complete `prepare` manifest; a directory means its training shards */
+    const tl_dataset_opts train_opts = {.split = "train", .verify = 1}, val_opts = {.split = "val", .verify = 1};
+    mix.open_opts = train_opts;
     if (n_sources) {
         rc = 0;
         for (int k = 0; k < n_sources && !rc; k++) {
-            /* a `prepare` output directory (it has manifest.json) means its training shards */
-            char glob_path[4200], man[4200];
             const char *p[1] = {sources[k].path};
-            struct stat sb;
-            snprintf(man, sizeof man, "%s/manifest.json", sources[k].path);
-            if (stat(sources[k].path, &sb) == 0 && S_ISDIR(sb.st_mode) && stat(man, &sb) == 0) {
-                snprintf(glob_path, sizeof glob_path, "%s/train-*.bin", sources[k].path);
-                p[0] = glob_path;
-            }
             rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
         }
         /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */
@@ -436,17 +436,28 @@ int cmd_train(int argc, char **argv) {
         }
     } else
     /* ---- end mixture ---- */
-    if (tl_dataset_open(&train_ds, data, n_data, &err)) {
+    if (tl_dataset_open_ex(&train_ds, data, n_data, &train_opts, &err)) {
         cli_error("train", "%s", err.msg);
         tl_model_free(&model);
         return 1;
     }
-    if (n_val && tl_dataset_open(&val_ds, val, n_val, &err)) {
+    rc = n_val ? tl_dataset_open_ex(&val_ds, val, n_val, &val_opts, &err) : 0;
+    for (int k = 0; k < (n_sources ? mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
+        const tl_data_tokenizer *t = n_sources ? &mix.src[k].ds.tok : &train_ds.tok;
+        rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
+    }
+    if (rc) {
         cli_error("train", "%s", err.msg);
+        if (n_val && val_ds.shards) tl_dataset_close(&val_ds);
         tl_mixture_close(&mix);
         tl_dataset_close(&train_ds);
         tl_model_free(&model);
         return 1;
+    }
+    if (rank == 0) { /* which files were taken */
+        if (!n_sources) fprintf(stderr, "data: %s\n", train_ds.taken);
+        for (int k = 0; k < mix.n; k++) fprintf(stderr, "source %s: %s\n", mix.src[k].name, mix.src[k].ds.taken);
+        if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
     }
     int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
     if (seq_len == 0) seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;

@@ -1,10 +1,12 @@
 /* data.c - token shards and the training loader. */
 #include "data.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "rng.h"
+#include "tokenizer.h"
 
 static void put32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -154,6 +157,7 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
                              len - TL_SHARD_HEADER);
             else if (fnv1a(FNV_INIT, h + TL_SHARD_HEADER, body) != get64(h + 32))
                 rc = tl_fail(err, "%s: checksum mismatch (corrupt data)", path);
+            s->checksum = get64(h + 32);
         }
     }
     if (!rc) {
@@ -184,13 +188,131 @@ void tl_shard_sample(const tl_shard *s, uint64_t i, int *out) {
         for (int j = 0; j < n; j++) out[j] = (int)get32(p + 4 * j);
 }
 
+/* ------------------------------------------------------------------ tokenizer identity */
+
+void tl_data_tokenizer_of(const tl_tokenizer *t, const char *path, tl_data_tokenizer *out) {
+    memset(out, 0, sizeof *out);
+    const char *base = strrchr(path, '/');
+    snprintf(out->hash, sizeof out->hash, "%s", tl_tokenizer_hash_hex(t));
+    snprintf(out->file, sizeof out->file, "%s", base ? base + 1 : path);
+    out->vocab_size = tl_tokenizer_vocab_size(t);
+    snprintf(out->origin, sizeof out->origin, "%s", path);
+}
+
+int tl_data_tokenizer_check(const tl_data_tokenizer *a, const tl_data_tokenizer *b, tl_error *err) {
+    if (!a->origin[0] || !b->origin[0]) return 0;
+    if (!strcmp(a->hash, b->hash) && a->vocab_size == b->vocab_size) return 0;
+    return tl_fail(err, "different tokenizers: %s names %s (fnv1a64 %s, %d ids) but %s names %s (fnv1a64 %s, %d ids); "
+                        "token ids only mean something with the tokenizer that made them: prepare all data with the "
+                        "tokenizer training uses (rerun tinyllama prepare)",
+                   a->origin, a->file, a->hash, a->vocab_size, b->origin, b->file, b->hash, b->vocab_size);
+}
+
 /* ------------------------------------------------------------------ dataset */
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Expands files, directories (*.bin inside) and globs into a sorted-per-argument list. */
-static int expand_paths(const char *const *paths, int n_paths, char ***out, int *n_out, tl_error *err) {
-    char **list = NULL;
+/* The manifest.json files read while a data set opens, one per directory. */
+typedef struct {
+    struct manifest_entry {
+        char *dir;
+        cJSON *m; /* NULL: the directory has none */
+    } *v;
+    int n, cap;
+} manifest_cache;
+
+static void cache_free(manifest_cache *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->v[i].dir);
+        cJSON_Delete(c->v[i].m);
+    }
+    free(c->v);
+}
+
+/* dir's manifest, parsed once; *m = NULL when there is none. */
+static int manifest_get(manifest_cache *c, const char *dir, cJSON **m, tl_error *err) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->v[i].dir, dir)) {
+            *m = c->v[i].m;
+            return 0;
+        }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    cJSON *j = NULL;
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        char *text;
+        size_t len;
+        if (tl_read_file(path, (size_t)1 << 30, &text, &len, err)) return -1;
+        j = cJSON_ParseWithLength(text, len);
+        free(text);
+        cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
+        if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "tinyllama-token-shards") ||
+            !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "splits"))) {
+            cJSON_Delete(j);
+            return tl_fail(err, "%s: not a data manifest of `tinyllama prepare` (damaged?): rerun tinyllama prepare",
+                           path);
+        }
+    } else if (errno != ENOENT && errno != ENOTDIR) {
+        return tl_fail(err, "%s: %s", path, strerror(errno));
+    }
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 8;
+        struct manifest_entry *v = realloc(c->v, sizeof *v * (size_t)cap);
+        if (!v) {
+            cJSON_Delete(j);
+            return tl_fail(err, "out of memory");
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    if (!(c->v[c->n].dir = strdup(dir))) {
+        cJSON_Delete(j);
+        return tl_fail(err, "out of memory");
+    }
+    c->v[c->n++].m = j;
+    *m = j;
+    return 0;
+}
+
+static cJSON *manifest_shards(const cJSON *m, const char *split) {
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(m, "splits"), split), "shards");
+    return cJSON_IsArray(arr) ? arr : NULL;
+}
+
+static const char *split_word(const char *split) {
+    return !strcmp(split, "train") ? "training" : !strcmp(split, "val") ? "validation" : split;
+}
+
+/* Appends printf text to a malloc'ed string. */
+static int str_add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int str_add(char **s, size_t *len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *ns = n < 0 ? NULL : realloc(*s, *len + (size_t)n + 1);
+    if (!ns) return -1;
+    *s = ns;
+    va_start(ap, fmt);
+    vsnprintf(ns + *len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    *len += (size_t)n;
+    return 0;
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* Expands files, directories and globs into a list (sorted per argument) and
+ * says in *taken which files each argument gave. */
+static int expand_paths(const char *const *paths, int n_paths, const tl_dataset_opts *o, manifest_cache *mc,
+                        char ***out, int *n_out, char **taken, tl_error *err) {
+    char **list = NULL, *tk = NULL;
+    size_t tk_len = 0;
     int n = 0, cap = 0;
 #define PUSH(s)                                                       \
     do {                                                              \
@@ -205,25 +327,52 @@ static int expand_paths(const char *const *paths, int n_paths, char ***out, int 
     } while (0)
     for (int i = 0; i < n_paths; i++) {
         struct stat sb;
+        int start = n;
+        const char *kind = "";
         if (stat(paths[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            DIR *d = opendir(paths[i]);
-            if (!d) goto fail_dir;
-            int start = n;
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                size_t l = strlen(e->d_name);
-                if (l > 4 && !strcmp(e->d_name + l - 4, ".bin")) {
+            cJSON *m = NULL;
+            if (o->split && manifest_get(mc, paths[i], &m, err)) goto fail;
+            if (m) { /* a `prepare` output: the shards its manifest lists */
+                cJSON *e;
+                cJSON_ArrayForEach(e, manifest_shards(m, o->split)) {
+                    cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
+                    if (!cJSON_IsString(f) || !f->valuestring[0] || strchr(f->valuestring, '/')) {
+                        tl_fail(err, "%s/manifest.json: a shard entry without a plain file name (damaged?)", paths[i]);
+                        goto fail;
+                    }
                     char p[4096];
-                    snprintf(p, sizeof p, "%s/%s", paths[i], e->d_name);
+                    snprintf(p, sizeof p, "%s/%s", paths[i], f->valuestring);
                     PUSH(p);
                 }
+            } else {
+                DIR *d = opendir(paths[i]);
+                if (!d) {
+                    tl_fail(err, "%s: cannot read directory: %s", paths[i], strerror(errno));
+                    goto fail;
+                }
+                size_t pl = o->split ? strlen(o->split) : 0;
+                struct dirent *e;
+                while ((e = readdir(d))) {
+                    size_t l = strlen(e->d_name);
+                    if (l > 4 && !strcmp(e->d_name + l - 4, ".bin") &&
+                        (!o->split || (!strncmp(e->d_name, o->split, pl) && e->d_name[pl] == '-'))) {
+                        char p[4096];
+                        snprintf(p, sizeof p, "%s/%s", paths[i], e->d_name);
+                        PUSH(p);
+                    }
+                }
+                closedir(d);
+                qsort(list + start, (size_t)(n - start), sizeof *list, cmp_str);
             }
-            closedir(d);
-            qsort(list + start, (size_t)(n - start), sizeof *list, cmp_str);
             if (n == start) {
-                tl_fail(err, "%s: directory contains no .bin shards", paths[i]);
+                if (o->split)
+                    tl_fail(err, "%s: no %s shards (%s-*.bin%s)", paths[i], split_word(o->split), o->split,
+                            m ? " listed in its manifest.json" : "");
+                else
+                    tl_fail(err, "%s: directory contains no .bin shards", paths[i]);
                 goto fail;
             }
+            kind = o->split ? split_word(o->split) : "";
         } else if (strpbrk(paths[i], "*?[")) {
             glob_t g;
             if (glob(paths[i], 0, NULL, &g) != 0) {
@@ -234,29 +383,96 @@ static int expand_paths(const char *const *paths, int n_paths, char ***out, int 
             globfree(&g);
         } else {
             PUSH(paths[i]);
+            if (str_add(&tk, &tk_len, "%s%s", i ? "; " : "", paths[i])) goto oom;
+            continue;
         }
+        int k = n - start;
+        if (str_add(&tk, &tk_len, "%s%s: %d %s%sshard%s (%s", i ? "; " : "", paths[i], k, kind, *kind ? " " : "",
+                    k == 1 ? "" : "s", base_name(list[start])) ||
+            (k > 1 && str_add(&tk, &tk_len, " .. %s", base_name(list[n - 1]))) || str_add(&tk, &tk_len, ")"))
+            goto oom;
     }
 #undef PUSH
     *out = list;
     *n_out = n;
+    *taken = tk;
     return 0;
-fail_dir:
-    tl_fail(err, "%s: cannot read directory: %s", paths[0], strerror(errno));
-    goto fail;
 oom:
     tl_fail(err, "out of memory");
 fail:
     for (int i = 0; i < n; i++) free(list[i]);
     free(list);
+    free(tk);
     return -1;
 }
 
-int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_error *err) {
+static uint64_t json_u64(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (uint64_t)v->valuedouble : UINT64_MAX;
+}
+
+/* The shard must be the one the manifest of its directory lists (same sample
+ * count, size and checksum); the manifests must all name one tokenizer. */
+static int verify_shard(manifest_cache *mc, const tl_shard *s, tl_data_tokenizer *tok, tl_error *err) {
+    char dir[4096];
+    const char *base = base_name(s->path);
+    if (base == s->path) snprintf(dir, sizeof dir, ".");
+    else if (base - 1 == s->path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(base - 1 - s->path), s->path);
+    cJSON *m;
+    if (manifest_get(mc, dir, &m, err)) return -1;
+    if (!m)
+        return tl_fail(err, "%s: no manifest.json in %s, so nothing says its shards are complete and belong together "
+                            "(left by an interrupted `tinyllama prepare`, or by one older than manifests): rerun "
+                            "tinyllama prepare", s->path, dir);
+    const cJSON *entry = NULL, *e;
+    static const char *const splits[2] = {"train", "val"};
+    for (int k = 0; k < 2 && !entry; k++)
+        cJSON_ArrayForEach(e, manifest_shards(m, splits[k])) {
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
+            if (cJSON_IsString(f) && !strcmp(f->valuestring, base)) entry = e;
+        }
+    if (!entry)
+        return tl_fail(err, "%s: not listed in %s/manifest.json (left over from another run?): rerun tinyllama prepare",
+                       s->path, dir);
+    const cJSON *sum = cJSON_GetObjectItemCaseSensitive(entry, "fnv1a64");
+    char hex[20];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)s->checksum);
+    if (json_u64(entry, "samples") != s->n_samples || json_u64(entry, "bytes") != (uint64_t)s->map_len ||
+        !cJSON_IsString(sum) || strcmp(sum->valuestring, hex))
+        return tl_fail(err, "%s: not the shard %s/manifest.json lists (it has %llu samples, %zu bytes, checksum %s; "
+                            "the manifest says %llu, %llu, %s): the directory mixes shards of different `prepare` "
+                            "runs (an interrupted one?): rerun tinyllama prepare",
+                       s->path, dir, (unsigned long long)s->n_samples, s->map_len, hex,
+                       (unsigned long long)json_u64(entry, "samples"), (unsigned long long)json_u64(entry, "bytes"),
+                       cJSON_IsString(sum) ? sum->valuestring : "?");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "tokenizer");
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(t, "fnv1a64"), *tf = cJSON_GetObjectItemCaseSensitive(t, "file");
+    if (!cJSON_IsString(th) || json_u64(t, "vocab_size") > (1u << 30))
+        return tl_fail(err, "%s/manifest.json: names no tokenizer (damaged?): rerun tinyllama prepare", dir);
+    tl_data_tokenizer here;
+    memset(&here, 0, sizeof here);
+    snprintf(here.hash, sizeof here.hash, "%s", th->valuestring);
+    snprintf(here.file, sizeof here.file, "%s", cJSON_IsString(tf) ? tf->valuestring : "?");
+    here.vocab_size = (int)json_u64(t, "vocab_size");
+    snprintf(here.origin, sizeof here.origin, "%s/manifest.json", dir);
+    if (!tok->origin[0]) *tok = here;
+    else if (tl_data_tokenizer_check(tok, &here, err)) return -1;
+    return 0;
+}
+
+int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, const tl_dataset_opts *o, tl_error *err) {
+    static const tl_dataset_opts none = {0};
+    if (!o) o = &none;
     memset(d, 0, sizeof *d);
     if (n_paths < 1) return tl_fail(err, "no data shards given");
     char **files;
     int n;
-    if (expand_paths(paths, n_paths, &files, &n, err)) return -1;
+    manifest_cache mc = {0};
+    if (expand_paths(paths, n_paths, o, &mc, &files, &n, &d->taken, err)) {
+        cache_free(&mc);
+        return -1;
+    }
     d->shards = calloc((size_t)n, sizeof *d->shards);
     d->first = calloc((size_t)n + 1, sizeof *d->first);
     int rc = d->shards && d->first ? 0 : tl_fail(err, "out of memory");
@@ -264,7 +480,8 @@ int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_err
         rc = tl_shard_open(&d->shards[i], files[i], err);
         if (rc) break;
         d->n_shards++;
-        if (i > 0 && d->shards[i].seq_len != d->shards[0].seq_len)
+        if (o->verify) rc = verify_shard(&mc, &d->shards[i], &d->tok, err);
+        if (!rc && i > 0 && d->shards[i].seq_len != d->shards[0].seq_len)
             rc = tl_fail(err, "%s: sequence length %d differs from %s (%d)", files[i], d->shards[i].seq_len,
                          files[0], d->shards[0].seq_len);
         d->first[i + 1] = d->first[i] + d->shards[i].n_samples;
@@ -272,6 +489,7 @@ int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_err
     }
     for (int i = 0; i < n; i++) free(files[i]);
     free(files);
+    cache_free(&mc);
     if (!rc) {
         d->n_samples = d->first[d->n_shards];
         d->seq_len = d->shards[0].seq_len;
@@ -281,8 +499,13 @@ int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_err
     return rc;
 }
 
+int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_error *err) {
+    return tl_dataset_open_ex(d, paths, n_paths, NULL, err);
+}
+
 void tl_dataset_close(tl_dataset *d) {
     for (int i = 0; i < d->n_shards; i++) tl_shard_close(&d->shards[i]);
+    free(d->taken);
     free(d->shards);
     free(d->first);
     memset(d, 0, sizeof *d);

@@ -45,7 +45,7 @@ typedef struct {
     const uint8_t *map;
     size_t map_len;
     int seq_len, vocab_size, token_bytes;
-    uint64_t n_samples;
+    uint64_t n_samples, checksum; /* checksum: the header's FNV-1a 64 of the data (verified) */
 } tl_shard;
 
 /* Maps and validates a shard (magic, version, sizes, exact length, checksum). */
@@ -53,6 +53,21 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err);
 void tl_shard_close(tl_shard *s);
 /* Copies sample i (seq_len+1 tokens) into out. */
 void tl_shard_sample(const tl_shard *s, uint64_t i, int *out);
+
+/* The tokenizer a data set was prepared with, as its manifest.json records it
+ * (or, from tl_data_tokenizer_of, the one given to train). */
+typedef struct {
+    char hash[40];     /* FNV-1a 64 of the tokenizer file's bytes, or "byte-level-259" */
+    char file[256];    /* base name, or "byte-level" */
+    int vocab_size;
+    char origin[4200]; /* where this was read: a manifest.json or a tokenizer file ("": not known) */
+} tl_data_tokenizer;
+
+/* The identity of a loaded tokenizer (path: the file it was loaded from). */
+struct tl_tokenizer;
+void tl_data_tokenizer_of(const struct tl_tokenizer *t, const char *path, tl_data_tokenizer *out);
+/* Fails, naming both origins, unless a and b are the same tokenizer (0 if either is not known). */
+int tl_data_tokenizer_check(const tl_data_tokenizer *a, const tl_data_tokenizer *b, tl_error *err);
 
 typedef struct {
     int n_shards;
@@ -64,10 +79,25 @@ typedef struct {
     uint64_t seed;
     /* position */
     uint64_t epoch, index;
+    tl_data_tokenizer tok; /* from the manifests (verify); origin "" if not checked */
+    char *taken;           /* which files each path gave, e.g. "d: 3 training shards (train-00000.bin .. train-00002.bin)" */
 } tl_dataset;
 
-/* Opens shards named by paths: files, directories (every *.bin inside, sorted)
- * or glob patterns.  All shards must share seq_len. */
+typedef struct {
+    /* "train" or "val": a directory means its SPLIT-NNNNN.bin shards only (those
+     * its manifest.json lists, when it has one); NULL: every *.bin inside */
+    const char *split;
+    /* every shard must be listed, with its size, sample count and checksum, in
+     * the manifest.json of its directory (which `prepare` writes last), and all
+     * manifests must name the same tokenizer: shards of an interrupted or
+     * different `prepare` are refused */
+    int verify;
+} tl_dataset_opts;
+
+/* Opens shards named by paths: files, directories or glob patterns.  All shards
+ * must share seq_len. */
+int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, const tl_dataset_opts *o, tl_error *err);
+/* The same with no options: a directory means every *.bin inside, sorted. */
 int tl_dataset_open(tl_dataset *d, const char *const *paths, int n_paths, tl_error *err);
 void tl_dataset_close(tl_dataset *d);
 /* Checks every token is < vocab_size (the model's); names the shard otherwise. */

@@ -59,7 +59,7 @@ int tl_mixture_add(tl_mixture *m, const char *name, double weight, double start_
     snprintf(s->name, sizeof s->name, "%s", name);
     s->weight = weight;
     s->start_weight = start_weight;
-    if (tl_dataset_open(&s->ds, paths, n_paths, err)) return tl_wrap(err, "source '%s'", name);
+    if (tl_dataset_open_ex(&s->ds, paths, n_paths, &m->open_opts, err)) return tl_wrap(err, "source '%s'", name);
     m->n++;
     return 0;
 }
@@ -91,6 +91,11 @@ int tl_mixture_finish(tl_mixture *m, uint64_t seed, int shuffle, int rank, int w
     if (world < 1 || rank < 0 || rank >= world) return tl_fail(err, "mixture: rank %d of %d is not valid", rank, world);
     if (ramp_draws > ((uint64_t)1 << 40)) return tl_fail(err, "mixture: ramp of %llu draws is too long",
                                                          (unsigned long long)ramp_draws);
+    int ref = 0; /* one token stream: the same ids must mean the same text in every source */
+    while (ref < m->n - 1 && !m->src[ref].ds.tok.origin[0]) ref++;
+    for (int i = ref + 1; i < m->n; i++)
+        if (tl_data_tokenizer_check(&m->src[ref].ds.tok, &m->src[i].ds.tok, err))
+            return tl_wrap(err, "mixture: sources '%s' and '%s'", m->src[ref].name, m->src[i].name);
     if (normalize(m, 1, err) || normalize(m, 0, err)) return -1;
     m->seed = seed;
     m->shuffle = shuffle;

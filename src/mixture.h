@@ -45,17 +45,20 @@ typedef struct {
     int seq_len;       /* shortest of the sources */
     int vocab_size;    /* largest of the sources */
     int finished;
+    tl_dataset_opts open_opts; /* how sources open (tl_dataset_open_ex); zero after init */
     /* position: draws made by this rank */
     uint64_t pos;
     int *buf;
 } tl_mixture;
 
 void tl_mixture_init(tl_mixture *m);
-/* Adds a source from shard paths (files, directories, globs, as tl_dataset_open).
+/* Adds a source from shard paths (files, directories, globs, as tl_dataset_open_ex
+ * with m->open_opts).
  * start_weight < 0: same as weight. */
 int tl_mixture_add(tl_mixture *m, const char *name, double weight, double start_weight, const char *const *paths,
                    int n_paths, tl_error *err);
-/* Normalizes the weights and fixes the order; must precede seek/next. */
+/* Normalizes the weights and fixes the order; must precede seek/next.  Fails
+ * when the sources' manifests name different tokenizers. */
 int tl_mixture_finish(tl_mixture *m, uint64_t seed, int shuffle, int rank, int world, uint64_t ramp_draws,
                       tl_error *err);
 void tl_mixture_close(tl_mixture *m);

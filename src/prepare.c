@@ -1641,7 +1641,7 @@ static int write_manifest(prep *P, tl_error *err) {
     char *text = cJSON_Print(m);
     cJSON_Delete(m);
     if (!text) return tl_fail(err, "out of memory");
-    snprintf(P->r->manifest, sizeof P->r->manifest, "%s/manifest.json", o->out_dir);
+    snprintf(P->r->manifest, sizeof P->r->manifest, "%s/manifest.json", P->sets[0].dir);
     size_t len = strlen(text);
     text[len] = '\n'; /* cJSON_Print's NUL becomes the final newline */
     int rc = tl_write_file_atomic(P->r->manifest, text, len + 1, err);
@@ -1649,29 +1649,145 @@ static int write_manifest(prep *P, tl_error *err) {
     return rc;
 }
 
-/* Removes leftovers of earlier runs in dir: temporary files of shards, and
- * PREFIX-NNNNN.bin shards numbered keep_n or more. */
-static void clean_dir(const char *dir, const char *prefix, int keep_n) {
+/* ------------------------------------------------------------------ the output directory
+ *
+ * A run writes OUT.prepare-new and swaps it in only when it is complete:
+ * rename OUT -> OUT.prepare-old, OUT.prepare-new -> OUT, remove OUT.prepare-old.
+ * A crash at any moment leaves the old or the new complete data set (between
+ * the two renames, the old one as OUT.prepare-old); the next run finishes or
+ * undoes what the crash interrupted (recover_out) before it starts. */
+
+/* Is a directory entry something prepare writes?  manifest.json,
+ * train-/val-NNNNN.bin and the temporary files of both. */
+static int is_ours(const char *n) {
+    if (!strcmp(n, "manifest.json") || !strncmp(n, "manifest.json.tmp.", 18)) return 1;
+    const char *p = !strncmp(n, "train-", 6) ? n + 6 : !strncmp(n, "val-", 4) ? n + 4 : NULL;
+    if (!p || *p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    return !strcmp(p, ".bin") || !strncmp(p, ".bin.tmp.", 9);
+}
+
+/* Fails naming the first entry of dir that prepare did not write. */
+static int check_ours(const char *dir, tl_error *err) {
     DIR *d = opendir(dir);
-    if (!d) return;
+    if (!d) return tl_fail(err, "%s: cannot read directory: %s", dir, strerror(errno));
     struct dirent *e;
-    size_t pl = strlen(prefix);
+    int rc = 0;
+    while ((e = readdir(d)) && !rc)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !is_ours(e->d_name))
+            rc = tl_fail(err, "%s: holds '%s', which `prepare` did not write; prepare replaces the whole directory, "
+                              "so give a new or empty one (or one it made)", dir, e->d_name);
+    closedir(d);
+    return rc;
+}
+
+/* Removes a directory prepare wrote (refused if anything else is inside). */
+static int remove_ours(const char *dir, tl_error *err) {
+    if (check_ours(dir, err)) return -1;
+    DIR *d = opendir(dir);
+    if (!d) return tl_fail(err, "%s: cannot read directory: %s", dir, strerror(errno));
+    struct dirent *e;
     while ((e = readdir(d))) {
-        const char *n = e->d_name;
-        if (strncmp(n, prefix, pl) || n[pl] != '-') continue;
-        int stale = strstr(n, ".bin.tmp.") != NULL;
-        int idx, len = 0;
-        if (sscanf(n + pl + 1, "%d.bin%n", &idx, &len) == 1 && len && !n[pl + 1 + len] && idx >= keep_n) stale = 1;
-        if (stale) {
-            char p[4400];
-            snprintf(p, sizeof p, "%s/%s", dir, n);
-            unlink(p);
-        }
+        if (!is_ours(e->d_name)) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
     }
     closedir(d);
+    if (rmdir(dir) != 0) return tl_fail(err, "%s: cannot remove: %s", dir, strerror(errno));
+    return 0;
+}
+
+static int is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* out without trailing slashes, its siblings .prepare-new and .prepare-old, and its parent. */
+static int out_paths(const char *dir, char *out, char *nw, char *old, char *parent, size_t cap, tl_error *err) {
+    size_t l = strlen(dir);
+    while (l > 1 && dir[l - 1] == '/') l--;
+    if (l + 16 >= cap || l + 16 >= 4096) return tl_fail(err, "%s: path too long", dir);
+    memcpy(out, dir, l);
+    out[l] = 0;
+    struct stat sb;
+    if (lstat(out, &sb) == 0 && S_ISLNK(sb.st_mode)) { /* replace the directory it names, not the link */
+        char *real = realpath(out, NULL);
+        if (!real) return tl_fail(err, "%s: %s", dir, strerror(errno));
+        l = strlen(real);
+        int too_long = l + 16 >= cap || l + 16 >= 4096;
+        if (!too_long) memcpy(out, real, l + 1);
+        free(real);
+        if (too_long) return tl_fail(err, "%s: path too long", dir);
+    }
+    const char *base = strrchr(out, '/');
+    base = base ? base + 1 : out;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        return tl_fail(err, "%s: give the output directory by its name (it is replaced as a whole)", dir);
+    memcpy(nw, out, l);
+    memcpy(nw + l, ".prepare-new", 13);
+    memcpy(old, out, l);
+    memcpy(old + l, ".prepare-old", 13);
+    if (base == out) snprintf(parent, cap, ".");
+    else if (base == out + 1) snprintf(parent, cap, "/");
+    else snprintf(parent, cap, "%.*s", (int)(base - 1 - out), out);
+    return 0;
+}
+
+/* Cleans up after an earlier run that was killed: its unfinished output goes,
+ * an interrupted swap is finished (the new one is in place) or undone (the old
+ * one goes back).  Then out, if it exists, must hold nothing but a data set. */
+static int recover_out(const char *out, const char *nw, const char *old, tl_error *err) {
+    if (is_dir(nw) && remove_ours(nw, err)) return -1;
+    if (is_dir(old)) {
+        if (is_dir(out)) {
+            if (remove_ours(old, err)) return -1;
+        } else if (rename(old, out) != 0) {
+            return tl_fail(err, "%s: cannot move the earlier data set back to %s: %s", old, out, strerror(errno));
+        }
+    }
+    struct stat sb;
+    if (stat(out, &sb) == 0 && !S_ISDIR(sb.st_mode)) return tl_fail(err, "%s: exists and is not a directory", out);
+    return is_dir(out) ? check_ours(out, err) : 0;
+}
+
+static int swap_in(const char *out, const char *nw, const char *old, const char *parent, tl_error *err) {
+    if (tl_fsync_dir(nw, err)) return -1; /* the shards' and the manifest's names are on disk */
+    int had = is_dir(out);
+    if (had && rename(out, old) != 0) return tl_fail(err, "%s: cannot move aside: %s", out, strerror(errno));
+    if (rename(nw, out) != 0) {
+        int e = errno;
+        if (had) rename(old, out);
+        return tl_fail(err, "%s: cannot move into place: %s", nw, strerror(e));
+    }
+    if (tl_fsync_dir(parent, err)) return -1;
+    tl_error ignored; /* a leftover old copy is removed by the next run */
+    if (had) remove_ours(old, &ignored);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ driver */
+
+/* The error for a run whose inputs gave not one sample: what became of them. */
+static int nothing_written(const tl_prepare_opts *o, const tl_prepare_result *r, const char *out, tl_error *err) {
+    const tl_prepare_input *t = &r->total;
+    char why[600] = "", field[300];
+    size_t n = 0;
+    snprintf(field, sizeof field, "without a string field '%s'", o->text_field);
+    const struct {
+        uint64_t v;
+        const char *what;
+    } counts[] = {{t->missing_text, field},  {t->malformed_json, "malformed JSON"}, {t->empty, "empty"},
+                  {t->filtered, "filtered out"}, {t->too_long, "too long"}, {t->truncated, "truncated input file(s)"}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (counts[i].v && n < sizeof why)
+            n += (size_t)snprintf(why + n, sizeof why - n, "%s%llu %s", n ? ", " : " (skipped: ",
+                                  (unsigned long long)counts[i].v, counts[i].what);
+    if (n && n < sizeof why - 1) strcat(why, ")");
+    return tl_fail(err, "the inputs gave %llu documents and %llu tokens%s: not one sample of %d tokens; nothing written, "
+                        "%s left as it was (--allow-empty writes an empty data set)",
+                   (unsigned long long)t->documents, (unsigned long long)t->tokens, why, o->seq_len + 1, out);
+}
 
 static void progress(prep *P, int done) {
     const tl_prepare_opts *o = P->o;
@@ -1944,23 +2060,22 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         P->seg_target = P->seg_max = P->rec_target = o->max_doc_bytes;
     size_t budget = o->batch_bytes ? o->batch_bytes : ((size_t)2 << 20) * (size_t)P->nt;
     if (budget < ((size_t)4 << 20) && !o->batch_bytes) budget = (size_t)4 << 20;
-    /* output directories; the old manifest goes first so a half-done run never looks complete */
-    char path[4400];
-    if (!rc) rc = tl_mkdir_p(o->out_dir, err);
-    if (!rc) {
-        snprintf(path, sizeof path, "%s/manifest.json", o->out_dir);
-        if (unlink(path) != 0 && errno != ENOENT) rc = tl_fail(err, "%s: cannot remove: %s", path, strerror(errno));
-    }
+    /* the data set is written beside the old one and swapped in when complete (see swap_in) */
+    char out[4096], nw[4096], old[4096], parent[4096];
+    int made_new = 0;
+    if (!rc) rc = out_paths(o->out_dir, out, nw, old, parent, sizeof out, err);
+    if (!rc) rc = recover_out(out, nw, old, err);
+    if (!rc) rc = tl_mkdir_p(nw, err);
+    made_new = !rc;
     static const char *const names[2] = {"train", "val"};
     for (int k = 0; k < 2 && !rc; k++) {
         shard_set *s = &P->sets[k];
-        snprintf(s->dir, sizeof s->dir, "%s", o->out_dir);
+        snprintf(s->dir, sizeof s->dir, "%s", nw);
         s->name = names[k];
         s->per_shard = o->shard_samples;
         s->seq_len = o->seq_len;
         s->vocab = P->vocab;
         s->split = k ? &r->val : &r->train;
-        clean_dir(s->dir, s->name, 1 << 30);
         P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
         if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
     }
@@ -1998,8 +2113,14 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         }
         r->train.documents = t->train_documents;
         r->val.documents = t->val_documents;
-        for (int k = 0; k < 2; k++) clean_dir(P->sets[k].dir, P->sets[k].name, P->sets[k].n_shards);
-        rc = write_manifest(P, err);
+        if (r->train.samples + r->val.samples == 0 && !o->allow_empty)
+            rc = nothing_written(o, r, out, err);
+    }
+    if (!rc) rc = write_manifest(P, err);
+    if (!rc) rc = swap_in(out, nw, old, parent, err);
+    if (!rc) {
+        made_new = 0;
+        snprintf(r->manifest, sizeof r->manifest, "%s/manifest.json", out);
     }
     if (!rc) progress(P, 1);
     /* cleanup */
@@ -2011,6 +2132,10 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     if (P->cur_open) {
         stream_close(&P->lr.s);
         free(P->lr.buf);
+    }
+    if (made_new) { /* a failed run leaves the old data set as it was and nothing of its own */
+        tl_error ignored;
+        remove_ours(nw, &ignored);
     }
     batch_free(&b);
     for (int i = 0; i < P->files.n; i++) free(P->files.v[i].path);

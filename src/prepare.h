@@ -58,6 +58,7 @@ typedef struct {
     size_t segment_bytes;      /* documents are tokenized in pieces of about this size, cut at newlines */
     size_t batch_bytes;        /* text read per parallel batch (memory bound; never changes the output) */
     int no_word_cache;         /* encode segments whole instead of word by word (same ids, slower) */
+    int allow_empty;           /* inputs that give no sample are not an error (an empty data set is written) */
     void (*progress)(const tl_prepare_progress *p, void *user); /* may be NULL */
     void *progress_user;
     double progress_every;     /* seconds between progress calls (default 0.5) */

@@ -22,6 +22,28 @@ if "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >"$T
 D="$T/data/train-00000.bin"
 COMMON=(--preset test --data "$D" --batch 2 --seq-len 32 --steps 8 --lr 1e-3 --warmup 2 --quiet --threads 2)
 
+# --- a directory means its training shards (--data) or validation shards (--val-data), and says which
+ntrain=$(sed -n 's/^train: \([0-9]*\) samples.*/\1/p' "$T/prep")
+"$BIN" train --preset test --data "$T/data" --val-data "$T/data/" --batch 2 --seq-len 32 --steps 1 --warmup 0 --quiet \
+    --out "$T/rdir" 2>"$T/rdir.err"
+if grep -q "^data: $T/data: 1 training shard (train-00000.bin)$" "$T/rdir.err" &&
+    grep -q "^data: $ntrain training samples of 32 tokens in 1 shard" "$T/rdir.err"; then
+    ok "--data DIR takes its training shards only"
+else fail "--data DIR takes its training shards only (want $ntrain samples: $(grep data: "$T/rdir.err"))"; fi
+if grep -q "^val-data: $T/data/: 1 validation shard (val-00000.bin)$" "$T/rdir.err"; then ok "--val-data DIR takes its validation shards"
+else fail "--val-data DIR takes its validation shards ($(grep val-data "$T/rdir.err"))"; fi
+
+# --- shards must belong to a complete manifest (a prepare killed midway, or of an older version, leaves none)
+cp -r "$T/data" "$T/nomani" && rm "$T/nomani/manifest.json"
+expect_fail "shard without a manifest refused" "nomani/train-00000.bin: no manifest.json in .*rerun tinyllama prepare" \
+    "$BIN" train --preset test --data "$T/nomani/train-00000.bin" --steps 1 --out "$T/r0"
+expect_fail "... also given as a directory" "no manifest.json" "$BIN" train --preset test --data "$T/nomani" --steps 1 --out "$T/r0"
+head -c 4000 "$T/corpus.txt" >"$T/c2.txt"
+"$BIN" prepare --byte-level --seq-len 32 --quiet --out "$T/other" "$T/c2.txt" >/dev/null 2>&1
+cp -r "$T/data" "$T/mixed" && cp "$T/other/train-00000.bin" "$T/mixed/train-00000.bin"
+expect_fail "shard of another run refused" "mixed/train-00000.bin: not the shard .*manifest.json lists.*rerun tinyllama prepare" \
+    "$BIN" train --preset test --data "$T/mixed/train-00000.bin" --steps 1 --out "$T/r0"
+
 # --- bad input
 expect_fail "missing data file" "nope.bin: cannot open" "$BIN" train --data "$T/nope.bin" --out "$T/r0"
 head -c 100 "$D" >"$T/trunc.bin"

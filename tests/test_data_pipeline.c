@@ -854,6 +854,167 @@ static void test_tokenizer_json_segments(tl_test_ctx *t) {
     tl_tokenizer_free(tk);
 }
 
+/* A run whose inputs give nothing fails and leaves the old data set as it was;
+ * so does a crash (simulated: the states the swap passes through); a directory
+ * holding anything else is refused.  (issue 15, item 3) */
+static void test_prepare_keeps_old_data_set(tl_test_ctx *t) {
+    sbuf s = {0};
+    for (int i = 0; i < 200; i++) sb_str(&s, "{\"text\": \"the old data set, line after line\"}\n");
+    write_bytes(tmp_path("keep.jsonl"), s.p, s.n);
+    write_bytes(tmp_path("notext.jsonl"), "{\"title\": \"a\"}\n{\"title\": \"b\"}\n", 30);
+    tl_prepare_opts o;
+    tl_prepare_result r;
+    tl_prepare_default_opts(&o);
+    o.byte_level = 1;
+    o.seq_len = 63;
+    o.val_fraction = 0.1;
+    o.progress_every = 1e9;
+    char out[600], copy[700], side[700], cmd[1500];
+    snprintf(out, sizeof out, "%s", tmp_path("keep"));
+    snprintf(copy, sizeof copy, "%s.copy", out);
+    const char *in_old[] = {tmp_path("keep.jsonl")}, *in_none[] = {tmp_path("notext.jsonl")};
+    if (run_prepare(t, &o, out, in_old, 1, &r)) return;
+    tl_prepare_result_free(&r);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", out, copy);
+    CHECK(system(cmd) == 0);
+    o.out_dir = out;
+    o.inputs = in_none;
+    o.n_inputs = 1;
+    tl_error e;
+    CHECK(tl_prepare_run(&o, &r, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "gave 0 documents") && strstr(e.msg, "2 without a string field 'text'") &&
+                  strstr(e.msg, "left as it was"), "%s", e.msg);
+    check_same_output(t, out, copy);
+    snprintf(side, sizeof side, "%s.prepare-new", out);
+    CHECK(access(side, F_OK) != 0);
+    /* killed between the swap's renames, with a half-written new data set beside it */
+    snprintf(side, sizeof side, "%s.prepare-old", out);
+    CHECK(rename(out, side) == 0);
+    snprintf(side, sizeof side, "%s.prepare-new", out);
+    CHECK(mkdir(side, 0755) == 0);
+    snprintf(cmd, sizeof cmd, "%s/train-00000.bin.tmp.4242", side);
+    write_bytes(cmd, "partial", 7);
+    CHECK(tl_prepare_run(&o, &r, &e) == -1); /* still nothing to write: the old one is put back */
+    check_same_output(t, out, copy);
+    CHECK(access(side, F_OK) != 0);
+    snprintf(side, sizeof side, "%s.prepare-old", out);
+    CHECK(access(side, F_OK) != 0);
+    /* killed after the swap: the old copy beside the new one is removed */
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", copy, side);
+    CHECK(system(cmd) == 0);
+    o.allow_empty = 1; /* asked for: an empty data set replaces the old one */
+    if (!run_prepare(t, &o, out, in_none, 1, &r)) {
+        CHECK(r.train.samples == 0 && r.val.samples == 0 && r.total.missing_text == 2);
+        tl_prepare_result_free(&r);
+    }
+    CHECK(access(side, F_OK) != 0);
+    snprintf(cmd, sizeof cmd, "%s/manifest.json", out);
+    CHECK(access(cmd, F_OK) == 0);
+    snprintf(cmd, sizeof cmd, "%s/train-00000.bin", out);
+    CHECK(access(cmd, F_OK) != 0);
+    /* a directory with other files is not replaced */
+    snprintf(cmd, sizeof cmd, "%s/notes.txt", out);
+    write_bytes(cmd, "mine", 4);
+    CHECK(tl_prepare_run(&o, &r, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "notes.txt"), "%s", e.msg);
+    CHECK(access(cmd, F_OK) == 0);
+    free(s.p);
+}
+
+/* train's view: a directory means one split; every shard must be the one a
+ * complete manifest beside it lists; the manifest names the tokenizer.
+ * (issue 15, items 4, 10, 12) */
+static void test_dataset_manifest_checks(tl_test_ctx *t) {
+    sbuf s = {0};
+    for (int i = 0; i < 300; i++) sb_str(&s, "{\"text\": \"shards that belong together\"}\n");
+    write_bytes(tmp_path("man.jsonl"), s.p, s.n);
+    sbuf s2 = {0};
+    for (int i = 0; i < 150; i++) sb_str(&s2, "{\"text\": \"a shard of another run\"}\n");
+    write_bytes(tmp_path("man2.jsonl"), s2.p, s2.n);
+    tl_prepare_opts o;
+    tl_prepare_result r, r2;
+    tl_prepare_default_opts(&o);
+    o.byte_level = 1;
+    o.seq_len = 31;
+    o.shard_samples = 100;
+    o.val_fraction = 0.1;
+    o.progress_every = 1e9;
+    char dir[600], dir2[600], p[800], p2[800];
+    snprintf(dir, sizeof dir, "%s", tmp_path("man"));
+    snprintf(dir2, sizeof dir2, "%s", tmp_path("man2"));
+    const char *in[] = {tmp_path("man.jsonl")}, *in2[] = {tmp_path("man2.jsonl")};
+    if (run_prepare(t, &o, dir, in, 1, &r)) return;
+    if (run_prepare(t, &o, dir2, in2, 1, &r2)) return;
+    CHECK(r.train.shards >= 2 && r.val.shards >= 1);
+    tl_dataset ds;
+    tl_error e;
+    const tl_dataset_opts train = {.split = "train", .verify = 1}, val = {.split = "val", .verify = 1};
+    const char *dp[] = {dir};
+    CHECK_MSG(tl_dataset_open_ex(&ds, dp, 1, &train, &e) == 0, "%s", e.msg);
+    if (ds.shards) {
+        CHECK(ds.n_shards == (int)r.train.shards && ds.n_samples == r.train.samples);
+        CHECK(!strcmp(ds.tok.hash, "byte-level-259") && ds.tok.vocab_size == 259 && strstr(ds.tok.origin, "manifest.json"));
+        CHECK_MSG(ds.taken && strstr(ds.taken, "training shards (train-00000.bin .. train-0000"), "%s", ds.taken);
+        /* a tokenizer other than the one the manifest names is refused */
+        tl_tokenizer *tk = tl_tokenizer_load(llama_path(), &e);
+        if (tk) {
+            tl_data_tokenizer want;
+            tl_data_tokenizer_of(tk, llama_path(), &want);
+            CHECK(tl_data_tokenizer_check(&ds.tok, &want, &e) == -1);
+            CHECK_MSG(strstr(e.msg, "different tokenizers") && strstr(e.msg, "byte-level") &&
+                          strstr(e.msg, "tokenizer.model"), "%s", e.msg);
+            CHECK(tl_data_tokenizer_check(&want, &want, &e) == 0);
+            tl_tokenizer_free(tk);
+        }
+        tl_dataset_close(&ds);
+    }
+    CHECK_MSG(tl_dataset_open_ex(&ds, dp, 1, &val, &e) == 0, "%s", e.msg);
+    if (ds.shards) {
+        CHECK(ds.n_shards == (int)r.val.shards && ds.n_samples == r.val.samples);
+        tl_dataset_close(&ds);
+    }
+    /* a shard of another run (as an interrupted older prepare left them) */
+    snprintf(p, sizeof p, "%s/train-00000.bin", dir);
+    snprintf(p2, sizeof p2, "%s/train-00000.bin", dir2);
+    const char *fp[] = {p};
+    CHECK(tl_dataset_open_ex(&ds, fp, 1, &train, &e) == 0);
+    if (ds.shards) tl_dataset_close(&ds);
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s.keep' && cp '%s' '%s'", p, p, p2, p);
+    CHECK(system(cmd) == 0);
+    CHECK(tl_dataset_open_ex(&ds, fp, 1, &train, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "train-00000.bin: not the shard") && strstr(e.msg, "rerun tinyllama prepare"), "%s", e.msg);
+    CHECK(tl_dataset_open_ex(&ds, dp, 1, &train, &e) == -1);
+    CHECK(tl_dataset_open(&ds, fp, 1, &e) == 0); /* unchecked, as before */
+    if (ds.shards) tl_dataset_close(&ds);
+    snprintf(cmd, sizeof cmd, "mv '%s.keep' '%s'", p, p);
+    CHECK(system(cmd) == 0);
+    /* no manifest: refused, by file and by directory */
+    snprintf(p2, sizeof p2, "%s/manifest.json", dir);
+    snprintf(cmd, sizeof cmd, "%s.keep", p2);
+    CHECK(rename(p2, cmd) == 0);
+    CHECK(tl_dataset_open_ex(&ds, fp, 1, &train, &e) == -1);
+    CHECK_MSG(strstr(e.msg, "train-00000.bin: no manifest.json") && strstr(e.msg, "rerun tinyllama prepare"), "%s",
+              e.msg);
+    CHECK(tl_dataset_open_ex(&ds, dp, 1, &train, &e) == -1 && strstr(e.msg, "no manifest.json"));
+    CHECK(rename(cmd, p2) == 0);
+    /* a shard the manifest does not list */
+    snprintf(p2, sizeof p2, "%s/train-00077.bin", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", p, p2);
+    CHECK(system(cmd) == 0);
+    const char *up[] = {p2};
+    CHECK(tl_dataset_open_ex(&ds, up, 1, &train, &e) == -1 && strstr(e.msg, "not listed in"));
+    CHECK(tl_dataset_open_ex(&ds, dp, 1, &train, &e) == 0); /* a directory means what its manifest lists */
+    if (ds.shards) {
+        CHECK(ds.n_shards == (int)r.train.shards);
+        tl_dataset_close(&ds);
+    }
+    tl_prepare_result_free(&r);
+    tl_prepare_result_free(&r2);
+    free(s.p);
+    free(s2.p);
+}
+
 const tl_test tests_data_pipeline[] = {
     {"data/utf8_repair", test_utf8_repair},
     {"data/prepare_jsonl_exact_formats_threads", test_jsonl_exact_all_formats_threads},
@@ -866,5 +1027,7 @@ const tl_test tests_data_pipeline[] = {
     {"data/prepare_forced_splits", test_forced_splits},
     {"data/prepare_tokenizer_json_segments", test_tokenizer_json_segments},
     {"data/prepare_inputs_bos_dirs_globs", test_inputs_bos_dirs_globs},
+    {"data/prepare_keeps_old_data_set", test_prepare_keeps_old_data_set},
+    {"data/dataset_manifest_checks", test_dataset_manifest_checks},
     {NULL, NULL},
 };
