@@ -8,13 +8,14 @@
 #include "cli.h"
 #include "tokenizer.h"
 
-/* Reads all of stdin. */
+/* Reads all of stdin, NUL-terminated (detokenize's strtol stops at the NUL
+ * instead of running into the unread rest of the buffer). */
 static char *read_stdin(size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf) return NULL;
     for (;;) {
-        if (n == cap) {
+        if (n + 1 >= cap) {
             char *nb = realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
@@ -23,7 +24,7 @@ static char *read_stdin(size_t *len) {
             buf = nb;
             cap *= 2;
         }
-        size_t r = fread(buf + n, 1, cap - n, stdin);
+        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
         n += r;
         if (r == 0) break;
     }
@@ -31,6 +32,7 @@ static char *read_stdin(size_t *len) {
         free(buf);
         return NULL;
     }
+    buf[n] = '\0';
     *len = n;
     return buf;
 }
