@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# CLI tests of option handling shared by the commands: settings out of range
+# are refused naming the option; the tokenizer option has one name everywhere.
+# Usage: tests/cli_options.sh path/to/tinyllama
+set -u
+BIN=${1:-./build/tinyllama}
+HERE=$(cd "$(dirname "$0")" && pwd)
+FIX=${TL_FIXTURES:-$HERE/fixtures}
+T=$(mktemp -d /tmp/tl_cli_options.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.sh"
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+
+# --- AdamW settings outside their range are refused before training starts
+cat "$HERE"/../docs/*.md >"$T/corpus.txt"
+"$BIN" prepare --byte-level --seq-len 16 --val-fraction 0 --quiet --out "$T/d" "$T/corpus.txt" >/dev/null 2>&1
+D=$T/d/train-00000.bin
+[ -f "$D" ] && ok "byte-level shards for the training cases" || fail "byte-level shards for the training cases"
+for bad in "--beta1 2" "--beta1 1" "--beta2 -0.5" "--clip -1" "--eps 0" "--weight-decay -0.1" "--lr 0" \
+    "--min-lr 1"; do
+    # shellcheck disable=SC2086
+    expect_fail "train $bad refused" "${bad%% *}" "$BIN" train --preset test --data "$D" --steps 2 --quiet $bad \
+        --out "$T/run"
+done
+expect_fail "train --warmup > --decay-steps refused" "warmup" "$BIN" train --preset test --data "$D" --steps 2 \
+    --quiet --warmup 10 --decay-steps 5 --out "$T/run2"
+check "nothing written by the refused runs" '[ ! -e "$T/run/latest" ]'
+if "$BIN" train --preset test --data "$D" --steps 2 --quiet --clip 0 --beta1 0 --weight-decay 0 \
+    --out "$T/ok" >"$T/out" 2>"$T/err"; then ok "train accepts the edge values (--clip 0, --beta1 0)"
+else fail "train accepts the edge values ($(head -c 300 "$T/err"))"; fi
+
+finish
