@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "finite.h"
 #include "safetensors.h"
 
 #define PATH_CAP 4096
@@ -150,6 +151,11 @@ int tl_model_load_hf_weights(const char *dir, tl_model *m, tl_error *err) {
             break;
         }
         rc = tl_st_read_f32(&s.st[f], t, m->params + ti->offset, ti->numel, err);
+        /* a NaN or infinity would make every loss NaN: name the tensor */
+        size_t bad = rc ? ti->numel : tl_find_nonfinite(m->params + ti->offset, TL_DT_F32, ti->numel);
+        if (bad < ti->numel)
+            rc = tl_fail(err, "%s: tensor '%s' holds %s at element %zu: the weights are corrupt", s.files[f],
+                         ti->name, tl_nonfinite_kind(m->params + ti->offset, TL_DT_F32, bad), bad);
     }
     /* refuse tensors we would silently ignore */
     for (int f = 0; f < s.n && !rc; f++)

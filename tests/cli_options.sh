@@ -29,4 +29,25 @@ if "$BIN" train --preset test --data "$D" --steps 2 --quiet --clip 0 --beta1 0 -
     --out "$T/ok" >"$T/out" 2>"$T/err"; then ok "train accepts the edge values (--clip 0, --beta1 0)"
 else fail "train accepts the edge values ($(head -c 300 "$T/err"))"; fi
 
+# --- a checkpoint with one NaN weight is refused by every command that loads
+# it, naming the tensor (the bits are patched by offset from the header)
+cp -r "$FIX/infer_tied_bf16" "$T/nan"
+python3 - "$T/nan/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    hdr = json.loads(f.read(n))
+    begin = hdr["model.layers.0.self_attn.k_proj.weight"]["data_offsets"][0]
+    f.seek(8 + n + begin + 2 * 5)
+    f.write(struct.pack("<H", 0x7fc0))  # bf16 NaN at element 5
+PY
+expect_fail "generate refuses a NaN weight" "model.layers.0.self_attn.k_proj.weight' holds NaN at element 5" \
+    "$BIN" generate --model "$T/nan" "Hello" --max-tokens 4
+expect_fail "perplexity refuses a NaN weight" "k_proj.weight' holds NaN" \
+    "$BIN" perplexity --model "$T/nan" --text "$FIX/tokenizer/small_bpe.txt" --max-tokens 100
+expect_fail "eval --backend fp32 refuses a NaN weight" "k_proj.weight' holds NaN" \
+    "$BIN" eval --model "$T/nan" --task piqa --data "$FIX/eval/piqa.jsonl" \
+    --labels "$FIX/eval/piqa-labels.lst" --backend fp32 --limit 2
+
 finish
