@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "finite.h"
+#include "hf_tokenizer_files.h"
 #include "safetensors.h"
 
 #define PATH_CAP 4096
@@ -356,7 +357,8 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
         int rc = join(path, sizeof path, tmp, json ? "tokenizer.json" : "tokenizer.model", err) ||
                  tl_write_file_atomic(path, bytes, blen, err);
         free(bytes);
-        if (rc) return -1;
+        /* and what transformers needs to rebuild it as the Llama tokenizer (with BOS) */
+        if (rc || tl_hf_tokenizer_files_write(tmp, tokenizer, &m->cfg, err)) return -1;
     }
     if (tl_fsync_dir(tmp, err)) return -1;
     /* A checkpoint of the same step from an earlier run is replaced; `latest`

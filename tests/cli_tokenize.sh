@@ -27,4 +27,20 @@ got=$(printf '5 6 7\n8 9' | MALLOC_PERTURB_=206 \
 want=$(printf '5 6 7\n8 9\n' | "$BIN" detokenize --model "$TOK" --lines 2>/dev/null)
 check "detokenize --lines: last line without newline" '[ "$got" = "$want" ] && [ "$(printf "%s\n" "$got" | wc -l)" = 2 ]'
 
+# --- a checkpoint trained with a tokenizer carries the files transformers
+# needs to rebuild it as the Llama tokenizer with BOS (AutoTokenizer itself is
+# run by scripts/check_hf_tokenizer.py; here the fields)
+cat "$HERE"/../docs/*.md >"$T/corpus.txt"
+"$BIN" prepare --tokenizer "$TOK" --seq-len 16 --val-fraction 0 --quiet --out "$T/d" "$T/corpus.txt" >/dev/null 2>&1
+if "$BIN" train --preset test --vocab-size 1000 --data "$T/d/train-00000.bin" --tokenizer "$TOK" --steps 1 --quiet \
+    --out "$T/run" >"$T/out" 2>"$T/err"; then
+    CK=$T/run/$(cat "$T/run/latest")
+    check "checkpoint has tokenizer_config.json for transformers" \
+        "python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); sys.exit(not (c[\"tokenizer_class\"]==\"LlamaTokenizer\" and c[\"add_bos_token\"] is True and c[\"add_eos_token\"] is False and c[\"bos_token\"]==\"<s>\" and c[\"model_max_length\"]==64))' '$CK/tokenizer_config.json'"
+    check "checkpoint has special_tokens_map.json" \
+        "python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); sys.exit(m[\"bos_token\"][\"content\"]!=\"<s>\" or m[\"eos_token\"][\"content\"]!=\"</s>\")' '$CK/special_tokens_map.json'"
+else
+    fail "train with --tokenizer ($(head -c 300 "$T/err"))"
+fi
+
 finish
