@@ -59,7 +59,7 @@ def check(ckpt):
     tok_file = os.path.join(ckpt, "tokenizer.model")
     if not os.path.exists(tok_file):
         tok_file = os.path.join(ckpt, "tokenizer.json")
-    info = run("tokenizer", "info", "--model", tok_file)
+    info = run("tokenizer", "info", "--tokenizer", tok_file)
     bos = int(re.search(r"^bos id: +(\d+)", info, re.M).group(1))
     t = AutoTokenizer.from_pretrained(ckpt)
     print(f"{ckpt}: {type(t).__name__}, bos {t.bos_token!r} = {t.bos_token_id} (ours {bos}), "
@@ -74,11 +74,11 @@ def check(ckpt):
     lines = lines_to_check()
     # one sequence per input line: --lines splits on \n, so lines holding \n go one by one
     simple = [l for l in lines if "\n" not in l and "\r" not in l and l]
-    ours = run("tokenize", "--model", tok_file, "--lines", "--bos", input="\n".join(simple) + "\n").split("\n")
+    ours = run("tokenize", "--tokenizer", tok_file, "--lines", "--bos", input="\n".join(simple) + "\n").split("\n")
     ours = dict(zip(simple, ([int(x) for x in o.split()] for o in ours)))
     for l in lines:
         if l not in ours:
-            ours[l] = [int(x) for x in run("tokenize", "--model", tok_file, "--bos", input=l).split()]
+            ours[l] = [int(x) for x in run("tokenize", "--tokenizer", tok_file, "--bos", input=l).split()]
     same = hf_only = 0
     for l in lines:
         hf = t(l)["input_ids"]

@@ -50,4 +50,17 @@ expect_fail "eval --backend fp32 refuses a NaN weight" "k_proj.weight' holds NaN
     "$BIN" eval --model "$T/nan" --task piqa --data "$FIX/eval/piqa.jsonl" \
     --labels "$FIX/eval/piqa-labels.lst" --backend fp32 --limit 2
 
+# --- eval takes --threads like the other commands; generate's and chat's help
+# list --stats/--no-stats
+E=$FIX/eval
+if "$BIN" eval --model "$E/model" --tokenizer "$FIX/tokenizer/small_bpe.model" --task arc_easy \
+    --data "$E/arc_easy.jsonl" --limit 2 --threads 1 --quiet >"$T/out" 2>"$T/err"; then ok "eval --threads 1"
+else fail "eval --threads 1 ($(head -c 300 "$T/err"))"; fi
+expect_fail "eval --threads 0 refused" "--threads" "$BIN" eval --model "$E/model" --task arc_easy \
+    --data "$E/arc_easy.jsonl" --threads 0
+check "eval --help lists --threads" "'$BIN' eval --help | grep -q -- '--threads N'"
+for c in generate chat; do
+    check "$c --help lists --stats and --no-stats" "'$BIN' $c --help | grep -q -- '--stats, --no-stats'"
+done
+
 finish
