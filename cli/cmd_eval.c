@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "eval.h"
 #include "eval_infer.h"
+#include "ops.h"
 
 static void help(void) {
     printf("usage: tinyllama eval --model DIR --task NAME --data FILE [options]\n\n"
@@ -33,6 +34,7 @@ static void help(void) {
            "                     once; fp32: the training model, full forward per request\n"
            "  --batch-tokens N   fp32 backend: padded tokens per forward micro-batch\n"
            "                     (default 512; activation memory grows with it)\n"
+           "  --threads N        threads (default: all)\n"
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
            "  --quiet            no progress bar\n");
@@ -57,7 +59,7 @@ static int file_exists(const char *p) {
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
     const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *v;
-    long limit = 0, batch_tokens = 512;
+    long limit = 0, batch_tokens = 512, threads = 0;
     int samples = 0, quiet = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -80,6 +82,8 @@ int cmd_eval(int argc, char **argv) {
             if (bad || cli_parse_int("eval", "--limit", v, 1, 1000000000L, &limit)) return 2;
         } else if (cli_opt(argc, argv, &i, "--batch-tokens", &v, &bad)) {
             if (bad || cli_parse_int("eval", "--batch-tokens", v, 1, 1L << 24, &batch_tokens)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
+            if (bad || cli_parse_int("eval", "--threads", v, 1, 1024, &threads)) return 2;
         } else {
             cli_error("eval", "unknown option '%s' (see --help)", argv[i]);
             return 2;
@@ -89,6 +93,7 @@ int cmd_eval(int argc, char **argv) {
         cli_error("eval", "--model, --task and --data are required (see --help)");
         return 2;
     }
+    if (threads > 0) tl_set_threads((int)threads);
     tl_error err;
     tl_task_kind kind;
     if (tl_task_from_name(task_name, &kind, &err)) {

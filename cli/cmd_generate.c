@@ -407,6 +407,8 @@ static void generate_help(void) {
            "  --no-bos               do not prepend BOS to a text prompt\n"
            "  --print-ids            print generated token ids instead of text\n"
            "  --echo                 print the prompt text before the continuation\n"
+           "  --stats, --no-stats    print (default) or not the prompt and generation speeds\n"
+           "                         on stderr\n"
            "%s"
            "                         (default --max-tokens 256)\n",
            COMMON_HELP);
@@ -559,7 +561,7 @@ static void chat_help(void) {
            "--top-p 0.95, --max-tokens 512.\n\n"
            "  --system TEXT          system prompt (default: none)\n"
            "%s"
-           "  --stats                print tokens/s per reply to stderr\n",
+           "  --stats, --no-stats    print or not (default) tokens/s per reply on stderr\n",
            COMMON_HELP);
 }
 

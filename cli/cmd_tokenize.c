@@ -8,13 +8,14 @@
 #include "cli.h"
 #include "tokenizer.h"
 
-/* Reads all of stdin. */
+/* Reads all of stdin, NUL-terminated (detokenize's strtol stops at the NUL
+ * instead of running into the unread rest of the buffer). */
 static char *read_stdin(size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf) return NULL;
     for (;;) {
-        if (n == cap) {
+        if (n + 1 >= cap) {
             char *nb = realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
@@ -23,7 +24,7 @@ static char *read_stdin(size_t *len) {
             buf = nb;
             cap *= 2;
         }
-        size_t r = fread(buf + n, 1, cap - n, stdin);
+        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
         n += r;
         if (r == 0) break;
     }
@@ -31,6 +32,7 @@ static char *read_stdin(size_t *len) {
         free(buf);
         return NULL;
     }
+    buf[n] = '\0';
     *len = n;
     return buf;
 }
@@ -63,16 +65,27 @@ static void print_ids(FILE *f, const int *ids, size_t n) {
     fwrite(buf, 1, o, f);
 }
 
+/* --tokenizer FILE, as in every other command; --model FILE is its old name
+ * here (deprecated, still accepted, with a note on stderr). */
+static int tokenizer_opt(const char *cmd, int argc, char **argv, int *i, const char **path, int *bad) {
+    if (cli_opt(argc, argv, i, "--tokenizer", path, bad)) return 1;
+    if (!cli_opt(argc, argv, i, "--model", path, bad)) return 0;
+    if (!*bad) fprintf(stderr, "tinyllama %s: --model is deprecated here, use --tokenizer\n", cmd);
+    return 1;
+}
+
 static void tokenize_help(void) {
-    printf("usage: tinyllama tokenize --model FILE [--lines] [--bos] [--eos] [--parse-special]\n"
+    printf("usage: tinyllama tokenize --tokenizer FILE [--lines] [--bos] [--eos] [--parse-special]\n"
            "                          [--pieces] [--threads N]\n\n"
            "Reads text on stdin and prints token ids (space-separated).\n\n"
-           "  --model FILE      tokenizer.model (SentencePiece) or tokenizer.json (HF)\n"
+           "  --tokenizer FILE  tokenizer.model (SentencePiece) or tokenizer.json (HF)\n"
+           "                    (--model FILE: the old name, deprecated)\n"
            "  --lines           encode each input line separately (without its newline)\n"
            "                    and print one line of ids per input line, like spm_encode\n"
            "  --bos, --eos      add the BOS / EOS id to each sequence\n"
-           "  --parse-special   control pieces written in the text (\"<s>\", \"</s>\") become\n"
-           "                    their ids (off by default, as in SentencePiece)\n"
+           "  --parse-special   special pieces written in the text (\"<s>\", \"</s>\", \"<unk>\")\n"
+           "                    become their ids, as HF transformers does (off by default, as\n"
+           "                    in SentencePiece)\n"
            "  --pieces          print pieces instead of ids\n"
            "  --threads N       threads for --lines (default: all)\n");
 }
@@ -84,7 +97,7 @@ int cmd_tokenize(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             tokenize_help();
             return 0;
-        } else if (cli_opt(argc, argv, &i, "--model", &model, &bad) ||
+        } else if (tokenizer_opt("tokenize", argc, argv, &i, &model, &bad) ||
                    cli_opt(argc, argv, &i, "--threads", &threads_s, &bad)) {
             if (bad) return 2;
         } else if (!strcmp(argv[i], "--lines")) {
@@ -103,7 +116,7 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     if (!model) {
-        cli_error("tokenize", "--model is required (see --help)");
+        cli_error("tokenize", "--tokenizer is required (see --help)");
         return 2;
     }
     long nthreads = 0;
@@ -182,11 +195,12 @@ done:
 }
 
 static void detokenize_help(void) {
-    printf("usage: tinyllama detokenize --model FILE [--lines]\n\n"
+    printf("usage: tinyllama detokenize --tokenizer FILE [--lines]\n\n"
            "Reads token ids (whitespace-separated integers) on stdin and prints the text.\n\n"
-           "  --model FILE   tokenizer.model or tokenizer.json\n"
-           "  --lines        each input line is one sequence; print one text line per line\n"
-           "                 (default: all ids form one sequence, printed as is)\n");
+           "  --tokenizer FILE  tokenizer.model or tokenizer.json (--model FILE: the old\n"
+           "                    name, deprecated)\n"
+           "  --lines           each input line is one sequence; print one text line per line\n"
+           "                    (default: all ids form one sequence, printed as is)\n");
 }
 
 static int decode_and_print(const tl_tokenizer *t, const int *ids, size_t n, int newline) {
@@ -210,7 +224,7 @@ int cmd_detokenize(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             detokenize_help();
             return 0;
-        } else if (cli_opt(argc, argv, &i, "--model", &model, &bad)) {
+        } else if (tokenizer_opt("detokenize", argc, argv, &i, &model, &bad)) {
             if (bad) return 2;
         } else if (!strcmp(argv[i], "--lines")) {
             lines = 1;
@@ -220,7 +234,7 @@ int cmd_detokenize(int argc, char **argv) {
         }
     }
     if (!model) {
-        cli_error("detokenize", "--model is required (see --help)");
+        cli_error("detokenize", "--tokenizer is required (see --help)");
         return 2;
     }
     tl_error err;
@@ -285,7 +299,7 @@ int cmd_detokenize(int argc, char **argv) {
 }
 
 static void tokenizer_help(void) {
-    printf("usage: tinyllama tokenizer info --model FILE\n"
+    printf("usage: tinyllama tokenizer info --tokenizer FILE\n"
            "       tinyllama tokenizer train --input FILES --vocab-size N --output X.model [...]\n\n"
            "  info    vocabulary size, special ids, settings and identity hash\n"
            "  train   learn a BPE vocabulary (see `tinyllama tokenizer train --help`)\n");
@@ -296,11 +310,12 @@ static int tokenizer_info(int argc, char **argv) {
     int bad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: tinyllama tokenizer info --model FILE\n\n"
+            printf("usage: tinyllama tokenizer info --tokenizer FILE\n\n"
                    "Prints vocabulary size, special ids, normalizer and trainer settings\n"
-                   "and the identity hash (FNV-1a 64 of the file).\n");
+                   "and the identity hash (FNV-1a 64 of the file).  --model FILE is the\n"
+                   "option's old name (deprecated).\n");
             return 0;
-        } else if (cli_opt(argc, argv, &i, "--model", &model, &bad)) {
+        } else if (tokenizer_opt("tokenizer info", argc, argv, &i, &model, &bad)) {
             if (bad) return 2;
         } else {
             cli_error("tokenizer info", "unknown option '%s' (see --help)", argv[i]);
@@ -308,7 +323,7 @@ static int tokenizer_info(int argc, char **argv) {
         }
     }
     if (!model) {
-        cli_error("tokenizer info", "--model is required");
+        cli_error("tokenizer info", "--tokenizer is required");
         return 2;
     }
     tl_error err;

@@ -318,9 +318,20 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "give at most one of --preset, --config, --init");
         return 2;
     }
-    if (!(oc.lr > 0) || oc.min_lr < 0 || oc.min_lr > oc.lr) {
-        cli_error("train", "need 0 <= --min-lr <= --lr and --lr > 0");
-        return 2;
+    {
+        /* the library names the field; the user typed the option */
+        static const char *const opt_of[][2] = {{"lr", "--lr"}, {"min_lr", "--min-lr"}, {"beta1", "--beta1"},
+                                                {"beta2", "--beta2"}, {"eps", "--eps"},
+                                                {"weight_decay", "--weight-decay"}, {"clip", "--clip"}};
+        const char *field = NULL;
+        tl_error verr;
+        if (tl_adamw_config_validate(&oc, &field, &verr)) {
+            const char *opt = field;
+            for (size_t k = 0; k < sizeof opt_of / sizeof opt_of[0]; k++)
+                if (field && !strcmp(field, opt_of[k][0])) opt = opt_of[k][1];
+            cli_error("train", "%s: %s", opt ? opt : "optimizer", verr.msg);
+            return 2;
+        }
     }
     if (threads > 0) tl_set_threads((int)threads);
     /* ---- distributed: this process's place in the job, as the launcher set it (MPI

@@ -27,9 +27,9 @@ now() { date +%s.%N; }
 t0=$(now)
 OMP_NUM_THREADS=1 spm_encode --model="$MODEL" --output_format=id < "$TMP/in.txt" > "$TMP/spm.ids"
 t1=$(now)
-"$BIN" tokenize --model "$MODEL" --lines --threads 1 < "$TMP/in.txt" > "$TMP/ours.ids"
+"$BIN" tokenize --tokenizer "$MODEL" --lines --threads 1 < "$TMP/in.txt" > "$TMP/ours.ids"
 t2=$(now)
-"$BIN" tokenize --model "$MODEL" --lines < "$TMP/in.txt" > "$TMP/ours_mt.ids"
+"$BIN" tokenize --tokenizer "$MODEL" --lines < "$TMP/in.txt" > "$TMP/ours_mt.ids"
 t3=$(now)
 if cmp -s "$TMP/spm.ids" "$TMP/ours.ids" && cmp -s "$TMP/spm.ids" "$TMP/ours_mt.ids"; then
     SAME=identical

@@ -52,7 +52,7 @@ def main():
                 n_ref = sum(len(sp_ref.encode(t)) for t in test)
                 want = [sp_ours.encode(t) for t in test]
                 n_ours = sum(len(x) for x in want)
-                got = subprocess.run([BIN, "tokenize", "--model", ours, "--lines", "--threads", "1"],
+                got = subprocess.run([BIN, "tokenize", "--tokenizer", ours, "--lines", "--threads", "1"],
                                      input=b"\n".join(test) + b"\n", capture_output=True, check=True).stdout
                 got = [[int(x) for x in ln.split()] for ln in got.decode().split("\n")[:len(test)]]
                 agree = sum(a == b for a, b in zip(got, want))

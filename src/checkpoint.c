@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "finite.h"
+#include "hf_tokenizer_files.h"
 #include "safetensors.h"
 
 #define PATH_CAP 4096
@@ -152,6 +154,11 @@ int tl_model_load_hf_weights(const char *dir, tl_model *m, tl_error *err) {
             break;
         }
         rc = tl_st_read_f32(&s.st[f], t, m->params + ti->offset, ti->numel, err);
+        /* a NaN or infinity would make every loss NaN: name the tensor */
+        size_t bad = rc ? ti->numel : tl_find_nonfinite(m->params + ti->offset, TL_DT_F32, ti->numel);
+        if (bad < ti->numel)
+            rc = tl_fail(err, "%s: tensor '%s' holds %s at element %zu: the weights are corrupt", s.files[f],
+                         ti->name, tl_nonfinite_kind(m->params + ti->offset, TL_DT_F32, bad), bad);
     }
     /* refuse tensors we would silently ignore */
     for (int f = 0; f < s.n && !rc; f++)
@@ -527,7 +534,8 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
         int rc = join(path, sizeof path, tmp, json ? "tokenizer.json" : "tokenizer.model", err) ||
                  tl_write_file_atomic(path, bytes, blen, err);
         free(bytes);
-        if (rc) return -1;
+        /* and what transformers needs to rebuild it as the Llama tokenizer (with BOS) */
+        if (rc || tl_hf_tokenizer_files_write(tmp, tokenizer, &m->cfg, err)) return -1;
     }
     /* last: a directory with checksums.json is complete */
     if (write_checksums(tmp, err) || tl_fsync_dir(tmp, err)) return -1;

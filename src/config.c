@@ -63,6 +63,12 @@ int tl_config_validate(const tl_config *c, tl_error *err) {
     if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
         return tl_fail(err, "rope_theta must be positive");
     if (!(c->norm_eps > 0) || !isfinite(c->norm_eps)) return tl_fail(err, "rms_norm_eps must be positive");
+    /* generation and training insert these ids: outside the vocabulary they
+     * would index past the embedding table */
+    if (c->bos_id < 0 || c->bos_id >= c->vocab_size)
+        return tl_fail(err, "bos_token_id %d is outside the vocabulary [0, %d)", c->bos_id, c->vocab_size);
+    if (c->eos_id < 0 || c->eos_id >= c->vocab_size)
+        return tl_fail(err, "eos_token_id %d is outside the vocabulary [0, %d)", c->eos_id, c->vocab_size);
     return 0;
 }
 
@@ -175,8 +181,15 @@ int tl_config_parse_json(const char *text, const char *what, tl_config *cfg, tl_
     float theta_default = 10000.f;
     if (rp && !cJSON_IsNull(rp)) {
         const cJSON *rt = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
-        if (!cJSON_IsObject(rp) || (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default")))) {
-            tl_fail(err, "%s: only rope_parameters with rope_type \"default\" are supported", what);
+        if (!cJSON_IsObject(rp) || (rt && !cJSON_IsString(rt))) {
+            tl_fail(err, "%s: rope_parameters must be an object with a string rope_type", what);
+            goto done;
+        }
+        /* llama3 / linear / dynamic / yarn rescale the frequencies: running such a
+         * model with plain RoPE would be silently wrong */
+        if (rt && strcmp(rt->valuestring, "default")) {
+            tl_fail(err, "%s: rope_parameters.rope_type \"%s\" (RoPE frequency scaling) is not supported, "
+                    "only \"default\"", what, rt->valuestring);
             goto done;
         }
         if (get_float(rp, "rope_theta", 10000.f, &theta_default, what, err)) goto done;

@@ -13,6 +13,7 @@
 
 #include "attention.h"
 #include "checkpoint.h"
+#include "finite.h"
 #include "gemm_amx.h"
 #include "ops.h"
 
@@ -69,6 +70,13 @@ static int get_tensor(loader *L, const char *dir, const char *name, int rows, in
                            cols);
         return tl_fail(err, "%s: tensor '%s' has shape [%s], expected [%d]", L->hf.files[f], name, got, rows);
     }
+    /* a NaN or infinity in a weight turns every later logit into NaN: refuse
+     * the file by name (the scan also pages the weights in for the first pass) */
+    const void *data = tl_st_data(&L->hf.st[f], t);
+    size_t bad = tl_find_nonfinite(data, t->dtype, t->numel);
+    if (bad < t->numel)
+        return tl_fail(err, "%s: tensor '%s' holds %s at element %zu: the weights are corrupt", L->hf.files[f], name,
+                       tl_nonfinite_kind(data, t->dtype, bad), bad);
     *out = t;
     *file = f;
     return 0;

@@ -8,6 +8,29 @@ tl_adamw_config tl_adamw_defaults(void) {
     return c;
 }
 
+int tl_adamw_config_validate(const tl_adamw_config *c, const char **field, tl_error *err) {
+    const char *f = NULL;
+    const char *why = NULL;
+    double v = 0;
+    /* written as !(ok) so a NaN fails every test */
+    if (!(c->lr > 0 && isfinite(c->lr))) f = "lr", v = c->lr, why = "must be a finite number > 0";
+    else if (!(c->min_lr >= 0 && c->min_lr <= c->lr))
+        f = "min_lr", v = c->min_lr, why = "must be in [0, lr]";
+    else if (!(c->beta1 >= 0 && c->beta1 < 1)) f = "beta1", v = c->beta1, why = "must be in [0, 1)";
+    else if (!(c->beta2 >= 0 && c->beta2 < 1)) f = "beta2", v = c->beta2, why = "must be in [0, 1)";
+    else if (!(c->eps > 0 && isfinite(c->eps))) f = "eps", v = c->eps, why = "must be a finite number > 0";
+    else if (!(c->weight_decay >= 0 && isfinite(c->weight_decay)))
+        f = "weight_decay", v = c->weight_decay, why = "must be a finite number >= 0";
+    else if (!(c->clip >= 0 && isfinite(c->clip)))
+        f = "clip", v = c->clip, why = "must be a finite number >= 0 (0 disables clipping)";
+    else if (c->warmup_steps < 0) f = "warmup_steps", v = (double)c->warmup_steps, why = "must be >= 0";
+    else if (c->decay_steps < c->warmup_steps)
+        f = "decay_steps", v = (double)c->decay_steps, why = "must be at least the warmup steps";
+    if (field) *field = f;
+    if (!f) return 0;
+    return tl_fail(err, "%s %s (got %g)", f, why, v);
+}
+
 double tl_lr_at(const tl_adamw_config *c, long step) {
     if (step < c->warmup_steps) return c->lr * (double)(step + 1) / (double)c->warmup_steps;
     if (step >= c->decay_steps) return c->min_lr;

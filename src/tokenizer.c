@@ -192,14 +192,16 @@ int tl_tok_finish(tl_tokenizer *t, const tl_piece_src *src, int n, const char *w
             if (t->pieces[i].type == TL_PIECE_USER_DEFINED) t->user_ids[k++] = i;
         qsort_r(t->user_ids, (size_t)k, sizeof *t->user_ids, cmp_user, t);
     }
+    /* the pieces TL_ENC_PARSE_SPECIAL matches in text: CONTROL ones and, as HF's
+     * Llama tokenizer (which lists it as a special token), the unknown piece */
     for (int i = 0; i < n; i++)
-        if (t->pieces[i].type == TL_PIECE_CONTROL) t->n_ctrl++;
+        if (t->pieces[i].type == TL_PIECE_CONTROL || t->pieces[i].type == TL_PIECE_UNKNOWN) t->n_ctrl++;
     if (t->n_ctrl) {
         t->ctrl_ids = malloc((size_t)t->n_ctrl * sizeof *t->ctrl_ids);
         if (!t->ctrl_ids) return tl_fail(err, "%s: out of memory", what);
         int k = 0;
         for (int i = 0; i < n; i++)
-            if (t->pieces[i].type == TL_PIECE_CONTROL) {
+            if (t->pieces[i].type == TL_PIECE_CONTROL || t->pieces[i].type == TL_PIECE_UNKNOWN) {
                 t->ctrl_ids[k++] = i;
                 t->ctrl_first[(unsigned char)t->pieces[i].str[0]] = 1;
             }
@@ -839,7 +841,7 @@ static int encode_segment(const tl_tokenizer *t, tok_scratch *s, const char *tex
     return 0;
 }
 
-/* Longest CONTROL piece at s (for TL_ENC_PARSE_SPECIAL), -1 if none. */
+/* Longest CONTROL (or unknown) piece at s (for TL_ENC_PARSE_SPECIAL), -1 if none. */
 static int control_match(const tl_tokenizer *t, const char *s, size_t len, size_t *mlen) {
     int best = -1;
     size_t bl = 0;

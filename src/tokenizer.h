@@ -30,7 +30,8 @@ enum {
 enum {
     TL_ENC_BOS = 1,           /* prepend the BOS id (error if the model has none) */
     TL_ENC_EOS = 2,           /* append the EOS id */
-    TL_ENC_PARSE_SPECIAL = 4, /* control pieces written in the text (e.g. "<s>") become their ids;
+    TL_ENC_PARSE_SPECIAL = 4, /* control pieces and the unknown piece written in the text (e.g.
+                                 "<s>", "<unk>": HF's special tokens) become their ids;
                                  the text between them is encoded segment by segment, each as if
                                  it were a whole input (so each gets the dummy prefix) */
 };

@@ -56,7 +56,7 @@ struct tl_tokenizer {
     int n_user;
     int user_first[257]; /* user_ids index range per first byte */
 
-    int *ctrl_ids;       /* CONTROL pieces, for TL_ENC_PARSE_SPECIAL */
+    int *ctrl_ids;       /* CONTROL pieces and the unknown piece, for TL_ENC_PARSE_SPECIAL */
     int n_ctrl;
     unsigned char ctrl_first[256];
 

@@ -114,6 +114,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     if ((train && tl_dataset_check_vocab(train, m->cfg.vocab_size, err)) ||
         (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
         return NULL;
+    if (tl_adamw_config_validate(&o->opt, NULL, err)) return NULL;
     if (o->opt.warmup_steps < 0 || o->opt.decay_steps < o->opt.warmup_steps) {
         tl_fail(err, "decay steps (%ld) must be at least the warmup steps (%ld)", o->opt.decay_steps, o->opt.warmup_steps);
         return NULL;

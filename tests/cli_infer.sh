@@ -54,7 +54,7 @@ check "stats line has prompt and generation tokens/s" "grep -Eq 'prompt: [0-9]+ 
 # --- --print-ids and text agree; stop strings cut the output
 ids=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --print-ids --no-stats)
 txt=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --no-stats)
-dec=$(echo "$ids" | "$BIN" detokenize --model "$M/tokenizer.model" 2>/dev/null)
+dec=$(echo "$ids" | "$BIN" detokenize --tokenizer "$M/tokenizer.model" 2>/dev/null)
 check "printed text = detokenized printed ids" '[ -n "$txt" ] && [ "$txt" = "$dec" ]'
 stop=$(printf '%s' "$txt" | cut -c 5-8)
 cut=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --greedy --stop "$stop" 2>"$T/stats")

@@ -18,6 +18,8 @@ extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
 extern const tl_test tests_eval[];
 extern const tl_test tests_distributed[];
+extern const tl_test tests_validate[];
+extern const tl_test tests_hf_files[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -31,6 +33,8 @@ static const tl_test *const suites[] = {
     tests_infer,
     tests_eval,
     tests_distributed,
+    tests_validate,
+    tests_hf_files,
 };
 
 static char tmpdir_path[256];

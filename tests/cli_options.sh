@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# CLI tests of option handling shared by the commands: settings out of range
+# are refused naming the option; the tokenizer option has one name everywhere.
+# Usage: tests/cli_options.sh path/to/tinyllama
+set -u
+BIN=${1:-./build/tinyllama}
+HERE=$(cd "$(dirname "$0")" && pwd)
+FIX=${TL_FIXTURES:-$HERE/fixtures}
+T=$(mktemp -d /tmp/tl_cli_options.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.sh"
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+
+# --- AdamW settings outside their range are refused before training starts
+cat "$HERE"/../docs/*.md >"$T/corpus.txt"
+"$BIN" prepare --byte-level --seq-len 16 --val-fraction 0 --quiet --out "$T/d" "$T/corpus.txt" >/dev/null 2>&1
+D=$T/d/train-00000.bin
+[ -f "$D" ] && ok "byte-level shards for the training cases" || fail "byte-level shards for the training cases"
+for bad in "--beta1 2" "--beta1 1" "--beta2 -0.5" "--clip -1" "--eps 0" "--weight-decay -0.1" "--lr 0" \
+    "--min-lr 1"; do
+    # shellcheck disable=SC2086
+    expect_fail "train $bad refused" "${bad%% *}" "$BIN" train --preset test --data "$D" --steps 2 --quiet $bad \
+        --out "$T/run"
+done
+expect_fail "train --warmup > --decay-steps refused" "warmup" "$BIN" train --preset test --data "$D" --steps 2 \
+    --quiet --warmup 10 --decay-steps 5 --out "$T/run2"
+check "nothing written by the refused runs" '[ ! -e "$T/run/latest" ]'
+if "$BIN" train --preset test --data "$D" --steps 2 --quiet --clip 0 --beta1 0 --weight-decay 0 \
+    --out "$T/ok" >"$T/out" 2>"$T/err"; then ok "train accepts the edge values (--clip 0, --beta1 0)"
+else fail "train accepts the edge values ($(head -c 300 "$T/err"))"; fi
+
+# --- a checkpoint with one NaN weight is refused by every command that loads
+# it, naming the tensor (the bits are patched by offset from the header)
+cp -r "$FIX/infer_tied_bf16" "$T/nan"
+python3 - "$T/nan/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    hdr = json.loads(f.read(n))
+    begin = hdr["model.layers.0.self_attn.k_proj.weight"]["data_offsets"][0]
+    f.seek(8 + n + begin + 2 * 5)
+    f.write(struct.pack("<H", 0x7fc0))  # bf16 NaN at element 5
+PY
+expect_fail "generate refuses a NaN weight" "model.layers.0.self_attn.k_proj.weight' holds NaN at element 5" \
+    "$BIN" generate --model "$T/nan" "Hello" --max-tokens 4
+expect_fail "perplexity refuses a NaN weight" "k_proj.weight' holds NaN" \
+    "$BIN" perplexity --model "$T/nan" --text "$FIX/tokenizer/small_bpe.txt" --max-tokens 100
+expect_fail "eval --backend fp32 refuses a NaN weight" "k_proj.weight' holds NaN" \
+    "$BIN" eval --model "$T/nan" --task piqa --data "$FIX/eval/piqa.jsonl" \
+    --labels "$FIX/eval/piqa-labels.lst" --backend fp32 --limit 2
+
+# --- eval takes --threads like the other commands; generate's and chat's help
+# list --stats/--no-stats
+E=$FIX/eval
+if "$BIN" eval --model "$E/model" --tokenizer "$FIX/tokenizer/small_bpe.model" --task arc_easy \
+    --data "$E/arc_easy.jsonl" --limit 2 --threads 1 --quiet >"$T/out" 2>"$T/err"; then ok "eval --threads 1"
+else fail "eval --threads 1 ($(head -c 300 "$T/err"))"; fi
+expect_fail "eval --threads 0 refused" "--threads" "$BIN" eval --model "$E/model" --task arc_easy \
+    --data "$E/arc_easy.jsonl" --threads 0
+check "eval --help lists --threads" "'$BIN' eval --help | grep -q -- '--threads N'"
+for c in generate chat; do
+    check "$c --help lists --stats and --no-stats" "'$BIN' $c --help | grep -q -- '--stats, --no-stats'"
+done
+
+finish
