@@ -31,24 +31,16 @@ struct tl_trainer {
     char run_id[40];     /* names this run's checkpoints (kept across resumes) */
     int resumed;
     char warning[1300];  /* reported as TL_EV_WARN when the run starts */
-    /* ---- distributed (docs/distributed.md) ---- */
+    /* ---- the job's ranks (docs/distributed.md); one process is a job of one ---- */
     tl_comm *comm;     /* the job's ranks (a single-rank one when the options had none) */
     tl_comm *own_comm; /* created here: freed with the trainer */
     int rank, world, zero;
-    int dist;          /* the sharded step below is used (world > 1 or zero > 0) */
-    size_t lo, hi;     /* this rank's shard of the flat parameter block */
-    float *grads;      /* stages 0-1: the CPU engine's gradient block */
-    tl_grad_shard *gs; /* stages 2-3: this rank's gradient slice and the unit buckets */
-    double *blocks;    /* squared-norm partial per TL_SHARD_ALIGN block, all ranks */
-    size_t n_blocks, max_blocks;
-    int params_full;   /* stage 3: the whole parameter block is current on this rank */
+    size_t lo, hi;     /* this rank's shard of the flat parameter block (stages 1-3: of the moments) */
     uint64_t dpos;     /* samples this rank has read (strided dataset reading, world > 1) */
-    /* ---- end distributed ---- */
 };
 
-/* ---- distributed: setup (sizes decided before anything is allocated) ---- */
-static int dist_params_hook(void *user, int unit, tl_params_event ev, tl_error *err);
-static int dist_setup(tl_trainer *t, tl_error *err) {
+/* The job: ranks, stage and this rank's shard (decided before anything is allocated). */
+static int job_setup(tl_trainer *t, tl_error *err) {
     const tl_train_opts *o = &t->o;
     t->comm = o->comm;
     if (!t->comm) {
@@ -59,26 +51,14 @@ static int dist_setup(tl_trainer *t, tl_error *err) {
     t->world = tl_comm_world(t->comm);
     t->zero = o->zero;
     if (o->zero < 0 || o->zero > 3) return tl_fail(err, "ZeRO stage %d: must be 0, 1, 2 or 3", o->zero);
-    t->dist = t->world > 1 || o->zero > 0;
-    size_t n = t->m->n_params;
-    tl_shard_range(n, t->world, TL_SHARD_ALIGN, t->rank, &t->lo, &t->hi);
-    if (!t->dist) {
-        t->lo = 0;
-        t->hi = n;
-    }
-    t->params_full = 1;
+    t->lo = 0;
+    t->hi = t->m->n_params;
+    if (t->world > 1 || t->zero > 0) tl_shard_range(t->m->n_params, t->world, TL_SHARD_ALIGN, t->rank, &t->lo, &t->hi);
     if (o->mixture && (o->mixture->world != t->world || o->mixture->rank != t->rank))
         return tl_fail(err, "the data mixture was set up for rank %d of %d but this is rank %d of %d", o->mixture->rank,
                        o->mixture->world, t->rank, t->world);
-    t->n_blocks = tl_shard_blocks(0, n);
-    size_t l0, h0;
-    tl_shard_range(n, t->world, TL_SHARD_ALIGN, 0, &l0, &h0);
-    t->max_blocks = tl_shard_blocks(l0, h0) + 1; /* rank 0 has the most */
-    t->blocks = malloc(sizeof(double) * (t->max_blocks * (size_t)t->world + t->n_blocks + 1));
-    if (!t->blocks) return tl_fail(err, "out of memory");
     return 0;
 }
-/* ---- end distributed ---- */
 
 tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, const tl_train_opts *o,
                               tl_error *err) {
@@ -130,14 +110,12 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->val = val;
     t->o = *o;
     size_t n = m->n_params, B = (size_t)o->batch, T = (size_t)o->seq_len;
-    /* ---- distributed: ZeRO 1+ keeps only this rank's slice of the moments ---- */
-    if (dist_setup(t, err)) {
+    if (job_setup(t, err)) {
         tl_trainer_free(t);
         return NULL;
     }
-    size_t n_opt = t->dist && t->zero >= 1 ? t->hi - t->lo : n;
+    size_t n_opt = t->zero >= 1 ? t->hi - t->lo : n; /* ZeRO 1+ keeps only this rank's slice of the moments */
     if (n_opt == 0) n_opt = 1; /* a rank with an empty shard */
-    /* ---- end distributed ---- */
     t->st.m = tl_alloc(n_opt * sizeof(float));
     t->st.v = tl_alloc(n_opt * sizeof(float));
     t->st.n_params = n;
@@ -149,31 +127,13 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
-    /* distributed: stages 2-3 keep no gradient block, the grads hook supplies buckets */
-    const int sharded_grads = t->dist && t->zero >= 2;
-    t->eng = o->engine ? o->engine(m, t->st.m, t->st.v, o->batch, o->seq_len, o->engine_user, err)
-                       : tl_engine_cpu_create_ex(m, t->st.m, t->st.v, o->batch, o->seq_len, !sharded_grads, err);
+    const tl_engine_job job = {.comm = t->comm, .zero = t->zero, .overlap = o->overlap};
+    t->eng = (o->engine ? o->engine : tl_engine_cpu_create)(m, t->st.m, t->st.v, o->batch, o->seq_len, &job,
+                                                            o->engine_user, err);
     if (!t->eng) {
         tl_trainer_free(t);
         return NULL;
     }
-    /* ---- distributed: the loop reduces the engine's host gradients itself ---- */
-    if (t->dist && (!tl_engine_is_cpu(t->eng) || (!sharded_grads && !(t->grads = tl_engine_cpu_grads(t->eng))))) {
-        tl_fail(err, "training on %d ranks / ZeRO stage %d needs the CPU engine (--device cpu); the %s engine is "
-                     "not distributed yet",
-                t->world, t->zero, t->eng->ops->name);
-        tl_trainer_free(t);
-        return NULL;
-    }
-    if (sharded_grads && !(t->gs = tl_grad_shard_create(m, t->comm, o->overlap, err))) {
-        tl_trainer_free(t);
-        return NULL;
-    }
-    if (t->dist && t->zero == 3) {
-        m->params_hook = dist_params_hook;
-        m->params_hook_user = t;
-    }
-    /* ---- end distributed ---- */
     if (o->mixture) { /* mixture */
         tl_mixture_seek(o->mixture, 0, NULL);
     } else {
@@ -195,30 +155,23 @@ void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
     if (t->log_fd >= 0) close(t->log_fd);
     free(t->log_pending);
-    tl_grad_shard_free(t->gs); /* distributed */
     if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
     tl_free(t->st.v);
     free(t->tokens);
     free(t->inputs);
     free(t->targets);
-    free(t->blocks);          /* distributed */
-    if (t->m && t->m->params_hook_user == t) { /* distributed: the model is borrowed */
-        t->m->params_hook = NULL;
-        t->m->params_hook_user = NULL;
-    }
-    tl_comm_free(t->own_comm); /* distributed */
+    tl_comm_free(t->own_comm);
     free(t);
 }
 
 long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
-    if (t->dist) { /* distributed: the ZeRO plan (src/distributed.h) with the engine's and the slices' own sizes */
+    if (t->world > 1 || t->zero > 0) { /* the ZeRO plan (src/distributed.h) with the engine's own sizes */
         tl_zero_memory z;
-        tl_zero_memory_plan(&t->m->cfg, t->world, t->rank, t->zero, t->gs && tl_grad_shard_overlaps(t->gs), &z);
-        return t->eng->ops->memory_bytes(t->eng) + (t->gs ? tl_grad_shard_bytes(t->gs) : 0) + z.params_peak +
-               z.opt_state + z.scratch;
+        tl_zero_memory_plan(&t->m->cfg, t->world, t->rank, t->zero, t->zero >= 2 && t->o.overlap && t->world > 1, &z);
+        return t->eng->ops->memory_bytes(t->eng) + z.params_peak + z.opt_state + z.scratch;
     }
     return t->eng->ops->memory_bytes(t->eng) + 3 * t->m->n_params * sizeof(float);
 }
@@ -348,52 +301,10 @@ static void truncate_log(const char *path, long step) {
     free(text);
 }
 
-/* ---- distributed: parameters, data position, resume ---- */
-
-/* Stage 3: every rank keeps only its slice current between uses; the whole block
- * is gathered just before it is needed (forward/backward, evaluation, benchmarks,
- * checkpoint) and the pages of the other slices are handed back to the OS after the
- * update (they read as zeros until the next gather). */
-static int dist_params_full(tl_trainer *t, tl_error *err) {
-    if (t->params_full) return 0;
-    if (tl_comm_allgather_f32(t->comm, t->m->params, t->m->n_params, TL_SHARD_ALIGN, err))
-        return tl_wrap(err, "gathering parameters");
-    t->params_full = 1;
-    return 0;
-}
-
-static void release_range(float *from, float *to) {
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)from + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t b = (uintptr_t)to & ~((uintptr_t)page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
-static void dist_params_release(tl_trainer *t) {
-    release_range(t->m->params, t->m->params + t->lo);
-    release_range(t->m->params + t->hi, t->m->params + t->m->n_params);
-    t->params_full = 0;
-}
-
-/* Stage 3 inside the passes (model.h's params hook): each unit (embedding, layer,
- * head) is gathered just before the forward or backward reads it and its other
- * ranks' pages released right after, so a rank holds its own slice plus about one
- * unit.  No-op while the whole block is current (evaluation, checkpoints). */
-static int dist_params_hook(void *user, int unit, tl_params_event ev, tl_error *err) {
-    tl_trainer *t = user;
-    if (t->params_full) return 0;
-    size_t a, b;
-    tl_model_unit_range(t->m, unit, &a, &b);
-    if (ev == TL_PARAMS_ACQUIRE)
-        return tl_comm_allgather_range_f32(t->comm, t->m->params, t->m->n_params, TL_SHARD_ALIGN, a, b, err);
-    float *p = t->m->params;
-    if (a < t->lo) release_range(p + a, p + (b < t->lo ? b : t->lo));
-    if (b > t->hi) release_range(p + (a > t->hi ? a : t->hi), p + b);
-    return 0;
-}
+/* ---- data position, resume and checkpoints, for any number of ranks ---- */
 
 /* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
-static int dist_next(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
+static int next_batch(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
     if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
     if (t->world == 1) return tl_dataset_next(t->train, B, T, tokens, err);
     const uint64_t ns = t->train->n_samples;
@@ -409,7 +320,7 @@ static int dist_next(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
 
 /* The job's data position in the checkpoint's single-process terms: global samples
  * read (every rank has read the same number at a step boundary). */
-static void dist_save_position(tl_trainer *t) {
+static void save_position(tl_trainer *t) {
     if (t->o.mixture) {
         t->st.data_epoch = 0;
         t->st.data_index = t->o.mixture->pos * (uint64_t)t->world;
@@ -423,7 +334,7 @@ static void dist_save_position(tl_trainer *t) {
     }
 }
 
-static int dist_seek_position(tl_trainer *t, tl_error *err) {
+static int seek_position(tl_trainer *t, tl_error *err) {
     const uint64_t W = (uint64_t)t->world;
     if (t->o.mixture) {
         if (t->st.data_index % W)
@@ -448,7 +359,7 @@ static void truncate_log(const char *path, long step);
 
 /* Every rank reads the HF weights (the directory must be visible to all, as for
  * --init); rank 0 reads training_state.bin and hands each rank its slice. */
-static int dist_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
+int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     char path[4200];
     const size_t n = t->m->n_params;
     int rc = check_resume_args(t, ckpt_dir, err);
@@ -496,8 +407,8 @@ static int dist_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     tl_free(fm);
     tl_free(fv);
     if (rc) return tl_wrap(err, "%s", ckpt_dir);
-    t->params_full = 1;
-    if (dist_seek_position(t, err)) return tl_wrap(err, "%s", ckpt_dir);
+    if (t->eng->ops->push(t->eng, err)) return tl_wrap(err, "%s", ckpt_dir);
+    if (seek_position(t, err)) return tl_wrap(err, "%s", ckpt_dir);
     if (t->rank == 0) truncate_log(t->log_path, (long)t->st.step);
     return 0;
 }
@@ -505,14 +416,14 @@ static int dist_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
 /* Rank 0 writes the checkpoint: the whole parameter block and the moments
  * gathered from their owners into one training_state.bin (the single-process
  * format, so any number of ranks can resume from it). */
-static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
+static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
     char saved[4200] = "";
     const size_t n = t->m->n_params;
-    dist_save_position(t);
+    const tl_engine_ops *E = t->eng->ops;
+    save_position(t);
+    if (E->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     /* stage 3: only rank 0 needs the whole block (it writes it), the others keep their slice */
-    int gathered_to_root = t->zero == 3 && !t->params_full;
-    if (gathered_to_root ? tl_comm_gather_f32(t->comm, t->m->params + t->lo, t->m->params, n, TL_SHARD_ALIGN, 0, err)
-                         : dist_params_full(t, err))
+    if (E->gather_params(t->eng, 1, err))
         return tl_wrap(err, "checkpoint at step %ld: gathering parameters", (long)t->st.step);
     float *fm = NULL, *fv = NULL;
     int rc = 0;
@@ -540,109 +451,13 @@ static int dist_checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *
     }
     tl_free(fm);
     tl_free(fv);
-    if (gathered_to_root && t->rank == 0) dist_params_release(t);
+    if (E->release_params(t->eng, err)) rc = -1;
     if (rc) return -1;
     if (tl_comm_agree(t->comm, local, err)) return tl_wrap(err, "checkpoint at step %ld", (long)t->st.step);
     if (cb) {
         tl_train_event ev = {.kind = TL_EV_CKPT, .step = (long)t->st.step, .steps = t->o.steps, .path = saved};
         cb(&ev, user);
     }
-    return 0;
-}
-
-/* This rank's reduced gradients for its shard [lo, hi): stage 2-3's slice, or that
- * range of the whole block (stages 0-1). */
-static float *rank_grads(const tl_trainer *t) { return t->gs ? tl_grad_shard_slice(t->gs) : t->grads + t->lo; }
-
-/* The step's arithmetic across ranks: micro-batches, gradient sum in rank order
- * (stages 0-1: one all-reduce of the accumulated block at the end; stages 2-3: each
- * unit reduce-scattered into the owners' slices as its backward completes, every
- * micro-batch), the global norm from the per-block partials of each rank's shard,
- * and the loss averaged over ranks. */
-static int dist_forward_backward(tl_trainer *t, double *loss_out, double *norm_out, tl_error *err) {
-    const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
-    const size_t n = t->m->n_params;
-    const tl_engine_ops *E = t->eng->ops;
-    /* stage 3: start sharded; the params hook gathers each unit as the passes reach it */
-    if (t->zero == 3 && t->params_full) dist_params_release(t);
-    if (E->zero_grads(t->eng, err)) return -1;
-    double loss = 0;
-    const float scale = 1.0f / (float)(accum * t->world); /* ranks' sum is the mean over the global batch */
-    for (int a = 0; a < accum; a++) {
-        if (dist_next(t, B, T, t->tokens, err)) return -1;
-        for (int b = 0; b < B; b++)
-            for (int s = 0; s < T; s++) {
-                t->inputs[b * T + s] = t->tokens[b * (T + 1) + s];
-                t->targets[b * T + s] = t->tokens[b * (T + 1) + s + 1];
-            }
-        double l;
-        if (t->gs) tl_grad_shard_next(t->gs, a == 0); /* stages 2-3: each unit is reduced as it completes */
-        if (E->forward_backward(t->eng, t->inputs, t->targets, scale, &l, err))
-            return tl_wrap(err, "step %ld", (long)t->st.step + 1);
-        loss += l / accum;
-    }
-    if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
-    *loss_out = loss / t->world;
-    if (t->gs ? tl_grad_shard_flush(t->gs, err) : tl_comm_allreduce_f32(t->comm, t->grads, n, err))
-        return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
-    /* each rank: its shard's block partials (blocks of [lo, hi) start at lo, a block
-     * boundary, so the slice's blocks are the same); exchanged in fixed-size slots */
-    double *mine = t->blocks + t->max_blocks * (size_t)t->world, *all = t->blocks;
-    memset(mine, 0, sizeof(double) * t->max_blocks);
-    tl_grad_sumsq_blocks(rank_grads(t), 0, t->hi - t->lo, mine);
-    if (tl_comm_allgather_bytes(t->comm, mine, sizeof(double) * t->max_blocks, all, err))
-        return tl_wrap(err, "step %ld: gradient norm", (long)t->st.step + 1);
-    /* in place, in block order: rank r's blocks follow rank r-1's */
-    size_t k = 0;
-    for (int r = 0; r < t->world; r++) {
-        size_t l, h;
-        tl_shard_range(n, t->world, TL_SHARD_ALIGN, r, &l, &h);
-        size_t c = tl_shard_blocks(l, h);
-        memmove(all + k, all + (size_t)r * t->max_blocks, sizeof(double) * c);
-        k += c;
-    }
-    *norm_out = tl_blocks_norm(all, k);
-    return 0;
-}
-
-/* Clip + AdamW on this rank's slice (stage 0: the whole block, as every rank has
- * the whole reduced gradient), then the slices are gathered (stages 1-2) or left
- * sharded until the next use (stage 3). */
-static int dist_update(tl_trainer *t, double lr, long step, double norm, tl_error *err) {
-    const size_t n = t->m->n_params;
-    if (t->zero == 0) {
-        tl_clip_grads(t->grads, n, norm, t->o.opt.clip);
-        tl_adamw_update(t->m->params, t->grads, t->st.m, t->st.v, n, lr, &t->o.opt, step);
-        return 0;
-    }
-    size_t len = t->hi - t->lo;
-    float *g = rank_grads(t);
-    tl_clip_grads(g, len, norm, t->o.opt.clip);
-    tl_adamw_update(t->m->params + t->lo, g, t->st.m, t->st.v, len, lr, &t->o.opt, step);
-    if (t->zero == 3) {
-        dist_params_release(t);
-        return 0;
-    }
-    if (tl_comm_allgather_f32(t->comm, t->m->params, n, TL_SHARD_ALIGN, err))
-        return tl_wrap(err, "step %ld: gathering parameters", step);
-    return 0;
-}
-/* ---- end distributed ---- */
-
-int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
-    char path[4200];
-    if (t->dist) return dist_resume(t, ckpt_dir, err); /* distributed */
-    if (check_resume_args(t, ckpt_dir, err)) return -1;
-    if (tl_model_load_hf_weights(ckpt_dir, t->m, err)) return -1;
-    snprintf(path, sizeof path, "%s/training_state.bin", ckpt_dir);
-    if (tl_train_state_load(path, &t->st, err)) return -1;
-    if (t->eng->ops->push(t->eng, err)) return tl_wrap(err, "%s", ckpt_dir);
-    if (t->o.mixture) { /* mixture */
-        if (tl_mixture_seek(t->o.mixture, t->st.data_index, err)) return tl_wrap(err, "%s", ckpt_dir);
-    } else if (tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err)) {
-        return tl_wrap(err, "%s", ckpt_dir);
-    }
-    truncate_log(t->log_path, (long)t->st.step);
     return 0;
 }
 
@@ -662,8 +477,8 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
      * evaluate a batch again and drop the result. */
     int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
-    const int W = t->dist ? t->world : 1, R = t->dist ? t->rank : 0;
-    const int rounds = (n_batches + W - 1) / W, passes = t->dist && t->zero == 3 ? rounds * W : n_batches;
+    const int W = t->world, R = t->rank;
+    const int rounds = (n_batches + W - 1) / W, passes = t->zero == 3 ? rounds * W : n_batches;
     for (int i = 0; i < passes; i++) {
         int spare = i >= n_batches; /* stage 3's filler pass */
         if (i % W != R) continue;   /* distributed: another rank's micro-batch */
@@ -687,35 +502,13 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         count += c;
     }
     free(buf);
-    if (t->dist) { /* distributed */
+    if (t->world > 1) { /* the ranks' sums */
         double sc[2] = {sum, (double)count};
         if (tl_comm_allreduce_f64(t->comm, sc, 2, err)) return tl_wrap(err, "validation");
         sum = sc[0];
         count = (long)sc[1];
     }
     *loss = count ? sum / (double)count : NAN;
-    return 0;
-}
-
-static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
-    char saved[4200];
-    if (t->dist) return dist_checkpoint(t, cb, user, err); /* distributed */
-    if (t->o.mixture) { /* mixture: one counter */
-        t->st.data_epoch = 0;
-        t->st.data_index = t->o.mixture->pos;
-    } else {
-        t->st.data_epoch = t->train->epoch;
-        t->st.data_index = t->train->index;
-    }
-    if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
-    char *args = args_json(t);
-    int rc = tl_checkpoint_save(t->o.out_dir, t->m, &t->st, args, t->o.tokenizer, t->o.keep, saved, sizeof saved, err);
-    free(args);
-    if (rc) return -1;
-    if (cb) {
-        tl_train_event ev = {.kind = TL_EV_CKPT, .step = (long)t->st.step, .steps = t->o.steps, .path = saved};
-        cb(&ev, user);
-    }
     return 0;
 }
 
@@ -786,7 +579,7 @@ static int log_line(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err, co
 /* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
 static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
     /* distributed: scored by rank 0 alone (the others wait at the next collective) */
-    if (t->dist && dist_params_full(t, err)) return -1;
+    if (t->eng->ops->gather_params(t->eng, 0, err)) return tl_wrap(err, "benchmarks");
     if (t->rank != 0) return 0;
     if (t->eng->ops->pull(t->eng, err)) return tl_wrap(err, "benchmarks");
     for (int i = 0; i < t->o.n_bench; i++) {
@@ -842,7 +635,7 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
     long start_step = (long)t->st.step;
     while ((long)t->st.step < t->o.steps) {
-        if (t->dist && t->world > 1 && stop) { /* distributed: a stop seen by any rank stops all at the same step */
+        if (t->world > 1 && stop) { /* a stop seen by any rank stops all at the same step */
             double any = *stop ? 1 : 0;
             if (tl_comm_allreduce_f64(t->comm, &any, 1, err)) return -1;
             if (any > 0) *stop = 1;
@@ -851,28 +644,27 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         double t0 = tl_now();
         const tl_engine_ops *E = t->eng->ops;
         double loss = 0, norm;
-        /* ---- distributed: the same step across ranks ---- */
-        if (t->dist) {
-            if (dist_forward_backward(t, &loss, &norm, err)) return -1;
-        } else {
-        /* ---- end distributed ---- */
+        /* the step: this rank's micro-batches, then the sum, norm and update over the job */
         if (E->zero_grads(t->eng, err)) return -1;
+        const float scale = 1.0f / (float)(accum * t->world); /* the ranks' sum is the mean over the global batch */
         for (int a = 0; a < accum; a++) {
-            if (t->o.mixture ? tl_mixture_next(t->o.mixture, B, T, t->tokens, NULL, err)
-                             : tl_dataset_next(t->train, B, T, t->tokens, err))
-                return -1;
+            if (next_batch(t, B, T, t->tokens, err)) return -1;
             for (int b = 0; b < B; b++)
                 for (int s = 0; s < T; s++) {
                     t->inputs[b * T + s] = t->tokens[b * (T + 1) + s];
                     t->targets[b * T + s] = t->tokens[b * (T + 1) + s + 1];
                 }
             double l;
-            if (E->forward_backward(t->eng, t->inputs, t->targets, 1.0f / (float)accum, &l, err))
+            if (E->forward_backward(t->eng, t->inputs, t->targets, scale, &l, err))
                 return tl_wrap(err, "step %ld", (long)t->st.step + 1);
             loss += l / accum;
         }
-        if (E->grad_norm(t->eng, &norm, err)) return -1;
-        } /* distributed */
+        if (t->world > 1) {
+            if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
+            loss /= t->world;
+        }
+        if (E->reduce_grads(t->eng, err)) return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
+        if (E->grad_norm(t->eng, &norm, err)) return tl_wrap(err, "step %ld", (long)t->st.step + 1);
         long step = (long)t->st.step;
         double lr = tl_lr_at(&t->o.opt, step);
         t->st.step++;
@@ -887,9 +679,7 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 cb(&ev, user);
             }
         } else {
-            if (t->dist ? dist_update(t, lr, step + 1, norm, err) /* distributed */
-                        : E->update(t->eng, &t->o.opt, lr, step + 1, norm, err))
-                return -1;
+            if (E->update(t->eng, &t->o.opt, lr, step + 1, norm, err)) return -1;
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);

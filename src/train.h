@@ -48,8 +48,9 @@ typedef struct {
      * ...; a mixture must be finished with the same rank/world), so N ranks with
      * accum a see the samples of 1 rank with accum N*a.  zero: ZeRO stage 0-3
      * (1: AdamW moments sharded; 2: also gradients reduce-scattered; 3: also
-     * parameters sharded, gathered before use).  Needs the CPU engine when
-     * comm has more than one rank or zero > 0.  Stages 2-3 keep only the rank's
+     * parameters sharded, gathered before use).  The step is the same loop for
+     * every engine and rank count (src/engine.h); the CUDA engine takes stage 0
+     * only, summing gradients on the host.  Stages 2-3 keep only the rank's
      * slice of the gradient plus per-unit buckets (src/grad_shard.h), reduced after
      * each unit's backward; overlap: on a communication thread, while the next unit
      * computes (needs a comm made with tl_comm_create_ex(..., threads = 1)). */

@@ -306,10 +306,16 @@ static void test_zero2_grads(tl_test_ctx *t) {
             }
             tl_grad_shard_free(gs);
             CHECK(m.grads_hook == NULL);
-            /* the engine for sharded gradients keeps no block */
-            tl_engine *e = tl_engine_cpu_create_ex(&m, NULL, NULL, B, T, 0, &err);
-            CHECK(e && tl_engine_cpu_grads(e) == NULL && e->ops->memory_bytes(e) == tl_acts_bytes(a));
+            /* the engine at stage 2 keeps no block: acts plus the slice and buckets of the plan */
+            tl_engine_job job = {.comm = c, .zero = 2};
+            tl_engine *e = tl_engine_cpu_create(&m, NULL, NULL, B, T, &job, NULL, &err);
+            tl_zero_memory z2;
+            tl_zero_memory_plan(&cfg, W, me, 2, 0, &z2);
+            CHECK_MSG(e && e->ops->memory_bytes(e) == tl_acts_bytes(a) + z2.grads && m.grads_hook && e->lo == lo &&
+                          e->hi == hi,
+                      "%s", e ? "memory or shard differ" : err.msg);
             if (e) e->ops->free(e);
+            CHECK(m.grads_hook == NULL);
             tl_free(full);
             tl_free(expect);
             tl_acts_free(a);

@@ -54,6 +54,8 @@ int tl_cuda_engine_get_params(tl_cuda_engine *e, float *params, tl_error *err);
 int tl_cuda_engine_set_opt_state(tl_cuda_engine *e, const float *m, const float *v, tl_error *err);
 int tl_cuda_engine_get_opt_state(tl_cuda_engine *e, float *m, float *v, tl_error *err);
 int tl_cuda_engine_get_grads(tl_cuda_engine *e, float *grads, tl_error *err);
+/* Replaces the device gradients (ranks reduced on the host, src/cuda/engine_adapter.c). */
+int tl_cuda_engine_set_grads(tl_cuda_engine *e, const float *grads, tl_error *err);
 
 int tl_cuda_engine_zero_grads(tl_cuda_engine *e, tl_error *err);
 /* As tl_model_forward_backward: tokens/targets [B*T] on the host (target < 0

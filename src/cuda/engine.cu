@@ -279,6 +279,11 @@ extern "C" int tl_cuda_engine_get_grads(tl_cuda_engine *e, float *grads, tl_erro
     return tl_cuda_memcpy_d2h(grads, e->grads, e->n_params * 4, err);
 }
 
+extern "C" int tl_cuda_engine_set_grads(tl_cuda_engine *e, const float *grads, tl_error *err) {
+    TL_CU(cudaStreamSynchronize(e->stream), err);
+    return tl_cuda_memcpy_h2d(e->grads, grads, e->n_params * 4, err);
+}
+
 extern "C" int tl_cuda_engine_zero_grads(tl_cuda_engine *e, tl_error *err) {
     TL_CU(cudaMemsetAsync(e->grads, 0, e->n_params * 4, e->stream), err);
     return 0;

@@ -9,6 +9,8 @@
 typedef struct {
     tl_engine base; /* first */
     tl_cuda_engine *gpu;
+    tl_comm *comm;  /* the job's ranks (NULL: one process) */
+    float *staging; /* several ranks: the gradients on the host while they are summed */
 } cuda_adapter;
 
 static tl_cuda_engine *G(tl_engine *e) { return ((cuda_adapter *)e)->gpu; }
@@ -19,6 +21,30 @@ static int a_fb(tl_engine *e, const int *in, const int *tg, float scale, double 
 }
 static int a_loss(tl_engine *e, const int *in, const int *tg, double *sum, long *count, tl_error *err) {
     return tl_cuda_engine_loss(G(e), in, tg, sum, count, err);
+}
+/* Several ranks: download, sum over the ranks in rank order (distributed.h, the
+ * same deterministic sum as the CPU engine), upload.  Every rank then holds the
+ * same gradients and takes the same AdamW step.  NCCL on device buffers
+ * (nccl_comm.h) is the faster path still to be wired in. */
+static int a_reduce(tl_engine *e, tl_error *err) {
+    cuda_adapter *a = (cuda_adapter *)e;
+    if (e->world == 1) return 0;
+    if (tl_cuda_engine_get_grads(a->gpu, a->staging, err) ||
+        tl_comm_allreduce_f32(a->comm, a->staging, e->m->n_params, err) ||
+        tl_cuda_engine_set_grads(a->gpu, a->staging, err))
+        return -1;
+    return 0;
+}
+static int a_params_noop(tl_engine *e, int root_only, tl_error *err) {
+    (void)e;
+    (void)root_only;
+    (void)err;
+    return 0; /* stage 0: every rank holds all parameters */
+}
+static int a_release_noop(tl_engine *e, tl_error *err) {
+    (void)e;
+    (void)err;
+    return 0;
 }
 static int a_norm(tl_engine *e, double *norm, tl_error *err) { return tl_cuda_engine_grad_norm(G(e), norm, err); }
 static int a_update(tl_engine *e, const tl_adamw_config *c, double lr, long step, double norm, tl_error *err) {
@@ -37,13 +63,19 @@ static int a_push(tl_engine *e, tl_error *err) {
 }
 static size_t a_bytes(const tl_engine *e) { return tl_cuda_engine_memory_bytes(((const cuda_adapter *)e)->gpu); }
 static void a_free(tl_engine *e) {
-    tl_cuda_engine_free(G(e));
+    if (!e) return;
+    if (G(e)) tl_cuda_engine_free(G(e));
+    tl_free(((cuda_adapter *)e)->staging);
     free(e);
 }
 
-static const tl_engine_ops cuda_ops = {"cuda", a_zero, a_fb, a_loss, a_norm, a_update, a_pull, a_push, a_bytes, a_free};
+static const tl_engine_ops cuda_ops = {
+    .name = "cuda", .zero_grads = a_zero, .forward_backward = a_fb, .loss = a_loss, .reduce_grads = a_reduce,
+    .grad_norm = a_norm, .update = a_update, .gather_params = a_params_noop, .release_params = a_release_noop,
+    .pull = a_pull, .push = a_push, .memory_bytes = a_bytes, .free = a_free};
 
-tl_engine *tl_engine_cuda_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, void *user, tl_error *err) {
+tl_engine *tl_engine_cuda_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
+                                 void *user, tl_error *err) {
     const tl_cuda_opts *o = user;
     tl_cuda_opts def = tl_cuda_opts_default();
     cuda_adapter *a = calloc(1, sizeof *a);
@@ -51,14 +83,25 @@ tl_engine *tl_engine_cuda_create(tl_model *m, float *opt_m, float *opt_v, int B,
         tl_fail(err, "out of memory");
         return NULL;
     }
-    a->base = (tl_engine){&cuda_ops, m, opt_m, opt_v, B, T};
-    a->gpu = tl_cuda_engine_create(m, B, T, o ? o : &def, err);
-    if (!a->gpu || tl_cuda_engine_set_opt_state(a->gpu, opt_m, opt_v, err)) {
-        if (a->gpu) tl_cuda_engine_free(a->gpu);
-        free(a);
-        return NULL;
+    a->base = (tl_engine){.ops = &cuda_ops, .m = m, .opt_m = opt_m, .opt_v = opt_v, .B = B, .T = T};
+    if (tl_engine_bind_job(&a->base, job, err)) goto fail;
+    if (a->base.zero > 0) {
+        tl_fail(err, "ZeRO stage %d on the CUDA engine is not implemented yet: use --zero 0 (every GPU holds the "
+                     "whole model and optimizer state) or --device cpu",
+                a->base.zero);
+        goto fail;
     }
+    a->comm = job ? job->comm : NULL;
+    if (a->base.world > 1 && !(a->staging = tl_alloc(m->n_params * sizeof(float)))) {
+        tl_fail(err, "out of memory for the host gradient buffer of %zu parameters", m->n_params);
+        goto fail;
+    }
+    a->gpu = tl_cuda_engine_create(m, B, T, o ? o : &def, err);
+    if (!a->gpu || tl_cuda_engine_set_opt_state(a->gpu, opt_m, opt_v, err)) goto fail;
     return &a->base;
+fail:
+    a_free(&a->base);
+    return NULL;
 }
 
 int tl_engine_cuda_available(void) {
