@@ -33,6 +33,10 @@ typedef struct {
  * (and its value) and returns 1, setting *bad on a bad value; else returns 0. */
 int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad);
 
+/* Sets the thread count: `requested` if > 0, else the usable cores minus those
+ * other processes keep busy (src/threads.h), saying so when it is fewer. */
+void cli_threads(const char *cmd, long requested);
+
 /* Prints "tinyllama <cmd>: <msg>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,6 +1,9 @@
 /* cli_util.c - small option-parsing helpers shared by the commands. */
 #include "cli.h"
 
+#include "ops.h"
+#include "threads.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -73,4 +76,17 @@ int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad) {
         return 0;
     }
     return 1;
+}
+
+void cli_threads(const char *cmd, long requested) {
+    if (requested > 0) {
+        tl_set_threads((int)requested);
+        return;
+    }
+    double busy;
+    int usable = tl_cpus_usable(), n = tl_threads_default(0.1, &busy);
+    if (n < usable)
+        fprintf(stderr, "tinyllama %s: %d of %d threads: other processes keep %.1f cores busy (--threads %d uses all)\n",
+                cmd, n, usable, busy, usable);
+    tl_set_threads(n);
 }

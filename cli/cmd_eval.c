@@ -34,7 +34,7 @@ static void help(void) {
            "                     once; fp32: the training model, full forward per request\n"
            "  --batch-tokens N   fp32 backend: padded tokens per forward micro-batch\n"
            "                     (default 512; activation memory grows with it)\n"
-           "  --threads N        threads (default: all)\n"
+           "  --threads N        threads (default: the cores other processes leave free)\n"
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
            "  --quiet            no progress bar\n");
@@ -93,7 +93,7 @@ int cmd_eval(int argc, char **argv) {
         cli_error("eval", "--model, --task and --data are required (see --help)");
         return 2;
     }
-    if (threads > 0) tl_set_threads((int)threads);
+    cli_threads("eval", threads);
     tl_error err;
     tl_task_kind kind;
     if (tl_task_from_name(task_name, &kind, &err)) {

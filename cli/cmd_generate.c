@@ -128,7 +128,7 @@ static const char COMMON_HELP[] =
     "                         context by R (1 = off)\n"
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
-    "  --threads N            threads (default: all)\n"
+    "  --threads N            threads (default: the cores other processes leave free)\n"
     "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
     "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
     "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
@@ -145,7 +145,7 @@ typedef struct {
 static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
     tl_error err;
     memset(e, 0, sizeof *e);
-    if (o->threads > 0) tl_set_threads((int)o->threads);
+    cli_threads(cmd, o->threads);
     if (tl_infer_load(&e->m, o->model, &err)) {
         cli_error(cmd, "%s", err.msg);
         return -1;

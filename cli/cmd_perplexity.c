@@ -30,7 +30,7 @@ static void perplexity_help(void) {
            "  --stride S         stride between windows (default: W)\n"
            "  --max-tokens N     use only the first N tokens of the text\n"
            "  --max-samples N    use only the first N shard samples\n"
-           "  --threads N        threads (default: all)\n"
+           "  --threads N        threads (default: the cores other processes leave free)\n"
            "  --kernel NAME      kernels, e.g. amx (see `tinyllama generate --help`)\n");
 }
 
@@ -77,7 +77,7 @@ int cmd_perplexity(int argc, char **argv) {
         cli_error(CMD, "--model and exactly one of --text / --shards are required (see --help)");
         return 2;
     }
-    if (threads > 0) tl_set_threads((int)threads);
+    cli_threads(CMD, threads);
     tl_error err;
     tl_infer_model m;
     if (tl_infer_load(&m, model, &err)) {

@@ -82,7 +82,8 @@ static void help(void) {
            "  --bench-limit N      first N examples of each (default 0: all)\n"
            "  --tokenizer FILE     tokenizer.model / tokenizer.json the data was prepared with: copied into\n"
            "                       each checkpoint (so `generate` runs it) and used by --bench\n"
-           "  --threads N          threads (default: all cores)\n"
+           "  --threads N          threads (default: the cores other processes leave free; with\n"
+           "                       --resume the checkpoint's count, which bit-identity needs)\n"
            "distributed (run under `mpirun -np N` or `srun`; docs/distributed.md):\n"
            "  --zero N             ZeRO stage: 0 replicate everything, 1 shard the AdamW moments,\n"
            "                       2 also reduce-scatter the gradients, 3 also shard the parameters\n"
@@ -333,7 +334,6 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    if (threads > 0) tl_set_threads((int)threads);
     /* ---- distributed: this process's place in the job, as the launcher set it (MPI
      * starts later, after the data is open); rank 0 alone reports progress ---- */
     int rank = 0, world = 1;
@@ -365,6 +365,15 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     if (do_resume && note[0] && rank == 0) fprintf(stderr, "warning: %s\n", note);
+    /* threads: a resumed run keeps the checkpoint's count (rounding, so bit-identity,
+     * depends on it); a new one uses the cores others leave free; ranks of a job keep
+     * all cores, as the launcher placed them */
+    if (!threads && resume_dir[0]) threads = tl_checkpoint_threads(resume_dir);
+    if (world > 1) {
+        if (threads > 0) tl_set_threads((int)threads);
+    } else {
+        cli_threads("train", threads);
+    }
     int rc;
     if (resume_dir[0]) {
         rc = tl_model_load_hf(resume_dir, &model, &err); /* config from the checkpoint */

@@ -447,6 +447,19 @@ static void read_run_id(const char *ckpt, char *out, size_t cap) {
     cJSON_Delete(root);
 }
 
+int tl_checkpoint_threads(const char *ckpt_dir) {
+    char path[PATH_CAP], *text;
+    size_t len;
+    if (join(path, sizeof path, ckpt_dir, "train_args.json", NULL) || tl_read_file(path, 1 << 20, &text, &len, NULL))
+        return 0;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *th = root ? cJSON_GetObjectItemCaseSensitive(root, "threads") : NULL;
+    int n = cJSON_IsNumber(th) && th->valuedouble >= 1 && th->valuedouble <= 4096 ? th->valueint : 0;
+    cJSON_Delete(root);
+    return n;
+}
+
 int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap) {
     read_run_id(ckpt_dir, out, cap);
     return out[0] ? 0 : -1;

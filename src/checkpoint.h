@@ -62,6 +62,8 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
  * checksums.json lists has the size and CRC-32 written.  A checkpoint written
  * before checksums existed passes with *verified = 0 (may be NULL). */
 int tl_checkpoint_verify(const char *dir, int *verified, tl_error *err);
+/* The thread count ckpt_dir was trained with (train_args.json); 0 if not recorded. */
+int tl_checkpoint_threads(const char *ckpt_dir);
 /* The run_id in ckpt_dir/train_args.json; -1 (out = "") when there is none. */
 int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap);
 /* Resolves a --resume argument: a checkpoint directory itself (which must

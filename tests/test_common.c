@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "harness.h"
+#include "threads.h"
 
 static void test_fail_and_wrap(tl_test_ctx *t) {
     tl_error e;
@@ -39,9 +40,29 @@ static void test_atomic_write_and_read(tl_test_ctx *t) {
     CHECK(strstr(e.msg, "/nonexistent/x") != NULL);
 }
 
+/* The default thread count: the usable cores minus the cores others keep busy. */
+static void test_threads_for_load(tl_test_ctx *t) {
+    CHECK(tl_threads_for_load(2, 0.0) == 2);
+    CHECK(tl_threads_for_load(2, 0.4) == 2);  /* background noise keeps every core */
+    CHECK(tl_threads_for_load(2, 1.0) == 1);  /* one busy process on 2 cores */
+    CHECK(tl_threads_for_load(2, 2.0) == 1);  /* never fewer than one */
+    CHECK(tl_threads_for_load(16, 3.6) == 12);
+    CHECK(tl_threads_for_load(0, 0.0) == 1);
+    /* 2 CPUs over 100 ticks each: 100 of the 200 ticks busy = one core */
+    tl_cpu_sample a = {.busy = 1000, .total = 5000, .cpus = 2}, b = {.busy = 1100, .total = 5200, .cpus = 2};
+    CHECK_CLOSE(tl_cpu_busy_cores(&a, &b), 1.0, 1e-12, 0);
+    CHECK(tl_cpu_busy_cores(&b, &a) == 0); /* no time passed: nothing known */
+    tl_cpu_sample now;
+    CHECK(tl_cpu_sample_read(&now) == 0 && now.cpus >= 1 && now.busy <= now.total);
+    CHECK(tl_cpus_usable() >= 1);
+    int n = tl_threads_default(0.02, NULL);
+    CHECK(n >= 1 && n <= tl_cpus_usable());
+}
+
 const tl_test tests_common[] = {
     {"common/fail_and_wrap", test_fail_and_wrap},
     {"common/mul_size_overflow", test_mul_size_overflow},
     {"common/atomic_write_and_read", test_atomic_write_and_read},
+    {"common/threads_for_load", test_threads_for_load},
     {NULL, NULL},
 };

@@ -1,0 +1,33 @@
+/* threads.h - how many threads to use by default.
+ *
+ * OpenMP regions end in barriers: with as many threads as cores, a core taken by
+ * another process stalls every region until the descheduled thread runs again,
+ * and speed collapses (measured: training at a third, the prompt pass at 1/60)
+ * rather than halving.  So the default is the cores this process may run on minus
+ * the cores other processes keep busy, measured from /proc/stat when the program
+ * starts. */
+#ifndef TL_THREADS_H
+#define TL_THREADS_H
+
+#include <stddef.h>
+
+/* Cumulative CPU time of the CPUs this process may run on (clock ticks). */
+typedef struct {
+    unsigned long long busy, total;
+    int cpus; /* CPUs counted in the sample */
+} tl_cpu_sample;
+
+/* Reads /proc/stat; -1 where it is unavailable. */
+int tl_cpu_sample_read(tl_cpu_sample *s);
+/* Cores kept busy between two samples (0 .. cpus). */
+double tl_cpu_busy_cores(const tl_cpu_sample *before, const tl_cpu_sample *after);
+/* The thread count for `usable` cores of which `busy` are taken by others:
+ * usable - round(busy), at least 1. */
+int tl_threads_for_load(int usable, double busy);
+/* The cores this process may run on (its affinity mask). */
+int tl_cpus_usable(void);
+/* Samples the machine for `seconds` and returns the default thread count; *busy
+ * (may be NULL) gets the cores that others kept busy (-1 if unknown). */
+int tl_threads_default(double seconds, double *busy);
+
+#endif
