@@ -11,7 +11,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&c, 0, sizeof c);
     memset(&back, 0, sizeof back);
     tl_error err;
-    if (!tl_config_parse_json(text, "config.json", &c, &err)) {
+    if (tl_config_parse_json(text, "config.json", &c, &err)) {
+        fz_refused(err.msg);
+    } else {
+        fz_accepted();
         (void)tl_config_num_params(&c);
         (void)tl_config_train_flops_per_token(&c, c.max_seq_len);
         char *json = tl_config_to_json(&c);

@@ -88,4 +88,16 @@ static inline void fz_put64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* With TL_FUZZ_VERBOSE set, says why the library refused an input (for
+ * checking seeds: TL_FUZZ_VERBOSE=1 build-fuzz/T followed by files). */
+static inline int fz_refused(const char *msg) {
+    static int verbose = -1;
+    if (verbose < 0) verbose = getenv("TL_FUZZ_VERBOSE") != NULL;
+    if (verbose) fprintf(stderr, "refused: %s\n", msg);
+    return 0;
+}
+static inline void fz_accepted(void) {
+    if (getenv("TL_FUZZ_VERBOSE")) fprintf(stderr, "accepted\n");
+}
+
 #endif

@@ -9,7 +9,8 @@
  *        is clear, else .gz), to exercise the decoders on broken streams
  *   3-4  0 JSONL "text"; 1 a .txt file as one document; 2 .txt paragraphs;
  *        3 JSONL with the dotted field "meta.text" and the filter "meta.lang=xx"
- *   5    tiny limits (64-byte documents, 16-byte segments, 256-byte batches)
+ *   5    tiny limits (64-byte documents, 16-byte segments, 256-byte batches; else
+ *        4 KiB batches)
  *   6    split by samples with --val-count 1 (else 10% of documents)
  *   7    the byte-level ids (else a small SentencePiece tokenizer trained once
  *        at start-up, which takes the word-cache path) */
@@ -34,7 +35,7 @@ static void train_tokenizer(void) {
     fz_path(tok_path, sizeof tok_path, "tokenizer.model");
     tl_bpe_train_opts o;
     tl_bpe_train_default_opts(&o);
-    o.vocab_size = 300;
+    o.vocab_size = 340;
     o.nthreads = 1;
     const char *in[1] = {txt};
     tl_error err;
@@ -90,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     o.seq_len = 16;
     o.shard_samples = 64;
     o.nthreads = 1;
+    o.batch_bytes = 4096; /* the 4 MiB default batch would cost more than the input */
     if (mode & 32) {
         o.max_doc_bytes = 64;
         o.segment_bytes = 16;
@@ -103,7 +105,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     tl_prepare_result r;
     tl_error err;
-    if (!tl_prepare_run(&o, &r, &err)) {
+    if (tl_prepare_run(&o, &r, &err)) {
+        fz_refused(err.msg);
+    } else {
+        if (getenv("TL_FUZZ_VERBOSE"))
+            fprintf(stderr, "accepted: %llu documents, %llu malformed, %llu missing text, %llu filtered, %d bad inputs%s%s\n",
+                    (unsigned long long)r.total.documents, (unsigned long long)r.total.malformed_json,
+                    (unsigned long long)r.total.missing_text, (unsigned long long)r.total.filtered, r.bad_inputs,
+                    r.n_inputs && r.inputs[0].error[0] ? ": " : "", r.n_inputs ? r.inputs[0].error : "");
         /* what was written reads back as valid shards */
         for (int k = 0; k < 2; k++) {
             const tl_prepare_split *sp = k ? &r.val : &r.train;

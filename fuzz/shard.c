@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     tl_shard s;
     tl_error err;
-    if (tl_shard_open(&s, path, &err)) return 0;
+    if (tl_shard_open(&s, path, &err)) return fz_refused(err.msg);
+    fz_accepted();
     int *sample = malloc(sizeof(int) * ((size_t)s.seq_len + 1));
     if (!sample) abort();
     if (s.n_samples) {

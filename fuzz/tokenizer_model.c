@@ -8,7 +8,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tl_error err;
     tl_tokenizer *t = tl_tokenizer_load_model_bytes(data, size, "tokenizer.model", &err);
-    if (!t) return 0;
+    if (!t) return fz_refused(err.msg);
+    fz_accepted();
     fz_use_tokenizer(t);
     tl_tokenizer_free(t);
     return 0;
