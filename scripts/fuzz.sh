@@ -38,32 +38,42 @@ for t in "${targets[@]}"; do
         failed=$((failed + 1))
         continue
     fi
-    corpus=${FUZZ_CORPUS:-$work}/$t
+    corpus=$(realpath -m "${FUZZ_CORPUS:-$work}/$t")
     if [ ! -d "$corpus" ]; then
         mkdir -p "$corpus"
         [ -d "fuzz/corpus/$t" ] && cp fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null
     fi
     dict=()
     [ -f "fuzz/$t.dict" ] && dict=("-dict=fuzz/$t.dict")
-    log=build-fuzz/logs/$t.log
-    rm -f build-fuzz/artifacts/"$t"-*
+    log=$PWD/build-fuzz/logs/$t.log
+    jobs_dir=$PWD/build-fuzz/logs/$t.jobs # with -jobs, libFuzzer writes each job's fuzz-N.log here
+    rm -rf build-fuzz/artifacts/"$t"-* "$jobs_dir"
+    mkdir -p "$jobs_dir"
     # -timeout: one input running 10 s is a hang; the outer timeout only guards the run itself
     # shellcheck disable=SC2086
-    timeout -k 10 $((secs * 2 + 60)) "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
-        -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" "${dict[@]}" ${FUZZ_ARGS:-} \
-        "$corpus" >"$log" 2>&1
+    (cd "$jobs_dir" && timeout -k 10 $((secs * 2 + 60)) "$OLDPWD/$bin" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$OLDPWD/build-fuzz/artifacts/$t-" \
+        "${dict[@]/-dict=/-dict=$OLDPWD/}" ${FUZZ_ARGS:-} "$corpus") >"$log" 2>&1
     rc=$?
-    runs=$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{s += $2} END {print s + 0}')
-    last=$(grep -E ' (cov|ft): ' "$log" | tail -n 1)
-    cov=$(printf '%s\n' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
-    ft=$(printf '%s\n' "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+    logs=("$log" "$jobs_dir"/fuzz-*.log)
+    runs=$(cat "${logs[@]}" 2>/dev/null | grep -E '^stat::number_of_executed_units:' | awk '{s += $2} END {print s + 0}')
+    # the coverage of each process at its end; the best of them
+    cov=0 ft=0
+    for l in "${logs[@]}"; do
+        [ -f "$l" ] || continue
+        last=$(grep -E ' cov: [0-9]+ ft: ' "$l" | tail -n 1)
+        c=$(printf '%s\n' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+        f=$(printf '%s\n' "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+        [ -n "$c" ] && [ "$c" -gt "$cov" ] && cov=$c
+        [ -n "$f" ] && [ "$f" -gt "$ft" ] && ft=$f
+    done
     crash=$(ls build-fuzz/artifacts/"$t"-* 2>/dev/null | head -n 1)
     if [ "$rc" -eq 0 ] && [ -z "$crash" ]; then
-        echo "ok   fuzz/$t ($runs runs, cov ${cov:-?}, ft ${ft:-?})"
+        echo "ok   fuzz/$t ($runs runs, cov $cov, ft $ft)"
         passed=$((passed + 1))
     else
-        why=$(grep -m1 -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)' "$log")
-        echo "FAIL fuzz/$t (exit $rc; ${crash:-no crash file}; ${why:-see $log}; log $log)"
+        why=$(cat "${logs[@]}" 2>/dev/null | grep -m1 -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error)')
+        echo "FAIL fuzz/$t (exit $rc; ${crash:-no crash file}; ${why:-see $log}; log ${log#"$PWD"/})"
         failed=$((failed + 1))
     fi
 done
