@@ -26,6 +26,8 @@ fi
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/tl-fuzz-run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# the targets' scratch directories go inside it: a crashing target cannot remove its own
+export TMPDIR=$work
 mkdir -p build-fuzz/artifacts build-fuzz/logs
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
