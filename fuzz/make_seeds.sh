@@ -3,14 +3,17 @@
 # own CLI (tokenizer.model, shards) or spelled out here byte by byte (safetensors,
 # training state: python3 only packs the bytes the formats in docs/formats.md
 # describe), and a few broken ones.  Usage: fuzz/make_seeds.sh [path/to/tinyllama]
-# The committed corpora came from this script; rerun it only to refresh them.
+# The committed corpora came from this script (plus regress_* files: inputs that found
+# bugs, which it keeps); rerun it only to refresh them.  Never point a fuzzer at
+# fuzz/corpus/ itself: it would add what it finds (scripts/fuzz.sh works on a copy).
 set -eu
 cd "$(dirname "$0")/.."
 TL=${1:-build/tinyllama}
 C=fuzz/corpus
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-rm -rf "$C"
+# inputs that found bugs (regress_*) stay
+find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
 mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input}
 
 # ---- safetensors, training state: spelled out
