@@ -1,6 +1,7 @@
 # tinyllama.c build.  `make` builds the CLI and the library; `make test` runs the
 # unit and CLI tests (normal build and ASan+UBSan build); `make cuda` builds the GPU
-# engine, build/tinyllama-cuda and build/test_cuda (needs nvcc; plain `make` never does).
+# engine, build/tinyllama-cuda and build/test_cuda (needs nvcc; plain `make` never does);
+# `make fuzz` builds the libFuzzer targets of fuzz/ into build-fuzz/ (needs clang).
 CC      ?= gcc
 BUILD   ?= build
 OPT     ?= -O3
@@ -97,6 +98,42 @@ $(BUILD)/tinyllama-cuda: $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LIB)
 $(BUILD)/test_cuda: $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
 
+# ---------------------------------------------------------------- fuzzing (make fuzz)
+# libFuzzer targets (docs/fuzzing.md): the library rebuilt with clang, ASan and UBSan
+# and coverage instrumentation; one binary per fuzz/*.c.  No MPI: one process.
+FUZZ_CC     ?= clang
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc \
+               -I/usr/include/x86_64-linux-gnu/openblas-openmp $(FUZZ_SAN)
+FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm
+FUZZ_SRC    := $(sort $(wildcard fuzz/*.c))
+FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+# clang 14 refuses the GCC target attributes of the inference kernels: they are built by
+# $(CC), uninstrumented (no parser reaches them; the model code only links to them)
+FUZZ_GCC    := src/gemm_amx.c src/matvec.c
+FUZZ_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out $(FUZZ_GCC),$(SRC))) \
+               $(patsubst %.c,$(FUZZ_BUILD)/gcc/%.o,$(FUZZ_GCC))
+FUZZ_LIB    := $(FUZZ_BUILD)/libtinyllama.a
+
+fuzz: $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/gcc/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g -fopenmp -D_GNU_SOURCE -Isrc -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/%: fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ_LIB) $(FUZZ_LDLIBS)
+
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
@@ -104,7 +141,8 @@ test: all
 	tests/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all asan test clean cuda
+.PHONY: all asan test clean cuda fuzz
 -include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUC_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d)
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)

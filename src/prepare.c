@@ -472,6 +472,7 @@ typedef struct {
 } batch;
 
 static int arena_put(batch *b, const char *p, size_t n, tl_error *err) {
+    if (!n) return 0; /* the arena may not exist yet: no NULL + 0 (found by fuzz/prepare_input) */
     if (b->arena_len + n > b->arena_cap) {
         size_t cap = b->arena_cap ? b->arena_cap : ((size_t)1 << 22);
         while (cap < b->arena_len + n) cap *= 2;

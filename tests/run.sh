@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite: unit tests in the normal build and again under
-# AddressSanitizer + UBSan, then the CLI tests against both binaries.
+# AddressSanitizer + UBSan, then the CLI tests against both binaries, then the
+# fuzz targets for a few seconds each (scripts/fuzz.sh).
 # Ends with one line "N passed, N failed" summing all of them.
 set -u
 cd "$(dirname "$0")/.."
@@ -52,5 +53,7 @@ for t in tests/cli_*.sh; do
     suite "$(basename "$t")" bash "$t" ./build/tinyllama
     suite "$(basename "$t") (asan+ubsan)" bash "$t" ./build-asan/tinyllama
 done
+# coverage-guided fuzzing of every parser of outside input, 10 s per target (docs/fuzzing.md)
+suite "fuzz (10 s per target)" scripts/fuzz.sh 10
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
