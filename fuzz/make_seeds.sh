@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -131,6 +131,29 @@ printf 'one small document\n\nand another one, a little longer than the first\n'
 { printf '\3'; cat "$T/sh/val-00000.bin"; } >"$C/shard/val_shuffled"
 { printf '\0'; head -c 70 "$T/sh/train-00000.bin"; } >"$C/shard/bad_truncated"
 { printf '\0'; head -c 32 "$T/sh/train-00000.bin"; printf '\377\377\377\377'; tail -c +37 "$T/sh/train-00000.bin"; } >"$C/shard/bad_checksum"
+
+# ---- manifests of those shards (fuzz/manifest.c writes the same shards): the valid one,
+# one listing a shard with another checksum, one naming no tokenizer, one that is not JSON
+cp "$T/sh/manifest.json" "$C/manifest/valid"
+python3 - "$T/sh/manifest.json" "$C/manifest/bad_shard_checksum" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+def first_shard(o):  # the first object that lists a shard's checksum, wherever the format keeps it
+    if isinstance(o, dict):
+        if "fnv1a64" in o and "samples" in o: return o
+        for v in o.values():
+            r = first_shard(v)
+            if r: return r
+    if isinstance(o, list):
+        for v in o:
+            r = first_shard(v)
+            if r: return r
+first_shard(m)["fnv1a64"] = "0000000000000000"
+open(sys.argv[2], "w").write(json.dumps(m))
+PY
+python3 -c "import json,sys; m=json.load(open(sys.argv[1])); m.pop('tokenizer'); print(json.dumps(m))" \
+    "$T/sh/manifest.json" >"$C/manifest/bad_no_tokenizer"
+head -c 200 "$T/sh/manifest.json" >"$C/manifest/bad_truncated"
 
 # ---- prepare inputs: a mode byte first (fuzz/prepare_input.c)
 P=$C/prepare_input

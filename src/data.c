@@ -408,7 +408,8 @@ fail:
 
 static uint64_t json_u64(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (uint64_t)v->valuedouble : UINT64_MAX;
+    /* 2^63 and beyond (or NaN) would not convert: such a count is not a real one either */
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9.2e18 ? (uint64_t)v->valuedouble : UINT64_MAX;
 }
 
 /* The shard must be the one the manifest of its directory lists (same sample
