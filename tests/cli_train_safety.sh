@@ -106,6 +106,33 @@ else
     fail "short log write ($(tail -c 200 "$T/e.log"); $(cat "$T/e.err"))"
 fi
 
+# --- a full disk while checkpointing: the run fails, the previous checkpoint stays complete and named
+"$BIN" train "${COMMON[@]}" --steps 2 --ckpt-every 1 --out "$T/f" 2>/dev/null
+size=$(du -k "$T/f/step-00000002/model.safetensors" | cut -f1)
+# room for the log lines but not for a third checkpoint's weights
+if (trap '' XFSZ; ulimit -f $((size / 2)); exec "$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 1 --out "$T/f" --resume) \
+    2>"$T/f.err"; then
+    fail "checkpoint on a full disk (exit 0)"
+elif grep -q "write failed" "$T/f.err" && [ "$(cat "$T/f/latest")" = "step-00000002" ] &&
+    "$BIN" train "${COMMON[@]}" --steps 8 --ckpt-every 1 --out "$T/f" --resume 2>/dev/null &&
+    weights "$T/full/step-00000008" "$T/f/step-00000008"; then
+    ok "checkpoint on a full disk: fails, latest still complete, the run resumes bit-identically"
+else
+    fail "checkpoint on a full disk ($(cat "$T/f.err"); latest $(cat "$T/f/latest"))"
+fi
+
+# --- prepare on a full disk: the data set it would replace is untouched
+cp -r "$T/data" "$T/data.before"
+yes 'a line of text that makes the new data set larger than the old one' | head -c 3000000 >"$T/big.txt"
+if (trap '' XFSZ; ulimit -f 512; exec "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/big.txt") \
+    >/dev/null 2>"$T/p.err"; then
+    fail "prepare on a full disk (exit 0)"
+elif diff -r "$T/data" "$T/data.before" >/dev/null && "$BIN" train "${COMMON[@]}" --steps 1 --out "$T/p2" 2>/dev/null; then
+    ok "prepare on a full disk: fails and leaves the old data set as it was"
+else
+    fail "prepare on a full disk ($(cat "$T/p.err"); $(diff -r "$T/data" "$T/data.before" | head -3))"
+fi
+
 # --- 9. validation evaluates each sample once: equal to perplexity on the same shard
 head -c 100 "$T/corpus.txt" >"$T/v.txt"
 "$BIN" prepare --byte-level --seq-len 32 --val-fraction 0 --out "$T/vdata" "$T/v.txt" >/dev/null 2>&1
