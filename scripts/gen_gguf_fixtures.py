@@ -14,6 +14,8 @@
                                     "name<TAB>TYPE<TAB>ne0,ne1,..<TAB>absolute data offset"
   tiny_llama_{q,k}_hf.f32           attn_q / attn_k in HF row order (before the converter's
                                     permutation, which this script re-implements)
+  tiny_llama_logits.f32             [8, 32] logits of tokens 1 7 18 19 20 3 25 9, from HF
+                                    Llama's definition in numpy (float64) on those weights
   llama2_tokenizer.gguf.zst         tokenizer.ggml.* of ../shared/tokenizers/llama2/
                                     tokenizer.model, read with `sentencepiece` as llama.cpp's
                                     converter does (zstd-compressed: 700 KB raw)
@@ -202,13 +204,18 @@ tensors = [
     ("output_norm.weight", 1 + rnd(1, DIM)[0] * 0.1, T.F32),
     ("output.weight", rnd(VOCAB, DIM), T.Q8_0),
 ]
+weights = {}  # the values as stored, dequantized by the package (GGUF row order)
 for name, data, qt in tensors:
     if qt == T.F32:
         w.add_tensor(name, data)
+        weights[name] = data
     elif qt == T.F16:
         w.add_tensor(name, data.astype(np.float16))
+        weights[name] = data.astype(np.float16).astype(np.float32)
     else:
-        w.add_tensor(name, gguf.quants.quantize(data, qt), raw_dtype=qt)
+        q = gguf.quants.quantize(data, qt)
+        w.add_tensor(name, q, raw_dtype=qt)
+        weights[name] = np.asarray(gguf.quants.dequantize(q, qt), dtype=np.float32).reshape(data.shape)
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
@@ -217,6 +224,51 @@ w.close()
 with open(os.path.join(OUT, "tiny_llama_kv.txt"), "w", encoding="utf-8", newline="\n") as f:
     for key, tname, r in kv:
         f.write(f"{key}\t{tname}\t{r}\n")
+
+# logits of the model in HF layout, computed here from HF LlamaForCausalLM's
+# definition in float64 (rotate_half RoPE on the HF q/k rows), for the test of the
+# GGUF -> HF directory conversion
+LOGIT_TOKENS = [1, 7, 18, 19, 20, 3, 25, 9]
+
+
+def llama_logits(tok):
+    W = {k: v.astype(np.float64) for k, v in weights.items()}
+    W["blk.0.attn_q.weight"] = q_hf.astype(np.float64)
+    W["blk.0.attn_k.weight"] = k_hf.astype(np.float64)
+    eps, theta, n = 1e-6, 500000.0, len(tok)
+
+    def rms(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float64(np.float32(eps))) * g
+
+    inv = 1.0 / theta ** (np.arange(0, HD, 2) / HD)
+    ang = np.arange(n)[:, None] * inv[None, :]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+
+    def rope(x):  # [n, heads, HD]
+        rot = np.concatenate([-x[..., HD // 2:], x[..., :HD // 2]], -1)
+        return x * cos[:, None, :] + rot * sin[:, None, :]
+
+    x = W["token_embd.weight"][tok]
+    h = rms(x, W["blk.0.attn_norm.weight"])
+    q = rope((h @ W["blk.0.attn_q.weight"].T).reshape(n, HEADS, HD))
+    k = rope((h @ W["blk.0.attn_k.weight"].T).reshape(n, KV_HEADS, HD))
+    v = (h @ W["blk.0.attn_v.weight"].T).reshape(n, KV_HEADS, HD)
+    out = np.zeros((n, HEADS, HD))
+    for hh in range(HEADS):
+        kv = hh // (HEADS // KV_HEADS)
+        sc = q[:, hh] @ k[:, kv].T / np.sqrt(HD)
+        sc = np.where(np.tril(np.ones((n, n))) > 0, sc, -np.inf)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        out[:, hh] = p @ v[:, kv]
+    x = x + out.reshape(n, DIM) @ W["blk.0.attn_output.weight"].T
+    h = rms(x, W["blk.0.ffn_norm.weight"])
+    gt, up = h @ W["blk.0.ffn_gate.weight"].T, h @ W["blk.0.ffn_up.weight"].T
+    x = x + (gt / (1 + np.exp(-gt)) * up) @ W["blk.0.ffn_down.weight"].T
+    return rms(x, W["output_norm.weight"]) @ W["output.weight"].T
+
+
+llama_logits(LOGIT_TOKENS).astype("<f4").tofile(os.path.join(OUT, "tiny_llama_logits.f32"))
 
 # the tensor table as the package's own reader sees it
 reader = gguf.GGUFReader(os.path.join(OUT, "tiny_llama.gguf"))

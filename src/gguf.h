@@ -175,6 +175,15 @@ void tl_gguf_llama_unpermute(const float *gguf, float *hf, int rows, int cols, i
 int tl_gguf_llama_tensor_f32(const tl_gguf *g, const tl_gguf_tensor *t, const tl_config *cfg,
                              float *out, tl_error *err);
 
+/* ---- conversion (src/gguf_convert.c) ---- */
+
+/* Writes dir (created if needed) as an HF Llama directory: config.json,
+ * generation_config.json, model.safetensors (F32, HF names and row order) and,
+ * when the file has a tokenizer, tokenizer.model, tokenizer_config.json (with
+ * tokenizer.chat_template) and special_tokens_map.json.  Every tensor of the
+ * file must map to one of the model's and every model tensor must be present. */
+int tl_gguf_to_hf_dir(const tl_gguf *g, const char *dir, tl_error *err);
+
 /* ---- tokenizer (src/tokenizer_gguf.c) ---- */
 
 typedef struct {

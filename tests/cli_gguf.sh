@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CLI tests of `info --gguf` on the GGUF fixtures (the reader itself is tested
+# CLI tests of `info --gguf` and `convert --to-hf` on the GGUF fixtures (the reader itself is tested
 # against the gguf package in tests/test_gguf.c).  Usage: tests/cli_gguf.sh path/to/tinyllama
 set -u
 BIN=${1:-./build/tinyllama}
@@ -33,4 +33,27 @@ expect_fail "info: --gguf with --preset is a usage error" "exactly one of --pres
     "$BIN" info --gguf "$FIX/tiny_llama.gguf" --preset demo
 expect_fail "info: --full without --gguf" "--full goes with --gguf" "$BIN" info --preset demo --full
 "$BIN" info --help | grep -q -- "--gguf FILE" && ok "info --help lists --gguf" || fail "info --help lists --gguf"
+
+# --- convert --to-hf: a directory the other commands load (its logits are checked
+# against the script's reference in tests/test_gguf.c)
+"$BIN" convert --to-hf "$FIX/tiny_llama.gguf" --out "$T/hf" 2>"$T/err"
+rc=$?
+check "convert --to-hf: exit 0 and the HF files" '[ $rc -eq 0 ] && (for f in config.json model.safetensors tokenizer.model tokenizer_config.json special_tokens_map.json; do [ -s "$T/hf/$f" ] || exit 1; done)'
+check "convert --to-hf: info --config reads the config" \
+    '"$BIN" info --config "$T/hf/config.json" 2>/dev/null | grep -q "\"num_key_value_heads\":	2"'
+check "convert --to-hf: generate runs on the result" \
+    '"$BIN" generate --model "$T/hf" "abc" --max-tokens 4 --temperature 0 >"$T/gen" 2>"$T/gerr" && [ -s "$T/gen" ]'
+check "convert --to-hf: the chat template goes to tokenizer_config.json" 'grep -q "<|user|>" "$T/hf/tokenizer_config.json"'
+mkdir -p "$T/empty"
+"$BIN" convert --to-hf "$FIX/tiny_llama.gguf" --out "$T/empty" 2>/dev/null
+check "convert --to-hf: into an empty directory" '[ -s "$T/empty/model.safetensors" ]'
+before=$(ls -l "$T/hf" | md5sum)
+expect_fail "convert --to-hf: an existing directory is refused" "hf already exists and is not an empty directory; nothing was written" \
+    "$BIN" convert --to-hf "$FIX/tiny_llama.gguf" --out "$T/hf"
+check "convert --to-hf: ... and left as it was" '[ "$(ls -l "$T/hf" | md5sum)" = "$before" ]'
+expect_fail "convert --to-hf: a file that is not a Llama model" "quants.gguf: general.architecture is 'none'" \
+    "$BIN" convert --to-hf "$FIX/quants.gguf" --out "$T/q"
+check "convert --to-hf: a failure leaves nothing behind" '[ ! -e "$T/q" ] && [ -z "$(ls -d "$T"/q.tmp-* 2>/dev/null)" ]'
+expect_fail "convert --to-hf: a truncated file" "cut.gguf: tensor" "$BIN" convert --to-hf "$T/cut.gguf" --out "$T/c"
+expect_fail "convert: --out is required" "give --to-hf FILE.gguf and --out DIR" "$BIN" convert --to-hf "$FIX/tiny_llama.gguf"
 finish

@@ -6,8 +6,10 @@
 #include <string.h>
 #include <zstd.h>
 
+#include "checkpoint.h"
 #include "gguf.h"
 #include "harness.h"
+#include "model.h"
 #include "tokenizer.h"
 
 static void fixture_path(char *p, size_t cap, const char *name) {
@@ -403,6 +405,71 @@ static void test_gguf_tokenizer_tiny(tl_test_ctx *t) {
     tl_gguf_close(g);
 }
 
+/* ---------------------------------------------------------------- GGUF -> HF directory */
+
+/* The converted directory loads with the HF loader and gives the logits that the
+ * script computed from HF Llama's definition on the same weights (a q/k row
+ * order or a dequantization gone wrong shows here); its tokenizer.model encodes
+ * as the GGUF's vocabulary does, and the chat template moves to tokenizer_config.json. */
+static void test_gguf_to_hf_dir(tl_test_ctx *t) {
+    tl_gguf *g = open_fixture(t, "tiny_llama.gguf");
+    if (!g) return;
+    char dir[512], p[600];
+    snprintf(dir, sizeof dir, "%s/tiny_hf", tl_test_tmpdir());
+    tl_error e;
+    CHECK_MSG(tl_gguf_to_hf_dir(g, dir, &e) == 0, "%s", e.msg);
+    tl_model m;
+    if (tl_model_load_hf(dir, &m, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+    } else {
+        CHECK(m.cfg.n_kv_heads == 2 && m.cfg.rope_theta == 500000.0f && !m.cfg.tied);
+        static const int toks[8] = {1, 7, 18, 19, 20, 3, 25, 9};
+        float logits[8 * 32];
+        tl_acts *a = tl_acts_create(&m.cfg, 1, 8, &e);
+        CHECK(a && tl_model_logits(&m, a, toks, logits, &e) == 0);
+        size_t len;
+        char *want = read_fixture(t, "tiny_llama_logits.f32", &len);
+        if (want && len == sizeof logits) {
+            double err = tl_test_rel_err(logits, (const float *)(const void *)want, 8 * 32);
+            CHECK_MSG(err < 1e-5, "logits differ from the reference: relative error %g", err);
+        } else {
+            CHECK(0);
+        }
+        free(want);
+        tl_acts_free(a);
+        tl_model_free(&m);
+    }
+    snprintf(p, sizeof p, "%s/tokenizer.model", dir);
+    tl_tokenizer *spm = tl_tokenizer_load(p, &e), *gt = tl_tokenizer_from_gguf(g, NULL, &e);
+    CHECK_MSG(spm && gt, "%s", e.msg);
+    if (spm && gt) {
+        CHECK(tl_tokenizer_vocab_size(spm) == 32 && tl_tokenizer_bos_id(spm) == 1 && tl_tokenizer_eos_id(spm) == 2);
+        int *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        static const char text[] = "abc hij  gfe kmo a";
+        CHECK(tl_tokenizer_encode(spm, text, sizeof text - 1, TL_ENC_BOS, &a, &na, &e) == 0);
+        CHECK(tl_tokenizer_encode(gt, text, sizeof text - 1, TL_ENC_BOS, &b, &nb, &e) == 0);
+        CHECK(na == nb && na > 5 && !memcmp(a, b, na * sizeof *a));
+        free(a);
+        free(b);
+    }
+    tl_tokenizer_free(spm);
+    tl_tokenizer_free(gt);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    char *tc;
+    size_t tcl;
+    CHECK(tl_read_file(p, 1 << 20, &tc, &tcl, &e) == 0 && strstr(tc, "\\n{{ '<|user|>\\n' + message['content']") &&
+          strstr(tc, "\"add_bos_token\"") && strstr(tc, "LlamaTokenizer"));
+    if (tc) free(tc);
+    tl_gguf_close(g);
+
+    /* a file that is not a Llama model is refused, naming it */
+    g = open_fixture(t, "quants.gguf");
+    snprintf(dir, sizeof dir, "%s/quants_hf", tl_test_tmpdir());
+    CHECK(g && tl_gguf_to_hf_dir(g, dir, &e) == -1 && strstr(e.msg, "quants.gguf: general.architecture is 'none'"));
+    tl_gguf_close(g);
+}
+
 /* ---------------------------------------------------------------- hostile input */
 
 typedef struct {
@@ -761,6 +828,7 @@ const tl_test tests_gguf[] = {
     {"gguf_llama_config", test_gguf_llama_config},
     {"gguf_tokenizer_llama2", test_gguf_tokenizer_llama2},
     {"gguf_tokenizer_tiny", test_gguf_tokenizer_tiny},
+    {"gguf_to_hf_dir", test_gguf_to_hf_dir},
     {"gguf_corrupt", test_gguf_corrupt},
     {"gguf_truncate_and_mutate", test_gguf_truncate_and_mutate},
     {NULL, NULL},
