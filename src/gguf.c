@@ -323,6 +323,9 @@ static tl_gguf *parse(tl_gguf *g, tl_error *err) {
     if (n_t > left(&r) / 33)
         return tl_fail(err, "%s: header: tensor count %llu is more than the file (%zu bytes) can hold", g->what,
                        (unsigned long long)n_t, g->len), NULL;
+    /* the name tables hold 32-bit indices */
+    if (n_kv >= UINT32_MAX || n_t >= UINT32_MAX)
+        return tl_fail(err, "%s: header: more than 2^32 keys or tensors", g->what), NULL;
     g->kv = calloc(n_kv ? n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(n_t ? n_t : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors) return tl_fail(err, "%s: out of memory", g->what), NULL;
