@@ -10,6 +10,8 @@ int cmd_train(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cli_info_gguf(const char *path, int full); /* cli/cmd_info_gguf.c: info --gguf */
+int cmd_convert(int argc, char **argv);         /* cli/cmd_convert.c */
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);

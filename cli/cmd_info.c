@@ -8,11 +8,13 @@
 #include "config.h"
 
 static void help(void) {
-    printf("usage: tinyllama info (--preset NAME | --config config.json)\n\n"
+    printf("usage: tinyllama info (--preset NAME | --config config.json | --gguf FILE [--full])\n\n"
            "Prints the model configuration and parameter count.\n\n"
            "  --preset NAME     a built-in preset:");
     for (const char *const *p = tl_config_preset_names(); *p; p++) printf(" %s", *p);
     printf("\n  --config FILE     an HF config.json\n"
+           "  --gguf FILE       a GGUF file (llama.cpp): its metadata, its tensor table and the Llama\n"
+           "                    configuration read from it; --full prints whole arrays and strings\n"
            "  --zero-memory N[,N...]  also the bytes per rank of parameters, gradients and AdamW state at\n"
            "                    each ZeRO stage on N ranks, as `train --zero` allocates them (docs/distributed.md)\n");
 }
@@ -54,24 +56,38 @@ static int zero_table(const tl_config *cfg, const char *list) {
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *preset = NULL, *config = NULL, *zero_memory = NULL;
-    int bad = 0;
+    const char *preset = NULL, *config = NULL, *zero_memory = NULL, *gguf = NULL;
+    int bad = 0, full = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
         } else if (cli_opt(argc, argv, &i, "--preset", &preset, &bad) ||
                    cli_opt(argc, argv, &i, "--config", &config, &bad) ||
-                   cli_opt(argc, argv, &i, "--zero-memory", &zero_memory, &bad)) {
+                   cli_opt(argc, argv, &i, "--zero-memory", &zero_memory, &bad) ||
+                   cli_opt(argc, argv, &i, "--gguf", &gguf, &bad)) {
             if (bad) return 2;
+        } else if (!strcmp(argv[i], "--full")) {
+            full = 1;
         } else {
             cli_error("info", "unknown option '%s' (see --help)", argv[i]);
             return 2;
         }
     }
-    if (!preset == !config) {
-        cli_error("info", "give exactly one of --preset or --config");
+    if (!!preset + !!config + !!gguf != 1) {
+        cli_error("info", "give exactly one of --preset, --config or --gguf");
         return 2;
+    }
+    if (full && !gguf) {
+        cli_error("info", "--full goes with --gguf");
+        return 2;
+    }
+    if (gguf) {
+        if (zero_memory) {
+            cli_error("info", "--zero-memory goes with --preset or --config");
+            return 2;
+        }
+        return cli_info_gguf(gguf, full);
     }
     tl_config cfg;
     tl_error err;

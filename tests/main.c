@@ -20,6 +20,7 @@ extern const tl_test tests_eval[];
 extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
+extern const tl_test tests_gguf[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -35,6 +36,7 @@ static const tl_test *const suites[] = {
     tests_distributed,
     tests_validate,
     tests_hf_files,
+    tests_gguf,
 };
 
 static char tmpdir_path[256];

@@ -1,0 +1,209 @@
+/* gguf_quant.c - GGUF tensor types to fp32.
+ *
+ * Each block type is decoded from its byte layout (ggml-common.h documents
+ * them); the arithmetic is done in the same order as ggml's reference
+ * dequantize_row_* (scale * sub-scale first, then times the quant, then minus
+ * the minimum), so the results are bitwise equal to ggml's and to the gguf
+ * Python package's.  The build uses -std=c11, which keeps GCC from contracting
+ * a*b-c into an FMA that would round differently. */
+#include <string.h>
+
+#include "gguf.h"
+
+#define QK_K 256
+
+static uint16_t u16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static float bits_f32(uint32_t b) {
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* IEEE half to single, exact for every input (subnormals, infinities, NaN payloads). */
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | man << 13);
+    if (exp == 0) {
+        if (man == 0) return bits_f32(sign);
+        /* subnormal: man * 2^-24, exact in single precision */
+        float v = (float)man * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return bits_f32(sign | (exp + 112) << 23 | man << 13);
+}
+
+/* the 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block:
+ * bytes 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3; bytes 8-11
+ * hold scales 4-7 (low nibble) and mins 4-7 (high nibble), whose top 2 bits sit
+ * in the spare top bits of bytes 0-3 and 4-7. */
+static void k_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4);
+        *mn = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
+    }
+}
+
+/* Q4_0: f16 d, 16 bytes: element i (< 16) is the low nibble of byte i, element
+ * i + 16 the high nibble; value (q - 8) * d. */
+static void deq_q4_0(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 18, y += 32) {
+        float d = f16_to_f32(u16le(b));
+        const uint8_t *qs = b + 2;
+        for (int i = 0; i < 16; i++) {
+            y[i] = (float)((qs[i] & 0x0f) - 8) * d;
+            y[i + 16] = (float)((qs[i] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* Q4_1: f16 d, f16 m, nibbles as Q4_0; value q * d + m. */
+static void deq_q4_1(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 20, y += 32) {
+        float d = f16_to_f32(u16le(b)), m = f16_to_f32(u16le(b + 2));
+        const uint8_t *qs = b + 4;
+        for (int i = 0; i < 16; i++) {
+            y[i] = (float)(qs[i] & 0x0f) * d + m;
+            y[i + 16] = (float)(qs[i] >> 4) * d + m;
+        }
+    }
+}
+
+/* Q5_0: f16 d, u32 qh (bit i: fifth bit of element i), nibbles as Q4_0; value (q - 16) * d. */
+static void deq_q5_0(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 22, y += 32) {
+        float d = f16_to_f32(u16le(b));
+        uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+        const uint8_t *qs = b + 6;
+        for (int i = 0; i < 16; i++) {
+            int lo = (qs[i] & 0x0f) | (int)((qh >> i) & 1) << 4;
+            int hi = (qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+            y[i] = (float)(lo - 16) * d;
+            y[i + 16] = (float)(hi - 16) * d;
+        }
+    }
+}
+
+/* Q5_1: f16 d, f16 m, u32 qh, nibbles; value q * d + m. */
+static void deq_q5_1(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 24, y += 32) {
+        float d = f16_to_f32(u16le(b)), m = f16_to_f32(u16le(b + 2));
+        uint32_t qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+        const uint8_t *qs = b + 8;
+        for (int i = 0; i < 16; i++) {
+            int lo = (qs[i] & 0x0f) | (int)((qh >> i) & 1) << 4;
+            int hi = (qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+            y[i] = (float)lo * d + m;
+            y[i + 16] = (float)hi * d + m;
+        }
+    }
+}
+
+/* Q8_0: f16 d, 32 int8; value q * d. */
+static void deq_q8_0(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 34, y += 32) {
+        float d = f16_to_f32(u16le(b));
+        for (int i = 0; i < 32; i++) y[i] = (float)(int8_t)b[2 + i] * d;
+    }
+}
+
+/* Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles.
+ * Each 32-byte run of nibbles holds two sub-blocks of 32: low nibbles first.
+ * value (d * scale) * q - (dmin * min). */
+static void deq_q4_k(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 144) {
+        float d = f16_to_f32(u16le(b)), dmin = f16_to_f32(u16le(b + 2));
+        const uint8_t *sc = b + 4, *qs = b + 16;
+        for (int j = 0; j < 8; j += 2, qs += 32) {
+            uint8_t s0, m0, s1, m1;
+            k_scale_min(sc, j, &s0, &m0);
+            k_scale_min(sc, j + 1, &s1, &m1);
+            float d0 = d * s0, dm0 = dmin * m0, d1 = d * s1, dm1 = dmin * m1;
+            for (int i = 0; i < 32; i++) *y++ = d0 * (float)(qs[i] & 0x0f) - dm0;
+            for (int i = 0; i < 32; i++) *y++ = d1 * (float)(qs[i] >> 4) - dm1;
+        }
+    }
+}
+
+/* Q5_K: as Q4_K plus 32 bytes qh after the scales: bit j of qh[i] is the fifth
+ * bit of element i of sub-block j. */
+static void deq_q5_k(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 176) {
+        float d = f16_to_f32(u16le(b)), dmin = f16_to_f32(u16le(b + 2));
+        const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + 48;
+        for (int j = 0; j < 8; j += 2, qs += 32) {
+            uint8_t s0, m0, s1, m1;
+            k_scale_min(sc, j, &s0, &m0);
+            k_scale_min(sc, j + 1, &s1, &m1);
+            float d0 = d * s0, dm0 = dmin * m0, d1 = d * s1, dm1 = dmin * m1;
+            for (int i = 0; i < 32; i++)
+                *y++ = d0 * (float)((qs[i] & 0x0f) | ((qh[i] >> j) & 1) << 4) - dm0;
+            for (int i = 0; i < 32; i++)
+                *y++ = d1 * (float)((qs[i] >> 4) | ((qh[i] >> (j + 1)) & 1) << 4) - dm1;
+        }
+    }
+}
+
+/* Q6_K: 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 int8 scales
+ * (one per 16 elements), f16 d last.  Per half of 128 elements: 64 bytes of ql
+ * and 32 of qh; element 32*r + i takes ql[i + 32*(r&1)] nibble r>>1 and the
+ * 2 bits of qh[i] at shift 2*r; value (d * scale) * (q - 32). */
+static void deq_q6_k(const uint8_t *b, float *y, size_t nb) {
+    for (size_t k = 0; k < nb; k++, b += 210) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = f16_to_f32(u16le(b + 208));
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8) {
+            for (int r = 0; r < 4; r++)
+                for (int i = 0; i < 32; i++) {
+                    int lo = (ql[i + 32 * (r & 1)] >> (4 * (r >> 1))) & 0x0f;
+                    int hi = (qh[i] >> (2 * r)) & 3;
+                    float ds = d * (float)sc[2 * r + i / 16];
+                    *y++ = ds * (float)((lo | hi << 4) - 32);
+                }
+        }
+    }
+}
+
+void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n) {
+    const uint8_t *b = src;
+    switch (type) {
+    case TL_GGML_F32:
+        memcpy(dst, src, n * 4);
+        break;
+    case TL_GGML_F16:
+        for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(u16le(b + 2 * i));
+        break;
+    case TL_GGML_BF16:
+        for (size_t i = 0; i < n; i++) dst[i] = bits_f32((uint32_t)u16le(b + 2 * i) << 16);
+        break;
+    case TL_GGML_Q4_0: deq_q4_0(b, dst, n / 32); break;
+    case TL_GGML_Q4_1: deq_q4_1(b, dst, n / 32); break;
+    case TL_GGML_Q5_0: deq_q5_0(b, dst, n / 32); break;
+    case TL_GGML_Q5_1: deq_q5_1(b, dst, n / 32); break;
+    case TL_GGML_Q8_0: deq_q8_0(b, dst, n / 32); break;
+    case TL_GGML_Q4_K: deq_q4_k(b, dst, n / QK_K); break;
+    case TL_GGML_Q5_K: deq_q5_k(b, dst, n / QK_K); break;
+    case TL_GGML_Q6_K: deq_q6_k(b, dst, n / QK_K); break;
+    default: break;
+    }
+}
+
+int tl_gguf_tensor_to_f32(const tl_gguf *g, const tl_gguf_tensor *t, float *out, tl_error *err) {
+    if (!tl_ggml_type_dequantizable(t->type))
+        return tl_fail(err, "%s: tensor '%.*s': type %s cannot be converted (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 "
+                       "Q5_0 Q5_1 Q4_K Q5_K Q6_K)", tl_gguf_path(g), (int)t->name.len, t->name.ptr,
+                       tl_ggml_type_name(t->type));
+    uint32_t be, bb;
+    tl_ggml_type_block(t->type, &be, &bb);
+    /* row by row: a row is whole blocks, and this keeps the source reads sequential */
+    size_t row = (size_t)t->ne[0], rows = row ? (size_t)(t->n_elements / row) : 0;
+    size_t row_bytes = row / be * bb;
+    #pragma omp parallel for schedule(static) if (t->n_elements > (1u << 20))
+    for (size_t r = 0; r < rows; r++) tl_gguf_dequant_row(t->type, t->data + r * row_bytes, out + r * row, row);
+    return 0;
+}
