@@ -13,6 +13,7 @@
 #include "ops.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "train_setup.h"
 #ifdef TL_WITH_CUDA
 #include "cuda_engine.h"
 #include "engine_cuda.h"
@@ -157,6 +158,17 @@ static void on_event(const tl_train_event *ev, void *user) {
 
 #define MAX_PATHS 256
 
+/* The library names the request field; the user typed the option. */
+static const char *option_of(const char *field) {
+    static const char *const opt_of[][2] = {
+        {"lr", "--lr"},         {"min_lr", "--min-lr"},          {"beta1", "--beta1"}, {"beta2", "--beta2"},
+        {"eps", "--eps"},       {"weight_decay", "--weight-decay"}, {"clip", "--clip"},  {"warmup", "--warmup"},
+        {"decay_steps", "--decay-steps"}, {"batch_tokens", "--batch-tokens"}};
+    for (size_t k = 0; field && k < sizeof opt_of / sizeof opt_of[0]; k++)
+        if (!strcmp(field, opt_of[k][0])) return opt_of[k][1];
+    return field ? field : "train";
+}
+
 /* ---- mixture (--source): parses NAME[=W]:PATH ---- */
 typedef struct {
     char name[64];
@@ -206,9 +218,9 @@ int cmd_train(int argc, char **argv) {
     const char *data[MAX_PATHS], *val[MAX_PATHS];
     int n_data = 0, n_val = 0;
     const char *preset = NULL, *config = NULL, *init = NULL, *resume = NULL, *out = "runs/train", *log = NULL;
-    long batch = 8, seq_len = 0, batch_tokens = 0, steps = 1000, warmup = -1, decay = -1, seed = 3407;
-    long ckpt_every = 0, keep = 3, eval_every = -1, eval_batches = 8, threads = 0;
-    int sequential = 0, quiet = 0, do_resume = 0, overwrite = 0;
+    tl_train_request rq = tl_train_request_defaults(); /* the training defaults */
+    long seed = (long)rq.seed, threads = 0;
+    int quiet = 0, do_resume = 0, overwrite = 0;
     long zero = 0;            /* distributed */
     int overlap = 0;          /* distributed */
     double comm_timeout = 300; /* distributed */
@@ -217,8 +229,8 @@ int cmd_train(int argc, char **argv) {
     long ramp_tokens = 0;
     const char *bench_args[16], *tokenizer_path = NULL;
     int n_bench = 0;
-    long bench_every = -1, bench_limit = 0, vocab_size = 0;
-    tl_adamw_config oc = tl_adamw_defaults();
+    long bench_limit = 0, vocab_size = 0;
+    tl_adamw_config *oc = &rq.opt;
 #ifdef TL_WITH_CUDA
     const char *device = NULL, *precision = "bf16";
     int recompute = 0;
@@ -280,18 +292,18 @@ int cmd_train(int argc, char **argv) {
             if (n_bench == 16) { cli_error("train", "at most 16 --bench tasks"); return 2; }
             bench_args[n_bench++] = v;
         }
-        STR("--tokenizer", tokenizer_path) NUM("--bench-every", bench_every, 1, 1L << 40) NUM("--vocab-size", vocab_size, 1, 1L << 24) NUM("--bench-limit", bench_limit, 0, 1L << 40)
+        STR("--tokenizer", tokenizer_path) NUM("--bench-every", rq.bench_every, 1, 1L << 40) NUM("--vocab-size", vocab_size, 1, 1L << 24) NUM("--bench-limit", bench_limit, 0, 1L << 40)
         STR("--preset", preset) STR("--config", config) STR("--init", init) STR("--out", out) STR("--log", log)
-        NUM("--batch", batch, 1, 1 << 20) NUM("--seq-len", seq_len, 1, 1 << 20)
-        NUM("--batch-tokens", batch_tokens, 1, 1L << 40) NUM("--steps", steps, 1, 1L << 40)
-        NUM("--warmup", warmup, 0, 1L << 40) NUM("--decay-steps", decay, 0, 1L << 40)
-        NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", ckpt_every, 0, 1L << 40) NUM("--keep", keep, 0, 1 << 20)
-        NUM("--eval-every", eval_every, 0, 1L << 40) NUM("--eval-batches", eval_batches, 1, 1 << 20)
+        NUM("--batch", rq.batch, 1, 1 << 20) NUM("--seq-len", rq.seq_len, 1, 1 << 20)
+        NUM("--batch-tokens", rq.batch_tokens, 1, 1L << 40) NUM("--steps", rq.steps, 1, 1L << 40)
+        NUM("--warmup", rq.warmup, 0, 1L << 40) NUM("--decay-steps", rq.decay_steps, 0, 1L << 40)
+        NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", rq.ckpt_every, 0, 1L << 40) NUM("--keep", rq.keep, 0, 1 << 20)
+        NUM("--eval-every", rq.eval_every, 0, 1L << 40) NUM("--eval-batches", rq.eval_batches, 1, 1 << 20)
         NUM("--zero", zero, 0, 3) DBL("--comm-timeout", comm_timeout)
         NUM("--threads", threads, 0, 4096) NUM("--ramp-tokens", ramp_tokens, 0, 1L << 50)
-        DBL("--lr", oc.lr) DBL("--min-lr", oc.min_lr) DBL("--beta1", oc.beta1) DBL("--beta2", oc.beta2)
-        DBL("--eps", oc.eps) DBL("--weight-decay", oc.weight_decay) DBL("--clip", oc.clip)
-        else if (!strcmp(a, "--sequential")) sequential = 1;
+        DBL("--lr", oc->lr) DBL("--min-lr", oc->min_lr) DBL("--beta1", oc->beta1) DBL("--beta2", oc->beta2)
+        DBL("--eps", oc->eps) DBL("--weight-decay", oc->weight_decay) DBL("--clip", oc->clip)
+        else if (!strcmp(a, "--sequential")) rq.sequential = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--overwrite")) overwrite = 1;
         else if (!strcmp(a, "--overlap")) overlap = 1; /* distributed */
@@ -319,25 +331,19 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "give at most one of --preset, --config, --init");
         return 2;
     }
-    {
-        /* the library names the field; the user typed the option */
-        static const char *const opt_of[][2] = {{"lr", "--lr"}, {"min_lr", "--min-lr"}, {"beta1", "--beta1"},
-                                                {"beta2", "--beta2"}, {"eps", "--eps"},
-                                                {"weight_decay", "--weight-decay"}, {"clip", "--clip"}};
-        const char *field = NULL;
-        tl_error verr;
-        if (tl_adamw_config_validate(&oc, &field, &verr)) {
-            const char *opt = field;
-            for (size_t k = 0; k < sizeof opt_of / sizeof opt_of[0]; k++)
-                if (field && !strcmp(field, opt_of[k][0])) opt = opt_of[k][1];
-            cli_error("train", "%s: %s", opt ? opt : "optimizer", verr.msg);
-            return 2;
-        }
+    rq.seed = (uint64_t)seed;
+    rq.has_val = n_val > 0;
+    const char *field = NULL;
+    tl_error serr;
+    if (tl_train_request_check(&rq, &field, &serr)) { /* settings are refused before anything is read */
+        cli_error("train", "%s: %s", option_of(field), serr.msg);
+        return 2;
     }
     /* ---- distributed: this process's place in the job, as the launcher set it (MPI
      * starts later, after the data is open); rank 0 alone reports progress ---- */
     int rank = 0, world = 1;
     tl_launch_env(&rank, &world);
+    rq.world = world;
     if (rank != 0) quiet = 1;
     if (!(comm_timeout >= 0)) {
         cli_error("train", "--comm-timeout must be a number of seconds >= 0");
@@ -443,11 +449,11 @@ int cmd_train(int argc, char **argv) {
             rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
         }
         /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */
-        long sl = seq_len ? seq_len : (mix.n ? mix.src[0].ds.seq_len : 1);
-        for (int k = 0; k < mix.n && !seq_len; k++)
+        long sl = rq.seq_len ? rq.seq_len : (mix.n ? mix.src[0].ds.seq_len : 1);
+        for (int k = 0; k < mix.n && !rq.seq_len; k++)
             if (mix.src[k].ds.seq_len < sl) sl = mix.src[k].ds.seq_len;
         if (sl > model.cfg.max_seq_len) sl = model.cfg.max_seq_len;
-        if (!rc) rc = tl_mixture_finish(&mix, (uint64_t)seed, !sequential, rank, world, (uint64_t)(ramp_tokens / sl), &err);
+        if (!rc) rc = tl_mixture_finish(&mix, rq.seed, !rq.sequential, rank, world, (uint64_t)(ramp_tokens / sl), &err);
         if (rc) {
             cli_error("train", "%s", err.msg);
             tl_mixture_close(&mix);
@@ -480,16 +486,14 @@ int cmd_train(int argc, char **argv) {
         if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
     }
     int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
-    if (seq_len == 0) seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
-    long micro_tokens = batch * seq_len, accum = 1;
-    if (batch_tokens) { /* distributed: the global batch, world x batch x seq-len x accumulation */
-        if (batch_tokens % (micro_tokens * world)) {
-            cli_error("train", "--batch-tokens %ld is not a multiple of ranks x batch x seq-len = %d x %ld", batch_tokens,
-                      world, micro_tokens);
-            return 2;
-        }
-        accum = batch_tokens / (micro_tokens * world);
+    if (rq.seq_len == 0) rq.seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
+    tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
+                       .mixture = n_sources ? &mix : NULL};
+    if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
+        cli_error("train", "%s: %s", option_of(field), err.msg);
+        return 2;
     }
+    const long batch = o.batch, seq_len = o.seq_len, accum = o.accum, steps = o.steps;
     /* zero-shot benchmarks: read, validated and tokenized once, before training */
     tl_eval_task *bench[16];
     int n_loaded = 0;
@@ -529,16 +533,8 @@ int cmd_train(int argc, char **argv) {
         }
         tl_tokenizer_free(tok);
     }
-    oc.warmup_steps = warmup >= 0 ? warmup : (steps / 10 < 2000 ? steps / 10 : 2000);
-    oc.decay_steps = decay >= 0 ? decay : steps;
-    tl_train_opts o = {.batch = (int)batch, .seq_len = (int)seq_len, .accum = (int)accum, .steps = steps, .opt = oc,
-                       .seed = (uint64_t)seed, .shuffle = !sequential,
-                       .eval_every = n_val ? (eval_every >= 0 ? eval_every : 100) : 0,
-                       .eval_batches = (int)eval_batches, .ckpt_every = ckpt_every, .keep = (int)keep,
-                       .overwrite = overwrite,
-                       .out_dir = out, .log_path = log, .tokenizer = tokenizer_path, .mixture = n_sources ? &mix : NULL,
-                       .bench = (const tl_eval_task *const *)bench, .n_bench = n_loaded,
-                       .bench_every = bench_every > 0 ? bench_every : (eval_every > 0 ? eval_every : 100)};
+    o.bench = (const tl_eval_task *const *)bench;
+    o.n_bench = n_loaded;
 #ifdef TL_WITH_CUDA
     tl_cuda_opts copts = tl_cuda_opts_default();
     copts.precision = strcmp(precision, "fp32") ? TL_CUDA_BF16 : TL_CUDA_F32;

@@ -1,0 +1,140 @@
+/* test_train_setup.c - the training defaults and what follows from a request:
+ * accumulation from the global batch, warmup and decay, evaluation cadence. */
+#include <string.h>
+
+#include "harness.h"
+#include "train_setup.h"
+
+static tl_train_request req(long batch, long seq_len, long batch_tokens, int world, long steps) {
+    tl_train_request rq = tl_train_request_defaults();
+    rq.batch = batch, rq.seq_len = seq_len, rq.batch_tokens = batch_tokens, rq.world = world, rq.steps = steps;
+    return rq;
+}
+
+static void test_defaults(tl_test_ctx *t) {
+    /* the defaults train --help promises and TinyLlama's optimizer settings */
+    tl_train_request rq = tl_train_request_defaults();
+    CHECK(rq.batch == 8 && rq.steps == 1000 && rq.seed == 3407 && rq.world == 1);
+    CHECK(rq.eval_batches == 8 && rq.keep == 3 && rq.ckpt_every == 0 && rq.batch_tokens == 0);
+    CHECK(rq.opt.lr == 4e-4 && rq.opt.min_lr == 4e-5 && rq.opt.beta1 == 0.9 && rq.opt.beta2 == 0.95);
+    CHECK(rq.opt.eps == 1e-8 && rq.opt.weight_decay == 0.1 && rq.opt.clip == 1.0);
+    rq.seq_len = 256;
+    tl_train_opts o;
+    memset(&o, 0, sizeof o);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0);
+    CHECK(o.batch == 8 && o.seq_len == 256 && o.accum == 1 && o.steps == 1000 && o.seed == 3407 && o.shuffle == 1);
+    CHECK(o.opt.lr == 4e-4 && o.opt.clip == 1.0);
+    CHECK(o.keep == 3 && o.eval_batches == 8 && o.ckpt_every == 0);
+}
+
+static void test_accumulation(tl_test_ctx *t) {
+    tl_train_opts o;
+    /* one micro-batch per step without --batch-tokens, on any number of ranks */
+    tl_train_request rq = req(4, 64, 0, 3, 10);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.accum == 1);
+    /* 2048 tokens = 1 rank x 4 x 64 x 8 */
+    rq = req(4, 64, 2048, 1, 10);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.accum == 8);
+    /* the global batch is shared by the ranks: 2048 = 4 ranks x 4 x 64 x 2 */
+    rq = req(4, 64, 2048, 4, 10);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.accum == 2);
+    /* exactly one micro-batch per rank */
+    rq = req(4, 64, 1024, 4, 10);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.accum == 1);
+}
+
+static void test_accumulation_must_divide(tl_test_ctx *t) {
+    tl_train_opts o;
+    tl_error err;
+    const char *field = NULL;
+    /* 96 tokens on 2 ranks of 1 x 32: 96 / 64 is not whole */
+    tl_train_request rq = req(1, 32, 96, 2, 10);
+    CHECK(tl_train_setup(&rq, &o, &field, &err) == -1);
+    CHECK(field && !strcmp(field, "batch_tokens"));
+    CHECK_MSG(strstr(err.msg, "96") && strstr(err.msg, "not a multiple of ranks x batch x seq-len = 2 x 32"), "%s",
+              err.msg);
+    /* smaller than one micro-batch of every rank */
+    rq = req(4, 64, 128, 1, 10);
+    CHECK(tl_train_setup(&rq, &o, &field, &err) == -1 && field && !strcmp(field, "batch_tokens"));
+    /* a seq_len the caller did not resolve */
+    rq = req(4, 0, 0, 1, 10);
+    CHECK(tl_train_setup(&rq, &o, &field, &err) == -1 && field && !strcmp(field, "seq_len"));
+}
+
+static void test_warmup_and_decay(tl_test_ctx *t) {
+    tl_train_opts o;
+    /* default warmup: a tenth of the steps, at most 2000; decay: the steps */
+    tl_train_request rq = req(1, 8, 0, 1, 1000);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 100 && o.opt.decay_steps == 1000);
+    rq = req(1, 8, 0, 1, 20000);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 2000 && o.opt.decay_steps == 20000);
+    rq = req(1, 8, 0, 1, 50000);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 2000);
+    rq = req(1, 8, 0, 1, 9); /* 9 / 10 rounds down to no warmup */
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 0 && o.opt.decay_steps == 9);
+    /* given values win, 0 included */
+    rq = req(1, 8, 0, 1, 1000);
+    rq.warmup = 0, rq.decay_steps = 300;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 0 && o.opt.decay_steps == 300);
+    rq.warmup = 7, rq.decay_steps = -1;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.opt.warmup_steps == 7 && o.opt.decay_steps == 1000);
+}
+
+static void test_schedule_refused(tl_test_ctx *t) {
+    tl_error err;
+    const char *field = NULL;
+    /* decay before the end of warmup, given or defaulted */
+    tl_train_request rq = req(1, 8, 0, 1, 2);
+    rq.warmup = 10, rq.decay_steps = 5;
+    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "decay_steps"));
+    CHECK_MSG(strstr(err.msg, "warmup"), "%s", err.msg);
+    rq.decay_steps = -1; /* decays over the 2 steps, warms up over 10 */
+    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "decay_steps"));
+    rq.warmup = 2;
+    CHECK(tl_train_request_check(&rq, &field, &err) == 0 && field == NULL);
+    /* optimizer settings are checked with their field named */
+    rq = req(1, 8, 0, 1, 10);
+    rq.opt.beta2 = 1.0;
+    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "beta2"));
+    rq = req(1, 8, 0, 1, 10);
+    rq.opt.min_lr = 1;
+    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "min_lr"));
+    /* setup refuses what check refuses */
+    tl_train_opts o;
+    rq = req(1, 8, 0, 1, 10);
+    rq.opt.lr = 0;
+    CHECK(tl_train_setup(&rq, &o, &field, &err) == -1 && field && !strcmp(field, "lr"));
+}
+
+static void test_eval_and_bench_cadence(tl_test_ctx *t) {
+    tl_train_opts o;
+    /* validation every 100 steps when there is validation data, never without */
+    tl_train_request rq = req(1, 8, 0, 1, 10);
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 0 && o.bench_every == 100);
+    rq.has_val = 1;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 100 && o.bench_every == 100);
+    /* --eval-every also paces the benchmarks, even without validation data */
+    rq.eval_every = 25;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 25 && o.bench_every == 25);
+    rq.has_val = 0;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 0 && o.bench_every == 25);
+    /* --eval-every 0 turns validation off; benchmarks keep their default */
+    rq.has_val = 1, rq.eval_every = 0;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 0 && o.bench_every == 100);
+    /* --bench-every wins */
+    rq.eval_every = 25, rq.bench_every = 7;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.eval_every == 25 && o.bench_every == 7);
+    /* --sequential reads in file order */
+    rq.sequential = 1;
+    CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.shuffle == 0);
+}
+
+const tl_test tests_train_setup[] = {
+    {"train_setup/defaults", test_defaults},
+    {"train_setup/accumulation", test_accumulation},
+    {"train_setup/accumulation_must_divide", test_accumulation_must_divide},
+    {"train_setup/warmup_and_decay", test_warmup_and_decay},
+    {"train_setup/schedule_refused", test_schedule_refused},
+    {"train_setup/eval_and_bench_cadence", test_eval_and_bench_cadence},
+    {NULL, NULL},
+};
