@@ -24,7 +24,7 @@ int tl_train_request_check(const tl_train_request *rq, const char **field, tl_er
     if (field) *field = NULL;
     tl_adamw_config c = resolved_opt(rq);
     if (c.decay_steps < c.warmup_steps) { /* said with the defaults that produced it */
-        if (field) *field = "decay_steps";
+        if (field) *field = rq->decay_steps >= 0 ? "decay_steps" : "warmup"; /* the one given */
         return tl_fail(err, "decay steps (%ld%s) must be at least the warmup steps (%ld%s)", c.decay_steps,
                        rq->decay_steps >= 0 ? "" : ", the number of steps", c.warmup_steps,
                        rq->warmup >= 0 ? "" : ", the default");

@@ -88,8 +88,8 @@ static void test_schedule_refused(tl_test_ctx *t) {
     rq.warmup = 10, rq.decay_steps = 5;
     CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "decay_steps"));
     CHECK_MSG(strstr(err.msg, "warmup"), "%s", err.msg);
-    rq.decay_steps = -1; /* decays over the 2 steps, warms up over 10 */
-    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "decay_steps"));
+    rq.decay_steps = -1; /* decays over the 2 steps, warms up over 10: the warmup given is the one to blame */
+    CHECK(tl_train_request_check(&rq, &field, &err) == -1 && field && !strcmp(field, "warmup"));
     rq.warmup = 2;
     CHECK(tl_train_request_check(&rq, &field, &err) == 0 && field == NULL);
     /* optimizer settings are checked with their field named */
