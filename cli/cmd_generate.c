@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "generate.h"
 #include "infer.h"
 #include "ops.h"
 #include "sampler.h"
@@ -192,142 +193,27 @@ static void resolve_sampling(gen_opts *o, const tl_gen_config *g, int use_gen_co
     if (!o->seed_set) o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 }
 
-static int is_eos(const tl_infer_model *m, int id) {
-    for (int i = 0; i < m->gen.n_eos; i++)
-        if (m->gen.eos_ids[i] == id) return 1;
-    return 0;
+/* Terminal output of the generation loop: text as it becomes final, or ids. */
+static void print_text(const char *text, size_t len, void *user) {
+    fwrite(text, 1, len, user);
+    fflush(user);
 }
 
-/* Holds back output that could be the start of a stop string. */
 typedef struct {
-    char *buf;
-    size_t len, cap;
-    const char *const *stops;
-    int n_stops;
-    size_t hold; /* longest stop string - 1 */
     FILE *out;
-} stop_filter;
+    int n;
+} id_printer;
 
-static void stop_init(stop_filter *f, const char *const *stops, int n, FILE *out) {
-    memset(f, 0, sizeof *f);
-    f->stops = stops;
-    f->n_stops = n;
-    f->out = out;
-    for (int i = 0; i < n; i++)
-        if (strlen(stops[i]) > f->hold + 1) f->hold = strlen(stops[i]) - 1;
+static void print_id(int id, void *user) {
+    id_printer *p = user;
+    fprintf(p->out, p->n++ ? " %d" : "%d", id);
+    fflush(p->out);
 }
 
-/* Adds text; prints what is safe.  Returns 1 once a stop string appeared (the
- * text before it is printed, the rest dropped). */
-static int stop_push(stop_filter *f, const char *s, size_t n) {
-    if (f->len + n + 1 > f->cap) {
-        size_t nc = (f->len + n + 1) * 2;
-        char *nb = realloc(f->buf, nc);
-        if (!nb) return 1;
-        f->buf = nb;
-        f->cap = nc;
-    }
-    memcpy(f->buf + f->len, s, n);
-    f->len += n;
-    f->buf[f->len] = '\0';
-    size_t cut = SIZE_MAX;
-    for (int i = 0; i < f->n_stops; i++) {
-        const char *p = memmem(f->buf, f->len, f->stops[i], strlen(f->stops[i]));
-        if (p && (size_t)(p - f->buf) < cut) cut = (size_t)(p - f->buf);
-    }
-    if (cut != SIZE_MAX) {
-        fwrite(f->buf, 1, cut, f->out);
-        f->len = 0;
-        fflush(f->out);
-        return 1;
-    }
-    if (f->len > f->hold) {
-        size_t emit = f->len - f->hold;
-        fwrite(f->buf, 1, emit, f->out);
-        memmove(f->buf, f->buf + emit, f->len - emit);
-        f->len -= emit;
-    }
-    fflush(f->out);
-    return 0;
-}
-
-static void stop_flush(stop_filter *f) {
-    fwrite(f->buf, 1, f->len, f->out);
-    f->len = 0;
-    fflush(f->out);
-}
-
-static void stop_free(stop_filter *f) { free(f->buf); }
-
-typedef enum { END_LIMIT, END_EOS, END_STOP, END_CONTEXT, END_ERROR } end_reason;
-static const char *const END_NAMES[] = {"token limit", "end of sequence", "stop string", "context full", "error"};
-
-/* Generates after the tokens already in the cache (s->logits holds the next
- * token's logits).  history: every id of the context so far (for the repetition
- * penalty), grown as tokens are produced; generated ids are appended to *out. */
-static end_reason generate_loop(const char *cmd, engine *e, const gen_opts *o, int **hist, int *n_hist, int *cap,
-                                int print_ids, FILE *out, int *n_generated, double *gen_seconds, int *n_steps) {
-    tl_decoder dec;
-    stop_filter sf;
-    tl_error err;
-    if (e->m.tok) tl_decoder_init(&dec, e->m.tok);
-    stop_init(&sf, o->stops, o->n_stops, out);
-    end_reason why = END_LIMIT;
-    double t0 = tl_now();
-    *n_generated = 0;
-    *n_steps = 0;
-    for (long i = 0; i < o->max_tokens; i++) {
-        int id = tl_sampler_sample(&e->sp, e->s.logits, *hist, *n_hist);
-        if (!o->ignore_eos && is_eos(&e->m, id)) {
-            why = END_EOS;
-            break;
-        }
-        if (*n_hist == *cap) {
-            int nc = *cap * 2 + 16;
-            int *nh = realloc(*hist, sizeof(int) * (size_t)nc);
-            if (!nh) {
-                why = END_ERROR;
-                break;
-            }
-            *hist = nh;
-            *cap = nc;
-        }
-        (*hist)[(*n_hist)++] = id;
-        (*n_generated)++;
-        int stop = 0;
-        if (print_ids) {
-            fprintf(out, *n_generated > 1 ? " %d" : "%d", id);
-            fflush(out);
-        } else if (e->m.tok) {
-            const char *txt;
-            size_t len;
-            if (tl_decoder_push(&dec, id, &txt, &len, &err) == 0) stop = stop_push(&sf, txt, len);
-        }
-        if (stop) {
-            why = END_STOP;
-            break;
-        }
-        if (i + 1 == o->max_tokens) break; /* no need to run the last token */
-        if (e->s.pos >= e->s.max_ctx) {
-            why = END_CONTEXT;
-            break;
-        }
-        if (tl_infer_forward(&e->s, &id, 1, NULL, &err)) {
-            cli_error(cmd, "%s", err.msg);
-            why = END_ERROR;
-            break;
-        }
-        (*n_steps)++;
-    }
-    if (!print_ids && e->m.tok && why != END_STOP) {
-        const char *txt;
-        size_t len;
-        if (tl_decoder_flush(&dec, &txt, &len, &err) == 0 && !stop_push(&sf, txt, len)) stop_flush(&sf);
-    }
-    *gen_seconds = tl_now() - t0;
-    stop_free(&sf);
-    if (e->m.tok) tl_decoder_free(&dec);
-    return why;
+static tl_gen_opts loop_opts(const gen_opts *o) {
+    tl_gen_opts g = {.max_tokens = o->max_tokens, .stops = o->stops, .n_stops = o->n_stops,
+                     .ignore_eos = o->ignore_eos, .on_text = print_text, .user = stdout};
+    return g;
 }
 
 /* Reads all of a stream. */
@@ -462,7 +348,7 @@ int cmd_generate(int argc, char **argv) {
     if (engine_load(CMD, &o, &e)) return 1;
     resolve_sampling(&o, &e.m.gen, 1); /* generation_config.json may set sampling defaults */
     if (engine_start(CMD, &o, &e)) return 1;
-    int rc = 1, *ids = NULL, n = 0, cap = 0;
+    int rc = 1, *ids = NULL, n = 0;
     char *text = NULL;
     size_t text_len = 0;
     if (ids_s) {
@@ -496,27 +382,32 @@ int cmd_generate(int argc, char **argv) {
         cli_error(CMD, "the prompt is empty (use --ids to start from a given token)");
         goto done;
     }
-    cap = n;
     if (echo && text) fwrite(text, 1, text_len, stdout);
-    double t0 = tl_now();
+    tl_gen_opts go = loop_opts(&o);
+    id_printer idp = {stdout, 0};
+    if (print_ids) go.on_text = NULL, go.on_token = print_id, go.user = &idp;
+    tl_gen_history h = {ids, n, n};
+    tl_gen_stats st;
+    tl_gen_end why;
     tl_error err;
-    if (tl_infer_forward(&e.s, ids, n, NULL, &err)) {
+    rc = tl_generate(&e.s, &e.sp, &go, &h, 0, &why, &st, &err);
+    ids = h.ids;
+    if (rc) {
         cli_error(CMD, "%s", err.msg);
+        rc = 1;
         goto done;
     }
-    double prompt_s = tl_now() - t0, gen_s;
-    int n_gen, steps;
-    int hist_n = n;
-    end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, print_ids, stdout, &n_gen, &gen_s, &steps);
+    if (why == TL_GEN_ERROR) cli_error(CMD, "%s", err.msg);
     printf("\n");
     fflush(stdout);
     if (o.stats)
         fprintf(stderr,
                 "[prompt: %d tokens, %.1f tokens/s | generated: %d tokens, %.2f tokens/s | stopped: %s | "
                 "kernel %s, %d threads, seed %llu]\n",
-                n, n / (prompt_s > 0 ? prompt_s : 1e-9), n_gen, steps > 0 ? steps / (gen_s > 0 ? gen_s : 1e-9) : 0.0,
-                END_NAMES[why], tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.seed);
-    rc = why == END_ERROR;
+                n, n / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9), st.n_generated,
+                st.n_steps > 0 ? st.n_steps / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9) : 0.0,
+                tl_gen_end_name(why), tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.seed);
+    rc = why == TL_GEN_ERROR;
 done:
     free(ids);
     free(text);
@@ -525,27 +416,6 @@ done:
 }
 
 /* --------------------------------------------------------------------- chat */
-
-typedef struct {
-    char *user, *assistant;
-} turn;
-
-/* The TinyLlama-Chat-v1.0 template over turns [first, n): system block, then
- * user/assistant pairs, ending with the open assistant header. */
-static char *render(const char *system, const turn *t, int first, int n, size_t *len) {
-    size_t cap = 64 + (system ? strlen(system) : 0);
-    for (int i = first; i < n; i++) cap += strlen(t[i].user) + (t[i].assistant ? strlen(t[i].assistant) : 0) + 64;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    size_t k = 0;
-    if (system) k += (size_t)sprintf(s + k, "<|system|>\n%s</s>\n", system);
-    for (int i = first; i < n; i++) {
-        k += (size_t)sprintf(s + k, "<|user|>\n%s</s>\n<|assistant|>\n", t[i].user);
-        if (t[i].assistant) k += (size_t)sprintf(s + k, "%s</s>\n", t[i].assistant);
-    }
-    *len = k;
-    return s;
-}
 
 static void chat_help(void) {
     printf("usage: tinyllama chat --model DIR [--system TEXT] [options]\n\n"
@@ -602,19 +472,17 @@ int cmd_chat(int argc, char **argv) {
         engine_close(&e);
         return 1;
     }
-    int interactive = isatty(0) && isatty(1);
-    turn *turns = NULL;
-    int n_turns = 0, first = 0, rc = 0;
-    int *cached = malloc(sizeof(int) * (size_t)e.s.max_ctx); /* ids now in the KV cache */
-    int n_cached = 0;
-    long reserve = o.max_tokens < e.s.max_ctx / 2 ? o.max_tokens : e.s.max_ctx / 2;
-    char *line = NULL;
-    size_t line_cap = 0;
-    if (!cached) {
-        cli_error(CMD, "out of memory");
+    int interactive = isatty(0) && isatty(1), rc = 0;
+    tl_error err;
+    tl_chat chat;
+    if (tl_chat_init(&chat, &e.s, &e.sp, system, &err)) {
+        cli_error(CMD, "%s", err.msg);
         engine_close(&e);
         return 1;
     }
+    tl_gen_opts go = loop_opts(&o);
+    char *line = NULL;
+    size_t line_cap = 0;
     for (;;) {
         if (interactive) {
             printf("> ");
@@ -624,89 +492,29 @@ int cmd_chat(int argc, char **argv) {
         if (got < 0) break;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
         if (got == 0) continue;
-        turn *nt = realloc(turns, sizeof *turns * (size_t)(n_turns + 1));
-        if (!nt) {
+        tl_gen_end why;
+        tl_gen_stats st;
+        int r = tl_chat_say(&chat, line, &go, &why, &st, &err);
+        if (r) cli_error(CMD, "%s", err.msg);
+        if (r < 0) {
             rc = 1;
             break;
         }
-        turns = nt;
-        turns[n_turns].user = strdup(line);
-        turns[n_turns].assistant = NULL;
-        n_turns++;
-        /* encode the conversation, dropping the oldest turns until it fits */
-        int *ids = NULL;
-        size_t n = 0;
-        tl_error err;
-        for (;;) {
-            size_t len;
-            char *text = render(system, turns, first, n_turns, &len);
-            free(ids);
-            ids = NULL;
-            int erc = text ? tl_tokenizer_encode(e.m.tok, text, len, TL_ENC_BOS | TL_ENC_PARSE_SPECIAL, &ids, &n, &err)
-                           : tl_fail(&err, "out of memory");
-            free(text);
-            if (erc) {
-                cli_error(CMD, "%s", err.msg);
-                rc = 1;
-                break;
-            }
-            if ((long)n + reserve <= e.s.max_ctx || first == n_turns - 1) break;
-            first++;
-        }
-        if (rc) {
-            free(ids);
-            break;
-        }
-        if ((long)n >= e.s.max_ctx) {
-            cli_error(CMD, "message too long for the %d-token context; skipped", e.s.max_ctx);
-            free(ids);
-            free(turns[--n_turns].user);
-            printf("\n");
-            fflush(stdout);
-            continue;
-        }
-        /* reuse the cache for the common prefix */
-        int common = 0;
-        while (common < n_cached && common < (int)n && cached[common] == ids[common]) common++;
-        if (common == (int)n) common--; /* need the last token's logits */
-        tl_infer_truncate(&e.s, common);
-        double t0 = tl_now();
-        if (tl_infer_forward(&e.s, ids + common, (int)n - common, NULL, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            free(ids);
-            rc = 1;
-            break;
-        }
-        double prompt_s = tl_now() - t0;
-        int hist_n = (int)n, cap = (int)n, n_gen, steps;
-        double gen_s;
-        end_reason why = generate_loop(CMD, &e, &o, &ids, &hist_n, &cap, 0, stdout, &n_gen, &gen_s, &steps);
+        if (r == 0 && why == TL_GEN_ERROR) cli_error(CMD, "%s", err.msg);
         printf("\n");
         fflush(stdout);
+        if (r == 1) continue; /* the message did not fit: skipped */
         if (o.stats)
             fprintf(stderr, "[prompt: %d new tokens, %.1f tokens/s | reply: %d tokens, %.2f tokens/s | %s]\n",
-                    (int)n - common, ((int)n - common) / (prompt_s > 0 ? prompt_s : 1e-9), n_gen,
-                    steps / (gen_s > 0 ? gen_s : 1e-9), END_NAMES[why]);
-        /* the reply as text for the next rendering; the cache holds ids[0..pos) */
-        char *reply;
-        size_t rlen;
-        if (tl_tokenizer_decode(e.m.tok, ids + n, (size_t)n_gen, &reply, &rlen, &err)) reply = strdup("");
-        turns[n_turns - 1].assistant = reply;
-        n_cached = e.s.pos;
-        memcpy(cached, ids, sizeof(int) * (size_t)n_cached);
-        free(ids);
-        if (why == END_ERROR) {
+                    st.n_prompt, st.n_prompt / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9), st.n_generated,
+                    st.n_steps / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9), tl_gen_end_name(why));
+        if (why == TL_GEN_ERROR) {
             rc = 1;
             break;
         }
     }
-    for (int i = 0; i < n_turns; i++) {
-        free(turns[i].user);
-        free(turns[i].assistant);
-    }
-    free(turns);
     free(line);
-    free(cached);
+    tl_chat_free(&chat);
     engine_close(&e);
     return rc;
 }

@@ -22,6 +22,7 @@ extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
 extern const tl_test tests_train_setup[];
+extern const tl_test tests_generate[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -39,6 +40,7 @@ static const tl_test *const suites[] = {
     tests_hf_files,
     tests_gguf,
     tests_train_setup,
+    tests_generate,
 };
 
 static char tmpdir_path[256];
