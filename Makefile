@@ -62,8 +62,9 @@ CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
 CUC_SRC    := $(sort $(wildcard src/cuda/*.c))
 CUC_OBJ    := $(CUC_SRC:%.c=$(BUILD)/%.o)
 CUDA_LIB   := $(BUILD)/libtinyllama_cuda.a
-CUDA_CLI_OBJ := $(filter-out $(BUILD)/cli/cmd_bench.o $(BUILD)/cli/cmd_train.o,$(CLI_OBJ)) \
-                $(BUILD)/cuda/cli/cmd_bench.o $(BUILD)/cuda/cli/cmd_train.o $(BUILD)/cli/cuda/cmd_bench_cuda.o
+# the same CLI objects as the plain build: engine_adapter.o, linked as an object,
+# defines the "cuda" entry that tl_engine_find (src/engine.c) looks up by a weak reference
+CUDA_REG_OBJ := $(BUILD)/src/cuda/engine_adapter.o
 
 cuda: $(BUILD)/tinyllama-cuda $(BUILD)/test_cuda
 
@@ -79,21 +80,12 @@ $(CUDA_LIB): $(CU_OBJ) $(CUC_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# the CLI's bench and train commands, built to also accept --device cuda
-$(BUILD)/cuda/cli/%.o: cli/%.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DTL_WITH_CUDA -Isrc/cuda -Icli -MMD -MP -c $< -o $@
-
-$(BUILD)/cli/cuda/%.o: cli/cuda/%.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc/cuda -Icli -MMD -MP -c $< -o $@
-
 $(BUILD)/tests/cuda/%.o: tests/cuda/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc/cuda -Itests -MMD -MP -c $< -o $@
 
-$(BUILD)/tinyllama-cuda: $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $(CUDA_CLI_OBJ) $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
+$(BUILD)/tinyllama-cuda: $(CLI_OBJ) $(CUDA_REG_OBJ) $(CUDA_LIB) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(CUDA_REG_OBJ) $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
 
 $(BUILD)/test_cuda: $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB) $(LDLIBS) $(CUDA_LDLIBS)
@@ -144,5 +136,5 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 .PHONY: all asan test clean cuda fuzz
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUC_OBJ:.o=.d) $(CUDA_CLI_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TST_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CUC_OBJ:.o=.d)
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)

@@ -1,116 +1,190 @@
 /* cmd_bench.c - `tinyllama bench`: training throughput of a model config on
- * random tokens (forward + backward + AdamW, the full step), for comparing
- * against scripts/bench_train_torch.py in scripts/bench_train.sh. */
+ * random tokens (forward + backward + grad norm + clipped AdamW, the full step,
+ * through the engine interface of src/engine.h), for comparing against
+ * scripts/bench_train_torch.py (CPU, scripts/bench_train.sh) and
+ * scripts/bench_cuda_torch.py (`--device cuda`, with MFU). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "engine.h"
 #include "model.h"
 #include "ops.h"
 #include "optimizer.h"
 #include "rng.h"
 
-#ifdef TL_WITH_CUDA
-int cmd_bench_cuda(int argc, char **argv); /* cli/cuda/cmd_bench_cuda.c */
-#endif
-
 static void help(void) {
     printf("usage: tinyllama bench [--preset NAME | --config FILE] [options]\n\n"
            "Times full training steps (forward, backward, AdamW) on random tokens and prints\n"
            "tokens/s, achieved GFLOP/s (6 x non-embedding params + attention per token, see\n"
-           "docs/benchmarks.md) and peak memory.\n\n"
-           "  --preset NAME     model preset (default llama-24m)\n"
+           "docs/benchmarks.md) and peak memory; on a GPU, TFLOP/s and MFU.\n\n"
+           "  --device NAME     cpu (default) or cuda (the CUDA build, `make cuda`)\n"
+           "  --preset NAME     model preset (default llama-24m; cuda: tinyllama-1.1b)\n"
            "  --config FILE     an HF config.json instead\n"
-           "  --batch N         sequences per step (default 4)\n"
-           "  --seq-len N       tokens per sequence (default 64)\n"
-           "  --steps N         timed steps (default 10, after 2 warm-up steps)\n"
-           "  --threads N       threads (default: all cores)\n");
+           "  --batch N         sequences per step (default 4; cuda: 8)\n"
+           "  --seq-len N       tokens per sequence (default 64; cuda: 2048)\n"
+           "  --steps N         timed steps (default 10; cuda: 5), after --warmup steps\n"
+           "  --warmup N        untimed steps first (default 2)\n"
+           "  --threads N       threads (default: all cores)\n"
+           "cuda:\n"
+           "  --precision P     bf16 (default) or fp32\n"
+           "  --recompute       recompute SwiGLU activations in the backward pass\n"
+           "  --gpu N           CUDA device ordinal (default 0)\n"
+           "  --peak-tflops X   datasheet dense bf16 peak (default: by device name; H100/H200 SXM 989)\n"
+           "  --no-gemm-peak    skip measuring the cuBLASLt bf16 peak (8192^3 products)\n");
+}
+
+/* Dense bf16 datasheet peak (TFLOP/s) from the device name; 0 if unknown. */
+static double datasheet_peak(const char *desc) {
+    if (strstr(desc, "H200") || strstr(desc, "H100 80GB HBM3") || strstr(desc, "H100 SXM")) return 989.4;
+    if (strstr(desc, "H100 PCIe") || strstr(desc, "H100")) return 756.0;
+    if (strstr(desc, "A100")) return 312.0;
+    if (strstr(desc, "L40S")) return 362.0;
+    return 0.0;
 }
 
 int cmd_bench(int argc, char **argv) {
-#ifdef TL_WITH_CUDA
-    /* the CUDA build: `bench --device cuda` runs the GPU benchmark */
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--device") && !strcmp(argv[i + 1], "cuda")) return cmd_bench_cuda(argc, argv);
-#endif
-    cli_bench_opts o = {"llama-24m", NULL, 4, 64, 10};
-    long threads = 0;
+    const char *device = "cpu";
+    for (int i = 1; i + 1 < argc; i++) /* the device picks the defaults of the other options */
+        if (!strcmp(argv[i], "--device")) device = argv[i + 1];
+    const tl_engine_kind *kind = tl_engine_find(device);
+    if (!kind) {
+        cli_error("bench", "--device %s: this build has no such engine (cpu%s)", device,
+                  tl_engine_find("cuda") ? ", cuda" : "; cuda needs `make cuda`");
+        return 2;
+    }
+    const int gpu_engine = kind->describe != NULL; /* a device with its own memory and MFU report */
+    cli_bench_opts o = gpu_engine ? (cli_bench_opts){"tinyllama-1.1b", NULL, 8, 2048, 5}
+                                  : (cli_bench_opts){"llama-24m", NULL, 4, 64, 10};
+    long threads = 0, warmup = 2, gpu = 0;
+    int measure_peak = 1;
+    double peak = 0;
+    tl_engine_opts eo = {0};
     for (int i = 1; i < argc; i++) {
         const char *v;
         int bad = 0;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
+        } else if (cli_opt(argc, argv, &i, "--device", &v, &bad)) {
+            if (bad) return 2;
         } else if (cli_bench_opt(argc, argv, &i, &o, &bad)) {
             if (bad) return 2;
         } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
             if (bad || cli_parse_int("bench", "--threads", v, 1, 4096, &threads)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--warmup", &v, &bad)) {
+            if (bad || cli_parse_int("bench", "--warmup", v, 0, 1 << 20, &warmup)) return 2;
+        } else if (gpu_engine && cli_opt(argc, argv, &i, "--gpu", &v, &bad)) {
+            if (bad || cli_parse_int("bench", "--gpu", v, 0, 1024, &gpu)) return 2;
+        } else if (gpu_engine && cli_opt(argc, argv, &i, "--precision", &v, &bad)) {
+            if (bad) return 2;
+            if (strcmp(v, "bf16") && strcmp(v, "fp32")) {
+                cli_error("bench", "--precision must be bf16 or fp32");
+                return 2;
+            }
+            eo.fp32 = !strcmp(v, "fp32");
+        } else if (gpu_engine && cli_opt(argc, argv, &i, "--peak-tflops", &v, &bad)) {
+            if (bad || cli_parse_double("bench", "--peak-tflops", v, &peak)) return 2;
+        } else if (gpu_engine && !strcmp(argv[i], "--recompute")) {
+            eo.recompute = 1;
+        } else if (gpu_engine && !strcmp(argv[i], "--no-gemm-peak")) {
+            measure_peak = 0;
         } else {
             cli_error("bench", "unknown option '%s' (see --help)", argv[i]);
             return 2;
         }
     }
+    eo.device = (int)gpu;
     if (threads) tl_set_threads((int)threads);
     const char *preset = o.preset, *config = o.config;
     const long batch = o.batch, seq = o.seq, steps = o.steps;
     tl_config cfg;
-    tl_error err;
+    tl_error err = {{0}};
     tl_model m;
+    char desc[256] = "";
+    if (gpu_engine && kind->describe((int)gpu, desc, sizeof desc, &err)) {
+        cli_error("bench", "%s", err.msg);
+        return 1;
+    }
+    if (peak <= 0) peak = datasheet_peak(desc);
     if ((config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset, &cfg, &err)) ||
         tl_model_create(&m, &cfg, &err)) {
         cli_error("bench", "%s", err.msg);
         return 1;
     }
+    double t_init = tl_now();
     tl_model_init_weights(&m, 1);
-    tl_acts *a = tl_acts_create(&cfg, (int)batch, (int)seq, &err);
-    if (!a) {
-        cli_error("bench", "%s", err.msg);
-        tl_model_free(&m);
-        return 1;
+    t_init = tl_now() - t_init;
+    double measured = 0;
+    if (gpu_engine && measure_peak && kind->matmul_peak && kind->matmul_peak((int)gpu, &measured, &err)) {
+        cli_error("bench", "measuring the GEMM peak: %s", err.msg);
+        measured = 0;
     }
     size_t n = m.n_params, N = (size_t)(batch * seq);
-    float *g = tl_alloc(n * sizeof(float)), *mo = tl_alloc(n * sizeof(float)), *ve = tl_alloc(n * sizeof(float));
+    float *mo = tl_alloc(n * sizeof(float)), *ve = tl_alloc(n * sizeof(float)); /* AdamW moments, zero */
     int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
-    if (!g || !mo || !ve || !in || !tg) {
-        cli_error("bench", "out of memory");
-        return 1;
+    tl_engine *e = NULL;
+    if (!mo || !ve || !in || !tg) {
+        tl_fail(&err, "out of memory");
+    } else {
+        memset(mo, 0, n * sizeof(float));
+        memset(ve, 0, n * sizeof(float));
+        e = kind->create(&m, mo, ve, (int)batch, (int)seq, NULL, &eo, &err);
     }
+    int rc = e ? 0 : -1;
     tl_rng r;
     tl_rng_seed(&r, 7);
     tl_adamw_config oc = tl_adamw_defaults();
-    double timed = 0, loss = 0;
-    for (long s = 0; s < steps + 2; s++) {
+    double timed = 0, loss = 0, norm = 0, first_loss = 0;
+    for (long s = 0; s < steps + warmup && !rc; s++) {
         for (size_t i = 0; i < N; i++) {
             in[i] = (int)tl_rng_below(&r, (uint64_t)cfg.vocab_size);
             tg[i] = (int)tl_rng_below(&r, (uint64_t)cfg.vocab_size);
         }
         double t0 = tl_now();
-        memset(g, 0, n * sizeof(float));
-        if (tl_model_forward_backward(&m, a, g, in, tg, 1.0f, &loss, &err)) {
-            cli_error("bench", "%s", err.msg);
-            return 1;
-        }
-        double norm = tl_grad_norm(g, n);
-        tl_clip_grads(g, n, norm, oc.clip);
-        tl_adamw_update(m.params, g, mo, ve, n, 1e-4, &oc, s + 1);
-        if (s >= 2) timed += tl_now() - t0;
+        /* one process: reduce_grads does nothing, as in the training loop */
+        rc = e->ops->zero_grads(e, &err) || e->ops->forward_backward(e, in, tg, 1.0f, &loss, &err) ||
+             e->ops->reduce_grads(e, &err) || e->ops->grad_norm(e, &norm, &err) ||
+             e->ops->update(e, &oc, 1e-4, s + 1, norm, &err) || (e->ops->sync && e->ops->sync(e, &err));
+        if (s == 0) first_loss = loss;
+        if (s >= warmup) timed += tl_now() - t0;
     }
+    if (rc) cli_error("bench", "%s", err.msg);
+    double fpt = tl_config_train_flops_per_token(&cfg, (int)seq);
     double tps = (double)N * (double)steps / timed;
-    double gflops = tps * tl_config_train_flops_per_token(&cfg, (int)seq) / 1e9;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("model %s: %zu params (%zu non-embedding), batch %ld x seq %ld, %d threads\n", config ? config : preset, n,
-           tl_config_num_nonembed_params(&cfg), batch, seq, tl_get_threads());
-    printf("RESULT impl=tinyllama tokens_per_s=%.1f gflops=%.2f peak_mb=%.1f loss=%.4f\n", tps, gflops,
-           (double)ru.ru_maxrss / 1024.0, loss);
-    tl_free(g);
+    if (!rc && !gpu_engine) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("model %s: %zu params (%zu non-embedding), batch %ld x seq %ld, %d threads\n", config ? config : preset,
+               n, tl_config_num_nonembed_params(&cfg), batch, seq, tl_get_threads());
+        printf("RESULT impl=tinyllama tokens_per_s=%.1f gflops=%.2f peak_mb=%.1f loss=%.4f\n", tps, tps * fpt / 1e9,
+               (double)ru.ru_maxrss / 1024.0, loss);
+    } else if (!rc) {
+        double tflops = tps * fpt / 1e12;
+        printf("device: %s\n", desc);
+        printf("model %s: %zu params (%zu non-embedding), batch %ld x seq %ld, %s%s, GPU memory %.1f GB, "
+               "host init %.1fs\n",
+               config ? config : preset, n, tl_config_num_nonembed_params(&cfg), batch, seq,
+               eo.fp32 ? "fp32" : "bf16 mixed precision", eo.recompute ? ", recompute" : "",
+               (double)e->ops->memory_bytes(e) / 1e9, t_init);
+        printf("FLOPs per token: %.3f GFLOP (6 x %zu + 12 x %d x %d x %ld)\n", fpt / 1e9,
+               tl_config_num_nonembed_params(&cfg), cfg.n_layers, cfg.dim, seq);
+        printf("step %.1f ms, loss %.4f (first step %.4f), grad norm %.3f\n", 1e3 * timed / steps, loss, first_loss,
+               norm);
+        printf("achieved %.1f TFLOP/s; datasheet peak %.1f -> MFU %.1f%%; measured cuBLASLt bf16 peak %.1f -> %.1f%%\n",
+               tflops, peak, peak > 0 ? 100 * tflops / peak : 0.0, measured,
+               measured > 0 ? 100 * tflops / measured : 0.0);
+        printf("RESULT impl=tinyllama-cuda tokens_per_s=%.1f tflops=%.2f mfu_datasheet=%.4f mfu_measured=%.4f "
+               "gemm_peak_tflops=%.1f loss=%.4f\n",
+               tps, tflops, peak > 0 ? tflops / peak : 0.0, measured > 0 ? tflops / measured : 0.0, measured, loss);
+    }
+    if (e) e->ops->free(e);
     tl_free(mo);
     tl_free(ve);
     free(in);
     free(tg);
-    tl_acts_free(a);
     tl_model_free(&m);
-    return 0;
+    return rc ? 1 : 0;
 }

@@ -14,10 +14,6 @@
 #include "tokenizer.h"
 #include "train.h"
 #include "train_setup.h"
-#ifdef TL_WITH_CUDA
-#include "cuda_engine.h"
-#include "engine_cuda.h"
-#endif
 
 static volatile sig_atomic_t stop_requested; /* the signal that asked to stop */
 static void on_signal(int sig) { stop_requested = sig; }
@@ -92,14 +88,13 @@ static void help(void) {
            "  --comm-timeout S     stop the job when a rank does not answer a collective within S\n"
            "                       seconds, naming it (default 300; 0 waits forever)\n"
            "  --overlap            --zero 2|3: reduce each layer's gradient on a communication thread\n"
-           "                       while the next layer's backward runs (same results)\n"
-#ifdef TL_WITH_CUDA
-           "  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
-           "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
-           "                       and AdamW state (default), or fp32 throughout\n"
-           "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n"
-#endif
-           "  --quiet              no progress line\n\n"
+           "                       while the next layer's backward runs (same results)\n");
+    if (tl_engine_find("cuda")) /* the CUDA build */
+        printf("  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
+               "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
+               "                       and AdamW state (default), or fp32 throughout\n"
+               "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n");
+    printf("  --quiet              no progress line\n\n"
            "Ctrl-C (or SIGTERM) stops after the current step, writes a checkpoint and exits with\n"
            "130 (143), as shells report an interrupted command; 0 means the run finished.\n");
 }
@@ -231,10 +226,9 @@ int cmd_train(int argc, char **argv) {
     int n_bench = 0;
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
-#ifdef TL_WITH_CUDA
-    const char *device = NULL, *precision = "bf16";
+    const char *device = NULL, *precision = "bf16"; /* engines built in: src/engine.h */
     int recompute = 0;
-#endif
+    const int with_cuda = tl_engine_find("cuda") != NULL;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         int bad = 0;
@@ -307,10 +301,9 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--overwrite")) overwrite = 1;
         else if (!strcmp(a, "--overlap")) overlap = 1; /* distributed */
-#ifdef TL_WITH_CUDA
-        STR("--device", device) STR("--precision", precision)
-        else if (!strcmp(a, "--recompute")) recompute = 1;
-#endif
+        else if (with_cuda && cli_opt(argc, argv, &i, "--device", &v, &bad)) { if (bad) return 2; device = v; }
+        else if (with_cuda && cli_opt(argc, argv, &i, "--precision", &v, &bad)) { if (bad) return 2; precision = v; }
+        else if (with_cuda && !strcmp(a, "--recompute")) recompute = 1;
         else {
             cli_error("train", "unknown option '%s' (see --help)", a);
             return 2;
@@ -535,24 +528,21 @@ int cmd_train(int argc, char **argv) {
     }
     o.bench = (const tl_eval_task *const *)bench;
     o.n_bench = n_loaded;
-#ifdef TL_WITH_CUDA
-    tl_cuda_opts copts = tl_cuda_opts_default();
-    copts.precision = strcmp(precision, "fp32") ? TL_CUDA_BF16 : TL_CUDA_F32;
-    copts.recompute = recompute;
+    tl_engine_opts eopts = {.fp32 = !strcmp(precision, "fp32"), .recompute = recompute};
     if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
         cli_error("train", "--precision must be bf16 or fp32");
         return 2;
     }
-    if (device && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+    const tl_engine_kind *kind = device ? tl_engine_find(device) : tl_engine_default();
+    if (!kind) {
         cli_error("train", "--device must be cpu or cuda");
         return 2;
     }
-    if (device ? !strcmp(device, "cuda") : tl_engine_cuda_available()) {
-        o.engine = tl_engine_cuda_create;
-        o.engine_user = &copts;
-        fprintf(stderr, "device: cuda (%s)\n", copts.precision == TL_CUDA_F32 ? "fp32" : "bf16 mixed precision");
+    if (strcmp(kind->name, "cpu")) { /* the CPU engine is the trainer's default (a NULL factory) */
+        o.engine = kind->create;
+        o.engine_user = &eopts;
+        fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
     }
-#endif
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
     rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);

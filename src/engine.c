@@ -1,6 +1,8 @@
 /* engine.c - what every engine shares: its place in the job. */
 #include "engine.h"
 
+#include <string.h>
+
 int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err) {
     e->rank = job && job->comm ? tl_comm_rank(job->comm) : 0;
     e->world = job && job->comm ? tl_comm_world(job->comm) : 1;
@@ -10,4 +12,24 @@ int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err) {
     e->hi = e->m->n_params;
     if (e->world > 1 || e->zero > 0) tl_shard_range(e->m->n_params, e->world, TL_SHARD_ALIGN, e->rank, &e->lo, &e->hi);
     return 0;
+}
+
+static int cpu_available(void) { return 1; }
+
+static const tl_engine_kind cpu_kind = {.name = "cpu", .create = tl_engine_cpu_create, .available = cpu_available};
+
+/* Defined by src/cuda/engine_adapter.c in the CUDA build; a weak reference, so
+ * the plain build links without it and sees NULL. */
+extern const tl_engine_kind tl_engine_kind_cuda __attribute__((weak));
+
+const tl_engine_kind *tl_engine_find(const char *name) {
+    if (!name) return NULL;
+    if (!strcmp(name, cpu_kind.name)) return &cpu_kind;
+    if (&tl_engine_kind_cuda && !strcmp(name, tl_engine_kind_cuda.name)) return &tl_engine_kind_cuda;
+    return NULL;
+}
+
+const tl_engine_kind *tl_engine_default(void) {
+    const tl_engine_kind *k = tl_engine_find("cuda");
+    return k && k->available() ? k : &cpu_kind;
 }

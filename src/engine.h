@@ -59,6 +59,8 @@ typedef struct {
     int (*release_params)(tl_engine *e, tl_error *err);
     int (*pull)(tl_engine *e, tl_error *err);
     int (*push)(tl_engine *e, tl_error *err);
+    /* waits for the work queued on a device (for timing); NULL: the engine's calls return when done */
+    int (*sync)(tl_engine *e, tl_error *err);
     size_t (*memory_bytes)(const tl_engine *e);
     void (*free)(tl_engine *e);
 } tl_engine_ops;
@@ -84,5 +86,33 @@ tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, 
                                 void *user, tl_error *err);
 /* Fills the job fields of e (rank, world, zero, shard range) from job. */
 int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err);
+
+/* ---- engines by name ----
+ * The options every engine kind reads (a kind ignores what it does not have). */
+typedef struct {
+    int fp32;      /* 1: fp32 arithmetic throughout; 0: the engine's default (CUDA: bf16 matrix inputs,
+                    * fp32 master weights and AdamW state) */
+    int recompute; /* recompute activations in the backward pass instead of keeping them (CUDA) */
+    int device;    /* device ordinal (CUDA) */
+} tl_engine_opts;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+    /* user: a const tl_engine_opts* (NULL: defaults) */
+    tl_engine_factory create;
+    /* 1 if the hardware is present */
+    int (*available)(void);
+    /* the device's name (NULL on the CPU) */
+    int (*describe)(int device, char *buf, size_t n, tl_error *err);
+    /* the measured dense matrix-product peak in TFLOP/s of the engine's default arithmetic (NULL: not measured) */
+    int (*matmul_peak)(int device, double *tflops, tl_error *err);
+} tl_engine_kind;
+
+/* The engine kind called name, or NULL when this program was built without it:
+ * "cpu" always; "cuda" when the CUDA objects are linked in (`make cuda`: they
+ * define tl_engine_kind_cuda, which the plain build leaves undefined). */
+const tl_engine_kind *tl_engine_find(const char *name);
+/* The engine a run uses when none is named: the first available of cuda, cpu. */
+const tl_engine_kind *tl_engine_default(void);
 
 #endif

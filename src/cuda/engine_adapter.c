@@ -1,5 +1,6 @@
 /* engine_adapter.c - the CUDA engine behind the training loop's tl_engine
  * interface (src/engine.h).  Compiled only in the CUDA build (`make cuda`). */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "cuda_engine.h"
@@ -61,6 +62,7 @@ static int a_push(tl_engine *e, tl_error *err) {
                ? -1
                : 0;
 }
+static int a_sync(tl_engine *e, tl_error *err) { return tl_cuda_engine_sync(G(e), err); }
 static size_t a_bytes(const tl_engine *e) { return tl_cuda_engine_memory_bytes(((const cuda_adapter *)e)->gpu); }
 static void a_free(tl_engine *e) {
     if (!e) return;
@@ -72,7 +74,7 @@ static void a_free(tl_engine *e) {
 static const tl_engine_ops cuda_ops = {
     .name = "cuda", .zero_grads = a_zero, .forward_backward = a_fb, .loss = a_loss, .reduce_grads = a_reduce,
     .grad_norm = a_norm, .update = a_update, .gather_params = a_params_noop, .release_params = a_release_noop,
-    .pull = a_pull, .push = a_push, .memory_bytes = a_bytes, .free = a_free};
+    .pull = a_pull, .push = a_push, .sync = a_sync, .memory_bytes = a_bytes, .free = a_free};
 
 tl_engine *tl_engine_cuda_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                                  void *user, tl_error *err) {
@@ -109,3 +111,61 @@ int tl_engine_cuda_available(void) {
     tl_error err;
     return tl_cuda_device_count(&n, &err) == 0 && n > 0;
 }
+
+/* ---- the "cuda" entry of the engine registry (tl_engine_find in src/engine.c) ---- */
+
+static tl_engine *kind_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
+                              void *user, tl_error *err) {
+    const tl_engine_opts *eo = user;
+    tl_cuda_opts o = tl_cuda_opts_default();
+    if (eo) {
+        o.precision = eo->fp32 ? TL_CUDA_F32 : TL_CUDA_BF16;
+        o.recompute = eo->recompute;
+        o.device = eo->device;
+    }
+    return tl_engine_cuda_create(m, opt_m, opt_v, B, T, job, &o, err);
+}
+
+/* Times bf16 8192^3 products through the same cuBLASLt path as the engine. */
+static int kind_matmul_peak(int device, double *tflops, tl_error *err) {
+    (void)device; /* the current device, as the engine's first products run */
+    const int n = 8192;
+    size_t e = (size_t)n * n;
+    float *h = malloc(e * sizeof(float));
+    if (!h) return tl_fail(err, "out of memory");
+    uint64_t x = 88172645463325252ULL;
+    for (size_t i = 0; i < e; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        h[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
+    }
+    void *a = tl_cuda_malloc(e * 2, err), *b = a ? tl_cuda_malloc(e * 2, err) : NULL;
+    void *c = b ? tl_cuda_malloc(e * 2, err) : NULL;
+    tl_cuda_gemm *g = c ? tl_cuda_gemm_create(err) : NULL;
+    int rc = -1;
+    if (g && !tl_cuda_upload(a, h, e, TL_CUDA_BF16, err) && !tl_cuda_upload(b, h, e, TL_CUDA_BF16, err)) {
+        rc = 0;
+        for (int i = 0; i < 3 && !rc; i++) /* warm-up */
+            rc = tl_cuda_linear_forward(g, TL_CUDA_BF16, TL_CUDA_BF16, c, a, b, n, n, n, 0.0f, NULL, err);
+        rc = rc ? rc : tl_cuda_sync(err);
+        double t0 = tl_now();
+        const int reps = 20;
+        for (int i = 0; i < reps && !rc; i++)
+            rc = tl_cuda_linear_forward(g, TL_CUDA_BF16, TL_CUDA_BF16, c, a, b, n, n, n, 0.0f, NULL, err);
+        rc = rc ? rc : tl_cuda_sync(err);
+        if (!rc) *tflops = 2.0 * n * (double)n * n * reps / (tl_now() - t0) / 1e12;
+    }
+    tl_cuda_gemm_free(g);
+    tl_cuda_free(a), tl_cuda_free(b), tl_cuda_free(c);
+    free(h);
+    return rc;
+}
+
+static int kind_describe(int device, char *buf, size_t n, tl_error *err) {
+    int count = 0;
+    if (tl_cuda_device_count(&count, err)) return -1;
+    return tl_cuda_device_describe(device, buf, n, err);
+}
+
+const tl_engine_kind tl_engine_kind_cuda = {.name = "cuda", .create = kind_create,
+                                            .available = tl_engine_cuda_available, .describe = kind_describe,
+                                            .matmul_peak = kind_matmul_peak};
