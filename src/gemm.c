@@ -163,21 +163,29 @@ static int init_rc;
 /* OpenBLAS reads OPENBLAS_CORETYPE when it loads, and 0.3.21 has no call to
  * set it afterwards; re-running its dynamic initialisation with the variable
  * set switches the kernel table (the environment is restored after). */
-int tl_gemm_openblas_force(const char *core) {
-    const char *old = getenv("OPENBLAS_CORETYPE");
-    char saved[64];
-    snprintf(saved, sizeof saved, "%s", old ? old : "");
+static void openblas_reinit(const char *core) {
     if (core)
         setenv("OPENBLAS_CORETYPE", core, 1);
     else
         unsetenv("OPENBLAS_CORETYPE");
     gotoblas_dynamic_quit();
     gotoblas_dynamic_init();
-    if (old)
-        setenv("OPENBLAS_CORETYPE", saved, 1);
+}
+
+int tl_gemm_openblas_force(const char *core) {
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    char old[64], was[64];
+    snprintf(old, sizeof old, "%s", env ? env : "");
+    snprintf(was, sizeof was, "%s", tl_gemm_openblas_corename());
+    openblas_reinit(core);
+    const int bad = core && strcasecmp(tl_gemm_openblas_corename(), core);
+    /* an unknown name leaves OpenBLAS on Prescott: back to the family it ran */
+    if (bad) openblas_reinit(was);
+    if (env)
+        setenv("OPENBLAS_CORETYPE", old, 1);
     else
         unsetenv("OPENBLAS_CORETYPE");
-    return core && strcasecmp(tl_gemm_openblas_corename(), core) ? -1 : 0;
+    return bad ? -1 : 0;
 }
 
 static void init_once(void) {

@@ -57,9 +57,9 @@ const tl_gemm_choice *tl_gemm_active(void);
 const char *tl_gemm_openblas_corename(void);
 
 /* Switches OpenBLAS to the kernel family core (an OPENBLAS_CORETYPE name; NULL:
- * its own detection again) and leaves the environment as it was; -1 when OpenBLAS
- * then runs another family (a name this build lacks).  Call while no product
- * runs (tl_gemm_init does, once). */
+ * its own detection again) and leaves the environment as it was; -1, with the
+ * family it ran before kept, for a name this build lacks.  Call while no
+ * product runs (tl_gemm_init does, once). */
 int tl_gemm_openblas_force(const char *core);
 
 /* C[M,N] = alpha op(A) op(B) + beta C: op(A) is [M,K] (A stored [K,M] when ta),

@@ -182,7 +182,10 @@ static void test_openblas_force(tl_test_ctx *t) {
         CHECK(!strcmp(tl_gemm_openblas_corename(), "Haswell"));
         check_product(t, TL_GEMM_OPENBLAS, true, false, 67, 45, 129, 1.0f, 1.0f, &g);
     }
+    char cur[64];
+    snprintf(cur, sizeof cur, "%s", tl_gemm_openblas_corename());
     CHECK(tl_gemm_openblas_force("NoSuchCore") != 0);
+    CHECK(!strcmp(tl_gemm_openblas_corename(), cur)); /* not left on OpenBLAS's Prescott fallback */
     CHECK(getenv("OPENBLAS_CORETYPE") == env || (env && !strcmp(getenv("OPENBLAS_CORETYPE"), env)));
     /* back to what the process runs: the active choice's family, else OpenBLAS's own */
     tl_gemm_openblas_force(a->openblas_core ? a->openblas_core : env);
