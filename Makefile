@@ -10,6 +10,8 @@ CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
 # OpenBLAS built for OpenMP shares our OpenMP thread pool (the pthread build fights
 # it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
+# oneDNN (libdnnl-dev, also built on libgomp) is the other fp32 GEMM backend; src/gemm.c
+# picks between them from the CPU's flags.
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
 # MPI (data-parallel training, docs/distributed.md): MPI=auto uses mpicc's flags when
@@ -24,7 +26,7 @@ CFLAGS  += -DTL_WITH_MPI $(shell $(MPICC) --showme:compile 2>/dev/null || $(MPIC
 MPI_LIBS := $(shell $(MPICC) --showme:link 2>/dev/null || $(MPICC) -show | cut -d' ' -f2- | tr ' ' '\n' | grep '^-[Ll]' | tr '\n' ' ')
 endif
 LDLIBS  += $(MPI_LIBS)
-LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm $(SAN)
+LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(wildcard src/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))

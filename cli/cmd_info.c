@@ -1,4 +1,5 @@
-/* cmd_info.c - `tinyllama info`: print a model configuration and its size. */
+/* cmd_info.c - `tinyllama info`: print a model configuration and its size, or
+ * (--cpu) the CPU, its flags and the matrix-product library chosen for it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,10 +7,14 @@
 #include "cli.h"
 #include "distributed.h"
 #include "config.h"
+#include "gemm.h"
 
 static void help(void) {
-    printf("usage: tinyllama info (--preset NAME | --config config.json | --gguf FILE [--full])\n\n"
-           "Prints the model configuration and parameter count.\n\n"
+    printf("usage: tinyllama info (--preset NAME | --config config.json | --gguf FILE [--full])\n"
+           "       tinyllama info --cpu\n\n"
+           "Prints the model configuration and parameter count; with --cpu the CPU, the instruction-set\n"
+           "flags the kernels dispatch on, OpenBLAS's kernel family and the fp32 GEMM backend chosen and\n"
+           "why (TL_GEMM=openblas|onednn overrides it; docs/dependencies.md).\n\n"
            "  --preset NAME     a built-in preset:");
     for (const char *const *p = tl_config_preset_names(); *p; p++) printf(" %s", *p);
     printf("\n  --config FILE     an HF config.json\n"
@@ -55,13 +60,49 @@ static int zero_table(const tl_config *cfg, const char *list) {
     return 0;
 }
 
+static int cpu_info(void) {
+    tl_cpu_info c;
+    tl_cpu_detect(&c);
+    printf("cpu: %s (%s, family %d model %d stepping %d)\n", c.model[0] ? c.model : "?", c.vendor, c.family,
+           c.model_id, c.stepping);
+    const struct {
+        const char *name;
+        bool on;
+    } f[] = {{"avx2", c.avx2},           {"fma", c.fma},
+             {"avx512f", c.avx512f},     {"avx512bw", c.avx512bw},
+             {"avx512vl", c.avx512vl},   {"avx512_vnni", c.avx512_vnni},
+             {"avx512_bf16", c.avx512_bf16}, {"avx512_fp16", c.avx512_fp16},
+             {"amx_bf16", c.amx_bf16},   {"amx_int8", c.amx_int8}};
+    printf("flags:");
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (f[i].on) printf(" %s", f[i].name);
+    printf("\nmissing:");
+    int none = 1;
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (!f[i].on) printf(" %s", f[i].name), none = 0;
+    printf("%s\n", none ? " (none)" : "");
+    const tl_gemm_choice *g = tl_gemm_active();
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    printf("openblas core: %s", tl_gemm_openblas_corename());
+    if (env)
+        printf(" (OPENBLAS_CORETYPE=%s)\n", env);
+    else if (g->openblas_core)
+        printf(" (forced from the flags; its own detection said %s)\n", g->openblas_detected);
+    else
+        printf(" (its own detection)\n");
+    printf("gemm backend: %s (%s)\n", tl_gemm_backend_name(g->backend), g->why);
+    return 0;
+}
+
 int cmd_info(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *zero_memory = NULL, *gguf = NULL;
-    int bad = 0, full = 0;
+    int bad = 0, full = 0, cpu = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
             return 0;
+        } else if (!strcmp(argv[i], "--cpu")) {
+            cpu = 1;
         } else if (cli_opt(argc, argv, &i, "--preset", &preset, &bad) ||
                    cli_opt(argc, argv, &i, "--config", &config, &bad) ||
                    cli_opt(argc, argv, &i, "--zero-memory", &zero_memory, &bad) ||
@@ -74,8 +115,15 @@ int cmd_info(int argc, char **argv) {
             return 2;
         }
     }
+    if (cpu) {
+        if (preset || config || zero_memory || gguf || full) {
+            cli_error("info", "--cpu takes no other option");
+            return 2;
+        }
+        return cpu_info();
+    }
     if (!!preset + !!config + !!gguf != 1) {
-        cli_error("info", "give exactly one of --preset, --config or --gguf");
+        cli_error("info", "give exactly one of --preset, --config or --gguf (or --cpu)");
         return 2;
     }
     if (full && !gguf) {

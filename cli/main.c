@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "gemm.h"
 
 typedef struct {
     const char *name;
@@ -42,6 +43,12 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
+    }
+    /* the GEMM backend is chosen once here, so a bad TL_GEMM stops every command */
+    tl_error err;
+    if (tl_gemm_init(&err)) {
+        fprintf(stderr, "tinyllama: %s\n", err.msg);
+        return 2;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);

@@ -15,7 +15,8 @@ gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-o
     -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
 peak=$("$SGEMM" 2048 5 2>/dev/null)
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "sgemm peak (2048^3, $(nproc) threads): $peak GFLOP/s"
+echo "sgemm peak (2048^3, $(nproc) threads): $peak GFLOP/s (OpenBLAS; every backend: scripts/bench_gemm.sh)"
+./build/tinyllama info --cpu | sed 's/^/  /'
 
 get() { printf '%s\n' "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 summary=()

@@ -29,7 +29,7 @@ say '```'
 # ---- build dependencies: system ones, else the carried .deb files unpacked under /tmp/deps
 have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 if [ -f /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h ] && [ -f /usr/include/cjson/cJSON.h ] &&
-    [ -f /usr/include/zstd.h ]; then
+    [ -f /usr/include/zstd.h ] && [ -f /usr/include/dnnl.h ]; then
     say "build deps: system"
 elif ls .device-debs/*.deb >/dev/null 2>&1; then
     mkdir -p /tmp/deps
@@ -40,7 +40,7 @@ elif ls .device-debs/*.deb >/dev/null 2>&1; then
     export LD_LIBRARY_PATH=$D/lib/x86_64-linux-gnu:$BLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     say "build deps: unpacked from .device-debs into /tmp/deps"
 else
-    say "build deps: MISSING (no system OpenBLAS/cJSON/zstd headers and no .device-debs carried); trying anyway"
+    say "build deps: MISSING (no system OpenBLAS/oneDNN/cJSON/zstd headers and no .device-debs carried); trying anyway"
 fi
 command -v make >/dev/null || say "WARNING: make not found"
 have_lib libgomp || say "note: libgomp not in ldconfig cache"

@@ -5,17 +5,17 @@
  *           dq = dS k / sqrt(d), dk = dS^T q / sqrt(d), dv = P^T dO.
  *
  * Each (batch, head) is one task: its matrix products are single-threaded
- * sgemm calls on strided views of q/k/v (OpenBLAS runs single-threaded inside an
+ * sgemm calls on strided views of q/k/v (tl_sgemm runs single-threaded inside an
  * OpenMP parallel region), and the rows are processed in blocks of RB so the
  * causal upper triangle is mostly skipped.  The backward pass is parallel over
  * (batch, KV head): the query heads sharing a KV head add into dk/dv one after
  * another, so results are deterministic for any thread count. */
 #include "attention.h"
+#include "gemm.h"
 #include "gemm_amx.h"
 #include "safetensors.h" /* tl_f32_to_bf16 */
 #include "vec.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -41,9 +41,9 @@ static void causal_softmax_row(float *p, int t, int T) {
 static void attend_rows(float *out, float *P, int ldp, const float *q, int qs, const float *k, const float *v, int ks,
                         int rows, int pos0, int step, int hd, float scale) {
     const int cols = pos0 + (rows - 1) * step + 1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, q, qs, k, ks, 0.0f, P, ldp);
+    tl_sgemm(false, true, rows, cols, hd, scale, q, qs, k, ks, 0.0f, P, ldp);
     for (int i = 0; i < rows; i++) causal_softmax_row(P + (size_t)i * ldp, pos0 + i * step, ldp);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, P, ldp, v, ks, 0.0f, out, qs);
+    tl_sgemm(false, false, rows, hd, cols, 1.0f, P, ldp, v, ks, 0.0f, out, qs);
 }
 
 void tl_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
@@ -214,8 +214,8 @@ void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                         const int rows = T - r0 < RB ? T - r0 : RB, cols = r0 + rows;
                         const float *Pr = P + (size_t)r0 * T;
                         /* dP = dO v^T for this row block, then dS in place */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, 1.0f,
-                                    dob + (size_t)r0 * qs, qs, vb, ks, 0.0f, dS, cols);
+                        tl_sgemm(false, true, rows, cols, hd, 1.0f, dob + (size_t)r0 * qs, qs, vb, ks, 0.0f, dS,
+                                 cols);
                         for (int i = 0; i < rows; i++) {
                             float *d = dS + (size_t)i * cols;
                             const float *p = Pr + (size_t)i * T;
@@ -226,12 +226,10 @@ void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                             for (int s = t + 1; s < cols; s++) d[s] = 0.0f;
                         }
                         /* dq = dS k;  dk[0, cols) += dS^T q;  dv[0, cols) += P^T dO */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, dS, cols, kb, ks,
-                                    0.0f, dqb + (size_t)r0 * qs, qs);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, dS, cols,
-                                    qb + (size_t)r0 * qs, qs, 1.0f, dkb, ks);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, Pr, T,
-                                    dob + (size_t)r0 * qs, qs, 1.0f, dvb, ks);
+                        tl_sgemm(false, false, rows, hd, cols, 1.0f, dS, cols, kb, ks, 0.0f, dqb + (size_t)r0 * qs,
+                                 qs);
+                        tl_sgemm(true, false, cols, hd, rows, 1.0f, dS, cols, qb + (size_t)r0 * qs, qs, 1.0f, dkb, ks);
+                        tl_sgemm(true, false, cols, hd, rows, 1.0f, Pr, T, dob + (size_t)r0 * qs, qs, 1.0f, dvb, ks);
                     }
                 }
             }

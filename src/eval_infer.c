@@ -5,7 +5,6 @@
  * choice's earlier rows. */
 #include "eval_infer.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>

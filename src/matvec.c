@@ -7,8 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cblas.h>
-
+#include "gemm.h"
 #include "gemm_amx.h"
 #include "infer.h"
 
@@ -524,8 +523,7 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
 void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats) {
     const int in = W->cols, out = W->rows;
     if (W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, (const float *)W->data, in,
-                    beta, y, out);
+        tl_sgemm(false, true, n, out, in, 1.0f, x, in, (const float *)W->data, in, beta, y, out);
         return;
     }
     int R = (int)(tile_floats / (size_t)in);
@@ -534,6 +532,6 @@ void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta,
         int rows = out - r0 < R ? out - r0 : R;
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++) tl_wmat_row_f32(W, r0 + r, tile + (size_t)r * in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, tile, in, beta, y + r0, out);
+        tl_sgemm(false, true, n, rows, in, 1.0f, x, in, tile, in, beta, y + r0, out);
     }
 }

@@ -1,8 +1,8 @@
 /* ops.c - CPU reference of the Llama building blocks (OpenMP + BLAS). */
 #include "ops.h"
+#include "gemm.h"
 #include "vec.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -19,18 +19,15 @@ void tl_set_threads(int n) {
 int tl_get_threads(void) { return omp_get_max_threads(); }
 
 void tl_linear_forward(float *y, const float *x, const float *W, int N, int in, int out, int accumulate) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in,
-                accumulate ? 1.0f : 0.0f, y, out);
+    tl_sgemm(false, true, N, out, in, 1.0f, x, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
 }
 
 void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int N,
                         int in, int out, int accumulate_dx) {
     if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in, 1.0f,
-                    dW, in);
+        tl_sgemm(true, false, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, dy, out, W, in,
-                    accumulate_dx ? 1.0f : 0.0f, dx, in);
+        tl_sgemm(false, false, N, in, out, 1.0f, dy, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
 }
 
 void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int D, float eps) {

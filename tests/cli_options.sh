@@ -63,4 +63,25 @@ for c in generate chat; do
     check "$c --help lists --stats and --no-stats" "'$BIN' $c --help | grep -q -- '--stats, --no-stats'"
 done
 
+# --- the GEMM backend: info --cpu reports it; TL_GEMM overrides it and a bad value stops every command
+"$BIN" info --cpu >"$T/cpu" 2>&1
+check "info --cpu names the CPU, OpenBLAS's core and the backend" \
+    "grep -q '^cpu: ' '$T/cpu' && grep -q '^flags:' '$T/cpu' && grep -q '^openblas core: ' '$T/cpu' && grep -qE '^gemm backend: (openblas|onednn) \(.+\)' '$T/cpu'"
+check "info --cpu lists every flag present or missing" \
+    "for f in avx2 fma avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_int8 avx512_vnni; do grep -qw \$f '$T/cpu' || exit 1; done"
+for b in openblas onednn; do
+    check "TL_GEMM=$b chooses $b" "TL_GEMM=$b '$BIN' info --cpu | grep -q '^gemm backend: $b (TL_GEMM=$b)'"
+done
+expect_fail "TL_GEMM=bogus refused by info" "TL_GEMM.*'bogus'" env TL_GEMM=bogus "$BIN" info --cpu
+expect_fail "TL_GEMM=bogus refused by train" "TL_GEMM.*'bogus'" env TL_GEMM=bogus "$BIN" train --preset test \
+    --data "$D" --steps 1 --quiet --out "$T/gemm_bad"
+check "nothing written by the refused run" '[ ! -e "$T/gemm_bad" ]'
+expect_fail "info --cpu with a preset refused" "--cpu" "$BIN" info --cpu --preset test
+# the same training on either backend: equal losses to fp32 rounding
+for b in openblas onednn; do
+    TL_GEMM=$b "$BIN" train --preset test --data "$D" --steps 3 --quiet --out "$T/gemm_$b" >"$T/gemm_$b.out" 2>&1
+done
+check "train on both backends gives the same losses to fp32 rounding" \
+    "paste <(grep -o '\"loss\": [0-9.]*' '$T/gemm_openblas/log.jsonl') <(grep -o '\"loss\": [0-9.]*' '$T/gemm_onednn/log.jsonl') | awk '{d=\$2-\$4; if (d<0) d=-d; if (d>1e-4*\$2) bad=1; n++} END {exit bad || n < 3}'"
+
 finish

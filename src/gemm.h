@@ -1,0 +1,76 @@
+/* gemm.h - the fp32 matrix products (C = alpha op(A) op(B) + beta C, row-major)
+ * behind training, attention, the prompt pass and evaluation, and the choice of
+ * the library that computes them, made once per process from the CPU's
+ * instruction-set flags (cpuid), never from a table of CPU models.
+ *
+ * Backends: OpenBLAS (with its kernel family forced from the flags when its own
+ * detection does not know the CPU) and oneDNN (dnnl_sgemm, which dispatches by
+ * ISA itself).  TL_GEMM=openblas|onednn in the environment overrides the choice.
+ * Measurements behind the defaults: docs/dependencies.md, docs/benchmarks.md. */
+#ifndef TL_GEMM_H
+#define TL_GEMM_H
+
+#include <stdbool.h>
+
+#include "common.h"
+
+/* What cpuid says, with the OS-enabled register state (XCR0) folded in: a flag
+ * is true only when its instructions can run in this process. */
+typedef struct {
+    char vendor[13];
+    char model[49]; /* the brand string, spaces trimmed */
+    int family, model_id, stepping;
+    bool sse3, avx, fma, f16c, avx2;
+    bool avx512f, avx512dq, avx512bw, avx512vl, avx512_vnni, avx512_bf16, avx512_fp16;
+    bool amx_tile, amx_bf16, amx_int8;
+} tl_cpu_info;
+
+void tl_cpu_detect(tl_cpu_info *cpu);
+
+typedef enum { TL_GEMM_OPENBLAS = 0, TL_GEMM_ONEDNN, TL_GEMM_NBACKENDS } tl_gemm_backend;
+
+typedef struct {
+    tl_gemm_backend backend;
+    /* OPENBLAS_CORETYPE to force on OpenBLAS (its DYNAMIC_ARCH kernel family,
+     * from the flags), or NULL to leave its own detection alone */
+    const char *openblas_core;
+    char openblas_detected[32]; /* the family OpenBLAS picked by itself */
+    char why[200];
+} tl_gemm_choice;
+
+/* The default for a CPU with these flags, given the kernel family OpenBLAS
+ * picked by itself (pure: no side effects), then an override by name (NULL or
+ * "" = none, else "openblas" or "onednn"; anything else fails naming the value). */
+int tl_gemm_choose(const tl_cpu_info *cpu, const char *openblas_detected, const char *override, tl_gemm_choice *out,
+                   tl_error *err);
+
+const char *tl_gemm_backend_name(tl_gemm_backend b);
+
+/* The process's choice: made on first use from tl_cpu_detect and TL_GEMM, with
+ * OpenBLAS's core type forced then (unless OPENBLAS_CORETYPE is already set, which
+ * wins).  tl_gemm_init reports a bad TL_GEMM; without it a bad value falls back
+ * to the default with the reason in why. */
+int tl_gemm_init(tl_error *err);
+const tl_gemm_choice *tl_gemm_active(void);
+
+/* The name of the kernel family OpenBLAS runs ("SkylakeX", "Prescott", ...). */
+const char *tl_gemm_openblas_corename(void);
+
+/* Switches OpenBLAS to the kernel family core (an OPENBLAS_CORETYPE name; NULL:
+ * its own detection again) and leaves the environment as it was; -1, with the
+ * family it ran before kept, for a name this build lacks.  Call while no
+ * product runs (tl_gemm_init does, once). */
+int tl_gemm_openblas_force(const char *core);
+
+/* C[M,N] = alpha op(A) op(B) + beta C: op(A) is [M,K] (A stored [K,M] when ta),
+ * op(B) is [K,N] (B stored [N,K] when tb); lda/ldb/ldc are row strides.  beta 0
+ * ignores C's old contents.  Safe to call inside an OpenMP parallel region (it
+ * then runs on the calling thread). */
+void tl_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+
+/* The same on a named backend (tests, benchmarks). */
+void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif
