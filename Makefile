@@ -100,7 +100,7 @@ FUZZ_BUILD  ?= build-fuzz
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc \
                -I/usr/include/x86_64-linux-gnu/openblas-openmp $(FUZZ_SAN)
-FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lzstd -lz -lm
+FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lzstd -lz -lm
 FUZZ_SRC    := $(sort $(wildcard fuzz/*.c))
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 # clang 14 refuses the GCC target attributes of the inference kernels: they are built by
