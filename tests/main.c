@@ -21,6 +21,7 @@ extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
+extern const tl_test tests_infer_gguf[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -37,6 +38,7 @@ static const tl_test *const suites[] = {
     tests_validate,
     tests_hf_files,
     tests_gguf,
+    tests_infer_gguf,
 };
 
 static char tmpdir_path[256];
