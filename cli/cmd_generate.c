@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "cli.h"
 #include "infer.h"
 #include "ops.h"
@@ -114,7 +115,8 @@ static int common_opt(const char *cmd, int argc, char **argv, int *i, gen_opts *
 }
 
 static const char COMMON_HELP[] =
-    "  --model DIR            HF model directory (config.json, *.safetensors, tokenizer.model\n"
+    "  --model DIR|FILE.gguf  a GGUF file (llama.cpp's format, tensors used in place, quantized\n"
+    "                         ones too), or an HF model directory (config.json, *.safetensors, tokenizer.model\n"
     "                         or tokenizer.json, generation_config.json)\n"
     "  --max-tokens N         most tokens to generate (per reply in chat)\n"
     "  --stop STRING          stop when the output contains STRING (repeatable; STRING is not printed)\n"
@@ -526,30 +528,13 @@ done:
 
 /* --------------------------------------------------------------------- chat */
 
-typedef struct {
-    char *user, *assistant;
-} turn;
-
-/* The TinyLlama-Chat-v1.0 template over turns [first, n): system block, then
- * user/assistant pairs, ending with the open assistant header. */
-static char *render(const char *system, const turn *t, int first, int n, size_t *len) {
-    size_t cap = 64 + (system ? strlen(system) : 0);
-    for (int i = first; i < n; i++) cap += strlen(t[i].user) + (t[i].assistant ? strlen(t[i].assistant) : 0) + 64;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    size_t k = 0;
-    if (system) k += (size_t)sprintf(s + k, "<|system|>\n%s</s>\n", system);
-    for (int i = first; i < n; i++) {
-        k += (size_t)sprintf(s + k, "<|user|>\n%s</s>\n<|assistant|>\n", t[i].user);
-        if (t[i].assistant) k += (size_t)sprintf(s + k, "%s</s>\n", t[i].assistant);
-    }
-    *len = k;
-    return s;
-}
+typedef tl_chat_turn turn;
 
 static void chat_help(void) {
-    printf("usage: tinyllama chat --model DIR [--system TEXT] [options]\n\n"
-           "Multi-turn chat with the TinyLlama-1.1B-Chat-v1.0 template\n"
+    printf("usage: tinyllama chat --model DIR|FILE.gguf [--system TEXT] [options]\n\n"
+           "Multi-turn chat.  The template: a GGUF file's tokenizer.chat_template, recognised as\n"
+           "TinyLlama/Zephyr, Llama 2 chat or ChatML (any other: give --chat-template); otherwise\n"
+           "the TinyLlama-1.1B-Chat-v1.0 template\n"
            "  <|system|>\\n{system}</s>\\n<|user|>\\n{message}</s>\\n<|assistant|>\\n\n"
            "(BOS prepended; </s> is the end-of-sequence control token).  Each line read from stdin is\n"
            "one user message (empty lines are skipped), so a conversation can be scripted:\n"
@@ -560,6 +545,7 @@ static void chat_help(void) {
            "context stops there.  Defaults as the model's demo: --temperature 0.7 --top-k 50\n"
            "--top-p 0.95, --max-tokens 512.\n\n"
            "  --system TEXT          system prompt (default: none)\n"
+           "  --chat-template NAME   zephyr (= tinyllama), llama2 or chatml, whatever the model says\n"
            "%s"
            "  --stats, --no-stats    print or not (default) tokens/s per reply on stderr\n",
            COMMON_HELP);
@@ -574,7 +560,7 @@ int cmd_chat(int argc, char **argv) {
     o.so.top_k = 50;
     o.so.top_p = 0.95f;
     o.max_tokens = 512;
-    const char *system = NULL;
+    const char *system = NULL, *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int bad = 0, r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -584,6 +570,8 @@ int cmd_chat(int argc, char **argv) {
         if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
             if (r < 0) return 2;
         } else if (cli_opt(argc, argv, &i, "--system", &system, &bad)) {
+            if (bad) return 2;
+        } else if (cli_opt(argc, argv, &i, "--chat-template", &template_name, &bad)) {
             if (bad) return 2;
         } else {
             cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
@@ -601,6 +589,15 @@ int cmd_chat(int argc, char **argv) {
         cli_error(CMD, "%s has no tokenizer.model or tokenizer.json", o.model);
         engine_close(&e);
         return 1;
+    }
+    tl_chat_format fmt;
+    {
+        tl_error err;
+        if (tl_chat_format_choose(template_name, e.m.chat_template, o.model, &fmt, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            engine_close(&e);
+            return template_name ? 2 : 1;
+        }
     }
     int interactive = isatty(0) && isatty(1);
     turn *turns = NULL;
@@ -639,7 +636,7 @@ int cmd_chat(int argc, char **argv) {
         tl_error err;
         for (;;) {
             size_t len;
-            char *text = render(system, turns, first, n_turns, &len);
+            char *text = tl_chat_render(fmt, system, turns, first, n_turns, &len);
             free(ids);
             ids = NULL;
             int erc = text ? tl_tokenizer_encode(e.m.tok, text, len, TL_ENC_BOS | TL_ENC_PARSE_SPECIAL, &ids, &n, &err)

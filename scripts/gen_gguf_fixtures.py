@@ -324,6 +324,21 @@ subprocess.run(["zstd", "-19", "-q", "-f", "--rm", raw, "-o", raw + ".zst"], che
 D2, HEADS2, KV2, HIDDEN2 = 256, 4, 2, 256
 HD2 = D2 // HEADS2
 K_SCALE = {T.Q4_K: 2e-4, T.Q5_K: 1e-4, T.Q6_K: 4e-5}  # weights of a few hundredths
+# chat templates in the style of the three families `tinyllama chat` recognises (the
+# others keep CHAT_TEMPLATE, which it must refuse without --chat-template)
+TEMPLATES = {
+    T.Q8_0: ("{% for message in messages %}{% if message['role'] == 'user' %}"
+             "{{ '<|user|>\\n' + message['content'] + eos_token }}{% elif message['role'] == 'system' %}"
+             "{{ '<|system|>\\n' + message['content'] + eos_token }}{% elif message['role'] == 'assistant' %}"
+             "{{ '<|assistant|>\\n'  + message['content'] + eos_token }}{% endif %}"
+             "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}"),
+    T.Q4_0: ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
+             " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+             "{{ '<|im_start|>assistant\\n' }}{% endif %}"),
+    T.Q4_K: ("{% for message in messages %}{% if message['role'] == 'user' %}"
+             "{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+             "{{ ' '  + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"),
+}
 
 
 def k_blocks(qtype, rows, cols):
@@ -357,7 +372,7 @@ for qt in [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(TEMPLATES.get(qt, CHAT_TEMPLATE))
     shapes = [("token_embd.weight", VOCAB, D2), ("blk.0.attn_q.weight", D2, D2),
               ("blk.0.attn_k.weight", KV2 * HD2, D2), ("blk.0.attn_v.weight", KV2 * HD2, D2),
               ("blk.0.attn_output.weight", D2, D2), ("blk.0.ffn_gate.weight", HIDDEN2, D2),

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_template.h"
 #include "gguf.h"
 #include "harness.h"
 #include "infer.h"
@@ -253,7 +254,46 @@ static void test_gguf_infer_refusals(tl_test_ctx *t) {
     CHECK(tl_infer_load(&m, model, &e) == -1 && strstr(e.msg, "tiny_llama_kv.txt"));
 }
 
+/* Templates recognised by their text (fragments of the published ones), and the
+ * three formats rendered as their model cards write them. */
+static void test_chat_templates(tl_test_ctx *t) {
+    CHECK(tl_chat_template_detect("{{ '<|user|>\\n' + message['content'] + eos_token }}{{ '<|assistant|>' }}") ==
+          TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_template_detect("{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}") == TL_CHAT_LLAMA2);
+    CHECK(tl_chat_template_detect("{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}") ==
+          TL_CHAT_CHATML);
+    CHECK(tl_chat_template_detect("{{ '<|user|>\\n' + message['content'] }}") == TL_CHAT_UNKNOWN);
+    CHECK(tl_chat_template_detect("{% for m in messages %}{{ m['content'] }}{% endfor %}") == TL_CHAT_UNKNOWN);
+    tl_chat_format f;
+    tl_error e;
+    CHECK(tl_chat_format_choose(NULL, NULL, "m", &f, &e) == 0 && f == TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_format_choose("chatml", "{{ x }}", "m", &f, &e) == 0 && f == TL_CHAT_CHATML);
+    CHECK(tl_chat_format_choose("tinyllama", NULL, "m", &f, &e) == 0 && f == TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_format_choose(NULL, "{{ x }}", "my.gguf", &f, &e) == -1 && strstr(e.msg, "my.gguf") &&
+          strstr(e.msg, "--chat-template"));
+    CHECK(tl_chat_format_choose("jinja", NULL, "m", &f, &e) == -1 && strstr(e.msg, "'jinja'"));
+    char u1[] = "Hi", a1[] = "Hello!", u2[] = "Joke?";
+    tl_chat_turn turns[2] = {{u1, a1}, {u2, NULL}};
+    static const char *const want[3] = {
+        "<|system|>\nBe kind.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|user|>\nJoke?</s>\n<|assistant|>\n",
+        "[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Joke? [/INST]",
+        "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nJoke?<|im_end|>\n<|im_start|>assistant\n"};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        char *s = tl_chat_render((tl_chat_format)(TL_CHAT_ZEPHYR + i), "Be kind.", turns, 0, 2, &len);
+        CHECK_MSG(s && len == strlen(want[i]) && !memcmp(s, want[i], len), "%s: got '%s'",
+                  tl_chat_format_name((tl_chat_format)(TL_CHAT_ZEPHYR + i)), s ? s : "(null)");
+        free(s);
+    }
+    size_t len; /* dropping the oldest turn: Llama 2's system prompt moves to the first one kept */
+    char *s = tl_chat_render(TL_CHAT_LLAMA2, "S", turns, 1, 2, &len);
+    CHECK(s && !strcmp(s, "[INST] <<SYS>>\nS\n<</SYS>>\n\nJoke? [/INST]"));
+    free(s);
+}
+
 const tl_test tests_infer_gguf[] = {
+    {"chat_templates", test_chat_templates},
     {"quant_dot_kernels", test_quant_dot_kernels},
     {"unpermute_out", test_unpermute_out},
     {"gguf_models_logits", test_gguf_models_logits},
