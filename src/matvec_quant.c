@@ -187,6 +187,91 @@ __attribute__((target("avx512f,f16c"))) static float dot_q4_0_avx512(const uint8
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
+/* the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block
+ * (docs/formats.md: bytes 0-3 scales 0-3, 4-7 mins 0-3, 8-11 the low 4 bits of
+ * scales/mins 4-7 whose top 2 bits sit in the top bits of bytes 0-7) */
+static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* sixteen uint8 to fp32 */
+__attribute__((target("avx512f"))) static inline __m512 u8x16(__m128i v) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
+}
+
+/* Q4_K: per 32-element sub-block j, value (d sc_j) q - (dmin m_j), so its dot
+ * is (d sc_j) sum(q x) - (dmin m_j) sum(x); the sums stay vectors. */
+__attribute__((target("avx512f,f16c"))) static float dot_q4_k_avx512(const uint8_t *b, const float *x, int n) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    for (int k = 0; k < n; k += 256, b += 144, x += 256) {
+        const float d = _cvtsh_ss(ld16(b)), dmin = _cvtsh_ss(ld16(b + 2));
+        const uint8_t *sc = b + 4, *qs = b + 16;
+        const float *xj = x;
+        for (int j = 0; j < 8; j += 2, qs += 32, xj += 64) {
+            int s0, m0, s1, m1;
+            k_scale_min(sc, j, &s0, &m0);
+            k_scale_min(sc, j + 1, &s1, &m1);
+            const __m128i a = _mm_loadu_si128((const __m128i *)(const void *)qs);
+            const __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16));
+            const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);
+            const __m512 x2 = _mm512_loadu_ps(xj + 32), x3 = _mm512_loadu_ps(xj + 48);
+            __m512 lo = _mm512_mul_ps(u8x16(_mm_and_si128(a, m4)), x0);
+            lo = _mm512_fmadd_ps(u8x16(_mm_and_si128(c, m4)), x1, lo);
+            __m512 hi = _mm512_mul_ps(u8x16(_mm_and_si128(_mm_srli_epi16(a, 4), m4)), x2);
+            hi = _mm512_fmadd_ps(u8x16(_mm_and_si128(_mm_srli_epi16(c, 4), m4)), x3, hi);
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)s0), lo, acc0);
+            acc0 = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * (float)m0), _mm512_add_ps(x0, x1), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)s1), hi, acc1);
+            acc1 = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * (float)m1), _mm512_add_ps(x2, x3), acc1);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+/* Q6_K: each half of a super-block (128 elements) has 64 bytes of low nibbles,
+ * 32 bytes of 2-bit high parts and 8 int8 scales of 16 elements each; element
+ * 32 r + i (r = 0..3, i < 32) takes the low nibble of ql[i + 32 (r & 1)] (r < 2)
+ * or its high nibble (r >= 2) and bits 2r..2r+1 of qh[i]; value d sc (q - 32). */
+__attribute__((target("avx512f,f16c"))) static float dot_q6_k_avx512(const uint8_t *b, const float *x, int n) {
+    const __m128i m4 = _mm_set1_epi8(15), m2 = _mm_set1_epi8(3), off = _mm_set1_epi8(32);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    for (int k = 0; k < n; k += 256, b += 210) {
+        const float d = _cvtsh_ss(ld16(b + 208));
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, x += 128)
+            for (int c = 0; c < 32; c += 16) {
+                const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(qh + c));
+                const __m128i l0 = _mm_loadu_si128((const __m128i *)(const void *)(ql + c));
+                const __m128i l1 = _mm_loadu_si128((const __m128i *)(const void *)(ql + 32 + c));
+                const __m128i lo[4] = {_mm_and_si128(l0, m4), _mm_and_si128(l1, m4),
+                                       _mm_and_si128(_mm_srli_epi16(l0, 4), m4),
+                                       _mm_and_si128(_mm_srli_epi16(l1, 4), m4)};
+                const __m128i hi[4] = {_mm_slli_epi16(_mm_and_si128(h, m2), 4),
+                                       _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), m2), 4),
+                                       _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), m2), 4),
+                                       _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), m2), 4)};
+                for (int r = 0; r < 4; r++) {
+                    const __m128i q = _mm_sub_epi8(_mm_or_si128(lo[r], hi[r]), off);
+                    const __m512 p = _mm512_mul_ps(i8x16(q), _mm512_loadu_ps(x + 32 * r + c));
+                    const __m512 s = _mm512_set1_ps(d * (float)sc[2 * r + c / 16]);
+                    if (r & 1)
+                        acc1 = _mm512_fmadd_ps(s, p, acc1);
+                    else
+                        acc0 = _mm512_fmadd_ps(s, p, acc0);
+                }
+            }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
 __attribute__((target("avx512f"))) static float f32dot_avx512(const float *w, const float *x, int n) {
     __m512 a = _mm512_setzero_ps();
     int i = 0;
@@ -225,6 +310,10 @@ static float dot_isa(int i, uint32_t type, const uint8_t *b, const float *x, int
 #endif
     if (type == TL_GGML_Q8_0) return q8[i](b, x, n);
     if (type == TL_GGML_Q4_0) return q4[i](b, x, n);
+#ifdef TL_X86
+    if (i == 2 && type == TL_GGML_Q4_K) return dot_q4_k_avx512(b, x, n);
+    if (i == 2 && type == TL_GGML_Q6_K) return dot_q6_k_avx512(b, x, n);
+#endif
     return dot_generic(type, b, x, n, f32[i]);
 }
 

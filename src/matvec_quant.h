@@ -7,9 +7,9 @@
  * equals "dequantize the row (tl_gguf_dequant_row), then an fp32 dot" up to
  * fp32 summation order (the block scale is applied once per block:
  * d * sum(q_i x_i) instead of sum((d q_i) x_i)).  Q8_0 and Q4_0 have their
- * own kernels (portable C, AVX2+FMA, AVX-512); the other block types
- * (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are dequantized 256 elements at a time
- * into a stack buffer and dotted in fp32 (correct, slower). */
+ * own kernels (portable C, AVX2+FMA, AVX-512), Q4_K and Q6_K AVX-512 ones;
+ * everything else (and those two on AVX2 / portable C) is dequantized 256
+ * elements at a time into a stack buffer and dotted in fp32 (correct, slower). */
 #ifndef TL_MATVEC_QUANT_H
 #define TL_MATVEC_QUANT_H
 
