@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "eval.h"
 #include "eval_infer.h"
+#include "gguf.h"
 #include "ops.h"
 
 static void help(void) {
@@ -122,8 +123,14 @@ int cmd_eval(int argc, char **argv) {
         cli_error("eval", "--backend must be kv or fp32");
         return 2;
     }
+    /* a GGUF file (any regular file): its own tokenizer, and only the kv engine reads it */
+    const int gguf = file_exists(model);
+    if (gguf && !use_kv) {
+        cli_error("eval", "--backend fp32 reads HF directories only; %s is a file (GGUF): use --backend kv", model);
+        return 2;
+    }
     char tpath[4096];
-    if (!tok_path) {
+    if (!tok_path && !gguf) {
         snprintf(tpath, sizeof tpath, "%s/tokenizer.model", model);
         if (!file_exists(tpath)) snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
         if (!file_exists(tpath)) {
@@ -132,13 +139,22 @@ int cmd_eval(int argc, char **argv) {
         }
         tok_path = tpath;
     }
-    tl_tokenizer *tok = tl_tokenizer_load(tok_path, &err);
+    tl_tokenizer *tok = NULL;
+    tl_gguf *tg = NULL; /* the GGUF file the tokenizer comes from (its pieces stay in the map) */
+    if (tok_path) {
+        tok = tl_tokenizer_load(tok_path, &err);
+    } else {
+        tg = tl_gguf_open(model, &err);
+        tok = tg ? tl_tokenizer_from_gguf(tg, NULL, &err) : NULL;
+    }
     if (!tok) {
         cli_error("eval", "%s", err.msg);
+        tl_gguf_close(tg);
         return 1;
     }
     tl_eval_task *task = tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
     tl_tokenizer_free(tok);
+    tl_gguf_close(tg);
     if (!task) {
         cli_error("eval", "%s", err.msg);
         return 1;

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "cli.h"
 #include "generate.h"
 #include "infer.h"
@@ -115,7 +116,8 @@ static int common_opt(const char *cmd, int argc, char **argv, int *i, gen_opts *
 }
 
 static const char COMMON_HELP[] =
-    "  --model DIR            HF model directory (config.json, *.safetensors, tokenizer.model\n"
+    "  --model DIR|FILE.gguf  a GGUF file (llama.cpp's format, tensors used in place, quantized\n"
+    "                         ones too), or an HF model directory (config.json, *.safetensors, tokenizer.model\n"
     "                         or tokenizer.json, generation_config.json)\n"
     "  --max-tokens N         most tokens to generate (per reply in chat)\n"
     "  --stop STRING          stop when the output contains STRING (repeatable; STRING is not printed)\n"
@@ -418,8 +420,10 @@ done:
 /* --------------------------------------------------------------------- chat */
 
 static void chat_help(void) {
-    printf("usage: tinyllama chat --model DIR [--system TEXT] [options]\n\n"
-           "Multi-turn chat with the TinyLlama-1.1B-Chat-v1.0 template\n"
+    printf("usage: tinyllama chat --model DIR|FILE.gguf [--system TEXT] [options]\n\n"
+           "Multi-turn chat.  The template: a GGUF file's tokenizer.chat_template, recognised as\n"
+           "TinyLlama/Zephyr, Llama 2 chat or ChatML (any other: give --chat-template); otherwise\n"
+           "the TinyLlama-1.1B-Chat-v1.0 template\n"
            "  <|system|>\\n{system}</s>\\n<|user|>\\n{message}</s>\\n<|assistant|>\\n\n"
            "(BOS prepended; </s> is the end-of-sequence control token).  Each line read from stdin is\n"
            "one user message (empty lines are skipped), so a conversation can be scripted:\n"
@@ -430,6 +434,7 @@ static void chat_help(void) {
            "context stops there.  Defaults as the model's demo: --temperature 0.7 --top-k 50\n"
            "--top-p 0.95, --max-tokens 512.\n\n"
            "  --system TEXT          system prompt (default: none)\n"
+           "  --chat-template NAME   zephyr (= tinyllama), llama2 or chatml, whatever the model says\n"
            "%s"
            "  --stats, --no-stats    print or not (default) tokens/s per reply on stderr\n",
            COMMON_HELP);
@@ -444,7 +449,7 @@ int cmd_chat(int argc, char **argv) {
     o.so.top_k = 50;
     o.so.top_p = 0.95f;
     o.max_tokens = 512;
-    const char *system = NULL;
+    const char *system = NULL, *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         int bad = 0, r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -454,6 +459,8 @@ int cmd_chat(int argc, char **argv) {
         if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
             if (r < 0) return 2;
         } else if (cli_opt(argc, argv, &i, "--system", &system, &bad)) {
+            if (bad) return 2;
+        } else if (cli_opt(argc, argv, &i, "--chat-template", &template_name, &bad)) {
             if (bad) return 2;
         } else {
             cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
@@ -472,10 +479,19 @@ int cmd_chat(int argc, char **argv) {
         engine_close(&e);
         return 1;
     }
+    tl_chat_format fmt;
+    {
+        tl_error err;
+        if (tl_chat_format_choose(template_name, e.m.chat_template, o.model, &fmt, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            engine_close(&e);
+            return template_name ? 2 : 1;
+        }
+    }
     int interactive = isatty(0) && isatty(1), rc = 0;
     tl_error err;
     tl_chat chat;
-    if (tl_chat_init(&chat, &e.s, &e.sp, system, &err)) {
+    if (tl_chat_init(&chat, &e.s, &e.sp, fmt, system, &err)) {
         cli_error(CMD, "%s", err.msg);
         engine_close(&e);
         return 1;

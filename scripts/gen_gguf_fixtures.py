@@ -231,7 +231,8 @@ with open(os.path.join(OUT, "tiny_llama_kv.txt"), "w", encoding="utf-8", newline
 LOGIT_TOKENS = [1, 7, 18, 19, 20, 3, 25, 9]
 
 
-def llama_logits(tok):
+def llama_logits(tok, weights=weights, q_hf=q_hf, k_hf=k_hf, DIM=DIM, HEADS=HEADS, KV_HEADS=KV_HEADS):
+    HD = DIM // HEADS
     W = {k: v.astype(np.float64) for k, v in weights.items()}
     W["blk.0.attn_q.weight"] = q_hf.astype(np.float64)
     W["blk.0.attn_k.weight"] = k_hf.astype(np.float64)
@@ -313,4 +314,96 @@ w.write_kv_data_to_file()
 w.write_tensors_to_file()
 w.close()
 subprocess.run(["zstd", "-19", "-q", "-f", "--rm", raw, "-o", raw + ".zst"], check=True)
+
+# ---------------------------------------------------------------- tiny256_<TYPE>.gguf
+# The same kind of 1-layer model 256 wide (the K-quants' super-block), every matrix in
+# one type, for the inference engine's end-to-end test (tests/test_infer_gguf.c):
+#   tiny256_<TYPE>.gguf     the model (q/k permuted as llama.cpp's converter does)
+#   tiny256_<TYPE>.logits   [8, 32] fp32 logits of LOGIT_TOKENS, float64 numpy on the
+#                           weights as the package dequantizes them, HF row order
+D2, HEADS2, KV2, HIDDEN2 = 256, 4, 2, 256
+HD2 = D2 // HEADS2
+K_SCALE = {T.Q4_K: 2e-4, T.Q5_K: 1e-4, T.Q6_K: 4e-5}  # weights of a few hundredths
+# chat templates in the style of the three families `tinyllama chat` recognises (the
+# others keep CHAT_TEMPLATE, which it must refuse without --chat-template)
+TEMPLATES = {
+    T.Q8_0: ("{% for message in messages %}{% if message['role'] == 'user' %}"
+             "{{ '<|user|>\\n' + message['content'] + eos_token }}{% elif message['role'] == 'system' %}"
+             "{{ '<|system|>\\n' + message['content'] + eos_token }}{% elif message['role'] == 'assistant' %}"
+             "{{ '<|assistant|>\\n'  + message['content'] + eos_token }}{% endif %}"
+             "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}"),
+    T.Q4_0: ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
+             " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+             "{{ '<|im_start|>assistant\\n' }}{% endif %}"),
+    T.Q4_K: ("{% for message in messages %}{% if message['role'] == 'user' %}"
+             "{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+             "{{ ' '  + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"),
+}
+
+
+def k_blocks(qtype, rows, cols):
+    """random valid K-quant rows (random_k_blocks with super-block scales made small)"""
+    _, size = gguf.GGML_QUANT_SIZES[qtype]
+    b = rng.integers(0, 256, size=(rows * cols // 256, size), dtype=np.uint8)
+    d = (rng.standard_normal(len(b)) * K_SCALE[qtype]).astype(np.float16)
+    dmin = (np.abs(rng.standard_normal(len(b))) * K_SCALE[qtype] * 4).astype(np.float16)
+    if qtype == T.Q6_K:
+        b[:, -2:] = f16_bytes(d)
+    else:
+        b[:, 0:2] = f16_bytes(d)
+        b[:, 2:4] = f16_bytes(dmin)
+    return b.reshape(rows, cols // 256 * size)
+
+
+for qt in [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]:
+    w = gguf.GGUFWriter(os.path.join(OUT, f"tiny256_{qt.name}.gguf"), "llama")
+    w.add_uint32("llama.context_length", CTX)
+    w.add_uint32("llama.embedding_length", D2)
+    w.add_uint32("llama.feed_forward_length", HIDDEN2)
+    w.add_uint32("llama.block_count", 1)
+    w.add_uint32("llama.attention.head_count", HEADS2)
+    w.add_uint32("llama.attention.head_count_kv", KV2)
+    w.add_float32("llama.rope.freq_base", 500000.0)  # as llama_logits assumes
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-6)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(toktypes)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_chat_template(TEMPLATES.get(qt, CHAT_TEMPLATE))
+    shapes = [("token_embd.weight", VOCAB, D2), ("blk.0.attn_q.weight", D2, D2),
+              ("blk.0.attn_k.weight", KV2 * HD2, D2), ("blk.0.attn_v.weight", KV2 * HD2, D2),
+              ("blk.0.attn_output.weight", D2, D2), ("blk.0.ffn_gate.weight", HIDDEN2, D2),
+              ("blk.0.ffn_up.weight", HIDDEN2, D2), ("blk.0.ffn_down.weight", D2, HIDDEN2),
+              ("output.weight", VOCAB, D2)]
+    deq = {}
+    for name, rows, cols in shapes:
+        if qt in K_SCALE:
+            q = k_blocks(qt, rows, cols)
+        else:
+            data = (rng.standard_normal((rows, cols)) * 0.08).astype(np.float32)
+            q = data.astype(np.float16) if qt == T.F16 else gguf.quants.quantize(data, qt)
+        if qt == T.F16:
+            w.add_tensor(name, q)
+            deq[name] = q.astype(np.float32)
+        else:
+            w.add_tensor(name, q, raw_dtype=qt)
+            deq[name] = np.asarray(gguf.quants.dequantize(q, qt), dtype=np.float32).reshape(rows, cols)
+    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
+        deq[name] = 1 + rnd(1, D2)[0] * 0.1
+        w.add_tensor(name, deq[name])
+    # the file holds q/k as the converter leaves them: what the engine must undo
+    q_gg, k_gg = deq["blk.0.attn_q.weight"], deq["blk.0.attn_k.weight"]
+    q_h = q_gg.reshape(HEADS2, HD2 // 2, 2, D2).swapaxes(1, 2).reshape(D2, D2)
+    k_h = k_gg.reshape(KV2, HD2 // 2, 2, D2).swapaxes(1, 2).reshape(KV2 * HD2, D2)
+    assert np.array_equal(permute(q_h, HEADS2, HEADS2), q_gg)
+    assert np.array_equal(permute(k_h, HEADS2, KV2), k_gg)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    lg = llama_logits(LOGIT_TOKENS, deq, q_h, k_h, D2, HEADS2, KV2)
+    lg.astype("<f4").tofile(os.path.join(OUT, f"tiny256_{qt.name}.logits"))
 print("wrote", sorted(os.listdir(OUT)), file=sys.stderr)

@@ -178,6 +178,8 @@ static int fork_pass(tl_eval_infer_backend *b, int P, int R, tl_error *err) {
         if (lin(b, &w->wq, b->h, R, b->q, 0, err) || lin(b, &w->wk, b->h, R, b->k, 0, err) ||
             lin(b, &w->wv, b->h, R, b->v, 0, err))
             return -1;
+        tl_wmat_unpermute_out(&w->wq, b->q, R); /* GGUF q/k rows: back to HF order (infer.h) */
+        tl_wmat_unpermute_out(&w->wk, b->k, R);
         for (int r0 = 0; r0 < R;) { /* each choice's rows from position P */
             int r1 = r0;
             while (r1 < R && b->row_seg[r1] == r0) r1++;

@@ -166,26 +166,13 @@ int tl_generate(tl_infer_state *s, tl_sampler *sp, const tl_gen_opts *o, tl_gen_
 
 /* -------------------------------------------------------------------- chat */
 
-char *tl_chat_render(const char *system, const tl_chat_message *t, int n, size_t *len) {
-    size_t cap = 64 + (system ? strlen(system) : 0);
-    for (int i = 0; i < n; i++) cap += strlen(t[i].user) + (t[i].assistant ? strlen(t[i].assistant) : 0) + 64;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    size_t k = 0;
-    if (system) k += (size_t)sprintf(s + k, "<|system|>\n%s</s>\n", system);
-    for (int i = 0; i < n; i++) {
-        k += (size_t)sprintf(s + k, "<|user|>\n%s</s>\n<|assistant|>\n", t[i].user);
-        if (t[i].assistant) k += (size_t)sprintf(s + k, "%s</s>\n", t[i].assistant);
-    }
-    *len = k;
-    return s;
-}
-
-int tl_chat_init(tl_chat *c, tl_infer_state *s, tl_sampler *sp, const char *system, tl_error *err) {
+int tl_chat_init(tl_chat *c, tl_infer_state *s, tl_sampler *sp, tl_chat_format fmt, const char *system,
+                 tl_error *err) {
     memset(c, 0, sizeof *c);
     if (!s->m->tok) return tl_fail(err, "chat needs the model's tokenizer");
     c->s = s;
     c->sp = sp;
+    c->fmt = fmt;
     c->system = system;
     c->cached = malloc(sizeof(int) * (size_t)s->max_ctx);
     if (!c->cached) return tl_fail(err, "out of memory");
@@ -194,8 +181,8 @@ int tl_chat_init(tl_chat *c, tl_infer_state *s, tl_sampler *sp, const char *syst
 
 void tl_chat_free(tl_chat *c) {
     for (int i = 0; i < c->n_turns; i++) {
-        free((char *)c->turns[i].user);
-        free((char *)c->turns[i].assistant);
+        free(c->turns[i].user);
+        free(c->turns[i].assistant);
     }
     free(c->turns);
     free(c->cached);
@@ -207,7 +194,7 @@ void tl_chat_free(tl_chat *c) {
 static int encode_conversation(tl_chat *c, long reserve, int **ids, size_t *n, tl_error *err) {
     for (;;) {
         size_t len;
-        char *text = tl_chat_render(c->system, c->turns + c->first, c->n_turns - c->first, &len);
+        char *text = tl_chat_render(c->fmt, c->system, c->turns, c->first, c->n_turns, &len);
         free(*ids);
         *ids = NULL;
         int rc = text ? tl_tokenizer_encode(c->s->m->tok, text, len, TL_ENC_BOS | TL_ENC_PARSE_SPECIAL, ids, n, err)
@@ -223,12 +210,12 @@ int tl_chat_say(tl_chat *c, const char *message, const tl_gen_opts *o, tl_gen_en
                 tl_error *err) {
     tl_infer_state *s = c->s;
     memset(st, 0, sizeof *st);
-    tl_chat_message *nt = realloc(c->turns, sizeof *nt * (size_t)(c->n_turns + 1));
+    tl_chat_turn *nt = realloc(c->turns, sizeof *nt * (size_t)(c->n_turns + 1));
     if (!nt) return tl_fail(err, "out of memory");
     c->turns = nt;
     char *user = strdup(message);
     if (!user) return tl_fail(err, "out of memory");
-    c->turns[c->n_turns++] = (tl_chat_message){user, NULL};
+    c->turns[c->n_turns++] = (tl_chat_turn){user, NULL};
     /* room for the reply: --max-tokens, but at most half the context */
     long reserve = o->max_tokens < s->max_ctx / 2 ? o->max_tokens : s->max_ctx / 2;
     int *ids = NULL;

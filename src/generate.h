@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "chat_template.h"
 #include "common.h"
 #include "infer.h"
 #include "sampler.h"
@@ -73,16 +74,9 @@ typedef struct {
 int tl_generate(tl_infer_state *s, tl_sampler *sp, const tl_gen_opts *o, tl_gen_history *h, int from,
                 tl_gen_end *why, tl_gen_stats *st, tl_error *err);
 
-/* ---- chat: the TinyLlama-1.1B-Chat-v1.0 (Zephyr) template ----
- *   <|system|>\n{system}</s>\n<|user|>\n{message}</s>\n<|assistant|>\n{reply}</s>\n...
- * ending with the open assistant header; the tokenizer adds BOS and reads </s>
- * and the role markers as written (TL_ENC_PARSE_SPECIAL). */
-typedef struct {
-    const char *user, *assistant; /* assistant NULL: the turn awaiting its reply */
-} tl_chat_message;
-
-/* The prompt text of turns t[0..n) after an optional system prompt (malloc'ed). */
-char *tl_chat_render(const char *system, const tl_chat_message *t, int n, size_t *len);
+/* ---- chat: a conversation rendered in one of chat_template.h's formats (the
+ * TinyLlama-1.1B-Chat-v1.0 / Zephyr one by default); the tokenizer adds BOS and
+ * reads </s> and the role markers as written (TL_ENC_PARSE_SPECIAL). */
 
 /* A conversation on one model and KV cache: each turn renders the whole
  * conversation, drops the oldest turns when it no longer fits the context with
@@ -91,15 +85,17 @@ char *tl_chat_render(const char *system, const tl_chat_message *t, int n, size_t
 typedef struct {
     tl_infer_state *s;
     tl_sampler *sp;
+    tl_chat_format fmt;
     const char *system;
-    tl_chat_message *turns;   /* the turns so far (their strings owned) */
+    tl_chat_turn *turns;      /* the turns so far (their strings owned) */
     int n_turns, first;       /* turns [first, n_turns) are in the prompt */
     int *cached;              /* ids now in the KV cache */
     int n_cached;
 } tl_chat;
 
 /* s (whose model must have a tokenizer) and sp are borrowed; system may be NULL. */
-int tl_chat_init(tl_chat *c, tl_infer_state *s, tl_sampler *sp, const char *system, tl_error *err);
+int tl_chat_init(tl_chat *c, tl_infer_state *s, tl_sampler *sp, tl_chat_format fmt, const char *system,
+                 tl_error *err);
 void tl_chat_free(tl_chat *c);
 /* Answers message.  Returns 0 with *why and *st (new prompt tokens, reply
  * tokens); 1 when the message alone does not fit the context (it is dropped,

@@ -15,6 +15,8 @@
 #include "checkpoint.h"
 #include "finite.h"
 #include "gemm_amx.h"
+#include "gguf.h"
+#include "infer_internal.h"
 #include "ops.h"
 
 #define PATH_CAP 4096
@@ -122,6 +124,7 @@ static int load_gen_config(tl_infer_model *m, const char *dir, tl_error *err) {
     g->top_k = 50; /* transformers' GenerationConfig default */
     g->repetition_penalty = 1.0f;
     char path[PATH_CAP];
+    if (!dir) return 0;
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
     if (!file_exists(path)) return 0;
     char *text;
@@ -187,6 +190,7 @@ static int load_tokenizer(tl_infer_model *m, const char *dir, tl_error *err) {
 }
 
 static int load(tl_infer_model *m, const char *dir, int with_tokenizer, tl_error *err) {
+    if (tl_infer_is_gguf(dir)) return tl_infer_load_gguf(m, dir, with_tokenizer, err);
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[PATH_CAP];
@@ -252,6 +256,12 @@ static int load(tl_infer_model *m, const char *dir, int with_tokenizer, tl_error
         tl_infer_free(m);
         return -1;
     }
+    return tl_infer_finish_load(m, dir, with_tokenizer, err);
+}
+
+int tl_infer_finish_load(tl_infer_model *m, const char *dir, int with_tokenizer, tl_error *err) {
+    const tl_config *c = &m->cfg;
+    const int hd = tl_config_head_dim(c);
     size_t half = (size_t)hd / 2;
     m->rope_cos = tl_alloc(sizeof(float) * (size_t)c->max_seq_len * half);
     m->rope_sin = tl_alloc(sizeof(float) * (size_t)c->max_seq_len * half);
@@ -261,14 +271,15 @@ static int load(tl_infer_model *m, const char *dir, int with_tokenizer, tl_error
     }
     tl_rope_tables(m->rope_cos, m->rope_sin, c->max_seq_len, hd, c->rope_theta);
     m->kernel = tl_kernel_best();
-    size_t bytes = (size_t)V * D * tl_dtype_size(m->lm_head.dtype);
+    size_t bytes = (size_t)m->lm_head.rows * tl_wmat_row_bytes(&m->lm_head);
     for (int l = 0; l < c->n_layers; l++) {
         const tl_wmat *ws[] = {&m->layers[l].wq, &m->layers[l].wk,     &m->layers[l].wv,    &m->layers[l].wo,
                                &m->layers[l].w_gate, &m->layers[l].w_up, &m->layers[l].w_down};
-        for (int i = 0; i < 7; i++) bytes += (size_t)ws[i]->rows * ws[i]->cols * tl_dtype_size(ws[i]->dtype);
+        for (int i = 0; i < 7; i++) bytes += (size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]);
     }
     m->decode_bytes = bytes;
-    if (load_gen_config(m, dir, err) || (with_tokenizer && load_tokenizer(m, dir, err))) {
+    /* dir NULL (a GGUF file): generation defaults from the config, the tokenizer already loaded */
+    if (load_gen_config(m, dir, err) || (dir && with_tokenizer && load_tokenizer(m, dir, err))) {
         tl_infer_free(m);
         return -1;
     }
@@ -291,6 +302,8 @@ void tl_infer_free(tl_infer_model *m) {
     for (int f = 0; f < m->n_files; f++) tl_st_close(&m->files[f]);
     free(m->files);
     if (m->tok) tl_tokenizer_free(m->tok);
+    if (m->gguf) tl_gguf_close(m->gguf);
+    free(m->chat_template);
     memset(m, 0, sizeof *m);
 }
 
@@ -482,6 +495,8 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         const tl_wmat *qkv[3] = {&w->wq, &w->wk, &w->wv};
         float *qkv_out[3] = {s->q, s->k, s->v};
         linear_multi(s, qkv, qkv_out, 3, s->h, n);
+        tl_wmat_unpermute_out(&w->wq, s->q, n); /* GGUF q/k rows: back to HF order */
+        tl_wmat_unpermute_out(&w->wk, s->k, n);
         tl_rope_forward(s->q, m->rope_cos, m->rope_sin, n, n, p0, H, hd);
         tl_rope_forward(s->k, m->rope_cos, m->rope_sin, n, n, p0, KV, hd);
         memcpy(kc + (size_t)p0 * KD, s->k, sizeof(float) * (size_t)n * KD);

@@ -12,17 +12,24 @@
 #define TL_INFER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "config.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 
-/* A weight matrix [rows, cols] (row-major, nn.Linear's [out, in]) inside a mapped file. */
+/* A weight matrix [rows, cols] (row-major, nn.Linear's [out, in]) inside a mapped file.
+ * From a GGUF file (src/infer_gguf.c) it may instead hold rows of quantized
+ * blocks (quant: a TL_GGML_* block type; dtype is then TL_DT_I32, which no
+ * float path takes), and the rows of q/k projections are in GGUF's order
+ * (perm_heads > 0, see tl_wmat_unpermute_out). */
 typedef struct {
-    tl_dtype dtype; /* TL_DT_F32, TL_DT_BF16 or TL_DT_F16 */
+    tl_dtype dtype; /* TL_DT_F32, TL_DT_BF16 or TL_DT_F16 (TL_DT_I32 when quant) */
     const void *data;
     int rows, cols;
+    uint32_t quant; /* 0, or the ggml block type of the rows (matvec_quant.h) */
+    int perm_heads; /* 0, or the heads whose rows are interleaved as llama.cpp's converter leaves them */
 } tl_wmat;
 
 typedef struct {
@@ -83,10 +90,13 @@ typedef struct {
     char tok_path[1100];
     tl_gen_config gen;
     tl_kernel kernel;           /* resolved (never AUTO) */
+    struct tl_gguf *gguf;       /* the mapped GGUF file when loaded from one (src/infer_gguf.c) */
+    char *chat_template;        /* tokenizer.chat_template of a GGUF file, NUL-terminated; NULL if none */
     size_t decode_bytes;        /* weight bytes read per decoded token */
 } tl_infer_model;
 
-/* Loads dir: config.json, model.safetensors or a sharded index, tokenizer.model
+/* Loads dir: a GGUF file (a path ending in .gguf, or any regular file: see
+ * tl_infer_load_gguf), or config.json, model.safetensors or a sharded index, tokenizer.model
  * or tokenizer.json (if present), generation_config.json (if present).  Every
  * tensor is checked (present, shape, float dtype; no unknown tensors). */
 int tl_infer_load(tl_infer_model *m, const char *dir, tl_error *err);
@@ -101,8 +111,15 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
 /* y[j] = W[j] x for count matrices with the same number of columns, in one
  * parallel region. */
 void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x);
-/* One row of W as fp32. */
+/* One row of W as fp32 (stored row r: GGUF order for perm_heads matrices). */
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
+/* Bytes of one stored row of W. */
+size_t tl_wmat_row_bytes(const tl_wmat *W);
+/* The products of a perm_heads matrix come out in its stored (GGUF) row
+ * order; this puts n such output rows y[n, W->rows] back in HF order in place
+ * (no-op when perm_heads is 0).  Exact, and O(rows) per token against the
+ * O(rows * cols) product, so the weights are used as mapped. */
+void tl_wmat_unpermute_out(const tl_wmat *W, float *y, int n);
 /* y[n, W->rows] = x[n, W->cols] W^T + beta y on BLAS: F32 weights directly, other
  * dtypes converted to fp32 a tile of rows at a time (tile holds tile_floats >=
  * W->cols floats). */

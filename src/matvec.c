@@ -9,7 +9,9 @@
 
 #include "gemm.h"
 #include "gemm_amx.h"
+#include "gguf.h"
 #include "infer.h"
+#include "matvec_quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TL_X86 1
@@ -397,12 +399,17 @@ static dot_fn pick(tl_kernel k, tl_dtype dt) {
     return dt == TL_DT_F32 ? dot_f32_scalar : dt == TL_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
 }
 
-static size_t row_bytes(const tl_wmat *W) { return (size_t)W->cols * tl_dtype_size(W->dtype); }
+size_t tl_wmat_row_bytes(const tl_wmat *W) {
+    return W->quant ? tl_quant_row_bytes(W->quant, W->cols) : (size_t)W->cols * tl_dtype_size(W->dtype);
+}
+static size_t row_bytes(const tl_wmat *W) { return tl_wmat_row_bytes(W); }
 
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
     const uint8_t *p = (const uint8_t *)W->data + (size_t)r * row_bytes(W);
     const int n = W->cols;
-    if (W->dtype == TL_DT_F32) {
+    if (W->quant) {
+        tl_gguf_dequant_row(W->quant, p, out, (size_t)n);
+    } else if (W->dtype == TL_DT_F32) {
         memcpy(out, p, sizeof(float) * (size_t)n);
     } else if (W->dtype == TL_DT_BF16) {
         for (int i = 0; i < n; i++) { /* a shift per element: vectorises */
@@ -434,7 +441,7 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
 
 /* Rows per work item of a matrix: a multiple of 8 (the eight-row kernels). */
 static int block_rows(const tl_wmat *M) {
-    size_t r = BLOCK_BYTES / ((size_t)M->cols * tl_dtype_size(M->dtype)) / 8 * 8;
+    size_t r = BLOCK_BYTES / row_bytes(M) / 8 * 8;
     return r < 8 ? 8 : r > (size_t)M->rows ? (M->rows + 7) / 8 * 8 : (int)r;
 }
 
@@ -493,6 +500,10 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
         const int r0 = (b - first[j]) * brows[j], r1 = r0 + brows[j] < M->rows ? r0 + brows[j] : M->rows;
         float *out = y[j];
         int r = r0;
+        if (M->quant) {
+            tl_quant_rows(k, M, x, out, r0, r1);
+            continue;
+        }
 #ifdef TL_X86
         if (xb && M->dtype == TL_DT_BF16) {
             for (; r < r1; r++) out[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
@@ -520,9 +531,22 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {
     tl_wmat_matvec_multi(k, &W, &y, 1, x);
 }
 
+void tl_wmat_unpermute_out(const tl_wmat *W, float *y, int n) {
+    if (W->perm_heads <= 0) return;
+    const int hd = W->rows / W->perm_heads, half = hd / 2;
+    float tmp[1024]; /* head_dim <= 1024: checked when loading */
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < W->perm_heads; h++) {
+            float *v = y + (size_t)i * W->rows + (size_t)h * hd;
+            /* stored row 2j + c is HF row c * hd/2 + j */
+            for (int j = 0; j < half; j++) tmp[j] = v[2 * j], tmp[half + j] = v[2 * j + 1];
+            memcpy(v, tmp, sizeof(float) * (size_t)hd);
+        }
+}
+
 void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats) {
     const int in = W->cols, out = W->rows;
-    if (W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
+    if (!W->quant && W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
         tl_sgemm(false, true, n, out, in, 1.0f, x, in, (const float *)W->data, in, beta, y, out);
         return;
     }

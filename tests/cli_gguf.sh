@@ -56,4 +56,45 @@ expect_fail "convert --to-hf: a file that is not a Llama model" "quants.gguf: ge
 check "convert --to-hf: a failure leaves nothing behind" '[ ! -e "$T/q" ] && [ -z "$(ls -d "$T"/q.tmp-* 2>/dev/null)" ]'
 expect_fail "convert --to-hf: a truncated file" "cut.gguf: tensor" "$BIN" convert --to-hf "$T/cut.gguf" --out "$T/c"
 expect_fail "convert: --out is required" "give --to-hf FILE.gguf and --out DIR" "$BIN" convert --to-hf "$FIX/tiny_llama.gguf"
+# --- generate / perplexity / chat / eval with --model FILE.gguf, the tensors used in place: the
+# same greedy ids, perplexity and eval scores as the engine gives on the `convert --to-hf` copy
+# (the logits themselves are checked against float64 numpy in tests/test_infer_gguf.c)
+for q in Q8_0 Q4_0 Q4_K Q6_K BF16; do
+    "$BIN" convert --to-hf "$FIX/tiny256_$q.gguf" --out "$T/h_$q" >/dev/null 2>&1
+    a=$("$BIN" generate --model "$FIX/tiny256_$q.gguf" "abc hij" --greedy --max-tokens 24 --ignore-eos --print-ids --no-stats 2>"$T/err")
+    b=$("$BIN" generate --model "$T/h_$q" "abc hij" --greedy --max-tokens 24 --ignore-eos --print-ids --no-stats 2>/dev/null)
+    check "generate --model tiny256_$q.gguf: the greedy ids of the HF copy" '[ -n "$a" ] && [ "$a" = "$b" ]'
+    for k in scalar avx2 avx512; do
+        c=$("$BIN" generate --kernel $k --model "$FIX/tiny256_$q.gguf" "abc hij" --greedy --max-tokens 24 --ignore-eos --print-ids --no-stats 2>/dev/null) || continue # a kernel this CPU lacks
+        check "generate --model tiny256_$q.gguf --kernel $k: same ids" '[ "$c" = "$a" ]'
+    done
+done
+printf 'abc hij gfe kmo\nbad cafe hide\n' >"$T/ppl.txt"
+pa=$("$BIN" perplexity --model "$FIX/tiny256_Q4_0.gguf" --text "$T/ppl.txt" 2>/dev/null | grep '^perplexity')
+pb=$("$BIN" perplexity --model "$T/h_Q4_0" --text "$T/ppl.txt" 2>/dev/null | grep '^perplexity')
+check "perplexity --model x.gguf --text: the HF copy's perplexity ($pa)" '[ -n "$pa" ] && [ "$pa" = "$pb" ]'
+for q in Q8_0 Q4_0 Q4_K; do # Zephyr, ChatML, Llama 2 templates
+    printf 'abc\nhij\n' | "$BIN" chat --model "$FIX/tiny256_$q.gguf" --greedy --max-tokens 4 >"$T/chat" 2>"$T/err"
+    check "chat --model tiny256_$q.gguf: the file's chat template is recognised" '[ $? -eq 0 ] && [ $(wc -l <"$T/chat") -eq 2 ]'
+done
+expect_fail "chat: an unrecognised chat template needs --chat-template" \
+    "tiny256_Q6_K.gguf: the chat template .* is none of those this program knows .*--chat-template zephyr\|llama2\|chatml" \
+    sh -c "echo abc | '$BIN' chat --model '$FIX/tiny256_Q6_K.gguf' --max-tokens 2"
+check "chat --chat-template chatml overrides it" \
+    'echo abc | "$BIN" chat --model "$FIX/tiny256_Q6_K.gguf" --chat-template chatml --greedy --max-tokens 2 >/dev/null 2>&1'
+expect_fail "chat --chat-template: an unknown name" "unknown chat template 'jinja'" \
+    sh -c "echo abc | '$BIN' chat --model '$FIX/tiny256_Q6_K.gguf' --chat-template jinja"
+"$BIN" eval --model "$FIX/tiny256_Q8_0.gguf" --task boolq --data "$FIX/../eval/boolq.jsonl" --samples --quiet --json "$T/ea.json" >/dev/null 2>&1
+"$BIN" eval --model "$T/h_Q8_0" --task boolq --data "$FIX/../eval/boolq.jsonl" --samples --quiet --json "$T/eb.json" >/dev/null 2>&1
+check "eval --model x.gguf: the accuracy and log-likelihoods (within 1e-4) of the HF copy" \
+    'python3 -c "
+import json,sys
+a,b=(json.load(open(f)) for f in sys.argv[1:])
+la=[x for s in a[\"samples\"] for x in s[\"ll\"]]; lb=[x for s in b[\"samples\"] for x in s[\"ll\"]]
+sys.exit(not (a[\"acc\"]==b[\"acc\"] and len(la)==len(lb)>0 and max(abs(x-y) for x,y in zip(la,lb))<1e-4))" "$T/ea.json" "$T/eb.json"'
+expect_fail "eval --backend fp32 refuses a GGUF file" "use --backend kv" \
+    "$BIN" eval --model "$FIX/tiny256_Q8_0.gguf" --task boolq --data "$FIX/../eval/boolq.jsonl" --backend fp32
+expect_fail "generate: a GGUF file that is not a Llama model" "quants.gguf: general.architecture is 'none'" \
+    "$BIN" generate --model "$FIX/quants.gguf" "abc"
+expect_fail "generate: a truncated GGUF file" "cut.gguf: tensor" "$BIN" generate --model "$T/cut.gguf" "abc"
 finish

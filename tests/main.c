@@ -24,6 +24,7 @@ extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
 extern const tl_test tests_train_setup[];
 extern const tl_test tests_generate[];
+extern const tl_test tests_infer_gguf[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -43,6 +44,7 @@ static const tl_test *const suites[] = {
     tests_gguf,
     tests_train_setup,
     tests_generate,
+    tests_infer_gguf,
 };
 
 static char tmpdir_path[256];

@@ -79,19 +79,20 @@ static void test_chat_template(tl_test_ctx *t) {
     /* TinyLlama-1.1B-Chat-v1.0's (Zephyr's) chat_template with add_generation_prompt:
      * each message "<|role|>\n" + content + eos_token + "\n", then "<|assistant|>\n" */
     size_t len;
-    tl_chat_message one[] = {{"How many helicopters can a human eat in one sitting?", NULL}};
-    char *s = tl_chat_render("You are a friendly chatbot who always responds in the style of a pirate", one, 1, &len);
+    tl_chat_turn one[] = {{"How many helicopters can a human eat in one sitting?", NULL}};
+    char *s = tl_chat_render(TL_CHAT_ZEPHYR, "You are a friendly chatbot who always responds in the style of a pirate",
+                             one, 0, 1, &len);
     const char *want = "<|system|>\nYou are a friendly chatbot who always responds in the style of a pirate</s>\n"
                        "<|user|>\nHow many helicopters can a human eat in one sitting?</s>\n<|assistant|>\n";
     CHECK_MSG(s && !strcmp(s, want) && len == strlen(want), "'%s'", s ? s : "(null)");
     free(s);
     /* no system prompt; a finished turn carries its reply */
-    tl_chat_message two[] = {{"Hi!", "Hello."}, {"Tell me a joke.", NULL}};
-    s = tl_chat_render(NULL, two, 2, &len);
+    tl_chat_turn two[] = {{"Hi!", "Hello."}, {"Tell me a joke.", NULL}};
+    s = tl_chat_render(TL_CHAT_ZEPHYR, NULL, two, 0, 2, &len);
     want = "<|user|>\nHi!</s>\n<|assistant|>\nHello.</s>\n<|user|>\nTell me a joke.</s>\n<|assistant|>\n";
     CHECK_MSG(s && !strcmp(s, want) && len == strlen(want), "'%s'", s ? s : "(null)");
     free(s);
-    s = tl_chat_render("sys", NULL, 0, &len);
+    s = tl_chat_render(TL_CHAT_ZEPHYR, "sys", NULL, 0, 0, &len);
     CHECK(s && !strcmp(s, "<|system|>\nsys</s>\n"));
     free(s);
 }
@@ -298,7 +299,7 @@ static void test_chat_turns(tl_test_ctx *t) {
     }
     tl_chat c;
     tl_error err;
-    CHECK(tl_chat_init(&c, &f.s, &f.sp, "Be brief.", &err) == 0);
+    CHECK(tl_chat_init(&c, &f.s, &f.sp, TL_CHAT_ZEPHYR, "Be brief.", &err) == 0);
     tl_gen_opts o = {.max_tokens = 4, .ignore_eos = 1};
     tl_gen_end why;
     tl_gen_stats st;
@@ -306,8 +307,8 @@ static void test_chat_turns(tl_test_ctx *t) {
     CHECK(tl_chat_say(&c, "Hi", &o, &why, &st, &err) == 0 && why == TL_GEN_LIMIT && st.n_generated == 4);
     size_t len, n1;
     int *ids = NULL;
-    tl_chat_message m1[] = {{"Hi", NULL}};
-    char *text = tl_chat_render("Be brief.", m1, 1, &len);
+    tl_chat_turn m1[] = {{"Hi", NULL}};
+    char *text = tl_chat_render(TL_CHAT_ZEPHYR, "Be brief.", m1, 0, 1, &len);
     CHECK(tl_tokenizer_encode(f.m.tok, text, len, TL_ENC_BOS | TL_ENC_PARSE_SPECIAL, &ids, &n1, &err) == 0);
     CHECK(st.n_prompt == (int)n1 && c.n_cached == (int)n1 + 3 && !memcmp(c.cached, ids, sizeof(int) * n1));
     CHECK(c.n_turns == 1 && c.turns[0].assistant != NULL);

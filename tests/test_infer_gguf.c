@@ -1,0 +1,303 @@
+/* test_infer_gguf.c - running GGUF files: the quantized mat-vec kernels of every
+ * ISA against "dequantize (tl_gguf_dequant_row, itself bit-exact with the gguf
+ * package), then a double-precision dot", and whole models of every tensor type
+ * against logits the gguf package + numpy computed in float64
+ * (scripts/gen_gguf_fixtures.py). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_template.h"
+#include "gguf.h"
+#include "harness.h"
+#include "infer.h"
+#include "matvec_quant.h"
+#include "rng.h"
+
+static const uint32_t QTYPES[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
+                                  TL_GGML_Q5_1, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
+#define N_QTYPES (sizeof QTYPES / sizeof QTYPES[0])
+
+/* a random finite half of magnitude 2^-12 .. 2^-2, either sign */
+static void put_f16(tl_rng *r, uint8_t *p) {
+    uint16_t h = (uint16_t)(tl_rng_below(r, 2) << 15 | (3 + tl_rng_below(r, 10)) << 10 | tl_rng_below(r, 1024));
+    memcpy(p, &h, 2);
+}
+
+/* Random bytes for n_blocks blocks of type, with finite random scales where
+ * the layout keeps them (random bytes there could be inf/NaN). */
+static void random_blocks(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks) {
+    uint32_t be, bb;
+    tl_ggml_type_block(type, &be, &bb);
+    for (size_t i = 0; i < n_blocks * bb; i++) b[i] = (uint8_t)tl_rng_below(r, 256);
+    for (size_t k = 0; k < n_blocks; k++) {
+        uint8_t *p = b + k * bb;
+        if (type == TL_GGML_Q6_K) {
+            put_f16(r, p + bb - 2);
+        } else {
+            put_f16(r, p);
+            if (type != TL_GGML_Q8_0 && type != TL_GGML_Q4_0 && type != TL_GGML_Q5_0) put_f16(r, p + 2);
+        }
+    }
+}
+
+/* Every kernel family on this CPU, every block type, several row lengths
+ * (odd numbers of blocks, one block, long rows): within 2e-5 of sum |w x| of
+ * the reference (fp32 summation in another order; the block scale applied per
+ * block).  Then whole matrices through tl_wmat_matvec (the threaded row split)
+ * and tl_wmat_row_f32 (bit-exact with the dequantization). */
+static void test_quant_dot_kernels(tl_test_ctx *t) {
+    tl_rng r;
+    tl_rng_seed(&r, 17);
+    static const int lens32[] = {32, 96, 160, 288, 1056, 5632};
+    static const int lensK[] = {256, 768, 1280, 5632};
+    enum { MAXN = 5632 };
+    uint8_t *blocks = malloc(MAXN / 32 * 34 + 64);
+    float *x = malloc(sizeof(float) * MAXN), *w = malloc(sizeof(float) * MAXN);
+    for (int i = 0; i < MAXN; i++) x[i] = (float)tl_rng_normal(&r);
+    int checked = 0;
+    for (size_t ti = 0; ti < N_QTYPES; ti++) {
+        const uint32_t type = QTYPES[ti];
+        uint32_t be, bb;
+        tl_ggml_type_block(type, &be, &bb);
+        const int *lens = be == 256 ? lensK : lens32;
+        const int nl = be == 256 ? 4 : 6;
+        for (int li = 0; li < nl; li++) {
+            const int n = lens[li];
+            random_blocks(&r, type, blocks, (size_t)n / be);
+            tl_gguf_dequant_row(type, blocks, w, (size_t)n);
+            double ref = 0, mag = 0;
+            for (int i = 0; i < n; i++) ref += (double)w[i] * x[i], mag += fabs((double)w[i] * x[i]);
+            for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
+                if (!tl_kernel_supported((tl_kernel)k)) continue;
+                float y = tl_quant_dot((tl_kernel)k, type, blocks, x, n);
+                CHECK_MSG(fabs(y - ref) <= 2e-5 * mag, "%s kernel %s n=%d: %.9g, reference %.9g (sum|wx| %g)",
+                          tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), n, y, ref, mag);
+                checked++;
+            }
+        }
+        /* a [37, 1280] matrix (rows not a multiple of 8) through the threaded mat-vec */
+        const int R = 37, C = 1280;
+        const size_t rb = tl_quant_row_bytes(type, C);
+        uint8_t *mat = malloc(rb * R);
+        float *y = malloc(sizeof(float) * R), *row = malloc(sizeof(float) * C);
+        random_blocks(&r, type, mat, rb * R / bb);
+        tl_wmat W = {TL_DT_I32, mat, R, C, type, 0};
+        CHECK(tl_wmat_row_bytes(&W) == rb);
+        for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
+            if (!tl_kernel_supported((tl_kernel)k)) continue;
+            tl_wmat_matvec((tl_kernel)k, &W, x, y);
+            for (int i = 0; i < R; i++) {
+                tl_gguf_dequant_row(type, mat + rb * (size_t)i, w, C);
+                double ref = 0, mag = 0;
+                for (int j = 0; j < C; j++) ref += (double)w[j] * x[j], mag += fabs((double)w[j] * x[j]);
+                CHECK_MSG(fabs(y[i] - ref) <= 2e-5 * mag, "%s matvec %s row %d: %.9g vs %.9g",
+                          tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), i, y[i], ref);
+            }
+        }
+        tl_wmat_row_f32(&W, 36, row);
+        tl_gguf_dequant_row(type, mat + rb * 36, w, C);
+        CHECK(!memcmp(row, w, sizeof(float) * C));
+        free(mat);
+        free(y);
+        free(row);
+    }
+    CHECK(checked >= (int)N_QTYPES * 4 * 2);
+    free(blocks);
+    free(x);
+    free(w);
+}
+
+/* tl_wmat_unpermute_out puts GGUF's interleaved rows of each head back in HF
+ * order: stored row 2j + c of a head is HF row c * hd/2 + j. */
+static void test_unpermute_out(tl_test_ctx *t) {
+    enum { H = 3, HD = 8, N = 2 };
+    float y[N * H * HD];
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++)
+            for (int s = 0; s < HD; s++) { /* value = the HF row index it belongs to */
+                int hf = (s % 2) * (HD / 2) + s / 2;
+                y[i * H * HD + h * HD + s] = (float)(1000 * i + h * HD + hf);
+            }
+    tl_wmat W = {TL_DT_F32, NULL, H * HD, 4, 0, H};
+    tl_wmat_unpermute_out(&W, y, N);
+    int ok = 1;
+    for (int i = 0; i < N; i++)
+        for (int r = 0; r < H * HD; r++) ok &= y[i * H * HD + r] == (float)(1000 * i + r);
+    CHECK(ok);
+    W.perm_heads = 0; /* HF matrices: untouched */
+    y[0] = 5;
+    tl_wmat_unpermute_out(&W, y, N);
+    CHECK(y[0] == 5);
+}
+
+static float *read_f32(tl_test_ctx *t, const char *name, size_t want) {
+    char p[512], *buf;
+    size_t len;
+    tl_error e;
+    snprintf(p, sizeof p, "%s/gguf/%s", tl_test_fixture_dir(), name);
+    if (tl_read_file(p, 1u << 26, &buf, &len, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return NULL;
+    }
+    if (len != want * sizeof(float)) {
+        CHECK_MSG(0, "%s: %zu bytes, expected %zu", p, len, want * sizeof(float));
+        free(buf);
+        return NULL;
+    }
+    return (float *)(void *)buf;
+}
+
+/* logits of the 8 fixture tokens from m, batched (the prompt pass: dequantized
+ * tiles, or AMX for BF16) and one token at a time (the decode kernels) */
+static void check_model(tl_test_ctx *t, tl_infer_model *m, const float *want, const char *what, double tol) {
+    static const int toks[8] = {1, 7, 18, 19, 20, 3, 25, 9};
+    tl_infer_state s;
+    tl_error e;
+    if (tl_infer_state_init(&s, m, 16, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return;
+    }
+    float all[8 * 32], step[8 * 32];
+    CHECK(tl_infer_forward(&s, toks, 8, all, &e) == 0);
+    tl_infer_truncate(&s, 0);
+    for (int i = 0; i < 8; i++) {
+        CHECK(tl_infer_forward(&s, toks + i, 1, NULL, &e) == 0);
+        memcpy(step + i * 32, s.logits, sizeof(float) * 32);
+    }
+    double eb = tl_test_rel_err(all, want, 8 * 32), es = tl_test_rel_err(step, want, 8 * 32);
+    CHECK_MSG(eb < tol && es < tol, "%s (kernel %s): logits' relative error %g batched, %g decoded (tolerance %g)",
+              what, tl_kernel_name(m->kernel), eb, es, tol);
+    tl_infer_state_free(&s);
+}
+
+/* Whole models: the mixed-type tiny_llama.gguf (F32 q, F16 k, BF16 v, Q4_0..Q8_0)
+ * and tiny256_<TYPE>.gguf (every matrix of one type), under every kernel family:
+ * within 1e-4 (relative to the largest logit) of the float64 reference.  A q/k
+ * row order left in GGUF's layout, or a kernel reading a block wrong, is off by
+ * far more. */
+static void test_gguf_models_logits(tl_test_ctx *t) {
+    static const char *const names[] = {"F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"};
+    for (int f = -1; f < (int)(sizeof names / sizeof names[0]); f++) {
+        char model[512], lg[64];
+        if (f < 0) {
+            snprintf(model, sizeof model, "%s/gguf/tiny_llama.gguf", tl_test_fixture_dir());
+            snprintf(lg, sizeof lg, "tiny_llama_logits.f32");
+        } else {
+            snprintf(model, sizeof model, "%s/gguf/tiny256_%s.gguf", tl_test_fixture_dir(), names[f]);
+            snprintf(lg, sizeof lg, "tiny256_%s.logits", names[f]);
+        }
+        float *want = read_f32(t, lg, 8 * 32);
+        tl_infer_model m;
+        tl_error e;
+        if (!want || tl_infer_load(&m, model, &e)) {
+            CHECK_MSG(0, "%s: %s", model, want ? e.msg : "no logits");
+            free(want);
+            continue;
+        }
+        CHECK(m.tok != NULL && m.chat_template != NULL && m.gguf != NULL);
+        for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++) {
+            if (!tl_kernel_supported((tl_kernel)k) || tl_kernel_rounds_bf16((tl_kernel)k)) continue;
+            tl_infer_set_kernel(&m, (tl_kernel)k, &e);
+            check_model(t, &m, want, model, 1e-4);
+        }
+        tl_infer_free(&m);
+        free(want);
+    }
+}
+
+/* The same GGUF run in place and through `convert --to-hf` (dequantized to an
+ * F32 HF directory, q/k rows reordered there) gives the same logits. */
+static void test_gguf_in_place_vs_hf_dir(tl_test_ctx *t) {
+    char model[512], dir[512];
+    snprintf(model, sizeof model, "%s/gguf/tiny256_Q4_K.gguf", tl_test_fixture_dir());
+    snprintf(dir, sizeof dir, "%s/tiny256_q4k_hf", tl_test_tmpdir());
+    tl_error e;
+    tl_gguf *g = tl_gguf_open(model, &e);
+    CHECK_MSG(g && tl_gguf_to_hf_dir(g, dir, &e) == 0, "%s", e.msg);
+    tl_gguf_close(g);
+    tl_infer_model a, b;
+    if (tl_infer_load(&a, model, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        return;
+    }
+    if (tl_infer_load(&b, dir, &e)) {
+        CHECK_MSG(0, "%s", e.msg);
+        tl_infer_free(&a);
+        return;
+    }
+    CHECK(b.gguf == NULL && b.layers[0].wq.perm_heads == 0 && a.layers[0].wq.perm_heads == 4 &&
+          a.layers[0].wk.perm_heads == 2 && a.layers[0].wq.quant == TL_GGML_Q4_K);
+    CHECK(a.decode_bytes < b.decode_bytes / 6); /* 4.5 bits against 32 */
+    tl_infer_state sa, sb;
+    static const int toks[8] = {1, 7, 18, 19, 20, 3, 25, 9};
+    if (!tl_infer_state_init(&sa, &a, 16, &e) && !tl_infer_state_init(&sb, &b, 16, &e)) {
+        float la[8 * 32], lb[8 * 32];
+        CHECK(tl_infer_forward(&sa, toks, 8, la, &e) == 0 && tl_infer_forward(&sb, toks, 8, lb, &e) == 0);
+        CHECK_MSG(tl_test_rel_err(la, lb, 8 * 32) < 1e-5, "in place vs HF dir: %g", tl_test_rel_err(la, lb, 8 * 32));
+        tl_infer_state_free(&sa);
+        tl_infer_state_free(&sb);
+    }
+    tl_infer_free(&a);
+    tl_infer_free(&b);
+}
+
+/* Files the engine must refuse with the file and the tensor named. */
+static void test_gguf_infer_refusals(tl_test_ctx *t) {
+    char model[512];
+    tl_infer_model m;
+    tl_error e;
+    snprintf(model, sizeof model, "%s/gguf/quants.gguf", tl_test_fixture_dir());
+    CHECK(tl_infer_load(&m, model, &e) == -1 && strstr(e.msg, "quants.gguf") && strstr(e.msg, "architecture"));
+    snprintf(model, sizeof model, "%s/gguf/tiny_llama_kv.txt", tl_test_fixture_dir());
+    CHECK(tl_infer_load(&m, model, &e) == -1 && strstr(e.msg, "tiny_llama_kv.txt"));
+}
+
+/* Templates recognised by their text (fragments of the published ones), and the
+ * three formats rendered as their model cards write them. */
+static void test_chat_templates(tl_test_ctx *t) {
+    CHECK(tl_chat_template_detect("{{ '<|user|>\\n' + message['content'] + eos_token }}{{ '<|assistant|>' }}") ==
+          TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_template_detect("{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}") == TL_CHAT_LLAMA2);
+    CHECK(tl_chat_template_detect("{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}") ==
+          TL_CHAT_CHATML);
+    CHECK(tl_chat_template_detect("{{ '<|user|>\\n' + message['content'] }}") == TL_CHAT_UNKNOWN);
+    CHECK(tl_chat_template_detect("{% for m in messages %}{{ m['content'] }}{% endfor %}") == TL_CHAT_UNKNOWN);
+    tl_chat_format f;
+    tl_error e;
+    CHECK(tl_chat_format_choose(NULL, NULL, "m", &f, &e) == 0 && f == TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_format_choose("chatml", "{{ x }}", "m", &f, &e) == 0 && f == TL_CHAT_CHATML);
+    CHECK(tl_chat_format_choose("tinyllama", NULL, "m", &f, &e) == 0 && f == TL_CHAT_ZEPHYR);
+    CHECK(tl_chat_format_choose(NULL, "{{ x }}", "my.gguf", &f, &e) == -1 && strstr(e.msg, "my.gguf") &&
+          strstr(e.msg, "--chat-template"));
+    CHECK(tl_chat_format_choose("jinja", NULL, "m", &f, &e) == -1 && strstr(e.msg, "'jinja'"));
+    char u1[] = "Hi", a1[] = "Hello!", u2[] = "Joke?";
+    tl_chat_turn turns[2] = {{u1, a1}, {u2, NULL}};
+    static const char *const want[3] = {
+        "<|system|>\nBe kind.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|user|>\nJoke?</s>\n<|assistant|>\n",
+        "[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Joke? [/INST]",
+        "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nJoke?<|im_end|>\n<|im_start|>assistant\n"};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        char *s = tl_chat_render((tl_chat_format)(TL_CHAT_ZEPHYR + i), "Be kind.", turns, 0, 2, &len);
+        CHECK_MSG(s && len == strlen(want[i]) && !memcmp(s, want[i], len), "%s: got '%s'",
+                  tl_chat_format_name((tl_chat_format)(TL_CHAT_ZEPHYR + i)), s ? s : "(null)");
+        free(s);
+    }
+    size_t len; /* dropping the oldest turn: Llama 2's system prompt moves to the first one kept */
+    char *s = tl_chat_render(TL_CHAT_LLAMA2, "S", turns, 1, 2, &len);
+    CHECK(s && !strcmp(s, "[INST] <<SYS>>\nS\n<</SYS>>\n\nJoke? [/INST]"));
+    free(s);
+}
+
+const tl_test tests_infer_gguf[] = {
+    {"chat_templates", test_chat_templates},
+    {"quant_dot_kernels", test_quant_dot_kernels},
+    {"unpermute_out", test_unpermute_out},
+    {"gguf_models_logits", test_gguf_models_logits},
+    {"gguf_in_place_vs_hf_dir", test_gguf_in_place_vs_hf_dir},
+    {"gguf_infer_refusals", test_gguf_infer_refusals},
+    {NULL, NULL},
+};
