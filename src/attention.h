@@ -22,16 +22,8 @@ void tl_attention_forward(float *out, float *probs, const float *q, const float 
 void tl_attention_forward_cached(float *out, float *scratch, const float *q, const float *kc, const float *vc,
                                  int p0, int n, int H, int KV, int hd, int nthreads);
 
-/* The same for a batch of new queries with bf16 products on AMX tiles (the
- * `amx` kernel's prompt pass): q, the cached keys and values, and the
- * probabilities are rounded to bf16 for the two products, which sum in fp32;
- * the scores and softmax stay fp32.  scratch: tl_attention_amx_scratch_bytes
- * (max_ctx >= p0+n, the same nthreads) bytes, 64-byte aligned.  Needs hd a
- * multiple of 32 (returns -1, nothing done, otherwise).  Only where
- * tl_amx_usable(). */
-size_t tl_attention_amx_scratch_bytes(int max_ctx, int KV, int hd, int nthreads);
-int tl_attention_forward_cached_amx(float *out, void *scratch, int max_ctx, const float *q, const float *kc,
-                                    const float *vc, int p0, int n, int H, int KV, int hd, int nthreads);
+/* Softmax of row p[0..T) over columns [0, t] (scaled scores), zeros after. */
+void tl_attention_softmax_row(float *p, int t, int T);
 
 /* dq: [B*T, H*hd] (overwritten); dk, dv: [B*T, KV*hd] (overwritten). */
 void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,

@@ -30,7 +30,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "safetensors.h" /* tl_f32_to_bf16, tl_bf16_to_f32 */
+#include "dtype.h"
 #include "vec.h"
 
 #if defined(__x86_64__) && defined(__linux__)

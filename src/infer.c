@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "attention.h"
+#include "attention_amx.h"
 #include "checkpoint.h"
 #include "finite.h"
 #include "gemm_amx.h"

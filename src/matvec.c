@@ -10,7 +10,7 @@
 #include "gemm.h"
 #include "gemm_amx.h"
 #include "gguf.h"
-#include "infer.h"
+#include "matvec.h"
 #include "matvec_quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "infer.h"
+#include "matvec.h"
 
 /* Whether a tl_wmat may hold blocks of ggml type t (quantized types only). */
 int tl_quant_supported(uint32_t type);

@@ -14,51 +14,6 @@
 
 #define MAX_HEADER (100u << 20) /* as the reference implementation limits it */
 
-static const struct {
-    const char *name;
-    size_t size;
-} dtypes[] = {{"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I32", 4}, {"I64", 8}, {"F64", 8}};
-
-const char *tl_dtype_name(tl_dtype dt) { return dtypes[dt].name; }
-size_t tl_dtype_size(tl_dtype dt) { return dtypes[dt].size; }
-
-float tl_bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t tl_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-float tl_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, u;
-    if (exp == 0) {
-        if (mant == 0) {
-            u = sign;
-        } else { /* subnormal: normalise */
-            int e = -1;
-            do {
-                mant <<= 1;
-                e++;
-            } while (!(mant & 0x400u));
-            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (mant << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 static int cmp_begin(const void *a, const void *b) {
     const tl_st_tensor *x = *(const tl_st_tensor *const *)a, *y = *(const tl_st_tensor *const *)b;
@@ -73,9 +28,7 @@ static int parse_tensor(const cJSON *item, tl_st_tensor *t, size_t data_len, con
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsString(dt)) return tl_fail(err, "%s: tensor '%s': missing dtype", path, nm);
-    int found = -1;
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (!strcmp(dt->valuestring, dtypes[i].name)) found = (int)i;
+    int found = tl_dtype_parse(dt->valuestring);
     if (found < 0)
         return tl_fail(err, "%s: tensor '%s': unsupported dtype %s (supported: F32, F16, BF16, I32, I64, F64)",
                        path, nm, dt->valuestring);
@@ -105,7 +58,7 @@ static int parse_tensor(const cJSON *item, tl_st_tensor *t, size_t data_len, con
     t->begin = (size_t)b;
     t->end = (size_t)e;
     size_t bytes;
-    if (tl_mul_size(numel, dtypes[found].size, &bytes) || bytes != t->end - t->begin)
+    if (tl_mul_size(numel, tl_dtype_size((tl_dtype)found), &bytes) || bytes != t->end - t->begin)
         return tl_fail(err, "%s: tensor '%s': shape needs %zu bytes but data_offsets span %zu", path, nm,
                        bytes, t->end - t->begin);
     t->name = strdup(nm);

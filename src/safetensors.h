@@ -6,11 +6,7 @@
 #include <stdint.h>
 
 #include "common.h"
-
-typedef enum { TL_DT_F32, TL_DT_F16, TL_DT_BF16, TL_DT_I32, TL_DT_I64, TL_DT_F64 } tl_dtype;
-
-const char *tl_dtype_name(tl_dtype dt);
-size_t tl_dtype_size(tl_dtype dt);
+#include "dtype.h"
 
 #define TL_ST_MAX_DIMS 8
 
@@ -43,11 +39,6 @@ const void *tl_st_data(const tl_safetensors *st, const tl_st_tensor *t);
 int tl_st_read_f32(const tl_safetensors *st, const tl_st_tensor *t, float *out, size_t n, tl_error *err);
 /* Reads an integer tensor (I32/I64) as int; n must equal numel. */
 int tl_st_read_i32(const tl_safetensors *st, const tl_st_tensor *t, int *out, size_t n, tl_error *err);
-
-/* bf16/f16 conversions (round-to-nearest-even for bf16). */
-float tl_bf16_to_f32(uint16_t h);
-uint16_t tl_f32_to_bf16(float f);
-float tl_f16_to_f32(uint16_t h);
 
 typedef struct {
     const char *name;

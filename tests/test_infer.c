@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "attention.h"
+#include "attention_amx.h"
 #include "checkpoint.h"
 #include "gemm_amx.h"
 #include "harness.h"

@@ -1,0 +1,75 @@
+/* matvec.h - weight matrices in their file's dtype (or quantized blocks) and the
+ * products the inference engine runs on them: multithreaded SIMD mat-vec kernels
+ * chosen at run time for decode (src/matvec.c, src/matvec_quant.c) and the
+ * batched product of the prompt pass (tiles converted to fp32 for tl_sgemm). */
+#ifndef TL_MATVEC_H
+#define TL_MATVEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* A weight matrix [rows, cols] (row-major, nn.Linear's [out, in]) inside a mapped file.
+ * From a GGUF file (src/infer_gguf.c) it may instead hold rows of quantized
+ * blocks (quant: a TL_GGML_* block type; dtype is then TL_DT_I32, which no
+ * float path takes), and the rows of q/k projections are in GGUF's order
+ * (perm_heads > 0, see tl_wmat_unpermute_out). */
+typedef struct {
+    tl_dtype dtype; /* TL_DT_F32, TL_DT_BF16 or TL_DT_F16 (TL_DT_I32 when quant) */
+    const void *data;
+    int rows, cols;
+    uint32_t quant; /* 0, or the ggml block type of the rows (matvec_quant.h) */
+    int perm_heads; /* 0, or the heads whose rows are interleaved as llama.cpp's converter leaves them */
+} tl_wmat;
+
+/* Kernel families.  AUTO picks the best exact one the CPU supports
+ * (AMX_EXACT > AVX512 > AVX2 > SCALAR).  AMX_EXACT runs the batched (prompt)
+ * products of BF16 weights on AMX tiles with the activations split exactly into
+ * three bf16 parts (src/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
+ * ones round activations to bf16 for BF16 weights (other dtypes run as
+ * AVX512), slightly less precise: AVX512BF16 uses the VDPBF16PS dot product in
+ * decode; AMX runs the prompt pass on AMX tiles with one bf16 part (and its
+ * attention too), and decodes as AVX512. */
+typedef enum {
+    TL_KERNEL_AUTO = 0,
+    TL_KERNEL_SCALAR,
+    TL_KERNEL_AVX2,
+    TL_KERNEL_AVX512,
+    TL_KERNEL_AVX512BF16,
+    TL_KERNEL_AMX,
+    TL_KERNEL_AMX_EXACT,
+    TL_KERNEL_LAST = TL_KERNEL_AMX_EXACT,
+} tl_kernel;
+
+const char *tl_kernel_name(tl_kernel k);
+/* Parses "auto", "scalar", "avx2", "avx512", "avx512bf16", "amx", "amx-exact";
+ * -1 if unknown. */
+int tl_kernel_parse(const char *name);
+/* Whether this CPU can run kernel k (AUTO and SCALAR: always). */
+int tl_kernel_supported(tl_kernel k);
+/* The kernel AUTO resolves to on this CPU. */
+tl_kernel tl_kernel_best(void);
+/* Whether k rounds activations to bf16 (for BF16 weights). */
+int tl_kernel_rounds_bf16(tl_kernel k);
+
+/* y[rows] = W x  (threads split the rows).  Exposed for tests and benchmarks. */
+void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
+/* y[j] = W[j] x for count matrices with the same number of columns, in one
+ * parallel region. */
+void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x);
+/* One row of W as fp32 (stored row r: GGUF order for perm_heads matrices). */
+void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
+/* Bytes of one stored row of W. */
+size_t tl_wmat_row_bytes(const tl_wmat *W);
+/* The products of a perm_heads matrix come out in its stored (GGUF) row
+ * order; this puts n such output rows y[n, W->rows] back in HF order in place
+ * (no-op when perm_heads is 0).  Exact, and O(rows) per token against the
+ * O(rows * cols) product, so the weights are used as mapped. */
+void tl_wmat_unpermute_out(const tl_wmat *W, float *y, int n);
+/* y[n, W->rows] = x[n, W->cols] W^T + beta y on BLAS: F32 weights directly, other
+ * dtypes converted to fp32 a tile of rows at a time (tile holds tile_floats >=
+ * W->cols floats). */
+void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats);
+
+#endif
