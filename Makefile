@@ -7,10 +7,14 @@ BUILD   ?= build
 OPT     ?= -O3
 SAN     ?=
 CFLAGS  ?=
-CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc $(SAN)
+# src/ holds one folder per subsystem (README's layout); headers are included by
+# name, so every folder is on the include path
+SRC_DIRS := $(sort $(filter-out src/cuda,$(patsubst %/,%,$(dir $(wildcard src/*/*.c src/*/*.h)))))
+INC     := $(addprefix -I,$(SRC_DIRS))
+CFLAGS  += -std=c11 $(OPT) -fno-math-errno -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE $(INC) $(SAN)
 # OpenBLAS built for OpenMP shares our OpenMP thread pool (the pthread build fights
 # it for the cores: measured ~35% of the step time lost to spinning, docs/dependencies.md).
-# oneDNN (libdnnl-dev, also built on libgomp) is the other fp32 GEMM backend; src/gemm.c
+# oneDNN (libdnnl-dev, also built on libgomp) is the other fp32 GEMM backend; src/compute/gemm.c
 # picks between them from the CPU's flags.
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
@@ -28,7 +32,7 @@ endif
 LDLIBS  += $(MPI_LIBS)
 LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lzstd -lz -lm $(SAN)
 
-SRC     := $(sort $(wildcard src/*.c))
+SRC     := $(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c)))
 CLI_SRC := $(sort $(wildcard cli/*.c))
 TST_SRC := $(sort $(wildcard tests/*.c))
 OBJ     := $(SRC:%.c=$(BUILD)/%.o)
@@ -57,7 +61,7 @@ CUDA_HOME  ?= /usr/local/cuda
 NVCC       ?= $(CUDA_HOME)/bin/nvcc
 # sm_90: H100/H200; sm_80: A100.  Override e.g. CUDA_ARCHS="-gencode arch=compute_90,code=sm_90".
 CUDA_ARCHS ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
-NVCCFLAGS  ?= -O3 -std=c++17 -lineinfo $(CUDA_ARCHS) -Isrc -Isrc/cuda -Xcompiler -Wall,-Wextra
+NVCCFLAGS  ?= -O3 -std=c++17 -lineinfo $(CUDA_ARCHS) $(INC) -Isrc/cuda -Xcompiler -Wall,-Wextra
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lpthread -lstdc++
 CU_SRC     := $(sort $(wildcard src/cuda/*.cu))
 CU_OBJ     := $(CU_SRC:%.cu=$(BUILD)/%.o)
@@ -65,7 +69,7 @@ CUC_SRC    := $(sort $(wildcard src/cuda/*.c))
 CUC_OBJ    := $(CUC_SRC:%.c=$(BUILD)/%.o)
 CUDA_LIB   := $(BUILD)/libtinyllama_cuda.a
 # the same CLI objects as the plain build: engine_adapter.o, linked as an object,
-# defines the "cuda" entry that tl_engine_find (src/engine.c) looks up by a weak reference
+# defines the "cuda" entry that tl_engine_find (src/train/engine.c) looks up by a weak reference
 CUDA_REG_OBJ := $(BUILD)/src/cuda/engine_adapter.o
 
 cuda: $(BUILD)/tinyllama-cuda $(BUILD)/test_cuda
@@ -98,14 +102,14 @@ $(BUILD)/test_cuda: $(BUILD)/tests/cuda/test_cuda.o $(CUDA_LIB) $(LIB)
 FUZZ_CC     ?= clang
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE -Isrc \
+FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE $(INC) \
                -I/usr/include/x86_64-linux-gnu/openblas-openmp $(FUZZ_SAN)
 FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lzstd -lz -lm
 FUZZ_SRC    := $(sort $(wildcard fuzz/*.c))
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 # clang 14 refuses the GCC target attributes of the inference kernels: they are built by
 # $(CC), uninstrumented (no parser reaches them; the model code only links to them)
-FUZZ_GCC    := src/gemm_amx.c src/matvec.c
+FUZZ_GCC    := src/compute/gemm_amx.c src/compute/matvec.c
 FUZZ_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out $(FUZZ_GCC),$(SRC))) \
                $(patsubst %.c,$(FUZZ_BUILD)/gcc/%.o,$(FUZZ_GCC))
 FUZZ_LIB    := $(FUZZ_BUILD)/libtinyllama.a
@@ -118,7 +122,7 @@ $(FUZZ_BUILD)/src/%.o: src/%.c
 
 $(FUZZ_BUILD)/gcc/src/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -g -fopenmp -D_GNU_SOURCE -Isrc -MMD -MP -c $< -o $@
+	$(CC) -std=c11 -O2 -g -fopenmp -D_GNU_SOURCE $(INC) -MMD -MP -c $< -o $@
 
 $(FUZZ_LIB): $(FUZZ_OBJ)
 	@rm -f $@

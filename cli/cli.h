@@ -36,7 +36,7 @@ typedef struct {
 int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad);
 
 /* Sets the thread count: `requested` if > 0, else the usable cores minus those
- * other processes keep busy (src/threads.h), saying so when it is fewer. */
+ * other processes keep busy (src/core/threads.h), saying so when it is fewer. */
 void cli_threads(const char *cmd, long requested);
 
 /* Prints "tinyllama <cmd>: <msg>" to stderr. */

@@ -1,6 +1,6 @@
 /* cmd_bench.c - `tinyllama bench`: training throughput of a model config on
  * random tokens (forward + backward + grad norm + clipped AdamW, the full step,
- * through the engine interface of src/engine.h), for comparing against
+ * through the engine interface of src/train/engine.h), for comparing against
  * scripts/bench_train_torch.py (CPU, scripts/bench_train.sh) and
  * scripts/bench_cuda_torch.py (`--device cuda`, with MFU). */
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* cmd_eval.c - `tinyllama eval`: zero-shot benchmark accuracy of an HF model
- * directory, scored as lm-evaluation-harness scores it (src/eval.h). */
+ * directory, scored as lm-evaluation-harness scores it (src/eval/eval.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

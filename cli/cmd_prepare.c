@@ -1,5 +1,5 @@
 /* cmd_prepare.c - `tinyllama prepare`: raw corpora -> packed token shards.
- * The pipeline is src/prepare.c; this file parses options, draws the progress
+ * The pipeline is src/data/prepare.c; this file parses options, draws the progress
  * line and reports bad input. */
 #include <math.h>
 #include <stdio.h>

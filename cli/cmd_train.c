@@ -226,7 +226,7 @@ int cmd_train(int argc, char **argv) {
     int n_bench = 0;
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
-    const char *device = NULL, *precision = "bf16"; /* engines built in: src/engine.h */
+    const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
     int recompute = 0;
     const int with_cuda = tl_engine_find("cuda") != NULL;
     for (int i = 1; i < argc; i++) {

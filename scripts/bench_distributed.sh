@@ -25,7 +25,7 @@ per=$((cores / ranks))
 [ "$per" -ge 1 ] || per=1
 T=$(mktemp -d /tmp/tl_bench_dist.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-cat src/*.c src/*.h cli/*.c >"$T/corpus.txt"
+cat src/*/*.c src/*/*.h cli/*.c >"$T/corpus.txt"
 ./build/tinyllama prepare --byte-level --seq-len "$seq" --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1
 global=$((batch * seq * ranks * accum)) # tokens per optimizer step, the same in every run
 ARGS=(--preset "$preset" --data "$T/data/train-00000.bin" --batch "$batch" --seq-len "$seq" --batch-tokens "$global"

@@ -1,4 +1,4 @@
-/* bench_gemm.c - GFLOP/s of every fp32 GEMM backend (src/gemm.h) at the
+/* bench_gemm.c - GFLOP/s of every fp32 GEMM backend (src/compute/gemm.h) at the
  * products TinyLlama-1.1B runs on a 512-token batch, on 1 and 2 threads.
  * Backends are interleaved shape by shape so that a neighbour's load hits them
  * alike: OpenBLAS with the kernels it picks itself, OpenBLAS with the kernel

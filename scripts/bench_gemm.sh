@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# fp32 GEMM microbenchmark: every backend of src/gemm.h (scripts/bench_gemm.c)
+# fp32 GEMM microbenchmark: every backend of src/compute/gemm.h (scripts/bench_gemm.c)
 # and PyTorch's matmul (when `import torch` works; PYTHON picks the interpreter)
 # at TinyLlama-1.1B's products on a 512-token batch, 1 and 2 threads.  ROUNDS
 # rounds alternate the C backends and PyTorch; the table gives each backend's
@@ -16,7 +16,7 @@ BIN=$(mktemp /tmp/tl_bench_gemm.XXXXXX)
 LOG=$(mktemp /tmp/tl_bench_gemm_log.XXXXXX)
 trap 'rm -f "$BIN" "$LOG"' EXIT
 BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
-gcc -O2 -std=c11 -fopenmp -D_GNU_SOURCE -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp scripts/bench_gemm.c \
+gcc -O2 -std=c11 -fopenmp -D_GNU_SOURCE $(for d in src/*/; do [ "$d" = src/cuda/ ] || printf -- "-I%s " "${d%/}"; done)-I/usr/include/x86_64-linux-gnu/openblas-openmp scripts/bench_gemm.c \
     build/libtinyllama.a -L"$BLAS_DIR" -Wl,-rpath,"$BLAS_DIR" -lopenblas -ldnnl -lcjson -lzstd -lz -lm -o "$BIN"
 torch=1
 "$PYTHON" -c 'import torch' 2>/dev/null || { torch=0; echo "(no PyTorch for $PYTHON: its column is left out)"; }

@@ -2,7 +2,7 @@
 # Speed on a shared machine: training steps (tinyllama bench, llama-24m 4x64) and a
 # prompt pass + decode (tinyllama generate on a random tinyllama-120m checkpoint) with
 # every thread count, on an idle machine and beside one busy process (`yes`), and the
-# thread count the default picks in each case (src/threads.c).  Rounds alternate the
+# thread count the default picks in each case (src/core/threads.c).  Rounds alternate the
 # cases so drifts in the host's speed hit all of them alike.
 #   scripts/bench_threads.sh [ROUNDS]      (default 3; prints medians)
 set -eu

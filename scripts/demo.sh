@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 out=runs/demo
 data=data/demo
-corpus="README.md docs/*.md src/*.c src/*.h cli/*.c"
+corpus="README.md docs/*.md src/*/*.c src/*/*.h cli/*.c"
 mkdir -p "$data"
 echo "== learning a 1024-piece BPE tokenizer (byte fallback, Llama settings) from the corpus"
 # shellcheck disable=SC2086

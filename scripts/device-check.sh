@@ -77,7 +77,7 @@ fi
 say ""
 say "## train --device cuda vs cpu, demo preset, 20 steps ($(el)s)"
 if [ -x build/tinyllama-cuda ]; then
-    timeout 20 build/tinyllama prepare --byte-level --seq-len 128 --out /tmp/tl_tdata src/*.c src/*.h >/dev/null 2>&1
+    timeout 20 build/tinyllama prepare --byte-level --seq-len 128 --out /tmp/tl_tdata src/*/*.c src/*/*.h >/dev/null 2>&1
     common="--preset demo --data /tmp/tl_tdata/train-00000.bin --batch 8 --seq-len 128 --steps 20 --lr 2e-3 --warmup 2 --quiet"
     for dev in "cuda --precision fp32" "cuda --precision bf16" "cpu"; do
         tag=$(echo "$dev" | tr -d ' -' )

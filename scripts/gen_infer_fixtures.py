@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the inference fixtures that tests/test_infer.c and tests/cli_infer.sh
-check our inference engine (src/infer.c) against.
+check our inference engine (src/infer/infer.c) against.
 
 The oracle is HF transformers' LlamaForCausalLM (eager attention, fp32 math).
 Two small random models, written by transformers' own save_pretrained:

@@ -59,7 +59,7 @@ for name, p in model.named_parameters():
 
 # A few AdamW steps with warmup + cosine and global-norm clipping, each on a fresh batch.
 STEPS, WARMUP, DECAY_STEPS, LR, MIN_LR, CLIP = 4, 2, 4, 1e-2, 1e-3, 0.5
-def lr_at(step):  # step counts from 0; the documented schedule of src/optimizer.c
+def lr_at(step):  # step counts from 0; the documented schedule of src/train/optimizer.c
     if step < WARMUP:
         return LR * (step + 1) / WARMUP
     if step >= DECAY_STEPS:

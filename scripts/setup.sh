@@ -2,7 +2,7 @@
 # Installs the Debian packages the build needs (only those missing), then builds.
 set -eu
 cd "$(dirname "$0")/.."
-# build: compiler, BLAS and oneDNN (fp32 GEMM backends, src/gemm.h), JSON, zstd, zlib, Open MPI;
+# build: compiler, BLAS and oneDNN (fp32 GEMM backends, src/compute/gemm.h), JSON, zstd, zlib, Open MPI;
 # tests: python3 (reads a JSON fixture), zstd (makes .zst inputs), mpirun;
 # fuzzing (make fuzz): clang, libFuzzer (libclang-rt-14-dev), clang's OpenMP (libomp-dev)
 pkgs="build-essential libopenblas-openmp-dev libdnnl-dev libcjson-dev libzstd-dev zlib1g-dev libopenmpi-dev openmpi-bin

@@ -45,7 +45,7 @@ for np in 2 3; do
 done
 
 # --- data
-for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$HERE/../src/model.c"; done >"$T/corpus.txt"
+for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$HERE/../src/model/model.c"; done >"$T/corpus.txt"
 "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 || fail "prepare"
 D="$T/data/train-00000.bin"
 # ~400K parameters: 7 blocks of 65536, so every rank owns a real slice (the `test` preset fits in one

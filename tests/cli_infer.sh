@@ -80,7 +80,7 @@ printf 'one two three\nfour five six\nseven eight nine\n' | "$BIN" chat --model 
 check "chat survives a conversation longer than the context" '[ $? -eq 0 ] && [ "$(wc -l <"$T/chat2")" -eq 3 ]'
 
 # --- a checkpoint written by our own training run: generate, chat, perplexity on shards
-for i in 1 2 3 4; do sed -n "$((i * 30)),$((i * 30 + 200))p" "$HERE/../src/infer.c"; done >"$T/corpus.txt"
+for i in 1 2 3 4; do sed -n "$((i * 30)),$((i * 30 + 200))p" "$HERE/../src/infer/infer.c"; done >"$T/corpus.txt"
 if "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 &&
     "$BIN" train --preset test --data "$T/data/train-00000.bin" --batch 2 --seq-len 32 --steps 4 --warmup 1 \
         --out "$T/run" --quiet --threads 2 >/dev/null 2>&1; then

@@ -16,7 +16,7 @@ expect_fail "unknown command" "unknown command" "$BIN" frobnicate
 expect_fail "unknown option" "unknown option" "$BIN" train --data x --bogus
 
 # --- a small corpus
-for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model.c"; done >"$T/corpus.txt"
+for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model/model.c"; done >"$T/corpus.txt"
 if "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >"$T/prep" 2>&1 &&
     [ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ]; then ok "prepare byte-level"; else fail "prepare byte-level"; fi
 D="$T/data/train-00000.bin"

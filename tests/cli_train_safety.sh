@@ -10,7 +10,7 @@ T=$(mktemp -d /tmp/tl_safety.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/lib.sh"
 
-for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model.c"; done >"$T/corpus.txt"
+for i in 1 2 3 4 5 6; do sed -n "$((i * 40)),$((i * 40 + 300))p" "$(dirname "$0")/../src/model/model.c"; done >"$T/corpus.txt"
 "$BIN" prepare --byte-level --seq-len 32 --out "$T/data" "$T/corpus.txt" >/dev/null 2>&1 || fail "prepare"
 D="$T/data/train-00000.bin"
 # the schedule does not depend on --steps, so runs of different lengths share their steps

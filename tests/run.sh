@@ -46,6 +46,7 @@ suite() {
     fi
 }
 
+suite "layers (docs/design.md)" python3 scripts/check_layers.py
 suite "unit tests" ./build/test_unit
 suite "unit tests (asan+ubsan)" ./build-asan/test_unit
 for t in tests/cli_*.sh; do

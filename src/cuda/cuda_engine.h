@@ -4,7 +4,7 @@
  * Host-side layouts are exactly tl_model's flat block (HF tensor order), so
  * checkpoints, resume and the CPU reference need no conversion.
  *
- * A step in the training loop (mirrors the CPU loop in src/train.c):
+ * A step in the training loop (mirrors the CPU loop in src/train/train.c):
  *     tl_cuda_engine_zero_grads(e)
  *     for each micro-batch: tl_cuda_engine_forward_backward(e, in, tg, 1/accum, &l)
  *     tl_cuda_engine_grad_norm(e, &norm)

@@ -1,5 +1,5 @@
 /* engine_adapter.c - the CUDA engine behind the training loop's tl_engine
- * interface (src/engine.h).  Compiled only in the CUDA build (`make cuda`). */
+ * interface (src/train/engine.h).  Compiled only in the CUDA build (`make cuda`). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -112,7 +112,7 @@ int tl_engine_cuda_available(void) {
     return tl_cuda_device_count(&n, &err) == 0 && n > 0;
 }
 
-/* ---- the "cuda" entry of the engine registry (tl_engine_find in src/engine.c) ---- */
+/* ---- the "cuda" entry of the engine registry (tl_engine_find in src/train/engine.c) ---- */
 
 static tl_engine *kind_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                               void *user, tl_error *err) {

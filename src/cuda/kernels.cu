@@ -1,7 +1,7 @@
 // kernels.cu - the fused element-wise and row kernels of the CUDA backend:
 // embedding, RMSNorm (+ residual add), RoPE, SwiGLU, cross-entropy, gradient
 // norm and AdamW, plus device memory helpers.  Each has a C launcher declared in
-// cuda_kernels.h.  Math follows src/ops.c and src/optimizer.c line by line so
+// cuda_kernels.h.  Math follows src/model/ops.c and src/train/optimizer.c line by line so
 // the CPU path stays the oracle.
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* test_cuda.c - GPU tests: every CUDA kernel against the CPU reference
- * (src/ops.c, src/attention.c, src/optimizer.c) in fp32 and bf16 storage, a
+ * (src/model/ops.c, src/model/attention.c, src/train/optimizer.c) in fp32 and bf16 storage, a
  * full training step against tl_model_forward_backward, and a short training
  * run against the CPU loop.  Fresh random inputs every run (seed from the clock
  * unless TL_SEED is set; the seed is printed), outputs NaN-poisoned before each

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "safetensors.h"
+#include "dtype.h"
 
 /* Index of the first NaN or infinity among the n values of dtype dt (F32, BF16
  * or F16; other dtypes: n) at data, or n when all are finite.  Memory-bound:

@@ -81,7 +81,7 @@ typedef tl_engine *(*tl_engine_factory)(tl_model *m, float *opt_m, float *opt_v,
 
 /* The CPU reference engine (user is unused).  At stage 3 it installs the model's
  * params hook (each unit gathered just before use); at stages 2-3 the model's
- * grads hook (src/grad_shard.h); both removed when it is freed. */
+ * grads hook (src/dist/grad_shard.h); both removed when it is freed. */
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                                 void *user, tl_error *err);
 /* Fills the job fields of e (rank, world, zero, shard range) from job. */

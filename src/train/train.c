@@ -66,7 +66,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "batch, sequence length, accumulation and steps must be positive");
         return NULL;
     }
-    /* ---- mixture (src/mixture.h): stands in for the train dataset ---- */
+    /* ---- mixture (src/data/mixture.h): stands in for the train dataset ---- */
     if (o->mixture) {
         if (!o->mixture->finished) {
             tl_fail(err, "the data mixture is not finished");
@@ -168,7 +168,7 @@ void tl_trainer_free(tl_trainer *t) {
 long tl_trainer_step(const tl_trainer *t) { return (long)t->st.step; }
 
 size_t tl_trainer_memory_bytes(const tl_trainer *t) {
-    if (t->world > 1 || t->zero > 0) { /* the ZeRO plan (src/distributed.h) with the engine's own sizes */
+    if (t->world > 1 || t->zero > 0) { /* the ZeRO plan (src/dist/distributed.h) with the engine's own sizes */
         tl_zero_memory z;
         tl_zero_memory_plan(&t->m->cfg, t->world, t->rank, t->zero, t->zero >= 2 && t->o.overlap && t->world > 1, &z);
         return t->eng->ops->memory_bytes(t->eng) + z.params_peak + z.opt_state + z.scratch;

@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 /* Metadata value types, numbered as in the file. */
@@ -36,22 +37,6 @@ enum {
     TL_GGUF_NTYPES
 };
 
-/* Tensor types (ggml_type), numbered as in the file.  Only the ones below are
- * named; the reader knows the block sizes of the others it accepts (K-quants,
- * IQ*, integers) so it can check their extent, but cannot dequantize them. */
-enum {
-    TL_GGML_F32 = 0,
-    TL_GGML_F16 = 1,
-    TL_GGML_Q4_0 = 2,
-    TL_GGML_Q4_1 = 3,
-    TL_GGML_Q5_0 = 6,
-    TL_GGML_Q5_1 = 7,
-    TL_GGML_Q8_0 = 8,
-    TL_GGML_Q4_K = 12,
-    TL_GGML_Q5_K = 13,
-    TL_GGML_Q6_K = 14,
-    TL_GGML_BF16 = 30,
-};
 
 /* A string inside the map: NOT NUL-terminated. */
 typedef struct {
@@ -137,20 +122,13 @@ double tl_gguf_value_f64(const tl_gguf_value *v);
 int tl_gguf_type_is_int(uint32_t type);
 
 const char *tl_gguf_type_name(uint32_t type);      /* "UINT32", ...; "?" if unknown */
-const char *tl_ggml_type_name(uint32_t type);      /* "Q4_K", ...; NULL if unknown */
-/* Block size in elements and bytes of a ggml type; 0 if unknown. */
-int tl_ggml_type_block(uint32_t type, uint32_t *elems, uint32_t *bytes);
-int tl_ggml_type_dequantizable(uint32_t type);
 
-/* ---- dequantization (src/gguf_quant.c) ---- */
+/* ---- dequantization (the block types: quant.h) ---- */
 
-/* Converts n elements (a multiple of the type's block size) of type's blocks
- * at src to fp32, exactly as ggml's dequantize_row_* does. */
-void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n);
 /* A whole tensor to fp32 (n_elements floats at out). */
 int tl_gguf_tensor_to_f32(const tl_gguf *g, const tl_gguf_tensor *t, float *out, tl_error *err);
 
-/* ---- Llama (src/gguf_llama.c) ---- */
+/* ---- Llama (src/formats/gguf_llama.c) ---- */
 
 /* Hyperparameters from llama.* keys (general.architecture must be "llama");
  * vocab from the tokenizer's token count (or llama.vocab_size, or token_embd);
@@ -175,7 +153,7 @@ void tl_gguf_llama_unpermute(const float *gguf, float *hf, int rows, int cols, i
 int tl_gguf_llama_tensor_f32(const tl_gguf *g, const tl_gguf_tensor *t, const tl_config *cfg,
                              float *out, tl_error *err);
 
-/* ---- conversion (src/gguf_convert.c) ---- */
+/* ---- conversion (src/formats/gguf_convert.c) ---- */
 
 /* Writes dir (created if needed) as an HF Llama directory: config.json,
  * generation_config.json, model.safetensors (F32, HF names and row order) and,
@@ -184,7 +162,7 @@ int tl_gguf_llama_tensor_f32(const tl_gguf *g, const tl_gguf_tensor *t, const tl
  * file must map to one of the model's and every model tensor must be present. */
 int tl_gguf_to_hf_dir(const tl_gguf *g, const char *dir, tl_error *err);
 
-/* ---- tokenizer (src/tokenizer_gguf.c) ---- */
+/* ---- tokenizer (src/formats/tokenizer_gguf.c) ---- */
 
 typedef struct {
     int add_bos, add_eos;     /* tokenizer.ggml.add_bos_token / add_eos_token (defaults 1, 0) */

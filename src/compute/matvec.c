@@ -9,7 +9,7 @@
 
 #include "gemm.h"
 #include "gemm_amx.h"
-#include "gguf.h"
+#include "quant.h"
 #include "matvec.h"
 #include "matvec_quant.h"
 

@@ -8,7 +8,7 @@
  * a*b-c into an FMA that would round differently. */
 #include <string.h>
 
-#include "gguf.h"
+#include "quant.h"
 
 #define QK_K 256
 
@@ -169,6 +169,47 @@ static void deq_q6_k(const uint8_t *b, float *y, size_t nb) {
     }
 }
 
+/* ggml types: name, elements per block, bytes per block (ggml.c's type traits). */
+typedef struct {
+    const char *name;
+    uint32_t blck, size;
+} ggml_type_info;
+static const ggml_type_info ggml_types[] = {
+    [0] = {"F32", 1, 4},         [1] = {"F16", 1, 2},         [2] = {"Q4_0", 32, 18},
+    [3] = {"Q4_1", 32, 20},      [6] = {"Q5_0", 32, 22},      [7] = {"Q5_1", 32, 24},
+    [8] = {"Q8_0", 32, 34},      [9] = {"Q8_1", 32, 40},      [10] = {"Q2_K", 256, 84},
+    [11] = {"Q3_K", 256, 110},   [12] = {"Q4_K", 256, 144},   [13] = {"Q5_K", 256, 176},
+    [14] = {"Q6_K", 256, 210},   [15] = {"Q8_K", 256, 292},   [16] = {"IQ2_XXS", 256, 66},
+    [17] = {"IQ2_XS", 256, 74},  [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
+    [20] = {"IQ4_NL", 32, 18},   [21] = {"IQ3_S", 256, 110},  [22] = {"IQ2_S", 256, 82},
+    [23] = {"IQ4_XS", 256, 136}, [24] = {"I8", 1, 1},         [25] = {"I16", 1, 2},
+    [26] = {"I32", 1, 4},        [27] = {"I64", 1, 8},        [28] = {"F64", 1, 8},
+    [29] = {"IQ1_M", 256, 56},   [30] = {"BF16", 1, 2},       [34] = {"TQ1_0", 256, 54},
+    [35] = {"TQ2_0", 256, 66},
+};
+
+const char *tl_ggml_type_name(uint32_t type) {
+    return type < sizeof ggml_types / sizeof ggml_types[0] ? ggml_types[type].name : NULL;
+}
+
+int tl_ggml_type_block(uint32_t type, uint32_t *elems, uint32_t *bytes) {
+    if (!tl_ggml_type_name(type)) return 0;
+    *elems = ggml_types[type].blck;
+    *bytes = ggml_types[type].size;
+    return 1;
+}
+
+int tl_ggml_type_dequantizable(uint32_t type) {
+    switch (type) {
+    case TL_GGML_F32: case TL_GGML_F16: case TL_GGML_BF16: case TL_GGML_Q8_0: case TL_GGML_Q4_0:
+    case TL_GGML_Q4_1: case TL_GGML_Q5_0: case TL_GGML_Q5_1: case TL_GGML_Q4_K: case TL_GGML_Q5_K:
+    case TL_GGML_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n) {
     const uint8_t *b = src;
     switch (type) {
@@ -193,17 +234,3 @@ void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n) {
     }
 }
 
-int tl_gguf_tensor_to_f32(const tl_gguf *g, const tl_gguf_tensor *t, float *out, tl_error *err) {
-    if (!tl_ggml_type_dequantizable(t->type))
-        return tl_fail(err, "%s: tensor '%.*s': type %s cannot be converted (supported: F32 F16 BF16 Q8_0 Q4_0 Q4_1 "
-                       "Q5_0 Q5_1 Q4_K Q5_K Q6_K)", tl_gguf_path(g), (int)t->name.len, t->name.ptr,
-                       tl_ggml_type_name(t->type));
-    uint32_t be, bb;
-    tl_ggml_type_block(t->type, &be, &bb);
-    /* row by row: a row is whole blocks, and this keeps the source reads sequential */
-    size_t row = (size_t)t->ne[0], rows = row ? (size_t)(t->n_elements / row) : 0;
-    size_t row_bytes = row / be * bb;
-    #pragma omp parallel for schedule(static) if (t->n_elements > (1u << 20))
-    for (size_t r = 0; r < rows; r++) tl_gguf_dequant_row(t->type, t->data + r * row_bytes, out + r * row, row);
-    return 0;
-}

@@ -32,7 +32,7 @@ typedef struct {
     const char *out_dir;
     const char *log_path; /* JSONL; NULL: out_dir/log.jsonl */
     const char *tokenizer; /* copied into each checkpoint (may be NULL) */
-    /* zero-shot benchmarks (src/eval.h) scored every bench_every steps and at the end */
+    /* zero-shot benchmarks (src/eval/eval.h) scored every bench_every steps and at the end */
     const tl_eval_task *const *bench;
     int n_bench;
     long bench_every;
@@ -49,9 +49,9 @@ typedef struct {
      * accum a see the samples of 1 rank with accum N*a.  zero: ZeRO stage 0-3
      * (1: AdamW moments sharded; 2: also gradients reduce-scattered; 3: also
      * parameters sharded, gathered before use).  The step is the same loop for
-     * every engine and rank count (src/engine.h); the CUDA engine takes stage 0
+     * every engine and rank count (src/train/engine.h); the CUDA engine takes stage 0
      * only, summing gradients on the host.  Stages 2-3 keep only the rank's
-     * slice of the gradient plus per-unit buckets (src/grad_shard.h), reduced after
+     * slice of the gradient plus per-unit buckets (src/dist/grad_shard.h), reduced after
      * each unit's backward; overlap: on a communication thread, while the next unit
      * computes (needs a comm made with tl_comm_create_ex(..., threads = 1)). */
     tl_comm *comm;

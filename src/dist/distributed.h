@@ -38,7 +38,7 @@
 void tl_shard_range(size_t n, int world, size_t align, int rank, size_t *lo, size_t *hi);
 
 /* Gradient buckets of ZeRO stages 2-3 (model.h's grads hook), as the trainer
- * allocates them (src/grad_shard.c): a rank holds the sum of its slice of the
+ * allocates them (src/dist/grad_shard.c): a rank holds the sum of its slice of the
  * gradient plus these, never the whole block. */
 typedef struct {
     size_t embed;   /* tied weights: the embedding's own bucket, live for the whole backward

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "gguf.h"
+#include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TL_X86 1

@@ -1,7 +1,7 @@
 /* infer.h - the inference engine: an HF Llama checkpoint memory-mapped with its
  * weights kept in their file dtype (F32, BF16 or F16), a KV cache, a batched
  * prompt pass (weights converted to fp32 a tile at a time for cblas_sgemm, or
- * bf16 weights on AMX tiles, src/gemm_amx.c) and single-token decode with
+ * bf16 weights on AMX tiles, src/compute/gemm_amx.c) and single-token decode with
  * multithreaded SIMD mat-vec kernels chosen at run time (AVX-512, AVX2+FMA,
  * portable C).  Activations are fp32 (the opt-in bf16 kernels round them where
  * they enter a product).
@@ -48,7 +48,7 @@ typedef struct {
     char tok_path[1100];
     tl_gen_config gen;
     tl_kernel kernel;           /* resolved (never AUTO) */
-    struct tl_gguf *gguf;       /* the mapped GGUF file when loaded from one (src/infer_gguf.c) */
+    struct tl_gguf *gguf;       /* the mapped GGUF file when loaded from one (src/infer/infer_gguf.c) */
     char *chat_template;        /* tokenizer.chat_template of a GGUF file, NUL-terminated; NULL if none */
     size_t decode_bytes;        /* weight bytes read per decoded token */
 } tl_infer_model;

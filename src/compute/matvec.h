@@ -1,6 +1,6 @@
 /* matvec.h - weight matrices in their file's dtype (or quantized blocks) and the
  * products the inference engine runs on them: multithreaded SIMD mat-vec kernels
- * chosen at run time for decode (src/matvec.c, src/matvec_quant.c) and the
+ * chosen at run time for decode (src/compute/matvec.c, src/compute/matvec_quant.c) and the
  * batched product of the prompt pass (tiles converted to fp32 for tl_sgemm). */
 #ifndef TL_MATVEC_H
 #define TL_MATVEC_H
@@ -11,7 +11,7 @@
 #include "dtype.h"
 
 /* A weight matrix [rows, cols] (row-major, nn.Linear's [out, in]) inside a mapped file.
- * From a GGUF file (src/infer_gguf.c) it may instead hold rows of quantized
+ * From a GGUF file (src/infer/infer_gguf.c) it may instead hold rows of quantized
  * blocks (quant: a TL_GGML_* block type; dtype is then TL_DT_I32, which no
  * float path takes), and the rows of q/k projections are in GGUF's order
  * (perm_heads > 0, see tl_wmat_unpermute_out). */
@@ -26,7 +26,7 @@ typedef struct {
 /* Kernel families.  AUTO picks the best exact one the CPU supports
  * (AMX_EXACT > AVX512 > AVX2 > SCALAR).  AMX_EXACT runs the batched (prompt)
  * products of BF16 weights on AMX tiles with the activations split exactly into
- * three bf16 parts (src/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
+ * three bf16 parts (src/compute/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
  * ones round activations to bf16 for BF16 weights (other dtypes run as
  * AVX512), slightly less precise: AVX512BF16 uses the VDPBF16PS dot product in
  * decode; AMX runs the prompt pass on AMX tiles with one bf16 part (and its

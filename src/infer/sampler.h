@@ -1,7 +1,7 @@
 /* sampler.h - choosing the next token from logits: greedy, or sampling with
  * temperature, top-k, top-p (nucleus) and min-p, after an optional repetition
  * penalty.  The order follows transformers' generate: repetition penalty ->
- * temperature -> top-k -> top-p -> min-p -> draw.  Seeded (src/rng.h), so a
+ * temperature -> top-k -> top-p -> min-p -> draw.  Seeded (src/core/rng.h), so a
  * seed reproduces a generation exactly. */
 #ifndef TL_SAMPLER_H
 #define TL_SAMPLER_H

@@ -5,7 +5,7 @@
  * whole text file, or each blank-line-separated block, as a document), repairs
  * invalid UTF-8, tokenizes on all cores, appends EOS (and optionally BOS) to
  * every document and packs the token stream into shards of seq_len+1-token
- * samples (src/data.h): OUT/train-NNNNN.bin and OUT/val-NNNNN.bin, with
+ * samples (src/data/data.h): OUT/train-NNNNN.bin and OUT/val-NNNNN.bin, with
  * OUT/manifest.json written last (docs/formats.md, docs/data.md).
  *
  * The output is a pure function of the inputs and the settings: the same bytes

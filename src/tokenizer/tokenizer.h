@@ -117,7 +117,7 @@ int tl_decoder_push(tl_decoder *d, int id, const char **out, size_t *len, tl_err
 int tl_decoder_flush(tl_decoder *d, const char **out, size_t *len, tl_error *err);
 void tl_decoder_free(tl_decoder *d);
 
-/* ---- training (src/bpe_train.c) ---- */
+/* ---- training (src/tokenizer/bpe_train.c) ---- */
 typedef struct {
     int vocab_size;            /* total pieces including specials and 256 byte pieces */
     double character_coverage; /* e.g. 0.9995 (1.0 keeps every character) */
