@@ -227,15 +227,9 @@ static int model_loglik(void *self, const tl_eval_request *reqs, int n, double *
             int all_greedy = 1;
             for (int c = 0; c < q->n_cont; c++) {
                 const int pos = len - q->n_cont + c, target = q->cont_ids[c];
-                const float *row = b->logits + ((size_t)r * T + pos) * V;
-                int arg = 0;
-                float mx = row[0];
-                for (int v = 1; v < V; v++)
-                    if (row[v] > mx) mx = row[v], arg = v;
-                double se = 0;
-                for (int v = 0; v < V; v++) se += exp((double)row[v] - mx);
-                sum += (double)row[target] - mx - log(se);
-                if (arg != target) all_greedy = 0;
+                int is_argmax;
+                sum += tl_eval_score_row(b->logits + ((size_t)r * T + pos) * V, V, target, &is_argmax);
+                if (!is_argmax) all_greedy = 0;
             }
             ll[qi] = sum;
             greedy[qi] = all_greedy;
@@ -244,6 +238,17 @@ static int model_loglik(void *self, const tl_eval_request *reqs, int n, double *
     }
     free(items);
     return rc;
+}
+
+double tl_eval_score_row(const float *row, int V, int target, int *is_argmax) {
+    int arg = 0;
+    float mx = row[0];
+    for (int v = 1; v < V; v++)
+        if (row[v] > mx) mx = row[v], arg = v;
+    double se = 0;
+    for (int v = 0; v < V; v++) se += exp((double)row[v] - mx);
+    *is_argmax = arg == target;
+    return (double)row[target] - mx - log(se);
 }
 
 tl_eval_backend tl_eval_model_backend_iface(tl_eval_model_backend *b) {

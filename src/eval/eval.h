@@ -99,6 +99,9 @@ typedef struct tl_eval_model_backend tl_eval_model_backend;
 tl_eval_model_backend *tl_eval_model_backend_create(const tl_model *m, int max_tokens, tl_error *err);
 void tl_eval_model_backend_free(tl_eval_model_backend *b);
 tl_eval_backend tl_eval_model_backend_iface(tl_eval_model_backend *b);
+/* log softmax(row)[target] over V logits (sums in double) and whether target is
+ * the first maximum: one continuation token's score, the same in both backends. */
+double tl_eval_score_row(const float *row, int V, int target, int *is_argmax);
 
 typedef struct {
     int max_tokens;   /* micro-batch size in tokens for the model backend (0: 2048) */

@@ -86,18 +86,6 @@ void tl_eval_infer_backend_stats(const tl_eval_infer_backend *b, long *tokens_ru
     *tokens_full = b->tokens_full;
 }
 
-/* log softmax(row)[target] (double sums, as the fp32 backend) and whether target
- * is the first maximum. */
-static double score_row(const float *row, int V, int target, int *is_argmax) {
-    int arg = 0;
-    float mx = row[0];
-    for (int v = 1; v < V; v++)
-        if (row[v] > mx) mx = row[v], arg = v;
-    double se = 0;
-    for (int v = 0; v < V; v++) se += exp((double)row[v] - mx);
-    *is_argmax = arg == target;
-    return (double)row[target] - mx - log(se);
-}
 
 /* Runs ids[0..n) at the cache's end, keeping cached[] in step. */
 static int run(tl_eval_infer_backend *b, const int *ids, int n, float *all_logits, tl_error *err) {
@@ -285,7 +273,7 @@ static int score_group(tl_eval_infer_backend *b, const tl_eval_request *reqs, co
     if (prefill(b, &reqs[i0], &sh[i0], err)) return -1;
     for (int i = i0; i < i1; i++) {
         b->tokens_full += sh[i].len;
-        ll[i] = score_row(b->saved, V, reqs[i].cont_ids[0], &greedy[i]);
+        ll[i] = tl_eval_score_row(b->saved, V, reqs[i].cont_ids[0], &greedy[i]);
     }
     const int P = sh[i0].ctx_end;
     for (int a = i0; a < i1;) {
@@ -311,7 +299,7 @@ static int score_group(tl_eval_infer_backend *b, const tl_eval_request *reqs, co
                 const int seg = b->row_seg[t];
                 int i = a, rr = 0; /* the request of row t and its offset */
                 while (rr + reqs[i].n_cont - 1 <= seg) rr += reqs[i++].n_cont - 1;
-                part[t] = score_row(b->lg + (size_t)t * V, V, reqs[i].cont_ids[t - seg + 1], &pg[t]);
+                part[t] = tl_eval_score_row(b->lg + (size_t)t * V, V, reqs[i].cont_ids[t - seg + 1], &pg[t]);
             }
             r = 0;
             for (int i = a; i < e; i++) /* in token order, as the fp32 backend sums */
