@@ -355,8 +355,8 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "give either --resume (continue the run) or --overwrite (start a new one), not both");
         return 2;
     }
-    if (do_resume && (init || vocab_size)) {
-        cli_error("train", "--resume continues the checkpoint's model: drop %s", init ? "--init" : "--vocab-size");
+    if (do_resume && init) {
+        cli_error("train", "--resume continues the checkpoint's model: drop --init");
         return 2;
     }
     if (do_resume && tl_checkpoint_resolve(resume ? resume : out, resume_dir, sizeof resume_dir, note, sizeof note, &err)) {

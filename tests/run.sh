@@ -55,6 +55,7 @@ for t in tests/cli_*.sh; do
     suite "$(basename "$t") (asan+ubsan)" bash "$t" ./build-asan/tinyllama
 done
 # coverage-guided fuzzing of every parser of outside input, 10 s per target (docs/fuzzing.md)
+suite "demo (scripts/demo.sh, shortened)" bash tests/demo_check.sh
 suite "fuzz (10 s per target)" scripts/fuzz.sh 10
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
