@@ -23,7 +23,8 @@ static void perplexity_help(void) {
            "the strided scheme of the HF perplexity guide.\n\n"
            "  --model DIR        HF model directory\n"
            "  --text FILE        a text file, tokenized whole with BOS in front (--no-bos to omit)\n"
-           "  --shards PATH      token shards (files, directories or globs; repeatable); every\n"
+           "  --shards PATH      token shards (files, directories or globs; repeatable; a directory\n"
+           "                     means its validation shards, val-*.bin); every\n"
            "                     sample (seq_len+1 tokens) is its own stream, windowed as above\n"
            "  --window W         window length (default: the model's context, at most the sample\n"
            "                     length for shards)\n"
@@ -128,11 +129,14 @@ int cmd_perplexity(int argc, char **argv) {
             goto done;
         }
     } else {
-        if (tl_dataset_open(&ds, shards, n_shards, &err)) {
+        /* a `prepare` directory means its held-out (val-*) shards, as --val-data does in train */
+        const tl_dataset_opts dopts = {.split = "val"};
+        if (tl_dataset_open_ex(&ds, shards, n_shards, &dopts, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;
         }
         ds_open = 1;
+        if (ds.taken) fprintf(stderr, "shards: %s\n", ds.taken);
         if (tl_dataset_check_vocab(&ds, m.cfg.vocab_size, &err)) {
             cli_error(CMD, "%s", err.msg);
             goto done;

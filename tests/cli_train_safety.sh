@@ -147,6 +147,15 @@ else
     fail "validation loss $got vs perplexity $want"
 fi
 
+# --- perplexity on a `prepare` directory scores its held-out shards only (as --val-data does)
+pd=$("$BIN" perplexity --model "$T/v/step-00000002" --shards "$T/data" 2>"$T/pd.err" | awk '/nll per token/ {print $4}')
+pv=$("$BIN" perplexity --model "$T/v/step-00000002" --shards "$T/data/val-00000.bin" 2>/dev/null | awk '/nll per token/ {print $4}')
+if [ -n "$pd" ] && [ "$pd" = "$pv" ] && grep -q "validation shard" "$T/pd.err"; then
+    ok "perplexity --shards DIR takes the validation shards ($pd)"
+else
+    fail "perplexity --shards DIR: $pd, its val shard: $pv ($(cat "$T/pd.err"))"
+fi
+
 # --- 15. Ctrl-C: a checkpoint, then exit 130 (SIGTERM: 143)
 for sig in INT:130 TERM:143; do
     "$BIN" train "${COMMON[@]}" --steps 100000 --out "$T/s$sig" 2>/dev/null &

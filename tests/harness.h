@@ -76,4 +76,11 @@ double tl_test_attention_err(const float *o, const float *q, const float *k, con
 /* A fresh temporary directory for this test (removed by the runner at exit). */
 const char *tl_test_tmpdir(void);
 
+/* A growable byte buffer for tests that build files byte by byte (free p). */
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} tl_test_buf;
+void tl_test_buf_put(tl_test_buf *b, const void *data, size_t n);
+
 #endif

@@ -104,6 +104,16 @@ const char *tl_test_tmpdir(void) {
     return tmpdir_path;
 }
 
+void tl_test_buf_put(tl_test_buf *b, const void *data, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) abort();
+    }
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     int passed = 0, failed = 0;

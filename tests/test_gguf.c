@@ -472,19 +472,9 @@ static void test_gguf_to_hf_dir(tl_test_ctx *t) {
 
 /* ---------------------------------------------------------------- hostile input */
 
-typedef struct {
-    uint8_t *b;
-    size_t n, cap;
-} wbuf;
+typedef tl_test_buf wbuf;
 
-static void w_put(wbuf *w, const void *p, size_t n) {
-    if (w->n + n > w->cap) {
-        w->cap = (w->n + n) * 2 + 64;
-        w->b = realloc(w->b, w->cap);
-    }
-    memcpy(w->b + w->n, p, n);
-    w->n += n;
-}
+static void w_put(wbuf *w, const void *p, size_t n) { tl_test_buf_put(w, p, n); }
 static void w_u32(wbuf *w, uint32_t v) {
     uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
     w_put(w, b, 4);
@@ -534,7 +524,7 @@ static void w_zeros(wbuf *w, size_t n) {
 static void expect_refused(tl_test_ctx *t, wbuf *w, const char *want, int line) {
     tl_error e;
     e.msg[0] = 0;
-    tl_gguf *g = tl_gguf_open_bytes(w->b, w->n, "bad.gguf", &e);
+    tl_gguf *g = tl_gguf_open_bytes(w->p, w->n, "bad.gguf", &e);
     if (g) {
         CHECK_MSG(0, "line %d: accepted, expected '%s'", line, want);
         tl_gguf_close(g);
@@ -542,7 +532,7 @@ static void expect_refused(tl_test_ctx *t, wbuf *w, const char *want, int line) 
         CHECK_MSG(strncmp(e.msg, "bad.gguf: ", 10) == 0 && strstr(e.msg, want), "line %d: got '%s', expected '%s'",
                   line, e.msg, want);
     }
-    free(w->b);
+    free(w->p);
     memset(w, 0, sizeof *w);
 }
 #define REFUSED(w, want) expect_refused(t, &(w), want, __LINE__)
@@ -558,10 +548,10 @@ static void test_gguf_corrupt(tl_test_ctx *t) {
     w_pad(&w, 32);
     w_zeros(&w, 36);
     tl_error e;
-    tl_gguf *g = tl_gguf_open_bytes(w.b, w.n, "ok.gguf", &e);
+    tl_gguf *g = tl_gguf_open_bytes(w.p, w.n, "ok.gguf", &e);
     CHECK_MSG(g != NULL, "%s", e.msg);
     tl_gguf_close(g);
-    free(w.b);
+    free(w.p);
     memset(&w, 0, sizeof w);
 
     w_put(&w, "GGUX", 4);
@@ -736,14 +726,14 @@ static void test_gguf_corrupt(tl_test_ctx *t) {
     w_hdr(&w, 3, 0, 2);
     w_kv_str(&w, "general.architecture", "llama");
     w_kv_str(&w, "llama.embedding_length", "2048");
-    g = tl_gguf_open_bytes(w.b, w.n, "types.gguf", &e);
+    g = tl_gguf_open_bytes(w.p, w.n, "types.gguf", &e);
     CHECK_MSG(g != NULL, "%s", e.msg);
     tl_config c;
     CHECK(g && tl_gguf_llama_config(g, &c, &e) == -1 &&
           strstr(e.msg, "types.gguf: key 'llama.embedding_length': type STRING, expected an integer"));
     CHECK(g && tl_tokenizer_from_gguf(g, NULL, &e) == NULL && strstr(e.msg, "types.gguf: key 'tokenizer.ggml.model'"));
     tl_gguf_close(g);
-    free(w.b);
+    free(w.p);
 
     CHECK(tl_gguf_open_bytes(NULL, 0, "empty.gguf", &e) == NULL && strstr(e.msg, "empty.gguf: the file is empty"));
     char p[512];

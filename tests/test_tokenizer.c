@@ -485,19 +485,9 @@ static void test_tokenizer_batch(tl_test_ctx *t) {
 
 /* ---- loader robustness ---- */
 
-typedef struct {
-    unsigned char *p;
-    size_t n, cap;
-} bytes;
+typedef tl_test_buf bytes;
 
-static void put(bytes *b, const void *d, size_t l) {
-    if (b->n + l > b->cap) {
-        b->cap = (b->n + l) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, d, l);
-    b->n += l;
-}
+static void put(bytes *b, const void *d, size_t l) { tl_test_buf_put(b, d, l); }
 static void put_varint(bytes *b, uint64_t v) {
     do {
         unsigned char c = (unsigned char)(v & 0x7f);
