@@ -26,6 +26,42 @@ int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, lo
 int cli_parse_double(const char *cmd, const char *opt, const char *val, double *out);
 /* True if argv[i] is opt; consumes its value into *val (error if missing). */
 int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad);
+/* Table-driven option parsing: each command lists its options once, and
+ * cli_parse walks argv in order, so the first bad option is the one reported. */
+typedef enum {
+    CLI_FLAG,   /* no value; sets *(int *)dst = 1 */
+    CLI_INT,    /* *(long *)dst, in [lo, hi] */
+    CLI_DOUBLE, /* *(double *)dst, finite */
+    CLI_STR,    /* *(const char **)dst */
+    CLI_LIST,   /* appended to (const char **)dst, at most hi of them, *count so far; `full` when over */
+    CLI_CALL,   /* fn(cmd, value, dst); with `optional` the value may be absent (NULL) */
+} cli_kind;
+typedef struct {
+    const char *name;
+    cli_kind kind;
+    void *dst;
+    long lo, hi;
+    int *count;                                         /* CLI_LIST */
+    const char *full;                                   /* CLI_LIST: the message when it is full */
+    int (*fn)(const char *cmd, const char *val, void *dst); /* CLI_CALL: 0, or -1 after saying why */
+    int optional; /* CLI_CALL: the value is `--opt=V` or a next word not starting with '-', else absent */
+    const char *help; /* optional one-line description */
+} cli_option;
+/* Table entries; the `1 ? dst : (T *)0` makes a destination of the wrong type a compile warning. */
+#define CLI_OPT_FLAG(nm, d) {.name = (nm), .kind = CLI_FLAG, .dst = (1 ? (d) : (int *)0)}
+#define CLI_OPT_INT(nm, d, l, h) {.name = (nm), .kind = CLI_INT, .dst = (1 ? (d) : (long *)0), .lo = (l), .hi = (h)}
+#define CLI_OPT_DOUBLE(nm, d) {.name = (nm), .kind = CLI_DOUBLE, .dst = (1 ? (d) : (double *)0)}
+#define CLI_OPT_STR(nm, d) {.name = (nm), .kind = CLI_STR, .dst = (1 ? (d) : (const char **)0)}
+#define CLI_OPT_LIST(nm, d, cap, cnt, msg) \
+    {.name = (nm), .kind = CLI_LIST, .dst = (1 ? (d) : (const char **)0), .hi = (cap), .count = (cnt), .full = (msg)}
+#define CLI_OPT_CALL(nm, f, d, opt) {.name = (nm), .kind = CLI_CALL, .dst = (d), .fn = (f), .optional = (opt)}
+#define CLI_HELP (-1) /* cli_parse saw --help / -h: the caller prints its help and exits 0 */
+/* Parses argv[1..argc-1] against opts[0..n-1]: `--opt value` and `--opt=value`;
+ * words not starting with '-' go to pos[] (up to max_pos, counted in *n_pos; pos
+ * NULL takes none).  Returns 0, CLI_HELP, or 2 (usage error, already printed). */
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
+              int *n_pos);
+
 /* The model and batch options both `bench` commands (CPU, CUDA) take. */
 typedef struct {
     const char *preset, *config;

@@ -60,6 +60,77 @@ int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, in
     return 1;
 }
 
+/* The option argv[i] names (exact, or before '='), else NULL. */
+static const cli_option *find_option(const char *a, const cli_option *opts, int n, const char **eq_val) {
+    for (int k = 0; k < n; k++) {
+        size_t len = strlen(opts[k].name);
+        if (strncmp(a, opts[k].name, len)) continue;
+        if (a[len] == '\0') {
+            *eq_val = NULL;
+            return &opts[k];
+        }
+        if (a[len] == '=' && opts[k].kind != CLI_FLAG) { /* a flag takes no value: `--quiet=1` is unknown */
+            *eq_val = a + len + 1;
+            return &opts[k];
+        }
+    }
+    return NULL;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
+              int *n_pos) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return CLI_HELP;
+        const cli_option *o = find_option(a, opts, n, &v);
+        if (!o) {
+            if (pos && a[0] != '-' && *n_pos < max_pos) {
+                pos[(*n_pos)++] = a;
+                continue;
+            }
+            cli_error(cmd, "unknown option '%s' (see --help)", a);
+            return 2;
+        }
+        if (o->kind == CLI_FLAG) {
+            *(int *)o->dst = 1;
+            continue;
+        }
+        if (!v && o->kind == CLI_CALL && o->optional) {
+            if (i + 1 < argc && argv[i + 1][0] != '-') v = argv[++i]; /* else absent: NULL */
+        } else if (!v) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tinyllama: option %s needs a value\n", o->name);
+                return 2;
+            }
+            v = argv[++i];
+        }
+        switch (o->kind) {
+        case CLI_INT:
+            if (cli_parse_int(cmd, o->name, v, o->lo, o->hi, o->dst)) return 2;
+            break;
+        case CLI_DOUBLE:
+            if (cli_parse_double(cmd, o->name, v, o->dst)) return 2;
+            break;
+        case CLI_STR:
+            *(const char **)o->dst = v;
+            break;
+        case CLI_LIST:
+            if (*o->count >= o->hi) {
+                cli_error(cmd, "%s", o->full);
+                return 2;
+            }
+            ((const char **)o->dst)[(*o->count)++] = v;
+            break;
+        case CLI_CALL:
+            if (o->fn(cmd, v, o->dst)) return 2;
+            break;
+        case CLI_FLAG:
+            break;
+        }
+    }
+    return 0;
+}
+
 int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad) {
     const char *v;
     if (cli_opt(argc, argv, i, "--preset", &v, bad)) {

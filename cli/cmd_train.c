@@ -207,7 +207,58 @@ static int parse_source(const char *v, source_arg *sa) {
     }
     return 0;
 }
+typedef struct {
+    source_arg *src;
+    int *n;
+} source_list;
+
+static int add_source(const char *cmd, const char *v, void *dst) {
+    source_list *l = dst;
+    if (*l->n == TL_MIX_MAX_SOURCES) {
+        cli_error(cmd, "at most %d sources", TL_MIX_MAX_SOURCES);
+        return -1;
+    }
+    if (parse_source(v, &l->src[*l->n])) return -1;
+    ++*l->n;
+    return 0;
+}
+
+/* NAME=W: the start weight of a --source given before it */
+static int set_source_start(const char *cmd, const char *v, void *dst) {
+    source_list *l = dst;
+    const char *eq = strchr(v, '=');
+    int found = 0;
+    double w;
+    if (!eq || cli_parse_double(cmd, "--source-start", eq + 1, &w) || w < 0) {
+        cli_error(cmd, "--source-start expects NAME=WEIGHT (after the --source it names)");
+        return -1;
+    }
+    for (int k = 0; k < *l->n; k++)
+        if (strlen(l->src[k].name) == (size_t)(eq - v) && !strncmp(l->src[k].name, v, (size_t)(eq - v))) {
+            l->src[k].start = w;
+            found = 1;
+        }
+    if (!found) {
+        cli_error(cmd, "--source-start %s: no --source of that name before it", v);
+        return -1;
+    }
+    return 0;
+}
 /* ---- end mixture ---- */
+
+typedef struct {
+    int *on;
+    const char **dir;
+} resume_arg;
+
+/* --resume [DIR]: DIR, when given, replaces the default (--out) */
+static int set_resume(const char *cmd, const char *v, void *dst) {
+    (void)cmd;
+    resume_arg *r = dst;
+    *r->on = 1;
+    if (v) *r->dir = v;
+    return 0;
+}
 
 int cmd_train(int argc, char **argv) {
     const char *data[MAX_PATHS], *val[MAX_PATHS];
@@ -229,89 +280,62 @@ int cmd_train(int argc, char **argv) {
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
     int recompute = 0;
     const int with_cuda = tl_engine_find("cuda") != NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        int bad = 0;
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        }
-#define NUM(opt, var, lo, hi) \
-    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad || cli_parse_int("train", opt, v, lo, hi, &var)) return 2; }
-#define DBL(opt, var) \
-    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad || cli_parse_double("train", opt, v, &var)) return 2; }
-#define STR(opt, var) \
-    else if (cli_opt(argc, argv, &i, opt, &v, &bad)) { if (bad) return 2; var = v; }
-        else if (cli_opt(argc, argv, &i, "--data", &v, &bad)) {
-            if (bad) return 2;
-            if (n_data == MAX_PATHS) { cli_error("train", "too many --data paths"); return 2; }
-            data[n_data++] = v;
-        } else if (cli_opt(argc, argv, &i, "--val-data", &v, &bad)) {
-            if (bad) return 2;
-            if (n_val == MAX_PATHS) { cli_error("train", "too many --val-data paths"); return 2; }
-            val[n_val++] = v;
-        } else if (cli_opt(argc, argv, &i, "--source", &v, &bad)) {
-            if (bad) return 2;
-            if (n_sources == TL_MIX_MAX_SOURCES) { cli_error("train", "at most %d sources", TL_MIX_MAX_SOURCES); return 2; }
-            if (parse_source(v, &sources[n_sources])) return 2;
-            n_sources++;
-        } else if (cli_opt(argc, argv, &i, "--source-start", &v, &bad)) {
-            if (bad) return 2;
-            const char *eq = strchr(v, '=');
-            int found = 0;
-            double w;
-            if (!eq || cli_parse_double("train", "--source-start", eq + 1, &w) || w < 0) {
-                cli_error("train", "--source-start expects NAME=WEIGHT (after the --source it names)");
-                return 2;
-            }
-            for (int k = 0; k < n_sources; k++)
-                if (strlen(sources[k].name) == (size_t)(eq - v) && !strncmp(sources[k].name, v, (size_t)(eq - v))) {
-                    sources[k].start = w;
-                    found = 1;
-                }
-            if (!found) {
-                cli_error("train", "--source-start %s: no --source of that name before it", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--resume")) {
-            do_resume = 1;
-            if (i + 1 < argc && argv[i + 1][0] != '-') resume = argv[++i];
-        } else if (!strncmp(a, "--resume=", 9)) {
-            do_resume = 1;
-            resume = a + 9;
-        }
-        else if (cli_opt(argc, argv, &i, "--bench", &v, &bad)) {
-            if (bad) return 2;
-            if (n_bench == 16) { cli_error("train", "at most 16 --bench tasks"); return 2; }
-            bench_args[n_bench++] = v;
-        }
-        STR("--tokenizer", tokenizer_path) NUM("--bench-every", rq.bench_every, 1, 1L << 40) NUM("--vocab-size", vocab_size, 1, 1L << 24) NUM("--bench-limit", bench_limit, 0, 1L << 40)
-        STR("--preset", preset) STR("--config", config) STR("--init", init) STR("--out", out) STR("--log", log)
-        NUM("--batch", rq.batch, 1, 1 << 20) NUM("--seq-len", rq.seq_len, 1, 1 << 20)
-        NUM("--batch-tokens", rq.batch_tokens, 1, 1L << 40) NUM("--steps", rq.steps, 1, 1L << 40)
-        NUM("--warmup", rq.warmup, 0, 1L << 40) NUM("--decay-steps", rq.decay_steps, 0, 1L << 40)
-        NUM("--seed", seed, 0, 1L << 62) NUM("--ckpt-every", rq.ckpt_every, 0, 1L << 40) NUM("--keep", rq.keep, 0, 1 << 20)
-        NUM("--eval-every", rq.eval_every, 0, 1L << 40) NUM("--eval-batches", rq.eval_batches, 1, 1 << 20)
-        NUM("--zero", zero, 0, 3) DBL("--comm-timeout", comm_timeout)
-        NUM("--threads", threads, 0, 4096) NUM("--ramp-tokens", ramp_tokens, 0, 1L << 50)
-        DBL("--lr", oc->lr) DBL("--min-lr", oc->min_lr) DBL("--beta1", oc->beta1) DBL("--beta2", oc->beta2)
-        DBL("--eps", oc->eps) DBL("--weight-decay", oc->weight_decay) DBL("--clip", oc->clip)
-        else if (!strcmp(a, "--sequential")) rq.sequential = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--overwrite")) overwrite = 1;
-        else if (!strcmp(a, "--overlap")) overlap = 1; /* distributed */
-        else if (with_cuda && cli_opt(argc, argv, &i, "--device", &v, &bad)) { if (bad) return 2; device = v; }
-        else if (with_cuda && cli_opt(argc, argv, &i, "--precision", &v, &bad)) { if (bad) return 2; precision = v; }
-        else if (with_cuda && !strcmp(a, "--recompute")) recompute = 1;
-        else {
-            cli_error("train", "unknown option '%s' (see --help)", a);
-            return 2;
-        }
-#undef NUM
-#undef DBL
-#undef STR
+    source_list srcs = {sources, &n_sources};
+    resume_arg res = {&do_resume, &resume};
+    const cli_option opts[] = {
+        CLI_OPT_LIST("--data", data, MAX_PATHS, &n_data, "too many --data paths"),
+        CLI_OPT_LIST("--val-data", val, MAX_PATHS, &n_val, "too many --val-data paths"),
+        CLI_OPT_CALL("--source", add_source, &srcs, 0),
+        CLI_OPT_CALL("--source-start", set_source_start, &srcs, 0),
+        CLI_OPT_CALL("--resume", set_resume, &res, 1),
+        CLI_OPT_LIST("--bench", bench_args, 16, &n_bench, "at most 16 --bench tasks"),
+        CLI_OPT_STR("--tokenizer", &tokenizer_path),
+        CLI_OPT_INT("--bench-every", &rq.bench_every, 1, 1L << 40),
+        CLI_OPT_INT("--vocab-size", &vocab_size, 1, 1L << 24),
+        CLI_OPT_INT("--bench-limit", &bench_limit, 0, 1L << 40),
+        CLI_OPT_STR("--preset", &preset),
+        CLI_OPT_STR("--config", &config),
+        CLI_OPT_STR("--init", &init),
+        CLI_OPT_STR("--out", &out),
+        CLI_OPT_STR("--log", &log),
+        CLI_OPT_INT("--batch", &rq.batch, 1, 1 << 20),
+        CLI_OPT_INT("--seq-len", &rq.seq_len, 1, 1 << 20),
+        CLI_OPT_INT("--batch-tokens", &rq.batch_tokens, 1, 1L << 40),
+        CLI_OPT_INT("--steps", &rq.steps, 1, 1L << 40),
+        CLI_OPT_INT("--warmup", &rq.warmup, 0, 1L << 40),
+        CLI_OPT_INT("--decay-steps", &rq.decay_steps, 0, 1L << 40),
+        CLI_OPT_INT("--seed", &seed, 0, 1L << 62),
+        CLI_OPT_INT("--ckpt-every", &rq.ckpt_every, 0, 1L << 40),
+        CLI_OPT_INT("--keep", &rq.keep, 0, 1 << 20),
+        CLI_OPT_INT("--eval-every", &rq.eval_every, 0, 1L << 40),
+        CLI_OPT_INT("--eval-batches", &rq.eval_batches, 1, 1 << 20),
+        CLI_OPT_INT("--zero", &zero, 0, 3),
+        CLI_OPT_DOUBLE("--comm-timeout", &comm_timeout),
+        CLI_OPT_INT("--threads", &threads, 0, 4096),
+        CLI_OPT_INT("--ramp-tokens", &ramp_tokens, 0, 1L << 50),
+        CLI_OPT_DOUBLE("--lr", &oc->lr),
+        CLI_OPT_DOUBLE("--min-lr", &oc->min_lr),
+        CLI_OPT_DOUBLE("--beta1", &oc->beta1),
+        CLI_OPT_DOUBLE("--beta2", &oc->beta2),
+        CLI_OPT_DOUBLE("--eps", &oc->eps),
+        CLI_OPT_DOUBLE("--weight-decay", &oc->weight_decay),
+        CLI_OPT_DOUBLE("--clip", &oc->clip),
+        CLI_OPT_FLAG("--sequential", &rq.sequential),
+        CLI_OPT_FLAG("--quiet", &quiet),
+        CLI_OPT_FLAG("--overwrite", &overwrite),
+        CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
+        /* the CUDA build's options last: a CPU-only build parses without them */
+        CLI_OPT_STR("--device", &device),
+        CLI_OPT_STR("--precision", &precision),
+        CLI_OPT_FLAG("--recompute", &recompute),
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (with_cuda ? 0 : 3);
+    int prc = cli_parse("train", argc, argv, opts, n_opts, NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        return 0;
     }
+    if (prc) return prc;
     if (n_data == 0 && n_sources == 0) {
         cli_error("train", "no training data: give --data SHARDS (make some with `tinyllama prepare`)");
         return 2;
