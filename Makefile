@@ -53,8 +53,12 @@ $(LIB): $(OBJ)
 $(BUILD)/tinyllama: $(CLI_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
 
-$(BUILD)/test_unit: $(TST_OBJ) $(LIB)
-	$(CC) $(CFLAGS) -Icli -o $@ $(TST_OBJ) $(LIB) $(LDLIBS)
+# tests/test_cli.c tests the CLI's option parser, so cli_util.o joins the test binary
+CLI_UTIL_OBJ := $(BUILD)/cli/cli_util.o
+$(BUILD)/tests/%.o: CFLAGS += -Icli
+
+$(BUILD)/test_unit: $(TST_OBJ) $(CLI_UTIL_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -Icli -o $@ $(TST_OBJ) $(CLI_UTIL_OBJ) $(LIB) $(LDLIBS)
 
 # ---------------------------------------------------------------- CUDA (make cuda)
 CUDA_HOME  ?= /usr/local/cuda

@@ -25,6 +25,7 @@ extern const tl_test tests_gguf[];
 extern const tl_test tests_train_setup[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
+extern const tl_test tests_cli[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -45,6 +46,7 @@ static const tl_test *const suites[] = {
     tests_train_setup,
     tests_generate,
     tests_infer_gguf,
+    tests_cli,
 };
 
 static char tmpdir_path[256];
