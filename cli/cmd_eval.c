@@ -59,37 +59,30 @@ static int file_exists(const char *p) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
-    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *v;
+    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv";
     long limit = 0, batch_tokens = 512, threads = 0;
-    int samples = 0, quiet = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(argv[i], "--samples")) {
-            samples = 1;
-        } else if (!strcmp(argv[i], "--quiet")) {
-            quiet = 1;
-        } else if (cli_opt(argc, argv, &i, "--model", &model, &bad) ||
-                   cli_opt(argc, argv, &i, "--task", &task_name, &bad) ||
-                   cli_opt(argc, argv, &i, "--data", &data, &bad) ||
-                   cli_opt(argc, argv, &i, "--labels", &labels, &bad) ||
-                   cli_opt(argc, argv, &i, "--tokenizer", &tok_path, &bad) ||
-                   cli_opt(argc, argv, &i, "--tokenization", &mode_s, &bad) ||
-                   cli_opt(argc, argv, &i, "--backend", &backend_s, &bad) ||
-                   cli_opt(argc, argv, &i, "--json", &json_path, &bad)) {
-            if (bad) return 2;
-        } else if (cli_opt(argc, argv, &i, "--limit", &v, &bad)) {
-            if (bad || cli_parse_int("eval", "--limit", v, 1, 1000000000L, &limit)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--batch-tokens", &v, &bad)) {
-            if (bad || cli_parse_int("eval", "--batch-tokens", v, 1, 1L << 24, &batch_tokens)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
-            if (bad || cli_parse_int("eval", "--threads", v, 1, 1024, &threads)) return 2;
-        } else {
-            cli_error("eval", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    int samples = 0, quiet = 0;
+    const cli_option opts[] = {
+        CLI_OPT_FLAG("--samples", &samples),
+        CLI_OPT_FLAG("--quiet", &quiet),
+        CLI_OPT_STR("--model", &model),
+        CLI_OPT_STR("--task", &task_name),
+        CLI_OPT_STR("--data", &data),
+        CLI_OPT_STR("--labels", &labels),
+        CLI_OPT_STR("--tokenizer", &tok_path),
+        CLI_OPT_STR("--tokenization", &mode_s),
+        CLI_OPT_STR("--backend", &backend_s),
+        CLI_OPT_STR("--json", &json_path),
+        CLI_OPT_INT("--limit", &limit, 1, 1000000000L),
+        CLI_OPT_INT("--batch-tokens", &batch_tokens, 1, 1L << 24),
+        CLI_OPT_INT("--threads", &threads, 1, 1024),
+    };
+    int prc = cli_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        return 0;
     }
+    if (prc) return prc;
     if (!model || !task_name || !data) {
         cli_error("eval", "--model, --task and --data are required (see --help)");
         return 2;

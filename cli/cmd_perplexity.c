@@ -37,43 +37,28 @@ static void perplexity_help(void) {
 
 int cmd_perplexity(int argc, char **argv) {
     const char *CMD = "perplexity";
-    const char *model = NULL, *text_path = NULL, *kernel = NULL, *v;
+    const char *model = NULL, *text_path = NULL, *kernel = NULL;
     const char *shards[64];
     int n_shards = 0, no_bos = 0;
     long window = 0, stride = 0, max_tokens = 0, max_samples = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        int bad = 0;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            perplexity_help();
-            return 0;
-        }
-        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--text", &text_path, &bad) ||
-            cli_opt(argc, argv, &i, "--kernel", &kernel, &bad)) {
-            if (bad) return 2;
-        } else if (cli_opt(argc, argv, &i, "--shards", &v, &bad)) {
-            if (bad) return 2;
-            if (n_shards == 64) {
-                cli_error(CMD, "at most 64 --shards");
-                return 2;
-            }
-            shards[n_shards++] = v;
-        } else if (cli_opt(argc, argv, &i, "--window", &v, &bad)) {
-            if (bad || cli_parse_int(CMD, "--window", v, 2, 1L << 24, &window)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--stride", &v, &bad)) {
-            if (bad || cli_parse_int(CMD, "--stride", v, 1, 1L << 24, &stride)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--max-tokens", &v, &bad)) {
-            if (bad || cli_parse_int(CMD, "--max-tokens", v, 2, 1L << 40, &max_tokens)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--max-samples", &v, &bad)) {
-            if (bad || cli_parse_int(CMD, "--max-samples", v, 1, 1L << 40, &max_samples)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
-            if (bad || cli_parse_int(CMD, "--threads", v, 1, 1024, &threads)) return 2;
-        } else if (!strcmp(argv[i], "--no-bos")) {
-            no_bos = 1;
-        } else {
-            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const cli_option opts[] = {
+        CLI_OPT_STR("--model", &model),
+        CLI_OPT_STR("--text", &text_path),
+        CLI_OPT_STR("--kernel", &kernel),
+        CLI_OPT_LIST("--shards", shards, 64, &n_shards, "at most 64 --shards"),
+        CLI_OPT_INT("--window", &window, 2, 1L << 24),
+        CLI_OPT_INT("--stride", &stride, 1, 1L << 24),
+        CLI_OPT_INT("--max-tokens", &max_tokens, 2, 1L << 40),
+        CLI_OPT_INT("--max-samples", &max_samples, 1, 1L << 40),
+        CLI_OPT_INT("--threads", &threads, 1, 1024),
+        CLI_OPT_FLAG("--no-bos", &no_bos),
+    };
+    int prc = cli_parse(CMD, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        perplexity_help();
+        return 0;
     }
+    if (prc) return prc;
     if (!model || (!text_path) == (n_shards == 0)) {
         cli_error(CMD, "--model and exactly one of --text / --shards are required (see --help)");
         return 2;
