@@ -158,7 +158,7 @@ fi
 
 # --- 15. Ctrl-C: a checkpoint, then exit 130 (SIGTERM: 143)
 for sig in INT:130 TERM:143; do
-    "$BIN" train "${COMMON[@]}" --steps 100000 --out "$T/s$sig" 2>/dev/null &
+    "$BIN" train "${COMMON[@]}" --steps 100000 --out "$T/s$sig" 2>"$T/s$sig.err" &
     pid=$!
     for _ in $(seq 1 500); do grep -q '"loss"' "$T/s$sig/log.jsonl" 2>/dev/null && break; sleep 0.02; done
     kill -"${sig%%:*}" "$pid"
@@ -167,7 +167,7 @@ for sig in INT:130 TERM:143; do
     if [ "$rc" -eq "${sig##*:}" ] && [ -f "$T/s$sig/latest" ]; then
         ok "SIG${sig%%:*}: checkpoint, exit $rc"
     else
-        fail "SIG${sig%%:*}: exit $rc, latest: $(cat "$T/s$sig/latest" 2>&1)"
+        fail "SIG${sig%%:*}: exit $rc, latest: $(cat "$T/s$sig/latest" 2>&1); stderr: $(tail -5 "$T/s$sig.err")"
     fi
 done
 
