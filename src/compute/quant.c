@@ -1,4 +1,4 @@
-/* gguf_quant.c - GGUF tensor types to fp32.
+/* quant.c - ggml block types (the tensor types of GGUF files) to fp32.
  *
  * Each block type is decoded from its byte layout (ggml-common.h documents
  * them); the arithmetic is done in the same order as ggml's reference
@@ -8,31 +8,12 @@
  * a*b-c into an FMA that would round differently. */
 #include <string.h>
 
+#include "dtype.h"
 #include "quant.h"
 
 #define QK_K 256
 
 static uint16_t u16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static float bits_f32(uint32_t b) {
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-/* IEEE half to single, exact for every input (subnormals, infinities, NaN payloads). */
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | man << 13);
-    if (exp == 0) {
-        if (man == 0) return bits_f32(sign);
-        /* subnormal: man * 2^-24, exact in single precision */
-        float v = (float)man * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    return bits_f32(sign | (exp + 112) << 23 | man << 13);
-}
 
 /* the 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block:
  * bytes 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3; bytes 8-11
@@ -52,7 +33,7 @@ static void k_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *mn) {
  * i + 16 the high nibble; value (q - 8) * d. */
 static void deq_q4_0(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 18, y += 32) {
-        float d = f16_to_f32(u16le(b));
+        float d = tl_f16_to_f32(u16le(b));
         const uint8_t *qs = b + 2;
         for (int i = 0; i < 16; i++) {
             y[i] = (float)((qs[i] & 0x0f) - 8) * d;
@@ -64,7 +45,7 @@ static void deq_q4_0(const uint8_t *b, float *y, size_t nb) {
 /* Q4_1: f16 d, f16 m, nibbles as Q4_0; value q * d + m. */
 static void deq_q4_1(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 20, y += 32) {
-        float d = f16_to_f32(u16le(b)), m = f16_to_f32(u16le(b + 2));
+        float d = tl_f16_to_f32(u16le(b)), m = tl_f16_to_f32(u16le(b + 2));
         const uint8_t *qs = b + 4;
         for (int i = 0; i < 16; i++) {
             y[i] = (float)(qs[i] & 0x0f) * d + m;
@@ -76,7 +57,7 @@ static void deq_q4_1(const uint8_t *b, float *y, size_t nb) {
 /* Q5_0: f16 d, u32 qh (bit i: fifth bit of element i), nibbles as Q4_0; value (q - 16) * d. */
 static void deq_q5_0(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 22, y += 32) {
-        float d = f16_to_f32(u16le(b));
+        float d = tl_f16_to_f32(u16le(b));
         uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
         const uint8_t *qs = b + 6;
         for (int i = 0; i < 16; i++) {
@@ -91,7 +72,7 @@ static void deq_q5_0(const uint8_t *b, float *y, size_t nb) {
 /* Q5_1: f16 d, f16 m, u32 qh, nibbles; value q * d + m. */
 static void deq_q5_1(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 24, y += 32) {
-        float d = f16_to_f32(u16le(b)), m = f16_to_f32(u16le(b + 2));
+        float d = tl_f16_to_f32(u16le(b)), m = tl_f16_to_f32(u16le(b + 2));
         uint32_t qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
         const uint8_t *qs = b + 8;
         for (int i = 0; i < 16; i++) {
@@ -106,7 +87,7 @@ static void deq_q5_1(const uint8_t *b, float *y, size_t nb) {
 /* Q8_0: f16 d, 32 int8; value q * d. */
 static void deq_q8_0(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 34, y += 32) {
-        float d = f16_to_f32(u16le(b));
+        float d = tl_f16_to_f32(u16le(b));
         for (int i = 0; i < 32; i++) y[i] = (float)(int8_t)b[2 + i] * d;
     }
 }
@@ -116,7 +97,7 @@ static void deq_q8_0(const uint8_t *b, float *y, size_t nb) {
  * value (d * scale) * q - (dmin * min). */
 static void deq_q4_k(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 144) {
-        float d = f16_to_f32(u16le(b)), dmin = f16_to_f32(u16le(b + 2));
+        float d = tl_f16_to_f32(u16le(b)), dmin = tl_f16_to_f32(u16le(b + 2));
         const uint8_t *sc = b + 4, *qs = b + 16;
         for (int j = 0; j < 8; j += 2, qs += 32) {
             uint8_t s0, m0, s1, m1;
@@ -133,7 +114,7 @@ static void deq_q4_k(const uint8_t *b, float *y, size_t nb) {
  * bit of element i of sub-block j. */
 static void deq_q5_k(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 176) {
-        float d = f16_to_f32(u16le(b)), dmin = f16_to_f32(u16le(b + 2));
+        float d = tl_f16_to_f32(u16le(b)), dmin = tl_f16_to_f32(u16le(b + 2));
         const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + 48;
         for (int j = 0; j < 8; j += 2, qs += 32) {
             uint8_t s0, m0, s1, m1;
@@ -156,7 +137,7 @@ static void deq_q6_k(const uint8_t *b, float *y, size_t nb) {
     for (size_t k = 0; k < nb; k++, b += 210) {
         const uint8_t *ql = b, *qh = b + 128;
         const int8_t *sc = (const int8_t *)(b + 192);
-        float d = f16_to_f32(u16le(b + 208));
+        float d = tl_f16_to_f32(u16le(b + 208));
         for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8) {
             for (int r = 0; r < 4; r++)
                 for (int i = 0; i < 32; i++) {
@@ -217,10 +198,10 @@ void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n) {
         memcpy(dst, src, n * 4);
         break;
     case TL_GGML_F16:
-        for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(u16le(b + 2 * i));
+        for (size_t i = 0; i < n; i++) dst[i] = tl_f16_to_f32(u16le(b + 2 * i));
         break;
     case TL_GGML_BF16:
-        for (size_t i = 0; i < n; i++) dst[i] = bits_f32((uint32_t)u16le(b + 2 * i) << 16);
+        for (size_t i = 0; i < n; i++) dst[i] = tl_bf16_to_f32(u16le(b + 2 * i));
         break;
     case TL_GGML_Q4_0: deq_q4_0(b, dst, n / 32); break;
     case TL_GGML_Q4_1: deq_q4_1(b, dst, n / 32); break;
