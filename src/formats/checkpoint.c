@@ -433,36 +433,32 @@ int tl_checkpoint_verify(const char *dir, int *verified, tl_error *err) {
     return rc;
 }
 
-/* The run_id recorded in a checkpoint's train_args.json ("" if none). */
-static void read_run_id(const char *ckpt, char *out, size_t cap) {
+/* A checkpoint's train_args.json, parsed (NULL when absent or malformed). */
+static cJSON *read_args(const char *ckpt) {
     char path[PATH_CAP], *text;
     size_t len;
-    out[0] = '\0';
     if (join(path, sizeof path, ckpt, "train_args.json", NULL) || tl_read_file(path, 1 << 20, &text, &len, NULL))
-        return;
+        return NULL;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
-    const cJSON *id = root ? cJSON_GetObjectItemCaseSensitive(root, "run_id") : NULL;
+    return root;
+}
+
+/* The run_id recorded in a checkpoint's train_args.json ("" if none). */
+static void read_run_id(const char *ckpt, char *out, size_t cap) {
+    cJSON *root = read_args(ckpt);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "run_id");
+    out[0] = '\0';
     if (cJSON_IsString(id)) snprintf(out, cap, "%s", id->valuestring);
     cJSON_Delete(root);
 }
 
 int tl_checkpoint_threads(const char *ckpt_dir) {
-    char path[PATH_CAP], *text;
-    size_t len;
-    if (join(path, sizeof path, ckpt_dir, "train_args.json", NULL) || tl_read_file(path, 1 << 20, &text, &len, NULL))
-        return 0;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    const cJSON *th = root ? cJSON_GetObjectItemCaseSensitive(root, "threads") : NULL;
+    cJSON *root = read_args(ckpt_dir);
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(root, "threads");
     int n = cJSON_IsNumber(th) && th->valuedouble >= 1 && th->valuedouble <= 4096 ? th->valueint : 0;
     cJSON_Delete(root);
     return n;
-}
-
-int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap) {
-    read_run_id(ckpt_dir, out, cap);
-    return out[0] ? 0 : -1;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -64,8 +64,6 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
 int tl_checkpoint_verify(const char *dir, int *verified, tl_error *err);
 /* The thread count ckpt_dir was trained with (train_args.json); 0 if not recorded. */
 int tl_checkpoint_threads(const char *ckpt_dir);
-/* The run_id in ckpt_dir/train_args.json; -1 (out = "") when there is none. */
-int tl_checkpoint_run_id(const char *ckpt_dir, char *out, size_t cap);
 /* Resolves a --resume argument: a checkpoint directory itself (which must
  * verify), or a run directory whose `latest` names one.  When `latest` is
  * missing or names a checkpoint that is missing, incomplete or corrupt (a crash
