@@ -3,15 +3,21 @@
 
 #include <string.h>
 
-int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err) {
-    e->rank = job && job->comm ? tl_comm_rank(job->comm) : 0;
-    e->world = job && job->comm ? tl_comm_world(job->comm) : 1;
-    e->zero = job ? job->zero : 0;
-    if (e->zero < 0 || e->zero > 3) return tl_fail(err, "ZeRO stage %d: must be 0, 1, 2 or 3", e->zero);
-    e->lo = 0;
-    e->hi = e->m->n_params;
-    if (e->world > 1 || e->zero > 0) tl_shard_range(e->m->n_params, e->world, TL_SHARD_ALIGN, e->rank, &e->lo, &e->hi);
+int tl_engine_job_place(const tl_engine_job *job, size_t n, int *rank, int *world, size_t *lo, size_t *hi,
+                        tl_error *err) {
+    *rank = job && job->comm ? tl_comm_rank(job->comm) : 0;
+    *world = job && job->comm ? tl_comm_world(job->comm) : 1;
+    const int zero = job ? job->zero : 0;
+    if (zero < 0 || zero > 3) return tl_fail(err, "ZeRO stage %d: must be 0, 1, 2 or 3", zero);
+    *lo = 0;
+    *hi = n;
+    if (*world > 1 || zero > 0) tl_shard_range(n, *world, TL_SHARD_ALIGN, *rank, lo, hi);
     return 0;
+}
+
+int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err) {
+    e->zero = job ? job->zero : 0;
+    return tl_engine_job_place(job, e->m->n_params, &e->rank, &e->world, &e->lo, &e->hi, err);
 }
 
 static int cpu_available(void) { return 1; }

@@ -84,6 +84,11 @@ typedef tl_engine *(*tl_engine_factory)(tl_model *m, float *opt_m, float *opt_v,
  * grads hook (src/dist/grad_shard.h); both removed when it is freed. */
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                                 void *user, tl_error *err);
+/* This process's place in job (NULL: one process) for a flat block of n
+ * elements: its rank, the number of ranks, and its shard [lo, hi) (everything
+ * on one rank at stage 0); fails on a stage outside 0-3. */
+int tl_engine_job_place(const tl_engine_job *job, size_t n, int *rank, int *world, size_t *lo, size_t *hi,
+                        tl_error *err);
 /* Fills the job fields of e (rank, world, zero, shard range) from job. */
 int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err);
 

@@ -8,12 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "grad_shard.h"
 #include "ops.h"
 
 struct tl_trainer {
@@ -47,13 +45,9 @@ static int job_setup(tl_trainer *t, tl_error *err) {
         t->comm = t->own_comm = tl_comm_single();
         if (!t->comm) return tl_fail(err, "out of memory");
     }
-    t->rank = tl_comm_rank(t->comm);
-    t->world = tl_comm_world(t->comm);
     t->zero = o->zero;
-    if (o->zero < 0 || o->zero > 3) return tl_fail(err, "ZeRO stage %d: must be 0, 1, 2 or 3", o->zero);
-    t->lo = 0;
-    t->hi = t->m->n_params;
-    if (t->world > 1 || t->zero > 0) tl_shard_range(t->m->n_params, t->world, TL_SHARD_ALIGN, t->rank, &t->lo, &t->hi);
+    const tl_engine_job job = {.comm = t->comm, .zero = o->zero}; /* the engine gets the same place */
+    if (tl_engine_job_place(&job, t->m->n_params, &t->rank, &t->world, &t->lo, &t->hi, err)) return -1;
     if (o->mixture && (o->mixture->world != t->world || o->mixture->rank != t->rank))
         return tl_fail(err, "the data mixture was set up for rank %d of %d but this is rank %d of %d", o->mixture->rank,
                        o->mixture->world, t->rank, t->world);
