@@ -4,7 +4,7 @@ tokenizer: AutoTokenizer.from_pretrained(checkpoint) must add BOS and give the
 ids `tinyllama tokenize --bos` gives, line by line.
 
 Without tokenizer_config.json transformers 5 builds a generic tokenizer that
-adds no BOS (issue 15, item 8); tl_checkpoint_save now writes it and
+adds no BOS; tl_checkpoint_save now writes it and
 special_tokens_map.json (src/formats/hf_tokenizer_files.c).
 
 HF's Llama tokenizer is not SentencePiece: it does not split on whitespace

@@ -856,7 +856,7 @@ static void test_tokenizer_json_segments(tl_test_ctx *t) {
 
 /* A run whose inputs give nothing fails and leaves the old data set as it was;
  * so does a crash (simulated: the states the swap passes through); a directory
- * holding anything else is refused.  (issue 15, item 3) */
+ * holding anything else is refused. */
 static void test_prepare_keeps_old_data_set(tl_test_ctx *t) {
     sbuf s = {0};
     for (int i = 0; i < 200; i++) sb_str(&s, "{\"text\": \"the old data set, line after line\"}\n");
@@ -922,8 +922,7 @@ static void test_prepare_keeps_old_data_set(tl_test_ctx *t) {
 }
 
 /* train's view: a directory means one split; every shard must be the one a
- * complete manifest beside it lists; the manifest names the tokenizer.
- * (issue 15, items 4, 10, 12) */
+ * complete manifest beside it lists; the manifest names the tokenizer. */
 static void test_dataset_manifest_checks(tl_test_ctx *t) {
     sbuf s = {0};
     for (int i = 0; i < 300; i++) sb_str(&s, "{\"text\": \"shards that belong together\"}\n");

@@ -1,5 +1,5 @@
 /* test_formats.c - safetensors, config.json, token shards, training state:
- * round trips and every kind of bad input named in the issue. */
+ * round trips and every kind of bad input we refuse. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

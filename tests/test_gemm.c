@@ -122,7 +122,7 @@ static void test_choice_by_flags(tl_test_ctx *t) {
     CHECK(ch.backend == TL_GEMM_OPENBLAS && ch.openblas_core == NULL);
     CHECK(tl_gemm_choose(&c, "Prescott", NULL, &ch, &err) == 0);
     CHECK(ch.openblas_core && !strcmp(ch.openblas_core, "Haswell"));
-    /* AVX-512 on a model OpenBLAS does not know (the Xeon): SkylakeX kernels */
+    /* AVX-512 on a model OpenBLAS does not know (e.g. a family 6 model 207 Xeon): SkylakeX kernels */
     for (int lv = 3; lv <= 5; lv++) {
         c = flags(lv);
         CHECK(tl_gemm_choose(&c, "Prescott", NULL, &ch, &err) == 0);
