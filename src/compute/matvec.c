@@ -399,6 +399,8 @@ static dot_fn pick(tl_kernel k, tl_dtype dt) {
     return dt == TL_DT_F32 ? dot_f32_scalar : dt == TL_DT_BF16 ? dot_bf16_scalar : dot_f16_scalar;
 }
 
+float tl_dot_f32(tl_kernel k, const float *w, const float *x, int n) { return pick(k, TL_DT_F32)(w, x, n); }
+
 size_t tl_wmat_row_bytes(const tl_wmat *W) {
     return W->quant ? tl_quant_row_bytes(W->quant, W->cols) : (size_t)W->cols * tl_dtype_size(W->dtype);
 }

@@ -58,6 +58,9 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
 /* y[j] = W[j] x for count matrices with the same number of columns, in one
  * parallel region. */
 void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x);
+/* dot(w, x) over n floats with kernel family k's fp32 row kernel (SCALAR, AVX2 or
+ * AVX512; the CPU must support it). */
+float tl_dot_f32(tl_kernel k, const float *w, const float *x, int n);
 /* One row of W as fp32 (stored row r: GGUF order for perm_heads matrices). */
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
 /* Bytes of one stored row of W. */

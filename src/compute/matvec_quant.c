@@ -64,25 +64,14 @@ static float dot_q4_0_c(const uint8_t *b, const float *x, int n) {
 
 /* Any dequantizable type: 256 elements (a K-quant super-block, or eight
  * 32-element blocks) at a time through a stack buffer. */
-typedef float (*f32dot_fn)(const float *w, const float *x, int n);
-
-static float f32dot_c(const float *w, const float *x, int n) {
-    float a[4] = {0, 0, 0, 0};
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int j = 0; j < 4; j++) a[j] += w[i + j] * x[i + j];
-    for (; i < n; i++) a[0] += w[i] * x[i];
-    return (a[0] + a[1]) + (a[2] + a[3]);
-}
-
-static float dot_generic(uint32_t type, const uint8_t *b, const float *x, int n, f32dot_fn dot) {
+static float dot_generic(uint32_t type, const uint8_t *b, const float *x, int n, tl_kernel k) {
     uint32_t be, bb;
     tl_ggml_type_block(type, &be, &bb);
     float buf[256], acc = 0;
     for (int i = 0; i < n; i += 256) {
         int m = n - i < 256 ? n - i : 256; /* a multiple of be: n is, and 256 is */
         tl_gguf_dequant_row(type, b, buf, (size_t)m);
-        acc += dot(buf, x + i, m);
+        acc += tl_dot_f32(k, buf, x + i, m);
         b += (size_t)m / be * bb;
     }
     return acc;
@@ -135,14 +124,6 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_q4_0_avx2(const uint8_
     return hsum8(acc);
 }
 
-__attribute__((target("avx2,fma"))) static float f32dot_avx2(const float *w, const float *x, int n) {
-    __m256 a = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a);
-    float s = hsum8(a);
-    for (; i < n; i++) s += w[i] * x[i];
-    return s;
-}
 
 /* --------------------------------------------------------------- AVX-512 */
 
@@ -285,14 +266,6 @@ __attribute__((target("avx512f,f16c"))) static float dot_q6_k_avx512(const uint8
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
-__attribute__((target("avx512f"))) static float f32dot_avx512(const float *w, const float *x, int n) {
-    __m512 a = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a);
-    float s = _mm512_reduce_add_ps(a);
-    for (; i < n; i++) s += w[i] * x[i];
-    return s;
-}
 #endif /* TL_X86 */
 
 /* The ISA a kernel family runs quantized products on: 2 AVX-512, 1 AVX2, 0 C. */
@@ -314,11 +287,9 @@ static float dot_isa(int i, uint32_t type, const uint8_t *b, const float *x, int
 #ifdef TL_X86
     static const qdot_fn q8[3] = {dot_q8_0_c, dot_q8_0_avx2, dot_q8_0_avx512};
     static const qdot_fn q4[3] = {dot_q4_0_c, dot_q4_0_avx2, dot_q4_0_avx512};
-    static const f32dot_fn f32[3] = {f32dot_c, f32dot_avx2, f32dot_avx512};
 #else
     static const qdot_fn q8[1] = {dot_q8_0_c};
     static const qdot_fn q4[1] = {dot_q4_0_c};
-    static const f32dot_fn f32[1] = {f32dot_c};
     i = 0;
 #endif
     if (type == TL_GGML_Q8_0) return q8[i](b, x, n);
@@ -327,6 +298,7 @@ static float dot_isa(int i, uint32_t type, const uint8_t *b, const float *x, int
     if (i == 2 && type == TL_GGML_Q4_K) return dot_q4_k_avx512(b, x, n);
     if (i == 2 && type == TL_GGML_Q6_K) return dot_q6_k_avx512(b, x, n);
 #endif
+    static const tl_kernel f32[3] = {TL_KERNEL_SCALAR, TL_KERNEL_AVX2, TL_KERNEL_AVX512};
     return dot_generic(type, b, x, n, f32[i]);
 }
 
