@@ -83,6 +83,16 @@ static void test_config_special_ids_in_range(tl_test_ctx *t) {
     }
 }
 
+/* head_dim * num_attention_heads once overflowed int (found by fuzz/config) */
+static void test_config_head_dim(tl_test_ctx *t) {
+    tl_config c;
+    tl_error err;
+    CHECK(parse_with("\"head_dim\": 16", &c, &err) == 0);
+    CHECK(parse_with("\"head_dim\": 8", &c, &err) == -1 && strstr(err.msg, "head_dim 8"));
+    int rc = parse_with("\"head_dim\": 2047919775", &c, &err);
+    CHECK_MSG(rc == -1 && strstr(err.msg, "head_dim 2047919775"), "%s", rc ? err.msg : "accepted");
+}
+
 /* config.json files saved by transformers 5 (scripts/gen_config_fixtures.py) */
 static void test_config_transformers5(tl_test_ctx *t) {
     char p[512];
@@ -248,6 +258,7 @@ static void test_nonfinite_weights_refused(tl_test_ctx *t) {
 const tl_test tests_validate[] = {
     {"validate/adamw_config", test_adamw_config_validate},
     {"validate/config_special_ids_in_range", test_config_special_ids_in_range},
+    {"validate/config_head_dim", test_config_head_dim},
     {"validate/config_transformers5", test_config_transformers5},
     {"validate/find_nonfinite", test_find_nonfinite},
     {"validate/nonfinite_weights_refused", test_nonfinite_weights_refused},

@@ -209,7 +209,7 @@ int tl_config_parse_json(const char *text, const char *what, tl_config *cfg, tl_
     if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads; /* HF default */
     int head_dim = 0;
     if (get_int(root, "head_dim", 0, 0, &head_dim, what, err)) goto done;
-    if (head_dim && c.n_heads > 0 && head_dim * c.n_heads != c.dim) {
+    if (head_dim && c.n_heads > 0 && (int64_t)head_dim * c.n_heads != c.dim) {
         tl_fail(err, "%s: head_dim %d differs from hidden_size/num_attention_heads (unsupported)", what, head_dim);
         goto done;
     }
