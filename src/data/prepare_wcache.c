@@ -231,217 +231,249 @@ int tl_prep_word_separable(const tl_tokenizer *t) {
     return 1;
 }
 
-/* Tokenizes the batch's segments word by word through the shared table (see
- * "word cache"): phases A, B, C. */
-static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
+/* One batch's word-by-word state between the phases. */
+typedef struct {
+    size_t total;            /* segments */
+    miss_ref **refs;         /* per segment: the missing words its markers stand for */
+    size_t *nrefs;
+    size_t *base;            /* thread t's missing words have the global indices base[t].. */
+    size_t n_miss, n_uniq;   /* missing words over all threads; distinct ones */
+    size_t *alias;           /* global index -> distinct word */
+    const miss_word **usrc;  /* distinct word -> its text and kind */
+    uint64_t *uhash;
+    const char **mt;         /* the texts encoded for the distinct words ... */
+    size_t *ml;
+    int **mids;              /* ... and their ids (the newline's ids removed) */
+    size_t *mn;
+    char *arena;             /* the "\n" + word texts */
+} wt_batch;
+
+/* Phase A (parallel): each segment's ids from the shared table, with a marker
+ * -(k+1) for its k-th missing word; each thread lists its missing words. */
+static int wc_lookup_segments(prep *P, batch *b, wt_batch *W) {
     int failed = 0;
-    miss_ref **refs = calloc(total ? total : 1, sizeof *refs);
-    size_t *nrefs = calloc(total ? total : 1, sizeof *nrefs);
-    const char **mt = NULL;
-    size_t *ml = NULL, *base = NULL, n_miss = 0, n_uniq = 0, *alias = NULL;
-    const miss_word **usrc = NULL;
-    uint64_t *uhash = NULL;
-    int **mids = NULL;
-    size_t *mn = NULL;
-    char *arena = NULL;
-    int rc = 0;
-    for (size_t i = 0; i < total; i++) b->ids[i] = NULL;
-    if (!refs || !nrefs) {
-        rc = tl_fail(err, "out of memory");
-        goto done;
-    }
-    /* A: ids from the table, markers for missing words */
 #pragma omp parallel num_threads(P->nt)
     {
         int tid = omp_get_thread_num();
         struct wcache *c = &P->caches[tid];
 #pragma omp for schedule(dynamic, 4)
-        for (size_t i = 0; i < total; i++) {
-            if (wc_segment(P, c, tid, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &refs[i], &nrefs[i])) {
+        for (size_t i = 0; i < W->total; i++) {
+            if (wc_segment(P, c, tid, b->texts[i], b->lens[i], &b->ids[i], &b->nids[i], &W->refs[i], &W->nrefs[i])) {
 #pragma omp atomic write
                 failed = 1;
             }
         }
     }
-    if (failed) {
-        rc = tl_fail(err, "out of memory");
-        goto done;
-    }
-    /* B: encode the missing words (each once) in one parallel call */
-    base = calloc((size_t)P->nt + 1, sizeof *base);
-    if (!base) {
-        rc = tl_fail(err, "out of memory");
-        goto done;
-    }
+    return failed ? -1 : 0;
+}
+
+/* Phase B, first half: numbers the threads' missing words globally and keeps
+ * one entry per distinct (word, first) - two threads may both have missed a
+ * word - with the text to encode: the word itself for a segment's first word,
+ * else "\n" + word (so a leading space is not taken for the dummy prefix). */
+static int wc_gather_missing(const prep *P, wt_batch *W) {
+    W->base = calloc((size_t)P->nt + 1, sizeof *W->base);
+    if (!W->base) return -1;
     size_t arena_len = 0;
     for (int t = 0; t < P->nt; t++) {
-        base[t + 1] = base[t] + P->caches[t].n_miss;
+        W->base[t + 1] = W->base[t] + P->caches[t].n_miss;
         for (size_t k = 0; k < P->caches[t].n_miss; k++) arena_len += P->caches[t].miss[k].n + 1;
     }
-    n_miss = base[P->nt];
-    if (n_miss) {
-        /* one entry per distinct (word, first) over all threads: alias[g] is its index */
-        alias = malloc(n_miss * sizeof *alias);
-        usrc = malloc(n_miss * sizeof *usrc);
-        uhash = malloc(n_miss * sizeof *uhash);
-        mt = malloc(n_miss * sizeof *mt);
-        ml = malloc(n_miss * sizeof *ml);
-        mids = calloc(n_miss, sizeof *mids);
-        mn = calloc(n_miss, sizeof *mn);
-        arena = malloc(arena_len);
-        if (!alias || !usrc || !uhash || !mt || !ml || !mids || !mn || !arena) {
-            rc = tl_fail(err, "out of memory");
-            goto done;
-        }
-        int bits = 10;
-        while (((size_t)1 << bits) < 2 * n_miss) bits++;
-        wtable uniq;
-        int have_uniq = !wt_init(&uniq, bits, arena_len + 1); /* without it: duplicates are encoded twice */
-        size_t ap = 0;
-        for (int t = 0; t < P->nt; t++)
-            for (size_t k = 0; k < P->caches[t].n_miss; k++) {
-                const miss_word *m = &P->caches[t].miss[k];
-                size_t g = base[t] + k;
-                unsigned klen = m->n | (m->first ? WC_FIRST : 0);
-                uint64_t h = FNV_OFF ^ (uint64_t)m->first;
-                for (uint32_t q = 0; q < m->n; q++) h = (h ^ (unsigned char)m->w[q]) * FNV_MUL;
-                h |= 1;
-                int keyed = have_uniq && m->n <= WC_MAX_WORD;
-                const wc_slot *sl = keyed ? wt_find(&uniq, h, m->w, klen) : NULL;
-                if (sl) {
-                    alias[g] = sl->voff;
-                    continue;
-                }
-                size_t u = n_uniq++;
-                alias[g] = u;
-                usrc[u] = m;
-                uhash[u] = h;
-                if (keyed && !wt_add(&uniq, h, m->w, klen, NULL, 0))
-                    ((wc_slot *)wt_find(&uniq, h, m->w, klen))->voff = (uint32_t)u;
-                if (m->first) {
-                    mt[u] = m->w;
-                    ml[u] = m->n;
-                } else { /* "\n" + word; the newline's ids are removed below */
-                    arena[ap] = '\n';
-                    memcpy(arena + ap + 1, m->w, m->n);
-                    mt[u] = arena + ap;
-                    ml[u] = m->n + 1;
-                    ap += m->n + 1;
-                }
-            }
-        if (have_uniq) wt_free(&uniq);
-        if (tl_tokenizer_encode_batch(P->tok, mt, ml, n_uniq, 0, P->nt, mids, mn, err)) {
-            rc = -1;
-            goto done;
-        }
-        /* strip the newline ids and remember the words for later batches */
-        for (size_t u = 0; u < n_uniq; u++) {
-            const miss_word *m = usrc[u];
-            if (!m->first) {
-                if (mn[u] < (size_t)P->n_nl || memcmp(mids[u], P->nl_ids, sizeof(int) * (size_t)P->n_nl)) {
-                    rc = tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
-                    goto done;
-                }
-                memmove(mids[u], mids[u] + P->n_nl, (mn[u] - (size_t)P->n_nl) * sizeof(int));
-                mn[u] -= (size_t)P->n_nl;
-            }
-            if (m->n > WC_MAX_WORD) continue;
+    size_t n_miss = W->n_miss = W->base[P->nt];
+    if (!n_miss) return 0;
+    W->alias = malloc(n_miss * sizeof *W->alias);
+    W->usrc = malloc(n_miss * sizeof *W->usrc);
+    W->uhash = malloc(n_miss * sizeof *W->uhash);
+    W->mt = malloc(n_miss * sizeof *W->mt);
+    W->ml = malloc(n_miss * sizeof *W->ml);
+    W->mids = calloc(n_miss, sizeof *W->mids);
+    W->mn = calloc(n_miss, sizeof *W->mn);
+    W->arena = malloc(arena_len);
+    if (!W->alias || !W->usrc || !W->uhash || !W->mt || !W->ml || !W->mids || !W->mn || !W->arena) return -1;
+    int bits = 10;
+    while (((size_t)1 << bits) < 2 * n_miss) bits++;
+    wtable uniq;
+    int have_uniq = !wt_init(&uniq, bits, arena_len + 1); /* without it: duplicates are encoded twice */
+    size_t ap = 0;
+    for (int t = 0; t < P->nt; t++)
+        for (size_t k = 0; k < P->caches[t].n_miss; k++) {
+            const miss_word *m = &P->caches[t].miss[k];
+            size_t g = W->base[t] + k;
             unsigned klen = m->n | (m->first ? WC_FIRST : 0);
-            if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) continue; /* no table: slower */
-            if (wt_find(&P->shared, uhash[u], m->w, klen)) continue;
-            if (wt_add(&P->shared, uhash[u], m->w, klen, mids[u], mn[u])) {
-                wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
-                wt_add(&P->shared, uhash[u], m->w, klen, mids[u], mn[u]);
+            uint64_t h = FNV_OFF ^ (uint64_t)m->first;
+            for (uint32_t q = 0; q < m->n; q++) h = (h ^ (unsigned char)m->w[q]) * FNV_MUL;
+            h |= 1;
+            int keyed = have_uniq && m->n <= WC_MAX_WORD;
+            const wc_slot *sl = keyed ? wt_find(&uniq, h, m->w, klen) : NULL;
+            if (sl) {
+                W->alias[g] = sl->voff;
+                continue;
+            }
+            size_t u = W->n_uniq++;
+            W->alias[g] = u;
+            W->usrc[u] = m;
+            W->uhash[u] = h;
+            if (keyed && !wt_add(&uniq, h, m->w, klen, NULL, 0))
+                ((wc_slot *)wt_find(&uniq, h, m->w, klen))->voff = (uint32_t)u;
+            if (m->first) {
+                W->mt[u] = m->w;
+                W->ml[u] = m->n;
+            } else { /* "\n" + word; the newline's ids are removed after encoding */
+                W->arena[ap] = '\n';
+                memcpy(W->arena + ap + 1, m->w, m->n);
+                W->mt[u] = W->arena + ap;
+                W->ml[u] = m->n + 1;
+                ap += m->n + 1;
             }
         }
+    if (have_uniq) wt_free(&uniq);
+    return 0;
+}
+
+/* Phase B, second half: encodes the distinct missing words in one parallel
+ * call, strips the newline ids, and adds the words to the shared table for
+ * later batches. */
+static int wc_encode_missing(prep *P, wt_batch *W, tl_error *err) {
+    if (tl_tokenizer_encode_batch(P->tok, W->mt, W->ml, W->n_uniq, 0, P->nt, W->mids, W->mn, err)) return -1;
+    for (size_t u = 0; u < W->n_uniq; u++) {
+        const miss_word *m = W->usrc[u];
+        int *ids = W->mids[u];
+        if (!m->first) {
+            if (W->mn[u] < (size_t)P->n_nl || memcmp(ids, P->nl_ids, sizeof(int) * (size_t)P->n_nl))
+                return tl_fail(err, "internal error: a word after a newline did not start with the newline's ids");
+            memmove(ids, ids + P->n_nl, (W->mn[u] - (size_t)P->n_nl) * sizeof(int));
+            W->mn[u] -= (size_t)P->n_nl;
+        }
+        if (m->n > WC_MAX_WORD) continue;
+        unsigned klen = m->n | (m->first ? WC_FIRST : 0);
+        if (!P->shared.slots && wt_init(&P->shared, 18, (size_t)1 << 22)) continue; /* no table: slower */
+        if (wt_find(&P->shared, W->uhash[u], m->w, klen)) continue;
+        if (wt_add(&P->shared, W->uhash[u], m->w, klen, ids, W->mn[u])) {
+            wt_clear(&P->shared); /* full: start over (only the speed depends on it) */
+            wt_add(&P->shared, W->uhash[u], m->w, klen, ids, W->mn[u]);
+        }
     }
-    /* C: replace the markers, and spot-check a sample of segments against whole-segment encoding */
-    {
-        tl_error first_err = {{0}};
-        size_t fail_at = SIZE_MAX;
+    return 0;
+}
+
+/* Phase C for segment i: its markers replaced by the missing words' ids. */
+static int wc_fill_segment(const wt_batch *W, batch *b, size_t i, tl_error *e) {
+    if (!W->nrefs[i]) return 0;
+    size_t len = 0;
+    for (size_t j = 0; j < b->nids[i]; j++) {
+        int v = b->ids[i][j];
+        if (v >= 0) len++;
+        else {
+            const miss_ref *mr = &W->refs[i][-v - 1];
+            len += W->mn[W->alias[W->base[mr->tid] + mr->idx]];
+        }
+    }
+    int *out = malloc((len ? len : 1) * sizeof *out);
+    if (!out) return tl_fail(e, "out of memory");
+    size_t o = 0;
+    for (size_t j = 0; j < b->nids[i]; j++) {
+        int v = b->ids[i][j];
+        if (v >= 0) out[o++] = v;
+        else {
+            const miss_ref *mr = &W->refs[i][-v - 1];
+            size_t g = W->alias[W->base[mr->tid] + mr->idx];
+            memcpy(out + o, W->mids[g], W->mn[g] * sizeof *out);
+            o += W->mn[g];
+        }
+    }
+    free(b->ids[i]);
+    b->ids[i] = out;
+    b->nids[i] = len;
+    return 0;
+}
+
+/* The cache only changes the speed: segment i's ids must equal the ids of
+ * the segment encoded whole.  Checked on one segment in 2048, spread over
+ * the run by the running segment count. */
+static int wc_check_segment(const prep *P, const batch *b, size_t i, tl_error *e) {
+    if ((P->seg_counter + i) % 2048 != 0) return 0;
+    int *ref;
+    size_t nref;
+    if (tl_tokenizer_encode(P->tok, b->texts[i], b->lens[i], 0, &ref, &nref, e)) return -1;
+    int r = 0;
+    if (nref != b->nids[i] || memcmp(ref, b->ids[i], nref * sizeof *ref))
+        r = tl_fail(e, "internal error: word-by-word ids differ from whole-segment ids");
+    free(ref);
+    return r;
+}
+
+/* Phase C (parallel) over all segments; the error reported is the one of the
+ * first failing segment, whatever the thread timing. */
+static int wc_fill_markers(const prep *P, batch *b, const wt_batch *W, tl_error *err) {
+    tl_error first_err = {{0}};
+    size_t fail_at = SIZE_MAX;
+    int failed = 0;
 #pragma omp parallel num_threads(P->nt)
-        {
-            tl_error e;
+    {
+        tl_error e;
 #pragma omp for schedule(dynamic, 4)
-            for (size_t i = 0; i < total; i++) {
-                int f;
+        for (size_t i = 0; i < W->total; i++) {
+            int f;
 #pragma omp atomic read
-                f = failed;
-                if (f) continue;
-                int r = 0;
-                if (nrefs[i]) {
-                    size_t len = 0;
-                    for (size_t j = 0; j < b->nids[i]; j++) {
-                        int v = b->ids[i][j];
-                        if (v >= 0) len++;
-                        else {
-                            const miss_ref *mr = &refs[i][-v - 1];
-                            len += mn[alias[base[mr->tid] + mr->idx]];
-                        }
-                    }
-                    int *out = malloc((len ? len : 1) * sizeof *out);
-                    if (!out) r = tl_fail(&e, "out of memory");
-                    size_t o = 0;
-                    for (size_t j = 0; out && j < b->nids[i]; j++) {
-                        int v = b->ids[i][j];
-                        if (v >= 0) out[o++] = v;
-                        else {
-                            const miss_ref *mr = &refs[i][-v - 1];
-                            size_t g = alias[base[mr->tid] + mr->idx];
-                            memcpy(out + o, mids[g], mn[g] * sizeof *out);
-                            o += mn[g];
-                        }
-                    }
-                    if (out) {
-                        free(b->ids[i]);
-                        b->ids[i] = out;
-                        b->nids[i] = len;
-                    }
-                }
-                if (!r && (P->seg_counter + i) % 2048 == 0) {
-                    int *ref;
-                    size_t nref;
-                    r = tl_tokenizer_encode(P->tok, b->texts[i], b->lens[i], 0, &ref, &nref, &e);
-                    if (!r && (nref != b->nids[i] || memcmp(ref, b->ids[i], nref * sizeof *ref)))
-                        r = tl_fail(&e, "internal error: word-by-word ids differ from whole-segment ids");
-                    if (!r) free(ref);
-                }
-                if (r) {
+            f = failed;
+            if (f) continue;
+            int r = wc_fill_segment(W, b, i, &e);
+            if (!r) r = wc_check_segment(P, b, i, &e);
+            if (r) {
 #pragma omp critical(tl_prep_fail)
-                    {
-                        if (i < fail_at) {
-                            fail_at = i;
-                            first_err = e;
-                        }
-                        failed = 1;
+                {
+                    if (i < fail_at) {
+                        fail_at = i;
+                        first_err = e;
                     }
+                    failed = 1;
                 }
             }
         }
-        if (failed) {
-            *err = first_err;
-            rc = -1;
-        }
     }
-    P->seg_counter += total;
-done:
+    if (!failed) return 0;
+    *err = first_err;
+    return -1;
+}
+
+/* Frees the batch's state and empties the threads' missing-word lists. */
+static void wt_batch_free(prep *P, wt_batch *W) {
     for (int t = 0; t < P->nt; t++) {
         wt_clear(&P->caches[t].seen);
         P->caches[t].n_miss = 0;
     }
-    for (size_t i = 0; refs && i < total; i++) free(refs[i]);
-    for (size_t g = 0; mids && g < n_uniq; g++) free(mids[g]);
-    free(alias);
-    free(usrc);
-    free(uhash);
-    free(refs);
-    free(nrefs);
-    free(base);
-    free(mt);
-    free(ml);
-    free(mids);
-    free(mn);
-    free(arena);
+    for (size_t i = 0; W->refs && i < W->total; i++) free(W->refs[i]);
+    for (size_t g = 0; W->mids && g < W->n_uniq; g++) free(W->mids[g]);
+    free(W->alias);
+    free(W->usrc);
+    free(W->uhash);
+    free(W->refs);
+    free(W->nrefs);
+    free(W->base);
+    free(W->mt);
+    free(W->ml);
+    free(W->mids);
+    free(W->mn);
+    free(W->arena);
+}
+
+/* Tokenizes the batch's segments word by word through the shared table (see
+ * "word cache"): phases A, B, C. */
+static int word_tokenize(prep *P, batch *b, size_t total, tl_error *err) {
+    wt_batch W = {0};
+    W.total = total;
+    W.refs = calloc(total ? total : 1, sizeof *W.refs);
+    W.nrefs = calloc(total ? total : 1, sizeof *W.nrefs);
+    int rc = 0;
+    for (size_t i = 0; i < total; i++) b->ids[i] = NULL;
+    if (!W.refs || !W.nrefs || wc_lookup_segments(P, b, &W) || wc_gather_missing(P, &W))
+        rc = tl_fail(err, "out of memory");
+    if (!rc && W.n_miss) rc = wc_encode_missing(P, &W, err);
+    if (!rc) {
+        rc = wc_fill_markers(P, b, &W, err);
+        P->seg_counter += total;
+    }
+    wt_batch_free(P, &W);
     return rc;
 }
 
