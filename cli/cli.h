@@ -26,8 +26,6 @@ int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, lo
 int cli_parse_double(const char *cmd, const char *opt, const char *val, double *out);
 /* Table-driven option parsing: each command lists its options once, and
  * cli_parse walks argv in order, so the first bad option is the one reported. */
-/* True if argv[i] is opt; consumes its value into *val (error if missing). */
-int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad);
 typedef enum {
     CLI_FLAG,   /* no value; sets *(int *)dst = 1, or calls fn(cmd, NULL, dst) when fn is set */
     CLI_INT,    /* *(long *)dst, in [lo, hi] */

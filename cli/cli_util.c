@@ -43,23 +43,6 @@ int cli_parse_double(const char *cmd, const char *opt, const char *val, double *
     return 0;
 }
 
-int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad) {
-    size_t n = strlen(opt);
-    if (strncmp(argv[*i], opt, n) != 0) return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "tinyllama: option %s needs a value\n", opt);
-        *bad = 1;
-        return 1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 /* The option argv[i] names (exact, or before '='), else NULL. */
 static const cli_option *find_option(const char *a, const cli_option *opts, int n, const char **eq_val) {
     for (int k = 0; k < n; k++) {
