@@ -388,14 +388,10 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     if (do_resume && note[0] && rank == 0) fprintf(stderr, "warning: %s\n", note);
-    /* threads: a resumed run keeps the checkpoint's count (rounding, so bit-identity,
-     * depends on it); a new one uses the cores others leave free; ranks of a job keep
-     * all cores, as the launcher placed them */
-    if (!threads && resume_dir[0]) threads = tl_checkpoint_threads(resume_dir);
-    if (world > 1) {
-        if (threads > 0) tl_set_threads((int)threads);
-    } else {
-        cli_threads("train", threads);
+    switch (tl_train_threads(threads, resume_dir, world, &threads)) {
+    case TL_THREADS_GIVEN: tl_set_threads((int)threads); break;
+    case TL_THREADS_FREE_CORES: cli_threads("train", 0); break; /* says so when it is fewer than all */
+    case TL_THREADS_ALL: break;
     }
     int rc;
     if (resume_dir[0]) {
@@ -465,12 +461,11 @@ int cmd_train(int argc, char **argv) {
             const char *p[1] = {sources[k].path};
             rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
         }
-        /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */
-        long sl = rq.seq_len ? rq.seq_len : (mix.n ? mix.src[0].ds.seq_len : 1);
-        for (int k = 0; k < mix.n && !rq.seq_len; k++)
-            if (mix.src[k].ds.seq_len < sl) sl = mix.src[k].ds.seq_len;
-        if (sl > model.cfg.max_seq_len) sl = model.cfg.max_seq_len;
-        if (!rc) rc = tl_mixture_finish(&mix, rq.seed, !rq.sequential, rank, world, (uint64_t)(ramp_tokens / sl), &err);
+        long shortest = mix.n ? mix.src[0].ds.seq_len : 1; /* the sources are open: their lengths are known */
+        for (int k = 0; k < mix.n; k++)
+            if (mix.src[k].ds.seq_len < shortest) shortest = mix.src[k].ds.seq_len;
+        uint64_t ramp = tl_train_ramp_samples(ramp_tokens, rq.seq_len, shortest, model.cfg.max_seq_len);
+        if (!rc) rc = tl_mixture_finish(&mix, rq.seed, !rq.sequential, rank, world, ramp, &err);
         if (rc) {
             cli_error("train", "%s", err.msg);
             tl_mixture_close(&mix);
@@ -503,7 +498,7 @@ int cmd_train(int argc, char **argv) {
         if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
     }
     int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
-    if (rq.seq_len == 0) rq.seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
+    rq.seq_len = tl_train_seq_len(rq.seq_len, data_seq_len, model.cfg.max_seq_len);
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
                        .mixture = n_sources ? &mix : NULL};
     if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */

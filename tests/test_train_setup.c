@@ -1,6 +1,9 @@
 /* test_train_setup.c - the training defaults and what follows from a request:
  * accumulation from the global batch, warmup and decay, evaluation cadence. */
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "train_setup.h"
@@ -129,7 +132,51 @@ static void test_eval_and_bench_cadence(tl_test_ctx *t) {
     CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.shuffle == 0);
 }
 
+static void test_threads(tl_test_ctx *t) {
+    /* a checkpoint written by a run on 3 threads (its train_args.json, as the trainer writes it) */
+    char ck[512], path[600];
+    snprintf(ck, sizeof ck, "%s/threads_ckpt", tl_test_tmpdir());
+    mkdir(ck, 0755);
+    snprintf(path, sizeof path, "%s/train_args.json", ck);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"threads\": 3, \"batch\": 2}\n", f);
+    fclose(f);
+    long n = -7;
+    /* asked for: always that */
+    CHECK(tl_train_threads(5, ck, 1, &n) == TL_THREADS_GIVEN && n == 5);
+    CHECK(tl_train_threads(5, NULL, 4, &n) == TL_THREADS_GIVEN && n == 5);
+    /* resumed: the checkpoint's count, in a job too */
+    CHECK(tl_train_threads(0, ck, 1, &n) == TL_THREADS_GIVEN && n == 3);
+    CHECK(tl_train_threads(0, ck, 2, &n) == TL_THREADS_GIVEN && n == 3);
+    /* a new run: the free cores alone, all cores as a rank of a job */
+    CHECK(tl_train_threads(0, NULL, 1, &n) == TL_THREADS_FREE_CORES && n == 0);
+    CHECK(tl_train_threads(0, "", 1, &n) == TL_THREADS_FREE_CORES);
+    CHECK(tl_train_threads(0, NULL, 2, &n) == TL_THREADS_ALL && n == 0);
+    /* a checkpoint without the count (an older run): as a new run */
+    f = fopen(path, "w");
+    if (f) fputs("{\"batch\": 2}\n", f), fclose(f);
+    CHECK(tl_train_threads(0, ck, 1, &n) == TL_THREADS_FREE_CORES);
+    remove(path);
+    rmdir(ck);
+}
+
+static void test_seq_len_and_ramp(tl_test_ctx *t) {
+    /* asked for wins; else the data's, at most the model's context */
+    CHECK(tl_train_seq_len(32, 128, 64) == 32);
+    CHECK(tl_train_seq_len(0, 128, 64) == 64);
+    CHECK(tl_train_seq_len(0, 48, 64) == 48);
+    /* the ramp in samples of the length training reads */
+    CHECK(tl_train_ramp_samples(1000, 10, 50, 64) == 100);
+    CHECK(tl_train_ramp_samples(1000, 0, 50, 64) == 20);  /* the shortest source's length */
+    CHECK(tl_train_ramp_samples(1000, 0, 500, 100) == 10); /* at most the context */
+    CHECK(tl_train_ramp_samples(0, 0, 50, 64) == 0);
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/threads", test_threads},
+    {"train_setup/seq_len_and_ramp", test_seq_len_and_ramp},
     {"train_setup/defaults", test_defaults},
     {"train_setup/accumulation", test_accumulation},
     {"train_setup/accumulation_must_divide", test_accumulation_must_divide},

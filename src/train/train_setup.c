@@ -68,3 +68,22 @@ int tl_train_setup(const tl_train_request *rq, tl_train_opts *o, const char **fi
     o->bench_every = rq->bench_every > 0 ? rq->bench_every : (rq->eval_every > 0 ? rq->eval_every : 100);
     return 0;
 }
+
+tl_threads_rule tl_train_threads(long requested, const char *resume_dir, int world, long *n) {
+    *n = requested > 0 ? requested : 0;
+    if (!*n && resume_dir && resume_dir[0]) *n = tl_checkpoint_threads(resume_dir);
+    if (*n > 0) return TL_THREADS_GIVEN;
+    return world > 1 ? TL_THREADS_ALL : TL_THREADS_FREE_CORES;
+}
+
+long tl_train_seq_len(long requested, long data_seq_len, long max_seq_len) {
+    if (requested > 0) return requested;
+    return data_seq_len < max_seq_len ? data_seq_len : max_seq_len;
+}
+
+uint64_t tl_train_ramp_samples(long ramp_tokens, long seq_len, long shortest_source, long max_seq_len) {
+    long sl = seq_len > 0 ? seq_len : shortest_source;
+    if (sl > max_seq_len) sl = max_seq_len;
+    if (sl < 1) sl = 1;
+    return (uint64_t)(ramp_tokens / sl);
+}

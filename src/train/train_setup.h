@@ -42,4 +42,23 @@ int tl_train_request_check(const tl_train_request *rq, const char **field, tl_er
  * the validation and benchmark cadence.  Runs tl_train_request_check first. */
 int tl_train_setup(const tl_train_request *rq, tl_train_opts *o, const char **field, tl_error *err);
 
+/* How many threads a run uses. */
+typedef enum {
+    TL_THREADS_GIVEN,      /* *n: the count asked for, or the resumed checkpoint's */
+    TL_THREADS_FREE_CORES, /* one process: the cores other processes leave free (threads.h) */
+    TL_THREADS_ALL,        /* a rank of a job: every core, as the launcher placed it */
+} tl_threads_rule;
+/* requested > 0 wins; a resumed run (resume_dir, else NULL or "") keeps the
+ * count its checkpoint was written with, since the rounding, and so the
+ * bit-identity with an uninterrupted run, depends on it. */
+tl_threads_rule tl_train_threads(long requested, const char *resume_dir, int world, long *n);
+
+/* The tokens per training sequence: requested when > 0, else the data's,
+ * at most the model's context. */
+long tl_train_seq_len(long requested, long data_seq_len, long max_seq_len);
+
+/* A mixture's ramp (ramp_tokens of training) in samples of the length training
+ * reads: seq_len as asked (0: the shortest source's), at most the model's context. */
+uint64_t tl_train_ramp_samples(long ramp_tokens, long seq_len, long shortest_source, long max_seq_len);
+
 #endif
