@@ -393,39 +393,17 @@ int cmd_train(int argc, char **argv) {
     case TL_THREADS_FREE_CORES: cli_threads("train", 0); break; /* says so when it is fewer than all */
     case TL_THREADS_ALL: break;
     }
-    int rc;
-    if (resume_dir[0]) {
-        rc = tl_model_load_hf(resume_dir, &model, &err); /* config from the checkpoint */
-        /* a --preset / --config given with --resume must be the checkpoint's model */
-        tl_config want;
-        char diff[256];
-        if (!rc && (preset || config)) {
-            if (config ? tl_config_load_json(config, &want, &err) : tl_config_preset(preset, &want, &err)) {
-                cli_error("train", "%s", err.msg);
-                tl_model_free(&model);
-                return 1;
-            }
-            want.vocab_size = model.cfg.vocab_size; /* --vocab-size was applied when the run began */
-            if (tl_config_diff(&model.cfg, &want, diff, sizeof diff)) {
-                cli_error("train", "--resume: %s holds a different model than %s %s (%s, checkpoint vs option); "
-                                   "drop the option to continue the checkpoint's model",
-                          resume_dir, config ? "--config" : "--preset", config ? config : preset, diff);
-                tl_model_free(&model);
-                return 2;
-            }
-        }
-    } else if (init) {
-        rc = tl_model_load_hf(init, &model, &err);
-    } else {
-        tl_config cfg;
-        rc = config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset ? preset : "demo", &cfg, &err);
-        if (vocab_size) cfg.vocab_size = (int)vocab_size;
-        if (!rc) rc = tl_model_create(&model, &cfg, &err);
-        if (!rc) tl_model_init_weights(&model, (uint64_t)seed);
+    const tl_train_model_request mrq = {.resume_dir = resume_dir, .init = init, .preset = preset, .config = config,
+                                        .vocab_size = vocab_size, .seed = (uint64_t)seed};
+    int rc = tl_train_model_open(&model, &mrq, &field, &err);
+    if (rc > 0 && !strcmp(field, "vocab_size")) {
+        cli_error("train", "--vocab-size %ld differs from %s", vocab_size, err.msg);
+        return 2;
     }
-    if (!rc && vocab_size && (resume_dir[0] || init) && vocab_size != model.cfg.vocab_size) {
-        cli_error("train", "--vocab-size %ld differs from the checkpoint's %d", vocab_size, model.cfg.vocab_size);
-        tl_model_free(&model);
+    if (rc > 0) { /* a --preset / --config given with --resume must be the checkpoint's model */
+        cli_error("train", "--resume: %s holds a different model than %s %s (%s, checkpoint vs option); drop the option to continue the "
+                           "checkpoint's model", resume_dir, config ? "--config" : "--preset", config ? config : preset,
+                  err.msg);
         return 2;
     }
     if (rc) {

@@ -174,7 +174,55 @@ static void test_seq_len_and_ramp(tl_test_ctx *t) {
     CHECK(tl_train_ramp_samples(0, 0, 50, 64) == 0);
 }
 
+static void test_model_open(tl_test_ctx *t) {
+    tl_error err;
+    const char *field = "x";
+    tl_model m;
+    tl_config demo, test_cfg;
+    CHECK(tl_config_preset("demo", &demo, &err) == 0 && tl_config_preset("test", &test_cfg, &err) == 0);
+    /* nothing named: a new model of the demo preset, its weights from the seed */
+    tl_train_model_request rq = {.seed = 5};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && field == NULL);
+    CHECK(tl_config_diff(&m.cfg, &demo, NULL, 0) == 0);
+    tl_model_free(&m);
+    /* a preset with its vocabulary replaced */
+    rq = (tl_train_model_request){.preset = "test", .vocab_size = 300, .seed = 5};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.cfg.vocab_size == 300 &&
+          m.cfg.dim == test_cfg.dim);
+    float w0 = m.params[0];
+    tl_model_free(&m);
+    rq.seed = 6; /* another seed, other weights */
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.params[0] != w0);
+    /* a checkpoint of it: resume and init load it */
+    char ck[512];
+    snprintf(ck, sizeof ck, "%s/model_open_ckpt", tl_test_tmpdir());
+    CHECK(tl_model_save_hf(ck, &m, &err) == 0);
+    float w1 = m.params[0];
+    tl_model_free(&m);
+    rq = (tl_train_model_request){.resume_dir = ck, .preset = "test"}; /* its preset: fine, vocabulary aside */
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.cfg.vocab_size == 300 && m.params[0] == w1);
+    tl_model_free(&m);
+    rq = (tl_train_model_request){.init = ck, .vocab_size = 300};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.params[0] == w1);
+    tl_model_free(&m);
+    /* contradictions: another preset, another vocabulary */
+    rq = (tl_train_model_request){.resume_dir = ck, .preset = "demo"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "preset"));
+    CHECK_MSG(strstr(err.msg, " vs "), "%s", err.msg);
+    rq = (tl_train_model_request){.resume_dir = ck, .vocab_size = 301};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "vocab_size"));
+    CHECK_MSG(strstr(err.msg, "300"), "%s", err.msg);
+    rq = (tl_train_model_request){.init = ck, .vocab_size = 301};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "vocab_size"));
+    /* errors */
+    rq = (tl_train_model_request){.preset = "no-such-preset"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == -1);
+    rq = (tl_train_model_request){.resume_dir = "/nonexistent/ckpt"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == -1);
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/model_open", test_model_open},
     {"train_setup/threads", test_threads},
     {"train_setup/seq_len_and_ramp", test_seq_len_and_ramp},
     {"train_setup/defaults", test_defaults},

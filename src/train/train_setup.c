@@ -87,3 +87,43 @@ uint64_t tl_train_ramp_samples(long ramp_tokens, long seq_len, long shortest_sou
     if (sl < 1) sl = 1;
     return (uint64_t)(ramp_tokens / sl);
 }
+
+int tl_train_model_open(tl_model *m, const tl_train_model_request *rq, const char **field, tl_error *err) {
+    if (field) *field = NULL;
+    const int resume = rq->resume_dir && rq->resume_dir[0];
+    tl_config cfg;
+    if (resume) {
+        if (tl_model_load_hf(rq->resume_dir, m, err)) return -1; /* the configuration from the checkpoint */
+        if (rq->preset || rq->config) {
+            char diff[256];
+            if (rq->config ? tl_config_load_json(rq->config, &cfg, err) : tl_config_preset(rq->preset, &cfg, err)) {
+                tl_model_free(m);
+                return -1;
+            }
+            cfg.vocab_size = m->cfg.vocab_size; /* a vocabulary size asked for applied when the run began */
+            if (tl_config_diff(&m->cfg, &cfg, diff, sizeof diff)) {
+                if (field) *field = rq->config ? "config" : "preset";
+                tl_fail(err, "%s", diff);
+                tl_model_free(m);
+                return 1;
+            }
+        }
+    } else if (rq->init) {
+        if (tl_model_load_hf(rq->init, m, err)) return -1;
+    } else {
+        if (rq->config ? tl_config_load_json(rq->config, &cfg, err)
+                       : tl_config_preset(rq->preset ? rq->preset : "demo", &cfg, err))
+            return -1;
+        if (rq->vocab_size > 0) cfg.vocab_size = (int)rq->vocab_size;
+        if (tl_model_create(m, &cfg, err)) return -1;
+        tl_model_init_weights(m, rq->seed);
+        return 0;
+    }
+    if (rq->vocab_size > 0 && rq->vocab_size != m->cfg.vocab_size) {
+        if (field) *field = "vocab_size";
+        tl_fail(err, "the checkpoint's %d", m->cfg.vocab_size);
+        tl_model_free(m);
+        return 1;
+    }
+    return 0;
+}

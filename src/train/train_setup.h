@@ -42,6 +42,22 @@ int tl_train_request_check(const tl_train_request *rq, const char **field, tl_er
  * the validation and benchmark cadence.  Runs tl_train_request_check first. */
 int tl_train_setup(const tl_train_request *rq, tl_train_opts *o, const char **field, tl_error *err);
 
+/* The model a run trains. */
+typedef struct {
+    const char *resume_dir;      /* a checkpoint to continue, its model (NULL or "": none) */
+    const char *init;            /* else an HF checkpoint to start from (continual pretraining) */
+    const char *preset, *config; /* else a new model from a preset or a config.json (neither: preset "demo");
+                                  * with resume_dir they must describe the checkpoint's model */
+    long vocab_size;             /* > 0: a new model's vocabulary; a checkpoint's must be this */
+    uint64_t seed;               /* a new model's initial weights */
+} tl_train_model_request;
+
+/* Loads or creates the model of rq into *m.  Returns 0; 1 when rq contradicts
+ * the checkpoint (nothing is kept; *field is "preset", "config" or "vocab_size"
+ * and err says how: the first difference, the checkpoint's value first,
+ * "hidden_size 64 vs 128", or "the checkpoint's 32000"); -1 on an error (err). */
+int tl_train_model_open(tl_model *m, const tl_train_model_request *rq, const char **field, tl_error *err);
+
 /* How many threads a run uses. */
 typedef enum {
     TL_THREADS_GIVEN,      /* *n: the count asked for, or the resumed checkpoint's */
