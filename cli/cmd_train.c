@@ -270,7 +270,7 @@ int cmd_train(int argc, char **argv) {
     long zero = 0;            /* distributed */
     int overlap = 0;          /* distributed */
     double comm_timeout = 300; /* distributed */
-    source_arg sources[TL_MIX_MAX_SOURCES];
+    source_arg src_args[TL_MIX_MAX_SOURCES];
     int n_sources = 0;
     long ramp_tokens = 0;
     const char *bench_args[16], *tokenizer_path = NULL;
@@ -280,7 +280,7 @@ int cmd_train(int argc, char **argv) {
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
     int recompute = 0;
     const int with_cuda = tl_engine_find("cuda") != NULL;
-    source_list srcs = {sources, &n_sources};
+    source_list srcs = {src_args, &n_sources};
     resume_arg res = {&do_resume, &resume};
     const cli_option opts[] = {
         CLI_OPT_LIST("--data", data, MAX_PATHS, &n_data, "too many --data paths"),
@@ -411,74 +411,33 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     tl_data_tokenizer want_tok; /* the data must have been prepared with --tokenizer */
-    memset(&want_tok, 0, sizeof want_tok);
-    if (tokenizer_path) { /* the tokenizer must fit the model's vocabulary */
-        tl_tokenizer *tk = tl_tokenizer_load(tokenizer_path, &err);
-        int tv = tk ? tl_tokenizer_vocab_size(tk) : 0;
-        if (tk) tl_data_tokenizer_of(tk, tokenizer_path, &want_tok);
-        tl_tokenizer_free(tk);
-        if (!tk || tv > model.cfg.vocab_size) {
-            if (tk) cli_error("train", "%s: %d pieces do not fit the model's vocabulary of %d (use --vocab-size)",
-                              tokenizer_path, tv, model.cfg.vocab_size);
-            else cli_error("train", "%s", err.msg);
-            tl_model_free(&model);
-            return 1;
-        }
+    if (tokenizer_path && (rc = tl_train_tokenizer_identify(tokenizer_path, model.cfg.vocab_size, &want_tok, &err))) {
+        cli_error("train", rc > 0 ? "%s (use --vocab-size)" : "%s", err.msg);
+        tl_model_free(&model);
+        return 1;
     }
-    tl_dataset train_ds, val_ds;
-    memset(&train_ds, 0, sizeof train_ds);
-    /* ---- mixture ---- */
-    tl_mixture mix;
-    tl_mixture_init(&mix);
-    /* shards must belong to a complete `prepare` manifest; a directory means its training shards */
-    const tl_dataset_opts train_opts = {.split = "train", .verify = 1}, val_opts = {.split = "val", .verify = 1};
-    mix.open_opts = train_opts;
-    if (n_sources) {
-        rc = 0;
-        for (int k = 0; k < n_sources && !rc; k++) {
-            const char *p[1] = {sources[k].path};
-            rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
-        }
-        long shortest = mix.n ? mix.src[0].ds.seq_len : 1; /* the sources are open: their lengths are known */
-        for (int k = 0; k < mix.n; k++)
-            if (mix.src[k].ds.seq_len < shortest) shortest = mix.src[k].ds.seq_len;
-        uint64_t ramp = tl_train_ramp_samples(ramp_tokens, rq.seq_len, shortest, model.cfg.max_seq_len);
-        if (!rc) rc = tl_mixture_finish(&mix, rq.seed, !rq.sequential, rank, world, ramp, &err);
-        if (rc) {
-            cli_error("train", "%s", err.msg);
-            tl_mixture_close(&mix);
-            tl_model_free(&model);
-            return 1;
-        }
-    } else
-    /* ---- end mixture ---- */
-    if (tl_dataset_open_ex(&train_ds, data, n_data, &train_opts, &err)) {
+    tl_train_source sources[TL_MIX_MAX_SOURCES];
+    for (int k = 0; k < n_sources; k++)
+        sources[k] = (tl_train_source){src_args[k].name, src_args[k].weight, src_args[k].start, src_args[k].path};
+    const tl_train_data_request drq = {.data = data, .n_data = n_data, .sources = sources, .n_sources = n_sources,
+                                       .val = val, .n_val = n_val, .ramp_tokens = ramp_tokens,
+                                       .tokenizer = tokenizer_path ? &want_tok : NULL};
+    tl_train_data td;
+    if (tl_train_data_open(&td, &drq, &rq, rank, model.cfg.max_seq_len, &err)) {
         cli_error("train", "%s", err.msg);
         tl_model_free(&model);
         return 1;
     }
-    rc = n_val ? tl_dataset_open_ex(&val_ds, val, n_val, &val_opts, &err) : 0;
-    for (int k = 0; k < (n_sources ? mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
-        const tl_data_tokenizer *t = n_sources ? &mix.src[k].ds.tok : &train_ds.tok;
-        rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
-    }
-    if (rc) {
-        cli_error("train", "%s", err.msg);
-        if (n_val && val_ds.shards) tl_dataset_close(&val_ds);
-        tl_mixture_close(&mix);
-        tl_dataset_close(&train_ds);
-        tl_model_free(&model);
-        return 1;
-    }
+    tl_mixture *mix = &td.mix;
     if (rank == 0) { /* which files were taken */
-        if (!n_sources) fprintf(stderr, "data: %s\n", train_ds.taken);
-        for (int k = 0; k < mix.n; k++) fprintf(stderr, "source %s: %s\n", mix.src[k].name, mix.src[k].ds.taken);
-        if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
+        if (!n_sources) fprintf(stderr, "data: %s\n", td.train.taken);
+        for (int k = 0; k < mix->n; k++) fprintf(stderr, "source %s: %s\n", mix->src[k].name, mix->src[k].ds.taken);
+        if (n_val) fprintf(stderr, "val-data: %s\n", td.val.taken);
     }
-    int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
+    const int data_seq_len = td.seq_len;
     rq.seq_len = tl_train_seq_len(rq.seq_len, data_seq_len, model.cfg.max_seq_len);
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
-                       .mixture = n_sources ? &mix : NULL};
+                       .mixture = n_sources ? mix : NULL};
     if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
         cli_error("train", "%s: %s", option_of(field), err.msg);
         return 2;
@@ -553,14 +512,14 @@ int cmd_train(int argc, char **argv) {
                     tl_comm_backend(comm), zero, overlap ? " with a communication thread" : "", comm_timeout);
     }
     /* ---- end distributed ---- */
-    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
+    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &td.train, n_val ? &td.val : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
     uint64_t mix_samples = 0; /* mixture totals for the summary */
     int mix_shards = 0;
-    for (int k = 0; k < mix.n; k++) {
-        mix_samples += mix.src[k].ds.n_samples;
-        mix_shards += mix.src[k].ds.n_shards;
+    for (int k = 0; k < mix->n; k++) {
+        mix_samples += mix->src[k].ds.n_samples;
+        mix_shards += mix->src[k].ds.n_shards;
     }
     if (!rc && rank == 0) { /* distributed: rank 0 reports */
         const tl_config *c = &model.cfg;
@@ -569,15 +528,15 @@ int cmd_train(int argc, char **argv) {
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
                 "batch: %ld x %ld tokens x %ld accumulation%s = %ld tokens/step; %ld steps; %d threads; %.0f MB%s\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
-                (unsigned long long)(n_sources ? mix_samples : train_ds.n_samples), data_seq_len,
-                n_sources ? mix_shards : train_ds.n_shards,
+                (unsigned long long)(n_sources ? mix_samples : td.train.n_samples), data_seq_len,
+                n_sources ? mix_shards : td.train.n_shards,
                 n_val ? ", with validation" : "", batch, seq_len, accum, world > 1 ? " x ranks" : "",
                 batch * seq_len * accum * world, steps, tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6,
                 world > 1 ? " per rank" : "");
-        for (int k = 0; k < mix.n; k++) /* mixture */
+        for (int k = 0; k < mix->n; k++) /* mixture */
             fprintf(stderr, "source %s: weight %.6f (start %.6f), %llu samples of %d tokens in %d shard(s)\n",
-                    mix.src[k].name, (double)mix.src[k].w1 / (1 << 24), (double)mix.src[k].w0 / (1 << 24),
-                    (unsigned long long)mix.src[k].ds.n_samples, mix.src[k].ds.seq_len, mix.src[k].ds.n_shards);
+                    mix->src[k].name, (double)mix->src[k].w1 / (1 << 24), (double)mix->src[k].w0 / (1 << 24),
+                    (unsigned long long)mix->src[k].ds.n_samples, mix->src[k].ds.seq_len, mix->src[k].ds.n_shards);
         if (resume_dir[0]) fprintf(stderr, "resuming from %s at step %ld\n", resume_dir, tl_trainer_step(tr));
     }
     if (!rc) {
@@ -596,9 +555,7 @@ int cmd_train(int argc, char **argv) {
     tl_trainer_free(tr);
     tl_comm_free(comm);
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
-    if (n_val) tl_dataset_close(&val_ds);
-    tl_mixture_close(&mix);
-    if (!n_sources) tl_dataset_close(&train_ds);
+    tl_train_data_close(&td);
     tl_model_free(&model);
     if (rc) return 1;
     return stop_requested ? 128 + stop_requested : 0; /* interrupted, as shells report it */

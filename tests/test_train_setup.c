@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "prepare.h"
+#include "tokenizer.h"
 #include "train_setup.h"
 
 static tl_train_request req(long batch, long seq_len, long batch_tokens, int world, long steps) {
@@ -221,7 +223,84 @@ static void test_model_open(tl_test_ctx *t) {
     CHECK(tl_train_model_open(&m, &rq, &field, &err) == -1);
 }
 
+/* A byte-level data set of samples of seq_len + 1 tokens in dir (train-* and val-*). */
+static int byte_data(tl_test_ctx *t, const char *dir, int seq_len) {
+    char txt[600];
+    snprintf(txt, sizeof txt, "%s.txt", dir);
+    FILE *f = fopen(txt, "w");
+    if (!f) return -1;
+    for (int i = 0; i < 200; i++) fprintf(f, "line %d of a small corpus for the data tests\n", i);
+    fclose(f);
+    tl_prepare_opts o;
+    tl_prepare_default_opts(&o);
+    const char *in[1] = {txt};
+    o.byte_level = 1, o.seq_len = seq_len, o.val_fraction = 0.1, o.split_by = TL_SPLIT_SAMPLES;
+    o.out_dir = dir, o.inputs = in, o.n_inputs = 1, o.progress_every = 1e9;
+    tl_prepare_result r;
+    tl_error e;
+    int rc = tl_prepare_run(&o, &r, &e);
+    CHECK_MSG(rc == 0, "prepare %s: %s", dir, e.msg);
+    if (!rc) tl_prepare_result_free(&r);
+    return rc;
+}
+
+static void test_data_open(tl_test_ctx *t) {
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/data_a", tl_test_tmpdir());
+    snprintf(b, sizeof b, "%s/data_b", tl_test_tmpdir());
+    if (byte_data(t, a, 16) || byte_data(t, b, 32)) return;
+    tl_error err;
+    tl_train_request rq = req(2, 0, 0, 1, 10);
+    tl_train_data d;
+    /* a directory: its training shards; as validation data: its val-* shards */
+    const char *paths[1] = {a};
+    tl_train_data_request r = {.data = paths, .n_data = 1, .val = paths, .n_val = 1};
+    CHECK_MSG(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0, "%s", err.msg);
+    CHECK(!d.mixture && d.has_val && d.seq_len == 16 && d.train.n_samples > d.val.n_samples && d.val.n_samples > 0);
+    tl_train_data_close(&d);
+    /* a mixture: its shortest source's samples; the ramp counted in samples of that length */
+    tl_train_source src[2] = {{"a", 0.25, 0.75, a}, {"b", 0.75, -1, b}};
+    r = (tl_train_data_request){.sources = src, .n_sources = 2, .ramp_tokens = 1600};
+    CHECK_MSG(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0, "%s", err.msg);
+    CHECK(d.mixture && !d.has_val && d.seq_len == 16 && d.mix.n == 2 && d.mix.ramp == 100);
+    tl_train_data_close(&d);
+    rq.seq_len = 8; /* training reads 8 tokens of each sample */
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0 && d.mix.ramp == 200);
+    tl_train_data_close(&d);
+    /* data prepared with another tokenizer than the one given is refused */
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    tl_data_tokenizer id;
+    CHECK_MSG(tl_train_tokenizer_identify(tok, 1 << 20, &id, &err) == 0, "%s", err.msg);
+    r = (tl_train_data_request){.data = paths, .n_data = 1, .tokenizer = &id};
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "small_bpe") && strstr(err.msg, "byte-level"), "%s", err.msg);
+    /* missing data */
+    const char *none[1] = {"/nonexistent/shards"};
+    r = (tl_train_data_request){.data = none, .n_data = 1};
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == -1);
+}
+
+static void test_tokenizer_identify(tl_test_ctx *t) {
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    tl_error err;
+    tl_tokenizer *tk = tl_tokenizer_load(tok, &err);
+    CHECK(tk != NULL);
+    if (!tk) return;
+    int n = tl_tokenizer_vocab_size(tk);
+    tl_tokenizer_free(tk);
+    tl_data_tokenizer id;
+    /* the pieces must fit the model's vocabulary, exactly filling it is fine */
+    CHECK(tl_train_tokenizer_identify(tok, n, &id, &err) == 0 && id.vocab_size == n);
+    CHECK(tl_train_tokenizer_identify(tok, n - 1, &id, &err) == 1);
+    CHECK_MSG(strstr(err.msg, "do not fit"), "%s", err.msg);
+    CHECK(tl_train_tokenizer_identify("/nonexistent/tokenizer.model", n, &id, &err) == -1);
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/data_open", test_data_open},
+    {"train_setup/tokenizer_identify", test_tokenizer_identify},
     {"train_setup/model_open", test_model_open},
     {"train_setup/threads", test_threads},
     {"train_setup/seq_len_and_ramp", test_seq_len_and_ramp},

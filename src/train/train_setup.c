@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "tokenizer.h"
+
 tl_train_request tl_train_request_defaults(void) {
     tl_train_request rq = {.batch = 8, .world = 1, .steps = 1000, .warmup = -1, .decay_steps = -1,
                            .opt = tl_adamw_defaults(), .seed = 3407, .eval_every = -1, .eval_batches = 8,
@@ -126,4 +128,65 @@ int tl_train_model_open(tl_model *m, const tl_train_model_request *rq, const cha
         return 1;
     }
     return 0;
+}
+
+int tl_train_tokenizer_identify(const char *path, int vocab_size, tl_data_tokenizer *id, tl_error *err) {
+    tl_tokenizer *tk = tl_tokenizer_load(path, err);
+    if (!tk) return -1;
+    int tv = tl_tokenizer_vocab_size(tk);
+    tl_data_tokenizer_of(tk, path, id);
+    tl_tokenizer_free(tk);
+    if (tv > vocab_size) {
+        tl_fail(err, "%s: %d pieces do not fit the model's vocabulary of %d", path, tv, vocab_size);
+        return 1;
+    }
+    return 0;
+}
+
+int tl_train_data_open(tl_train_data *d, const tl_train_data_request *r, const tl_train_request *rq, int rank,
+                       long max_seq_len, tl_error *err) {
+    memset(d, 0, sizeof *d);
+    tl_mixture_init(&d->mix);
+    d->mixture = r->n_sources > 0;
+    /* shards must belong to a complete `prepare` manifest; a directory means its split */
+    const tl_dataset_opts train_opts = {.split = "train", .verify = 1}, val_opts = {.split = "val", .verify = 1};
+    d->mix.open_opts = train_opts;
+    int rc = 0;
+    if (d->mixture) {
+        for (int k = 0; k < r->n_sources && !rc; k++) {
+            const char *p[1] = {r->sources[k].path};
+            rc = tl_mixture_add(&d->mix, r->sources[k].name, r->sources[k].weight, r->sources[k].start, p, 1, err);
+        }
+        long shortest = d->mix.n ? d->mix.src[0].ds.seq_len : 1; /* the sources are open: their lengths are known */
+        for (int k = 0; k < d->mix.n; k++)
+            if (d->mix.src[k].ds.seq_len < shortest) shortest = d->mix.src[k].ds.seq_len;
+        uint64_t ramp = tl_train_ramp_samples(r->ramp_tokens, rq->seq_len, shortest, max_seq_len);
+        if (!rc) rc = tl_mixture_finish(&d->mix, rq->seed, !rq->sequential, rank, rq->world, ramp, err);
+    } else {
+        rc = tl_dataset_open_ex(&d->train, r->data, r->n_data, &train_opts, err);
+        d->train_open = !rc;
+    }
+    if (!rc && r->n_val) {
+        rc = tl_dataset_open_ex(&d->val, r->val, r->n_val, &val_opts, err);
+        d->has_val = !rc;
+    }
+    tl_data_tokenizer any = {.hash = ""}; /* origin "": not known, so any tokenizer passes */
+    const tl_data_tokenizer *want = r->tokenizer ? r->tokenizer : &any;
+    for (int k = 0; k < (d->mixture ? d->mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
+        const tl_data_tokenizer *t = d->mixture ? &d->mix.src[k].ds.tok : &d->train.tok;
+        rc = tl_data_tokenizer_check(t, want, err) || (d->has_val && tl_data_tokenizer_check(t, &d->val.tok, err));
+    }
+    if (rc) {
+        tl_train_data_close(d);
+        return -1;
+    }
+    d->seq_len = d->mixture ? d->mix.seq_len : d->train.seq_len;
+    return 0;
+}
+
+void tl_train_data_close(tl_train_data *d) {
+    if (d->has_val) tl_dataset_close(&d->val);
+    if (d->train_open) tl_dataset_close(&d->train);
+    tl_mixture_close(&d->mix);
+    d->has_val = d->train_open = 0;
 }

@@ -58,6 +58,47 @@ typedef struct {
  * "hidden_size 64 vs 128", or "the checkpoint's 32000"); -1 on an error (err). */
 int tl_train_model_open(tl_model *m, const tl_train_model_request *rq, const char **field, tl_error *err);
 
+/* ---- the data of a run ---- */
+typedef struct {
+    const char *name;
+    double weight, start; /* start < 0: the final weight from the start */
+    const char *path;     /* as a --data path */
+} tl_train_source;
+
+typedef struct {
+    const char *const *data; /* training shards: files, globs, directories (their train-*.bin) */
+    int n_data;
+    const tl_train_source *sources; /* or a mixture of named sources (data unused) */
+    int n_sources;
+    const char *const *val;  /* validation shards; a directory means its val-*.bin */
+    int n_val;
+    long ramp_tokens;        /* a mixture's move from start to final weights, in training tokens */
+    const tl_data_tokenizer *tokenizer; /* the one the data must be prepared with; NULL: any (one for all) */
+} tl_train_data_request;
+
+typedef struct {
+    tl_dataset train;  /* without a mixture */
+    tl_mixture mix;    /* with sources */
+    tl_dataset val;    /* with validation shards */
+    int mixture, has_val;
+    int seq_len;       /* the samples' length (a mixture: its shortest source's) */
+    int train_open;
+} tl_train_data;
+
+/* Opens the data of a run: every shard must be listed in a complete `prepare`
+ * manifest, and all were prepared with one tokenizer (r->tokenizer when given).
+ * A mixture is finished for this rank with rq's seed, order, ranks and sequence
+ * length (0: the shortest source's, at most max_seq_len).  On failure nothing
+ * stays open. */
+int tl_train_data_open(tl_train_data *d, const tl_train_data_request *r, const tl_train_request *rq, int rank,
+                       long max_seq_len, tl_error *err);
+void tl_train_data_close(tl_train_data *d);
+
+/* The identity of the tokenizer file a run's data was prepared with (for
+ * tl_train_data_request.tokenizer).  Returns 0; 1 when its pieces do not fit a
+ * model vocabulary of vocab_size (err says so); -1 when it cannot be loaded. */
+int tl_train_tokenizer_identify(const char *path, int vocab_size, tl_data_tokenizer *id, tl_error *err);
+
 /* How many threads a run uses. */
 typedef enum {
     TL_THREADS_GIVEN,      /* *n: the count asked for, or the resumed checkpoint's */
