@@ -460,7 +460,6 @@ int cmd_train(int argc, char **argv) {
             char spec[4096], *labels = NULL;
             snprintf(spec, sizeof spec, "%s", bench_args[k]);
             char *colon = strchr(spec, ':');
-            tl_task_kind kind;
             if (!colon) {
                 cli_error("train", "--bench expects TASK:DATA[:LABELS], got '%s'", bench_args[k]);
                 tl_tokenizer_free(tok);
@@ -472,8 +471,7 @@ int cmd_train(int argc, char **argv) {
                 *c2 = '\0';
                 labels = c2 + 1;
             }
-            if (tl_task_from_name(spec, &kind, &err) ||
-                !(bench[n_loaded] = tl_eval_task_load(kind, data_path, labels, bench_limit, tok, TL_EVAL_TOK_HF, &err))) {
+            if (!(bench[n_loaded] = tl_train_bench_load(spec, data_path, labels, bench_limit, tok, &err))) {
                 cli_error("train", "--bench %s: %s", bench_args[k], err.msg);
                 tl_tokenizer_free(tok);
                 return 1;

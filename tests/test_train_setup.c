@@ -298,7 +298,28 @@ static void test_tokenizer_identify(tl_test_ctx *t) {
     CHECK(tl_train_tokenizer_identify("/nonexistent/tokenizer.model", n, &id, &err) == -1);
 }
 
+static void test_bench_load(tl_test_ctx *t) {
+    char tp[600], data[600], labels[600];
+    snprintf(tp, sizeof tp, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    snprintf(data, sizeof data, "%s/eval/piqa.jsonl", tl_test_fixture_dir());
+    snprintf(labels, sizeof labels, "%s/eval/piqa-labels.lst", tl_test_fixture_dir());
+    tl_error err;
+    tl_tokenizer *tok = tl_tokenizer_load(tp, &err);
+    CHECK(tok != NULL);
+    if (!tok) return;
+    /* training scores as lm-evaluation-harness does with HF tokenizers */
+    tl_eval_task *a = tl_train_bench_load("piqa", data, labels, 3, tok, &err);
+    CHECK_MSG(a != NULL, "%s", err.msg);
+    if (a) CHECK(a->kind == TL_TASK_PIQA && a->n_docs == 3 && a->tok_mode == TL_EVAL_TOK_HF);
+    tl_eval_task_free(a);
+    CHECK(tl_train_bench_load("no_such_task", data, NULL, 0, tok, &err) == NULL);
+    CHECK_MSG(strstr(err.msg, "no_such_task"), "%s", err.msg);
+    CHECK(tl_train_bench_load("piqa", data, NULL, 0, tok, &err) == NULL); /* piqa needs its labels */
+    tl_tokenizer_free(tok);
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/bench_load", test_bench_load},
     {"train_setup/data_open", test_data_open},
     {"train_setup/tokenizer_identify", test_tokenizer_identify},
     {"train_setup/model_open", test_model_open},

@@ -190,3 +190,10 @@ void tl_train_data_close(tl_train_data *d) {
     tl_mixture_close(&d->mix);
     d->has_val = d->train_open = 0;
 }
+
+tl_eval_task *tl_train_bench_load(const char *task, const char *data, const char *labels, long limit,
+                                  const tl_tokenizer *tok, tl_error *err) {
+    tl_task_kind kind;
+    if (tl_task_from_name(task, &kind, err)) return NULL;
+    return tl_eval_task_load(kind, data, labels, limit, tok, TL_EVAL_TOK_HF, err);
+}

@@ -99,6 +99,12 @@ void tl_train_data_close(tl_train_data *d);
  * model vocabulary of vocab_size (err says so); -1 when it cannot be loaded. */
 int tl_train_tokenizer_identify(const char *path, int vocab_size, tl_data_tokenizer *id, tl_error *err);
 
+/* A zero-shot benchmark scored during training (task by name, e.g. "piqa"; labels:
+ * piqa's label file, else NULL): its first limit examples (0: all), tokenized as
+ * lm-evaluation-harness does with an HF tokenizer, as the scores are compared with it. */
+tl_eval_task *tl_train_bench_load(const char *task, const char *data, const char *labels, long limit,
+                                  const tl_tokenizer *tok, tl_error *err);
+
 /* How many threads a run uses. */
 typedef enum {
     TL_THREADS_GIVEN,      /* *n: the count asked for, or the resumed checkpoint's */
