@@ -41,7 +41,7 @@ typedef struct {
     long lo, hi;
     int *count;                                         /* CLI_LIST */
     const char *full;                                   /* CLI_LIST: the message when it is full */
-    int (*fn)(const char *cmd, const char *val, void *dst); /* CLI_CALL: 0, or -1 after saying why */
+    int (*fn)(const char *cmd, const char *val, void *dst); /* CLI_CALL, CLI_FLAG: 0, or -1 after saying why */
     int optional; /* CLI_CALL: the value is `--opt=V` or a next word not starting with '-', else absent */
     const char *help; /* optional one-line description */
 } cli_option;
