@@ -487,16 +487,12 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "--precision must be bf16 or fp32");
         return 2;
     }
-    const tl_engine_kind *kind = device ? tl_engine_find(device) : tl_engine_default();
+    const tl_engine_kind *kind = tl_train_use_engine(&o, device, &eopts);
     if (!kind) {
         cli_error("train", "--device must be cpu or cuda");
         return 2;
     }
-    if (strcmp(kind->name, "cpu")) { /* the CPU engine is the trainer's default (a NULL factory) */
-        o.engine = kind->create;
-        o.engine_user = &eopts;
-        fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
-    }
+    if (o.engine) fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
     rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);

@@ -318,7 +318,28 @@ static void test_bench_load(tl_test_ctx *t) {
     tl_tokenizer_free(tok);
 }
 
+static void test_use_engine(tl_test_ctx *t) {
+    tl_train_opts o;
+    memset(&o, 0, sizeof o);
+    tl_engine_opts eo = {.fp32 = 1};
+    /* the CPU engine is the trainer's own: no factory */
+    const tl_engine_kind *k = tl_train_use_engine(&o, "cpu", &eo);
+    CHECK(k && !strcmp(k->name, "cpu") && o.engine == NULL && o.engine_user == NULL);
+    CHECK(tl_train_use_engine(&o, "no-such-engine", &eo) == NULL);
+    /* none named: the build's default, a GPU engine with its options when there is one */
+    k = tl_train_use_engine(&o, NULL, &eo);
+    CHECK(k == tl_engine_default());
+    if (k && strcmp(k->name, "cpu")) CHECK(o.engine == k->create && o.engine_user == &eo);
+    /* a CUDA build: naming it sets its factory; back to the CPU one clears it */
+    const tl_engine_kind *cuda = tl_engine_find("cuda");
+    if (cuda) {
+        CHECK(tl_train_use_engine(&o, "cuda", &eo) == cuda && o.engine == cuda->create && o.engine_user == &eo);
+        CHECK(tl_train_use_engine(&o, "cpu", &eo) && o.engine == NULL);
+    }
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/use_engine", test_use_engine},
     {"train_setup/bench_load", test_bench_load},
     {"train_setup/data_open", test_data_open},
     {"train_setup/tokenizer_identify", test_tokenizer_identify},

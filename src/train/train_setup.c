@@ -197,3 +197,12 @@ tl_eval_task *tl_train_bench_load(const char *task, const char *data, const char
     if (tl_task_from_name(task, &kind, err)) return NULL;
     return tl_eval_task_load(kind, data, labels, limit, tok, TL_EVAL_TOK_HF, err);
 }
+
+const tl_engine_kind *tl_train_use_engine(tl_train_opts *o, const char *device, const tl_engine_opts *eo) {
+    const tl_engine_kind *kind = device ? tl_engine_find(device) : tl_engine_default();
+    if (!kind) return NULL;
+    const int cpu = !strcmp(kind->name, "cpu"); /* the CPU engine is the trainer's own (a NULL factory) */
+    o->engine = cpu ? NULL : kind->create;
+    o->engine_user = cpu ? NULL : (void *)eo;
+    return kind;
+}

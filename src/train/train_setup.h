@@ -105,6 +105,11 @@ int tl_train_tokenizer_identify(const char *path, int vocab_size, tl_data_tokeni
 tl_eval_task *tl_train_bench_load(const char *task, const char *data, const char *labels, long limit,
                                   const tl_tokenizer *tok, tl_error *err);
 
+/* The engine a run steps on: device by name, NULL for tl_engine_default() (a
+ * GPU when there is one), with eo (borrowed until the run ends).  Sets o's engine
+ * fields and returns the kind; NULL when this build has no such engine. */
+const tl_engine_kind *tl_train_use_engine(tl_train_opts *o, const char *device, const tl_engine_opts *eo);
+
 /* How many threads a run uses. */
 typedef enum {
     TL_THREADS_GIVEN,      /* *n: the count asked for, or the resumed checkpoint's */
