@@ -49,18 +49,16 @@ static int empty_dir(const char *path) {
 
 int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            return 0;
-        } else if (cli_opt(argc, argv, &i, "--to-hf", &in, &bad) || cli_opt(argc, argv, &i, "--out", &out, &bad)) {
-            if (bad) return 2;
-        } else {
-            cli_error("convert", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const cli_option opts[] = {
+        CLI_OPT_STR("--to-hf", &in),
+        CLI_OPT_STR("--out", &out),
+    };
+    int prc = cli_parse("convert", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        return 0;
     }
+    if (prc) return prc;
     if (!in || !out) {
         cli_error("convert", "give --to-hf FILE.gguf and --out DIR (see --help)");
         return 2;
