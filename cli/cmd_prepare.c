@@ -32,7 +32,10 @@ static void help(void) {
            "  --exclude KEY=VALUE  skip JSON documents whose string field KEY (dotted path) is\n"
            "                       VALUE (repeatable)\n"
            "  --exclude-meta K=V   the same for meta.K, e.g. redpajama_set_name=RedPajamaGithub\n"
-           "  --format F           jsonl or txt for every input, whatever its name\n"
+           "  --format F           jsonl or txt for every input, whatever its name; chat: JSONL\n"
+           "                       conversations with a loss mask for `train --sft`\n"
+           "                       (docs/finetuning.md)\n"
+           "  --chat-template T    chat: zephyr (TinyLlama-Chat, default), llama2 or chatml\n"
            "  --txt-docs MODE      file: a .txt file is one document (default);\n"
            "                       paragraphs: each block of lines between blank lines is one\n"
            "  --max-doc-bytes N    JSON lines longer than this are skipped and counted\n"
@@ -98,6 +101,25 @@ static void on_progress(const tl_prepare_progress *p, void *user) {
             ps->tty ? "\r\033[K" : "", 100 * frac, p->file_index + 1, p->n_files, (double)p->bytes_read / 1e6,
             (double)p->bytes_total / 1e6, mbs, docs, toks, p->done ? "took" : "ETA", t,
             ps->tty && !p->done ? "" : "\n");
+}
+
+/* --format chat: every bad conversation line (the first ones) and the counts. */
+static int report_chat(const tl_prepare_result *r) {
+    const tl_prepare_chat *c = &r->chat;
+    uint64_t bad = 0;
+    for (int s = 1; s < TL_CONV_N_STATUS; s++) bad += c->bad[s];
+    for (int i = 0; i < c->n_issues; i++) fprintf(stderr, "warning: %s\n", c->issues[i]);
+    if (bad > (uint64_t)c->n_issues)
+        fprintf(stderr, "warning: ... and %llu more bad line(s)\n", (unsigned long long)(bad - (uint64_t)c->n_issues));
+    printf("%llu conversations (%llu target tokens, %llu padding tokens); %llu cut to --seq-len (%llu tokens cut); "
+           "%llu skipped",
+           (unsigned long long)c->conversations, (unsigned long long)c->target_tokens,
+           (unsigned long long)c->padded_tokens, (unsigned long long)c->truncated,
+           (unsigned long long)c->truncated_tokens, (unsigned long long)bad);
+    for (int s = 1; s < TL_CONV_N_STATUS; s++)
+        if (c->bad[s]) printf(", %llu %s", (unsigned long long)c->bad[s], tl_conv_status_name(s));
+    printf("\n");
+    return bad > 0;
 }
 
 /* Prints what was skipped or repaired for one input ("" if nothing). */
@@ -172,7 +194,11 @@ int cmd_prepare(int argc, char **argv) {
             if (bad) goto done;
             if (!strcmp(v, "jsonl")) o.format = TL_FMT_JSONL;
             else if (!strcmp(v, "txt")) o.format = TL_FMT_TXT;
-            else { cli_error("prepare", "--format must be jsonl or txt"); goto done; }
+            else if (!strcmp(v, "chat")) o.format = TL_FMT_CHAT;
+            else { cli_error("prepare", "--format must be jsonl, txt or chat"); goto done; }
+        } else if (cli_opt(argc, argv, &i, "--chat-template", &v, &bad)) {
+            if (bad) goto done;
+            o.chat_template = v;
         } else if (cli_opt(argc, argv, &i, "--txt-docs", &v, &bad)) {
             if (bad) goto done;
             if (!strcmp(v, "file")) o.txt_mode = TL_TXT_FILE;
@@ -244,6 +270,7 @@ int cmd_prepare(int argc, char **argv) {
     double dt = tl_now() - t0;
     int any_bad = 0;
     for (int i = 0; i < r.n_inputs; i++) any_bad |= report_bad(r.inputs[i].path, &r.inputs[i]);
+    if (o.format == TL_FMT_CHAT) any_bad |= report_chat(&r);
     const tl_prepare_input *t = &r.total;
     printf("%llu documents (%.1f MB of text) -> %llu tokens in %.1f s (%.2f MB/s)\n", (unsigned long long)t->documents,
            (double)t->text_bytes / 1e6, (unsigned long long)t->tokens, dt, dt > 0 ? (double)t->text_bytes / 1e6 / dt : 0);
