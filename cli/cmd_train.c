@@ -30,6 +30,8 @@ static void help(void) {
         "  --val-data PATH      held-out shards for validation loss / perplexity; a directory\n"
         "                       means its val-*.bin (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "  --sft                supervised fine-tuning on chat data (prepare --format chat): the\n"
+        "                       loss is the mean over the replies' tokens (docs/finetuning.md)\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
         "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
@@ -278,7 +280,7 @@ int cmd_train(int argc, char **argv) {
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
-    int recompute = 0;
+    int recompute = 0, sft = 0;
     const int with_cuda = tl_engine_find("cuda") != NULL;
     source_list srcs = {sources, &n_sources};
     resume_arg res = {&do_resume, &resume};
@@ -323,6 +325,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--sequential", &rq.sequential),
         CLI_OPT_FLAG("--quiet", &quiet),
         CLI_OPT_FLAG("--overwrite", &overwrite),
+        CLI_OPT_FLAG("--sft", &sft),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
         /* the CUDA build's options last: a CPU-only build parses without them */
         CLI_OPT_STR("--device", &device),
@@ -505,7 +508,7 @@ int cmd_train(int argc, char **argv) {
     int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
     if (rq.seq_len == 0) rq.seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
-                       .mixture = n_sources ? &mix : NULL};
+                       .mixture = n_sources ? &mix : NULL, .sft = sft};
     if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
         cli_error("train", "%s: %s", option_of(field), err.msg);
         return 2;

@@ -39,9 +39,65 @@ else
 fi
 expect_fail "prepare --strict on bad chat lines" "bad input found" \
     "$BIN" prepare --format chat --tokenizer "$TOK" --seq-len 48 --val-count 0 --strict --out "$T/chat2" "$T/chat.jsonl"
+printf 'plain text for a plain data set, long enough for a sample or two of bytes\n%.0s' 1 2 3 4 >"$T/plain.txt"
+"$BIN" prepare --byte-level --seq-len 32 --val-count 0 --out "$T/plain" "$T/plain.txt" >/dev/null 2>&1
 expect_fail "prepare --format chat --byte-level" "needs a --tokenizer" \
     "$BIN" prepare --format chat --byte-level --out "$T/chat3" "$T/chat.jsonl"
 expect_fail "prepare --chat-template unknown" "unknown chat template 'vicuna'" \
     "$BIN" prepare --format chat --chat-template vicuna --tokenizer "$TOK" --out "$T/chat4" "$T/chat.jsonl"
+
+# --- train --sft: from the fixture's tiny model on its conversations (TRL-checked in test_sft.c)
+"$BIN" prepare --format chat --tokenizer "$TOK" --seq-len 63 --val-count 1 --out "$T/sft" \
+    "$FIX/sft/convs.jsonl" "$FIX/sft/convs.jsonl" >/dev/null 2>&1 || fail "prepare the fixture conversations"
+INIT=(--init "$FIX/sft/model")
+COMMON=(--tokenizer "$TOK" --data "$T/sft" --val-data "$T/sft" --sft --sequential
+        --lr 1e-2 --warmup 0 --steps 4 --eval-every 2 --quiet --threads 1)
+losses() { grep -o '"loss": [-0-9.e]*' "$1" | cut -d' ' -f2; }
+vals() { grep -o '"val_loss": [-0-9.e]*' "$1" | cut -d' ' -f2; }
+if "$BIN" train "${INIT[@]}" "${COMMON[@]}" --batch 1 --batch-tokens 126 --ckpt-every 2 --out "$T/run" >"$T/run.out" 2>&1 &&
+    [ "$(losses "$T/run/log.jsonl" | wc -l)" = 4 ] && [ "$(vals "$T/run/log.jsonl" | wc -l)" = 2 ] &&
+    [ -f "$T/run/step-00000004/model.safetensors" ]; then
+    ok "train --sft with accumulation and validation"
+else
+    fail "train --sft: $(tail -c 600 "$T/run.out")"
+fi
+# the held-out conversation's loss (replies only) falls
+if vals "$T/run/log.jsonl" | awk 'NR == 1 {a = $1} NR == 2 {b = $1} END {exit !(b < a)}'; then
+    ok "train --sft lowers the held-out reply loss"
+else
+    fail "train --sft held-out loss: $(vals "$T/run/log.jsonl" | tr '\n' ' ')"
+fi
+# resume from step 2 continues bit-identically
+rm -rf "$T/run2" && cp -r "$T/run" "$T/run2" && rm -rf "$T/run2/step-00000004" && ln -sfn step-00000002 "$T/run2/latest"
+if "$BIN" train "${COMMON[@]}" --batch 1 --batch-tokens 126 --ckpt-every 2 --out "$T/run2" --resume >"$T/run2.out" 2>&1 &&
+    cmp -s "$T/run/step-00000004/model.safetensors" "$T/run2/step-00000004/model.safetensors"; then
+    ok "train --sft resume is bit-identical"
+else
+    fail "train --sft resume: $(tail -c 600 "$T/run2.out")"
+fi
+expect_fail "chat data without --sft" "train on them with --sft" \
+    "$BIN" train --init "$FIX/sft/model" --tokenizer "$TOK" --data "$T/sft" --steps 1 --quiet --out "$T/x1"
+expect_fail "--sft on plain token data" "no loss mask" \
+    "$BIN" train --preset test --data "$T/plain" --sft --steps 1 --quiet --out "$T/x2"
+expect_fail "--sft with another sequence length" "must be the chat shards'" \
+    "$BIN" train "${INIT[@]}" "${COMMON[@]}" --seq-len 32 --out "$T/x3"
+
+# --- MPI: 2 ranks of 1 sequence give the loss of 1 rank with 2 (the mean over the replies' tokens)
+if command -v mpirun >/dev/null; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+    export OMPI_MCA_mca_base_component_disable_dlclose=1
+    "$BIN" train "${INIT[@]}" "${COMMON[@]}" --batch 2 --out "$T/one" >/dev/null 2>&1
+    for z in 0 2; do
+        mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train "${INIT[@]}" "${COMMON[@]}" --batch 1 --batch-tokens 126 \
+            --zero $z --out "$T/two$z" >"$T/two$z.out" 2>&1
+        if paste <(losses "$T/one/log.jsonl") <(losses "$T/two$z/log.jsonl") |
+            awk 'NF != 2 {bad = 1} NF == 2 {d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4) bad = 1; n++} END {exit bad || n != 4}'; then
+            ok "train --sft on 2 ranks (zero $z) = 1 rank"
+        else
+            fail "train --sft on 2 ranks (zero $z): $(paste <(losses "$T/one/log.jsonl") <(losses "$T/two$z/log.jsonl") | tr '\n' ' ') $(tail -c 300 "$T/two$z.out")"
+        fi
+    done
+fi
 
 finish

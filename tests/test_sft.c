@@ -13,6 +13,7 @@
 #include "prepare.h"
 #include "safetensors.h"
 #include "tokenizer.h"
+#include "train.h"
 
 #define SFT_SEQ 63 /* gen_sft_fixtures.py's SEQ */
 
@@ -292,10 +293,146 @@ static void test_masked_shards(tl_test_ctx *t) {
     CHECK(tl_batch_targets(tok, NULL, 1, 4, in, tg) == 4 && tg[3] == 2);
 }
 
+/* ---- train --sft ---- */
+
+typedef struct {
+    double loss[8], norm[8];
+    int n;
+} sft_log;
+
+static void on_event(const tl_train_event *ev, void *user) {
+    sft_log *l = user;
+    if (ev->kind == TL_EV_STEP && l->n < 8) {
+        l->loss[l->n] = ev->loss;
+        l->norm[l->n++] = ev->grad_norm;
+    }
+}
+
+/* Trains the fixture model on the fixture's chat data, B x accum sequences a
+ * step in file order, `steps` steps; with resume_at, in two runs: to resume_at,
+ * then on from that checkpoint.  The final parameters in *params (malloc'd). */
+static int sft_run(tl_test_ctx *t, tl_dataset *d, const char *out, int B, int accum, int steps, int resume_at,
+                   sft_log *log, float **params) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
+    int rc = 0;
+    for (int phase = 0; phase < (resume_at ? 2 : 1) && !rc; phase++) {
+        tl_model m;
+        tl_error err;
+        if (tl_model_load_hf(path, &m, &err)) {
+            CHECK_MSG(0, "%s", err.msg);
+            return -1;
+        }
+        tl_train_opts o = {.batch = B, .seq_len = SFT_SEQ, .accum = accum, .steps = resume_at && !phase ? resume_at : steps,
+                           .opt = tl_adamw_defaults(), .seed = 1, .shuffle = 0, .out_dir = out, .keep = 0,
+                           .overwrite = 1, .sft = 1};
+        o.opt.lr = 1e-2;
+        o.opt.warmup_steps = 0;
+        o.opt.decay_steps = steps;
+        tl_trainer *tr = tl_trainer_create(&m, d, NULL, &o, &err);
+        CHECK_MSG(tr != NULL, "%s", err.msg);
+        rc = tr ? 0 : -1;
+        if (!rc && phase) {
+            char ck[700];
+            snprintf(ck, sizeof ck, "%s/step-%08d", out, resume_at);
+            rc = tl_trainer_resume(tr, ck, &err);
+            CHECK_MSG(rc == 0, "resume: %s", err.msg);
+        }
+        if (!rc) {
+            rc = tl_trainer_run(tr, on_event, log, NULL, &err);
+            CHECK_MSG(rc == 0, "%s", err.msg);
+        }
+        if (!rc && o.steps == steps) {
+            *params = malloc(sizeof(float) * m.n_params);
+            memcpy(*params, m.params, sizeof(float) * m.n_params);
+        }
+        tl_trainer_free(tr);
+        tl_model_free(&m);
+    }
+    return rc;
+}
+
+static void test_sft_train(tl_test_ctx *t) {
+    tl_dataset d;
+    char dir[600], out[700];
+    snprintf(dir, sizeof dir, "%s/sft_train_data", tl_test_tmpdir());
+    if (prepare_fixture(t, dir, &d)) return;
+    tl_safetensors st;
+    tl_error err;
+    char path[600];
+    snprintf(path, sizeof path, "%s/sft_expected.safetensors", tl_test_fixture_dir());
+    if (tl_st_open(&st, path, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        tl_dataset_close(&d);
+        return;
+    }
+    /* TRL's loss and gradient norm of the three conversations as one batch */
+    float wl = NAN;
+    const tl_st_tensor *le = tl_st_find(&st, "loss");
+    if (le) tl_st_read_f32(&st, le, &wl, 1, &err);
+    double sq = 0;
+    for (int i = 0; i < st.n; i++) {
+        const tl_st_tensor *e = &st.tensors[i];
+        if (strncmp(e->name, "grad.", 5)) continue;
+        float *g = malloc(sizeof(float) * e->numel);
+        if (g && !tl_st_read_f32(&st, e, g, e->numel, &err))
+            for (size_t k = 0; k < e->numel; k++) sq += (double)g[k] * g[k];
+        free(g);
+    }
+    tl_st_close(&st);
+    /* one step of the three as one micro-batch, and as three micro-batches of one (their
+     * target counts differ: an unweighted mean of the micro-batch means would not match) */
+    sft_log a = {0}, b = {0}, c = {0}, r = {0};
+    float *pa = NULL, *pb = NULL, *pc = NULL, *pr = NULL;
+    snprintf(out, sizeof out, "%s/sft_run_a", tl_test_tmpdir());
+    sft_run(t, &d, out, 3, 1, 1, 0, &a, &pa);
+    snprintf(out, sizeof out, "%s/sft_run_b", tl_test_tmpdir());
+    sft_run(t, &d, out, 1, 3, 1, 0, &b, &pb);
+    CHECK(a.n == 1 && b.n == 1);
+    CHECK_MSG(fabs(a.loss[0] - wl) < 1e-5 * wl && fabs(b.loss[0] - wl) < 1e-5 * wl, "loss %.7f / %.7f, TRL %.7f",
+              a.loss[0], b.loss[0], wl);
+    CHECK_MSG(fabs(a.norm[0] - sqrt(sq)) < 1e-4 * sqrt(sq) && fabs(b.norm[0] - sqrt(sq)) < 1e-4 * sqrt(sq),
+              "gradient norm %.7f / %.7f, torch %.7f", a.norm[0], b.norm[0], sqrt(sq));
+    /* bit-identical resume, across an epoch boundary */
+    snprintf(out, sizeof out, "%s/sft_run_c", tl_test_tmpdir());
+    sft_run(t, &d, out, 1, 2, 4, 0, &c, &pc);
+    snprintf(out, sizeof out, "%s/sft_run_r", tl_test_tmpdir());
+    sft_run(t, &d, out, 1, 2, 4, 2, &r, &pr);
+    CHECK(c.n == 4 && r.n == 4 && c.loss[3] < c.loss[0]);
+    tl_model m;
+    snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
+    if (pc && pr && tl_model_load_hf(path, &m, &err) == 0) {
+        CHECK(memcmp(pc, pr, sizeof(float) * m.n_params) == 0);
+        tl_model_free(&m);
+    } else {
+        CHECK(0);
+    }
+    for (int i = 0; i < 4; i++) CHECK(c.loss[i] == r.loss[i]);
+    /* chat data only with sft, and sft only on chat data */
+    tl_model m2;
+    if (tl_model_load_hf(path, &m2, &err) == 0) {
+        tl_train_opts o = {.batch = 1, .seq_len = SFT_SEQ, .accum = 1, .steps = 1, .opt = tl_adamw_defaults(),
+                           .out_dir = out};
+        o.opt.decay_steps = 1;
+        o.opt.warmup_steps = 0;
+        CHECK(tl_trainer_create(&m2, &d, NULL, &o, &err) == NULL && strstr(err.msg, "--sft"));
+        o.sft = 1;
+        o.seq_len = 32;
+        CHECK(tl_trainer_create(&m2, &d, NULL, &o, &err) == NULL && strstr(err.msg, "sequence length"));
+        tl_model_free(&m2);
+    }
+    free(pa);
+    free(pb);
+    free(pc);
+    free(pr);
+    tl_dataset_close(&d);
+}
+
 const tl_test tests_sft[] = {
     {"sft/conv_parse", test_conv_parse},
     {"sft/render_spans", test_chat_render_spans},
     {"sft/masked_shards", test_masked_shards},
     {"sft/matches_trl", test_sft_matches_trl},
+    {"sft/train", test_sft_train},
     {NULL, NULL},
 };

@@ -21,6 +21,11 @@ struct tl_trainer {
     tl_engine *eng;
     tl_train_state st;
     int *tokens, *inputs, *targets;
+    /* sft: the step's micro-batches, read before the first forward (their target counts
+     * weight them), as tokens with masks and as inputs/targets */
+    int *sft_tokens, *sft_inputs, *sft_targets;
+    uint8_t *sft_mask;
+    long *sft_count;
     char log_path[4096];
     int log_fd;          /* -1: not open (ranks other than 0) */
     char *log_pending;   /* lines not yet written (a failed write is retried) */
@@ -70,8 +75,14 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
             tl_fail(err, "sequence length %d is longer than the mixture sources' %d", o->seq_len, o->mixture->seq_len);
             return NULL;
         }
-        for (int i = 0; i < o->mixture->n; i++)
+        for (int i = 0; i < o->mixture->n; i++) {
             if (tl_dataset_check_vocab(&o->mixture->src[i].ds, m->cfg.vocab_size, err)) return NULL;
+            if (o->mixture->src[i].ds.masked) { /* sft */
+                tl_fail(err, "mixture source %s holds chat data with a loss mask: train on it alone with --sft",
+                        o->mixture->src[i].name);
+                return NULL;
+            }
+        }
     } else if (!train) {
         tl_fail(err, "no training data");
         return NULL;
@@ -85,6 +96,27 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "sequence length %d is longer than the validation shards' %d", o->seq_len, val->seq_len);
         return NULL;
     }
+    /* ---- sft: masked chat data, trained only with --sft ---- */
+    if (o->sft && (o->mixture || !train || !train->masked)) {
+        tl_fail(err, "--sft trains on chat data (prepare --format chat): %s",
+                o->mixture ? "not on a --source mixture" : "the training shards hold no loss mask");
+        return NULL;
+    }
+    if (o->sft && (o->seq_len != train->seq_len || (val && val->seq_len != train->seq_len))) {
+        tl_fail(err, "--sft: the sequence length (%d) must be the chat shards' (%d%s%d): a sample is one conversation",
+                o->seq_len, train->seq_len, val ? ", validation " : "", val ? val->seq_len : 0);
+        return NULL;
+    }
+    if (o->sft && val && !val->masked) {
+        tl_fail(err, "--sft: the validation shards hold no loss mask (give the chat data set's val split)");
+        return NULL;
+    }
+    if (!o->sft && ((train && train->masked) || (val && val->masked))) {
+        tl_fail(err, "the %s shards hold chat data with a loss mask: train on them with --sft",
+                train && train->masked ? "training" : "validation");
+        return NULL;
+    }
+    /* ---- end sft ---- */
     if ((train && tl_dataset_check_vocab(train, m->cfg.vocab_size, err)) ||
         (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
         return NULL;
@@ -116,6 +148,19 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->tokens = malloc(sizeof(int) * B * (T + 1));
     t->inputs = malloc(sizeof(int) * B * T);
     t->targets = malloc(sizeof(int) * B * T);
+    if (o->sft) {
+        const size_t A = (size_t)o->accum;
+        t->sft_tokens = malloc(sizeof(int) * A * B * (T + 1));
+        t->sft_mask = malloc(A * B * (T + 1));
+        t->sft_inputs = malloc(sizeof(int) * A * B * T);
+        t->sft_targets = malloc(sizeof(int) * A * B * T);
+        t->sft_count = malloc(sizeof(long) * A);
+        if (!t->sft_tokens || !t->sft_mask || !t->sft_inputs || !t->sft_targets || !t->sft_count) {
+            tl_fail(err, "out of memory for the fine-tuning batch");
+            tl_trainer_free(t);
+            return NULL;
+        }
+    }
     if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets) {
         tl_fail(err, "out of memory allocating training state for %zu parameters", n);
         tl_trainer_free(t);
@@ -155,6 +200,11 @@ void tl_trainer_free(tl_trainer *t) {
     free(t->tokens);
     free(t->inputs);
     free(t->targets);
+    free(t->sft_tokens);
+    free(t->sft_mask);
+    free(t->sft_inputs);
+    free(t->sft_targets);
+    free(t->sft_count);
     tl_comm_free(t->own_comm);
     free(t);
 }
@@ -198,6 +248,7 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "world", t->world);
     cJSON_AddNumberToObject(r, "zero", t->zero);
     cJSON_AddNumberToObject(r, "sequences_per_step", (double)o->batch * o->accum * t->world);
+    if (o->sft) cJSON_AddBoolToObject(r, "sft", 1); /* absent: pretraining (older checkpoints too) */
     if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
         char *mix = tl_mixture_describe(o->mixture);
         cJSON_AddItemToObject(r, "mixture", cJSON_Parse(mix));
@@ -238,11 +289,11 @@ static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
         cJSON_DeleteItemFromObjectCaseSensitive(mix, "world");
     }
     static const char *const keys[] = {"batch", "seq_len", "sequences_per_step", "seed", "shuffle", "train_samples",
-                                       "mixture"};
+                                       "mixture", "sft"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, keys[i]);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(mine, keys[i]);
-        if (!strcmp(keys[i], "mixture") && !a && !b) continue; /* neither run used a mixture */
+        if ((!strcmp(keys[i], "mixture") || !strcmp(keys[i], "sft")) && !a && !b) continue; /* neither run used it */
         if (!a || !b || !cJSON_Compare(a, b, 1)) {
             char *as = a ? cJSON_PrintUnformatted(a) : NULL, *bs = b ? cJSON_PrintUnformatted(b) : NULL;
             rc = tl_fail(err, "%s: the checkpoint was trained with %s=%s but this run has %s=%s; resume with the same "
@@ -298,14 +349,15 @@ static void truncate_log(const char *path, long step) {
 /* ---- data position, resume and checkpoints, for any number of ranks ---- */
 
 /* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
-static int next_batch(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
+static int next_batch(tl_trainer *t, int B, int T, int *tokens, uint8_t *mask, tl_error *err) {
     if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
-    if (t->world == 1) return tl_dataset_next(t->train, B, T, tokens, err);
+    if (t->world == 1) return tl_dataset_next_mask(t->train, B, T, tokens, mask, err);
     const uint64_t ns = t->train->n_samples;
     for (int b = 0; b < B; b++) {
         uint64_t g = t->dpos * (uint64_t)t->world + (uint64_t)t->rank;
         if (tl_dataset_seek(t->train, g / ns, g % ns, err) ||
-            tl_dataset_next(t->train, 1, T, tokens + (size_t)b * (size_t)(T + 1), err))
+            tl_dataset_next_mask(t->train, 1, T, tokens + (size_t)b * (size_t)(T + 1),
+                                 mask ? mask + (size_t)b * (size_t)(T + 1) : NULL, err))
             return -1;
         t->dpos++;
     }
@@ -469,8 +521,9 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
      * Stage 3 gathers layer by layer inside the passes, which every rank must run
      * together: in a last round with fewer batches than ranks, the ranks without one
      * evaluate a batch again and drop the result. */
-    int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
+    int *buf = malloc((sizeof(int) + 1) * (size_t)(t->val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
+    uint8_t *vmask = (uint8_t *)(buf + t->val->seq_len + 1); /* sft: only the replies are scored */
     const int W = t->world, R = t->rank;
     const int rounds = (n_batches + W - 1) / W, passes = t->zero == 3 ? rounds * W : n_batches;
     for (int i = 0; i < passes; i++) {
@@ -479,10 +532,10 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         uint64_t first = spare ? 0 : (uint64_t)i * (uint64_t)B;
         for (int b = 0; b < B; b++) {
             uint64_t k = first + (uint64_t)b;
-            if (k < total) tl_dataset_get(t->val, k, buf);
+            if (k < total) tl_dataset_get_mask(t->val, k, buf, vmask);
             for (int s = 0; s < T; s++) {
                 t->inputs[b * T + s] = k < total ? buf[s] : 0;
-                t->targets[b * T + s] = k < total ? buf[s + 1] : -1;
+                t->targets[b * T + s] = k < total && vmask[s + 1] ? buf[s + 1] : -1;
             }
         }
         double ls;
@@ -604,6 +657,36 @@ static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *e
     return 0;
 }
 
+/* The micro-batches of one fine-tuning step.  Each micro-batch's loss is the
+ * mean over its own targets, so weighting it (and its gradient) by its share of
+ * the targets of the whole step, over all ranks, makes the sum the mean over
+ * every target token of the global batch, however the samples fall into
+ * micro-batches and ranks.  *loss: that mean (the same on every rank). */
+static int sft_step(tl_trainer *t, double *loss, tl_error *err) {
+    const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
+    const size_t S = (size_t)B * (size_t)(T + 1), N = (size_t)B * (size_t)T;
+    double total = 0, sum = 0;
+    for (int a = 0; a < accum; a++) {
+        if (next_batch(t, B, T, t->sft_tokens + a * S, t->sft_mask + a * S, err)) return -1;
+        t->sft_count[a] = tl_batch_targets(t->sft_tokens + a * S, t->sft_mask + a * S, B, T, t->sft_inputs + a * N,
+                                           t->sft_targets + a * N);
+        total += (double)t->sft_count[a];
+    }
+    if (t->world > 1 && tl_comm_allreduce_f64(t->comm, &total, 1, err))
+        return tl_wrap(err, "step %ld: target count", (long)t->st.step + 1);
+    for (int a = 0; a < accum; a++) {
+        /* every sample has a target (a reply token within its sequence), so no count is 0 */
+        double l, w = (double)t->sft_count[a] / total;
+        if (t->eng->ops->forward_backward(t->eng, t->sft_inputs + a * N, t->sft_targets + a * N, (float)w, &l, err))
+            return tl_wrap(err, "step %ld", (long)t->st.step + 1);
+        sum += l * w;
+    }
+    if (t->world > 1 && tl_comm_allreduce_f64(t->comm, &sum, 1, err))
+        return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
+    *loss = sum;
+    return 0;
+}
+
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
     const double tokens_per_step = (double)B * T * accum * t->world; /* distributed: the global batch */
@@ -641,8 +724,11 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         /* the step: this rank's micro-batches, then the sum, norm and update over the job */
         if (E->zero_grads(t->eng, err)) return -1;
         const float scale = 1.0f / (float)(accum * t->world); /* the ranks' sum is the mean over the global batch */
+        if (t->o.sft) { /* the mean over the step's target tokens: sft_step */
+            if (sft_step(t, &loss, err)) return -1;
+        } else
         for (int a = 0; a < accum; a++) {
-            if (next_batch(t, B, T, t->tokens, err)) return -1;
+            if (next_batch(t, B, T, t->tokens, NULL, err)) return -1;
             for (int b = 0; b < B; b++)
                 for (int s = 0; s < T; s++) {
                     t->inputs[b * T + s] = t->tokens[b * (T + 1) + s];
@@ -653,7 +739,7 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 return tl_wrap(err, "step %ld", (long)t->st.step + 1);
             loss += l / accum;
         }
-        if (t->world > 1) {
+        if (t->world > 1 && !t->o.sft) {
             if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
             loss /= t->world;
         }

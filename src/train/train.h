@@ -36,6 +36,11 @@ typedef struct {
     const tl_eval_task *const *bench;
     int n_bench;
     long bench_every;
+    /* supervised fine-tuning (docs/finetuning.md): train (and val) are masked chat
+     * shards and the loss is the mean over the target tokens of the whole step's
+     * batch, every rank's micro-batches weighted by their counts of targets; the
+     * sequence length must be the shards' */
+    int sft;
     tl_engine_factory engine; /* NULL: the CPU engine */
     void *engine_user;
     /* mixture: if set (finished, see mixture.h), training samples come from it
