@@ -34,7 +34,8 @@ static void help(void) {
            "  --exclude-meta K=V   the same for meta.K, e.g. redpajama_set_name=RedPajamaGithub\n"
            "  --format F           jsonl or txt for every input, whatever its name; chat: JSONL\n"
            "                       conversations with a loss mask for `train --sft`\n"
-           "                       (docs/finetuning.md)\n"
+           "                       (docs/finetuning.md); preference: {prompt, chosen, rejected}\n"
+           "                       pairs for `train --dpo`\n"
            "  --chat-template T    chat: zephyr (TinyLlama-Chat, default), llama2 or chatml\n"
            "  --txt-docs MODE      file: a .txt file is one document (default);\n"
            "                       paragraphs: each block of lines between blank lines is one\n"
@@ -104,16 +105,16 @@ static void on_progress(const tl_prepare_progress *p, void *user) {
 }
 
 /* --format chat: every bad conversation line (the first ones) and the counts. */
-static int report_chat(const tl_prepare_result *r) {
+static int report_chat(const tl_prepare_result *r, int format) {
     const tl_prepare_chat *c = &r->chat;
     uint64_t bad = 0;
     for (int s = 1; s < TL_CONV_N_STATUS; s++) bad += c->bad[s];
     for (int i = 0; i < c->n_issues; i++) fprintf(stderr, "warning: %s\n", c->issues[i]);
     if (bad > (uint64_t)c->n_issues)
         fprintf(stderr, "warning: ... and %llu more bad line(s)\n", (unsigned long long)(bad - (uint64_t)c->n_issues));
-    printf("%llu conversations (%llu target tokens, %llu padding tokens); %llu cut to --seq-len (%llu tokens cut); "
+    printf("%llu %s (%llu target tokens, %llu padding tokens); %llu cut to --seq-len (%llu tokens cut); "
            "%llu skipped",
-           (unsigned long long)c->conversations, (unsigned long long)c->target_tokens,
+           (unsigned long long)c->conversations, format == TL_FMT_PREFERENCE ? "pairs" : "conversations", (unsigned long long)c->target_tokens,
            (unsigned long long)c->padded_tokens, (unsigned long long)c->truncated,
            (unsigned long long)c->truncated_tokens, (unsigned long long)bad);
     for (int s = 1; s < TL_CONV_N_STATUS; s++)
@@ -195,7 +196,8 @@ int cmd_prepare(int argc, char **argv) {
             if (!strcmp(v, "jsonl")) o.format = TL_FMT_JSONL;
             else if (!strcmp(v, "txt")) o.format = TL_FMT_TXT;
             else if (!strcmp(v, "chat")) o.format = TL_FMT_CHAT;
-            else { cli_error("prepare", "--format must be jsonl, txt or chat"); goto done; }
+            else if (!strcmp(v, "preference")) o.format = TL_FMT_PREFERENCE;
+            else { cli_error("prepare", "--format must be jsonl, txt, chat or preference"); goto done; }
         } else if (cli_opt(argc, argv, &i, "--chat-template", &v, &bad)) {
             if (bad) goto done;
             o.chat_template = v;
@@ -270,7 +272,7 @@ int cmd_prepare(int argc, char **argv) {
     double dt = tl_now() - t0;
     int any_bad = 0;
     for (int i = 0; i < r.n_inputs; i++) any_bad |= report_bad(r.inputs[i].path, &r.inputs[i]);
-    if (o.format == TL_FMT_CHAT) any_bad |= report_chat(&r);
+    if (o.format == TL_FMT_CHAT || o.format == TL_FMT_PREFERENCE) any_bad |= report_chat(&r, o.format);
     const tl_prepare_input *t = &r.total;
     printf("%llu documents (%.1f MB of text) -> %llu tokens in %.1f s (%.2f MB/s)\n", (unsigned long long)t->documents,
            (double)t->text_bytes / 1e6, (unsigned long long)t->tokens, dt, dt > 0 ? (double)t->text_bytes / 1e6 / dt : 0);

@@ -1,5 +1,5 @@
-/* fuzz/chat_record.c - tl_conv_parse (a `prepare --format chat` line) on
- * arbitrary bytes.  A refused line must come with its reason; an accepted one
+/* fuzz/chat_record.c - tl_conv_parse (a `prepare --format chat` line) and
+ * tl_pref_parse (a `--format preference` line) on arbitrary bytes.  A refused line must come with its reason; an accepted one
  * must be what the templates want (optional system first, user and assistant
  * alternating from a user, a reply, no empty turn) and render in every format
  * with reply spans that lie in the text, in order, each ending with its
@@ -9,7 +9,23 @@
 #include "fuzz_util.h"
 #include "prepare.h"
 
+/* An accepted pair: a prompt the templates take (ending with a user message) and
+ * two different non-empty replies. */
+static void check_pref(const uint8_t *data, size_t size) {
+    tl_pref p;
+    char why[300] = "";
+    int s = tl_pref_parse((const char *)data, size, &p, why, sizeof why);
+    if (s != TL_CONV_OK) {
+        if (s <= 0 || s >= TL_CONV_N_STATUS || !why[0]) abort();
+    } else if (p.prompt.n < 1 || p.prompt.msgs[p.prompt.n - 1].role != TL_ROLE_USER || !p.chosen[0] ||
+               !p.rejected[0] || !strcmp(p.chosen, p.rejected)) {
+        abort();
+    }
+    tl_pref_free(&p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    check_pref(data, size);
     tl_conv c;
     char why[300] = "";
     int s = tl_conv_parse((const char *)data, size, &c, why, sizeof why);

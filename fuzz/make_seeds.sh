@@ -177,4 +177,6 @@ printf '{"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "va
 printf '{"messages": [{"role": "tool", "content": "x"}]}' >"$R/bad_role"
 printf '{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": ""}]}' >"$R/bad_content"
 printf '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}]}' >"$R/bad_order"
+printf '{"prompt": "What is a cat?", "chosen": "A small furry animal.", "rejected": "A kind of car."}' >"$R/pref"
+printf '{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "B"}]}' >"$R/pref_ultrafeedback"
 du -sh "$C"/* | sed 's/^/seeds: /'

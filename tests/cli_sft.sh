@@ -82,6 +82,43 @@ expect_fail "--sft on plain token data" "no loss mask" \
 expect_fail "--sft with another sequence length" "must be the chat shards'" \
     "$BIN" train "${INIT[@]}" "${COMMON[@]}" --seq-len 32 --out "$T/x3"
 
+# --- prepare --format preference and train --dpo
+cat >"$T/pref.jsonl" <<'J'
+{"prompt": "What is a cat?", "chosen": "A small furry animal.", "rejected": "A kind of car."}
+{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": "Go away."}
+{"chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}
+{"prompt": "x", "chosen": "same", "rejected": "same"}
+{"prompt": "x", "chosen": "a"}
+J
+"$BIN" prepare --format preference --tokenizer "$TOK" --seq-len 40 --val-count 1 --out "$T/pref" "$T/pref.jsonl" \
+    >"$T/pp" 2>"$T/pp.err"
+if grep -q ":4: chosen and rejected are the same reply" "$T/pp.err" && grep -q ':5: no "rejected" reply' "$T/pp.err" &&
+    grep -q "^3 pairs .* 2 skipped, 1 no_assistant, 1 same_pair$" "$T/pp" && grep -q '"kind":	"preference"' "$T/pref/manifest.json"; then
+    ok "prepare --format preference: bad pairs named and counted"
+else
+    fail "prepare --format preference: $(cat "$T/pp" "$T/pp.err" | head -c 600)"
+fi
+DPO=(--tokenizer "$TOK" --data "$T/pref" --val-data "$T/pref" --dpo --beta 0.1 --batch 1 --batch-tokens 80 --lr 1e-2
+     --warmup 0 --steps 4 --eval-every 2 --ckpt-every 2 --sequential --quiet --threads 1)
+if "$BIN" train "${INIT[@]}" "${DPO[@]}" --out "$T/dpo" >"$T/dpo.out" 2>&1 && [ -f "$T/dpo/dpo_reference.bin" ] &&
+    [ "$(grep -c '"rewards/accuracies"' "$T/dpo/log.jsonl")" = 4 ] && grep -q '"val_rewards/accuracies"' "$T/dpo/log.jsonl" &&
+    head -1 "$T/dpo/log.jsonl" | grep -q '"loss": 0.693147'; then
+    ok "train --dpo: loss log(2) at the reference, rewards logged"
+else
+    fail "train --dpo: $(tail -c 600 "$T/dpo.out")"
+fi
+rm -rf "$T/dpo2" && cp -r "$T/dpo" "$T/dpo2" && rm -rf "$T/dpo2/step-00000004" && ln -sfn step-00000002 "$T/dpo2/latest"
+if "$BIN" train "${DPO[@]}" --out "$T/dpo2" --resume >"$T/dpo2.out" 2>&1 &&
+    cmp -s "$T/dpo/step-00000004/model.safetensors" "$T/dpo2/step-00000004/model.safetensors"; then
+    ok "train --dpo resume (cached reference) is bit-identical"
+else
+    fail "train --dpo resume: $(tail -c 600 "$T/dpo2.out")"
+fi
+rm -f "$T/dpo2/dpo_reference.bin"
+expect_fail "train --dpo resume without the reference" "dpo_reference.bin" "$BIN" train "${DPO[@]}" --out "$T/dpo2" --resume
+expect_fail "preference pairs without --dpo" "with --dpo" \
+    "$BIN" train "${INIT[@]}" --tokenizer "$TOK" --data "$T/pref" --steps 1 --quiet --out "$T/x4"
+
 # --- MPI: 2 ranks of 1 sequence give the loss of 1 rank with 2 (the mean over the replies' tokens)
 if command -v mpirun >/dev/null; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -98,6 +135,19 @@ if command -v mpirun >/dev/null; then
             fail "train --sft on 2 ranks (zero $z): $(paste <(losses "$T/one/log.jsonl") <(losses "$T/two$z/log.jsonl") | tr '\n' ' ') $(tail -c 300 "$T/two$z.out")"
         fi
     done
+    # DPO: the reference computed by both ranks, the pairs' losses and rewards summed over them
+    DPO2=(--tokenizer "$TOK" --data "$T/pref" --val-data "$T/pref" --dpo --lr 1e-2 --warmup 0 --steps 3
+          --eval-every 3 --sequential --quiet --threads 1)
+    "$BIN" train "${INIT[@]}" "${DPO2[@]}" --batch 2 --out "$T/done" >/dev/null 2>&1
+    mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train "${INIT[@]}" "${DPO2[@]}" --batch 1 \
+        --batch-tokens 80 --out "$T/dtwo" >"$T/dtwo.out" 2>&1
+    if paste <(losses "$T/done/log.jsonl") <(losses "$T/dtwo/log.jsonl") |
+        awk 'NF != 2 {bad = 1} NF == 2 {d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4) bad = 1; n++} END {exit bad || n != 3}' &&
+        cmp -s "$T/done/dpo_reference.bin" "$T/dtwo/dpo_reference.bin"; then
+        ok "train --dpo on 2 ranks = 1 rank"
+    else
+        fail "train --dpo on 2 ranks: $(paste <(losses "$T/done/log.jsonl") <(losses "$T/dtwo/log.jsonl") | tr '\n' ' ') $(tail -c 300 "$T/dtwo.out")"
+    fi
 fi
 
 finish

@@ -428,11 +428,131 @@ static void test_sft_train(tl_test_ctx *t) {
     tl_dataset_close(&d);
 }
 
+/* ---- DPO: our loss, rewards and gradients on TRL's batch (scripts/gen_dpo_fixtures.py) ---- */
+
+static void test_dpo_matches_trl(tl_test_ctx *t) {
+    char path[600];
+    tl_error err;
+    tl_safetensors st;
+    snprintf(path, sizeof path, "%s/dpo_expected.safetensors", tl_test_fixture_dir());
+    if (tl_st_open(&st, path, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    const tl_st_tensor *ie = tl_st_find(&st, "input_ids"), *ce = tl_st_find(&st, "completion_mask");
+    const tl_st_tensor *re = tl_st_find(&st, "ref_logps");
+    tl_model m;
+    snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
+    if (!ie || !ce || !re || ie->ndim != 2 || tl_model_load_hf(path, &m, &err)) {
+        CHECK_MSG(0, "fixture or model: %s", err.msg);
+        tl_st_close(&st);
+        return;
+    }
+    /* TRL's rows are [chosen..., rejected...]; ours pair by pair: chosen, rejected */
+    const int R = (int)ie->shape[0], P = R / 2, S = (int)ie->shape[1], T = S - 1;
+    int *ids = malloc(sizeof(int) * (size_t)R * S), *cm = malloc(sizeof(int) * (size_t)R * S);
+    int *tok = malloc(sizeof(int) * (size_t)R * S), *in = malloc(sizeof(int) * (size_t)R * T),
+        *tg = malloc(sizeof(int) * (size_t)R * T);
+    uint8_t *mk = malloc((size_t)R * S);
+    float *rl = malloc(sizeof(float) * (size_t)R * T), *rw = malloc(sizeof(float) * (size_t)R * T), ref_f[64];
+    double ref[64];
+    tl_st_read_i32(&st, ie, ids, (size_t)R * S, &err);
+    tl_st_read_i32(&st, ce, cm, (size_t)R * S, &err);
+    tl_st_read_f32(&st, re, ref_f, (size_t)R, &err);
+    for (int b = 0; b < P; b++)
+        for (int k = 0; k < 2; k++) {
+            const int from = k * P + b, to = 2 * b + k;
+            memcpy(tok + (size_t)to * S, ids + (size_t)from * S, sizeof(int) * (size_t)S);
+            for (int s = 0; s < S; s++) mk[(size_t)to * S + s] = (uint8_t)cm[(size_t)from * S + s];
+            ref[to] = ref_f[from];
+        }
+    tl_batch_targets(tok, mk, R, T, in, tg);
+    tl_acts *a = tl_acts_create(&m.cfg, R, T, &err);
+    float *grads = tl_alloc(sizeof(float) * m.n_params);
+    static const char *const kinds[2] = {"sigmoid", "ipo"};
+    for (int ipo = 0; ipo < 2 && a && grads; ipo++) {
+        memset(grads, 0, sizeof(float) * m.n_params);
+        tl_dpo_stats ds = {0};
+        CHECK(tl_model_row_losses(&m, a, in, tg, rl, &err) == 0);
+        tl_dpo_pairs(rl, tg, P, T, ref, 0.1, ipo, 1.0 / P, rw, &ds);
+        double l;
+        CHECK(tl_model_forward_backward_rows(&m, a, grads, in, tg, rw, &l, &err) == 0);
+        char name[160];
+        float want[4], wl = NAN;
+        snprintf(name, sizeof name, "%s.loss", kinds[ipo]);
+        const tl_st_tensor *e = tl_st_find(&st, name);
+        if (e) tl_st_read_f32(&st, e, &wl, 1, &err);
+        snprintf(name, sizeof name, "%s.rewards", kinds[ipo]);
+        e = tl_st_find(&st, name);
+        if (e) tl_st_read_f32(&st, e, want, 4, &err);
+        const double got[4] = {ds.chosen / ds.n, ds.rejected / ds.n, ds.acc / ds.n, ds.margin / ds.n};
+        CHECK_MSG(fabs(ds.loss / ds.n - wl) < 2e-5 * fabs(wl), "%s loss %.7f, TRL %.7f", kinds[ipo], ds.loss / ds.n, wl);
+        for (int k = 0; k < 4; k++)
+            CHECK_MSG(fabs(got[k] - want[k]) < 1e-4 * fabs(want[k]) + 1e-6, "%s reward %d: %.7f, TRL %.7f",
+                      kinds[ipo], k, got[k], want[k]);
+        int checked = 0;
+        for (int k = 0; k < m.n_tensors; k++) {
+            const tl_tensor_info *ti = &m.tensors[k];
+            snprintf(name, sizeof name, "%s.grad.%s", kinds[ipo], ti->name);
+            e = tl_st_find(&st, name);
+            float *g = malloc(sizeof(float) * ti->numel);
+            if (e && g && tl_st_read_f32(&st, e, g, ti->numel, &err) == 0) {
+                double re_ = tl_test_rel_err(grads + ti->offset, g, ti->numel);
+                CHECK_MSG(re_ < 1e-4, "%s gradient of %s: relative error %.3g", kinds[ipo], ti->name, re_);
+                checked++;
+            }
+            free(g);
+        }
+        CHECK(checked == m.n_tensors);
+    }
+    tl_free(grads);
+    tl_acts_free(a);
+    tl_model_free(&m);
+    free(ids);
+    free(cm);
+    free(tok);
+    free(in);
+    free(tg);
+    free(mk);
+    free(rl);
+    free(rw);
+    tl_st_close(&st);
+}
+
+static void test_pref_parse(tl_test_ctx *t) {
+    char why[300];
+    tl_pref p;
+    const char *uf = "{\"chosen\": [{\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"A\"}],"
+                     " \"rejected\": [{\"role\": \"user\", \"content\": \"Q\"}, {\"role\": \"assistant\", \"content\": \"B\"}]}";
+    CHECK(tl_pref_parse(uf, strlen(uf), &p, why, sizeof why) == TL_CONV_OK);
+    CHECK(p.prompt.n == 1 && !strcmp(p.prompt.msgs[0].content, "Q") && !strcmp(p.chosen, "A") && !strcmp(p.rejected, "B"));
+    tl_pref_free(&p);
+    static const struct {
+        const char *line;
+        int status;
+    } bad[] = {
+        {"{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"a\"}", TL_CONV_SAME_PAIR},
+        {"{\"prompt\": \"q\", \"chosen\": \"a\"}", TL_CONV_NO_ASSISTANT},
+        {"{\"prompt\": \"q\", \"chosen\": 1, \"rejected\": \"b\"}", TL_CONV_NOT_STRING},
+        {"{\"prompt\": \" \", \"chosen\": \"a\", \"rejected\": \"b\"}", TL_CONV_EMPTY_TURN},
+        {"{\"chosen\": \"a\", \"rejected\": \"b\"}", TL_CONV_NO_MESSAGES},
+        {"{\"prompt\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"x\"}], "
+         "\"chosen\": \"a\", \"rejected\": \"b\"}", TL_CONV_BAD_ORDER},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int s = tl_pref_parse(bad[i].line, strlen(bad[i].line), &p, why, sizeof why);
+        CHECK_MSG(s == bad[i].status, "%s: %s (%s)", bad[i].line, tl_conv_status_name(s), why);
+        tl_pref_free(&p);
+    }
+}
+
 const tl_test tests_sft[] = {
     {"sft/conv_parse", test_conv_parse},
     {"sft/render_spans", test_chat_render_spans},
     {"sft/masked_shards", test_masked_shards},
     {"sft/matches_trl", test_sft_matches_trl},
     {"sft/train", test_sft_train},
+    {"sft/pref_parse", test_pref_parse},
+    {"sft/dpo_matches_trl", test_dpo_matches_trl},
     {NULL, NULL},
 };

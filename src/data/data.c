@@ -136,6 +136,7 @@ int tl_shard_writer_close(tl_shard_writer *w, size_t *dropped, tl_error *err) {
     put32(hdr + 20, (uint32_t)w->vocab_size);
     put64(hdr + 24, w->n_samples);
     put64(hdr + 32, w->checksum);
+    put32(hdr + 40, w->masked && w->pairs ? 1u : 0u);
     FILE *f = w->f;
     int ok = fflush(f) == 0 && fseek(f, 0, SEEK_SET) == 0 && fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -173,6 +174,7 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
         rc = tl_fail(err, "%s: unsupported shard version %u", path, get32(h + 8));
     } else {
         s->masked = get32(h + 8) == TL_SHARD_VERSION_MASKED;
+        s->pairs = s->masked && get32(h + 40) == 1;
         s->token_bytes = (int)get32(h + 12);
         uint32_t sl = get32(h + 16), vs = get32(h + 20);
         s->n_samples = get64(h + 24);
@@ -523,6 +525,9 @@ int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, con
         if (rc) break;
         d->n_shards++;
         if (o->verify) rc = verify_shard(&mc, &d->shards[i], &d->tok, err);
+        if (!rc && i > 0 && d->shards[i].pairs != d->shards[0].pairs)
+            rc = tl_fail(err, "%s %s preference pairs but %s %s: train them separately", files[i],
+                         d->shards[i].pairs ? "holds" : "holds no", files[0], d->shards[0].pairs ? "does" : "does not");
         if (!rc && i > 0 && d->shards[i].masked != d->shards[0].masked)
             rc = tl_fail(err, "%s %s a loss mask (chat data) but %s %s: train chat and plain token data separately",
                          files[i], d->shards[i].masked ? "has" : "has no", files[0],
@@ -540,6 +545,7 @@ int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, con
         d->n_samples = d->first[d->n_shards];
         d->seq_len = d->shards[0].seq_len;
         d->masked = d->shards[0].masked;
+        d->pairs = d->shards[0].pairs;
         if (d->n_samples == 0) rc = tl_fail(err, "%s: the shards hold no complete samples", paths[0]);
     }
     if (rc) tl_dataset_close(d);
@@ -630,13 +636,19 @@ int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err) {
 }
 
 int tl_dataset_next_mask(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, tl_error *err) {
+    return tl_dataset_next_ex(d, B, T, tokens, mask, NULL, err);
+}
+
+int tl_dataset_next_ex(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, uint64_t *index, tl_error *err) {
     if (T > d->seq_len)
         return tl_fail(err, "sequence length %d is longer than the shards' %d", T, d->seq_len);
     int *buf = malloc((sizeof(int) + 1) * (size_t)(d->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
     uint8_t *mbuf = (uint8_t *)(buf + d->seq_len + 1);
     for (int b = 0; b < B; b++) {
-        tl_dataset_get_mask(d, sample_at(d, d->epoch, d->index), buf, mask ? mbuf : NULL);
+        const uint64_t at = sample_at(d, d->epoch, d->index);
+        if (index) index[b] = at;
+        tl_dataset_get_mask(d, at, buf, mask ? mbuf : NULL);
         memcpy(tokens + (size_t)b * (T + 1), buf, sizeof(int) * (size_t)(T + 1));
         if (mask) memcpy(mask + (size_t)b * (T + 1), mbuf, (size_t)(T + 1));
         if (++d->index == d->n_samples) {

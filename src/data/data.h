@@ -9,7 +9,9 @@
  * A masked shard (version 2, chat data for fine-tuning) follows each sample's
  * tokens with seq_len+1 mask bytes: 1 where the token is a training target
  * (the assistant's replies), 0 elsewhere (prompts, padding).  Unmasked shards
- * are still written as version 1, byte for byte as before. */
+ * are still written as version 1, byte for byte as before.  A masked shard of
+ * preference pairs (header u32 at offset 40 = 1) holds in each sample a chosen
+ * and a rejected conversation of (seq_len+1)/2 tokens each. */
 #ifndef TL_DATA_H
 #define TL_DATA_H
 
@@ -30,6 +32,7 @@ typedef struct {
     void *f; /* FILE* */
     int seq_len, vocab_size, token_bytes;
     int masked; /* version 2: whole samples with their masks (tl_shard_writer_add_masked) */
+    int pairs;  /* masked: each sample is a preference pair (set before closing) */
     uint64_t n_samples, checksum;
     int *pending; /* tokens of the sample being filled */
     int n_pending;
@@ -60,6 +63,7 @@ typedef struct {
     size_t map_len;
     int seq_len, vocab_size, token_bytes;
     int masked; /* version 2: each sample carries a target mask */
+    int pairs;  /* masked: each sample is a preference pair, chosen then rejected, (seq_len+1)/2 tokens each */
     uint64_t n_samples, checksum; /* checksum: the header's FNV-1a 64 of the data (verified) */
 } tl_shard;
 
@@ -93,6 +97,7 @@ typedef struct {
     uint64_t n_samples;
     int seq_len, vocab_size;
     int masked; /* the shards carry target masks (chat data); all or none of them */
+    int pairs;  /* and hold preference pairs (all or none) */
     int shuffle;
     uint64_t seed;
     /* position */
@@ -128,6 +133,8 @@ int tl_dataset_seek(tl_dataset *d, uint64_t epoch, uint64_t index, tl_error *err
 int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err);
 /* The same with the samples' masks into mask[B*(T+1)] (may be NULL). */
 int tl_dataset_next_mask(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, tl_error *err);
+/* The same, saying which samples (their numbers in file order) into index[B] (may be NULL). */
+int tl_dataset_next_ex(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, uint64_t *index, tl_error *err);
 /* Splits B samples of T+1 tokens into inputs[B*T] and next-token targets[B*T];
  * with mask (of the samples' tokens; NULL: every token), a target whose token
  * is not masked in is -1 (not counted by the loss).  Returns the number of

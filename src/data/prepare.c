@@ -305,7 +305,7 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     P->t0 = tl_now();
     batch b = {0};
     int rc = setup_tokenizer(P, err);
-    const int chat = o->format == TL_FMT_CHAT; /* conversations: prepare_chat.c */
+    const int chat = o->format == TL_FMT_CHAT || o->format == TL_FMT_PREFERENCE; /* conversations: prepare_chat.c */
     for (int i = 0; i < o->n_inputs && !rc; i++)
         rc = tl_prep_add_path(&P->files, o->inputs[i], chat ? TL_FMT_JSONL : o->format, 0, 0, err);
     if (!rc && P->files.n == 0) rc = tl_fail(err, "%s: no input files found", o->inputs[0]);
@@ -346,6 +346,8 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         s->vocab = P->vocab;
         s->split = k ? &r->val : &r->train;
         s->masked = chat;
+        s->pairs = o->format == TL_FMT_PREFERENCE;
+        if (s->pairs) s->seq_len = 2 * o->seq_len + 1; /* a pair: two samples of seq_len + 1 */
         P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
         if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
     }

@@ -22,8 +22,9 @@
 #include "chat_template.h"
 #include "common.h"
 
-/* TL_FMT_CHAT: JSONL conversations for supervised fine-tuning (see below) */
-enum { TL_FMT_AUTO = 0, TL_FMT_JSONL = 1, TL_FMT_TXT = 2, TL_FMT_CHAT = 3 };
+/* TL_FMT_CHAT: JSONL conversations for supervised fine-tuning; TL_FMT_PREFERENCE:
+ * preference pairs for DPO (see below) */
+enum { TL_FMT_AUTO = 0, TL_FMT_JSONL = 1, TL_FMT_TXT = 2, TL_FMT_CHAT = 3, TL_FMT_PREFERENCE = 4 };
 enum { TL_TXT_FILE = 0, TL_TXT_PARAGRAPHS = 1 };
 enum { TL_SPLIT_DOCS = 0, TL_SPLIT_SAMPLES = 1 };
 
@@ -115,6 +116,7 @@ enum {
     TL_CONV_BAD_ORDER,   /* system not first, or user and assistant not alternating from a user */
     TL_CONV_NO_ASSISTANT, /* no assistant reply to learn */
     TL_CONV_TOO_LONG,    /* the line is over max_doc_bytes, or no reply token fits seq_len+1 */
+    TL_CONV_SAME_PAIR,   /* preference: chosen equals rejected */
     TL_CONV_N_STATUS
 };
 const char *tl_conv_status_name(int status); /* "malformed_json", "bad_role", ... */
@@ -136,6 +138,20 @@ void tl_conv_free(tl_conv *c);
 struct tl_tokenizer;
 int tl_conv_encode(const struct tl_tokenizer *tok, tl_chat_format fmt, const tl_conv *c, int **ids, uint8_t **mask,
                    size_t *n, tl_error *err);
+
+/* ---- preference pairs (--format preference) ----
+ * One pair per JSONL line: {"prompt": "..." or messages, "chosen": ..., "rejected": ...}
+ * ("messages" may stand for the prompt; chosen/rejected: a string, or messages ending
+ * with the assistant's reply, UltraFeedback's layout, whose earlier messages are then
+ * the prompt when none is given).  Each pair is one masked sample of 2 x (seq_len+1)
+ * tokens: the prompt + chosen reply, then the prompt + rejected reply, each cut or
+ * padded as a chat sample (a shard of pairs, data.h). */
+typedef struct {
+    tl_conv prompt; /* its msgs have room for one more message (the reply) */
+    const char *chosen, *rejected;
+} tl_pref;
+int tl_pref_parse(const char *line, size_t len, tl_pref *p, char *why, size_t cap);
+void tl_pref_free(tl_pref *p);
 
 #define TL_CHAT_MAX_ISSUES 100
 typedef struct {

@@ -16,7 +16,7 @@
 
 static const char *const STATUS[TL_CONV_N_STATUS] = {"ok",        "malformed_json", "no_messages",  "bad_role",
                                                      "not_string", "empty_turn",    "bad_order",    "no_assistant",
-                                                     "too_long"};
+                                                     "too_long",  "same_pair"};
 
 const char *tl_conv_status_name(int status) {
     return status >= 0 && status < TL_CONV_N_STATUS ? STATUS[status] : "?";
@@ -52,24 +52,13 @@ static int blank(const char *s) {
     return 1;
 }
 
-int tl_conv_parse(const char *line, size_t len, tl_conv *c, char *why, size_t cap) {
-    memset(c, 0, sizeof *c);
-    cJSON *j = cJSON_ParseWithLength(line, len);
-    c->json = j;
-    if (!cJSON_IsObject(j)) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "not a JSON object");
-    /* OpenAI / UltraChat: messages [{role, content}]; ShareGPT: conversations [{from, value}] */
-    const char *rk = "role", *ck = "content", *ak = "messages";
-    cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "messages");
-    if (!arr) {
-        arr = cJSON_GetObjectItemCaseSensitive(j, "conversations");
-        rk = "from", ck = "value", ak = "conversations";
-    }
-    if (!cJSON_IsArray(arr) || !cJSON_GetArraySize(arr))
-        return conv_bad(c, TL_CONV_NO_MESSAGES, why, cap, "no non-empty \"messages\" or \"conversations\" array");
-    int n = cJSON_GetArraySize(arr);
-    c->msgs = calloc((size_t)n, sizeof *c->msgs);
-    if (!c->msgs) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "out of memory");
-    int k = 0, replies = 0;
+/* Checks a message array (OpenAI / UltraChat role+content, or ShareGPT
+ * from+value) into out[*n]; TL_CONV_OK or a status with why (c freed). */
+static int parse_msgs(tl_conv *c, const cJSON *arr, const char *ak, tl_chat_msg *out, int *n, int *replies, char *why,
+                      size_t cap) {
+    const int sharegpt = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(arr, 0), "from") != NULL;
+    const char *rk = sharegpt ? "from" : "role", *ck = sharegpt ? "value" : "content";
+    int k = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(e, rk), *v = cJSON_GetObjectItemCaseSensitive(e, ck);
@@ -79,25 +68,109 @@ int tl_conv_parse(const char *line, size_t len, tl_conv *c, char *why, size_t ca
         if (role < 0)
             return conv_bad(c, TL_CONV_BAD_ROLE, why, cap, "%s[%d]: %s %s%.40s%s is none of system, user, assistant%s",
                             ak, k, rk, cJSON_IsString(r) ? "'" : "", cJSON_IsString(r) ? r->valuestring : "missing",
-                            cJSON_IsString(r) ? "'" : "", *rk == 'f' ? " (human, gpt)" : "");
+                            cJSON_IsString(r) ? "'" : "", sharegpt ? " (human, gpt)" : "");
         if (!cJSON_IsString(v))
             return conv_bad(c, TL_CONV_NOT_STRING, why, cap, "%s[%d]: %s is %s, not a string", ak, k, ck,
                             v ? "of another type" : "missing");
         if (blank(v->valuestring)) return conv_bad(c, TL_CONV_EMPTY_TURN, why, cap, "%s[%d]: empty %s", ak, k, ck);
         /* the templates want: [system] user assistant user assistant ... */
-        int want = k == 0 ? -1 : c->msgs[k - 1].role == TL_ROLE_USER ? TL_ROLE_ASSISTANT : TL_ROLE_USER;
+        int want = k == 0 ? -1 : out[k - 1].role == TL_ROLE_USER ? TL_ROLE_ASSISTANT : TL_ROLE_USER;
         if (role == TL_ROLE_SYSTEM ? k != 0 : want >= 0 ? role != want : role != TL_ROLE_USER)
             return conv_bad(c, TL_CONV_BAD_ORDER, why, cap,
                             "%s[%d]: a %s message here (wanted: an optional system message first, then user and "
                             "assistant alternating from a user)",
                             ak, k, r->valuestring);
-        c->msgs[k].role = (tl_chat_role)role;
-        c->msgs[k].content = v->valuestring;
-        replies += role == TL_ROLE_ASSISTANT;
+        out[k].role = (tl_chat_role)role;
+        out[k].content = v->valuestring;
+        *replies += role == TL_ROLE_ASSISTANT;
         k++;
     }
-    c->n = k;
+    *n = k;
+    return TL_CONV_OK;
+}
+
+int tl_conv_parse(const char *line, size_t len, tl_conv *c, char *why, size_t cap) {
+    memset(c, 0, sizeof *c);
+    cJSON *j = cJSON_ParseWithLength(line, len);
+    c->json = j;
+    if (!cJSON_IsObject(j)) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "not a JSON object");
+    const char *ak = "messages";
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    if (!arr) arr = cJSON_GetObjectItemCaseSensitive(j, ak = "conversations");
+    if (!cJSON_IsArray(arr) || !cJSON_GetArraySize(arr))
+        return conv_bad(c, TL_CONV_NO_MESSAGES, why, cap, "no non-empty \"messages\" or \"conversations\" array");
+    c->msgs = calloc((size_t)cJSON_GetArraySize(arr), sizeof *c->msgs);
+    if (!c->msgs) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "out of memory");
+    int replies = 0, s = parse_msgs(c, arr, ak, c->msgs, &c->n, &replies, why, cap);
+    if (s) return s;
     if (!replies) return conv_bad(c, TL_CONV_NO_ASSISTANT, why, cap, "no assistant message (nothing to learn)");
+    return TL_CONV_OK;
+}
+
+void tl_pref_free(tl_pref *p) {
+    tl_conv_free(&p->prompt);
+    memset(p, 0, sizeof *p);
+}
+
+/* A reply: a string, or a message array ending with the assistant's. */
+static int pref_reply(tl_pref *p, const cJSON *v, const char *key, const char **out, char *why, size_t cap) {
+    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) {
+        const cJSON *last = cJSON_GetArrayItem(v, cJSON_GetArraySize(v) - 1);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(last, "role");
+        if (!r) r = cJSON_GetObjectItemCaseSensitive(last, "from");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(last, "content");
+        if (!c) c = cJSON_GetObjectItemCaseSensitive(last, "value");
+        if (!cJSON_IsString(r) || role_of(r->valuestring) != TL_ROLE_ASSISTANT)
+            return conv_bad(&p->prompt, TL_CONV_NO_ASSISTANT, why, cap, "\"%s\" does not end with an assistant message", key);
+        v = c;
+    }
+    if (!v) return conv_bad(&p->prompt, TL_CONV_NO_ASSISTANT, why, cap, "no \"%s\" reply", key);
+    if (!cJSON_IsString(v)) return conv_bad(&p->prompt, TL_CONV_NOT_STRING, why, cap, "\"%s\" is not a string", key);
+    if (blank(v->valuestring)) return conv_bad(&p->prompt, TL_CONV_EMPTY_TURN, why, cap, "empty \"%s\"", key);
+    *out = v->valuestring;
+    return TL_CONV_OK;
+}
+
+int tl_pref_parse(const char *line, size_t len, tl_pref *p, char *why, size_t cap) {
+    memset(p, 0, sizeof *p);
+    tl_conv *c = &p->prompt;
+    cJSON *j = cJSON_ParseWithLength(line, len);
+    c->json = j;
+    if (!cJSON_IsObject(j)) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "not a JSON object");
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "chosen"), *rj = cJSON_GetObjectItemCaseSensitive(j, "rejected");
+    int s = pref_reply(p, ch, "chosen", &p->chosen, why, cap);
+    if (!s) s = pref_reply(p, rj, "rejected", &p->rejected, why, cap);
+    if (s) return s;
+    /* the prompt: "prompt" (a string: one user message; or messages), "messages", or
+     * the conversation before the chosen reply (UltraFeedback's layout) */
+    const char *ak = "prompt";
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    if (!cJSON_IsArray(pr) && !cJSON_IsString(pr)) pr = cJSON_GetObjectItemCaseSensitive(j, ak = "messages");
+    cJSON *before = NULL;
+    if (!pr && cJSON_IsArray(ch) && cJSON_GetArraySize(ch) > 1) {
+        before = cJSON_Duplicate(ch, 1);
+        cJSON_DeleteItemFromArray(before, cJSON_GetArraySize(before) - 1);
+        cJSON_AddItemToObject(j, "tl_prompt", before); /* owned by the record */
+        pr = before;
+        ak = "chosen";
+    }
+    if (cJSON_IsString(pr)) {
+        if (blank(pr->valuestring)) return conv_bad(c, TL_CONV_EMPTY_TURN, why, cap, "empty \"prompt\"");
+        if (!(c->msgs = calloc(2, sizeof *c->msgs))) return conv_bad(c, TL_CONV_MALFORMED, why, cap, "out of memory");
+        c->msgs[0] = (tl_chat_msg){TL_ROLE_USER, pr->valuestring};
+        c->n = 1;
+    } else if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) > 0) {
+        if (!(c->msgs = calloc((size_t)cJSON_GetArraySize(pr) + 1, sizeof *c->msgs)))
+            return conv_bad(c, TL_CONV_MALFORMED, why, cap, "out of memory");
+        int replies = 0;
+        if ((s = parse_msgs(c, pr, ak, c->msgs, &c->n, &replies, why, cap))) return s;
+        if (c->msgs[c->n - 1].role != TL_ROLE_USER)
+            return conv_bad(c, TL_CONV_BAD_ORDER, why, cap, "the prompt does not end with a user message");
+    } else {
+        return conv_bad(c, TL_CONV_NO_MESSAGES, why, cap, "no \"prompt\" (a string or messages) or \"messages\"");
+    }
+    if (!strcmp(p->chosen, p->rejected))
+        return conv_bad(c, TL_CONV_SAME_PAIR, why, cap, "chosen and rejected are the same reply (nothing to prefer)");
     return TL_CONV_OK;
 }
 
@@ -202,49 +275,80 @@ int tl_conv_encode(const tl_tokenizer *tok, tl_chat_format fmt, const tl_conv *c
     return 0;
 }
 
-/* One good conversation: encode, cut or pad to one sample, write. */
-static int write_conv(prep *P, tl_chat_format fmt, const tl_conv *c, const char *file, uint64_t line,
-                      tl_prepare_input *st, tl_error *err) {
-    const size_t S = (size_t)P->o->seq_len + 1;
-    int *ids;
-    uint8_t *mask;
-    size_t n;
-    if (tl_conv_encode(P->tok, fmt, c, &ids, &mask, &n, err))
-        return tl_wrap(err, "%s:%llu", file, (unsigned long long)line);
-    int rc = 0;
+/* ids[n] cut or padded (EOS, never a target) to S tokens in out, om; returns
+ * the targets kept (0: none, the conversation cannot be learned from). */
+static size_t fit_sample(prep *P, const int *ids, const uint8_t *mask, size_t n, size_t S, int *out, uint8_t *om) {
     size_t keep = n < S ? n : S, targets = 0;
-    for (size_t i = 0; i < keep; i++) targets += mask[i];
-    int *sid = targets ? realloc(ids, sizeof *ids * (n > S ? n : S)) : ids;
-    uint8_t *smask = targets && sid ? realloc(mask, n > S ? n : S) : mask;
-    if (sid) ids = sid;
-    if (smask) mask = smask;
-    if (!targets) {
-        char why[160];
-        snprintf(why, sizeof why, "%zu tokens: no reply token within the first %zu (--seq-len)", n, S);
+    for (size_t i = 0; i < S; i++) {
+        out[i] = i < keep ? ids[i] : P->eos;
+        om[i] = i < keep ? mask[i] : 0;
+        targets += om[i];
+    }
+    return targets;
+}
+
+/* The counts of a conversation written as (part of) a sample. */
+static void count_written(prep *P, size_t n, size_t S, size_t targets, tl_prepare_input *st) {
+    if (n > S) {
+        P->r->chat.truncated++;
+        P->r->chat.truncated_tokens += n - S;
+    }
+    P->r->chat.padded_tokens += n < S ? S - n : 0;
+    P->r->chat.target_tokens += targets;
+    st->tokens += n < S ? n : S;
+}
+
+/* One good conversation (two for a preference pair, rej != NULL): encode, cut or
+ * pad, write as one sample. */
+static int write_conv(prep *P, tl_chat_format fmt, const tl_conv *c, const tl_conv *rej, const char *file,
+                      uint64_t line, tl_prepare_input *st, tl_error *err) {
+    const size_t S = (size_t)P->o->seq_len + 1;
+    const int parts = rej ? 2 : 1;
+    int *ids[2] = {NULL, NULL}, *out = malloc(sizeof *out * S * 2), rc = 0;
+    uint8_t *mask[2] = {NULL, NULL}, *om = malloc(S * 2);
+    size_t n[2], targets[2] = {0, 0};
+    if (!out || !om) rc = tl_fail(err, "out of memory");
+    for (int k = 0; k < parts && !rc; k++)
+        if (tl_conv_encode(P->tok, fmt, k ? rej : c, &ids[k], &mask[k], &n[k], err))
+            rc = tl_wrap(err, "%s:%llu", file, (unsigned long long)line);
+    for (int k = 0; k < parts && !rc; k++) targets[k] = fit_sample(P, ids[k], mask[k], n[k], S, out + k * S, om + k * S);
+    if (!rc && (!targets[0] || (rej && !targets[1]))) {
+        char why[200];
+        int k = targets[0] ? 1 : 0;
+        snprintf(why, sizeof why, "%s%zu tokens: no reply token within the first %zu (--seq-len)",
+                 !rej ? "" : k ? "rejected: " : "chosen: ", n[k], S);
         rc = bad_line(P, TL_CONV_TOO_LONG, file, line, why, err);
-    } else if (!sid || !smask) {
-        rc = tl_fail(err, "out of memory");
-    } else {
-        if (n > S) {
-            P->r->chat.truncated++;
-            P->r->chat.truncated_tokens += n - S;
-        }
-        for (size_t i = keep; i < S; i++) { /* padding: EOS, never a target */
-            ids[i] = P->eos;
-            mask[i] = 0;
-        }
-        P->r->chat.padded_tokens += S - keep;
-        P->r->chat.target_tokens += targets;
+    } else if (!rc) {
+        for (int k = 0; k < parts; k++) count_written(P, n[k], S, targets[k], st);
         int val = tl_prep_is_val_unit(P->o, P->doc_index++);
-        rc = tl_prep_set_write_masked(&P->sets[val], ids, mask, err);
+        rc = tl_prep_set_write_masked(&P->sets[val], out, om, err);
         st->documents++;
-        st->tokens += keep;
         if (val) st->val_documents++;
         else st->train_documents++;
         P->r->chat.conversations++;
     }
-    free(ids);
-    free(mask);
+    for (int k = 0; k < 2; k++) {
+        free(ids[k]);
+        free(mask[k]);
+    }
+    free(out);
+    free(om);
+    return rc;
+}
+
+/* A preference pair: the prompt with each reply. */
+static int write_pair(prep *P, tl_chat_format fmt, tl_pref *p, const char *file, uint64_t line, tl_prepare_input *st,
+                      tl_error *err) {
+    tl_chat_msg *m = p->prompt.msgs;
+    const int n = p->prompt.n;
+    tl_chat_msg *rm = malloc(sizeof *rm * (size_t)(n + 1));
+    if (!rm) return tl_fail(err, "out of memory");
+    memcpy(rm, m, sizeof *m * (size_t)n);
+    m[n] = (tl_chat_msg){TL_ROLE_ASSISTANT, p->chosen};
+    rm[n] = (tl_chat_msg){TL_ROLE_ASSISTANT, p->rejected};
+    tl_conv c = {.msgs = m, .n = n + 1}, r = {.msgs = rm, .n = n + 1};
+    int rc = write_conv(P, fmt, &c, &r, file, line, st, err);
+    free(rm);
     return rc;
 }
 
@@ -293,12 +397,21 @@ static int chat_file(prep *P, tl_chat_format fmt, int fi, tl_error *err) {
             st->blank_lines++;
             continue;
         }
-        tl_conv c;
         char why[300];
-        int status = tl_conv_parse(p, n, &c, why, sizeof why);
+        int status;
+        if (P->o->format == TL_FMT_PREFERENCE) {
+            tl_pref pf;
+            status = tl_pref_parse(p, n, &pf, why, sizeof why);
+            rc = status ? bad_line(P, status, f->path, line, why, err) : write_pair(P, fmt, &pf, f->path, line, st, err);
+            tl_pref_free(&pf);
+        } else {
+            tl_conv c;
+            status = tl_conv_parse(p, n, &c, why, sizeof why);
+            rc = status ? bad_line(P, status, f->path, line, why, err)
+                        : write_conv(P, fmt, &c, NULL, f->path, line, st, err);
+            tl_conv_free(&c);
+        }
         if (status == TL_CONV_MALFORMED) st->malformed_json++;
-        rc = status ? bad_line(P, status, f->path, line, why, err) : write_conv(P, fmt, &c, f->path, line, st, err);
-        tl_conv_free(&c);
         if (rc) break;
         atomic_store(&P->pub_bytes, P->done_bytes + lr.s.file_read);
         tl_prep_progress(P, 0);
@@ -330,6 +443,10 @@ void tl_prep_chat_manifest(const prep *P, cJSON *m) {
     cJSON_AddStringToObject(o, "template", tl_chat_format_name(fmt));
     cJSON_AddStringToObject(o, "targets", "assistant replies and their end-of-turn marker");
     cJSON_AddStringToObject(o, "packing", "none: one conversation per sample, cut or padded with EOS");
+    if (P->o->format == TL_FMT_PREFERENCE) {
+        cJSON_AddStringToObject(o, "samples", "pairs: prompt + chosen, then prompt + rejected, seq_len + 1 tokens each");
+        cJSON_AddNumberToObject(o, "pair_seq_len", P->o->seq_len);
+    }
     cJSON_AddNumberToObject(o, "conversations", (double)c->conversations);
     cJSON_AddNumberToObject(o, "target_tokens", (double)c->target_tokens);
     cJSON_AddNumberToObject(o, "padded_tokens", (double)c->padded_tokens);

@@ -125,6 +125,7 @@ typedef struct {
     uint64_t per_shard;
     int seq_len, vocab;
     int masked; /* chat data: masked shards */
+    int pairs;  /* preference data: of pairs */
     tl_shard_writer w;
     int open;
     int n_shards;

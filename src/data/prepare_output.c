@@ -18,6 +18,7 @@ static int set_open(shard_set *s, tl_error *err) {
     char path[4400];
     snprintf(path, sizeof path, "%s/%s-%05d.bin", s->dir, s->name, s->n_shards);
     if (tl_shard_writer_open_ex(&s->w, path, s->seq_len, s->vocab, s->masked, err)) return -1;
+    s->w.pairs = s->pairs;
     s->open = 1;
     return 0;
 }
@@ -203,8 +204,8 @@ int tl_prep_write_manifest(prep *P, tl_error *err) {
     cJSON_AddStringToObject(m, "format", "tinyllama-token-shards");
     cJSON_AddNumberToObject(m, "version", 1);
     /* what the samples are: "tokens" (packed text) or "chat" (masked conversations); older manifests: tokens */
-    cJSON_AddStringToObject(m, "kind", o->format == TL_FMT_CHAT ? "chat" : "tokens");
-    if (o->format == TL_FMT_CHAT) tl_prep_chat_manifest(P, m);
+    cJSON_AddStringToObject(m, "kind", o->format == TL_FMT_CHAT ? "chat" : o->format == TL_FMT_PREFERENCE ? "preference" : "tokens");
+    if (o->format == TL_FMT_CHAT || o->format == TL_FMT_PREFERENCE) tl_prep_chat_manifest(P, m);
     cJSON *tk = cJSON_AddObjectToObject(m, "tokenizer");
     if (P->tok) {
         const char *base = strrchr(o->tokenizer, '/');
