@@ -561,8 +561,18 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     return 0;
 }
 
+static int dpo_pass(tl_trainer *t, tl_dataset *ds, const double *ref, double *out, tl_dpo_stats *st, uint64_t limit,
+                    tl_error *err);
+
 int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
+    if (t->o.dpo) { /* the DPO loss of the held-out pairs (against the reference, once it is computed) */
+        tl_dpo_stats vs = {0};
+        if (!t->vref) return tl_fail(err, "validation: the DPO reference is computed when the run starts");
+        if (dpo_pass(t, t->val, t->vref, NULL, &vs, (uint64_t)t->o.eval_batches * (uint64_t)B, err)) return -1;
+        *loss = vs.n ? vs.loss / vs.n : NAN;
+        return 0;
+    }
     double sum = 0;
     long count = 0;
     /* each validation sample at most once: eval_batches micro-batches, fewer when
