@@ -30,6 +30,12 @@ static void help(void) {
         "  --val-data PATH      held-out shards for validation loss / perplexity; a directory\n"
         "                       means its val-*.bin (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "  --sft                supervised fine-tuning on chat data (prepare --format chat): the\n"
+        "                       loss is the mean over the replies' tokens (docs/finetuning.md)\n"
+        "  --dpo                DPO on preference pairs (prepare --format preference) against\n"
+        "                       the starting model (--init); --batch counts pairs\n"
+        "  --beta X             DPO's beta (default 0.1)\n"
+        "  --ipo                the IPO loss instead of DPO's sigmoid loss\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
         "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
@@ -278,7 +284,8 @@ int cmd_train(int argc, char **argv) {
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
-    int recompute = 0;
+    int recompute = 0, sft = 0, dpo = 0, ipo = 0;
+    double beta = 0.1; /* DPO's (TRL's default) */
     const int with_cuda = tl_engine_find("cuda") != NULL;
     source_list srcs = {src_args, &n_sources};
     resume_arg res = {&do_resume, &resume};
@@ -323,6 +330,10 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--sequential", &rq.sequential),
         CLI_OPT_FLAG("--quiet", &quiet),
         CLI_OPT_FLAG("--overwrite", &overwrite),
+        CLI_OPT_FLAG("--sft", &sft),
+        CLI_OPT_FLAG("--dpo", &dpo),
+        CLI_OPT_FLAG("--ipo", &ipo),
+        CLI_OPT_DOUBLE("--beta", &beta),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
         /* the CUDA build's options last: a CPU-only build parses without them */
         CLI_OPT_STR("--device", &device),
@@ -434,10 +445,14 @@ int cmd_train(int argc, char **argv) {
         for (int k = 0; k < mix->n; k++) fprintf(stderr, "source %s: %s\n", mix->src[k].name, mix->src[k].ds.taken);
         if (n_val) fprintf(stderr, "val-data: %s\n", td.val.taken);
     }
+    /* a preference pair holds chosen then rejected, (seq_len + 1) / 2 tokens each */
     const int data_seq_len = td.seq_len;
-    rq.seq_len = tl_train_seq_len(rq.seq_len, data_seq_len, model.cfg.max_seq_len);
+    const int pairs = (dpo || ipo) && !td.mixture && td.train.pairs;
+    rq.seq_len = tl_train_seq_len(rq.seq_len, pairs ? (data_seq_len + 1) / 2 - 1 : data_seq_len,
+                                  model.cfg.max_seq_len);
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
-                       .mixture = n_sources ? mix : NULL};
+                       .mixture = n_sources ? mix : NULL, .sft = sft, .dpo = dpo || ipo, .dpo_ipo = ipo,
+                       .dpo_beta = beta};
     if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
         cli_error("train", "%s: %s", option_of(field), err.msg);
         return 2;
