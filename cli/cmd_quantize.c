@@ -114,6 +114,11 @@ int cli_convert_to_gguf(int argc, char **argv) {
     const char *CMD = "convert", *in = NULL, *out = NULL, *type = "F16", *name = NULL;
     long threads = 0;
     int quiet = 0;
+    for (int i = 1; i < argc; i++) /* before parsing: "--to-gguf --help" would read --help as DIR */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            to_gguf_help();
+            return 0;
+        }
     const cli_option opts[] = {
         CLI_OPT_STR("--to-gguf", &in),   CLI_OPT_STR("--out", &out),         CLI_OPT_STR("--type", &type),
         CLI_OPT_STR("--name", &name),    CLI_OPT_INT("--threads", &threads, 1, 1024),
