@@ -50,7 +50,9 @@ int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: greedy MODEL N ID...\n"); return 2; }
     llama_log_set(quiet, NULL);
     llama_backend_init();
-    struct llama_model *m = llama_model_load_from_file(argv[1], llama_model_default_params());
+    struct llama_model_params mp = llama_model_default_params();
+    mp.use_extra_bufts = 0; /* no repacking: this build's AMX kernels die with SIGILL (tilezero) */
+    struct llama_model *m = llama_model_load_from_file(argv[1], mp);
     if (!m) { fprintf(stderr, "%s: llama.cpp cannot load it\n", argv[1]); return 1; }
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = 512; cp.n_batch = 512; cp.n_threads = cp.n_threads_batch = 2;
@@ -103,7 +105,7 @@ prompt=$($BIN tokenize --tokenizer "$model/tokenizer.model" --bos <<<"/* gguf_wr
 ours() { $BIN generate --model "$1" --ids "$prompt" --greedy --max-tokens "$gen" --ignore-eos --print-ids --no-stats --threads 2 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }
 theirs() { "$W/greedy" "$1" "$gen" $prompt 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }
 ppl_ours() { $BIN perplexity --model "$1" --text "$W/heldout.txt" --threads 2 2>/dev/null | sed -n 's/^perplexity[^0-9]*\([0-9.]*\).*/\1/p'; }
-ppl_theirs() { "$LLAMA_BUILD/bin/llama-perplexity" -m "$1" -f "$W/heldout.txt" -c 256 -t 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'; }
+ppl_theirs() { "$LLAMA_BUILD/bin/llama-perplexity" -m "$1" -f "$W/heldout.txt" -c 256 -t 2 --no-repack 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'; }
 same_prefix() { # how many leading ids agree
     python3 -c "import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); n=0
 while n < min(len(a),len(b)) and a[n]==b[n]: n+=1
