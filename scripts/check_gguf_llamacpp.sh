@@ -10,7 +10,7 @@
 #   3. perplexity on held-out text (ours: tinyllama perplexity; theirs: llama-perplexity) of
 #      our files and llama-quantize's.
 # Prints one line per check and "N passed, N failed".
-# Usage: scripts/check_gguf_llamacpp.sh [--model DIR] [--gen N] [--steps N] [--build]
+# Usage: scripts/check_gguf_llamacpp.sh [--model DIR] [--gen N] [--steps N] [--build] [--no-ppl]
 #   --build   build llama-quantize, llama-perplexity and libllama in /tmp/llamacpp/build first
 # Needs: a llama.cpp build in $LLAMA_BUILD (default /tmp/llamacpp/build; sources in
 # $LLAMA_SRC), pip install gguf numpy.
@@ -19,13 +19,14 @@ cd "$(dirname "$0")/.."
 LLAMA_BUILD=${LLAMA_BUILD:-/tmp/llamacpp/build}
 LLAMA_SRC=${LLAMA_SRC:-/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp}
 W=${W:-/tmp/tl_check_llamacpp}
-model="" gen=64 steps=150 build=0
+model="" gen=64 steps=150 build=0 ppl=1
 while [ $# -gt 0 ]; do
     case $1 in
     --model) model=$2; shift ;;
     --gen) gen=$2; shift ;;
     --steps) steps=$2; shift ;;
     --build) build=1 ;;
+    --no-ppl) ppl=0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -104,8 +105,8 @@ prompt=$($BIN tokenize --tokenizer "$model/tokenizer.model" --bos <<<"/* gguf_wr
 [ -n "$prompt" ] || prompt="1 2 3"
 ours() { $BIN generate --model "$1" --ids "$prompt" --greedy --max-tokens "$gen" --ignore-eos --print-ids --no-stats --threads 2 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }
 theirs() { "$W/greedy" "$1" "$gen" $prompt 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }
-ppl_ours() { $BIN perplexity --model "$1" --text "$W/heldout.txt" --threads 2 2>/dev/null | sed -n 's/^perplexity[^0-9]*\([0-9.]*\).*/\1/p'; }
-ppl_theirs() { "$LLAMA_BUILD/bin/llama-perplexity" -m "$1" -f "$W/heldout.txt" -c 256 -t 2 --no-repack 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'; }
+ppl_ours() { [ $ppl = 1 ] || return 0; $BIN perplexity --model "$1" --text "$W/heldout.txt" --threads 2 2>/dev/null | sed -n 's/^perplexity[^0-9]*\([0-9.]*\).*/\1/p'; }
+ppl_theirs() { [ $ppl = 1 ] || return 0; "$LLAMA_BUILD/bin/llama-perplexity" -m "$1" -f "$W/heldout.txt" -c 256 -t 2 --no-repack 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p'; }
 same_prefix() { # how many leading ids agree
     python3 -c "import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); n=0
 while n < min(len(a),len(b)) and a[n]==b[n]: n+=1
@@ -113,7 +114,11 @@ print(n)" "$1" "$2"
 }
 
 echo "model: $model; prompt ids: $prompt; $gen greedy tokens"
-printf '%-24s %10s %12s %12s\n' file "ids agree" "ppl (ours)" "ppl (llama)" >"$W/table.txt"
+# each runtime's own F32 run, to tell a near tie that one runtime's arithmetic tips (the other
+# runtime then still follows F32) from a wrong file (both leave F32 early)
+$BIN quantize "$model" "$W/ours_F32.gguf" F32 --quiet --threads 2 2>/dev/null
+f32_ours=$(ours "$W/ours_F32.gguf") f32_theirs=$(theirs "$W/ours_F32.gguf")
+printf '%-24s %9s %9s %9s %12s %12s\n' file "ids agree" "ours=F32" "llama=F32" "ppl (ours)" "ppl (llama)" >"$W/table.txt"
 for t in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K_M Q5_K_M Q6_K; do
     f=$W/ours_$t.gguf
     $BIN quantize "$model" "$f" $t --quiet --threads 2 2>/dev/null || { fail "quantize $t"; continue; }
@@ -121,7 +126,8 @@ for t in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K_M Q5_K_M Q6_K; do
     n=$(same_prefix "$a" "$b")
     if [ -n "$b" ] && [ "$a" = "$b" ]; then ok "ours $t: llama.cpp's greedy ids equal ours over $gen tokens"
     else fail "ours $t: llama.cpp's greedy ids equal ours ($n of $gen agree; ours: $a; llama.cpp: $b)"; fi
-    printf '%-24s %10s %12s %12s\n' "ours_$t" "$n/$gen" "$(ppl_ours "$f")" "$(ppl_theirs "$f")" >>"$W/table.txt"
+    printf '%-24s %9s %9s %9s %12s %12s\n' "ours_$t" "$n/$gen" "$(same_prefix "$a" "$f32_ours")" "$(same_prefix "$b" "$f32_theirs")" \
+        "$(ppl_ours "$f")" "$(ppl_theirs "$f")" >>"$W/table.txt"
 done
 for t in Q4_K_M Q8_0 Q4_0 Q5_K_M; do
     f=$W/llama_$t.gguf
@@ -141,7 +147,8 @@ PY
     n=$(same_prefix "$a" "$b")
     if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "llama-quantize $t: generates here with llama.cpp's greedy ids"
     else fail "llama-quantize $t: generates here with llama.cpp's greedy ids ($n of $gen agree)"; fi
-    printf '%-24s %10s %12s %12s\n' "llama-quantize_$t" "$n/$gen" "$(ppl_ours "$f")" "$(ppl_theirs "$f")" >>"$W/table.txt"
+    printf '%-24s %9s %9s %9s %12s %12s\n' "llama-quantize_$t" "$n/$gen" "$(same_prefix "$a" "$f32_ours")" \
+        "$(same_prefix "$b" "$f32_theirs")" "$(ppl_ours "$f")" "$(ppl_theirs "$f")" >>"$W/table.txt"
 done
 cat "$W/table.txt"
 echo "$passed passed, $failed failed"
