@@ -12,6 +12,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cli_info_gguf(const char *path, int full); /* cli/cmd_info_gguf.c: info --gguf */
 int cmd_convert(int argc, char **argv);         /* cli/cmd_convert.c */
+int cli_convert_to_gguf(int argc, char **argv); /* cli/cmd_quantize.c: convert --to-gguf */
+int cmd_quantize(int argc, char **argv);        /* cli/cmd_quantize.c */
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);

@@ -22,6 +22,8 @@ extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
+extern const tl_test tests_quantize[];
+extern const tl_test tests_gguf_write[];
 extern const tl_test tests_train_setup[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
@@ -44,6 +46,8 @@ static const tl_test *const suites[] = {
     tests_validate,
     tests_hf_files,
     tests_gguf,
+    tests_quantize,
+    tests_gguf_write,
     tests_train_setup,
     tests_generate,
     tests_infer_gguf,
