@@ -15,13 +15,15 @@
 #include "ops.h"
 
 static void help(void) {
-    printf("usage: tinyllama eval --model DIR --task NAME --data FILE [options]\n\n"
-           "Zero-shot multiple-choice accuracy, scored exactly as EleutherAI's\n"
+    printf("usage: tinyllama eval --model DIR --task NAME --data FILE|DIR [options]\n\n"
+           "Multiple-choice accuracy, scored exactly as EleutherAI's\n"
            "lm-evaluation-harness (HF backend) scores it: acc, acc_norm (where the\n"
            "harness reports it), their standard errors and counts.\n\n"
            "  --model DIR        HF Llama directory (config.json + safetensors)\n"
            "  --task NAME        hellaswag | piqa | arc_easy | arc_challenge | openbookqa |\n"
-           "                     winogrande | boolq\n"
+           "                     winogrande | boolq (zero-shot, a jsonl file)\n"
+           "                     mmlu | cmmlu | ceval (few-shot, the release's data directory\n"
+           "                     with dev/ and test/ (C-Eval: val/) CSV files per subject)\n"
            "  --data FILE        the task's original release jsonl (see docs/eval.md), e.g.\n"
            "                     hellaswag_val.jsonl, piqa valid.jsonl, ARC-Easy-Test.jsonl,\n"
            "                     OpenBookQA test.jsonl, winogrande dev.jsonl, BoolQ dev.jsonl\n"
@@ -29,7 +31,8 @@ static void help(void) {
            "  --tokenizer FILE   tokenizer.model or tokenizer.json (default: from DIR)\n"
            "  --tokenization M   hf (default: what the harness gets from HF transformers)\n"
            "                     or spm (SentencePiece's own encoding)\n"
-           "  --limit N          only the first N examples\n"
+           "  --limit N          only the first N examples (per subject for mmlu, cmmlu, ceval)\n"
+           "  --fewshot N        mmlu, cmmlu, ceval: dev examples in each prompt (default 5)\n"
            "  --backend B        kv (default): the inference engine (weights mapped in their\n"
            "                     file dtype) with a KV cache, each shared context computed\n"
            "                     once; fp32: the training model, full forward per request\n"
@@ -52,6 +55,20 @@ static void progress(void *user, long done, long total, double elapsed) {
     fflush(stderr);
 }
 
+/* Per subject (and MMLU's categories): n and acc, as the harness's table lists them. */
+static void print_subjects(const tl_eval_task *t, const tl_eval_result *r) {
+    printf("| %-40s | %5s | %7s | %8s |\n", "subject", "n", "acc", "stderr");
+    printf("|------------------------------------------|-------|---------|----------|\n");
+    for (int s = 0; s < r->n_subjects; s++)
+        printf("| %-40s | %5d | %7.4f | %8.4f |\n", t->subjects[s], r->subj_n[s], r->subj_acc[s],
+               r->subj_acc_stderr[s]);
+    for (int g = 0; g < r->n_groups; g++)
+        if (r->group_n[g] > 0)
+            printf("| %-40s | %5d | %7.4f | %8.4f |\n", tl_task_group_name(t->kind, g), r->group_n[g],
+                   r->group_acc[g], r->group_acc_stderr[g]);
+    printf("\n");
+}
+
 static int file_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
@@ -60,7 +77,7 @@ static int file_exists(const char *p) {
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
     const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv";
-    long limit = 0, batch_tokens = 512, threads = 0;
+    long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1;
     int samples = 0, quiet = 0;
     const cli_option opts[] = {
         CLI_OPT_FLAG("--samples", &samples),
@@ -76,6 +93,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_INT("--limit", &limit, 1, 1000000000L),
         CLI_OPT_INT("--batch-tokens", &batch_tokens, 1, 1L << 24),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
+        CLI_OPT_INT("--fewshot", &fewshot, 0, 64),
     };
     int prc = cli_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (prc == CLI_HELP) {
@@ -100,6 +118,11 @@ int cmd_eval(int argc, char **argv) {
     }
     if (kind != TL_TASK_PIQA && labels) {
         cli_error("eval", "--labels is only for piqa");
+        return 2;
+    }
+    const int multi = tl_task_is_multi_subject(kind);
+    if (fewshot >= 0 && !multi) {
+        cli_error("eval", "--fewshot is only for mmlu, cmmlu and ceval (the other tasks are zero-shot)");
         return 2;
     }
     tl_eval_tok_mode mode;
@@ -145,7 +168,9 @@ int cmd_eval(int argc, char **argv) {
         tl_gguf_close(tg);
         return 1;
     }
-    tl_eval_task *task = tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
+    tl_eval_task *task = multi && fewshot >= 0
+                             ? tl_eval_task_load_fewshot(kind, data, (int)fewshot, limit, tok, mode, &err)
+                             : tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
     tl_tokenizer_free(tok);
     tl_gguf_close(tg);
     if (!task) {
@@ -160,8 +185,9 @@ int cmd_eval(int argc, char **argv) {
         return 1;
     }
     if (!quiet)
-        fprintf(stderr, "%s: %d examples, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
-                task->n_reqs, use_kv ? "kv" : "fp32");
+        fprintf(stderr, "%s: %d examples%s%.0d%s, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
+                multi ? " in " : "", multi ? task->n_subjects : 0, multi ? " subjects" : "", task->n_reqs,
+                use_kv ? "kv" : "fp32");
     tl_eval_opts o = {.max_tokens = (int)batch_tokens, .chunk = 64,
                       .progress = quiet ? NULL : progress, .progress_user = NULL};
     tl_eval_result r;
@@ -184,12 +210,16 @@ int cmd_eval(int argc, char **argv) {
         tl_eval_task_free(task);
         return 1;
     }
+    if (multi) print_subjects(task, &r);
     printf("| %-13s | %5s | %-8s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
     printf("|---------------|-------|----------|---------|----------|\n");
     printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, "acc", r.acc, r.acc_stderr);
     if (r.has_acc_norm)
         printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", "", r.n, "acc_norm", r.acc_norm,
                r.acc_norm_stderr);
+    if (multi)
+        printf("(%d-shot; acc is the mean over all %d questions, as the harness reports it; the mean of\n"
+               " the %d subjects' acc is %.4f)\n", task->n_shot, r.n, r.n_subjects, r.acc_macro);
     printf("(%.1f s, %.1f requests/s)\n", r.seconds, r.seconds > 0 ? task->n_reqs / r.seconds : 0.0);
     if (json_path) {
         char *js = tl_eval_result_json(task, &r, samples);
