@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "eval.h"
+#include "eval_gen.h"
 #include "eval_infer.h"
 #include "gguf.h"
 #include "ops.h"
@@ -24,6 +25,9 @@ static void help(void) {
            "                     winogrande | boolq (zero-shot, a jsonl file)\n"
            "                     mmlu | cmmlu | ceval (few-shot, the release's data directory\n"
            "                     with dev/ and test/ (C-Eval: val/) CSV files per subject)\n"
+           "                     bbh (3-shot, exact match; the BIG-Bench-Hard repository root\n"
+           "                     with bbh/*.json and cot-prompts/*.txt) | humaneval (pass@1;\n"
+           "                     HumanEval.jsonl[.gz]): greedy generation on the kv engine\n"
            "  --data FILE        the task's original release jsonl (see docs/eval.md), e.g.\n"
            "                     hellaswag_val.jsonl, piqa valid.jsonl, ARC-Easy-Test.jsonl,\n"
            "                     OpenBookQA test.jsonl, winogrande dev.jsonl, BoolQ dev.jsonl\n"
@@ -33,6 +37,8 @@ static void help(void) {
            "                     or spm (SentencePiece's own encoding)\n"
            "  --limit N          only the first N examples (per subject for mmlu, cmmlu, ceval)\n"
            "  --fewshot N        mmlu, cmmlu, ceval: dev examples in each prompt (default 5)\n"
+           "  --python PATH      humaneval: the interpreter that runs the programs, sandboxed\n"
+           "                     (default /usr/bin/python3; an absolute path)\n"
            "  --backend B        kv (default): the inference engine (weights mapped in their\n"
            "                     file dtype) with a KV cache, each shared context computed\n"
            "                     once; fp32: the training model, full forward per request\n"
@@ -74,9 +80,77 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* BBH and HumanEval: greedy generation on the kv engine, scored as the harness does. */
+static int run_generation(tl_task_kind kind, const char *model, const char *data, long limit, const tl_tokenizer *tok,
+                          const char *python, const char *json_path, int samples, int quiet, int use_kv) {
+    tl_error err;
+    if (!use_kv) {
+        cli_error("eval", "%s generates text: only --backend kv (the inference engine) does that", tl_task_name(kind));
+        return 2;
+    }
+    if (kind == TL_TASK_HUMANEVAL && python[0] != '/') {
+        cli_error("eval", "--python must be an absolute path (the sandbox passes no PATH search), got '%s'", python);
+        return 2;
+    }
+    tl_gen_task *task = tl_gen_task_load(kind, data, limit, tok, &err);
+    if (!task) {
+        cli_error("eval", "%s", err.msg);
+        return 1;
+    }
+    tl_infer_model im;
+    if (tl_infer_load_weights_only(&im, model, &err)) {
+        cli_error("eval", "%s", err.msg);
+        tl_gen_task_free(task);
+        return 1;
+    }
+    if (!quiet)
+        fprintf(stderr, "%s: %d examples%s, greedy, at most %d new tokens each\n", tl_task_name(kind), task->n_docs,
+                kind == TL_TASK_HUMANEVAL ? " (generation, then the programs in the sandbox)" : "",
+                task->max_gen_toks);
+    tl_gen_eval_opts o = {.python = python, .progress = quiet ? NULL : progress};
+    tl_gen_result r;
+    int rc = tl_gen_run(task, &im, tok, &o, &r, &err);
+    tl_infer_free(&im);
+    if (rc) {
+        cli_error("eval", "%s", err.msg);
+        tl_gen_task_free(task);
+        return 1;
+    }
+    const char *metric = tl_gen_metric_name(kind);
+    if (kind == TL_TASK_BBH) {
+        printf("| %-40s | %5s | %11s | %8s |\n", "subject", "n", metric, "stderr");
+        printf("|------------------------------------------|-------|-------------|----------|\n");
+        for (int s = 0; s < task->n_subjects; s++)
+            printf("| %-40s | %5d | %11.4f | %8.4f |\n", task->subjects[s], r.subj_n[s], r.subj_metric[s],
+                   r.subj_stderr[s]);
+        printf("\n");
+    }
+    printf("| %-13s | %5s | %-11s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
+    printf("|---------------|-------|-------------|---------|----------|\n");
+    printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, metric, r.metric, r.metric_stderr);
+    printf("(%.1f s; %ld tokens generated, %.1f tokens/s; %ld context tokens run", r.seconds, r.tokens_generated,
+           r.seconds > 0 ? r.tokens_generated / (r.seconds - r.exec_seconds) : 0.0, r.tokens_prefilled);
+    if (kind == TL_TASK_HUMANEVAL) printf("; sandbox: %s, %.1f s", r.isolation, r.exec_seconds);
+    printf(")\n");
+    if (json_path) {
+        char *js = tl_gen_result_json(task, &r, samples);
+        if (!js) rc = tl_fail(&err, "out of memory");
+        else {
+            size_t n = strlen(js);
+            js[n] = '\n';
+            rc = tl_write_file_atomic(json_path, js, n + 1, &err);
+            free(js);
+        }
+        if (rc) cli_error("eval", "%s", err.msg);
+    }
+    tl_gen_result_free(&r);
+    tl_gen_task_free(task);
+    return rc ? 1 : 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
-    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv";
+    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *python = "/usr/bin/python3";
     long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1;
     int samples = 0, quiet = 0;
     const cli_option opts[] = {
@@ -90,6 +164,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_STR("--tokenization", &mode_s),
         CLI_OPT_STR("--backend", &backend_s),
         CLI_OPT_STR("--json", &json_path),
+        CLI_OPT_STR("--python", &python),
         CLI_OPT_INT("--limit", &limit, 1, 1000000000L),
         CLI_OPT_INT("--batch-tokens", &batch_tokens, 1, 1L << 24),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
@@ -167,6 +242,12 @@ int cmd_eval(int argc, char **argv) {
         cli_error("eval", "%s", err.msg);
         tl_gguf_close(tg);
         return 1;
+    }
+    if (tl_task_is_generation(kind)) {
+        int grc = run_generation(kind, model, data, limit, tok, python, json_path, samples, quiet, use_kv);
+        tl_tokenizer_free(tok);
+        tl_gguf_close(tg);
+        return grc;
     }
     tl_eval_task *task = multi && fewshot >= 0
                              ? tl_eval_task_load_fewshot(kind, data, (int)fewshot, limit, tok, mode, &err)

@@ -51,4 +51,24 @@ expect_fail "eval --fewshot on a zero-shot task" "only for mmlu" \
 expect_fail "eval ceval --fewshot 9 (the dev split has 5)" "fewer than the 9 few-shot" \
     "$BIN" eval --model "$MC/model" --tokenizer "$TOK" --task ceval --data "$MC/ceval" --fewshot 9
 
+# --- generation: BBH 3-shot exact match as lm-eval (tests/fixtures/eval_gen)
+GEN="$FIX/eval_gen"
+want=$(python3 -c 'import json,sys;t=json.load(open(sys.argv[1]))["tasks"]["bbh"];print("%.6f %d"%(t["exact_match"],len(t["subjects"])))' "$GEN/expected.json")
+if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --quiet --json "$T/b.json" --samples \
+    >"$T/out" 2>"$T/err"; then
+    got=$(python3 -c 'import json,sys;t=json.load(open(sys.argv[1]));print("%.6f %d"%(t["exact_match"],len(t["subjects"])))' "$T/b.json")
+else got="failed: $(head -c 200 "$T/err")"; fi
+if [ "$want" = "$got" ]; then ok "eval bbh = lm-eval ($got)"; else fail "eval bbh: got '$got', lm-eval '$want'"; fi
+if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --limit 1 --quiet --json "$T/b1.json" \
+    >/dev/null 2>&1 && python3 -c 'import json,sys;t=json.load(open(sys.argv[1]));assert t["n"]==3,t' "$T/b1.json"; then
+    ok "eval bbh --limit 1 (per task)"
+else fail "eval bbh --limit 1"; fi
+expect_fail "eval bbh --backend fp32 refused" "only --backend kv" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --backend fp32
+expect_fail "eval humaneval --python relative refused" "absolute path" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$GEN/humaneval/HumanEval.jsonl.gz" --python python3
+printf '{"task_id": "x", "prompt": "def f():\\n"' >"$T/he.jsonl"
+expect_fail "eval humaneval: a truncated line names file and line" "he.jsonl:1: not a JSON object" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$T/he.jsonl"
+
 finish

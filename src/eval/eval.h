@@ -29,6 +29,9 @@ typedef enum {
     TL_TASK_MMLU,
     TL_TASK_CMMLU,
     TL_TASK_CEVAL,
+    /* generation (eval_gen.h) */
+    TL_TASK_BBH,
+    TL_TASK_HUMANEVAL,
     TL_TASK_COUNT
 } tl_task_kind;
 
@@ -40,6 +43,8 @@ int tl_task_from_name(const char *name, tl_task_kind *out, tl_error *err);
 int tl_task_has_acc_norm(tl_task_kind k);
 /* Whether the task's --data is a directory of per-subject CSV files (MMLU, CMMLU, C-Eval). */
 int tl_task_is_multi_subject(tl_task_kind k);
+/* Whether the task is scored on generated text (BBH, HumanEval: eval_gen.h). */
+int tl_task_is_generation(tl_task_kind k);
 
 /* How strings become token ids.  TL_EVAL_TOK_HF (default) reproduces what the
  * harness gets from HF transformers' LlamaTokenizer (Metaspace pre-tokenizer,

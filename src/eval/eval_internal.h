@@ -32,4 +32,8 @@ tl_eval_task *tl_eval_mc_load(tl_task_kind kind, const char *dir, int n_shot, lo
 int tl_eval_mc_aggregate(const tl_eval_task *t, tl_eval_result *r, const double *acc, const double *accn,
                          tl_error *err);
 
+/* The harness's pooled_sample_stderr: the stderr of a size-weighted group mean
+ * from its k members' stderrs and sizes (members of size 0 are left out). */
+double tl_eval_pooled_stderr(const double *se, const int *n, int k);
+
 #endif

@@ -564,9 +564,7 @@ tl_eval_task *tl_eval_task_load_fewshot(tl_task_kind kind, const char *dir, int 
 
 /* ------------------------------------------------------------ aggregation */
 
-/* The harness's pooled_sample_stderr: the stderr of a size-weighted group mean
- * from its members' stderrs and sizes. */
-static double pooled_stderr(const double *se, const int *n, int k) {
+double tl_eval_pooled_stderr(const double *se, const int *n, int k) {
     double num = 0;
     long total = 0;
     int members = 0;
@@ -628,15 +626,15 @@ int tl_eval_mc_aggregate(const tl_eval_task *t, tl_eval_result *r, const double 
                 r->group_n[g] += r->subj_n[s];
             }
         r->group_acc[g] = r->group_n[g] ? sum / r->group_n[g] : NAN;
-        r->group_acc_stderr[g] = pooled_stderr(tmp_se, tmp_n, k);
+        r->group_acc_stderr[g] = tl_eval_pooled_stderr(tmp_se, tmp_n, k);
         if (t->kind != TL_TASK_MMLU) { /* one flat group: acc_norm pooled the same way */
             k = 0;
             for (int s = 0; s < S; s++) tmp_se[k] = r->subj_acc_norm_stderr[s], tmp_n[k++] = r->subj_n[s];
-            gn_se[g] = pooled_stderr(tmp_se, tmp_n, k);
+            gn_se[g] = tl_eval_pooled_stderr(tmp_se, tmp_n, k);
         }
     }
     if (t->kind == TL_TASK_MMLU) { /* the top group pools its categories, as the harness nests them */
-        r->acc_stderr = pooled_stderr(r->group_acc_stderr, r->group_n, G);
+        r->acc_stderr = tl_eval_pooled_stderr(r->group_acc_stderr, r->group_n, G);
     } else {
         r->acc_stderr = r->group_acc_stderr[0];
         if (r->has_acc_norm) r->acc_norm_stderr = gn_se[0];

@@ -12,7 +12,7 @@
 
 static const char *const task_names[TL_TASK_COUNT] = {
     "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande", "boolq",
-    "mmlu", "cmmlu", "ceval",
+    "mmlu", "cmmlu", "ceval", "bbh", "humaneval",
 };
 
 const char *tl_task_name(tl_task_kind k) {
@@ -27,13 +27,15 @@ int tl_task_from_name(const char *name, tl_task_kind *out, tl_error *err) {
         }
     return tl_fail(err,
                    "unknown task '%s' (known: hellaswag, piqa, arc_easy, arc_challenge, openbookqa, "
-                   "winogrande, boolq, mmlu, cmmlu, ceval)",
+                   "winogrande, boolq, mmlu, cmmlu, ceval, bbh, humaneval)",
                    name);
 }
 
 int tl_task_has_acc_norm(tl_task_kind k) {
     return k != TL_TASK_WINOGRANDE && k != TL_TASK_BOOLQ && k != TL_TASK_MMLU;
 }
+
+int tl_task_is_generation(tl_task_kind k) { return k == TL_TASK_BBH || k == TL_TASK_HUMANEVAL; }
 
 int tl_task_is_multi_subject(tl_task_kind k) {
     return k == TL_TASK_MMLU || k == TL_TASK_CMMLU || k == TL_TASK_CEVAL;
@@ -618,8 +620,8 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         tl_fail(err, "bad task");
         return NULL;
     }
-    if (tl_task_is_multi_subject(kind)) {
-        tl_fail(err, "%s: %s is read from its release directory (tl_eval_task_load)", what, tl_task_name(kind));
+    if (tl_task_is_multi_subject(kind) || tl_task_is_generation(kind)) {
+        tl_fail(err, "%s: %s is not a zero-shot multiple-choice task", what, tl_task_name(kind));
         return NULL;
     }
     if (kind == TL_TASK_PIQA && !labels_text) {
@@ -685,6 +687,10 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
 
 tl_eval_task *tl_eval_task_load(tl_task_kind kind, const char *data, const char *labels, long limit,
                                 const tl_tokenizer *tok, tl_eval_tok_mode mode, tl_error *err) {
+    if (tl_task_is_generation(kind)) {
+        tl_fail(err, "%s is scored on generated text (tl_gen_task_load)", tl_task_name(kind));
+        return NULL;
+    }
     if (tl_task_is_multi_subject(kind)) {
         if (labels) {
             tl_fail(err, "%s takes no labels file", tl_task_name(kind));
