@@ -17,7 +17,8 @@
 
 static void help(void) {
     printf("usage: tinyllama eval --model DIR --task NAME --data FILE|DIR [options]\n\n"
-           "Multiple-choice accuracy, scored exactly as EleutherAI's\n"
+           "Benchmark scores (multiple choice; BBH and HumanEval by generation), scored\n"
+           "exactly as EleutherAI's\n"
            "lm-evaluation-harness (HF backend) scores it: acc, acc_norm (where the\n"
            "harness reports it), their standard errors and counts.\n\n"
            "  --model DIR        HF Llama directory (config.json + safetensors)\n"
