@@ -17,10 +17,10 @@
 
 static void help(void) {
     printf("usage: tinyllama eval --model DIR --task NAME --data FILE|DIR [options]\n\n"
-           "Benchmark scores (multiple choice; BBH and HumanEval by generation), scored\n"
-           "exactly as EleutherAI's\n"
-           "lm-evaluation-harness (HF backend) scores it: acc, acc_norm (where the\n"
-           "harness reports it), their standard errors and counts.\n\n"
+           "Benchmark scores, computed exactly as EleutherAI's lm-evaluation-harness\n"
+           "(HF backend) computes them: acc and acc_norm (where the harness reports it)\n"
+           "for multiple choice, exact match (BBH) and pass@1 (HumanEval) by greedy\n"
+           "generation; standard errors and counts.\n\n"
            "  --model DIR        HF Llama directory (config.json + safetensors)\n"
            "  --task NAME        hellaswag | piqa | arc_easy | arc_challenge | openbookqa |\n"
            "                     winogrande | boolq (zero-shot, a jsonl file)\n"
