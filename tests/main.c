@@ -18,6 +18,9 @@ extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
 extern const tl_test tests_eval[];
+extern const tl_test tests_eval_mc[];
+extern const tl_test tests_sandbox[];
+extern const tl_test tests_eval_gen[];
 extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
@@ -42,6 +45,9 @@ static const tl_test *const suites[] = {
     tests_tokenizer,
     tests_infer,
     tests_eval,
+    tests_eval_mc,
+    tests_sandbox,
+    tests_eval_gen,
     tests_distributed,
     tests_validate,
     tests_hf_files,
