@@ -1,0 +1,150 @@
+/* infer_batch.c - the batched decode step (infer_batch.h). */
+#include "infer_batch.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "attention.h"
+#include "ops.h"
+
+int tl_infer_batch_init(tl_infer_batch *b, const tl_infer_model *m, int max_b, tl_error *err) {
+    memset(b, 0, sizeof *b);
+    if (max_b < 1) return tl_fail(err, "a batch holds at least one sequence (got %d)", max_b);
+    const tl_config *c = &m->cfg;
+    const size_t B = (size_t)max_b, D = (size_t)c->dim, F = (size_t)c->hidden_dim,
+                 QD = (size_t)c->n_heads * (size_t)tl_config_head_dim(c),
+                 KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c), V = (size_t)c->vocab_size;
+    size_t widest = D > F ? D : F;
+    if (QD > widest) widest = QD;
+    b->m = m;
+    b->max_b = max_b;
+    b->n_rowbuf = omp_get_max_threads();
+    b->x = tl_alloc(sizeof(float) * B * D);
+    b->h = tl_alloc(sizeof(float) * B * D);
+    b->q = tl_alloc(sizeof(float) * B * QD);
+    b->k = tl_alloc(sizeof(float) * B * KD);
+    b->v = tl_alloc(sizeof(float) * B * KD);
+    b->ao = tl_alloc(sizeof(float) * B * QD);
+    b->g = tl_alloc(sizeof(float) * B * F);
+    b->u = tl_alloc(sizeof(float) * B * F);
+    b->rowbuf = tl_alloc(sizeof(float) * (size_t)b->n_rowbuf * widest);
+    b->logits = tl_alloc(sizeof(float) * B * V);
+    if (!b->x || !b->h || !b->q || !b->k || !b->v || !b->ao || !b->g || !b->u || !b->rowbuf || !b->logits) {
+        tl_infer_batch_free(b);
+        return tl_fail(err, "out of memory for a %d-sequence decode batch", max_b);
+    }
+    return 0;
+}
+
+void tl_infer_batch_free(tl_infer_batch *b) {
+    float *bufs[] = {b->x, b->h, b->q, b->k, b->v, b->ao, b->g, b->u, b->rowbuf, b->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tl_free(bufs[i]);
+    memset(b, 0, sizeof *b);
+}
+
+/* The fp32 row kernel of the model's kernel family (the bf16 and AMX families
+ * differ from AVX-512 only in how they treat bf16 inputs, which are converted
+ * here before the dot). */
+static tl_kernel dot_kernel(tl_kernel k) {
+    return k == TL_KERNEL_AVX512BF16 || k == TL_KERNEL_AMX || k == TL_KERNEL_AMX_EXACT ? TL_KERNEL_AVX512 : k;
+}
+
+#define BLOCK_ROWS 16 /* rows per scheduled task: small enough to balance, large enough to amortise */
+
+/* y_j[n, W_j->rows] (=|+=) x[n, cols] W_j^T for count <= 8 matrices sharing x,
+ * in one parallel region.  Each row is made fp32 once (F32 rows are used in
+ * place) and dotted with all n inputs while it is in cache. */
+static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
+                     int accumulate) {
+    const int in = W[0]->cols;
+    const tl_kernel k = dot_kernel(b->m->kernel);
+    int first[9];
+    first[0] = 0;
+    for (int j = 0; j < count; j++) first[j + 1] = first[j] + (W[j]->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    const int nblocks = first[count];
+    size_t widest = (size_t)b->m->cfg.dim > (size_t)b->m->cfg.hidden_dim ? (size_t)b->m->cfg.dim
+                                                                          : (size_t)b->m->cfg.hidden_dim;
+    const size_t qd = (size_t)b->m->cfg.n_heads * (size_t)tl_config_head_dim(&b->m->cfg);
+    if (qd > widest) widest = qd;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(b->n_rowbuf)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j = 0;
+        while (blk >= first[j + 1]) j++;
+        const tl_wmat *M = W[j];
+        const size_t rb = tl_wmat_row_bytes(M);
+        const int r0 = (blk - first[j]) * BLOCK_ROWS, r1 = r0 + BLOCK_ROWS < M->rows ? r0 + BLOCK_ROWS : M->rows;
+        float *row = b->rowbuf + (size_t)omp_get_thread_num() * widest;
+        const int in_place = !M->quant && M->dtype == TL_DT_F32 && ((uintptr_t)M->data & 3u) == 0;
+        for (int r = r0; r < r1; r++) {
+            const float *w = row;
+            if (in_place)
+                w = (const float *)((const uint8_t *)M->data + (size_t)r * rb);
+            else
+                tl_wmat_row_f32(M, r, row);
+            for (int i = 0; i < n; i++) {
+                float d = tl_dot_f32(k, w, x + (size_t)i * in, in);
+                float *o = y[j] + (size_t)i * M->rows + r;
+                *o = accumulate ? *o + d : d;
+            }
+        }
+    }
+}
+
+void tl_infer_batch_linear(tl_infer_batch *b, const tl_wmat *W, const float *x, int n, float *out) {
+    products(b, &W, &out, 1, x, n, 0);
+}
+
+int tl_infer_decode_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *ids, int n, tl_error *err) {
+    const tl_infer_model *m = b->m;
+    const tl_config *c = &m->cfg;
+    if (n < 1 || n > b->max_b) return tl_fail(err, "batch of %d sequences (this one holds 1..%d)", n, b->max_b);
+    for (int i = 0; i < n; i++) {
+        if (s[i]->m != m) return tl_fail(err, "sequence %d of the batch belongs to another model", i);
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return tl_fail(err, "token id %d of sequence %d is outside the vocabulary [0, %d)", ids[i], i,
+                           c->vocab_size);
+        if (s[i]->pos >= s[i]->max_ctx)
+            return tl_fail(err, "context full: sequence %d holds %d tokens, its context %d", i, s[i]->pos,
+                           s[i]->max_ctx);
+        for (int j = 0; j < i; j++)
+            if (s[j] == s[i]) return tl_fail(err, "sequences %d and %d of the batch are one session", j, i);
+    }
+    const int D = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, hd = tl_config_head_dim(c),
+              QD = H * hd, KD = KV * hd, V = c->vocab_size;
+    for (int i = 0; i < n; i++) tl_wmat_row_f32(&m->embed, ids[i], b->x + (size_t)i * D);
+    for (int l = 0; l < c->n_layers; l++) {
+        const tl_infer_layer *w = &m->layers[l];
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->attn_norm, n, D, c->norm_eps);
+        const tl_wmat *qkv[3] = {&w->wq, &w->wk, &w->wv};
+        float *qkv_out[3] = {b->q, b->k, b->v};
+        products(b, qkv, qkv_out, 3, b->h, n, 0);
+        tl_wmat_unpermute_out(&w->wq, b->q, n);
+        tl_wmat_unpermute_out(&w->wk, b->k, n);
+        for (int i = 0; i < n; i++) {
+            tl_infer_state *si = s[i];
+            const int p = si->pos;
+            float *q = b->q + (size_t)i * QD, *k = b->k + (size_t)i * KD;
+            float *kc = si->k_cache + (size_t)l * si->max_ctx * KD, *vc = si->v_cache + (size_t)l * si->max_ctx * KD;
+            tl_rope_forward(q, m->rope_cos, m->rope_sin, 1, 1, p, H, hd);
+            tl_rope_forward(k, m->rope_cos, m->rope_sin, 1, 1, p, KV, hd);
+            memcpy(kc + (size_t)p * KD, k, sizeof(float) * (size_t)KD);
+            memcpy(vc + (size_t)p * KD, b->v + (size_t)i * KD, sizeof(float) * (size_t)KD);
+            tl_attention_forward_cached(b->ao + (size_t)i * QD, si->scores, q, kc, vc, p, 1, H, KV, hd, si->n_scores);
+        }
+        products(b, (const tl_wmat *const[]){&w->wo}, (float *const[]){b->x}, 1, b->ao, n, 1);
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->mlp_norm, n, D, c->norm_eps);
+        const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
+        float *gu_out[2] = {b->g, b->u};
+        products(b, gu, gu_out, 2, b->h, n, 0);
+        tl_swiglu_forward(b->g, b->g, b->u, (size_t)n * F);
+        products(b, (const tl_wmat *const[]){&w->w_down}, (float *const[]){b->x}, 1, b->g, n, 1);
+    }
+    tl_rmsnorm_forward(b->h, NULL, b->x, m->final_norm, n, D, c->norm_eps);
+    products(b, (const tl_wmat *const[]){&m->lm_head}, (float *const[]){b->logits}, 1, b->h, n, 0);
+    for (int i = 0; i < n; i++) {
+        memcpy(s[i]->logits, b->logits + (size_t)i * V, sizeof(float) * (size_t)V);
+        s[i]->pos++;
+    }
+    return 0;
+}
