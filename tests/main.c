@@ -26,6 +26,7 @@ extern const tl_test tests_train_setup[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
+extern const tl_test tests_serve[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -47,6 +48,7 @@ static const tl_test *const suites[] = {
     tests_generate,
     tests_infer_gguf,
     tests_cli,
+    tests_serve,
 };
 
 static char tmpdir_path[256];
