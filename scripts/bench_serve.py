@@ -31,6 +31,17 @@ p.add_argument("--ctx", type=int, default=2048)
 a = p.parse_args()
 clients = [int(x) for x in a.clients.split(",")]
 
+# the single-sequence decoder of `tinyllama generate`, same machine, same run: the reference for 1 client
+def generate_tps():
+    g = subprocess.run([a.bin, "generate", "--model", a.model, "Request 0 of 1: once upon a time", "--max-tokens",
+                        str(a.gen), "--greedy", "--ignore-eos", "--threads", str(a.threads)],
+                       capture_output=True, text=True)
+    gm = re.search(r"generated: \d+ tokens, ([0-9.]+) tokens/s", g.stderr)
+    return float(gm.group(1)) if gm else float("nan")
+
+
+gen_before = generate_tps()
+
 log = tempfile.NamedTemporaryFile("w+", suffix=".log")
 srv = subprocess.Popen([a.bin, "serve", "--model", a.model, "--port", "0", "--parallel", str(max(clients)),
                         "--ctx", str(a.ctx), "--threads", str(a.threads)], stderr=log)
@@ -63,8 +74,10 @@ def stream(path, body):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             ch = json.loads(line[6:])
-            if first is None and ch.get("choices") and (ch["choices"][0].get("text") or
-                                                        ch["choices"][0].get("delta", {}).get("content")):
+            c = ch.get("choices")
+            # the first token: the first chunk with text or an end (a chat stream opens with a role-only chunk)
+            if first is None and c and (c[0].get("text") or c[0].get("delta", {}).get("content")
+                                        or c[0].get("finish_reason")):
                 first = time.perf_counter() - t0
             if ch.get("usage"):
                 tokens = ch["usage"]["completion_tokens"]
@@ -104,3 +117,6 @@ try:
 finally:
     srv.send_signal(signal.SIGTERM)
     srv.wait(timeout=120)
+gen_after = generate_tps()
+print(f"\n`tinyllama generate` (one sequence, single-token decode), same run: {gen_before:.2f} tokens/s before "
+      f"the server runs, {gen_after:.2f} after")

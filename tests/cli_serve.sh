@@ -174,6 +174,24 @@ steps=$(( $(metric tinyllama_decode_steps_total $T/met.txt) - $(metric tinyllama
 rows=$(( $(metric tinyllama_decode_sequences_total $T/met.txt) - $(metric tinyllama_decode_sequences_total $T/met0.txt) ))
 check "concurrent requests shared decode steps ($rows sequences in $steps steps)" '[ $rows -gt $steps ]'
 
+# --- load: 32 clients x 5 requests, twice; every request answered, no slot leaked, memory flat
+load() { # OUT: one HTTP status per request
+    seq 1 160 | xargs -P 32 -I{} curl -s -o /dev/null -w '%{http_code}\n' -m 60 \
+        --data-binary '{"prompt":"Load test {}","max_tokens":6,"temperature":0.5,"seed":{}}' \
+        "http://127.0.0.1:$P/v1/completions" >"$1"
+}
+rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$PID_A/status"; }
+load "$T/load1.txt"
+rss1=$(rss)
+load "$T/load2.txt"
+rss2=$(rss)
+check "load: 320 requests from 32 clients all answered 200" \
+    '[ "$(cat $T/load1.txt $T/load2.txt | grep -c "^200$")" = 320 ]'
+get $P /metrics "$T/ml.txt" >/dev/null
+check "load: no slot busy and nothing queued afterwards" \
+    '[ "$(metric tinyllama_slots_busy $T/ml.txt)" = 0 ] && [ "$(metric tinyllama_queue_depth $T/ml.txt)" = 0 ] && [ "$(metric tinyllama_requests_total $T/ml.txt)" = "$(metric tinyllama_requests_finished_total $T/ml.txt)" ]'
+check "load: memory flat across the second 160 requests (RSS $rss1 -> $rss2 kB)" '[ -n "$rss1" ] && [ -n "$rss2" ] && [ $((rss2 - rss1)) -lt 8192 ]'
+
 # --- prefix cache: a chat that goes on reuses the cached prefix, and answers as a server without the cache
 turn1='{"messages":[{"role":"user","content":"Tell me about the sea"}],"max_tokens":8,"temperature":0}'
 post $P /v1/chat/completions "$turn1" "$T/t1.json" >/dev/null
@@ -206,7 +224,7 @@ check "after a client left mid-stream no slot is busy" '[ "$(metric tinyllama_sl
 curl -sN --data-binary '{"prompt":"Hello","max_tokens":80,"temperature":0,"stream":true}' \
     "http://127.0.0.1:$P/v1/completions" >"$T/drain.txt" &
 cpid=$!
-sleep 0.05
+for _ in $(seq 1 100); do grep -q '^data: ' "$T/drain.txt" 2>/dev/null && break; sleep 0.05; done
 # --- SIGTERM / SIGINT: clean exit, status 0
 stops_cleanly() { # PID SIGNAL LOG
     kill -"$2" "$1"

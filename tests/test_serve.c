@@ -101,11 +101,15 @@ static int argmax(const float *x, int n) {
  * logits are identical bit for bit; against the single-sequence decode of
  * tl_infer_forward (checked against transformers in test_infer) they agree to
  * float rounding. */
-static void check_batch(tl_test_ctx *t, const char *path) {
+static void check_batch_kernel(tl_test_ctx *t, const char *path, tl_kernel kernel) {
     tl_infer_model m;
     tl_error err;
     if (tl_infer_load_weights_only(&m, path, &err)) {
         CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    if (kernel != TL_KERNEL_AUTO && tl_infer_set_kernel(&m, kernel, &err)) { /* this CPU lacks it */
+        tl_infer_free(&m);
         return;
     }
     const int V = m.cfg.vocab_size, B = 3, STEPS = 6;
@@ -139,8 +143,10 @@ static void check_batch(tl_test_ctx *t, const char *path) {
             CHECK(batched[s].pos == ref[s].pos);
         }
     }
-    CHECK_MSG(exact, "%s: a sequence's logits depend on the batch it runs in", path);
-    CHECK_MSG(worst < 1e-4, "%s: batched decode vs tl_infer_forward: relative error %g", path, worst);
+    CHECK_MSG(exact, "%s, %s kernels: a sequence's logits depend on the batch it runs in", path,
+              tl_kernel_name(m.kernel));
+    CHECK_MSG(worst < 1e-4, "%s, %s kernels: batched decode vs tl_infer_forward: relative error %g", path,
+              tl_kernel_name(m.kernel), worst);
     /* errors leave the caches alone */
     tl_infer_state *dup[2] = {&batched[0], &batched[0]};
     int two[2] = {1, 1}, pos0 = batched[0].pos;
@@ -156,6 +162,12 @@ static void check_batch(tl_test_ctx *t, const char *path) {
     tl_infer_batch_free(&bt);
     tl_infer_batch_free(&b1);
     tl_infer_free(&m);
+}
+
+/* every fp32 row-kernel family the CPU runs (the 4-input dot of each) */
+static void check_batch(tl_test_ctx *t, const char *path) {
+    const tl_kernel ks[] = {TL_KERNEL_SCALAR, TL_KERNEL_AVX2, TL_KERNEL_AVX512};
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) check_batch_kernel(t, path, ks[i]);
 }
 
 static void fixture_path(char *out, size_t cap, const char *name) {

@@ -4,6 +4,10 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TL_X86 1
+#endif
 
 #include "attention.h"
 #include "ops.h"
@@ -43,7 +47,7 @@ void tl_infer_batch_free(tl_infer_batch *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* The fp32 row kernel of the model's kernel family (the bf16 and AMX families
+/* The fp32 kernel family for the model's kernel (the bf16 and AMX families
  * differ from AVX-512 only in how they treat bf16 inputs, which are converted
  * here before the dot). */
 static tl_kernel dot_kernel(tl_kernel k) {
@@ -52,13 +56,85 @@ static tl_kernel dot_kernel(tl_kernel k) {
 
 #define BLOCK_ROWS 16 /* rows per scheduled task: small enough to balance, large enough to amortise */
 
+/* out[b] = dot(w, x[b]) over n floats for 4 inputs at once: each load of w
+ * serves four products.  Each product's own operations (two accumulators of
+ * lanes, the same reduction, the same tail) do not depend on the other three,
+ * so a result is the same bit for bit whatever inputs share the call - the
+ * batch invariance the header promises. */
+#ifdef TL_X86
+__attribute__((target("avx512f"))) static void dot4_avx512(const float *w, const float *const *x, int n, float *out) {
+    __m512 a[4][2];
+    for (int b = 0; b < 4; b++) a[b][0] = a[b][1] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+        for (int b = 0; b < 4; b++) {
+            a[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[b] + i), a[b][0]);
+            a[b][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[b] + i + 16), a[b][1]);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 w0 = _mm512_loadu_ps(w + i);
+        for (int b = 0; b < 4; b++) a[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[b] + i), a[b][0]);
+    }
+    for (int b = 0; b < 4; b++) {
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(a[b][0], a[b][1]));
+        for (int j = i; j < n; j++) s += w[j] * x[b][j];
+        out[b] = s;
+    }
+}
+
+__attribute__((target("avx2,fma"))) static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void dot4_avx2(const float *w, const float *const *x, int n, float *out) {
+    __m256 a[4][2];
+    for (int b = 0; b < 4; b++) a[b][0] = a[b][1] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+        for (int b = 0; b < 4; b++) {
+            a[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[b] + i), a[b][0]);
+            a[b][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[b] + i + 8), a[b][1]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 w0 = _mm256_loadu_ps(w + i);
+        for (int b = 0; b < 4; b++) a[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[b] + i), a[b][0]);
+    }
+    for (int b = 0; b < 4; b++) {
+        float s = hsum8(_mm256_add_ps(a[b][0], a[b][1]));
+        for (int j = i; j < n; j++) s += w[j] * x[b][j];
+        out[b] = s;
+    }
+}
+#endif
+
+static void dot4_scalar(const float *w, const float *const *x, int n, float *out) {
+    for (int b = 0; b < 4; b++) out[b] = tl_dot_f32(TL_KERNEL_SCALAR, w, x[b], n);
+}
+
+typedef void (*dot4_fn)(const float *w, const float *const *x, int n, float *out);
+
+static dot4_fn pick_dot4(tl_kernel k) {
+#ifdef TL_X86
+    if (k == TL_KERNEL_AVX512) return dot4_avx512;
+    if (k == TL_KERNEL_AVX2) return dot4_avx2;
+#endif
+    return dot4_scalar;
+}
+
 /* y_j[n, W_j->rows] (=|+=) x[n, cols] W_j^T for count <= 8 matrices sharing x,
  * in one parallel region.  Each row is made fp32 once (F32 rows are used in
  * place) and dotted with all n inputs while it is in cache. */
 static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
                      int accumulate) {
     const int in = W[0]->cols;
-    const tl_kernel k = dot_kernel(b->m->kernel);
+    const dot4_fn dot4 = pick_dot4(dot_kernel(b->m->kernel));
     int first[9];
     first[0] = 0;
     for (int j = 0; j < count; j++) first[j + 1] = first[j] + (W[j]->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
@@ -82,10 +158,16 @@ static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y
                 w = (const float *)((const uint8_t *)M->data + (size_t)r * rb);
             else
                 tl_wmat_row_f32(M, r, row);
-            for (int i = 0; i < n; i++) {
-                float d = tl_dot_f32(k, w, x + (size_t)i * in, in);
-                float *o = y[j] + (size_t)i * M->rows + r;
-                *o = accumulate ? *o + d : d;
+            for (int i = 0; i < n; i += 4) {
+                /* a group of fewer than 4 repeats its first input (results dropped) */
+                const float *xs[4];
+                float d[4];
+                for (int q = 0; q < 4; q++) xs[q] = x + (size_t)(i + q < n ? i + q : i) * in;
+                dot4(w, xs, in, d);
+                for (int q = 0; q < 4 && i + q < n; q++) {
+                    float *o = y[j] + (size_t)(i + q) * M->rows + r;
+                    *o = accumulate ? *o + d[q] : d[q];
+                }
             }
         }
     }
