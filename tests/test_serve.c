@@ -115,7 +115,7 @@ static void check_batch_kernel(tl_test_ctx *t, const char *path, tl_kernel kerne
     const int V = m.cfg.vocab_size, B = 3, STEPS = 6;
     tl_infer_state batched[3], alone[3], ref[3];
     tl_infer_batch bt, b1;
-    CHECK(tl_infer_batch_init(&bt, &m, B, &err) == 0 && tl_infer_batch_init(&b1, &m, 1, &err) == 0);
+    CHECK(tl_infer_batch_init(&bt, &m, B, B, &err) == 0 && tl_infer_batch_init(&b1, &m, 1, 1, &err) == 0);
     int ids[3][8];
     const int len[3] = {3, 8, 5};
     for (int s = 0; s < B; s++) {
@@ -159,6 +159,46 @@ static void check_batch_kernel(tl_test_ctx *t, const char *path, tl_kernel kerne
         tl_infer_state_free(&alone[s]);
         tl_infer_state_free(&ref[s]);
     }
+    tl_infer_batch_free(&bt);
+    tl_infer_batch_free(&b1);
+    tl_infer_free(&m);
+}
+
+/* A ragged step: a 5-token prompt as extra rows beside a decoding sequence
+ * gives that prompt's logits as the prompt pass does (to rounding), and the same
+ * bits as when it runs alone. */
+static void test_serve_step_ragged(tl_test_ctx *t) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/infer_gqa_f32", tl_test_fixture_dir());
+    tl_infer_model m;
+    tl_error err;
+    if (tl_infer_load_weights_only(&m, p, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    const int V = m.cfg.vocab_size;
+    tl_infer_state a, a1, ref, other;
+    tl_infer_batch bt, b1;
+    CHECK(tl_infer_batch_init(&bt, &m, 2, 8, &err) == 0 && tl_infer_batch_init(&b1, &m, 1, 8, &err) == 0);
+    CHECK(tl_infer_state_init(&a, &m, 32, &err) == 0 && tl_infer_state_init(&a1, &m, 32, &err) == 0);
+    CHECK(tl_infer_state_init(&ref, &m, 32, &err) == 0 && tl_infer_state_init(&other, &m, 32, &err) == 0);
+    const int prompt[5] = {1, 45, 300, 7, 99}, o_prompt[3] = {1, 5, 6};
+    CHECK(tl_infer_forward(&other, o_prompt, 3, NULL, &err) == 0);
+    CHECK(tl_infer_forward(&ref, prompt, 5, NULL, &err) == 0);
+    int ids[6] = {1, 45, 300, 7, 99, 17}, counts[2] = {5, 1};
+    tl_infer_state *both[2] = {&a, &other}, *one = &a1;
+    CHECK(tl_infer_step_batch(&bt, both, ids, counts, 2, &err) == 0);
+    CHECK(tl_infer_step_batch(&b1, &one, ids, counts, 1, &err) == 0);
+    CHECK(a.pos == 5 && a1.pos == 5 && other.pos == 4);
+    CHECK(memcmp(a.logits, a1.logits, sizeof(float) * (size_t)V) == 0);
+    CHECK_MSG(tl_test_rel_err(a.logits, ref.logits, (size_t)V) < 1e-4, "ragged prompt vs prompt pass: %g",
+              tl_test_rel_err(a.logits, ref.logits, (size_t)V));
+    counts[0] = 9; /* more rows than the batch holds: refused, nothing changed */
+    CHECK(tl_infer_step_batch(&bt, both, ids, counts, 2, &err) != 0 && a.pos == 5);
+    tl_infer_state_free(&a);
+    tl_infer_state_free(&a1);
+    tl_infer_state_free(&ref);
+    tl_infer_state_free(&other);
     tl_infer_batch_free(&bt);
     tl_infer_batch_free(&b1);
     tl_infer_free(&m);
@@ -312,6 +352,7 @@ const tl_test tests_serve[] = {
     {"serve_batch_bf16", test_serve_batch_bf16},
     {"serve_batch_q4_0", test_serve_batch_q4_0},
     {"serve_batch_q6_k", test_serve_batch_q6_k},
+    {"serve_step_ragged", test_serve_step_ragged},
     {"serve_sched_batch_invariance", test_serve_sched_batch_invariance},
     {"serve_sched_prefix_cache", test_serve_sched_prefix_cache},
     {NULL, NULL},

@@ -12,37 +12,42 @@
 #include "attention.h"
 #include "ops.h"
 
-int tl_infer_batch_init(tl_infer_batch *b, const tl_infer_model *m, int max_b, tl_error *err) {
+int tl_infer_batch_init(tl_infer_batch *b, const tl_infer_model *m, int max_b, int max_rows, tl_error *err) {
     memset(b, 0, sizeof *b);
-    if (max_b < 1) return tl_fail(err, "a batch holds at least one sequence (got %d)", max_b);
+    if (max_b < 1 || max_rows < max_b)
+        return tl_fail(err, "a batch holds at least one sequence and a row per sequence (got %d, %d rows)", max_b,
+                       max_rows);
     const tl_config *c = &m->cfg;
-    const size_t B = (size_t)max_b, D = (size_t)c->dim, F = (size_t)c->hidden_dim,
+    const size_t R = (size_t)max_rows, D = (size_t)c->dim, F = (size_t)c->hidden_dim,
                  QD = (size_t)c->n_heads * (size_t)tl_config_head_dim(c),
                  KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c), V = (size_t)c->vocab_size;
     size_t widest = D > F ? D : F;
     if (QD > widest) widest = QD;
     b->m = m;
     b->max_b = max_b;
+    b->max_rows = max_rows;
     b->n_rowbuf = omp_get_max_threads();
-    b->x = tl_alloc(sizeof(float) * B * D);
-    b->h = tl_alloc(sizeof(float) * B * D);
-    b->q = tl_alloc(sizeof(float) * B * QD);
-    b->k = tl_alloc(sizeof(float) * B * KD);
-    b->v = tl_alloc(sizeof(float) * B * KD);
-    b->ao = tl_alloc(sizeof(float) * B * QD);
-    b->g = tl_alloc(sizeof(float) * B * F);
-    b->u = tl_alloc(sizeof(float) * B * F);
+    b->x = tl_alloc(sizeof(float) * R * D);
+    b->h = tl_alloc(sizeof(float) * R * D);
+    b->q = tl_alloc(sizeof(float) * R * QD);
+    b->k = tl_alloc(sizeof(float) * R * KD);
+    b->v = tl_alloc(sizeof(float) * R * KD);
+    b->ao = tl_alloc(sizeof(float) * R * QD);
+    b->g = tl_alloc(sizeof(float) * R * F);
+    b->u = tl_alloc(sizeof(float) * R * F);
+    b->last = tl_alloc(sizeof(float) * (size_t)max_b * D);
     b->rowbuf = tl_alloc(sizeof(float) * (size_t)b->n_rowbuf * widest);
-    b->logits = tl_alloc(sizeof(float) * B * V);
-    if (!b->x || !b->h || !b->q || !b->k || !b->v || !b->ao || !b->g || !b->u || !b->rowbuf || !b->logits) {
+    b->logits = tl_alloc(sizeof(float) * (size_t)max_b * V);
+    if (!b->x || !b->h || !b->q || !b->k || !b->v || !b->ao || !b->g || !b->u || !b->last || !b->rowbuf ||
+        !b->logits) {
         tl_infer_batch_free(b);
-        return tl_fail(err, "out of memory for a %d-sequence decode batch", max_b);
+        return tl_fail(err, "out of memory for a %d-row decode batch", max_rows);
     }
     return 0;
 }
 
 void tl_infer_batch_free(tl_infer_batch *b) {
-    float *bufs[] = {b->x, b->h, b->q, b->k, b->v, b->ao, b->g, b->u, b->rowbuf, b->logits};
+    float *bufs[] = {b->x, b->h, b->q, b->k, b->v, b->ao, b->g, b->u, b->last, b->rowbuf, b->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tl_free(bufs[i]);
     memset(b, 0, sizeof *b);
 }
@@ -177,56 +182,74 @@ void tl_infer_batch_linear(tl_infer_batch *b, const tl_wmat *W, const float *x, 
     products(b, &W, &out, 1, x, n, 0);
 }
 
-int tl_infer_decode_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *ids, int n, tl_error *err) {
+int tl_infer_step_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *ids, const int *counts, int n,
+                        tl_error *err) {
     const tl_infer_model *m = b->m;
     const tl_config *c = &m->cfg;
     if (n < 1 || n > b->max_b) return tl_fail(err, "batch of %d sequences (this one holds 1..%d)", n, b->max_b);
+    int rows = 0;
     for (int i = 0; i < n; i++) {
         if (s[i]->m != m) return tl_fail(err, "sequence %d of the batch belongs to another model", i);
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            return tl_fail(err, "token id %d of sequence %d is outside the vocabulary [0, %d)", ids[i], i,
-                           c->vocab_size);
-        if (s[i]->pos >= s[i]->max_ctx)
-            return tl_fail(err, "context full: sequence %d holds %d tokens, its context %d", i, s[i]->pos,
-                           s[i]->max_ctx);
+        if (counts[i] < 1) return tl_fail(err, "sequence %d of the batch has %d tokens", i, counts[i]);
+        if (counts[i] > s[i]->max_ctx - s[i]->pos)
+            return tl_fail(err, "context full: sequence %d holds %d tokens + %d new, its context %d", i, s[i]->pos,
+                           counts[i], s[i]->max_ctx);
         for (int j = 0; j < i; j++)
             if (s[j] == s[i]) return tl_fail(err, "sequences %d and %d of the batch are one session", j, i);
+        if (counts[i] > b->max_rows - rows)
+            return tl_fail(err, "the batch holds %d tokens per step; more were given", b->max_rows);
+        for (int t = 0; t < counts[i]; t++)
+            if (ids[rows + t] < 0 || ids[rows + t] >= c->vocab_size)
+                return tl_fail(err, "token id %d of sequence %d is outside the vocabulary [0, %d)", ids[rows + t], i,
+                               c->vocab_size);
+        rows += counts[i];
     }
     const int D = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, hd = tl_config_head_dim(c),
               QD = H * hd, KD = KV * hd, V = c->vocab_size;
-    for (int i = 0; i < n; i++) tl_wmat_row_f32(&m->embed, ids[i], b->x + (size_t)i * D);
+    for (int r = 0; r < rows; r++) tl_wmat_row_f32(&m->embed, ids[r], b->x + (size_t)r * D);
     for (int l = 0; l < c->n_layers; l++) {
         const tl_infer_layer *w = &m->layers[l];
-        tl_rmsnorm_forward(b->h, NULL, b->x, w->attn_norm, n, D, c->norm_eps);
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->attn_norm, rows, D, c->norm_eps);
         const tl_wmat *qkv[3] = {&w->wq, &w->wk, &w->wv};
         float *qkv_out[3] = {b->q, b->k, b->v};
-        products(b, qkv, qkv_out, 3, b->h, n, 0);
-        tl_wmat_unpermute_out(&w->wq, b->q, n);
-        tl_wmat_unpermute_out(&w->wk, b->k, n);
-        for (int i = 0; i < n; i++) {
+        products(b, qkv, qkv_out, 3, b->h, rows, 0);
+        tl_wmat_unpermute_out(&w->wq, b->q, rows);
+        tl_wmat_unpermute_out(&w->wk, b->k, rows);
+        for (int i = 0, r0 = 0; i < n; r0 += counts[i], i++) {
             tl_infer_state *si = s[i];
-            const int p = si->pos;
-            float *q = b->q + (size_t)i * QD, *k = b->k + (size_t)i * KD;
+            const int p = si->pos, cn = counts[i];
+            float *q = b->q + (size_t)r0 * QD, *k = b->k + (size_t)r0 * KD;
             float *kc = si->k_cache + (size_t)l * si->max_ctx * KD, *vc = si->v_cache + (size_t)l * si->max_ctx * KD;
-            tl_rope_forward(q, m->rope_cos, m->rope_sin, 1, 1, p, H, hd);
-            tl_rope_forward(k, m->rope_cos, m->rope_sin, 1, 1, p, KV, hd);
-            memcpy(kc + (size_t)p * KD, k, sizeof(float) * (size_t)KD);
-            memcpy(vc + (size_t)p * KD, b->v + (size_t)i * KD, sizeof(float) * (size_t)KD);
-            tl_attention_forward_cached(b->ao + (size_t)i * QD, si->scores, q, kc, vc, p, 1, H, KV, hd, si->n_scores);
+            tl_rope_forward(q, m->rope_cos, m->rope_sin, cn, cn, p, H, hd);
+            tl_rope_forward(k, m->rope_cos, m->rope_sin, cn, cn, p, KV, hd);
+            memcpy(kc + (size_t)p * KD, k, sizeof(float) * (size_t)cn * KD);
+            memcpy(vc + (size_t)p * KD, b->v + (size_t)r0 * KD, sizeof(float) * (size_t)cn * KD);
+            tl_attention_forward_cached(b->ao + (size_t)r0 * QD, si->scores, q, kc, vc, p, cn, H, KV, hd,
+                                        si->n_scores);
         }
-        products(b, (const tl_wmat *const[]){&w->wo}, (float *const[]){b->x}, 1, b->ao, n, 1);
-        tl_rmsnorm_forward(b->h, NULL, b->x, w->mlp_norm, n, D, c->norm_eps);
+        products(b, (const tl_wmat *const[]){&w->wo}, (float *const[]){b->x}, 1, b->ao, rows, 1);
+        tl_rmsnorm_forward(b->h, NULL, b->x, w->mlp_norm, rows, D, c->norm_eps);
         const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
         float *gu_out[2] = {b->g, b->u};
-        products(b, gu, gu_out, 2, b->h, n, 0);
-        tl_swiglu_forward(b->g, b->g, b->u, (size_t)n * F);
-        products(b, (const tl_wmat *const[]){&w->w_down}, (float *const[]){b->x}, 1, b->g, n, 1);
+        products(b, gu, gu_out, 2, b->h, rows, 0);
+        tl_swiglu_forward(b->g, b->g, b->u, (size_t)rows * F);
+        products(b, (const tl_wmat *const[]){&w->w_down}, (float *const[]){b->x}, 1, b->g, rows, 1);
     }
-    tl_rmsnorm_forward(b->h, NULL, b->x, m->final_norm, n, D, c->norm_eps);
+    /* only each sequence's last row goes on to the logits */
+    for (int i = 0, r0 = 0; i < n; r0 += counts[i], i++)
+        memcpy(b->last + (size_t)i * D, b->x + (size_t)(r0 + counts[i] - 1) * D, sizeof(float) * (size_t)D);
+    tl_rmsnorm_forward(b->h, NULL, b->last, m->final_norm, n, D, c->norm_eps);
     products(b, (const tl_wmat *const[]){&m->lm_head}, (float *const[]){b->logits}, 1, b->h, n, 0);
     for (int i = 0; i < n; i++) {
         memcpy(s[i]->logits, b->logits + (size_t)i * V, sizeof(float) * (size_t)V);
-        s[i]->pos++;
+        s[i]->pos += counts[i];
     }
     return 0;
+}
+
+int tl_infer_decode_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *ids, int n, tl_error *err) {
+    int ones[256];
+    if (n < 1 || n > b->max_b || n > 256) return tl_fail(err, "batch of %d sequences (this one holds 1..%d)", n, b->max_b);
+    for (int i = 0; i < n; i++) ones[i] = 1;
+    return tl_infer_step_batch(b, s, ids, ones, n, err);
 }

@@ -245,13 +245,23 @@ static void admit(tl_sched *s) {
     }
 }
 
+/* Prompt remainders of at most this many tokens (and at most --chunk) join the
+ * batched step as extra rows; longer prompts run in chunks of --chunk tokens
+ * through the prompt pass (sgemm), one chunk per step so decoding goes on.  The
+ * split depends only on a request's own prompt, so its result does not depend
+ * on the other requests. */
+#define SMALL_PROMPT 32
+
+static int small_prompt(const tl_sched *s) { return s->o.chunk < SMALL_PROMPT ? s->o.chunk : SMALL_PROMPT; }
+
 static void *engine_main(void *arg) {
     tl_sched *s = arg;
     omp_set_num_threads(s->threads);
-    const int P = s->o.parallel;
-    tl_job **prompt = calloc((size_t)P, sizeof *prompt), **dec = calloc((size_t)P, sizeof *dec);
+    const int P = s->o.parallel, small = small_prompt(s);
+    tl_job **big = calloc((size_t)P, sizeof *big), **rag = calloc((size_t)P, sizeof *rag);
     tl_infer_state **states = calloc((size_t)P, sizeof *states);
-    int *ids = calloc((size_t)P, sizeof *ids), *ready = calloc((size_t)P, sizeof *ready);
+    int *counts = calloc((size_t)P, sizeof *counts), *ready = calloc((size_t)P, sizeof *ready);
+    int *ids = calloc((size_t)s->batch.max_rows, sizeof *ids);
     char (*errs)[256] = calloc((size_t)P, sizeof *errs);
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -263,16 +273,22 @@ static void *engine_main(void *arg) {
             }
         }
         admit(s);
-        int np = 0, nd = 0;
+        int nb = 0, nr = 0, rows = 0, n_dec = 0;
         for (int i = 0; i < P; i++) {
             tl_job *j = s->slots[i].job;
             if (!j) continue;
-            if (j->n_fed < j->n_ids)
-                prompt[np++] = j;
-            else if (j->pending >= 0)
-                dec[nd] = j, states[nd] = &s->slots[i].st, ids[nd] = j->pending, nd++;
+            int left = j->n_ids - j->n_fed;
+            if (left > small) {
+                big[nb++] = j;
+            } else if (left > 0) {
+                memcpy(ids + rows, j->ids + j->n_fed, sizeof(int) * (size_t)left);
+                rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = left, rows += left, nr++;
+            } else if (j->pending >= 0) {
+                ids[rows] = j->pending;
+                rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = 1, rows++, nr++, n_dec++;
+            }
         }
-        if (!np && !nd) {
+        if (!nb && !nr) {
             if (s->stopping) break;
             pthread_cond_wait(&s->work, &s->mu);
             continue;
@@ -280,8 +296,8 @@ static void *engine_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         /* the model runs outside the lock: only this thread touches slots and job engine fields */
         double t0 = tl_now();
-        for (int k = 0; k < np; k++) {
-            tl_job *j = prompt[k];
+        for (int k = 0; k < nb; k++) {
+            tl_job *j = big[k];
             slot *sl = &s->slots[j->slot];
             int n = j->n_ids - j->n_fed < s->o.chunk ? j->n_ids - j->n_fed : s->o.chunk;
             tl_error e;
@@ -296,42 +312,52 @@ static void *engine_main(void *arg) {
             ready[k] = j->n_fed == j->n_ids;
         }
         double t1 = tl_now();
-        int dec_rc = 0;
-        tl_error de;
-        if (nd) {
-            dec_rc = tl_infer_decode_batch(&s->batch, states, ids, nd, &de);
-            if (!dec_rc)
-                for (int k = 0; k < nd; k++) s->slots[dec[k]->slot].cached[states[k]->pos - 1] = ids[k];
+        int step_rc = 0;
+        tl_error se;
+        if (nr) {
+            int *from = malloc(sizeof(int) * (size_t)nr);
+            for (int k = 0; k < nr && from; k++) from[k] = states[k]->pos;
+            step_rc = from ? tl_infer_step_batch(&s->batch, states, ids, counts, nr, &se)
+                           : tl_fail(&se, "out of memory");
+            for (int k = 0, r0 = 0; k < nr && !step_rc; r0 += counts[k], k++)
+                memcpy(s->slots[rag[k]->slot].cached + from[k], ids + r0, sizeof(int) * (size_t)counts[k]);
+            free(from);
         }
         double t2 = tl_now();
         pthread_mutex_lock(&s->mu);
         s->met.prompt_seconds += t1 - t0;
-        if (nd) {
+        if (nr) {
             s->met.decode_seconds += t2 - t1;
             s->met.decode_steps++;
-            s->met.decode_rows += nd;
+            s->met.decode_rows += n_dec;
         }
-        for (int k = 0; k < np; k++) {
+        for (int k = 0; k < nb; k++) {
             if (errs[k][0])
-                finish(s, prompt[k], "error", errs[k], 0);
+                finish(s, big[k], "error", errs[k], 0);
             else if (ready[k])
-                sample_step(s, prompt[k]);
+                sample_step(s, big[k]);
         }
-        for (int k = 0; k < nd; k++) {
-            dec[k]->pending = -1;
-            if (dec_rc)
-                finish(s, dec[k], "error", de.msg, 0);
+        for (int k = 0; k < nr; k++) {
+            tl_job *j = rag[k];
+            if (step_rc) {
+                finish(s, j, "error", se.msg, 0);
+                continue;
+            }
+            if (j->n_fed < j->n_ids)
+                j->n_fed += counts[k]; /* a prompt remainder: its last token's logits are the first reply token's */
             else
-                sample_step(s, dec[k]);
+                j->pending = -1;
+            sample_step(s, j);
         }
         pthread_cond_broadcast(&s->progress);
     }
     pthread_mutex_unlock(&s->mu);
-    free(prompt);
-    free(dec);
+    free(big);
+    free(rag);
     free(states);
-    free(ids);
+    free(counts);
     free(ready);
+    free(ids);
     free(errs);
     return NULL;
 }
@@ -381,7 +407,7 @@ int tl_sched_start(tl_sched **out, const tl_infer_model *m, const tl_sched_opts 
             return tl_fail(err, "out of memory");
         }
     }
-    if (tl_infer_batch_init(&s->batch, m, o->parallel, err)) {
+    if (tl_infer_batch_init(&s->batch, m, o->parallel, o->parallel * small_prompt(s), err)) {
         free_all(s);
         return -1;
     }
