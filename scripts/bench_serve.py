@@ -86,22 +86,31 @@ def stream(path, body):
 
 try:
     stream("/v1/completions", {"prompt": "warm up", "max_tokens": 2, "temperature": 0})
+    def metrics():
+        with urllib.request.urlopen(base + "/metrics") as r:
+            text = r.read().decode()
+        get = lambda k: float(re.search(rf"^tinyllama_{k} (\S+)", text, re.M).group(1))
+        return get("decode_sequences_total"), get("decode_seconds_total")
+
     rows = []
     for n in clients:
+        m0 = metrics()
         prompts = [f"Request {i} of {n}: once upon a time" for i in range(n)]
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             res = list(pool.map(lambda q: stream("/v1/completions", {"prompt": q, "max_tokens": a.gen,
                                                                       "temperature": 0}), prompts))
         wall = time.perf_counter() - t0
+        m1 = metrics()
         toks = sum(r[2] for r in res)
-        rows.append((n, toks, wall, toks / wall))
+        rows.append((n, toks, wall, toks / wall, (m1[0] - m0[0]) / max(m1[1] - m0[1], 1e-9)))
         print(f"{n} clients: {toks} tokens in {wall:.2f} s", file=sys.stderr)
     one = rows[0][3]
-    print("| clients | tokens | seconds | tokens/s | vs 1 client |")
-    print("|---|---|---|---|---|")
-    for n, toks, wall, tps in rows:
-        print(f"| {n} | {toks} | {wall:.2f} | {tps:.2f} | {tps / one:.2f}x |")
+    one_dec = rows[0][4]
+    print("| clients | tokens | seconds | tokens/s (wall, prompts included) | vs 1 client | decode-step tokens/s | vs 1 client |")
+    print("|---|---|---|---|---|---|---|")
+    for n, toks, wall, tps, dec in rows:
+        print(f"| {n} | {toks} | {wall:.2f} | {tps:.2f} | {tps / one:.2f}x | {dec:.2f} | {dec / one_dec:.2f}x |")
 
     system = " ".join(f"Rule {i}: answer politely." for i in range(a.system_tokens // 7))
     ttft = []
