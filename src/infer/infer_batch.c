@@ -215,8 +215,16 @@ int tl_infer_step_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *
         products(b, qkv, qkv_out, 3, b->h, rows, 0);
         tl_wmat_unpermute_out(&w->wq, b->q, rows);
         tl_wmat_unpermute_out(&w->wk, b->k, rows);
-        for (int i = 0, r0 = 0; i < n; r0 += counts[i], i++) {
+        /* attention per sequence: with at least as many sequences as threads, one
+         * parallel region over the sequences (each run on one thread, on its own
+         * scratch) instead of one small region per sequence; the same
+         * arithmetic per row either way */
+        const int across = n >= b->n_rowbuf && b->n_rowbuf > 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(b->n_rowbuf) if (across)
+        for (int i = 0; i < n; i++) {
             tl_infer_state *si = s[i];
+            int r0 = 0;
+            for (int j = 0; j < i; j++) r0 += counts[j];
             const int p = si->pos, cn = counts[i];
             float *q = b->q + (size_t)r0 * QD, *k = b->k + (size_t)r0 * KD;
             float *kc = si->k_cache + (size_t)l * si->max_ctx * KD, *vc = si->v_cache + (size_t)l * si->max_ctx * KD;
@@ -225,7 +233,7 @@ int tl_infer_step_batch(tl_infer_batch *b, tl_infer_state *const *s, const int *
             memcpy(kc + (size_t)p * KD, k, sizeof(float) * (size_t)cn * KD);
             memcpy(vc + (size_t)p * KD, b->v + (size_t)r0 * KD, sizeof(float) * (size_t)cn * KD);
             tl_attention_forward_cached(b->ao + (size_t)r0 * QD, si->scores, q, kc, vc, p, cn, H, KV, hd,
-                                        si->n_scores);
+                                        across ? 1 : si->n_scores);
         }
         products(b, (const tl_wmat *const[]){&w->wo}, (float *const[]){b->x}, 1, b->ao, rows, 1);
         tl_rmsnorm_forward(b->h, NULL, b->x, w->mlp_norm, rows, D, c->norm_eps);
