@@ -59,6 +59,13 @@ int cmd_serve(int argc, char **argv) {
         cli_error(CMD, "--model DIR|FILE.gguf is required");
         return 2;
     }
+    /* the signals go to sigwait below: blocked before any thread starts (OpenMP's
+     * included), so every thread inherits the mask and none is interrupted */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     cli_threads(CMD, threads);
     tl_error err;
     tl_infer_model m;
@@ -72,12 +79,6 @@ int cmd_serve(int argc, char **argv) {
         tl_infer_free(&m);
         return 1;
     }
-    /* the signals go to sigwait below: blocked here, before any thread starts, so every thread inherits the mask */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     tl_server_opts so = {.host = host,
                          .port = (int)port,
                          .parallel = (int)parallel,

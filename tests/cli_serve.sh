@@ -190,7 +190,9 @@ check "load: 320 requests from 32 clients all answered 200" \
 get $P /metrics "$T/ml.txt" >/dev/null
 check "load: no slot busy and nothing queued afterwards" \
     '[ "$(metric tinyllama_slots_busy $T/ml.txt)" = 0 ] && [ "$(metric tinyllama_queue_depth $T/ml.txt)" = 0 ] && [ "$(metric tinyllama_requests_total $T/ml.txt)" = "$(metric tinyllama_requests_finished_total $T/ml.txt)" ]'
-check "load: memory flat across the second 160 requests (RSS $rss1 -> $rss2 kB)" '[ -n "$rss1" ] && [ -n "$rss2" ] && [ $((rss2 - rss1)) -lt 8192 ]'
+# (bounded rather than equal: malloc's per-thread arenas grow with the peak of connection threads;
+# leaks themselves are LeakSanitizer's job in the ASan run of this script, whose SIGTERM exit must be 0)
+check "load: memory flat across the second 160 requests (RSS $rss1 -> $rss2 kB)" '[ -n "$rss1" ] && [ -n "$rss2" ] && [ $((rss2 - rss1)) -lt 32768 ]'
 
 # --- prefix cache: a chat that goes on reuses the cached prefix, and answers as a server without the cache
 turn1='{"messages":[{"role":"user","content":"Tell me about the sea"}],"max_tokens":8,"temperature":0}'

@@ -269,7 +269,7 @@ static void *engine_main(void *arg) {
             tl_job *j = s->slots[i].job;
             if (j && j->cancelled) {
                 s->met.cancelled++;
-                finish(s, j, "error", "cancelled", 0);
+                finish(s, j, "error", s->closed ? "the server is shutting down" : "cancelled", 0);
             }
         }
         admit(s);

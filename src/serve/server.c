@@ -24,7 +24,8 @@ struct tl_server {
     tl_sched *sched;
     struct MHD_Daemon *d;
     int port;
-    int closing; /* under the scheduler's lock */
+    int closing;  /* under the scheduler's lock */
+    int inflight; /* connections with a submitted job not yet fully answered (under the lock) */
     unsigned long next_id;
     char model_id[256];
     long created;
@@ -36,6 +37,7 @@ typedef struct {
     char *body;
     size_t len, cap;
     int too_big;
+    int counted; /* in srv->inflight */
     /* a streamed completion */
     tl_job *job;
     int chat, include_usage, n_prompt;
@@ -49,6 +51,11 @@ typedef struct {
 static void conn_unref(conn *k) {
     if (--k->refs) return;
     if (k->job) tl_sched_release(k->srv->sched, k->job);
+    if (k->counted) {
+        tl_sched_lock(k->srv->sched);
+        k->srv->inflight--;
+        tl_sched_unlock(k->srv->sched);
+    }
     free(k->body);
     free(k->out);
     free(k);
@@ -400,6 +407,8 @@ static enum MHD_Result post_completion(tl_server *srv, struct MHD_Connection *c,
     }
     tl_sched_lock(srv->sched);
     snprintf(k->id, sizeof k->id, "%s-%lx", chat ? "chatcmpl" : "cmpl", ++srv->next_id);
+    srv->inflight++;
+    k->counted = 1;
     tl_sched_unlock(srv->sched);
     k->job = j;
     k->chat = chat;
@@ -565,8 +574,13 @@ void tl_server_stop(tl_server *s, double drain_seconds) {
     tl_sched_lock(s->sched);
     s->closing = 1;
     tl_sched_unlock(s->sched);
-    tl_sched_drain(s->sched, drain_seconds); /* in-flight requests end; their connections finish sending */
-    MHD_stop_daemon(s->d);                   /* joins the connection threads */
+    const double until = tl_now() + drain_seconds;
+    tl_sched_drain(s->sched, drain_seconds); /* in-flight requests end */
+    /* their connections finish sending (a stream's last chunks and [DONE]) before the daemon closes them */
+    tl_sched_lock(s->sched);
+    while (s->inflight > 0 && tl_now() < until + 1.0) tl_sched_wait(s->sched, 20);
+    tl_sched_unlock(s->sched);
+    MHD_stop_daemon(s->d); /* joins the connection threads */
     tl_sched_stop(s->sched);
     free(s);
 }
