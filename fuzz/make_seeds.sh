@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,chat_record}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,chat_record,serve_request}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -69,6 +69,16 @@ echo '{"weight_map": {"x": "a-00002.safetensors"}}' >"$C/st_index/bad_wrong_file
 echo '{"weight_map": {"x": "../a-00001.safetensors", "y": 3}}' >"$C/st_index/bad_path"
 echo '{"weight_map": {"x": "a-00003.safetensors"}}' >"$C/st_index/bad_missing"
 echo '{"weight_map": []' >"$C/st_index/bad_json"
+
+# ---- completion request bodies (tinyllama serve)
+S="$C/serve_request"
+echo '{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"},{"role":"user","content":[{"type":"text","text":"caf\u00e9"}]}],"max_tokens":16,"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,"seed":42,"stop":["\n","END"],"stream":true,"stream_options":{"include_usage":true}}' >"$S/chat"
+echo '{"prompt":"Once upon a time","max_tokens":8,"stop":"."}' >"$S/completion"
+echo '{"prompt":["one"],"n":1,"logprobs":false,"unknown":{"x":[1,2]}}' >"$S/list_prompt"
+echo '{"prompt":"x","max_tokens":-1}' >"$S/bad_max_tokens"
+echo '{"messages":[{"role":"user","content":"\ud800"}]}' >"$S/bad_surrogate"
+printf '{"prompt":"\xff"}' >"$S/bad_utf8"
+echo '{"prompt":"x",' >"$S/bad_json"
 
 # ---- config.json
 cp tests/fixtures/tiny_llama/config.json "$C/config/hf_transformers5"

@@ -32,6 +32,7 @@ extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
 extern const tl_test tests_sft[];
+extern const tl_test tests_serve[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -59,6 +60,7 @@ static const tl_test *const suites[] = {
     tests_infer_gguf,
     tests_cli,
     tests_sft,
+    tests_serve,
 };
 
 static char tmpdir_path[256];
