@@ -35,6 +35,7 @@ struct tl_trainer {
     int rank, world, zero;
     size_t lo, hi;     /* this rank's shard of the flat parameter block (stages 1-3: of the moments) */
     uint64_t dpos;     /* samples this rank has read (strided dataset reading, world > 1) */
+    tl_lr_schedule sched; /* in tokens (resolved from steps when the options give steps) */
 };
 
 /* The job: ranks, stage and this rank's shard (decided before anything is allocated). */
@@ -89,6 +90,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
         return NULL;
     if (tl_adamw_config_validate(&o->opt, NULL, err)) return NULL;
+    if (o->by_tokens && tl_lr_schedule_validate(&o->sched, NULL, err)) return NULL;
     if (o->opt.warmup_steps < 0 || o->opt.decay_steps < o->opt.warmup_steps) {
         tl_fail(err, "decay steps (%ld) must be at least the warmup steps (%ld)", o->opt.decay_steps, o->opt.warmup_steps);
         return NULL;
@@ -103,6 +105,13 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->train = train;
     t->val = val;
     t->o = *o;
+    if (o->by_tokens) {
+        t->sched = o->sched;
+    } else { /* steps of a fixed global batch */
+        const double tps = (double)o->batch * o->seq_len * o->accum * (o->comm ? tl_comm_world(o->comm) : 1);
+        t->sched = (tl_lr_schedule){.kind = TL_SCHED_COSINE, .warmup = (double)o->opt.warmup_steps * tps,
+                                    .decay = (double)o->opt.decay_steps * tps};
+    }
     size_t n = m->n_params, B = (size_t)o->batch, T = (size_t)o->seq_len;
     if (job_setup(t, err)) {
         tl_trainer_free(t);
@@ -660,7 +669,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         if (E->reduce_grads(t->eng, err)) return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
         if (E->grad_norm(t->eng, &norm, err)) return tl_wrap(err, "step %ld", (long)t->st.step + 1);
         long step = (long)t->st.step;
-        double lr = tl_lr_at(&t->o.opt, step);
+        const double before = (double)t->st.tokens_seen;
+        double lr = tl_lr_at_tokens(&t->o.opt, &t->sched, before, before + tokens_per_step);
         t->st.step++;
         t->st.tokens_seen += (uint64_t)tokens_per_step;
         if (!isfinite(norm) || !isfinite(loss)) {

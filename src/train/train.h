@@ -22,6 +22,10 @@ typedef struct {
     int accum;          /* micro-batches per optimizer step */
     long steps;         /* total optimizer steps */
     tl_adamw_config opt;
+    /* the learning rate by tokens seen; by_tokens 0: warmup + cosine from opt's
+     * warmup_steps / decay_steps times the (fixed) global batch */
+    tl_lr_schedule sched;
+    int by_tokens;
     uint64_t seed;      /* data order (weights are seeded by the caller) */
     int shuffle;        /* 0: file order, for step-by-step comparisons */
     long eval_every;    /* 0: never */
