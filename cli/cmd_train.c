@@ -11,6 +11,7 @@
 #include "distributed.h"
 #include "cli.h"
 #include "ops.h"
+#include "recipe.h"
 #include "tokenizer.h"
 #include "train.h"
 #include "train_setup.h"
@@ -20,9 +21,15 @@ static void on_signal(int sig) { stop_requested = sig; }
 
 static void help(void) {
     printf(
-        "usage: tinyllama train --data SHARDS [options]\n\n"
+        "usage: tinyllama train --data SHARDS [options]\n"
+        "       tinyllama train --recipe FILE [options]\n\n"
         "Pretrains a Llama model on packed token shards (see `tinyllama prepare`), writing\n"
         "HF checkpoints (config.json + model.safetensors) and training state to --out.\n\n"
+        "recipe:\n"
+        "  --recipe FILE        a YAML training recipe: model, optimizer, schedule in tokens and\n"
+        "                       phases, each with its length, global batch and data mixture, run\n"
+        "                       as one run (docs/training.md); every option below overrides it\n"
+        "                       (--steps stops early, --batch-tokens replaces every phase's batch)\n"
         "data:\n"
         "  --data PATH          training shards: a .bin file, a glob, or a `prepare` directory\n"
         "                       (its train-*.bin) (repeatable); each shard must be listed in the\n"
@@ -123,9 +130,11 @@ static void on_event(const tl_train_event *ev, void *user) {
         p->last_print = now;
         char eta[32];
         fmt_time(eta, sizeof eta, ev->eta);
-        fprintf(stderr, "%sstep %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
-                p->tty ? "\r\033[K" : "", ev->step, ev->steps, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s, eta,
-                p->tty ? "" : "\n");
+        char phase[96] = "";
+        if (ev->phase) snprintf(phase, sizeof phase, "%s | ", ev->phase);
+        fprintf(stderr, "%s%sstep %ld/%ld | %.4g tok (batch %.4g) | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
+                p->tty ? "\r\033[K" : "", phase, ev->step, ev->steps, ev->tokens, ev->batch_tokens, ev->loss, ev->lr,
+                ev->grad_norm, ev->tokens_per_s, eta, p->tty ? "" : "\n");
         break;
     }
     case TL_EV_EVAL:
@@ -280,6 +289,21 @@ int cmd_train(int argc, char **argv) {
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
     int recompute = 0;
     const int with_cuda = tl_engine_find("cuda") != NULL;
+    /* a recipe fills the request first, so every option given overrides it */
+    const char *recipe_path = NULL;
+    tl_recipe *recipe = NULL;
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "--recipe") && k + 1 < argc) recipe_path = argv[k + 1];
+        else if (!strncmp(argv[k], "--recipe=", 9)) recipe_path = argv[k] + 9;
+    }
+    if (recipe_path) {
+        tl_error rerr;
+        if (!(recipe = calloc(1, sizeof *recipe)) || tl_recipe_load(recipe_path, recipe, &rq, &rerr)) {
+            cli_error("train", "%s", recipe ? rerr.msg : "out of memory");
+            free(recipe);
+            return 2;
+        }
+    }
     source_list srcs = {sources, &n_sources};
     resume_arg res = {&do_resume, &resume};
     const cli_option opts[] = {
@@ -293,6 +317,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_INT("--bench-every", &rq.bench_every, 1, 1L << 40),
         CLI_OPT_INT("--vocab-size", &vocab_size, 1, 1L << 24),
         CLI_OPT_INT("--bench-limit", &bench_limit, 0, 1L << 40),
+        CLI_OPT_STR("--recipe", &recipe_path),
         CLI_OPT_STR("--preset", &preset),
         CLI_OPT_STR("--config", &config),
         CLI_OPT_STR("--init", &init),
@@ -336,7 +361,17 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (prc) return prc;
-    if (n_data == 0 && n_sources == 0) {
+    if (recipe && (n_data || n_sources || ramp_tokens)) {
+        cli_error("train", "%s declares the data of each phase: drop --data / --source / --ramp-tokens", recipe_path);
+        return 2;
+    }
+    if (recipe && !preset && !config && !init) { /* the recipe's model unless an option names one */
+        preset = recipe->preset[0] ? recipe->preset : NULL;
+        config = recipe->config[0] ? recipe->config : NULL;
+        init = recipe->init[0] ? recipe->init : NULL;
+    }
+    if (recipe && !vocab_size) vocab_size = recipe->vocab_size;
+    if (n_data == 0 && n_sources == 0 && !recipe) {
         cli_error("train", "no training data: give --data SHARDS (make some with `tinyllama prepare`)");
         return 2;
     }
@@ -459,7 +494,9 @@ int cmd_train(int argc, char **argv) {
     /* shards must belong to a complete `prepare` manifest; a directory means its training shards */
     const tl_dataset_opts train_opts = {.split = "train", .verify = 1}, val_opts = {.split = "val", .verify = 1};
     mix.open_opts = train_opts;
-    if (n_sources) {
+    if (recipe) {
+        rc = 0; /* tl_recipe_setup opens each phase's sources */
+    } else if (n_sources) {
         rc = 0;
         for (int k = 0; k < n_sources && !rc; k++) {
             const char *p[1] = {sources[k].path};
@@ -485,7 +522,7 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     rc = n_val ? tl_dataset_open_ex(&val_ds, val, n_val, &val_opts, &err) : 0;
-    for (int k = 0; k < (n_sources ? mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
+    for (int k = 0; k < (recipe ? 0 : n_sources ? mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
         const tl_data_tokenizer *t = n_sources ? &mix.src[k].ds.tok : &train_ds.tok;
         rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
     }
@@ -498,7 +535,7 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     if (rank == 0) { /* which files were taken */
-        if (!n_sources) fprintf(stderr, "data: %s\n", train_ds.taken);
+        if (!n_sources && !recipe) fprintf(stderr, "data: %s\n", train_ds.taken);
         for (int k = 0; k < mix.n; k++) fprintf(stderr, "source %s: %s\n", mix.src[k].name, mix.src[k].ds.taken);
         if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
     }
@@ -506,7 +543,30 @@ int cmd_train(int argc, char **argv) {
     if (rq.seq_len == 0) rq.seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
                        .mixture = n_sources ? &mix : NULL};
-    if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
+    tl_recipe_run *run = recipe ? calloc(1, sizeof *run) : NULL;
+    if (recipe) { /* phases: their sources, accumulation, steps and the schedule in tokens */
+        if (!rq.seq_len) rq.seq_len = model.cfg.max_seq_len;
+        rc = !run ? tl_fail(&err, "out of memory")
+                  : tl_recipe_setup(recipe, &rq, &train_opts, rank, run, &o, &field, &err);
+        for (int p = 0; !rc && p < run->n; p++) /* all made with one tokenizer, the one given */
+            for (int k = 0; k < run->mix[p].n && !rc; k++) {
+                const tl_data_tokenizer *t = &run->mix[p].src[k].ds.tok;
+                rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
+            }
+        if (rc) {
+            cli_error("train", "%s", err.msg);
+            return 1;
+        }
+        for (int p = 0; rank == 0 && p < run->n; p++) {
+            const tl_train_phase *ph = &run->phase[p];
+            fprintf(stderr, "phase %s: %ld steps of %.0f tokens (accumulation %d)", ph->name, ph->steps,
+                    (double)rq.batch * rq.seq_len * ph->accum * world, ph->accum);
+            for (int k = 0; k < ph->mixture->n; k++)
+                fprintf(stderr, "%s %s %.3f", k ? "," : ";", ph->mixture->src[k].name,
+                        (double)ph->mixture->src[k].w1 / (1 << 24));
+            fputc('\n', stderr);
+        }
+    } else if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
         cli_error("train", "%s: %s", option_of(field), err.msg);
         return 2;
     }
@@ -580,7 +640,7 @@ int cmd_train(int argc, char **argv) {
                     tl_comm_backend(comm), zero, overlap ? " with a communication thread" : "", comm_timeout);
     }
     /* ---- end distributed ---- */
-    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
+    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources || recipe ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
     uint64_t mix_samples = 0; /* mixture totals for the summary */
@@ -589,6 +649,16 @@ int cmd_train(int argc, char **argv) {
         mix_samples += mix.src[k].ds.n_samples;
         mix_shards += mix.src[k].ds.n_shards;
     }
+    for (int p = 0; run && p < run->n; p++) /* a recipe: each source once, however many phases read it */
+        for (int k = 0; k < run->mix[p].n; k++) {
+            int again = 0;
+            for (int q = 0; q < p; q++)
+                for (int j = 0; j < run->mix[q].n; j++) again |= !strcmp(run->mix[q].src[j].name, run->mix[p].src[k].name);
+            if (again) continue;
+            mix_samples += run->mix[p].src[k].ds.n_samples;
+            mix_shards += run->mix[p].src[k].ds.n_shards;
+        }
+    if (recipe) data_seq_len = (int)rq.seq_len;
     if (!rc && rank == 0) { /* distributed: rank 0 reports */
         const tl_config *c = &model.cfg;
         fprintf(stderr,
@@ -596,8 +666,8 @@ int cmd_train(int argc, char **argv) {
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
                 "batch: %ld x %ld tokens x %ld accumulation%s = %ld tokens/step; %ld steps; %d threads; %.0f MB%s\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
-                (unsigned long long)(n_sources ? mix_samples : train_ds.n_samples), data_seq_len,
-                n_sources ? mix_shards : train_ds.n_shards,
+                (unsigned long long)(n_sources || recipe ? mix_samples : train_ds.n_samples), data_seq_len,
+                n_sources || recipe ? mix_shards : train_ds.n_shards,
                 n_val ? ", with validation" : "", batch, seq_len, accum, world > 1 ? " x ranks" : "",
                 batch * seq_len * accum * world, steps, tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6,
                 world > 1 ? " per rank" : "");
@@ -625,7 +695,10 @@ int cmd_train(int argc, char **argv) {
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
     if (n_val) tl_dataset_close(&val_ds);
     tl_mixture_close(&mix);
-    if (!n_sources) tl_dataset_close(&train_ds);
+    if (run) tl_recipe_run_close(run);
+    free(run);
+    free(recipe);
+    if (!n_sources && !recipe) tl_dataset_close(&train_ds);
     tl_model_free(&model);
     if (rc) return 1;
     return stop_requested ? 128 + stop_requested : 0; /* interrupted, as shells report it */

@@ -2,10 +2,10 @@
 # Installs the Debian packages the build needs (only those missing), then builds.
 set -eu
 cd "$(dirname "$0")/.."
-# build: compiler, BLAS and oneDNN (fp32 GEMM backends, src/compute/gemm.h), JSON, zstd, zlib, Open MPI;
+# build: compiler, BLAS and oneDNN (fp32 GEMM backends, src/compute/gemm.h), JSON, YAML (recipes), zstd, zlib, Open MPI;
 # tests: python3 (reads a JSON fixture), zstd (makes .zst inputs), mpirun;
 # fuzzing (make fuzz): clang, libFuzzer (libclang-rt-14-dev), clang's OpenMP (libomp-dev)
-pkgs="build-essential libopenblas-openmp-dev libdnnl-dev libcjson-dev libzstd-dev zlib1g-dev libopenmpi-dev openmpi-bin
+pkgs="build-essential libopenblas-openmp-dev libdnnl-dev libcjson-dev libyaml-dev libzstd-dev zlib1g-dev libopenmpi-dev openmpi-bin
       python3 zstd clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -23,6 +23,7 @@ extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
 extern const tl_test tests_train_setup[];
+extern const tl_test tests_recipe[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
@@ -44,6 +45,7 @@ static const tl_test *const suites[] = {
     tests_hf_files,
     tests_gguf,
     tests_train_setup,
+    tests_recipe,
     tests_generate,
     tests_infer_gguf,
     tests_cli,

@@ -36,7 +36,37 @@ struct tl_trainer {
     size_t lo, hi;     /* this rank's shard of the flat parameter block (stages 1-3: of the moments) */
     uint64_t dpos;     /* samples this rank has read (strided dataset reading, world > 1) */
     tl_lr_schedule sched; /* in tokens (resolved from steps when the options give steps) */
+    /* ---- phases: the one of the next step, and the mixture it reads ---- */
+    int phase;
+    tl_mixture *mix;
+    int *src_of;        /* the source of each sample of a micro-batch (mixtures) */
+    double mix_count[TL_MIX_MAX_SOURCES]; /* samples of each source in this step (logged) */
 };
+
+/* The phase of 0-based step `step` (the last one past their end). */
+static int phase_of(const tl_train_opts *o, long step) {
+    int p = 0;
+    for (long end = 0; p < o->n_phases; p++) {
+        end += o->phases[p].steps;
+        if (step < end) break;
+    }
+    return p < o->n_phases ? p : o->n_phases - 1;
+}
+
+static void set_phase(tl_trainer *t) {
+    if (!t->o.n_phases) {
+        t->mix = t->o.mixture;
+        return;
+    }
+    t->phase = phase_of(&t->o, (long)t->st.step);
+    t->mix = t->o.phases[t->phase].mixture;
+}
+
+/* Global tokens of step `step` (0-based). */
+static double step_tokens(const tl_trainer *t, long step) {
+    int accum = t->o.n_phases ? t->o.phases[phase_of(&t->o, step)].accum : t->o.accum;
+    return (double)t->o.batch * t->o.seq_len * accum * t->world;
+}
 
 /* The job: ranks, stage and this rank's shard (decided before anything is allocated). */
 static int job_setup(tl_trainer *t, tl_error *err) {
@@ -52,6 +82,12 @@ static int job_setup(tl_trainer *t, tl_error *err) {
     if (o->mixture && (o->mixture->world != t->world || o->mixture->rank != t->rank))
         return tl_fail(err, "the data mixture was set up for rank %d of %d but this is rank %d of %d", o->mixture->rank,
                        o->mixture->world, t->rank, t->world);
+    for (int p = 0; p < o->n_phases; p++) {
+        const tl_mixture *x = o->phases[p].mixture;
+        if (x->world != t->world || x->rank != t->rank)
+            return tl_fail(err, "phase %s: its data mixture was set up for rank %d of %d but this is rank %d of %d",
+                           o->phases[p].name, x->rank, x->world, t->rank, t->world);
+    }
     return 0;
 }
 
@@ -61,8 +97,24 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "batch, sequence length, accumulation and steps must be positive");
         return NULL;
     }
+    for (int p = 0; p < o->n_phases; p++) { /* phases: each checked as a mixture */
+        const tl_train_phase *ph = &o->phases[p];
+        if (ph->steps < 1 || ph->accum < 1 || !ph->mixture || !ph->mixture->finished) {
+            tl_fail(err, "phase %s: steps and accumulation must be positive, its mixture finished", ph->name);
+            return NULL;
+        }
+        if (o->seq_len > ph->mixture->seq_len) {
+            tl_fail(err, "phase %s: sequence length %d is longer than its sources' %d", ph->name, o->seq_len,
+                    ph->mixture->seq_len);
+            return NULL;
+        }
+        for (int i = 0; i < ph->mixture->n; i++)
+            if (tl_dataset_check_vocab(&ph->mixture->src[i].ds, m->cfg.vocab_size, err)) return NULL;
+    }
     /* ---- mixture (src/data/mixture.h): stands in for the train dataset ---- */
-    if (o->mixture) {
+    if (o->n_phases) {
+        /* checked above */
+    } else if (o->mixture) {
         if (!o->mixture->finished) {
             tl_fail(err, "the data mixture is not finished");
             return NULL;
@@ -125,7 +177,8 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->tokens = malloc(sizeof(int) * B * (T + 1));
     t->inputs = malloc(sizeof(int) * B * T);
     t->targets = malloc(sizeof(int) * B * T);
-    if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets) {
+    t->src_of = malloc(sizeof(int) * B);
+    if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets || !t->src_of) {
         tl_fail(err, "out of memory allocating training state for %zu parameters", n);
         tl_trainer_free(t);
         return NULL;
@@ -137,7 +190,10 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
-    if (o->mixture) { /* mixture */
+    for (int p = 0; p < o->n_phases; p++) tl_mixture_seek(o->phases[p].mixture, 0, NULL);
+    set_phase(t);
+    if (o->n_phases) {
+    } else if (o->mixture) { /* mixture */
         tl_mixture_seek(o->mixture, 0, NULL);
     } else {
         tl_dataset_set_order(train, o->shuffle, o->seed);
@@ -164,6 +220,7 @@ void tl_trainer_free(tl_trainer *t) {
     free(t->tokens);
     free(t->inputs);
     free(t->targets);
+    free(t->src_of);
     tl_comm_free(t->own_comm);
     free(t);
 }
@@ -207,7 +264,24 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "world", t->world);
     cJSON_AddNumberToObject(r, "zero", t->zero);
     cJSON_AddNumberToObject(r, "sequences_per_step", (double)o->batch * o->accum * t->world);
-    if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
+    if (o->n_phases) { /* phases: each one's length, batch and stream */
+        cJSON *arr = cJSON_AddArrayToObject(r, "phases");
+        double total = 0;
+        for (int p = 0; p < o->n_phases; p++) {
+            const tl_train_phase *ph = &o->phases[p];
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", ph->name ? ph->name : "");
+            cJSON_AddNumberToObject(x, "steps", (double)ph->steps);
+            cJSON_AddNumberToObject(x, "accum", ph->accum);
+            cJSON_AddNumberToObject(x, "lr", ph->lr);
+            char *mix = tl_mixture_describe(ph->mixture);
+            cJSON_AddItemToObject(x, "mixture", cJSON_Parse(mix));
+            free(mix);
+            cJSON_AddItemToArray(arr, x);
+            for (int i = 0; i < ph->mixture->n; i++) total += (double)ph->mixture->src[i].ds.n_samples;
+        }
+        cJSON_AddNumberToObject(r, "train_samples", total);
+    } else if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
         char *mix = tl_mixture_describe(o->mixture);
         cJSON_AddItemToObject(r, "mixture", cJSON_Parse(mix));
         free(mix);
@@ -245,13 +319,20 @@ static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
         cJSON *mix = cJSON_GetObjectItemCaseSensitive(k ? mine : saved, "mixture");
         cJSON_DeleteItemFromObjectCaseSensitive(mix, "rank");
         cJSON_DeleteItemFromObjectCaseSensitive(mix, "world");
+        const cJSON *ph;
+        cJSON_ArrayForEach(ph, cJSON_GetObjectItemCaseSensitive(k ? mine : saved, "phases")) {
+            cJSON *pm = cJSON_GetObjectItemCaseSensitive(ph, "mixture");
+            cJSON_DeleteItemFromObjectCaseSensitive(pm, "rank");
+            cJSON_DeleteItemFromObjectCaseSensitive(pm, "world");
+        }
     }
     static const char *const keys[] = {"batch", "seq_len", "sequences_per_step", "seed", "shuffle", "train_samples",
-                                       "mixture"};
+                                       "mixture", "phases"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, keys[i]);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(mine, keys[i]);
-        if (!strcmp(keys[i], "mixture") && !a && !b) continue; /* neither run used a mixture */
+        if ((!strcmp(keys[i], "mixture") || !strcmp(keys[i], "phases")) && !a && !b)
+            continue; /* neither run used a mixture / phases */
         if (!a || !b || !cJSON_Compare(a, b, 1)) {
             char *as = a ? cJSON_PrintUnformatted(a) : NULL, *bs = b ? cJSON_PrintUnformatted(b) : NULL;
             rc = tl_fail(err, "%s: the checkpoint was trained with %s=%s but this run has %s=%s; resume with the same "
@@ -308,7 +389,11 @@ static void truncate_log(const char *path, long step) {
 
 /* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
 static int next_batch(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
-    if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
+    if (t->mix) { /* rank-aware itself */
+        if (tl_mixture_next(t->mix, B, T, tokens, t->src_of, err)) return -1;
+        for (int b = 0; b < B; b++) t->mix_count[t->src_of[b]]++;
+        return 0;
+    }
     if (t->world == 1) return tl_dataset_next(t->train, B, T, tokens, err);
     const uint64_t ns = t->train->n_samples;
     for (int b = 0; b < B; b++) {
@@ -324,9 +409,9 @@ static int next_batch(tl_trainer *t, int B, int T, int *tokens, tl_error *err) {
 /* The job's data position in the checkpoint's single-process terms: global samples
  * read (every rank has read the same number at a step boundary). */
 static void save_position(tl_trainer *t) {
-    if (t->o.mixture) {
+    if (t->mix) {
         t->st.data_epoch = 0;
-        t->st.data_index = t->o.mixture->pos * (uint64_t)t->world;
+        t->st.data_index = t->mix->pos * (uint64_t)t->world;
     } else if (t->world == 1) {
         t->st.data_epoch = t->train->epoch;
         t->st.data_index = t->train->index;
@@ -339,11 +424,12 @@ static void save_position(tl_trainer *t) {
 
 static int seek_position(tl_trainer *t, tl_error *err) {
     const uint64_t W = (uint64_t)t->world;
-    if (t->o.mixture) {
+    set_phase(t);
+    if (t->mix) {
         if (t->st.data_index % W)
             return tl_fail(err, "the checkpoint's %llu samples read do not divide among %d ranks",
                            (unsigned long long)t->st.data_index, t->world);
-        return tl_mixture_seek(t->o.mixture, t->st.data_index / W, err);
+        return tl_mixture_seek(t->mix, t->st.data_index / W, err);
     }
     if (t->world == 1) return tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err);
     if (t->st.data_index >= t->train->n_samples)
@@ -614,8 +700,7 @@ static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *e
 }
 
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err) {
-    const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
-    const double tokens_per_step = (double)B * T * accum * t->world; /* distributed: the global batch */
+    const int B = t->o.batch, T = t->o.seq_len;
     if (t->rank != 0) { /* distributed: rank 0 logs and reports */
         cb = NULL;
     } else {
@@ -637,6 +722,9 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
     }
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
     long start_step = (long)t->st.step;
+    const double tokens0 = (double)t->st.tokens_seen;
+    double tokens_end = tokens0; /* for the ETA: the batch may grow */
+    for (long s = start_step; s < t->o.steps; s++) tokens_end += step_tokens(t, s);
     while ((long)t->st.step < t->o.steps) {
         if (t->world > 1 && stop) { /* a stop seen by any rank stops all at the same step */
             double any = *stop ? 1 : 0;
@@ -645,10 +733,15 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         }
         if (stop && *stop) break;
         double t0 = tl_now();
+        set_phase(t);
+        const tl_train_phase *ph = t->o.n_phases ? &t->o.phases[t->phase] : NULL;
+        const int accum = ph ? ph->accum : t->o.accum;
+        const double tokens_per_step = (double)B * T * accum * t->world; /* distributed: the global batch */
         const tl_engine_ops *E = t->eng->ops;
         double loss = 0, norm;
         /* the step: this rank's micro-batches, then the sum, norm and update over the job */
         if (E->zero_grads(t->eng, err)) return -1;
+        memset(t->mix_count, 0, sizeof t->mix_count);
         const float scale = 1.0f / (float)(accum * t->world); /* the ranks' sum is the mean over the global batch */
         for (int a = 0; a < accum; a++) {
             if (next_batch(t, B, T, t->tokens, err)) return -1;
@@ -665,12 +758,14 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         if (t->world > 1) {
             if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
             loss /= t->world;
+            if (t->mix && tl_comm_allreduce_f64(t->comm, t->mix_count, t->mix->n, err)) /* the job's samples */
+                return tl_wrap(err, "step %ld: mixture counts", (long)t->st.step + 1);
         }
         if (E->reduce_grads(t->eng, err)) return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
         if (E->grad_norm(t->eng, &norm, err)) return tl_wrap(err, "step %ld", (long)t->st.step + 1);
         long step = (long)t->st.step;
         const double before = (double)t->st.tokens_seen;
-        double lr = tl_lr_at_tokens(&t->o.opt, &t->sched, before, before + tokens_per_step);
+        double lr = ph && ph->lr > 0 ? ph->lr : tl_lr_at_tokens(&t->o.opt, &t->sched, before, before + tokens_per_step);
         t->st.step++;
         t->st.tokens_seen += (uint64_t)tokens_per_step;
         if (!isfinite(norm) || !isfinite(loss)) {
@@ -687,15 +782,26 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);
-        double done = (double)(t->st.step - (uint64_t)start_step);
-        double rate = done / (tl_now() - run_start);
+        double rate = ((double)t->st.tokens_seen - tokens0) / (tl_now() - run_start); /* tokens per second */
         tl_train_event ev = {.kind = TL_EV_STEP, .step = (long)t->st.step, .steps = t->o.steps, .loss = loss,
                              .lr = lr, .grad_norm = norm, .tokens_per_s = tokens_per_step / dt,
-                             .elapsed = t->st.elapsed, .eta = rate > 0 ? (double)(t->o.steps - (long)t->st.step) / rate : 0};
+                             .elapsed = t->st.elapsed,
+                             .eta = rate > 0 ? (tokens_end - (double)t->st.tokens_seen) / rate : 0,
+                             .tokens = (double)t->st.tokens_seen, .batch_tokens = tokens_per_step,
+                             .phase = ph ? ph->name : NULL};
+        /* the phase, and the samples each source gave (the measured mixture) */
+        char phase_field[1400] = "";
+        if (ph) snprintf(phase_field, sizeof phase_field, ", \"phase\": \"%s\"", ph->name);
+        for (int k = 0; t->mix && k < t->mix->n; k++) {
+            size_t l = strlen(phase_field);
+            snprintf(phase_field + l, sizeof phase_field - l, "%s\"%s\": %.0f%s", k ? ", " : ", \"mix\": {",
+                     t->mix->src[k].name, t->mix_count[k], k == t->mix->n - 1 ? "}" : "");
+        }
         if (log_line(t, cb, user, err,
                      "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
-                     "\"tokens\": %llu, \"elapsed\": %.3f}\n",
-                     ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, ev.elapsed))
+                     "\"tokens\": %llu, \"batch_tokens\": %.0f, \"elapsed\": %.3f%s}\n",
+                     ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, tokens_per_step,
+                     ev.elapsed, phase_field))
             return -1;
         if (cb) cb(&ev, user);
 

@@ -16,6 +16,16 @@
 #include "model.h"
 #include "optimizer.h"
 
+/* One phase of a run (recipe.h makes them): its steps, its accumulation (the
+ * global batch may grow at a phase boundary) and its data. */
+typedef struct {
+    const char *name;
+    long steps;          /* optimizer steps of the phase */
+    int accum;           /* micro-batches per rank per step */
+    tl_mixture *mixture; /* finished with this rank / world */
+    double lr;           /* > 0: a constant learning rate instead of the schedule */
+} tl_train_phase;
+
 typedef struct {
     int batch;          /* sequences per micro-batch */
     int seq_len;        /* tokens per sequence (<= shard seq_len) */
@@ -62,6 +72,11 @@ typedef struct {
     int zero;
     int overlap;
     /* ---- end distributed ---- */
+    /* phases: if n_phases > 0 the run is their sequence (accum and mixture are the
+     * phases'; steps may stop it earlier than their sum); the data position saved
+     * is the position in the phase of the next step */
+    const tl_train_phase *phases;
+    int n_phases;
 } tl_train_opts;
 
 /* TL_EV_WARN: something the user should know that does not stop the run (path
@@ -72,6 +87,8 @@ typedef struct {
     tl_event_kind kind;
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, elapsed, eta;
+    double tokens, batch_tokens; /* TL_EV_STEP: tokens seen, the step's global batch */
+    const char *phase;           /* TL_EV_STEP: the phase's name (NULL without phases) */
     double val_loss;
     const char *path; /* checkpoint written; TL_EV_WARN: the message */
     const char *task; /* TL_EV_BENCH: task name, n docs, acc, acc_norm (NAN if none) */
