@@ -83,7 +83,7 @@ static void test_refused(tl_test_ctx *t) {
         {"model: {preset: a, config: b}\n", "model: give at most one of preset, config, init"},
         {"micro_batch: 2\nmicro_batch: 3\n", "r.yaml:2: recipe: key 'micro_batch' given twice"},
         {"", "r.yaml: empty recipe"},
-        {"phases:\n  - name: 'a b'\n", "phases[0].name: use letters"},
+        {"phases:\n  - name: 'a b'\n", "phases[0] (a b).name: use letters"},
         {"schedule: {warmup_tokens: 100}\nphases:\n  - tokens: 50\n    sources: [{name: a, path: A, weight: 1}]\n",
          "r.yaml:1: schedule.decay_tokens: schedule decay must be at least the warmup"},
     };

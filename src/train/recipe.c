@@ -203,7 +203,9 @@ static int parse_sources(const ctx *c, const yaml_node_t *n, const char *where, 
 static int parse_phase(const ctx *c, const yaml_node_t *n, int i, tl_recipe_phase *ph) {
     static const char *const known[] = {"name", "tokens", "batch_tokens", "ramp_tokens", "lr", "sources", NULL};
     char at[96], key[160];
-    snprintf(at, sizeof at, "phases[%d]", i);
+    const char *nm = n->type == YAML_MAPPING_NODE ? scalar(get(c, n, "name")) : NULL;
+    if (nm && strlen(nm) < 64) snprintf(at, sizeof at, "phases[%d] (%s)", i, nm);
+    else snprintf(at, sizeof at, "phases[%d]", i);
     if (keys_known(c, n, at, known)) return -1;
     const yaml_node_t *v;
     ph->line = (int)n->start_mark.line + 1;

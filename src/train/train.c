@@ -509,6 +509,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     char saved[4200] = "";
     const size_t n = t->m->n_params;
     const tl_engine_ops *E = t->eng->ops;
+    set_phase(t); /* the position saved is the next step's: at a phase boundary, the start of the next phase */
     save_position(t);
     if (E->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     /* stage 3: only rank 0 needs the whole block (it writes it), the others keep their slice */
