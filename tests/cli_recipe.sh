@@ -80,6 +80,26 @@ sed 's/ramp_tokens: 1024/ramp_tokens: 512/' short.yaml >other.yaml
 expect_fail "resume with another ramp refused" "the checkpoint was trained with phases=" \
     "$BIN" train --recipe other.yaml --threads 2 --quiet --resume full/step-00000016 --out rbad2
 
+# --- 2 MPI ranks: the same mixture read (the ranks' draws together are the 1-rank stream), exact resume
+if command -v mpirun >/dev/null; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+    export OMPI_MCA_mca_base_component_disable_dlclose=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
+    MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train --recipe short.yaml --threads 1 --quiet)
+    "${MPI[@]}" --ckpt-every 1 --keep 0 --out m2 >m2.out 2>&1 || fail "2 ranks ($(tail -c 300 m2.out))"
+    mixes() { grep -o '"step": [0-9]*\|"mix": {[^}]*}' "$1" | paste -d' ' - -; }
+    if [ "$(mixes m2/log.jsonl | wc -l)" -eq 32 ] && [ "$(mixes m2/log.jsonl)" = "$(mixes "$L")" ]; then
+        ok "2 ranks read the 1-rank mixture, step by step, across the batch growth"
+    else fail "2 ranks read the 1-rank mixture ($(mixes m2/log.jsonl | head -3))"; fi
+    "${MPI[@]}" --resume m2/step-00000017 --out m2r >m2r.out 2>&1
+    if cmp -s m2/step-00000032/model.safetensors m2r/step-00000032/model.safetensors &&
+        cmp -s -i 128 m2/step-00000032/training_state.bin m2r/step-00000032/training_state.bin; then
+        ok "2 ranks: resume just after a phase boundary bit-identical"
+    else fail "2 ranks: resume after a boundary ($(tail -c 300 m2r.out))"; fi
+else
+    fail "mpirun not found: install Open MPI (scripts/setup.sh)"
+fi
+
 # --- options override the recipe
 "$BIN" train "${RUN[@]}" --lr 4e-3 --steps 3 --out over 2>over.err
 if [ "$(grep -c '"loss"' over/log.jsonl)" -eq 3 ] && grep -q '"step": 1, .*"lr": 2.000000e-03' over/log.jsonl; then
@@ -111,4 +131,8 @@ for r in tinyllama-v1.0 tinyllama-v1.1-math-code tinyllama-v1.1-chinese; do
     expect_fail "recipes/$r.yaml reads; needs its data" "$r.yaml:[0-9]*: phases\[0\] \(pretrain\).sources: source 'slimpajama': data/slimpajama: cannot open" \
         "$BIN" train --recipe "$ROOT/recipes/$r.yaml" --preset test --seq-len 32 --batch 1 --out "rs-$r"
 done
+# TensorBoard: an event file beside log.jsonl (scripts/check_tensorboard.py reads it with TensorBoard)
+ev=$(ls full/events.out.tfevents.* 2>/dev/null | head -1)
+if [ -n "$ev" ] && grep -qa "brain.Event:2" "$ev" && grep -qa "train/lr" "$ev"; then ok "TensorBoard event file written"
+else fail "TensorBoard event file written"; fi
 finish

@@ -10,9 +10,11 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ops.h"
+#include "tfevents.h"
 
 struct tl_trainer {
     tl_model *m;
@@ -26,6 +28,7 @@ struct tl_trainer {
     char *log_pending;   /* lines not yet written (a failed write is retried) */
     size_t log_len, log_cap;
     int log_failing;     /* the last write failed (warned once until it recovers) */
+    tl_tfevents tb;      /* TensorBoard's copy of the scalars (fd -1: none; a failure warns and stops it) */
     char run_id[40];     /* names this run's checkpoints (kept across resumes) */
     int resumed;
     char warning[1300];  /* reported as TL_EV_WARN when the run starts */
@@ -154,6 +157,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     }
     t->m = m;
     t->log_fd = -1;
+    t->tb.fd = -1;
     t->train = train;
     t->val = val;
     t->o = *o;
@@ -213,6 +217,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
 void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
     if (t->log_fd >= 0) close(t->log_fd);
+    tl_tfevents_close(&t->tb);
     free(t->log_pending);
     if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
@@ -666,6 +671,33 @@ static int log_line(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err, co
     return 0;
 }
 
+/* Seconds since the epoch (TensorBoard's wall_time; tl_now is monotonic). */
+static double wall_time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Scalars for TensorBoard (rank 0).  The JSONL log is the record: a failed write
+ * here is reported once and ends the event file, the run goes on. */
+static void tb_scalars(tl_trainer *t, tl_train_cb cb, void *user, long step, int n, const char *const *tags,
+                       const double *values) {
+    if (t->tb.fd < 0) return;
+    tl_error e;
+    double now = wall_time_now();
+    for (int i = 0; i < n; i++)
+        if (tl_tfevents_scalar(&t->tb, tags[i], step, now, (float)values[i], &e)) {
+            tl_tfevents_close(&t->tb);
+            if (cb) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "%s; no more TensorBoard events (log.jsonl has every step)", e.msg);
+                tl_train_event ev = {.kind = TL_EV_WARN, .step = step, .steps = t->o.steps, .path = msg};
+                cb(&ev, user);
+            }
+            return;
+        }
+}
+
 /* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
 static int run_benchmarks(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) {
     /* distributed: scored by rank 0 alone (the others wait at the next collective) */
@@ -719,6 +751,17 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         if (t->warning[0] && cb) {
             tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = t->warning};
             cb(&ev, user);
+        }
+        /* TensorBoard: a new event file per start; a resumed run first drops the later
+         * points of the run it continues (TensorBoard purges them at a session start) */
+        tl_error e;
+        if (t->tb.fd < 0 && (tl_tfevents_open(&t->tb, t->o.out_dir, t->run_id, wall_time_now(), &e) ||
+                             (t->resumed && tl_tfevents_restart(&t->tb, (long)t->st.step + 1, wall_time_now(), &e)))) {
+            tl_tfevents_close(&t->tb);
+            if (cb) {
+                tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = e.msg};
+                cb(&ev, user);
+            }
         }
     }
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
@@ -805,6 +848,10 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                      ev.elapsed, phase_field))
             return -1;
         if (cb) cb(&ev, user);
+        static const char *const tags[] = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s",
+                                           "train/batch_tokens", "train/tokens"};
+        const double vals[] = {loss, lr, norm, ev.tokens_per_s, tokens_per_step, ev.tokens};
+        tb_scalars(t, cb, user, ev.step, 6, tags, vals);
 
         int last = (long)t->st.step == t->o.steps;
         if (t->val && t->o.eval_every > 0 && ((long)t->st.step % t->o.eval_every == 0 || last)) {
@@ -817,6 +864,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 tl_train_event ee = {.kind = TL_EV_EVAL, .step = ev.step, .steps = t->o.steps, .val_loss = vl};
                 cb(&ee, user);
             }
+            static const char *const vtag[] = {"val/loss"};
+            tb_scalars(t, cb, user, ev.step, 1, vtag, &vl);
         }
         if (t->o.n_bench && ((t->o.bench_every > 0 && (long)t->st.step % t->o.bench_every == 0) || last))
             if (run_benchmarks(t, cb, user, err)) return -1;
