@@ -137,9 +137,9 @@ static void on_event(const tl_train_event *ev, void *user) {
                 ev->grad_norm, ev->tokens_per_s, eta, p->tty ? "" : "\n");
         break;
     }
-    case TL_EV_EVAL:
-        fprintf(stderr, "%sstep %ld: validation loss %.4f, perplexity %.2f\n", p->tty ? "\n" : "", ev->step, ev->val_loss,
-                exp(ev->val_loss));
+    case TL_EV_EVAL: /* task: a named validation set (a recipe's domain) */
+        fprintf(stderr, "%sstep %ld: validation loss%s%s %.4f, perplexity %.2f\n", p->tty ? "\n" : "", ev->step,
+                ev->task ? " on " : "", ev->task ? ev->task : "", ev->val_loss, exp(ev->val_loss));
         break;
     case TL_EV_CKPT:
         fprintf(stderr, "%scheckpoint: %s\n", p->tty ? "\n" : "", ev->path);

@@ -24,7 +24,8 @@ awk '/preset:/ {sub(/demo/, "test")} /^seq_len:/ {$2 = 32} /^micro_batch:/ {$2 =
     "$ROOT/recipes/tinyllama-v1.1-demo.yaml" >short.yaml
 RUN=(--recipe short.yaml --threads 2 --quiet)
 "$BIN" train "${RUN[@]}" --ckpt-every 1 --keep 0 --out full 2>full.err || fail "recipe run ($(tail -3 full.err))"
-L=full/log.jsonl
+grep '"lr"' full/log.jsonl >steps.jsonl # the step lines (validation has lines of its own)
+L=steps.jsonl
 n=$(grep -c '"loss"' "$L")
 # 4096 tokens of 256 per step, 3072 of 256, 2048 of 512
 p=$(grep -o '"phase": "[a-z]*"' "$L" | uniq -c | awk '{printf "%s:%s ", $3, $1}')
@@ -50,14 +51,20 @@ if awk -F'[:,}]' '{for (i = 1; i < NF; i++) { if ($i ~ /"botchan"$/) bo[$0 ~ /co
               d2 = bo[2] - want2; d3 = bo[3] - 32; exit !(bo[1] == 0 && sh[1] == 128 && sh[2] + bo[2] == 96 && d2 * d2 <= 4 && d3 * d3 <= 4 && sh[3] + bo[3] == 64) }' "$L" >shares; then
     ok "measured mixture follows the recipe ($(cat shares))"
 else fail "measured mixture ($(cat shares))"; fi
+# validation on each domain (the recipe's validation sets), every 4 steps, logged apart
+vs=$(grep -o '"step": [0-9]*, "val_set": "[a-z]*"' full/log.jsonl | awk '{print $2 $4}' | tr -d '",' | tr '\n' ' ')
+want=$(for s in 4 8 12 16 20 24 28 32; do printf '%sshakespeare %sbotchan ' $s $s; done)
+if [ "$vs" = "$want" ] && grep -q "step 32: validation loss on botchan" full.err; then ok "validation per domain every 4 steps"
+else fail "validation per domain ($vs)"; fi
 
+losses() { grep -o '"step": [0-9]*, "loss": [0-9.]*\|"step": [0-9]*, "val_set": "[a-z]*", "val_loss": [0-9.]*' "$1"; }
 # --- exact resume: mid-phase, at the end of a phase, just after a boundary, inside the ramp, after the batch grew
 for s in 5 16 17 19 30; do
     "$BIN" train "${RUN[@]}" --resume "full/$(printf step-%08d $s)" --out "r$s" 2>"r$s.err"
     if cmp -s full/step-00000032/model.safetensors "r$s/step-00000032/model.safetensors" &&
         cmp -s -i 128 full/step-00000032/training_state.bin "r$s/step-00000032/training_state.bin" &&
-        [ "$(grep -o '"step": [0-9]*, "loss": [0-9.]*' "r$s/log.jsonl")" = "$(grep -o '"step": [0-9]*, "loss": [0-9.]*' "$L" | tail -n $((32 - s)))" ]; then
-        ok "resume from step $s: weights, optimizer state and losses bit-identical"
+        [ "$(losses "r$s/log.jsonl")" = "$(losses full/log.jsonl | awk -v s=$s '$2 + 0 > s')" ]; then
+        ok "resume from step $s: weights, optimizer state, losses and validation losses bit-identical"
     else fail "resume from step $s ($(tail -2 "r$s.err"))"; fi
 done
 # killed at a random point (SIGKILL, checkpoints every 2 steps), then --resume
@@ -69,7 +76,7 @@ kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 "$BIN" train "${RUN[@]}" --ckpt-every 2 --out part --resume 2>part.err
 if cmp -s full/step-00000032/model.safetensors part/step-00000032/model.safetensors &&
-    [ "$(grep -o '"step": [0-9]*, "loss": [0-9.]*' part/log.jsonl)" = "$(grep -o '"step": [0-9]*, "loss": [0-9.]*' "$L")" ]; then
+    [ "$(losses part/log.jsonl)" = "$(losses full/log.jsonl)" ]; then
     ok "killed and resumed: bit-identical ($(grep -o 'resuming from.*' part.err || echo 'finished before the kill'))"
 else fail "killed and resumed ($(tail -2 part.err))"; fi
 expect_fail "resume with another recipe refused" "step-00000016: the checkpoint was trained with [a-z_]*=.*resume with the same setting" \
@@ -87,8 +94,8 @@ if command -v mpirun >/dev/null; then
     export OMPI_MCA_mca_base_component_disable_dlclose=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
     MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train --recipe short.yaml --threads 1 --quiet)
     "${MPI[@]}" --ckpt-every 1 --keep 0 --out m2 >m2.out 2>&1 || fail "2 ranks ($(tail -c 300 m2.out))"
-    mixes() { grep -o '"step": [0-9]*\|"mix": {[^}]*}' "$1" | paste -d' ' - -; }
-    if [ "$(mixes m2/log.jsonl | wc -l)" -eq 32 ] && [ "$(mixes m2/log.jsonl)" = "$(mixes "$L")" ]; then
+    mixes() { grep '"lr"' "$1" | grep -o '"step": [0-9]*\|"mix": {[^}]*}' | paste -d' ' - -; }
+    if [ "$(mixes m2/log.jsonl | wc -l)" -eq 32 ] && [ "$(mixes m2/log.jsonl)" = "$(mixes full/log.jsonl)" ]; then
         ok "2 ranks read the 1-rank mixture, step by step, across the batch growth"
     else fail "2 ranks read the 1-rank mixture ($(mixes m2/log.jsonl | head -3))"; fi
     "${MPI[@]}" --resume m2/step-00000017 --out m2r >m2r.out 2>&1

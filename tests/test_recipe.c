@@ -57,6 +57,13 @@ static void test_parse(tl_test_ctx *t) {
     CHECK(r.phase[1].tokens == 6e9 && r.phase[1].ramp_tokens == 40 && r.phase[1].lr == 5e-4 && r.phase[1].batch_tokens == 0);
     CHECK(r.phase[1].n_sources == 2 && r.phase[1].src[1].weight == 1 && r.phase[1].src[1].start_weight == 0);
     CHECK(!strcmp(r.phase[2].name, "phase3") && r.phase[2].n_sources == 0 && r.phase[2].line == 28);
+    static const char VAL[] = "eval_every: 4\neval_batches: 3\nvalidation:\n  - {name: a, path: VA}\n  - {name: b, path: VB}\n"
+                              "phases: [{tokens: 8, sources: [{name: a, path: A, weight: 1}]}]\n";
+    rq = tl_train_request_defaults();
+    rc = tl_recipe_parse(VAL, sizeof VAL - 1, "val.yaml", &r, &rq, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    CHECK(rc || (rq.eval_every == 4 && rq.eval_batches == 3 && r.n_val == 2 && !strcmp(r.val[1].name, "b") &&
+                 !strcmp(r.val[1].path, "VB")));
 }
 
 /* Each bad recipe is refused with FILE:LINE: KEY and the reason; the request stays as it was. */
@@ -83,6 +90,8 @@ static void test_refused(tl_test_ctx *t) {
         {"model: {preset: a, config: b}\n", "model: give at most one of preset, config, init"},
         {"micro_batch: 2\nmicro_batch: 3\n", "r.yaml:2: recipe: key 'micro_batch' given twice"},
         {"", "r.yaml: empty recipe"},
+        {"validation: [{name: a, path: A}, {name: a, path: B}]\n", "r.yaml:1: validation[1].name: given twice"},
+        {"validation: {name: a}\n", "r.yaml:1: validation: must be a list"},
         {"phases:\n  - name: 'a b'\n", "phases[0] (a b).name: use letters"},
         {"schedule: {warmup_tokens: 100}\nphases:\n  - tokens: 50\n    sources: [{name: a, path: A, weight: 1}]\n",
          "r.yaml:1: schedule.decay_tokens: schedule decay must be at least the warmup"},

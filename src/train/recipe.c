@@ -245,9 +245,34 @@ static int parse_phase(const ctx *c, const yaml_node_t *n, int i, tl_recipe_phas
     return 0;
 }
 
+static int parse_validation(const ctx *c, const yaml_node_t *n, tl_recipe *r) {
+    static const char *const known[] = {"name", "path", NULL};
+    if (n->type != YAML_SEQUENCE_NODE) return bad(c, n, "validation", "must be a list of {name, path}");
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+        const yaml_node_t *s = yaml_document_get_node(c->doc, *it), *v;
+        char at[64], key[96];
+        snprintf(at, sizeof at, "validation[%d]", r->n_val);
+        if (r->n_val == TL_MIX_MAX_SOURCES) return bad(c, s, at, "at most %d validation sets", TL_MIX_MAX_SOURCES);
+        if (keys_known(c, s, at, known)) return -1;
+        snprintf(key, sizeof key, "%s.name", at);
+        if (!(v = get(c, s, "name"))) return bad(c, s, key, "missing");
+        if (str(c, v, key, r->val[r->n_val].name, sizeof r->val[0].name)) return -1;
+        for (const char *q = r->val[r->n_val].name; *q; q++) /* a log field and a TensorBoard tag */
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || strchr("-_.", *q)))
+                return bad(c, v, key, "use letters, digits, '-', '_' and '.' only");
+        for (int j = 0; j < r->n_val; j++)
+            if (!strcmp(r->val[j].name, r->val[r->n_val].name)) return bad(c, v, key, "given twice");
+        snprintf(key, sizeof key, "%s.path", at);
+        if (!(v = get(c, s, "path"))) return bad(c, s, key, "missing");
+        if (str(c, v, key, r->val[r->n_val].path, sizeof r->val[0].path)) return -1;
+        r->n_val++;
+    }
+    return 0;
+}
+
 static int parse_root(const ctx *c, const yaml_node_t *root, tl_recipe *r, tl_train_request *rq) {
     static const char *const known[] = {"model", "optimizer", "schedule", "micro_batch", "seq_len", "seed",
-                                        "phases", NULL};
+                                        "phases", "validation", "eval_every", "eval_batches", NULL};
     if (!root) return tl_fail(c->err, "%s: empty recipe", c->file);
     if (keys_known(c, root, "recipe", known)) return -1;
     const yaml_node_t *v;
@@ -263,10 +288,19 @@ static int parse_root(const ctx *c, const yaml_node_t *root, tl_recipe *r, tl_tr
         if (count(c, v, "seq_len", 1, &d) || (d > (1 << 20) && bad(c, v, "seq_len", "too large"))) return -1;
         rq->seq_len = (long)d;
     }
+    if ((v = get(c, root, "eval_every"))) {
+        if (count(c, v, "eval_every", 0, &d) || (d > 1e15 && bad(c, v, "eval_every", "too large"))) return -1;
+        rq->eval_every = (long)d;
+    }
+    if ((v = get(c, root, "eval_batches"))) {
+        if (count(c, v, "eval_batches", 1, &d) || (d > (1 << 30) && bad(c, v, "eval_batches", "too large"))) return -1;
+        rq->eval_batches = (long)d;
+    }
     if ((v = get(c, root, "seed"))) {
         if (count(c, v, "seed", 0, &d)) return -1;
         rq->seed = (uint64_t)d;
     }
+    if ((v = get(c, root, "validation")) && parse_validation(c, v, r)) return -1;
     if (!(v = get(c, root, "phases"))) return bad(c, root, "phases", "missing: a list of at least one phase");
     if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top == v->data.sequence.items.start)
         return bad(c, v, "phases", "must be a list of at least one phase");
@@ -328,7 +362,8 @@ int tl_recipe_load(const char *path, tl_recipe *r, tl_train_request *rq, tl_erro
 
 void tl_recipe_run_close(tl_recipe_run *run) {
     for (int p = 0; p < run->n; p++) tl_mixture_close(&run->mix[p]);
-    run->n = 0;
+    for (int v = 0; v < run->n_val; v++) tl_dataset_close(&run->val[v]);
+    run->n = run->n_val = 0;
 }
 
 int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dataset_opts *open_opts, int rank,
@@ -429,8 +464,22 @@ int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dat
         tl_recipe_run_close(run);
         return tl_wrap(err, "%s", F);
     }
+    /* the validation sets: a path is opened as --val-data is (a directory means its val-*.bin) */
+    tl_dataset_opts vopts = *open_opts;
+    vopts.split = "val";
+    for (int v = 0; v < r->n_val; v++) {
+        const char *paths[1] = {r->val[v].path};
+        if (tl_dataset_open_ex(&run->val[v], paths, 1, &vopts, err)) {
+            tl_recipe_run_close(run);
+            return tl_wrap(err, "%s: validation[%d] (%s)", F, v, r->val[v].name);
+        }
+        run->n_val = v + 1;
+        run->val_ptr[v] = &run->val[v];
+        run->val_name[v] = r->val[v].name;
+    }
     /* everything else as for a run without phases */
     tl_train_request q = *rq;
+    q.has_val = rq->has_val || r->n_val > 0;
     q.steps = total_steps;
     q.batch_tokens = 0;
     q.warmup = 0;
@@ -446,5 +495,8 @@ int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dat
     o->mixture = NULL;
     o->phases = run->phase;
     o->n_phases = run->n;
+    o->val_sets = run->val_ptr;
+    o->val_names = run->val_name;
+    o->n_val_sets = run->n_val;
     return 0;
 }

@@ -40,6 +40,10 @@ typedef struct {
     int warmup_given;                          /* sched.warmup was given */
     int n_phases;
     tl_recipe_phase phase[TL_RECIPE_MAX_PHASES];
+    int n_val; /* validation sets, one per domain: evaluated at every eval_every, logged apart */
+    struct {
+        char name[64], path[1024];
+    } val[TL_MIX_MAX_SOURCES];
 } tl_recipe;
 
 /* Parses recipe text (file names it in messages) into r, and writes the request
@@ -55,6 +59,10 @@ typedef struct {
     int n;
     tl_train_phase phase[TL_RECIPE_MAX_PHASES];
     tl_mixture mix[TL_RECIPE_MAX_PHASES];
+    int n_val; /* the validation sets, opened (their shards as a `prepare` directory's val-*.bin) */
+    tl_dataset val[TL_MIX_MAX_SOURCES];
+    tl_dataset *val_ptr[TL_MIX_MAX_SOURCES];
+    const char *val_name[TL_MIX_MAX_SOURCES];
 } tl_recipe_run;
 
 /* Opens every phase's sources (shards as tl_dataset_open_ex with open_opts),

@@ -137,6 +137,14 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "sequence length %d is longer than the training shards' %d", o->seq_len, train->seq_len);
         return NULL;
     }
+    for (int v = 0; v < o->n_val_sets; v++) {
+        if (o->seq_len > o->val_sets[v]->seq_len) {
+            tl_fail(err, "validation set %s: sequence length %d is longer than its shards' %d", o->val_names[v], o->seq_len,
+                    o->val_sets[v]->seq_len);
+            return NULL;
+        }
+        if (tl_dataset_check_vocab(o->val_sets[v], m->cfg.vocab_size, err)) return NULL;
+    }
     if (val && o->seq_len > val->seq_len) {
         tl_fail(err, "sequence length %d is longer than the validation shards' %d", o->seq_len, val->seq_len);
         return NULL;
@@ -556,7 +564,9 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     return 0;
 }
 
-int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
+int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) { return tl_trainer_eval_on(t, t->val, loss, err); }
+
+int tl_trainer_eval_on(tl_trainer *t, tl_dataset *val, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
     double sum = 0;
     long count = 0;
@@ -564,13 +574,13 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
      * the set is smaller; the rows of a last partial batch past the end are padding
      * (target -1: not counted) */
     uint64_t want = (uint64_t)t->o.eval_batches * (uint64_t)B;
-    const uint64_t total = want < t->val->n_samples ? want : t->val->n_samples;
+    const uint64_t total = want < val->n_samples ? want : val->n_samples;
     const int n_batches = (int)((total + (uint64_t)B - 1) / (uint64_t)B);
     /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below.
      * Stage 3 gathers layer by layer inside the passes, which every rank must run
      * together: in a last round with fewer batches than ranks, the ranks without one
      * evaluate a batch again and drop the result. */
-    int *buf = malloc(sizeof(int) * (size_t)(t->val->seq_len + 1));
+    int *buf = malloc(sizeof(int) * (size_t)(val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
     const int W = t->world, R = t->rank;
     const int rounds = (n_batches + W - 1) / W, passes = t->zero == 3 ? rounds * W : n_batches;
@@ -580,7 +590,7 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         uint64_t first = spare ? 0 : (uint64_t)i * (uint64_t)B;
         for (int b = 0; b < B; b++) {
             uint64_t k = first + (uint64_t)b;
-            if (k < total) tl_dataset_get(t->val, k, buf);
+            if (k < total) tl_dataset_get(val, k, buf);
             for (int s = 0; s < T; s++) {
                 t->inputs[b * T + s] = k < total ? buf[s] : 0;
                 t->targets[b * T + s] = k < total ? buf[s + 1] : -1;
@@ -867,6 +877,23 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
             static const char *const vtag[] = {"val/loss"};
             tb_scalars(t, cb, user, ev.step, 1, vtag, &vl);
         }
+        for (int v = 0; t->o.eval_every > 0 && v < t->o.n_val_sets; v++) /* per domain */
+            if ((long)t->st.step % t->o.eval_every == 0 || last) {
+                double vl;
+                if (tl_trainer_eval_on(t, t->o.val_sets[v], &vl, err)) return tl_wrap(err, "validation set %s", t->o.val_names[v]);
+                if (log_line(t, cb, user, err, "{\"step\": %ld, \"val_set\": \"%s\", \"val_loss\": %.6f, \"val_ppl\": %.4f}\n",
+                             ev.step, t->o.val_names[v], vl, exp(vl)))
+                    return -1;
+                if (cb) {
+                    tl_train_event ee = {.kind = TL_EV_EVAL, .step = ev.step, .steps = t->o.steps, .val_loss = vl,
+                                         .task = t->o.val_names[v]};
+                    cb(&ee, user);
+                }
+                char tag[96];
+                snprintf(tag, sizeof tag, "val/%s/loss", t->o.val_names[v]);
+                const char *const tags1[] = {tag};
+                tb_scalars(t, cb, user, ev.step, 1, tags1, &vl);
+            }
         if (t->o.n_bench && ((t->o.bench_every > 0 && (long)t->st.step % t->o.bench_every == 0) || last))
             if (run_benchmarks(t, cb, user, err)) return -1;
         if ((t->o.ckpt_every > 0 && (long)t->st.step % t->o.ckpt_every == 0) || last)

@@ -77,6 +77,11 @@ typedef struct {
      * is the position in the phase of the next step */
     const tl_train_phase *phases;
     int n_phases;
+    /* named validation sets (a recipe's, one per domain), each evaluated as val at
+     * every eval_every and logged on its own ({"val_set": name, "val_loss": ...}) */
+    tl_dataset *const *val_sets;
+    const char *const *val_names;
+    int n_val_sets;
 } tl_train_opts;
 
 /* TL_EV_WARN: something the user should know that does not stop the run (path
@@ -116,6 +121,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
 /* Mean validation loss over the first opts.eval_batches micro-batches of val,
  * each sample at most once (a smaller set is evaluated whole, once). */
 int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err);
+/* The same on another validation set. */
+int tl_trainer_eval_on(tl_trainer *t, tl_dataset *val, double *loss, tl_error *err);
 size_t tl_trainer_memory_bytes(const tl_trainer *t);
 
 #endif
