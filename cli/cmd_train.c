@@ -77,7 +77,11 @@ static void help(void) {
            "  --keep N             checkpoints of this run to keep (default 3, 0 keeps all)\n"
            "  --eval-every N       validation every N steps (default 100 with --val-data)\n"
            "  --eval-batches N     micro-batches per validation (default 8)\n"
-           "  --log FILE           JSONL log (default OUT/log.jsonl)\n"
+           "  --log FILE           JSONL log (default OUT/log.jsonl); TensorBoard events go to OUT too\n"
+           "  --spike-z X          skip the update of a step whose loss is X standard deviations above\n"
+           "                       the last --spike-window (100) steps' (default 0: off)\n"
+           "  --max-skips N        stop after N skipped steps in a row (spikes or non-finite), naming\n"
+           "                       the last good checkpoint (default 0: never)\n"
            "zero-shot benchmarks during training (scored as lm-evaluation-harness, docs/eval.md):\n"
            "  --bench TASK:DATA[:LABELS]  e.g. hellaswag:hellaswag_val.jsonl or piqa:valid.jsonl:valid-labels.lst\n"
            "                       (repeatable; tasks: hellaswag piqa arc_easy arc_challenge openbookqa\n"
@@ -148,7 +152,8 @@ static void on_event(const tl_train_event *ev, void *user) {
         fprintf(stderr, "%swarning: %s\n", p->tty ? "\n" : "", ev->path);
         break;
     case TL_EV_SKIP:
-        fprintf(stderr, "%sstep %ld: non-finite gradient, update skipped\n", p->tty ? "\n" : "", ev->step);
+        fprintf(stderr, "%sstep %ld: %s, update skipped\n", p->tty ? "\n" : "", ev->step,
+                ev->path ? ev->path : "non-finite gradient");
         break;
     case TL_EV_BENCH:
         if (isnan(ev->acc_norm))
@@ -167,7 +172,8 @@ static const char *option_of(const char *field) {
     static const char *const opt_of[][2] = {
         {"lr", "--lr"},         {"min_lr", "--min-lr"},          {"beta1", "--beta1"}, {"beta2", "--beta2"},
         {"eps", "--eps"},       {"weight_decay", "--weight-decay"}, {"clip", "--clip"},  {"warmup", "--warmup"},
-        {"decay_steps", "--decay-steps"}, {"batch_tokens", "--batch-tokens"}};
+        {"decay_steps", "--decay-steps"}, {"batch_tokens", "--batch-tokens"}, {"spike_z", "--spike-z"},
+        {"spike_window", "--spike-window"}, {"max_skips", "--max-skips"}};
     for (size_t k = 0; field && k < sizeof opt_of / sizeof opt_of[0]; k++)
         if (!strcmp(field, opt_of[k][0])) return opt_of[k][1];
     return field ? field : "train";
@@ -345,6 +351,9 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_DOUBLE("--eps", &oc->eps),
         CLI_OPT_DOUBLE("--weight-decay", &oc->weight_decay),
         CLI_OPT_DOUBLE("--clip", &oc->clip),
+        CLI_OPT_DOUBLE("--spike-z", &rq.spike_z),
+        CLI_OPT_INT("--spike-window", &rq.spike_window, 1, TL_LOSS_WINDOW_MAX),
+        CLI_OPT_INT("--max-skips", &rq.max_skips, 0, 1L << 30),
         CLI_OPT_FLAG("--sequential", &rq.sequential),
         CLI_OPT_FLAG("--quiet", &quiet),
         CLI_OPT_FLAG("--overwrite", &overwrite),

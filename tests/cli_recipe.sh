@@ -138,6 +138,27 @@ for r in tinyllama-v1.0 tinyllama-v1.1-math-code tinyllama-v1.1-chinese; do
     expect_fail "recipes/$r.yaml reads; needs its data" "$r.yaml:[0-9]*: phases\[0\] \(pretrain\).sources: source 'slimpajama': data/slimpajama: cannot open" \
         "$BIN" train --recipe "$ROOT/recipes/$r.yaml" --preset test --seq-len 32 --batch 1 --out "rs-$r"
 done
+# --- loss spikes: a phase at lr 30 throws the weights; the spikes are skipped, and after 3 in a row
+# the run stops naming the step and the last good checkpoint; the detector's window survives a resume
+cat >spike.yaml <<'EOR'
+model: {preset: test}
+micro_batch: 2
+seq_len: 32
+loss_spikes: {z: 4, window: 20, max_skips: 3}
+optimizer: {lr: 1e-3, min_lr: 1e-4}
+phases:
+  - {name: calm, tokens: 1920, batch_tokens: 64, sources: [{name: shakespeare, path: data/shakespeare, weight: 1}]}
+  - {name: wild, tokens: 640, lr: 30}
+EOR
+expect_fail "loss spikes skipped, the run stops after 3 in a row" \
+    "step 34: 3 steps in a row skipped \(the last: loss spike .*\); stopping. The last good checkpoint is sp/step-00000030" \
+    "$BIN" train --recipe spike.yaml --threads 2 --quiet --ckpt-every 10 --keep 0 --out sp
+[ "$(grep -c '"reason": "spike"' sp/log.jsonl)" -eq 3 ] && ok "spikes logged" || fail "spikes logged ($(grep -c skipped sp/log.jsonl))"
+"$BIN" train --recipe spike.yaml --threads 2 --quiet --ckpt-every 10 --resume sp/step-00000020 --out sp2 >/dev/null 2>&1
+if [ "$(grep '"skipped"' sp2/log.jsonl)" = "$(grep '"skipped"' sp/log.jsonl)" ] && [ -n "$(grep '"skipped"' sp2/log.jsonl)" ]; then
+    ok "resumed: the same spikes with the same z-scores (the window was restored)"
+else fail "spike window across a resume"; fi
+
 # TensorBoard: an event file beside log.jsonl (scripts/check_tensorboard.py reads it with TensorBoard)
 ev=$(ls full/events.out.tfevents.* 2>/dev/null | head -1)
 if [ -n "$ev" ] && grep -qa "brain.Event:2" "$ev" && grep -qa "train/lr" "$ev"; then ok "TensorBoard event file written"

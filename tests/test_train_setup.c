@@ -152,6 +152,30 @@ static void test_lr_by_tokens(tl_test_ctx *t) {
     CHECK(tl_lr_schedule_validate(&bad, &field, &err) == -1 && field && !strcmp(field, "warmup"));
 }
 
+/* The spike detector's z-score against values worked out by hand. */
+static void test_loss_window(tl_test_ctx *t) {
+    tl_loss_window w;
+    tl_loss_window_init(&w, 5);
+    for (int i = 1; i <= 4; i++) tl_loss_window_push(&w, i);
+    CHECK(tl_loss_window_z(&w, 100) == 0); /* fewer than min(window, 8) losses: no judgement */
+    tl_loss_window_push(&w, 5);            /* 1..5: mean 3, standard deviation sqrt(2) */
+    CHECK_CLOSE(tl_loss_window_z(&w, 10), 4.949747468305833, 0, 1e-12);
+    CHECK_CLOSE(tl_loss_window_z(&w, 2), -0.7071067811865476, 0, 1e-12);
+    tl_loss_window_push(&w, 6); /* the oldest leaves: 2..6, mean 4 */
+    CHECK_CLOSE(tl_loss_window_z(&w, 6), 1.414213562373095, 0, 1e-12);
+    tl_loss_window_init(&w, 8);
+    for (int i = 0; i < 8; i++) tl_loss_window_push(&w, 3.0);
+    CHECK(tl_loss_window_z(&w, 50) == 0); /* all equal: no spread to measure against */
+    /* the request refuses bad settings by name */
+    tl_train_request rq = req(1, 8, 0, 1, 10);
+    tl_train_opts o;
+    const char *field = NULL;
+    rq.spike_z = -1;
+    CHECK(tl_train_setup(&rq, &o, &field, NULL) == -1 && field && !strcmp(field, "spike_z"));
+    rq.spike_z = 6, rq.max_skips = 3;
+    CHECK(tl_train_setup(&rq, &o, &field, NULL) == 0 && o.spike_z == 6 && o.spike_window == 100 && o.max_skips == 3);
+}
+
 static void test_eval_and_bench_cadence(tl_test_ctx *t) {
     tl_train_opts o;
     /* validation every 100 steps when there is validation data, never without */
@@ -183,5 +207,6 @@ const tl_test tests_train_setup[] = {
     {"train_setup/schedule_refused", test_schedule_refused},
     {"train_setup/eval_and_bench_cadence", test_eval_and_bench_cadence},
     {"train_setup/lr_by_tokens", test_lr_by_tokens},
+    {"train_setup/loss_window", test_loss_window},
     {NULL, NULL},
 };

@@ -70,6 +70,30 @@ double tl_lr_at_tokens(const tl_adamw_config *c, const tl_lr_schedule *s, double
     return c->min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (c->lr - c->min_lr);
 }
 
+void tl_loss_window_init(tl_loss_window *w, int cap) {
+    w->cap = cap < 1 ? 1 : cap > TL_LOSS_WINDOW_MAX ? TL_LOSS_WINDOW_MAX : cap;
+    w->n = w->head = 0;
+}
+
+void tl_loss_window_push(tl_loss_window *w, double loss) {
+    w->v[(w->head + w->n) % w->cap] = loss;
+    if (w->n < w->cap) w->n++;
+    else w->head = (w->head + 1) % w->cap;
+}
+
+double tl_loss_window_z(const tl_loss_window *w, double loss) {
+    if (w->n < (w->cap < 8 ? w->cap : 8)) return 0;
+    double sum = 0, sq = 0;
+    for (int i = 0; i < w->n; i++) sum += w->v[(w->head + i) % w->cap];
+    const double mean = sum / w->n;
+    for (int i = 0; i < w->n; i++) {
+        double d = w->v[(w->head + i) % w->cap] - mean;
+        sq += d * d;
+    }
+    const double sd = sqrt(sq / w->n);
+    return sd > 0 ? (loss - mean) / sd : 0;
+}
+
 double tl_grad_norm(const float *g, size_t n) {
     /* Blocks of fixed size, each summed by one thread, added in block order: the
      * same result for any thread count (no reduction clause, whose per-thread

@@ -54,6 +54,20 @@ double tl_lr_at_tokens(const tl_adamw_config *c, const tl_lr_schedule *s, double
  * min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2 until decay_steps, then min_lr. */
 double tl_lr_at(const tl_adamw_config *c, long step);
 
+/* The recent losses a spike is measured against: a ring of the last `cap` losses
+ * of updated steps (at most TL_LOSS_WINDOW_MAX). */
+#define TL_LOSS_WINDOW_MAX 1024
+typedef struct {
+    int cap, n, head;
+    double v[TL_LOSS_WINDOW_MAX];
+} tl_loss_window;
+
+void tl_loss_window_init(tl_loss_window *w, int cap);
+void tl_loss_window_push(tl_loss_window *w, double loss);
+/* (loss - mean) / standard deviation (population) of the window, summed oldest
+ * first; 0 while it holds fewer than min(cap, 8) losses or they are all equal. */
+double tl_loss_window_z(const tl_loss_window *w, double loss);
+
 /* sqrt(sum g^2) over n values (fixed-order blocked reduction, double accumulators). */
 double tl_grad_norm(const float *g, size_t n);
 /* Scales g like torch's clip_grad_norm_: by min(1, clip / (norm + 1e-6)). */

@@ -272,7 +272,7 @@ static int parse_validation(const ctx *c, const yaml_node_t *n, tl_recipe *r) {
 
 static int parse_root(const ctx *c, const yaml_node_t *root, tl_recipe *r, tl_train_request *rq) {
     static const char *const known[] = {"model", "optimizer", "schedule", "micro_batch", "seq_len", "seed",
-                                        "phases", "validation", "eval_every", "eval_batches", NULL};
+                                        "phases", "validation", "eval_every", "eval_batches", "loss_spikes", NULL};
     if (!root) return tl_fail(c->err, "%s: empty recipe", c->file);
     if (keys_known(c, root, "recipe", known)) return -1;
     const yaml_node_t *v;
@@ -287,6 +287,25 @@ static int parse_root(const ctx *c, const yaml_node_t *root, tl_recipe *r, tl_tr
     if ((v = get(c, root, "seq_len"))) {
         if (count(c, v, "seq_len", 1, &d) || (d > (1 << 20) && bad(c, v, "seq_len", "too large"))) return -1;
         rq->seq_len = (long)d;
+    }
+    if ((v = get(c, root, "loss_spikes"))) {
+        static const char *const ks[] = {"z", "window", "max_skips", NULL};
+        const yaml_node_t *x;
+        if (keys_known(c, v, "loss_spikes", ks)) return -1;
+        if ((x = get(c, v, "z")) && (num(c, x, "loss_spikes.z", &rq->spike_z) ||
+                                     (!(rq->spike_z >= 0) && bad(c, x, "loss_spikes.z", "must be >= 0 (0: off)"))))
+            return -1;
+        if ((x = get(c, v, "window"))) {
+            if (count(c, x, "loss_spikes.window", 1, &d) ||
+                (d > TL_LOSS_WINDOW_MAX && bad(c, x, "loss_spikes.window", "at most %d", TL_LOSS_WINDOW_MAX)))
+                return -1;
+            rq->spike_window = (long)d;
+        }
+        if ((x = get(c, v, "max_skips"))) {
+            if (count(c, x, "loss_spikes.max_skips", 0, &d) || (d > (1 << 30) && bad(c, x, "loss_spikes.max_skips", "too large")))
+                return -1;
+            rq->max_skips = (long)d;
+        }
     }
     if ((v = get(c, root, "eval_every"))) {
         if (count(c, v, "eval_every", 0, &d) || (d > 1e15 && bad(c, v, "eval_every", "too large"))) return -1;

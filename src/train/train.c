@@ -43,6 +43,10 @@ struct tl_trainer {
     int phase;
     tl_mixture *mix;
     int *src_of;        /* the source of each sample of a micro-batch (mixtures) */
+    /* ---- loss spikes: the recent losses, skips in a row (both saved in train_args.json) ---- */
+    tl_loss_window lw;
+    int skips_in_a_row;
+    char last_ckpt[4200]; /* the newest checkpoint written or resumed from */
     double mix_count[TL_MIX_MAX_SOURCES]; /* samples of each source in this step (logged) */
 };
 
@@ -166,6 +170,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->m = m;
     t->log_fd = -1;
     t->tb.fd = -1;
+    tl_loss_window_init(&t->lw, o->spike_window > 0 ? o->spike_window : 100);
     t->train = train;
     t->val = val;
     t->o = *o;
@@ -272,6 +277,11 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
     cJSON_AddStringToObject(r, "run_id", t->run_id);
+    if (o->spike_z > 0) { /* the spike detector's state, for an exact resume (oldest loss first) */
+        cJSON *w = cJSON_AddArrayToObject(r, "loss_window");
+        for (int i = 0; i < t->lw.n; i++) cJSON_AddItemToArray(w, cJSON_CreateNumber(t->lw.v[(t->lw.head + i) % t->lw.cap]));
+        cJSON_AddNumberToObject(r, "skips_in_a_row", t->skips_in_a_row);
+    }
     cJSON_AddNumberToObject(r, "threads", tl_get_threads()); /* rounding depends on it */
     /* distributed: the global batch decides the data of a step; ranks and stage do not */
     cJSON_AddNumberToObject(r, "world", t->world);
@@ -357,6 +367,11 @@ static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
     }
     if (!rc) {
         /* the checkpoints this run writes from here on belong to the same run */
+        const cJSON *lw = cJSON_GetObjectItemCaseSensitive(saved, "loss_window"), *x;
+        cJSON_ArrayForEach(x, lw) if (cJSON_IsNumber(x)) tl_loss_window_push(&t->lw, x->valuedouble);
+        const cJSON *sk = cJSON_GetObjectItemCaseSensitive(saved, "skips_in_a_row");
+        if (cJSON_IsNumber(sk)) t->skips_in_a_row = sk->valueint;
+        snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(saved, "run_id");
         if (cJSON_IsString(id) && strlen(id->valuestring) < sizeof t->run_id)
             snprintf(t->run_id, sizeof t->run_id, "%s", id->valuestring);
@@ -557,6 +572,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     if (E->release_params(t->eng, err)) rc = -1;
     if (rc) return -1;
     if (tl_comm_agree(t->comm, local, err)) return tl_wrap(err, "checkpoint at step %ld", (long)t->st.step);
+    if (saved[0]) snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", saved);
     if (cb) {
         tl_train_event ev = {.kind = TL_EV_CKPT, .step = (long)t->st.step, .steps = t->o.steps, .path = saved};
         cb(&ev, user);
@@ -822,17 +838,35 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         double lr = ph && ph->lr > 0 ? ph->lr : tl_lr_at_tokens(&t->o.opt, &t->sched, before, before + tokens_per_step);
         t->st.step++;
         t->st.tokens_seen += (uint64_t)tokens_per_step;
-        if (!isfinite(norm) || !isfinite(loss)) {
-            /* a non-finite gradient would poison the moments: skip the update */
-            if (log_line(t, cb, user, err, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n",
-                         step + 1, isfinite(loss) ? "0" : "null", "null"))
-                return -1;
+        /* a loss far above the recent ones (every rank has the same loss: the same decision) */
+        const int finite = isfinite(norm) && isfinite(loss);
+        const double z = finite && t->o.spike_z > 0 ? tl_loss_window_z(&t->lw, loss) : 0;
+        if (!finite || (t->o.spike_z > 0 && z > t->o.spike_z)) {
+            /* a non-finite gradient would poison the moments, a spike would throw the weights: skip the update */
+            int lrc = finite ? log_line(t, cb, user, err,
+                                        "{\"step\": %ld, \"skipped\": true, \"loss\": %.6f, \"grad_norm\": %.6f, "
+                                        "\"reason\": \"spike\", \"z\": %.2f}\n", step + 1, loss, norm, z)
+                             : log_line(t, cb, user, err, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n",
+                                        step + 1, isfinite(loss) ? "0" : "null", "null");
+            if (lrc) return -1;
+            char why[96];
+            if (finite) snprintf(why, sizeof why, "loss spike (%.4f, z-score %.1f)", loss, z);
+            else snprintf(why, sizeof why, "non-finite gradient");
             if (cb) {
-                tl_train_event ev = {.kind = TL_EV_SKIP, .step = step + 1, .steps = t->o.steps, .loss = loss};
+                tl_train_event ev = {.kind = TL_EV_SKIP, .step = step + 1, .steps = t->o.steps, .loss = loss, .path = why};
                 cb(&ev, user);
+            }
+            if (t->o.max_skips > 0 && ++t->skips_in_a_row >= t->o.max_skips) {
+                log_flush(t, NULL);
+                return tl_fail(err, "step %ld: %d steps in a row skipped (the last: %s); stopping. The last good "
+                                    "checkpoint is %s",
+                               step + 1, t->skips_in_a_row, why,
+                               t->last_ckpt[0] ? t->last_ckpt : "none (none was written yet)");
             }
         } else {
             if (E->update(t->eng, &t->o.opt, lr, step + 1, norm, err)) return -1;
+            t->skips_in_a_row = 0;
+            if (t->o.spike_z > 0) tl_loss_window_push(&t->lw, loss);
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);

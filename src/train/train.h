@@ -79,6 +79,12 @@ typedef struct {
     int n_phases;
     /* named validation sets (a recipe's, one per domain), each evaluated as val at
      * every eval_every and logged on its own ({"val_set": name, "val_loss": ...}) */
+    /* loss spikes: a step whose loss is more than spike_z standard deviations above the
+     * mean of the last spike_window updated steps' (0: 100) is skipped like a non-finite
+     * one; max_skips > 0 stops the run after that many skipped steps in a row, naming
+     * the step and the last good checkpoint.  spike_z 0: no spike detection. */
+    double spike_z;
+    int spike_window, max_skips;
     tl_dataset *const *val_sets;
     const char *const *val_names;
     int n_val_sets;

@@ -26,6 +26,9 @@ typedef struct {
     long ckpt_every;   /* default 0: only at the end */
     long keep;         /* default 3 (0 keeps all) */
     long bench_every;  /* -1: eval_every as given when > 0, else 100 */
+    double spike_z;    /* loss spikes (train.h): default 0, off */
+    long spike_window; /* default 100 */
+    long max_skips;    /* default 0: never stop */
 } tl_train_request;
 
 tl_train_request tl_train_request_defaults(void);
