@@ -22,7 +22,7 @@ done
 awk '/preset:/ {sub(/demo/, "test")} /^seq_len:/ {$2 = 32} /^micro_batch:/ {$2 = 2}
      /tokens: [0-9]/ {match($0, /[0-9]+$/); $0 = substr($0, 1, RSTART - 1) substr($0, RSTART) / 16} {print}' \
     "$ROOT/recipes/tinyllama-v1.1-demo.yaml" >short.yaml
-RUN=(--recipe short.yaml --threads 2 --quiet)
+RUN=(--recipe short.yaml --threads 2 --quiet --eval-batches 2)
 "$BIN" train "${RUN[@]}" --ckpt-every 1 --keep 0 --out full 2>full.err || fail "recipe run ($(tail -3 full.err))"
 grep '"lr"' full/log.jsonl >steps.jsonl # the step lines (validation has lines of its own)
 L=steps.jsonl
@@ -92,7 +92,7 @@ if command -v mpirun >/dev/null; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
     export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
     export OMPI_MCA_mca_base_component_disable_dlclose=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
-    MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train --recipe short.yaml --threads 1 --quiet)
+    MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" train --recipe short.yaml --threads 1 --quiet --eval-batches 2)
     "${MPI[@]}" --ckpt-every 1 --keep 0 --out m2 >m2.out 2>&1 || fail "2 ranks ($(tail -c 300 m2.out))"
     mixes() { grep '"lr"' "$1" | grep -o '"step": [0-9]*\|"mix": {[^}]*}' | paste -d' ' - -; }
     if [ "$(mixes m2/log.jsonl | wc -l)" -eq 32 ] && [ "$(mixes m2/log.jsonl)" = "$(mixes full/log.jsonl)" ]; then
