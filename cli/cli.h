@@ -12,6 +12,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cli_info_gguf(const char *path, int full); /* cli/cmd_info_gguf.c: info --gguf */
 int cmd_convert(int argc, char **argv);         /* cli/cmd_convert.c */
+int cli_convert_to_gguf(int argc, char **argv); /* cli/cmd_quantize.c: convert --to-gguf */
+int cmd_quantize(int argc, char **argv);        /* cli/cmd_quantize.c */
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
@@ -24,12 +26,10 @@ int cmd_perplexity(int argc, char **argv);      /* cli/cmd_perplexity.c */
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);
 int cli_parse_double(const char *cmd, const char *opt, const char *val, double *out);
-/* True if argv[i] is opt; consumes its value into *val (error if missing). */
-int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad);
 /* Table-driven option parsing: each command lists its options once, and
  * cli_parse walks argv in order, so the first bad option is the one reported. */
 typedef enum {
-    CLI_FLAG,   /* no value; sets *(int *)dst = 1 */
+    CLI_FLAG,   /* no value; sets *(int *)dst = 1, or calls fn(cmd, NULL, dst) when fn is set */
     CLI_INT,    /* *(long *)dst, in [lo, hi] */
     CLI_DOUBLE, /* *(double *)dst, finite */
     CLI_STR,    /* *(const char **)dst */
@@ -43,7 +43,7 @@ typedef struct {
     long lo, hi;
     int *count;                                         /* CLI_LIST */
     const char *full;                                   /* CLI_LIST: the message when it is full */
-    int (*fn)(const char *cmd, const char *val, void *dst); /* CLI_CALL: 0, or -1 after saying why */
+    int (*fn)(const char *cmd, const char *val, void *dst); /* CLI_CALL, CLI_FLAG: 0, or -1 after saying why */
     int optional; /* CLI_CALL: the value is `--opt=V` or a next word not starting with '-', else absent */
     const char *help; /* optional one-line description */
 } cli_option;
@@ -54,22 +54,19 @@ typedef struct {
 #define CLI_OPT_STR(nm, d) {.name = (nm), .kind = CLI_STR, .dst = (1 ? (d) : (const char **)0)}
 #define CLI_OPT_LIST(nm, d, cap, cnt, msg) \
     {.name = (nm), .kind = CLI_LIST, .dst = (1 ? (d) : (const char **)0), .hi = (cap), .count = (cnt), .full = (msg)}
+#define CLI_OPT_FLAG_CALL(nm, f, d) {.name = (nm), .kind = CLI_FLAG, .dst = (d), .fn = (f)}
 #define CLI_OPT_CALL(nm, f, d, opt) {.name = (nm), .kind = CLI_CALL, .dst = (d), .fn = (f), .optional = (opt)}
 #define CLI_HELP (-1) /* cli_parse saw --help / -h: the caller prints its help and exits 0 */
 /* Parses argv[1..argc-1] against opts[0..n-1]: `--opt value` and `--opt=value`;
- * words not starting with '-' go to pos[] (up to max_pos, counted in *n_pos; pos
- * NULL takes none).  Returns 0, CLI_HELP, or 2 (usage error, already printed). */
+ * words not starting with '-', and "-" alone, go to pos[] (up to max_pos, counted
+ * in *n_pos; pos NULL takes none).  Returns 0, CLI_HELP, or 2 (usage error,
+ * already printed). */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
               int *n_pos);
-
-/* The model and batch options both `bench` commands (CPU, CUDA) take. */
-typedef struct {
-    const char *preset, *config;
-    long batch, seq, steps;
-} cli_bench_opts;
-/* If argv[i] is one of --preset, --config, --batch, --seq-len, --steps: consumes it
- * (and its value) and returns 1, setting *bad on a bad value; else returns 0. */
-int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad);
+/* As cli_parse, but every word not starting with "--" (other than -h) goes to
+ * pos[]: free text, such as a prompt, may start with '-'. */
+int cli_parse_text(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos,
+                   int max_pos, int *n_pos);
 
 /* Sets the thread count: `requested` if > 0, else the usable cores minus those
  * other processes keep busy (src/core/threads.h), saying so when it is fewer. */

@@ -43,23 +43,6 @@ int cli_parse_double(const char *cmd, const char *opt, const char *val, double *
     return 0;
 }
 
-int cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, int *bad) {
-    size_t n = strlen(opt);
-    if (strncmp(argv[*i], opt, n) != 0) return 0;
-    if (argv[*i][n] == '=') {
-        *val = argv[*i] + n + 1;
-        return 1;
-    }
-    if (argv[*i][n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "tinyllama: option %s needs a value\n", opt);
-        *bad = 1;
-        return 1;
-    }
-    *val = argv[++*i];
-    return 1;
-}
-
 /* The option argv[i] names (exact, or before '='), else NULL. */
 static const cli_option *find_option(const char *a, const cli_option *opts, int n, const char **eq_val) {
     for (int k = 0; k < n; k++) {
@@ -77,14 +60,21 @@ static const cli_option *find_option(const char *a, const cli_option *opts, int 
     return NULL;
 }
 
-int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
-              int *n_pos) {
+/* A word that is not an option goes to pos[] when it does not look like one:
+ * no leading '-', or "-" alone (standard input); with `text`, any word not
+ * starting with "--" (free text such as a prompt may start with '-'). */
+static int positional(const char *a, int text) {
+    return a[0] != '-' || !a[1] || (text && a[1] != '-');
+}
+
+static int parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
+                 int *n_pos, int text) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return CLI_HELP;
         const cli_option *o = find_option(a, opts, n, &v);
         if (!o) {
-            if (pos && a[0] != '-' && *n_pos < max_pos) {
+            if (pos && positional(a, text) && *n_pos < max_pos) {
                 pos[(*n_pos)++] = a;
                 continue;
             }
@@ -92,7 +82,11 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, in
             return 2;
         }
         if (o->kind == CLI_FLAG) {
-            *(int *)o->dst = 1;
+            if (!o->fn) {
+                *(int *)o->dst = 1;
+            } else if (o->fn(cmd, NULL, o->dst)) {
+                return 2;
+            }
             continue;
         }
         if (!v && o->kind == CLI_CALL && o->optional) {
@@ -131,22 +125,14 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, in
     return 0;
 }
 
-int cli_bench_opt(int argc, char **argv, int *i, cli_bench_opts *o, int *bad) {
-    const char *v;
-    if (cli_opt(argc, argv, i, "--preset", &v, bad)) {
-        if (!*bad) o->preset = v;
-    } else if (cli_opt(argc, argv, i, "--config", &v, bad)) {
-        if (!*bad) o->config = v;
-    } else if (cli_opt(argc, argv, i, "--batch", &v, bad)) {
-        *bad = *bad || cli_parse_int("bench", "--batch", v, 1, 1 << 16, &o->batch);
-    } else if (cli_opt(argc, argv, i, "--seq-len", &v, bad)) {
-        *bad = *bad || cli_parse_int("bench", "--seq-len", v, 1, 1 << 20, &o->seq);
-    } else if (cli_opt(argc, argv, i, "--steps", &v, bad)) {
-        *bad = *bad || cli_parse_int("bench", "--steps", v, 1, 1 << 20, &o->steps);
-    } else {
-        return 0;
-    }
-    return 1;
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos, int max_pos,
+              int *n_pos) {
+    return parse(cmd, argc, argv, opts, n, pos, max_pos, n_pos, 0);
+}
+
+int cli_parse_text(const char *cmd, int argc, char **argv, const cli_option *opts, int n, const char **pos,
+                   int max_pos, int *n_pos) {
+    return parse(cmd, argc, argv, opts, n, pos, max_pos, n_pos, 1);
 }
 
 void cli_threads(const char *cmd, long requested) {

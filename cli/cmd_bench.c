@@ -45,6 +45,15 @@ static double datasheet_peak(const char *desc) {
     return 0.0;
 }
 
+static int parse_precision(const char *cmd, const char *v, void *dst) {
+    if (strcmp(v, "bf16") && strcmp(v, "fp32")) {
+        cli_error(cmd, "--precision must be bf16 or fp32");
+        return -1;
+    }
+    ((tl_engine_opts *)dst)->fp32 = !strcmp(v, "fp32");
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *device = "cpu";
     for (int i = 1; i + 1 < argc; i++) /* the device picks the defaults of the other options */
@@ -56,50 +65,38 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     const int gpu_engine = kind->describe != NULL; /* a device with its own memory and MFU report */
-    cli_bench_opts o = gpu_engine ? (cli_bench_opts){"tinyllama-1.1b", NULL, 8, 2048, 5}
-                                  : (cli_bench_opts){"llama-24m", NULL, 4, 64, 10};
+    const char *preset = gpu_engine ? "tinyllama-1.1b" : "llama-24m", *config = NULL;
+    long batch = gpu_engine ? 8 : 4, seq = gpu_engine ? 2048 : 64, steps = gpu_engine ? 5 : 10;
     long threads = 0, warmup = 2, gpu = 0;
-    int measure_peak = 1;
+    int no_gemm_peak = 0;
     double peak = 0;
     tl_engine_opts eo = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int bad = 0;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            return 0;
-        } else if (cli_opt(argc, argv, &i, "--device", &v, &bad)) {
-            if (bad) return 2;
-        } else if (cli_bench_opt(argc, argv, &i, &o, &bad)) {
-            if (bad) return 2;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--threads", v, 1, 4096, &threads)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--warmup", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--warmup", v, 0, 1 << 20, &warmup)) return 2;
-        } else if (gpu_engine && cli_opt(argc, argv, &i, "--gpu", &v, &bad)) {
-            if (bad || cli_parse_int("bench", "--gpu", v, 0, 1024, &gpu)) return 2;
-        } else if (gpu_engine && cli_opt(argc, argv, &i, "--precision", &v, &bad)) {
-            if (bad) return 2;
-            if (strcmp(v, "bf16") && strcmp(v, "fp32")) {
-                cli_error("bench", "--precision must be bf16 or fp32");
-                return 2;
-            }
-            eo.fp32 = !strcmp(v, "fp32");
-        } else if (gpu_engine && cli_opt(argc, argv, &i, "--peak-tflops", &v, &bad)) {
-            if (bad || cli_parse_double("bench", "--peak-tflops", v, &peak)) return 2;
-        } else if (gpu_engine && !strcmp(argv[i], "--recompute")) {
-            eo.recompute = 1;
-        } else if (gpu_engine && !strcmp(argv[i], "--no-gemm-peak")) {
-            measure_peak = 0;
-        } else {
-            cli_error("bench", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const cli_option opts[] = {
+        CLI_OPT_STR("--device", &device),
+        CLI_OPT_STR("--preset", &preset),
+        CLI_OPT_STR("--config", &config),
+        CLI_OPT_INT("--batch", &batch, 1, 1 << 16),
+        CLI_OPT_INT("--seq-len", &seq, 1, 1 << 20),
+        CLI_OPT_INT("--steps", &steps, 1, 1 << 20),
+        CLI_OPT_INT("--threads", &threads, 1, 4096),
+        CLI_OPT_INT("--warmup", &warmup, 0, 1 << 20),
+        /* the device's own options, taken only when it has them */
+        CLI_OPT_INT("--gpu", &gpu, 0, 1024),
+        CLI_OPT_CALL("--precision", parse_precision, &eo, 0),
+        CLI_OPT_DOUBLE("--peak-tflops", &peak),
+        CLI_OPT_FLAG("--recompute", &eo.recompute),
+        CLI_OPT_FLAG("--no-gemm-peak", &no_gemm_peak),
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (gpu_engine ? 0 : 5);
+    int prc = cli_parse("bench", argc, argv, opts, n_opts, NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        return 0;
     }
+    if (prc) return prc;
+    const int measure_peak = !no_gemm_peak;
     eo.device = (int)gpu;
     if (threads) tl_set_threads((int)threads);
-    const char *preset = o.preset, *config = o.config;
-    const long batch = o.batch, seq = o.seq, steps = o.steps;
     tl_config cfg;
     tl_error err = {{0}};
     tl_model m;

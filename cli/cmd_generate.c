@@ -1,11 +1,11 @@
 /* cmd_generate.c - `tinyllama generate` (one prompt, streamed continuation) and
  * `tinyllama chat` (multi-turn chat with the TinyLlama-Chat template). */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "chat_template.h"
@@ -20,100 +20,83 @@
 
 typedef struct {
     const char *model, *kernel;
-    long max_tokens, ctx, threads;
-    uint64_t seed;
-    int seed_set;
-    tl_sampler_opts so;
-    int so_set[5]; /* temperature, top_k, top_p, min_p, repetition_penalty given */
+    long ctx, threads;
+    tl_gen_settings gs;
+    /* sampling options as given: NAN (top_k -1) when absent */
+    double temperature, top_p, min_p, repetition_penalty;
+    long top_k;
     const char *stops[16];
     int n_stops;
     int ignore_eos, stats;
 } gen_opts;
 
-/* Consumes argv[*i] if it is a common option; 1 = consumed, 0 = not ours, -1 = bad value. */
-static int common_opt(const char *cmd, int argc, char **argv, int *i, gen_opts *o) {
-    const char *v;
-    int bad = 0;
-    long l;
-    double d;
-    if (cli_opt(argc, argv, i, "--model", &o->model, &bad)) return bad ? -1 : 1;
-    if (cli_opt(argc, argv, i, "--kernel", &o->kernel, &bad)) return bad ? -1 : 1;
-    if (cli_opt(argc, argv, i, "--max-tokens", &v, &bad))
-        return bad || cli_parse_int(cmd, "--max-tokens", v, 0, 1L << 30, &o->max_tokens) ? -1 : 1;
-    if (cli_opt(argc, argv, i, "--ctx", &v, &bad))
-        return bad || cli_parse_int(cmd, "--ctx", v, 2, 1L << 24, &o->ctx) ? -1 : 1;
-    if (cli_opt(argc, argv, i, "--threads", &v, &bad))
-        return bad || cli_parse_int(cmd, "--threads", v, 1, 1024, &o->threads) ? -1 : 1;
-    if (cli_opt(argc, argv, i, "--seed", &v, &bad)) {
-        char *end;
-        errno = 0;
-        unsigned long long s = bad ? 0 : strtoull(v, &end, 10);
-        if (bad || errno || end == v || *end) {
-            if (!bad) cli_error(cmd, "--seed expects a non-negative integer, got '%s'", v);
-            return -1;
-        }
-        o->seed = s;
-        o->seed_set = 1;
-        return 1;
+static void gen_opts_init(gen_opts *o, int chat) {
+    memset(o, 0, sizeof *o);
+    tl_gen_settings_default(&o->gs, chat);
+    o->temperature = o->top_p = o->min_p = o->repetition_penalty = NAN;
+    o->top_k = -1;
+    o->stats = !chat;
+}
+
+/* The sampling options given go into the settings, marked as the caller's. */
+static void gen_opts_settle(gen_opts *o) {
+    tl_gen_settings *g = &o->gs;
+    if (!isnan(o->temperature)) g->so.temperature = (float)o->temperature, g->set |= TL_GEN_SET_TEMPERATURE;
+    if (o->top_k >= 0) g->so.top_k = (int)o->top_k, g->set |= TL_GEN_SET_TOP_K;
+    if (!isnan(o->top_p)) g->so.top_p = (float)o->top_p, g->set |= TL_GEN_SET_TOP_P;
+    if (!isnan(o->min_p)) g->so.min_p = (float)o->min_p, g->set |= TL_GEN_SET_MIN_P;
+    if (!isnan(o->repetition_penalty))
+        g->so.repetition_penalty = (float)o->repetition_penalty, g->set |= TL_GEN_SET_REPETITION_PENALTY;
+}
+
+static int parse_seed(const char *cmd, const char *v, void *dst) {
+    tl_gen_settings *g = dst;
+    char *end;
+    errno = 0;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (errno || end == v || *end) {
+        cli_error(cmd, "--seed expects a non-negative integer, got '%s'", v);
+        return -1;
     }
-    if (cli_opt(argc, argv, i, "--temperature", &v, &bad)) {
-        if (bad || cli_parse_double(cmd, "--temperature", v, &d)) return -1;
-        o->so.temperature = (float)d;
-        o->so_set[0] = 1;
-        return 1;
-    }
-    if (cli_opt(argc, argv, i, "--top-k", &v, &bad)) {
-        if (bad || cli_parse_int(cmd, "--top-k", v, 0, 1L << 30, &l)) return -1;
-        o->so.top_k = (int)l;
-        o->so_set[1] = 1;
-        return 1;
-    }
-    if (cli_opt(argc, argv, i, "--top-p", &v, &bad)) {
-        if (bad || cli_parse_double(cmd, "--top-p", v, &d)) return -1;
-        o->so.top_p = (float)d;
-        o->so_set[2] = 1;
-        return 1;
-    }
-    if (cli_opt(argc, argv, i, "--min-p", &v, &bad)) {
-        if (bad || cli_parse_double(cmd, "--min-p", v, &d)) return -1;
-        o->so.min_p = (float)d;
-        o->so_set[3] = 1;
-        return 1;
-    }
-    if (cli_opt(argc, argv, i, "--repetition-penalty", &v, &bad)) {
-        if (bad || cli_parse_double(cmd, "--repetition-penalty", v, &d)) return -1;
-        o->so.repetition_penalty = (float)d;
-        o->so_set[4] = 1;
-        return 1;
-    }
-    if (cli_opt(argc, argv, i, "--stop", &v, &bad)) {
-        if (bad) return -1;
-        if (!*v || o->n_stops == 16) {
-            cli_error(cmd, "--stop needs a non-empty string (at most 16 of them)");
-            return -1;
-        }
-        o->stops[o->n_stops++] = v;
-        return 1;
-    }
-    if (!strcmp(argv[*i], "--greedy")) {
-        o->so.temperature = 0.0f;
-        o->so_set[0] = 1;
-        return 1;
-    }
-    if (!strcmp(argv[*i], "--ignore-eos")) {
-        o->ignore_eos = 1;
-        return 1;
-    }
-    if (!strcmp(argv[*i], "--stats")) {
-        o->stats = 1;
-        return 1;
-    }
-    if (!strcmp(argv[*i], "--no-stats")) {
-        o->stats = 0;
-        return 1;
-    }
+    g->seed = s;
+    g->set |= TL_GEN_SET_SEED;
     return 0;
 }
+
+static int set_greedy(const char *cmd, const char *v, void *dst) {
+    (void)cmd, (void)v;
+    *(double *)dst = 0.0;
+    return 0;
+}
+
+static int set_no_stats(const char *cmd, const char *v, void *dst) {
+    (void)cmd, (void)v;
+    *(int *)dst = 0;
+    return 0;
+}
+
+static int add_stop(const char *cmd, const char *v, void *dst) {
+    gen_opts *o = dst;
+    if (!*v || o->n_stops == 16) {
+        cli_error(cmd, "--stop needs a non-empty string (at most 16 of them)");
+        return -1;
+    }
+    o->stops[o->n_stops++] = v;
+    return 0;
+}
+
+/* The options generate and chat share, as table entries. */
+#define GEN_COMMON_OPTS(o)                                                                  \
+    CLI_OPT_STR("--model", &(o)->model), CLI_OPT_STR("--kernel", &(o)->kernel),              \
+        CLI_OPT_INT("--max-tokens", &(o)->gs.max_tokens, 0, 1L << 30),                      \
+        CLI_OPT_INT("--ctx", &(o)->ctx, 2, 1L << 24), CLI_OPT_INT("--threads", &(o)->threads, 1, 1024), \
+        CLI_OPT_CALL("--seed", parse_seed, &(o)->gs, 0), CLI_OPT_DOUBLE("--temperature", &(o)->temperature), \
+        CLI_OPT_INT("--top-k", &(o)->top_k, 0, 1L << 30), CLI_OPT_DOUBLE("--top-p", &(o)->top_p), \
+        CLI_OPT_DOUBLE("--min-p", &(o)->min_p),                                               \
+        CLI_OPT_DOUBLE("--repetition-penalty", &(o)->repetition_penalty),                     \
+        CLI_OPT_CALL("--stop", add_stop, (o), 0), CLI_OPT_FLAG_CALL("--greedy", set_greedy, &(o)->temperature), \
+        CLI_OPT_FLAG("--ignore-eos", &(o)->ignore_eos), CLI_OPT_FLAG("--stats", &(o)->stats),  \
+        CLI_OPT_FLAG_CALL("--no-stats", set_no_stats, &(o)->stats)
 
 static const char COMMON_HELP[] =
     "  --model DIR|FILE.gguf  a GGUF file (llama.cpp's format, tensors used in place, quantized\n"
@@ -167,7 +150,7 @@ static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
 static int engine_start(const char *cmd, const gen_opts *o, engine *e) {
     tl_error err;
     if (tl_infer_state_init(&e->s, &e->m, (int)o->ctx, &err) ||
-        tl_sampler_init(&e->sp, &o->so, e->m.cfg.vocab_size, o->seed, &err)) {
+        tl_sampler_init(&e->sp, &o->gs.so, e->m.cfg.vocab_size, o->gs.seed, &err)) {
         cli_error(cmd, "%s", err.msg);
         tl_infer_state_free(&e->s);
         tl_infer_free(&e->m);
@@ -180,19 +163,6 @@ static void engine_close(engine *e) {
     tl_sampler_free(&e->sp);
     tl_infer_state_free(&e->s);
     tl_infer_free(&e->m);
-}
-
-/* Sampling settings: explicit options win; otherwise the defaults given, then
- * (for generate) generation_config.json when it asks for sampling. */
-static void resolve_sampling(gen_opts *o, const tl_gen_config *g, int use_gen_config) {
-    if (use_gen_config && g->has_sampling) {
-        if (!o->so_set[0]) o->so.temperature = g->temperature;
-        if (!o->so_set[1]) o->so.top_k = g->top_k;
-        if (!o->so_set[2]) o->so.top_p = g->top_p;
-        if (!o->so_set[3]) o->so.min_p = g->min_p;
-    }
-    if (use_gen_config && !o->so_set[4]) o->so.repetition_penalty = g->repetition_penalty;
-    if (!o->seed_set) o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 }
 
 /* Terminal output of the generation loop: text as it becomes final, or ids. */
@@ -213,7 +183,7 @@ static void print_id(int id, void *user) {
 }
 
 static tl_gen_opts loop_opts(const gen_opts *o) {
-    tl_gen_opts g = {.max_tokens = o->max_tokens, .stops = o->stops, .n_stops = o->n_stops,
+    tl_gen_opts g = {.max_tokens = o->gs.max_tokens, .stops = o->stops, .n_stops = o->n_stops,
                      .ignore_eos = o->ignore_eos, .on_text = print_text, .user = stdout};
     return g;
 }
@@ -305,39 +275,36 @@ static void generate_help(void) {
 int cmd_generate(int argc, char **argv) {
     const char *CMD = "generate";
     gen_opts o;
-    memset(&o, 0, sizeof o);
-    tl_sampler_default_opts(&o.so);
-    o.max_tokens = 256;
-    o.stats = 1;
-    const char *prompt = NULL, *prompt_file = NULL, *ids_s = NULL;
+    gen_opts_init(&o, 0);
+    const char *prompt_file = NULL, *ids_s = NULL;
     int no_bos = 0, print_ids = 0, echo = 0;
-    for (int i = 1; i < argc; i++) {
-        int bad = 0, r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            generate_help();
-            return 0;
-        }
-        if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
-            if (r < 0) return 2;
-        } else if (cli_opt(argc, argv, &i, "--prompt-file", &prompt_file, &bad) ||
-                   cli_opt(argc, argv, &i, "--ids", &ids_s, &bad)) {
-            if (bad) return 2;
-        } else if (!strcmp(argv[i], "--no-bos")) {
-            no_bos = 1;
-        } else if (!strcmp(argv[i], "--print-ids")) {
-            print_ids = 1;
-        } else if (!strcmp(argv[i], "--echo")) {
-            echo = 1;
-        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        } else if (!prompt) {
-            prompt = argv[i];
-        } else {
-            cli_error(CMD, "more than one prompt argument (quote the prompt)");
-            return 2;
-        }
+    const cli_option opts[] = {
+        GEN_COMMON_OPTS(&o),
+        CLI_OPT_STR("--prompt-file", &prompt_file),
+        CLI_OPT_STR("--ids", &ids_s),
+        CLI_OPT_FLAG("--no-bos", &no_bos),
+        CLI_OPT_FLAG("--print-ids", &print_ids),
+        CLI_OPT_FLAG("--echo", &echo),
+    };
+    const char **words = malloc(sizeof *words * (size_t)argc); /* every word, so a second one is named as such */
+    int n_words = 0;
+    if (!words) {
+        cli_error(CMD, "out of memory");
+        return 1;
     }
+    int prc = cli_parse_text(CMD, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), words, argc, &n_words);
+    const char *prompt = n_words ? words[0] : NULL;
+    free(words);
+    if (prc == CLI_HELP) {
+        generate_help();
+        return 0;
+    }
+    if (prc) return prc;
+    if (n_words > 1) {
+        cli_error(CMD, "more than one prompt argument (quote the prompt)");
+        return 2;
+    }
+    gen_opts_settle(&o);
     if (!o.model) {
         cli_error(CMD, "--model is required (see --help)");
         return 2;
@@ -348,7 +315,7 @@ int cmd_generate(int argc, char **argv) {
     }
     engine e;
     if (engine_load(CMD, &o, &e)) return 1;
-    resolve_sampling(&o, &e.m.gen, 1); /* generation_config.json may set sampling defaults */
+    tl_gen_settings_resolve(&o.gs, &e.m.gen); /* generation_config.json may set sampling defaults */
     if (engine_start(CMD, &o, &e)) return 1;
     int rc = 1, *ids = NULL, n = 0;
     char *text = NULL;
@@ -408,7 +375,7 @@ int cmd_generate(int argc, char **argv) {
                 "kernel %s, %d threads, seed %llu]\n",
                 n, n / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9), st.n_generated,
                 st.n_steps > 0 ? st.n_steps / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9) : 0.0,
-                tl_gen_end_name(why), tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.seed);
+                tl_gen_end_name(why), tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.gs.seed);
     rc = why == TL_GEN_ERROR;
 done:
     free(ids);
@@ -443,35 +410,25 @@ static void chat_help(void) {
 int cmd_chat(int argc, char **argv) {
     const char *CMD = "chat";
     gen_opts o;
-    memset(&o, 0, sizeof o);
-    tl_sampler_default_opts(&o.so);
-    o.so.temperature = 0.7f;
-    o.so.top_k = 50;
-    o.so.top_p = 0.95f;
-    o.max_tokens = 512;
+    gen_opts_init(&o, 1);
     const char *system = NULL, *template_name = NULL;
-    for (int i = 1; i < argc; i++) {
-        int bad = 0, r;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            chat_help();
-            return 0;
-        }
-        if ((r = common_opt(CMD, argc, argv, &i, &o)) != 0) {
-            if (r < 0) return 2;
-        } else if (cli_opt(argc, argv, &i, "--system", &system, &bad)) {
-            if (bad) return 2;
-        } else if (cli_opt(argc, argv, &i, "--chat-template", &template_name, &bad)) {
-            if (bad) return 2;
-        } else {
-            cli_error(CMD, "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const cli_option opts[] = {
+        GEN_COMMON_OPTS(&o),
+        CLI_OPT_STR("--system", &system),
+        CLI_OPT_STR("--chat-template", &template_name),
+    };
+    int prc = cli_parse(CMD, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        chat_help();
+        return 0;
     }
+    if (prc) return prc;
     if (!o.model) {
         cli_error(CMD, "--model is required (see --help)");
         return 2;
     }
-    resolve_sampling(&o, NULL, 0);
+    gen_opts_settle(&o);
+    tl_gen_settings_resolve(&o.gs, NULL);
     engine e;
     if (engine_load(CMD, &o, &e) || engine_start(CMD, &o, &e)) return 1;
     if (!e.m.tok) {

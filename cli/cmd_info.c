@@ -96,25 +96,21 @@ static int cpu_info(void) {
 
 int cmd_info(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *zero_memory = NULL, *gguf = NULL;
-    int bad = 0, full = 0, cpu = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(argv[i], "--cpu")) {
-            cpu = 1;
-        } else if (cli_opt(argc, argv, &i, "--preset", &preset, &bad) ||
-                   cli_opt(argc, argv, &i, "--config", &config, &bad) ||
-                   cli_opt(argc, argv, &i, "--zero-memory", &zero_memory, &bad) ||
-                   cli_opt(argc, argv, &i, "--gguf", &gguf, &bad)) {
-            if (bad) return 2;
-        } else if (!strcmp(argv[i], "--full")) {
-            full = 1;
-        } else {
-            cli_error("info", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    int full = 0, cpu = 0;
+    const cli_option opts[] = {
+        CLI_OPT_FLAG("--cpu", &cpu),
+        CLI_OPT_STR("--preset", &preset),
+        CLI_OPT_STR("--config", &config),
+        CLI_OPT_STR("--zero-memory", &zero_memory),
+        CLI_OPT_STR("--gguf", &gguf),
+        CLI_OPT_FLAG("--full", &full),
+    };
+    int prc = cli_parse("info", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        return 0;
     }
+    if (prc) return prc;
     if (cpu) {
         if (preset || config || zero_memory || gguf || full) {
             cli_error("info", "--cpu takes no other option");

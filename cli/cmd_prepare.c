@@ -32,7 +32,11 @@ static void help(void) {
            "  --exclude KEY=VALUE  skip JSON documents whose string field KEY (dotted path) is\n"
            "                       VALUE (repeatable)\n"
            "  --exclude-meta K=V   the same for meta.K, e.g. redpajama_set_name=RedPajamaGithub\n"
-           "  --format F           jsonl or txt for every input, whatever its name\n"
+           "  --format F           jsonl or txt for every input, whatever its name; chat: JSONL\n"
+           "                       conversations with a loss mask for `train --sft`\n"
+           "                       (docs/finetuning.md); preference: {prompt, chosen, rejected}\n"
+           "                       pairs for `train --dpo`\n"
+           "  --chat-template T    chat: zephyr (TinyLlama-Chat, default), llama2 or chatml\n"
            "  --txt-docs MODE      file: a .txt file is one document (default);\n"
            "                       paragraphs: each block of lines between blank lines is one\n"
            "  --max-doc-bytes N    JSON lines longer than this are skipped and counted\n"
@@ -100,6 +104,25 @@ static void on_progress(const tl_prepare_progress *p, void *user) {
             ps->tty && !p->done ? "" : "\n");
 }
 
+/* --format chat: every bad conversation line (the first ones) and the counts. */
+static int report_chat(const tl_prepare_result *r, int format) {
+    const tl_prepare_chat *c = &r->chat;
+    uint64_t bad = 0;
+    for (int s = 1; s < TL_CONV_N_STATUS; s++) bad += c->bad[s];
+    for (int i = 0; i < c->n_issues; i++) fprintf(stderr, "warning: %s\n", c->issues[i]);
+    if (bad > (uint64_t)c->n_issues)
+        fprintf(stderr, "warning: ... and %llu more bad line(s)\n", (unsigned long long)(bad - (uint64_t)c->n_issues));
+    printf("%llu %s (%llu target tokens, %llu padding tokens); %llu cut to --seq-len (%llu tokens cut); "
+           "%llu skipped",
+           (unsigned long long)c->conversations, format == TL_FMT_PREFERENCE ? "pairs" : "conversations", (unsigned long long)c->target_tokens,
+           (unsigned long long)c->padded_tokens, (unsigned long long)c->truncated,
+           (unsigned long long)c->truncated_tokens, (unsigned long long)bad);
+    for (int s = 1; s < TL_CONV_N_STATUS; s++)
+        if (c->bad[s]) printf(", %llu %s", (unsigned long long)c->bad[s], tl_conv_status_name(s));
+    printf("\n");
+    return bad > 0;
+}
+
 /* Prints what was skipped or repaired for one input ("" if nothing). */
 static int report_bad(const char *name, const tl_prepare_input *in) {
     char buf[1024];
@@ -122,7 +145,55 @@ static int report_bad(const char *name, const tl_prepare_input *in) {
     return 1;
 }
 
-#define MAX_ARGS 4096
+/* The --exclude / --exclude-meta values, in order (meta[k]: under "meta."). */
+typedef struct {
+    const char **val;
+    int *meta, n;
+} exclusions;
+
+static int add_exclusion(const char *cmd, const char *v, exclusions *ex, int meta) {
+    if (!strchr(v, '=') || v[0] == '=') {
+        cli_error(cmd, "%s expects KEY=VALUE, got '%s'", meta ? "--exclude-meta" : "--exclude", v);
+        return -1;
+    }
+    ex->val[ex->n] = v;
+    ex->meta[ex->n++] = meta;
+    return 0;
+}
+static int exclude(const char *cmd, const char *v, void *dst) { return add_exclusion(cmd, v, dst, 0); }
+static int exclude_meta(const char *cmd, const char *v, void *dst) { return add_exclusion(cmd, v, dst, 1); }
+
+static int parse_format(const char *cmd, const char *v, void *dst) {
+    if (!strcmp(v, "jsonl")) *(int *)dst = TL_FMT_JSONL;
+    else if (!strcmp(v, "txt")) *(int *)dst = TL_FMT_TXT;
+    else if (!strcmp(v, "chat")) *(int *)dst = TL_FMT_CHAT;
+    else if (!strcmp(v, "preference")) *(int *)dst = TL_FMT_PREFERENCE;
+    else { cli_error(cmd, "--format must be jsonl, txt, chat or preference"); return -1; }
+    return 0;
+}
+
+static int parse_txt_docs(const char *cmd, const char *v, void *dst) {
+    if (!strcmp(v, "file")) *(int *)dst = TL_TXT_FILE;
+    else if (!strcmp(v, "paragraphs")) *(int *)dst = TL_TXT_PARAGRAPHS;
+    else { cli_error(cmd, "--txt-docs must be file or paragraphs"); return -1; }
+    return 0;
+}
+
+static int parse_split_by(const char *cmd, const char *v, void *dst) {
+    if (!strcmp(v, "documents") || !strcmp(v, "docs")) *(int *)dst = TL_SPLIT_DOCS;
+    else if (!strcmp(v, "samples")) *(int *)dst = TL_SPLIT_SAMPLES;
+    else { cli_error(cmd, "--split-by must be documents or samples"); return -1; }
+    return 0;
+}
+
+static int parse_val_fraction(const char *cmd, const char *v, void *dst) {
+    if (cli_parse_double(cmd, "--val-fraction", v, dst)) return -1;
+    if (*(double *)dst < 0 || *(double *)dst >= 1) {
+        cli_error(cmd, "--val-fraction must be in [0, 1)");
+        return -1;
+    }
+    return 0;
+}
 
 int cmd_prepare(int argc, char **argv) {
     tl_prepare_opts o;
@@ -130,83 +201,57 @@ int cmd_prepare(int argc, char **argv) {
     const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
     char **excl = calloc((size_t)argc + 1, sizeof *excl);
     const char **excl_c = calloc((size_t)argc + 1, sizeof *excl_c);
-    int n_in = 0, n_ex = 0, strict = 0, quiet = 0, rc = 2;
+    int *excl_meta = calloc((size_t)argc + 1, sizeof *excl_meta);
+    exclusions ex = {excl_c, excl_meta, 0};
+    int n_in = 0, n_ex = 0, strict = 0, quiet = 0, no_eos = 0, rc = 2;
     long seq_len = -1, shard_samples = 0, threads = 0, val_count = -1, max_doc = -1, seg = -1; /* -1: not given */
     double val_fraction = 0.05;
     int split_by = -1;
-    if (!inputs || !excl || !excl_c) {
+    if (!inputs || !excl || !excl_c || !excl_meta) {
         cli_error("prepare", "out of memory");
         rc = 1;
         goto done;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL, *a = argv[i];
-        int bad = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            rc = 0;
-            goto done;
-        } else if (!strcmp(a, "--byte-level")) o.byte_level = 1;
-        else if (!strcmp(a, "--bos")) o.add_bos = 1;
-        else if (!strcmp(a, "--no-eos")) o.add_eos = 0;
-        else if (!strcmp(a, "--strict")) strict = 1;
-        else if (!strcmp(a, "--allow-empty")) o.allow_empty = 1;
-        else if (!strcmp(a, "--no-word-cache")) o.no_word_cache = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (cli_opt(argc, argv, &i, "--tokenizer", &v, &bad)) { if (bad) goto done; o.tokenizer = v; }
-        else if (cli_opt(argc, argv, &i, "--out", &v, &bad)) { if (bad) goto done; o.out_dir = v; }
-        else if (cli_opt(argc, argv, &i, "--text-field", &v, &bad)) { if (bad) goto done; o.text_field = v; }
-        else if (cli_opt(argc, argv, &i, "--exclude", &v, &bad) || cli_opt(argc, argv, &i, "--exclude-meta", &v, &bad)) {
-            if (bad) goto done;
-            int meta = !strncmp(argv[i - (argv[i] == v ? 1 : 0)], "--exclude-meta", 14);
-            if (!strchr(v, '=') || v[0] == '=') {
-                cli_error("prepare", "%s expects KEY=VALUE, got '%s'", meta ? "--exclude-meta" : "--exclude", v);
-                goto done;
-            }
-            size_t l = strlen(v) + 8;
-            if (!(excl[n_ex] = malloc(l))) goto oom;
-            snprintf(excl[n_ex], l, "%s%s", meta ? "meta." : "", v);
-            excl_c[n_ex] = excl[n_ex];
-            n_ex++;
-        } else if (cli_opt(argc, argv, &i, "--format", &v, &bad)) {
-            if (bad) goto done;
-            if (!strcmp(v, "jsonl")) o.format = TL_FMT_JSONL;
-            else if (!strcmp(v, "txt")) o.format = TL_FMT_TXT;
-            else { cli_error("prepare", "--format must be jsonl or txt"); goto done; }
-        } else if (cli_opt(argc, argv, &i, "--txt-docs", &v, &bad)) {
-            if (bad) goto done;
-            if (!strcmp(v, "file")) o.txt_mode = TL_TXT_FILE;
-            else if (!strcmp(v, "paragraphs")) o.txt_mode = TL_TXT_PARAGRAPHS;
-            else { cli_error("prepare", "--txt-docs must be file or paragraphs"); goto done; }
-        } else if (cli_opt(argc, argv, &i, "--split-by", &v, &bad)) {
-            if (bad) goto done;
-            if (!strcmp(v, "documents") || !strcmp(v, "docs")) split_by = TL_SPLIT_DOCS;
-            else if (!strcmp(v, "samples")) split_by = TL_SPLIT_SAMPLES;
-            else { cli_error("prepare", "--split-by must be documents or samples"); goto done; }
-        } else if (cli_opt(argc, argv, &i, "--seq-len", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--seq-len", v, 1, 1 << 20, &seq_len)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--shard-samples", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--shard-samples", v, 1, 1L << 40, &shard_samples)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--threads", v, 0, 4096, &threads)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--val-count", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--val-count", v, 0, 1L << 50, &val_count)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--max-doc-bytes", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--max-doc-bytes", v, 1, 1L << 40, &max_doc)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--segment-bytes", &v, &bad)) {
-            if (bad || cli_parse_int("prepare", "--segment-bytes", v, 64, 1L << 30, &seg)) goto done;
-        } else if (cli_opt(argc, argv, &i, "--val-fraction", &v, &bad)) {
-            if (bad || cli_parse_double("prepare", "--val-fraction", v, &val_fraction)) goto done;
-            if (val_fraction < 0 || val_fraction >= 1) {
-                cli_error("prepare", "--val-fraction must be in [0, 1)");
-                goto done;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            cli_error("prepare", "unknown option '%s' (see --help)", a);
-            goto done;
-        } else {
-            inputs[n_in++] = a;
-        }
+    const cli_option opts[] = {
+        CLI_OPT_FLAG("--byte-level", &o.byte_level),
+        CLI_OPT_FLAG("--bos", &o.add_bos),
+        CLI_OPT_FLAG("--no-eos", &no_eos),
+        CLI_OPT_FLAG("--strict", &strict),
+        CLI_OPT_FLAG("--allow-empty", &o.allow_empty),
+        CLI_OPT_FLAG("--no-word-cache", &o.no_word_cache),
+        CLI_OPT_FLAG("--quiet", &quiet),
+        CLI_OPT_STR("--tokenizer", &o.tokenizer),
+        CLI_OPT_STR("--out", &o.out_dir),
+        CLI_OPT_STR("--text-field", &o.text_field),
+        CLI_OPT_STR("--chat-template", &o.chat_template),
+        CLI_OPT_CALL("--exclude", exclude, &ex, 0),
+        CLI_OPT_CALL("--exclude-meta", exclude_meta, &ex, 0),
+        CLI_OPT_CALL("--format", parse_format, &o.format, 0),
+        CLI_OPT_CALL("--txt-docs", parse_txt_docs, &o.txt_mode, 0),
+        CLI_OPT_CALL("--split-by", parse_split_by, &split_by, 0),
+        CLI_OPT_INT("--seq-len", &seq_len, 1, 1 << 20),
+        CLI_OPT_INT("--shard-samples", &shard_samples, 1, 1L << 40),
+        CLI_OPT_INT("--threads", &threads, 0, 4096),
+        CLI_OPT_INT("--val-count", &val_count, 0, 1L << 50),
+        CLI_OPT_INT("--max-doc-bytes", &max_doc, 1, 1L << 40),
+        CLI_OPT_INT("--segment-bytes", &seg, 64, 1L << 30),
+        CLI_OPT_CALL("--val-fraction", parse_val_fraction, &val_fraction, 0),
+    };
+    int prc = cli_parse("prepare", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), inputs, argc, &n_in);
+    if (prc == CLI_HELP) {
+        help();
+        rc = 0;
+        goto done;
+    }
+    if (prc) goto done;
+    if (no_eos) o.add_eos = 0;
+    for (; n_ex < ex.n; n_ex++) {
+        size_t l = strlen(excl_c[n_ex]) + 8;
+        char *e = malloc(l);
+        if (!e) goto oom;
+        snprintf(e, l, "%s%s", excl_meta[n_ex] ? "meta." : "", excl_c[n_ex]);
+        excl[n_ex] = e;
+        excl_c[n_ex] = e;
     }
     if (!o.byte_level == !o.tokenizer) {
         cli_error("prepare", "choose a vocabulary: --tokenizer FILE or --byte-level");
@@ -244,6 +289,7 @@ int cmd_prepare(int argc, char **argv) {
     double dt = tl_now() - t0;
     int any_bad = 0;
     for (int i = 0; i < r.n_inputs; i++) any_bad |= report_bad(r.inputs[i].path, &r.inputs[i]);
+    if (o.format == TL_FMT_CHAT || o.format == TL_FMT_PREFERENCE) any_bad |= report_chat(&r, o.format);
     const tl_prepare_input *t = &r.total;
     printf("%llu documents (%.1f MB of text) -> %llu tokens in %.1f s (%.2f MB/s)\n", (unsigned long long)t->documents,
            (double)t->text_bytes / 1e6, (unsigned long long)t->tokens, dt, dt > 0 ? (double)t->text_bytes / 1e6 / dt : 0);
@@ -268,6 +314,7 @@ done:
     for (int i = 0; excl && i < n_ex; i++) free(excl[i]);
     free(excl);
     free(excl_c);
+    free(excl_meta);
     free(inputs);
     return rc;
 }

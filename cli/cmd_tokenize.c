@@ -65,14 +65,14 @@ static void print_ids(FILE *f, const int *ids, size_t n) {
     fwrite(buf, 1, o, f);
 }
 
-/* --tokenizer FILE, as in every other command; --model FILE is its old name
- * here (deprecated, still accepted, with a note on stderr). */
-static int tokenizer_opt(const char *cmd, int argc, char **argv, int *i, const char **path, int *bad) {
-    if (cli_opt(argc, argv, i, "--tokenizer", path, bad)) return 1;
-    if (!cli_opt(argc, argv, i, "--model", path, bad)) return 0;
-    if (!*bad) fprintf(stderr, "tinyllama %s: --model is deprecated here, use --tokenizer\n", cmd);
-    return 1;
+/* --model FILE: the old name of --tokenizer FILE here (deprecated, still
+ * accepted, with a note on stderr). */
+static int deprecated_model(const char *cmd, const char *val, void *dst) {
+    fprintf(stderr, "tinyllama %s: --model is deprecated here, use --tokenizer\n", cmd);
+    *(const char **)dst = val;
+    return 0;
 }
+#define TOKENIZER_OPTS(path) CLI_OPT_STR("--tokenizer", path), CLI_OPT_CALL("--model", deprecated_model, path, 0)
 
 static void tokenize_help(void) {
     printf("usage: tinyllama tokenize --tokenizer FILE [--lines] [--bos] [--eos] [--parse-special]\n"
@@ -91,36 +91,29 @@ static void tokenize_help(void) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *threads_s = NULL;
-    int lines = 0, flags = 0, pieces = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            tokenize_help();
-            return 0;
-        } else if (tokenizer_opt("tokenize", argc, argv, &i, &model, &bad) ||
-                   cli_opt(argc, argv, &i, "--threads", &threads_s, &bad)) {
-            if (bad) return 2;
-        } else if (!strcmp(argv[i], "--lines")) {
-            lines = 1;
-        } else if (!strcmp(argv[i], "--bos")) {
-            flags |= TL_ENC_BOS;
-        } else if (!strcmp(argv[i], "--eos")) {
-            flags |= TL_ENC_EOS;
-        } else if (!strcmp(argv[i], "--parse-special")) {
-            flags |= TL_ENC_PARSE_SPECIAL;
-        } else if (!strcmp(argv[i], "--pieces")) {
-            pieces = 1;
-        } else {
-            cli_error("tokenize", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const char *model = NULL;
+    int lines = 0, bos = 0, eos = 0, special = 0, pieces = 0;
+    long nthreads = 0;
+    const cli_option opts[] = {
+        TOKENIZER_OPTS(&model),
+        CLI_OPT_INT("--threads", &nthreads, 1, 1024),
+        CLI_OPT_FLAG("--lines", &lines),
+        CLI_OPT_FLAG("--bos", &bos),
+        CLI_OPT_FLAG("--eos", &eos),
+        CLI_OPT_FLAG("--parse-special", &special),
+        CLI_OPT_FLAG("--pieces", &pieces),
+    };
+    int prc = cli_parse("tokenize", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        tokenize_help();
+        return 0;
     }
+    if (prc) return prc;
     if (!model) {
         cli_error("tokenize", "--tokenizer is required (see --help)");
         return 2;
     }
-    long nthreads = 0;
-    if (threads_s && cli_parse_int("tokenize", "--threads", threads_s, 1, 1024, &nthreads)) return 2;
+    const int flags = (bos ? TL_ENC_BOS : 0) | (eos ? TL_ENC_EOS : 0) | (special ? TL_ENC_PARSE_SPECIAL : 0);
     tl_error err;
     tl_tokenizer *t = tl_tokenizer_load(model, &err);
     if (!t) {
@@ -219,20 +212,17 @@ static int decode_and_print(const tl_tokenizer *t, const int *ids, size_t n, int
 
 int cmd_detokenize(int argc, char **argv) {
     const char *model = NULL;
-    int lines = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            detokenize_help();
-            return 0;
-        } else if (tokenizer_opt("detokenize", argc, argv, &i, &model, &bad)) {
-            if (bad) return 2;
-        } else if (!strcmp(argv[i], "--lines")) {
-            lines = 1;
-        } else {
-            cli_error("detokenize", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    int lines = 0;
+    const cli_option opts[] = {
+        TOKENIZER_OPTS(&model),
+        CLI_OPT_FLAG("--lines", &lines),
+    };
+    int prc = cli_parse("detokenize", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        detokenize_help();
+        return 0;
     }
+    if (prc) return prc;
     if (!model) {
         cli_error("detokenize", "--tokenizer is required (see --help)");
         return 2;
@@ -307,21 +297,16 @@ static void tokenizer_help(void) {
 
 static int tokenizer_info(int argc, char **argv) {
     const char *model = NULL;
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: tinyllama tokenizer info --tokenizer FILE\n\n"
-                   "Prints vocabulary size, special ids, normalizer and trainer settings\n"
-                   "and the identity hash (FNV-1a 64 of the file).  --model FILE is the\n"
-                   "option's old name (deprecated).\n");
-            return 0;
-        } else if (tokenizer_opt("tokenizer info", argc, argv, &i, &model, &bad)) {
-            if (bad) return 2;
-        } else {
-            cli_error("tokenizer info", "unknown option '%s' (see --help)", argv[i]);
-            return 2;
-        }
+    const cli_option opts[] = {TOKENIZER_OPTS(&model)};
+    int prc = cli_parse("tokenizer info", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        printf("usage: tinyllama tokenizer info --tokenizer FILE\n\n"
+               "Prints vocabulary size, special ids, normalizer and trainer settings\n"
+               "and the identity hash (FNV-1a 64 of the file).  --model FILE is the\n"
+               "option's old name (deprecated).\n");
+        return 0;
     }
+    if (prc) return prc;
     if (!model) {
         cli_error("tokenizer info", "--tokenizer is required");
         return 2;

@@ -30,70 +30,78 @@ static void on_progress(void *user, const char *msg) {
     fprintf(stderr, "tokenizer train: %s\n", msg);
 }
 
+/* The --input files: each value a comma-separated list, split into copies. */
+typedef struct {
+    const char *files[256];
+    size_t n;
+    char *copies[256];
+    size_t n_copies;
+} input_list;
+
+static int add_inputs(const char *cmd, const char *val, void *dst) {
+    input_list *in = dst;
+    char *copy = strdup(val);
+    if (!copy || in->n_copies == 256) {
+        free(copy);
+        cli_error(cmd, "too many inputs");
+        return -1;
+    }
+    in->copies[in->n_copies++] = copy;
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        if (in->n == 256) {
+            cli_error(cmd, "too many input files (256 max)");
+            return -1;
+        }
+        in->files[in->n++] = tok;
+    }
+    return 0;
+}
+
+static int parse_coverage(const char *cmd, const char *val, void *dst) {
+    double d;
+    if (cli_parse_double(cmd, "--character-coverage", val, &d)) return -1;
+    if (d <= 0 || d > 1) {
+        cli_error(cmd, "--character-coverage must be in (0, 1]");
+        return -1;
+    }
+    *(double *)dst = d;
+    return 0;
+}
+
 int cmd_tokenizer_train(int argc, char **argv) {
     tl_bpe_train_opts o;
     tl_bpe_train_default_opts(&o);
-    o.vocab_size = 0;
-    const char *inputs[256];
-    size_t n_inputs = 0;
-    const char *output = NULL, *val = NULL;
-    char *input_copies[256];
-    size_t n_copies = 0;
-    int bad = 0, quiet = 0, rc = 2;
-    for (int i = 1; i < argc; i++) {
-        long v;
-        double d;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            rc = 0;
-            goto out;
-        } else if (cli_opt(argc, argv, &i, "--input", &val, &bad)) {
-            if (bad) goto out;
-            char *copy = strdup(val);
-            if (!copy || n_copies == 256) {
-                free(copy);
-                cli_error("tokenizer train", "too many inputs");
-                goto out;
-            }
-            input_copies[n_copies++] = copy;
-            for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
-                if (n_inputs == 256) {
-                    cli_error("tokenizer train", "too many input files (256 max)");
-                    goto out;
-                }
-                inputs[n_inputs++] = tok;
-            }
-        } else if (cli_opt(argc, argv, &i, "--vocab-size", &val, &bad)) {
-            if (bad || cli_parse_int("tokenizer train", "--vocab-size", val, 1, 1 << 22, &v)) goto out;
-            o.vocab_size = (int)v;
-        } else if (cli_opt(argc, argv, &i, "--output", &output, &bad)) {
-            if (bad) goto out;
-        } else if (cli_opt(argc, argv, &i, "--character-coverage", &val, &bad)) {
-            if (bad || cli_parse_double("tokenizer train", "--character-coverage", val, &d)) goto out;
-            if (d <= 0 || d > 1) {
-                cli_error("tokenizer train", "--character-coverage must be in (0, 1]");
-                goto out;
-            }
-            o.character_coverage = d;
-        } else if (cli_opt(argc, argv, &i, "--max-piece-length", &val, &bad)) {
-            if (bad || cli_parse_int("tokenizer train", "--max-piece-length", val, 1, 64, &v)) goto out;
-            o.max_piece_length = (int)v;
-        } else if (cli_opt(argc, argv, &i, "--max-sentences", &val, &bad)) {
-            if (bad || cli_parse_int("tokenizer train", "--max-sentences", val, 1, 1L << 40, &v)) goto out;
-            o.max_sentences = (size_t)v;
-        } else if (!strcmp(argv[i], "--no-byte-fallback")) {
-            o.byte_fallback = 0;
-        } else if (!strcmp(argv[i], "--no-split-digits")) {
-            o.split_digits = 0;
-        } else if (!strcmp(argv[i], "--no-dummy-prefix")) {
-            o.add_dummy_prefix = 0;
-        } else if (!strcmp(argv[i], "--quiet")) {
-            quiet = 1;
-        } else {
-            cli_error("tokenizer train", "unknown option '%s' (see --help)", argv[i]);
-            goto out;
-        }
+    input_list in = {.n = 0};
+    const char *output = NULL;
+    long vocab = 0, max_piece = o.max_piece_length, max_sentences = (long)o.max_sentences;
+    int no_byte_fallback = 0, no_split_digits = 0, no_dummy_prefix = 0, quiet = 0, rc = 2;
+    const cli_option opts[] = {
+        CLI_OPT_CALL("--input", add_inputs, &in, 0),
+        CLI_OPT_INT("--vocab-size", &vocab, 1, 1 << 22),
+        CLI_OPT_STR("--output", &output),
+        CLI_OPT_CALL("--character-coverage", parse_coverage, &o.character_coverage, 0),
+        CLI_OPT_INT("--max-piece-length", &max_piece, 1, 64),
+        CLI_OPT_INT("--max-sentences", &max_sentences, 1, 1L << 40),
+        CLI_OPT_FLAG("--no-byte-fallback", &no_byte_fallback),
+        CLI_OPT_FLAG("--no-split-digits", &no_split_digits),
+        CLI_OPT_FLAG("--no-dummy-prefix", &no_dummy_prefix),
+        CLI_OPT_FLAG("--quiet", &quiet),
+    };
+    int prc = cli_parse("tokenizer train", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
+    if (prc == CLI_HELP) {
+        help();
+        rc = 0;
+        goto out;
     }
+    if (prc) goto out;
+    o.vocab_size = (int)vocab;
+    o.max_piece_length = (int)max_piece;
+    o.max_sentences = (size_t)max_sentences;
+    if (no_byte_fallback) o.byte_fallback = 0;
+    if (no_split_digits) o.split_digits = 0;
+    if (no_dummy_prefix) o.add_dummy_prefix = 0;
+    const char *const *inputs = in.files;
+    const size_t n_inputs = in.n;
     if (!n_inputs || !output || !o.vocab_size) {
         cli_error("tokenizer train", "--input, --vocab-size and --output are required (see --help)");
         goto out;
@@ -107,6 +115,6 @@ int cmd_tokenizer_train(int argc, char **argv) {
     }
     rc = 0;
 out:
-    for (size_t i = 0; i < n_copies; i++) free(input_copies[i]);
+    for (size_t i = 0; i < in.n_copies; i++) free(in.copies[i]);
     return rc;
 }

@@ -37,6 +37,12 @@ static void help(void) {
         "  --val-data PATH      held-out shards for validation loss / perplexity; a directory\n"
         "                       means its val-*.bin (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "  --sft                supervised fine-tuning on chat data (prepare --format chat): the\n"
+        "                       loss is the mean over the replies' tokens (docs/finetuning.md)\n"
+        "  --dpo                DPO on preference pairs (prepare --format preference) against\n"
+        "                       the starting model (--init); --batch counts pairs\n"
+        "  --beta X             DPO's beta (default 0.1)\n"
+        "  --ipo                the IPO loss instead of DPO's sigmoid loss\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
         "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
@@ -285,7 +291,7 @@ int cmd_train(int argc, char **argv) {
     long zero = 0;            /* distributed */
     int overlap = 0;          /* distributed */
     double comm_timeout = 300; /* distributed */
-    source_arg sources[TL_MIX_MAX_SOURCES];
+    source_arg src_args[TL_MIX_MAX_SOURCES];
     int n_sources = 0;
     long ramp_tokens = 0;
     const char *bench_args[16], *tokenizer_path = NULL;
@@ -293,7 +299,8 @@ int cmd_train(int argc, char **argv) {
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
     const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
-    int recompute = 0;
+    int recompute = 0, sft = 0, dpo = 0, ipo = 0;
+    double beta = 0.1; /* DPO's (TRL's default) */
     const int with_cuda = tl_engine_find("cuda") != NULL;
     /* a recipe fills the request first, so every option given overrides it */
     const char *recipe_path = NULL;
@@ -310,7 +317,7 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    source_list srcs = {sources, &n_sources};
+    source_list srcs = {src_args, &n_sources};
     resume_arg res = {&do_resume, &resume};
     const cli_option opts[] = {
         CLI_OPT_LIST("--data", data, MAX_PATHS, &n_data, "too many --data paths"),
@@ -357,6 +364,10 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--sequential", &rq.sequential),
         CLI_OPT_FLAG("--quiet", &quiet),
         CLI_OPT_FLAG("--overwrite", &overwrite),
+        CLI_OPT_FLAG("--sft", &sft),
+        CLI_OPT_FLAG("--dpo", &dpo),
+        CLI_OPT_FLAG("--ipo", &ipo),
+        CLI_OPT_DOUBLE("--beta", &beta),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
         /* the CUDA build's options last: a CPU-only build parses without them */
         CLI_OPT_STR("--device", &device),
@@ -372,6 +383,13 @@ int cmd_train(int argc, char **argv) {
     if (prc) return prc;
     if (recipe && (n_data || n_sources || ramp_tokens)) {
         cli_error("train", "%s declares the data of each phase: drop --data / --source / --ramp-tokens", recipe_path);
+        free(recipe);
+        return 2;
+    }
+    if (recipe && (sft || dpo || ipo)) { /* fine-tuning reads one chat or pair data set at one batch: not phases */
+        cli_error("train", "%s: --%s does not run with a recipe (its phases pretrain on mixtures and change the "
+                  "batch); fine-tune with --data", recipe_path, sft ? "sft" : dpo ? "dpo" : "ipo");
+        free(recipe);
         return 2;
     }
     if (recipe && !preset && !config && !init) { /* the recipe's model unless an option names one */
@@ -432,48 +450,22 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     if (do_resume && note[0] && rank == 0) fprintf(stderr, "warning: %s\n", note);
-    /* threads: a resumed run keeps the checkpoint's count (rounding, so bit-identity,
-     * depends on it); a new one uses the cores others leave free; ranks of a job keep
-     * all cores, as the launcher placed them */
-    if (!threads && resume_dir[0]) threads = tl_checkpoint_threads(resume_dir);
-    if (world > 1) {
-        if (threads > 0) tl_set_threads((int)threads);
-    } else {
-        cli_threads("train", threads);
+    switch (tl_train_threads(threads, resume_dir, world, &threads)) {
+    case TL_THREADS_GIVEN: tl_set_threads((int)threads); break;
+    case TL_THREADS_FREE_CORES: cli_threads("train", 0); break; /* says so when it is fewer than all */
+    case TL_THREADS_ALL: break;
     }
-    int rc;
-    if (resume_dir[0]) {
-        rc = tl_model_load_hf(resume_dir, &model, &err); /* config from the checkpoint */
-        /* a --preset / --config given with --resume must be the checkpoint's model */
-        tl_config want;
-        char diff[256];
-        if (!rc && (preset || config)) {
-            if (config ? tl_config_load_json(config, &want, &err) : tl_config_preset(preset, &want, &err)) {
-                cli_error("train", "%s", err.msg);
-                tl_model_free(&model);
-                return 1;
-            }
-            want.vocab_size = model.cfg.vocab_size; /* --vocab-size was applied when the run began */
-            if (tl_config_diff(&model.cfg, &want, diff, sizeof diff)) {
-                cli_error("train", "--resume: %s holds a different model than %s %s (%s, checkpoint vs option); "
-                                   "drop the option to continue the checkpoint's model",
-                          resume_dir, config ? "--config" : "--preset", config ? config : preset, diff);
-                tl_model_free(&model);
-                return 2;
-            }
-        }
-    } else if (init) {
-        rc = tl_model_load_hf(init, &model, &err);
-    } else {
-        tl_config cfg;
-        rc = config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset ? preset : "demo", &cfg, &err);
-        if (vocab_size) cfg.vocab_size = (int)vocab_size;
-        if (!rc) rc = tl_model_create(&model, &cfg, &err);
-        if (!rc) tl_model_init_weights(&model, (uint64_t)seed);
+    const tl_train_model_request mrq = {.resume_dir = resume_dir, .init = init, .preset = preset, .config = config,
+                                        .vocab_size = vocab_size, .seed = (uint64_t)seed};
+    int rc = tl_train_model_open(&model, &mrq, &field, &err);
+    if (rc > 0 && !strcmp(field, "vocab_size")) {
+        cli_error("train", "--vocab-size %ld differs from %s", vocab_size, err.msg);
+        return 2;
     }
-    if (!rc && vocab_size && (resume_dir[0] || init) && vocab_size != model.cfg.vocab_size) {
-        cli_error("train", "--vocab-size %ld differs from the checkpoint's %d", vocab_size, model.cfg.vocab_size);
-        tl_model_free(&model);
+    if (rc > 0) { /* a --preset / --config given with --resume must be the checkpoint's model */
+        cli_error("train", "--resume: %s holds a different model than %s %s (%s, checkpoint vs option); drop the option to continue the "
+                           "checkpoint's model", resume_dir, config ? "--config" : "--preset", config ? config : preset,
+                  err.msg);
         return 2;
     }
     if (rc) {
@@ -481,89 +473,48 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     tl_data_tokenizer want_tok; /* the data must have been prepared with --tokenizer */
-    memset(&want_tok, 0, sizeof want_tok);
-    if (tokenizer_path) { /* the tokenizer must fit the model's vocabulary */
-        tl_tokenizer *tk = tl_tokenizer_load(tokenizer_path, &err);
-        int tv = tk ? tl_tokenizer_vocab_size(tk) : 0;
-        if (tk) tl_data_tokenizer_of(tk, tokenizer_path, &want_tok);
-        tl_tokenizer_free(tk);
-        if (!tk || tv > model.cfg.vocab_size) {
-            if (tk) cli_error("train", "%s: %d pieces do not fit the model's vocabulary of %d (use --vocab-size)",
-                              tokenizer_path, tv, model.cfg.vocab_size);
-            else cli_error("train", "%s", err.msg);
-            tl_model_free(&model);
-            return 1;
-        }
+    if (tokenizer_path && (rc = tl_train_tokenizer_identify(tokenizer_path, model.cfg.vocab_size, &want_tok, &err))) {
+        cli_error("train", rc > 0 ? "%s (use --vocab-size)" : "%s", err.msg);
+        tl_model_free(&model);
+        return 1;
     }
-    tl_dataset train_ds, val_ds;
-    memset(&train_ds, 0, sizeof train_ds);
-    /* ---- mixture ---- */
-    tl_mixture mix;
-    tl_mixture_init(&mix);
-    /* shards must belong to a complete `prepare` manifest; a directory means its training shards */
-    const tl_dataset_opts train_opts = {.split = "train", .verify = 1}, val_opts = {.split = "val", .verify = 1};
-    mix.open_opts = train_opts;
-    if (recipe) {
-        rc = 0; /* tl_recipe_setup opens each phase's sources */
-    } else if (n_sources) {
-        rc = 0;
-        for (int k = 0; k < n_sources && !rc; k++) {
-            const char *p[1] = {sources[k].path};
-            rc = tl_mixture_add(&mix, sources[k].name, sources[k].weight, sources[k].start, p, 1, &err);
-        }
-        /* the ramp in samples: training reads seq_len tokens of each (known once the sources are open) */
-        long sl = rq.seq_len ? rq.seq_len : (mix.n ? mix.src[0].ds.seq_len : 1);
-        for (int k = 0; k < mix.n && !rq.seq_len; k++)
-            if (mix.src[k].ds.seq_len < sl) sl = mix.src[k].ds.seq_len;
-        if (sl > model.cfg.max_seq_len) sl = model.cfg.max_seq_len;
-        if (!rc) rc = tl_mixture_finish(&mix, rq.seed, !rq.sequential, rank, world, (uint64_t)(ramp_tokens / sl), &err);
-        if (rc) {
-            cli_error("train", "%s", err.msg);
-            tl_mixture_close(&mix);
-            tl_model_free(&model);
-            return 1;
-        }
-    } else
-    /* ---- end mixture ---- */
-    if (tl_dataset_open_ex(&train_ds, data, n_data, &train_opts, &err)) {
+    tl_train_source sources[TL_MIX_MAX_SOURCES];
+    for (int k = 0; k < n_sources; k++)
+        sources[k] = (tl_train_source){src_args[k].name, src_args[k].weight, src_args[k].start, src_args[k].path};
+    const tl_train_data_request drq = {.data = data, .n_data = n_data, .sources = sources, .n_sources = n_sources,
+                                       .val = val, .n_val = n_val, .ramp_tokens = ramp_tokens,
+                                       .tokenizer = tokenizer_path ? &want_tok : NULL, .phases = recipe != NULL};
+    tl_train_data td;
+    if (tl_train_data_open(&td, &drq, &rq, rank, model.cfg.max_seq_len, &err)) {
         cli_error("train", "%s", err.msg);
         tl_model_free(&model);
         return 1;
     }
-    rc = n_val ? tl_dataset_open_ex(&val_ds, val, n_val, &val_opts, &err) : 0;
-    for (int k = 0; k < (recipe ? 0 : n_sources ? mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
-        const tl_data_tokenizer *t = n_sources ? &mix.src[k].ds.tok : &train_ds.tok;
-        rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
-    }
-    if (rc) {
-        cli_error("train", "%s", err.msg);
-        if (n_val && val_ds.shards) tl_dataset_close(&val_ds);
-        tl_mixture_close(&mix);
-        tl_dataset_close(&train_ds);
-        tl_model_free(&model);
-        return 1;
-    }
+    tl_mixture *mix = &td.mix;
     if (rank == 0) { /* which files were taken */
-        if (!n_sources && !recipe) fprintf(stderr, "data: %s\n", train_ds.taken);
-        for (int k = 0; k < mix.n; k++) fprintf(stderr, "source %s: %s\n", mix.src[k].name, mix.src[k].ds.taken);
-        if (n_val) fprintf(stderr, "val-data: %s\n", val_ds.taken);
+        if (!n_sources && !recipe) fprintf(stderr, "data: %s\n", td.train.taken);
+        for (int k = 0; k < mix->n; k++) fprintf(stderr, "source %s: %s\n", mix->src[k].name, mix->src[k].ds.taken);
+        if (n_val) fprintf(stderr, "val-data: %s\n", td.val.taken);
     }
-    int data_seq_len = n_sources ? mix.seq_len : train_ds.seq_len; /* mixture */
-    if (rq.seq_len == 0) rq.seq_len = data_seq_len < model.cfg.max_seq_len ? data_seq_len : model.cfg.max_seq_len;
+    /* a preference pair holds chosen then rejected, (seq_len + 1) / 2 tokens each */
+    /* a recipe's sources open in its phases: the model's length unless it or an option gives one */
+    int data_seq_len = recipe ? (int)model.cfg.max_seq_len : td.seq_len;
+    const int pairs = (dpo || ipo) && !td.mixture && td.train.pairs;
+    rq.seq_len = tl_train_seq_len(rq.seq_len, pairs ? (data_seq_len + 1) / 2 - 1 : data_seq_len,
+                                  model.cfg.max_seq_len);
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
-                       .mixture = n_sources ? &mix : NULL};
+                       .mixture = n_sources ? mix : NULL, .sft = sft, .dpo = dpo || ipo, .dpo_ipo = ipo,
+                       .dpo_beta = beta};
     tl_recipe_run *run = recipe ? calloc(1, sizeof *run) : NULL;
     if (recipe) { /* phases: their sources, accumulation, steps and the schedule in tokens */
-        if (!rq.seq_len) rq.seq_len = model.cfg.max_seq_len;
         rc = !run ? tl_fail(&err, "out of memory")
-                  : tl_recipe_setup(recipe, &rq, &train_opts, rank, run, &o, &field, &err);
-        for (int p = 0; !rc && p < run->n; p++) /* all made with one tokenizer, the one given */
-            for (int k = 0; k < run->mix[p].n && !rc; k++) {
-                const tl_data_tokenizer *t = &run->mix[p].src[k].ds.tok;
-                rc = tl_data_tokenizer_check(t, &want_tok, &err) || (n_val && tl_data_tokenizer_check(t, &val_ds.tok, &err));
-            }
+                  : tl_recipe_open(recipe, &rq, &td, tokenizer_path ? &want_tok : NULL, rank, run, &o, &field, &err);
         if (rc) {
             cli_error("train", "%s", err.msg);
+            free(run);
+            free(recipe);
+            tl_train_data_close(&td);
+            tl_model_free(&model);
             return 1;
         }
         for (int p = 0; rank == 0 && p < run->n; p++) {
@@ -597,7 +548,6 @@ int cmd_train(int argc, char **argv) {
             char spec[4096], *labels = NULL;
             snprintf(spec, sizeof spec, "%s", bench_args[k]);
             char *colon = strchr(spec, ':');
-            tl_task_kind kind;
             if (!colon) {
                 cli_error("train", "--bench expects TASK:DATA[:LABELS], got '%s'", bench_args[k]);
                 tl_tokenizer_free(tok);
@@ -609,8 +559,7 @@ int cmd_train(int argc, char **argv) {
                 *c2 = '\0';
                 labels = c2 + 1;
             }
-            if (tl_task_from_name(spec, &kind, &err) ||
-                !(bench[n_loaded] = tl_eval_task_load(kind, data_path, labels, bench_limit, tok, TL_EVAL_TOK_HF, &err))) {
+            if (!(bench[n_loaded] = tl_train_bench_load(spec, data_path, labels, bench_limit, tok, &err))) {
                 cli_error("train", "--bench %s: %s", bench_args[k], err.msg);
                 tl_tokenizer_free(tok);
                 return 1;
@@ -626,16 +575,12 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "--precision must be bf16 or fp32");
         return 2;
     }
-    const tl_engine_kind *kind = device ? tl_engine_find(device) : tl_engine_default();
+    const tl_engine_kind *kind = tl_train_use_engine(&o, device, &eopts);
     if (!kind) {
         cli_error("train", "--device must be cpu or cuda");
         return 2;
     }
-    if (strcmp(kind->name, "cpu")) { /* the CPU engine is the trainer's default (a NULL factory) */
-        o.engine = kind->create;
-        o.engine_user = &eopts;
-        fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
-    }
+    if (o.engine) fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
     rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);
@@ -649,14 +594,15 @@ int cmd_train(int argc, char **argv) {
                     tl_comm_backend(comm), zero, overlap ? " with a communication thread" : "", comm_timeout);
     }
     /* ---- end distributed ---- */
-    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources || recipe ? NULL : &train_ds, n_val ? &val_ds : NULL, &o, &err);
+    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources || recipe ? NULL : &td.train, n_val ? &td.val : NULL,
+                                                &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
     uint64_t mix_samples = 0; /* mixture totals for the summary */
     int mix_shards = 0;
-    for (int k = 0; k < mix.n; k++) {
-        mix_samples += mix.src[k].ds.n_samples;
-        mix_shards += mix.src[k].ds.n_shards;
+    for (int k = 0; k < mix->n; k++) {
+        mix_samples += mix->src[k].ds.n_samples;
+        mix_shards += mix->src[k].ds.n_shards;
     }
     for (int p = 0; run && p < run->n; p++) /* a recipe: each source once, however many phases read it */
         for (int k = 0; k < run->mix[p].n; k++) {
@@ -675,15 +621,15 @@ int cmd_train(int argc, char **argv) {
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
                 "batch: %ld x %ld tokens x %ld accumulation%s = %ld tokens/step; %ld steps; %d threads; %.0f MB%s\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
-                (unsigned long long)(n_sources || recipe ? mix_samples : train_ds.n_samples), data_seq_len,
-                n_sources || recipe ? mix_shards : train_ds.n_shards,
+                (unsigned long long)(n_sources || recipe ? mix_samples : td.train.n_samples), data_seq_len,
+                n_sources || recipe ? mix_shards : td.train.n_shards,
                 n_val ? ", with validation" : "", batch, seq_len, accum, world > 1 ? " x ranks" : "",
                 batch * seq_len * accum * world, steps, tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6,
                 world > 1 ? " per rank" : "");
-        for (int k = 0; k < mix.n; k++) /* mixture */
+        for (int k = 0; k < mix->n; k++) /* mixture */
             fprintf(stderr, "source %s: weight %.6f (start %.6f), %llu samples of %d tokens in %d shard(s)\n",
-                    mix.src[k].name, (double)mix.src[k].w1 / (1 << 24), (double)mix.src[k].w0 / (1 << 24),
-                    (unsigned long long)mix.src[k].ds.n_samples, mix.src[k].ds.seq_len, mix.src[k].ds.n_shards);
+                    mix->src[k].name, (double)mix->src[k].w1 / (1 << 24), (double)mix->src[k].w0 / (1 << 24),
+                    (unsigned long long)mix->src[k].ds.n_samples, mix->src[k].ds.seq_len, mix->src[k].ds.n_shards);
         if (resume_dir[0]) fprintf(stderr, "resuming from %s at step %ld\n", resume_dir, tl_trainer_step(tr));
     }
     if (!rc) {
@@ -702,12 +648,10 @@ int cmd_train(int argc, char **argv) {
     tl_trainer_free(tr);
     tl_comm_free(comm);
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
-    if (n_val) tl_dataset_close(&val_ds);
-    tl_mixture_close(&mix);
     if (run) tl_recipe_run_close(run);
     free(run);
     free(recipe);
-    if (!n_sources && !recipe) tl_dataset_close(&train_ds);
+    tl_train_data_close(&td);
     tl_model_free(&model);
     if (rc) return 1;
     return stop_requested ? 128 + stop_requested : 0; /* interrupted, as shells report it */

@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe,chat_record}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -178,4 +178,14 @@ printf 'phases:\n  - name: a\n    tokens: -100\n' >"$C/recipe/bad_negative"
 printf 'seq_len: abc\nphases: []\n' >"$C/recipe/bad_type"
 printf 'phases:\n  - name: a\n    tokens: 1K\n    sources:\n      - {name: x, path: p, weight: 0}\n' >"$C/recipe/bad_weights"
 printf 'phases: [\n' >"$C/recipe/bad_yaml"
+
+# ---- chat records (fuzz/chat_record.c): one `prepare --format chat` line each
+R=$C/chat_record
+printf '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}' >"$R/messages"
+printf '{"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}, {"from": "human", "value": "R?"}, {"from": "gpt", "value": "B."}]}' >"$R/sharegpt"
+printf '{"messages": [{"role": "tool", "content": "x"}]}' >"$R/bad_role"
+printf '{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": ""}]}' >"$R/bad_content"
+printf '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}]}' >"$R/bad_order"
+printf '{"prompt": "What is a cat?", "chosen": "A small furry animal.", "rejected": "A kind of car."}' >"$R/pref"
+printf '{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "B"}]}' >"$R/pref_ultrafeedback"
 du -sh "$C"/* | sed 's/^/seeds: /'

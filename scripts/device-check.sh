@@ -84,20 +84,14 @@ if [ -x build/tinyllama-cuda ]; then
         timeout 60 build/tinyllama-cuda train $common --device $dev --out "/tmp/tl_run_$tag" >"$OUT/train_$tag.log" 2>&1
         say "- $dev: exit $?, losses $(grep -o '"loss": [0-9.]*' "/tmp/tl_run_$tag/log.jsonl" 2>/dev/null | awk '{printf "%.4f ", $2}')"
     done
-    # the one step path with ranks on the GPU engine: 2 ranks sharing the GPU (host-staged gradient sum)
-    # against 1 rank with twice the accumulation: the same samples per step, losses equal to rounding
-    if command -v mpirun >/dev/null; then
-        two="--preset demo --data /tmp/tl_tdata/train-00000.bin --seq-len 128 --steps 10 --lr 2e-3 --warmup 2 --quiet --device cuda --precision fp32"
-        timeout 60 build/tinyllama-cuda train $two --batch 4 --batch-tokens 1024 --out /tmp/tl_run_r1 >"$OUT/train_r1.log" 2>&1
-        r1=$?
-        timeout 90 mpirun --allow-run-as-root --oversubscribe -np 2 build/tinyllama-cuda train $two --batch 4 \
-            --batch-tokens 1024 --out /tmp/tl_run_r2 >"$OUT/train_r2.log" 2>&1
-        r2=$?
-        l1=$(grep -o '"loss": [0-9.]*' /tmp/tl_run_r1/log.jsonl 2>/dev/null | awk '{printf "%.4f ", $2}')
-        l2=$(grep -o '"loss": [0-9.]*' /tmp/tl_run_r2/log.jsonl 2>/dev/null | awk '{printf "%.4f ", $2}')
-        say "- cuda fp32, 1 rank x accumulation 2: exit $r1, losses $l1"
-        say "- cuda fp32, 2 ranks on one GPU: exit $r2, losses $l2 ($([ -n "$l1" ] && [ "$l1" = "$l2" ] && echo equal to 4 decimals || echo DIFFERENT))"
-    fi
+    # the step path with ranks on the GPU engine, pass/fail: 2 ranks sharing the GPU (host-staged gradient
+    # sum) against 1 rank with twice the accumulation, fp32 and bf16 (tests/cuda/cli_distributed.sh)
+    timeout 120 bash tests/cuda/cli_distributed.sh build/tinyllama-cuda >"$OUT/dist_cuda.log" 2>&1
+    rc=$?
+    say '```'
+    tail -6 "$OUT/dist_cuda.log" | tee -a "$REPORT"
+    say '```'
+    say "two-rank CUDA test exit $rc"
 fi
 
 # ---- our benchmark
@@ -149,6 +143,7 @@ say "## summary ($(el)s)"
 ours=$(grep -o 'impl=tinyllama-cuda tokens_per_s=[0-9.]*' "$OUT/bench_cuda.log" 2>/dev/null | sed 's/.*=//')
 theirs=$(grep -o 'impl=pytorch tokens_per_s=[0-9.]*' "$OUT/bench_torch.log" 2>/dev/null | sed 's/.*=//')
 say "- tests: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$OUT/test_cuda.log" 2>/dev/null || echo 'no summary')"
+say "- two-rank CUDA test: $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$OUT/dist_cuda.log" 2>/dev/null || echo 'no summary')"
 say "- tinyllama-cuda tokens/s: ${ours:-n/a}; $(grep -o 'MFU [0-9.]*%' "$OUT/bench_cuda.log" 2>/dev/null | head -1)"
 say "- pytorch tokens/s: ${theirs:-n/a}"
 if [ -n "${ours:-}" ] && [ -n "${theirs:-}" ]; then

@@ -132,7 +132,19 @@ expect_fail "source that does not exist" "missing.yaml:3: phases\[0\] \(p\).sour
 expect_fail "batch the micro-batches do not divide" "short.yaml:[0-9]*: phases\[0\] \(pretrain\).batch_tokens: 256 tokens is not a multiple of ranks x micro_batch x seq_len = 1 x 3 x 32" \
     "$BIN" train "${RUN[@]}" --batch 3 --out rdiv
 expect_fail "data options with a recipe" "declares the data of each phase" "$BIN" train "${RUN[@]}" --data data/botchan
-[ ! -e rm ] && [ ! -e rdiv ] && ok "nothing written for a refused recipe" || fail "nothing written for a refused recipe"
+# fine-tuning reads one data set at one batch (its buffers are sized by it): not with phases
+for f in sft dpo ipo; do
+    expect_fail "--$f with a recipe refused" "short.yaml: --$f does not run with a recipe" "$BIN" train "${RUN[@]}" --$f --out "r$f"
+done
+# chat data as a phase's source would be read as plain text: refused by the trainer
+printf '{"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello, how are you?"}]}\n%.0s' \
+    $(seq 20) >chat.jsonl
+"$BIN" prepare --format chat --tokenizer "$ROOT/tests/fixtures/tokenizer/small_bpe.model" --seq-len 32 --val-count 0 \
+    --quiet --out data/chat chat.jsonl >/dev/null 2>&1 || fail "prepare --format chat"
+bad chatsrc 'seq_len: 32\nmicro_batch: 2\nphases:\n  - name: p\n    tokens: 64\n    batch_tokens: 64\n    sources:\n      - {name: c, path: data/chat, weight: 1}\n'
+expect_fail "chat data as a phase's source refused" "phase p: source c holds chat data with a loss mask" \
+    "$BIN" train --recipe chatsrc.yaml --preset test --vocab-size 1000 --out rchat
+[ ! -e rm ] && [ ! -e rdiv ] && [ ! -e rsft ] && [ ! -e rdpo ] && [ ! -e rchat ] && ok "nothing written for a refused recipe" || fail "nothing written for a refused recipe"
 # the shipped full-size recipes parse; what stops them here is their data (not on this machine)
 for r in tinyllama-v1.0 tinyllama-v1.1-math-code tinyllama-v1.1-chinese; do
     expect_fail "recipes/$r.yaml reads; needs its data" "$r.yaml:[0-9]*: phases\[0\] \(pretrain\).sources: source 'slimpajama': data/slimpajama: cannot open" \

@@ -22,11 +22,14 @@ extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
+extern const tl_test tests_quantize[];
+extern const tl_test tests_gguf_write[];
 extern const tl_test tests_train_setup[];
 extern const tl_test tests_recipe[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
+extern const tl_test tests_sft[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -44,11 +47,14 @@ static const tl_test *const suites[] = {
     tests_validate,
     tests_hf_files,
     tests_gguf,
+    tests_quantize,
+    tests_gguf_write,
     tests_train_setup,
     tests_recipe,
     tests_generate,
     tests_infer_gguf,
     tests_cli,
+    tests_sft,
 };
 
 static char tmpdir_path[256];

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite: unit tests in the normal build and again under
-# AddressSanitizer + UBSan, then the CLI tests against both binaries, then the
-# fuzz targets for a few seconds each (scripts/fuzz.sh).
+# AddressSanitizer + UBSan, then the CLI tests against both binaries, the CUDA
+# engine's tests where a GPU is present, then the fuzz targets for a few seconds
+# each (scripts/fuzz.sh).
 # Ends with one line "N passed, N failed" summing all of them.
 set -u
 cd "$(dirname "$0")/.."
@@ -54,6 +55,14 @@ for t in tests/cli_*.sh; do
     suite "$(basename "$t")" bash "$t" ./build/tinyllama
     suite "$(basename "$t") (asan+ubsan)" bash "$t" ./build-asan/tinyllama
 done
+# the CUDA engine (docs/cuda.md) where a GPU is present: its build, its unit tests and its two-rank step
+# path; elsewhere tests/cuda/cli_distributed.sh prints one "skip" line and counts nothing
+if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo "== building the CUDA engine (make cuda)"
+    make -j"$jobs" cuda >/tmp/tl_build_cuda.log 2>&1 || tail -20 /tmp/tl_build_cuda.log
+    suite "cuda unit tests" ./build/test_cuda
+fi
+suite "cuda/cli_distributed.sh" bash tests/cuda/cli_distributed.sh ./build/tinyllama-cuda
 # coverage-guided fuzzing of every parser of outside input, 10 s per target (docs/fuzzing.md)
 suite "demo (scripts/demo.sh, shortened)" bash tests/demo_check.sh
 suite "fuzz (10 s per target)" scripts/fuzz.sh 10

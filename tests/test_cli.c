@@ -12,6 +12,7 @@ typedef struct {
     double lr;
     const char *out, *paths[2], *opt_val;
     int n_paths, quiet, calls;
+    int text; /* parse with cli_parse_text */
 } dests;
 
 /* records the value of an optional-value callback (NULL when absent) */
@@ -25,6 +26,13 @@ static int record(const char *cmd, const char *val, void *dst) {
 
 /* Runs cli_parse over the NULL-terminated words (argv[0] is the command), with
  * stderr captured into msg. */
+/* a flag that calls: --no-quiet undoes --quiet, the later one wins */
+static int unquiet(const char *cmd, const char *val, void *dst) {
+    (void)cmd;
+    ((dests *)dst)->quiet = val ? -1 : 0; /* -1: a value reached a flag */
+    return 0;
+}
+
 static int parse(dests *d, const char **pos, int max_pos, int *n_pos, char *msg, size_t cap, ...) {
     char *argv[32];
     int argc = 0;
@@ -41,12 +49,14 @@ static int parse(dests *d, const char **pos, int max_pos, int *n_pos, char *msg,
         CLI_OPT_LIST("--data-extra", d->paths, 2, &d->n_paths, "too many --data paths"),
         CLI_OPT_FLAG("--quiet", &d->quiet),
         CLI_OPT_CALL("--resume", record, d, 1),
+        CLI_OPT_FLAG_CALL("--no-quiet", unquiet, d),
     };
     fflush(stderr);
     FILE *cap_f = tmpfile();
     int saved = dup(2);
     dup2(fileno(cap_f), 2);
-    int rc = cli_parse("test", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), pos, max_pos, n_pos);
+    int rc = (d->text ? cli_parse_text : cli_parse)("test", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), pos,
+                                                    max_pos, n_pos);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
@@ -118,7 +128,42 @@ static void test_positionals(tl_test_ctx *t) {
     CHECK_MSG(strstr(msg, "unknown option 'c'"), "got: %s", msg);
 }
 
+static void test_flag_call(tl_test_ctx *t) {
+    dests d = {0};
+    char msg[512];
+    CHECK(parse(&d, NULL, 0, NULL, msg, sizeof msg, "--quiet", "--no-quiet", NULL) == 0 && d.quiet == 0);
+    CHECK(parse(&d, NULL, 0, NULL, msg, sizeof msg, "--no-quiet", "--quiet", NULL) == 0 && d.quiet == 1);
+    /* a flag takes no value: the next word is not its value */
+    const char *pos[1];
+    int n_pos = 0;
+    CHECK(parse(&d, pos, 1, &n_pos, msg, sizeof msg, "--no-quiet", "word", NULL) == 0 && d.quiet == 0 && n_pos == 1);
+    CHECK(parse(&d, NULL, 0, NULL, msg, sizeof msg, "--no-quiet=1", NULL) == 2);
+    CHECK_MSG(strstr(msg, "unknown option '--no-quiet=1'"), "got: %s", msg);
+}
+
+static void test_dash_words(tl_test_ctx *t) {
+    dests d = {0};
+    char msg[512];
+    const char *pos[3];
+    int n_pos = 0;
+    /* "-" alone (standard input) is a word; "-x" looks like an option */
+    CHECK(parse(&d, pos, 3, &n_pos, msg, sizeof msg, "-", "a", NULL) == 0 && n_pos == 2 && !strcmp(pos[0], "-"));
+    n_pos = 0;
+    CHECK(parse(&d, pos, 3, &n_pos, msg, sizeof msg, "-x", NULL) == 2);
+    CHECK_MSG(strstr(msg, "unknown option '-x'"), "got: %s", msg);
+    /* free text: anything not starting with "--" is a word, -h still asks for help */
+    d.text = 1;
+    n_pos = 0;
+    CHECK(parse(&d, pos, 3, &n_pos, msg, sizeof msg, "-5 degrees", "--quiet", "-", NULL) == 0);
+    CHECK(n_pos == 2 && !strcmp(pos[0], "-5 degrees") && !strcmp(pos[1], "-") && d.quiet == 1);
+    n_pos = 0;
+    CHECK(parse(&d, pos, 3, &n_pos, msg, sizeof msg, "--x", NULL) == 2);
+    CHECK(parse(&d, pos, 3, &n_pos, msg, sizeof msg, "a", "-h", NULL) == CLI_HELP);
+}
+
 const tl_test tests_cli[] = {
+    {"cli/flag_call", test_flag_call},
+    {"cli/dash_words", test_dash_words},
     {"cli/values", test_values},
     {"cli/errors", test_errors},
     {"cli/help_in_order", test_help_in_order},

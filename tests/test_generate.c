@@ -332,7 +332,54 @@ static void test_chat_turns(tl_test_ctx *t) {
     fixture_close(&f);
 }
 
+/* ------------------------------------------------------------- settings */
+
+static void test_settings_defaults(tl_test_ctx *t) {
+    tl_gen_settings g, c;
+    tl_gen_settings_default(&g, 0);
+    tl_gen_settings_default(&c, 1);
+    CHECK(g.so.temperature == 0.0f && g.so.top_k == 0 && g.so.top_p == 1.0f && g.max_tokens == 256 && !g.set);
+    /* TinyLlama-1.1B-Chat-v1.0's model card: temperature 0.7, top_k 50, top_p 0.95 */
+    CHECK(c.so.temperature == 0.7f && c.so.top_k == 50 && c.so.top_p == 0.95f && c.max_tokens == 512 && !c.set);
+}
+
+static void test_settings_resolve(tl_test_ctx *t) {
+    tl_gen_config gc = {.has_sampling = 1, .temperature = 0.6f, .top_k = 40, .top_p = 0.9f, .min_p = 0.05f,
+                        .repetition_penalty = 1.1f};
+    /* generation_config.json fills what the caller left; the caller's choices stay */
+    tl_gen_settings g;
+    tl_gen_settings_default(&g, 0);
+    g.so.top_k = 7;
+    g.seed = 42;
+    g.set = TL_GEN_SET_TOP_K | TL_GEN_SET_SEED;
+    tl_gen_settings_resolve(&g, &gc);
+    CHECK(g.so.temperature == 0.6f && g.so.top_k == 7 && g.so.top_p == 0.9f && g.so.min_p == 0.05f);
+    CHECK(g.so.repetition_penalty == 1.1f && g.seed == 42);
+    /* without do_sample the decoding stays greedy, but the repetition penalty applies */
+    gc.has_sampling = 0;
+    tl_gen_settings_default(&g, 0);
+    tl_gen_settings_resolve(&g, &gc);
+    CHECK(g.so.temperature == 0.0f && g.so.top_k == 0 && g.so.repetition_penalty == 1.1f);
+    g.so.repetition_penalty = 1.3f;
+    g.set = TL_GEN_SET_REPETITION_PENALTY;
+    tl_gen_settings_resolve(&g, &gc);
+    CHECK(g.so.repetition_penalty == 1.3f);
+    /* a chat keeps its own defaults whatever the file says */
+    gc.has_sampling = 1;
+    tl_gen_settings default_chat, c;
+    tl_gen_settings_default(&default_chat, 1);
+    tl_gen_settings_default(&c, 1);
+    tl_gen_settings_resolve(&c, &gc);
+    CHECK(c.so.temperature == default_chat.so.temperature && c.so.top_k == 50 && c.so.repetition_penalty == 1.0f);
+    /* no file at all */
+    tl_gen_settings_default(&g, 0);
+    tl_gen_settings_resolve(&g, NULL);
+    CHECK(g.so.temperature == 0.0f && g.so.repetition_penalty == 1.0f);
+}
+
 const tl_test tests_generate[] = {
+    {"generate/settings_defaults", test_settings_defaults},
+    {"generate/settings_resolve", test_settings_resolve},
     {"generate/stop_split_across_tokens", test_stop_split_across_tokens},
     {"generate/stop_near_miss_and_flush", test_stop_near_miss_and_flush},
     {"generate/stop_earliest_wins", test_stop_earliest_wins},

@@ -1,8 +1,13 @@
 /* test_train_setup.c - the training defaults and what follows from a request:
  * accumulation from the global batch, warmup and decay, evaluation cadence. */
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
+#include "prepare.h"
+#include "tokenizer.h"
 #include "train_setup.h"
 
 static tl_train_request req(long batch, long seq_len, long batch_tokens, int world, long steps) {
@@ -199,7 +204,218 @@ static void test_eval_and_bench_cadence(tl_test_ctx *t) {
     CHECK(tl_train_setup(&rq, &o, NULL, NULL) == 0 && o.shuffle == 0);
 }
 
+static void test_threads(tl_test_ctx *t) {
+    /* a checkpoint written by a run on 3 threads (its train_args.json, as the trainer writes it) */
+    char ck[512], path[600];
+    snprintf(ck, sizeof ck, "%s/threads_ckpt", tl_test_tmpdir());
+    mkdir(ck, 0755);
+    snprintf(path, sizeof path, "%s/train_args.json", ck);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"threads\": 3, \"batch\": 2}\n", f);
+    fclose(f);
+    long n = -7;
+    /* asked for: always that */
+    CHECK(tl_train_threads(5, ck, 1, &n) == TL_THREADS_GIVEN && n == 5);
+    CHECK(tl_train_threads(5, NULL, 4, &n) == TL_THREADS_GIVEN && n == 5);
+    /* resumed: the checkpoint's count, in a job too */
+    CHECK(tl_train_threads(0, ck, 1, &n) == TL_THREADS_GIVEN && n == 3);
+    CHECK(tl_train_threads(0, ck, 2, &n) == TL_THREADS_GIVEN && n == 3);
+    /* a new run: the free cores alone, all cores as a rank of a job */
+    CHECK(tl_train_threads(0, NULL, 1, &n) == TL_THREADS_FREE_CORES && n == 0);
+    CHECK(tl_train_threads(0, "", 1, &n) == TL_THREADS_FREE_CORES);
+    CHECK(tl_train_threads(0, NULL, 2, &n) == TL_THREADS_ALL && n == 0);
+    /* a checkpoint without the count (an older run): as a new run */
+    f = fopen(path, "w");
+    if (f) fputs("{\"batch\": 2}\n", f), fclose(f);
+    CHECK(tl_train_threads(0, ck, 1, &n) == TL_THREADS_FREE_CORES);
+    remove(path);
+    rmdir(ck);
+}
+
+static void test_seq_len_and_ramp(tl_test_ctx *t) {
+    /* asked for wins; else the data's, at most the model's context */
+    CHECK(tl_train_seq_len(32, 128, 64) == 32);
+    CHECK(tl_train_seq_len(0, 128, 64) == 64);
+    CHECK(tl_train_seq_len(0, 48, 64) == 48);
+    /* the ramp in samples of the length training reads */
+    CHECK(tl_train_ramp_samples(1000, 10, 50, 64) == 100);
+    CHECK(tl_train_ramp_samples(1000, 0, 50, 64) == 20);  /* the shortest source's length */
+    CHECK(tl_train_ramp_samples(1000, 0, 500, 100) == 10); /* at most the context */
+    CHECK(tl_train_ramp_samples(0, 0, 50, 64) == 0);
+}
+
+static void test_model_open(tl_test_ctx *t) {
+    tl_error err;
+    const char *field = "x";
+    tl_model m;
+    tl_config demo, test_cfg;
+    CHECK(tl_config_preset("demo", &demo, &err) == 0 && tl_config_preset("test", &test_cfg, &err) == 0);
+    /* nothing named: a new model of the demo preset, its weights from the seed */
+    tl_train_model_request rq = {.seed = 5};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && field == NULL);
+    CHECK(tl_config_diff(&m.cfg, &demo, NULL, 0) == 0);
+    tl_model_free(&m);
+    /* a preset with its vocabulary replaced */
+    rq = (tl_train_model_request){.preset = "test", .vocab_size = 300, .seed = 5};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.cfg.vocab_size == 300 &&
+          m.cfg.dim == test_cfg.dim);
+    float w0 = m.params[0];
+    tl_model_free(&m);
+    rq.seed = 6; /* another seed, other weights */
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.params[0] != w0);
+    /* a checkpoint of it: resume and init load it */
+    char ck[512];
+    snprintf(ck, sizeof ck, "%s/model_open_ckpt", tl_test_tmpdir());
+    CHECK(tl_model_save_hf(ck, &m, &err) == 0);
+    float w1 = m.params[0];
+    tl_model_free(&m);
+    rq = (tl_train_model_request){.resume_dir = ck, .preset = "test"}; /* its preset: fine, vocabulary aside */
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.cfg.vocab_size == 300 && m.params[0] == w1);
+    tl_model_free(&m);
+    rq = (tl_train_model_request){.init = ck, .vocab_size = 300};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 0 && m.params[0] == w1);
+    tl_model_free(&m);
+    /* contradictions: another preset, another vocabulary */
+    rq = (tl_train_model_request){.resume_dir = ck, .preset = "demo"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "preset"));
+    CHECK_MSG(strstr(err.msg, " vs "), "%s", err.msg);
+    rq = (tl_train_model_request){.resume_dir = ck, .vocab_size = 301};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "vocab_size"));
+    CHECK_MSG(strstr(err.msg, "300"), "%s", err.msg);
+    rq = (tl_train_model_request){.init = ck, .vocab_size = 301};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == 1 && field && !strcmp(field, "vocab_size"));
+    /* errors */
+    rq = (tl_train_model_request){.preset = "no-such-preset"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == -1);
+    rq = (tl_train_model_request){.resume_dir = "/nonexistent/ckpt"};
+    CHECK(tl_train_model_open(&m, &rq, &field, &err) == -1);
+}
+
+/* A byte-level data set of samples of seq_len + 1 tokens in dir (train-* and val-*). */
+static int byte_data(tl_test_ctx *t, const char *dir, int seq_len) {
+    char txt[600];
+    snprintf(txt, sizeof txt, "%s.txt", dir);
+    FILE *f = fopen(txt, "w");
+    if (!f) return -1;
+    for (int i = 0; i < 200; i++) fprintf(f, "line %d of a small corpus for the data tests\n", i);
+    fclose(f);
+    tl_prepare_opts o;
+    tl_prepare_default_opts(&o);
+    const char *in[1] = {txt};
+    o.byte_level = 1, o.seq_len = seq_len, o.val_fraction = 0.1, o.split_by = TL_SPLIT_SAMPLES;
+    o.out_dir = dir, o.inputs = in, o.n_inputs = 1, o.progress_every = 1e9;
+    tl_prepare_result r;
+    tl_error e;
+    int rc = tl_prepare_run(&o, &r, &e);
+    CHECK_MSG(rc == 0, "prepare %s: %s", dir, e.msg);
+    if (!rc) tl_prepare_result_free(&r);
+    return rc;
+}
+
+static void test_data_open(tl_test_ctx *t) {
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/data_a", tl_test_tmpdir());
+    snprintf(b, sizeof b, "%s/data_b", tl_test_tmpdir());
+    if (byte_data(t, a, 16) || byte_data(t, b, 32)) return;
+    tl_error err;
+    tl_train_request rq = req(2, 0, 0, 1, 10);
+    tl_train_data d;
+    /* a directory: its training shards; as validation data: its val-* shards */
+    const char *paths[1] = {a};
+    tl_train_data_request r = {.data = paths, .n_data = 1, .val = paths, .n_val = 1};
+    CHECK_MSG(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0, "%s", err.msg);
+    CHECK(!d.mixture && d.has_val && d.seq_len == 16 && d.train.n_samples > d.val.n_samples && d.val.n_samples > 0);
+    tl_train_data_close(&d);
+    /* a mixture: its shortest source's samples; the ramp counted in samples of that length */
+    tl_train_source src[2] = {{"a", 0.25, 0.75, a}, {"b", 0.75, -1, b}};
+    r = (tl_train_data_request){.sources = src, .n_sources = 2, .ramp_tokens = 1600};
+    CHECK_MSG(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0, "%s", err.msg);
+    CHECK(d.mixture && !d.has_val && d.seq_len == 16 && d.mix.n == 2 && d.mix.ramp == 100);
+    tl_train_data_close(&d);
+    rq.seq_len = 8; /* training reads 8 tokens of each sample */
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == 0 && d.mix.ramp == 200);
+    tl_train_data_close(&d);
+    /* data prepared with another tokenizer than the one given is refused */
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    tl_data_tokenizer id;
+    CHECK_MSG(tl_train_tokenizer_identify(tok, 1 << 20, &id, &err) == 0, "%s", err.msg);
+    r = (tl_train_data_request){.data = paths, .n_data = 1, .tokenizer = &id};
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "small_bpe") && strstr(err.msg, "byte-level"), "%s", err.msg);
+    /* missing data */
+    const char *none[1] = {"/nonexistent/shards"};
+    r = (tl_train_data_request){.data = none, .n_data = 1};
+    CHECK(tl_train_data_open(&d, &r, &rq, 0, 64, &err) == -1);
+}
+
+static void test_tokenizer_identify(tl_test_ctx *t) {
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    tl_error err;
+    tl_tokenizer *tk = tl_tokenizer_load(tok, &err);
+    CHECK(tk != NULL);
+    if (!tk) return;
+    int n = tl_tokenizer_vocab_size(tk);
+    tl_tokenizer_free(tk);
+    tl_data_tokenizer id;
+    /* the pieces must fit the model's vocabulary, exactly filling it is fine */
+    CHECK(tl_train_tokenizer_identify(tok, n, &id, &err) == 0 && id.vocab_size == n);
+    CHECK(tl_train_tokenizer_identify(tok, n - 1, &id, &err) == 1);
+    CHECK_MSG(strstr(err.msg, "do not fit"), "%s", err.msg);
+    CHECK(tl_train_tokenizer_identify("/nonexistent/tokenizer.model", n, &id, &err) == -1);
+}
+
+static void test_bench_load(tl_test_ctx *t) {
+    char tp[600], data[600], labels[600];
+    snprintf(tp, sizeof tp, "%s/tokenizer/small_bpe.model", tl_test_fixture_dir());
+    snprintf(data, sizeof data, "%s/eval/piqa.jsonl", tl_test_fixture_dir());
+    snprintf(labels, sizeof labels, "%s/eval/piqa-labels.lst", tl_test_fixture_dir());
+    tl_error err;
+    tl_tokenizer *tok = tl_tokenizer_load(tp, &err);
+    CHECK(tok != NULL);
+    if (!tok) return;
+    /* training scores as lm-evaluation-harness does with HF tokenizers */
+    tl_eval_task *a = tl_train_bench_load("piqa", data, labels, 3, tok, &err);
+    CHECK_MSG(a != NULL, "%s", err.msg);
+    if (a) CHECK(a->kind == TL_TASK_PIQA && a->n_docs == 3 && a->tok_mode == TL_EVAL_TOK_HF);
+    tl_eval_task_free(a);
+    CHECK(tl_train_bench_load("no_such_task", data, NULL, 0, tok, &err) == NULL);
+    CHECK_MSG(strstr(err.msg, "no_such_task"), "%s", err.msg);
+    CHECK(tl_train_bench_load("piqa", data, NULL, 0, tok, &err) == NULL); /* piqa needs its labels */
+    tl_tokenizer_free(tok);
+}
+
+static void test_use_engine(tl_test_ctx *t) {
+    tl_train_opts o;
+    memset(&o, 0, sizeof o);
+    tl_engine_opts eo = {.fp32 = 1};
+    /* the CPU engine is the trainer's own: no factory */
+    const tl_engine_kind *k = tl_train_use_engine(&o, "cpu", &eo);
+    CHECK(k && !strcmp(k->name, "cpu") && o.engine == NULL && o.engine_user == NULL);
+    CHECK(tl_train_use_engine(&o, "no-such-engine", &eo) == NULL);
+    /* none named: the build's default, a GPU engine with its options when there is one */
+    k = tl_train_use_engine(&o, NULL, &eo);
+    CHECK(k == tl_engine_default());
+    if (k && strcmp(k->name, "cpu")) CHECK(o.engine == k->create && o.engine_user == &eo);
+    /* a CUDA build: naming it sets its factory; back to the CPU one clears it */
+    const tl_engine_kind *cuda = tl_engine_find("cuda");
+    if (cuda) {
+        CHECK(tl_train_use_engine(&o, "cuda", &eo) == cuda && o.engine == cuda->create && o.engine_user == &eo);
+        CHECK(tl_train_use_engine(&o, "cpu", &eo) && o.engine == NULL);
+    }
+}
+
 const tl_test tests_train_setup[] = {
+    {"train_setup/use_engine", test_use_engine},
+    {"train_setup/bench_load", test_bench_load},
+    {"train_setup/data_open", test_data_open},
+    {"train_setup/tokenizer_identify", test_tokenizer_identify},
+    {"train_setup/model_open", test_model_open},
+    {"train_setup/threads", test_threads},
+    {"train_setup/seq_len_and_ramp", test_seq_len_and_ramp},
     {"train_setup/defaults", test_defaults},
     {"train_setup/accumulation", test_accumulation},
     {"train_setup/accumulation_must_divide", test_accumulation_must_divide},

@@ -83,44 +83,27 @@ extern "C" void tl_cuda_engine_free(tl_cuda_engine *e) {
 
 extern "C" size_t tl_cuda_engine_memory_bytes(const tl_cuda_engine *e) { return e->bytes; }
 
-extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T, const tl_cuda_opts *o,
-                                                 tl_error *err) {
-    tl_cuda_opts def = tl_cuda_opts_default();
-    if (!o) o = &def;
+// The arguments tl_cuda_engine_create refuses before touching the GPU: the
+// kernels have fixed limits (head dim, RMSNorm width) checked here once.
+static int check_create_args(const tl_config *c, int B, int T, const tl_cuda_opts *o, tl_error *err) {
     int ndev = 0;
-    if (tl_cuda_device_count(&ndev, err)) return NULL;
-    if (o->device < 0 || o->device >= ndev) {
-        tl_fail(err, "CUDA device %d requested but %d present", o->device, ndev);
-        return NULL;
-    }
+    if (tl_cuda_device_count(&ndev, err)) return -1;
+    if (o->device < 0 || o->device >= ndev)
+        return tl_fail(err, "CUDA device %d requested but %d present", o->device, ndev);
+    if (B <= 0 || T <= 0 || T > c->max_seq_len)
+        return tl_fail(err, "batch %d x sequence %d invalid for a context of %d", B, T, c->max_seq_len);
+    if (tl_config_head_dim(c) > TL_CUDA_MAX_HEAD_DIM)
+        return tl_fail(err, "head dim %d: the CUDA attention kernel supports at most %d", tl_config_head_dim(c),
+                       TL_CUDA_MAX_HEAD_DIM);
+    if (c->dim > 8192) return tl_fail(err, "hidden size %d: the CUDA RMSNorm kernels support at most 8192", c->dim);
+    if (o->precision != TL_CUDA_BF16 && o->precision != TL_CUDA_F32)
+        return tl_fail(err, "unknown precision %d", o->precision);
+    return 0;
+}
+
+// The shapes every kernel launch reads, computed once.
+static void set_shapes(tl_cuda_engine *e, const tl_model *m, int B, int T, const tl_cuda_opts *o) {
     const tl_config *c = &m->cfg;
-    if (B <= 0 || T <= 0 || T > c->max_seq_len) {
-        tl_fail(err, "batch %d x sequence %d invalid for a context of %d", B, T, c->max_seq_len);
-        return NULL;
-    }
-    if (tl_config_head_dim(c) > TL_CUDA_MAX_HEAD_DIM) {
-        tl_fail(err, "head dim %d: the CUDA attention kernel supports at most %d", tl_config_head_dim(c),
-                TL_CUDA_MAX_HEAD_DIM);
-        return NULL;
-    }
-    if (c->dim > 8192) {
-        tl_fail(err, "hidden size %d: the CUDA RMSNorm kernels support at most 8192", c->dim);
-        return NULL;
-    }
-    if (o->precision != TL_CUDA_BF16 && o->precision != TL_CUDA_F32) {
-        tl_fail(err, "unknown precision %d", o->precision);
-        return NULL;
-    }
-    cudaError_t ce = cudaSetDevice(o->device);
-    if (ce != cudaSuccess) {
-        tl_fail(err, "cudaSetDevice(%d): %s", o->device, cudaGetErrorString(ce));
-        return NULL;
-    }
-    tl_cuda_engine *e = (tl_cuda_engine *)calloc(1, sizeof *e);
-    if (!e) {
-        tl_fail(err, "out of memory");
-        return NULL;
-    }
     e->cfg = *c;
     e->B = B, e->T = T, e->N = B * T, e->dt = o->precision, e->recompute = o->recompute;
     e->D = c->dim, e->F = c->hidden_dim, e->L = c->n_layers, e->H = c->n_heads, e->KV = c->n_kv_heads;
@@ -128,7 +111,11 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
     e->chunk = o->lm_chunk > 0 ? o->lm_chunk : 4096;
     if (e->chunk > e->N) e->chunk = e->N;
     e->n_params = m->n_params;
-    // offsets of every tensor in the flat block, read off the model's own view
+}
+
+// The offset of every tensor in the flat parameter block, read off the
+// model's own view, so the GPU copy of the block is laid out as the host's.
+static int read_layout(tl_cuda_engine *e, const tl_model *m, tl_error *err) {
     tl_weights w = m->w;
     const float *base = m->params;
     e->off_embed = (size_t)(w.embed - base);
@@ -136,11 +123,7 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
     e->off_lm_head = (size_t)(w.lm_head - base);
     e->lo = (layer_off *)calloc((size_t)e->L, sizeof *e->lo);
     e->h_row_loss = (float *)malloc(sizeof(float) * (size_t)e->N);
-    if (!e->lo || !e->h_row_loss) {
-        tl_fail(err, "out of memory");
-        tl_cuda_engine_free(e);
-        return NULL;
-    }
+    if (!e->lo || !e->h_row_loss) return tl_fail(err, "out of memory");
     for (int l = 0; l < e->L; l++) {
         const tl_layer_weights *lw = &w.layers[l];
         layer_off *lo = &e->lo[l];
@@ -152,26 +135,18 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
         lo->w_down = (size_t)(lw->w_down - base);
         // the fused products rely on q,k,v and gate,up being adjacent
         if (lw->wk != lw->wq + (size_t)e->QD * e->D || lw->wv != lw->wk + (size_t)e->KD * e->D ||
-            lw->w_up != lw->w_gate + (size_t)e->F * e->D) {
-            tl_fail(err, "internal: unexpected parameter layout");
-            tl_cuda_engine_free(e);
-            return NULL;
-        }
+            lw->w_up != lw->w_gate + (size_t)e->F * e->D)
+            return tl_fail(err, "internal: unexpected parameter layout");
     }
-    // A blocking stream: it orders after the legacy-stream cudaMemcpy/cudaMemset
-    // used for host transfers, so uploads are complete before kernels read them.
-    if (cudaStreamCreate(&e->stream) != cudaSuccess) {
-        tl_fail(err, "cudaStreamCreate failed");
-        tl_cuda_engine_free(e);
-        return NULL;
-    }
-    e->gemm = tl_cuda_gemm_create(err);
-    if (!e->gemm) {
-        tl_cuda_engine_free(e);
-        return NULL;
-    }
+    return 0;
+}
+
+// Every GPU buffer, sized for B x T at once, so a step never allocates (and
+// running out of memory shows at start-up, with the total asked for).
+static int alloc_device_state(tl_cuda_engine *e, tl_error *err) {
+    const tl_config *c = &e->cfg;
     const size_t N = (size_t)e->N, D = e->D, F = e->F, L = e->L, V = c->vocab_size, P = e->n_params;
-    const size_t es = tl_cuda_dtype_size(e->dt), HT = (size_t)B * e->H * T;
+    const size_t es = tl_cuda_dtype_size(e->dt), HT = (size_t)e->B * e->H * e->T;
     const size_t act_layers = e->recompute ? 1 : L;
     struct {
         void **p;
@@ -213,36 +188,68 @@ extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         *parts[i].p = ealloc(e, parts[i].bytes, err);
-        if (!*parts[i].p) {
-            tl_wrap(err, "allocating %.2f GB of GPU state for batch %d x seq %d", (double)e->bytes / 1e9, B, T);
-            tl_cuda_engine_free(e);
-            return NULL;
-        }
+        if (!*parts[i].p)
+            return tl_wrap(err, "allocating %.2f GB of GPU state for batch %d x seq %d", (double)e->bytes / 1e9,
+                           e->B, e->T);
     }
     if (e->dt == TL_CUDA_BF16) {
         e->wlp = ealloc(e, P * 2, err);
         e->dx_lp = ealloc(e, N * D * 2, err);
         e->dlogits = ealloc(e, (size_t)e->chunk * V * 2, err);
-        if (!e->wlp || !e->dx_lp || !e->dlogits) {
-            tl_cuda_engine_free(e);
-            return NULL;
-        }
+        if (!e->wlp || !e->dx_lp || !e->dlogits) return -1;
     } else {
         e->wlp = e->params;
         e->dx_lp = NULL;
         e->dlogits = e->logits; // cross-entropy writes the gradient in place
     }
-    size_t rope_bytes = (size_t)c->max_seq_len * (e->hd / 2) * 4;
+    return 0;
+}
+
+// The model's RoPE tables and parameters to the GPU; gradients and the Adam
+// moments start at zero.
+static int upload_initial_state(tl_cuda_engine *e, const tl_model *m, tl_error *err) {
+    const size_t P = e->n_params;
+    size_t rope_bytes = (size_t)e->cfg.max_seq_len * (e->hd / 2) * 4;
     if (tl_cuda_memcpy_h2d(e->rope_cos, m->rope_cos, rope_bytes, err) ||
         tl_cuda_memcpy_h2d(e->rope_sin, m->rope_sin, rope_bytes, err) ||
         tl_cuda_engine_set_params(e, m->params, err) ||
         cudaMemset(e->adam_m, 0, P * 4) != cudaSuccess || cudaMemset(e->adam_v, 0, P * 4) != cudaSuccess ||
         cudaMemset(e->grads, 0, P * 4) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
         if (!err || !err->msg[0]) tl_fail(err, "initialising GPU state failed");
-        tl_cuda_engine_free(e);
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" tl_cuda_engine *tl_cuda_engine_create(const tl_model *m, int B, int T, const tl_cuda_opts *o,
+                                                 tl_error *err) {
+    tl_cuda_opts def = tl_cuda_opts_default();
+    if (!o) o = &def;
+    if (check_create_args(&m->cfg, B, T, o, err)) return NULL;
+    cudaError_t ce = cudaSetDevice(o->device);
+    if (ce != cudaSuccess) {
+        tl_fail(err, "cudaSetDevice(%d): %s", o->device, cudaGetErrorString(ce));
         return NULL;
     }
+    tl_cuda_engine *e = (tl_cuda_engine *)calloc(1, sizeof *e);
+    if (!e) {
+        tl_fail(err, "out of memory");
+        return NULL;
+    }
+    set_shapes(e, m, B, T, o);
+    if (read_layout(e, m, err)) goto fail;
+    // A blocking stream: it orders after the legacy-stream cudaMemcpy/cudaMemset
+    // used for host transfers, so uploads are complete before kernels read them.
+    if (cudaStreamCreate(&e->stream) != cudaSuccess) {
+        tl_fail(err, "cudaStreamCreate failed");
+        goto fail;
+    }
+    e->gemm = tl_cuda_gemm_create(err);
+    if (!e->gemm || alloc_device_state(e, err) || upload_initial_state(e, m, err)) goto fail;
     return e;
+fail:
+    tl_cuda_engine_free(e);
+    return NULL;
 }
 
 extern "C" int tl_cuda_engine_sync(tl_cuda_engine *e, tl_error *err) {

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tokenizer.h"
 
@@ -64,6 +66,33 @@ void tl_stop_flush(tl_stop_filter *f) {
 void tl_stop_free(tl_stop_filter *f) {
     free(f->buf);
     f->buf = NULL;
+}
+
+/* ---------------------------------------------------------------- settings */
+
+void tl_gen_settings_default(tl_gen_settings *s, int chat) {
+    memset(s, 0, sizeof *s);
+    tl_sampler_default_opts(&s->so);
+    s->chat = chat;
+    s->max_tokens = chat ? 512 : 256;
+    if (chat) {
+        s->so.temperature = 0.7f;
+        s->so.top_k = 50;
+        s->so.top_p = 0.95f;
+    }
+}
+
+void tl_gen_settings_resolve(tl_gen_settings *s, const tl_gen_config *gc) {
+    if (gc && !s->chat) {
+        if (gc->has_sampling) {
+            if (!(s->set & TL_GEN_SET_TEMPERATURE)) s->so.temperature = gc->temperature;
+            if (!(s->set & TL_GEN_SET_TOP_K)) s->so.top_k = gc->top_k;
+            if (!(s->set & TL_GEN_SET_TOP_P)) s->so.top_p = gc->top_p;
+            if (!(s->set & TL_GEN_SET_MIN_P)) s->so.min_p = gc->min_p;
+        }
+        if (!(s->set & TL_GEN_SET_REPETITION_PENALTY)) s->so.repetition_penalty = gc->repetition_penalty;
+    }
+    if (!(s->set & TL_GEN_SET_SEED)) s->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 }
 
 /* ---------------------------------------------------------------- the loop */

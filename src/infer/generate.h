@@ -6,6 +6,7 @@
 #define TL_GENERATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "chat_template.h"
 #include "common.h"
@@ -35,6 +36,32 @@ int tl_stop_push(tl_stop_filter *f, const char *s, size_t n);
 /* Emits the text held back (at the end of the output). */
 void tl_stop_flush(tl_stop_filter *f);
 void tl_stop_free(tl_stop_filter *f);
+
+/* ---- settings: the caller's choices over each mode's defaults ---- */
+enum {
+    TL_GEN_SET_TEMPERATURE = 1,
+    TL_GEN_SET_TOP_K = 2,
+    TL_GEN_SET_TOP_P = 4,
+    TL_GEN_SET_MIN_P = 8,
+    TL_GEN_SET_REPETITION_PENALTY = 16,
+    TL_GEN_SET_SEED = 32,
+};
+typedef struct {
+    tl_sampler_opts so;
+    long max_tokens; /* per reply in a chat */
+    uint64_t seed;
+    unsigned set;    /* TL_GEN_SET_*: what the caller chose (tl_gen_settings_resolve keeps those) */
+    int chat;
+} tl_gen_settings;
+
+/* One prompt: greedy, 256 tokens.  A chat: TinyLlama-1.1B-Chat's demo settings,
+ * temperature 0.7, top-k 50, top-p 0.95, 512 tokens per reply. */
+void tl_gen_settings_default(tl_gen_settings *s, int chat);
+/* Fills in what the caller did not set.  One prompt: a generation_config.json
+ * (gc, may be NULL) that asks for sampling gives the sampling settings, and its
+ * repetition penalty always applies; a chat keeps its demo settings.  The seed:
+ * from the clock and the process id. */
+void tl_gen_settings_resolve(tl_gen_settings *s, const tl_gen_config *gc);
 
 /* ---- the generation loop ---- */
 typedef enum { TL_GEN_LIMIT, TL_GEN_EOS, TL_GEN_STOP, TL_GEN_CONTEXT, TL_GEN_ERROR } tl_gen_end;

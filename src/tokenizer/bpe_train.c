@@ -191,6 +191,9 @@ typedef struct {
     int nwords;
     int *wstamp;
     int unk_sym;
+    /* pairs whose count changed since they were last pushed on the heap */
+    int *touched;
+    int ntouched, captouched;
 } btrainer;
 
 static int xgrow(void **p, int *cap, int need, size_t elem) {
@@ -382,8 +385,7 @@ static int occ_add(bpair *p, int w) {
 /* Adds delta * freq(w) to every valid pair of word w; records touched pairs.
  * With add_occ, the word joins the occurrence list of pairs containing sym `only`
  * (or all pairs when only < 0). */
-static int word_pairs(btrainer *bt, int w, int64_t delta, int only, int **touched, int *ntouched,
-                      int *captouched) {
+static int word_pairs(btrainer *bt, int w, int64_t delta, int only) {
     const int *s = bt->wsyms + bt->woff[w];
     int n = bt->wlen[w];
     for (int i = 0; i + 1 < n; i++) {
@@ -395,8 +397,8 @@ static int word_pairs(btrainer *bt, int w, int64_t delta, int only, int **touche
         if (delta > 0 && (only < 0 || s[i] == only || s[i + 1] == only) && occ_add(p, w)) return -1;
         if (!p->touched) {
             p->touched = 1;
-            if (xgrow((void **)touched, captouched, *ntouched + 1, sizeof **touched)) return -1;
-            (*touched)[(*ntouched)++] = pi;
+            if (xgrow((void **)&bt->touched, &bt->captouched, bt->ntouched + 1, sizeof *bt->touched)) return -1;
+            bt->touched[bt->ntouched++] = pi;
         }
     }
     return 0;
@@ -558,6 +560,354 @@ static void bt_free(btrainer *bt) {
     free(bt->wlen);
     free(bt->wfreq);
     free(bt->wstamp);
+    free(bt->touched);
+}
+
+/* ---------------------------------------------------------------- training steps */
+
+typedef struct {
+    size_t nlines, nskipped, nbytes;
+} corpus_stats;
+
+/* Step 1: counts the words of every line of the inputs (normalized as the
+ * trained model will normalize them), up to max_sentences lines.  Lines over
+ * max_sentence_length are skipped, as spm_train skips them. */
+static int read_words(const char *const *inputs, size_t n_inputs, const tl_bpe_train_opts *o, wcount *wc,
+                      corpus_stats *cs, tl_error *err) {
+    size_t maxlen = o->max_sentence_length > 0 ? (size_t)o->max_sentence_length : 4192;
+    /* normalizing grows a byte to at most 3 (a space or a bad byte: U+2581, U+FFFD) */
+    char *nbuf = malloc(maxlen * 3 + 8);
+    if (!nbuf) return tl_fail(err, "out of memory");
+    int rc = 0;
+    for (size_t f = 0; f < n_inputs && !rc; f++) {
+        char *data;
+        size_t len;
+        if (tl_read_file(inputs[f], (size_t)1 << 34, &data, &len, err)) {
+            rc = -1;
+            break;
+        }
+        size_t a = 0;
+        while (a < len) {
+            const char *nl = memchr(data + a, '\n', len - a);
+            size_t b = nl ? (size_t)(nl - data) : len;
+            size_t ll = b - a;
+            if (ll > maxlen) {
+                cs->nskipped++;
+            } else if (ll > 0 && (!o->max_sentences || cs->nlines < o->max_sentences)) {
+                size_t nn = norm_line(data + a, ll, nbuf, o->add_dummy_prefix);
+                if (count_words(wc, nbuf, nn, o->allow_whitespace_only_pieces)) {
+                    rc = tl_fail(err, "out of memory counting words");
+                    break;
+                }
+                cs->nlines++;
+                cs->nbytes += ll;
+            }
+            a = b + 1;
+        }
+        free(data);
+    }
+    free(nbuf);
+    if (!rc && wc->n == 0) rc = tl_fail(err, "no training text in the input files");
+    return rc;
+}
+
+/* Step 2: the distinct characters of the words and how often each occurs,
+ * most frequent first (sorted by cmp_chcount), and the total.  At most 32k
+ * distinct characters are counted; rarer ones beyond that are left out. */
+static int count_chars(const wcount *wc, chcount **chars_out, size_t *nch_out, int64_t *all_out, tl_error *err) {
+    size_t nch = 0, capch = 1024;
+    chcount *chars = malloc(capch * sizeof *chars);
+    uint32_t ch_mask = (1 << 16) - 1;
+    int32_t *ch_tab = malloc((ch_mask + 1) * sizeof *ch_tab);
+    if (!chars || !ch_tab) goto oom;
+    for (uint32_t i = 0; i <= ch_mask; i++) ch_tab[i] = -1;
+    int64_t all_chars = 0;
+    for (uint32_t i = 0; i <= wc->mask; i++) {
+        const wc_ent *e = &wc->tab[i];
+        if (!e->key) continue;
+        size_t k = 0;
+        while (k < e->len) {
+            uint32_t cp;
+            k += utf8_decode((const unsigned char *)e->key + k, e->len - k, &cp);
+            if (cp == 0) continue;
+            uint32_t j = (cp * 2654435761u) & ch_mask;
+            while (ch_tab[j] >= 0 && chars[ch_tab[j]].cp != cp) j = (j + 1) & ch_mask;
+            if (ch_tab[j] < 0) {
+                if (nch == capch || nch * 2 > ch_mask) {
+                    /* keep it simple: 32k distinct characters at most */
+                    if (nch * 2 > ch_mask) continue;
+                    capch *= 2;
+                    chcount *nc = realloc(chars, capch * sizeof *nc);
+                    if (!nc) goto oom;
+                    chars = nc;
+                }
+                chars[nch].cp = cp;
+                chars[nch].count = 0;
+                ch_tab[j] = (int32_t)nch++;
+            }
+            chars[ch_tab[j]].count += e->freq;
+            all_chars += e->freq;
+        }
+    }
+    free(ch_tab);
+    qsort(chars, nch, sizeof *chars, cmp_chcount);
+    *chars_out = chars;
+    *nch_out = nch;
+    *all_out = all_chars;
+    return 0;
+oom:
+    free(chars);
+    free(ch_tab);
+    return tl_fail(err, "out of memory");
+}
+
+/* How many of the most frequent characters it takes to cover the share
+ * `coverage` of all character occurrences (*covered: their occurrences). */
+static size_t covered_chars(const chcount *chars, size_t nch, int64_t all_chars, double coverage, int64_t *covered) {
+    size_t nreq = 0;
+    int64_t acc = 0;
+    while (nreq < nch) {
+        double cov = all_chars ? (double)acc / (double)all_chars : 1.0;
+        if (cov >= coverage) break;
+        acc += chars[nreq].count;
+        nreq++;
+    }
+    *covered = acc;
+    return nreq;
+}
+
+/* UTF-8 bytes of code point c into u; returns their number. */
+static size_t utf8_encode(uint32_t c, char u[4]) {
+    if (c < 0x80) {
+        u[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        u[0] = (char)(0xC0 | c >> 6);
+        u[1] = (char)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < 0x10000) {
+        u[0] = (char)(0xE0 | c >> 12);
+        u[1] = (char)(0x80 | ((c >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    u[0] = (char)(0xF0 | c >> 18);
+    u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
+    u[2] = (char)(0x80 | ((c >> 6) & 0x3F));
+    u[3] = (char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* Step 3: the kept characters become symbols 0..nreq-1 (so the model can list
+ * them by frequency at the end), then one symbol stands for every other
+ * character: it never forms a valid pair, so those characters never merge. */
+static int add_char_symbols(btrainer *bt, const chcount *chars, size_t nreq, tl_error *err) {
+    for (size_t i = 0; i < nreq; i++) {
+        char u[4];
+        size_t l = utf8_encode(chars[i].cp, u);
+        if (sym_get(bt, u, l, 1, NULL) < 0) return tl_fail(err, "out of memory");
+    }
+    bt->unk_sym = sym_get(bt, "\x01<unk-char>", 11, 1, NULL);
+    if (bt->unk_sym < 0) return tl_fail(err, "out of memory");
+    return 0;
+}
+
+/* The symbol for s[0..len), or -1 if there is none (lookup only). */
+static int sym_find(const btrainer *bt, const char *s, size_t len) {
+    uint32_t j = tl_tok_strhash(s, len) & bt->sym_mask;
+    while (bt->sym_tab[j] >= 0) {
+        const bsym *y = &bt->syms[bt->sym_tab[j]];
+        if (y->len == len && memcmp(bt->pool + y->off, s, len) == 0) return bt->sym_tab[j];
+        j = (j + 1) & bt->sym_mask;
+    }
+    return -1;
+}
+
+/* Step 3, continued: every counted word becomes a sequence of character
+ * symbols in bt (wsyms/woff/wlen/wfreq).  The word table is consumed: its keys
+ * are freed as they are converted, so the two never peak together. */
+static int load_words(btrainer *bt, wcount *wc, tl_error *err) {
+    size_t total_syms = 0;
+    for (uint32_t i = 0; i <= wc->mask; i++)
+        if (wc->tab[i].key) total_syms += wc->tab[i].len;
+    bt->nwords = (int)wc->n;
+    bt->wsyms = malloc((total_syms + 1) * sizeof *bt->wsyms);
+    bt->woff = malloc(wc->n * sizeof *bt->woff);
+    bt->wlen = malloc(wc->n * sizeof *bt->wlen);
+    bt->wfreq = malloc(wc->n * sizeof *bt->wfreq);
+    bt->wstamp = calloc(wc->n, sizeof *bt->wstamp);
+    if (!bt->wsyms || !bt->woff || !bt->wlen || !bt->wfreq || !bt->wstamp) return tl_fail(err, "out of memory");
+    size_t off = 0;
+    int w = 0;
+    for (uint32_t i = 0; i <= wc->mask; i++) {
+        wc_ent *e = &wc->tab[i];
+        if (!e->key) continue;
+        bt->woff[w] = off;
+        bt->wfreq[w] = e->freq;
+        int n = 0;
+        size_t k = 0;
+        while (k < e->len) {
+            uint32_t cp;
+            size_t cl = utf8_decode((const unsigned char *)e->key + k, e->len - k, &cp);
+            int sid = cp != 0 ? sym_find(bt, e->key + k, cl) : -1;
+            bt->wsyms[off + (size_t)n++] = sid >= 0 ? sid : bt->unk_sym;
+            k += cl;
+        }
+        bt->wlen[w] = n;
+        off += (size_t)n;
+        free(e->key);
+        e->key = NULL;
+        w++;
+    }
+    free(wc->tab);
+    wc->tab = NULL;
+    return 0;
+}
+
+/* Puts every touched pair that still occurs on the heap with its new count
+ * (older heap entries of the pair become stale and are skipped when popped). */
+static int push_touched(btrainer *bt) {
+    for (int k = 0; k < bt->ntouched; k++) {
+        bpair *p = &bt->pairs[bt->touched[k]];
+        p->touched = 0;
+        if (p->freq > 0 && hpush(bt, p->freq, bt->touched[k])) return -1;
+    }
+    bt->ntouched = 0;
+    return 0;
+}
+
+/* Step 4: the initial count of every pair of adjacent symbols, and the heap. */
+static int count_pairs(btrainer *bt, tl_error *err) {
+    for (int w = 0; w < bt->nwords; w++)
+        if (word_pairs(bt, w, 1, -1)) return tl_fail(err, "out of memory");
+    if (push_touched(bt)) return tl_fail(err, "out of memory");
+    return 0;
+}
+
+/* Replaces each pair (a, b) by c in the words of occ, the words that had the
+ * pair when they were listed (a word may be listed twice, or have lost the
+ * pair since: stamp marks the words done in this merge).  The old pairs of
+ * a changed word are uncounted and its new ones counted. */
+static int merge_in_words(btrainer *bt, const int *occ, int nocc, int a, int b, int c, int stamp) {
+    for (int k = 0; k < nocc; k++) {
+        int w = occ[k];
+        if (bt->wstamp[w] == stamp) continue;
+        bt->wstamp[w] = stamp;
+        int *s = bt->wsyms + bt->woff[w];
+        int n = bt->wlen[w], has = 0;
+        for (int i = 0; i + 1 < n; i++)
+            if (s[i] == a && s[i + 1] == b) {
+                has = 1;
+                break;
+            }
+        if (!has) continue;
+        if (word_pairs(bt, w, -1, -1)) return -1;
+        int o2 = 0;
+        for (int i = 0; i < n;) {
+            if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                s[o2++] = c;
+                i += 2;
+            } else {
+                s[o2++] = s[i++];
+            }
+        }
+        bt->wlen[w] = o2;
+        if (word_pairs(bt, w, 1, c)) return -1;
+    }
+    return 0;
+}
+
+/* Step 5: up to target merges, each of the most frequent valid pair; the new
+ * symbols go to merged in order (their rank).  Fewer than target when the
+ * pairs run out: the caller reports that. */
+static int merge_pairs(btrainer *bt, int target, int *merged, int *nmerged, double t0, tl_error *err) {
+    const tl_bpe_train_opts *o = bt->o;
+    int stamp = 0;
+    double last_report = tl_now();
+    *nmerged = 0;
+    while (*nmerged < target) {
+        if (bt->nheap == 0) break;
+        hent top = hpop(bt);
+        bpair *bp = &bt->pairs[top.pair];
+        if (bp->freq != top.freq || bp->freq <= 0) continue; /* a stale entry */
+        int a = bp->a, b = bp->b;
+        char tmp[64 * 4];
+        size_t la = bt->syms[a].len, lb = bt->syms[b].len;
+        memcpy(tmp, bt->pool + bt->syms[a].off, la);
+        memcpy(tmp + la, bt->pool + bt->syms[b].off, lb);
+        int created;
+        int c = sym_get(bt, tmp, la + lb, bt->syms[a].nchars + bt->syms[b].nchars, &created);
+        if (c < 0) return tl_fail(err, "out of memory");
+        if (created) merged[(*nmerged)++] = c;
+        stamp++;
+        /* the pair's word list is taken: words that get the pair again re-list themselves */
+        bp = &bt->pairs[top.pair];
+        int nocc = bp->nocc;
+        int *occ = bp->occ;
+        bp->occ = NULL;
+        bp->nocc = bp->capocc = 0;
+        int failed = merge_in_words(bt, occ, nocc, a, b, c, stamp) || push_touched(bt);
+        free(occ);
+        if (failed) return tl_fail(err, "out of memory while merging");
+        if (o->progress && (tl_now() - last_report > 2.0 || *nmerged == target)) {
+            last_report = tl_now();
+            progress(o, "merge %d/%d: '%.*s' (frequency %lld), %.1f s", *nmerged, target, (int)(la + lb), tmp,
+                     (long long)top.freq, tl_now() - t0);
+        }
+    }
+    return 0;
+}
+
+/* Step 6: the pieces (specials, bytes, merges by rank, then the kept
+ * characters by frequency) as a ModelProto, checked to load, written
+ * atomically to out_path.  *total: the number of pieces. */
+static int write_model(const btrainer *bt, const int *merged, int nmerged, size_t nreq, int n_meta,
+                       const char *out_path, int *total, tl_error *err) {
+    const tl_bpe_train_opts *o = bt->o;
+    *total = n_meta + nmerged + (int)nreq;
+    tl_piece_src *out = calloc((size_t)*total, sizeof *out);
+    char *bytes_pool = malloc(256 * 7);
+    unsigned char *model = NULL;
+    int rc = -1;
+    if (!out || !bytes_pool) {
+        tl_fail(err, "out of memory");
+        goto done;
+    }
+    int k = 0;
+    out[k++] = (tl_piece_src){"<unk>", 5, 0.0f, TL_PIECE_UNKNOWN};
+    out[k++] = (tl_piece_src){"<s>", 3, 0.0f, TL_PIECE_CONTROL};
+    out[k++] = (tl_piece_src){"</s>", 4, 0.0f, TL_PIECE_CONTROL};
+    if (o->byte_fallback)
+        for (int b = 0; b < 256; b++) {
+            snprintf(bytes_pool + 7 * b, 7, "<0x%02X>", b);
+            out[k++] = (tl_piece_src){bytes_pool + 7 * b, 6, 0.0f, TL_PIECE_BYTE};
+        }
+    int rank = 0;
+    for (int i = 0; i < nmerged; i++, rank++)
+        out[k++] = (tl_piece_src){bt->pool + bt->syms[merged[i]].off, bt->syms[merged[i]].len, -(float)rank,
+                                  TL_PIECE_NORMAL};
+    for (size_t i = 0; i < nreq; i++, rank++)
+        out[k++] = (tl_piece_src){bt->pool + bt->syms[i].off, bt->syms[i].len, -(float)rank, TL_PIECE_NORMAL};
+    tl_spm_write_opts wo = {o->vocab_size, o->byte_fallback, o->split_digits, o->add_dummy_prefix,
+                            o->allow_whitespace_only_pieces, o->max_piece_length, o->character_coverage};
+    size_t mlen;
+    if (tl_spm_serialize(out, *total, &wo, &model, &mlen, err)) goto done;
+    /* self-check: the bytes load as a tokenizer */
+    tl_tokenizer *chk = tl_tokenizer_load_model_bytes(model, mlen, out_path, err);
+    if (!chk) {
+        tl_wrap(err, "internal error: the trained model does not load");
+        goto done;
+    }
+    tl_tokenizer_free(chk);
+    if (tl_write_file_atomic(out_path, model, mlen, err)) goto done;
+    rc = 0;
+done:
+    free(out);
+    free(bytes_pool);
+    free(model);
+    return rc;
 }
 
 int tl_bpe_train(const char *const *inputs, size_t n_inputs, const tl_bpe_train_opts *o,
@@ -575,104 +925,20 @@ int tl_bpe_train(const char *const *inputs, size_t n_inputs, const tl_bpe_train_
     memset(&bt, 0, sizeof bt);
     bt.o = o;
     int rc = -1;
-    char *nbuf = NULL;
     chcount *chars = NULL;
-    tl_piece_src *out = NULL;
-    int *touched = NULL, ntouched = 0, captouched = 0;
-    unsigned char *model = NULL;
-    size_t nlines = 0, nskipped = 0, nbytes = 0;
-    size_t maxlen = o->max_sentence_length > 0 ? (size_t)o->max_sentence_length : 4192;
-    nbuf = malloc(maxlen * 3 + 8);
-    if (!nbuf) {
-        tl_fail(err, "out of memory");
-        goto done;
-    }
+    int *merged = NULL;
+
     /* 1. words and their counts */
-    for (size_t f = 0; f < n_inputs; f++) {
-        char *data;
-        size_t len;
-        if (tl_read_file(inputs[f], (size_t)1 << 34, &data, &len, err)) goto done;
-        size_t a = 0;
-        while (a < len) {
-            const char *nl = memchr(data + a, '\n', len - a);
-            size_t b = nl ? (size_t)(nl - data) : len;
-            size_t ll = b - a;
-            if (ll > maxlen) {
-                nskipped++;
-            } else if (ll > 0 && (!o->max_sentences || nlines < o->max_sentences)) {
-                size_t nn = norm_line(data + a, ll, nbuf, o->add_dummy_prefix);
-                if (count_words(&wc, nbuf, nn, o->allow_whitespace_only_pieces)) {
-                    free(data);
-                    tl_fail(err, "out of memory counting words");
-                    goto done;
-                }
-                nlines++;
-                nbytes += ll;
-            }
-            a = b + 1;
-        }
-        free(data);
-    }
-    if (wc.n == 0) {
-        tl_fail(err, "no training text in the input files");
-        goto done;
-    }
-    progress(o, "read %zu lines (%zu bytes, %zu too long skipped), %zu distinct words, %.1f s", nlines,
-             nbytes, nskipped, wc.n, tl_now() - t0);
+    corpus_stats cs = {0};
+    if (read_words(inputs, n_inputs, o, &wc, &cs, err)) goto done;
+    progress(o, "read %zu lines (%zu bytes, %zu too long skipped), %zu distinct words, %.1f s", cs.nlines,
+             cs.nbytes, cs.nskipped, wc.n, tl_now() - t0);
 
     /* 2. character coverage */
-    size_t nch = 0, capch = 1024;
-    chars = malloc(capch * sizeof *chars);
-    uint32_t ch_mask = (1 << 16) - 1;
-    int32_t *ch_tab = malloc((ch_mask + 1) * sizeof *ch_tab);
-    if (!chars || !ch_tab) {
-        free(ch_tab);
-        tl_fail(err, "out of memory");
-        goto done;
-    }
-    for (uint32_t i = 0; i <= ch_mask; i++) ch_tab[i] = -1;
-    int64_t all_chars = 0;
-    for (uint32_t i = 0; i <= wc.mask; i++) {
-        const wc_ent *e = &wc.tab[i];
-        if (!e->key) continue;
-        size_t k = 0;
-        while (k < e->len) {
-            uint32_t cp;
-            k += utf8_decode((const unsigned char *)e->key + k, e->len - k, &cp);
-            if (cp == 0) continue;
-            uint32_t j = (cp * 2654435761u) & ch_mask;
-            while (ch_tab[j] >= 0 && chars[ch_tab[j]].cp != cp) j = (j + 1) & ch_mask;
-            if (ch_tab[j] < 0) {
-                if (nch == capch || nch * 2 > ch_mask) {
-                    /* keep it simple: 32k distinct characters at most */
-                    if (nch * 2 > ch_mask) continue;
-                    capch *= 2;
-                    chcount *nc = realloc(chars, capch * sizeof *nc);
-                    if (!nc) {
-                        free(ch_tab);
-                        tl_fail(err, "out of memory");
-                        goto done;
-                    }
-                    chars = nc;
-                }
-                chars[nch].cp = cp;
-                chars[nch].count = 0;
-                ch_tab[j] = (int32_t)nch++;
-            }
-            chars[ch_tab[j]].count += e->freq;
-            all_chars += e->freq;
-        }
-    }
-    free(ch_tab);
-    qsort(chars, nch, sizeof *chars, cmp_chcount);
-    size_t nreq = 0;
-    int64_t acc = 0;
-    while (nreq < nch) {
-        double cov = all_chars ? (double)acc / (double)all_chars : 1.0;
-        if (cov >= o->character_coverage) break;
-        acc += chars[nreq].count;
-        nreq++;
-    }
+    size_t nch = 0;
+    int64_t all_chars = 0, acc;
+    if (count_chars(&wc, &chars, &nch, &all_chars, err)) goto done;
+    size_t nreq = covered_chars(chars, nch, all_chars, o->character_coverage, &acc);
     int target = o->vocab_size - n_meta - (int)nreq;
     if (target < 0) {
         tl_fail(err, "vocab size %d is smaller than the %d special pieces plus %zu required characters",
@@ -682,185 +948,21 @@ int tl_bpe_train(const char *const *inputs, size_t n_inputs, const tl_bpe_train_
     progress(o, "%zu characters, %zu kept (coverage %.4f); learning %d merges", nch, nreq,
              all_chars ? (double)acc / (double)all_chars : 1.0, target);
 
-    /* 3. symbols: required characters first, one UNK symbol for the rest */
-    for (size_t i = 0; i < nreq; i++) {
-        char u[4];
-        uint32_t c = chars[i].cp;
-        size_t l;
-        if (c < 0x80) {
-            u[0] = (char)c;
-            l = 1;
-        } else if (c < 0x800) {
-            u[0] = (char)(0xC0 | c >> 6);
-            u[1] = (char)(0x80 | (c & 0x3F));
-            l = 2;
-        } else if (c < 0x10000) {
-            u[0] = (char)(0xE0 | c >> 12);
-            u[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-            u[2] = (char)(0x80 | (c & 0x3F));
-            l = 3;
-        } else {
-            u[0] = (char)(0xF0 | c >> 18);
-            u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-            u[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-            u[3] = (char)(0x80 | (c & 0x3F));
-            l = 4;
-        }
-        if (sym_get(&bt, u, l, 1, NULL) < 0) {
-            tl_fail(err, "out of memory");
-            goto done;
-        }
-    }
-    bt.unk_sym = sym_get(&bt, "\x01<unk-char>", 11, 1, NULL);
-    if (bt.unk_sym < 0) {
-        tl_fail(err, "out of memory");
-        goto done;
-    }
-    /* words as symbol sequences */
-    size_t total_syms = 0;
-    for (uint32_t i = 0; i <= wc.mask; i++)
-        if (wc.tab[i].key) total_syms += wc.tab[i].len;
-    bt.nwords = (int)wc.n;
-    bt.wsyms = malloc((total_syms + 1) * sizeof *bt.wsyms);
-    bt.woff = malloc(wc.n * sizeof *bt.woff);
-    bt.wlen = malloc(wc.n * sizeof *bt.wlen);
-    bt.wfreq = malloc(wc.n * sizeof *bt.wfreq);
-    bt.wstamp = calloc(wc.n, sizeof *bt.wstamp);
-    if (!bt.wsyms || !bt.woff || !bt.wlen || !bt.wfreq || !bt.wstamp) {
-        tl_fail(err, "out of memory");
-        goto done;
-    }
-    {
-        size_t off = 0;
-        int w = 0;
-        for (uint32_t i = 0; i <= wc.mask; i++) {
-            wc_ent *e = &wc.tab[i];
-            if (!e->key) continue;
-            bt.woff[w] = off;
-            bt.wfreq[w] = e->freq;
-            int n = 0;
-            size_t k = 0;
-            while (k < e->len) {
-                uint32_t cp;
-                size_t cl = utf8_decode((const unsigned char *)e->key + k, e->len - k, &cp);
-                int sid = -1;
-                if (cp != 0) {
-                    uint32_t j = tl_tok_strhash(e->key + k, cl) & bt.sym_mask;
-                    while (bt.sym_tab[j] >= 0) {
-                        const bsym *y = &bt.syms[bt.sym_tab[j]];
-                        if (y->len == cl && memcmp(bt.pool + y->off, e->key + k, cl) == 0) {
-                            sid = bt.sym_tab[j];
-                            break;
-                        }
-                        j = (j + 1) & bt.sym_mask;
-                    }
-                }
-                bt.wsyms[off + (size_t)n++] = sid >= 0 ? sid : bt.unk_sym;
-                k += cl;
-            }
-            bt.wlen[w] = n;
-            off += (size_t)n;
-            free(e->key);
-            e->key = NULL;
-            w++;
-        }
-    }
-    free(wc.tab);
-    wc.tab = NULL;
+    /* 3. symbols: required characters first, one UNK symbol for the rest; words as symbol sequences */
+    if (add_char_symbols(&bt, chars, nreq, err) || load_words(&bt, &wc, err)) goto done;
 
     /* 4. initial pair counts */
-    for (int w = 0; w < bt.nwords; w++)
-        if (word_pairs(&bt, w, 1, -1, &touched, &ntouched, &captouched)) {
-            tl_fail(err, "out of memory");
-            goto done;
-        }
-    for (int k = 0; k < ntouched; k++) {
-        bpair *p = &bt.pairs[touched[k]];
-        p->touched = 0;
-        if (p->freq > 0 && hpush(&bt, p->freq, touched[k])) {
-            tl_fail(err, "out of memory");
-            goto done;
-        }
-    }
-    ntouched = 0;
+    if (count_pairs(&bt, err)) goto done;
 
     /* 5. merges */
-    int *merged = malloc(((size_t)target + 1) * sizeof *merged);
+    merged = malloc(((size_t)target + 1) * sizeof *merged);
     if (!merged) {
         tl_fail(err, "out of memory");
         goto done;
     }
-    int nmerged = 0, stamp = 0;
-    double last_report = tl_now();
-    while (nmerged < target) {
-        if (bt.nheap == 0) break;
-        hent top = hpop(&bt);
-        bpair *bp = &bt.pairs[top.pair];
-        if (bp->freq != top.freq || bp->freq <= 0) continue;
-        int a = bp->a, b = bp->b;
-        char tmp[64 * 4];
-        size_t la = bt.syms[a].len, lb = bt.syms[b].len;
-        memcpy(tmp, bt.pool + bt.syms[a].off, la);
-        memcpy(tmp + la, bt.pool + bt.syms[b].off, lb);
-        int created;
-        int c = sym_get(&bt, tmp, la + lb, bt.syms[a].nchars + bt.syms[b].nchars, &created);
-        if (c < 0) {
-            free(merged);
-            tl_fail(err, "out of memory");
-            goto done;
-        }
-        if (created) merged[nmerged++] = c;
-        stamp++;
-        bp = &bt.pairs[top.pair];
-        int nocc = bp->nocc;
-        int *occ = bp->occ;
-        bp->occ = NULL;
-        bp->nocc = bp->capocc = 0;
-        for (int k = 0; k < nocc; k++) {
-            int w = occ[k];
-            if (bt.wstamp[w] == stamp) continue;
-            bt.wstamp[w] = stamp;
-            int *s = bt.wsyms + bt.woff[w];
-            int n = bt.wlen[w], has = 0;
-            for (int i = 0; i + 1 < n; i++)
-                if (s[i] == a && s[i + 1] == b) {
-                    has = 1;
-                    break;
-                }
-            if (!has) continue;
-            if (word_pairs(&bt, w, -1, -1, &touched, &ntouched, &captouched)) goto oom_merge;
-            int o2 = 0;
-            for (int i = 0; i < n;) {
-                if (i + 1 < n && s[i] == a && s[i + 1] == b) {
-                    s[o2++] = c;
-                    i += 2;
-                } else {
-                    s[o2++] = s[i++];
-                }
-            }
-            bt.wlen[w] = o2;
-            if (word_pairs(&bt, w, 1, c, &touched, &ntouched, &captouched)) goto oom_merge;
-        }
-        free(occ);
-        for (int k = 0; k < ntouched; k++) {
-            bpair *p = &bt.pairs[touched[k]];
-            p->touched = 0;
-            if (p->freq > 0 && hpush(&bt, p->freq, touched[k])) goto oom_merge;
-        }
-        ntouched = 0;
-        if (o->progress && (tl_now() - last_report > 2.0 || nmerged == target)) {
-            last_report = tl_now();
-            progress(o, "merge %d/%d: '%.*s' (frequency %lld), %.1f s", nmerged, target,
-                     (int)(la + lb), tmp, (long long)top.freq, tl_now() - t0);
-        }
-        continue;
-    oom_merge:
-        free(merged);
-        tl_fail(err, "out of memory while merging");
-        goto done;
-    }
+    int nmerged;
+    if (merge_pairs(&bt, target, merged, &nmerged, t0, err)) goto done;
     if (nmerged < target) {
-        free(merged);
         tl_fail(err,
                 "vocab size %d is too large for this corpus: only %d merges possible "
                 "(%d specials + %zu characters); use a smaller --vocab-size",
@@ -869,47 +971,8 @@ int tl_bpe_train(const char *const *inputs, size_t n_inputs, const tl_bpe_train_
     }
 
     /* 6. the model */
-    int total = n_meta + nmerged + (int)nreq;
-    out = calloc((size_t)total, sizeof *out);
-    char *bytes_pool = malloc(256 * 7);
-    if (!out || !bytes_pool) {
-        free(merged);
-        free(bytes_pool);
-        tl_fail(err, "out of memory");
-        goto done;
-    }
-    int k = 0;
-    out[k++] = (tl_piece_src){"<unk>", 5, 0.0f, TL_PIECE_UNKNOWN};
-    out[k++] = (tl_piece_src){"<s>", 3, 0.0f, TL_PIECE_CONTROL};
-    out[k++] = (tl_piece_src){"</s>", 4, 0.0f, TL_PIECE_CONTROL};
-    if (o->byte_fallback)
-        for (int b = 0; b < 256; b++) {
-            snprintf(bytes_pool + 7 * b, 7, "<0x%02X>", b);
-            out[k++] = (tl_piece_src){bytes_pool + 7 * b, 6, 0.0f, TL_PIECE_BYTE};
-        }
-    int rank = 0;
-    for (int i = 0; i < nmerged; i++, rank++)
-        out[k++] = (tl_piece_src){bt.pool + bt.syms[merged[i]].off, bt.syms[merged[i]].len,
-                                  -(float)rank, TL_PIECE_NORMAL};
-    for (size_t i = 0; i < nreq; i++, rank++)
-        out[k++] = (tl_piece_src){bt.pool + bt.syms[i].off, bt.syms[i].len, -(float)rank, TL_PIECE_NORMAL};
-    free(merged);
-    tl_spm_write_opts wo = {o->vocab_size, o->byte_fallback, o->split_digits, o->add_dummy_prefix,
-                            o->allow_whitespace_only_pieces, o->max_piece_length, o->character_coverage};
-    size_t mlen;
-    if (tl_spm_serialize(out, total, &wo, &model, &mlen, err)) {
-        free(bytes_pool);
-        goto done;
-    }
-    free(bytes_pool);
-    /* self-check: the bytes load as a tokenizer */
-    tl_tokenizer *chk = tl_tokenizer_load_model_bytes(model, mlen, out_path, err);
-    if (!chk) {
-        tl_wrap(err, "internal error: the trained model does not load");
-        goto done;
-    }
-    tl_tokenizer_free(chk);
-    if (tl_write_file_atomic(out_path, model, mlen, err)) goto done;
+    int total;
+    if (write_model(&bt, merged, nmerged, nreq, n_meta, out_path, &total, err)) goto done;
     progress(o, "wrote %s: %d pieces (%d merges, %zu characters), %.1f s", out_path, total, nmerged, nreq,
              tl_now() - t0);
     rc = 0;
@@ -918,11 +981,8 @@ done:
         for (uint32_t i = 0; i <= wc.mask; i++) free(wc.tab[i].key);
         free(wc.tab);
     }
-    free(nbuf);
     free(chars);
-    free(out);
-    free(touched);
-    free(model);
+    free(merged);
     bt_free(&bt);
     return rc;
 }

@@ -97,76 +97,54 @@ static int pairmap_put(tl_pairmap *m, int l, int r, int rank, int result) {
     return 0;
 }
 
-tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const char *what,
-                                          tl_error *err) {
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    tl_tokenizer *t = NULL;
-    tl_piece_src *src = NULL;
-    if (!root) {
-        tl_fail(err, "%s: not valid JSON", what);
-        goto fail;
-    }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) {
-        tl_fail(err, "%s: no \"model\" object: not a tokenizer.json", what);
-        goto fail;
-    }
+/* The "model" object must be a plain BPE: other models and options change
+ * what the merges mean, so they are refused rather than misread. */
+static int check_model(const cJSON *model, const char *what, tl_error *err) {
+    if (!cJSON_IsObject(model)) return tl_fail(err, "%s: no \"model\" object: not a tokenizer.json", what);
     const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
-    if (mtype && !is_str(mtype, "BPE")) {
-        tl_fail(err, "%s: model type '%s' is not supported (only BPE is)", what,
-                cJSON_IsString(mtype) ? mtype->valuestring : "?");
-        goto fail;
-    }
+    if (mtype && !is_str(mtype, "BPE"))
+        return tl_fail(err, "%s: model type '%s' is not supported (only BPE is)", what,
+                       cJSON_IsString(mtype) ? mtype->valuestring : "?");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        tl_fail(err, "%s: model.vocab or model.merges missing", what);
-        goto fail;
-    }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"))) {
-        tl_fail(err, "%s: ignore_merges=true is not supported", what);
-        goto fail;
-    }
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return tl_fail(err, "%s: model.vocab or model.merges missing", what);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges")))
+        return tl_fail(err, "%s: ignore_merges=true is not supported", what);
     const cJSON *csp = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
     const cJSON *eows = cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix");
-    if ((csp && !cJSON_IsNull(csp) && !is_str(csp, "")) || (eows && !cJSON_IsNull(eows) && !is_str(eows, ""))) {
-        tl_fail(err, "%s: subword prefixes/suffixes are not supported", what);
-        goto fail;
-    }
-    int dummy = check_pipeline(root, what, err);
-    if (dummy < 0) goto fail;
+    if ((csp && !cJSON_IsNull(csp) && !is_str(csp, "")) || (eows && !cJSON_IsNull(eows) && !is_str(eows, "")))
+        return tl_fail(err, "%s: subword prefixes/suffixes are not supported", what);
+    return 0;
+}
 
-    /* ids: vocab plus added_tokens, dense from 0 */
+/* The vocabulary size: one more than the largest id of the vocab and the
+ * added tokens (the ids must be dense from 0; fill_pieces checks that).  The
+ * ids are checked to be integers below 2^24 here, so later steps may index
+ * with them.  -1 on error. */
+static int count_ids(const cJSON *vocab, const cJSON *added, const char *what, tl_error *err) {
     int n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= (1 << 24) ||
-            it->valuedouble != (double)(int)it->valuedouble) {
-            tl_fail(err, "%s: vocab entry '%.40s' has a bad id", what, it->string ? it->string : "");
-            goto fail;
-        }
+            it->valuedouble != (double)(int)it->valuedouble)
+            return tl_fail(err, "%s: vocab entry '%.40s' has a bad id", what, it->string ? it->string : "");
         if (it->valueint + 1 > n) n = it->valueint + 1;
     }
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 24) || !cJSON_IsString(content)) {
-            tl_fail(err, "%s: malformed added_tokens entry", what);
-            goto fail;
-        }
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 24) || !cJSON_IsString(content))
+            return tl_fail(err, "%s: malformed added_tokens entry", what);
         if (id->valueint + 1 > n) n = id->valueint + 1;
     }
-    if (n == 0) {
-        tl_fail(err, "%s: empty vocabulary", what);
-        goto fail;
-    }
-    t = calloc(1, sizeof *t);
-    src = calloc((size_t)n, sizeof *src);
-    if (!t || !src) {
-        tl_fail(err, "%s: out of memory", what);
-        goto fail;
-    }
+    if (n == 0) return tl_fail(err, "%s: empty vocabulary", what);
+    return n;
+}
+
+/* The encoder's settings for a Llama tokenizer.json; dummy is check_pipeline's
+ * answer (how the "▁" prefix is added). */
+static void set_options(tl_tokenizer *t, const cJSON *model, int dummy) {
     t->is_json = 1;
     t->model_type = 2;
     t->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
@@ -177,12 +155,17 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
     t->remove_extra_ws = 0;
     snprintf(t->normalizer_name, sizeof t->normalizer_name, "hf-llama");
     strcpy(t->unk_surface, " \xE2\x81\x87 ");
+}
+
+/* src[0..n) from the vocab (normal pieces) and the added tokens (control
+ * pieces if special, else user-defined); an added token may repeat its vocab
+ * entry but not contradict it, and no id may be left without a piece. */
+static int fill_pieces(tl_piece_src *src, int n, const cJSON *vocab, const cJSON *added, const char *what,
+                       tl_error *err) {
+    const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         int id = it->valueint;
-        if (src[id].str) {
-            tl_fail(err, "%s: id %d is used twice in the vocab", what, id);
-            goto fail;
-        }
+        if (src[id].str) return tl_fail(err, "%s: id %d is used twice in the vocab", what, id);
         src[id].str = it->string;
         src[id].len = strlen(it->string);
         src[id].type = TL_PIECE_NORMAL;
@@ -190,21 +173,23 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
     cJSON_ArrayForEach(it, added) {
         int id = cJSON_GetObjectItemCaseSensitive(it, "id")->valueint;
         const char *c = cJSON_GetObjectItemCaseSensitive(it, "content")->valuestring;
-        if (src[id].str && strcmp(src[id].str, c) != 0) {
-            tl_fail(err, "%s: added token %d '%.40s' conflicts with the vocab", what, id, c);
-            goto fail;
-        }
+        if (src[id].str && strcmp(src[id].str, c) != 0)
+            return tl_fail(err, "%s: added token %d '%.40s' conflicts with the vocab", what, id, c);
         src[id].str = c;
         src[id].len = strlen(c);
-        src[id].type = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special"))
-                           ? TL_PIECE_CONTROL
-                           : TL_PIECE_USER_DEFINED;
+        src[id].type = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")) ? TL_PIECE_CONTROL
+                                                                                      : TL_PIECE_USER_DEFINED;
     }
     for (int i = 0; i < n; i++)
-        if (!src[i].str) {
-            tl_fail(err, "%s: id %d is missing from the vocabulary", what, i);
-            goto fail;
-        }
+        if (!src[i].str) return tl_fail(err, "%s: id %d is missing from the vocabulary", what, i);
+    return 0;
+}
+
+/* tokenizer.json has no piece types for these: the unknown piece is named by
+ * model.unk_token and the byte pieces are the "<0xNN>" ones (with byte
+ * fallback).  Scores are unused: merges go by rank. */
+static int mark_unk_and_bytes(tl_piece_src *src, int n, const cJSON *model, int byte_fallback, const char *what,
+                              tl_error *err) {
     /* transformers 5 writes "unk_token": null for Llama (byte fallback covers every
      * character, so HF never emits it); "<unk>" is then the unknown piece */
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
@@ -214,24 +199,55 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
         if (unk_str && strcmp(src[i].str, unk_str) == 0) {
             src[i].type = TL_PIECE_UNKNOWN;
             unk_found = 1;
-        } else if (t->byte_fallback && src[i].type == TL_PIECE_NORMAL && src[i].len == 6 &&
+        } else if (byte_fallback && src[i].type == TL_PIECE_NORMAL && src[i].len == 6 &&
                    memcmp(src[i].str, "<0x", 3) == 0 && src[i].str[5] == '>') {
             src[i].type = TL_PIECE_BYTE;
         }
         src[i].score = 0.0f;
     }
-    if (!unk_found) {
-        tl_fail(err, "%s: model.unk_token (or \"<unk>\" when it is null) is not in the vocabulary", what);
-        goto fail;
-    }
-    if (tl_tok_finish(t, src, n, what, err)) goto fail;
+    if (!unk_found)
+        return tl_fail(err, "%s: model.unk_token (or \"<unk>\" when it is null) is not in the vocabulary", what);
+    return 0;
+}
+
+/* BOS and EOS are "<s>" and "</s>" when they are control pieces (as in
+ * Llama's tokenizer.model); there is no pad. */
+static void set_special_ids(tl_tokenizer *t) {
     t->bos_id = tl_tokenizer_piece_id(t, "<s>", 3);
     if (t->bos_id >= 0 && t->pieces[t->bos_id].type != TL_PIECE_CONTROL) t->bos_id = -1;
     t->eos_id = tl_tokenizer_piece_id(t, "</s>", 4);
     if (t->eos_id >= 0 && t->pieces[t->eos_id].type != TL_PIECE_CONTROL) t->eos_id = -1;
     t->pad_id = -1;
+}
 
-    /* merges */
+/* The two sides of merge `rank`: a "left right" string (the older format) or
+ * a ["left", "right"] array (newer tokenizers write this). */
+static int merge_sides(const cJSON *it, int rank, const char **a, size_t *la, const char **b, size_t *lb,
+                       const char *what, tl_error *err) {
+    if (cJSON_IsString(it)) {
+        const char *sp = strchr(it->valuestring, ' ');
+        if (!sp || strchr(sp + 1, ' '))
+            return tl_fail(err, "%s: merge %d '%.40s' is not 'left right'", what, rank, it->valuestring);
+        *a = it->valuestring;
+        *la = (size_t)(sp - *a);
+        *b = sp + 1;
+        *lb = strlen(*b);
+        return 0;
+    }
+    if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
+        cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+        *a = cJSON_GetArrayItem(it, 0)->valuestring;
+        *b = cJSON_GetArrayItem(it, 1)->valuestring;
+        *la = strlen(*a);
+        *lb = strlen(*b);
+        return 0;
+    }
+    return tl_fail(err, "%s: merge %d is malformed", what, rank);
+}
+
+/* The merges as (left id, right id) -> (rank, merged id); both sides and the
+ * merged piece must be normal vocabulary pieces. */
+static int load_merges(tl_tokenizer *t, const cJSON *merges, const char *what, tl_error *err) {
     int nm = cJSON_GetArraySize(merges);
     uint32_t size = 16;
     while (size < 2u * (uint32_t)nm + 2) size <<= 1;
@@ -239,51 +255,60 @@ tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const ch
     t->merges.key = calloc(size, sizeof *t->merges.key);
     t->merges.rank = malloc(size * sizeof *t->merges.rank);
     t->merges.result = malloc(size * sizeof *t->merges.result);
-    if (!t->merges.key || !t->merges.rank || !t->merges.result) {
-        tl_fail(err, "%s: out of memory", what);
-        goto fail;
-    }
+    if (!t->merges.key || !t->merges.rank || !t->merges.result) return tl_fail(err, "%s: out of memory", what);
     int rank = 0;
     char tmp[1024];
+    const cJSON *it;
     cJSON_ArrayForEach(it, merges) {
-        const char *a, *b;
-        size_t la, lb;
-        if (cJSON_IsString(it)) {
-            const char *sp = strchr(it->valuestring, ' ');
-            if (!sp || strchr(sp + 1, ' ')) {
-                tl_fail(err, "%s: merge %d '%.40s' is not 'left right'", what, rank, it->valuestring);
-                goto fail;
-            }
-            a = it->valuestring;
-            la = (size_t)(sp - a);
-            b = sp + 1;
-            lb = strlen(b);
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
-                   cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
-            a = cJSON_GetArrayItem(it, 0)->valuestring;
-            b = cJSON_GetArrayItem(it, 1)->valuestring;
-            la = strlen(a);
-            lb = strlen(b);
-        } else {
-            tl_fail(err, "%s: merge %d is malformed", what, rank);
-            goto fail;
-        }
+        const char *a = NULL, *b = NULL;
+        size_t la = 0, lb = 0;
+        if (merge_sides(it, rank, &a, &la, &b, &lb, what, err)) return -1;
         int l = tl_strmap_get(&t->normal, t->pieces, a, la);
         int r = tl_strmap_get(&t->normal, t->pieces, b, lb);
-        if (la + lb >= sizeof tmp || l < 0 || r < 0) {
-            tl_fail(err, "%s: merge %d refers to a piece not in the vocabulary", what, rank);
-            goto fail;
-        }
+        if (la + lb >= sizeof tmp || l < 0 || r < 0)
+            return tl_fail(err, "%s: merge %d refers to a piece not in the vocabulary", what, rank);
         memcpy(tmp, a, la);
         memcpy(tmp + la, b, lb);
         int res = tl_strmap_get(&t->normal, t->pieces, tmp, la + lb);
-        if (res < 0) {
-            tl_fail(err, "%s: merge %d: the merged piece is not in the vocabulary", what, rank);
-            goto fail;
-        }
+        if (res < 0) return tl_fail(err, "%s: merge %d: the merged piece is not in the vocabulary", what, rank);
         pairmap_put(&t->merges, l, r, rank, res);
         rank++;
     }
+    return 0;
+}
+
+tl_tokenizer *tl_tokenizer_load_json_text(const char *text, size_t len, const char *what,
+                                          tl_error *err) {
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    tl_tokenizer *t = NULL;
+    tl_piece_src *src = NULL;
+    if (!root) {
+        tl_fail(err, "%s: not valid JSON", what);
+        goto fail;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (check_model(model, what, err)) goto fail;
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    int dummy = check_pipeline(root, what, err);
+    if (dummy < 0) goto fail;
+
+    /* ids: vocab plus added_tokens, dense from 0 */
+    int n = count_ids(vocab, added, what, err);
+    if (n < 0) goto fail;
+    t = calloc(1, sizeof *t);
+    src = calloc((size_t)n, sizeof *src);
+    if (!t || !src) {
+        tl_fail(err, "%s: out of memory", what);
+        goto fail;
+    }
+    set_options(t, model, dummy);
+    if (fill_pieces(src, n, vocab, added, what, err) ||
+        mark_unk_and_bytes(src, n, model, t->byte_fallback, what, err) || tl_tok_finish(t, src, n, what, err))
+        goto fail;
+    set_special_ids(t);
+    if (load_merges(t, merges, what, err)) goto fail;
     tl_tok_set_hash(t, text, len);
     cJSON_Delete(root);
     free(src);

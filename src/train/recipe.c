@@ -519,3 +519,26 @@ int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dat
     o->n_val_sets = run->n_val;
     return 0;
 }
+
+int tl_recipe_open(const tl_recipe *r, const tl_train_request *rq, const tl_train_data *d,
+                   const tl_data_tokenizer *tokenizer, int rank, tl_recipe_run *run, tl_train_opts *o,
+                   const char **field, tl_error *err) {
+    /* as tl_train_data_open opens shards: members of complete `prepare` manifests */
+    const tl_dataset_opts train_opts = {.split = "train", .verify = 1};
+    if (tl_recipe_setup(r, rq, &train_opts, rank, run, o, field, err)) return -1;
+    tl_data_tokenizer any = {.hash = ""}; /* origin "": not known, so any tokenizer passes */
+    const tl_data_tokenizer *want = tokenizer ? tokenizer : &any;
+    int rc = 0;
+    for (int p = 0; p < run->n && !rc; p++) /* all made with one tokenizer */
+        for (int k = 0; k < run->mix[p].n && !rc; k++) {
+            const tl_data_tokenizer *t = &run->mix[p].src[k].ds.tok;
+            rc = tl_data_tokenizer_check(t, want, err) || (d->has_val && tl_data_tokenizer_check(t, &d->val.tok, err));
+        }
+    for (int v = 0; v < run->n_val && !rc; v++) rc = tl_data_tokenizer_check(&run->val[v].tok, want, err);
+    if (rc) {
+        if (field) *field = NULL;
+        tl_recipe_run_close(run);
+        return -1;
+    }
+    return 0;
+}

@@ -77,4 +77,12 @@ int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dat
                     tl_recipe_run *run, tl_train_opts *o, const char **field, tl_error *err);
 void tl_recipe_run_close(tl_recipe_run *run);
 
+/* tl_recipe_setup for a run whose other data d holds (tl_train_data_open with
+ * phases set: its validation shards): every phase's sources must be prepared with
+ * tokenizer (NULL: any, one for all) and d's validation shards' tokenizer.  On
+ * failure nothing of run stays open. */
+int tl_recipe_open(const tl_recipe *r, const tl_train_request *rq, const tl_train_data *d,
+                   const tl_data_tokenizer *tokenizer, int rank, tl_recipe_run *run, tl_train_opts *o,
+                   const char **field, tl_error *err);
+
 #endif

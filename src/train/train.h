@@ -50,6 +50,19 @@ typedef struct {
     const tl_eval_task *const *bench;
     int n_bench;
     long bench_every;
+    /* supervised fine-tuning (docs/finetuning.md): train (and val) are masked chat
+     * shards and the loss is the mean over the target tokens of the whole step's
+     * batch, every rank's micro-batches weighted by their counts of targets; the
+     * sequence length must be the shards' */
+    int sft;
+    /* DPO (docs/finetuning.md): train (and val) are preference pairs (prepare --format
+     * preference); batch counts pairs (the engine runs 2 x batch sequences) and seq_len
+     * is a conversation's.  The reference is the starting model: its log-probabilities
+     * of every pair are computed once before the first step and kept in
+     * out_dir/dpo_reference.bin (a resume reads them from there).  dpo_ipo: the IPO loss
+     * on mean log-probabilities instead of the sigmoid loss. */
+    int dpo, dpo_ipo;
+    double dpo_beta;
     tl_engine_factory engine; /* NULL: the CPU engine */
     void *engine_user;
     /* mixture: if set (finished, see mixture.h), training samples come from it
@@ -108,6 +121,22 @@ typedef struct {
 } tl_train_event;
 
 typedef void (*tl_train_cb)(const tl_train_event *ev, void *user);
+
+/* ---- DPO's loss (the trainer's, public for tests and tools) ----
+ * n_pairs pairs as 2 x n_pairs sequences of T rows (pair b: sequence 2b chosen,
+ * 2b+1 rejected); row_loss and targets of those rows (a target < 0 is not part of
+ * the reply).  A sequence's log-prob is minus the sum of its reply's row losses;
+ * ref[2b], ref[2b+1] the reference's.  With the log-ratios rc, rr (policy minus
+ * reference), adds to *st the sums over the pairs of the loss (sigmoid: -log
+ * sigmoid(beta (rc - rr)); IPO, as TRL: (rc/n_c - rr/n_r - 1/(2 beta))^2 with the
+ * replies' token counts), the rewards beta x (logp - ref) of chosen and rejected, the
+ * pairs whose chosen reward is higher, and the reward margins.  row_weight (may
+ * be NULL): each row's d(loss x scale)/d(row loss), for the backward. */
+typedef struct {
+    double loss, chosen, rejected, acc, margin, n;
+} tl_dpo_stats;
+void tl_dpo_pairs(const float *row_loss, const int *targets, int n_pairs, int T, const double *ref, double beta,
+                  int ipo, double scale, float *row_weight, tl_dpo_stats *st);
 
 typedef struct tl_trainer tl_trainer;
 
