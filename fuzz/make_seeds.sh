@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,chat_record,serve_request}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe,chat_record,serve_request}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -180,6 +180,15 @@ printf '{"text": "a real zstd stream"}\n{"text": "second line"}\n' | zstd -q -c 
 printf 'plain text, gzipped\n' | gzip -c >"$T/g"
 { printf '\207'; cat "$T/g"; } >"$P/raw_gz"
 { printf '\207'; head -c 15 "$T/g"; } >"$P/raw_gz_truncated"
+
+# ---- training recipes: the shipped ones, and broken ones
+cp recipes/*.yaml "$C/recipe/"
+printf 'phases:\n  - name: a\n    tokens: 100\n    bogus: 1\n' >"$C/recipe/bad_unknown_key"
+printf 'phases:\n  - name: a\n    tokens: -100\n' >"$C/recipe/bad_negative"
+printf 'seq_len: abc\nphases: []\n' >"$C/recipe/bad_type"
+printf 'phases:\n  - name: a\n    tokens: 1K\n    sources:\n      - {name: x, path: p, weight: 0}\n' >"$C/recipe/bad_weights"
+printf 'phases: [\n' >"$C/recipe/bad_yaml"
+
 # ---- chat records (fuzz/chat_record.c): one `prepare --format chat` line each
 R=$C/chat_record
 printf '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}' >"$R/messages"

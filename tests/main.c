@@ -28,6 +28,7 @@ extern const tl_test tests_gguf[];
 extern const tl_test tests_quantize[];
 extern const tl_test tests_gguf_write[];
 extern const tl_test tests_train_setup[];
+extern const tl_test tests_recipe[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
@@ -56,6 +57,7 @@ static const tl_test *const suites[] = {
     tests_quantize,
     tests_gguf_write,
     tests_train_setup,
+    tests_recipe,
     tests_generate,
     tests_infer_gguf,
     tests_cli,

@@ -10,9 +10,11 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ops.h"
+#include "tfevents.h"
 
 struct tl_trainer {
     tl_model *m;
@@ -38,6 +40,7 @@ struct tl_trainer {
     char *log_pending;   /* lines not yet written (a failed write is retried) */
     size_t log_len, log_cap;
     int log_failing;     /* the last write failed (warned once until it recovers) */
+    tl_tfevents tb;      /* TensorBoard's copy of the scalars (fd -1: none; a failure warns and stops it) */
     char run_id[40];     /* names this run's checkpoints (kept across resumes) */
     int resumed;
     char warning[1300];  /* reported as TL_EV_WARN when the run starts */
@@ -47,7 +50,42 @@ struct tl_trainer {
     int rank, world, zero;
     size_t lo, hi;     /* this rank's shard of the flat parameter block (stages 1-3: of the moments) */
     uint64_t dpos;     /* samples this rank has read (strided dataset reading, world > 1) */
+    tl_lr_schedule sched; /* in tokens (resolved from steps when the options give steps) */
+    /* ---- phases: the one of the next step, and the mixture it reads ---- */
+    int phase;
+    tl_mixture *mix;
+    int *src_of;        /* the source of each sample of a micro-batch (mixtures) */
+    /* ---- loss spikes: the recent losses, skips in a row (both saved in train_args.json) ---- */
+    tl_loss_window lw;
+    int skips_in_a_row;
+    char last_ckpt[4200]; /* the newest checkpoint written or resumed from */
+    double mix_count[TL_MIX_MAX_SOURCES]; /* samples of each source in this step (logged) */
 };
+
+/* The phase of 0-based step `step` (the last one past their end). */
+static int phase_of(const tl_train_opts *o, long step) {
+    int p = 0;
+    for (long end = 0; p < o->n_phases; p++) {
+        end += o->phases[p].steps;
+        if (step < end) break;
+    }
+    return p < o->n_phases ? p : o->n_phases - 1;
+}
+
+static void set_phase(tl_trainer *t) {
+    if (!t->o.n_phases) {
+        t->mix = t->o.mixture;
+        return;
+    }
+    t->phase = phase_of(&t->o, (long)t->st.step);
+    t->mix = t->o.phases[t->phase].mixture;
+}
+
+/* Global tokens of step `step` (0-based). */
+static double step_tokens(const tl_trainer *t, long step) {
+    int accum = t->o.n_phases ? t->o.phases[phase_of(&t->o, step)].accum : t->o.accum;
+    return (double)t->o.batch * t->o.seq_len * accum * t->world * (t->o.dpo ? 2 : 1); /* a DPO pair: 2 sequences */
+}
 
 /* The job: ranks, stage and this rank's shard (decided before anything is allocated). */
 static int job_setup(tl_trainer *t, tl_error *err) {
@@ -63,6 +101,12 @@ static int job_setup(tl_trainer *t, tl_error *err) {
     if (o->mixture && (o->mixture->world != t->world || o->mixture->rank != t->rank))
         return tl_fail(err, "the data mixture was set up for rank %d of %d but this is rank %d of %d", o->mixture->rank,
                        o->mixture->world, t->rank, t->world);
+    for (int p = 0; p < o->n_phases; p++) {
+        const tl_mixture *x = o->phases[p].mixture;
+        if (x->world != t->world || x->rank != t->rank)
+            return tl_fail(err, "phase %s: its data mixture was set up for rank %d of %d but this is rank %d of %d",
+                           o->phases[p].name, x->rank, x->world, t->rank, t->world);
+    }
     return 0;
 }
 
@@ -72,8 +116,34 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_fail(err, "batch, sequence length, accumulation and steps must be positive");
         return NULL;
     }
+    for (int p = 0; p < o->n_phases; p++) { /* phases: each checked as a mixture */
+        const tl_train_phase *ph = &o->phases[p];
+        if (ph->steps < 1 || ph->accum < 1 || !ph->mixture || !ph->mixture->finished) {
+            tl_fail(err, "phase %s: steps and accumulation must be positive, its mixture finished", ph->name);
+            return NULL;
+        }
+        if (o->seq_len > ph->mixture->seq_len) {
+            tl_fail(err, "phase %s: sequence length %d is longer than its sources' %d", ph->name, o->seq_len,
+                    ph->mixture->seq_len);
+            return NULL;
+        }
+        for (int i = 0; i < ph->mixture->n; i++) {
+            if (tl_dataset_check_vocab(&ph->mixture->src[i].ds, m->cfg.vocab_size, err)) return NULL;
+            if (ph->mixture->src[i].ds.masked) { /* chat data or pairs: read as plain text they would train wrongly */
+                tl_fail(err, "phase %s: source %s holds %s with a loss mask: recipes pretrain on plain shards", ph->name,
+                        ph->mixture->src[i].name, ph->mixture->src[i].ds.pairs ? "preference pairs" : "chat data");
+                return NULL;
+            }
+        }
+    }
+    if (o->n_phases && (o->sft || o->dpo)) { /* their buffers and losses assume one batch and one dataset */
+        tl_fail(err, "--sft / --dpo do not run with recipe phases");
+        return NULL;
+    }
     /* ---- mixture (src/data/mixture.h): stands in for the train dataset ---- */
-    if (o->mixture) {
+    if (o->n_phases) {
+        /* checked above */
+    } else if (o->mixture) {
         if (!o->mixture->finished) {
             tl_fail(err, "the data mixture is not finished");
             return NULL;
@@ -98,6 +168,14 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     if (o->seq_len > train->seq_len) {
         tl_fail(err, "sequence length %d is longer than the training shards' %d", o->seq_len, train->seq_len);
         return NULL;
+    }
+    for (int v = 0; v < o->n_val_sets; v++) {
+        if (o->seq_len > o->val_sets[v]->seq_len) {
+            tl_fail(err, "validation set %s: sequence length %d is longer than its shards' %d", o->val_names[v], o->seq_len,
+                    o->val_sets[v]->seq_len);
+            return NULL;
+        }
+        if (tl_dataset_check_vocab(o->val_sets[v], m->cfg.vocab_size, err)) return NULL;
     }
     if (val && o->seq_len > val->seq_len) {
         tl_fail(err, "sequence length %d is longer than the validation shards' %d", o->seq_len, val->seq_len);
@@ -140,6 +218,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         (val && tl_dataset_check_vocab(val, m->cfg.vocab_size, err)))
         return NULL;
     if (tl_adamw_config_validate(&o->opt, NULL, err)) return NULL;
+    if (o->by_tokens && tl_lr_schedule_validate(&o->sched, NULL, err)) return NULL;
     if (o->opt.warmup_steps < 0 || o->opt.decay_steps < o->opt.warmup_steps) {
         tl_fail(err, "decay steps (%ld) must be at least the warmup steps (%ld)", o->opt.decay_steps, o->opt.warmup_steps);
         return NULL;
@@ -151,9 +230,19 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     }
     t->m = m;
     t->log_fd = -1;
+    t->tb.fd = -1;
+    tl_loss_window_init(&t->lw, o->spike_window > 0 ? o->spike_window : 100);
     t->train = train;
     t->val = val;
     t->o = *o;
+    if (o->by_tokens) {
+        t->sched = o->sched;
+    } else { /* steps of a fixed global batch */
+        const double tps = (double)o->batch * o->seq_len * o->accum * (o->comm ? tl_comm_world(o->comm) : 1) *
+                           (o->dpo ? 2 : 1);
+        t->sched = (tl_lr_schedule){.kind = TL_SCHED_COSINE, .warmup = (double)o->opt.warmup_steps * tps,
+                                    .decay = (double)o->opt.decay_steps * tps};
+    }
     size_t n = m->n_params, B = (size_t)o->batch, T = (size_t)o->seq_len;
     if (job_setup(t, err)) {
         tl_trainer_free(t);
@@ -167,6 +256,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     t->tokens = malloc(sizeof(int) * B * (T + 1));
     t->inputs = malloc(sizeof(int) * B * T);
     t->targets = malloc(sizeof(int) * B * T);
+    t->src_of = malloc(sizeof(int) * B);
     if (o->dpo) {
         const size_t R = 2 * B * T; /* rows of a micro-batch: chosen and rejected of each pair */
         t->dpo_tokens = malloc(sizeof(int) * 2 * B * (T + 1));
@@ -195,7 +285,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
             return NULL;
         }
     }
-    if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets) {
+    if (!t->st.m || !t->st.v || !t->tokens || !t->inputs || !t->targets || !t->src_of) {
         tl_fail(err, "out of memory allocating training state for %zu parameters", n);
         tl_trainer_free(t);
         return NULL;
@@ -212,7 +302,10 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
         tl_trainer_free(t);
         return NULL;
     }
-    if (o->mixture) { /* mixture */
+    for (int p = 0; p < o->n_phases; p++) tl_mixture_seek(o->phases[p].mixture, 0, NULL);
+    set_phase(t);
+    if (o->n_phases) {
+    } else if (o->mixture) { /* mixture */
         tl_mixture_seek(o->mixture, 0, NULL);
     } else {
         tl_dataset_set_order(train, o->shuffle, o->seed);
@@ -232,6 +325,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
 void tl_trainer_free(tl_trainer *t) {
     if (!t) return;
     if (t->log_fd >= 0) close(t->log_fd);
+    tl_tfevents_close(&t->tb);
     free(t->log_pending);
     if (t->eng) t->eng->ops->free(t->eng);
     tl_free(t->st.m);
@@ -239,6 +333,7 @@ void tl_trainer_free(tl_trainer *t) {
     free(t->tokens);
     free(t->inputs);
     free(t->targets);
+    free(t->src_of);
     free(t->sft_tokens);
     free(t->sft_mask);
     free(t->sft_inputs);
@@ -291,6 +386,11 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
     cJSON_AddStringToObject(r, "run_id", t->run_id);
+    if (o->spike_z > 0) { /* the spike detector's state, for an exact resume (oldest loss first) */
+        cJSON *w = cJSON_AddArrayToObject(r, "loss_window");
+        for (int i = 0; i < t->lw.n; i++) cJSON_AddItemToArray(w, cJSON_CreateNumber(t->lw.v[(t->lw.head + i) % t->lw.cap]));
+        cJSON_AddNumberToObject(r, "skips_in_a_row", t->skips_in_a_row);
+    }
     cJSON_AddNumberToObject(r, "threads", tl_get_threads()); /* rounding depends on it */
     /* distributed: the global batch decides the data of a step; ranks and stage do not */
     cJSON_AddNumberToObject(r, "world", t->world);
@@ -302,7 +402,24 @@ static char *args_json(const tl_trainer *t) {
         snprintf(d, sizeof d, "%s beta=%g", o->dpo_ipo ? "ipo" : "sigmoid", o->dpo_beta);
         cJSON_AddStringToObject(r, "dpo", d);
     }
-    if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
+    if (o->n_phases) { /* phases: each one's length, batch and stream */
+        cJSON *arr = cJSON_AddArrayToObject(r, "phases");
+        double total = 0;
+        for (int p = 0; p < o->n_phases; p++) {
+            const tl_train_phase *ph = &o->phases[p];
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "name", ph->name ? ph->name : "");
+            cJSON_AddNumberToObject(x, "steps", (double)ph->steps);
+            cJSON_AddNumberToObject(x, "accum", ph->accum);
+            cJSON_AddNumberToObject(x, "lr", ph->lr);
+            char *mix = tl_mixture_describe(ph->mixture);
+            cJSON_AddItemToObject(x, "mixture", cJSON_Parse(mix));
+            free(mix);
+            cJSON_AddItemToArray(arr, x);
+            for (int i = 0; i < ph->mixture->n; i++) total += (double)ph->mixture->src[i].ds.n_samples;
+        }
+        cJSON_AddNumberToObject(r, "train_samples", total);
+    } else if (o->mixture) { /* mixture: its sources, weights and sizes decide the stream */
         char *mix = tl_mixture_describe(o->mixture);
         cJSON_AddItemToObject(r, "mixture", cJSON_Parse(mix));
         free(mix);
@@ -340,14 +457,19 @@ static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
         cJSON *mix = cJSON_GetObjectItemCaseSensitive(k ? mine : saved, "mixture");
         cJSON_DeleteItemFromObjectCaseSensitive(mix, "rank");
         cJSON_DeleteItemFromObjectCaseSensitive(mix, "world");
+        const cJSON *ph;
+        cJSON_ArrayForEach(ph, cJSON_GetObjectItemCaseSensitive(k ? mine : saved, "phases")) {
+            cJSON *pm = cJSON_GetObjectItemCaseSensitive(ph, "mixture");
+            cJSON_DeleteItemFromObjectCaseSensitive(pm, "rank");
+            cJSON_DeleteItemFromObjectCaseSensitive(pm, "world");
+        }
     }
     static const char *const keys[] = {"batch", "seq_len", "sequences_per_step", "seed", "shuffle", "train_samples",
-                                       "mixture", "sft", "dpo"};
+                                       "mixture", "phases", "sft", "dpo"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, keys[i]);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(mine, keys[i]);
-        if ((!strcmp(keys[i], "mixture") || !strcmp(keys[i], "sft") || !strcmp(keys[i], "dpo")) && !a && !b)
-            continue; /* neither run used it */
+        if (i >= 6 && !a && !b) continue; /* neither run used it (a mixture, phases, sft, dpo) */
         if (!a || !b || !cJSON_Compare(a, b, 1)) {
             char *as = a ? cJSON_PrintUnformatted(a) : NULL, *bs = b ? cJSON_PrintUnformatted(b) : NULL;
             rc = tl_fail(err, "%s: the checkpoint was trained with %s=%s but this run has %s=%s; resume with the same "
@@ -359,6 +481,11 @@ static int check_resume_args(tl_trainer *t, const char *dir, tl_error *err) {
     }
     if (!rc) {
         /* the checkpoints this run writes from here on belong to the same run */
+        const cJSON *lw = cJSON_GetObjectItemCaseSensitive(saved, "loss_window"), *x;
+        cJSON_ArrayForEach(x, lw) if (cJSON_IsNumber(x)) tl_loss_window_push(&t->lw, x->valuedouble);
+        const cJSON *sk = cJSON_GetObjectItemCaseSensitive(saved, "skips_in_a_row");
+        if (cJSON_IsNumber(sk)) t->skips_in_a_row = sk->valueint;
+        snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", dir);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(saved, "run_id");
         if (cJSON_IsString(id) && strlen(id->valuestring) < sizeof t->run_id)
             snprintf(t->run_id, sizeof t->run_id, "%s", id->valuestring);
@@ -404,7 +531,11 @@ static void truncate_log(const char *path, long step) {
 
 /* Rank r of N reads global samples r, r+N, r+2N, ... of the (shuffled) stream. */
 static int next_batch(tl_trainer *t, int B, int T, int *tokens, uint8_t *mask, uint64_t *idx, tl_error *err) {
-    if (t->o.mixture) return tl_mixture_next(t->o.mixture, B, T, tokens, NULL, err); /* rank-aware itself */
+    if (t->mix) { /* rank-aware itself */
+        if (tl_mixture_next(t->mix, B, T, tokens, t->src_of, err)) return -1;
+        for (int b = 0; b < B; b++) t->mix_count[t->src_of[b]]++;
+        return 0;
+    }
     if (t->world == 1) return tl_dataset_next_ex(t->train, B, T, tokens, mask, idx, err);
     const uint64_t ns = t->train->n_samples;
     for (int b = 0; b < B; b++) {
@@ -421,9 +552,9 @@ static int next_batch(tl_trainer *t, int B, int T, int *tokens, uint8_t *mask, u
 /* The job's data position in the checkpoint's single-process terms: global samples
  * read (every rank has read the same number at a step boundary). */
 static void save_position(tl_trainer *t) {
-    if (t->o.mixture) {
+    if (t->mix) {
         t->st.data_epoch = 0;
-        t->st.data_index = t->o.mixture->pos * (uint64_t)t->world;
+        t->st.data_index = t->mix->pos * (uint64_t)t->world;
     } else if (t->world == 1) {
         t->st.data_epoch = t->train->epoch;
         t->st.data_index = t->train->index;
@@ -436,11 +567,12 @@ static void save_position(tl_trainer *t) {
 
 static int seek_position(tl_trainer *t, tl_error *err) {
     const uint64_t W = (uint64_t)t->world;
-    if (t->o.mixture) {
+    set_phase(t);
+    if (t->mix) {
         if (t->st.data_index % W)
             return tl_fail(err, "the checkpoint's %llu samples read do not divide among %d ranks",
                            (unsigned long long)t->st.data_index, t->world);
-        return tl_mixture_seek(t->o.mixture, t->st.data_index / W, err);
+        return tl_mixture_seek(t->mix, t->st.data_index / W, err);
     }
     if (t->world == 1) return tl_dataset_seek(t->train, t->st.data_epoch, t->st.data_index, err);
     if (t->st.data_index >= t->train->n_samples)
@@ -520,6 +652,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     char saved[4200] = "";
     const size_t n = t->m->n_params;
     const tl_engine_ops *E = t->eng->ops;
+    set_phase(t); /* the position saved is the next step's: at a phase boundary, the start of the next phase */
     save_position(t);
     if (E->pull(t->eng, err)) return tl_wrap(err, "checkpoint");
     /* stage 3: only rank 0 needs the whole block (it writes it), the others keep their slice */
@@ -554,6 +687,7 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
     if (E->release_params(t->eng, err)) rc = -1;
     if (rc) return -1;
     if (tl_comm_agree(t->comm, local, err)) return tl_wrap(err, "checkpoint at step %ld", (long)t->st.step);
+    if (saved[0]) snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", saved);
     if (cb) {
         tl_train_event ev = {.kind = TL_EV_CKPT, .step = (long)t->st.step, .steps = t->o.steps, .path = saved};
         cb(&ev, user);
@@ -564,11 +698,14 @@ static int checkpoint(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err) 
 static int dpo_pass(tl_trainer *t, tl_dataset *ds, const double *ref, double *out, tl_dpo_stats *st, uint64_t limit,
                     tl_error *err);
 
-int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
+int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) { return tl_trainer_eval_on(t, t->val, loss, err); }
+
+int tl_trainer_eval_on(tl_trainer *t, tl_dataset *val, double *loss, tl_error *err) {
     const int B = t->o.batch, T = t->o.seq_len;
     if (t->o.dpo) { /* the DPO loss of the held-out pairs (against the reference, once it is computed) */
         tl_dpo_stats vs = {0};
-        if (!t->vref) return tl_fail(err, "validation: the DPO reference is computed when the run starts");
+        if (!t->vref || val != t->val) /* the reference log-probs are those of the run's own held-out pairs */
+            return tl_fail(err, "validation: the DPO reference is computed when the run starts, for --val-data only");
         if (dpo_pass(t, t->val, t->vref, NULL, &vs, (uint64_t)t->o.eval_batches * (uint64_t)B, err)) return -1;
         *loss = vs.n ? vs.loss / vs.n : NAN;
         return 0;
@@ -579,15 +716,15 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
      * the set is smaller; the rows of a last partial batch past the end are padding
      * (target -1: not counted) */
     uint64_t want = (uint64_t)t->o.eval_batches * (uint64_t)B;
-    const uint64_t total = want < t->val->n_samples ? want : t->val->n_samples;
+    const uint64_t total = want < val->n_samples ? want : val->n_samples;
     const int n_batches = (int)((total + (uint64_t)B - 1) / (uint64_t)B);
     /* distributed: rank r evaluates micro-batches r, r+N, ...; sums are combined below.
      * Stage 3 gathers layer by layer inside the passes, which every rank must run
      * together: in a last round with fewer batches than ranks, the ranks without one
      * evaluate a batch again and drop the result. */
-    int *buf = malloc((sizeof(int) + 1) * (size_t)(t->val->seq_len + 1));
+    int *buf = malloc((sizeof(int) + 1) * (size_t)(val->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
-    uint8_t *vmask = (uint8_t *)(buf + t->val->seq_len + 1); /* sft: only the replies are scored */
+    uint8_t *vmask = (uint8_t *)(buf + val->seq_len + 1); /* sft: only the replies are scored */
     const int W = t->world, R = t->rank;
     const int rounds = (n_batches + W - 1) / W, passes = t->zero == 3 ? rounds * W : n_batches;
     for (int i = 0; i < passes; i++) {
@@ -596,7 +733,7 @@ int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err) {
         uint64_t first = spare ? 0 : (uint64_t)i * (uint64_t)B;
         for (int b = 0; b < B; b++) {
             uint64_t k = first + (uint64_t)b;
-            if (k < total) tl_dataset_get_mask(t->val, k, buf, vmask);
+            if (k < total) tl_dataset_get_mask(val, k, buf, vmask);
             for (int s = 0; s < T; s++) {
                 t->inputs[b * T + s] = k < total ? buf[s] : 0;
                 t->targets[b * T + s] = k < total && vmask[s + 1] ? buf[s + 1] : -1;
@@ -685,6 +822,33 @@ static int log_line(tl_trainer *t, tl_train_cb cb, void *user, tl_error *err, co
     }
     t->log_failing = 1;
     return 0;
+}
+
+/* Seconds since the epoch (TensorBoard's wall_time; tl_now is monotonic). */
+static double wall_time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Scalars for TensorBoard (rank 0).  The JSONL log is the record: a failed write
+ * here is reported once and ends the event file, the run goes on. */
+static void tb_scalars(tl_trainer *t, tl_train_cb cb, void *user, long step, int n, const char *const *tags,
+                       const double *values) {
+    if (t->tb.fd < 0) return;
+    tl_error e;
+    double now = wall_time_now();
+    for (int i = 0; i < n; i++)
+        if (tl_tfevents_scalar(&t->tb, tags[i], step, now, (float)values[i], &e)) {
+            tl_tfevents_close(&t->tb);
+            if (cb) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "%s; no more TensorBoard events (log.jsonl has every step)", e.msg);
+                tl_train_event ev = {.kind = TL_EV_WARN, .step = step, .steps = t->o.steps, .path = msg};
+                cb(&ev, user);
+            }
+            return;
+        }
 }
 
 /* Zero-shot benchmarks on the current weights (scored on the host fp32 model). */
@@ -940,8 +1104,7 @@ static int sft_step(tl_trainer *t, double *loss, tl_error *err) {
 }
 
 int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomic_t *stop, tl_error *err) {
-    const int B = t->o.batch, T = t->o.seq_len, accum = t->o.accum;
-    const double tokens_per_step = (double)B * T * accum * t->world * (t->o.dpo ? 2 : 1); /* the global batch */
+    const int B = t->o.batch, T = t->o.seq_len;
     if (t->rank != 0) { /* distributed: rank 0 logs and reports */
         cb = NULL;
     } else {
@@ -960,10 +1123,24 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
             tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = t->warning};
             cb(&ev, user);
         }
+        /* TensorBoard: a new event file per start; a resumed run first drops the later
+         * points of the run it continues (TensorBoard purges them at a session start) */
+        tl_error e;
+        if (t->tb.fd < 0 && (tl_tfevents_open(&t->tb, t->o.out_dir, t->run_id, wall_time_now(), &e) ||
+                             (t->resumed && tl_tfevents_restart(&t->tb, (long)t->st.step + 1, wall_time_now(), &e)))) {
+            tl_tfevents_close(&t->tb);
+            if (cb) {
+                tl_train_event ev = {.kind = TL_EV_WARN, .step = (long)t->st.step, .steps = t->o.steps, .path = e.msg};
+                cb(&ev, user);
+            }
+        }
     }
     if (t->o.dpo && !t->ref && dpo_reference(t, err)) return -1; /* before the first step changes the model */
     double run_start = tl_now(), elapsed0 = t->st.elapsed;
     long start_step = (long)t->st.step;
+    const double tokens0 = (double)t->st.tokens_seen;
+    double tokens_end = tokens0; /* for the ETA: the batch may grow */
+    for (long s = start_step; s < t->o.steps; s++) tokens_end += step_tokens(t, s);
     while ((long)t->st.step < t->o.steps) {
         if (t->world > 1 && stop) { /* a stop seen by any rank stops all at the same step */
             double any = *stop ? 1 : 0;
@@ -972,10 +1149,15 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
         }
         if (stop && *stop) break;
         double t0 = tl_now();
+        set_phase(t);
+        const tl_train_phase *ph = t->o.n_phases ? &t->o.phases[t->phase] : NULL;
+        const int accum = ph ? ph->accum : t->o.accum;
+        const double tokens_per_step = step_tokens(t, (long)t->st.step); /* distributed: the global batch */
         const tl_engine_ops *E = t->eng->ops;
         double loss = 0, norm;
         /* the step: this rank's micro-batches, then the sum, norm and update over the job */
         if (E->zero_grads(t->eng, err)) return -1;
+        memset(t->mix_count, 0, sizeof t->mix_count);
         const float scale = 1.0f / (float)(accum * t->world); /* the ranks' sum is the mean over the global batch */
         dpo_stats ds = {0};
         if (t->o.dpo) {
@@ -999,35 +1181,67 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
             if (tl_comm_allreduce_f64(t->comm, &loss, 1, err)) return tl_wrap(err, "step %ld: loss", (long)t->st.step + 1);
             loss /= t->world;
         }
+        if (t->world > 1 && t->mix && tl_comm_allreduce_f64(t->comm, t->mix_count, t->mix->n, err)) /* the job's samples */
+            return tl_wrap(err, "step %ld: mixture counts", (long)t->st.step + 1);
         if (E->reduce_grads(t->eng, err)) return tl_wrap(err, "step %ld: gradients", (long)t->st.step + 1);
         if (E->grad_norm(t->eng, &norm, err)) return tl_wrap(err, "step %ld", (long)t->st.step + 1);
         long step = (long)t->st.step;
-        double lr = tl_lr_at(&t->o.opt, step);
+        const double before = (double)t->st.tokens_seen;
+        double lr = ph && ph->lr > 0 ? ph->lr : tl_lr_at_tokens(&t->o.opt, &t->sched, before, before + tokens_per_step);
         t->st.step++;
         t->st.tokens_seen += (uint64_t)tokens_per_step;
-        if (!isfinite(norm) || !isfinite(loss)) {
-            /* a non-finite gradient would poison the moments: skip the update */
-            if (log_line(t, cb, user, err, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n",
-                         step + 1, isfinite(loss) ? "0" : "null", "null"))
-                return -1;
+        /* a loss far above the recent ones (every rank has the same loss: the same decision) */
+        const int finite = isfinite(norm) && isfinite(loss);
+        const double z = finite && t->o.spike_z > 0 ? tl_loss_window_z(&t->lw, loss) : 0;
+        if (!finite || (t->o.spike_z > 0 && z > t->o.spike_z)) {
+            /* a non-finite gradient would poison the moments, a spike would throw the weights: skip the update */
+            int lrc = finite ? log_line(t, cb, user, err,
+                                        "{\"step\": %ld, \"skipped\": true, \"loss\": %.6f, \"grad_norm\": %.6f, "
+                                        "\"reason\": \"spike\", \"z\": %.2f}\n", step + 1, loss, norm, z)
+                             : log_line(t, cb, user, err, "{\"step\": %ld, \"skipped\": true, \"loss\": %s, \"grad_norm\": %s}\n",
+                                        step + 1, isfinite(loss) ? "0" : "null", "null");
+            if (lrc) return -1;
+            char why[96];
+            if (finite) snprintf(why, sizeof why, "loss spike (%.4f, z-score %.1f)", loss, z);
+            else snprintf(why, sizeof why, "non-finite gradient");
             if (cb) {
-                tl_train_event ev = {.kind = TL_EV_SKIP, .step = step + 1, .steps = t->o.steps, .loss = loss};
+                tl_train_event ev = {.kind = TL_EV_SKIP, .step = step + 1, .steps = t->o.steps, .loss = loss, .path = why};
                 cb(&ev, user);
+            }
+            if (t->o.max_skips > 0 && ++t->skips_in_a_row >= t->o.max_skips) {
+                log_flush(t, NULL);
+                return tl_fail(err, "step %ld: %d steps in a row skipped (the last: %s); stopping. The last good "
+                                    "checkpoint is %s",
+                               step + 1, t->skips_in_a_row, why,
+                               t->last_ckpt[0] ? t->last_ckpt : "none (none was written yet)");
             }
         } else {
             if (E->update(t->eng, &t->o.opt, lr, step + 1, norm, err)) return -1;
+            t->skips_in_a_row = 0;
+            if (t->o.spike_z > 0) tl_loss_window_push(&t->lw, loss);
         }
         double dt = tl_now() - t0;
         t->st.elapsed = elapsed0 + (tl_now() - run_start);
-        double done = (double)(t->st.step - (uint64_t)start_step);
-        double rate = done / (tl_now() - run_start);
+        double rate = ((double)t->st.tokens_seen - tokens0) / (tl_now() - run_start); /* tokens per second */
         tl_train_event ev = {.kind = TL_EV_STEP, .step = (long)t->st.step, .steps = t->o.steps, .loss = loss,
                              .lr = lr, .grad_norm = norm, .tokens_per_s = tokens_per_step / dt,
-                             .elapsed = t->st.elapsed, .eta = rate > 0 ? (double)(t->o.steps - (long)t->st.step) / rate : 0};
+                             .elapsed = t->st.elapsed,
+                             .eta = rate > 0 ? (tokens_end - (double)t->st.tokens_seen) / rate : 0,
+                             .tokens = (double)t->st.tokens_seen, .batch_tokens = tokens_per_step,
+                             .phase = ph ? ph->name : NULL};
+        /* the phase, and the samples each source gave (the measured mixture) */
+        char phase_field[1400] = "";
+        if (ph) snprintf(phase_field, sizeof phase_field, ", \"phase\": \"%s\"", ph->name);
+        for (int k = 0; t->mix && k < t->mix->n; k++) {
+            size_t l = strlen(phase_field);
+            snprintf(phase_field + l, sizeof phase_field - l, "%s\"%s\": %.0f%s", k ? ", " : ", \"mix\": {",
+                     t->mix->src[k].name, t->mix_count[k], k == t->mix->n - 1 ? "}" : "");
+        }
         if (log_line(t, cb, user, err,
                      "{\"step\": %ld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
-                     "\"tokens\": %llu, \"elapsed\": %.3f}\n",
-                     ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, ev.elapsed))
+                     "\"tokens\": %llu, \"batch_tokens\": %.0f, \"elapsed\": %.3f%s}\n",
+                     ev.step, loss, lr, norm, ev.tokens_per_s, (unsigned long long)t->st.tokens_seen, tokens_per_step,
+                     ev.elapsed, phase_field))
             return -1;
         if (t->o.dpo && /* as TRL logs them: means over the step's pairs */
             log_line(t, cb, user, err,
@@ -1036,6 +1250,10 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                      ev.step, ds.chosen / ds.n, ds.rejected / ds.n, ds.acc / ds.n, ds.margin / ds.n))
             return -1;
         if (cb) cb(&ev, user);
+        static const char *const tags[] = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s",
+                                           "train/batch_tokens", "train/tokens"};
+        const double vals[] = {loss, lr, norm, ev.tokens_per_s, tokens_per_step, ev.tokens};
+        tb_scalars(t, cb, user, ev.step, 6, tags, vals);
 
         int last = (long)t->st.step == t->o.steps;
         if (t->o.dpo && t->val && t->o.eval_every > 0 && ((long)t->st.step % t->o.eval_every == 0 || last)) {
@@ -1061,7 +1279,26 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
                 tl_train_event ee = {.kind = TL_EV_EVAL, .step = ev.step, .steps = t->o.steps, .val_loss = vl};
                 cb(&ee, user);
             }
+            static const char *const vtag[] = {"val/loss"};
+            tb_scalars(t, cb, user, ev.step, 1, vtag, &vl);
         }
+        for (int v = 0; t->o.eval_every > 0 && v < t->o.n_val_sets; v++) /* per domain */
+            if ((long)t->st.step % t->o.eval_every == 0 || last) {
+                double vl;
+                if (tl_trainer_eval_on(t, t->o.val_sets[v], &vl, err)) return tl_wrap(err, "validation set %s", t->o.val_names[v]);
+                if (log_line(t, cb, user, err, "{\"step\": %ld, \"val_set\": \"%s\", \"val_loss\": %.6f, \"val_ppl\": %.4f}\n",
+                             ev.step, t->o.val_names[v], vl, exp(vl)))
+                    return -1;
+                if (cb) {
+                    tl_train_event ee = {.kind = TL_EV_EVAL, .step = ev.step, .steps = t->o.steps, .val_loss = vl,
+                                         .task = t->o.val_names[v]};
+                    cb(&ee, user);
+                }
+                char tag[96];
+                snprintf(tag, sizeof tag, "val/%s/loss", t->o.val_names[v]);
+                const char *const tags1[] = {tag};
+                tb_scalars(t, cb, user, ev.step, 1, tags1, &vl);
+            }
         if (t->o.n_bench && ((t->o.bench_every > 0 && (long)t->st.step % t->o.bench_every == 0) || last))
             if (run_benchmarks(t, cb, user, err)) return -1;
         if ((t->o.ckpt_every > 0 && (long)t->st.step % t->o.ckpt_every == 0) || last)
