@@ -27,7 +27,7 @@ typedef struct {
     int so_set[5]; /* temperature, top_k, top_p, min_p, repetition_penalty given */
     const char *stops[16];
     int n_stops;
-    int ignore_eos, stats;
+    int ignore_eos, stats, f32_act;
 } gen_opts;
 
 /* Consumes argv[*i] if it is a common option; 1 = consumed, 0 = not ours, -1 = bad value. */
@@ -100,6 +100,10 @@ static int common_opt(const char *cmd, int argc, char **argv, int *i, gen_opts *
         o->so_set[0] = 1;
         return 1;
     }
+    if (!strcmp(argv[*i], "--f32-activations")) {
+        o->f32_act = 1;
+        return 1;
+    }
     if (!strcmp(argv[*i], "--ignore-eos")) {
         o->ignore_eos = 1;
         return 1;
@@ -132,6 +136,8 @@ static const char COMMON_HELP[] =
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
     "  --threads N            threads (default: the cores other processes leave free)\n"
+    "  --f32-activations      quantized GGUF weights: keep the activations fp32 (exact up to\n"
+    "                         summation order, slower) instead of rounding them to int8 blocks\n"
     "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
     "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
     "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
@@ -153,6 +159,7 @@ static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
         cli_error(cmd, "%s", err.msg);
         return -1;
     }
+    tl_infer_set_f32_activations(&e->m, o->f32_act);
     if (o->kernel) {
         int k = tl_kernel_parse(o->kernel);
         if (k < 0 || tl_infer_set_kernel(&e->m, (tl_kernel)k, &err)) {
