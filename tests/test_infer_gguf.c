@@ -129,7 +129,7 @@ static double q8_value(uint32_t type, const uint8_t *xq, int n, int i) {
 static void test_q8_kernels(tl_test_ctx *t) {
     tl_rng r;
     tl_rng_seed(&r, 23);
-    static const int lens32[] = {32, 96, 160, 288, 1056, 5632};
+    static const int lens32[] = {32, 96, 160, 288, 320, 352, 1056, 5632};
     static const int lensK[] = {256, 768, 1280, 5632};
     enum { MAXN = 5632, NT = 5 };
     uint8_t *blocks = malloc(MAXN / 32 * 34 + 64);
@@ -143,7 +143,7 @@ static void test_q8_kernels(tl_test_ctx *t) {
         uint32_t be, bb;
         tl_ggml_type_block(type, &be, &bb);
         const int *lens = be == 256 ? lensK : lens32;
-        const int nl = be == 256 ? 4 : 6;
+        const int nl = be == 256 ? 4 : 8;
         for (int li = 0; li < nl; li++) {
             const int n = lens[li];
             for (int j = 0; j < n * NT; j++) x[j] = (float)(tl_rng_normal(&r) * (1 + (j / 32) % 7));

@@ -78,6 +78,56 @@ __attribute__((target(T512), always_inline)) static inline void q32_512_n(const 
     __m256 acc1[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps(), acc1[t] = _mm256_setzero_ps();
     int k = 0;
+    /* Eight blocks per step: their eight f16 scales converted at once and each
+     * pair's spread over its lanes by a permute; the weights taken unsigned
+     * (Q4_0's nibbles as they are, Q8_0's bytes + 128) and the offset (8 or
+     * 128 times the block's sum of x) started in lane 0 of the block's lanes. */
+    const __m512i pidx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (; k + 8 <= nb; k += 8, b += 8 * bb) {
+        _mm_prefetch((const char *)b + QPF, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QPF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + QPF + 128, _MM_HINT_T0);
+        if (!four) {
+            _mm_prefetch((const char *)b + QPF + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)b + QPF + 256, _MM_HINT_T0);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_set_epi16((short)ld16(b + 7 * bb), (short)ld16(b + 6 * bb),
+                                                        (short)ld16(b + 5 * bb), (short)ld16(b + 4 * bb),
+                                                        (short)ld16(b + 3 * bb), (short)ld16(b + 2 * bb),
+                                                        (short)ld16(b + bb), (short)ld16(b)));
+        __m512 sv[4];
+        __m512i corr[4];
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *x = xq + (size_t)t * xs;
+            const float *dx = (const float *)(const void *)(x + n);
+            const __m256i sx = _mm256_loadu_si256((const __m256i *)(const void *)((const int32_t *)(dx + nb) + k));
+            sv[t] = _mm512_castps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(dx + k)));
+            corr[t] = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sx, four ? 3 : 7)));
+        }
+        for (int p = 0; p < 4; p++) {
+            const uint8_t *bp = b + 2 * p * bb;
+            __m512i w;
+            if (four) {
+                const __m256i q = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(const void *)(bp + 20)),
+                                                   _mm_loadu_si128((const __m128i *)(const void *)(bp + 2)));
+                const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
+                                                     _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), 1);
+                w = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+            } else {
+                w = _mm512_xor_si512(
+                    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(bp + 2))),
+                                       _mm256_loadu_si256((const __m256i *)(const void *)(bp + 2 + bb)), 1),
+                    flip);
+            }
+            const __m512i idx = _mm512_add_epi32(pidx0, _mm512_set1_epi32(2 * p));
+            for (int t = 0; t < NT; t++) {
+                const __m512i xv = _mm512_loadu_si512((const void *)(xq + (size_t)t * xs + 32 * (k + 2 * p)));
+                const __m512i pv = _mm512_dpbusd_epi32(_mm512_maskz_permutexvar_epi32(0x0101, idx, corr[t]), w, xv);
+                acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sv[t]), _mm512_cvtepi32_ps(pv), acc[t]);
+            }
+        }
+    }
     for (; k + 2 <= nb; k += 2, b += 2 * bb) {
         _mm_prefetch((const char *)b + QPF, _MM_HINT_T0);
         if (!four) _mm_prefetch((const char *)b + QPF + 64, _MM_HINT_T0);
