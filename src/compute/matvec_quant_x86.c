@@ -5,6 +5,7 @@
  * tokens, so the prompt pass loads and unpacks a weight block once per 4. */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "matvec_quant_i8.h"
 #include "quant.h"
@@ -26,6 +27,20 @@ static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
         *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
         *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
     }
+}
+
+/* the eight scales (sc) and mins (mn) of a Q4_K/Q5_K super-block as bytes,
+ * four at a time in 32-bit words (k_scale_min's layout) */
+static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    const uint32_t s_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+    const uint32_t s_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4;
+    const uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4;
+    *sc = s_lo | (uint64_t)s_hi << 32;
+    *mn = m_lo | (uint64_t)m_hi << 32;
 }
 
 /* ------------------------------------------------------- AVX2, AVX-VNNI */
@@ -184,12 +199,22 @@ __attribute__((target(T512), always_inline)) static inline void q45k_512_n(const
                                                                            size_t xs, int n, float *out, size_t os,
                                                                            const int five, const int NT) {
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    /* int16 lane l: 0 for the low sub-block (lanes 0-15), 1 for the high one */
+    const __m512i half16 = _mm512_srli_epi16(
+        _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9,
+                         8, 7, 6, 5, 4, 3, 2, 1, 0),
+        4);
     const size_t bb = five ? 176 : 144;
     float acc[4] = {0, 0, 0, 0};
     for (int k = 0; k < n / 256; k++, b += bb) {
         for (int l = 0; l < (int)bb; l += 64) _mm_prefetch((const char *)b + QPF + l, _MM_HINT_T0);
-        int sc[8], mn[8];
-        for (int j = 0; j < 8; j++) k_scale_min(b + 4, j, &sc[j], &mn[j]);
+        uint64_t sc8, mn8;
+        k_scales8(b + 4, &sc8, &mn8);
+        /* the scales as int16, each pair's spread over its register by vpermw */
+        const __m512i scz = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
+        /* the mins as int16, each twice (m0 m0 m1 m1 ...), against the sums per 16 */
+        const __m128i mnb = _mm_cvtsi64_si128((long long)mn8);
+        const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnb, mnb));
         const uint8_t *qs = b + (five ? 48 : 16);
         __m256i hq = five ? _mm256_loadu_si256((const __m256i *)(const void *)(b + 16)) : _mm256_setzero_si256();
         __m512i ia[4];
@@ -204,8 +229,7 @@ __attribute__((target(T512), always_inline)) static inline void q45k_512_n(const
                 hq = _mm256_srli_epi16(hq, 1);
             }
             const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            const __m512i s = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)sc[2 * p])),
-                                                 _mm256_set1_epi16((short)sc[2 * p + 1]), 1);
+            const __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(half16, _mm512_set1_epi16((short)(2 * p))), scz);
             for (int t = 0; t < NT; t++) {
                 const uint8_t *x = xq + (size_t)t * xs + 256 * k + 64 * p;
                 ia[t] = _mm512_dpwssd_epi32(ia[t], _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)x)), s);
@@ -216,9 +240,15 @@ __attribute__((target(T512), always_inline)) static inline void q45k_512_n(const
             const uint8_t *x = xq + (size_t)t * xs;
             const float *xd = (const float *)(const void *)(x + n);
             const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-            int msum = 0;
-            for (int j = 0; j < 8; j++) msum += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
-            acc[t] += xd[k] * (d * (float)_mm512_reduce_add_epi32(ia[t]) - dmin * (float)msum);
+            /* msum's terms m_j (bs[2j] + bs[2j+1]) by vpmaddwd, then both sums reduced together */
+            const __m256i m8 =
+                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)bs), mn16);
+            const __m256i i8 = _mm256_add_epi32(_mm512_castsi512_si256(ia[t]), _mm512_extracti64x4_epi64(ia[t], 1));
+            __m256i h = _mm256_hadd_epi32(i8, m8);
+            h = _mm256_hadd_epi32(h, h);
+            const __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            const int isum = _mm_cvtsi128_si32(r), msum = _mm_extract_epi32(r, 1);
+            acc[t] += xd[k] * (d * (float)isum - dmin * (float)msum);
         }
     }
     for (int t = 0; t < NT; t++) out[(size_t)t * os] = acc[t];
