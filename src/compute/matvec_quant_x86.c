@@ -18,19 +18,10 @@
 
 static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-/* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
-static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* the eight scales (sc) and mins (mn) of a Q4_K/Q5_K super-block as bytes,
- * four at a time in 32-bit words (k_scale_min's layout) */
+ * four at a time in 32-bit words (quant.c's k_scale_min: bytes 0-3 scales 0-3,
+ * 4-7 mins 0-3, 8-11 the low 4 bits of scales/mins 4-7, their top 2 bits in
+ * the top bits of bytes 0-7) */
 static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
     uint32_t u0, u1, u2;
     memcpy(&u0, s, 4);
