@@ -124,9 +124,9 @@ def ours(binary, path, threads, gen, kernel, prompt=8, extra=()):
     return float(re.search(r"generated: \d+ tokens, ([0-9.]+) tokens/s", r.stderr).group(1))
 
 
-def llama(bench, path, threads, gen, prompt=0):
-    """llama-bench's tg<gen> (prompt 0) or pp<prompt> (gen 0) tokens/s, 3 repetitions"""
-    r = subprocess.run([bench, "-m", path, "-t", str(threads), "-p", str(prompt), "-n", str(gen), "-r", "3",
+def llama(bench, path, threads, gen, prompt=0, reps=3):
+    """llama-bench's tg<gen> (prompt 0) or pp<prompt> (gen 0) tokens/s, averaged over reps"""
+    r = subprocess.run([bench, "-m", path, "-t", str(threads), "-p", str(prompt), "-n", str(gen), "-r", str(reps),
                         "-o", "json"], capture_output=True, text=True, check=True)
     return float(json.loads(r.stdout)[0]["avg_ts"])
 
@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--kernel", default=None)
     ap.add_argument("--f32-activations", action="store_true", help="our exact fp32-activation kernels")
     ap.add_argument("--rounds", type=int, default=2, help="runs per program and type, interleaved; best kept")
+    ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions per run (-r)")
     ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH"))
     ap.add_argument("--shared", default=os.environ.get("TL_SHARED", os.path.join(HERE, "..", "..", "shared")))
     a = ap.parse_args()
@@ -165,7 +166,7 @@ def main():
             for label, gen, prompt in tests:
                 runs[label][0].append(ours(a.bin, path, a.threads, gen, a.kernel, prompt, extra))
                 if lb:
-                    runs[label][1].append(llama(lb, path, a.threads, gen, 0 if gen else prompt))
+                    runs[label][1].append(llama(lb, path, a.threads, gen, 0 if gen else prompt, a.reps))
         for label, _, _ in tests:
             ts, tl = runs[label]
             t = max(ts)

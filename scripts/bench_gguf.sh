@@ -6,7 +6,7 @@
 # tg128 and pp512 on the same files, interleaved round by round, and the ratios.  Needs python3
 # with gguf, numpy, sentencepiece.  Usage:
 #   scripts/bench_gguf.sh [--build-llama] [--threads N] [--gen N] [--prompt N]
-#                         [--types BF16,Q8_0,Q4_0,Q4_K_M] [--rounds N] [--f32-activations]
+#                         [--types BF16,Q8_0,Q4_0,Q4_K_M] [--rounds N] [--reps N] [--f32-activations]
 #                         [--llama-bench BIN] [--dir DIR]
 # --build-llama builds llama-bench (CPU only, -DGGML_NATIVE=ON) in /tmp/tl_llamacpp from the
 # llama.cpp source that PyPI's llama-cpp-python sdist vendors (pip download; nothing is kept in

@@ -470,7 +470,8 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
     const int nblocks = first[count], serial = elems < 32768;
     /* x rounded to int8 blocks once for all the matrices that take it: one
      * layout for the 32-element types, one for the K-quants */
-    uint8_t q8stack[2][8192], *xq[2] = {NULL, NULL};
+    _Alignas(64) uint8_t q8stack[2][8192];
+    uint8_t *xq[2] = {NULL, NULL};
     const tl_q8_isa q8isa = tl_q8_isa_for(k);
     for (int j = 0; j < count; j++) {
         const uint32_t qt = W[j]->quant;
