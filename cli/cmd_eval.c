@@ -48,7 +48,9 @@ static void help(void) {
            "  --threads N        threads (default: the cores other processes leave free)\n"
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
-           "  --quiet            no progress bar\n");
+           "  --quiet            no progress bar\n"
+           "  --f32-activations  kv backend, quantized GGUF weights: fp32 activations (see\n"
+           "                     `tinyllama generate --help`)\n");
 }
 
 static void progress(void *user, long done, long total, double elapsed) {
@@ -153,10 +155,11 @@ int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
     const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *python = "/usr/bin/python3";
     long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1;
-    int samples = 0, quiet = 0;
+    int samples = 0, quiet = 0, f32_act = 0;
     const cli_option opts[] = {
         CLI_OPT_FLAG("--samples", &samples),
         CLI_OPT_FLAG("--quiet", &quiet),
+        CLI_OPT_FLAG("--f32-activations", &f32_act),
         CLI_OPT_STR("--model", &model),
         CLI_OPT_STR("--task", &task_name),
         CLI_OPT_STR("--data", &data),
@@ -266,6 +269,7 @@ int cmd_eval(int argc, char **argv) {
         tl_eval_task_free(task);
         return 1;
     }
+    if (use_kv) tl_infer_set_f32_activations(&im, f32_act);
     if (!quiet)
         fprintf(stderr, "%s: %d examples%s%.0d%s, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
                 multi ? " in " : "", multi ? task->n_subjects : 0, multi ? " subjects" : "", task->n_reqs,

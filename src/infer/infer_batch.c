@@ -10,6 +10,7 @@
 #endif
 
 #include "attention.h"
+#include "matvec_quant.h"
 #include "ops.h"
 
 int tl_infer_batch_init(tl_infer_batch *b, const tl_infer_model *m, int max_b, int max_rows, tl_error *err) {
@@ -142,7 +143,14 @@ static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y
     const dot4_fn dot4 = pick_dot4(dot_kernel(b->m->kernel));
     int first[9];
     first[0] = 0;
-    for (int j = 0; j < count; j++) first[j + 1] = first[j] + (W[j]->rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    for (int j = 0; j < count; j++) {
+        /* int8-activation weights go through the prompt pass's product, which
+         * gives each input exactly what the single-sequence decode gives it */
+        const tl_wmat *M = W[j];
+        int done = M->quant && !M->f32_act && tl_q8_type(M->quant) &&
+                   tl_q8_gemm(b->m->kernel, M, x, n, y[j], accumulate ? 1.0f : 0.0f) == 0;
+        first[j + 1] = first[j] + (done ? 0 : (M->rows + BLOCK_ROWS - 1) / BLOCK_ROWS);
+    }
     const int nblocks = first[count];
     size_t widest = (size_t)b->m->cfg.dim > (size_t)b->m->cfg.hidden_dim ? (size_t)b->m->cfg.dim
                                                                           : (size_t)b->m->cfg.hidden_dim;
