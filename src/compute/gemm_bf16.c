@@ -3,9 +3,9 @@
  *
  * oneDNN has no bf16 GEMM call in its C API (only sgemm and the int8 ones), so
  * every product describes its operands (bf16 A and B, fp32 C, transposes as
- * strides) and builds a matmul primitive; oneDNN's primitive cache turns the
- * repeats of a shape into a lookup.  The engine and stream are made once per
- * process, like the backend choice in gemm.c. */
+ * strides) as a matmul primitive, kept for the shape's next use.  The engine,
+ * the stream and those primitives are made once per process, like the backend
+ * choice in gemm.c. */
 #include "gemm.h"
 
 #include <dnnl.h>
@@ -137,13 +137,39 @@ static void gemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const u
 
 /* ------------------------------------------------------------------- oneDNN */
 
-static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
-                       const uint16_t *B, int ldb, float beta, float *C, int ldc) {
-    if (!stream) return -1;
+/* Building a primitive descriptor walks oneDNN's implementation list (about a
+ * millisecond, measured) even when the primitive itself comes from its cache, so
+ * the primitives of recent shapes are kept here with their memory objects, whose
+ * data pointers are set per call.  A training step uses a few dozen shapes. */
+#define CACHE_SLOTS 64
+
+typedef struct {
+    bool used, ta, tb;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t am, bm, cm;
+} cached;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cached cache[CACHE_SLOTS];
+static int cache_next;
+
+static void slot_clear(cached *e) {
+    dnnl_memory_destroy(e->am);
+    dnnl_memory_destroy(e->bm);
+    dnnl_memory_destroy(e->cm);
+    dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof *e);
+}
+
+/* Makes the primitive and memory objects of a product into e; -1 if oneDNN refuses. */
+static int slot_build(cached *e) {
     dnnl_memory_desc_t amd, bmd, cmd;
-    const dnnl_dims_t ad = {M, K}, bd = {K, N}, cd = {M, N};
+    const dnnl_dims_t ad = {e->M, e->K}, bd = {e->K, e->N}, cd = {e->M, e->N};
     /* row-major with the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i */
-    const dnnl_dims_t as = {ta ? 1 : lda, ta ? lda : 1}, bs = {tb ? 1 : ldb, tb ? ldb : 1}, cs = {ldc, 1};
+    const dnnl_dims_t as = {e->ta ? 1 : e->lda, e->ta ? e->lda : 1}, bs = {e->tb ? 1 : e->ldb, e->tb ? e->ldb : 1},
+                      cs = {e->ldc, 1};
     if (dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, bs) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs) != dnnl_success)
@@ -153,33 +179,60 @@ static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t am = NULL, bm = NULL, cm = NULL;
     int rc = -1;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
-    if (alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) != dnnl_success) goto out;
-    if (beta != 0.0f) { /* C = product + beta C, a sum post-op */
-        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, beta) != dnnl_success ||
+    if (e->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha) != dnnl_success) goto out;
+    if (e->beta != 0.0f) { /* C = product + beta C, a sum post-op */
+        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, e->beta) != dnnl_success ||
             dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
             goto out;
     }
-    if (dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL) != dnnl_success ||
-        dnnl_primitive_create(&prim, pd) != dnnl_success ||
-        dnnl_memory_create(&am, &amd, eng, (void *)A) != dnnl_success ||
-        dnnl_memory_create(&bm, &bmd, eng, (void *)B) != dnnl_success ||
-        dnnl_memory_create(&cm, &cmd, eng, C) != dnnl_success)
-        goto out;
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-    if (dnnl_primitive_execute(prim, stream, 3, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success)
+    if (dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL) == dnnl_success &&
+        dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
+        dnnl_memory_create(&e->am, &amd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+        dnnl_memory_create(&e->bm, &bmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+        dnnl_memory_create(&e->cm, &cmd, eng, DNNL_MEMORY_NONE) == dnnl_success)
         rc = 0;
 out:
-    dnnl_memory_destroy(am);
-    dnnl_memory_destroy(bm);
-    dnnl_memory_destroy(cm);
-    dnnl_primitive_destroy(prim);
     dnnl_primitive_desc_destroy(pd);
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                       const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    if (!stream) return -1;
+    const cached key = {.used = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                        .ldc = ldc, .alpha = alpha, .beta = beta};
+    int rc = -1;
+    pthread_mutex_lock(&cache_lock);
+    cached *e = NULL;
+    for (int i = 0; i < CACHE_SLOTS && !e; i++) {
+        cached *c = &cache[i];
+        if (c->used && c->ta == ta && c->tb == tb && c->M == M && c->N == N && c->K == K && c->lda == lda &&
+            c->ldb == ldb && c->ldc == ldc && c->alpha == alpha && c->beta == beta)
+            e = c;
+    }
+    if (!e) { /* the oldest slot makes way */
+        e = &cache[cache_next];
+        cache_next = (cache_next + 1) % CACHE_SLOTS;
+        slot_clear(e);
+        *e = key;
+        if (slot_build(e)) {
+            slot_clear(e);
+            goto out;
+        }
+    }
+    if (dnnl_memory_set_data_handle(e->am, (void *)A) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->bm, (void *)B) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->cm, C) != dnnl_success)
+        goto out;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->am}, {DNNL_ARG_WEIGHTS, e->bm}, {DNNL_ARG_DST, e->cm}};
+    if (dnnl_primitive_execute(e->prim, stream, 3, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success)
+        rc = 0;
+out:
+    pthread_mutex_unlock(&cache_lock);
     return rc;
 }
 
