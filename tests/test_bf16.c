@@ -184,11 +184,12 @@ static float *read_f32(tl_test_ctx *t, tl_safetensors *st, const char *name, siz
 }
 
 /* The fixture model's forward and backward with bf16 products (the active backend)
- * against HF's fp32 loss and gradients: the loss within 1e-2 relative, every
- * parameter's gradient within 5e-2 relative L2 error and their mean within 1.5e-2
- * (bf16 keeps 8 significant bits, a rounding error up to 2^-9 per input, and
- * the errors of the layers' products add up; measured: worst 2.2e-2, in a
- * query projection, mean 1.0e-2).  It must also differ from fp32 (the products really are bf16). */
+ * against HF's fp32 loss and gradients: the loss within 1e-3 relative, every
+ * parameter's gradient within 5e-2 (max |error| / max |value|) and their mean
+ * within 1.5e-2.  The yardstick is PyTorch's own autocast bf16 on this fixture
+ * (scripts/check_bf16_grads.py): loss 3.8e-5 off, gradients worst 2.5e-2 (layer
+ * 2's query projection) and mean 1.1e-2; ours measured 1.3e-4, 2.2e-2 (the same
+ * tensor) and 1.0e-2.  It must also differ from fp32 (the products really are bf16). */
 static void test_step_vs_hf(tl_test_ctx *t) {
     const tl_gemm_bf16_backend be = tl_gemm_bf16_active(); /* TL_GEMM_BF16=ref: the emulated path */
     char dir[512], path[600];
@@ -225,7 +226,7 @@ static void test_step_vs_hf(tl_test_ctx *t) {
     double loss = 0;
     CHECK(a && tl_model_forward_backward(&m, a, grads, in, tgt, 1.0f, &loss, &err) == 0);
     float *wl = read_f32(t, &st, "loss", 1);
-    if (wl) CHECK_MSG(fabs(loss - wl[0]) < 1e-2 * fabs(wl[0]), "%s: bf16 loss %.6f, HF fp32 %.6f",
+    if (wl) CHECK_MSG(fabs(loss - wl[0]) < 1e-3 * fabs(wl[0]), "%s: bf16 loss %.6f, HF fp32 %.6f",
                       tl_gemm_bf16_name(be), loss, wl[0]);
     free(wl);
     double worst = 0, sum = 0;
