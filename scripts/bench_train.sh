@@ -57,7 +57,7 @@ mixed() {
             3) out=$("$PY" scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" 2>/dev/null) ;;
             4) out=$("$PY" scripts/bench_train_torch.py --preset "$preset" --batch "$batch" --seq-len "$seq" --steps "$steps" --autocast 2>/dev/null) ;;
             esac
-            printf '%s\n' "$out" | grep RESULT
+            printf '%s\n' "$out" | grep -E 'RESULT|threads'
             tps=$(get "$(printf '%s\n' "$out" | grep RESULT)" tokens_per_s)
             eval "b$v=\$(awk -v a=\"\$b$v\" -v b=\"$tps\" 'BEGIN{print (b > a ? b : a)}')"
         done
