@@ -96,7 +96,7 @@ static void help(void) {
     printf("  --precision bf16|fp32  bf16: mixed precision, bf16 matrix inputs with fp32 master weights,\n"
            "                       AdamW state and everything else (CUDA's default); fp32 throughout\n"
            "                       (the CPU's default; its bf16 runs on oneDNN where the CPU has\n"
-           "                       AVX512-BF16 or AMX, elsewhere emulated: same results, no speed-up)\n"
+           "                       AVX512-BF16 or AMX, elsewhere emulated: same arithmetic, no speed-up)\n"
            "  --quiet              no progress line\n\n"
            "Ctrl-C (or SIGTERM) stops after the current step, writes a checkpoint and exits with\n"
            "130 (143), as shells report an interrupted command; 0 means the run finished.\n");
