@@ -12,6 +12,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cli_info_gguf(const char *path, int full); /* cli/cmd_info_gguf.c: info --gguf */
 int cmd_convert(int argc, char **argv);         /* cli/cmd_convert.c */
+int cli_convert_to_gguf(int argc, char **argv); /* cli/cmd_quantize.c: convert --to-gguf */
+int cmd_quantize(int argc, char **argv);        /* cli/cmd_quantize.c */
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
@@ -20,6 +22,7 @@ int cmd_tokenizer_train(int argc, char **argv); /* cli/cmd_tokenizer_train.c */
 int cmd_generate(int argc, char **argv);        /* cli/cmd_generate.c */
 int cmd_chat(int argc, char **argv);            /* cli/cmd_generate.c */
 int cmd_perplexity(int argc, char **argv);      /* cli/cmd_perplexity.c */
+int cmd_serve(int argc, char **argv);           /* cli/cmd_serve.c */
 
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);

@@ -13,7 +13,8 @@
 #include "gguf.h"
 
 static void help(void) {
-    printf("usage: tinyllama convert --to-hf FILE.gguf --out DIR\n\n"
+    printf("usage: tinyllama convert --to-hf FILE.gguf --out DIR\n"
+           "       tinyllama convert --to-gguf DIR --out FILE.gguf [--type TYPE]  (see convert --to-gguf --help)\n\n"
            "Writes a Llama GGUF file (llama.cpp) as an HF directory: config.json, model.safetensors\n"
            "(F32: every tensor dequantized, q/k rows back in HF order), tokenizer.model rebuilt from\n"
            "tokenizer.ggml.*, tokenizer_config.json with the chat template (docs/formats.md).\n\n"
@@ -48,6 +49,8 @@ static int empty_dir(const char *path) {
 }
 
 int cmd_convert(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) /* the other direction: cli/cmd_quantize.c */
+        if (!strcmp(argv[i], "--to-gguf") || !strncmp(argv[i], "--to-gguf=", 10)) return cli_convert_to_gguf(argc, argv);
     const char *in = NULL, *out = NULL;
     const cli_option opts[] = {
         CLI_OPT_STR("--to-hf", &in),

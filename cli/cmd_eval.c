@@ -10,18 +10,25 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "eval.h"
+#include "eval_gen.h"
 #include "eval_infer.h"
 #include "gguf.h"
 #include "ops.h"
 
 static void help(void) {
-    printf("usage: tinyllama eval --model DIR --task NAME --data FILE [options]\n\n"
-           "Zero-shot multiple-choice accuracy, scored exactly as EleutherAI's\n"
-           "lm-evaluation-harness (HF backend) scores it: acc, acc_norm (where the\n"
-           "harness reports it), their standard errors and counts.\n\n"
+    printf("usage: tinyllama eval --model DIR --task NAME --data FILE|DIR [options]\n\n"
+           "Benchmark scores, computed exactly as EleutherAI's lm-evaluation-harness\n"
+           "(HF backend) computes them: acc and acc_norm (where the harness reports it)\n"
+           "for multiple choice, exact match (BBH) and pass@1 (HumanEval) by greedy\n"
+           "generation; standard errors and counts.\n\n"
            "  --model DIR        HF Llama directory (config.json + safetensors)\n"
            "  --task NAME        hellaswag | piqa | arc_easy | arc_challenge | openbookqa |\n"
-           "                     winogrande | boolq\n"
+           "                     winogrande | boolq (zero-shot, a jsonl file)\n"
+           "                     mmlu | cmmlu | ceval (few-shot, the release's data directory\n"
+           "                     with dev/ and test/ (C-Eval: val/) CSV files per subject)\n"
+           "                     bbh (3-shot, exact match; the BIG-Bench-Hard repository root\n"
+           "                     with bbh/*.json and cot-prompts/*.txt) | humaneval (pass@1;\n"
+           "                     HumanEval.jsonl[.gz]): greedy generation on the kv engine\n"
            "  --data FILE        the task's original release jsonl (see docs/eval.md), e.g.\n"
            "                     hellaswag_val.jsonl, piqa valid.jsonl, ARC-Easy-Test.jsonl,\n"
            "                     OpenBookQA test.jsonl, winogrande dev.jsonl, BoolQ dev.jsonl\n"
@@ -29,7 +36,10 @@ static void help(void) {
            "  --tokenizer FILE   tokenizer.model or tokenizer.json (default: from DIR)\n"
            "  --tokenization M   hf (default: what the harness gets from HF transformers)\n"
            "                     or spm (SentencePiece's own encoding)\n"
-           "  --limit N          only the first N examples\n"
+           "  --limit N          only the first N examples (per subject for mmlu, cmmlu, ceval)\n"
+           "  --fewshot N        mmlu, cmmlu, ceval: dev examples in each prompt (default 5)\n"
+           "  --python PATH      humaneval: the interpreter that runs the programs, sandboxed\n"
+           "                     (default /usr/bin/python3; an absolute path)\n"
            "  --backend B        kv (default): the inference engine (weights mapped in their\n"
            "                     file dtype) with a KV cache, each shared context computed\n"
            "                     once; fp32: the training model, full forward per request\n"
@@ -38,7 +48,9 @@ static void help(void) {
            "  --threads N        threads (default: the cores other processes leave free)\n"
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
-           "  --quiet            no progress bar\n");
+           "  --quiet            no progress bar\n"
+           "  --f32-activations  kv backend, quantized GGUF weights: fp32 activations (see\n"
+           "                     `tinyllama generate --help`)\n");
 }
 
 static void progress(void *user, long done, long total, double elapsed) {
@@ -52,19 +64,102 @@ static void progress(void *user, long done, long total, double elapsed) {
     fflush(stderr);
 }
 
+/* Per subject (and MMLU's categories): n and acc, as the harness's table lists them. */
+static void print_subjects(const tl_eval_task *t, const tl_eval_result *r) {
+    printf("| %-40s | %5s | %7s | %8s |\n", "subject", "n", "acc", "stderr");
+    printf("|------------------------------------------|-------|---------|----------|\n");
+    for (int s = 0; s < r->n_subjects; s++)
+        printf("| %-40s | %5d | %7.4f | %8.4f |\n", t->subjects[s], r->subj_n[s], r->subj_acc[s],
+               r->subj_acc_stderr[s]);
+    for (int g = 0; g < r->n_groups; g++)
+        if (r->group_n[g] > 0)
+            printf("| %-40s | %5d | %7.4f | %8.4f |\n", tl_task_group_name(t->kind, g), r->group_n[g],
+                   r->group_acc[g], r->group_acc_stderr[g]);
+    printf("\n");
+}
+
 static int file_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* BBH and HumanEval: greedy generation on the kv engine, scored as the harness does. */
+static int run_generation(tl_task_kind kind, const char *model, const char *data, long limit, const tl_tokenizer *tok,
+                          const char *python, const char *json_path, int samples, int quiet, int use_kv) {
+    tl_error err;
+    if (!use_kv) {
+        cli_error("eval", "%s generates text: only --backend kv (the inference engine) does that", tl_task_name(kind));
+        return 2;
+    }
+    if (kind == TL_TASK_HUMANEVAL && python[0] != '/') {
+        cli_error("eval", "--python must be an absolute path (the sandbox passes no PATH search), got '%s'", python);
+        return 2;
+    }
+    tl_gen_task *task = tl_gen_task_load(kind, data, limit, tok, &err);
+    if (!task) {
+        cli_error("eval", "%s", err.msg);
+        return 1;
+    }
+    tl_infer_model im;
+    if (tl_infer_load_weights_only(&im, model, &err)) {
+        cli_error("eval", "%s", err.msg);
+        tl_gen_task_free(task);
+        return 1;
+    }
+    if (!quiet)
+        fprintf(stderr, "%s: %d examples%s, greedy, at most %d new tokens each\n", tl_task_name(kind), task->n_docs,
+                kind == TL_TASK_HUMANEVAL ? " (generation, then the programs in the sandbox)" : "",
+                task->max_gen_toks);
+    tl_gen_eval_opts o = {.python = python, .progress = quiet ? NULL : progress};
+    tl_gen_result r;
+    int rc = tl_gen_run(task, &im, tok, &o, &r, &err);
+    tl_infer_free(&im);
+    if (rc) {
+        cli_error("eval", "%s", err.msg);
+        tl_gen_task_free(task);
+        return 1;
+    }
+    const char *metric = tl_gen_metric_name(kind);
+    if (kind == TL_TASK_BBH) {
+        printf("| %-40s | %5s | %11s | %8s |\n", "subject", "n", metric, "stderr");
+        printf("|------------------------------------------|-------|-------------|----------|\n");
+        for (int s = 0; s < task->n_subjects; s++)
+            printf("| %-40s | %5d | %11.4f | %8.4f |\n", task->subjects[s], r.subj_n[s], r.subj_metric[s],
+                   r.subj_stderr[s]);
+        printf("\n");
+    }
+    printf("| %-13s | %5s | %-11s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
+    printf("|---------------|-------|-------------|---------|----------|\n");
+    printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, metric, r.metric, r.metric_stderr);
+    printf("(%.1f s; %ld tokens generated, %.1f tokens/s; %ld context tokens run", r.seconds, r.tokens_generated,
+           r.seconds > 0 ? r.tokens_generated / (r.seconds - r.exec_seconds) : 0.0, r.tokens_prefilled);
+    if (kind == TL_TASK_HUMANEVAL) printf("; sandbox: %s, %.1f s", r.isolation, r.exec_seconds);
+    printf(")\n");
+    if (json_path) {
+        char *js = tl_gen_result_json(task, &r, samples);
+        if (!js) rc = tl_fail(&err, "out of memory");
+        else {
+            size_t n = strlen(js);
+            js[n] = '\n';
+            rc = tl_write_file_atomic(json_path, js, n + 1, &err);
+            free(js);
+        }
+        if (rc) cli_error("eval", "%s", err.msg);
+    }
+    tl_gen_result_free(&r);
+    tl_gen_task_free(task);
+    return rc ? 1 : 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
-    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv";
-    long limit = 0, batch_tokens = 512, threads = 0;
-    int samples = 0, quiet = 0;
+    const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *python = "/usr/bin/python3";
+    long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1;
+    int samples = 0, quiet = 0, f32_act = 0;
     const cli_option opts[] = {
         CLI_OPT_FLAG("--samples", &samples),
         CLI_OPT_FLAG("--quiet", &quiet),
+        CLI_OPT_FLAG("--f32-activations", &f32_act),
         CLI_OPT_STR("--model", &model),
         CLI_OPT_STR("--task", &task_name),
         CLI_OPT_STR("--data", &data),
@@ -73,9 +168,11 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_STR("--tokenization", &mode_s),
         CLI_OPT_STR("--backend", &backend_s),
         CLI_OPT_STR("--json", &json_path),
+        CLI_OPT_STR("--python", &python),
         CLI_OPT_INT("--limit", &limit, 1, 1000000000L),
         CLI_OPT_INT("--batch-tokens", &batch_tokens, 1, 1L << 24),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
+        CLI_OPT_INT("--fewshot", &fewshot, 0, 64),
     };
     int prc = cli_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (prc == CLI_HELP) {
@@ -100,6 +197,11 @@ int cmd_eval(int argc, char **argv) {
     }
     if (kind != TL_TASK_PIQA && labels) {
         cli_error("eval", "--labels is only for piqa");
+        return 2;
+    }
+    const int multi = tl_task_is_multi_subject(kind);
+    if (fewshot >= 0 && !multi) {
+        cli_error("eval", "--fewshot is only for mmlu, cmmlu and ceval (the other tasks are zero-shot)");
         return 2;
     }
     tl_eval_tok_mode mode;
@@ -145,7 +247,15 @@ int cmd_eval(int argc, char **argv) {
         tl_gguf_close(tg);
         return 1;
     }
-    tl_eval_task *task = tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
+    if (tl_task_is_generation(kind)) {
+        int grc = run_generation(kind, model, data, limit, tok, python, json_path, samples, quiet, use_kv);
+        tl_tokenizer_free(tok);
+        tl_gguf_close(tg);
+        return grc;
+    }
+    tl_eval_task *task = multi && fewshot >= 0
+                             ? tl_eval_task_load_fewshot(kind, data, (int)fewshot, limit, tok, mode, &err)
+                             : tl_eval_task_load(kind, data, labels, limit, tok, mode, &err);
     tl_tokenizer_free(tok);
     tl_gguf_close(tg);
     if (!task) {
@@ -159,9 +269,11 @@ int cmd_eval(int argc, char **argv) {
         tl_eval_task_free(task);
         return 1;
     }
+    if (use_kv) tl_infer_set_f32_activations(&im, f32_act);
     if (!quiet)
-        fprintf(stderr, "%s: %d examples, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
-                task->n_reqs, use_kv ? "kv" : "fp32");
+        fprintf(stderr, "%s: %d examples%s%.0d%s, %d requests (%s backend)\n", tl_task_name(kind), task->n_docs,
+                multi ? " in " : "", multi ? task->n_subjects : 0, multi ? " subjects" : "", task->n_reqs,
+                use_kv ? "kv" : "fp32");
     tl_eval_opts o = {.max_tokens = (int)batch_tokens, .chunk = 64,
                       .progress = quiet ? NULL : progress, .progress_user = NULL};
     tl_eval_result r;
@@ -184,12 +296,16 @@ int cmd_eval(int argc, char **argv) {
         tl_eval_task_free(task);
         return 1;
     }
+    if (multi) print_subjects(task, &r);
     printf("| %-13s | %5s | %-8s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
     printf("|---------------|-------|----------|---------|----------|\n");
     printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, "acc", r.acc, r.acc_stderr);
     if (r.has_acc_norm)
         printf("| %-13s | %5d | %-8s | %7.4f | %8.4f |\n", "", r.n, "acc_norm", r.acc_norm,
                r.acc_norm_stderr);
+    if (multi)
+        printf("(%d-shot; acc is the mean over all %d questions, as the harness reports it; the mean of\n"
+               " the %d subjects' acc is %.4f)\n", task->n_shot, r.n, r.n_subjects, r.acc_macro);
     printf("(%.1f s, %.1f requests/s)\n", r.seconds, r.seconds > 0 ? task->n_reqs / r.seconds : 0.0);
     if (json_path) {
         char *js = tl_eval_result_json(task, &r, samples);

@@ -27,7 +27,7 @@ typedef struct {
     long top_k;
     const char *stops[16];
     int n_stops;
-    int ignore_eos, stats;
+    int ignore_eos, stats, f32_act;
 } gen_opts;
 
 static void gen_opts_init(gen_opts *o, int chat) {
@@ -96,6 +96,7 @@ static int add_stop(const char *cmd, const char *v, void *dst) {
         CLI_OPT_DOUBLE("--repetition-penalty", &(o)->repetition_penalty),                     \
         CLI_OPT_CALL("--stop", add_stop, (o), 0), CLI_OPT_FLAG_CALL("--greedy", set_greedy, &(o)->temperature), \
         CLI_OPT_FLAG("--ignore-eos", &(o)->ignore_eos), CLI_OPT_FLAG("--stats", &(o)->stats),  \
+        CLI_OPT_FLAG("--f32-activations", &(o)->f32_act),                                          \
         CLI_OPT_FLAG_CALL("--no-stats", set_no_stats, &(o)->stats)
 
 static const char COMMON_HELP[] =
@@ -115,6 +116,8 @@ static const char COMMON_HELP[] =
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
     "  --threads N            threads (default: the cores other processes leave free)\n"
+    "  --f32-activations      quantized GGUF weights: keep the activations fp32 (exact up to\n"
+    "                         summation order, slower) instead of rounding them to int8 blocks\n"
     "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
     "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
     "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
@@ -136,6 +139,7 @@ static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
         cli_error(cmd, "%s", err.msg);
         return -1;
     }
+    tl_infer_set_f32_activations(&e->m, o->f32_act);
     if (o->kernel) {
         int k = tl_kernel_parse(o->kernel);
         if (k < 0 || tl_infer_set_kernel(&e->m, (tl_kernel)k, &err)) {

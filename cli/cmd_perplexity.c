@@ -32,14 +32,15 @@ static void perplexity_help(void) {
            "  --max-tokens N     use only the first N tokens of the text\n"
            "  --max-samples N    use only the first N shard samples\n"
            "  --threads N        threads (default: the cores other processes leave free)\n"
-           "  --kernel NAME      kernels, e.g. amx (see `tinyllama generate --help`)\n");
+           "  --kernel NAME      kernels, e.g. amx (see `tinyllama generate --help`)\n"
+           "  --f32-activations  quantized GGUF weights: fp32 activations (see `tinyllama generate --help`)\n");
 }
 
 int cmd_perplexity(int argc, char **argv) {
     const char *CMD = "perplexity";
     const char *model = NULL, *text_path = NULL, *kernel = NULL;
     const char *shards[64];
-    int n_shards = 0, no_bos = 0;
+    int n_shards = 0, no_bos = 0, f32_act = 0;
     long window = 0, stride = 0, max_tokens = 0, max_samples = 0, threads = 0;
     const cli_option opts[] = {
         CLI_OPT_STR("--model", &model),
@@ -52,6 +53,7 @@ int cmd_perplexity(int argc, char **argv) {
         CLI_OPT_INT("--max-samples", &max_samples, 1, 1L << 40),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
         CLI_OPT_FLAG("--no-bos", &no_bos),
+        CLI_OPT_FLAG("--f32-activations", &f32_act),
     };
     int prc = cli_parse(CMD, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (prc == CLI_HELP) {
@@ -70,6 +72,7 @@ int cmd_perplexity(int argc, char **argv) {
         cli_error(CMD, "%s", err.msg);
         return 1;
     }
+    tl_infer_set_f32_activations(&m, f32_act);
     if (kernel) {
         int k = tl_kernel_parse(kernel);
         if (k < 0 || tl_infer_set_kernel(&m, (tl_kernel)k, &err)) {

@@ -32,7 +32,11 @@ static void help(void) {
            "  --exclude KEY=VALUE  skip JSON documents whose string field KEY (dotted path) is\n"
            "                       VALUE (repeatable)\n"
            "  --exclude-meta K=V   the same for meta.K, e.g. redpajama_set_name=RedPajamaGithub\n"
-           "  --format F           jsonl or txt for every input, whatever its name\n"
+           "  --format F           jsonl or txt for every input, whatever its name; chat: JSONL\n"
+           "                       conversations with a loss mask for `train --sft`\n"
+           "                       (docs/finetuning.md); preference: {prompt, chosen, rejected}\n"
+           "                       pairs for `train --dpo`\n"
+           "  --chat-template T    chat: zephyr (TinyLlama-Chat, default), llama2 or chatml\n"
            "  --txt-docs MODE      file: a .txt file is one document (default);\n"
            "                       paragraphs: each block of lines between blank lines is one\n"
            "  --max-doc-bytes N    JSON lines longer than this are skipped and counted\n"
@@ -100,6 +104,25 @@ static void on_progress(const tl_prepare_progress *p, void *user) {
             ps->tty && !p->done ? "" : "\n");
 }
 
+/* --format chat: every bad conversation line (the first ones) and the counts. */
+static int report_chat(const tl_prepare_result *r, int format) {
+    const tl_prepare_chat *c = &r->chat;
+    uint64_t bad = 0;
+    for (int s = 1; s < TL_CONV_N_STATUS; s++) bad += c->bad[s];
+    for (int i = 0; i < c->n_issues; i++) fprintf(stderr, "warning: %s\n", c->issues[i]);
+    if (bad > (uint64_t)c->n_issues)
+        fprintf(stderr, "warning: ... and %llu more bad line(s)\n", (unsigned long long)(bad - (uint64_t)c->n_issues));
+    printf("%llu %s (%llu target tokens, %llu padding tokens); %llu cut to --seq-len (%llu tokens cut); "
+           "%llu skipped",
+           (unsigned long long)c->conversations, format == TL_FMT_PREFERENCE ? "pairs" : "conversations", (unsigned long long)c->target_tokens,
+           (unsigned long long)c->padded_tokens, (unsigned long long)c->truncated,
+           (unsigned long long)c->truncated_tokens, (unsigned long long)bad);
+    for (int s = 1; s < TL_CONV_N_STATUS; s++)
+        if (c->bad[s]) printf(", %llu %s", (unsigned long long)c->bad[s], tl_conv_status_name(s));
+    printf("\n");
+    return bad > 0;
+}
+
 /* Prints what was skipped or repaired for one input ("" if nothing). */
 static int report_bad(const char *name, const tl_prepare_input *in) {
     char buf[1024];
@@ -143,7 +166,9 @@ static int exclude_meta(const char *cmd, const char *v, void *dst) { return add_
 static int parse_format(const char *cmd, const char *v, void *dst) {
     if (!strcmp(v, "jsonl")) *(int *)dst = TL_FMT_JSONL;
     else if (!strcmp(v, "txt")) *(int *)dst = TL_FMT_TXT;
-    else { cli_error(cmd, "--format must be jsonl or txt"); return -1; }
+    else if (!strcmp(v, "chat")) *(int *)dst = TL_FMT_CHAT;
+    else if (!strcmp(v, "preference")) *(int *)dst = TL_FMT_PREFERENCE;
+    else { cli_error(cmd, "--format must be jsonl, txt, chat or preference"); return -1; }
     return 0;
 }
 
@@ -198,6 +223,7 @@ int cmd_prepare(int argc, char **argv) {
         CLI_OPT_STR("--tokenizer", &o.tokenizer),
         CLI_OPT_STR("--out", &o.out_dir),
         CLI_OPT_STR("--text-field", &o.text_field),
+        CLI_OPT_STR("--chat-template", &o.chat_template),
         CLI_OPT_CALL("--exclude", exclude, &ex, 0),
         CLI_OPT_CALL("--exclude-meta", exclude_meta, &ex, 0),
         CLI_OPT_CALL("--format", parse_format, &o.format, 0),
@@ -263,6 +289,7 @@ int cmd_prepare(int argc, char **argv) {
     double dt = tl_now() - t0;
     int any_bad = 0;
     for (int i = 0; i < r.n_inputs; i++) any_bad |= report_bad(r.inputs[i].path, &r.inputs[i]);
+    if (o.format == TL_FMT_CHAT || o.format == TL_FMT_PREFERENCE) any_bad |= report_chat(&r, o.format);
     const tl_prepare_input *t = &r.total;
     printf("%llu documents (%.1f MB of text) -> %llu tokens in %.1f s (%.2f MB/s)\n", (unsigned long long)t->documents,
            (double)t->text_bytes / 1e6, (unsigned long long)t->tokens, dt, dt > 0 ? (double)t->text_bytes / 1e6 / dt : 0);

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "gemm.h"
 #include "ops.h"
+#include "recipe.h"
 #include "tokenizer.h"
 #include "train.h"
 #include "train_setup.h"
@@ -21,9 +22,15 @@ static void on_signal(int sig) { stop_requested = sig; }
 
 static void help(void) {
     printf(
-        "usage: tinyllama train --data SHARDS [options]\n\n"
+        "usage: tinyllama train --data SHARDS [options]\n"
+        "       tinyllama train --recipe FILE [options]\n\n"
         "Pretrains a Llama model on packed token shards (see `tinyllama prepare`), writing\n"
         "HF checkpoints (config.json + model.safetensors) and training state to --out.\n\n"
+        "recipe:\n"
+        "  --recipe FILE        a YAML training recipe: model, optimizer, schedule in tokens and\n"
+        "                       phases, each with its length, global batch and data mixture, run\n"
+        "                       as one run (docs/training.md); every option below overrides it\n"
+        "                       (--steps stops early, --batch-tokens replaces every phase's batch)\n"
         "data:\n"
         "  --data PATH          training shards: a .bin file, a glob, or a `prepare` directory\n"
         "                       (its train-*.bin) (repeatable); each shard must be listed in the\n"
@@ -31,6 +38,12 @@ static void help(void) {
         "  --val-data PATH      held-out shards for validation loss / perplexity; a directory\n"
         "                       means its val-*.bin (repeatable)\n"
         "  --sequential         read samples in file order (default: seeded shuffle per epoch)\n"
+        "  --sft                supervised fine-tuning on chat data (prepare --format chat): the\n"
+        "                       loss is the mean over the replies' tokens (docs/finetuning.md)\n"
+        "  --dpo                DPO on preference pairs (prepare --format preference) against\n"
+        "                       the starting model (--init); --batch counts pairs\n"
+        "  --beta X             DPO's beta (default 0.1)\n"
+        "  --ipo                the IPO loss instead of DPO's sigmoid loss\n"
         "  --source NAME[=W]:PATH  instead of --data: a named source of a weighted mixture\n"
         "                       (repeatable; PATH as --data; W defaults to TinyLlama's weight\n"
         "                       for slimpajama 0.693584 and starcoder 0.306416); see docs/data.md\n"
@@ -71,7 +84,11 @@ static void help(void) {
            "  --keep N             checkpoints of this run to keep (default 3, 0 keeps all)\n"
            "  --eval-every N       validation every N steps (default 100 with --val-data)\n"
            "  --eval-batches N     micro-batches per validation (default 8)\n"
-           "  --log FILE           JSONL log (default OUT/log.jsonl)\n"
+           "  --log FILE           JSONL log (default OUT/log.jsonl); TensorBoard events go to OUT too\n"
+           "  --spike-z X          skip the update of a step whose loss is X standard deviations above\n"
+           "                       the last --spike-window (100) steps' (default 0: off)\n"
+           "  --max-skips N        stop after N skipped steps in a row (spikes or non-finite), naming\n"
+           "                       the last good checkpoint (default 0: never)\n"
            "zero-shot benchmarks during training (scored as lm-evaluation-harness, docs/eval.md):\n"
            "  --bench TASK:DATA[:LABELS]  e.g. hellaswag:hellaswag_val.jsonl or piqa:valid.jsonl:valid-labels.lst\n"
            "                       (repeatable; tasks: hellaswag piqa arc_easy arc_challenge openbookqa\n"
@@ -126,14 +143,16 @@ static void on_event(const tl_train_event *ev, void *user) {
         p->last_print = now;
         char eta[32];
         fmt_time(eta, sizeof eta, ev->eta);
-        fprintf(stderr, "%sstep %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
-                p->tty ? "\r\033[K" : "", ev->step, ev->steps, ev->loss, ev->lr, ev->grad_norm, ev->tokens_per_s, eta,
-                p->tty ? "" : "\n");
+        char phase[96] = "";
+        if (ev->phase) snprintf(phase, sizeof phase, "%s | ", ev->phase);
+        fprintf(stderr, "%s%sstep %ld/%ld | %.4g tok (batch %.4g) | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
+                p->tty ? "\r\033[K" : "", phase, ev->step, ev->steps, ev->tokens, ev->batch_tokens, ev->loss, ev->lr,
+                ev->grad_norm, ev->tokens_per_s, eta, p->tty ? "" : "\n");
         break;
     }
-    case TL_EV_EVAL:
-        fprintf(stderr, "%sstep %ld: validation loss %.4f, perplexity %.2f\n", p->tty ? "\n" : "", ev->step, ev->val_loss,
-                exp(ev->val_loss));
+    case TL_EV_EVAL: /* task: a named validation set (a recipe's domain) */
+        fprintf(stderr, "%sstep %ld: validation loss%s%s %.4f, perplexity %.2f\n", p->tty ? "\n" : "", ev->step,
+                ev->task ? " on " : "", ev->task ? ev->task : "", ev->val_loss, exp(ev->val_loss));
         break;
     case TL_EV_CKPT:
         fprintf(stderr, "%scheckpoint: %s\n", p->tty ? "\n" : "", ev->path);
@@ -142,7 +161,8 @@ static void on_event(const tl_train_event *ev, void *user) {
         fprintf(stderr, "%swarning: %s\n", p->tty ? "\n" : "", ev->path);
         break;
     case TL_EV_SKIP:
-        fprintf(stderr, "%sstep %ld: non-finite gradient, update skipped\n", p->tty ? "\n" : "", ev->step);
+        fprintf(stderr, "%sstep %ld: %s, update skipped\n", p->tty ? "\n" : "", ev->step,
+                ev->path ? ev->path : "non-finite gradient");
         break;
     case TL_EV_BENCH:
         if (isnan(ev->acc_norm))
@@ -161,7 +181,8 @@ static const char *option_of(const char *field) {
     static const char *const opt_of[][2] = {
         {"lr", "--lr"},         {"min_lr", "--min-lr"},          {"beta1", "--beta1"}, {"beta2", "--beta2"},
         {"eps", "--eps"},       {"weight_decay", "--weight-decay"}, {"clip", "--clip"},  {"warmup", "--warmup"},
-        {"decay_steps", "--decay-steps"}, {"batch_tokens", "--batch-tokens"}};
+        {"decay_steps", "--decay-steps"}, {"batch_tokens", "--batch-tokens"}, {"spike_z", "--spike-z"},
+        {"spike_window", "--spike-window"}, {"max_skips", "--max-skips"}};
     for (size_t k = 0; field && k < sizeof opt_of / sizeof opt_of[0]; k++)
         if (!strcmp(field, opt_of[k][0])) return opt_of[k][1];
     return field ? field : "train";
@@ -281,8 +302,24 @@ int cmd_train(int argc, char **argv) {
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
     const char *device = NULL, *precision = NULL; /* engines built in: src/train/engine.h */
-    int recompute = 0;
+    int recompute = 0, sft = 0, dpo = 0, ipo = 0;
+    double beta = 0.1; /* DPO's (TRL's default) */
     const int with_cuda = tl_engine_find("cuda") != NULL;
+    /* a recipe fills the request first, so every option given overrides it */
+    const char *recipe_path = NULL;
+    tl_recipe *recipe = NULL;
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "--recipe") && k + 1 < argc) recipe_path = argv[k + 1];
+        else if (!strncmp(argv[k], "--recipe=", 9)) recipe_path = argv[k] + 9;
+    }
+    if (recipe_path) {
+        tl_error rerr;
+        if (!(recipe = calloc(1, sizeof *recipe)) || tl_recipe_load(recipe_path, recipe, &rq, &rerr)) {
+            cli_error("train", "%s", recipe ? rerr.msg : "out of memory");
+            free(recipe);
+            return 2;
+        }
+    }
     source_list srcs = {src_args, &n_sources};
     resume_arg res = {&do_resume, &resume};
     const cli_option opts[] = {
@@ -296,6 +333,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_INT("--bench-every", &rq.bench_every, 1, 1L << 40),
         CLI_OPT_INT("--vocab-size", &vocab_size, 1, 1L << 24),
         CLI_OPT_INT("--bench-limit", &bench_limit, 0, 1L << 40),
+        CLI_OPT_STR("--recipe", &recipe_path),
         CLI_OPT_STR("--preset", &preset),
         CLI_OPT_STR("--config", &config),
         CLI_OPT_STR("--init", &init),
@@ -323,9 +361,16 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_DOUBLE("--eps", &oc->eps),
         CLI_OPT_DOUBLE("--weight-decay", &oc->weight_decay),
         CLI_OPT_DOUBLE("--clip", &oc->clip),
+        CLI_OPT_DOUBLE("--spike-z", &rq.spike_z),
+        CLI_OPT_INT("--spike-window", &rq.spike_window, 1, TL_LOSS_WINDOW_MAX),
+        CLI_OPT_INT("--max-skips", &rq.max_skips, 0, 1L << 30),
         CLI_OPT_FLAG("--sequential", &rq.sequential),
         CLI_OPT_FLAG("--quiet", &quiet),
         CLI_OPT_FLAG("--overwrite", &overwrite),
+        CLI_OPT_FLAG("--sft", &sft),
+        CLI_OPT_FLAG("--dpo", &dpo),
+        CLI_OPT_FLAG("--ipo", &ipo),
+        CLI_OPT_DOUBLE("--beta", &beta),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
         CLI_OPT_STR("--precision", &precision),
         /* the CUDA build's options last: a CPU-only build parses without them */
@@ -339,7 +384,24 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (prc) return prc;
-    if (n_data == 0 && n_sources == 0) {
+    if (recipe && (n_data || n_sources || ramp_tokens)) {
+        cli_error("train", "%s declares the data of each phase: drop --data / --source / --ramp-tokens", recipe_path);
+        free(recipe);
+        return 2;
+    }
+    if (recipe && (sft || dpo || ipo)) { /* fine-tuning reads one chat or pair data set at one batch: not phases */
+        cli_error("train", "%s: --%s does not run with a recipe (its phases pretrain on mixtures and change the "
+                  "batch); fine-tune with --data", recipe_path, sft ? "sft" : dpo ? "dpo" : "ipo");
+        free(recipe);
+        return 2;
+    }
+    if (recipe && !preset && !config && !init) { /* the recipe's model unless an option names one */
+        preset = recipe->preset[0] ? recipe->preset : NULL;
+        config = recipe->config[0] ? recipe->config : NULL;
+        init = recipe->init[0] ? recipe->init : NULL;
+    }
+    if (recipe && !vocab_size) vocab_size = recipe->vocab_size;
+    if (n_data == 0 && n_sources == 0 && !recipe) {
         cli_error("train", "no training data: give --data SHARDS (make some with `tinyllama prepare`)");
         return 2;
     }
@@ -424,7 +486,7 @@ int cmd_train(int argc, char **argv) {
         sources[k] = (tl_train_source){src_args[k].name, src_args[k].weight, src_args[k].start, src_args[k].path};
     const tl_train_data_request drq = {.data = data, .n_data = n_data, .sources = sources, .n_sources = n_sources,
                                        .val = val, .n_val = n_val, .ramp_tokens = ramp_tokens,
-                                       .tokenizer = tokenizer_path ? &want_tok : NULL};
+                                       .tokenizer = tokenizer_path ? &want_tok : NULL, .phases = recipe != NULL};
     tl_train_data td;
     if (tl_train_data_open(&td, &drq, &rq, rank, model.cfg.max_seq_len, &err)) {
         cli_error("train", "%s", err.msg);
@@ -433,15 +495,41 @@ int cmd_train(int argc, char **argv) {
     }
     tl_mixture *mix = &td.mix;
     if (rank == 0) { /* which files were taken */
-        if (!n_sources) fprintf(stderr, "data: %s\n", td.train.taken);
+        if (!n_sources && !recipe) fprintf(stderr, "data: %s\n", td.train.taken);
         for (int k = 0; k < mix->n; k++) fprintf(stderr, "source %s: %s\n", mix->src[k].name, mix->src[k].ds.taken);
         if (n_val) fprintf(stderr, "val-data: %s\n", td.val.taken);
     }
-    const int data_seq_len = td.seq_len;
-    rq.seq_len = tl_train_seq_len(rq.seq_len, data_seq_len, model.cfg.max_seq_len);
+    /* a preference pair holds chosen then rejected, (seq_len + 1) / 2 tokens each */
+    /* a recipe's sources open in its phases: the model's length unless it or an option gives one */
+    int data_seq_len = recipe ? (int)model.cfg.max_seq_len : td.seq_len;
+    const int pairs = (dpo || ipo) && !td.mixture && td.train.pairs;
+    rq.seq_len = tl_train_seq_len(rq.seq_len, pairs ? (data_seq_len + 1) / 2 - 1 : data_seq_len,
+                                  model.cfg.max_seq_len);
     tl_train_opts o = {.overwrite = overwrite, .out_dir = out, .log_path = log, .tokenizer = tokenizer_path,
-                       .mixture = n_sources ? mix : NULL};
-    if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
+                       .mixture = n_sources ? mix : NULL, .sft = sft, .dpo = dpo || ipo, .dpo_ipo = ipo,
+                       .dpo_beta = beta};
+    tl_recipe_run *run = recipe ? calloc(1, sizeof *run) : NULL;
+    if (recipe) { /* phases: their sources, accumulation, steps and the schedule in tokens */
+        rc = !run ? tl_fail(&err, "out of memory")
+                  : tl_recipe_open(recipe, &rq, &td, tokenizer_path ? &want_tok : NULL, rank, run, &o, &field, &err);
+        if (rc) {
+            cli_error("train", "%s", err.msg);
+            free(run);
+            free(recipe);
+            tl_train_data_close(&td);
+            tl_model_free(&model);
+            return 1;
+        }
+        for (int p = 0; rank == 0 && p < run->n; p++) {
+            const tl_train_phase *ph = &run->phase[p];
+            fprintf(stderr, "phase %s: %ld steps of %.0f tokens (accumulation %d)", ph->name, ph->steps,
+                    (double)rq.batch * rq.seq_len * ph->accum * world, ph->accum);
+            for (int k = 0; k < ph->mixture->n; k++)
+                fprintf(stderr, "%s %s %.3f", k ? "," : ";", ph->mixture->src[k].name,
+                        (double)ph->mixture->src[k].w1 / (1 << 24));
+            fputc('\n', stderr);
+        }
+    } else if (tl_train_setup(&rq, &o, &field, &err)) { /* accumulation to --batch-tokens, schedule, cadence */
         cli_error("train", "%s: %s", option_of(field), err.msg);
         return 2;
     }
@@ -516,7 +604,8 @@ int cmd_train(int argc, char **argv) {
                     tl_comm_backend(comm), zero, overlap ? " with a communication thread" : "", comm_timeout);
     }
     /* ---- end distributed ---- */
-    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources ? NULL : &td.train, n_val ? &td.val : NULL, &o, &err);
+    tl_trainer *tr = rc ? NULL : tl_trainer_create(&model, n_sources || recipe ? NULL : &td.train, n_val ? &td.val : NULL,
+                                                &o, &err);
     rc = tr ? 0 : -1;
     if (!rc && resume_dir[0]) rc = tl_trainer_resume(tr, resume_dir, &err);
     uint64_t mix_samples = 0; /* mixture totals for the summary */
@@ -525,6 +614,16 @@ int cmd_train(int argc, char **argv) {
         mix_samples += mix->src[k].ds.n_samples;
         mix_shards += mix->src[k].ds.n_shards;
     }
+    for (int p = 0; run && p < run->n; p++) /* a recipe: each source once, however many phases read it */
+        for (int k = 0; k < run->mix[p].n; k++) {
+            int again = 0;
+            for (int q = 0; q < p; q++)
+                for (int j = 0; j < run->mix[q].n; j++) again |= !strcmp(run->mix[q].src[j].name, run->mix[p].src[k].name);
+            if (again) continue;
+            mix_samples += run->mix[p].src[k].ds.n_samples;
+            mix_shards += run->mix[p].src[k].ds.n_shards;
+        }
+    if (recipe) data_seq_len = (int)rq.seq_len;
     if (!rc && rank == 0) { /* distributed: rank 0 reports */
         const tl_config *c = &model.cfg;
         fprintf(stderr,
@@ -532,8 +631,8 @@ int cmd_train(int argc, char **argv) {
                 "data: %llu training samples of %d tokens in %d shard(s)%s\n"
                 "batch: %ld x %ld tokens x %ld accumulation%s = %ld tokens/step; %ld steps; %d threads; %.0f MB%s\n",
                 model.n_params, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->vocab_size,
-                (unsigned long long)(n_sources ? mix_samples : td.train.n_samples), data_seq_len,
-                n_sources ? mix_shards : td.train.n_shards,
+                (unsigned long long)(n_sources || recipe ? mix_samples : td.train.n_samples), data_seq_len,
+                n_sources || recipe ? mix_shards : td.train.n_shards,
                 n_val ? ", with validation" : "", batch, seq_len, accum, world > 1 ? " x ranks" : "",
                 batch * seq_len * accum * world, steps, tl_get_threads(), (double)tl_trainer_memory_bytes(tr) / 1e6,
                 world > 1 ? " per rank" : "");
@@ -559,6 +658,9 @@ int cmd_train(int argc, char **argv) {
     tl_trainer_free(tr);
     tl_comm_free(comm);
     for (int k = 0; k < n_loaded; k++) tl_eval_task_free(bench[k]);
+    if (run) tl_recipe_run_close(run);
+    free(run);
+    free(recipe);
     tl_train_data_close(&td);
     tl_model_free(&model);
     if (rc) return 1;

@@ -17,13 +17,15 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure training tokens/s and GFLOP/s for a model config"},
     {"eval", cmd_eval, "zero-shot benchmark accuracy (HellaSwag, PIQA, ARC, OBQA, WinoGrande, BoolQ)"},
     {"info", cmd_info, "show a model config preset, an HF config.json or a GGUF file"},
-    {"convert", cmd_convert, "a GGUF file (llama.cpp) to an HF directory (--to-hf)"},
+    {"convert", cmd_convert, "a GGUF file (llama.cpp) to an HF directory (--to-hf), or back (--to-gguf)"},
+    {"quantize", cmd_quantize, "an HF directory or GGUF file to a GGUF file of another type (Q4_K_M, Q8_0, ...)"},
     {"tokenize", cmd_tokenize, "text on stdin -> token ids"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer info | train (learn a BPE vocabulary)"},
     {"generate", cmd_generate, "continue a prompt with an HF checkpoint (KV cache, sampling)"},
     {"chat", cmd_chat, "multi-turn chat (TinyLlama-Chat template), messages from stdin"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text file or token shards"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server (continuous batching, prefix cache)"},
 };
 
 static void usage(FILE *f) {

@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe,chat_record,serve_request}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -69,6 +69,16 @@ echo '{"weight_map": {"x": "a-00002.safetensors"}}' >"$C/st_index/bad_wrong_file
 echo '{"weight_map": {"x": "../a-00001.safetensors", "y": 3}}' >"$C/st_index/bad_path"
 echo '{"weight_map": {"x": "a-00003.safetensors"}}' >"$C/st_index/bad_missing"
 echo '{"weight_map": []' >"$C/st_index/bad_json"
+
+# ---- completion request bodies (tinyllama serve)
+S="$C/serve_request"
+echo '{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"},{"role":"user","content":[{"type":"text","text":"caf\u00e9"}]}],"max_tokens":16,"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,"seed":42,"stop":["\n","END"],"stream":true,"stream_options":{"include_usage":true}}' >"$S/chat"
+echo '{"prompt":"Once upon a time","max_tokens":8,"stop":"."}' >"$S/completion"
+echo '{"prompt":["one"],"n":1,"logprobs":false,"unknown":{"x":[1,2]}}' >"$S/list_prompt"
+echo '{"prompt":"x","max_tokens":-1}' >"$S/bad_max_tokens"
+echo '{"messages":[{"role":"user","content":"\ud800"}]}' >"$S/bad_surrogate"
+printf '{"prompt":"\xff"}' >"$S/bad_utf8"
+echo '{"prompt":"x",' >"$S/bad_json"
 
 # ---- config.json
 cp tests/fixtures/tiny_llama/config.json "$C/config/hf_transformers5"
@@ -170,4 +180,22 @@ printf '{"text": "a real zstd stream"}\n{"text": "second line"}\n' | zstd -q -c 
 printf 'plain text, gzipped\n' | gzip -c >"$T/g"
 { printf '\207'; cat "$T/g"; } >"$P/raw_gz"
 { printf '\207'; head -c 15 "$T/g"; } >"$P/raw_gz_truncated"
+
+# ---- training recipes: the shipped ones, and broken ones
+cp recipes/*.yaml "$C/recipe/"
+printf 'phases:\n  - name: a\n    tokens: 100\n    bogus: 1\n' >"$C/recipe/bad_unknown_key"
+printf 'phases:\n  - name: a\n    tokens: -100\n' >"$C/recipe/bad_negative"
+printf 'seq_len: abc\nphases: []\n' >"$C/recipe/bad_type"
+printf 'phases:\n  - name: a\n    tokens: 1K\n    sources:\n      - {name: x, path: p, weight: 0}\n' >"$C/recipe/bad_weights"
+printf 'phases: [\n' >"$C/recipe/bad_yaml"
+
+# ---- chat records (fuzz/chat_record.c): one `prepare --format chat` line each
+R=$C/chat_record
+printf '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}' >"$R/messages"
+printf '{"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}, {"from": "human", "value": "R?"}, {"from": "gpt", "value": "B."}]}' >"$R/sharegpt"
+printf '{"messages": [{"role": "tool", "content": "x"}]}' >"$R/bad_role"
+printf '{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": ""}]}' >"$R/bad_content"
+printf '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}]}' >"$R/bad_order"
+printf '{"prompt": "What is a cat?", "chosen": "A small furry animal.", "rejected": "A kind of car."}' >"$R/pref"
+printf '{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "B"}]}' >"$R/pref_ultrafeedback"
 du -sh "$C"/* | sed 's/^/seeds: /'

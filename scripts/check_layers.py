@@ -6,7 +6,7 @@ import os
 import re
 import sys
 
-LAYERS = ['core', 'compute', 'model', 'tokenizer', 'formats', 'data', 'dist', 'infer', 'eval', 'train']
+LAYERS = ['core', 'compute', 'model', 'tokenizer', 'formats', 'data', 'dist', 'infer', 'eval', 'train', 'serve']
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src')
 where = {}

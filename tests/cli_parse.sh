@@ -41,14 +41,14 @@ GEN_VALS="--model --kernel --max-tokens --ctx --threads --seed --temperature --t
     --repetition-penalty --stop"
 GEN_FLAGS="--greedy --ignore-eos --stats --no-stats"
 known bench "--device --preset --config --batch --seq-len --steps --threads --warmup" ""
-known convert "--to-hf --out" ""
+known convert "--to-hf --to-gguf --out" ""
 known info "--preset --config --zero-memory --gguf" "--cpu --full"
 known tokenize "--tokenizer --model --threads" "--lines --bos --eos --parse-special --pieces"
 known detokenize "--tokenizer --model" "--lines"
 known "tokenizer info" "--tokenizer --model" ""
 known "tokenizer train" "--input --vocab-size --output --character-coverage --max-piece-length --max-sentences" \
     "--no-byte-fallback --no-split-digits --no-dummy-prefix --quiet"
-known prepare "--tokenizer --out --text-field --exclude --exclude-meta --format --txt-docs --split-by --seq-len
+known prepare "--tokenizer --out --text-field --chat-template --exclude --exclude-meta --format --txt-docs --split-by --seq-len
     --shard-samples --threads --val-count --max-doc-bytes --segment-bytes --val-fraction" \
     "--byte-level --bos --no-eos --strict --allow-empty --no-word-cache --quiet"
 known generate "$GEN_VALS --prompt-file --ids" "$GEN_FLAGS --no-bos --print-ids --echo"
@@ -71,7 +71,7 @@ expect_fail "prepare --exclude-meta without =" "--exclude-meta expects KEY=VALUE
     --exclude-meta =x
 expect_fail "prepare --val-fraction 1" "--val-fraction must be in \[0, 1\)" "$BIN" prepare --val-fraction 1
 expect_fail "prepare --split-by" "--split-by must be documents or samples" "$BIN" prepare --split-by lines
-expect_fail "prepare --format" "--format must be jsonl or txt" "$BIN" prepare --format csv
+expect_fail "prepare --format" "--format must be jsonl, txt, chat or preference" "$BIN" prepare --format csv
 expect_fail "prepare --txt-docs" "--txt-docs must be file or paragraphs" "$BIN" prepare --txt-docs lines
 expect_fail "prepare: -x is an unknown option, not an input" "unknown option '-x'" "$BIN" prepare --byte-level \
     --out "$T/p" -x

@@ -19,14 +19,22 @@ extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
 extern const tl_test tests_infer[];
 extern const tl_test tests_eval[];
+extern const tl_test tests_eval_mc[];
+extern const tl_test tests_sandbox[];
+extern const tl_test tests_eval_gen[];
 extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
 extern const tl_test tests_gguf[];
+extern const tl_test tests_quantize[];
+extern const tl_test tests_gguf_write[];
 extern const tl_test tests_train_setup[];
+extern const tl_test tests_recipe[];
 extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_cli[];
+extern const tl_test tests_sft[];
+extern const tl_test tests_serve[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -41,14 +49,22 @@ static const tl_test *const suites[] = {
     tests_tokenizer,
     tests_infer,
     tests_eval,
+    tests_eval_mc,
+    tests_sandbox,
+    tests_eval_gen,
     tests_distributed,
     tests_validate,
     tests_hf_files,
     tests_gguf,
+    tests_quantize,
+    tests_gguf_write,
     tests_train_setup,
+    tests_recipe,
     tests_generate,
     tests_infer_gguf,
     tests_cli,
+    tests_sft,
+    tests_serve,
 };
 
 static char tmpdir_path[256];

@@ -12,6 +12,7 @@
 #include "data.h"
 #include "harness.h"
 #include "safetensors.h"
+#include "tfevents.h"
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tl_test_tmpdir(), name); }
 
@@ -407,7 +408,41 @@ static void test_checkpoint_crash_and_corruption(tl_test_ctx *t) {
     tl_model_free(&m);
 }
 
+/* TensorBoard event files: CRC-32C's published check value (RFC 3720's
+ * "123456789" -> 0xe3069283), and the same events as TensorBoard's own writer
+ * wrote into the fixture (scripts/gen_tfevents_fixture.py), byte for byte. */
+static void test_tfevents_matches_tensorboard(tl_test_ctx *t) {
+    CHECK(tl_crc32c("123456789", 9) == 0xe3069283u);
+    char want_path[600];
+    snprintf(want_path, sizeof want_path, "%s/tfevents/expected.tfevents", tl_test_fixture_dir());
+    char *want;
+    size_t want_len;
+    tl_error err;
+    if (tl_read_file(want_path, 1 << 20, &want, &want_len, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    tl_tfevents w;
+    int rc = tl_tfevents_open(&w, tl_test_tmpdir(), "test", 1000.5, &err);
+    rc = rc || tl_tfevents_scalar(&w, "train/loss", 3, 1001.25, 2.5f, &err);
+    rc = rc || tl_tfevents_scalar(&w, "train/lr", 123456789, 1002.0, 4e-4f, &err);
+    rc = rc || tl_tfevents_scalar(&w, "val/loss", 0, 1003.0, -1.75f, &err);
+    rc = rc || tl_tfevents_restart(&w, 2, 1004.0, &err);
+    tl_tfevents_close(&w);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    CHECK(strstr(w.path, "/events.out.tfevents.0000001000.test") != NULL); /* TensorBoard globs *tfevents* */
+    char *got;
+    size_t got_len;
+    if (!rc && !tl_read_file(w.path, 1 << 20, &got, &got_len, &err)) {
+        CHECK_MSG(got_len == want_len && !memcmp(got, want, want_len), "%zu bytes written, TensorBoard's %zu", got_len,
+                  want_len);
+        free(got);
+    }
+    free(want);
+}
+
 const tl_test tests_formats[] = {
+    {"formats/tfevents_matches_tensorboard", test_tfevents_matches_tensorboard},
     {"formats/safetensors_round_trip", test_safetensors_round_trip},
     {"formats/safetensors_bad_files", test_safetensors_bad_files},
     {"formats/config_json", test_config_json},

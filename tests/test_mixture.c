@@ -262,6 +262,37 @@ static void test_locate_bijection(tl_test_ctx *t) {
     tl_mixture_close(&m);
 }
 
+/* tl_mixture_count is the number of each source among the first g draws, counted
+ * here by locating every draw; an offset makes the draws read later samples. */
+static void test_count_and_offset(tl_test_ctx *t) {
+    src_spec sp[3] = {{"a", 1, 400, 1, 0.2, 0.6}, {"b", 2, 400, 1, 0.5, 0.1}, {"c", 3, 400, 1, 0.3, 0.3}};
+    tl_mixture m;
+    if (open_mix(t, &m, sp, 3, 5, 0, 1, 300)) return;
+    uint64_t seen[3] = {0};
+    int ok = 1;
+    for (uint64_t g = 0; g <= 1000; g++) {
+        for (int k = 0; k < 3; k++) ok &= tl_mixture_count(&m, k, g) == seen[k];
+        int s;
+        uint64_t i;
+        tl_mixture_locate(&m, g, &s, &i);
+        seen[s]++;
+    }
+    CHECK_MSG(ok, "tl_mixture_count differs from counting the located draws");
+    long plain[40], shifted[40];
+    tl_mixture_seek(&m, 0, NULL);
+    draw(t, &m, 40, plain);
+    m.src[1].offset = 7;
+    tl_mixture_seek(&m, 0, NULL);
+    draw(t, &m, 40, shifted);
+    int same = 1;
+    for (int i = 0; i < 40; i++) {
+        if (plain[i] / 1000000 != 2) same &= plain[i] == shifted[i];
+        else same &= shifted[i] / 1000000 == 2 && shifted[i] != plain[i];
+    }
+    CHECK_MSG(same, "an offset of source b changed other sources or left b's samples as they were");
+    tl_mixture_close(&m);
+}
+
 static void test_bad_settings(tl_test_ctx *t) {
     tl_mixture m;
     tl_mixture_init(&m);
@@ -272,6 +303,7 @@ static void test_bad_settings(tl_test_ctx *t) {
     CHECK(tl_mixture_add(&m, "x", -1, -1, p, 1, &e) == -1);
     CHECK(tl_mixture_add(&m, "x", 1, -1, p, 1, &e) == 0);
     CHECK(tl_mixture_add(&m, "x", 1, -1, p, 1, &e) == -1 && strstr(e.msg, "twice"));
+    CHECK(tl_mixture_add(&m, "y\"z", 1, -1, p, 1, &e) == -1 && strstr(e.msg, "letters, digits"));
     const char *none[1] = {"/nonexistent/shards"};
     CHECK(tl_mixture_add(&m, "y", 1, -1, none, 1, &e) == -1 && strstr(e.msg, "'y'"));
     CHECK(tl_mixture_finish(&m, 1, 1, 2, 2, 0, &e) == -1); /* rank out of range */
@@ -344,6 +376,7 @@ static void test_train_resume_with_mixture(tl_test_ctx *t) { train_resume(t, 1);
 static void test_train_resume_plain_data(tl_test_ctx *t) { train_resume(t, 0); }
 
 const tl_test tests_mixture[] = {
+    {"data/mixture_count_and_offset", test_count_and_offset},
     {"data/mixture_proportions", test_proportions},
     {"data/mixture_deterministic_seeded", test_deterministic_and_seeded},
     {"data/mixture_rank_disjoint", test_rank_disjoint},

@@ -111,6 +111,76 @@ static void test_schedule_refused(tl_test_ctx *t) {
     CHECK(tl_train_setup(&rq, &o, &field, &err) == -1 && field && !strcmp(field, "lr"));
 }
 
+/* The token schedules against values worked out by hand (lr 1e-3, min_lr 1e-4). */
+static void test_lr_by_tokens(tl_test_ctx *t) {
+    tl_adamw_config c = tl_adamw_defaults();
+    c.lr = 1e-3, c.min_lr = 1e-4;
+    tl_lr_schedule cos_s = {.kind = TL_SCHED_COSINE, .warmup = 1000, .decay = 5000};
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 0, 250), 2.5e-4, 0, 1e-12);   /* 250 / 1000 of the warmup */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 750, 1000), 1e-3, 0, 1e-12);  /* its last step reaches lr */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 900, 1300), 1e-3, 0, 1e-12);  /* a batch across its end: no overshoot */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 1000, 1100), 1e-3, 0, 1e-12); /* cos 0 */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 2000, 2100), 8.68198051533946e-4, 0, 1e-12); /* cos(pi/4) */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 3000, 3100), 5.5e-4, 0, 1e-12);               /* cos(pi/2) */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 5000, 5100), 1e-4, 0, 1e-12);
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &cos_s, 9000, 9100), 1e-4, 0, 1e-12);
+    /* after the warmup the rate depends on the tokens only, not on the step's batch */
+    CHECK(tl_lr_at_tokens(&c, &cos_s, 2345, 2445) == tl_lr_at_tokens(&c, &cos_s, 2345, 6345));
+    tl_lr_schedule wsd = {.kind = TL_SCHED_WSD, .warmup = 1000, .decay = 10000, .cooldown = 4000};
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 500, 600), 6e-4, 0, 1e-12);
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 3000, 3100), 1e-3, 0, 1e-12);  /* stable */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 6000, 6100), 1e-3, 0, 1e-12);  /* the cooldown starts at 6000 */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 8000, 8100), 5.5e-4, 0, 1e-12); /* linear, halfway */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 9000, 9100), 3.25e-4, 0, 1e-12);
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 10000, 10100), 1e-4, 0, 1e-12);
+    wsd.shape = TL_COOLDOWN_SQRT;
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 7000, 7100), 5.5e-4, 0, 1e-12);                /* 1 - sqrt(1/4) */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 8000, 8100), 3.63603896932107e-4, 0, 1e-12);  /* 1 - sqrt(1/2) */
+    CHECK_CLOSE(tl_lr_at_tokens(&c, &wsd, 12000, 12100), 1e-4, 0, 1e-12);
+    /* a fixed batch gives the step schedule bit for bit (exact resume of older runs) */
+    c.warmup_steps = 200, c.decay_steps = 2500;
+    const double tps = 24576; /* 3 x 8 x 1024: not a power of two */
+    tl_lr_schedule st = {.kind = TL_SCHED_COSINE, .warmup = 200 * tps, .decay = 2500 * tps};
+    int same = 1;
+    for (long s = 0; s < 3000; s++) same &= tl_lr_at(&c, s) == tl_lr_at_tokens(&c, &st, (double)s * tps, (double)(s + 1) * tps);
+    CHECK(same);
+    /* refused schedules name the setting */
+    const char *field = NULL;
+    tl_error err;
+    tl_lr_schedule bad = {.kind = TL_SCHED_WSD, .warmup = 100, .decay = 50};
+    CHECK(tl_lr_schedule_validate(&bad, &field, &err) == -1 && field && !strcmp(field, "decay"));
+    bad.decay = 1000, bad.cooldown = 901;
+    CHECK(tl_lr_schedule_validate(&bad, &field, &err) == -1 && field && !strcmp(field, "cooldown"));
+    bad.cooldown = 900;
+    CHECK(tl_lr_schedule_validate(&bad, &field, &err) == 0 && field == NULL);
+    bad.warmup = -1;
+    CHECK(tl_lr_schedule_validate(&bad, &field, &err) == -1 && field && !strcmp(field, "warmup"));
+}
+
+/* The spike detector's z-score against values worked out by hand. */
+static void test_loss_window(tl_test_ctx *t) {
+    tl_loss_window w;
+    tl_loss_window_init(&w, 5);
+    for (int i = 1; i <= 4; i++) tl_loss_window_push(&w, i);
+    CHECK(tl_loss_window_z(&w, 100) == 0); /* fewer than min(window, 8) losses: no judgement */
+    tl_loss_window_push(&w, 5);            /* 1..5: mean 3, standard deviation sqrt(2) */
+    CHECK_CLOSE(tl_loss_window_z(&w, 10), 4.949747468305833, 0, 1e-12);
+    CHECK_CLOSE(tl_loss_window_z(&w, 2), -0.7071067811865476, 0, 1e-12);
+    tl_loss_window_push(&w, 6); /* the oldest leaves: 2..6, mean 4 */
+    CHECK_CLOSE(tl_loss_window_z(&w, 6), 1.414213562373095, 0, 1e-12);
+    tl_loss_window_init(&w, 8);
+    for (int i = 0; i < 8; i++) tl_loss_window_push(&w, 3.0);
+    CHECK(tl_loss_window_z(&w, 50) == 0); /* all equal: no spread to measure against */
+    /* the request refuses bad settings by name */
+    tl_train_request rq = req(1, 8, 0, 1, 10);
+    tl_train_opts o;
+    const char *field = NULL;
+    rq.spike_z = -1;
+    CHECK(tl_train_setup(&rq, &o, &field, NULL) == -1 && field && !strcmp(field, "spike_z"));
+    rq.spike_z = 6, rq.max_skips = 3;
+    CHECK(tl_train_setup(&rq, &o, &field, NULL) == 0 && o.spike_z == 6 && o.spike_window == 100 && o.max_skips == 3);
+}
+
 static void test_eval_and_bench_cadence(tl_test_ctx *t) {
     tl_train_opts o;
     /* validation every 100 steps when there is validation data, never without */
@@ -352,5 +422,7 @@ const tl_test tests_train_setup[] = {
     {"train_setup/warmup_and_decay", test_warmup_and_decay},
     {"train_setup/schedule_refused", test_schedule_refused},
     {"train_setup/eval_and_bench_cadence", test_eval_and_bench_cadence},
+    {"train_setup/lr_by_tokens", test_lr_by_tokens},
+    {"train_setup/loss_window", test_loss_window},
     {NULL, NULL},
 };

@@ -468,6 +468,20 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
         elems += (size_t)W[j]->rows * (size_t)n;
     }
     const int nblocks = first[count], serial = elems < 32768;
+    /* x rounded to int8 blocks once for all the matrices that take it: one
+     * layout for the 32-element types, one for the K-quants */
+    _Alignas(64) uint8_t q8stack[2][8192];
+    uint8_t *xq[2] = {NULL, NULL};
+    const tl_q8_isa q8isa = tl_q8_isa_for(k);
+    for (int j = 0; j < count; j++) {
+        const uint32_t qt = W[j]->quant;
+        if (!qt || W[j]->f32_act || !tl_q8_type(qt)) continue;
+        const int c = qt == TL_GGML_Q8_0 || qt == TL_GGML_Q4_0 ? 0 : 1;
+        if (xq[c]) continue;
+        const size_t bytes = tl_q8_bytes(qt, n);
+        xq[c] = bytes <= sizeof q8stack[c] ? q8stack[c] : tl_alloc(bytes);
+        if (xq[c]) tl_q8_quantize(qt, x, n, xq[c]); /* (no memory: the fp32 kernels) */
+    }
     uint16_t stackbuf[4096], *xb = NULL;
     float eobuf[6144], *xe = NULL; /* x's even elements, then its odd ones (xo = xe + n/2) */
 #ifdef TL_X86
@@ -503,7 +517,13 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
         float *out = y[j];
         int r = r0;
         if (M->quant) {
-            tl_quant_rows(k, M, x, out, r0, r1);
+            const uint8_t *xm = M->f32_act || !tl_q8_type(M->quant)
+                                    ? NULL
+                                    : xq[M->quant == TL_GGML_Q8_0 || M->quant == TL_GGML_Q4_0 ? 0 : 1];
+            if (xm)
+                for (; r < r1; r++) tl_q8_dot(q8isa, M->quant, base + (size_t)r * rb, xm, 0, 1, n, out + r, 0);
+            else
+                tl_quant_rows(k, M, x, out, r0, r1);
             continue;
         }
 #ifdef TL_X86
@@ -525,6 +545,8 @@ void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y,
         dot_fn dot = pick(k == TL_KERNEL_AVX512BF16 ? TL_KERNEL_AVX512 : k, M->dtype);
         for (; r < r1; r++) out[r] = dot(base + (size_t)r * rb, x, n);
     }
+    for (int c = 0; c < 2; c++)
+        if (xq[c] && xq[c] != q8stack[c]) tl_free(xq[c]);
     if (xb && xb != stackbuf) tl_free(xb);
     if (xe && xe != eobuf) tl_free(xe);
 }
@@ -547,10 +569,30 @@ void tl_wmat_unpermute_out(const tl_wmat *W, float *y, int n) {
 }
 
 void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats) {
+    tl_wmat_gemm_k(TL_KERNEL_AUTO, W, x, n, y, beta, tile, tile_floats);
+}
+
+void tl_wmat_gemm_k(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile,
+                    size_t tile_floats) {
     const int in = W->cols, out = W->rows;
     if (!W->quant && W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
         tl_sgemm(false, true, n, out, in, 1.0f, x, in, (const float *)W->data, in, beta, y, out);
         return;
+    }
+    if (W->quant && !W->f32_act && tl_q8_type(W->quant)) {
+        if (!tl_q8_gemm(k, W, x, n, y, beta)) return;
+        if (!tile) { /* no memory for the rounded x, and no tile: row by row in fp32 */
+            const size_t rb = row_bytes(W);
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < out; r++)
+                for (int i = 0; i < n; i++) {
+                    float v = tl_quant_dot(k, W->quant, (const uint8_t *)W->data + (size_t)r * rb, x + (size_t)i * in,
+                                           in),
+                          *yy = y + (size_t)i * out + r;
+                    *yy = beta == 0 ? v : v + beta * *yy;
+                }
+            return;
+        }
     }
     int R = (int)(tile_floats / (size_t)in);
     if (R > out) R = out;

@@ -21,6 +21,7 @@ typedef struct {
     int rows, cols;
     uint32_t quant; /* 0, or the ggml block type of the rows (matvec_quant.h) */
     int perm_heads; /* 0, or the heads whose rows are interleaved as llama.cpp's converter leaves them */
+    int f32_act;    /* quant only: keep x in fp32 (exact, slower) instead of int8 blocks (matvec_quant.h) */
 } tl_wmat;
 
 /* Kernel families.  AUTO picks the best exact one the CPU supports
@@ -74,5 +75,9 @@ void tl_wmat_unpermute_out(const tl_wmat *W, float *y, int n);
  * dtypes converted to fp32 a tile of rows at a time (tile holds tile_floats >=
  * W->cols floats). */
 void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile, size_t tile_floats);
+/* The same with kernel family k for quantized weights: those of a tl_q8_type
+ * without f32_act run straight from the blocks (tl_q8_gemm), the tile unused. */
+void tl_wmat_gemm_k(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile,
+                    size_t tile_floats);
 
 #endif

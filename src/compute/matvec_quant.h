@@ -1,15 +1,28 @@
 /* matvec_quant.h - mat-vec products straight from GGUF's quantized blocks
- * (decode), and rows of them as fp32 (embedding lookups, the prompt pass).
+ * (decode), the batched product of the prompt pass, and rows of them as fp32
+ * (embedding lookups).
  *
- * Accuracy choice: the weights are never rounded further and the activations
- * are NOT quantized (llama.cpp rounds x to 8-bit blocks): each block is
- * widened to fp32 in registers and multiplied with fp32 x, so a product
- * equals "dequantize the row (tl_gguf_dequant_row), then an fp32 dot" up to
- * fp32 summation order (the block scale is applied once per block:
- * d * sum(q_i x_i) instead of sum((d q_i) x_i)).  Q8_0 and Q4_0 have their
- * own kernels (portable C, AVX2+FMA, AVX-512), Q4_K and Q6_K AVX-512 ones;
- * everything else (and those two on AVX2 / portable C) is dequantized 256
- * elements at a time into a stack buffer and dotted in fp32 (correct, slower). */
+ * Two ways to multiply, chosen per matrix (tl_wmat.f32_act):
+ *
+ * int8 activations (the default, as llama.cpp): x is rounded once per product
+ * to int8 blocks with an fp32 scale (tl_q8_quantize: 32-element blocks with
+ * their integer sums for the 32-element weight types, 256-element super-blocks
+ * with sums per 16 for the K-quants), and each weight block meets them in
+ * integer dot products (AVX512-VNNI, AVX-VNNI, AVX2 or portable C: tl_q8_isa),
+ * scaled in fp32 once per block (per super-block for the K-quants).  For the
+ * K-quants every ISA gives the same bits as the C version (integer sums, then
+ * the same fp32 operations in the same order); for Q8_0/Q4_0 the per-block
+ * fp32 terms are summed in a different order per ISA.  The error against the
+ * fp32 product is that of rounding x: at most sum_i |w_i| d_x(i) / 2.
+ * Types: Q8_0, Q4_0, Q4_K, Q5_K, Q6_K (tl_q8_type); the others take the fp32 way.
+ *
+ * fp32 activations (f32_act set): the weights are never rounded further and x
+ * is not quantized: each block is widened to fp32 in registers and multiplied
+ * with fp32 x, so a product equals "dequantize the row (tl_gguf_dequant_row),
+ * then an fp32 dot" up to fp32 summation order.  Q8_0 and Q4_0 have their own
+ * kernels (portable C, AVX2+FMA, AVX-512), Q4_K and Q6_K AVX-512 ones;
+ * everything else is dequantized 256 elements at a time into a stack buffer
+ * and dotted in fp32 (correct, slower). */
 #ifndef TL_MATVEC_QUANT_H
 #define TL_MATVEC_QUANT_H
 
@@ -28,5 +41,31 @@ size_t tl_quant_row_bytes(uint32_t type, int cols);
 float tl_quant_dot(tl_kernel k, uint32_t type, const void *row, const float *x, int n);
 /* y[r] = dot(row r of W, x) for rows [r0, r1) of a quantized W (y: the whole output). */
 void tl_quant_rows(tl_kernel k, const tl_wmat *W, const float *x, float *y, int r0, int r1);
+
+/* ---- int8 activations ---- */
+
+/* The integer kernels, best last. */
+typedef enum { TL_Q8_C = 0, TL_Q8_AVX2, TL_Q8_AVXVNNI, TL_Q8_AVX512VNNI, TL_Q8_N } tl_q8_isa;
+const char *tl_q8_isa_name(tl_q8_isa i);
+int tl_q8_isa_supported(tl_q8_isa i);
+/* The integer kernels a float kernel family runs on this CPU (SCALAR: C; AVX2:
+ * AVX-VNNI or AVX2; the AVX-512 ones: AVX512-VNNI, else as AVX2). */
+tl_q8_isa tl_q8_isa_for(tl_kernel k);
+/* Whether weight type t has int8-activation kernels. */
+int tl_q8_type(uint32_t type);
+/* Bytes of n activations quantized for weight type t (n a multiple of t's block). */
+size_t tl_q8_bytes(uint32_t type, int n);
+/* x[n] rounded for weight type t into xq (tl_q8_bytes(t, n) bytes): int8
+ * values q = round(x / d) with d = max|x| / 127 per block.  A NaN or infinity
+ * makes the block's scale NaN, so the products it meets are NaN, as in fp32. */
+void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq);
+/* out[t * ostride] = dot(row, activations t) for t < nt, the activations
+ * xstride bytes apart (tl_q8_quantize's output), with ISA i (supported). */
+void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size_t xstride, int nt, int n,
+               float *out, size_t ostride);
+/* y[n, W->rows] = x[n, W->cols] W^T + beta y for a quantized W of a tl_q8_type,
+ * x rounded as above, every weight block loaded once per 4 rows of x; threads
+ * split the rows.  Returns -1 (nothing done) without memory for the rounded x. */
+int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta);
 
 #endif

@@ -34,8 +34,18 @@ static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
 
 /* ------------------------------------------------------------------ writing */
 
+size_t tl_shard_sample_bytes(int seq_len, int token_bytes, int masked) {
+    return (size_t)(seq_len + 1) * (size_t)(token_bytes + (masked ? 1 : 0));
+}
+
 int tl_shard_writer_open(tl_shard_writer *w, const char *path, int seq_len, int vocab_size, tl_error *err) {
+    return tl_shard_writer_open_ex(w, path, seq_len, vocab_size, 0, err);
+}
+
+int tl_shard_writer_open_ex(tl_shard_writer *w, const char *path, int seq_len, int vocab_size, int masked,
+                            tl_error *err) {
     memset(w, 0, sizeof *w);
+    w->masked = masked;
     if (seq_len < 1 || vocab_size < 1) return tl_fail(err, "%s: seq_len and vocab_size must be positive", path);
     if ((size_t)snprintf(w->path, sizeof w->path, "%s", path) >= sizeof w->path) return tl_fail(err, "%s: path too long", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -61,7 +71,31 @@ int tl_shard_writer_open(tl_shard_writer *w, const char *path, int seq_len, int 
     return 0;
 }
 
+int tl_shard_writer_add_masked(tl_shard_writer *w, const int *tokens, const uint8_t *mask, tl_error *err) {
+    if (!w->masked) return tl_fail(err, "%s: not a masked shard", w->path);
+    const size_t n = (size_t)w->seq_len + 1;
+    uint8_t buf[4096 * 4];
+    size_t pos = 0;
+    for (size_t i = 0; i < 2 * n; i++) { /* the tokens, then the mask */
+        if (i < n) {
+            if (tokens[i] < 0 || tokens[i] >= w->vocab_size)
+                return tl_fail(err, "%s: token %d outside the vocabulary [0, %d)", w->path, tokens[i], w->vocab_size);
+            for (int b = 0; b < w->token_bytes; b++) buf[pos++] = (uint8_t)((uint32_t)tokens[i] >> (8 * b));
+        } else {
+            buf[pos++] = mask[i - n] ? 1 : 0;
+        }
+        if (pos + 4 > sizeof buf || i == 2 * n - 1) {
+            w->checksum = fnv1a(w->checksum, buf, pos);
+            if (fwrite(buf, 1, pos, w->f) != pos) return tl_fail(err, "%s: write failed", w->tmp);
+            pos = 0;
+        }
+    }
+    w->n_samples++;
+    return 0;
+}
+
 int tl_shard_writer_add(tl_shard_writer *w, const int *tokens, size_t n, tl_error *err) {
+    if (w->masked) return tl_fail(err, "%s: a masked shard takes whole samples", w->path);
     for (size_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= w->vocab_size)
             return tl_fail(err, "%s: token %d outside the vocabulary [0, %d)", w->path, tokens[i], w->vocab_size);
@@ -96,12 +130,13 @@ int tl_shard_writer_close(tl_shard_writer *w, size_t *dropped, tl_error *err) {
     if (dropped) *dropped = (size_t)w->n_pending;
     uint8_t hdr[TL_SHARD_HEADER] = {0};
     memcpy(hdr, TL_SHARD_MAGIC, 8);
-    put32(hdr + 8, TL_SHARD_VERSION);
+    put32(hdr + 8, w->masked ? TL_SHARD_VERSION_MASKED : TL_SHARD_VERSION);
     put32(hdr + 12, (uint32_t)w->token_bytes);
     put32(hdr + 16, (uint32_t)w->seq_len);
     put32(hdr + 20, (uint32_t)w->vocab_size);
     put64(hdr + 24, w->n_samples);
     put64(hdr + 32, w->checksum);
+    put32(hdr + 40, w->masked && w->pairs ? 1u : 0u);
     FILE *f = w->f;
     int ok = fflush(f) == 0 && fseek(f, 0, SEEK_SET) == 0 && fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -135,9 +170,11 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
     int rc = 0;
     if (memcmp(h, TL_SHARD_MAGIC, 8) != 0) {
         rc = tl_fail(err, "%s: not a tinyllama token shard (bad magic)", path);
-    } else if (get32(h + 8) != TL_SHARD_VERSION) {
+    } else if (get32(h + 8) != TL_SHARD_VERSION && get32(h + 8) != TL_SHARD_VERSION_MASKED) {
         rc = tl_fail(err, "%s: unsupported shard version %u", path, get32(h + 8));
     } else {
+        s->masked = get32(h + 8) == TL_SHARD_VERSION_MASKED;
+        s->pairs = s->masked && get32(h + 40) == 1;
         s->token_bytes = (int)get32(h + 12);
         uint32_t sl = get32(h + 16), vs = get32(h + 20);
         s->n_samples = get64(h + 24);
@@ -150,7 +187,7 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
         if (!rc) {
             s->seq_len = (int)sl;
             s->vocab_size = (int)vs;
-            size_t sample_bytes = (size_t)(sl + 1) * (size_t)s->token_bytes, body;
+            size_t sample_bytes = tl_shard_sample_bytes((int)sl, s->token_bytes, s->masked), body;
             if (tl_mul_size(sample_bytes, (size_t)s->n_samples, &body) || body != len - TL_SHARD_HEADER)
                 rc = tl_fail(err, "%s: header promises %llu samples of %u tokens but the file has %zu data bytes "
                                   "(truncated or corrupt)", path, (unsigned long long)s->n_samples, sl + 1,
@@ -162,8 +199,9 @@ int tl_shard_open(tl_shard *s, const char *path, tl_error *err) {
     }
     if (!rc) {
         /* tokens must respect the shard's own vocabulary */
-        for (uint64_t i = 0; i < s->n_samples * (uint64_t)(s->seq_len + 1) && !rc; i++) {
-            const uint8_t *p = h + TL_SHARD_HEADER + i * (uint64_t)s->token_bytes;
+        const uint64_t n = (uint64_t)(s->seq_len + 1), stride = tl_shard_sample_bytes(s->seq_len, s->token_bytes, s->masked);
+        for (uint64_t i = 0; i < s->n_samples * n && !rc; i++) {
+            const uint8_t *p = h + TL_SHARD_HEADER + i / n * stride + i % n * (uint64_t)s->token_bytes;
             uint32_t v = s->token_bytes == 2 ? (uint32_t)(p[0] | p[1] << 8) : get32(p);
             if (v >= (uint32_t)s->vocab_size)
                 rc = tl_fail(err, "%s: token %u at position %llu is outside the shard's vocabulary of %d", path, v,
@@ -179,14 +217,19 @@ void tl_shard_close(tl_shard *s) {
     memset(s, 0, sizeof *s);
 }
 
-void tl_shard_sample(const tl_shard *s, uint64_t i, int *out) {
+void tl_shard_sample_mask(const tl_shard *s, uint64_t i, int *out, uint8_t *mask) {
     const int n = s->seq_len + 1;
-    const uint8_t *p = s->map + TL_SHARD_HEADER + i * (uint64_t)n * (uint64_t)s->token_bytes;
+    const uint8_t *p = s->map + TL_SHARD_HEADER + i * tl_shard_sample_bytes(s->seq_len, s->token_bytes, s->masked);
     if (s->token_bytes == 2)
         for (int j = 0; j < n; j++) out[j] = p[2 * j] | p[2 * j + 1] << 8;
     else
         for (int j = 0; j < n; j++) out[j] = (int)get32(p + 4 * j);
+    if (!mask) return;
+    if (s->masked) memcpy(mask, p + (size_t)n * (size_t)s->token_bytes, (size_t)n);
+    else memset(mask, 1, (size_t)n);
 }
+
+void tl_shard_sample(const tl_shard *s, uint64_t i, int *out) { tl_shard_sample_mask(s, i, out, NULL); }
 
 /* ------------------------------------------------------------------ tokenizer identity */
 
@@ -482,6 +525,13 @@ int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, con
         if (rc) break;
         d->n_shards++;
         if (o->verify) rc = verify_shard(&mc, &d->shards[i], &d->tok, err);
+        if (!rc && i > 0 && d->shards[i].pairs != d->shards[0].pairs)
+            rc = tl_fail(err, "%s %s preference pairs but %s %s: train them separately", files[i],
+                         d->shards[i].pairs ? "holds" : "holds no", files[0], d->shards[0].pairs ? "does" : "does not");
+        if (!rc && i > 0 && d->shards[i].masked != d->shards[0].masked)
+            rc = tl_fail(err, "%s %s a loss mask (chat data) but %s %s: train chat and plain token data separately",
+                         files[i], d->shards[i].masked ? "has" : "has no", files[0],
+                         d->shards[0].masked ? "has one" : "has none");
         if (!rc && i > 0 && d->shards[i].seq_len != d->shards[0].seq_len)
             rc = tl_fail(err, "%s: sequence length %d differs from %s (%d)", files[i], d->shards[i].seq_len,
                          files[0], d->shards[0].seq_len);
@@ -494,6 +544,8 @@ int tl_dataset_open_ex(tl_dataset *d, const char *const *paths, int n_paths, con
     if (!rc) {
         d->n_samples = d->first[d->n_shards];
         d->seq_len = d->shards[0].seq_len;
+        d->masked = d->shards[0].masked;
+        d->pairs = d->shards[0].pairs;
         if (d->n_samples == 0) rc = tl_fail(err, "%s: the shards hold no complete samples", paths[0]);
     }
     if (rc) tl_dataset_close(d);
@@ -567,24 +619,38 @@ static uint64_t sample_at(const tl_dataset *d, uint64_t epoch, uint64_t index) {
     return permute(index, d->n_samples, mix64(d->seed * 0x9e3779b97f4a7c15ULL + epoch));
 }
 
-void tl_dataset_get(const tl_dataset *d, uint64_t i, int *out) {
+void tl_dataset_get(const tl_dataset *d, uint64_t i, int *out) { tl_dataset_get_mask(d, i, out, NULL); }
+
+void tl_dataset_get_mask(const tl_dataset *d, uint64_t i, int *out, uint8_t *mask) {
     int lo = 0, hi = d->n_shards - 1;
     while (lo < hi) { /* last shard whose first sample <= i */
         int mid = (lo + hi + 1) / 2;
         if (d->first[mid] <= i) lo = mid;
         else hi = mid - 1;
     }
-    tl_shard_sample(&d->shards[lo], i - d->first[lo], out);
+    tl_shard_sample_mask(&d->shards[lo], i - d->first[lo], out, mask);
 }
 
 int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err) {
+    return tl_dataset_next_mask(d, B, T, tokens, NULL, err);
+}
+
+int tl_dataset_next_mask(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, tl_error *err) {
+    return tl_dataset_next_ex(d, B, T, tokens, mask, NULL, err);
+}
+
+int tl_dataset_next_ex(tl_dataset *d, int B, int T, int *tokens, uint8_t *mask, uint64_t *index, tl_error *err) {
     if (T > d->seq_len)
         return tl_fail(err, "sequence length %d is longer than the shards' %d", T, d->seq_len);
-    int *buf = malloc(sizeof(int) * (size_t)(d->seq_len + 1));
+    int *buf = malloc((sizeof(int) + 1) * (size_t)(d->seq_len + 1));
     if (!buf) return tl_fail(err, "out of memory");
+    uint8_t *mbuf = (uint8_t *)(buf + d->seq_len + 1);
     for (int b = 0; b < B; b++) {
-        tl_dataset_get(d, sample_at(d, d->epoch, d->index), buf);
+        const uint64_t at = sample_at(d, d->epoch, d->index);
+        if (index) index[b] = at;
+        tl_dataset_get_mask(d, at, buf, mask ? mbuf : NULL);
         memcpy(tokens + (size_t)b * (T + 1), buf, sizeof(int) * (size_t)(T + 1));
+        if (mask) memcpy(mask + (size_t)b * (T + 1), mbuf, (size_t)(T + 1));
         if (++d->index == d->n_samples) {
             d->index = 0;
             d->epoch++;
@@ -592,4 +658,17 @@ int tl_dataset_next(tl_dataset *d, int B, int T, int *tokens, tl_error *err) {
     }
     free(buf);
     return 0;
+}
+
+long tl_batch_targets(const int *tokens, const uint8_t *mask, int B, int T, int *inputs, int *targets) {
+    long count = 0;
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < T; s++) {
+            const size_t i = (size_t)b * (size_t)(T + 1) + (size_t)s;
+            inputs[b * T + s] = tokens[i];
+            int on = !mask || mask[i + 1];
+            targets[b * T + s] = on ? tokens[i + 1] : -1;
+            count += on;
+        }
+    return count;
 }

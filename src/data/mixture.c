@@ -49,6 +49,9 @@ int tl_mixture_add(tl_mixture *m, const char *name, double weight, double start_
     if (m->n == TL_MIX_MAX_SOURCES) return tl_fail(err, "mixture: at most %d sources", TL_MIX_MAX_SOURCES);
     if (!name || !*name || strlen(name) >= sizeof m->src[0].name)
         return tl_fail(err, "mixture: source names must have 1 to %zu characters", sizeof m->src[0].name - 1);
+    for (const char *q = name; *q; q++) /* names go into JSON logs and checkpoints as they are */
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || strchr("-_.", *q)))
+            return tl_fail(err, "mixture: source name '%s': use letters, digits, '-', '_' and '.' only", name);
     for (int i = 0; i < m->n; i++)
         if (!strcmp(m->src[i].name, name)) return tl_fail(err, "mixture: source '%s' given twice", name);
     if (start_weight < 0) start_weight = weight;
@@ -157,16 +160,24 @@ static uint64_t total_due(const tl_mixture *m, uint64_t t) {
     return c;
 }
 
-void tl_mixture_locate(const tl_mixture *m, uint64_t g, int *source, uint64_t *idx) {
+/* The time bracket of draw g: total_due(*lo) <= g < total_due(*hi), hi = lo + 1. */
+static void bracket(const tl_mixture *m, uint64_t g, uint64_t *lo_out, uint64_t *hi_out) {
     const uint64_t R = (uint64_t)1 << R_BITS, k = (uint64_t)m->n;
     /* total_due(t) lies within k of t/R: bracket the first t with total_due(t) > g */
     uint64_t lo = g + 1 > k ? (g + 1 - k) * R - 1 : 0;
     uint64_t hi = (g + 1 + k) * R;
-    while (hi - lo > 1) { /* total_due(lo) <= g < total_due(hi) */
+    while (hi - lo > 1) {
         uint64_t mid = lo + (hi - lo) / 2;
         if (total_due(m, mid) > g) hi = mid;
         else lo = mid;
     }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+void tl_mixture_locate(const tl_mixture *m, uint64_t g, int *source, uint64_t *idx) {
+    uint64_t lo, hi;
+    bracket(m, g, &lo, &hi);
     uint64_t r = g - total_due(m, lo);
     for (int s = 0; s < m->n; s++) {
         uint64_t a = due_count(m, s, lo), b = due_count(m, s, hi);
@@ -179,6 +190,20 @@ void tl_mixture_locate(const tl_mixture *m, uint64_t g, int *source, uint64_t *i
     }
     *source = m->n - 1; /* not reached */
     *idx = 0;
+}
+
+uint64_t tl_mixture_count(const tl_mixture *m, int s, uint64_t g) {
+    if (g == 0) return 0;
+    /* draws before g: all due by lo, then the first r of those due at hi, in source order */
+    uint64_t lo, hi;
+    bracket(m, g, &lo, &hi);
+    uint64_t r = g - total_due(m, lo);
+    for (int j = 0; j < s; j++) {
+        uint64_t n = due_count(m, j, hi) - due_count(m, j, lo);
+        r = r > n ? r - n : 0;
+    }
+    uint64_t a = due_count(m, s, lo), n = due_count(m, s, hi) - a;
+    return a + (r < n ? r : n);
 }
 
 double tl_mixture_weight_at(const tl_mixture *m, int s, uint64_t g) {
@@ -207,6 +232,7 @@ int tl_mixture_next(tl_mixture *m, int B, int T, int *tokens, int *sources, tl_e
         int s;
         uint64_t i;
         tl_mixture_locate(m, g, &s, &i);
+        i += m->src[s].offset;
         tl_dataset *d = &m->src[s].ds;
         if (tl_dataset_seek(d, i / d->n_samples, i % d->n_samples, err) ||
             tl_dataset_next(d, 1, T, tokens + (size_t)b * (size_t)(T + 1), err))
@@ -226,6 +252,7 @@ char *tl_mixture_describe(const tl_mixture *m) {
         cJSON_AddNumberToObject(s, "weight", (double)m->src[i].w1 / (double)ONE);
         cJSON_AddNumberToObject(s, "start_weight", (double)m->src[i].w0 / (double)ONE);
         cJSON_AddNumberToObject(s, "samples", (double)m->src[i].ds.n_samples);
+        if (m->src[i].offset) cJSON_AddNumberToObject(s, "offset", (double)m->src[i].offset);
         cJSON_AddItemToArray(arr, s);
     }
     cJSON_AddNumberToObject(o, "ramp_samples", (double)m->ramp);

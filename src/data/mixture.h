@@ -33,6 +33,8 @@ typedef struct {
     double weight, start_weight; /* as given (normalized when the mixture is finished) */
     uint32_t w0, w1;             /* start and final weight, fixed point: all sources sum to 2^24 */
     uint64_t key;                /* seeds the due-time offsets and the shuffle */
+    uint64_t offset;             /* samples of this source read before the mixture starts (a later phase of
+                                  * a run continues a source where an earlier one left it); set after finish */
 } tl_mix_source;
 
 typedef struct {
@@ -67,8 +69,11 @@ int tl_mixture_seek(tl_mixture *m, uint64_t pos, tl_error *err);
 /* Fills B samples of T+1 tokens and advances; sources (may be NULL) gets the
  * source index of each. */
 int tl_mixture_next(tl_mixture *m, int B, int T, int *tokens, int *sources, tl_error *err);
-/* Global draw g: which source, and the how-manieth sample of that source (epoch = i / its size). */
+/* Global draw g: which source, and the how-manieth sample of that source (epoch = i / its size),
+ * not counting its offset. */
 void tl_mixture_locate(const tl_mixture *m, uint64_t g, int *source, uint64_t *i);
+/* How many of the first g global draws read source s (exact). */
+uint64_t tl_mixture_count(const tl_mixture *m, int s, uint64_t g);
 /* Weight of source s at global draw g (normalized, for logs). */
 double tl_mixture_weight_at(const tl_mixture *m, int s, uint64_t g);
 /* Expected number of draws of source s among the first g (exact cumulative weight). */

@@ -305,7 +305,9 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
     P->t0 = tl_now();
     batch b = {0};
     int rc = setup_tokenizer(P, err);
-    for (int i = 0; i < o->n_inputs && !rc; i++) rc = tl_prep_add_path(&P->files, o->inputs[i], o->format, 0, 0, err);
+    const int chat = o->format == TL_FMT_CHAT || o->format == TL_FMT_PREFERENCE; /* conversations: prepare_chat.c */
+    for (int i = 0; i < o->n_inputs && !rc; i++)
+        rc = tl_prep_add_path(&P->files, o->inputs[i], chat ? TL_FMT_JSONL : o->format, 0, 0, err);
     if (!rc && P->files.n == 0) rc = tl_fail(err, "%s: no input files found", o->inputs[0]);
     if (!rc) {
         r->n_inputs = P->files.n;
@@ -343,10 +345,13 @@ int tl_prepare_run(const tl_prepare_opts *o, tl_prepare_result *r, tl_error *err
         s->seq_len = o->seq_len;
         s->vocab = P->vocab;
         s->split = k ? &r->val : &r->train;
+        s->masked = chat;
+        s->pairs = o->format == TL_FMT_PREFERENCE;
+        if (s->pairs) s->seq_len = 2 * o->seq_len + 1; /* a pair: two samples of seq_len + 1 */
         P->sb[k].buf = malloc(sizeof(int) * ((size_t)o->seq_len + 1));
         if (!P->sb[k].buf) rc = tl_fail(err, "out of memory");
     }
-    if (!rc) rc = P->nt > 1 ? run_pipelined(P, budget, err) : run_serial(P, &b, budget, err);
+    if (!rc) rc = chat ? tl_prep_chat_run(P, err) : P->nt > 1 ? run_pipelined(P, budget, err) : run_serial(P, &b, budget, err);
     if (!rc) {
         size_t dropped = (size_t)(P->sb[0].n + P->sb[1].n);
         rc = tl_prep_set_close(&P->sets[0], &dropped, err);
@@ -418,5 +423,8 @@ void tl_prepare_result_free(tl_prepare_result *r) {
     for (int i = 0; i < r->n_inputs; i++) free(r->inputs[i].path);
     free(r->inputs);
     r->inputs = NULL;
+    for (int i = 0; i < r->chat.n_issues; i++) free(r->chat.issues[i]);
+    free(r->chat.issues);
+    memset(&r->chat, 0, sizeof r->chat);
     r->n_inputs = 0;
 }

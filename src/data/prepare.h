@@ -19,9 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat_template.h"
 #include "common.h"
 
-enum { TL_FMT_AUTO = 0, TL_FMT_JSONL = 1, TL_FMT_TXT = 2 };
+/* TL_FMT_CHAT: JSONL conversations for supervised fine-tuning; TL_FMT_PREFERENCE:
+ * preference pairs for DPO (see below) */
+enum { TL_FMT_AUTO = 0, TL_FMT_JSONL = 1, TL_FMT_TXT = 2, TL_FMT_CHAT = 3, TL_FMT_PREFERENCE = 4 };
 enum { TL_TXT_FILE = 0, TL_TXT_PARAGRAPHS = 1 };
 enum { TL_SPLIT_DOCS = 0, TL_SPLIT_SAMPLES = 1 };
 
@@ -59,6 +62,7 @@ typedef struct {
     size_t batch_bytes;        /* text read per parallel batch (memory bound; never changes the output) */
     int no_word_cache;         /* encode segments whole instead of word by word (same ids, slower) */
     int allow_empty;           /* inputs that give no sample are not an error (an empty data set is written) */
+    const char *chat_template; /* TL_FMT_CHAT: zephyr (default), llama2 or chatml (chat_template.h) */
     void (*progress)(const tl_prepare_progress *p, void *user); /* may be NULL */
     void *progress_user;
     double progress_every;     /* seconds between progress calls (default 0.5) */
@@ -92,6 +96,73 @@ typedef struct {
     uint64_t samples, tokens, documents, shards;
 } tl_prepare_split;
 
+/* ---- chat data (--format chat) ----
+ * One conversation per JSONL line, {"messages": [{"role", "content"}, ...]}
+ * (OpenAI / UltraChat) or {"conversations": [{"from", "value"}, ...]} (ShareGPT;
+ * from human/user, gpt/assistant, system), rendered with a chat template,
+ * encoded with BOS and special tokens parsed, and stored as one masked sample
+ * per conversation (no packing): the mask marks the assistant replies and their
+ * closing end-of-turn token.  A longer conversation is cut to seq_len+1 tokens
+ * (counted; skipped as too_long if no reply token is left); a shorter one is
+ * padded with EOS, masked out.  Every bad line is counted by reason and named
+ * (file:line: why) in the result, up to TL_CHAT_MAX_ISSUES lines. */
+enum {
+    TL_CONV_OK = 0,
+    TL_CONV_MALFORMED,   /* not a JSON object */
+    TL_CONV_NO_MESSAGES, /* neither a "messages" nor a "conversations" array of objects */
+    TL_CONV_BAD_ROLE,    /* a role (or from) that is not system/user/assistant (human/gpt) */
+    TL_CONV_NOT_STRING,  /* a content (or value) that is missing or not a string */
+    TL_CONV_EMPTY_TURN,  /* a message whose content is empty or only whitespace */
+    TL_CONV_BAD_ORDER,   /* system not first, or user and assistant not alternating from a user */
+    TL_CONV_NO_ASSISTANT, /* no assistant reply to learn */
+    TL_CONV_TOO_LONG,    /* the line is over max_doc_bytes, or no reply token fits seq_len+1 */
+    TL_CONV_SAME_PAIR,   /* preference: chosen equals rejected */
+    TL_CONV_N_STATUS
+};
+const char *tl_conv_status_name(int status); /* "malformed_json", "bad_role", ... */
+
+typedef struct {
+    tl_chat_msg *msgs; /* contents point into the parsed JSON (valid until tl_conv_free) */
+    int n;
+    void *json;
+} tl_conv;
+
+/* Parses one JSONL line into c (status TL_CONV_OK) or says in why[cap] what is
+ * wrong with it (returns that status; c is then empty).  tl_conv_free either way. */
+int tl_conv_parse(const char *line, size_t len, tl_conv *c, char *why, size_t cap);
+void tl_conv_free(tl_conv *c);
+
+/* A parsed conversation rendered in fmt and encoded whole (BOS, special tokens
+ * parsed) into *ids[*n], with *mask[*n] (1: the token is a target, i.e. it
+ * overlaps an assistant reply or its end-of-turn marker).  Both malloc'd. */
+struct tl_tokenizer;
+int tl_conv_encode(const struct tl_tokenizer *tok, tl_chat_format fmt, const tl_conv *c, int **ids, uint8_t **mask,
+                   size_t *n, tl_error *err);
+
+/* ---- preference pairs (--format preference) ----
+ * One pair per JSONL line: {"prompt": "..." or messages, "chosen": ..., "rejected": ...}
+ * ("messages" may stand for the prompt; chosen/rejected: a string, or messages ending
+ * with the assistant's reply, UltraFeedback's layout, whose earlier messages are then
+ * the prompt when none is given).  Each pair is one masked sample of 2 x (seq_len+1)
+ * tokens: the prompt + chosen reply, then the prompt + rejected reply, each cut or
+ * padded as a chat sample (a shard of pairs, data.h). */
+typedef struct {
+    tl_conv prompt; /* its msgs have room for one more message (the reply) */
+    const char *chosen, *rejected;
+} tl_pref;
+int tl_pref_parse(const char *line, size_t len, tl_pref *p, char *why, size_t cap);
+void tl_pref_free(tl_pref *p);
+
+#define TL_CHAT_MAX_ISSUES 100
+typedef struct {
+    uint64_t conversations;          /* written */
+    uint64_t bad[TL_CONV_N_STATUS];  /* skipped, by reason (bad[0]: unused) */
+    uint64_t truncated, truncated_tokens; /* conversations cut to seq_len+1, tokens cut off */
+    uint64_t padded_tokens, target_tokens;
+    char **issues;                   /* "file:line: why", the first TL_CHAT_MAX_ISSUES bad lines */
+    int n_issues;
+} tl_prepare_chat;
+
 typedef struct {
     int n_inputs;
     tl_prepare_input *inputs;
@@ -99,6 +170,7 @@ typedef struct {
     tl_prepare_split train, val;
     uint64_t dropped_tail_tokens; /* tokens of the last incomplete sample(s), not written */
     int bad_inputs;               /* inputs that were truncated or unreadable */
+    tl_prepare_chat chat;         /* TL_FMT_CHAT */
     char manifest[4200];          /* path written */
 } tl_prepare_result;
 

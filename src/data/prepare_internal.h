@@ -124,6 +124,8 @@ typedef struct {
     const char *name;
     uint64_t per_shard;
     int seq_len, vocab;
+    int masked; /* chat data: masked shards */
+    int pairs;  /* preference data: of pairs */
     tl_shard_writer w;
     int open;
     int n_shards;
@@ -202,6 +204,13 @@ void tl_prep_wcache_free(prep *P);
 int tl_prep_set_close(shard_set *s, size_t *dropped, tl_error *err);
 int tl_prep_pack_batch(prep *P, batch *b, tl_error *err);
 int tl_prep_write_manifest(prep *P, tl_error *err);
+int tl_prep_set_write_masked(shard_set *s, const int *ids, const uint8_t *mask, tl_error *err);
+int tl_prep_is_val_unit(const tl_prepare_opts *o, uint64_t u);
+
+/* prepare_chat.c: --format chat (conversations -> masked samples) */
+struct cJSON;
+int tl_prep_chat_run(prep *P, tl_error *err);
+void tl_prep_chat_manifest(const prep *P, struct cJSON *m);
 int tl_prep_remove_ours(const char *dir, tl_error *err);
 int tl_prep_out_paths(const char *dir, char *out, char *nw, char *old, char *parent, size_t cap, tl_error *err);
 int tl_prep_recover_out(const char *out, const char *nw, const char *old, tl_error *err);

@@ -17,7 +17,8 @@
 static int set_open(shard_set *s, tl_error *err) {
     char path[4400];
     snprintf(path, sizeof path, "%s/%s-%05d.bin", s->dir, s->name, s->n_shards);
-    if (tl_shard_writer_open(&s->w, path, s->seq_len, s->vocab, err)) return -1;
+    if (tl_shard_writer_open_ex(&s->w, path, s->seq_len, s->vocab, s->masked, err)) return -1;
+    s->w.pairs = s->pairs;
     s->open = 1;
     return 0;
 }
@@ -44,7 +45,7 @@ int tl_prep_set_close(shard_set *s, size_t *dropped, tl_error *err) {
     snprintf(si->file, sizeof si->file, "%s-%05d.bin", s->name, s->n_shards - 1);
     si->samples = s->w.n_samples;
     si->checksum = s->w.checksum;
-    si->bytes = TL_SHARD_HEADER + s->w.n_samples * (uint64_t)(s->seq_len + 1) * (uint64_t)s->w.token_bytes;
+    si->bytes = TL_SHARD_HEADER + s->w.n_samples * (uint64_t)tl_shard_sample_bytes(s->seq_len, s->w.token_bytes, s->masked);
     s->split->shards = (uint64_t)s->n_shards;
     return 0;
 }
@@ -58,7 +59,16 @@ static int set_write_sample(shard_set *s, const int *ids, tl_error *err) {
     return 0;
 }
 
-static int is_val_unit(const tl_prepare_opts *o, uint64_t u) {
+int tl_prep_set_write_masked(shard_set *s, const int *ids, const uint8_t *mask, tl_error *err) {
+    if (!s->open && set_open(s, err)) return -1;
+    if (tl_shard_writer_add_masked(&s->w, ids, mask, err)) return -1;
+    s->split->samples++;
+    s->split->tokens += (uint64_t)s->seq_len + 1;
+    if (s->w.n_samples >= s->per_shard) return tl_prep_set_close(s, NULL, err);
+    return 0;
+}
+
+int tl_prep_is_val_unit(const tl_prepare_opts *o, uint64_t u) {
     if (o->val_count) return u < o->val_count;
     if (o->val_fraction <= 0) return 0;
     /* unit u is held out when floor((u+1) f) > floor(u f): exactly floor(U f) of the first U */
@@ -77,7 +87,7 @@ static int emit(prep *P, const int *ids, size_t n, tl_error *err) {
         n -= take;
         if (sb->n == S) {
             int to = which;
-            if (P->o->split_by == TL_SPLIT_SAMPLES) to = is_val_unit(P->o, P->sample_index++);
+            if (P->o->split_by == TL_SPLIT_SAMPLES) to = tl_prep_is_val_unit(P->o, P->sample_index++);
             if (set_write_sample(&P->sets[to], sb->buf, err)) return -1;
             sb->n = 0;
         }
@@ -97,7 +107,7 @@ int tl_prep_pack_batch(prep *P, batch *b, tl_error *err) {
         default: break;
         }
         if (r->doc_start) {
-            P->doc_val = P->o->split_by == TL_SPLIT_DOCS ? is_val_unit(P->o, P->doc_index) : 0;
+            P->doc_val = P->o->split_by == TL_SPLIT_DOCS ? tl_prep_is_val_unit(P->o, P->doc_index) : 0;
             P->doc_bad_utf8 = 0;
             if (P->o->add_bos) {
                 if (emit(P, &P->bos, 1, err)) return -1;
@@ -193,6 +203,9 @@ int tl_prep_write_manifest(prep *P, tl_error *err) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "format", "tinyllama-token-shards");
     cJSON_AddNumberToObject(m, "version", 1);
+    /* what the samples are: "tokens" (packed text) or "chat" (masked conversations); older manifests: tokens */
+    cJSON_AddStringToObject(m, "kind", o->format == TL_FMT_CHAT ? "chat" : o->format == TL_FMT_PREFERENCE ? "preference" : "tokens");
+    if (o->format == TL_FMT_CHAT || o->format == TL_FMT_PREFERENCE) tl_prep_chat_manifest(P, m);
     cJSON *tk = cJSON_AddObjectToObject(m, "tokenizer");
     if (P->tok) {
         const char *base = strrchr(o->tokenizer, '/');

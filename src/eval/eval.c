@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval.h"
+#include "eval_internal.h"
 
 /* ------------------------------------------------------------ HF tokenization */
 
@@ -273,6 +273,14 @@ void tl_eval_result_free(tl_eval_result *r) {
     free(r->greedy);
     free(r->pred);
     free(r->pred_norm);
+    free(r->subj_n);
+    free(r->subj_acc);
+    free(r->subj_acc_stderr);
+    free(r->subj_acc_norm);
+    free(r->subj_acc_norm_stderr);
+    free(r->group_n);
+    free(r->group_acc);
+    free(r->group_acc_stderr);
     memset(r, 0, sizeof *r);
 }
 
@@ -325,9 +333,11 @@ int tl_eval_run_backend(const tl_eval_task *t, tl_eval_backend *be, const tl_eva
     r->acc_norm = r->has_acc_norm ? sn / t->n_docs : NAN;
     r->acc_norm_stderr = r->has_acc_norm ? tl_eval_mean_stderr(accn, t->n_docs) : NAN;
     r->seconds = tl_now() - t0;
+    int rc = t->n_subjects > 0 ? tl_eval_mc_aggregate(t, r, acc, accn, err) : 0;
     free(acc);
     free(accn);
-    return 0;
+    if (rc) tl_eval_result_free(r);
+    return rc;
 }
 
 int tl_eval_run(const tl_eval_task *t, const tl_model *m, const tl_eval_opts *o, tl_eval_result *r,
@@ -361,12 +371,39 @@ char *tl_eval_result_json(const tl_eval_task *t, const tl_eval_result *r, int sa
     cJSON_AddNumberToObject(o, "requests", t->n_reqs);
     cJSON_AddStringToObject(o, "tokenization", t->tok_mode == TL_EVAL_TOK_HF ? "hf" : "spm");
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    if (r->n_subjects > 0) {
+        cJSON_AddNumberToObject(o, "num_fewshot", t->n_shot);
+        add_num(o, "acc_macro", r->acc_macro);
+        if (r->has_acc_norm) add_num(o, "acc_norm_macro", r->acc_norm_macro);
+        cJSON *subj = cJSON_AddObjectToObject(o, "subjects");
+        for (int s = 0; subj && s < r->n_subjects; s++) {
+            cJSON *e = cJSON_AddObjectToObject(subj, t->subjects[s]);
+            if (!e) break;
+            cJSON_AddNumberToObject(e, "n", r->subj_n[s]);
+            add_num(e, "acc", r->subj_acc[s]);
+            add_num(e, "acc_stderr", r->subj_acc_stderr[s]);
+            if (r->has_acc_norm) {
+                add_num(e, "acc_norm", r->subj_acc_norm[s]);
+                add_num(e, "acc_norm_stderr", r->subj_acc_norm_stderr[s]);
+            }
+        }
+        cJSON *grp = r->n_groups > 0 ? cJSON_AddObjectToObject(o, "groups") : NULL;
+        for (int g = 0; grp && g < r->n_groups; g++) {
+            if (r->group_n[g] == 0) continue;
+            cJSON *e = cJSON_AddObjectToObject(grp, tl_task_group_name(t->kind, g));
+            if (!e) break;
+            cJSON_AddNumberToObject(e, "n", r->group_n[g]);
+            add_num(e, "acc", r->group_acc[g]);
+            add_num(e, "acc_stderr", r->group_acc_stderr[g]);
+        }
+    }
     if (samples) {
         cJSON *arr = cJSON_AddArrayToObject(o, "samples");
         for (int d = 0; arr && d < t->n_docs; d++) {
             const tl_eval_doc *doc = &t->docs[d];
             cJSON *s = cJSON_CreateObject();
             if (!s) break;
+            if (t->n_subjects > 0) cJSON_AddStringToObject(s, "subject", t->subjects[doc->subject]);
             cJSON_AddNumberToObject(s, "line", doc->line);
             cJSON_AddNumberToObject(s, "gold", doc->gold);
             cJSON_AddNumberToObject(s, "pred", r->pred[d]);

@@ -25,14 +25,26 @@ typedef enum {
     TL_TASK_OPENBOOKQA,
     TL_TASK_WINOGRANDE,
     TL_TASK_BOOLQ,
+    /* few-shot, several subjects, a directory of CSV files (eval_mc.c) */
+    TL_TASK_MMLU,
+    TL_TASK_CMMLU,
+    TL_TASK_CEVAL,
+    /* generation (eval_gen.h) */
+    TL_TASK_BBH,
+    TL_TASK_HUMANEVAL,
     TL_TASK_COUNT
 } tl_task_kind;
 
-/* "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande", "boolq". */
+/* "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande", "boolq",
+ * "mmlu", "cmmlu", "ceval". */
 const char *tl_task_name(tl_task_kind k);
 int tl_task_from_name(const char *name, tl_task_kind *out, tl_error *err);
-/* Whether the harness reports acc_norm for the task (not for WinoGrande, BoolQ). */
+/* Whether the harness reports acc_norm for the task (not for WinoGrande, BoolQ, MMLU). */
 int tl_task_has_acc_norm(tl_task_kind k);
+/* Whether the task's --data is a directory of per-subject CSV files (MMLU, CMMLU, C-Eval). */
+int tl_task_is_multi_subject(tl_task_kind k);
+/* Whether the task is scored on generated text (BBH, HumanEval: eval_gen.h). */
+int tl_task_is_generation(tl_task_kind k);
 
 /* How strings become token ids.  TL_EVAL_TOK_HF (default) reproduces what the
  * harness gets from HF transformers' LlamaTokenizer (Metaspace pre-tokenizer,
@@ -56,7 +68,8 @@ typedef struct {
 typedef struct {
     int n_choices;
     int gold;
-    int line;          /* 1-based line in the data file */
+    int line;          /* 1-based line in the data file (where its CSV record starts) */
+    int subject;       /* index into tl_eval_task.subjects (0 for single-file tasks) */
     int first_req;     /* requests [first_req, first_req + n_choices) */
     double *choice_len; /* characters (Unicode code points) of each choice, for acc_norm */
 } tl_eval_doc;
@@ -68,11 +81,19 @@ typedef struct {
     int n_reqs;
     tl_eval_request *reqs;
     tl_eval_tok_mode tok_mode;
+    /* multi-subject tasks (else 0 / NULL): subjects in file-name order, each
+     * one's data file, its group (MMLU's category, else 0); docs of a subject
+     * are adjacent. */
+    int n_subjects, n_groups, n_shot;
+    char **subjects, **subject_files;
+    int *subject_group;
 } tl_eval_task;
 
 /* Reads `data` (and, for PIQA, `labels`: one 0/1 per line) in the task's original
  * release format, keeps the first `limit` docs (limit <= 0: all), builds the
- * harness's requests and tokenizes them.  Errors name the file and line. */
+ * harness's requests and tokenizes them.  Errors name the file and line.
+ * Multi-subject tasks: `data` is the release's directory, 5-shot from its dev
+ * split, and `limit` applies per subject (as the harness's --limit does). */
 tl_eval_task *tl_eval_task_load(tl_task_kind kind, const char *data, const char *labels, long limit,
                                 const tl_tokenizer *tok, tl_eval_tok_mode mode, tl_error *err);
 /* The same from text in memory (`what` names it in errors; labels_text may be NULL). */
@@ -80,6 +101,12 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
                                  const char *labels_text, const char *labels_what, long limit,
                                  const tl_tokenizer *tok, tl_eval_tok_mode mode, tl_error *err);
 void tl_eval_task_free(tl_eval_task *t);
+/* A multi-subject task with n_shot examples from the dev split (0..5 in the
+ * releases); tok NULL builds the prompts without tokenizing them. */
+tl_eval_task *tl_eval_task_load_fewshot(tl_task_kind kind, const char *dir, int n_shot, long limit,
+                                        const tl_tokenizer *tok, tl_eval_tok_mode mode, tl_error *err);
+/* The name of group g of a multi-subject task ("stem", "humanities", ...). */
+const char *tl_task_group_name(tl_task_kind k, int g);
 
 /* ---- scoring backends ----
  * loglik fills ll[i] (sum of log-probabilities of reqs[i]'s continuation tokens)
@@ -121,6 +148,15 @@ typedef struct {
     int *greedy;                  /* [n_reqs] */
     int *pred, *pred_norm;        /* [n_docs] argmax choices */
     double seconds;
+    /* multi-subject tasks: acc / acc_norm above are the harness's group numbers
+     * (mean over all docs; stderr pooled over subjects, for MMLU over its
+     * categories which pool their subjects); per subject and per group the same,
+     * and the unweighted mean over subjects (macro). */
+    int n_subjects, n_groups;
+    int *subj_n, *group_n;
+    double *subj_acc, *subj_acc_stderr, *subj_acc_norm, *subj_acc_norm_stderr;
+    double *group_acc, *group_acc_stderr;
+    double acc_macro, acc_norm_macro;
 } tl_eval_result;
 
 /* Scores a loaded task with any backend. */

@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval.h"
+#include "eval_internal.h"
 
 static const char *const task_names[TL_TASK_COUNT] = {
     "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande", "boolq",
+    "mmlu", "cmmlu", "ceval", "bbh", "humaneval",
 };
 
 const char *tl_task_name(tl_task_kind k) {
@@ -26,11 +27,19 @@ int tl_task_from_name(const char *name, tl_task_kind *out, tl_error *err) {
         }
     return tl_fail(err,
                    "unknown task '%s' (known: hellaswag, piqa, arc_easy, arc_challenge, openbookqa, "
-                   "winogrande, boolq)",
+                   "winogrande, boolq, mmlu, cmmlu, ceval, bbh, humaneval)",
                    name);
 }
 
-int tl_task_has_acc_norm(tl_task_kind k) { return k != TL_TASK_WINOGRANDE && k != TL_TASK_BOOLQ; }
+int tl_task_has_acc_norm(tl_task_kind k) {
+    return k != TL_TASK_WINOGRANDE && k != TL_TASK_BOOLQ && k != TL_TASK_MMLU;
+}
+
+int tl_task_is_generation(tl_task_kind k) { return k == TL_TASK_BBH || k == TL_TASK_HUMANEVAL; }
+
+int tl_task_is_multi_subject(tl_task_kind k) {
+    return k == TL_TASK_MMLU || k == TL_TASK_CMMLU || k == TL_TASK_CEVAL;
+}
 
 /* ------------------------------------------------------------ strings */
 
@@ -231,16 +240,7 @@ static char *hellaswag_preprocess(const char *in) {
 
 /* ------------------------------------------------------------ docs -> requests */
 
-typedef struct {
-    tl_eval_task *t;
-    int cap_docs, cap_reqs;
-    const char *what;
-    int line;
-    tl_error *err;
-} builder;
-
-static int bfail(builder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bfail(builder *b, const char *fmt, ...) {
+int tl_eval_bfail(tl_eval_builder *b, const char *fmt, ...) {
     char msg[900];
     va_list ap;
     va_start(ap, fmt);
@@ -251,21 +251,21 @@ static int bfail(builder *b, const char *fmt, ...) {
 
 /* Adds a doc whose requests are (contexts[i], " " + conts[i]); choices[i] give
  * the acc_norm lengths.  Takes ownership of nothing; copies strings. */
-static int add_doc(builder *b, int n, const char *const *contexts, const char *const *conts,
-                   const char *const *choices, int gold) {
+int tl_eval_add_doc(tl_eval_builder *b, int n, const char *const *contexts, const char *const *conts,
+                    const char *const *choices, int gold) {
     tl_eval_task *t = b->t;
-    if (gold < 0 || gold >= n) return bfail(b, "answer index %d is out of range for %d choices", gold, n);
+    if (gold < 0 || gold >= n) return tl_eval_bfail(b, "answer index %d is out of range for %d choices", gold, n);
     if (t->n_docs == b->cap_docs) {
         int cap = b->cap_docs ? 2 * b->cap_docs : 64;
         tl_eval_doc *d = realloc(t->docs, sizeof *d * (size_t)cap);
-        if (!d) return bfail(b, "out of memory");
+        if (!d) return tl_eval_bfail(b, "out of memory");
         t->docs = d;
         b->cap_docs = cap;
     }
     while (t->n_reqs + n > b->cap_reqs) {
         int cap = b->cap_reqs ? 2 * b->cap_reqs : 256;
         tl_eval_request *r = realloc(t->reqs, sizeof *r * (size_t)cap);
-        if (!r) return bfail(b, "out of memory");
+        if (!r) return tl_eval_bfail(b, "out of memory");
         t->reqs = r;
         b->cap_reqs = cap;
     }
@@ -274,9 +274,10 @@ static int add_doc(builder *b, int n, const char *const *contexts, const char *c
     d->n_choices = n;
     d->gold = gold;
     d->line = b->line;
+    d->subject = b->subject;
     d->first_req = t->n_reqs;
     d->choice_len = malloc(sizeof(double) * (size_t)n);
-    if (!d->choice_len) return bfail(b, "out of memory");
+    if (!d->choice_len) return tl_eval_bfail(b, "out of memory");
     t->n_docs++; /* from here the doc is owned by the task (freed with it) */
     for (int i = 0; i < n; i++) {
         tl_eval_request *r = &t->reqs[t->n_reqs];
@@ -288,31 +289,31 @@ static int add_doc(builder *b, int n, const char *const *contexts, const char *c
         r->continuation = sb_take(&c);
         r->context = strdup(contexts[i]);
         t->n_reqs++;
-        if (!r->context || !r->continuation) return bfail(b, "out of memory");
-        if (!r->context[0]) return bfail(b, "empty context");
+        if (!r->context || !r->continuation) return tl_eval_bfail(b, "out of memory");
+        if (!r->context[0]) return tl_eval_bfail(b, "empty context");
         d->choice_len[i] = char_len(choices[i]);
     }
     return 0;
 }
 
-static const cJSON *field(builder *b, const cJSON *obj, const char *name, const char *path) {
+static const cJSON *field(tl_eval_builder *b, const cJSON *obj, const char *name, const char *path) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (!it) bfail(b, "missing field \"%s\"", path);
+    if (!it) tl_eval_bfail(b, "missing field \"%s\"", path);
     return it;
 }
 
-static const char *str_field(builder *b, const cJSON *obj, const char *name, const char *path) {
+static const char *str_field(tl_eval_builder *b, const cJSON *obj, const char *name, const char *path) {
     const cJSON *it = field(b, obj, name, path);
     if (!it) return NULL;
     if (!cJSON_IsString(it)) {
-        bfail(b, "field \"%s\" must be a string", path);
+        tl_eval_bfail(b, "field \"%s\" must be a string", path);
         return NULL;
     }
     return it->valuestring;
 }
 
 /* An integer label given as a JSON number or a string of digits. */
-static int int_field(builder *b, const cJSON *obj, const char *name, int *out) {
+static int int_field(tl_eval_builder *b, const cJSON *obj, const char *name, int *out) {
     const cJSON *it = field(b, obj, name, name);
     if (!it) return -1;
     if (cJSON_IsNumber(it) && it->valuedouble == (double)(int)it->valuedouble) {
@@ -327,10 +328,10 @@ static int int_field(builder *b, const cJSON *obj, const char *name, int *out) {
             return 0;
         }
     }
-    return bfail(b, "field \"%s\" must be an integer", name);
+    return tl_eval_bfail(b, "field \"%s\" must be an integer", name);
 }
 
-static int doc_hellaswag(builder *b, const cJSON *o) {
+static int doc_hellaswag(tl_eval_builder *b, const cJSON *o) {
     const char *act = str_field(b, o, "activity_label", "activity_label");
     const char *ca = act ? str_field(b, o, "ctx_a", "ctx_a") : NULL;
     const char *cb = ca ? str_field(b, o, "ctx_b", "ctx_b") : NULL;
@@ -338,7 +339,7 @@ static int doc_hellaswag(builder *b, const cJSON *o) {
     int label = 0;
     if (!ends) return -1;
     if (!cJSON_IsArray(ends) || cJSON_GetArraySize(ends) < 2)
-        return bfail(b, "field \"endings\" must be an array of at least 2 strings");
+        return tl_eval_bfail(b, "field \"endings\" must be an array of at least 2 strings");
     if (int_field(b, o, "label", &label)) return -1;
     int n = cJSON_GetArraySize(ends);
     sbuf q = {0};
@@ -353,14 +354,14 @@ static int doc_hellaswag(builder *b, const cJSON *o) {
     char **choices = calloc((size_t)n, sizeof *choices);
     const char **ctxs = calloc((size_t)n, sizeof *ctxs);
     int rc = 0;
-    if (!ctx || !choices || !ctxs) rc = bfail(b, "out of memory");
+    if (!ctx || !choices || !ctxs) rc = tl_eval_bfail(b, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
         const cJSON *e = cJSON_GetArrayItem(ends, i);
-        if (!cJSON_IsString(e)) rc = bfail(b, "endings[%d] must be a string", i);
-        else if (!(choices[i] = hellaswag_preprocess(e->valuestring))) rc = bfail(b, "out of memory");
+        if (!cJSON_IsString(e)) rc = tl_eval_bfail(b, "endings[%d] must be a string", i);
+        else if (!(choices[i] = hellaswag_preprocess(e->valuestring))) rc = tl_eval_bfail(b, "out of memory");
         ctxs[i] = ctx;
     }
-    if (!rc) rc = add_doc(b, n, ctxs, (const char *const *)choices, (const char *const *)choices, label);
+    if (!rc) rc = tl_eval_add_doc(b, n, ctxs, (const char *const *)choices, (const char *const *)choices, label);
     for (int i = 0; choices && i < n; i++) free(choices[i]);
     free(choices);
     free(ctxs);
@@ -368,7 +369,7 @@ static int doc_hellaswag(builder *b, const cJSON *o) {
     return rc;
 }
 
-static int doc_piqa(builder *b, const cJSON *o, int label) {
+static int doc_piqa(tl_eval_builder *b, const cJSON *o, int label) {
     const char *goal = str_field(b, o, "goal", "goal");
     const char *s1 = goal ? str_field(b, o, "sol1", "sol1") : NULL;
     const char *s2 = s1 ? str_field(b, o, "sol2", "sol2") : NULL;
@@ -378,30 +379,30 @@ static int doc_piqa(builder *b, const cJSON *o, int label) {
     sb_str(&q, goal);
     sb_str(&q, "\nAnswer:");
     char *ctx = sb_take(&q);
-    if (!ctx) return bfail(b, "out of memory");
+    if (!ctx) return tl_eval_bfail(b, "out of memory");
     const char *ctxs[2] = {ctx, ctx}, *ch[2] = {s1, s2};
-    int rc = add_doc(b, 2, ctxs, ch, ch, label);
+    int rc = tl_eval_add_doc(b, 2, ctxs, ch, ch, label);
     free(ctx);
     return rc;
 }
 
 /* ARC / OpenBookQA: {"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}. */
-static int doc_arc(builder *b, const cJSON *o, int obqa) {
+static int doc_arc(tl_eval_builder *b, const cJSON *o, int obqa) {
     const cJSON *q = field(b, o, "question", "question");
     if (!q) return -1;
-    if (!cJSON_IsObject(q)) return bfail(b, "field \"question\" must be an object with stem and choices");
+    if (!cJSON_IsObject(q)) return tl_eval_bfail(b, "field \"question\" must be an object with stem and choices");
     const char *stem = str_field(b, q, "stem", "question.stem");
     const cJSON *chs = stem ? field(b, q, "choices", "question.choices") : NULL;
     const char *key = chs ? str_field(b, o, "answerKey", "answerKey") : NULL;
     if (!key) return -1;
     if (!cJSON_IsArray(chs) || cJSON_GetArraySize(chs) < 2)
-        return bfail(b, "field \"question.choices\" must be an array of at least 2 choices");
+        return tl_eval_bfail(b, "field \"question.choices\" must be an array of at least 2 choices");
     if (obqa) key += lead_space(key, strlen(key)); /* answerKey.lstrip() */
     int n = cJSON_GetArraySize(chs), gold = -1;
     const char **texts = calloc((size_t)n, sizeof *texts), **ctxs = calloc((size_t)n, sizeof *ctxs);
     char *ctx = NULL;
     int rc = 0;
-    if (!texts || !ctxs) rc = bfail(b, "out of memory");
+    if (!texts || !ctxs) rc = tl_eval_bfail(b, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
         const cJSON *c = cJSON_GetArrayItem(chs, i);
         char path[64];
@@ -409,37 +410,37 @@ static int doc_arc(builder *b, const cJSON *o, int obqa) {
         texts[i] = cJSON_IsObject(c) ? str_field(b, c, "text", path) : NULL;
         snprintf(path, sizeof path, "question.choices[%d].label", i);
         const char *lab = texts[i] ? str_field(b, c, "label", path) : NULL;
-        if (!cJSON_IsObject(c)) rc = bfail(b, "question.choices[%d] must be an object", i);
+        if (!cJSON_IsObject(c)) rc = tl_eval_bfail(b, "question.choices[%d] must be an object", i);
         else if (!lab) rc = -1;
         else if (gold < 0 && !strcmp(lab, key)) gold = i;
     }
-    if (!rc && gold < 0) rc = bfail(b, "answerKey \"%s\" is not one of the choice labels", key);
+    if (!rc && gold < 0) rc = tl_eval_bfail(b, "answerKey \"%s\" is not one of the choice labels", key);
     if (!rc) {
         sbuf s = {0};
         if (!obqa) sb_str(&s, "Question: ");
         sb_str(&s, stem);
         if (!obqa) sb_str(&s, "\nAnswer:");
         ctx = sb_take(&s);
-        if (!ctx) rc = bfail(b, "out of memory");
+        if (!ctx) rc = tl_eval_bfail(b, "out of memory");
         for (int i = 0; !rc && i < n; i++) ctxs[i] = ctx;
     }
-    if (!rc) rc = add_doc(b, n, ctxs, texts, texts, gold);
+    if (!rc) rc = tl_eval_add_doc(b, n, ctxs, texts, texts, gold);
     free(ctx);
     free(texts);
     free(ctxs);
     return rc;
 }
 
-static int doc_winogrande(builder *b, const cJSON *o) {
+static int doc_winogrande(tl_eval_builder *b, const cJSON *o) {
     const char *sent = str_field(b, o, "sentence", "sentence");
     const char *o1 = sent ? str_field(b, o, "option1", "option1") : NULL;
     const char *o2 = o1 ? str_field(b, o, "option2", "option2") : NULL;
     const char *ans = o2 ? str_field(b, o, "answer", "answer") : NULL;
     if (!ans) return -1;
     int gold = !strcmp(ans, "1") ? 0 : !strcmp(ans, "2") ? 1 : -1;
-    if (gold < 0) return bfail(b, "field \"answer\" must be \"1\" or \"2\", got \"%s\"", ans);
+    if (gold < 0) return tl_eval_bfail(b, "field \"answer\" must be \"1\" or \"2\", got \"%s\"", ans);
     const char *us = strchr(sent, '_');
-    if (!us) return bfail(b, "field \"sentence\" has no \"_\" blank");
+    if (!us) return tl_eval_bfail(b, "field \"sentence\" has no \"_\" blank");
     size_t pre = (size_t)(us - sent);
     const char *rest = us + 1;
     size_t rn = strlen(rest), a = lead_space(rest, rn);
@@ -452,10 +453,10 @@ static int doc_winogrande(builder *b, const cJSON *o) {
     sb_str(&c2, o2);
     char *x1 = sb_take(&c1), *x2 = sb_take(&c2);
     int rc;
-    if (!cont || !x1 || !x2) rc = bfail(b, "out of memory");
+    if (!cont || !x1 || !x2) rc = tl_eval_bfail(b, "out of memory");
     else {
         const char *ctxs[2] = {x1, x2}, *conts[2] = {cont, cont};
-        rc = add_doc(b, 2, ctxs, conts, ctxs, gold);
+        rc = tl_eval_add_doc(b, 2, ctxs, conts, ctxs, gold);
     }
     free(cont);
     free(x1);
@@ -463,21 +464,21 @@ static int doc_winogrande(builder *b, const cJSON *o) {
     return rc;
 }
 
-static int doc_boolq(builder *b, const cJSON *o) {
+static int doc_boolq(tl_eval_builder *b, const cJSON *o) {
     const char *passage = str_field(b, o, "passage", "passage");
     const char *question = passage ? str_field(b, o, "question", "question") : NULL;
     const cJSON *ans = question ? field(b, o, "answer", "answer") : NULL;
     if (!ans) return -1;
-    if (!cJSON_IsBool(ans)) return bfail(b, "field \"answer\" must be true or false");
+    if (!cJSON_IsBool(ans)) return tl_eval_bfail(b, "field \"answer\" must be true or false");
     sbuf s = {0};
     sb_str(&s, passage);
     sb_str(&s, "\nQuestion: ");
     sb_str(&s, question);
     sb_str(&s, "?\nAnswer:");
     char *ctx = sb_take(&s);
-    if (!ctx) return bfail(b, "out of memory");
+    if (!ctx) return tl_eval_bfail(b, "out of memory");
     const char *ctxs[2] = {ctx, ctx}, *ch[2] = {"no", "yes"};
-    int rc = add_doc(b, 2, ctxs, ch, ch, cJSON_IsTrue(ans) ? 1 : 0);
+    int rc = tl_eval_add_doc(b, 2, ctxs, ch, ch, cJSON_IsTrue(ans) ? 1 : 0);
     free(ctx);
     return rc;
 }
@@ -528,6 +529,32 @@ static int encode_pair(const tl_eval_task *t, const tl_tokenizer *tok, tl_eval_r
     return 0;
 }
 
+/* Tokenizes every request (independent: all cores); an error names the doc's
+ * file (its subject's for multi-subject tasks, else `what`) and line. */
+int tl_eval_tokenize_all(tl_eval_task *t, const tl_tokenizer *tok, const char *what, tl_error *err) {
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int i = 0; i < t->n_reqs; i++) {
+        tl_error e;
+        int bad;
+#pragma omp atomic read
+        bad = failed;
+        if (bad || !encode_pair(t, tok, &t->reqs[i], &e)) continue;
+#pragma omp critical(tl_eval_tok_err)
+        {
+            int first;
+#pragma omp atomic read
+            first = failed;
+            const tl_eval_doc *d = &t->docs[t->reqs[i].doc];
+            const char *file = t->subject_files ? t->subject_files[d->subject] : what;
+            if (!first) tl_fail(err, "%s:%d: %s", file, d->line, e.msg);
+#pragma omp atomic write
+            failed = 1;
+        }
+    }
+    return failed ? -1 : 0;
+}
+
 /* ------------------------------------------------------------ loading */
 
 void tl_eval_task_free(tl_eval_task *t) {
@@ -539,6 +566,13 @@ void tl_eval_task_free(tl_eval_task *t) {
         free(t->reqs[i].cont_ids);
     }
     for (int i = 0; i < t->n_docs; i++) free(t->docs[i].choice_len);
+    for (int i = 0; i < t->n_subjects; i++) {
+        free(t->subjects[i]);
+        if (t->subject_files) free(t->subject_files[i]);
+    }
+    free(t->subjects);
+    free(t->subject_files);
+    free(t->subject_group);
     free(t->reqs);
     free(t->docs);
     free(t);
@@ -586,6 +620,10 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         tl_fail(err, "bad task");
         return NULL;
     }
+    if (tl_task_is_multi_subject(kind) || tl_task_is_generation(kind)) {
+        tl_fail(err, "%s: %s is not a zero-shot multiple-choice task", what, tl_task_name(kind));
+        return NULL;
+    }
     if (kind == TL_TASK_PIQA && !labels_text) {
         tl_fail(err, "%s: PIQA needs its labels file (one 0/1 per line, e.g. valid-labels.lst)", what);
         return NULL;
@@ -602,7 +640,7 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         free(t);
         return NULL;
     }
-    builder b = {t, 0, 0, what, 0, err};
+    tl_eval_builder b = {t, 0, 0, what, 0, 0, err};
     const char *p = text;
     int rc = 0, n_seen = 0;
     while (*p && !rc && (limit <= 0 || t->n_docs < limit)) {
@@ -611,13 +649,13 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         b.line++;
         if (lead_space(p, len) < len) {
             cJSON *o = cJSON_ParseWithLength(p, len);
-            if (!o || !cJSON_IsObject(o)) rc = bfail(&b, "not a JSON object");
+            if (!o || !cJSON_IsObject(o)) rc = tl_eval_bfail(&b, "not a JSON object");
             else {
                 switch (kind) {
                 case TL_TASK_HELLASWAG: rc = doc_hellaswag(&b, o); break;
                 case TL_TASK_PIQA:
                     if (n_seen >= n_labels)
-                        rc = bfail(&b, "no label for this line: %s has only %d labels", labels_what,
+                        rc = tl_eval_bfail(&b, "no label for this line: %s has only %d labels", labels_what,
                                    n_labels);
                     else rc = doc_piqa(&b, o, labels[n_seen]);
                     break;
@@ -626,7 +664,7 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
                 case TL_TASK_OPENBOOKQA: rc = doc_arc(&b, o, 1); break;
                 case TL_TASK_WINOGRANDE: rc = doc_winogrande(&b, o); break;
                 case TL_TASK_BOOLQ: rc = doc_boolq(&b, o); break;
-                default: rc = bfail(&b, "bad task"); break;
+                default: rc = tl_eval_bfail(&b, "bad task"); break;
                 }
             }
             cJSON_Delete(o);
@@ -639,27 +677,7 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
         rc = tl_fail(err, "%s has %d labels but %s has %d examples", labels_what, n_labels, what, n_seen);
     free(labels);
     if (!rc && t->n_docs == 0) rc = tl_fail(err, "%s: no examples", what);
-    if (!rc) { /* tokenize every request (independent: all cores) */
-        int failed = 0;
-#pragma omp parallel for schedule(dynamic, 16)
-        for (int i = 0; i < t->n_reqs; i++) {
-            tl_error e;
-            int bad;
-#pragma omp atomic read
-            bad = failed;
-            if (bad || !encode_pair(t, tok, &t->reqs[i], &e)) continue;
-#pragma omp critical(tl_eval_tok_err)
-            {
-                int first;
-#pragma omp atomic read
-                first = failed;
-                if (!first) tl_fail(err, "%s:%d: %s", what, t->docs[t->reqs[i].doc].line, e.msg);
-#pragma omp atomic write
-                failed = 1;
-            }
-        }
-        rc = failed ? -1 : 0;
-    }
+    if (!rc) rc = tl_eval_tokenize_all(t, tok, what, err);
     if (rc) {
         tl_eval_task_free(t);
         return NULL;
@@ -669,6 +687,17 @@ tl_eval_task *tl_eval_task_parse(tl_task_kind kind, const char *text, const char
 
 tl_eval_task *tl_eval_task_load(tl_task_kind kind, const char *data, const char *labels, long limit,
                                 const tl_tokenizer *tok, tl_eval_tok_mode mode, tl_error *err) {
+    if (tl_task_is_generation(kind)) {
+        tl_fail(err, "%s is scored on generated text (tl_gen_task_load)", tl_task_name(kind));
+        return NULL;
+    }
+    if (tl_task_is_multi_subject(kind)) {
+        if (labels) {
+            tl_fail(err, "%s takes no labels file", tl_task_name(kind));
+            return NULL;
+        }
+        return tl_eval_mc_load(kind, data, 5, limit, tok, mode, err);
+    }
     char *text = NULL, *ltext = NULL;
     size_t len;
     if (tl_read_file(data, (size_t)1 << 32, &text, &len, err)) return NULL;

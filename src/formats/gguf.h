@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "model.h"
 #include "quant.h"
 #include "tokenizer.h"
 
@@ -154,6 +155,11 @@ int tl_gguf_llama_tensor_f32(const tl_gguf *g, const tl_gguf_tensor *t, const tl
                              float *out, tl_error *err);
 
 /* ---- conversion (src/formats/gguf_convert.c) ---- */
+
+/* A Llama GGUF as a freshly created fp32 model (HF names and row order): every
+ * tensor of the file must map to one of the model's and every model tensor
+ * must be present.  The model is the caller's to free. */
+int tl_gguf_llama_load_model(const tl_gguf *g, tl_model *m, tl_error *err);
 
 /* Writes dir (created if needed) as an HF Llama directory: config.json,
  * generation_config.json, model.safetensors (F32, HF names and row order) and,

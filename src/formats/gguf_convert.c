@@ -115,13 +115,21 @@ done:
     return rc;
 }
 
-int tl_gguf_to_hf_dir(const tl_gguf *g, const char *dir, tl_error *err) {
+int tl_gguf_llama_load_model(const tl_gguf *g, tl_model *m, tl_error *err) {
     tl_config cfg;
-    if (tl_gguf_llama_config(g, &cfg, err)) return -1;
+    if (tl_gguf_llama_config(g, &cfg, err) || tl_model_create(m, &cfg, err)) return -1;
+    if (fill_weights(g, m, err)) {
+        tl_model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int tl_gguf_to_hf_dir(const tl_gguf *g, const char *dir, tl_error *err) {
     tl_model m;
-    if (tl_model_create(&m, &cfg, err)) return -1;
-    int rc = fill_weights(g, &m, err);
-    if (!rc) rc = tl_model_save_hf(dir, &m, err);
+    if (tl_gguf_llama_load_model(g, &m, err)) return -1;
+    int rc = tl_model_save_hf(dir, &m, err);
+    tl_config cfg = m.cfg;
     tl_model_free(&m);
     if (!rc && tl_gguf_find_kv(g, "tokenizer.ggml.model")) rc = write_tokenizer(g, dir, &cfg, err);
     return rc ? -1 : 0;

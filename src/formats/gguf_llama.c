@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "gguf_write.h"
 
 /* A required or optional positive integer key that must fit an int. */
 static int get_pos_int(const tl_gguf *g, const char *key, int required, int *out, tl_error *err) {
@@ -118,6 +119,21 @@ int tl_gguf_llama_hf_name(const char *name, size_t len, char *out, size_t cap) {
     for (size_t k = 0; k < sizeof layer_names / sizeof layer_names[0]; k++)
         if (name_is(name + i, len - i, layer_names[k][0]))
             return (size_t)snprintf(out, cap, "model.layers.%ld.%s", layer, layer_names[k][1]) < cap ? 0 : -1;
+    return -1;
+}
+
+int tl_gguf_llama_gguf_name(const char *hf, char *out, size_t cap) {
+    const char *g = NULL;
+    if (!strcmp(hf, "model.embed_tokens.weight")) g = "token_embd.weight";
+    else if (!strcmp(hf, "model.norm.weight")) g = "output_norm.weight";
+    else if (!strcmp(hf, "lm_head.weight")) g = "output.weight";
+    if (g) return (size_t)snprintf(out, cap, "%s", g) < cap ? 0 : -1;
+    long layer;
+    int used = 0;
+    if (sscanf(hf, "model.layers.%ld.%n", &layer, &used) != 1 || used == 0 || layer < 0) return -1;
+    for (size_t k = 0; k < sizeof layer_names / sizeof layer_names[0]; k++)
+        if (!strcmp(hf + used, layer_names[k][1]))
+            return (size_t)snprintf(out, cap, "blk.%ld.%s", layer, layer_names[k][0]) < cap ? 0 : -1;
     return -1;
 }
 

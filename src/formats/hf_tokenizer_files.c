@@ -112,3 +112,39 @@ done:
     tl_tokenizer_free(tok);
     return rc;
 }
+
+int tl_hf_tokenizer_config_read(const char *dir, char **chat_template, int *add_bos, int *add_eos, tl_error *err) {
+    *chat_template = NULL;
+    char p[PATH_CAP], *text;
+    size_t len;
+    if ((size_t)snprintf(p, sizeof p, "%s/tokenizer_config.json", dir) >= sizeof p)
+        return tl_fail(err, "%s: path too long", dir);
+    FILE *f = fopen(p, "rb");
+    if (!f) return 0; /* none: defaults */
+    fclose(f);
+    if (tl_read_file(p, 16u << 20, &text, &len, err)) return -1;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return tl_fail(err, "%s: not a JSON object", p);
+    }
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    if (cJSON_IsBool(b)) *add_bos = cJSON_IsTrue(b);
+    b = cJSON_GetObjectItemCaseSensitive(root, "add_eos_token");
+    if (cJSON_IsBool(b)) *add_eos = cJSON_IsTrue(b);
+    const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(root, "chat_template"), *it;
+    if (cJSON_IsArray(tpl)) { /* [{"name": ..., "template": ...}, ...] */
+        const cJSON *found = NULL;
+        cJSON_ArrayForEach(it, tpl) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
+            if (cJSON_IsString(n) && !strcmp(n->valuestring, "default"))
+                found = cJSON_GetObjectItemCaseSensitive(it, "template");
+        }
+        tpl = found;
+    }
+    int rc = 0;
+    if (cJSON_IsString(tpl) && !(*chat_template = strdup(tpl->valuestring))) rc = tl_fail(err, "out of memory");
+    cJSON_Delete(root);
+    return rc;
+}

@@ -19,4 +19,10 @@
  * tokenizer_path, if there is one (a chat model's template stays with it). */
 int tl_hf_tokenizer_files_write(const char *dir, const char *tokenizer_path, const tl_config *cfg, tl_error *err);
 
+/* What dir/tokenizer_config.json says about the tokenizer's use: its
+ * chat_template (a string, or the entry named "default" of a list; *chat_template
+ * NULL when absent, else malloc'ed) and add_bos_token / add_eos_token (left as
+ * given when absent).  A missing file is not an error; unreadable JSON is. */
+int tl_hf_tokenizer_config_read(const char *dir, char **chat_template, int *add_bos, int *add_eos, tl_error *err);
+
 #endif

@@ -18,6 +18,7 @@
 #include "gemm_amx.h"
 #include "gguf.h"
 #include "infer_internal.h"
+#include "matvec_quant.h"
 #include "ops.h"
 
 #define PATH_CAP 4096
@@ -436,8 +437,10 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         return;
     }
     float beta = accumulate ? 1.0f : 0.0f;
-    /* non-F32 weights are converted a tile at a time */
-    if (!(W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) && !s->tile &&
+    /* non-F32 weights are converted a tile at a time (int8-activation block
+     * types run straight from the blocks: no tile) */
+    const int from_blocks = W->quant && !W->f32_act && tl_q8_type(W->quant);
+    if (!(W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) && !from_blocks && !s->tile &&
         !(s->tile = tl_alloc(sizeof(float) * s->tile_floats))) {
         for (int i = 0; i < n; i++) { /* no memory for a tile: mat-vec per row */
             float *yr = y + (size_t)i * out;
@@ -447,7 +450,7 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         }
         return;
     }
-    tl_wmat_gemm(W, x, n, y, beta, s->tile, s->tile_floats);
+    tl_wmat_gemm_k(s->m->kernel, W, x, n, y, beta, s->tile, s->tile_floats);
 }
 
 /* y_j[n, W_j->rows] = x[n, cols] W_j^T for up to 8 matrices sharing their input

@@ -63,6 +63,10 @@ int tl_infer_load_weights_only(tl_infer_model *m, const char *dir, tl_error *err
 void tl_infer_free(tl_infer_model *m);
 /* Selects the mat-vec kernels; fails if the CPU lacks them. */
 int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err);
+/* Quantized (GGUF) weights: 1 keeps the activations fp32 in their products
+ * (exact up to summation order, slower), 0 (the default) rounds them to int8
+ * blocks for integer dot products as llama.cpp does (matvec_quant.h). */
+void tl_infer_set_f32_activations(tl_infer_model *m, int on);
 
 /* A generation session: KV cache of max_ctx positions plus scratch. */
 typedef struct {

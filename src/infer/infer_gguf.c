@@ -86,6 +86,16 @@ static int get_vec(gloader *L, const char *name, int n, float **out, tl_error *e
     return tl_gguf_tensor_to_f32(L->g, t, *out, err);
 }
 
+void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
+    if (!m->layers) return;
+    m->embed.f32_act = m->lm_head.f32_act = on != 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        tl_infer_layer *ly = &m->layers[l];
+        tl_wmat *w[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int j = 0; j < 7; j++) w[j]->f32_act = on != 0;
+    }
+}
+
 int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, tl_error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", path);

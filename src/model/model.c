@@ -16,6 +16,7 @@
 #include "ops.h"
 #include "ops_bf16.h"
 #include "rng.h"
+#include "vec.h"
 
 /* ---------------------------------------------------------------- parameters */
 
@@ -339,20 +340,26 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
 
 /* Cross-entropy over the vocabulary, chunk by chunk.  With grads, also
  * accumulates dlm_head and writes dL/dhf into a->dh. */
-static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale,
+/* The head's cross-entropy, and with g its gradient: every row scaled by scale,
+ * or, with row_w, row r by row_w[r] (the loss returned is then the weighted sum). */
+static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale, const float *row_w,
                            tl_weights *g) {
     const int N = a->N, D = m->cfg.dim, V = m->cfg.vocab_size;
     for (int r0 = 0; r0 < N; r0 += a->chunk) {
         int rows = N - r0 < a->chunk ? N - r0 : a->chunk;
         const float *h = a->hf + (size_t)r0 * D;
         lin_fwd(m, a, a->logits, h, m->w.lm_head, rows, D, V, 0);
-        tl_cross_entropy_rows(a->logits, a->row_loss + r0, targets + r0, rows, V, scale);
+        tl_cross_entropy_rows(a->logits, a->row_loss + r0, targets + r0, rows, V, row_w ? 1.0f : scale);
+        if (row_w && g) {
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < rows; r++) tl_vec_scale(a->logits + (size_t)r * V, (size_t)V, row_w[r0 + r]);
+        }
         if (g)
             lin_bwd(m, a, a->dh + (size_t)r0 * D, g->lm_head, a->logits, h, m->w.lm_head, rows, D,
                                V, 0);
     }
     double sum = 0.0;
-    for (int n = 0; n < N; n++) sum += a->row_loss[n];
+    for (int n = 0; n < N; n++) sum += row_w ? (double)row_w[n] * a->row_loss[n] : a->row_loss[n];
     return sum;
 }
 
@@ -368,9 +375,18 @@ int tl_model_loss(const tl_model *m, tl_acts *a, const int *tokens, const int *t
         check_ids(targets, a->N, m->cfg.vocab_size, 1, "target", err))
         return -1;
     if (forward_body(m, a, tokens, err)) return -1;
-    *loss_sum = lm_head_loss(m, a, targets, 0.0f, NULL);
+    *loss_sum = lm_head_loss(m, a, targets, 0.0f, NULL, NULL);
     *count = count_targets(targets, a->N);
     return params_event(m, m->cfg.n_layers + 1, TL_PARAMS_RELEASE, err);
+}
+
+int tl_model_row_losses(const tl_model *m, tl_acts *a, const int *tokens, const int *targets, float *row_loss,
+                        tl_error *err) {
+    double sum;
+    long count;
+    if (tl_model_loss(m, a, tokens, targets, &sum, &count, err)) return -1;
+    memcpy(row_loss, a->row_loss, sizeof(float) * (size_t)a->N);
+    return 0;
 }
 
 int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out, tl_error *err) {
@@ -400,8 +416,21 @@ static int grads_end(const tl_model *m, int unit, const tl_weights *g, tl_error 
     return m->grads_hook(m->grads_hook_user, unit, TL_GRADS_END, &s, err);
 }
 
+static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens, const int *targets,
+                            float grad_scale, const float *row_w, double *loss, tl_error *err);
+
 int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
                               const int *targets, float grad_scale, double *loss, tl_error *err) {
+    return forward_backward(m, a, grads, tokens, targets, grad_scale, NULL, loss, err);
+}
+
+int tl_model_forward_backward_rows(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
+                                   const int *targets, const float *row_weight, double *loss, tl_error *err) {
+    return forward_backward(m, a, grads, tokens, targets, 0.0f, row_weight, loss, err);
+}
+
+static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens, const int *targets,
+                            float grad_scale, const float *row_w, double *loss, tl_error *err) {
     const tl_config *c = &m->cfg;
     const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
@@ -421,7 +450,8 @@ int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const
     if (forward_body(m, a, tokens, err)) goto out;
     /* the head's gradient (and, tied, the embedding's: lm_head is the embedding) */
     if ((c->tied && grads_begin(m, grads, 0, &g, err)) || grads_begin(m, grads, L + 1, &g, err)) goto out;
-    *loss = lm_head_loss(m, a, targets, grad_scale / (float)count, &g) / (double)count;
+    *loss = row_w ? lm_head_loss(m, a, targets, 0.0f, row_w, &g)
+                  : lm_head_loss(m, a, targets, grad_scale / (float)count, NULL, &g) / (double)count;
 
     /* final norm: dx = d x_L */
     memset(a->dx, 0, sizeof(float) * (size_t)N * D);

@@ -114,6 +114,16 @@ size_t tl_acts_bytes(const tl_acts *a);
 int tl_model_forward_backward(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
                               const int *targets, float grad_scale, double *loss, tl_error *err);
 
+/* The same with a weight per row instead of the mean: adds d(sum_r row_weight[r] *
+ * CE_r)/dparam (CE_r: row r's cross-entropy, 0 for an ignored target) and returns
+ * that sum in *loss.  For losses of whole sequences (DPO). */
+int tl_model_forward_backward_rows(const tl_model *m, tl_acts *a, float *grads, const int *tokens,
+                                   const int *targets, const float *row_weight, double *loss, tl_error *err);
+
+/* Forward only: each row's cross-entropy into row_loss[B*T] (0 for an ignored target). */
+int tl_model_row_losses(const tl_model *m, tl_acts *a, const int *tokens, const int *targets, float *row_loss,
+                        tl_error *err);
+
 /* Forward only: mean loss (and its count of targets) without touching gradients. */
 int tl_model_loss(const tl_model *m, tl_acts *a, const int *tokens, const int *targets,
                   double *loss_sum, long *count, tl_error *err);

@@ -63,6 +63,12 @@ typedef struct {
     int (*sync)(tl_engine *e, tl_error *err);
     size_t (*memory_bytes)(const tl_engine *e);
     void (*free)(tl_engine *e);
+    /* DPO (NULL in an engine without them: DPO is then refused).  row_losses: forward
+     * only, each row's cross-entropy into row_loss[B*T] (0 for an ignored target);
+     * forward_backward_rows: adds d(sum_r row_weight[r] * CE_r)/dparams, *loss the sum */
+    int (*row_losses)(tl_engine *e, const int *inputs, const int *targets, float *row_loss, tl_error *err);
+    int (*forward_backward_rows)(tl_engine *e, const int *inputs, const int *targets, const float *row_weight,
+                                 double *loss, tl_error *err);
 } tl_engine_ops;
 
 struct tl_engine {

@@ -121,6 +121,17 @@ static int cpu_fb(tl_engine *e, const int *in, const int *tg, float scale, doubl
     return tl_model_forward_backward(e->m, c->acts, c->grads, in, tg, scale, loss, err);
 }
 
+static int cpu_fb_rows(tl_engine *e, const int *in, const int *tg, const float *w, double *loss, tl_error *err) {
+    cpu_engine *c = (cpu_engine *)e;
+    if (c->gs) tl_grad_shard_next(c->gs, c->first);
+    c->first = 0;
+    return tl_model_forward_backward_rows(e->m, c->acts, c->grads, in, tg, w, loss, err);
+}
+
+static int cpu_row_losses(tl_engine *e, const int *in, const int *tg, float *row_loss, tl_error *err) {
+    return tl_model_row_losses(e->m, ((cpu_engine *)e)->acts, in, tg, row_loss, err);
+}
+
 static int cpu_loss(tl_engine *e, const int *in, const int *tg, double *sum, long *count, tl_error *err) {
     bf16_refresh((cpu_engine *)e);
     return tl_model_loss(e->m, ((cpu_engine *)e)->acts, in, tg, sum, count, err);
@@ -230,7 +241,8 @@ static void cpu_free(tl_engine *e) {
 static const tl_engine_ops cpu_ops = {
     .name = "cpu", .zero_grads = cpu_zero, .forward_backward = cpu_fb, .loss = cpu_loss,
     .reduce_grads = cpu_reduce, .grad_norm = cpu_norm, .update = cpu_update, .gather_params = cpu_gather,
-    .release_params = cpu_release, .pull = cpu_noop, .push = cpu_push, .memory_bytes = cpu_bytes, .free = cpu_free};
+    .release_params = cpu_release, .pull = cpu_noop, .push = cpu_push, .memory_bytes = cpu_bytes, .free = cpu_free,
+    .row_losses = cpu_row_losses, .forward_backward_rows = cpu_fb_rows};
 
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                                 void *user, tl_error *err) {

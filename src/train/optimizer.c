@@ -38,6 +38,62 @@ double tl_lr_at(const tl_adamw_config *c, long step) {
     return c->min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (c->lr - c->min_lr);
 }
 
+int tl_lr_schedule_validate(const tl_lr_schedule *s, const char **field, tl_error *err) {
+    const char *f = NULL, *why = NULL;
+    double v = 0;
+    if (!(s->warmup >= 0 && isfinite(s->warmup))) f = "warmup", v = s->warmup, why = "must be a finite number >= 0";
+    else if (!(s->decay >= s->warmup && isfinite(s->decay)))
+        f = "decay", v = s->decay, why = "must be at least the warmup";
+    else if (s->kind == TL_SCHED_WSD && !(s->cooldown >= 0 && s->cooldown <= s->decay - s->warmup))
+        f = "cooldown", v = s->cooldown, why = "must be in [0, decay - warmup]";
+    if (field) *field = f;
+    if (!f) return 0;
+    return tl_fail(err, "schedule %s %s (got %.0f tokens)", f, why, v);
+}
+
+double tl_lr_at_tokens(const tl_adamw_config *c, const tl_lr_schedule *s, double before, double after) {
+    if (before < s->warmup) {
+        /* in units of this step's batch, so a fixed batch rounds exactly as tl_lr_at */
+        double unit = after > before ? after - before : 1.0;
+        double a = after / unit, w = s->warmup / unit;
+        return c->lr * (a < w ? a : w) / w;
+    }
+    if (before >= s->decay) return c->min_lr;
+    if (s->kind == TL_SCHED_WSD) {
+        double start = s->decay - s->cooldown;
+        if (before < start) return c->lr;
+        double f = (before - start) / s->cooldown;
+        if (s->shape == TL_COOLDOWN_SQRT) return c->min_lr + (c->lr - c->min_lr) * (1.0 - sqrt(f));
+        return c->lr - (c->lr - c->min_lr) * f;
+    }
+    double progress = (before - s->warmup) / (s->decay - s->warmup);
+    return c->min_lr + 0.5 * (1.0 + cos(M_PI * progress)) * (c->lr - c->min_lr);
+}
+
+void tl_loss_window_init(tl_loss_window *w, int cap) {
+    w->cap = cap < 1 ? 1 : cap > TL_LOSS_WINDOW_MAX ? TL_LOSS_WINDOW_MAX : cap;
+    w->n = w->head = 0;
+}
+
+void tl_loss_window_push(tl_loss_window *w, double loss) {
+    w->v[(w->head + w->n) % w->cap] = loss;
+    if (w->n < w->cap) w->n++;
+    else w->head = (w->head + 1) % w->cap;
+}
+
+double tl_loss_window_z(const tl_loss_window *w, double loss) {
+    if (w->n < (w->cap < 8 ? w->cap : 8)) return 0;
+    double sum = 0, sq = 0;
+    for (int i = 0; i < w->n; i++) sum += w->v[(w->head + i) % w->cap];
+    const double mean = sum / w->n;
+    for (int i = 0; i < w->n; i++) {
+        double d = w->v[(w->head + i) % w->cap] - mean;
+        sq += d * d;
+    }
+    const double sd = sqrt(sq / w->n);
+    return sd > 0 ? (loss - mean) / sd : 0;
+}
+
 double tl_grad_norm(const float *g, size_t n) {
     /* Blocks of fixed size, each summed by one thread, added in block order: the
      * same result for any thread count (no reduction clause, whose per-thread

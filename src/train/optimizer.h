@@ -25,9 +25,48 @@ tl_adamw_config tl_adamw_defaults(void);
  * "warmup_steps", "decay_steps"), so a caller can name its own option. */
 int tl_adamw_config_validate(const tl_adamw_config *c, const char **field, tl_error *err);
 
+/* Learning-rate schedules as functions of training tokens, so that a change of
+ * the global batch keeps the curve continuous.  All token counts are global (every rank). */
+typedef enum { TL_SCHED_COSINE = 0, TL_SCHED_WSD = 1 } tl_sched_kind;
+typedef enum { TL_COOLDOWN_LINEAR = 0, TL_COOLDOWN_SQRT = 1 } tl_cooldown_shape;
+
+typedef struct {
+    int kind;        /* tl_sched_kind */
+    double warmup;   /* tokens of linear warmup to lr */
+    double decay;    /* tokens at which min_lr is reached (cosine: the end of the cosine; wsd: of the cooldown) */
+    double cooldown; /* wsd: tokens of the cooldown that ends at `decay` (lr is constant before it) */
+    int shape;       /* wsd: tl_cooldown_shape: lr - (lr - min_lr) f, or min_lr + (lr - min_lr)(1 - sqrt f) */
+} tl_lr_schedule;
+
+/* Checks warmup >= 0, decay >= warmup, 0 <= cooldown <= decay - warmup (wsd), all finite;
+ * *field (when not NULL) names the bad one ("warmup", "decay", "cooldown"). */
+int tl_lr_schedule_validate(const tl_lr_schedule *s, const char **field, tl_error *err);
+
+/* Learning rate of the step that takes the token count from `before` to `after`:
+ * warmup lr * min(1, after / warmup) while before < warmup; then (cosine)
+ * min_lr + (lr - min_lr) (1 + cos(pi (before - warmup) / (decay - warmup))) / 2, or
+ * (wsd) lr until decay - cooldown, then the cooldown; min_lr from `decay` on.  With
+ * a fixed batch of b tokens (before = step b, warmup = W b, decay = D b) it is
+ * tl_lr_at(step) bit for bit: the warmup is computed in units of the step's batch. */
+double tl_lr_at_tokens(const tl_adamw_config *c, const tl_lr_schedule *s, double before, double after);
+
 /* Learning rate for 0-based `step`: lr * (step+1)/warmup during warmup, then
  * min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2 until decay_steps, then min_lr. */
 double tl_lr_at(const tl_adamw_config *c, long step);
+
+/* The recent losses a spike is measured against: a ring of the last `cap` losses
+ * of updated steps (at most TL_LOSS_WINDOW_MAX). */
+#define TL_LOSS_WINDOW_MAX 1024
+typedef struct {
+    int cap, n, head;
+    double v[TL_LOSS_WINDOW_MAX];
+} tl_loss_window;
+
+void tl_loss_window_init(tl_loss_window *w, int cap);
+void tl_loss_window_push(tl_loss_window *w, double loss);
+/* (loss - mean) / standard deviation (population) of the window, summed oldest
+ * first; 0 while it holds fewer than min(cap, 8) losses or they are all equal. */
+double tl_loss_window_z(const tl_loss_window *w, double loss);
 
 /* sqrt(sum g^2) over n values (fixed-order blocked reduction, double accumulators). */
 double tl_grad_norm(const float *g, size_t n);

@@ -16,12 +16,26 @@
 #include "model.h"
 #include "optimizer.h"
 
+/* One phase of a run (recipe.h makes them): its steps, its accumulation (the
+ * global batch may grow at a phase boundary) and its data. */
+typedef struct {
+    const char *name;
+    long steps;          /* optimizer steps of the phase */
+    int accum;           /* micro-batches per rank per step */
+    tl_mixture *mixture; /* finished with this rank / world */
+    double lr;           /* > 0: a constant learning rate instead of the schedule */
+} tl_train_phase;
+
 typedef struct {
     int batch;          /* sequences per micro-batch */
     int seq_len;        /* tokens per sequence (<= shard seq_len) */
     int accum;          /* micro-batches per optimizer step */
     long steps;         /* total optimizer steps */
     tl_adamw_config opt;
+    /* the learning rate by tokens seen; by_tokens 0: warmup + cosine from opt's
+     * warmup_steps / decay_steps times the (fixed) global batch */
+    tl_lr_schedule sched;
+    int by_tokens;
     uint64_t seed;      /* data order (weights are seeded by the caller) */
     int shuffle;        /* 0: file order, for step-by-step comparisons */
     long eval_every;    /* 0: never */
@@ -36,6 +50,19 @@ typedef struct {
     const tl_eval_task *const *bench;
     int n_bench;
     long bench_every;
+    /* supervised fine-tuning (docs/finetuning.md): train (and val) are masked chat
+     * shards and the loss is the mean over the target tokens of the whole step's
+     * batch, every rank's micro-batches weighted by their counts of targets; the
+     * sequence length must be the shards' */
+    int sft;
+    /* DPO (docs/finetuning.md): train (and val) are preference pairs (prepare --format
+     * preference); batch counts pairs (the engine runs 2 x batch sequences) and seq_len
+     * is a conversation's.  The reference is the starting model: its log-probabilities
+     * of every pair are computed once before the first step and kept in
+     * out_dir/dpo_reference.bin (a resume reads them from there).  dpo_ipo: the IPO loss
+     * on mean log-probabilities instead of the sigmoid loss. */
+    int dpo, dpo_ipo;
+    double dpo_beta;
     tl_engine_factory engine; /* NULL: the CPU engine */
     void *engine_user;
     /* mixture: if set (finished, see mixture.h), training samples come from it
@@ -58,6 +85,22 @@ typedef struct {
     int zero;
     int overlap;
     /* ---- end distributed ---- */
+    /* phases: if n_phases > 0 the run is their sequence (accum and mixture are the
+     * phases'; steps may stop it earlier than their sum); the data position saved
+     * is the position in the phase of the next step */
+    const tl_train_phase *phases;
+    int n_phases;
+    /* named validation sets (a recipe's, one per domain), each evaluated as val at
+     * every eval_every and logged on its own ({"val_set": name, "val_loss": ...}) */
+    /* loss spikes: a step whose loss is more than spike_z standard deviations above the
+     * mean of the last spike_window updated steps' (0: 100) is skipped like a non-finite
+     * one; max_skips > 0 stops the run after that many skipped steps in a row, naming
+     * the step and the last good checkpoint.  spike_z 0: no spike detection. */
+    double spike_z;
+    int spike_window, max_skips;
+    tl_dataset *const *val_sets;
+    const char *const *val_names;
+    int n_val_sets;
 } tl_train_opts;
 
 /* TL_EV_WARN: something the user should know that does not stop the run (path
@@ -68,6 +111,8 @@ typedef struct {
     tl_event_kind kind;
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, elapsed, eta;
+    double tokens, batch_tokens; /* TL_EV_STEP: tokens seen, the step's global batch */
+    const char *phase;           /* TL_EV_STEP: the phase's name (NULL without phases) */
     double val_loss;
     const char *path; /* checkpoint written; TL_EV_WARN: the message */
     const char *task; /* TL_EV_BENCH: task name, n docs, acc, acc_norm (NAN if none) */
@@ -76,6 +121,22 @@ typedef struct {
 } tl_train_event;
 
 typedef void (*tl_train_cb)(const tl_train_event *ev, void *user);
+
+/* ---- DPO's loss (the trainer's, public for tests and tools) ----
+ * n_pairs pairs as 2 x n_pairs sequences of T rows (pair b: sequence 2b chosen,
+ * 2b+1 rejected); row_loss and targets of those rows (a target < 0 is not part of
+ * the reply).  A sequence's log-prob is minus the sum of its reply's row losses;
+ * ref[2b], ref[2b+1] the reference's.  With the log-ratios rc, rr (policy minus
+ * reference), adds to *st the sums over the pairs of the loss (sigmoid: -log
+ * sigmoid(beta (rc - rr)); IPO, as TRL: (rc/n_c - rr/n_r - 1/(2 beta))^2 with the
+ * replies' token counts), the rewards beta x (logp - ref) of chosen and rejected, the
+ * pairs whose chosen reward is higher, and the reward margins.  row_weight (may
+ * be NULL): each row's d(loss x scale)/d(row loss), for the backward. */
+typedef struct {
+    double loss, chosen, rejected, acc, margin, n;
+} tl_dpo_stats;
+void tl_dpo_pairs(const float *row_loss, const int *targets, int n_pairs, int T, const double *ref, double beta,
+                  int ipo, double scale, float *row_weight, tl_dpo_stats *st);
 
 typedef struct tl_trainer tl_trainer;
 
@@ -95,6 +156,8 @@ int tl_trainer_run(tl_trainer *t, tl_train_cb cb, void *user, volatile sig_atomi
 /* Mean validation loss over the first opts.eval_batches micro-batches of val,
  * each sample at most once (a smaller set is evaluated whole, once). */
 int tl_trainer_eval(tl_trainer *t, double *loss, tl_error *err);
+/* The same on another validation set. */
+int tl_trainer_eval_on(tl_trainer *t, tl_dataset *val, double *loss, tl_error *err);
 size_t tl_trainer_memory_bytes(const tl_trainer *t);
 
 #endif

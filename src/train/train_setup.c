@@ -8,7 +8,7 @@
 tl_train_request tl_train_request_defaults(void) {
     tl_train_request rq = {.batch = 8, .world = 1, .steps = 1000, .warmup = -1, .decay_steps = -1,
                            .opt = tl_adamw_defaults(), .seed = 3407, .eval_every = -1, .eval_batches = 8,
-                           .keep = 3, .bench_every = -1};
+                           .keep = 3, .bench_every = -1, .spike_window = 100};
     return rq;
 }
 
@@ -67,6 +67,14 @@ int tl_train_setup(const tl_train_request *rq, tl_train_opts *o, const char **fi
     o->eval_batches = (int)rq->eval_batches;
     o->ckpt_every = rq->ckpt_every;
     o->keep = (int)rq->keep;
+    if (!(rq->spike_z >= 0) || rq->spike_window < 1 || rq->spike_window > TL_LOSS_WINDOW_MAX || rq->max_skips < 0) {
+        if (field) *field = !(rq->spike_z >= 0) ? "spike_z" : rq->max_skips < 0 ? "max_skips" : "spike_window";
+        return tl_fail(err, "spike z-score (%g) must be >= 0, its window (%ld) in [1, %d], max skips (%ld) >= 0",
+                       rq->spike_z, rq->spike_window, TL_LOSS_WINDOW_MAX, rq->max_skips);
+    }
+    o->spike_z = rq->spike_z;
+    o->spike_window = (int)rq->spike_window;
+    o->max_skips = (int)rq->max_skips;
     o->bench_every = rq->bench_every > 0 ? rq->bench_every : (rq->eval_every > 0 ? rq->eval_every : 100);
     return 0;
 }
@@ -162,7 +170,7 @@ int tl_train_data_open(tl_train_data *d, const tl_train_data_request *r, const t
             if (d->mix.src[k].ds.seq_len < shortest) shortest = d->mix.src[k].ds.seq_len;
         uint64_t ramp = tl_train_ramp_samples(r->ramp_tokens, rq->seq_len, shortest, max_seq_len);
         if (!rc) rc = tl_mixture_finish(&d->mix, rq->seed, !rq->sequential, rank, rq->world, ramp, err);
-    } else {
+    } else if (!r->phases) {
         rc = tl_dataset_open_ex(&d->train, r->data, r->n_data, &train_opts, err);
         d->train_open = !rc;
     }
@@ -172,7 +180,7 @@ int tl_train_data_open(tl_train_data *d, const tl_train_data_request *r, const t
     }
     tl_data_tokenizer any = {.hash = ""}; /* origin "": not known, so any tokenizer passes */
     const tl_data_tokenizer *want = r->tokenizer ? r->tokenizer : &any;
-    for (int k = 0; k < (d->mixture ? d->mix.n : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
+    for (int k = 0; k < (d->mixture ? d->mix.n : r->phases ? 0 : 1) && !rc; k++) { /* all made with one tokenizer, the one given */
         const tl_data_tokenizer *t = d->mixture ? &d->mix.src[k].ds.tok : &d->train.tok;
         rc = tl_data_tokenizer_check(t, want, err) || (d->has_val && tl_data_tokenizer_check(t, &d->val.tok, err));
     }

@@ -26,6 +26,9 @@ typedef struct {
     long ckpt_every;   /* default 0: only at the end */
     long keep;         /* default 3 (0 keeps all) */
     long bench_every;  /* -1: eval_every as given when > 0, else 100 */
+    double spike_z;    /* loss spikes (train.h): default 0, off */
+    long spike_window; /* default 100 */
+    long max_skips;    /* default 0: never stop */
 } tl_train_request;
 
 tl_train_request tl_train_request_defaults(void);
@@ -74,6 +77,7 @@ typedef struct {
     int n_val;
     long ramp_tokens;        /* a mixture's move from start to final weights, in training tokens */
     const tl_data_tokenizer *tokenizer; /* the one the data must be prepared with; NULL: any (one for all) */
+    int phases;              /* a recipe's phases bring the training data (tl_recipe_open): only val is opened */
 } tl_train_data_request;
 
 typedef struct {

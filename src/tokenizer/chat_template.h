@@ -1,6 +1,8 @@
 /* chat_template.h - the chat formats `tinyllama chat` can render, recognised
  * from a model's Jinja chat template (tokenizer.chat_template of a GGUF file)
- * by its text, since no Jinja interpreter is run. */
+ * by its text, since no Jinja interpreter is run.  Training data (`prepare
+ * --format chat`) is rendered by the same code, so a fine-tuned model sees at
+ * inference exactly the text it was trained on. */
 #ifndef TL_CHAT_TEMPLATE_H
 #define TL_CHAT_TEMPLATE_H
 
@@ -36,5 +38,24 @@ typedef struct {
  * parsed: system (may be NULL), turns [first, n), ending with the open
  * assistant header.  malloc'd; NULL when out of memory. */
 char *tl_chat_render(tl_chat_format f, const char *system, const tl_chat_turn *t, int first, int n, size_t *len);
+
+/* A conversation as role-tagged messages (training data). */
+typedef enum { TL_ROLE_SYSTEM = 0, TL_ROLE_USER = 1, TL_ROLE_ASSISTANT = 2 } tl_chat_role;
+
+typedef struct {
+    tl_chat_role role;
+    const char *content;
+} tl_chat_msg;
+
+/* Renders messages m[0..n) as HF's apply_chat_template does for the format
+ * (text to encode with BOS prepended and special tokens parsed); gen_prompt:
+ * end with the open assistant header.  spans (may be NULL; 2 per assistant
+ * message) receive the byte range [start, end) of each assistant reply with
+ * its closing end-of-turn marker (</s>, or <|im_end|> for ChatML): the part a
+ * fine-tuned model learns to produce.  The formats want: an optional system
+ * message first, then user and assistant alternating from a user (checked by
+ * the caller).  malloc'd; NULL when out of memory. */
+char *tl_chat_render_messages(tl_chat_format f, const tl_chat_msg *m, int n, int gen_prompt, size_t *len,
+                              size_t *spans);
 
 #endif

@@ -1,0 +1,275 @@
+/* matvec_quant_i8.c - products of quantized weights with activations rounded
+ * to int8 blocks (matvec_quant.h): the rounding, the portable C kernels that
+ * define the results (the SIMD ones in matvec_quant_x86.c give the same
+ * integer sums), the choice of ISA, and the batched product of the prompt pass. */
+#include "matvec_quant.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "matvec_quant_i8.h"
+#include "quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TL_X86 1
+#endif
+
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+int tl_q8_type(uint32_t type) {
+    return type == TL_GGML_Q8_0 || type == TL_GGML_Q4_0 || type == TL_GGML_Q4_K || type == TL_GGML_Q5_K ||
+           type == TL_GGML_Q6_K;
+}
+
+static int kquant(uint32_t type) { return type == TL_GGML_Q4_K || type == TL_GGML_Q5_K || type == TL_GGML_Q6_K; }
+
+size_t tl_q8_bytes(uint32_t type, int n) {
+    return kquant(type) ? (size_t)n + (size_t)n / 256 * 4 + (size_t)n / 16 * 2 : (size_t)n + (size_t)n / 32 * 8;
+}
+
+/* rounds m elements with one scale; returns the scale (NaN if any is not finite) */
+static float round_block(const float *x, int m, int8_t *q) {
+    float amax = 0;
+    int bad = 0;
+    for (int i = 0; i < m; i++) {
+        float a = fabsf(x[i]);
+        bad |= !(a <= FLT_MAX);
+        amax = a > amax ? a : amax;
+    }
+    if (bad) {
+        memset(q, 0, (size_t)m);
+        return NAN;
+    }
+    const float d = amax / 127, id = amax > 0 ? 127 / amax : 0;
+    for (int i = 0; i < m; i++) {
+        float v = x[i] * id; /* |v| <= 127 (up to rounding of id: clamped) */
+        int r = (int)(v + (v >= 0 ? 0.5f : -0.5f));
+        q[i] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+    }
+    return d;
+}
+
+void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq) {
+    int8_t *q = xq;
+    float *d = (float *)(void *)(q + n);
+    if (kquant(type)) {
+        int16_t *bs = (int16_t *)(void *)(d + n / 256);
+        for (int k = 0; k < n / 256; k++) {
+            d[k] = round_block(x + 256 * k, 256, q + 256 * k);
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int i = 0; i < 16; i++) s += q[256 * k + 16 * g + i];
+                bs[16 * k + g] = (int16_t)s;
+            }
+        }
+    } else {
+        int32_t *s = (int32_t *)(void *)(d + n / 32);
+        for (int k = 0; k < n / 32; k++) {
+            d[k] = round_block(x + 32 * k, 32, q + 32 * k);
+            int t = 0;
+            for (int i = 0; i < 32; i++) t += q[32 * k + i];
+            s[k] = t;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ portable C */
+
+/* Q8_0: f16 d, 32 int8; per block (d_w d_x) * integer sum. */
+static float c_q8_0(const uint8_t *b, const uint8_t *xq, int n) {
+    const int8_t *q = (const int8_t *)xq;
+    const float *xd = (const float *)(const void *)(xq + n);
+    float acc = 0;
+    for (int k = 0; k < n / 32; k++, b += 34, q += 32) {
+        int isum = 0;
+        for (int i = 0; i < 32; i++) isum += (int8_t)b[2 + i] * q[i];
+        acc += tl_f16_to_f32(ld16(b)) * xd[k] * (float)isum;
+    }
+    return acc;
+}
+
+/* Q4_0: f16 d, element i the low nibble of byte i, i + 16 its high nibble, minus 8. */
+static float c_q4_0(const uint8_t *b, const uint8_t *xq, int n) {
+    const int8_t *q = (const int8_t *)xq;
+    const float *xd = (const float *)(const void *)(xq + n);
+    float acc = 0;
+    for (int k = 0; k < n / 32; k++, b += 18, q += 32) {
+        int isum = 0;
+        for (int i = 0; i < 16; i++) isum += ((b[2 + i] & 15) - 8) * q[i] + ((b[2 + i] >> 4) - 8) * q[i + 16];
+        acc += tl_f16_to_f32(ld16(b)) * xd[k] * (float)isum;
+    }
+    return acc;
+}
+
+/* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
+static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* Q4_K / Q5_K (qh: NULL for Q4_K): per super-block the integer sums
+ * isum = sum_j sc_j sum_i q x and msum = sum_j m_j sum_i x, then
+ * d_x (d isum - dmin msum). */
+static float c_q45_k(const uint8_t *b, const uint8_t *xq, int n, int five) {
+    const int8_t *q = (const int8_t *)xq;
+    const float *xd = (const float *)(const void *)(xq + n);
+    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256);
+    const size_t bb = five ? 176 : 144;
+    float acc = 0;
+    for (int k = 0; k < n / 256; k++, b += bb, q += 256, bs += 16) {
+        const uint8_t *qh = b + 16, *qs = b + (five ? 48 : 16);
+        int isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, mn, s = 0;
+            k_scale_min(b + 4, j, &sc, &mn);
+            const uint8_t *p = qs + 32 * (j / 2);
+            for (int i = 0; i < 32; i++) {
+                int v = (j & 1 ? p[i] >> 4 : p[i] & 15) | (five ? ((qh[i] >> j) & 1) << 4 : 0);
+                s += v * q[32 * j + i];
+            }
+            isum += sc * s;
+            msum += mn * (bs[2 * j] + bs[2 * j + 1]);
+        }
+        acc += xd[k] * (tl_f16_to_f32(ld16(b)) * (float)isum - tl_f16_to_f32(ld16(b + 2)) * (float)msum);
+    }
+    return acc;
+}
+
+/* Q6_K: per super-block isum = sum_g sc_g (sum_i q x - 32 sum_i x) over the 16
+ * groups of 16, then d_x (d isum). */
+static float c_q6_k(const uint8_t *b, const uint8_t *xq, int n) {
+    const int8_t *q = (const int8_t *)xq;
+    const float *xd = (const float *)(const void *)(xq + n);
+    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256);
+    float acc = 0;
+    for (int k = 0; k < n / 256; k++, b += 210, q += 256, bs += 16) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        int isum = 0;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+            for (int r = 0; r < 4; r++)
+                for (int g = 0; g < 2; g++) {
+                    int s = 0;
+                    for (int i = 16 * g; i < 16 * g + 16; i++) {
+                        int v = ((ql[i + 32 * (r & 1)] >> (4 * (r >> 1))) & 15) | ((qh[i] >> (2 * r)) & 3) << 4;
+                        s += v * q[128 * half + 32 * r + i];
+                    }
+                    const int grp = 8 * half + 2 * r + g;
+                    isum += sc[grp] * (s - 32 * bs[grp]);
+                }
+        }
+        acc += xd[k] * (tl_f16_to_f32(ld16(b + 208)) * (float)isum);
+    }
+    return acc;
+}
+
+static void c_dot(uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                  size_t os) {
+    for (int t = 0; t < nt; t++, xq += xs, out += os) switch (type) {
+        case TL_GGML_Q8_0: *out = c_q8_0(b, xq, n); break;
+        case TL_GGML_Q4_0: *out = c_q4_0(b, xq, n); break;
+        case TL_GGML_Q4_K: *out = c_q45_k(b, xq, n, 0); break;
+        case TL_GGML_Q5_K: *out = c_q45_k(b, xq, n, 1); break;
+        default: *out = c_q6_k(b, xq, n); break;
+        }
+}
+
+/* ---------------------------------------------------------------- choice */
+
+const char *tl_q8_isa_name(tl_q8_isa i) {
+    static const char *const names[TL_Q8_N] = {"c", "avx2", "avx-vnni", "avx512-vnni"};
+    return (unsigned)i < TL_Q8_N ? names[i] : "?";
+}
+
+int tl_q8_isa_supported(tl_q8_isa i) {
+#ifdef TL_X86
+    __builtin_cpu_init();
+    const int avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    switch (i) {
+    case TL_Q8_C: return 1;
+    case TL_Q8_AVX2: return avx2;
+    case TL_Q8_AVXVNNI: return avx2 && __builtin_cpu_supports("avxvnni");
+    case TL_Q8_AVX512VNNI:
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    default: return 0;
+    }
+#else
+    return i == TL_Q8_C;
+#endif
+}
+
+tl_q8_isa tl_q8_isa_for(tl_kernel k) {
+    if (k == TL_KERNEL_AUTO) k = tl_kernel_best();
+    if (k == TL_KERNEL_SCALAR) return TL_Q8_C;
+    if (k != TL_KERNEL_AVX2 && tl_q8_isa_supported(TL_Q8_AVX512VNNI)) return TL_Q8_AVX512VNNI;
+    if (tl_q8_isa_supported(TL_Q8_AVXVNNI)) return TL_Q8_AVXVNNI;
+    if (tl_q8_isa_supported(TL_Q8_AVX2)) return TL_Q8_AVX2;
+    return TL_Q8_C;
+}
+
+void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size_t xstride, int nt, int n,
+               float *out, size_t ostride) {
+    tl_q8_fn f = NULL;
+#ifdef TL_X86
+    if (i == TL_Q8_AVX512VNNI) f = tl_q8_avx512vnni_fn(type);
+    if (i == TL_Q8_AVXVNNI) f = tl_q8_avxvnni_fn(type);
+    if (i == TL_Q8_AVX2) f = tl_q8_avx2_fn(type);
+#else
+    (void)i;
+#endif
+    for (int t = 0; t < nt; t += 4) {
+        int m = nt - t < 4 ? nt - t : 4;
+        const uint8_t *x = (const uint8_t *)xq + (size_t)t * xstride;
+        if (f)
+            f(row, x, xstride, m, n, out + (size_t)t * ostride, ostride);
+        else
+            c_dot(type, row, x, xstride, m, n, out + (size_t)t * ostride, ostride);
+    }
+}
+
+/* --------------------------------------------------------- prompt pass */
+
+/* Rows per work item: a few KiB of weights stay in L1/L2 while every group of
+ * 4 tokens passes over them. */
+#define GEMM_ROWS 16
+
+int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    const int in = W->cols, out = W->rows;
+    const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63;
+    uint8_t *xq = tl_alloc(xs * (size_t)n);
+    if (!xq) return -1;
+    const tl_q8_isa isa = tl_q8_isa_for(k);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) tl_q8_quantize(W->quant, x + (size_t)t * in, in, xq + (size_t)t * xs);
+        const size_t rb = tl_quant_row_bytes(W->quant, in);
+        const uint8_t *base = W->data;
+#pragma omp for schedule(dynamic, 1)
+        for (int r0 = 0; r0 < out; r0 += GEMM_ROWS) {
+            const int r1 = r0 + GEMM_ROWS < out ? r0 + GEMM_ROWS : out;
+            for (int t = 0; t < n; t += 4) {
+                const int nt = n - t < 4 ? n - t : 4;
+                for (int r = r0; r < r1; r++) {
+                    float v[4];
+                    tl_q8_dot(isa, W->quant, base + (size_t)r * rb, xq + (size_t)t * xs, xs, nt, in, v, 1);
+                    for (int j = 0; j < nt; j++) {
+                        float *yy = y + (size_t)(t + j) * out + r;
+                        *yy = beta == 0 ? v[j] : v[j] + beta * *yy;
+                    }
+                }
+            }
+        }
+    }
+    tl_free(xq);
+    return 0;
+}

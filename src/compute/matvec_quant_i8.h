@@ -1,0 +1,25 @@
+/* matvec_quant_i8.h - what the int8-activation kernels of matvec_quant_i8.c
+ * (portable C, dispatch) and matvec_quant_x86.c (SIMD) share: the layout of
+ * rounded activations and the kernels' signature.  Internal to src/compute.
+ *
+ * Activations of one token, n elements (tl_q8_quantize):
+ *   32-element types (Q8_0, Q4_0): int8 q[n], float d[n/32], int32 s[n/32]
+ *     (s: the block's sum of q, for the nibble types' offsets);
+ *   K-quants: int8 q[n], float d[n/256], int16 bsums[n/16] (sums of q per 16).
+ * q comes first so that consecutive blocks are contiguous for wide loads. */
+#ifndef TL_MATVEC_QUANT_I8_H
+#define TL_MATVEC_QUANT_I8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[t * os] = dot(row b, activations xq + t * xs) for t < nt (1 <= nt <= 4),
+ * n elements. */
+typedef void (*tl_q8_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out, size_t os);
+
+/* The SIMD kernels for a weight type (NULL: none for that type). */
+tl_q8_fn tl_q8_avx2_fn(uint32_t type);
+tl_q8_fn tl_q8_avxvnni_fn(uint32_t type);
+tl_q8_fn tl_q8_avx512vnni_fn(uint32_t type);
+
+#endif

@@ -1,0 +1,604 @@
+/* eval_gen.c - BIG-Bench Hard and HumanEval: reading the releases, the
+ * harness's prompts, greedy generation on the inference engine, stop strings,
+ * scoring (exact match; programs run in the sandbox).  See eval_gen.h. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "eval_gen.h"
+#include "eval_internal.h"
+
+static const char *const bbh_tasks[] = {
+    "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
+    "formal_fallacies", "geometric_shapes", "hyperbaton", "logical_deduction_five_objects",
+    "logical_deduction_seven_objects", "logical_deduction_three_objects", "movie_recommendation",
+    "multistep_arithmetic_two", "navigate", "object_counting", "penguins_in_a_table",
+    "reasoning_about_colored_objects", "ruin_names", "salient_translation_error_detection", "snarks",
+    "sports_understanding", "temporal_sequences", "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects", "tracking_shuffled_objects_three_objects", "web_of_lies",
+    "word_sorting",
+};
+/* the harness's `until` for each task, the EOS string appended as it does */
+static const char *const bbh_stops[] = {"</s>", "Q", "\n\n"};
+static const char *const humaneval_stops[] = {"\nclass", "\ndef", "\n#", "\nif", "\nprint", "</s>"};
+
+const char *tl_gen_metric_name(tl_task_kind k) { return k == TL_TASK_HUMANEVAL ? "pass@1" : "exact_match"; }
+
+/* ------------------------------------------------------------ small helpers */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom;
+} gbuf;
+
+static void gb_add(gbuf *b, const char *s, size_t n) {
+    if (b->oom || n == 0 || n > ((size_t)1 << 40)) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+static void gb_str(gbuf *b, const char *s) { gb_add(b, s, strlen(s)); }
+
+static int utf8_ok(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : (*p & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0) return 0;
+        p++;
+        for (int k = 0; k < n; k++, p++)
+            if ((*p & 0xC0) != 0x80) return 0;
+    }
+    return 1;
+}
+
+void tl_gen_task_free(tl_gen_task *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n_docs; i++) {
+        free(t->docs[i].context);
+        free(t->docs[i].ids);
+        free(t->docs[i].target);
+        free(t->docs[i].prompt);
+        free(t->docs[i].name);
+    }
+    for (int i = 0; i < t->n_subjects; i++) {
+        free(t->subjects[i]);
+        free(t->subject_files[i]);
+    }
+    free(t->subjects);
+    free(t->subject_files);
+    free(t->docs);
+    free(t);
+}
+
+static tl_gen_doc *new_doc(tl_gen_task *t, int *cap) {
+    if (t->n_docs == *cap) {
+        int c = *cap ? 2 * *cap : 64;
+        tl_gen_doc *d = realloc(t->docs, sizeof *d * (size_t)c);
+        if (!d) return NULL;
+        t->docs = d;
+        *cap = c;
+    }
+    tl_gen_doc *d = &t->docs[t->n_docs++];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+/* ------------------------------------------------------------ BBH */
+
+/* The answer-only 3-shot prefix the harness derives from a cot-prompts file:
+ * the text after the last "\n-----\n" is split at "\n\n" into the description
+ * and the shots; each shot keeps its text before "Let's think step by step."
+ * followed by its answer (the regex (?<=answer is )(.*)(?=.): the rest of the
+ * line after the first "answer is " that has one, minus its last character). */
+static int bbh_prefix(const char *text, const char *path, gbuf *out, tl_error *err) {
+    const char *start = text, *p;
+    while ((p = strstr(start, "\n-----\n")) != NULL) start = p + 7;
+    const char *end = start + strlen(start);
+    const char *sep = strstr(start, "\n\n");
+    if (!sep) return tl_fail(err, "%s: no few-shot examples (no blank line after the description)", path);
+    gb_add(out, start, (size_t)(sep - start));
+    gb_str(out, "\n\n");
+    int shots = 0;
+    for (const char *s = sep + 2; s < end;) {
+        const char *e = strstr(s, "\n\n");
+        if (!e) e = end;
+        size_t n = (size_t)(e - s);
+        char *shot = strndup(s, n);
+        if (!shot) return tl_fail(err, "out of memory");
+        const char *ans = NULL;
+        size_t ans_len = 0;
+        for (const char *a = strstr(shot, "answer is "); a; a = strstr(a + 1, "answer is ")) {
+            const char *r = a + 10, *nl = strchr(r, '\n');
+            size_t rl = nl ? (size_t)(nl - r) : strlen(r);
+            if (rl >= 1) {
+                ans = r;
+                ans_len = rl - 1;
+                break;
+            }
+        }
+        const char *think = strstr(shot, "Let's think step by step.");
+        if (!ans) {
+            free(shot);
+            return tl_fail(err, "%s: few-shot example %d has no \"answer is ...\"", path, shots + 1);
+        }
+        gb_add(out, shot, think ? (size_t)(think - shot) : n);
+        gb_add(out, ans, ans_len);
+        gb_str(out, "\n\n");
+        free(shot);
+        shots++;
+        s = e + (e < end ? 2 : 0);
+    }
+    return out->oom ? tl_fail(err, "out of memory") : 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int load_bbh(tl_gen_task *t, const char *root, long limit, tl_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bbh", root);
+    DIR *dir = opendir(path);
+    if (!dir) return tl_fail(err, "%s: cannot open (is %s the BIG-Bench-Hard repository?)", path, root);
+    int cap_s = 0, cap_d = 0, rc = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL && !rc) {
+        size_t l = strlen(e->d_name);
+        if (l <= 5 || strcmp(e->d_name + l - 5, ".json")) continue;
+        if (t->n_subjects == cap_s) {
+            cap_s = cap_s ? 2 * cap_s : 32;
+            char **s = realloc(t->subjects, sizeof *s * (size_t)cap_s);
+            if (!s) {
+                rc = tl_fail(err, "out of memory");
+                break;
+            }
+            t->subjects = s;
+        }
+        if (!(t->subjects[t->n_subjects] = strndup(e->d_name, l - 5))) rc = tl_fail(err, "out of memory");
+        else t->n_subjects++;
+    }
+    closedir(dir);
+    if (rc) return -1;
+    if (t->n_subjects == 0) return tl_fail(err, "%s: no TASK.json files", path);
+    qsort(t->subjects, (size_t)t->n_subjects, sizeof *t->subjects, by_name);
+    t->subject_files = calloc((size_t)t->n_subjects, sizeof *t->subject_files);
+    if (!t->subject_files) return tl_fail(err, "out of memory");
+    for (int s = 0; s < t->n_subjects && !rc; s++) {
+        int known = 0;
+        for (size_t k = 0; k < sizeof bbh_tasks / sizeof *bbh_tasks; k++) known |= !strcmp(bbh_tasks[k], t->subjects[s]);
+        snprintf(path, sizeof path, "%s/bbh/%s.json", root, t->subjects[s]);
+        if (!(t->subject_files[s] = strdup(path))) return tl_fail(err, "out of memory");
+        if (!known) return tl_fail(err, "%s: \"%s\" is not a BIG-Bench Hard task", path, t->subjects[s]);
+        char cot[4096], *ctext = NULL, *jtext = NULL;
+        size_t len;
+        snprintf(cot, sizeof cot, "%s/cot-prompts/%s.txt", root, t->subjects[s]);
+        if (tl_read_file(cot, 1 << 24, &ctext, &len, err)) return -1;
+        gbuf prefix = {0};
+        rc = !utf8_ok(ctext) ? tl_fail(err, "%s: not valid UTF-8", cot) : bbh_prefix(ctext, cot, &prefix, err);
+        free(ctext);
+        if (!rc && tl_read_file(path, 1 << 28, &jtext, &len, err)) rc = -1;
+        cJSON *j = rc ? NULL : cJSON_Parse(jtext);
+        free(jtext);
+        const cJSON *ex = j ? cJSON_GetObjectItemCaseSensitive(j, "examples") : NULL;
+        if (!rc && !j) rc = tl_fail(err, "%s: not JSON (truncated?)", path);
+        else if (!rc && !cJSON_IsArray(ex)) rc = tl_fail(err, "%s: no \"examples\" array", path);
+        int i = 0;
+        const cJSON *it;
+        if (!rc)
+            cJSON_ArrayForEach(it, ex) {
+                if (rc || (limit > 0 && i >= limit)) break;
+                const cJSON *in = cJSON_GetObjectItemCaseSensitive(it, "input");
+                const cJSON *tg = cJSON_GetObjectItemCaseSensitive(it, "target");
+                if (!cJSON_IsString(in) || !cJSON_IsString(tg)) {
+                    rc = tl_fail(err, "%s: examples[%d]: \"input\" and \"target\" must be strings", path, i);
+                    break;
+                }
+                if (!in->valuestring[0]) {
+                    rc = tl_fail(err, "%s: examples[%d]: empty input", path, i);
+                    break;
+                }
+                if (!utf8_ok(in->valuestring) || !utf8_ok(tg->valuestring)) {
+                    rc = tl_fail(err, "%s: examples[%d]: not valid UTF-8", path, i);
+                    break;
+                }
+                tl_gen_doc *d = new_doc(t, &cap_d);
+                gbuf c = {0};
+                gb_add(&c, prefix.p, prefix.len);
+                gb_str(&c, "Q: ");
+                gb_str(&c, in->valuestring);
+                gb_str(&c, "\nA:");
+                if (!d || c.oom) {
+                    free(c.p);
+                    rc = tl_fail(err, "out of memory");
+                    break;
+                }
+                d->context = c.p;
+                d->target = strdup(tg->valuestring);
+                d->line = i;
+                d->subject = s;
+                if (!d->target) rc = tl_fail(err, "out of memory");
+                i++;
+            }
+        if (!rc && i == 0) rc = tl_fail(err, "%s: no examples", path);
+        cJSON_Delete(j);
+        free(prefix.p);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ HumanEval */
+
+static int load_humaneval(tl_gen_task *t, const char *path, long limit, tl_error *err) {
+    gzFile f = gzopen(path, "rb"); /* reads plain files too */
+    if (!f) return tl_fail(err, "%s: cannot open", path);
+    gbuf all = {0};
+    char buf[65536];
+    int n;
+    while ((n = gzread(f, buf, sizeof buf)) > 0) gb_add(&all, buf, (size_t)n);
+    int zerr = 0;
+    const char *zmsg = n < 0 ? gzerror(f, &zerr) : NULL;
+    char zcopy[200] = "";
+    if (zmsg) snprintf(zcopy, sizeof zcopy, "%s", zmsg);
+    gzclose(f);
+    if (n < 0) {
+        free(all.p);
+        return tl_fail(err, "%s: %s (truncated .gz?)", path, zcopy);
+    }
+    if (all.oom) return tl_fail(err, "out of memory");
+    t->n_subjects = 1;
+    t->subjects = calloc(1, sizeof *t->subjects);
+    t->subject_files = calloc(1, sizeof *t->subject_files);
+    if (!t->subjects || !t->subject_files || !(t->subjects[0] = strdup("humaneval")) ||
+        !(t->subject_files[0] = strdup(path))) {
+        free(all.p);
+        return tl_fail(err, "out of memory");
+    }
+    int rc = 0, line = 0, cap = 0;
+    char *p = all.p ? all.p : "";
+    while (*p && !rc && (limit <= 0 || t->n_docs < limit)) {
+        char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        line++;
+        size_t k = 0;
+        while (k < len && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
+        if (k < len) {
+            cJSON *o = cJSON_ParseWithLength(p, len);
+            const char *names[4] = {"task_id", "prompt", "test", "entry_point"};
+            const char *v[4] = {0};
+            if (!o || !cJSON_IsObject(o)) rc = tl_fail(err, "%s:%d: not a JSON object (truncated?)", path, line);
+            for (int i = 0; i < 4 && !rc; i++) {
+                const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, names[i]);
+                if (!cJSON_IsString(it)) rc = tl_fail(err, "%s:%d: field \"%s\" missing or not a string", path, line, names[i]);
+                else if (!utf8_ok(it->valuestring)) rc = tl_fail(err, "%s:%d: field \"%s\" is not valid UTF-8", path, line, names[i]);
+                else v[i] = it->valuestring;
+            }
+            if (!rc && !v[1][0]) rc = tl_fail(err, "%s:%d: empty prompt", path, line);
+            if (!rc) {
+                tl_gen_doc *d = new_doc(t, &cap);
+                gbuf tg = {0};
+                gb_str(&tg, v[2]);
+                gb_str(&tg, "\ncheck(");
+                gb_str(&tg, v[3]);
+                gb_str(&tg, ")");
+                if (!d || tg.oom) rc = tl_fail(err, "out of memory");
+                else {
+                    d->name = strdup(v[0]);
+                    d->prompt = strdup(v[1]);
+                    d->context = strdup(v[1]); /* doc_to_text: the prompt as it is */
+                    d->target = tg.p;
+                    tg.p = NULL;
+                    d->line = line;
+                    if (!d->name || !d->prompt || !d->context) rc = tl_fail(err, "out of memory");
+                }
+                free(tg.p);
+            }
+            cJSON_Delete(o);
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    free(all.p);
+    if (!rc && t->n_docs == 0) rc = tl_fail(err, "%s: no problems", path);
+    return rc;
+}
+
+char *tl_gen_humaneval_program(const tl_gen_doc *d, const char *completion) {
+    gbuf b = {0};
+    gb_str(&b, d->prompt);
+    gb_str(&b, completion);
+    gb_str(&b, "\n");
+    gb_str(&b, d->target);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p ? b.p : calloc(1, 1);
+}
+
+/* ------------------------------------------------------------ loading */
+
+tl_gen_task *tl_gen_task_load(tl_task_kind kind, const char *data, long limit, const tl_tokenizer *tok,
+                              tl_error *err) {
+    if (!tl_task_is_generation(kind)) {
+        tl_fail(err, "%s is not a generation task", tl_task_name(kind));
+        return NULL;
+    }
+    tl_gen_task *t = calloc(1, sizeof *t);
+    if (!t) {
+        tl_fail(err, "out of memory");
+        return NULL;
+    }
+    t->kind = kind;
+    if (kind == TL_TASK_BBH) {
+        t->stops = bbh_stops;
+        t->n_stops = (int)(sizeof bbh_stops / sizeof *bbh_stops);
+        t->max_gen_toks = 256; /* the HF backend's default */
+    } else {
+        t->stops = humaneval_stops;
+        t->n_stops = (int)(sizeof humaneval_stops / sizeof *humaneval_stops);
+        t->max_gen_toks = 1024;
+    }
+    int rc = kind == TL_TASK_BBH ? load_bbh(t, data, limit, err) : load_humaneval(t, data, limit, err);
+    for (int i = 0; !rc && tok && i < t->n_docs; i++) {
+        size_t n;
+        tl_gen_doc *d = &t->docs[i];
+        if (tl_eval_hf_encode(tok, d->context, strlen(d->context), 1, &d->ids, &n, err)) rc = -1;
+        d->n_ids = (int)n;
+    }
+    if (rc) {
+        tl_gen_task_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------ generation */
+
+typedef struct {
+    tl_infer_state st;
+    int *cached; /* ids in the cache */
+} gen_state;
+
+/* The text of ids, as the harness decodes a continuation (special ids skipped). */
+static int decode(const tl_tokenizer *tok, const int *ids, int n, char **text, tl_error *err) {
+    size_t len;
+    return tl_tokenizer_decode(tok, ids, (size_t)n, text, &len, err);
+}
+
+/* Greedy continuation of doc d: the context left-truncated to max_length -
+ * max_gen_toks tokens (as the harness does), the cached prefix reused; stops
+ * at EOS, at max_gen_toks, or once a stop string appears in the decoded text. */
+static int generate(gen_state *g, const tl_tokenizer *tok, const tl_gen_task *t, const tl_gen_doc *d,
+                    int **out, int *n_out, char **text, long *prefilled, tl_error *err) {
+    const tl_infer_model *m = g->st.m;
+    const int L = m->cfg.max_seq_len, V = m->cfg.vocab_size, eos = tl_tokenizer_eos_id(tok);
+    const int max_ctx = L - t->max_gen_toks;
+    if (max_ctx <= 0)
+        return tl_fail(err, "the model's context (%d) is not longer than the %d tokens to generate", L, t->max_gen_toks);
+    const int *ctx = d->ids;
+    int n = d->n_ids;
+    if (n > max_ctx) ctx += n - max_ctx, n = max_ctx;
+    int lcp = 0;
+    while (lcp < n && lcp < g->st.pos && g->cached[lcp] == ctx[lcp]) lcp++;
+    if (lcp == n) lcp--; /* the last context token runs again: its logits are needed */
+    tl_infer_truncate(&g->st, lcp);
+    if (tl_infer_forward(&g->st, ctx + lcp, n - lcp, NULL, err)) return -1;
+    memcpy(g->cached + lcp, ctx + lcp, sizeof(int) * (size_t)(n - lcp));
+    *prefilled += n - lcp;
+    int *ids = malloc(sizeof(int) * (size_t)(t->max_gen_toks + 1));
+    if (!ids) return tl_fail(err, "out of memory");
+    int k = 0;
+    char *txt = NULL;
+    while (k < t->max_gen_toks) {
+        const float *row = g->st.logits;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v; /* the first maximum, as torch.argmax */
+        if (best == eos) break;
+        ids[k++] = best;
+        free(txt);
+        txt = NULL;
+        if (decode(tok, ids, k, &txt, err)) {
+            free(ids);
+            return -1;
+        }
+        int stop = 0;
+        for (int s = 0; s < t->n_stops && !stop; s++) stop = strstr(txt, t->stops[s]) != NULL;
+        if (stop || k == t->max_gen_toks || g->st.pos >= g->st.max_ctx) break;
+        if (tl_infer_forward(&g->st, &best, 1, NULL, err)) {
+            free(ids);
+            free(txt);
+            return -1;
+        }
+        g->cached[g->st.pos - 1] = best;
+    }
+    if (!txt && decode(tok, ids, k, &txt, err)) {
+        free(ids);
+        return -1;
+    }
+    /* the harness's post-processing: cut at each stop string in turn */
+    for (int s = 0; s < t->n_stops; s++) {
+        char *hit = strstr(txt, t->stops[s]);
+        if (hit) *hit = 0;
+    }
+    *out = ids;
+    *n_out = k;
+    *text = txt;
+    return 0;
+}
+
+void tl_gen_result_free(tl_gen_result *r) {
+    if (!r) return;
+    for (int i = 0; i < r->n; i++) {
+        if (r->completion) free(r->completion[i]);
+        if (r->gen_ids) free(r->gen_ids[i]);
+    }
+    free(r->completion);
+    free(r->gen_ids);
+    free(r->n_gen);
+    free(r->score);
+    free(r->outcome);
+    free(r->subj_metric);
+    free(r->subj_stderr);
+    free(r->subj_n);
+    memset(r, 0, sizeof *r);
+}
+
+int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer *tok, const tl_gen_eval_opts *o,
+               tl_gen_result *r, tl_error *err) {
+    memset(r, 0, sizeof *r);
+    const double t0 = tl_now();
+    const int N = t->n_docs, S = t->n_subjects > 0 ? t->n_subjects : 1;
+    r->n = N;
+    r->completion = calloc((size_t)N, sizeof *r->completion);
+    r->gen_ids = calloc((size_t)N, sizeof *r->gen_ids);
+    r->n_gen = calloc((size_t)N, sizeof(int));
+    r->score = calloc((size_t)N, sizeof(double));
+    r->outcome = calloc((size_t)N, sizeof(int));
+    r->subj_metric = calloc((size_t)S, sizeof(double));
+    r->subj_stderr = calloc((size_t)S, sizeof(double));
+    r->subj_n = calloc((size_t)S, sizeof(int));
+    gen_state g = {0};
+    g.cached = malloc(sizeof(int) * (size_t)(m->cfg.max_seq_len + 1));
+    if (!r->completion || !r->gen_ids || !r->n_gen || !r->score || !r->outcome || !r->subj_metric ||
+        !r->subj_stderr || !r->subj_n || !g.cached) {
+        free(g.cached);
+        tl_gen_result_free(r);
+        return tl_fail(err, "out of memory");
+    }
+    int rc = tl_infer_state_init(&g.st, m, 0, err);
+    const long total = t->kind == TL_TASK_HUMANEVAL && !(o && o->no_exec) ? 2L * N : N;
+    for (int i = 0; i < N && !rc; i++) {
+        for (int k = 0; k < t->docs[i].n_ids && !rc; k++)
+            if (t->docs[i].ids[k] < 0) rc = tl_fail(err, "doc %d is not tokenized", i);
+        if (!rc && !t->docs[i].ids) rc = tl_fail(err, "the task was loaded without a tokenizer");
+        if (!rc) rc = generate(&g, tok, t, &t->docs[i], &r->gen_ids[i], &r->n_gen[i], &r->completion[i],
+                               &r->tokens_prefilled, err);
+        if (!rc) {
+            r->tokens_generated += r->n_gen[i];
+            if (t->kind == TL_TASK_BBH) r->score[i] = !strcmp(r->completion[i], t->docs[i].target);
+        }
+        if (!rc && o && o->progress) o->progress(o->progress_user, i + 1, total, tl_now() - t0);
+    }
+    tl_infer_state_free(&g.st);
+    free(g.cached);
+    if (!rc && t->kind == TL_TASK_HUMANEVAL && !(o && o->no_exec)) {
+        const char *py = o && o->python ? o->python : "/usr/bin/python3";
+        /* code_eval's check: the program runs without an exception (exec in a fresh namespace) */
+        static const char runner[] = "import os\n"
+                                     "src = open('program.py', encoding='utf-8').read()\n"
+                                     "try:\n"
+                                     "    exec(compile(src, 'program.py', 'exec'), {})\n"
+                                     "except BaseException:\n"
+                                     "    os._exit(1)\n"
+                                     "os._exit(0)\n";
+        const char *argv[] = {py, "-I", "-B", "-c", runner, NULL};
+        const double e0 = tl_now();
+        for (int i = 0; i < N && !rc; i++) {
+            char *prog = tl_gen_humaneval_program(&t->docs[i], r->completion[i]);
+            tl_sandbox_result sr;
+            if (!prog) rc = tl_fail(err, "out of memory");
+            else rc = tl_sandbox_run(argv, "program.py", prog, strlen(prog), o ? &o->limits : NULL, &sr, err);
+            free(prog);
+            if (!rc) {
+                r->outcome[i] = sr.outcome;
+                r->score[i] = sr.outcome == TL_SBX_PASSED;
+                snprintf(r->isolation, sizeof r->isolation, "%s", sr.isolation);
+                if (sr.status == 127 && sr.outcome == TL_SBX_FAILED && strstr(sr.isolation, "rlimits") && i == 0 &&
+                    !sr.output[0])
+                    rc = tl_fail(err, "%s could not be started in the sandbox (give the interpreter's absolute path)", py);
+            }
+            if (!rc && o && o->progress) o->progress(o->progress_user, N + i + 1, total, tl_now() - t0);
+        }
+        r->exec_seconds = tl_now() - e0;
+    }
+    if (rc) {
+        tl_gen_result_free(r);
+        return -1;
+    }
+    /* per subject, then the size-weighted group with the pooled stderr */
+    double sum = 0;
+    for (int d0 = 0; d0 < N;) {
+        int s = t->docs[d0].subject, d1 = d0;
+        double ss = 0;
+        while (d1 < N && t->docs[d1].subject == s) ss += r->score[d1++];
+        r->subj_n[s] = d1 - d0;
+        r->subj_metric[s] = ss / (d1 - d0);
+        r->subj_stderr[s] = tl_eval_mean_stderr(r->score + d0, d1 - d0);
+        sum += ss;
+        d0 = d1;
+    }
+    r->metric = N ? sum / N : NAN;
+    r->metric_stderr = S > 1 ? tl_eval_pooled_stderr(r->subj_stderr, r->subj_n, S) : r->subj_stderr[0];
+    r->seconds = tl_now() - t0;
+    return 0;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+static void add_num(cJSON *o, const char *k, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+char *tl_gen_result_json(const tl_gen_task *t, const tl_gen_result *r, int samples) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    const char *metric = tl_gen_metric_name(t->kind);
+    char key[64];
+    cJSON_AddStringToObject(o, "task", tl_task_name(t->kind));
+    cJSON_AddNumberToObject(o, "n", r->n);
+    add_num(o, metric, r->metric);
+    snprintf(key, sizeof key, "%s_stderr", metric);
+    add_num(o, key, r->metric_stderr);
+    cJSON_AddNumberToObject(o, "tokens_generated", (double)r->tokens_generated);
+    cJSON_AddNumberToObject(o, "tokens_prefilled", (double)r->tokens_prefilled);
+    cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    if (t->kind == TL_TASK_HUMANEVAL) cJSON_AddStringToObject(o, "sandbox", r->isolation);
+    if (t->kind == TL_TASK_BBH) {
+        cJSON *subj = cJSON_AddObjectToObject(o, "subjects");
+        for (int s = 0; subj && s < t->n_subjects; s++) {
+            cJSON *e = cJSON_AddObjectToObject(subj, t->subjects[s]);
+            if (!e) break;
+            cJSON_AddNumberToObject(e, "n", r->subj_n[s]);
+            add_num(e, metric, r->subj_metric[s]);
+            add_num(e, key, r->subj_stderr[s]);
+        }
+    }
+    if (samples) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "samples");
+        for (int i = 0; arr && i < r->n; i++) {
+            cJSON *s = cJSON_CreateObject();
+            if (!s) break;
+            const tl_gen_doc *d = &t->docs[i];
+            if (t->kind == TL_TASK_BBH) {
+                cJSON_AddStringToObject(s, "subject", t->subjects[d->subject]);
+                cJSON_AddNumberToObject(s, "example", d->line);
+                cJSON_AddStringToObject(s, "target", d->target);
+            } else {
+                cJSON_AddStringToObject(s, "task_id", d->name);
+                cJSON_AddStringToObject(s, "outcome", tl_sandbox_outcome_name((tl_sandbox_outcome)r->outcome[i]));
+            }
+            cJSON_AddStringToObject(s, "completion", r->completion[i]);
+            cJSON_AddNumberToObject(s, metric, r->score[i]);
+            cJSON_AddItemToArray(arr, s);
+        }
+    }
+    char *out = cJSON_Print(o);
+    cJSON_Delete(o);
+    return out;
+}

@@ -1,0 +1,458 @@
+/* scheduler.c - slots, the job queue and the engine thread (scheduler.h). */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "infer_batch.h"
+
+typedef struct {
+    tl_infer_state st;
+    int *cached; /* the ids in st's cache: cached[0..st.pos) */
+    tl_job *job;
+    uint64_t last_used;
+} slot;
+
+struct tl_sched {
+    const tl_infer_model *m;
+    tl_sched_opts o;
+    int threads;
+    slot *slots;
+    tl_infer_batch batch;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t work, progress;
+    tl_job *queue_head, *queue_tail;
+    int closed, stopping;
+    uint64_t clock;
+    tl_sched_metrics met;
+};
+
+
+tl_job *tl_job_new(void) {
+    tl_job *j = calloc(1, sizeof *j);
+    if (j) {
+        j->refs = 1;
+        j->slot = -1;
+        j->pending = -1;
+        tl_sampler_default_opts(&j->so);
+    }
+    return j;
+}
+
+static void job_free(tl_job *j) {
+    free(j->ids);
+    for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
+    free(j->text);
+    if (j->has_sampler) {
+        tl_sampler_free(&j->sp);
+        tl_decoder_free(&j->dec);
+        tl_stop_free(&j->sf);
+    }
+    free(j);
+}
+
+/* under the lock */
+static void unref(tl_job *j) {
+    if (--j->refs == 0) job_free(j);
+}
+
+void tl_sched_lock(tl_sched *s) { pthread_mutex_lock(&s->mu); }
+void tl_sched_unlock(tl_sched *s) { pthread_mutex_unlock(&s->mu); }
+tl_sched_metrics *tl_sched_metrics_locked(tl_sched *s) { return &s->met; }
+int tl_sched_ctx(const tl_sched *s) { return s->o.ctx; }
+
+void tl_sched_wait(tl_sched *s, int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&s->progress, &s->mu, &ts);
+}
+
+int tl_sched_submit(tl_sched *s, tl_job *j) {
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        pthread_mutex_unlock(&s->mu);
+        return 1;
+    }
+    j->refs++;
+    j->state = TL_JOB_QUEUED;
+    j->t_submit = tl_now();
+    j->next = NULL;
+    if (s->queue_tail)
+        s->queue_tail->next = j;
+    else
+        s->queue_head = j;
+    s->queue_tail = j;
+    s->met.requests++;
+    s->met.queued++;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void tl_sched_release(tl_sched *s, tl_job *j) {
+    pthread_mutex_lock(&s->mu);
+    if (j->state != TL_JOB_DONE) {
+        j->cancelled = 1;
+        pthread_cond_signal(&s->work);
+    }
+    unref(j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------ engine side */
+
+static void append_text(const char *t, size_t n, void *user) {
+    tl_job *j = user;
+    if (j->text_len + n + 1 > j->text_cap) {
+        size_t nc = (j->text_len + n + 1) * 2;
+        char *nt = realloc(j->text, nc);
+        if (!nt) {
+            j->oom = 1;
+            return;
+        }
+        j->text = nt;
+        j->text_cap = nc;
+    }
+    memcpy(j->text + j->text_len, t, n);
+    j->text_len += n;
+    j->text[j->text_len] = '\0';
+}
+
+/* under the lock: j leaves its slot (the slot keeps its cache for later prefixes) */
+static void finish(tl_sched *s, tl_job *j, const char *why, const char *error, int flush) {
+    if (flush && j->has_sampler) { /* bytes the decoder and the stop filter still hold */
+        const char *t;
+        size_t n;
+        tl_error e;
+        if (tl_decoder_flush(&j->dec, &t, &n, &e) == 0 && n && tl_stop_push(&j->sf, t, n) < 0) j->oom = 1;
+        tl_stop_flush(&j->sf);
+    }
+    j->finish = why;
+    if (error) snprintf(j->error, sizeof j->error, "%.255s", error);
+    if (j->oom && !error) {
+        j->finish = "error";
+        snprintf(j->error, sizeof j->error, "out of memory for the output");
+    }
+    if (j->state == TL_JOB_QUEUED) s->met.queued--;
+    if (j->state == TL_JOB_RUNNING) s->met.active--;
+    j->state = TL_JOB_DONE;
+    if (j->slot >= 0) s->slots[j->slot].job = NULL;
+    j->slot = -1;
+    s->met.finished++;
+    s->met.completion_tokens += j->n_gen;
+    unref(j); /* the engine's reference */
+}
+
+static int is_eos(const tl_infer_model *m, int id) {
+    for (int i = 0; i < m->gen.n_eos; i++)
+        if (m->gen.eos_ids[i] == id) return 1;
+    return 0;
+}
+
+/* under the lock: the slot's logits are fresh; picks the next id */
+static void sample_step(tl_sched *s, tl_job *j) {
+    slot *sl = &s->slots[j->slot];
+    int id = tl_sampler_sample(&j->sp, sl->st.logits, sl->cached, sl->st.pos);
+    if (j->n_gen == 0) {
+        j->t_first = tl_now();
+        s->met.ttft_sum += j->t_first - j->t_submit;
+        s->met.ttft_count++;
+    }
+    if (is_eos(s->m, id)) {
+        finish(s, j, "stop", NULL, 1);
+        return;
+    }
+    j->n_gen++;
+    const char *t;
+    size_t n;
+    tl_error e;
+    int hit = 0;
+    if (tl_decoder_push(&j->dec, id, &t, &n, &e) == 0 && n) hit = tl_stop_push(&j->sf, t, n);
+    if (hit) {
+        if (hit < 0) j->oom = 1;
+        finish(s, j, "stop", NULL, 0); /* the text after the stop string is dropped */
+        return;
+    }
+    long limit = j->max_tokens > 0 ? j->max_tokens : (long)s->o.ctx;
+    if (j->n_gen >= limit || sl->st.pos >= sl->st.max_ctx) {
+        finish(s, j, "length", NULL, 1);
+        return;
+    }
+    j->pending = id;
+}
+
+static int lcp(const int *a, int na, const int *b, int nb) {
+    int i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+/* under the lock: queued jobs take free slots (the longest cached prefix first,
+ * else the least recently used) */
+static void admit(tl_sched *s) {
+    while (s->queue_head) {
+        tl_job *j = s->queue_head;
+        int best = -1, best_len = -1;
+        for (int i = 0; i < s->o.parallel; i++) {
+            slot *sl = &s->slots[i];
+            if (sl->job) continue;
+            int len = s->o.prefix_cache ? lcp(sl->cached, sl->st.pos, j->ids, j->n_ids) : 0;
+            if (len > best_len || (len == best_len && sl->last_used < s->slots[best].last_used)) best = i, best_len = len;
+        }
+        if (best < 0) return;
+        s->queue_head = j->next;
+        if (!s->queue_head) s->queue_tail = NULL;
+        s->met.queued--;
+        if (j->cancelled) {
+            j->state = TL_JOB_RUNNING; /* counted out of the queue already */
+            s->met.active++;
+            s->met.cancelled++;
+            finish(s, j, "error", "cancelled", 0);
+            continue;
+        }
+        tl_error e;
+        if (tl_sampler_init(&j->sp, &j->so, s->m->cfg.vocab_size, j->seed, &e)) {
+            j->state = TL_JOB_RUNNING;
+            s->met.active++;
+            finish(s, j, "error", e.msg, 0);
+            continue;
+        }
+        j->has_sampler = 1;
+        tl_decoder_init(&j->dec, s->m->tok);
+        tl_stop_init(&j->sf, (const char *const *)j->stops, j->n_stops, append_text, j);
+        slot *sl = &s->slots[best];
+        int reuse = best_len < j->n_ids ? best_len : j->n_ids - 1; /* one token runs, for the logits */
+        tl_infer_truncate(&sl->st, reuse);
+        j->n_fed = reuse;
+        j->n_reused = reuse;
+        j->slot = best;
+        j->state = TL_JOB_RUNNING;
+        sl->job = j;
+        sl->last_used = ++s->clock;
+        s->met.active++;
+        s->met.prompt_tokens += j->n_ids;
+        s->met.reused_tokens += reuse;
+    }
+}
+
+/* Prompt remainders of at most this many tokens (and at most --chunk) join the
+ * batched step as extra rows; longer prompts run in chunks of --chunk tokens
+ * through the prompt pass (sgemm), one chunk per step so decoding goes on.  The
+ * split depends only on a request's own prompt, so its result does not depend
+ * on the other requests. */
+#define SMALL_PROMPT 32
+
+static int small_prompt(const tl_sched *s) { return s->o.chunk < SMALL_PROMPT ? s->o.chunk : SMALL_PROMPT; }
+
+static void *engine_main(void *arg) {
+    tl_sched *s = arg;
+    omp_set_num_threads(s->threads);
+    const int P = s->o.parallel, small = small_prompt(s);
+    tl_job **big = calloc((size_t)P, sizeof *big), **rag = calloc((size_t)P, sizeof *rag);
+    tl_infer_state **states = calloc((size_t)P, sizeof *states);
+    int *counts = calloc((size_t)P, sizeof *counts), *ready = calloc((size_t)P, sizeof *ready);
+    int *ids = calloc((size_t)s->batch.max_rows, sizeof *ids);
+    char (*errs)[256] = calloc((size_t)P, sizeof *errs);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        for (int i = 0; i < P; i++) {
+            tl_job *j = s->slots[i].job;
+            if (j && j->cancelled) {
+                s->met.cancelled++;
+                finish(s, j, "error", s->closed ? "the server is shutting down" : "cancelled", 0);
+            }
+        }
+        admit(s);
+        int nb = 0, nr = 0, rows = 0, n_dec = 0;
+        for (int i = 0; i < P; i++) {
+            tl_job *j = s->slots[i].job;
+            if (!j) continue;
+            int left = j->n_ids - j->n_fed;
+            if (left > small) {
+                big[nb++] = j;
+            } else if (left > 0) {
+                memcpy(ids + rows, j->ids + j->n_fed, sizeof(int) * (size_t)left);
+                rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = left, rows += left, nr++;
+            } else if (j->pending >= 0) {
+                ids[rows] = j->pending;
+                rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = 1, rows++, nr++, n_dec++;
+            }
+        }
+        if (!nb && !nr) {
+            if (s->stopping) break;
+            pthread_cond_wait(&s->work, &s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        /* the model runs outside the lock: only this thread touches slots and job engine fields */
+        double t0 = tl_now();
+        for (int k = 0; k < nb; k++) {
+            tl_job *j = big[k];
+            slot *sl = &s->slots[j->slot];
+            int n = j->n_ids - j->n_fed < s->o.chunk ? j->n_ids - j->n_fed : s->o.chunk;
+            tl_error e;
+            ready[k] = 0;
+            errs[k][0] = '\0';
+            if (tl_infer_forward(&sl->st, j->ids + j->n_fed, n, NULL, &e)) {
+                snprintf(errs[k], sizeof errs[k], "%.255s", e.msg);
+                continue;
+            }
+            memcpy(sl->cached + j->n_fed, j->ids + j->n_fed, sizeof(int) * (size_t)n);
+            j->n_fed += n;
+            ready[k] = j->n_fed == j->n_ids;
+        }
+        double t1 = tl_now();
+        int step_rc = 0;
+        tl_error se;
+        if (nr) {
+            int *from = malloc(sizeof(int) * (size_t)nr);
+            for (int k = 0; k < nr && from; k++) from[k] = states[k]->pos;
+            step_rc = from ? tl_infer_step_batch(&s->batch, states, ids, counts, nr, &se)
+                           : tl_fail(&se, "out of memory");
+            for (int k = 0, r0 = 0; k < nr && !step_rc; r0 += counts[k], k++)
+                memcpy(s->slots[rag[k]->slot].cached + from[k], ids + r0, sizeof(int) * (size_t)counts[k]);
+            free(from);
+        }
+        double t2 = tl_now();
+        pthread_mutex_lock(&s->mu);
+        s->met.prompt_seconds += t1 - t0;
+        if (nr) {
+            s->met.decode_seconds += t2 - t1;
+            s->met.decode_steps++;
+            s->met.decode_rows += n_dec;
+        }
+        for (int k = 0; k < nb; k++) {
+            if (errs[k][0])
+                finish(s, big[k], "error", errs[k], 0);
+            else if (ready[k])
+                sample_step(s, big[k]);
+        }
+        for (int k = 0; k < nr; k++) {
+            tl_job *j = rag[k];
+            if (step_rc) {
+                finish(s, j, "error", se.msg, 0);
+                continue;
+            }
+            if (j->n_fed < j->n_ids)
+                j->n_fed += counts[k]; /* a prompt remainder: its last token's logits are the first reply token's */
+            else
+                j->pending = -1;
+            sample_step(s, j);
+        }
+        pthread_cond_broadcast(&s->progress);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(big);
+    free(rag);
+    free(states);
+    free(counts);
+    free(ready);
+    free(ids);
+    free(errs);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void free_all(tl_sched *s) {
+    if (s->slots)
+        for (int i = 0; i < s->o.parallel; i++) {
+            tl_infer_state_free(&s->slots[i].st);
+            free(s->slots[i].cached);
+        }
+    free(s->slots);
+    tl_infer_batch_free(&s->batch);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->work);
+    pthread_cond_destroy(&s->progress);
+    free(s);
+}
+
+int tl_sched_start(tl_sched **out, const tl_infer_model *m, const tl_sched_opts *o, tl_error *err) {
+    *out = NULL;
+    if (!m->tok) return tl_fail(err, "%s: the model has no tokenizer; serving needs one", m->dir);
+    if (o->parallel < 1 || o->parallel > 256) return tl_fail(err, "parallel slots %d: must be in [1, 256]", o->parallel);
+    tl_sched *s = calloc(1, sizeof *s);
+    if (!s) return tl_fail(err, "out of memory");
+    s->m = m;
+    s->o = *o;
+    if (s->o.ctx <= 0 || s->o.ctx > m->cfg.max_seq_len) s->o.ctx = m->cfg.max_seq_len;
+    if (s->o.chunk <= 0) s->o.chunk = 128;
+    s->threads = omp_get_max_threads();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->work, NULL);
+    pthread_cond_init(&s->progress, NULL);
+    s->slots = calloc((size_t)o->parallel, sizeof *s->slots);
+    if (!s->slots) {
+        free_all(s);
+        return tl_fail(err, "out of memory");
+    }
+    for (int i = 0; i < o->parallel; i++) {
+        if (tl_infer_state_init(&s->slots[i].st, m, s->o.ctx, err)) {
+            free_all(s);
+            return tl_wrap(err, "slot %d", i);
+        }
+        if (!(s->slots[i].cached = malloc(sizeof(int) * (size_t)s->o.ctx))) {
+            free_all(s);
+            return tl_fail(err, "out of memory");
+        }
+    }
+    if (tl_infer_batch_init(&s->batch, m, o->parallel, o->parallel * small_prompt(s), err)) {
+        free_all(s);
+        return -1;
+    }
+    if (pthread_create(&s->thread, NULL, engine_main, s)) {
+        free_all(s);
+        return tl_fail(err, "cannot start the engine thread: %s", strerror(errno));
+    }
+    s->started = 1;
+    *out = s;
+    return 0;
+}
+
+void tl_sched_close(tl_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->closed = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void tl_sched_drain(tl_sched *s, double seconds) {
+    double until = tl_now() + seconds;
+    pthread_mutex_lock(&s->mu);
+    s->closed = 1;
+    while ((s->met.queued || s->met.active) && tl_now() < until) tl_sched_wait(s, 50);
+    /* what is left is cut off: the queue here, the running jobs by the engine at its next step */
+    for (tl_job *j = s->queue_head; j;) {
+        tl_job *next = j->next;
+        finish(s, j, "error", "the server is shutting down", 0);
+        j = next;
+    }
+    s->queue_head = s->queue_tail = NULL;
+    for (int i = 0; i < s->o.parallel; i++)
+        if (s->slots[i].job) s->slots[i].job->cancelled = 1;
+    pthread_cond_signal(&s->work);
+    while (s->met.active) tl_sched_wait(s, 50);
+    pthread_cond_broadcast(&s->progress);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void tl_sched_stop(tl_sched *s) {
+    if (!s) return;
+    tl_sched_drain(s, 0);
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    if (s->started) pthread_join(s->thread, NULL);
+    free_all(s);
+}
