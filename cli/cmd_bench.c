@@ -28,8 +28,8 @@ static void help(void) {
            "  --steps N         timed steps (default 10; cuda: 5), after --warmup steps\n"
            "  --warmup N        untimed steps first (default 2)\n"
            "  --threads N       threads (default: all cores)\n"
+           "  --precision P     bf16 mixed precision or fp32 (default: cpu fp32, cuda bf16)\n"
            "cuda:\n"
-           "  --precision P     bf16 (default) or fp32\n"
            "  --recompute       recompute SwiGLU activations in the backward pass\n"
            "  --gpu N           CUDA device ordinal (default 0)\n"
            "  --peak-tflops X   datasheet dense bf16 peak (default: by device name; H100/H200 SXM 989)\n"
@@ -51,6 +51,7 @@ static int parse_precision(const char *cmd, const char *v, void *dst) {
         return -1;
     }
     ((tl_engine_opts *)dst)->fp32 = !strcmp(v, "fp32");
+    ((tl_engine_opts *)dst)->bf16 = !strcmp(v, "bf16");
     return 0;
 }
 
@@ -80,14 +81,14 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT_INT("--steps", &steps, 1, 1 << 20),
         CLI_OPT_INT("--threads", &threads, 1, 4096),
         CLI_OPT_INT("--warmup", &warmup, 0, 1 << 20),
+        CLI_OPT_CALL("--precision", parse_precision, &eo, 0),
         /* the device's own options, taken only when it has them */
         CLI_OPT_INT("--gpu", &gpu, 0, 1024),
-        CLI_OPT_CALL("--precision", parse_precision, &eo, 0),
         CLI_OPT_DOUBLE("--peak-tflops", &peak),
         CLI_OPT_FLAG("--recompute", &eo.recompute),
         CLI_OPT_FLAG("--no-gemm-peak", &no_gemm_peak),
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (gpu_engine ? 0 : 5);
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (gpu_engine ? 0 : 4);
     int prc = cli_parse("bench", argc, argv, opts, n_opts, NULL, 0, NULL);
     if (prc == CLI_HELP) {
         help();
@@ -154,10 +155,11 @@ int cmd_bench(int argc, char **argv) {
     if (!rc && !gpu_engine) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        printf("model %s: %zu params (%zu non-embedding), batch %ld x seq %ld, %d threads\n", config ? config : preset,
-               n, tl_config_num_nonembed_params(&cfg), batch, seq, tl_get_threads());
-        printf("RESULT impl=tinyllama tokens_per_s=%.1f gflops=%.2f peak_mb=%.1f loss=%.4f\n", tps, tps * fpt / 1e9,
-               (double)ru.ru_maxrss / 1024.0, loss);
+        printf("model %s: %zu params (%zu non-embedding), batch %ld x seq %ld, %d threads, %s\n",
+               config ? config : preset, n, tl_config_num_nonembed_params(&cfg), batch, seq, tl_get_threads(),
+               eo.bf16 ? "bf16 mixed precision" : "fp32");
+        printf("RESULT impl=tinyllama precision=%s tokens_per_s=%.1f gflops=%.2f peak_mb=%.1f loss=%.4f\n",
+               eo.bf16 ? "bf16" : "fp32", tps, tps * fpt / 1e9, (double)ru.ru_maxrss / 1024.0, loss);
     } else if (!rc) {
         double tflops = tps * fpt / 1e12;
         printf("device: %s\n", desc);

@@ -91,6 +91,11 @@ static int cpu_info(void) {
     else
         printf(" (its own detection)\n");
     printf("gemm backend: %s (%s)\n", tl_gemm_backend_name(g->backend), g->why);
+    const tl_gemm_bf16_backend b = tl_gemm_bf16_active();
+    const char *bwhy = getenv("TL_GEMM_BF16") && b != tl_gemm_bf16_choose(&c) ? "TL_GEMM_BF16"
+                       : b == TL_GEMM_BF16_ONEDNN ? "AVX512-BF16 or AMX-BF16: oneDNN's bf16 matmul"
+                                                  : "no bf16 instructions: bf16 products emulated, no speed-up";
+    printf("bf16 gemm backend: %s (%s)\n", tl_gemm_bf16_name(b), bwhy);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "distributed.h"
 #include "cli.h"
+#include "gemm.h"
 #include "ops.h"
 #include "recipe.h"
 #include "tokenizer.h"
@@ -108,10 +109,12 @@ static void help(void) {
            "                       while the next layer's backward runs (same results)\n");
     if (tl_engine_find("cuda")) /* the CUDA build */
         printf("  --device cpu|cuda    where the step runs (default: cuda when a GPU is present)\n"
-               "  --precision bf16|fp32  CUDA arithmetic: bf16 matrix inputs with fp32 master weights\n"
-               "                       and AdamW state (default), or fp32 throughout\n"
                "  --recompute          CUDA: recompute SwiGLU activations in the backward pass\n");
-    printf("  --quiet              no progress line\n\n"
+    printf("  --precision bf16|fp32  bf16: mixed precision, bf16 matrix inputs with fp32 master weights,\n"
+           "                       AdamW state and everything else (CUDA's default); fp32 throughout\n"
+           "                       (the CPU's default; its bf16 runs on oneDNN where the CPU has\n"
+           "                       AVX512-BF16 or AMX, elsewhere emulated: same arithmetic, no speed-up)\n"
+           "  --quiet              no progress line\n\n"
            "Ctrl-C (or SIGTERM) stops after the current step, writes a checkpoint and exits with\n"
            "130 (143), as shells report an interrupted command; 0 means the run finished.\n");
 }
@@ -298,7 +301,7 @@ int cmd_train(int argc, char **argv) {
     int n_bench = 0;
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
-    const char *device = NULL, *precision = "bf16"; /* engines built in: src/train/engine.h */
+    const char *device = NULL, *precision = NULL; /* engines built in: src/train/engine.h */
     int recompute = 0, sft = 0, dpo = 0, ipo = 0;
     double beta = 0.1; /* DPO's (TRL's default) */
     const int with_cuda = tl_engine_find("cuda") != NULL;
@@ -369,12 +372,12 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_FLAG("--ipo", &ipo),
         CLI_OPT_DOUBLE("--beta", &beta),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
+        CLI_OPT_STR("--precision", &precision),
         /* the CUDA build's options last: a CPU-only build parses without them */
         CLI_OPT_STR("--device", &device),
-        CLI_OPT_STR("--precision", &precision),
         CLI_OPT_FLAG("--recompute", &recompute),
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (with_cuda ? 0 : 3);
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]) - (with_cuda ? 0 : 2);
     int prc = cli_parse("train", argc, argv, opts, n_opts, NULL, 0, NULL);
     if (prc == CLI_HELP) {
         help();
@@ -570,8 +573,10 @@ int cmd_train(int argc, char **argv) {
     }
     o.bench = (const tl_eval_task *const *)bench;
     o.n_bench = n_loaded;
-    tl_engine_opts eopts = {.fp32 = !strcmp(precision, "fp32"), .recompute = recompute};
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
+    /* none given: each engine's default (CUDA bf16, CPU fp32) */
+    tl_engine_opts eopts = {.fp32 = precision && !strcmp(precision, "fp32"),
+                            .bf16 = precision && !strcmp(precision, "bf16"), .recompute = recompute};
+    if (precision && strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
         cli_error("train", "--precision must be bf16 or fp32");
         return 2;
     }
@@ -581,6 +586,11 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (o.engine) fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
+    else if (eopts.bf16)
+        fprintf(stderr, "precision: bf16 mixed precision (%s)\n",
+                tl_gemm_bf16_active() == TL_GEMM_BF16_ONEDNN
+                    ? "oneDNN bf16 products: the CPU has bf16 instructions"
+                    : "emulated bf16 products: this CPU has no AVX512-BF16 or AMX-BF16, so no speed-up");
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
     rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);

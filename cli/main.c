@@ -46,9 +46,9 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    /* the GEMM backend is chosen once here, so a bad TL_GEMM stops every command */
+    /* the GEMM backends are chosen once here, so a bad TL_GEMM(_BF16) stops every command */
     tl_error err;
-    if (tl_gemm_init(&err)) {
+    if (tl_gemm_init(&err) || tl_gemm_bf16_init(&err)) {
         fprintf(stderr, "tinyllama: %s\n", err.msg);
         return 2;
     }

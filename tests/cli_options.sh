@@ -77,6 +77,14 @@ expect_fail "TL_GEMM=bogus refused by train" "TL_GEMM.*'bogus'" env TL_GEMM=bogu
     --data "$D" --steps 1 --quiet --out "$T/gemm_bad"
 check "nothing written by the refused run" '[ ! -e "$T/gemm_bad" ]'
 expect_fail "info --cpu with a preset refused" "--cpu" "$BIN" info --cpu --preset test
+# the bf16 products' backend: from the flags (AVX512-BF16 or AMX-BF16: oneDNN), or TL_GEMM_BF16
+want=ref
+grep -qwE 'avx512_bf16|amx_bf16' <(grep '^flags:' "$T/cpu") && want=onednn
+check "info --cpu names the bf16 backend its flags pick ($want)" "grep -qE '^bf16 gemm backend: $want \(.+\)' '$T/cpu'"
+for b in ref onednn; do
+    check "TL_GEMM_BF16=$b chooses $b" "TL_GEMM_BF16=$b '$BIN' info --cpu | grep -q '^bf16 gemm backend: $b '"
+done
+expect_fail "TL_GEMM_BF16=bogus refused" "TL_GEMM_BF16.*'bogus'" env TL_GEMM_BF16=bogus "$BIN" info --cpu
 # the same training on either backend: equal losses to fp32 rounding
 for b in openblas onednn; do
     TL_GEMM=$b "$BIN" train --preset test --data "$D" --steps 3 --quiet --out "$T/gemm_$b" >"$T/gemm_$b.out" 2>&1

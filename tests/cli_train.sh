@@ -87,6 +87,54 @@ cmp -s -i 128 "$T/full/step-00000012/training_state.bin" "$T/part/step-00000012/
 expect_fail "resume with a different batch" "batch=2 but this run has batch=4" \
     "$BIN" train "${COMMON[@]}" --batch 4 --steps 14 --out "$T/part" --resume
 
+# --- bf16 mixed precision on the CPU: exact resume within the mode, close to fp32, the
+# emulated products (TL_GEMM_BF16=ref) equal to the hardware's but for summation order
+"$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --out "$T/bfull" 2>"$T/bfull.err" || fail "bf16 run"
+grep -q "^precision: bf16 mixed precision" "$T/bfull.err" && ok "bf16 run says its precision" ||
+    fail "bf16 run says its precision ($(head -3 "$T/bfull.err"))"
+"$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --ckpt-every 3 --out "$T/bpart" 2>/dev/null &
+pid=$!
+for _ in $(seq 1 400); do [ -f "$T/bpart/latest" ] && break; sleep 0.02; done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+"$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --ckpt-every 3 --out "$T/bpart" --resume 2>/dev/null
+if cmp -s "$T/bfull/step-00000012/model.safetensors" "$T/bpart/step-00000012/model.safetensors" &&
+    cmp -s -i 128 "$T/bfull/step-00000012/training_state.bin" "$T/bpart/step-00000012/training_state.bin" &&
+    [ "$(losses "$T/bfull/log.jsonl")" = "$(losses "$T/bpart/log.jsonl")" ]; then
+    ok "bf16: resumed weights, optimizer state and losses bit-identical"
+else fail "bf16: resumed run differs"; fi
+cmp -s "$T/full/step-00000012/model.safetensors" "$T/bfull/step-00000012/model.safetensors" &&
+    fail "bf16 weights equal fp32's: the products are not bf16" || ok "bf16 weights differ from fp32's"
+# per step: |bf16 - fp32| / fp32 loss
+rel() { paste <(losses "$1" | awk '{print $4}') <(losses "$2" | awk '{print $4}') |
+    awk '{d = ($1 - $2) / $2; d = d < 0 ? -d : d; if (d > m) m = d} END {printf "%.6f", m}'; }
+d=$(rel "$T/bfull/log.jsonl" "$T/full/log.jsonl")
+awk -v d="$d" 'BEGIN {exit !(d < 0.01)}' && ok "bf16 losses within 1% of fp32's (worst $d)" ||
+    fail "bf16 losses within 1% of fp32's (worst $d)"
+TL_GEMM_BF16=ref "$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --out "$T/bref" 2>/dev/null
+d=$(rel "$T/bref/log.jsonl" "$T/bfull/log.jsonl")
+[ "$(losses "$T/bref/log.jsonl" | wc -l)" -eq 12 ] && awk -v d="$d" 'BEGIN {exit !(d < 1e-3)}' &&
+    ok "bf16 emulated products track the hardware's (worst $d)" || fail "bf16 emulated products (worst $d)"
+# 1 thread as 2: bit-identical where every product is oneDNN's (AVX-512 with bf16), else to rounding
+"$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --threads 1 --out "$T/b1" 2>/dev/null
+d=$(rel "$T/b1/log.jsonl" "$T/bfull/log.jsonl")
+if "$BIN" info --cpu | grep -q '^gemm backend: onednn' && "$BIN" info --cpu | grep -q '^bf16 gemm backend: onednn'; then
+    cmp -s "$T/b1/step-00000012/model.safetensors" "$T/bfull/step-00000012/model.safetensors" &&
+        ok "bf16 on 1 thread bit-identical to 2" || fail "bf16 on 1 thread bit-identical to 2 (losses differ by $d)"
+else
+    [ "$(losses "$T/b1/log.jsonl" | wc -l)" -eq 12 ] && awk -v d="$d" 'BEGIN {exit !(d < 1e-3)}' &&
+        ok "bf16 on 1 thread as on 2 to rounding (worst $d)" || fail "bf16 on 1 thread as on 2 (worst $d)"
+fi
+# ZeRO stages 1-2 (one process: sharded moments and gradient buckets, then the gather): the same bits as stage 0
+for z in 1 2; do
+    "$BIN" train "${COMMON[@]}" --precision bf16 --steps 12 --zero $z --out "$T/bz$z" 2>/dev/null
+    cmp -s "$T/bfull/step-00000012/model.safetensors" "$T/bz$z/step-00000012/model.safetensors" &&
+        ok "bf16 at ZeRO stage $z as at stage 0" || fail "bf16 at ZeRO stage $z differs from stage 0"
+done
+expect_fail "bf16 with ZeRO stage 3 refused" "bf16 precision on the CPU does not support ZeRO stage 3" \
+    "$BIN" train "${COMMON[@]}" --precision bf16 --zero 3 --out "$T/bz3"
+expect_fail "--precision fp16 refused" "--precision must be bf16 or fp32" "$BIN" train "${COMMON[@]}" --precision fp16 --out "$T/r0"
+
 # --- loss falls; validation; continual pretraining from the HF directory
 "$BIN" train --preset test --data "$D" --val-data "$T/data/val-00000.bin" --batch 4 --seq-len 32 --steps 40 \
     --lr 3e-3 --eval-every 20 --eval-batches 2 --out "$T/learn" --quiet 2>"$T/learn.err"

@@ -13,6 +13,7 @@ extern const tl_test tests_mixture[];
 extern const tl_test tests_model[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_gemm[];
+extern const tl_test tests_bf16[];
 extern const tl_test tests_vec[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
@@ -41,6 +42,7 @@ static const tl_test *const suites[] = {
     tests_mixture,
     tests_ops,
     tests_gemm,
+    tests_bf16,
     tests_vec,
     tests_model,
     tests_formats,

@@ -392,9 +392,9 @@ static void test_use_engine(tl_test_ctx *t) {
     tl_train_opts o;
     memset(&o, 0, sizeof o);
     tl_engine_opts eo = {.fp32 = 1};
-    /* the CPU engine is the trainer's own: no factory */
+    /* the CPU engine is the trainer's own: no factory, the options (its precision) passed on */
     const tl_engine_kind *k = tl_train_use_engine(&o, "cpu", &eo);
-    CHECK(k && !strcmp(k->name, "cpu") && o.engine == NULL && o.engine_user == NULL);
+    CHECK(k && !strcmp(k->name, "cpu") && o.engine == NULL && o.engine_user == &eo);
     CHECK(tl_train_use_engine(&o, "no-such-engine", &eo) == NULL);
     /* none named: the build's default, a GPU engine with its options when there is one */
     k = tl_train_use_engine(&o, NULL, &eo);

@@ -11,6 +11,8 @@
 #define TL_GEMM_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 
@@ -72,5 +74,37 @@ void tl_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
 /* The same on a named backend (tests, benchmarks). */
 void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- bf16 products (mixed precision training: gemm_bf16.c) ----
+ * C = alpha op(A) op(B) + beta C as tl_sgemm, with A and B bf16 (bit patterns)
+ * and C and every sum fp32.  Backends, chosen from the flags: oneDNN's bf16
+ * matmul (it dispatches AVX512-BF16 or AMX-BF16 by ISA itself) where the CPU has
+ * bf16 instructions; elsewhere the reference, the inputs widened to fp32 (exactly)
+ * and multiplied by tl_sgemm: the same arithmetic, emulated, with no speed-up.
+ * TL_GEMM_BF16=ref|onednn in the environment overrides the choice. */
+typedef enum { TL_GEMM_BF16_REF = 0, TL_GEMM_BF16_ONEDNN } tl_gemm_bf16_backend;
+
+/* The default for these flags (pure); true when they include bf16 instructions. */
+tl_gemm_bf16_backend tl_gemm_bf16_choose(const tl_cpu_info *cpu);
+bool tl_cpu_has_bf16(const tl_cpu_info *cpu);
+const char *tl_gemm_bf16_name(tl_gemm_bf16_backend b);
+
+/* The process's choice (first use: tl_cpu_detect, then TL_GEMM_BF16; an unknown
+ * value keeps the default, and tl_gemm_bf16_init reports it). */
+int tl_gemm_bf16_init(tl_error *err);
+tl_gemm_bf16_backend tl_gemm_bf16_active(void);
+
+/* Rounds x[n] to bf16, to nearest even, with subnormal inputs and results
+ * flushed to zero (as the AVX512-BF16 conversion does, so that the vector and
+ * scalar paths agree bit for bit); NaN stays NaN.  Threads split the elements. */
+void tl_round_bf16(const float *x, size_t n, uint16_t *out);
+
+/* The product on the active backend, or on a named one (tests, benchmarks).
+ * Call from one thread at a time, outside parallel regions (the products use
+ * all threads). */
+void tl_gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, const uint16_t *B,
+                  int ldb, float beta, float *C, int ldc);
+void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A,
+                     int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 
 #endif

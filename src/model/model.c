@@ -14,6 +14,7 @@
 
 #include "attention.h"
 #include "ops.h"
+#include "ops_bf16.h"
 #include "rng.h"
 #include "vec.h"
 
@@ -180,6 +181,9 @@ struct tl_acts {
     float *dx, *dh, *dq, *dk, *dv, *dao, *dact, *dgate, *dup;
     float *logits;   /* [chunk*V] */
     float *row_loss; /* [N] */
+    /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
+    uint16_t *xs, *dys;
+    size_t bf16_bytes;
 };
 
 tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
@@ -236,11 +240,48 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
 
 void tl_acts_free(tl_acts *a) {
     if (!a) return;
+    tl_free(a->xs);
     tl_free(a->block);
     free(a);
 }
 
-size_t tl_acts_bytes(const tl_acts *a) { return a->bytes; }
+size_t tl_acts_bytes(const tl_acts *a) { return a->bytes + a->bf16_bytes; }
+
+/* The bf16 scratch, each part large enough for any product's activation or output
+ * gradient (the lm_head's is a chunk of logits). */
+static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
+    if (a->xs) return 0;
+    const size_t N = (size_t)a->N, QD = (size_t)c->n_heads * (size_t)(c->dim / c->n_heads);
+    size_t n = N * (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
+    if (N * QD > n) n = N * QD;
+    if ((size_t)a->chunk * (size_t)c->vocab_size > n) n = (size_t)a->chunk * (size_t)c->vocab_size;
+    n = (n + 31) & ~(size_t)31;
+    if (!(a->xs = tl_alloc(2 * n * sizeof(uint16_t))))
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 4.0 * (double)n / 1e6);
+    a->dys = a->xs + n;
+    a->bf16_bytes = 2 * n * sizeof(uint16_t);
+    return 0;
+}
+
+/* The linear layers, in fp32 or (m->params_bf16) bf16 mixed precision; a
+ * weight's bf16 copy sits at the same offset as the weight. */
+static const uint16_t *bf16_w(const tl_model *m, const float *W) { return m->params_bf16 + (W - m->params); }
+
+static void lin_fwd(const tl_model *m, tl_acts *a, float *y, const float *x, const float *W, int N, int in, int out,
+                    int acc) {
+    if (m->params_bf16)
+        tl_linear_forward_bf16(y, x, bf16_w(m, W), N, in, out, acc, a->xs);
+    else
+        tl_linear_forward(y, x, W, N, in, out, acc);
+}
+
+static void lin_bwd(const tl_model *m, tl_acts *a, float *dx, float *dW, const float *dy, const float *x,
+                    const float *W, int N, int in, int out, int acc) {
+    if (m->params_bf16)
+        tl_linear_backward_bf16(dx, dW, dy, x, bf16_w(m, W), N, in, out, acc, a->dys, a->xs);
+    else
+        tl_linear_backward(dx, dW, dy, x, W, N, in, out, acc);
+}
 
 /* ------------------------------------------------------------------- forward */
 
@@ -258,6 +299,7 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
     const tl_config *c = &m->cfg;
     const int N = a->N, T = a->T, B = a->B, D = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, KV = c->n_kv_heads, hd = D / H, QD = H * hd, KD = KV * hd;
+    if (m->params_bf16 && acts_bf16(a, c, err)) return -1;
     if (params_event(m, 0, TL_PARAMS_ACQUIRE, err)) return -1;
     tl_embedding_forward(a->x, m->w.embed, tokens, N, D);
     if (params_event(m, 0, TL_PARAMS_RELEASE, err)) return -1;
@@ -273,21 +315,21 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         float *act = a->act + (size_t)l * N * F;
 
         tl_rmsnorm_forward(h1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, D, c->norm_eps);
-        tl_linear_forward(q, h1, w->wq, N, D, QD, 0);
-        tl_linear_forward(k, h1, w->wk, N, D, KD, 0);
-        tl_linear_forward(v, h1, w->wv, N, D, KD, 0);
+        lin_fwd(m, a, q, h1, w->wq, N, D, QD, 0);
+        lin_fwd(m, a, k, h1, w->wk, N, D, KD, 0);
+        lin_fwd(m, a, v, h1, w->wv, N, D, KD, 0);
         tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
         tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
-        tl_linear_forward(xmid, ao, w->wo, N, QD, D, 1);
+        lin_fwd(m, a, xmid, ao, w->wo, N, QD, D, 1);
 
         tl_rmsnorm_forward(h2, a->rstd2 + (size_t)l * N, xmid, w->mlp_norm, N, D, c->norm_eps);
-        tl_linear_forward(gate, h2, w->w_gate, N, D, F, 0);
-        tl_linear_forward(up, h2, w->w_up, N, D, F, 0);
+        lin_fwd(m, a, gate, h2, w->w_gate, N, D, F, 0);
+        lin_fwd(m, a, up, h2, w->w_up, N, D, F, 0);
         tl_swiglu_forward(act, gate, up, (size_t)N * F);
         memcpy(xnext, xmid, sizeof(float) * (size_t)N * D);
-        tl_linear_forward(xnext, act, w->w_down, N, F, D, 1);
+        lin_fwd(m, a, xnext, act, w->w_down, N, F, D, 1);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) return -1;
     }
     if (params_event(m, c->n_layers + 1, TL_PARAMS_ACQUIRE, err)) return -1;
@@ -306,14 +348,14 @@ static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, fl
     for (int r0 = 0; r0 < N; r0 += a->chunk) {
         int rows = N - r0 < a->chunk ? N - r0 : a->chunk;
         const float *h = a->hf + (size_t)r0 * D;
-        tl_linear_forward(a->logits, h, m->w.lm_head, rows, D, V, 0);
+        lin_fwd(m, a, a->logits, h, m->w.lm_head, rows, D, V, 0);
         tl_cross_entropy_rows(a->logits, a->row_loss + r0, targets + r0, rows, V, row_w ? 1.0f : scale);
         if (row_w && g) {
 #pragma omp parallel for schedule(static)
             for (int r = 0; r < rows; r++) tl_vec_scale(a->logits + (size_t)r * V, (size_t)V, row_w[r0 + r]);
         }
         if (g)
-            tl_linear_backward(a->dh + (size_t)r0 * D, g->lm_head, a->logits, h, m->w.lm_head, rows, D,
+            lin_bwd(m, a, a->dh + (size_t)r0 * D, g->lm_head, a->logits, h, m->w.lm_head, rows, D,
                                V, 0);
     }
     double sum = 0.0;
@@ -350,7 +392,7 @@ int tl_model_row_losses(const tl_model *m, tl_acts *a, const int *tokens, const 
 int tl_model_logits(const tl_model *m, tl_acts *a, const int *tokens, float *out, tl_error *err) {
     if (check_ids(tokens, a->N, m->cfg.vocab_size, 0, "token", err)) return -1;
     if (forward_body(m, a, tokens, err)) return -1;
-    tl_linear_forward(out, a->hf, m->w.lm_head, a->N, m->cfg.dim, m->cfg.vocab_size, 0);
+    lin_fwd(m, a, out, a->hf, m->w.lm_head, a->N, m->cfg.dim, m->cfg.vocab_size, 0);
     return params_event(m, m->cfg.n_layers + 1, TL_PARAMS_RELEASE, err);
 }
 
@@ -429,20 +471,20 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
         const float *act = a->act + (size_t)l * N * F;
 
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
-        tl_linear_backward(a->dact, gl->w_down, a->dx, act, w->w_down, N, F, D, 0);
+        lin_bwd(m, a, a->dact, gl->w_down, a->dx, act, w->w_down, N, F, D, 0);
         tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
-        tl_linear_backward(a->dh, gl->w_gate, a->dgate, h2, w->w_gate, N, D, F, 0);
-        tl_linear_backward(a->dh, gl->w_up, a->dup, h2, w->w_up, N, D, F, 1);
+        lin_bwd(m, a, a->dh, gl->w_gate, a->dgate, h2, w->w_gate, N, D, F, 0);
+        lin_bwd(m, a, a->dh, gl->w_up, a->dup, h2, w->w_up, N, D, F, 1);
         tl_rmsnorm_backward(a->dx, gl->mlp_norm, a->dh, xmid, w->mlp_norm, a->rstd2 + (size_t)l * N, N, D);
 
         /* attention branch: xmid = x + Wo attn(h1) */
-        tl_linear_backward(a->dao, gl->wo, a->dx, ao, w->wo, N, QD, D, 0);
+        lin_bwd(m, a, a->dao, gl->wo, a->dx, ao, w->wo, N, QD, D, 0);
         tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
         tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        tl_linear_backward(a->dh, gl->wq, a->dq, h1, w->wq, N, D, QD, 0);
-        tl_linear_backward(a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
-        tl_linear_backward(a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
+        lin_bwd(m, a, a->dh, gl->wq, a->dq, h1, w->wq, N, D, QD, 0);
+        lin_bwd(m, a, a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
+        lin_bwd(m, a, a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err) || grads_end(m, l + 1, &g, err)) goto out;
     }

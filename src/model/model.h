@@ -76,6 +76,10 @@ typedef struct {
     void *params_hook_user;
     tl_grads_hook grads_hook;   /* NULL: the backward adds into the caller's whole block */
     void *grads_hook_user;
+    /* bf16 mixed precision: a bf16 copy of params (same layout) that the linear
+     * layers multiply with, their inputs rounded to bf16 (ops_bf16.h); NULL: fp32
+     * products.  Its owner (the CPU engine) keeps it equal to params. */
+    const uint16_t *params_bf16;
 } tl_model;
 
 /* [*lo, *hi) of parameter unit `unit` (0 .. n_layers+1) in the flat block. */

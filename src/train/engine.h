@@ -85,7 +85,8 @@ struct tl_engine {
 typedef tl_engine *(*tl_engine_factory)(tl_model *m, float *opt_m, float *opt_v, int B, int T,
                                         const tl_engine_job *job, void *user, tl_error *err);
 
-/* The CPU reference engine (user is unused).  At stage 3 it installs the model's
+/* The CPU reference engine (user: a const tl_engine_opts*, or NULL for fp32; with
+ * bf16 set, bf16 mixed precision, not at stage 3).  At stage 3 it installs the model's
  * params hook (each unit gathered just before use); at stages 2-3 the model's
  * grads hook (src/dist/grad_shard.h); both removed when it is freed. */
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
@@ -103,6 +104,7 @@ int tl_engine_bind_job(tl_engine *e, const tl_engine_job *job, tl_error *err);
 typedef struct {
     int fp32;      /* 1: fp32 arithmetic throughout; 0: the engine's default (CUDA: bf16 matrix inputs,
                     * fp32 master weights and AdamW state) */
+    int bf16;      /* 1: bf16 asked for by name (the CPU engine: bf16 mixed precision; its default is fp32) */
     int recompute; /* recompute activations in the backward pass instead of keeping them (CUDA) */
     int device;    /* device ordinal (CUDA) */
 } tl_engine_opts;

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "gemm.h"
 #include "grad_shard.h"
 
 typedef struct {
@@ -31,6 +32,10 @@ typedef struct {
     size_t max_blocks;
     int first;         /* the next forward_backward is the step's first micro-batch */
     int params_full;   /* stage 3: the whole parameter block is current on this rank */
+    /* bf16 mixed precision: the weights' bf16 copy the products read (model.h's
+     * params_bf16), rounded again from the fp32 master weights after each update */
+    uint16_t *wbf16;
+    int bf16_stale;
 } cpu_engine;
 
 /* ---- stage 3: parameters gathered just before use, other slices released after ---- */
@@ -89,6 +94,15 @@ static int cpu_release(tl_engine *e, tl_error *err) {
 
 /* ---- the step ---- */
 
+/* The bf16 copy made current before a pass reads it (the parameters may have
+ * been set after the engine was made: initialisation, --init, a resume). */
+static void bf16_refresh(cpu_engine *c) {
+    if (!c->wbf16 || !c->bf16_stale) return;
+    tl_round_bf16(c->base.m->params, c->base.m->n_params, c->wbf16);
+    c->base.m->params_bf16 = c->wbf16;
+    c->bf16_stale = 0;
+}
+
 static int cpu_zero(tl_engine *e, tl_error *err) {
     (void)err;
     cpu_engine *c = (cpu_engine *)e;
@@ -103,6 +117,7 @@ static int cpu_fb(tl_engine *e, const int *in, const int *tg, float scale, doubl
     cpu_engine *c = (cpu_engine *)e;
     if (c->gs) tl_grad_shard_next(c->gs, c->first); /* stages 2-3: each unit is reduced as it completes */
     c->first = 0;
+    bf16_refresh(c);
     return tl_model_forward_backward(e->m, c->acts, c->grads, in, tg, scale, loss, err);
 }
 
@@ -118,6 +133,7 @@ static int cpu_row_losses(tl_engine *e, const int *in, const int *tg, float *row
 }
 
 static int cpu_loss(tl_engine *e, const int *in, const int *tg, double *sum, long *count, tl_error *err) {
+    bf16_refresh((cpu_engine *)e);
     return tl_model_loss(e->m, ((cpu_engine *)e)->acts, in, tg, sum, count, err);
 }
 
@@ -161,9 +177,11 @@ static int cpu_norm(tl_engine *e, double *norm, tl_error *err) {
 static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long step, double norm, tl_error *err) {
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
+    c->bf16_stale = 1;
     if (e->zero == 0) { /* every rank has the whole reduced gradient and the whole moments */
         tl_clip_grads(c->grads, n, norm, o->clip);
         tl_adamw_update(e->m->params, c->grads, e->opt_m, e->opt_v, n, lr, o, step);
+        bf16_refresh(c);
         return 0;
     }
     size_t len = e->hi - e->lo;
@@ -176,6 +194,7 @@ static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long st
     }
     if (tl_comm_allgather_f32(c->comm, e->m->params, n, TL_SHARD_ALIGN, err))
         return tl_wrap(err, "step %ld: gathering parameters", step);
+    bf16_refresh(c);
     return 0;
 }
 
@@ -188,13 +207,17 @@ static int cpu_noop(tl_engine *e, tl_error *err) {
 /* The host parameters were replaced as a whole (a resume): all of them are current. */
 static int cpu_push(tl_engine *e, tl_error *err) {
     (void)err;
-    ((cpu_engine *)e)->params_full = 1;
+    cpu_engine *c = (cpu_engine *)e;
+    c->params_full = 1;
+    c->bf16_stale = 1;
+    bf16_refresh(c);
     return 0;
 }
 
 static size_t cpu_bytes(const tl_engine *e) {
     const cpu_engine *c = (const cpu_engine *)e;
     return tl_acts_bytes(c->acts) + (c->grads ? e->m->n_params * sizeof(float) : 0) +
+           (c->wbf16 ? e->m->n_params * sizeof(uint16_t) : 0) +
            (c->gs ? tl_grad_shard_bytes(c->gs) : 0);
 }
 
@@ -206,6 +229,8 @@ static void cpu_free(tl_engine *e) {
         e->m->params_hook = NULL;
         e->m->params_hook_user = NULL;
     }
+    if (e->m && c->wbf16 && e->m->params_bf16 == c->wbf16) e->m->params_bf16 = NULL;
+    tl_free(c->wbf16);
     tl_acts_free(c->acts);
     tl_free(c->grads);
     free(c->blocks);
@@ -221,7 +246,7 @@ static const tl_engine_ops cpu_ops = {
 
 tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, int T, const tl_engine_job *job,
                                 void *user, tl_error *err) {
-    (void)user;
+    const tl_engine_opts *eo = user;
     cpu_engine *c = calloc(1, sizeof *c);
     if (!c) {
         tl_fail(err, "out of memory");
@@ -254,6 +279,17 @@ tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, 
     } else if (!(c->grads = tl_alloc(n * sizeof(float)))) {
         tl_fail(err, "out of memory allocating gradients for %zu parameters", n);
         goto fail;
+    }
+    if (eo && eo->bf16) {
+        if (c->sharded && e->zero == 3) { /* the copy would need gathering per unit too */
+            tl_fail(err, "bf16 precision on the CPU does not support ZeRO stage 3 (use stages 0-2 or fp32)");
+            goto fail;
+        }
+        if (!(c->wbf16 = tl_alloc(n * sizeof(uint16_t)))) {
+            tl_fail(err, "out of memory allocating the bf16 copy of %zu parameters", n);
+            goto fail;
+        }
+        c->bf16_stale = 1;
     }
     if (c->sharded && e->zero == 3) {
         m->params_hook = params_hook;

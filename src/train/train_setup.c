@@ -211,6 +211,6 @@ const tl_engine_kind *tl_train_use_engine(tl_train_opts *o, const char *device, 
     if (!kind) return NULL;
     const int cpu = !strcmp(kind->name, "cpu"); /* the CPU engine is the trainer's own (a NULL factory) */
     o->engine = cpu ? NULL : kind->create;
-    o->engine_user = cpu ? NULL : (void *)eo;
+    o->engine_user = (void *)eo; /* the CPU engine reads bf16 */
     return kind;
 }

@@ -1,0 +1,256 @@
+/* gemm_bf16.c - bf16 matrix products with fp32 sums (see gemm.h): oneDNN's
+ * matmul primitive where the CPU has bf16 instructions, else the reference.
+ *
+ * oneDNN has no bf16 GEMM call in its C API (only sgemm and the int8 ones), so
+ * every product describes its operands (bf16 A and B, fp32 C, transposes as
+ * strides) as a matmul primitive, kept for the shape's next use.  The engine,
+ * the stream and those primitives are made once per process, like the backend
+ * choice in gemm.c. */
+#include "gemm.h"
+
+#include <dnnl.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TL_BF16_X86 1
+#endif
+
+bool tl_cpu_has_bf16(const tl_cpu_info *cpu) { return cpu->avx512_bf16 || cpu->amx_bf16; }
+
+tl_gemm_bf16_backend tl_gemm_bf16_choose(const tl_cpu_info *cpu) {
+    return tl_cpu_has_bf16(cpu) ? TL_GEMM_BF16_ONEDNN : TL_GEMM_BF16_REF;
+}
+
+const char *tl_gemm_bf16_name(tl_gemm_bf16_backend b) { return b == TL_GEMM_BF16_ONEDNN ? "onednn" : "ref"; }
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static tl_gemm_bf16_backend active;
+static bool vec_round; /* AVX512-BF16 conversions */
+static char bad_env[64]; /* an unrecognised TL_GEMM_BF16 */
+static dnnl_engine_t eng;
+static dnnl_stream_t stream;
+
+static void init_once(void) {
+    tl_cpu_info cpu;
+    tl_cpu_detect(&cpu);
+    active = tl_gemm_bf16_choose(&cpu);
+    vec_round = cpu.avx512_bf16;
+    const char *env = getenv("TL_GEMM_BF16");
+    if (env && !strcmp(env, "ref"))
+        active = TL_GEMM_BF16_REF;
+    else if (env && !strcmp(env, "onednn"))
+        active = TL_GEMM_BF16_ONEDNN;
+    else if (env && *env)
+        snprintf(bad_env, sizeof bad_env, "%s", env);
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success || dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) != dnnl_success) {
+        eng = NULL;
+        stream = NULL;
+    }
+}
+
+int tl_gemm_bf16_init(tl_error *err) {
+    pthread_once(&once, init_once);
+    if (bad_env[0]) return tl_fail(err, "TL_GEMM_BF16: unknown bf16 GEMM backend '%s' (expected ref or onednn)", bad_env);
+    return 0;
+}
+
+tl_gemm_bf16_backend tl_gemm_bf16_active(void) {
+    pthread_once(&once, init_once);
+    return active;
+}
+
+/* ------------------------------------------------------------------ rounding */
+
+static uint16_t round1(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); /* zero or subnormal: signed zero */
+    return tl_f32_to_bf16(f);
+}
+
+#ifdef TL_BF16_X86
+__attribute__((target("avx512f,avx512bf16"))) static void round_vec(const float *x, size_t n, uint16_t *out) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    for (; i < n; i++) out[i] = round1(x[i]);
+}
+#endif
+
+void tl_round_bf16(const float *x, size_t n, uint16_t *out) {
+    pthread_once(&once, init_once);
+    /* chunks of a fixed size: the split never changes a value, only who writes it */
+    const size_t chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (nc > 1 && !omp_in_parallel())
+    for (size_t c = 0; c < nc; c++) {
+        const size_t lo = c * chunk, len = n - lo < chunk ? n - lo : chunk;
+#ifdef TL_BF16_X86
+        if (vec_round) {
+            round_vec(x + lo, len, out + lo);
+            continue;
+        }
+#endif
+        for (size_t i = lo; i < lo + len; i++) out[i] = round1(x[i]);
+    }
+}
+
+/* ----------------------------------------------------------------- reference */
+
+/* A [rows, cols] bf16 block (row stride ld) widened into a packed fp32 one. */
+static float *widen(const uint16_t *s, int rows, int cols, int ld) {
+    float *d = malloc(sizeof(float) * (size_t)rows * (size_t)cols);
+    if (!d) return NULL;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) d[(size_t)r * cols + c] = tl_bf16_to_f32(s[(size_t)r * ld + c]);
+    return d;
+}
+
+static void gemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                     const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    float *a = widen(A, ar, ac, lda), *b = widen(B, br, bc, ldb);
+    if (a && b) {
+        /* products of bf16 values are exact in fp32: only the order of the sums can differ from hardware */
+        tl_sgemm(ta, tb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+    } else { /* out of memory: the same sums, one at a time */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float s = 0;
+                for (int k = 0; k < K; k++)
+                    s += tl_bf16_to_f32(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                         tl_bf16_to_f32(tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                float *c = C + (size_t)i * ldc + j;
+                *c = alpha * s + (beta == 0.0f ? 0.0f : beta * *c);
+            }
+    }
+    free(a);
+    free(b);
+}
+
+/* ------------------------------------------------------------------- oneDNN */
+
+/* Building a primitive descriptor walks oneDNN's implementation list (about a
+ * millisecond, measured) even when the primitive itself comes from its cache, so
+ * the primitives of recent shapes are kept here with their memory objects, whose
+ * data pointers are set per call.  A training step uses a few dozen shapes. */
+#define CACHE_SLOTS 64
+
+typedef struct {
+    bool used, ta, tb;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t am, bm, cm;
+} cached;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cached cache[CACHE_SLOTS];
+static int cache_next;
+
+static void slot_clear(cached *e) {
+    dnnl_memory_destroy(e->am);
+    dnnl_memory_destroy(e->bm);
+    dnnl_memory_destroy(e->cm);
+    dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof *e);
+}
+
+/* Makes the primitive and memory objects of a product into e; -1 if oneDNN refuses. */
+static int slot_build(cached *e) {
+    dnnl_memory_desc_t amd, bmd, cmd;
+    const dnnl_dims_t ad = {e->M, e->K}, bd = {e->K, e->N}, cd = {e->M, e->N};
+    /* row-major with the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i */
+    const dnnl_dims_t as = {e->ta ? 1 : e->lda, e->ta ? e->lda : 1}, bs = {e->tb ? 1 : e->ldb, e->tb ? e->ldb : 1},
+                      cs = {e->ldc, 1};
+    if (dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, bs) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs) != dnnl_success)
+        return -1;
+    dnnl_matmul_desc_t md;
+    if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) != dnnl_success) return -1;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = -1;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
+    if (e->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha) != dnnl_success) goto out;
+    if (e->beta != 0.0f) { /* C = product + beta C, a sum post-op */
+        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, e->beta) != dnnl_success ||
+            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
+            goto out;
+    }
+    if (dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL) == dnnl_success &&
+        dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
+        dnnl_memory_create(&e->am, &amd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+        dnnl_memory_create(&e->bm, &bmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+        dnnl_memory_create(&e->cm, &cmd, eng, DNNL_MEMORY_NONE) == dnnl_success)
+        rc = 0;
+out:
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                       const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    if (!stream) return -1;
+    const cached key = {.used = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                        .ldc = ldc, .alpha = alpha, .beta = beta};
+    int rc = -1;
+    pthread_mutex_lock(&cache_lock);
+    cached *e = NULL;
+    for (int i = 0; i < CACHE_SLOTS && !e; i++) {
+        cached *c = &cache[i];
+        if (c->used && c->ta == ta && c->tb == tb && c->M == M && c->N == N && c->K == K && c->lda == lda &&
+            c->ldb == ldb && c->ldc == ldc && c->alpha == alpha && c->beta == beta)
+            e = c;
+    }
+    if (!e) { /* the oldest slot makes way */
+        e = &cache[cache_next];
+        cache_next = (cache_next + 1) % CACHE_SLOTS;
+        slot_clear(e);
+        *e = key;
+        if (slot_build(e)) {
+            slot_clear(e);
+            goto out;
+        }
+    }
+    if (dnnl_memory_set_data_handle(e->am, (void *)A) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->bm, (void *)B) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->cm, C) != dnnl_success)
+        goto out;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->am}, {DNNL_ARG_WEIGHTS, e->bm}, {DNNL_ARG_DST, e->cm}};
+    if (dnnl_primitive_execute(e->prim, stream, 3, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success)
+        rc = 0;
+out:
+    pthread_mutex_unlock(&cache_lock);
+    return rc;
+}
+
+void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A,
+                     int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    pthread_once(&once, init_once);
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    /* oneDNN refusing the arguments leaves C untouched: the reference then */
+    if (b == TL_GEMM_BF16_ONEDNN && !gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void tl_gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, const uint16_t *B,
+                  int ldb, float beta, float *C, int ldc) {
+    tl_gemm_bf16_on(tl_gemm_bf16_active(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
