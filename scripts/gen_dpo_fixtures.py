@@ -14,7 +14,10 @@ every parameter's gradient.  Run from the repo root after gen_sft_fixtures.py:
     pip install torch transformers trl sentencepiece protobuf safetensors
     python3 scripts/gen_dpo_fixtures.py
 
-Output (small, checked in): tests/fixtures/dpo_expected.safetensors
+Outputs (small, checked in): tests/fixtures/dpo_expected.safetensors, and
+tests/fixtures/dpo_trajectory.json: the losses of sft.TRAJ_STEPS optimizer steps of
+DPOTrainer (sigmoid, the reference its starting model, both pairs as every
+step's batch, the AdamW of gen_sft_fixtures.py) on that batch
 """
 import json
 import os
@@ -39,6 +42,40 @@ PAIRS = [
      "chosen": [{"role": "assistant", "content": "4"}],
      "rejected": [{"role": "assistant", "content": "Five, or so."}]},
 ]
+
+
+def trajectory(tok, tmp, want_ids):
+    """sft.TRAJ_STEPS steps of DPOTrainer from the fixture model; the loss of each step."""
+    policy = LlamaForCausalLM.from_pretrained(os.path.join(FIX, "sft", "model"), dtype=torch.float32,
+                                              attn_implementation="eager")
+    o = sft.TRAJ_OPT
+    opt = torch.optim.AdamW(policy.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                            weight_decay=o["weight_decay"], foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    losses = []
+
+    class Recorder(DPOTrainer):
+        # the pairs in file order, so that the batch is the fixture's
+        def _get_train_sampler(self, *a, **kw):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+        # one call per step (one micro-batch, no evaluation); the batch must be the fixture's
+        def compute_loss(self, model, inputs, *a, **kw):
+            assert torch.equal(inputs["input_ids"].to(torch.int32), want_ids)
+            loss = super().compute_loss(model, inputs, *a, **kw)
+            losses.append(float(loss.detach()))
+            return loss
+
+    # ref_model None: TRL's reference is a frozen copy of the starting policy, as ours
+    args = DPOConfig(output_dir=os.path.join(tmp, "traj"), beta=BETA, loss_type=["sigmoid"],
+                     per_device_train_batch_size=len(PAIRS), gradient_accumulation_steps=1,
+                     max_steps=sft.TRAJ_STEPS, max_grad_norm=o["clip"], report_to=[], use_cpu=True, bf16=False,
+                     precompute_ref_log_probs=False, save_strategy="no", logging_steps=1, seed=21, data_seed=21)
+    trainer = Recorder(model=policy, ref_model=None, args=args, train_dataset=Dataset.from_list(PAIRS),
+                       processing_class=tok, optimizers=(opt, sched))
+    trainer.train()
+    assert len(losses) == sft.TRAJ_STEPS, losses
+    return losses
 
 
 def main():
@@ -94,6 +131,12 @@ def main():
                 out[f"{loss_type}.grad.{name}"] = p.grad.detach().float().contiguous()
             print(loss_type, loss.item(), {k: m[k] for k in m if k.startswith("rewards")})
         save_file(out, os.path.join(FIX, "dpo_expected.safetensors"))
+        losses = trajectory(tok, tmp, out["input_ids"])
+        print("trajectory", losses)
+        with open(os.path.join(FIX, "dpo_trajectory.json"), "w") as f:
+            json.dump({"steps": sft.TRAJ_STEPS, "pairs": len(PAIRS), "beta": BETA, "opt": sft.TRAJ_OPT,
+                       "losses": losses}, f, indent=1)
+            f.write("\n")
     finally:
         shutil.rmtree(tmp)
 

@@ -20,6 +20,9 @@ Outputs (small, checked in):
   tests/fixtures/sft/model/{config.json,model.safetensors} - the random model
   tests/fixtures/sft_expected.safetensors        - full_ids.I / full_mask.I (each conversation
       whole), input_ids / labels (TRL's batch: cut to SEQ + 1, padded), loss, grad.NAME
+  tests/fixtures/sft_trajectory.json             - the losses of TRAJ_STEPS optimizer steps of
+      SFTTrainer from the random model, the whole set as each step's batch, and the
+      optimizer settings train --sft must use to follow them
 """
 import json
 import os
@@ -78,6 +81,43 @@ CONVS = [
                   {"role": "assistant", "content": "The sea is wide and deep, and full of fish and whales; "
                                                    "ships sail on it from port to port."}]},
 ]
+
+
+# our AdamW (src/train/optimizer.c) at a constant learning rate: weight decay on
+# every tensor (HF's Trainer would exempt the norms, so the optimizer is given to it)
+TRAJ_STEPS = 10
+TRAJ_OPT = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "clip": 1.0}
+
+
+def trajectory(tok, tmp):
+    """TRAJ_STEPS steps of SFTTrainer; returns the loss of each step's batch."""
+    model = LlamaForCausalLM.from_pretrained(os.path.join(OUT, "model"), dtype=torch.float32,
+                                             attn_implementation="eager")
+    o = TRAJ_OPT
+    opt = torch.optim.AdamW(model.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                            weight_decay=o["weight_decay"], foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    losses = []
+
+    class Recorder(SFTTrainer):
+        # every call is one whole step: one micro-batch, no evaluation
+        def compute_loss(self, model, inputs, *a, **kw):
+            loss = super().compute_loss(model, inputs, *a, **kw)
+            losses.append(float(loss.detach()))
+            return loss
+
+    # the batch is the whole set, so the sampler's order changes nothing: the loss is
+    # the mean over all the target tokens of the step
+    args = SFTConfig(output_dir=os.path.join(tmp, "traj"), assistant_only_loss=True, max_length=SEQ + 1,
+                     per_device_train_batch_size=len(CONVS), gradient_accumulation_steps=1,
+                     max_steps=TRAJ_STEPS, max_grad_norm=o["clip"], report_to=[], use_cpu=True, bf16=False,
+                     padding_free=False, dataset_num_proc=None, save_strategy="no", logging_steps=1,
+                     seed=20, data_seed=20)
+    trainer = Recorder(model=model, args=args, train_dataset=Dataset.from_list(CONVS), processing_class=tok,
+                       optimizers=(opt, sched))
+    trainer.train()
+    assert len(losses) == TRAJ_STEPS, losses
+    return losses
 
 
 def main():
@@ -140,6 +180,11 @@ def main():
             out["grad." + name] = p.grad.detach().float().contiguous()
         save_file(out, os.path.join(FIX, "sft_expected.safetensors"))
         print("loss", loss.item(), "ids", [len(r["input_ids"]) for r in rows])
+        losses = trajectory(tok, tmp)
+        print("trajectory", losses)
+        with open(os.path.join(FIX, "sft_trajectory.json"), "w") as f:
+            json.dump({"steps": TRAJ_STEPS, "batch": len(CONVS), "opt": TRAJ_OPT, "losses": losses}, f, indent=1)
+            f.write("\n")
     finally:
         shutil.rmtree(tmp)
 

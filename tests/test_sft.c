@@ -1,6 +1,7 @@
 /* test_sft.c - supervised fine-tuning data and loss: chat records, masked
  * shards, and our ids / mask / loss / gradients against transformers +
  * TRL (fixtures written by scripts/gen_sft_fixtures.py). */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,13 +297,13 @@ static void test_masked_shards(tl_test_ctx *t) {
 /* ---- train --sft ---- */
 
 typedef struct {
-    double loss[8], norm[8];
+    double loss[16], norm[16];
     int n;
 } sft_log;
 
 static void on_event(const tl_train_event *ev, void *user) {
     sft_log *l = user;
-    if (ev->kind == TL_EV_STEP && l->n < 8) {
+    if (ev->kind == TL_EV_STEP && l->n < 16) {
         l->loss[l->n] = ev->loss;
         l->norm[l->n++] = ev->grad_norm;
     }
@@ -310,9 +311,10 @@ static void on_event(const tl_train_event *ev, void *user) {
 
 /* Trains the fixture model on the fixture's chat data, B x accum sequences a
  * step in file order, `steps` steps; with resume_at, in two runs: to resume_at,
- * then on from that checkpoint.  The final parameters in *params (malloc'd). */
+ * then on from that checkpoint.  The final parameters in *params (malloc'd).
+ * opt: the optimizer (NULL: lr 1e-2, cosine over the run, no warmup). */
 static int sft_run(tl_test_ctx *t, tl_dataset *d, const char *out, int B, int accum, int steps, int resume_at,
-                   sft_log *log, float **params) {
+                   const tl_adamw_config *opt, sft_log *log, float **params) {
     char path[600];
     snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
     int rc = 0;
@@ -329,6 +331,7 @@ static int sft_run(tl_test_ctx *t, tl_dataset *d, const char *out, int B, int ac
         o.opt.lr = 1e-2;
         o.opt.warmup_steps = 0;
         o.opt.decay_steps = steps;
+        if (opt) o.opt = *opt;
         tl_trainer *tr = tl_trainer_create(&m, d, NULL, &o, &err);
         CHECK_MSG(tr != NULL, "%s", err.msg);
         rc = tr ? 0 : -1;
@@ -385,9 +388,9 @@ static void test_sft_train(tl_test_ctx *t) {
     sft_log a = {0}, b = {0}, c = {0}, r = {0};
     float *pa = NULL, *pb = NULL, *pc = NULL, *pr = NULL;
     snprintf(out, sizeof out, "%s/sft_run_a", tl_test_tmpdir());
-    sft_run(t, &d, out, 3, 1, 1, 0, &a, &pa);
+    sft_run(t, &d, out, 3, 1, 1, 0, NULL, &a, &pa);
     snprintf(out, sizeof out, "%s/sft_run_b", tl_test_tmpdir());
-    sft_run(t, &d, out, 1, 3, 1, 0, &b, &pb);
+    sft_run(t, &d, out, 1, 3, 1, 0, NULL, &b, &pb);
     CHECK(a.n == 1 && b.n == 1);
     CHECK_MSG(fabs(a.loss[0] - wl) < 1e-5 * wl && fabs(b.loss[0] - wl) < 1e-5 * wl, "loss %.7f / %.7f, TRL %.7f",
               a.loss[0], b.loss[0], wl);
@@ -395,9 +398,9 @@ static void test_sft_train(tl_test_ctx *t) {
               "gradient norm %.7f / %.7f, torch %.7f", a.norm[0], b.norm[0], sqrt(sq));
     /* bit-identical resume, across an epoch boundary */
     snprintf(out, sizeof out, "%s/sft_run_c", tl_test_tmpdir());
-    sft_run(t, &d, out, 1, 2, 4, 0, &c, &pc);
+    sft_run(t, &d, out, 1, 2, 4, 0, NULL, &c, &pc);
     snprintf(out, sizeof out, "%s/sft_run_r", tl_test_tmpdir());
-    sft_run(t, &d, out, 1, 2, 4, 2, &r, &pr);
+    sft_run(t, &d, out, 1, 2, 4, 2, NULL, &r, &pr);
     CHECK(c.n == 4 && r.n == 4 && c.loss[3] < c.loss[0]);
     tl_model m;
     snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
@@ -426,6 +429,60 @@ static void test_sft_train(tl_test_ctx *t) {
     free(pc);
     free(pr);
     tl_dataset_close(&d);
+}
+
+/* Ten steps of train --sft from the fixture model, the three conversations as every
+ * step's batch, against SFTTrainer's losses with the same AdamW (scripts/gen_sft_fixtures.py
+ * writes sft_trajectory.json).  The first step is the same computation as
+ * sft/matches_trl; later ones drift apart by float rounding carried through the
+ * updates (both sides fp32, different summation orders): 3e-7 relative at
+ * most when written, checked at 1e-5. */
+static void test_sft_trajectory(tl_test_ctx *t) {
+    char path[600], out[700];
+    tl_error err;
+    snprintf(path, sizeof path, "%s/sft_trajectory.json", tl_test_fixture_dir());
+    char *text = NULL;
+    size_t len;
+    if (tl_read_file(path, 1 << 20, &text, &len, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *losses = cJSON_GetObjectItem(j, "losses"), *jo = cJSON_GetObjectItem(j, "opt");
+    const int steps = cJSON_GetArraySize(losses);
+    CHECK_MSG(j && jo && steps == 10 && cJSON_GetObjectItem(j, "batch")->valueint == 3, "bad fixture %s", path);
+    if (!j || !jo || steps != 10) {
+        cJSON_Delete(j);
+        return;
+    }
+    tl_adamw_config opt = tl_adamw_defaults();
+    opt.lr = opt.min_lr = cJSON_GetObjectItem(jo, "lr")->valuedouble; /* constant */
+    opt.beta1 = cJSON_GetObjectItem(jo, "beta1")->valuedouble;
+    opt.beta2 = cJSON_GetObjectItem(jo, "beta2")->valuedouble;
+    opt.eps = cJSON_GetObjectItem(jo, "eps")->valuedouble;
+    opt.weight_decay = cJSON_GetObjectItem(jo, "weight_decay")->valuedouble;
+    opt.clip = cJSON_GetObjectItem(jo, "clip")->valuedouble;
+    opt.warmup_steps = 0;
+    opt.decay_steps = steps;
+    tl_dataset d;
+    snprintf(path, sizeof path, "%s/sft_traj_data", tl_test_tmpdir());
+    if (prepare_fixture(t, path, &d)) {
+        cJSON_Delete(j);
+        return;
+    }
+    sft_log l = {0};
+    float *p = NULL;
+    snprintf(out, sizeof out, "%s/sft_traj_run", tl_test_tmpdir());
+    sft_run(t, &d, out, 3, 1, steps, 0, &opt, &l, &p);
+    CHECK(l.n == steps);
+    for (int i = 0; i < steps && i < l.n; i++) {
+        const double want = cJSON_GetArrayItem(losses, i)->valuedouble;
+        CHECK_MSG(fabs(l.loss[i] - want) < 1e-5 * fabs(want), "step %d: loss %.7f, TRL %.7f", i + 1, l.loss[i], want);
+    }
+    free(p);
+    tl_dataset_close(&d);
+    cJSON_Delete(j);
 }
 
 /* ---- DPO: our loss, rewards and gradients on TRL's batch (scripts/gen_dpo_fixtures.py) ---- */
@@ -519,6 +576,101 @@ static void test_dpo_matches_trl(tl_test_ctx *t) {
     tl_st_close(&st);
 }
 
+/* Ten steps of train --dpo from the fixture model (the reference: the start) on the
+ * fixture's two pairs as every step's batch, against DPOTrainer's losses with the same
+ * AdamW (scripts/gen_dpo_fixtures.py writes dpo_trajectory.json).  The pairs are TRL's
+ * batch written as a pair shard, since our preference samples mask one token fewer
+ * per reply than TRL's completions (docs/finetuning.md).  Written: 7e-7 relative
+ * at most; checked at 1e-5. */
+static void test_dpo_trajectory(tl_test_ctx *t) {
+    char path[600], shard[700], out[700];
+    tl_error err;
+    snprintf(path, sizeof path, "%s/dpo_trajectory.json", tl_test_fixture_dir());
+    char *text = NULL;
+    size_t len;
+    if (tl_read_file(path, 1 << 20, &text, &len, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *losses = cJSON_GetObjectItem(j, "losses"), *jo = cJSON_GetObjectItem(j, "opt");
+    const int steps = cJSON_GetArraySize(losses);
+    tl_safetensors st;
+    snprintf(path, sizeof path, "%s/dpo_expected.safetensors", tl_test_fixture_dir());
+    if (!j || !jo || steps != 10 || tl_st_open(&st, path, &err)) {
+        CHECK_MSG(0, "bad fixtures: %s", err.msg);
+        cJSON_Delete(j);
+        return;
+    }
+    const tl_st_tensor *ie = tl_st_find(&st, "input_ids"), *ce = tl_st_find(&st, "completion_mask");
+    CHECK(ie && ce && ie->ndim == 2 && ie->shape[0] == 4);
+    const int P = 2, S = ie && ie->ndim == 2 ? (int)ie->shape[1] : 0;
+    int *ids = malloc(sizeof(int) * 4 * (size_t)S), *cm = malloc(sizeof(int) * 4 * (size_t)S);
+    int *sample = malloc(sizeof(int) * 2 * (size_t)S);
+    uint8_t *mk = malloc(2 * (size_t)S);
+    tl_dataset d;
+    int have_data = 0;
+    if (S > 1 && ids && cm && sample && mk && !tl_st_read_i32(&st, ie, ids, 4 * (size_t)S, &err) &&
+        !tl_st_read_i32(&st, ce, cm, 4 * (size_t)S, &err)) {
+        /* TRL's rows are [chosen..., rejected...]; a pair sample is chosen then rejected */
+        snprintf(shard, sizeof shard, "%s/dpo_traj.bin", tl_test_tmpdir());
+        tl_shard_writer w;
+        int rc = tl_shard_writer_open_ex(&w, shard, 2 * S - 1, 1000, 1, &err);
+        w.pairs = 1;
+        for (int b = 0; b < P && !rc; b++) {
+            for (int k = 0; k < 2; k++)
+                for (int s = 0; s < S; s++) {
+                    sample[k * S + s] = ids[(k * P + b) * S + s];
+                    mk[k * S + s] = (uint8_t)cm[(k * P + b) * S + s];
+                }
+            rc = tl_shard_writer_add_masked(&w, sample, mk, &err);
+        }
+        if (!rc) rc = tl_shard_writer_close(&w, NULL, &err);
+        const char *paths[] = {shard};
+        if (!rc) rc = tl_dataset_open(&d, paths, 1, &err);
+        CHECK_MSG(rc == 0, "pair shard: %s", err.msg);
+        have_data = rc == 0 && d.pairs;
+    }
+    tl_model m;
+    snprintf(path, sizeof path, "%s/sft/model", tl_test_fixture_dir());
+    if (have_data && tl_model_load_hf(path, &m, &err) == 0) {
+        tl_train_opts o = {.batch = P, .seq_len = S - 1, .accum = 1, .steps = steps, .opt = tl_adamw_defaults(),
+                           .seed = 1, .shuffle = 0, .out_dir = out, .overwrite = 1, .dpo = 1,
+                           .dpo_beta = cJSON_GetObjectItem(j, "beta")->valuedouble};
+        snprintf(out, sizeof out, "%s/dpo_traj_run", tl_test_tmpdir());
+        o.opt.lr = o.opt.min_lr = cJSON_GetObjectItem(jo, "lr")->valuedouble; /* constant */
+        o.opt.beta1 = cJSON_GetObjectItem(jo, "beta1")->valuedouble;
+        o.opt.beta2 = cJSON_GetObjectItem(jo, "beta2")->valuedouble;
+        o.opt.eps = cJSON_GetObjectItem(jo, "eps")->valuedouble;
+        o.opt.weight_decay = cJSON_GetObjectItem(jo, "weight_decay")->valuedouble;
+        o.opt.clip = cJSON_GetObjectItem(jo, "clip")->valuedouble;
+        o.opt.warmup_steps = 0;
+        o.opt.decay_steps = steps;
+        tl_trainer *tr = tl_trainer_create(&m, &d, NULL, &o, &err);
+        CHECK_MSG(tr != NULL, "%s", err.msg);
+        sft_log l = {0};
+        if (tr) CHECK_MSG(tl_trainer_run(tr, on_event, &l, NULL, &err) == 0, "%s", err.msg);
+        CHECK(l.n == steps);
+        for (int i = 0; i < steps && i < l.n; i++) {
+            const double want = cJSON_GetArrayItem(losses, i)->valuedouble;
+            CHECK_MSG(fabs(l.loss[i] - want) < 1e-5 * fabs(want) + 1e-7, "step %d: loss %.7f, TRL %.7f", i + 1,
+                      l.loss[i], want);
+        }
+        tl_trainer_free(tr);
+        tl_model_free(&m);
+    } else {
+        CHECK_MSG(0, "%s", err.msg);
+    }
+    if (have_data) tl_dataset_close(&d);
+    free(ids);
+    free(cm);
+    free(sample);
+    free(mk);
+    tl_st_close(&st);
+    cJSON_Delete(j);
+}
+
 static void test_pref_parse(tl_test_ctx *t) {
     char why[300];
     tl_pref p;
@@ -552,7 +704,9 @@ const tl_test tests_sft[] = {
     {"sft/masked_shards", test_masked_shards},
     {"sft/matches_trl", test_sft_matches_trl},
     {"sft/train", test_sft_train},
+    {"sft/trajectory", test_sft_trajectory},
     {"sft/pref_parse", test_pref_parse},
     {"sft/dpo_matches_trl", test_dpo_matches_trl},
+    {"sft/dpo_trajectory", test_dpo_trajectory},
     {NULL, NULL},
 };
