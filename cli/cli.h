@@ -23,6 +23,7 @@ int cmd_generate(int argc, char **argv);        /* cli/cmd_generate.c */
 int cmd_chat(int argc, char **argv);            /* cli/cmd_generate.c */
 int cmd_perplexity(int argc, char **argv);      /* cli/cmd_perplexity.c */
 int cmd_serve(int argc, char **argv);           /* cli/cmd_serve.c */
+int cmd_plot(int argc, char **argv);            /* cli/cmd_plot.c */
 
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);
