@@ -74,6 +74,9 @@ int cli_parse_text(const char *cmd, int argc, char **argv, const cli_option *opt
  * other processes keep busy (src/core/threads.h), saying so when it is fewer. */
 void cli_threads(const char *cmd, long requested);
 
+/* Dense bf16 datasheet peak (TFLOP/s) of a GPU from its name (`bench`, `train`'s MFU); 0 if unknown. */
+double cli_datasheet_peak(const char *desc);
+
 /* Prints "tinyllama <cmd>: <msg>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
