@@ -202,7 +202,10 @@ static void frame(cairo_t *cr, axes *a, const char *title, const char *ylabel, i
     cairo_set_line_width(cr, 1);
     double ts = tick_step(a->x1 - a->x0);
     char buf[32];
-    for (double x = ceil(a->x0 / ts) * ts; x <= a->x1 + ts * 1e-9; x += ts) {
+    /* counted loops: a degenerate range (a denormal step, an overflow) draws no ticks rather than spin */
+    for (int k = 0; k < 30 && ts > 0 && isfinite(ts); k++) {
+        double x = (ceil(a->x0 / ts) + k) * ts;
+        if (!(x <= a->x1 + ts * 1e-9)) break;
         cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
         cairo_move_to(cr, ax_x(a, x), a->py);
         cairo_line_to(cr, ax_x(a, x), a->py + a->ph);
@@ -212,7 +215,9 @@ static void frame(cairo_t *cr, axes *a, const char *title, const char *ylabel, i
         text_at(cr, ax_x(a, x), a->py + a->ph + 16, buf, 0.5);
     }
     ts = tick_step(a->y1 - a->y0);
-    for (double y = ceil(a->y0 / ts) * ts; y <= a->y1 + ts * 1e-9; y += ts) {
+    for (int k = 0; k < 30 && ts > 0 && isfinite(ts); k++) {
+        double y = (ceil(a->y0 / ts) + k) * ts;
+        if (!(y <= a->y1 + ts * 1e-9)) break;
         cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
         cairo_move_to(cr, a->px, ax_y(a, y));
         cairo_line_to(cr, a->px + a->pw, ax_y(a, y));
