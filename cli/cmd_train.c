@@ -439,6 +439,11 @@ int cmd_train(int argc, char **argv) {
     tl_launch_env(&rank, &world);
     rq.world = world;
     if (rank != 0) quiet = 1;
+    if (recipe && tl_recipe_check_batch(recipe, &rq, &serr)) { /* before the model and the data */
+        cli_error("train", "%s", serr.msg);
+        free(recipe);
+        return 2;
+    }
     if (!(comm_timeout >= 0)) {
         cli_error("train", "--comm-timeout must be a number of seconds >= 0");
         return 2;
