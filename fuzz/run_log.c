@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (log.n_steps < 1 || log.n_val_sets > TL_PLOT_MAX_VAL_SETS) abort();
     for (int i = 0; i < log.n_steps; i++)
         if (!isfinite(log.steps[i].tokens) || !isfinite(log.steps[i].loss) || !isfinite(log.steps[i].lr) ||
-            !isfinite(log.steps[i].tokens_per_s))
+            !isfinite(log.steps[i].tokens_per_s) || log.steps[i].phase < -1 || log.steps[i].phase >= log.n_phases)
             abort();
     for (int i = 0; i < log.n_vals; i++)
         if (!isfinite(log.vals[i].tokens) || !isfinite(log.vals[i].loss) || log.vals[i].set < 0 ||

@@ -85,6 +85,8 @@ cp r1/log.jsonl bad.jsonl && echo '{"step": 13, "loss": 1.0, "lr":' >>bad.jsonl
 expect_fail "a malformed line is refused with file:line" "bad.jsonl:$(wc -l <bad.jsonl): not a JSON object" "$BIN" plot bad.jsonl --out x.png
 head -3 r1/log.jsonl >bad2.jsonl && echo '{"step": 4, "loss": "low", "lr": 1, "tokens_per_s": 1, "tokens": 9}' >>bad2.jsonl
 expect_fail "a non-number loss is refused" 'bad2.jsonl:4: "loss" is not a finite number' "$BIN" plot bad2.jsonl --out x.png
+head -3 r1/log.jsonl >bad4.jsonl && echo '{"step": 4, "loss": 1, "lr": 1, "tokens_per_s": 1, "tokens": 9, "phase": 2}' >>bad4.jsonl
+expect_fail "a phase that is not a name is refused" 'bad4.jsonl:4: "phase" is not a name' "$BIN" plot bad4.jsonl --out x.png
 echo '{"step": 1, "val_loss": 2.0}' >bad3.jsonl
 expect_fail "a log without steps is refused" "bad3.jsonl.*(before any step|no training steps)" "$BIN" plot bad3.jsonl --out x.png
 expect_fail "a missing run is named" "nowhere/log.jsonl|nowhere" "$BIN" plot nowhere --out x.png

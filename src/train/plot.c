@@ -89,7 +89,23 @@ static int parse_line(const char *s, size_t n, const char *file, long line, tl_r
         log->vals[log->n_vals++] = v;
         rc = 0;
     } else if (cJSON_GetObjectItemCaseSensitive(o, "loss")) {
-        tl_log_step st = {0};
+        tl_log_step st = {.phase = -1};
+        const cJSON *ph = cJSON_GetObjectItemCaseSensitive(o, "phase");
+        if (ph) {
+            if (!cJSON_IsString(ph) || strlen(ph->valuestring) >= sizeof log->phase[0]) {
+                tl_fail(err, "%s:%ld: \"phase\" is not a name (a string under %zu bytes)", file, line,
+                        sizeof log->phase[0]);
+                goto out;
+            }
+            for (st.phase = 0; st.phase < log->n_phases && strcmp(log->phase[st.phase], ph->valuestring); st.phase++) {}
+            if (st.phase == log->n_phases) {
+                if (log->n_phases == TL_PLOT_MAX_PHASES) {
+                    tl_fail(err, "%s:%ld: more than %d phases", file, line, TL_PLOT_MAX_PHASES);
+                    goto out;
+                }
+                snprintf(log->phase[log->n_phases++], sizeof log->phase[0], "%s", ph->valuestring);
+            }
+        }
         if (number(o, "loss", 1, &st.loss, file, line, err) || number(o, "lr", 1, &st.lr, file, line, err) ||
             number(o, "tokens_per_s", 1, &st.tokens_per_s, file, line, err) ||
             number(o, "tokens", 1, &st.tokens, file, line, err))
@@ -150,6 +166,10 @@ enum { ML = 90, MR = 30, MT = 36, MB = 54 }; /* a panel's margins */
 static const double palette[][3] = {{0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16},
                                     {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29}, {0.89, 0.47, 0.76}, {0.50, 0.50, 0.50}};
 #define N_COLORS ((int)(sizeof palette / sizeof palette[0]))
+/* validation sets of one run: the run's colour, a dash pattern each */
+static const double dashes[][4] = {{6, 4}, {2, 3}, {10, 3, 2, 3}, {12, 6}};
+static const int n_dash[] = {2, 2, 4, 2};
+#define N_DASHES 4
 
 typedef struct {
     double x0, x1, y0, y1; /* data range */
@@ -252,11 +272,10 @@ static void series(cairo_t *cr, const axes *a, const tl_run_log *r, int f, int c
     }
     cairo_stroke(cr);
     if (f == 0) { /* validation: dashed, one line per set, with its points marked */
-        static const double dash[] = {6, 4};
-        cairo_set_dash(cr, dash, 2, 0);
         cairo_set_line_width(cr, 2);
         for (int s = 0; s < r->n_val_sets; s++) {
             int first = 1;
+            cairo_set_dash(cr, dashes[s % N_DASHES], n_dash[s % N_DASHES], 0);
             for (int i = 0; i < r->n_vals; i++) {
                 if (r->vals[i].set != s) continue;
                 double x = ax_x(a, r->vals[i].tokens), y = ax_y(a, r->vals[i].loss);
@@ -271,9 +290,30 @@ static void series(cairo_t *cr, const axes *a, const tl_run_log *r, int f, int c
                     cairo_arc(cr, ax_x(a, r->vals[i].tokens), ax_y(a, r->vals[i].loss), 3, 0, 2 * M_PI);
                     cairo_fill(cr);
                 }
-            cairo_set_dash(cr, dash, 2, 0);
         }
         cairo_set_dash(cr, NULL, 0, 0);
+    }
+    cairo_restore(cr);
+}
+
+/* A recipe's phase boundaries: a dotted line where a step's phase differs from the one before,
+ * named at the top of the panel. */
+static void phases(cairo_t *cr, const axes *a, const tl_run_log *r, int color) {
+    static const double dot[] = {2, 3};
+    cairo_save(cr);
+    cairo_set_font_size(cr, 10);
+    cairo_set_line_width(cr, 1);
+    for (int i = 1; i < r->n_steps; i++) {
+        if (r->steps[i].phase == r->steps[i - 1].phase || r->steps[i].phase < 0) continue;
+        double x = ax_x(a, r->steps[i - 1].tokens); /* the tokens seen when the phase began */
+        cairo_set_source_rgb(cr, palette[color][0], palette[color][1], palette[color][2]);
+        cairo_set_dash(cr, dot, 2, 0);
+        cairo_move_to(cr, x, a->py);
+        cairo_line_to(cr, x, a->py + a->ph);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        cairo_move_to(cr, x + 3, a->py + 12 + 12 * color);
+        cairo_show_text(cr, r->phase[r->steps[i].phase]);
     }
     cairo_restore(cr);
 }
@@ -295,8 +335,7 @@ static void legend(cairo_t *cr, const axes *a, const tl_run_log *runs, int n_run
             cairo_rectangle(cr, x - 34, y - 11, te.x_advance + 38, 15);
             cairo_fill(cr);
             cairo_set_source_rgb(cr, c[0], c[1], c[2]);
-            static const double dash[] = {6, 4};
-            if (s >= 0) cairo_set_dash(cr, dash, 2, 0);
+            if (s >= 0) cairo_set_dash(cr, dashes[s % N_DASHES], n_dash[s % N_DASHES], 0);
             cairo_set_line_width(cr, 2);
             cairo_move_to(cr, x - 30, y - 4);
             cairo_line_to(cr, x - 6, y - 4);
@@ -331,6 +370,7 @@ static void draw(cairo_t *cr, const tl_run_log *runs, int n_runs) {
         if (f > 0) a.y0 = fmin(a.y0, 0); /* lr and throughput from zero */
         a.x0 = fmin(a.x0, 0);
         frame(cr, &a, titles[f], ylabels[f], f == 2);
+        for (int r = 0; r < n_runs; r++) phases(cr, &a, &runs[r], r % N_COLORS);
         for (int r = 0; r < n_runs; r++) series(cr, &a, &runs[r], f, r % N_COLORS);
         legend(cr, &a, runs, n_runs, f == 0);
     }

@@ -9,9 +9,11 @@
 #include "common.h"
 
 #define TL_PLOT_MAX_VAL_SETS 8
+#define TL_PLOT_MAX_PHASES 16
 
 typedef struct {
     double tokens, loss, lr, tokens_per_s;
+    int phase; /* index into phase[], -1 without phases */
 } tl_log_step;
 
 typedef struct {
@@ -27,10 +29,12 @@ typedef struct {
     int n_vals;
     char val_set[TL_PLOT_MAX_VAL_SETS][64]; /* "" is the plain --val-data set */
     int n_val_sets;
+    char phase[TL_PLOT_MAX_PHASES][64]; /* a recipe's phases, in the order they first appear */
+    int n_phases;
 } tl_run_log;
 
 /* Parses a log.jsonl held in text[0..len): step lines (loss, lr, tokens_per_s, tokens)
- * and validation lines (val_loss, optionally val_set, placed at the tokens of their
+ * (and their recipe phase) and validation lines (val_loss, optionally val_set, placed at the tokens of their
  * step); skipped steps and other lines are passed over.  `file` names the input in
  * errors, as "file:line: ...".  Free with tl_run_log_free, also after an error. */
 int tl_run_log_parse(const char *text, size_t len, const char *file, tl_run_log *log, tl_error *err);
