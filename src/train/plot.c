@@ -401,6 +401,7 @@ int tl_plot_runs(const tl_run_log *runs, int n_runs, const char *out_path, tl_er
     cairo_surface_finish(sf); /* the SVG is written here */
     if (st == CAIRO_STATUS_SUCCESS) st = cairo_surface_status(sf);
     cairo_surface_destroy(sf);
-    if (st != CAIRO_STATUS_SUCCESS) return tl_fail(err, "%s: cannot write the plot: %s", out_path, cairo_status_to_string(st));
+    if (st != CAIRO_STATUS_SUCCESS)
+        return tl_fail(err, "%s: cannot write the plot: %s", out_path, cairo_status_to_string(st));
     return 0;
 }
