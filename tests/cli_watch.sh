@@ -91,6 +91,7 @@ echo '{"step": 1, "val_loss": 2.0}' >bad3.jsonl
 expect_fail "a log without steps is refused" "bad3.jsonl.*(before any step|no training steps)" "$BIN" plot bad3.jsonl --out x.png
 expect_fail "a missing run is named" "nowhere/log.jsonl|nowhere" "$BIN" plot nowhere --out x.png
 expect_fail "an unknown picture format is refused" "must end with .png or .svg" "$BIN" plot r1 --out x.jpg
+expect_fail "an unwritable picture is named" "nodir/x.png: cannot write the plot" "$BIN" plot r1 --out nodir/x.png
 expect_fail "no run given" "no run given" "$BIN" plot
 [ ! -e x.png ] && [ ! -e x.jpg ] && ok "nothing written on refusal" || fail "a refused plot wrote a file"
 finish
