@@ -30,7 +30,7 @@ CFLAGS  += -DTL_WITH_MPI $(shell $(MPICC) --showme:compile 2>/dev/null || $(MPIC
 MPI_LIBS := $(shell $(MPICC) --showme:link 2>/dev/null || $(MPICC) -show | cut -d' ' -f2- | tr ' ' '\n' | grep '^-[Ll]' | tr '\n' ' ')
 endif
 LDLIBS  += $(MPI_LIBS)
-LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lyaml -lmicrohttpd -lzstd -lz -lm $(SAN)
+LDLIBS  += -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lyaml -lmicrohttpd -lcairo -lzstd -lz -lm $(SAN)
 
 SRC     := $(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c)))
 CLI_SRC := $(sort $(wildcard cli/*.c))
@@ -108,7 +108,7 @@ FUZZ_BUILD  ?= build-fuzz
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -O1 -g -Wall -Wextra -Wshadow -fopenmp -D_GNU_SOURCE $(INC) \
                -I/usr/include/x86_64-linux-gnu/openblas-openmp $(FUZZ_SAN)
-FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lyaml -lmicrohttpd -lzstd -lz -lm
+FUZZ_LDLIBS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ldnnl -lcjson -lyaml -lmicrohttpd -lcairo -lzstd -lz -lm
 FUZZ_SRC    := $(sort $(wildcard fuzz/*.c))
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 # clang 14 refuses the GCC target attributes of the inference kernels: they are built by

@@ -23,6 +23,7 @@ int cmd_generate(int argc, char **argv);        /* cli/cmd_generate.c */
 int cmd_chat(int argc, char **argv);            /* cli/cmd_generate.c */
 int cmd_perplexity(int argc, char **argv);      /* cli/cmd_perplexity.c */
 int cmd_serve(int argc, char **argv);           /* cli/cmd_serve.c */
+int cmd_plot(int argc, char **argv);            /* cli/cmd_plot.c */
 
 /* Option parsing helpers: on a bad value they print "tinyllama CMD: ..." and return -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);
@@ -72,6 +73,9 @@ int cli_parse_text(const char *cmd, int argc, char **argv, const cli_option *opt
 /* Sets the thread count: `requested` if > 0, else the usable cores minus those
  * other processes keep busy (src/core/threads.h), saying so when it is fewer. */
 void cli_threads(const char *cmd, long requested);
+
+/* Dense bf16 datasheet peak (TFLOP/s) of a GPU from its name (`bench`, `train`'s MFU); 0 if unknown. */
+double cli_datasheet_peak(const char *desc);
 
 /* Prints "tinyllama <cmd>: <msg>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -147,3 +147,11 @@ void cli_threads(const char *cmd, long requested) {
                 cmd, n, usable, busy, usable);
     tl_set_threads(n);
 }
+
+double cli_datasheet_peak(const char *desc) {
+    if (strstr(desc, "H200") || strstr(desc, "H100 80GB HBM3") || strstr(desc, "H100 SXM")) return 989.4;
+    if (strstr(desc, "H100 PCIe") || strstr(desc, "H100")) return 756.0;
+    if (strstr(desc, "A100")) return 312.0;
+    if (strstr(desc, "L40S")) return 362.0;
+    return 0.0;
+}

@@ -36,15 +36,6 @@ static void help(void) {
            "  --no-gemm-peak    skip measuring the cuBLASLt bf16 peak (8192^3 products)\n");
 }
 
-/* Dense bf16 datasheet peak (TFLOP/s) from the device name; 0 if unknown. */
-static double datasheet_peak(const char *desc) {
-    if (strstr(desc, "H200") || strstr(desc, "H100 80GB HBM3") || strstr(desc, "H100 SXM")) return 989.4;
-    if (strstr(desc, "H100 PCIe") || strstr(desc, "H100")) return 756.0;
-    if (strstr(desc, "A100")) return 312.0;
-    if (strstr(desc, "L40S")) return 362.0;
-    return 0.0;
-}
-
 static int parse_precision(const char *cmd, const char *v, void *dst) {
     if (strcmp(v, "bf16") && strcmp(v, "fp32")) {
         cli_error(cmd, "--precision must be bf16 or fp32");
@@ -106,7 +97,7 @@ int cmd_bench(int argc, char **argv) {
         cli_error("bench", "%s", err.msg);
         return 1;
     }
-    if (peak <= 0) peak = datasheet_peak(desc);
+    if (peak <= 0) peak = cli_datasheet_peak(desc);
     if ((config ? tl_config_load_json(config, &cfg, &err) : tl_config_preset(preset, &cfg, &err)) ||
         tl_model_create(&m, &cfg, &err)) {
         cli_error("bench", "%s", err.msg);

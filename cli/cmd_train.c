@@ -114,13 +114,17 @@ static void help(void) {
            "                       AdamW state and everything else (CUDA's default); fp32 throughout\n"
            "                       (the CPU's default; its bf16 runs on oneDNN where the CPU has\n"
            "                       AVX512-BF16 or AMX, elsewhere emulated: same arithmetic, no speed-up)\n"
-           "  --quiet              no progress line\n\n"
+           "  --quiet              no progress line\n"
+           "  --peak-tflops X      the device's peak for the progress line's MFU (model FLOP/s: 6N +\n"
+           "                       attention per token, over the peak; default: a GPU's datasheet bf16\n"
+           "                       peak by name; without one the line shows GFLOP/s only)\n\n"
            "Ctrl-C (or SIGTERM) stops after the current step, writes a checkpoint and exits with\n"
            "130 (143), as shells report an interrupted command; 0 means the run finished.\n");
 }
 
 typedef struct {
     int quiet, tty;
+    double flops_per_token, peak_tflops; /* model FLOP/s, and over a known peak the MFU */
     long last_print_step;
     double last_print;
 } progress;
@@ -145,9 +149,13 @@ static void on_event(const tl_train_event *ev, void *user) {
         fmt_time(eta, sizeof eta, ev->eta);
         char phase[96] = "";
         if (ev->phase) snprintf(phase, sizeof phase, "%s | ", ev->phase);
-        fprintf(stderr, "%s%sstep %ld/%ld | %.4g tok (batch %.4g) | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
+        char mfu[64];
+        double flops = ev->tokens_per_s * p->flops_per_token;
+        int l = snprintf(mfu, sizeof mfu, "%.3g GFLOP/s", flops / 1e9);
+        if (p->peak_tflops > 0) snprintf(mfu + l, sizeof mfu - l, " (MFU %.2f%%)", 100 * flops / (p->peak_tflops * 1e12));
+        fprintf(stderr, "%s%sstep %ld/%ld | %.4g tok (batch %.4g) | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s | ETA %s%s",
                 p->tty ? "\r\033[K" : "", phase, ev->step, ev->steps, ev->tokens, ev->batch_tokens, ev->loss, ev->lr,
-                ev->grad_norm, ev->tokens_per_s, eta, p->tty ? "" : "\n");
+                ev->grad_norm, ev->tokens_per_s, mfu, eta, p->tty ? "" : "\n");
         break;
     }
     case TL_EV_EVAL: /* task: a named validation set (a recipe's domain) */
@@ -301,6 +309,7 @@ int cmd_train(int argc, char **argv) {
     int n_bench = 0;
     long bench_limit = 0, vocab_size = 0;
     tl_adamw_config *oc = &rq.opt;
+    double peak_tflops = 0; /* the progress line's MFU */
     const char *device = NULL, *precision = NULL; /* engines built in: src/train/engine.h */
     int recompute = 0, sft = 0, dpo = 0, ipo = 0;
     double beta = 0.1; /* DPO's (TRL's default) */
@@ -373,6 +382,7 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_DOUBLE("--beta", &beta),
         CLI_OPT_FLAG("--overlap", &overlap), /* distributed */
         CLI_OPT_STR("--precision", &precision),
+        CLI_OPT_DOUBLE("--peak-tflops", &peak_tflops),
         /* the CUDA build's options last: a CPU-only build parses without them */
         CLI_OPT_STR("--device", &device),
         CLI_OPT_FLAG("--recompute", &recompute),
@@ -384,6 +394,11 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (prc) return prc;
+    if (peak_tflops < 0) {
+        cli_error("train", "--peak-tflops must be positive (the device's peak TFLOP/s), got %g", peak_tflops);
+        free(recipe);
+        return 2;
+    }
     if (recipe && (n_data || n_sources || ramp_tokens)) {
         cli_error("train", "%s declares the data of each phase: drop --data / --source / --ramp-tokens", recipe_path);
         free(recipe);
@@ -427,6 +442,11 @@ int cmd_train(int argc, char **argv) {
     tl_launch_env(&rank, &world);
     rq.world = world;
     if (rank != 0) quiet = 1;
+    if (recipe && tl_recipe_check_batch(recipe, &rq, &serr)) { /* before the model and the data */
+        cli_error("train", "%s", serr.msg);
+        free(recipe);
+        return 2;
+    }
     if (!(comm_timeout >= 0)) {
         cli_error("train", "--comm-timeout must be a number of seconds >= 0");
         return 2;
@@ -647,7 +667,12 @@ int cmd_train(int argc, char **argv) {
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        progress p = {.quiet = quiet, .tty = isatty(2)};
+        progress p = {.quiet = quiet, .tty = isatty(2), .peak_tflops = peak_tflops,
+                      .flops_per_token = tl_config_train_flops_per_token(&model.cfg, (int)o.seq_len)};
+        char desc[256];
+        tl_error de;
+        if (p.peak_tflops <= 0 && kind->describe && !kind->describe(eopts.device, desc, sizeof desc, &de))
+            p.peak_tflops = cli_datasheet_peak(desc);
         rc = tl_trainer_run(tr, on_event, &p, &stop_requested, &err);
         if (p.tty && !quiet) fputc('\n', stderr);
         if (!rc && stop_requested) fprintf(stderr, "stopped at step %ld\n", tl_trainer_step(tr));

@@ -25,6 +25,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a prompt with an HF checkpoint (KV cache, sampling)"},
     {"chat", cmd_chat, "multi-turn chat (TinyLlama-Chat template), messages from stdin"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text file or token shards"},
+    {"plot", cmd_plot, "draw the loss, learning rate and throughput of training runs (PNG or SVG)"},
     {"serve", cmd_serve, "an OpenAI-compatible HTTP server (continuous batching, prefix cache)"},
 };
 

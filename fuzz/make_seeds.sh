@@ -14,7 +14,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 # inputs that found bugs (regress_*) stay
 find "$C" -type f ! -name 'regress_*' -delete 2>/dev/null || true
-mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe,chat_record,serve_request}
+mkdir -p "$C"/{safetensors,st_index,config,tokenizer_model,tokenizer_json,shard,train_state,prepare_input,manifest,recipe,chat_record,serve_request,run_log}
 
 # ---- safetensors, training state: spelled out
 python3 - "$C" <<'EOF'
@@ -188,6 +188,15 @@ printf 'phases:\n  - name: a\n    tokens: -100\n' >"$C/recipe/bad_negative"
 printf 'seq_len: abc\nphases: []\n' >"$C/recipe/bad_type"
 printf 'phases:\n  - name: a\n    tokens: 1K\n    sources:\n      - {name: x, path: p, weight: 0}\n' >"$C/recipe/bad_weights"
 printf 'phases: [\n' >"$C/recipe/bad_yaml"
+
+# ---- run logs (plot): a training run's log.jsonl as train writes it, and broken ones
+L='{"step": %d, "loss": %s, "lr": 1.0e-03, "grad_norm": 1.5, "tokens_per_s": 900.0, "tokens": %d, "batch_tokens": 64, "elapsed": 0.1}\n'
+{ printf "$L" 1 5.5 64; printf "$L" 2 5.1 128; printf '{"step": 2, "val_loss": 5.2, "val_ppl": 181.3}\n'
+  printf '{"step": 3, "skipped": true, "loss": null, "grad_norm": null}\n'; printf "$L" 3 4.9 192
+  printf '{"step": 3, "val_set": "code", "val_loss": 4.8, "val_ppl": 121.5}\n'; } >"$C/run_log/log.jsonl"
+printf "$L" 1 5.5 64 | head -c 60 >"$C/run_log/bad_truncated"
+printf "$L" 1 '"x"' 64 >"$C/run_log/bad_type"
+printf '{"step": 1, "val_loss": 2}\n' >"$C/run_log/bad_val_first"
 
 # ---- chat records (fuzz/chat_record.c): one `prepare --format chat` line each
 R=$C/chat_record

@@ -40,4 +40,6 @@ echo "== generating from $ckpt"
 ./build/tinyllama generate --model "$ckpt" --max-tokens 60 --temperature 0.8 --top-k 40 --seed 1 --echo \
     "/* model.c - "
 echo
-echo "== done: HF checkpoint (config.json, model.safetensors, tokenizer.model) in $ckpt, log in $out/log.jsonl"
+./build/tinyllama plot "$out" --out "$out/plot.png"
+echo "== done: HF checkpoint (config.json, model.safetensors, tokenizer.model) in $ckpt, log in $out/log.jsonl,"
+echo "   its loss, learning rate and throughput drawn in $out/plot.png"

@@ -31,6 +31,8 @@ export TMPDIR=$work
 mkdir -p build-fuzz/artifacts build-fuzz/logs
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# the libraries' own process-lifetime allocations (Fontconfig's cache, for run_log's plot)
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 passed=0
 failed=0
 for t in "${targets[@]}"; do

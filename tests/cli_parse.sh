@@ -42,6 +42,7 @@ GEN_VALS="--model --kernel --max-tokens --ctx --threads --seed --temperature --t
 GEN_FLAGS="--greedy --ignore-eos --stats --no-stats"
 known bench "--device --preset --config --batch --seq-len --steps --threads --warmup" ""
 known convert "--to-hf --to-gguf --out" ""
+known plot "--out" ""
 known info "--preset --config --zero-memory --gguf" "--cpu --full"
 known tokenize "--tokenizer --model --threads" "--lines --bos --eos --parse-special --pieces"
 known detokenize "--tokenizer --model" "--lines"

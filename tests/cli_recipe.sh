@@ -103,6 +103,12 @@ if command -v mpirun >/dev/null; then
         cmp -s -i 128 m2/step-00000032/training_state.bin m2r/step-00000032/training_state.bin; then
         ok "2 ranks: resume just after a phase boundary bit-identical"
     else fail "2 ranks: resume after a boundary ($(tail -c 300 m2r.out))"; fi
+    # 3 ranks x 2 x 32 = 192 tokens do not divide the first phase's 256: refused before the model is
+    # opened (--init names nothing: opening the model first would fail on that instead) or anything written
+    expect_fail "a batch the 3 ranks do not divide is refused before the model" \
+        "short.yaml:[0-9]*: phases\[0\] \(pretrain\).batch_tokens: 256 tokens is not a multiple of ranks x micro_batch x seq_len = 3 x 2 x 32" \
+        mpirun --allow-run-as-root --oversubscribe -np 3 "$BIN" train --recipe short.yaml --threads 1 --init "$T/no-model" --out m3
+    [ ! -e m3 ] && ok "... and nothing written" || fail "a refused 3-rank run wrote m3"
 else
     fail "mpirun not found: install Open MPI (scripts/setup.sh)"
 fi

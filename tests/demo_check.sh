@@ -9,8 +9,9 @@ trap 'rm -rf "$T"' EXIT
 . tests/lib.sh
 short=(--steps 12 --warmup 2 --decay-steps 18 --eval-every 6 --ckpt-every 6 --threads 2)
 if bash scripts/demo.sh "${short[@]}" >"$T/1.out" 2>&1 && grep -q "== done" "$T/1.out" &&
-    [ -f runs/demo/step-00000012/tokenizer.model ] && [ -f runs/demo/step-00000012/checksums.json ]; then
-    ok "demo runs end to end"
+    [ -f runs/demo/step-00000012/tokenizer.model ] && [ -f runs/demo/step-00000012/checksums.json ] &&
+    [ "$(head -c 8 runs/demo/plot.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then
+    ok "demo runs end to end and draws its plot"
 else
     fail "demo ($(tail -5 "$T/1.out"))"
 fi

@@ -385,6 +385,29 @@ void tl_recipe_run_close(tl_recipe_run *run) {
     run->n = run->n_val = 0;
 }
 
+int tl_recipe_check_batch(const tl_recipe *r, const tl_train_request *rq, tl_error *err) {
+    if (rq->batch < 1 || rq->world < 1) return tl_fail(err, "%s: micro-batch and ranks must be >= 1", r->file);
+    /* without a sequence length yet, ranks x micro-batch: a factor of the whole micro-batch */
+    const double micro = (double)rq->batch * (double)(rq->seq_len > 0 ? rq->seq_len : 1) * rq->world;
+    double prev_batch = 0;
+    for (int p = 0; p < r->n_phases; p++) {
+        const tl_recipe_phase *ph = &r->phase[p];
+        double bt = rq->batch_tokens > 0 ? (double)rq->batch_tokens : ph->batch_tokens ? ph->batch_tokens : prev_batch;
+        if (!(bt > 0)) continue; /* a missing batch: tl_recipe_setup names it */
+        if (fmod(bt, micro) != 0) {
+            if (rq->seq_len > 0)
+                return tl_fail(err, "%s:%d: phases[%d] (%s).batch_tokens: %.0f tokens is not a multiple of ranks x "
+                                    "micro_batch x seq_len = %d x %ld x %ld",
+                               r->file, ph->line, p, ph->name, bt, rq->world, rq->batch, rq->seq_len);
+            return tl_fail(err, "%s:%d: phases[%d] (%s).batch_tokens: %.0f tokens is not a multiple of ranks x "
+                                "micro_batch = %d x %ld",
+                           r->file, ph->line, p, ph->name, bt, rq->world, rq->batch);
+        }
+        prev_batch = bt;
+    }
+    return 0;
+}
+
 int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dataset_opts *open_opts, int rank,
                     tl_recipe_run *run, tl_train_opts *o, const char **field, tl_error *err) {
     memset(run, 0, sizeof *run);

@@ -73,6 +73,12 @@ typedef struct {
  * every phase's batch; rq->warmup / decay_steps >= 0 are steps of the first phase's
  * batch.  Every error names the file, the phase and the key.  run must stay alive
  * and in place while the trainer uses it; tl_recipe_run_close frees it. */
+/* The check of tl_recipe_setup that needs no data and no model: every phase's global
+ * batch must be a multiple of ranks (rq->world) x micro-batch x sequence length (x 1
+ * while rq->seq_len is still 0, the model's), so a batch the rank count does not
+ * divide is refused before anything is built.  The error names the file, line,
+ * phase and key. */
+int tl_recipe_check_batch(const tl_recipe *r, const tl_train_request *rq, tl_error *err);
 int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dataset_opts *open_opts, int rank,
                     tl_recipe_run *run, tl_train_opts *o, const char **field, tl_error *err);
 void tl_recipe_run_close(tl_recipe_run *run);
