@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/eval_gen/drop_metric.json: the DROP answer normalisation,
+"""Writes tests/fixtures/eval_drop/metric.json: the DROP answer normalisation,
 exact match and F1 computed by lm-evaluation-harness's own drop task functions
 (lm_eval/tasks/drop/utils.py: _normalize, get_metrics, process_results) on
 hand-picked and random prediction/answer pairs, and random.Random(1234).sample
@@ -16,7 +16,7 @@ import random
 from lm_eval.tasks.drop import utils as drop
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-OUT = os.path.join(ROOT, "tests", "fixtures", "eval_gen", "drop_metric.json")
+OUT = os.path.join(ROOT, "tests", "fixtures", "eval_drop", "metric.json")
 
 # pieces that exercise every step: articles, punctuation, numbers in all of
 # float()'s spellings, hyphens, case, whitespace other than spaces, UTF-8

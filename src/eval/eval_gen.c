@@ -514,7 +514,7 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
         }
     }
     cJSON_Delete(tj);
-    if (!rc && n_shots < 3) rc = tl_fail(err, "%s: %d questions, fewer than the 3 shots", train, n_shots);
+    if (!rc && n_shots < 4) rc = tl_fail(err, "%s: %d questions, fewer than the 3 shots (+1 drawn)", train, n_shots);
     cJSON *dj = rc ? NULL : drop_read(dev, err);
     if (!rc && !dj) rc = -1;
     tl_pyrandom rnd;
@@ -564,10 +564,13 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
                     else d->answers[d->n_answers++] = a;
                 }
                 if (rc) break;
-                int pick[3];
+                /* the harness draws one shot more than it needs, meaning to drop the
+                 * question itself (its few-shot and test splits are both unset, so
+                 * they compare equal); a training question never equals it */
+                int pick[4];
                 gbuf c = {0};
                 char *text = drop_text(passage, question);
-                if (tl_pyrandom_sample(&rnd, n_shots, 3, pick) || !text) c.oom = 1;
+                if (tl_pyrandom_sample(&rnd, n_shots, 4, pick) || !text) c.oom = 1;
                 for (int s = 0; s < 3 && !c.oom; s++) gb_str(&c, shot_text[pick[s]]);
                 if (text) gb_str(&c, text);
                 free(text);
