@@ -443,6 +443,28 @@ static char *drop_text(const char *passage, const char *question) {
     return b.oom ? NULL : b.p;
 }
 
+/* a training question, pointing into the parsed training file */
+typedef struct {
+    const char *passage, *question;
+    const cJSON *answer;
+} drop_shot;
+
+/* doc_to_text + "" + doc_to_target + "\n\n"; the target joins the answer object
+ * itself, and Jinja's join lists its field names */
+static void drop_shot_text(gbuf *b, const drop_shot *s) {
+    const cJSON *f;
+    int first = 1;
+    gb_str(b, s->passage);
+    gb_str(b, " ");
+    gb_str(b, s->question);
+    cJSON_ArrayForEach(f, s->answer) {
+        if (!first) gb_str(b, ",");
+        gb_str(b, f->string ? f->string : "");
+        first = 0;
+    }
+    gb_str(b, "\n\n");
+}
+
 static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err) {
     char dev[4096], train[4096];
     struct stat sb;
@@ -463,7 +485,7 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
     cJSON *tj = drop_read(train, err);
     if (!tj) return -1;
     int rc = 0, n_shots = 0, cap_shots = 0;
-    char **shot_text = NULL;
+    drop_shot *shots = NULL;
     const cJSON *p, *qa;
     cJSON_ArrayForEach(p, tj) {
         const char *passage;
@@ -486,34 +508,18 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
                 break;
             }
             drop_answer_free(&a);
-            /* doc_to_target joins the answer object itself: Jinja's join lists its field names */
-            gbuf b = {0};
-            char *text = drop_text(passage, question);
-            if (text) gb_str(&b, text);
-            free(text);
-            const cJSON *f;
-            int first = 1;
-            cJSON_ArrayForEach(f, ans) {
-                if (!first) gb_str(&b, ",");
-                gb_str(&b, f->string ? f->string : "");
-                first = 0;
-            }
-            gb_str(&b, "\n\n");
             if (n_shots == cap_shots) {
                 cap_shots = cap_shots ? 2 * cap_shots : 1024;
-                char **s = realloc(shot_text, sizeof *s * (size_t)cap_shots);
-                if (!s) cap_shots = -1;
-                else shot_text = s;
+                drop_shot *sh = realloc(shots, sizeof *sh * (size_t)cap_shots);
+                if (!sh) {
+                    rc = tl_fail(err, "out of memory");
+                    break;
+                }
+                shots = sh;
             }
-            if (b.oom || !text || cap_shots < 0) {
-                free(b.p);
-                rc = tl_fail(err, "out of memory");
-                break;
-            }
-            shot_text[n_shots++] = b.p;
+            shots[n_shots++] = (drop_shot){passage, question, ans};
         }
     }
-    cJSON_Delete(tj);
     if (!rc && n_shots < 4) rc = tl_fail(err, "%s: %d questions, fewer than the 3 shots (+1 drawn)", train, n_shots);
     cJSON *dj = rc ? NULL : drop_read(dev, err);
     if (!rc && !dj) rc = -1;
@@ -571,7 +577,7 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
                 gbuf c = {0};
                 char *text = drop_text(passage, question);
                 if (tl_pyrandom_sample(&rnd, n_shots, 4, pick) || !text) c.oom = 1;
-                for (int s = 0; s < 3 && !c.oom; s++) gb_str(&c, shot_text[pick[s]]);
+                for (int s = 0; s < 3 && !c.oom; s++) drop_shot_text(&c, &shots[pick[s]]);
                 if (text) gb_str(&c, text);
                 free(text);
                 if (c.oom) {
@@ -583,8 +589,8 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
             }
         }
     cJSON_Delete(dj);
-    for (int i = 0; i < n_shots; i++) free(shot_text[i]);
-    free(shot_text);
+    cJSON_Delete(tj);
+    free(shots);
     if (!rc && t->n_docs == 0) rc = tl_fail(err, "%s: no questions", dev);
     return rc;
 }
