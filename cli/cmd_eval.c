@@ -19,7 +19,7 @@ static void help(void) {
     printf("usage: tinyllama eval --model DIR --task NAME --data FILE|DIR [options]\n\n"
            "Benchmark scores, computed exactly as EleutherAI's lm-evaluation-harness\n"
            "(HF backend) computes them: acc and acc_norm (where the harness reports it)\n"
-           "for multiple choice, exact match (BBH) and pass@1 (HumanEval) by greedy\n"
+           "for multiple choice, exact match (BBH), pass@1 (HumanEval) and F1/EM (DROP) by greedy\n"
            "generation; standard errors and counts.\n\n"
            "  --model DIR        HF Llama directory (config.json + safetensors)\n"
            "  --task NAME        hellaswag | piqa | arc_easy | arc_challenge | openbookqa |\n"
@@ -28,7 +28,9 @@ static void help(void) {
            "                     with dev/ and test/ (C-Eval: val/) CSV files per subject)\n"
            "                     bbh (3-shot, exact match; the BIG-Bench-Hard repository root\n"
            "                     with bbh/*.json and cot-prompts/*.txt) | humaneval (pass@1;\n"
-           "                     HumanEval.jsonl[.gz]): greedy generation on the kv engine\n"
+           "                     HumanEval.jsonl[.gz]) | drop (3-shot, F1 and exact match;\n"
+           "                     drop_dataset_dev.json, drop_dataset_train.json beside it\n"
+           "                     gives the shots): greedy generation on the kv engine\n"
            "  --data FILE        the task's original release jsonl (see docs/eval.md), e.g.\n"
            "                     hellaswag_val.jsonl, piqa valid.jsonl, ARC-Easy-Test.jsonl,\n"
            "                     OpenBookQA test.jsonl, winogrande dev.jsonl, BoolQ dev.jsonl\n"
@@ -83,7 +85,7 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* BBH and HumanEval: greedy generation on the kv engine, scored as the harness does. */
+/* BBH, HumanEval and DROP: greedy generation on the kv engine, scored as the harness does. */
 static int run_generation(tl_task_kind kind, const char *model, const char *data, long limit, const tl_tokenizer *tok,
                           const char *python, const char *json_path, int samples, int quiet, int use_kv) {
     tl_error err;
@@ -131,6 +133,8 @@ static int run_generation(tl_task_kind kind, const char *model, const char *data
     printf("| %-13s | %5s | %-11s | %7s | %8s |\n", "task", "n", "metric", "value", "stderr");
     printf("|---------------|-------|-------------|---------|----------|\n");
     printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, metric, r.metric, r.metric_stderr);
+    if (kind == TL_TASK_DROP)
+        printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, "em", r.em_metric, r.em_stderr);
     printf("(%.1f s; %ld tokens generated, %.1f tokens/s; %ld context tokens run", r.seconds, r.tokens_generated,
            r.seconds > 0 ? r.tokens_generated / (r.seconds - r.exec_seconds) : 0.0, r.tokens_prefilled);
     if (kind == TL_TASK_HUMANEVAL) printf("; sandbox: %s, %.1f s", r.isolation, r.exec_seconds);

@@ -71,4 +71,37 @@ printf '{"task_id": "x", "prompt": "def f():\\n"' >"$T/he.jsonl"
 expect_fail "eval humaneval: a truncated line names file and line" "he.jsonl:1: not a JSON object" \
     "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$T/he.jsonl"
 
+# DROP (tests/fixtures/eval_drop, lm-eval's numbers from scripts/gen_drop_fixtures.py)
+DROP="$FIX/eval_drop"
+want=$(python3 -c 'import json,sys;t=json.load(open(sys.argv[1]));print("%.6f %.6f %d"%(t["f1"],t["em"],len(t["docs"])))' "$DROP/expected.json")
+if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task drop --data "$DROP/drop_dataset_dev.json" --quiet \
+    --json "$T/d.json" --samples >"$T/out" 2>"$T/err"; then
+    got=$(python3 -c 'import json,sys;t=json.load(open(sys.argv[1]));print("%.6f %.6f %d"%(t["f1"],t["em"],len(t["samples"])))' "$T/d.json")
+    if [ "$want" = "$got" ]; then ok "eval drop = lm-eval (f1 em n: $got)"; else fail "eval drop: got '$got', lm-eval '$want'"; fi
+else fail "eval drop ($(head -c 300 "$T/err"))"; fi
+if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task drop --data "$DROP" --limit 2 --quiet --json "$T/d2.json" \
+    >/dev/null 2>&1 && [ "$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["n"])' "$T/d2.json")" = 2 ]; then
+    ok "eval drop --limit 2 (the release folder as --data)"
+else fail "eval drop --limit 2"; fi
+# bad input: FILE: the problem, exit 1
+drop_bad() { # name pattern dev-file-content
+    mkdir -p "$T/db"
+    cp "$DROP/drop_dataset_train.json" "$T/db/"
+    printf '%s' "$3" >"$T/db/drop_dataset_dev.json"
+    expect_fail "eval drop: $1" "$2" "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task drop \
+        --data "$T/db/drop_dataset_dev.json"
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task drop --data "$T/db/drop_dataset_dev.json" >/dev/null 2>&1
+    [ $? -eq 1 ] && ok "eval drop: $1: exit 1" || fail "eval drop: $1: exit status not 1"
+}
+drop_bad "truncated JSON" "drop_dataset_dev.json: not JSON \(truncated\?\)" '{"p1": {"passage": "x", "qa_pairs": ['
+drop_bad "non-UTF-8" "drop_dataset_dev.json: not valid UTF-8" "$(printf '{"p1": {"passage": "\xff", "qa_pairs": []}}')"
+drop_bad "missing query_id" "drop_dataset_dev.json: passage \"p1\", qa_pairs\[0\]: \"query_id\" missing" \
+    '{"p1": {"passage": "x", "qa_pairs": [{"question": "q", "answer": {}}]}}'
+drop_bad "answer without spans" "qa_pairs\[0\]: answer \"spans\" missing" \
+    '{"p1": {"passage": "x", "qa_pairs": [{"question": "q", "query_id": "a", "answer": {"number": "", "date": {"day": "", "month": "", "year": ""}}}]}}'
+drop_bad "no qa_pairs" "passage \"p1\": \"qa_pairs\" missing" '{"p1": {"passage": "x"}}'
+mkdir -p "$T/dn" && cp "$DROP/drop_dataset_dev.json" "$T/dn/"
+expect_fail "eval drop: no training file beside the dev file" "dn/drop_dataset_train.json" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task drop --data "$T/dn/drop_dataset_dev.json"
+
 finish

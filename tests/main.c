@@ -22,6 +22,7 @@ extern const tl_test tests_eval[];
 extern const tl_test tests_eval_mc[];
 extern const tl_test tests_sandbox[];
 extern const tl_test tests_eval_gen[];
+extern const tl_test tests_eval_drop[];
 extern const tl_test tests_distributed[];
 extern const tl_test tests_validate[];
 extern const tl_test tests_hf_files[];
@@ -52,6 +53,7 @@ static const tl_test *const suites[] = {
     tests_eval_mc,
     tests_sandbox,
     tests_eval_gen,
+    tests_eval_drop,
     tests_distributed,
     tests_validate,
     tests_hf_files,

@@ -32,6 +32,7 @@ typedef enum {
     /* generation (eval_gen.h) */
     TL_TASK_BBH,
     TL_TASK_HUMANEVAL,
+    TL_TASK_DROP,
     TL_TASK_COUNT
 } tl_task_kind;
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "eval_gen.h"
@@ -25,8 +26,11 @@ static const char *const bbh_tasks[] = {
 /* the harness's `until` for each task, the EOS string appended as it does */
 static const char *const bbh_stops[] = {"</s>", "Q", "\n\n"};
 static const char *const humaneval_stops[] = {"\nclass", "\ndef", "\n#", "\nif", "\nprint", "</s>"};
+static const char *const drop_stops[] = {".", "</s>"};
 
-const char *tl_gen_metric_name(tl_task_kind k) { return k == TL_TASK_HUMANEVAL ? "pass@1" : "exact_match"; }
+const char *tl_gen_metric_name(tl_task_kind k) {
+    return k == TL_TASK_HUMANEVAL ? "pass@1" : k == TL_TASK_DROP ? "f1" : "exact_match";
+}
 
 /* ------------------------------------------------------------ small helpers */
 
@@ -75,6 +79,11 @@ void tl_gen_task_free(tl_gen_task *t) {
         free(t->docs[i].target);
         free(t->docs[i].prompt);
         free(t->docs[i].name);
+        for (int a = 0; a < t->docs[i].n_answers; a++) {
+            for (int k = 0; k < t->docs[i].answers[a].n; k++) free(t->docs[i].answers[a].spans[k]);
+            free(t->docs[i].answers[a].spans);
+        }
+        free(t->docs[i].answers);
     }
     for (int i = 0; i < t->n_subjects; i++) {
         free(t->subjects[i]);
@@ -329,6 +338,263 @@ char *tl_gen_humaneval_program(const tl_gen_doc *d, const char *completion) {
     return b.p ? b.p : calloc(1, 1);
 }
 
+/* ------------------------------------------------------------ DROP */
+
+static const cJSON *jget(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static int str_field(const cJSON *o, const char *k, const char *where, const char **out, tl_error *err) {
+    const cJSON *it = jget(o, k);
+    if (!cJSON_IsString(it)) return tl_fail(err, "%s: \"%s\" missing or not a string", where, k);
+    *out = it->valuestring;
+    return 0;
+}
+
+static int py_blank(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+/* parse_answer: the number, else the spans, else "day month year" stripped */
+static int drop_answer(const cJSON *a, const char *where, tl_drop_answer *out, tl_error *err) {
+    memset(out, 0, sizeof *out);
+    const char *num = "", *day = "", *month = "", *year = "";
+    const cJSON *date = jget(a, "date"), *spans = jget(a, "spans"), *s;
+    if (!cJSON_IsObject(a)) return tl_fail(err, "%s: an answer is not an object", where);
+    if (str_field(a, "number", where, &num, err)) return -1;
+    if (!cJSON_IsObject(date)) return tl_fail(err, "%s: answer \"date\" missing or not an object", where);
+    if (str_field(date, "day", where, &day, err) || str_field(date, "month", where, &month, err) ||
+        str_field(date, "year", where, &year, err))
+        return -1;
+    if (!cJSON_IsArray(spans)) return tl_fail(err, "%s: answer \"spans\" missing or not an array", where);
+    cJSON_ArrayForEach(s, spans) if (!cJSON_IsString(s)) return tl_fail(err, "%s: a span is not a string", where);
+    int n = num[0] ? 1 : cJSON_GetArraySize(spans) > 0 ? cJSON_GetArraySize(spans) : 1;
+    if (!(out->spans = calloc((size_t)n, sizeof *out->spans))) return tl_fail(err, "out of memory");
+    out->n = n;
+    if (num[0]) out->spans[0] = strdup(num);
+    else if (cJSON_GetArraySize(spans) > 0) {
+        int i = 0;
+        cJSON_ArrayForEach(s, spans) out->spans[i++] = strdup(s->valuestring);
+    } else {
+        gbuf b = {0};
+        gb_str(&b, day);
+        gb_str(&b, " ");
+        gb_str(&b, month);
+        gb_str(&b, " ");
+        gb_str(&b, year);
+        char *p = b.p, *e = b.p + b.len;
+        while (p < e && py_blank(*p)) p++;
+        while (e > p && py_blank(e[-1])) e--;
+        out->spans[0] = b.oom ? NULL : strndup(p, (size_t)(e - p));
+        free(b.p);
+    }
+    for (int i = 0; i < n; i++)
+        if (!out->spans[i]) return tl_fail(err, "out of memory");
+    return 0;
+}
+
+static void drop_answer_free(tl_drop_answer *a) {
+    for (int k = 0; a->spans && k < a->n; k++) free(a->spans[k]);
+    free(a->spans);
+    memset(a, 0, sizeof *a);
+}
+
+static int same_answer(const tl_drop_answer *a, const tl_drop_answer *b) {
+    if (a->n != b->n) return 0;
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->spans[i], b->spans[i])) return 0;
+    return 1;
+}
+
+static cJSON *drop_read(const char *path, tl_error *err) {
+    char *text;
+    size_t len;
+    if (tl_read_file(path, (size_t)1 << 31, &text, &len, err)) return NULL;
+    if (strlen(text) != len || !utf8_ok(text)) {
+        free(text);
+        tl_fail(err, "%s: not valid UTF-8 text", path);
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j) tl_fail(err, "%s: not JSON (truncated?)", path);
+    else if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        j = NULL;
+        tl_fail(err, "%s: not a JSON object of passages (the DROP release layout)", path);
+    }
+    return j;
+}
+
+/* The passage's text and qa_pairs, checked. */
+static int drop_passage(const cJSON *p, const char *path, const char **text, const cJSON **qas, tl_error *err) {
+    const char *pid = p->string ? p->string : "?";
+    if (!cJSON_IsObject(p)) return tl_fail(err, "%s: passage \"%s\" is not an object", path, pid);
+    const cJSON *t = jget(p, "passage");
+    *qas = jget(p, "qa_pairs");
+    if (!cJSON_IsString(t)) return tl_fail(err, "%s: passage \"%s\": \"passage\" missing or not a string", path, pid);
+    if (!cJSON_IsArray(*qas)) return tl_fail(err, "%s: passage \"%s\": \"qa_pairs\" missing or not an array", path, pid);
+    *text = t->valuestring;
+    return 0;
+}
+
+static char *drop_text(const char *passage, const char *question) {
+    gbuf b = {0};
+    gb_str(&b, passage);
+    gb_str(&b, " ");
+    gb_str(&b, question);
+    if (b.oom) free(b.p);
+    return b.oom ? NULL : b.p;
+}
+
+/* a training question, pointing into the parsed training file */
+typedef struct {
+    const char *passage, *question;
+    const cJSON *answer;
+} drop_shot;
+
+/* doc_to_text + "" + doc_to_target + "\n\n"; the target joins the answer object
+ * itself, and Jinja's join lists its field names */
+static void drop_shot_text(gbuf *b, const drop_shot *s) {
+    const cJSON *f;
+    int first = 1;
+    gb_str(b, s->passage);
+    gb_str(b, " ");
+    gb_str(b, s->question);
+    cJSON_ArrayForEach(f, s->answer) {
+        if (!first) gb_str(b, ",");
+        gb_str(b, f->string ? f->string : "");
+        first = 0;
+    }
+    gb_str(b, "\n\n");
+}
+
+static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err) {
+    char dev[4096], train[4096];
+    struct stat sb;
+    if (stat(data, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(dev, sizeof dev, "%s/drop_dataset_dev.json", data);
+        snprintf(train, sizeof train, "%s/drop_dataset_train.json", data);
+    } else {
+        snprintf(dev, sizeof dev, "%s", data);
+        const char *slash = strrchr(data, '/');
+        snprintf(train, sizeof train, "%.*sdrop_dataset_train.json", slash ? (int)(slash - data + 1) : 0, data);
+    }
+    t->n_subjects = 1;
+    t->subjects = calloc(1, sizeof *t->subjects);
+    t->subject_files = calloc(1, sizeof *t->subject_files);
+    if (!t->subjects || !t->subject_files || !(t->subjects[0] = strdup("drop")) || !(t->subject_files[0] = strdup(dev)))
+        return tl_fail(err, "out of memory");
+    /* the shot pool: every training question in file order, as the harness's training split */
+    cJSON *tj = drop_read(train, err);
+    if (!tj) return -1;
+    int rc = 0, n_shots = 0, cap_shots = 0;
+    drop_shot *shots = NULL;
+    const cJSON *p, *qa;
+    cJSON_ArrayForEach(p, tj) {
+        const char *passage;
+        const cJSON *qas;
+        if (rc || (rc = drop_passage(p, train, &passage, &qas, err))) break;
+        int qi = 0;
+        cJSON_ArrayForEach(qa, qas) {
+            char where[4400];
+            snprintf(where, sizeof where, "%s: passage \"%.200s\", qa_pairs[%d]", train, p->string, qi++);
+            const char *question = "";
+            tl_drop_answer a;
+            const cJSON *ans = jget(qa, "answer");
+            if ((rc = str_field(qa, "question", where, &question, err))) break;
+            if (!ans) {
+                rc = tl_fail(err, "%s: \"answer\" missing", where);
+                break;
+            }
+            if ((rc = drop_answer(ans, where, &a, err))) {
+                drop_answer_free(&a);
+                break;
+            }
+            drop_answer_free(&a);
+            if (n_shots == cap_shots) {
+                cap_shots = cap_shots ? 2 * cap_shots : 1024;
+                drop_shot *sh = realloc(shots, sizeof *sh * (size_t)cap_shots);
+                if (!sh) {
+                    rc = tl_fail(err, "out of memory");
+                    break;
+                }
+                shots = sh;
+            }
+            shots[n_shots++] = (drop_shot){passage, question, ans};
+        }
+    }
+    if (!rc && n_shots < 4) rc = tl_fail(err, "%s: %d questions, fewer than the 3 shots (+1 drawn)", train, n_shots);
+    cJSON *dj = rc ? NULL : drop_read(dev, err);
+    if (!rc && !dj) rc = -1;
+    tl_pyrandom rnd;
+    tl_pyrandom_seed(&rnd, 1234); /* the harness's fewshot_random_seed */
+    int cap = 0;
+    if (!rc)
+        cJSON_ArrayForEach(p, dj) {
+            const char *passage;
+            const cJSON *qas;
+            if (rc || (limit > 0 && t->n_docs >= limit) || (rc = drop_passage(p, dev, &passage, &qas, err))) break;
+            int qi = 0;
+            cJSON_ArrayForEach(qa, qas) {
+                if (limit > 0 && t->n_docs >= limit) break;
+                char where[4400];
+                snprintf(where, sizeof where, "%s: passage \"%.200s\", qa_pairs[%d]", dev, p->string, qi++);
+                const char *question = "", *qid = "";
+                const cJSON *val = jget(qa, "validated_answers"), *v;
+                if ((rc = str_field(qa, "question", where, &question, err)) ||
+                    (rc = str_field(qa, "query_id", where, &qid, err)))
+                    break;
+                if (!jget(qa, "answer")) {
+                    rc = tl_fail(err, "%s: \"answer\" missing", where);
+                    break;
+                }
+                if (val && !cJSON_IsArray(val)) {
+                    rc = tl_fail(err, "%s: \"validated_answers\" is not an array", where);
+                    break;
+                }
+                tl_gen_doc *d = new_doc(t, &cap);
+                if (!d || !(d->name = strdup(qid)) ||
+                    !(d->answers = calloc((size_t)cJSON_GetArraySize(val) + 1, sizeof *d->answers))) {
+                    rc = tl_fail(err, "out of memory");
+                    break;
+                }
+                d->line = t->n_docs - 1;
+                /* get_answers: the answer, then the validated ones, each once */
+                for (int k = -1; !rc && k < cJSON_GetArraySize(val); k++) {
+                    v = k < 0 ? jget(qa, "answer") : cJSON_GetArrayItem(val, k);
+                    tl_drop_answer a;
+                    if ((rc = drop_answer(v, where, &a, err))) {
+                        drop_answer_free(&a);
+                        break;
+                    }
+                    int dup = 0;
+                    for (int q = 0; q < d->n_answers && !dup; q++) dup = same_answer(&d->answers[q], &a);
+                    if (dup) drop_answer_free(&a);
+                    else d->answers[d->n_answers++] = a;
+                }
+                if (rc) break;
+                /* the harness draws one shot more than it needs, meaning to drop the
+                 * question itself (its few-shot and test splits are both unset, so
+                 * they compare equal); a training question never equals it */
+                int pick[4];
+                gbuf c = {0};
+                char *text = drop_text(passage, question);
+                if (tl_pyrandom_sample(&rnd, n_shots, 4, pick) || !text) c.oom = 1;
+                for (int s = 0; s < 3 && !c.oom; s++) drop_shot_text(&c, &shots[pick[s]]);
+                if (text) gb_str(&c, text);
+                free(text);
+                if (c.oom) {
+                    free(c.p);
+                    rc = tl_fail(err, "out of memory");
+                    break;
+                }
+                d->context = c.p;
+            }
+        }
+    cJSON_Delete(dj);
+    cJSON_Delete(tj);
+    free(shots);
+    if (!rc && t->n_docs == 0) rc = tl_fail(err, "%s: no questions", dev);
+    return rc;
+}
+
 /* ------------------------------------------------------------ loading */
 
 tl_gen_task *tl_gen_task_load(tl_task_kind kind, const char *data, long limit, const tl_tokenizer *tok,
@@ -347,12 +613,18 @@ tl_gen_task *tl_gen_task_load(tl_task_kind kind, const char *data, long limit, c
         t->stops = bbh_stops;
         t->n_stops = (int)(sizeof bbh_stops / sizeof *bbh_stops);
         t->max_gen_toks = 256; /* the HF backend's default */
+    } else if (kind == TL_TASK_DROP) {
+        t->stops = drop_stops;
+        t->n_stops = (int)(sizeof drop_stops / sizeof *drop_stops);
+        t->max_gen_toks = 256;
     } else {
         t->stops = humaneval_stops;
         t->n_stops = (int)(sizeof humaneval_stops / sizeof *humaneval_stops);
         t->max_gen_toks = 1024;
     }
-    int rc = kind == TL_TASK_BBH ? load_bbh(t, data, limit, err) : load_humaneval(t, data, limit, err);
+    int rc = kind == TL_TASK_BBH    ? load_bbh(t, data, limit, err)
+             : kind == TL_TASK_DROP ? load_drop(t, data, limit, err)
+                                    : load_humaneval(t, data, limit, err);
     for (int i = 0; !rc && tok && i < t->n_docs; i++) {
         size_t n;
         tl_gen_doc *d = &t->docs[i];
@@ -451,6 +723,7 @@ void tl_gen_result_free(tl_gen_result *r) {
     free(r->gen_ids);
     free(r->n_gen);
     free(r->score);
+    free(r->em);
     free(r->outcome);
     free(r->subj_metric);
     free(r->subj_stderr);
@@ -468,13 +741,14 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
     r->gen_ids = calloc((size_t)N, sizeof *r->gen_ids);
     r->n_gen = calloc((size_t)N, sizeof(int));
     r->score = calloc((size_t)N, sizeof(double));
+    r->em = calloc((size_t)N + 1, sizeof(double));
     r->outcome = calloc((size_t)N, sizeof(int));
     r->subj_metric = calloc((size_t)S, sizeof(double));
     r->subj_stderr = calloc((size_t)S, sizeof(double));
     r->subj_n = calloc((size_t)S, sizeof(int));
     gen_state g = {0};
     g.cached = malloc(sizeof(int) * (size_t)(m->cfg.max_seq_len + 1));
-    if (!r->completion || !r->gen_ids || !r->n_gen || !r->score || !r->outcome || !r->subj_metric ||
+    if (!r->completion || !r->gen_ids || !r->n_gen || !r->score || !r->em || !r->outcome || !r->subj_metric ||
         !r->subj_stderr || !r->subj_n || !g.cached) {
         free(g.cached);
         tl_gen_result_free(r);
@@ -491,6 +765,9 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
         if (!rc) {
             r->tokens_generated += r->n_gen[i];
             if (t->kind == TL_TASK_BBH) r->score[i] = !strcmp(r->completion[i], t->docs[i].target);
+            if (t->kind == TL_TASK_DROP &&
+                tl_drop_score(r->completion[i], t->docs[i].answers, t->docs[i].n_answers, &r->em[i], &r->score[i]))
+                rc = tl_fail(err, "out of memory");
         }
         if (!rc && o && o->progress) o->progress(o->progress_user, i + 1, total, tl_now() - t0);
     }
@@ -543,6 +820,12 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
         d0 = d1;
     }
     r->metric = N ? sum / N : NAN;
+    if (t->kind == TL_TASK_DROP) {
+        double e = 0;
+        for (int i = 0; i < N; i++) e += r->em[i];
+        r->em_metric = N ? e / N : NAN;
+        r->em_stderr = tl_eval_mean_stderr(r->em, N);
+    }
     r->metric_stderr = S > 1 ? tl_eval_pooled_stderr(r->subj_stderr, r->subj_n, S) : r->subj_stderr[0];
     r->seconds = tl_now() - t0;
     return 0;
@@ -569,6 +852,10 @@ char *tl_gen_result_json(const tl_gen_task *t, const tl_gen_result *r, int sampl
     cJSON_AddNumberToObject(o, "tokens_prefilled", (double)r->tokens_prefilled);
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
     if (t->kind == TL_TASK_HUMANEVAL) cJSON_AddStringToObject(o, "sandbox", r->isolation);
+    if (t->kind == TL_TASK_DROP) {
+        add_num(o, "em", r->em_metric);
+        add_num(o, "em_stderr", r->em_stderr);
+    }
     if (t->kind == TL_TASK_BBH) {
         cJSON *subj = cJSON_AddObjectToObject(o, "subjects");
         for (int s = 0; subj && s < t->n_subjects; s++) {
@@ -589,6 +876,9 @@ char *tl_gen_result_json(const tl_gen_task *t, const tl_gen_result *r, int sampl
                 cJSON_AddStringToObject(s, "subject", t->subjects[d->subject]);
                 cJSON_AddNumberToObject(s, "example", d->line);
                 cJSON_AddStringToObject(s, "target", d->target);
+            } else if (t->kind == TL_TASK_DROP) {
+                cJSON_AddStringToObject(s, "query_id", d->name);
+                cJSON_AddNumberToObject(s, "em", r->em[i]);
             } else {
                 cJSON_AddStringToObject(s, "task_id", d->name);
                 cJSON_AddStringToObject(s, "outcome", tl_sandbox_outcome_name((tl_sandbox_outcome)r->outcome[i]));

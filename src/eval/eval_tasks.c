@@ -12,7 +12,7 @@
 
 static const char *const task_names[TL_TASK_COUNT] = {
     "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa", "winogrande", "boolq",
-    "mmlu", "cmmlu", "ceval", "bbh", "humaneval",
+    "mmlu", "cmmlu", "ceval", "bbh", "humaneval", "drop",
 };
 
 const char *tl_task_name(tl_task_kind k) {
@@ -27,7 +27,7 @@ int tl_task_from_name(const char *name, tl_task_kind *out, tl_error *err) {
         }
     return tl_fail(err,
                    "unknown task '%s' (known: hellaswag, piqa, arc_easy, arc_challenge, openbookqa, "
-                   "winogrande, boolq, mmlu, cmmlu, ceval, bbh, humaneval)",
+                   "winogrande, boolq, mmlu, cmmlu, ceval, bbh, humaneval, drop)",
                    name);
 }
 
@@ -35,7 +35,7 @@ int tl_task_has_acc_norm(tl_task_kind k) {
     return k != TL_TASK_WINOGRANDE && k != TL_TASK_BOOLQ && k != TL_TASK_MMLU;
 }
 
-int tl_task_is_generation(tl_task_kind k) { return k == TL_TASK_BBH || k == TL_TASK_HUMANEVAL; }
+int tl_task_is_generation(tl_task_kind k) { return k == TL_TASK_BBH || k == TL_TASK_HUMANEVAL || k == TL_TASK_DROP; }
 
 int tl_task_is_multi_subject(tl_task_kind k) {
     return k == TL_TASK_MMLU || k == TL_TASK_CMMLU || k == TL_TASK_CEVAL;
