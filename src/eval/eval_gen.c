@@ -34,31 +34,6 @@ const char *tl_gen_metric_name(tl_task_kind k) {
 
 /* ------------------------------------------------------------ small helpers */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} gbuf;
-
-static void gb_add(gbuf *b, const char *s, size_t n) {
-    if (b->oom || n == 0 || n > ((size_t)1 << 40)) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-static void gb_str(gbuf *b, const char *s) { gb_add(b, s, strlen(s)); }
-
 static int utf8_ok(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
@@ -115,14 +90,14 @@ static tl_gen_doc *new_doc(tl_gen_task *t, int *cap) {
  * and the shots; each shot keeps its text before "Let's think step by step."
  * followed by its answer (the regex (?<=answer is )(.*)(?=.): the rest of the
  * line after the first "answer is " that has one, minus its last character). */
-static int bbh_prefix(const char *text, const char *path, gbuf *out, tl_error *err) {
+static int bbh_prefix(const char *text, const char *path, tl_sbuf *out, tl_error *err) {
     const char *start = text, *p;
     while ((p = strstr(start, "\n-----\n")) != NULL) start = p + 7;
     const char *end = start + strlen(start);
     const char *sep = strstr(start, "\n\n");
     if (!sep) return tl_fail(err, "%s: no few-shot examples (no blank line after the description)", path);
-    gb_add(out, start, (size_t)(sep - start));
-    gb_str(out, "\n\n");
+    tl_sb_add(out, start, (size_t)(sep - start));
+    tl_sb_str(out, "\n\n");
     int shots = 0;
     for (const char *s = sep + 2; s < end;) {
         const char *e = strstr(s, "\n\n");
@@ -146,9 +121,9 @@ static int bbh_prefix(const char *text, const char *path, gbuf *out, tl_error *e
             free(shot);
             return tl_fail(err, "%s: few-shot example %d has no \"answer is ...\"", path, shots + 1);
         }
-        gb_add(out, shot, think ? (size_t)(think - shot) : n);
-        gb_add(out, ans, ans_len);
-        gb_str(out, "\n\n");
+        tl_sb_add(out, shot, think ? (size_t)(think - shot) : n);
+        tl_sb_add(out, ans, ans_len);
+        tl_sb_str(out, "\n\n");
         free(shot);
         shots++;
         s = e + (e < end ? 2 : 0);
@@ -196,7 +171,7 @@ static int load_bbh(tl_gen_task *t, const char *root, long limit, tl_error *err)
         size_t len;
         snprintf(cot, sizeof cot, "%s/cot-prompts/%s.txt", root, t->subjects[s]);
         if (tl_read_file(cot, 1 << 24, &ctext, &len, err)) return -1;
-        gbuf prefix = {0};
+        tl_sbuf prefix = {0};
         rc = !utf8_ok(ctext) ? tl_fail(err, "%s: not valid UTF-8", cot) : bbh_prefix(ctext, cot, &prefix, err);
         free(ctext);
         if (!rc && tl_read_file(path, 1 << 28, &jtext, &len, err)) rc = -1;
@@ -225,11 +200,11 @@ static int load_bbh(tl_gen_task *t, const char *root, long limit, tl_error *err)
                     break;
                 }
                 tl_gen_doc *d = new_doc(t, &cap_d);
-                gbuf c = {0};
-                gb_add(&c, prefix.p, prefix.len);
-                gb_str(&c, "Q: ");
-                gb_str(&c, in->valuestring);
-                gb_str(&c, "\nA:");
+                tl_sbuf c = {0};
+                tl_sb_add(&c, prefix.p, prefix.len);
+                tl_sb_str(&c, "Q: ");
+                tl_sb_str(&c, in->valuestring);
+                tl_sb_str(&c, "\nA:");
                 if (!d || c.oom) {
                     free(c.p);
                     rc = tl_fail(err, "out of memory");
@@ -254,10 +229,10 @@ static int load_bbh(tl_gen_task *t, const char *root, long limit, tl_error *err)
 static int load_humaneval(tl_gen_task *t, const char *path, long limit, tl_error *err) {
     gzFile f = gzopen(path, "rb"); /* reads plain files too */
     if (!f) return tl_fail(err, "%s: cannot open", path);
-    gbuf all = {0};
+    tl_sbuf all = {0};
     char buf[65536];
     int n;
-    while ((n = gzread(f, buf, sizeof buf)) > 0) gb_add(&all, buf, (size_t)n);
+    while ((n = gzread(f, buf, sizeof buf)) > 0) tl_sb_add(&all, buf, (size_t)n);
     int zerr = 0;
     const char *zmsg = n < 0 ? gzerror(f, &zerr) : NULL;
     char zcopy[200] = "";
@@ -298,11 +273,11 @@ static int load_humaneval(tl_gen_task *t, const char *path, long limit, tl_error
             if (!rc && !v[1][0]) rc = tl_fail(err, "%s:%d: empty prompt", path, line);
             if (!rc) {
                 tl_gen_doc *d = new_doc(t, &cap);
-                gbuf tg = {0};
-                gb_str(&tg, v[2]);
-                gb_str(&tg, "\ncheck(");
-                gb_str(&tg, v[3]);
-                gb_str(&tg, ")");
+                tl_sbuf tg = {0};
+                tl_sb_str(&tg, v[2]);
+                tl_sb_str(&tg, "\ncheck(");
+                tl_sb_str(&tg, v[3]);
+                tl_sb_str(&tg, ")");
                 if (!d || tg.oom) rc = tl_fail(err, "out of memory");
                 else {
                     d->name = strdup(v[0]);
@@ -326,11 +301,11 @@ static int load_humaneval(tl_gen_task *t, const char *path, long limit, tl_error
 }
 
 char *tl_gen_humaneval_program(const tl_gen_doc *d, const char *completion) {
-    gbuf b = {0};
-    gb_str(&b, d->prompt);
-    gb_str(&b, completion);
-    gb_str(&b, "\n");
-    gb_str(&b, d->target);
+    tl_sbuf b = {0};
+    tl_sb_str(&b, d->prompt);
+    tl_sb_str(&b, completion);
+    tl_sb_str(&b, "\n");
+    tl_sb_str(&b, d->target);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -372,12 +347,12 @@ static int drop_answer(const cJSON *a, const char *where, tl_drop_answer *out, t
         int i = 0;
         cJSON_ArrayForEach(s, spans) out->spans[i++] = strdup(s->valuestring);
     } else {
-        gbuf b = {0};
-        gb_str(&b, day);
-        gb_str(&b, " ");
-        gb_str(&b, month);
-        gb_str(&b, " ");
-        gb_str(&b, year);
+        tl_sbuf b = {0};
+        tl_sb_str(&b, day);
+        tl_sb_str(&b, " ");
+        tl_sb_str(&b, month);
+        tl_sb_str(&b, " ");
+        tl_sb_str(&b, year);
         char *p = b.p, *e = b.p + b.len;
         while (p < e && py_blank(*p)) p++;
         while (e > p && py_blank(e[-1])) e--;
@@ -435,10 +410,10 @@ static int drop_passage(const cJSON *p, const char *path, const char **text, con
 }
 
 static char *drop_text(const char *passage, const char *question) {
-    gbuf b = {0};
-    gb_str(&b, passage);
-    gb_str(&b, " ");
-    gb_str(&b, question);
+    tl_sbuf b = {0};
+    tl_sb_str(&b, passage);
+    tl_sb_str(&b, " ");
+    tl_sb_str(&b, question);
     if (b.oom) free(b.p);
     return b.oom ? NULL : b.p;
 }
@@ -451,18 +426,18 @@ typedef struct {
 
 /* doc_to_text + "" + doc_to_target + "\n\n"; the target joins the answer object
  * itself, and Jinja's join lists its field names */
-static void drop_shot_text(gbuf *b, const drop_shot *s) {
+static void drop_shot_text(tl_sbuf *b, const drop_shot *s) {
     const cJSON *f;
     int first = 1;
-    gb_str(b, s->passage);
-    gb_str(b, " ");
-    gb_str(b, s->question);
+    tl_sb_str(b, s->passage);
+    tl_sb_str(b, " ");
+    tl_sb_str(b, s->question);
     cJSON_ArrayForEach(f, s->answer) {
-        if (!first) gb_str(b, ",");
-        gb_str(b, f->string ? f->string : "");
+        if (!first) tl_sb_str(b, ",");
+        tl_sb_str(b, f->string ? f->string : "");
         first = 0;
     }
-    gb_str(b, "\n\n");
+    tl_sb_str(b, "\n\n");
 }
 
 static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err) {
@@ -574,11 +549,11 @@ static int load_drop(tl_gen_task *t, const char *data, long limit, tl_error *err
                  * question itself (its few-shot and test splits are both unset, so
                  * they compare equal); a training question never equals it */
                 int pick[4];
-                gbuf c = {0};
+                tl_sbuf c = {0};
                 char *text = drop_text(passage, question);
                 if (tl_pyrandom_sample(&rnd, n_shots, 4, pick) || !text) c.oom = 1;
                 for (int s = 0; s < 3 && !c.oom; s++) drop_shot_text(&c, &shots[pick[s]]);
-                if (text) gb_str(&c, text);
+                if (text) tl_sb_str(&c, text);
                 free(text);
                 if (c.oom) {
                     free(c.p);

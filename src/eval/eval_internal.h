@@ -1,9 +1,23 @@
-/* eval_internal.h - shared by the task readers (eval_tasks.c, eval_mc.c): building
+/* eval_internal.h - shared by the task readers (eval_tasks.c, eval_mc.c, eval_gen.c): building
  * a task's docs and requests, and tokenizing them. */
 #ifndef TL_EVAL_INTERNAL_H
 #define TL_EVAL_INTERNAL_H
 
 #include "eval.h"
+
+/* A growing string: appends never fail loudly, an allocation failure sets oom
+ * and the text is then dropped (checked once at the end). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom;
+} tl_sbuf;
+
+void tl_sb_add(tl_sbuf *b, const char *s, size_t n);
+void tl_sb_str(tl_sbuf *b, const char *s);
+/* The string (owned by the caller; "" when nothing was added) or NULL when out
+ * of memory. */
+char *tl_sb_take(tl_sbuf *b);
 
 typedef struct {
     tl_eval_task *t;

@@ -43,13 +43,7 @@ int tl_task_is_multi_subject(tl_task_kind k) {
 
 /* ------------------------------------------------------------ strings */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
+void tl_sb_add(tl_sbuf *b, const char *s, size_t n) {
     if (b->oom || n == 0 || n > ((size_t)1 << 40)) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
@@ -66,9 +60,8 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
     b->len += n;
     b->p[b->len] = 0;
 }
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-/* Returns the string (owned by the caller) or NULL when out of memory. */
-static char *sb_take(sbuf *b) {
+void tl_sb_str(tl_sbuf *b, const char *s) { tl_sb_add(b, s, strlen(s)); }
+char *tl_sb_take(tl_sbuf *b) {
     if (b->oom) {
         free(b->p);
         return NULL;
@@ -143,7 +136,7 @@ static double char_len(const char *s) {
     return c;
 }
 
-static void put_cp(sbuf *b, long cp) {
+static void put_cp(tl_sbuf *b, long cp) {
     char u[4];
     int n;
     if (cp < 0x80) u[0] = (char)cp, n = 1;
@@ -154,7 +147,7 @@ static void put_cp(sbuf *b, long cp) {
     else
         u[0] = (char)(0xF0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
         u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
-    sb_add(b, u, (size_t)n);
+    tl_sb_add(b, u, (size_t)n);
 }
 
 /* Case mapping for ASCII, Latin-1 and Latin Extended-A (where the benchmarks'
@@ -183,13 +176,13 @@ static long to_lower(long c) {
 }
 
 /* Python's str.capitalize(): first character upper case, the rest lower case. */
-static void add_capitalized(sbuf *b, const char *s) {
+static void add_capitalized(tl_sbuf *b, const char *s) {
     size_t n = strlen(s), i = 0;
     int first = 1;
     while (i < n) {
         long cp;
         int l = utf8_next(s, n, i, &cp);
-        if (cp < 0) sb_add(b, s + i, 1);
+        if (cp < 0) tl_sb_add(b, s + i, 1);
         else put_cp(b, first ? to_upper(cp) : to_lower(cp));
         first = 0;
         i += (size_t)l;
@@ -201,16 +194,16 @@ static void add_capitalized(sbuf *b, const char *s) {
 static char *hellaswag_preprocess(const char *in) {
     size_t n = strlen(in), a = lead_space(in, n);
     size_t e = a < n ? n - trail_space(in + a, n - a) : n;
-    sbuf s1 = {0};
+    tl_sbuf s1 = {0};
     for (size_t i = a; i < e;) {
         if (i + 8 <= e && !memcmp(in + i, " [title]", 8)) {
-            sb_str(&s1, ". ");
+            tl_sb_str(&s1, ". ");
             i += 8;
-        } else sb_add(&s1, in + i++, 1);
+        } else tl_sb_add(&s1, in + i++, 1);
     }
-    char *t1 = sb_take(&s1);
+    char *t1 = tl_sb_take(&s1);
     if (!t1) return NULL;
-    sbuf s2 = {0};
+    tl_sbuf s2 = {0};
     size_t n1 = strlen(t1);
     for (size_t i = 0; i < n1;) {
         if (t1[i] == '[') {
@@ -221,21 +214,21 @@ static char *hellaswag_preprocess(const char *in) {
                 continue;
             }
         }
-        sb_add(&s2, t1 + i++, 1);
+        tl_sb_add(&s2, t1 + i++, 1);
     }
     free(t1);
-    char *t2 = sb_take(&s2);
+    char *t2 = tl_sb_take(&s2);
     if (!t2) return NULL;
-    sbuf s3 = {0};
+    tl_sbuf s3 = {0};
     size_t n2 = strlen(t2);
     for (size_t i = 0; i < n2;) {
         if (i + 1 < n2 && t2[i] == ' ' && t2[i + 1] == ' ') {
-            sb_add(&s3, " ", 1);
+            tl_sb_add(&s3, " ", 1);
             i += 2;
-        } else sb_add(&s3, t2 + i++, 1);
+        } else tl_sb_add(&s3, t2 + i++, 1);
     }
     free(t2);
-    return sb_take(&s3);
+    return tl_sb_take(&s3);
 }
 
 /* ------------------------------------------------------------ docs -> requests */
@@ -283,10 +276,10 @@ int tl_eval_add_doc(tl_eval_builder *b, int n, const char *const *contexts, cons
         tl_eval_request *r = &t->reqs[t->n_reqs];
         memset(r, 0, sizeof *r);
         r->doc = t->n_docs - 1;
-        sbuf c = {0};
-        sb_str(&c, " "); /* the harness's target_delimiter */
-        sb_str(&c, conts[i]);
-        r->continuation = sb_take(&c);
+        tl_sbuf c = {0};
+        tl_sb_str(&c, " "); /* the harness's target_delimiter */
+        tl_sb_str(&c, conts[i]);
+        r->continuation = tl_sb_take(&c);
         r->context = strdup(contexts[i]);
         t->n_reqs++;
         if (!r->context || !r->continuation) return tl_eval_bfail(b, "out of memory");
@@ -342,13 +335,13 @@ static int doc_hellaswag(tl_eval_builder *b, const cJSON *o) {
         return tl_eval_bfail(b, "field \"endings\" must be an array of at least 2 strings");
     if (int_field(b, o, "label", &label)) return -1;
     int n = cJSON_GetArraySize(ends);
-    sbuf q = {0};
-    sb_str(&q, act);
-    sb_str(&q, ": ");
-    sb_str(&q, ca);
-    sb_str(&q, " ");
+    tl_sbuf q = {0};
+    tl_sb_str(&q, act);
+    tl_sb_str(&q, ": ");
+    tl_sb_str(&q, ca);
+    tl_sb_str(&q, " ");
     add_capitalized(&q, cb);
-    char *raw = sb_take(&q);
+    char *raw = tl_sb_take(&q);
     char *ctx = raw ? hellaswag_preprocess(raw) : NULL;
     free(raw);
     char **choices = calloc((size_t)n, sizeof *choices);
@@ -374,11 +367,11 @@ static int doc_piqa(tl_eval_builder *b, const cJSON *o, int label) {
     const char *s1 = goal ? str_field(b, o, "sol1", "sol1") : NULL;
     const char *s2 = s1 ? str_field(b, o, "sol2", "sol2") : NULL;
     if (!s2) return -1;
-    sbuf q = {0};
-    sb_str(&q, "Question: ");
-    sb_str(&q, goal);
-    sb_str(&q, "\nAnswer:");
-    char *ctx = sb_take(&q);
+    tl_sbuf q = {0};
+    tl_sb_str(&q, "Question: ");
+    tl_sb_str(&q, goal);
+    tl_sb_str(&q, "\nAnswer:");
+    char *ctx = tl_sb_take(&q);
     if (!ctx) return tl_eval_bfail(b, "out of memory");
     const char *ctxs[2] = {ctx, ctx}, *ch[2] = {s1, s2};
     int rc = tl_eval_add_doc(b, 2, ctxs, ch, ch, label);
@@ -416,11 +409,11 @@ static int doc_arc(tl_eval_builder *b, const cJSON *o, int obqa) {
     }
     if (!rc && gold < 0) rc = tl_eval_bfail(b, "answerKey \"%s\" is not one of the choice labels", key);
     if (!rc) {
-        sbuf s = {0};
-        if (!obqa) sb_str(&s, "Question: ");
-        sb_str(&s, stem);
-        if (!obqa) sb_str(&s, "\nAnswer:");
-        ctx = sb_take(&s);
+        tl_sbuf s = {0};
+        if (!obqa) tl_sb_str(&s, "Question: ");
+        tl_sb_str(&s, stem);
+        if (!obqa) tl_sb_str(&s, "\nAnswer:");
+        ctx = tl_sb_take(&s);
         if (!ctx) rc = tl_eval_bfail(b, "out of memory");
         for (int i = 0; !rc && i < n; i++) ctxs[i] = ctx;
     }
@@ -446,12 +439,12 @@ static int doc_winogrande(tl_eval_builder *b, const cJSON *o) {
     size_t rn = strlen(rest), a = lead_space(rest, rn);
     size_t e = a < rn ? rn - trail_space(rest + a, rn - a) : rn;
     char *cont = strndup(rest + a, e - a);
-    sbuf c1 = {0}, c2 = {0};
-    sb_add(&c1, sent, pre);
-    sb_str(&c1, o1);
-    sb_add(&c2, sent, pre);
-    sb_str(&c2, o2);
-    char *x1 = sb_take(&c1), *x2 = sb_take(&c2);
+    tl_sbuf c1 = {0}, c2 = {0};
+    tl_sb_add(&c1, sent, pre);
+    tl_sb_str(&c1, o1);
+    tl_sb_add(&c2, sent, pre);
+    tl_sb_str(&c2, o2);
+    char *x1 = tl_sb_take(&c1), *x2 = tl_sb_take(&c2);
     int rc;
     if (!cont || !x1 || !x2) rc = tl_eval_bfail(b, "out of memory");
     else {
@@ -470,12 +463,12 @@ static int doc_boolq(tl_eval_builder *b, const cJSON *o) {
     const cJSON *ans = question ? field(b, o, "answer", "answer") : NULL;
     if (!ans) return -1;
     if (!cJSON_IsBool(ans)) return tl_eval_bfail(b, "field \"answer\" must be true or false");
-    sbuf s = {0};
-    sb_str(&s, passage);
-    sb_str(&s, "\nQuestion: ");
-    sb_str(&s, question);
-    sb_str(&s, "?\nAnswer:");
-    char *ctx = sb_take(&s);
+    tl_sbuf s = {0};
+    tl_sb_str(&s, passage);
+    tl_sb_str(&s, "\nQuestion: ");
+    tl_sb_str(&s, question);
+    tl_sb_str(&s, "?\nAnswer:");
+    char *ctx = tl_sb_take(&s);
     if (!ctx) return tl_eval_bfail(b, "out of memory");
     const char *ctxs[2] = {ctx, ctx}, *ch[2] = {"no", "yes"};
     int rc = tl_eval_add_doc(b, 2, ctxs, ch, ch, cJSON_IsTrue(ans) ? 1 : 0);
