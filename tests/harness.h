@@ -51,6 +51,14 @@ typedef struct {
  * by TL_SHARED; and of checked-in fixtures. */
 const char *tl_test_shared_dir(void);
 const char *tl_test_fixture_dir(void);
+/* Fixture files the oracle scripts wrote: rel (under tl_test_fixture_dir())
+ * parsed as JSON, a failed check and NULL when it cannot be read or parsed. */
+struct cJSON *tl_test_json_fixture(tl_test_ctx *t, const char *rel);
+/* The real Llama 2 tokenizer from the shared assets (a failed check and NULL
+ * when it does not load). */
+struct tl_tokenizer *tl_test_llama2_tokenizer(tl_test_ctx *t);
+/* Whether the JSON number array arr holds exactly ids[0..n). */
+int tl_test_ids_equal(const struct cJSON *arr, const int *ids, int n);
 /* max |a - b| / max |b| over n values: a scale-aware error for a whole tensor */
 double tl_test_rel_err(const float *a, const float *b, size_t n);
 /* max |o - attention(q, k, v)| with attention computed in double precision from

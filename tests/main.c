@@ -2,6 +2,11 @@
  * Usage: test_unit [substring-filter] */
 #include "harness.h"
 
+#include <cjson/cJSON.h>
+
+#include "common.h"
+#include "tokenizer.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +84,37 @@ const char *tl_test_shared_dir(void) {
 const char *tl_test_fixture_dir(void) {
     const char *e = getenv("TL_FIXTURES");
     return e ? e : "tests/fixtures";
+}
+
+cJSON *tl_test_json_fixture(tl_test_ctx *t, const char *rel) {
+    char path[600], *text;
+    size_t len;
+    tl_error err;
+    snprintf(path, sizeof path, "%s/%s", tl_test_fixture_dir(), rel);
+    if (tl_read_file(path, 1 << 26, &text, &len, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    CHECK_MSG(j != NULL, "cannot parse %s", path);
+    return j;
+}
+
+tl_tokenizer *tl_test_llama2_tokenizer(tl_test_ctx *t) {
+    char path[600];
+    tl_error err;
+    snprintf(path, sizeof path, "%s/tokenizers/llama2/tokenizer.model", tl_test_shared_dir());
+    tl_tokenizer *tok = tl_tokenizer_load(path, &err);
+    CHECK_MSG(tok != NULL, "%s", err.msg);
+    return tok;
+}
+
+int tl_test_ids_equal(const cJSON *arr, const int *ids, int n) {
+    if (cJSON_GetArraySize(arr) != n) return 0;
+    for (int i = 0; i < n; i++)
+        if ((int)cJSON_GetArrayItem(arr, i)->valuedouble != ids[i]) return 0;
+    return 1;
 }
 
 double tl_test_rel_err(const float *a, const float *b, size_t n) {

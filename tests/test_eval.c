@@ -25,45 +25,14 @@ static const char *data_files[TL_TASK_BOOLQ + 1] = {
     "openbookqa.jsonl", "winogrande.jsonl", "boolq.jsonl",
 };
 
-static tl_tokenizer *load_tok(tl_test_ctx *t) {
-    char path[600];
-    tl_error err;
-    snprintf(path, sizeof path, "%s/tokenizers/llama2/tokenizer.model", tl_test_shared_dir());
-    tl_tokenizer *tok = tl_tokenizer_load(path, &err);
-    CHECK_MSG(tok != NULL, "%s", err.msg);
-    return tok;
-}
-
-static cJSON *load_expected(tl_test_ctx *t) {
-    char path[600], *text;
-    size_t len;
-    tl_error err;
-    snprintf(path, sizeof path, "%s/eval/expected.json", tl_test_fixture_dir());
-    if (tl_read_file(path, 1 << 26, &text, &len, &err)) {
-        CHECK_MSG(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    CHECK_MSG(j != NULL, "cannot parse %s", path);
-    return j;
-}
-
-static int ids_equal(const cJSON *arr, const int *ids, int n) {
-    if (cJSON_GetArraySize(arr) != n) return 0;
-    for (int i = 0; i < n; i++)
-        if ((int)cJSON_GetArrayItem(arr, i)->valuedouble != ids[i]) return 0;
-    return 1;
-}
-
 static double num(const cJSON *o, const char *k) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(it) ? it->valuedouble : NAN;
 }
 
 static void test_eval_tokenizer_hf(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval/expected.json");
     if (!tok || !exp) goto out;
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(exp, "tokenizer"), *c;
     CHECK(cJSON_GetArraySize(cases) > 0);
@@ -76,7 +45,7 @@ static void test_eval_tokenizer_hf(tl_test_ctx *t) {
             CHECK_MSG(0, "%s", err.msg);
             continue;
         }
-        CHECK_MSG(ids_equal(cJSON_GetObjectItemCaseSensitive(c, "ids"), ids, (int)n),
+        CHECK_MSG(tl_test_ids_equal(cJSON_GetObjectItemCaseSensitive(c, "ids"), ids, (int)n),
                   "HF encoding of \"%s\" differs", text);
         free(ids);
     }
@@ -121,9 +90,9 @@ static void check_task(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const 
             CHECK_MSG(!strcmp(q->continuation, econt),
                       "%s doc %d choice %d: continuation \"%s\" vs lm-eval \"%s\"", tl_task_name(kind), d, c,
                       q->continuation, econt);
-            CHECK_MSG(ids_equal(cJSON_GetObjectItemCaseSensitive(er, "context_ids"), q->ctx_ids, q->n_ctx),
+            CHECK_MSG(tl_test_ids_equal(cJSON_GetObjectItemCaseSensitive(er, "context_ids"), q->ctx_ids, q->n_ctx),
                       "%s doc %d choice %d: context token ids differ", tl_task_name(kind), d, c);
-            CHECK_MSG(ids_equal(cJSON_GetObjectItemCaseSensitive(er, "continuation_ids"), q->cont_ids,
+            CHECK_MSG(tl_test_ids_equal(cJSON_GetObjectItemCaseSensitive(er, "continuation_ids"), q->cont_ids,
                                 q->n_cont),
                       "%s doc %d choice %d: continuation token ids differ", tl_task_name(kind), d, c);
             double ell = num(er, "ll"), ll = r.ll[doc->first_req + c];
@@ -152,8 +121,8 @@ static void check_task(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const 
 }
 
 static void test_eval_vs_lm_eval(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval/expected.json");
     tl_model m;
     char dir[600];
     tl_error err;
@@ -182,8 +151,8 @@ static void test_eval_vs_lm_eval(tl_test_ctx *t) {
 /* The same checks through the KV-cache backend on the inference engine (BF16
  * weights mapped, shared contexts prefilled once), with the same tolerances. */
 static void test_eval_kv_vs_lm_eval(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval/expected.json");
     tl_infer_model m;
     char dir[600];
     tl_error err;
@@ -241,7 +210,7 @@ static void expect_error(tl_test_ctx *t, const tl_tokenizer *tok, tl_task_kind k
 }
 
 static void test_eval_malformed(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
     if (!tok) return;
     const char *hs_ok = "{\"activity_label\":\"A\",\"ctx_a\":\"b\",\"ctx_b\":\"c\",\"endings\":[\"d\",\"e\"],\"label\":1}\n";
     char buf[1024];

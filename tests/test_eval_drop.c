@@ -20,13 +20,6 @@ static double num(const cJSON *o, const char *k) {
     return cJSON_IsNumber(it) ? it->valuedouble : NAN;
 }
 
-static int ids_equal(const cJSON *arr, const int *ids, int n) {
-    if (cJSON_GetArraySize(arr) != n) return 0;
-    for (int i = 0; i < n; i++)
-        if ((int)cJSON_GetArrayItem(arr, i)->valuedouble != ids[i]) return 0;
-    return 1;
-}
-
 /* HF may run a few ids past where we stopped (its stop check looks at the last few tokens) */
 static int ids_prefix(const cJSON *arr, const int *ids, int n) {
     if (cJSON_GetArraySize(arr) < n) return 0;
@@ -79,7 +72,7 @@ static void test_drop_generation(tl_test_ctx *t) {
         CHECK(!strcmp(d->name, get(ed, "query_id")->valuestring));
         CHECK_MSG(!strcmp(d->context, get(ed, "context")->valuestring), "drop %d: context\n ours: \"%s\"\n lm-eval: \"%s\"",
                   i, d->context, get(ed, "context")->valuestring);
-        CHECK_MSG(ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "drop %d: context ids", i);
+        CHECK_MSG(tl_test_ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "drop %d: context ids", i);
         CHECK_MSG(ids_prefix(get(ed, "gen_ids"), r.gen_ids[i], r.n_gen[i]), "drop %d: generated ids differ", i);
         CHECK_MSG(!strcmp(r.completion[i], get(ed, "response")->valuestring),
                   "drop %d: continuation\n ours: \"%s\"\n lm-eval: \"%s\"", i, r.completion[i],
@@ -104,21 +97,6 @@ out:
     tl_tokenizer_free(tok);
 }
 
-static cJSON *load_fixture(tl_test_ctx *t) {
-    char path[600], *text;
-    size_t len;
-    tl_error err;
-    snprintf(path, sizeof path, "%s/eval_drop/metric.json", tl_test_fixture_dir());
-    if (tl_read_file(path, 1 << 24, &text, &len, &err)) {
-        CHECK_MSG(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    CHECK_MSG(j != NULL, "cannot parse %s", path);
-    return j;
-}
-
 static const char **strings(const cJSON *arr, int *n) {
     *n = cJSON_GetArraySize(arr);
     const char **s = calloc((size_t)*n + 1, sizeof *s);
@@ -127,7 +105,7 @@ static const char **strings(const cJSON *arr, int *n) {
 }
 
 static void test_drop_normalize(tl_test_ctx *t) {
-    cJSON *j = load_fixture(t);
+    cJSON *j = tl_test_json_fixture(t, "eval_drop/metric.json");
     if (!j) return;
     const cJSON *it;
     int n = 0;
@@ -145,7 +123,7 @@ static void test_drop_normalize(tl_test_ctx *t) {
 }
 
 static void test_drop_metrics(tl_test_ctx *t) {
-    cJSON *j = load_fixture(t);
+    cJSON *j = tl_test_json_fixture(t, "eval_drop/metric.json");
     if (!j) return;
     const cJSON *it;
     int n = 0;
@@ -186,7 +164,7 @@ static void test_drop_metrics(tl_test_ctx *t) {
 }
 
 static void test_drop_sample(tl_test_ctx *t) {
-    cJSON *j = load_fixture(t);
+    cJSON *j = tl_test_json_fixture(t, "eval_drop/metric.json");
     if (!j) return;
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "samples")) {

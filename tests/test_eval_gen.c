@@ -24,37 +24,6 @@ static double num(const cJSON *o, const char *k) {
     return cJSON_IsNumber(it) ? it->valuedouble : NAN;
 }
 
-static tl_tokenizer *load_tok(tl_test_ctx *t) {
-    char path[600];
-    tl_error err;
-    snprintf(path, sizeof path, "%s/tokenizers/llama2/tokenizer.model", tl_test_shared_dir());
-    tl_tokenizer *tok = tl_tokenizer_load(path, &err);
-    CHECK_MSG(tok != NULL, "%s", err.msg);
-    return tok;
-}
-
-static cJSON *load_expected(tl_test_ctx *t) {
-    char path[600], *text;
-    size_t len;
-    tl_error err;
-    snprintf(path, sizeof path, "%s/eval_gen/expected.json", tl_test_fixture_dir());
-    if (tl_read_file(path, 1 << 26, &text, &len, &err)) {
-        CHECK_MSG(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    CHECK_MSG(j != NULL, "cannot parse %s", path);
-    return j;
-}
-
-static int ids_equal(const cJSON *arr, const int *ids, int n) {
-    if (cJSON_GetArraySize(arr) != n) return 0;
-    for (int i = 0; i < n; i++)
-        if ((int)cJSON_GetArrayItem(arr, i)->valuedouble != ids[i]) return 0;
-    return 1;
-}
-
 /* ours must be HF's ids up to where we stopped (HF may run a few ids further
  * before its stop check, which looks at the last few tokens only) */
 static int ids_prefix(const cJSON *arr, const int *ids, int n) {
@@ -69,7 +38,7 @@ static void check_doc(tl_test_ctx *t, const char *what, int i, const tl_gen_doc 
                       const cJSON *ed, const char *resp_key) {
     const char *ectx = get(ed, "context")->valuestring;
     CHECK_MSG(!strcmp(d->context, ectx), "%s %d: context\n ours: \"%s\"\n lm-eval: \"%s\"", what, i, d->context, ectx);
-    CHECK_MSG(ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "%s %d: context ids", what, i);
+    CHECK_MSG(tl_test_ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "%s %d: context ids", what, i);
     CHECK_MSG(ids_prefix(get(ed, "gen_ids"), r->gen_ids[k], r->n_gen[k]), "%s %d: generated ids differ", what, i);
     const char *eresp = get(ed, resp_key)->valuestring;
     CHECK_MSG(!strcmp(r->completion[k], eresp), "%s %d: continuation\n ours: \"%s\"\n lm-eval: \"%s\"", what, i,
@@ -77,8 +46,8 @@ static void check_doc(tl_test_ctx *t, const char *what, int i, const tl_gen_doc 
 }
 
 static void test_eval_gen_bbh(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval_gen/expected.json");
     char dir[600], data[600];
     tl_error err;
     tl_infer_model m;
@@ -142,8 +111,8 @@ out:
 }
 
 static void test_eval_gen_humaneval(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval_gen/expected.json");
     char dir[600], data[600];
     tl_error err;
     tl_infer_model m;
@@ -169,7 +138,7 @@ static void test_eval_gen_humaneval(tl_test_ctx *t) {
             const tl_gen_doc *d = &task->docs[i];
             CHECK(!strcmp(d->name, get(ed, "task_id")->valuestring));
             CHECK(!strcmp(d->context, get(ed, "context")->valuestring));
-            CHECK_MSG(ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "humaneval %d: context ids", i);
+            CHECK_MSG(tl_test_ids_equal(get(ed, "context_ids"), d->ids, d->n_ids), "humaneval %d: context ids", i);
             CHECK_MSG(r.n_gen[i] == 96 && ids_prefix(get(ed, "gen_ids"), r.gen_ids[i], r.n_gen[i]),
                       "humaneval %d: generated ids differ", i);
             const char *ecomp = get(ed, "completion")->valuestring;

@@ -20,41 +20,10 @@
 #define LL_ATOL 1e-4
 #define LL_RTOL 2e-6
 
-static tl_tokenizer *load_tok(tl_test_ctx *t) {
-    char path[600];
-    tl_error err;
-    snprintf(path, sizeof path, "%s/tokenizers/llama2/tokenizer.model", tl_test_shared_dir());
-    tl_tokenizer *tok = tl_tokenizer_load(path, &err);
-    CHECK_MSG(tok != NULL, "%s", err.msg);
-    return tok;
-}
-
-static cJSON *load_expected(tl_test_ctx *t) {
-    char path[600], *text;
-    size_t len;
-    tl_error err;
-    snprintf(path, sizeof path, "%s/eval_mc/expected.json", tl_test_fixture_dir());
-    if (tl_read_file(path, 1 << 26, &text, &len, &err)) {
-        CHECK_MSG(0, "%s", err.msg);
-        return NULL;
-    }
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    CHECK_MSG(j != NULL, "cannot parse %s", path);
-    return j;
-}
-
 static const cJSON *get(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
 static double num(const cJSON *o, const char *k) {
     const cJSON *it = get(o, k);
     return cJSON_IsNumber(it) ? it->valuedouble : NAN;
-}
-
-static int ids_equal(const cJSON *arr, const int *ids, int n) {
-    if (cJSON_GetArraySize(arr) != n) return 0;
-    for (int i = 0; i < n; i++)
-        if ((int)cJSON_GetArrayItem(arr, i)->valuedouble != ids[i]) return 0;
-    return 1;
 }
 
 static void check_mc(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const tl_tokenizer *tok,
@@ -98,9 +67,9 @@ static void check_mc(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const tl
                 CHECK_MSG(!strcmp(q->context, ectx), "%s/%s doc %d: context\n ours: \"%s\"\n lm-eval: \"%s\"",
                           name, task->subjects[s], i, q->context, ectx);
                 CHECK(!strcmp(q->continuation, get(er, "continuation")->valuestring));
-                CHECK_MSG(ids_equal(get(ed, "context_ids"), q->ctx_ids, q->n_ctx), "%s/%s doc %d: context ids",
+                CHECK_MSG(tl_test_ids_equal(get(ed, "context_ids"), q->ctx_ids, q->n_ctx), "%s/%s doc %d: context ids",
                           name, task->subjects[s], i);
-                CHECK(ids_equal(get(er, "continuation_ids"), q->cont_ids, q->n_cont));
+                CHECK(tl_test_ids_equal(get(er, "continuation_ids"), q->cont_ids, q->n_cont));
                 double ll = r.ll[doc->first_req + c], ell = num(er, "ll");
                 CHECK_CLOSE(ll, ell, LL_ATOL, LL_RTOL);
                 if (fabs(ll - ell) > *max_err) *max_err = fabs(ll - ell);
@@ -150,8 +119,8 @@ static void check_mc(tl_test_ctx *t, tl_task_kind kind, const cJSON *e, const tl
 }
 
 static void run_all(tl_test_ctx *t, int kv) {
-    tl_tokenizer *tok = load_tok(t);
-    cJSON *exp = load_expected(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    cJSON *exp = tl_test_json_fixture(t, "eval_mc/expected.json");
     char dir[600];
     tl_error err;
     snprintf(dir, sizeof dir, "%s/eval_mc/model", tl_test_fixture_dir());
@@ -253,7 +222,7 @@ static void expect_mc_error(tl_test_ctx *t, const tl_tokenizer *tok, const char 
 }
 
 static void test_eval_mc_malformed(tl_test_ctx *t) {
-    tl_tokenizer *tok = load_tok(t);
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
     if (!tok) return;
     expect_mc_error(t, tok, DEV5, "q,a,b,c,d,A\nq,a,b,c,A\n", "anatomy_test.csv:2: 5 fields, expected 6");
     expect_mc_error(t, tok, DEV5, "q,a,b,c,d,A\n\"multi\nline\",a,b,c,d,A\nq,a,b,c,d,E\n",
