@@ -64,6 +64,25 @@ static void test_parse(tl_test_ctx *t) {
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(rc || (rq.eval_every == 4 && rq.eval_batches == 3 && r.n_val == 2 && !strcmp(r.val[1].name, "b") &&
                  !strcmp(r.val[1].path, "VB")));
+    /* sets named by a phase and by a source join the list; a name given again with its path is one set */
+    static const char PV[] = "validation: [{name: a, path: VA}]\n"
+                             "phases:\n"
+                             "  - tokens: 8\n"
+                             "    sources: [{name: a, path: A, weight: 1, validation: VA}]\n"
+                             "  - tokens: 8\n"
+                             "    validation: {c: VC}\n"
+                             "    sources:\n"
+                             "      - {name: a, path: A, weight: 1}\n"
+                             "      - {name: b, path: B, weight: 1, validation: VB}\n"
+                             "  - {tokens: 8, validation: {b: VB}}\n";
+    rq = tl_train_request_defaults();
+    rc = tl_recipe_parse(PV, sizeof PV - 1, "pv.yaml", &r, &rq, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    CHECK_MSG(rc || (r.n_val == 3 && !strcmp(r.val[0].name, "a") && !strcmp(r.val[0].path, "VA") &&
+                     !strcmp(r.val[1].name, "b") && !strcmp(r.val[1].path, "VB") && r.val[1].line == 9 &&
+                     !strcmp(r.val[1].key, "phases[1] (phase2).sources[1].validation") &&
+                     !strcmp(r.val[2].name, "c") && !strcmp(r.val[2].path, "VC") && r.val[2].line == 6),
+              "%d sets", r.n_val);
 }
 
 /* Each bad recipe is refused with FILE:LINE: KEY and the reason; the request stays as it was. */
@@ -95,6 +114,23 @@ static void test_refused(tl_test_ctx *t) {
         {"phases:\n  - name: 'a b'\n", "phases[0] (a b).name: use letters"},
         {"schedule: {warmup_tokens: 100}\nphases:\n  - tokens: 50\n    sources: [{name: a, path: A, weight: 1}]\n",
          "r.yaml:1: schedule.decay_tokens: schedule decay must be at least the warmup"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1, validation: VX}]\n    validation: {a: VY}\n",
+         "r.yaml:4: phases[0] (phase1).validation.a: validation set 'a' is VY here but VX at line 3"},
+        {"validation: [{name: a, path: VX}]\nphases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1, validation: V}]\n",
+         "r.yaml:4: phases[0] (phase1).sources[0].validation: validation set 'a' is V here but VX at line 1"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1}]\n    validation: [VA]\n",
+         "r.yaml:4: phases[0] (phase1).validation: must be a mapping of name: path"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1}]\n    validation: {a b: V}\n",
+         "r.yaml:4: phases[0] (phase1).validation.a b: validation set 'a b': use letters"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1}]\n    validation: {a: [V]}\n",
+         "r.yaml:4: phases[0] (phase1).validation.a: must be a non-empty string"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1}]\n    validation: {a: V, a: V}\n",
+         "r.yaml:4: phases[0] (phase1).validation: validation set 'a' given twice"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1, validation: {x: V}}]\n",
+         "r.yaml:3: phases[0] (phase1).sources[0].validation: must be a non-empty string"},
+        {"phases:\n  - tokens: 8\n    sources: [{name: a, path: A, weight: 1}]\n"
+         "    validation: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9}\n",
+         "r.yaml:4: phases[0] (phase1).validation.i: at most 8 validation sets in a recipe"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tl_recipe r;
@@ -126,7 +162,7 @@ static void make_shard(const char *dir, int tag, int n) {
 /* Phases become steps (tokens / batch, rounded up), accumulation (batch / micro-batch
  * tokens) and mixtures; a source taken over continues after the samples read before. */
 static void test_setup(tl_test_ctx *t) {
-    char a[512], b[512], text[2048];
+    char a[512], b[512], text[4096];
     snprintf(a, sizeof a, "%s/recipe_a", tl_test_tmpdir());
     snprintf(b, sizeof b, "%s/recipe_b", tl_test_tmpdir());
     make_shard(a, 1, 500);
@@ -175,6 +211,29 @@ static void test_setup(tl_test_ctx *t) {
     const char *field = NULL;
     CHECK(tl_recipe_setup(&r, &rq, &dopts, 0, &run, &o, &field, &err) == -1 && field && !strcmp(field, "batch_tokens"));
     CHECK_MSG(strstr(err.msg, "s.yaml:5: phases[0] (one).batch_tokens: 6 tokens is not a multiple"), "%s", err.msg);
+    /* the validation sets of every phase and source, all given to the trainer; one that cannot be opened
+     * is named by its place in the file */
+    snprintf(text, sizeof text,
+             "micro_batch: 2\nseq_len: 3\nphases:\n"
+             "  - {name: one, tokens: 12, batch_tokens: 6, sources: [{name: a, path: %s, weight: 1}],\n"
+             "     validation: {va: %s/shard-00000.bin}}\n"
+             "  - name: two\n    tokens: 12\n    sources:\n"
+             "      - {name: b, path: %s, weight: 1, validation: %s/shard-00000.bin}\n",
+             a, a, b, b);
+    rq = tl_train_request_defaults();
+    rc = tl_recipe_parse(text, strlen(text), "v.yaml", &r, &rq, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc) return;
+    rc = tl_recipe_setup(&r, &rq, &dopts, 0, &run, &o, NULL, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc) return;
+    CHECK(o.n_val_sets == 2 && !strcmp(o.val_names[0], "va") && !strcmp(o.val_names[1], "b"));
+    CHECK(o.val_sets[0]->n_samples == 500 && o.val_sets[1]->n_samples == 500);
+    tl_recipe_run_close(&run);
+    snprintf(r.val[1].path, sizeof r.val[1].path, "%s/none", b);
+    CHECK(tl_recipe_setup(&r, &rq, &dopts, 0, &run, &o, NULL, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "v.yaml:9: phases[1] (two).sources[0].validation: validation set 'b': ") &&
+                  strstr(err.msg, "none"), "%s", err.msg);
 }
 
 const tl_test tests_recipe[] = {

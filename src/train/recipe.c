@@ -1,12 +1,16 @@
 /* recipe.c - the training recipe file (recipe.h), read with libyaml's document API. */
 #include "recipe.h"
 
+#include "plot.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+_Static_assert(TL_RECIPE_MAX_VAL_SETS <= TL_PLOT_MAX_VAL_SETS, "every validation set of a run can be plotted");
 
 typedef struct {
     const char *file;
@@ -159,8 +163,54 @@ static int parse_schedule(const ctx *c, const yaml_node_t *n, tl_recipe *r) {
     return 0;
 }
 
-static int parse_sources(const ctx *c, const yaml_node_t *n, const char *where, tl_recipe_phase *ph) {
-    static const char *const known[] = {"name", "path", "weight", "start_weight", NULL};
+/* A validation set, wherever the recipe names it (the validation list, a phase, a source):
+ * every set is evaluated from the first step on, so a domain's curve before its phase is
+ * the baseline the phase is judged by.  A name given again must name the same path. */
+static int add_val(const ctx *c, tl_recipe *r, const yaml_node_t *n, const char *key, const char *name,
+                   const char *path) {
+    if (!*name || strlen(name) >= sizeof r->val[0].name)
+        return bad(c, n, key, "a validation set's name must have 1 to %zu characters", sizeof r->val[0].name - 1);
+    for (const char *q = name; *q; q++) /* a log field and a TensorBoard tag */
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || strchr("-_.", *q)))
+            return bad(c, n, key, "validation set '%s': use letters, digits, '-', '_' and '.' only in its name", name);
+    if (!*path || strlen(path) >= sizeof r->val[0].path)
+        return bad(c, n, key, "validation set '%s': its path must have 1 to %zu characters", name,
+                   sizeof r->val[0].path - 1);
+    for (int j = 0; j < r->n_val; j++)
+        if (!strcmp(r->val[j].name, name)) {
+            if (!strcmp(r->val[j].path, path)) return 0; /* the same set, named again */
+            return bad(c, n, key, "validation set '%s' is %s here but %s at line %d", name, path, r->val[j].path,
+                       r->val[j].line);
+        }
+    if (r->n_val == TL_RECIPE_MAX_VAL_SETS)
+        return bad(c, n, key, "at most %d validation sets in a recipe", TL_RECIPE_MAX_VAL_SETS);
+    snprintf(r->val[r->n_val].name, sizeof r->val[0].name, "%s", name);
+    snprintf(r->val[r->n_val].path, sizeof r->val[0].path, "%s", path);
+    snprintf(r->val[r->n_val].key, sizeof r->val[0].key, "%s", key);
+    r->val[r->n_val].line = n ? (int)n->start_mark.line + 1 : 0;
+    r->n_val++;
+    return 0;
+}
+
+/* A phase's `validation: {name: path, ...}` */
+static int parse_phase_val(const ctx *c, const yaml_node_t *n, const char *where, tl_recipe *r) {
+    if (n->type != YAML_MAPPING_NODE) return bad(c, n, where, "must be a mapping of name: path");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = yaml_document_get_node(c->doc, p->key), *v = yaml_document_get_node(c->doc, p->value);
+        const char *ks = scalar(k);
+        if (!ks) return bad(c, k, where, "keys must be plain words (the sets' names)");
+        for (yaml_node_pair_t *e = n->data.mapping.pairs.start; e < p; e++)
+            if (!strcmp(scalar(yaml_document_get_node(c->doc, e->key)), ks))
+                return bad(c, k, where, "validation set '%s' given twice", ks);
+        char key[400], path[1024];
+        snprintf(key, sizeof key, "%s.%s", where, ks);
+        if (str(c, v, key, path, sizeof path) || add_val(c, r, v, key, ks, path)) return -1;
+    }
+    return 0;
+}
+
+static int parse_sources(const ctx *c, const yaml_node_t *n, const char *where, tl_recipe_phase *ph, tl_recipe *r) {
+    static const char *const known[] = {"name", "path", "weight", "start_weight", "validation", NULL};
     if (n->type != YAML_SEQUENCE_NODE) return bad(c, n, where, "must be a list of sources");
     int k = 0;
     double sum = 0, sum0 = 0;
@@ -190,6 +240,11 @@ static int parse_sources(const ctx *c, const yaml_node_t *n, const char *where, 
             if (num(c, v, key, &src->start_weight)) return -1;
             if (!(src->start_weight >= 0)) return bad(c, v, key, "must not be negative");
         }
+        if ((v = get(c, s, "validation"))) { /* the source's domain, held out: a set of its name */
+            char path[1024];
+            snprintf(key, sizeof key, "%s.validation", at);
+            if (str(c, v, key, path, sizeof path) || add_val(c, r, v, key, src->name, path)) return -1;
+        }
         sum += src->weight;
         sum0 += src->start_weight >= 0 ? src->start_weight : src->weight;
     }
@@ -200,8 +255,9 @@ static int parse_sources(const ctx *c, const yaml_node_t *n, const char *where, 
     return 0;
 }
 
-static int parse_phase(const ctx *c, const yaml_node_t *n, int i, tl_recipe_phase *ph) {
-    static const char *const known[] = {"name", "tokens", "batch_tokens", "ramp_tokens", "lr", "sources", NULL};
+static int parse_phase(const ctx *c, const yaml_node_t *n, int i, tl_recipe_phase *ph, tl_recipe *r) {
+    static const char *const known[] = {"name",   "tokens",  "batch_tokens", "ramp_tokens",
+                                        "lr",     "sources", "validation",   NULL};
     char at[96], key[160];
     const char *nm = n->type == YAML_MAPPING_NODE ? scalar(get(c, n, "name")) : NULL;
     if (nm && strlen(nm) < 64) snprintf(at, sizeof at, "phases[%d] (%s)", i, nm);
@@ -238,34 +294,35 @@ static int parse_phase(const ctx *c, const yaml_node_t *n, int i, tl_recipe_phas
     }
     if ((v = get(c, n, "sources"))) {
         snprintf(key, sizeof key, "%s.sources", at);
-        if (parse_sources(c, v, key, ph)) return -1;
+        if (parse_sources(c, v, key, ph, r)) return -1;
     } else if (i == 0) {
         return bad(c, n, at, "the first phase must list its sources");
+    }
+    if ((v = get(c, n, "validation"))) {
+        snprintf(key, sizeof key, "%s.validation", at);
+        if (parse_phase_val(c, v, key, r)) return -1;
     }
     return 0;
 }
 
+/* The recipe's `validation:` list of {name, path}, read before the phases */
 static int parse_validation(const ctx *c, const yaml_node_t *n, tl_recipe *r) {
     static const char *const known[] = {"name", "path", NULL};
     if (n->type != YAML_SEQUENCE_NODE) return bad(c, n, "validation", "must be a list of {name, path}");
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
-        const yaml_node_t *s = yaml_document_get_node(c->doc, *it), *v;
-        char at[64], key[96];
-        snprintf(at, sizeof at, "validation[%d]", r->n_val);
-        if (r->n_val == TL_MIX_MAX_SOURCES) return bad(c, s, at, "at most %d validation sets", TL_MIX_MAX_SOURCES);
+    int k = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++, k++) {
+        const yaml_node_t *s = yaml_document_get_node(c->doc, *it), *v, *pv;
+        char at[64], key[96], name[64], path[1024];
+        snprintf(at, sizeof at, "validation[%d]", k);
         if (keys_known(c, s, at, known)) return -1;
         snprintf(key, sizeof key, "%s.name", at);
         if (!(v = get(c, s, "name"))) return bad(c, s, key, "missing");
-        if (str(c, v, key, r->val[r->n_val].name, sizeof r->val[0].name)) return -1;
-        for (const char *q = r->val[r->n_val].name; *q; q++) /* a log field and a TensorBoard tag */
-            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || strchr("-_.", *q)))
-                return bad(c, v, key, "use letters, digits, '-', '_' and '.' only");
+        if (str(c, v, key, name, sizeof name)) return -1;
         for (int j = 0; j < r->n_val; j++)
-            if (!strcmp(r->val[j].name, r->val[r->n_val].name)) return bad(c, v, key, "given twice");
+            if (!strcmp(r->val[j].name, name)) return bad(c, v, key, "given twice");
         snprintf(key, sizeof key, "%s.path", at);
-        if (!(v = get(c, s, "path"))) return bad(c, s, key, "missing");
-        if (str(c, v, key, r->val[r->n_val].path, sizeof r->val[0].path)) return -1;
-        r->n_val++;
+        if (!(pv = get(c, s, "path"))) return bad(c, s, key, "missing");
+        if (str(c, pv, key, path, sizeof path) || add_val(c, r, v, at, name, path)) return -1;
     }
     return 0;
 }
@@ -326,7 +383,7 @@ static int parse_root(const ctx *c, const yaml_node_t *root, tl_recipe *r, tl_tr
     for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
         if (r->n_phases == TL_RECIPE_MAX_PHASES)
             return bad(c, v, "phases", "at most %d phases", TL_RECIPE_MAX_PHASES);
-        if (parse_phase(c, yaml_document_get_node(c->doc, *it), r->n_phases, &r->phase[r->n_phases])) return -1;
+        if (parse_phase(c, yaml_document_get_node(c->doc, *it), r->n_phases, &r->phase[r->n_phases], r)) return -1;
         r->n_phases++;
     }
     tl_lr_schedule s = r->sched;
@@ -513,7 +570,7 @@ int tl_recipe_setup(const tl_recipe *r, const tl_train_request *rq, const tl_dat
         const char *paths[1] = {r->val[v].path};
         if (tl_dataset_open_ex(&run->val[v], paths, 1, &vopts, err)) {
             tl_recipe_run_close(run);
-            return tl_wrap(err, "%s: validation[%d] (%s)", F, v, r->val[v].name);
+            return tl_wrap(err, "%s:%d: %s: validation set '%s'", F, r->val[v].line, r->val[v].key, r->val[v].name);
         }
         run->n_val = v + 1;
         run->val_ptr[v] = &run->val[v];

@@ -14,6 +14,7 @@
 #include "train_setup.h"
 
 #define TL_RECIPE_MAX_PHASES 16
+#define TL_RECIPE_MAX_VAL_SETS 8 /* as many as `tinyllama plot` draws */
 
 typedef struct {
     char name[64];
@@ -40,10 +41,14 @@ typedef struct {
     int warmup_given;                          /* sched.warmup was given */
     int n_phases;
     tl_recipe_phase phase[TL_RECIPE_MAX_PHASES];
-    int n_val; /* validation sets, one per domain: evaluated at every eval_every, logged apart */
+    /* validation sets, one per domain, from the validation list, the phases and the
+     * sources: all evaluated at every eval_every from the first step, logged apart */
+    int n_val;
     struct {
         char name[64], path[1024];
-    } val[TL_MIX_MAX_SOURCES];
+        char key[400]; /* where the file names it, for messages */
+        int line;
+    } val[TL_RECIPE_MAX_VAL_SETS];
 } tl_recipe;
 
 /* Parses recipe text (file names it in messages) into r, and writes the request
@@ -60,9 +65,9 @@ typedef struct {
     tl_train_phase phase[TL_RECIPE_MAX_PHASES];
     tl_mixture mix[TL_RECIPE_MAX_PHASES];
     int n_val; /* the validation sets, opened (their shards as a `prepare` directory's val-*.bin) */
-    tl_dataset val[TL_MIX_MAX_SOURCES];
-    tl_dataset *val_ptr[TL_MIX_MAX_SOURCES];
-    const char *val_name[TL_MIX_MAX_SOURCES];
+    tl_dataset val[TL_RECIPE_MAX_VAL_SETS];
+    tl_dataset *val_ptr[TL_RECIPE_MAX_VAL_SETS];
+    const char *val_name[TL_RECIPE_MAX_VAL_SETS];
 } tl_recipe_run;
 
 /* Opens every phase's sources (shards as tl_dataset_open_ex with open_opts),
