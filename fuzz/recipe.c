@@ -1,6 +1,7 @@
 /* fuzz/recipe.c - tl_recipe_parse (training recipe YAML) on arbitrary text: it must
  * refuse with a message or accept a recipe whose phases hold what the trainer needs. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "fuzz_util.h"
 #include "recipe.h"
@@ -25,6 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             sum += ph->src[k].weight;
         }
         if (ph->n_sources && !(sum > 0)) abort();
+    }
+    if (r.n_val < 0 || r.n_val > TL_RECIPE_MAX_VAL_SETS) abort();
+    for (int v = 0; v < r.n_val; v++) { /* named, with a path, each name once */
+        if (!r.val[v].name[0] || !r.val[v].path[0] || r.val[v].line < 1) abort();
+        for (int j = 0; j < v; j++)
+            if (!strcmp(r.val[j].name, r.val[v].name)) abort();
     }
     if (tl_adamw_config_validate(&rq.opt, NULL, &err)) abort();
     return 0;
