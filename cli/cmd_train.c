@@ -328,6 +328,7 @@ int cmd_train(int argc, char **argv) {
             free(recipe);
             return 2;
         }
+        seed = (long)rq.seed; /* the recipe's, unless --seed overrides it */
     }
     source_list srcs = {src_args, &n_sources};
     resume_arg res = {&do_resume, &resume};
