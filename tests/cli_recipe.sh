@@ -71,6 +71,9 @@ vs=$(grep -o '"step": [0-9]*, "val_set": "[a-z]*"' demo/log.jsonl | awk '{print 
 want=$(for s in $(seq 4 4 160); do printf '%sprose %scode ' "$s" "$s"; done)
 if [ "$vs" = "$want" ] && grep -q "step 160: validation loss on code" demo.err; then ok "validation per domain every 4 steps"
 else fail "validation per domain ($(echo "$vs" | head -c 200))"; fi
+ev=$(ls demo/events.out.tfevents.* 2>/dev/null | head -1)
+[ -n "$ev" ] && grep -qa "val/prose/loss" "$ev" && grep -qa "val/code/loss" "$ev" && ok "TensorBoard: a validation curve per domain" ||
+    fail "TensorBoard: a validation curve per domain"
 # what the continual phase means: the new domain's validation loss falls faster during it than during
 # the first phase. Per token, the first phase from its first evaluation (step 4: before it, loss is at
 # the random model's) to its end (step 96), against the code phase (96 -> 144); and over equal spans,
