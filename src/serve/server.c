@@ -160,6 +160,9 @@ static enum MHD_Result get_metrics(tl_server *srv, struct MHD_Connection *c) {
     metric(&p, &left, "tinyllama_queue_depth", "gauge", "Requests waiting for a slot.", (double)m.queued);
     metric(&p, &left, "tinyllama_slots_busy", "gauge", "Slots running a request.", (double)m.active);
     metric(&p, &left, "tinyllama_slots_total", "gauge", "Slots (--parallel).", (double)srv->o.parallel);
+    const union MHD_DaemonInfo *ci = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    metric(&p, &left, "tinyllama_http_connections", "gauge", "Open client connections (this one included).",
+           ci ? (double)ci->num_connections : -1.0);
     metric(&p, &left, "tinyllama_decode_steps_total", "counter", "Batched decode steps run.", (double)m.decode_steps);
     metric(&p, &left, "tinyllama_decode_sequences_total", "counter", "Sequences advanced, summed over decode steps.",
            (double)m.decode_rows);
@@ -276,7 +279,7 @@ static size_t token_bytes(const tl_tokenizer *t, int id, char *buf, size_t cap) 
  * (a byte piece), "bytes:\xNN..." as OpenAI writes them. */
 static cJSON *token_string(const char *b, size_t n) {
     char s[400];
-    if (tl_utf8_valid(b, n, NULL)) {
+    if (tl_utf8_valid(b, n, NULL) && !memchr(b, 0, n)) {
         memcpy(s, b, n);
         s[n] = '\0';
     } else {
@@ -362,9 +365,11 @@ static void add_choice(cJSON *root, conn *k, int stream, int index, const char *
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     char *t = malloc(len + 1);
-    if (t) {
-        if (len) memcpy(t, text, len);
-        t[len] = '\0';
+    if (t) { /* a NUL byte (a <0x00> piece) would end the C string cJSON keeps: it is dropped */
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++)
+            if (text[i]) t[o++] = text[i];
+        t[o] = '\0';
     }
     if (k->chat) {
         cJSON *msg = cJSON_AddObjectToObject(ch, stream ? "delta" : "message");
