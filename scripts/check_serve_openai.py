@@ -124,8 +124,10 @@ try:
     sl = [e for ch in client.chat.completions.create(model="x", messages=msgs, max_tokens=8, temperature=0,
                                                        logprobs=True, top_logprobs=4, stream=True)
           if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    # (the second request reuses the cached prompt, split elsewhere: equal up to float rounding)
     check("chat stream logprobs: the chunks carry the same entries",
-          [(e.token, e.logprob) for e in sl] == [(e.token, e.logprob) for e in content])
+          [e.token for e in sl] == [e.token for e in content]
+          and all(abs(x.logprob - y.logprob) < 1e-4 for x, y in zip(sl, content)), (sl, content))
 
     nc = client.completions.create(model="x", prompt="Hello world", max_tokens=8, temperature=1.0, seed=11, n=3)
     singles = [client.completions.create(model="x", prompt="Hello world", max_tokens=8, temperature=1.0,
