@@ -90,6 +90,8 @@ def stream(base, body):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             ch = json.loads(line[6:])
+            if "error" in ch:
+                raise RuntimeError(f"the stream ended in an error: {ch['error']}")
             c = ch.get("choices")
             if first is None and c and (c[0].get("text") or c[0].get("finish_reason")):
                 first = time.perf_counter() - t0

@@ -103,7 +103,8 @@ python3 - "$T/sse.txt" "$T/sse.out" <<'PY' && ok "stream: every event is 'data: 
 import json, sys
 raw = open(sys.argv[1], encoding="utf-8").read()
 assert raw.endswith("\n\n"), "events end with a blank line"
-events = raw[:-2].split("\n\n")
+# (": waiting" comment lines keep a long wait from looking idle; SSE clients skip them)
+events = [e for e in raw[:-2].split("\n\n") if not e.startswith(": ")]
 assert all(e.startswith("data: ") and "\n" not in e for e in events), "one data line per event"
 assert events[-1] == "data: [DONE]", "ends with [DONE]"
 chunks = [json.loads(e[6:]) for e in events[:-1]]
@@ -152,7 +153,7 @@ for e in content:
     if not e["token"].startswith("bytes:"):
         assert bytes(e["bytes"]) == e["token"].encode()
 events = open(sys.argv[2]).read().strip().split("\n\n")
-chunks = [json.loads(e[6:]) for e in events if e != "data: [DONE]"]
+chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
 streamed = [x for c in chunks for ch in c["choices"] if ch.get("logprobs") for x in ch["logprobs"]["content"]]
 # (the stream reuses the cached prompt, split elsewhere: equal up to float rounding)
 assert [e["token"] for e in streamed] == [e["token"] for e in content], (streamed, content)
@@ -184,7 +185,7 @@ check "n=6: choices 1..5 copy the prompt's cache ($reused tokens reused, prompt 
 curl -sN --data-binary "$(sed 's/SEED/7/; s/N/3/; s/}$/,"stream":true}/' <<<"$body")" "http://127.0.0.1:$P/v1/completions" >"$T/n3.sse"
 python3 - "$T/n3.sse" "$T/n3.json" <<'PY' && ok "n=3 stream: chunks carry their index, each choice's text = the non-streamed one, one finish each, then [DONE]" || fail "n=3 stream ($(head -c 300 "$T/n3.sse"))"
 import json, sys
-events = open(sys.argv[1]).read()[:-2].split("\n\n")
+events = [e for e in open(sys.argv[1]).read()[:-2].split("\n\n") if not e.startswith(": ")]
 assert events[-1] == "data: [DONE]"
 texts, finishes = {}, {}
 for e in events[:-1]:

@@ -500,11 +500,20 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         choice_news *nw = calloc((size_t)k->n_jobs, sizeof *nw);
         if (!nw) return MHD_CONTENT_READER_END_WITH_ERROR;
         int any = 0, ended = 0, n_gen = 0;
+        /* a wait longer than the connection timeout (a long prompt, a full queue) would get the
+         * connection closed as idle: an SSE comment line, which clients skip, shows it is not */
+        const double beat = (srv->o.timeout_s > 0 ? srv->o.timeout_s : 60) / 3.0, t0 = tl_now();
         tl_sched_lock(srv->sched);
         for (;;) {
             for (int i = 0; i < k->n_jobs; i++) any |= has_news(k, i);
-            if (any) break;
+            if (any || tl_now() - t0 > beat) break;
             tl_sched_wait(srv->sched, 200);
+        }
+        if (!any) {
+            tl_sched_unlock(srv->sched);
+            free(nw);
+            if (out_add(k, ": waiting\n\n", strlen(": waiting\n\n"))) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
         }
         for (int i = 0; i < k->n_jobs && !rc; i++)
             if (has_news(k, i)) rc = take_news(k, i, &nw[i]);
