@@ -59,7 +59,9 @@ def start(kind):
                "--threads", str(a.threads)]
     else:  # llama.cpp's -c is the context of all slots together
         cmd = [a.llama_server, "-m", a.model, "--host", "127.0.0.1", "--port", str(port), "--parallel", str(P),
-               "-c", str(P * a.ctx), "-t", str(a.threads), "-tb", str(a.threads), "--no-webui"]
+               "-c", str(P * a.ctx), "-t", str(a.threads), "-tb", str(a.threads), "--no-webui",
+               # its AMX Q4_0 path (ggml_backend_amx_mul_mat) segfaults on this machine; repacking off avoids it
+               "--no-repack"]
     srv = subprocess.Popen(cmd, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     for _ in range(1200):
