@@ -320,8 +320,9 @@ for _ in $(seq 1 100); do
 done
 check "after a client left mid-stream no slot is busy" '[ "$(metric tinyllama_slots_busy $T/met2.txt)" = 0 ]'
 
-# --- a slow client that never reads: cut off after --timeout while the others are served
-start C --parallel 2 --ctx 96 --chunk 8 --timeout 2 || fail "third server starts"
+# --- a slow client that never reads: cut off after --timeout while the others are served (it reads
+# nothing for 25 s; the server closes it 4 s after its writes stall, within the ~12 s polled)
+start C --parallel 2 --ctx 96 --chunk 8 --timeout 4 || fail "third server starts"
 R=$PORT_C
 python3 - "$R" >"$T/slow.txt" 2>&1 <<'PY' &
 import socket, sys, time
@@ -331,7 +332,7 @@ s.connect(("127.0.0.1", int(sys.argv[1])))
 body = b'{"prompt":"Hello","max_tokens":90,"temperature":0,"n":8,"logprobs":20,"stream":true}'
 s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
           % (len(body), body))
-time.sleep(8)  # never reads meanwhile
+time.sleep(25)  # never reads meanwhile
 s.settimeout(5)
 n = 0
 try:
@@ -345,18 +346,21 @@ except OSError as e:
     print("error", e, n)
 PY
 slow=$!
-sleep 1
-get $R /metrics "$T/sc0.txt" >/dev/null
+for _ in $(seq 1 30); do # (it connects within --timeout; poll rather than guess when)
+    get $R /metrics "$T/sc0.txt" >/dev/null
+    [ "$(metric tinyllama_http_connections $T/sc0.txt)" -ge 2 ] && break
+    sleep 0.1
+done
 check "while a client does not read, another request is served" \
     '[ "$(post $R /v1/completions "{\"prompt\":\"a\",\"max_tokens\":4,\"temperature\":0}" $T/sc.json)" = 200 ]'
-for _ in $(seq 1 100); do
+for _ in $(seq 1 120); do
     get $R /metrics "$T/sc1.txt" >/dev/null
     [ "$(metric tinyllama_http_connections $T/sc1.txt)" = 1 ] && [ "$(metric tinyllama_slots_busy $T/sc1.txt)" = 0 ] && break
     sleep 0.1
 done
 check "the client that does not read was connected ($(metric tinyllama_http_connections $T/sc0.txt) connections)" \
     '[ "$(metric tinyllama_http_connections $T/sc0.txt)" -ge 2 ]'
-check "after --timeout it is cut off: no slot busy, only this connection open" \
+check "after --timeout 4 it is cut off: no slot busy, only this connection open" \
     '[ "$(metric tinyllama_http_connections $T/sc1.txt)" = 1 ] && [ "$(metric tinyllama_slots_busy $T/sc1.txt)" = 0 ]'
 wait $slow
 check "the stalled client finds its connection closed ($(cat $T/slow.txt))" "grep -q '^closed\|^error' '$T/slow.txt'"
