@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (r.n_stops < 0 || r.n_stops > TL_SERVE_MAX_STOPS) abort();
         for (int i = 0; i < r.n_stops; i++) check_str(r.stops[i], "stop string");
         if (r.max_tokens < 0 || !(r.temperature >= 0 && r.temperature <= 2) || !(r.top_p > 0 && r.top_p <= 1) ||
-            !(r.min_p >= 0 && r.min_p <= 1) || r.top_k < 0) {
+            !(r.min_p >= 0 && r.min_p <= 1) || r.top_k < 0 || r.n < 1 || r.n > TL_SERVE_MAX_N ||
+            r.top_logprobs < 0 || r.top_logprobs > TL_SERVE_MAX_TOP_LOGPROBS || (r.top_logprobs && !r.logprobs)) {
             fprintf(stderr, "accepted request has a field out of range\n");
             abort();
         }

@@ -1,6 +1,8 @@
 /* test_serve.c - the serving layer below HTTP: the request-body parser, the
  * batched decode step (infer_batch.h) and the scheduler's continuous batching
  * and prefix cache (scheduler.h). */
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,21 @@ static void test_serve_request_fields(tl_test_ctx *t) {
     tl_serve_request_free(&r);
     CHECK(parse("{\"prompt\":[\"one\"],\"stop\":\".\"}", 0, &r, &err) == 0);
     CHECK(!strcmp(r.prompt, "one") && r.n_stops == 1 && r.max_tokens == 0 && r.temperature == 1.0 && !r.stream);
+    CHECK(r.n == 1 && !r.logprobs && r.top_logprobs == 0);
+    tl_serve_request_free(&r);
+    /* logprobs: the chat form (a flag and top_logprobs), the completions form (logprobs: N) */
+    CHECK(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":20,\"n\":3}",
+                1, &r, &err) == 0);
+    CHECK(r.logprobs && r.top_logprobs == 20 && r.n == 3);
+    tl_serve_request_free(&r);
+    CHECK(parse("{\"prompt\":\"x\",\"logprobs\":0}", 0, &r, &err) == 0);
+    CHECK(r.logprobs && r.top_logprobs == 0);
+    tl_serve_request_free(&r);
+    CHECK(parse("{\"prompt\":\"x\",\"logprobs\":5}", 0, &r, &err) == 0);
+    CHECK(r.logprobs && r.top_logprobs == 5);
+    tl_serve_request_free(&r);
+    CHECK(parse("{\"prompt\":\"x\",\"logprobs\":null}", 0, &r, &err) == 0);
+    CHECK(!r.logprobs);
     tl_serve_request_free(&r);
 }
 
@@ -69,7 +86,13 @@ static void test_serve_request_errors(tl_test_ctx *t) {
         {0, "{\"prompt\":\"a\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "at most 4"},
         {0, "{\"prompt\":\"a\",\"stop\":[1]}", "'stop[0]' must be a string"},
         {0, "{\"prompt\":\"a\",\"stream\":1}", "'stream' must be true or false"},
-        {0, "{\"prompt\":\"a\",\"n\":2}", "only one choice"},
+        {0, "{\"prompt\":\"a\",\"n\":0}", "'n' is 0"},
+        {0, "{\"prompt\":\"a\",\"n\":129}", "'n' is 129; it must be in [1, 128]"},
+        {0, "{\"prompt\":\"a\",\"logprobs\":21}", "'logprobs' is 21"},
+        {0, "{\"prompt\":\"a\",\"logprobs\":\"5\"}", "'logprobs' must be an integer"},
+        {1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", "'logprobs' must be true or false"},
+        {1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}", "needs 'logprobs': true"},
+        {1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", "'top_logprobs' is 21"},
         {1, "{\"messages\":[]}", "non-empty array"},
         {1, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", "'messages[0].role' is 'robot'"},
         {1, "{\"messages\":[{\"role\":\"user\"}]}", "'messages[0].content' is required"},
@@ -344,6 +367,117 @@ static void test_serve_sched_prefix_cache(tl_test_ctx *t) {
     tl_infer_free(&m);
 }
 
+/* logprobs against transformers' log_softmax (scripts/gen_serve_logprobs_fixture.py):
+ * the same greedy ids, each token's log-probability and its 5 most likely
+ * alternatives, for a request alone and for one batched with two others. */
+static void test_serve_sched_logprobs(tl_test_ctx *t) {
+    cJSON *fx = tl_test_json_fixture(t, "serve_logprobs.json");
+    if (!fx) return;
+    char p[1024];
+    fixture_path(p, sizeof p, "infer_gqa_f32");
+    tl_infer_model m;
+    tl_error err;
+    if (tl_infer_load(&m, p, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        cJSON_Delete(fx);
+        return;
+    }
+    tl_sched_opts o = {.parallel = 3, .ctx = 96, .chunk = 8, .prefix_cache = 0};
+    tl_sched *s;
+    CHECK(tl_sched_start(&s, &m, &o, &err) == 0);
+    const cJSON *steps = cJSON_GetObjectItemCaseSensitive(fx, "steps");
+    const int n_steps = cJSON_GetArraySize(steps);
+    for (int together = 0; together < 2; together++) {
+        tl_job *jobs[3];
+        const char *prompt = cJSON_GetObjectItemCaseSensitive(fx, "prompt")->valuestring;
+        jobs[0] = make_job(&m, prompt, n_steps);
+        jobs[0]->logprobs = 1;
+        jobs[0]->top_logprobs = 5;
+        CHECK(tl_test_ids_equal(cJSON_GetObjectItemCaseSensitive(fx, "prompt_ids"), jobs[0]->ids, jobs[0]->n_ids));
+        jobs[1] = make_job(&m, PROMPTS[1], 10);
+        jobs[2] = make_job(&m, PROMPTS[3], 10);
+        const int n = together ? 3 : 1;
+        for (int i = 0; i < n; i++)
+            if (tl_sched_submit(s, jobs[i])) abort();
+        tl_sched_lock(s);
+        for (int i = 0; i < n; i++)
+            while (jobs[i]->state != TL_JOB_DONE) tl_sched_wait(s, 100);
+        tl_sched_unlock(s);
+        const tl_job *j = jobs[0]; /* done: read without the lock */
+        CHECK_MSG(j->n_lps == n_steps && j->n_gen == n_steps, "%d records, %d tokens, %d expected", j->n_lps,
+                  j->n_gen, n_steps);
+        int k = 0;
+        for (const cJSON *st = steps ? steps->child : NULL; st && k < j->n_lps; st = st->next, k++) {
+            const tl_token_logprob *r = &j->lps[k];
+            double want = cJSON_GetObjectItemCaseSensitive(st, "logprob")->valuedouble;
+            CHECK_MSG(r->id == cJSON_GetObjectItemCaseSensitive(st, "id")->valueint, "step %d: id %d", k, r->id);
+            CHECK_MSG(fabs(r->logprob - want) < 1e-4, "step %d: logprob %.6f, transformers %.6f", k, r->logprob, want);
+            CHECK(r->n_top == 5 && r->top_id[0] == r->id && r->top_logprob[0] == r->logprob);
+            const cJSON *tid = cJSON_GetObjectItemCaseSensitive(st, "top_ids")->child,
+                        *tlp = cJSON_GetObjectItemCaseSensitive(st, "top_logprobs")->child;
+            double mass = 0;
+            for (int q = 0; q < 5 && tid && tlp; q++, tid = tid->next, tlp = tlp->next) {
+                CHECK_MSG(r->top_id[q] == tid->valueint, "step %d: alternative %d is id %d, transformers %d", k, q,
+                          r->top_id[q], tid->valueint);
+                CHECK_MSG(fabs(r->top_logprob[q] - tlp->valuedouble) < 1e-4, "step %d alt %d: %.6f vs %.6f", k, q,
+                          r->top_logprob[q], tlp->valuedouble);
+                CHECK(q == 0 || r->top_logprob[q] <= r->top_logprob[q - 1]);
+                mass += exp(r->top_logprob[q]);
+            }
+            CHECK(mass <= 1.0);
+        }
+        CHECK(!together || jobs[1]->n_lps == 0); /* logprobs off */
+        for (int i = 0; i < 3; i++) tl_sched_release(s, jobs[i]);
+    }
+    tl_sched_stop(s);
+    tl_infer_free(&m);
+    cJSON_Delete(fx);
+}
+
+/* n choices of one prompt: the later ones wait for the first one's prompt and
+ * copy its cache (n_reused = all but the last prompt token), greedy choices
+ * equal one request alone, and 5 choices on 2 slots all finish. */
+static void test_serve_sched_shared_prompt(tl_test_ctx *t) {
+    char p[1024];
+    fixture_path(p, sizeof p, "infer_gqa_f32");
+    tl_infer_model m;
+    tl_error err;
+    if (tl_infer_load(&m, p, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        return;
+    }
+    tl_sched_opts o = {.parallel = 2, .ctx = 96, .chunk = 4, .prefix_cache = 1};
+    tl_sched *s, *one;
+    CHECK(tl_sched_start(&s, &m, &o, &err) == 0);
+    tl_sched_opts o1 = {.parallel = 1, .ctx = 96, .chunk = 4, .prefix_cache = 0};
+    CHECK(tl_sched_start(&one, &m, &o1, &err) == 0);
+    char *alone, *texts[5];
+    int reused[5];
+    tl_job *j = make_job(&m, PROMPTS[1], 9);
+    run_jobs(one, &j, 1, &alone, NULL);
+    tl_job *jobs[5];
+    for (int i = 0; i < 5; i++) {
+        jobs[i] = make_job(&m, PROMPTS[1], 9);
+        if (i) tl_job_share_prompt(s, jobs[i], jobs[0]);
+    }
+    const int n_ids = jobs[0]->n_ids;
+    run_jobs(s, jobs, 5, texts, reused);
+    CHECK(reused[0] == 0);
+    for (int i = 0; i < 5; i++) {
+        CHECK_MSG(alone[0] && !strcmp(texts[i], alone), "choice %d: '%s', alone '%s'", i, texts[i], alone);
+        if (i) CHECK_MSG(reused[i] == n_ids - 1, "choice %d reused %d of %d prompt tokens", i, reused[i], n_ids);
+        free(texts[i]);
+    }
+    free(alone);
+    tl_sched_lock(s);
+    tl_sched_metrics *mt = tl_sched_metrics_locked(s);
+    CHECK(mt->finished == 5 && mt->active == 0 && mt->queued == 0);
+    tl_sched_unlock(s);
+    tl_sched_stop(s);
+    tl_sched_stop(one);
+    tl_infer_free(&m);
+}
+
 const tl_test tests_serve[] = {
     {"serve_utf8", test_serve_utf8},
     {"serve_request_fields", test_serve_request_fields},
@@ -355,5 +489,7 @@ const tl_test tests_serve[] = {
     {"serve_step_ragged", test_serve_step_ragged},
     {"serve_sched_batch_invariance", test_serve_sched_batch_invariance},
     {"serve_sched_prefix_cache", test_serve_sched_prefix_cache},
+    {"serve_sched_logprobs", test_serve_sched_logprobs},
+    {"serve_sched_shared_prompt", test_serve_sched_shared_prompt},
     {NULL, NULL},
 };

@@ -187,6 +187,30 @@ static int parse_bool(const cJSON *root, const char *key, int *out, tl_error *er
     return 0;
 }
 
+/* chat: `logprobs: true` with `top_logprobs: K`; completions (the legacy API):
+ * `logprobs: K`, where K alternatives are listed per token (0 lists none). */
+static int parse_logprobs(const cJSON *root, int chat, tl_serve_request *r, tl_error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    double d = 0;
+    int given = 0;
+    if (chat) {
+        if (parse_bool(root, "logprobs", &r->logprobs, err) ||
+            get_integer(root, "top_logprobs", 0, TL_SERVE_MAX_TOP_LOGPROBS, &given, &d, err))
+            return -1;
+        if (given && d > 0 && !r->logprobs) return tl_fail(err, "'top_logprobs' needs 'logprobs': true");
+        r->top_logprobs = (int)d;
+        return 0;
+    }
+    if (v && cJSON_IsBool(v)) { /* some clients send the chat form here */
+        r->logprobs = cJSON_IsTrue(v);
+        return 0;
+    }
+    if (get_integer(root, "logprobs", 0, TL_SERVE_MAX_TOP_LOGPROBS, &given, &d, err)) return -1;
+    r->logprobs = given;
+    r->top_logprobs = (int)d;
+    return 0;
+}
+
 static int parse_root(const cJSON *root, int chat, tl_serve_request *r, tl_error *err) {
     if (!cJSON_IsObject(root)) return tl_fail(err, "the request body must be a JSON object");
     if (chat) {
@@ -218,11 +242,9 @@ static int parse_root(const cJSON *root, int chat, tl_serve_request *r, tl_error
     if (get_integer(root, "seed", -9007199254740992.0, 9007199254740992.0, &r->has_seed, &d, err)) return -1;
     r->seed = (uint64_t)(int64_t)d;
     d = 1;
-    if (get_integer(root, "n", 1, 1e9, NULL, &d, err)) return -1;
-    if (d != 1) return tl_fail(err, "'n' is %.0f; only one choice per request is supported", d);
-    int lp = 0;
-    if (parse_bool(root, "logprobs", &lp, err)) return -1;
-    if (lp) return tl_fail(err, "'logprobs' is not supported");
+    if (get_integer(root, "n", 1, TL_SERVE_MAX_N, NULL, &d, err)) return -1;
+    r->n = (int)d;
+    if (parse_logprobs(root, chat, r, err)) return -1;
     if (parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), r, err) || parse_bool(root, "stream", &r->stream, err))
         return -1;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");

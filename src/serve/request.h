@@ -13,6 +13,8 @@
 #include "common.h"
 
 #define TL_SERVE_MAX_STOPS 4 /* OpenAI's limit */
+#define TL_SERVE_MAX_TOP_LOGPROBS 20 /* OpenAI's limit */
+#define TL_SERVE_MAX_N 128 /* choices per request */
 
 typedef struct {
     tl_chat_role role; /* chat_template.h's roles */
@@ -33,6 +35,9 @@ typedef struct {
     int n_stops;
     int stream;
     int include_usage;        /* stream_options.include_usage */
+    int n;                    /* choices (default 1) */
+    int logprobs;             /* chat: logprobs true; completions: logprobs N given */
+    int top_logprobs;         /* chat: top_logprobs; completions: the N of logprobs */
 } tl_serve_request;
 
 /* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or

@@ -2,6 +2,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -46,7 +47,11 @@ tl_job *tl_job_new(void) {
     return j;
 }
 
+static void unref(tl_job *j);
+
 static void job_free(tl_job *j) {
+    if (j->after) unref(j->after);
+    free(j->lps);
     free(j->ids);
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     free(j->text);
@@ -61,6 +66,13 @@ static void job_free(tl_job *j) {
 /* under the lock */
 static void unref(tl_job *j) {
     if (--j->refs == 0) job_free(j);
+}
+
+void tl_job_share_prompt(tl_sched *s, tl_job *j, tl_job *first) {
+    pthread_mutex_lock(&s->mu);
+    first->refs++;
+    j->after = first;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void tl_sched_lock(tl_sched *s) { pthread_mutex_lock(&s->mu); }
@@ -159,9 +171,51 @@ static int is_eos(const tl_infer_model *m, int id) {
     return 0;
 }
 
+/* The log-softmax normaliser of logits[0..V) and the k largest logits' ids,
+ * largest first (ties: the lower id first, as greedy picks). */
+static double log_sum_exp_top(const float *logits, int V, int k, int *top) {
+    float mx = logits[0];
+    for (int i = 1; i < V; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        sum += exp((double)logits[i] - mx);
+        if (k > 0 && (n < k || logits[i] > logits[top[n - 1]])) {
+            int at = n < k ? n++ : n - 1;
+            while (at > 0 && logits[i] > logits[top[at - 1]]) top[at] = top[at - 1], at--;
+            top[at] = i;
+        }
+    }
+    return mx + log(sum);
+}
+
+/* under the lock: appends id's record (logits not yet changed by the sampler) */
+static void record_logprob(tl_job *j, const float *logits, int V, int id) {
+    if (j->n_lps == j->lps_cap) {
+        int nc = j->lps_cap ? 2 * j->lps_cap : 16;
+        tl_token_logprob *nl = realloc(j->lps, sizeof *nl * (size_t)nc);
+        if (!nl) {
+            j->oom = 1;
+            return;
+        }
+        j->lps = nl;
+        j->lps_cap = nc;
+    }
+    tl_token_logprob *r = &j->lps[j->n_lps++];
+    int k = j->top_logprobs < TL_JOB_MAX_TOP_LOGPROBS ? j->top_logprobs : TL_JOB_MAX_TOP_LOGPROBS;
+    double lse = log_sum_exp_top(logits, V, k, r->top_id);
+    r->id = id;
+    r->logprob = (float)(logits[id] - lse);
+    r->n_top = k;
+    for (int i = 0; i < k; i++) r->top_logprob[i] = (float)(logits[r->top_id[i]] - lse);
+}
+
 /* under the lock: the slot's logits are fresh; picks the next id */
 static void sample_step(tl_sched *s, tl_job *j) {
     slot *sl = &s->slots[j->slot];
+    /* the sampler changes logits in place only for a repetition penalty, which serving never sets,
+     * so they are still the model's after the draw */
     int id = tl_sampler_sample(&j->sp, sl->st.logits, sl->cached, sl->st.pos);
     if (j->n_gen == 0) {
         j->t_first = tl_now();
@@ -173,6 +227,7 @@ static void sample_step(tl_sched *s, tl_job *j) {
         return;
     }
     j->n_gen++;
+    if (j->logprobs) record_logprob(j, sl->st.logits, s->m->cfg.vocab_size, id);
     const char *t;
     size_t n;
     tl_error e;
@@ -197,11 +252,57 @@ static int lcp(const int *a, int na, const int *b, int nb) {
     return i;
 }
 
-/* under the lock: queued jobs take free slots (the longest cached prefix first,
- * else the least recently used) */
+/* Whether j waits for another choice of its request to have the shared prompt in a cache. */
+static int waits(const tl_job *j) {
+    const tl_job *f = j->after;
+    return f && (f->state == TL_JOB_QUEUED || (f->state == TL_JOB_RUNNING && f->n_fed < f->n_ids));
+}
+
+/* Copying a prefix from another (busy) slot pays when it saves at least a
+ * short prompt's worth of compute; a smaller gain would only move where the
+ * prompt is split. */
+#define MIN_COPY 32
+
+/* under the lock, engine thread: the slot other than dst holding the longest
+ * prefix of j's prompt, when copying it beats dst's own `have` tokens; -1 if none */
+static int copy_source(tl_sched *s, const tl_job *j, int dst, int have, int *len) {
+    int best = -1, best_len = have;
+    for (int i = 0; i < s->o.parallel; i++) {
+        if (i == dst) continue;
+        slot *sl = &s->slots[i];
+        int n = lcp(sl->cached, sl->st.pos, j->ids, j->n_ids);
+        int sibling = j->after && sl->job == j->after;
+        if (n > best_len && (sibling || n - have >= MIN_COPY)) best = i, best_len = n;
+    }
+    *len = best_len;
+    return best;
+}
+
+/* engine thread: KV cache positions [0, n) of slot src into slot dst (same layout, same max_ctx) */
+static void copy_prefix(tl_sched *s, int dst, int src, int n) {
+    const tl_config *c = &s->m->cfg;
+    const size_t KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c);
+    tl_infer_state *d = &s->slots[dst].st, *f = &s->slots[src].st;
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t off = (size_t)l * (size_t)d->max_ctx * KD;
+        memcpy(d->k_cache + off, f->k_cache + off, sizeof(float) * (size_t)n * KD);
+        memcpy(d->v_cache + off, f->v_cache + off, sizeof(float) * (size_t)n * KD);
+    }
+    memcpy(s->slots[dst].cached, s->slots[src].cached, sizeof(int) * (size_t)n);
+    d->pos = n;
+}
+
+/* under the lock: queued jobs take free slots in order (the slot with the
+ * longest cached prefix first, else the least recently used), except choices
+ * waiting for their first choice's prompt, which later jobs pass */
 static void admit(tl_sched *s) {
-    while (s->queue_head) {
-        tl_job *j = s->queue_head;
+    tl_job *prev = NULL;
+    for (tl_job *j = s->queue_head, *next; j; j = next) {
+        next = j->next;
+        if (!j->cancelled && s->o.prefix_cache && waits(j)) {
+            prev = j;
+            continue;
+        }
         int best = -1, best_len = -1;
         for (int i = 0; i < s->o.parallel; i++) {
             slot *sl = &s->slots[i];
@@ -210,8 +311,11 @@ static void admit(tl_sched *s) {
             if (len > best_len || (len == best_len && sl->last_used < s->slots[best].last_used)) best = i, best_len = len;
         }
         if (best < 0) return;
-        s->queue_head = j->next;
-        if (!s->queue_head) s->queue_tail = NULL;
+        if (prev)
+            prev->next = next;
+        else
+            s->queue_head = next;
+        if (s->queue_tail == j) s->queue_tail = prev;
         s->met.queued--;
         if (j->cancelled) {
             j->state = TL_JOB_RUNNING; /* counted out of the queue already */
@@ -231,6 +335,12 @@ static void admit(tl_sched *s) {
         tl_decoder_init(&j->dec, s->m->tok);
         tl_stop_init(&j->sf, (const char *const *)j->stops, j->n_stops, append_text, j);
         slot *sl = &s->slots[best];
+        int src_len, src = s->o.prefix_cache ? copy_source(s, j, best, best_len, &src_len) : -1;
+        if (src >= 0) {
+            if (src_len >= j->n_ids) src_len = j->n_ids - 1;
+            copy_prefix(s, best, src, src_len);
+            best_len = src_len;
+        }
         int reuse = best_len < j->n_ids ? best_len : j->n_ids - 1; /* one token runs, for the logits */
         tl_infer_truncate(&sl->st, reuse);
         j->n_fed = reuse;

@@ -24,6 +24,18 @@
 #include "generate.h"
 
 #define TL_JOB_MAX_STOPS 4
+#define TL_JOB_MAX_TOP_LOGPROBS 20 /* OpenAI's limit */
+
+/* One generated token's log-probability under the model's raw distribution
+ * (log-softmax of the logits, before temperature and the sampler's filters),
+ * with the most likely alternatives, most likely first. */
+typedef struct {
+    int id;
+    float logprob;
+    int n_top;
+    int top_id[TL_JOB_MAX_TOP_LOGPROBS];
+    float top_logprob[TL_JOB_MAX_TOP_LOGPROBS];
+} tl_token_logprob;
 
 typedef enum { TL_JOB_QUEUED, TL_JOB_RUNNING, TL_JOB_DONE } tl_job_state;
 
@@ -36,11 +48,17 @@ typedef struct tl_job {
     uint64_t seed;
     char *stops[TL_JOB_MAX_STOPS]; /* owned */
     int n_stops;
+    int logprobs;      /* record a tl_token_logprob per generated token */
+    int top_logprobs;  /* alternatives per token, <= TL_JOB_MAX_TOP_LOGPROBS */
+    struct tl_job *after; /* another choice of the same request (referenced): wait until its prompt is
+                             in the cache, then copy it from there instead of recomputing it */
     /* output (under the lock) */
     char *text; /* everything produced so far (stop strings removed) */
     size_t text_len, text_cap;
     int n_gen;          /* completion tokens */
     int n_reused;       /* prompt tokens found in a slot's cache */
+    tl_token_logprob *lps; /* with logprobs: one per completion token, lps[0..n_lps) */
+    int n_lps, lps_cap;
     tl_job_state state;
     const char *finish; /* when done: "stop", "length" or "error" */
     char error[256];
@@ -92,6 +110,9 @@ int tl_sched_ctx(const tl_sched *s);
 
 /* A new job with refs 1 (the submitter's); NULL when out of memory. */
 tl_job *tl_job_new(void);
+/* Makes j wait for `first` (another choice of the same prompt) and share its
+ * prompt's KV cache; call before submitting j (takes a reference to first). */
+void tl_job_share_prompt(tl_sched *s, tl_job *j, tl_job *first);
 /* Queues j (the engine takes a reference): 0; 1 when the scheduler is closed. */
 int tl_sched_submit(tl_sched *s, tl_job *j);
 /* Drops the submitter's reference (a job not done yet is cancelled). */

@@ -31,6 +31,14 @@ struct tl_server {
     long created;
 };
 
+/* A streamed choice's progress. */
+struct choice_out {
+    size_t sent;    /* bytes of the job's text streamed */
+    int lp_sent;    /* logprob records streamed */
+    size_t lp_off;  /* text_offset of the next record (completions) */
+    int role_sent, ended;
+};
+
 typedef struct {
     tl_server *srv;
     int refs;
@@ -38,19 +46,23 @@ typedef struct {
     size_t len, cap;
     int too_big;
     int counted; /* in srv->inflight */
-    /* a streamed completion */
-    tl_job *job;
-    int chat, include_usage, n_prompt;
+    /* a completion: one job per choice */
+    tl_job **jobs;
+    int n_jobs;
+    int chat, include_usage, n_prompt, logprobs;
     char id[48];
-    size_t sent;      /* bytes of job->text streamed */
-    int role_sent, done_sent;
+    struct choice_out *co; /* per choice: what has been streamed */
+    int done_sent;
     char *out;        /* SSE bytes not yet handed to MHD */
     size_t out_len, out_off, out_cap;
 } conn;
 
 static void conn_unref(conn *k) {
     if (--k->refs) return;
-    if (k->job) tl_sched_release(k->srv->sched, k->job);
+    for (int i = 0; i < k->n_jobs; i++)
+        if (k->jobs[i]) tl_sched_release(k->srv->sched, k->jobs[i]);
+    free(k->jobs);
+    free(k->co);
     if (k->counted) {
         tl_sched_lock(k->srv->sched);
         k->srv->inflight--;
@@ -148,6 +160,9 @@ static enum MHD_Result get_metrics(tl_server *srv, struct MHD_Connection *c) {
     metric(&p, &left, "tinyllama_queue_depth", "gauge", "Requests waiting for a slot.", (double)m.queued);
     metric(&p, &left, "tinyllama_slots_busy", "gauge", "Slots running a request.", (double)m.active);
     metric(&p, &left, "tinyllama_slots_total", "gauge", "Slots (--parallel).", (double)srv->o.parallel);
+    const union MHD_DaemonInfo *ci = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    metric(&p, &left, "tinyllama_http_connections", "gauge", "Open client connections (this one included).",
+           ci ? (double)ci->num_connections : -1.0);
     metric(&p, &left, "tinyllama_decode_steps_total", "counter", "Batched decode steps run.", (double)m.decode_steps);
     metric(&p, &left, "tinyllama_decode_sequences_total", "counter", "Sequences advanced, summed over decode steps.",
            (double)m.decode_rows);
@@ -238,9 +253,100 @@ static cJSON *usage_obj(int prompt, int gen) {
     return u;
 }
 
-/* A response or stream chunk: text NULL for a chunk without content. */
-static cJSON *choice_obj(tl_server *srv, conn *k, int stream, const char *text, size_t len, const char *finish,
-                         int role) {
+/* The bytes token id stands for in generated text: its piece with U+2581 as
+ * a space, or a byte piece's byte. */
+static size_t token_bytes(const tl_tokenizer *t, int id, char *buf, size_t cap) {
+    const char *p = tl_tokenizer_piece(t, id);
+    size_t n = 0;
+    if (!p) return 0;
+    unsigned v;
+    if (tl_tokenizer_piece_type(t, id) == TL_PIECE_BYTE && sscanf(p, "<0x%2X>", &v) == 1) {
+        if (cap) buf[n++] = (char)v;
+        return n;
+    }
+    for (size_t i = 0; p[i] && n < cap; i++) {
+        if (!strncmp(p + i, "\xe2\x96\x81", 3)) {
+            buf[n++] = ' ';
+            i += 2;
+        } else {
+            buf[n++] = p[i];
+        }
+    }
+    return n;
+}
+
+/* A token as JSON: its text, or, where its bytes are not whole UTF-8 characters
+ * (a byte piece), "bytes:\xNN..." as OpenAI writes them. */
+static cJSON *token_string(const char *b, size_t n) {
+    char s[400];
+    if (tl_utf8_valid(b, n, NULL) && !memchr(b, 0, n)) {
+        memcpy(s, b, n);
+        s[n] = '\0';
+    } else {
+        size_t o = (size_t)snprintf(s, sizeof s, "bytes:");
+        for (size_t i = 0; i < n && o + 5 < sizeof s; i++) o += (size_t)snprintf(s + o, sizeof s - o, "\\x%02x", (unsigned char)b[i]);
+    }
+    return cJSON_CreateString(s);
+}
+
+static cJSON *byte_array(const char *b, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)b[i]));
+    return a;
+}
+
+/* The logprobs of records r[0..n): the chat form ({content: [{token, logprob,
+ * bytes, top_logprobs}]}) or the completions form ({tokens, token_logprobs,
+ * top_logprobs, text_offset}, offsets counted from *off in the bytes of the
+ * tokens). */
+static cJSON *logprobs_obj(const tl_tokenizer *t, int chat, const tl_token_logprob *r, int n, size_t *off) {
+    char b[256];
+    cJSON *root = cJSON_CreateObject();
+    if (chat) {
+        cJSON *content = cJSON_AddArrayToObject(root, "content");
+        for (int i = 0; i < n; i++) {
+            cJSON *e = cJSON_CreateObject(), *tops;
+            size_t bn = token_bytes(t, r[i].id, b, sizeof b);
+            cJSON_AddItemToObject(e, "token", token_string(b, bn));
+            cJSON_AddNumberToObject(e, "logprob", r[i].logprob);
+            cJSON_AddItemToObject(e, "bytes", byte_array(b, bn));
+            tops = cJSON_AddArrayToObject(e, "top_logprobs");
+            for (int k = 0; k < r[i].n_top; k++) {
+                cJSON *tp = cJSON_CreateObject();
+                bn = token_bytes(t, r[i].top_id[k], b, sizeof b);
+                cJSON_AddItemToObject(tp, "token", token_string(b, bn));
+                cJSON_AddNumberToObject(tp, "logprob", r[i].top_logprob[k]);
+                cJSON_AddItemToObject(tp, "bytes", byte_array(b, bn));
+                cJSON_AddItemToArray(tops, tp);
+            }
+            cJSON_AddItemToArray(content, e);
+        }
+        cJSON_AddNullToObject(root, "refusal");
+        return root;
+    }
+    cJSON *tokens = cJSON_AddArrayToObject(root, "tokens"), *lps = cJSON_AddArrayToObject(root, "token_logprobs"),
+          *tops = cJSON_AddArrayToObject(root, "top_logprobs"), *offs = cJSON_AddArrayToObject(root, "text_offset");
+    for (int i = 0; i < n; i++) {
+        size_t bn = token_bytes(t, r[i].id, b, sizeof b);
+        cJSON_AddItemToArray(tokens, token_string(b, bn));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(r[i].logprob));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)*off));
+        *off += bn;
+        cJSON *d = cJSON_CreateObject();
+        for (int k = 0; k < r[i].n_top; k++) {
+            size_t tn = token_bytes(t, r[i].top_id[k], b, sizeof b);
+            cJSON *key = token_string(b, tn);
+            if (!cJSON_GetObjectItemCaseSensitive(d, key->valuestring)) /* two ids can spell one string */
+                cJSON_AddNumberToObject(d, key->valuestring, r[i].top_logprob[k]);
+            cJSON_Delete(key);
+        }
+        cJSON_AddItemToArray(tops, d);
+    }
+    return root;
+}
+
+/* A response or stream chunk with no choice yet. */
+static cJSON *response_obj(tl_server *srv, conn *k, int stream) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "id", k->id);
     cJSON_AddStringToObject(root, "object",
@@ -248,12 +354,22 @@ static cJSON *choice_obj(tl_server *srv, conn *k, int stream, const char *text, 
     cJSON_AddNumberToObject(root, "created", (double)time(NULL));
     cJSON_AddStringToObject(root, "model", srv->model_id);
     cJSON_AddStringToObject(root, "system_fingerprint", "tinyllama");
-    cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddArrayToObject(root, "choices");
+    return root;
+}
+
+/* Adds choice `index` to root: text NULL for a chunk without content; logprobs
+ * (taken) NULL for none. */
+static void add_choice(cJSON *root, conn *k, int stream, int index, const char *text, size_t len, const char *finish,
+                       int role, cJSON *logprobs) {
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", index);
     char *t = malloc(len + 1);
-    if (t) {
-        if (len) memcpy(t, text, len);
-        t[len] = '\0';
+    if (t) { /* a NUL byte (a <0x00> piece) would end the C string cJSON keeps: it is dropped */
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++)
+            if (text[i]) t[o++] = text[i];
+        t[o] = '\0';
     }
     if (k->chat) {
         cJSON *msg = cJSON_AddObjectToObject(ch, stream ? "delta" : "message");
@@ -263,12 +379,21 @@ static cJSON *choice_obj(tl_server *srv, conn *k, int stream, const char *text, 
         cJSON_AddStringToObject(ch, "text", text && t ? t : "");
     }
     free(t);
-    cJSON_AddNullToObject(ch, "logprobs");
+    if (logprobs)
+        cJSON_AddItemToObject(ch, "logprobs", logprobs);
+    else
+        cJSON_AddNullToObject(ch, "logprobs");
     if (finish)
         cJSON_AddStringToObject(ch, "finish_reason", finish);
     else
         cJSON_AddNullToObject(ch, "finish_reason");
-    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(root, "choices"), ch);
+}
+
+static cJSON *chunk_obj(tl_server *srv, conn *k, int index, const char *text, size_t len, const char *finish,
+                        int role, cJSON *logprobs) {
+    cJSON *root = response_obj(srv, k, 1);
+    add_choice(root, k, 1, index, text, len, finish, role, logprobs);
     return root;
 }
 
@@ -295,6 +420,68 @@ static int out_event(conn *k, cJSON *obj) {
     return rc;
 }
 
+/* What a choice has for the stream since its last chunk (copied under the lock). */
+typedef struct {
+    char *delta;
+    size_t dlen, upto;
+    tl_token_logprob *lps;
+    int n_lps, done, n_gen;
+    const char *finish;
+    char error[256];
+} choice_news;
+
+/* under the lock: whether choice i has something to stream */
+static int has_news(conn *k, int i) {
+    const tl_job *j = k->jobs[i];
+    const struct choice_out *c = &k->co[i];
+    if (c->ended) return 0;
+    return j->state == TL_JOB_DONE || utf8_whole(j->text ? j->text : "", j->text_len) > c->sent ||
+           (k->logprobs && j->n_lps > c->lp_sent);
+}
+
+/* under the lock: 0, or -1 when out of memory */
+static int take_news(conn *k, int i, choice_news *nw) {
+    const tl_job *j = k->jobs[i];
+    const struct choice_out *c = &k->co[i];
+    memset(nw, 0, sizeof *nw);
+    nw->done = j->state == TL_JOB_DONE;
+    nw->upto = nw->done ? j->text_len : utf8_whole(j->text ? j->text : "", j->text_len);
+    nw->dlen = nw->upto - c->sent;
+    if (nw->dlen && !(nw->delta = malloc(nw->dlen))) return -1;
+    if (nw->dlen) memcpy(nw->delta, j->text + c->sent, nw->dlen);
+    if (k->logprobs && j->n_lps > c->lp_sent) {
+        nw->n_lps = j->n_lps - c->lp_sent;
+        if (!(nw->lps = malloc(sizeof *nw->lps * (size_t)nw->n_lps))) return -1;
+        memcpy(nw->lps, j->lps + c->lp_sent, sizeof *nw->lps * (size_t)nw->n_lps);
+    }
+    nw->finish = j->finish;
+    snprintf(nw->error, sizeof nw->error, "%s", j->error);
+    nw->n_gen = j->n_gen;
+    return 0;
+}
+
+/* The chunks of choice i's news: new text and its tokens' logprobs, then, when
+ * it is done, the chunk with finish_reason (or an error object). */
+static int stream_news(conn *k, int i, choice_news *nw) {
+    tl_server *srv = k->srv;
+    struct choice_out *c = &k->co[i];
+    int rc = 0;
+    c->sent = nw->upto;
+    if (nw->dlen || nw->n_lps) {
+        cJSON *lp = nw->n_lps ? logprobs_obj(srv->m->tok, k->chat, nw->lps, nw->n_lps, &c->lp_off) : NULL;
+        c->lp_sent += nw->n_lps;
+        rc = out_event(k, chunk_obj(srv, k, i, nw->delta ? nw->delta : "", nw->dlen, NULL, 0, lp));
+    }
+    if (nw->done && !rc) {
+        if (!strcmp(nw->finish, "error"))
+            rc = out_event(k, error_obj(nw->error, "server_error", NULL));
+        else
+            rc = out_event(k, chunk_obj(srv, k, i, NULL, 0, nw->finish, 0, NULL));
+        c->ended = 1;
+    }
+    return rc;
+}
+
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     conn *k = cls;
@@ -302,39 +489,50 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     while (k->out_off == k->out_len) {
         if (k->done_sent) return MHD_CONTENT_READER_END_OF_STREAM;
         k->out_off = k->out_len = 0;
-        if (k->chat && !k->role_sent) { /* the first chunk names the role, as OpenAI's does */
-            k->role_sent = 1;
-            if (out_event(k, choice_obj(srv, k, 1, "", 0, NULL, 1))) return MHD_CONTENT_READER_END_WITH_ERROR;
+        int rc = 0, pending = 0;
+        for (int i = 0; i < k->n_jobs && !rc; i++)
+            if (k->chat && !k->co[i].role_sent) { /* each choice's first chunk names the role, as OpenAI's does */
+                k->co[i].role_sent = pending = 1;
+                rc = out_event(k, chunk_obj(srv, k, i, "", 0, NULL, 1, NULL));
+            }
+        if (rc) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (pending) continue;
+        choice_news *nw = calloc((size_t)k->n_jobs, sizeof *nw);
+        if (!nw) return MHD_CONTENT_READER_END_WITH_ERROR;
+        int any = 0, ended = 0, n_gen = 0;
+        /* a wait longer than the connection timeout (a long prompt, a full queue) would get the
+         * connection closed as idle: an SSE comment line, which clients skip, shows it is not */
+        const double beat = (srv->o.timeout_s > 0 ? srv->o.timeout_s : 60) / 3.0, t0 = tl_now();
+        tl_sched_lock(srv->sched);
+        for (;;) {
+            for (int i = 0; i < k->n_jobs; i++) any |= has_news(k, i);
+            if (any || tl_now() - t0 > beat) break;
+            tl_sched_wait(srv->sched, 200);
+        }
+        if (!any) {
+            tl_sched_unlock(srv->sched);
+            free(nw);
+            if (out_add(k, ": waiting\n\n", strlen(": waiting\n\n"))) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        tl_job *j = k->job;
-        tl_sched_lock(srv->sched);
-        while (j->state != TL_JOB_DONE && utf8_whole(j->text ? j->text : "", j->text_len) == k->sent)
-            tl_sched_wait(srv->sched, 200);
-        int done = j->state == TL_JOB_DONE;
-        size_t upto = done ? j->text_len : utf8_whole(j->text, j->text_len);
-        char *delta = NULL;
-        size_t dlen = upto - k->sent;
-        if (dlen && (delta = malloc(dlen))) memcpy(delta, j->text + k->sent, dlen);
-        const char *finish = j->finish;
-        char error[256];
-        snprintf(error, sizeof error, "%s", j->error);
-        int n_gen = j->n_gen;
+        for (int i = 0; i < k->n_jobs && !rc; i++)
+            if (has_news(k, i)) rc = take_news(k, i, &nw[i]);
         tl_sched_unlock(srv->sched);
-        if (dlen && !delta) return MHD_CONTENT_READER_END_WITH_ERROR;
-        k->sent = upto;
-        int rc = 0;
-        if (dlen) rc = out_event(k, choice_obj(srv, k, 1, delta, dlen, NULL, 0));
-        free(delta);
-        if (done && !rc) {
-            if (!strcmp(finish, "error"))
-                rc = out_event(k, error_obj(error, "server_error", NULL));
-            else
-                rc = out_event(k, choice_obj(srv, k, 1, NULL, 0, finish, 0));
-            if (!rc && k->include_usage) {
-                cJSON *u = choice_obj(srv, k, 1, NULL, 0, NULL, 0);
-                cJSON_DeleteItemFromObject(u, "choices");
-                cJSON_AddArrayToObject(u, "choices");
+        for (int i = 0; i < k->n_jobs && !rc; i++) {
+            if (nw[i].finish || nw[i].dlen || nw[i].n_lps) rc = stream_news(k, i, &nw[i]);
+            ended += k->co[i].ended;
+        }
+        for (int i = 0; i < k->n_jobs; i++) {
+            free(nw[i].delta);
+            free(nw[i].lps);
+        }
+        free(nw);
+        if (!rc && ended == k->n_jobs) {
+            if (k->include_usage) {
+                tl_sched_lock(srv->sched);
+                for (int i = 0; i < k->n_jobs; i++) n_gen += k->jobs[i]->n_gen;
+                tl_sched_unlock(srv->sched);
+                cJSON *u = response_obj(srv, k, 1);
                 cJSON_AddItemToObject(u, "usage", usage_obj(k->n_prompt, n_gen));
                 rc = out_event(k, u);
             }
@@ -350,6 +548,49 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 static void sse_free(void *cls) { conn_unref(cls); }
+
+/* The request's n jobs, choice i seeded with seed + i (so a choice is
+ * reproducible); the other choices wait for the first one's prompt and copy
+ * it.  ids is taken.  0, or -1 when out of memory. */
+static int make_jobs(conn *k, const tl_serve_request *r, int *ids, int n_ids, tl_sched *sched) {
+    const int n = r->n > 0 ? r->n : 1;
+    if (!(k->jobs = calloc((size_t)n, sizeof *k->jobs)) || !(k->co = calloc((size_t)n, sizeof *k->co))) {
+        free(ids);
+        return -1;
+    }
+    k->n_jobs = n;
+    uint64_t seed = r->has_seed ? r->seed : (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)k << 16);
+    for (int i = 0; i < n; i++) {
+        tl_job *j = k->jobs[i] = tl_job_new();
+        if (!j) {
+            if (i == 0) free(ids);
+            return -1;
+        }
+        if (i == 0) {
+            j->ids = ids;
+        } else {
+            if (!(j->ids = malloc(sizeof(int) * (size_t)n_ids))) return -1;
+            memcpy(j->ids, ids, sizeof(int) * (size_t)n_ids);
+            tl_job_share_prompt(sched, j, k->jobs[0]);
+        }
+        j->n_ids = n_ids;
+        j->max_tokens = r->max_tokens;
+        j->so.temperature = (float)r->temperature;
+        j->so.top_p = (float)r->top_p;
+        j->so.top_k = (int)r->top_k;
+        j->so.min_p = (float)r->min_p;
+        j->seed = seed + (uint64_t)i;
+        j->logprobs = r->logprobs;
+        j->top_logprobs = r->top_logprobs;
+        for (int s = 0; s < r->n_stops; s++) {
+            size_t len = strlen(r->stops[s]);
+            if (!(j->stops[s] = malloc(len + 1))) return -1;
+            memcpy(j->stops[s], r->stops[s], len + 1);
+            j->n_stops = s + 1;
+        }
+    }
+    return 0;
+}
 
 static enum MHD_Result post_completion(tl_server *srv, struct MHD_Connection *c, conn *k, int chat) {
     tl_serve_request r;
@@ -382,38 +623,21 @@ static enum MHD_Result post_completion(tl_server *srv, struct MHD_Connection *c,
                  "the prompt has %zu tokens; the context holds %d (--ctx), leaving no room for a reply", n, ctx);
         return send_error(srv, c, 400, msg, "context_length_exceeded");
     }
-    tl_job *j = tl_job_new();
-    if (!j) {
-        free(ids);
-        tl_serve_request_free(&r);
-        return send_error(srv, c, 500, "out of memory", NULL);
-    }
-    j->ids = ids;
-    j->n_ids = (int)n;
-    j->max_tokens = r.max_tokens;
-    j->so.temperature = (float)r.temperature;
-    j->so.top_p = (float)r.top_p;
-    j->so.top_k = (int)r.top_k;
-    j->so.min_p = (float)r.min_p;
-    j->seed = r.has_seed ? r.seed : (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)j << 16);
-    for (int i = 0; i < r.n_stops; i++) j->stops[i] = r.stops[i], r.stops[i] = NULL;
-    j->n_stops = r.n_stops;
-    r.n_stops = 0;
-    const int stream = r.stream, include_usage = r.include_usage;
+    rc = make_jobs(k, &r, ids, (int)n, srv->sched);
+    const int stream = r.stream;
+    k->include_usage = r.include_usage;
+    k->logprobs = r.logprobs;
     tl_serve_request_free(&r);
-    if (tl_sched_submit(srv->sched, j)) {
-        tl_sched_release(srv->sched, j);
-        return send_error(srv, c, 503, "the server is shutting down", NULL);
-    }
+    if (rc) return send_error(srv, c, 500, "out of memory", NULL); /* conn_unref releases the jobs */
+    for (int i = 0; i < k->n_jobs; i++)
+        if (tl_sched_submit(srv->sched, k->jobs[i])) return send_error(srv, c, 503, "the server is shutting down", NULL);
     tl_sched_lock(srv->sched);
     snprintf(k->id, sizeof k->id, "%s-%lx", chat ? "chatcmpl" : "cmpl", ++srv->next_id);
     srv->inflight++;
     k->counted = 1;
     tl_sched_unlock(srv->sched);
-    k->job = j;
     k->chat = chat;
     k->n_prompt = (int)n;
-    k->include_usage = include_usage;
     if (stream) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_reader, k, sse_free);
         if (!resp) return MHD_NO;
@@ -425,12 +649,23 @@ static enum MHD_Result post_completion(tl_server *srv, struct MHD_Connection *c,
         return ret;
     }
     tl_sched_lock(srv->sched);
-    while (j->state != TL_JOB_DONE) tl_sched_wait(srv->sched, 500);
+    for (int i = 0; i < k->n_jobs; i++)
+        while (k->jobs[i]->state != TL_JOB_DONE) tl_sched_wait(srv->sched, 500);
     tl_sched_unlock(srv->sched);
-    /* done: the engine no longer writes the job */
-    if (!strcmp(j->finish, "error")) return send_error(srv, c, 500, j->error, NULL);
-    cJSON *root = choice_obj(srv, k, 0, j->text ? j->text : "", j->text_len, j->finish, 1);
-    cJSON_AddItemToObject(root, "usage", usage_obj(j->n_ids, j->n_gen));
+    /* done: the engine no longer writes the jobs */
+    int n_gen = 0;
+    for (int i = 0; i < k->n_jobs; i++) {
+        if (!strcmp(k->jobs[i]->finish, "error")) return send_error(srv, c, 500, k->jobs[i]->error, NULL);
+        n_gen += k->jobs[i]->n_gen;
+    }
+    cJSON *root = response_obj(srv, k, 0);
+    for (int i = 0; i < k->n_jobs; i++) {
+        tl_job *j = k->jobs[i];
+        size_t off = 0;
+        cJSON *lp = k->logprobs ? logprobs_obj(srv->m->tok, chat, j->lps, j->n_lps, &off) : NULL;
+        add_choice(root, k, 0, i, j->text ? j->text : "", j->text_len, j->finish, 1, lp);
+    }
+    cJSON_AddItemToObject(root, "usage", usage_obj(k->n_prompt, n_gen));
     return send_json(c, 200, root);
 }
 
