@@ -49,6 +49,16 @@ expect_fail "perplexity refuses a NaN weight" "k_proj.weight' holds NaN" \
 expect_fail "eval --backend fp32 refuses a NaN weight" "k_proj.weight' holds NaN" \
     "$BIN" eval --model "$T/nan" --task piqa --data "$FIX/eval/piqa.jsonl" \
     --labels "$FIX/eval/piqa-labels.lst" --backend fp32 --limit 2
+expect_fail "train --init refuses a NaN weight" "k_proj.weight' holds NaN at element 5" \
+    "$BIN" train --init "$T/nan" --data "$D" --steps 1 --quiet --out "$T/nan_run"
+# ... and in a GGUF file: an F16 tensor's element 5 (the offset from our own tensor table)
+G=$FIX/gguf/tiny_llama.gguf
+off=$("$BIN" info --gguf "$G" | awk '/tensor data from byte/ {for (i = 1; i < NF; i++) if ($i == "byte") d = $(i + 1)}
+    $1 == "blk.0.attn_k.weight" && $2 == "F16" {print d + $(NF - 1) + 2 * 5}')
+cp "$G" "$T/nan.gguf"
+[ -n "$off" ] && printf '\x00\x7e' | dd of="$T/nan.gguf" bs=1 seek="$off" conv=notrunc status=none # f16 NaN
+expect_fail "generate refuses a NaN weight in a GGUF file" "blk.0.attn_k.weight' holds NaN at element 5" \
+    "$BIN" generate --model "$T/nan.gguf" "Hello" --max-tokens 4
 
 # --- eval takes --threads like the other commands; generate's and chat's help
 # list --stats/--no-stats

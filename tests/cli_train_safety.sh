@@ -44,6 +44,17 @@ fi
     fail "resume after --overwrite ($(cat "$T/ow2.err"))"
 expect_fail "--resume with --overwrite" "not both" "$BIN" train "${COMMON[@]}" --steps 3 --out "$T/a" --resume --overwrite
 
+# --overwrite where the other run's checkpoints are older than the new run's newest: the ones
+# at steps the new run does not write stay (one at a step it writes is replaced, then its own)
+"$BIN" train "${COMMON[@]}" --steps 3 --ckpt-every 1 --out "$T/a2" 2>/dev/null
+if "$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --keep 1 --overwrite --out "$T/a2" 2>"$T/a2.err" &&
+    [ -d "$T/a2/step-00000001" ] && [ ! -e "$T/a2/step-00000002" ] && [ -d "$T/a2/step-00000003" ] &&
+    [ -d "$T/a2/step-00000004" ]; then
+    ok "--overwrite --keep 1 prunes its own older checkpoints, not the other run's"
+else
+    fail "--overwrite --keep 1 with the other run's older checkpoints ($(ls "$T/a2" | tr '\n' ' '); $(cat "$T/a2.err"))"
+fi
+
 # --- 2. a kill between the two renames of a re-saved checkpoint: latest names a
 # directory that is gone, a complete copy is beside it
 "$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --keep 0 --out "$T/b" 2>/dev/null
@@ -54,6 +65,36 @@ if "$BIN" train "${COMMON[@]}" --steps 8 --ckpt-every 2 --keep 0 --out "$T/b" --
     ok "resume falls back to the complete copy a crash left, bit-identically"
 else
     fail "resume after a crash between renames ($(cat "$T/b.err"))"
+fi
+
+# re-saving the checkpoint `latest` names is one atomic exchange: a shim kills the process
+# where a replacement by two renames would leave `latest` naming nothing (the step moved
+# aside to .old-step-*); an atomic re-save never gets there
+cat >"$T/shim.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+int rename(const char *from, const char *to) {
+    if (strstr(to, "/.old-step-")) kill(getpid(), SIGKILL);
+    int (*real)(const char *, const char *) = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    return real(from, to);
+}
+EOF
+if cc -shared -fPIC -o "$T/shim.so" "$T/shim.c" -ldl 2>"$T/shim.err"; then
+    "$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --keep 0 --out "$T/x" 2>/dev/null
+    cp "$T/x/step-00000004/model.safetensors" "$T/x4.safetensors"
+    if LD_PRELOAD="$T/shim.so" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        "$BIN" train "${COMMON[@]}" --steps 4 --ckpt-every 2 --keep 0 --out "$T/x" --resume "$T/x/step-00000002" \
+        2>"$T/x.err" && [ "$(cat "$T/x/latest")" = step-00000004 ] && cmp -s "$T/x4.safetensors" "$T/x/step-00000004/model.safetensors" &&
+        [ ! -e "$T/x/.old-step-00000004" ]; then
+        ok "re-saving the step latest names: exchanged in one step, never moved aside"
+    else
+        fail "re-saving the step latest names ($(tail -3 "$T/x.err"); $(ls -a "$T/x" | tr '\n' ' '))"
+    fi
+else
+    fail "building the rename shim ($(cat "$T/shim.err"))"
 fi
 
 # --- 6. a bit flip in the newest checkpoint's weights is detected; resume takes the
@@ -77,6 +118,35 @@ else
 fi
 [ -f "$T/c/step-00000008/checksums.json" ] && grep -q '"model.safetensors"' "$T/c/step-00000008/checksums.json" &&
     ok "checkpoints carry checksums.json" || fail "checkpoints carry checksums.json"
+
+# a resume past corrupt checkpoints keeps the verified one it continues from: the corrupt
+# later ones do not count toward --keep (they are replaced when the run gets there)
+flip() {
+    python3 - "$1" <<'EOF'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[-10] ^= 0x20
+open(p, 'wb').write(b)
+EOF
+}
+"$BIN" train "${COMMON[@]}" --steps 6 --ckpt-every 2 --keep 3 --out "$T/g" 2>/dev/null
+flip "$T/g/step-00000004/model.safetensors"
+flip "$T/g/step-00000006/model.safetensors"
+if "$BIN" train "${COMMON[@]}" --steps 3 --ckpt-every 1 --keep 2 --out "$T/g" --resume 2>"$T/g.err" &&
+    grep -q "checksum mismatch.*newest complete checkpoint.*step-00000002" "$T/g.err" &&
+    [ -d "$T/g/step-00000002" ] && [ -d "$T/g/step-00000003" ]; then
+    ok "a resume past corrupt checkpoints keeps the verified one it started from (--keep 2)"
+else
+    fail "resume past corrupt checkpoints with --keep 2 ($(ls "$T/g" | tr '\n' ' '); $(cat "$T/g.err"))"
+fi
+if "$BIN" train "${COMMON[@]}" --steps 8 --ckpt-every 1 --keep 2 --out "$T/g" --resume 2>"$T/g2.err" &&
+    weights "$T/full/step-00000008" "$T/g/step-00000008" &&
+    [ "$(cd "$T/g" && echo step-*)" = "step-00000007 step-00000008" ]; then
+    ok "... and the run ends bit-identical, its checkpoints pruned to --keep 2"
+else
+    fail "continuing after the fallback ($(ls "$T/g" | tr '\n' ' '); $(cat "$T/g2.err"))"
+fi
 
 # --- 13. --resume with another model or another thread count
 expect_fail "--resume with a different --preset" "different model than --preset demo" \

@@ -408,6 +408,64 @@ static void test_checkpoint_crash_and_corruption(tl_test_ctx *t) {
     tl_model_free(&m);
 }
 
+/* A resume past corrupt checkpoints (or from an older one) continues from the
+ * verified checkpoint it fell back to: the run's later checkpoints that the
+ * resumed process did not write count for nothing in --keep, so they do not get
+ * the verified one pruned; they go only when the run replaces them. */
+static void test_checkpoint_prune_keeps_verified(tl_test_ctx *t) {
+    tl_config c;
+    tl_error err;
+    tl_config_preset("test", &c, &err);
+    tl_model m;
+    tl_model_create(&m, &c, &err);
+    tl_model_init_weights(&m, 5);
+    float *mm = tl_alloc(sizeof(float) * m.n_params), *vv = tl_alloc(sizeof(float) * m.n_params);
+    tl_train_state s = {.n_params = m.n_params, .m = mm, .v = vv};
+    char run[512], p[4400], resolved[4200], note[2048];
+    snprintf(run, sizeof run, "%s/fallback", tl_test_tmpdir());
+    const char *first = "{\"run_id\": \"a\", \"session\": \"s1\", \"resumed_from\": 0}";
+    for (int step = 2; step <= 6; step += 2) save_steps(t, run, &m, &s, step, step, first, 3);
+    /* bit flips in the weights of 4 and 6: the run resumes from 2 */
+    for (int step = 4; step <= 6; step += 2) {
+        char *buf;
+        size_t len;
+        snprintf(p, sizeof p, "%s/step-%08d/model.safetensors", run, step);
+        CHECK(tl_read_file(p, 1 << 24, &buf, &len, &err) == 0);
+        buf[len - 3] ^= 0x04;
+        write_raw(p, buf, len);
+        free(buf);
+    }
+    CHECK_MSG(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0, "%s", err.msg);
+    CHECK_MSG(strstr(resolved, "/step-00000002") && strstr(note, "checksum"), "%s / %s", resolved, note);
+    /* the resumed process writes 3 with --keep 2: 2 and 3 are the newest two that count */
+    const char *second = "{\"run_id\": \"a\", \"session\": \"s2\", \"resumed_from\": 2}";
+    save_steps(t, run, &m, &s, 3, 3, second, 2);
+    static const int steps[] = {2, 3, 4, 6};
+    static const int after3[] = {1, 1, 1, 1}, after5[] = {0, 1, 1, 1}, after6[] = {0, 0, 1, 1};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/step-%08d", run, steps[i]);
+        CHECK_MSG((access(p, F_OK) == 0) == after3[i], "after step 3: step %d present=%d", steps[i], access(p, F_OK) == 0);
+    }
+    /* 5: two newer checkpoints of its own, so 2 goes; the corrupt 4 and 6 stay, not counted */
+    save_steps(t, run, &m, &s, 5, 5, second, 2);
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/step-%08d", run, steps[i]);
+        CHECK_MSG((access(p, F_OK) == 0) == after5[i], "after step 5: step %d present=%d", steps[i], access(p, F_OK) == 0);
+    }
+    /* 6 replaces the corrupt 6 and counts: 5 and 6 stay, 3 goes; the corrupt 4 is left
+     * alone (resolving skips it) */
+    save_steps(t, run, &m, &s, 6, 6, second, 2);
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/step-%08d", run, steps[i]);
+        CHECK_MSG((access(p, F_OK) == 0) == after6[i], "after step 6: step %d present=%d", steps[i], access(p, F_OK) == 0);
+    }
+    CHECK(tl_checkpoint_resolve(run, resolved, sizeof resolved, note, sizeof note, &err) == 0 &&
+          strstr(resolved, "/step-00000006") && !note[0] && first_weight(resolved) == 6.0f);
+    tl_free(mm);
+    tl_free(vv);
+    tl_model_free(&m);
+}
+
 /* TensorBoard event files: CRC-32C's published check value (RFC 3720's
  * "123456789" -> 0xe3069283), and the same events as TensorBoard's own writer
  * wrote into the fixture (scripts/gen_tfevents_fixture.py), byte for byte. */
@@ -451,5 +509,6 @@ const tl_test tests_formats[] = {
     {"formats/train_state_round_trip_and_corruption", test_train_state_round_trip_and_corruption},
     {"formats/checkpoint_save_resolve_prune", test_checkpoint_save_resolve_prune},
     {"formats/checkpoint_crash_and_corruption", test_checkpoint_crash_and_corruption},
+    {"formats/checkpoint_prune_keeps_verified", test_checkpoint_prune_keeps_verified},
     {NULL, NULL},
 };

@@ -444,15 +444,6 @@ static cJSON *read_args(const char *ckpt) {
     return root;
 }
 
-/* The run_id recorded in a checkpoint's train_args.json ("" if none). */
-static void read_run_id(const char *ckpt, char *out, size_t cap) {
-    cJSON *root = read_args(ckpt);
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "run_id");
-    out[0] = '\0';
-    if (cJSON_IsString(id)) snprintf(out, cap, "%s", id->valuestring);
-    cJSON_Delete(root);
-}
-
 int tl_checkpoint_threads(const char *ckpt_dir) {
     cJSON *root = read_args(ckpt_dir);
     const cJSON *th = cJSON_GetObjectItemCaseSensitive(root, "threads");
@@ -463,10 +454,30 @@ int tl_checkpoint_threads(const char *ckpt_dir) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Removes all but the newest `keep` step-* directories written by run_id (names
- * sort by step); checkpoints of other runs, and `current`, are never removed. */
-static void prune(const char *out_dir, int keep, const char *run_id, const char *current) {
-    if (!run_id || !run_id[0]) return;
+/* A string field of a JSON object into out ("" when absent). */
+static void json_str(const cJSON *o, const char *key, char *out, size_t cap) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    out[0] = '\0';
+    if (cJSON_IsString(v)) snprintf(out, cap, "%s", v->valuestring);
+}
+
+/* Removes all but the newest `keep` step-* directories of this run (the run_id
+ * of args; names sort by step); checkpoints of other runs, and `current`, are
+ * never removed.  After a resume from an older checkpoint (args' resumed_from),
+ * the run's checkpoints of later steps that this process (args' session) did
+ * not write belong to the abandoned continuation, often the corrupt ones the
+ * resume fell back from: they neither count nor go, so they cannot push out the
+ * verified checkpoint the run continues from (the run replaces them when it
+ * reaches their steps). */
+static void prune(const char *out_dir, int keep, const char *args, const char *current) {
+    char run_id[128], session[128];
+    cJSON *a = args ? cJSON_Parse(args) : NULL;
+    json_str(a, "run_id", run_id, sizeof run_id);
+    json_str(a, "session", session, sizeof session);
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(a, "resumed_from");
+    const double resumed_from = cJSON_IsNumber(rf) ? rf->valuedouble : -1; /* -1: count them all */
+    cJSON_Delete(a);
+    if (!run_id[0]) return;
     DIR *d = opendir(out_dir);
     if (!d) return;
     char **names = NULL;
@@ -474,10 +485,14 @@ static void prune(const char *out_dir, int keep, const char *run_id, const char 
     struct dirent *e;
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, "step-", 5)) continue;
-        char p[PATH_CAP], id[128];
+        char p[PATH_CAP], id[128], sess[128];
         if (join(p, sizeof p, out_dir, e->d_name, NULL)) continue;
-        read_run_id(p, id, sizeof id);
+        cJSON *theirs = read_args(p);
+        json_str(theirs, "run_id", id, sizeof id);
+        json_str(theirs, "session", sess, sizeof sess);
+        cJSON_Delete(theirs);
         if (strcmp(id, run_id)) continue; /* another run's */
+        if (resumed_from >= 0 && strtod(e->d_name + 5, NULL) > resumed_from && strcmp(sess, session)) continue;
         if (n == cap) {
             char **nn = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);
             if (!nn) break;
@@ -556,14 +571,7 @@ int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_st
         return -1;
     tl_fsync_dir(out_dir, NULL);
     remove_tree(old);
-    if (keep > 0) {
-        char run_id[128] = "";
-        cJSON *args = extra_json ? cJSON_Parse(extra_json) : NULL;
-        const cJSON *id = args ? cJSON_GetObjectItemCaseSensitive(args, "run_id") : NULL;
-        if (cJSON_IsString(id)) snprintf(run_id, sizeof run_id, "%s", id->valuestring);
-        cJSON_Delete(args);
-        prune(out_dir, keep, run_id, name);
-    }
+    if (keep > 0) prune(out_dir, keep, extra_json, name);
     if (saved_path) snprintf(saved_path, saved_cap, "%s", final);
     return 0;
 }

@@ -54,7 +54,11 @@ int tl_train_state_load(const char *path, tl_train_state *s, tl_error *err);
  * directory, puts it in place (an existing checkpoint of the same step is
  * exchanged atomically), then points out_dir/latest at it and removes all but the
  * newest `keep` checkpoints of the same run: those whose train_args.json has the
- * run_id of extra_json.  Checkpoints of other runs are never removed. */
+ * run_id of extra_json.  Checkpoints of other runs are never removed.  With
+ * "resumed_from" (the step the process resumed from) and "session" (one per
+ * process) in extra_json, the run's checkpoints after resumed_from that another
+ * process wrote (the continuation a resume from an older checkpoint abandoned)
+ * neither count nor are removed. */
 int tl_checkpoint_save(const char *out_dir, const tl_model *m, const tl_train_state *s,
                        const char *extra_json, const char *tokenizer, int keep, char *saved_path,
                        size_t saved_cap, tl_error *err);

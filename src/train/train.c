@@ -42,6 +42,8 @@ struct tl_trainer {
     int log_failing;     /* the last write failed (warned once until it recovers) */
     tl_tfevents tb;      /* TensorBoard's copy of the scalars (fd -1: none; a failure warns and stops it) */
     char run_id[40];     /* names this run's checkpoints (kept across resumes) */
+    char session[40];    /* names this process's checkpoints (pruning after a resume: tl_checkpoint_save) */
+    long resumed_from;   /* the step of the checkpoint resumed from (0: a new run) */
     int resumed;
     char warning[1300];  /* reported as TL_EV_WARN when the run starts */
     /* ---- the job's ranks (docs/distributed.md); one process is a job of one ---- */
@@ -315,6 +317,7 @@ tl_trainer *tl_trainer_create(tl_model *m, tl_dataset *train, tl_dataset *val, c
     /* any value unlikely to repeat: it only tells this run's checkpoints from others' */
     snprintf(t->run_id, sizeof t->run_id, "%08lx%08lx", (unsigned long)getpid(),
              (unsigned long)((uint64_t)(tl_now() * 1e6) ^ (uint64_t)(uintptr_t)t));
+    snprintf(t->session, sizeof t->session, "%s", t->run_id); /* a resume takes the checkpoint's run_id only */
     if (o->log_path)
         snprintf(t->log_path, sizeof t->log_path, "%s", o->log_path);
     else
@@ -386,6 +389,8 @@ static char *args_json(const tl_trainer *t) {
     cJSON_AddNumberToObject(r, "weight_decay", o->opt.weight_decay);
     cJSON_AddNumberToObject(r, "clip", o->opt.clip);
     cJSON_AddStringToObject(r, "run_id", t->run_id);
+    cJSON_AddStringToObject(r, "session", t->session);
+    cJSON_AddNumberToObject(r, "resumed_from", (double)t->resumed_from);
     if (o->spike_z > 0) { /* the spike detector's state, for an exact resume (oldest loss first) */
         cJSON *w = cJSON_AddArrayToObject(r, "loss_window");
         for (int i = 0; i < t->lw.n; i++) cJSON_AddItemToArray(w, cJSON_CreateNumber(t->lw.v[(t->lw.head + i) % t->lw.cap]));
@@ -642,6 +647,7 @@ int tl_trainer_resume(tl_trainer *t, const char *ckpt_dir, tl_error *err) {
     if (t->eng->ops->push(t->eng, err)) return tl_wrap(err, "%s", ckpt_dir);
     if (seek_position(t, err)) return tl_wrap(err, "%s", ckpt_dir);
     if (t->rank == 0) truncate_log(t->log_path, (long)t->st.step);
+    t->resumed_from = (long)t->st.step;
     return 0;
 }
 
