@@ -1,0 +1,391 @@
+/* gemm_quant_amx.c - quantized weights times int8 activations on AMX-INT8
+ * tiles: the prompt pass (gemm_quant.h).
+ *
+ * A tile multiply C[16][16] += A[16][K] B[K/4][16][4] (int32 sums of byte
+ * products) takes the weights as its left operand: 16 rows unpacked to bytes,
+ * row-major, so one 32-element block of the 16 rows is one A tile.  The right
+ * operand is 16 tokens' rounded x, four consecutive elements of each token
+ * side by side ("quad" layout), packed once per product.  C's row r is then
+ * weight row r against the 16 tokens, one 512-bit register, which meets the
+ * row's scale as a broadcast and the tokens' scales as a vector.
+ *
+ * The vector-register work per block (scaling into fp32 for Q8_0/Q4_0, the
+ * integer sub-block scales for the K-quants) is what bounds the speed, so two
+ * blocks are in flight: while one block's C tile is scaled, the tile unit
+ * computes the next one's in the other three tiles.
+ *
+ * Layouts (all per 16-token group or 16-row tile, tokens / rows fastest):
+ *   x group:  int8 q[in/4][16][4]; float dx[nd][16] (nd: blocks of 32, or
+ *             super-blocks); int32 s[in/32][16]: Q4_0 8 x the block's sum of
+ *             q, K-quants the int16 pair (sum q of the 16s 2j, 2j+1);
+ *   row tile: uint8 w[16][ldu]; then per type
+ *             Q8_0, Q4_0  float dw[in/32][16]
+ *             Q4_K, Q5_K  int32 sc[in/32][16], int32 mm[in/32][16] (the
+ *                         6-bit min twice, as int16s), float d[in/256][16],
+ *                         float dmin[in/256][16]
+ *             Q6_K        int32 sc[in/16][16], int32 scp[in/32][16] (scale
+ *                         pairs as int16s), float d[in/256][16].
+ * Tokens past the end are zero; rows past the end are left as they are (a C
+ * row depends on its A row alone): neither is read back. */
+#include "gemm_quant.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "common.h"
+#include "dtype.h"
+#include "matvec_quant.h"
+#include "quant.h"
+
+#if defined(__x86_64__) && defined(__linux__)
+#define TL_AMX_I8 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* row tiles per work item: their unpacked bytes (64 x in) stay in L2 while
+ * every token group passes over them */
+#define GR 4
+
+int tl_q8_amx_type(uint32_t t) {
+    return t == TL_GGML_Q8_0 || t == TL_GGML_Q4_0 || t == TL_GGML_Q4_K || t == TL_GGML_Q5_K || t == TL_GGML_Q6_K;
+}
+
+#ifdef TL_AMX_I8
+
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+typedef struct {
+    uint32_t type;
+    int in, nd;                 /* elements per row; scale blocks of x per token */
+    size_t ldu, tile, gstride;  /* unpacked row stride; bytes per row tile, per token group */
+} geom;
+
+static geom geometry(uint32_t type, int in) {
+    geom g;
+    g.type = type;
+    g.in = in;
+    g.nd = type == TL_GGML_Q8_0 || type == TL_GGML_Q4_0 ? in / 32 : in / 256;
+    /* + 64: rows 2^k bytes apart would share a few L1 sets */
+    g.ldu = (size_t)in + 64;
+    g.tile = 16 * g.ldu + 8 * (size_t)in; /* the scales take at most 6.5 in */
+    g.gstride = 16 * (size_t)in + 64 * (size_t)g.nd + 2 * (size_t)in;
+    return g;
+}
+
+/* Packs tokens [16 tg, 16 tg + 16) of the rounded x (xq, xs bytes apart, n
+ * tokens) into out (zeroed). */
+static void pack_x(const geom *G, const uint8_t *xq, size_t xs, int n, int tg, uint8_t *out) {
+    const int in = G->in;
+    float *dx = (float *)(void *)(out + 16 * (size_t)in);
+    int32_t *s = (int32_t *)(void *)(dx + 16 * (size_t)G->nd);
+    for (int t = 0; t < 16 && 16 * tg + t < n; t++) {
+        const uint8_t *q = xq + (size_t)(16 * tg + t) * xs;
+        const float *d = (const float *)(const void *)(q + in);
+        for (int k = 0; k < in / 4; k++) memcpy(out + 64 * (size_t)k + 4 * (size_t)t, q + 4 * k, 4);
+        for (int k = 0; k < G->nd; k++) dx[16 * k + t] = d[k];
+        if (G->type == TL_GGML_Q4_0) {
+            const int32_t *sum = (const int32_t *)(const void *)(d + G->nd);
+            for (int k = 0; k < in / 32; k++) s[16 * k + t] = 8 * sum[k];
+        } else if (G->type != TL_GGML_Q8_0) {
+            const int16_t *bs = (const int16_t *)(const void *)(d + G->nd);
+            for (int j = 0; j < in / 32; j++)
+                s[16 * j + t] = (int32_t)((uint32_t)(uint16_t)bs[2 * j] | (uint32_t)(uint16_t)bs[2 * j + 1] << 16);
+        }
+    }
+}
+
+/* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
+static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+static inline int32_t pair16(int a, int b) { return (int32_t)((uint32_t)(uint16_t)a | (uint32_t)(uint16_t)b << 16); }
+
+/* Unpacks rows [r0, r0 + nr) of W (rb bytes each) into a row tile u. */
+static void unpack_rows(const geom *G, const uint8_t *W, size_t rb, int r0, int nr, uint8_t *u) {
+    const int in = G->in, nb = in / 32, nk = in / 256;
+    /* rows past nr keep what they held: their C rows are never read */
+    uint8_t *aux = u + 16 * G->ldu;
+    float *f = (float *)(void *)aux;
+    int32_t *i32 = (int32_t *)(void *)aux;
+    for (int r = 0; r < nr; r++) {
+        const uint8_t *b = W + (size_t)(r0 + r) * rb;
+        uint8_t *w = u + (size_t)r * G->ldu;
+        switch (G->type) {
+        case TL_GGML_Q8_0:
+            for (int k = 0; k < nb; k++, b += 34) {
+                memcpy(w + 32 * k, b + 2, 32);
+                f[16 * k + r] = tl_f16_to_f32(ld16(b));
+            }
+            break;
+        case TL_GGML_Q4_0:
+            for (int k = 0; k < nb; k++, b += 18) {
+                for (int i = 0; i < 16; i++) {
+                    w[32 * k + i] = b[2 + i] & 15;
+                    w[32 * k + 16 + i] = b[2 + i] >> 4;
+                }
+                f[16 * k + r] = tl_f16_to_f32(ld16(b));
+            }
+            break;
+        case TL_GGML_Q4_K:
+        case TL_GGML_Q5_K: {
+            const int five = G->type == TL_GGML_Q5_K;
+            int32_t *sc = i32, *mm = i32 + 16 * nb;
+            float *d = (float *)(void *)(mm + 16 * nb), *dmin = d + 16 * nk;
+            for (int k = 0; k < nk; k++, b += five ? 176 : 144) {
+                const uint8_t *qh = b + 16, *qs = b + (five ? 48 : 16);
+                d[16 * k + r] = tl_f16_to_f32(ld16(b));
+                dmin[16 * k + r] = tl_f16_to_f32(ld16(b + 2));
+                for (int j = 0; j < 8; j++) {
+                    int s, m;
+                    k_scale_min(b + 4, j, &s, &m);
+                    sc[16 * (8 * k + j) + r] = s;
+                    mm[16 * (8 * k + j) + r] = pair16(m, m);
+                    const uint8_t *p = qs + 32 * (j / 2);
+                    uint8_t *o = w + 256 * k + 32 * j;
+                    if (j & 1)
+                        for (int i = 0; i < 32; i++) o[i] = p[i] >> 4;
+                    else
+                        for (int i = 0; i < 32; i++) o[i] = p[i] & 15;
+                    if (five)
+                        for (int i = 0; i < 32; i++) o[i] |= ((qh[i] >> j) & 1) << 4;
+                }
+            }
+            break;
+        }
+        default: { /* Q6_K */
+            int32_t *sc = i32, *scp = i32 + 16 * (in / 16);
+            float *d = (float *)(void *)(scp + 16 * nb);
+            for (int k = 0; k < nk; k++, b += 210) {
+                const int8_t *s8 = (const int8_t *)(b + 192);
+                d[16 * k + r] = tl_f16_to_f32(ld16(b + 208));
+                for (int g = 0; g < 16; g++) sc[16 * (16 * k + g) + r] = s8[g];
+                for (int i = 0; i < 8; i++) scp[16 * (8 * k + i) + r] = pair16(s8[2 * i], s8[2 * i + 1]);
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+                    uint8_t *o = w + 256 * k + 128 * h;
+                    for (int q = 0; q < 4; q++)
+                        for (int i = 0; i < 32; i++)
+                            o[32 * q + i] =
+                                (uint8_t)(((ql[i + 32 * (q & 1)] >> (4 * (q >> 1))) & 15) | ((qh[i] >> (2 * q)) & 3) << 4);
+                }
+            }
+            break;
+        }
+        }
+    }
+}
+
+int tl_q8_amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    const int avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1) && (c >> 11 & 1); /* F DQ BW VL VNNI */
+    if (!amx_tile || !amx_int8 || !avx512) return 0;
+    /* XCR0 must enable the AVX-512 state (bits 5-7) and XTILECFG / XTILEDATA (17, 18) */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 5) & 7) != 7 || ((lo >> 17) & 3) != 3) return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* tiles 0-2 and 3-4-5: C (16 x 16 int32), A (16 rows x ke bytes), B (ke/4 rows x 64 bytes) */
+__attribute__((target("amx-tile"))) static void tiles_configure(int ke) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 6; i += 3) {
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+        cfg.rows[i + 1] = 16, cfg.colsb[i + 1] = (uint16_t)ke;
+        cfg.rows[i + 2] = (uint8_t)(ke / 4), cfg.colsb[i + 2] = 64;
+    }
+    /* GCC 12 does not see that ldtilecfg reads cfg (as in gemm_amx.c) */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_release(); }
+
+#define TGT "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8"
+
+/* Block s (ke elements) of the row tile w (row stride ldu) against the token
+ * group's quads xb into C tile c (a, b: its A and B tiles); sgn: Q8_0's signed
+ * weights. */
+#define TILE_ISSUE(c, a, bt, s)                                                                                        \
+    do {                                                                                                               \
+        _tile_zero(c);                                                                                                 \
+        _tile_loadd(a, w + (size_t)(s) * (size_t)ke, ldu);                                                             \
+        _tile_loadd(bt, xb + (size_t)(s) * (size_t)ke * 16, 64);                                                       \
+        if (sgn)                                                                                                       \
+            _tile_dpbssd(c, a, bt);                                                                                    \
+        else                                                                                                           \
+            _tile_dpbusd(c, a, bt);                                                                                    \
+    } while (0)
+
+/* The blocks s = 0..ns-1 of one row tile against one token group, two in
+ * flight: EPI(s) consumes the int32 results of block s from cb[16][16]. */
+#define PIPELINE(ns, EPI)                                                                                              \
+    do {                                                                                                               \
+        TILE_ISSUE(0, 1, 2, 0);                                                                                        \
+        for (int s = 0; s < (ns); s += 2) {                                                                            \
+            if (s + 1 < (ns)) TILE_ISSUE(3, 4, 5, s + 1);                                                              \
+            _tile_stored(0, cb, 64);                                                                                   \
+            EPI(s);                                                                                                    \
+            if (s + 2 < (ns)) TILE_ISSUE(0, 1, 2, s + 2);                                                              \
+            if (s + 1 < (ns)) {                                                                                        \
+                _tile_stored(3, cb, 64);                                                                               \
+                EPI(s + 1);                                                                                            \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
+
+/* Q8_0 / Q4_0: acc += (dw dx) isum per block, as c_q8_0 / c_q4_0. */
+__attribute__((target(TGT))) static void tile_q32(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
+    const int in = G->in, nb = in / 32, ke = 32, sgn = G->type == TL_GGML_Q8_0;
+    const size_t ldu = G->ldu;
+    const uint8_t *xb = xg;
+    const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
+    const int32_t *sx = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
+    const float *dw = (const float *)(const void *)(w + 16 * ldu);
+    _Alignas(64) int32_t cb[256];
+    __m512 acc[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+#define EPI32(s)                                                                                                       \
+    do {                                                                                                               \
+        const __m512 dxv = _mm512_load_ps(dx + 16 * (s));                                                              \
+        const __m512i corr = sgn ? _mm512_setzero_si512() : _mm512_load_si512((const void *)(sx + 16 * (s)));          \
+        for (int r = 0; r < 16; r++) {                                                                                 \
+            const __m512i ci = _mm512_sub_epi32(_mm512_load_si512((const void *)(cb + 16 * r)), corr);                 \
+            const __m512 sv = _mm512_mul_ps(_mm512_set1_ps(dw[16 * (s) + r]), dxv);                                    \
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(sv, _mm512_cvtepi32_ps(ci)));                                 \
+        }                                                                                                              \
+    } while (0)
+    PIPELINE(nb, EPI32);
+#undef EPI32
+    for (int r = 0; r < 16; r++) _mm512_store_ps(res + 16 * r, acc[r]);
+}
+
+/* Q4_K / Q5_K (ke 32) and Q6_K (ke 16): per block isum += sc isum_block; per
+ * super-block the mins (Q4_K/Q5_K) or the -32 offsets (Q6_K) through the
+ * activations' pair sums, then the fp32 step of c_q45_k / c_q6_k. */
+__attribute__((target(TGT))) static void tile_kq(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
+    const int in = G->in, nb = in / 32, six = G->type == TL_GGML_Q6_K, ke = six ? 16 : 32, ns = in / ke,
+              per = 256 / ke, sgn = 0;
+    const size_t ldu = G->ldu;
+    const uint8_t *xb = xg;
+    const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
+    const int32_t *sp = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
+    const int32_t *sc = (const int32_t *)(const void *)(w + 16 * ldu), *pr = sc + 16 * (size_t)ns;
+    const float *d = (const float *)(const void *)(pr + 16 * (size_t)nb), *dmin = d + 16 * (size_t)(in / 256);
+    _Alignas(64) int32_t cb[256];
+    __m512 acc[16];
+    __m512i isum[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps(), isum[r] = _mm512_setzero_si512();
+#define EPIK(s)                                                                                                        \
+    do {                                                                                                               \
+        for (int r = 0; r < 16; r++)                                                                                   \
+            isum[r] = _mm512_add_epi32(                                                                                \
+                isum[r], _mm512_mullo_epi32(_mm512_load_si512((const void *)(cb + 16 * r)),                            \
+                                            _mm512_set1_epi32(sc[16 * (s) + r])));                                     \
+        if (((s) + 1) % per == 0) {                                                                                    \
+            const int k = (s) / per;                                                                                   \
+            const __m512 dxv = _mm512_load_ps(dx + 16 * k);                                                            \
+            for (int r = 0; r < 16; r++) {                                                                             \
+                __m512i m = _mm512_setzero_si512();                                                                    \
+                for (int j = 0; j < 8; j++)                                                                            \
+                    m = _mm512_dpwssd_epi32(m, _mm512_load_si512((const void *)(sp + 16 * (8 * k + j))),               \
+                                            _mm512_set1_epi32(pr[16 * (8 * k + j) + r]));                              \
+                __m512 t;                                                                                              \
+                if (six) {                                                                                             \
+                    const __m512i tot = _mm512_sub_epi32(isum[r], _mm512_slli_epi32(m, 5));                            \
+                    t = _mm512_mul_ps(_mm512_set1_ps(d[16 * k + r]), _mm512_cvtepi32_ps(tot));                         \
+                } else {                                                                                               \
+                    t = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d[16 * k + r]), _mm512_cvtepi32_ps(isum[r])),       \
+                                      _mm512_mul_ps(_mm512_set1_ps(dmin[16 * k + r]), _mm512_cvtepi32_ps(m)));         \
+                }                                                                                                      \
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(dxv, t));                                                 \
+                isum[r] = _mm512_setzero_si512();                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    } while (0)
+    PIPELINE(ns, EPIK);
+#undef EPIK
+    for (int r = 0; r < 16; r++) _mm512_store_ps(res + 16 * r, acc[r]);
+}
+
+int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    if (!tl_q8_amx_type(W->quant) || n <= 0 || !tl_q8_amx_usable()) return -1;
+    const int in = W->cols, out = W->rows, ntg = (n + 15) / 16, nrt = (out + 15) / 16,
+              nwi = (nrt + GR - 1) / GR, nth = omp_get_max_threads();
+    const geom G = geometry(W->quant, in);
+    const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63, gs = (G.gstride + 63) & ~(size_t)63,
+                 ts = (G.tile + 63) & ~(size_t)63, rb = tl_quant_row_bytes(W->quant, in);
+    uint8_t *xq = tl_alloc(xs * (size_t)n), *xp = tl_alloc(gs * (size_t)ntg), *wb = tl_alloc(ts * GR * (size_t)nth);
+    if (!xq || !xp || !wb) {
+        tl_free(xq), tl_free(xp), tl_free(wb);
+        return -1;
+    }
+    const int ke = W->quant == TL_GGML_Q6_K ? 16 : 32, kq = W->quant != TL_GGML_Q8_0 && W->quant != TL_GGML_Q4_0;
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) tl_q8_quantize(W->quant, x + (size_t)t * in, in, xq + (size_t)t * xs);
+#pragma omp for schedule(static)
+        for (int g = 0; g < ntg; g++) pack_x(&G, xq, xs, n, g, xp + (size_t)g * gs);
+        uint8_t *u = wb + ts * GR * (size_t)omp_get_thread_num();
+        _Alignas(64) float res[256];
+        tiles_configure(ke);
+#pragma omp for schedule(dynamic, 1)
+        for (int wi = 0; wi < nwi; wi++) {
+            const int rt0 = wi * GR, rt1 = rt0 + GR < nrt ? rt0 + GR : nrt;
+            for (int rt = rt0; rt < rt1; rt++) {
+                const int r0 = 16 * rt;
+                unpack_rows(&G, W->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0));
+            }
+            for (int g = 0; g < ntg; g++)
+                for (int rt = rt0; rt < rt1; rt++) {
+                    if (kq)
+                        tile_kq(&G, u + ts * (size_t)(rt - rt0), xp + (size_t)g * gs, res);
+                    else
+                        tile_q32(&G, u + ts * (size_t)(rt - rt0), xp + (size_t)g * gs, res);
+                    const int r0 = 16 * rt, nr = out - r0 < 16 ? out - r0 : 16, nt = n - 16 * g < 16 ? n - 16 * g : 16;
+                    for (int t = 0; t < nt; t++) {
+                        float *yy = y + (size_t)(16 * g + t) * out + r0;
+                        for (int r = 0; r < nr; r++) yy[r] = beta == 0 ? res[16 * r + t] : res[16 * r + t] + beta * yy[r];
+                    }
+                }
+        }
+        tiles_release();
+    }
+    tl_free(xq), tl_free(xp), tl_free(wb);
+    return 0;
+}
+
+#else
+
+int tl_q8_amx_usable(void) { return 0; }
+
+int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    (void)W, (void)x, (void)n, (void)y, (void)beta;
+    return -1;
+}
+
+#endif
