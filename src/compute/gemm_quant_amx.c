@@ -29,6 +29,8 @@
  * row depends on its A row alone): neither is read back. */
 #include "gemm_quant.h"
 
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -76,28 +78,6 @@ static geom geometry(uint32_t type, int in) {
     g.tile = 16 * g.ldu + 8 * (size_t)in; /* the scales take at most 6.5 in */
     g.gstride = 16 * (size_t)in + 64 * (size_t)g.nd + 2 * (size_t)in;
     return g;
-}
-
-/* Packs tokens [16 tg, 16 tg + 16) of the rounded x (xq, xs bytes apart, n
- * tokens) into out (zeroed). */
-static void pack_x(const geom *G, const uint8_t *xq, size_t xs, int n, int tg, uint8_t *out) {
-    const int in = G->in;
-    float *dx = (float *)(void *)(out + 16 * (size_t)in);
-    int32_t *s = (int32_t *)(void *)(dx + 16 * (size_t)G->nd);
-    for (int t = 0; t < 16 && 16 * tg + t < n; t++) {
-        const uint8_t *q = xq + (size_t)(16 * tg + t) * xs;
-        const float *d = (const float *)(const void *)(q + in);
-        for (int k = 0; k < in / 4; k++) memcpy(out + 64 * (size_t)k + 4 * (size_t)t, q + 4 * k, 4);
-        for (int k = 0; k < G->nd; k++) dx[16 * k + t] = d[k];
-        if (G->type == TL_GGML_Q4_0) {
-            const int32_t *sum = (const int32_t *)(const void *)(d + G->nd);
-            for (int k = 0; k < in / 32; k++) s[16 * k + t] = 8 * sum[k];
-        } else if (G->type != TL_GGML_Q8_0) {
-            const int16_t *bs = (const int16_t *)(const void *)(d + G->nd);
-            for (int j = 0; j < in / 32; j++)
-                s[16 * j + t] = (int32_t)((uint32_t)(uint16_t)bs[2 * j] | (uint32_t)(uint16_t)bs[2 * j + 1] << 16);
-        }
-    }
 }
 
 /* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
@@ -226,6 +206,53 @@ __attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_rele
 
 #define TGT "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8"
 
+/* Rounds tokens [16 tg, 16 tg + 16) of x (n tokens of G->in) as
+ * tl_q8_quantize does, bit for bit (the same fp32 operations per element:
+ * d = amax / 127, q = trunc(x (127 / amax) +- 0.5) clamped to +-127; a block
+ * with a NaN or an infinity: q = 0, d = NaN), straight into the token
+ * group's layout out (zeroed: the tokens past n stay zero). */
+__attribute__((target(TGT))) static void quant_pack(const geom *G, const float *x, int n, int tg, uint8_t *out) {
+    const int in = G->in, bl = G->nd == in / 32 ? 32 : 256;
+    float *dx = (float *)(void *)(out + 16 * (size_t)in);
+    int32_t *s = (int32_t *)(void *)(dx + 16 * (size_t)G->nd);
+    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), big = _mm512_set1_ps(FLT_MAX);
+    const __m512 half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f);
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int t = 0; t < 16 && 16 * tg + t < n; t++) {
+        const float *xr = x + (size_t)(16 * tg + t) * (size_t)in;
+        for (int b0 = 0; b0 < in; b0 += bl) {
+            __m512 amax = _mm512_setzero_ps();
+            __mmask16 bad = 0;
+            for (int i = b0; i < b0 + bl; i += 16) {
+                const __m512 a = _mm512_and_ps(_mm512_loadu_ps(xr + i), absm);
+                bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ); /* not <= FLT_MAX: inf or NaN */
+                amax = _mm512_max_ps(amax, a);
+            }
+            const float am = _mm512_reduce_max_ps(amax);
+            const float d = bad ? NAN : am / 127, id = bad ? 0 : am > 0 ? 127 / am : 0;
+            dx[16 * (b0 / bl) + t] = d;
+            int32_t sum32 = 0;
+            for (int i = b0; i < b0 + bl; i += 16) {
+                const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xr + i), _mm512_set1_ps(id));
+                const __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
+                __m512i q = _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_mask_blend_ps(pos, mhalf, half)));
+                q = _mm512_maskz_mov_epi32(bad ? 0 : 0xffff, _mm512_min_epi32(_mm512_max_epi32(q, nlim), lim));
+                const int qs = _mm512_reduce_add_epi32(q);
+                _Alignas(16) uint32_t qd[4];
+                _mm_store_si128((__m128i *)(void *)qd, _mm512_cvtepi32_epi8(q));
+                for (int j = 0; j < 4; j++) memcpy(out + 64 * (size_t)(i / 4 + j) + 4 * (size_t)t, &qd[j], 4);
+                if (bl == 256) { /* the sums per 16 as int16 pairs, one pair per 32 */
+                    uint16_t *p = (uint16_t *)(void *)(s + 16 * (i / 32) + t);
+                    p[(i / 16) & 1] = (uint16_t)(int16_t)qs;
+                } else {
+                    sum32 += qs;
+                }
+            }
+            if (bl == 32 && G->type == TL_GGML_Q4_0) s[16 * (b0 / 32) + t] = 8 * sum32;
+        }
+    }
+}
+
 /* Block s (ke elements) of the row tile w (row stride ldu) against the token
  * group's quads xb into C tile c (a, b: its A and B tiles); sgn: Q8_0's signed
  * weights. */
@@ -336,20 +363,18 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
     const int in = W->cols, out = W->rows, ntg = (n + 15) / 16, nrt = (out + 15) / 16,
               nwi = (nrt + GR - 1) / GR, nth = omp_get_max_threads();
     const geom G = geometry(W->quant, in);
-    const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63, gs = (G.gstride + 63) & ~(size_t)63,
+    const size_t gs = (G.gstride + 63) & ~(size_t)63,
                  ts = (G.tile + 63) & ~(size_t)63, rb = tl_quant_row_bytes(W->quant, in);
-    uint8_t *xq = tl_alloc(xs * (size_t)n), *xp = tl_alloc(gs * (size_t)ntg), *wb = tl_alloc(ts * GR * (size_t)nth);
-    if (!xq || !xp || !wb) {
-        tl_free(xq), tl_free(xp), tl_free(wb);
+    uint8_t *xp = tl_alloc(gs * (size_t)ntg), *wb = tl_alloc(ts * GR * (size_t)nth);
+    if (!xp || !wb) {
+        tl_free(xp), tl_free(wb);
         return -1;
     }
     const int ke = W->quant == TL_GGML_Q6_K ? 16 : 32, kq = W->quant != TL_GGML_Q8_0 && W->quant != TL_GGML_Q4_0;
 #pragma omp parallel num_threads(nth)
     {
 #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) tl_q8_quantize(W->quant, x + (size_t)t * in, in, xq + (size_t)t * xs);
-#pragma omp for schedule(static)
-        for (int g = 0; g < ntg; g++) pack_x(&G, xq, xs, n, g, xp + (size_t)g * gs);
+        for (int g = 0; g < ntg; g++) quant_pack(&G, x, n, g, xp + (size_t)g * gs);
         uint8_t *u = wb + ts * GR * (size_t)omp_get_thread_num();
         _Alignas(64) float res[256];
         tiles_configure(ke);
@@ -375,7 +400,7 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
         }
         tiles_release();
     }
-    tl_free(xq), tl_free(xp), tl_free(wb);
+    tl_free(xp), tl_free(wb);
     return 0;
 }
 
