@@ -187,16 +187,15 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-/* tiles 0-2 and 3-4-5: C (16 x 16 int32), A (16 rows x ke bytes), B (ke/4 rows x 64 bytes) */
+/* tiles 0-3: C (16 x 16 int32); 4, 5: A (16 rows x ke bytes); 6, 7: B (ke/4
+ * rows x 64 bytes) */
 __attribute__((target("amx-tile"))) static void tiles_configure(int ke) {
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int i = 0; i < 6; i += 3) {
-        cfg.rows[i] = 16, cfg.colsb[i] = 64;
-        cfg.rows[i + 1] = 16, cfg.colsb[i + 1] = (uint16_t)ke;
-        cfg.rows[i + 2] = (uint8_t)(ke / 4), cfg.colsb[i + 2] = 64;
-    }
+    for (int i = 0; i < 4; i++) cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    for (int i = 4; i < 6; i++) cfg.rows[i] = 16, cfg.colsb[i] = (uint16_t)ke;
+    for (int i = 6; i < 8; i++) cfg.rows[i] = (uint8_t)(ke / 4), cfg.colsb[i] = 64;
     /* GCC 12 does not see that ldtilecfg reads cfg (as in gemm_amx.c) */
     __asm__ volatile("" : : "r"(&cfg) : "memory");
     _tile_loadconfig(&cfg);
@@ -267,20 +266,31 @@ __attribute__((target(TGT))) static void quant_pack(const geom *G, const float *
             _tile_dpbusd(c, a, bt);                                                                                    \
     } while (0)
 
-/* The blocks s = 0..ns-1 of one row tile against one token group, two in
- * flight: EPI(s) consumes the int32 results of block s from cb[16][16]. */
+/* The blocks s = 0..ns-1 of one row tile against one token group, four in
+ * flight (C tile s % 4, A and B tiles by the parity of s; the tile unit's
+ * latency is several times one block's scaling): EPI(s) consumes the int32
+ * results of block s from cb[16][16]. */
 #define PIPELINE(ns, EPI)                                                                                              \
     do {                                                                                                               \
-        TILE_ISSUE(0, 1, 2, 0);                                                                                        \
-        for (int s = 0; s < (ns); s += 2) {                                                                            \
-            if (s + 1 < (ns)) TILE_ISSUE(3, 4, 5, s + 1);                                                              \
+        TILE_ISSUE(0, 4, 6, 0);                                                                                        \
+        if (1 < (ns)) TILE_ISSUE(1, 5, 7, 1);                                                                          \
+        if (2 < (ns)) TILE_ISSUE(2, 4, 6, 2);                                                                          \
+        for (int s = 0; s < (ns); s += 4) {                                                                            \
+            if (s + 3 < (ns)) TILE_ISSUE(3, 5, 7, s + 3);                                                              \
             _tile_stored(0, cb, 64);                                                                                   \
             EPI(s);                                                                                                    \
-            if (s + 2 < (ns)) TILE_ISSUE(0, 1, 2, s + 2);                                                              \
-            if (s + 1 < (ns)) {                                                                                        \
-                _tile_stored(3, cb, 64);                                                                               \
-                EPI(s + 1);                                                                                            \
-            }                                                                                                          \
+            if (s + 4 < (ns)) TILE_ISSUE(0, 4, 6, s + 4);                                                              \
+            if (s + 1 >= (ns)) break;                                                                                  \
+            _tile_stored(1, cb, 64);                                                                                   \
+            EPI(s + 1);                                                                                                \
+            if (s + 5 < (ns)) TILE_ISSUE(1, 5, 7, s + 5);                                                              \
+            if (s + 2 >= (ns)) break;                                                                                  \
+            _tile_stored(2, cb, 64);                                                                                   \
+            EPI(s + 2);                                                                                                \
+            if (s + 6 < (ns)) TILE_ISSUE(2, 4, 6, s + 6);                                                              \
+            if (s + 3 >= (ns)) break;                                                                                  \
+            _tile_stored(3, cb, 64);                                                                                   \
+            EPI(s + 3);                                                                                                \
         }                                                                                                              \
     } while (0)
 
