@@ -60,6 +60,8 @@ int tl_q8_amx_type(uint32_t t) {
 
 #ifdef TL_AMX_I8
 
+#define TGT "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8"
+
 static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 typedef struct {
@@ -94,15 +96,16 @@ static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
 static inline int32_t pair16(int a, int b) { return (int32_t)((uint32_t)(uint16_t)a | (uint32_t)(uint16_t)b << 16); }
 
 /* Unpacks rows [r0, r0 + nr) of W (rb bytes each) into a row tile u. */
-static void unpack_rows(const geom *G, const uint8_t *W, size_t rb, int r0, int nr, uint8_t *u) {
+__attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_t *restrict W, size_t rb, int r0, int nr,
+                                                    uint8_t *restrict u) {
     const int in = G->in, nb = in / 32, nk = in / 256;
     /* rows past nr keep what they held: their C rows are never read */
     uint8_t *aux = u + 16 * G->ldu;
     float *f = (float *)(void *)aux;
     int32_t *i32 = (int32_t *)(void *)aux;
     for (int r = 0; r < nr; r++) {
-        const uint8_t *b = W + (size_t)(r0 + r) * rb;
-        uint8_t *w = u + (size_t)r * G->ldu;
+        const uint8_t *restrict b = W + (size_t)(r0 + r) * rb;
+        uint8_t *restrict w = u + (size_t)r * G->ldu;
         switch (G->type) {
         case TL_GGML_Q8_0:
             for (int k = 0; k < nb; k++, b += 34) {
@@ -203,7 +206,6 @@ __attribute__((target("amx-tile"))) static void tiles_configure(int ke) {
 
 __attribute__((target("amx-tile"))) static void tiles_release(void) { _tile_release(); }
 
-#define TGT "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8"
 
 /* Rounds tokens [16 tg, 16 tg + 16) of x (n tokens of G->in) as
  * tl_q8_quantize does, bit for bit (the same fp32 operations per element:
@@ -368,6 +370,19 @@ __attribute__((target(TGT))) static void tile_kq(const geom *G, const uint8_t *w
     for (int r = 0; r < 16; r++) _mm512_store_ps(res + 16 * r, acc[r]);
 }
 
+/* y[t][r] (=, or v + beta y) = res[r][t] for t < nt, r < nr (row stride ldy) */
+__attribute__((target(TGT))) static void emit(const float *res, float *y, size_t ldy, int nt, int nr, float beta) {
+    const __mmask16 m = (__mmask16)((1u << nr) - 1);
+    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(16));
+    for (int t = 0; t < nt; t++) {
+        float *yy = y + (size_t)t * ldy;
+        __m512 v = _mm512_i32gather_ps(_mm512_add_epi32(col, _mm512_set1_epi32(t)), res, 4);
+        if (beta != 0) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, yy)));
+        _mm512_mask_storeu_ps(yy, m, v);
+    }
+}
+
 int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
     if (!tl_q8_amx_type(W->quant) || n <= 0 || !tl_q8_amx_usable()) return -1;
     const int in = W->cols, out = W->rows, ntg = (n + 15) / 16, nrt = (out + 15) / 16,
@@ -402,10 +417,7 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
                     else
                         tile_q32(&G, u + ts * (size_t)(rt - rt0), xp + (size_t)g * gs, res);
                     const int r0 = 16 * rt, nr = out - r0 < 16 ? out - r0 : 16, nt = n - 16 * g < 16 ? n - 16 * g : 16;
-                    for (int t = 0; t < nt; t++) {
-                        float *yy = y + (size_t)(16 * g + t) * out + r0;
-                        for (int r = 0; r < nr; r++) yy[r] = beta == 0 ? res[16 * r + t] : res[16 * r + t] + beta * yy[r];
-                    }
+                    emit(res, y + (size_t)(16 * g) * out + r0, out, nt, nr, beta);
                 }
         }
         tiles_release();
