@@ -148,8 +148,57 @@ static void test_q8_gemm_dispatch(tl_test_ctx *t) {
     free(xq);
 }
 
+/* Several matrices sharing x in one call (Q/K/V of a Q4_K_M file: Q4_K and
+ * Q6_K; with Q8_0 and Q4_0 beside them x is rounded for both block
+ * families): each y_j equals the C kernel's bit for bit.  tl_q8_gemm_multi
+ * declines (-1) for the non-AMX families, below 16 tokens, with fp32
+ * activations asked for, and for matrices of different widths. */
+static void test_q8_amx_multi(tl_test_ctx *t) {
+    enum { C = 512, N = 33, K = 4 };
+    static const uint32_t types[K] = {TL_GGML_Q4_K, TL_GGML_Q6_K, TL_GGML_Q8_0, TL_GGML_Q4_0};
+    static const int rows[K] = {37, 20, 48, 5};
+    tl_rng r;
+    tl_rng_seed(&r, 47);
+    float *x = malloc(sizeof(float) * C * N), *y[K], *want[K];
+    uint8_t *mat[K];
+    tl_wmat W[K];
+    const tl_wmat *Wp[K];
+    for (int i = 0; i < C * N; i++) x[i] = (float)(tl_rng_normal(&r) * (1 + i % 5));
+    for (int j = 0; j < K; j++) {
+        uint32_t be, bb;
+        tl_ggml_type_block(types[j], &be, &bb);
+        const size_t rb = tl_quant_row_bytes(types[j], C);
+        mat[j] = malloc(rb * (size_t)rows[j]);
+        fill_blocks(&r, types[j], mat[j], rb * (size_t)rows[j] / bb);
+        W[j] = (tl_wmat){TL_DT_I32, mat[j], rows[j], C, types[j], 0, 0};
+        Wp[j] = &W[j];
+        y[j] = malloc(sizeof(float) * (size_t)(rows[j] * N));
+        want[j] = malloc(sizeof(float) * (size_t)(rows[j] * N));
+        reference(&W[j], x, N, want[j], 0.0f);
+    }
+    if (tl_q8_amx_usable()) {
+        CHECK(tl_q8_gemm_multi(TL_KERNEL_AMX_EXACT, Wp, y, K, x, N) == 0);
+        for (int j = 0; j < K; j++)
+            CHECK_MSG(!memcmp(y[j], want[j], sizeof(float) * (size_t)(rows[j] * N)), "matrix %d (%s) of %d", j,
+                      tl_ggml_type_name(types[j]), K);
+        CHECK(tl_q8_gemm_multi(TL_KERNEL_AMX, Wp + 1, y + 1, 2, x, N) == 0);
+        CHECK(!memcmp(y[2], want[2], sizeof(float) * (size_t)(rows[2] * N)));
+    }
+    CHECK(tl_q8_gemm_multi(TL_KERNEL_AVX512, Wp, y, K, x, N) == -1);
+    CHECK(tl_q8_gemm_multi(TL_KERNEL_SCALAR, Wp, y, K, x, N) == -1);
+    CHECK(tl_q8_gemm_multi(TL_KERNEL_AMX_EXACT, Wp, y, K, x, 15) == -1);
+    W[1].f32_act = 1;
+    CHECK(tl_q8_gemm_multi(TL_KERNEL_AMX_EXACT, Wp, y, K, x, N) == -1);
+    W[1].f32_act = 0;
+    W[2].cols = 256;
+    CHECK(tl_q8_gemm_multi(TL_KERNEL_AMX_EXACT, Wp, y, K, x, N) == -1);
+    for (int j = 0; j < K; j++) free(mat[j]), free(y[j]), free(want[j]);
+    free(x);
+}
+
 const tl_test tests_gemm_quant[] = {
     {"q8_amx_equals_c", test_q8_amx_equals_c},
     {"q8_gemm_dispatch", test_q8_gemm_dispatch},
+    {"q8_amx_multi", test_q8_amx_multi},
     {NULL, NULL},
 };

@@ -18,6 +18,11 @@
 
 #include "matvec.h"
 
+/* Tokens from which the AMX kernel families take the tiles: a tile holds 16,
+ * and below that the VNNI kernels (4 tokens per weight load) keep what a
+ * prompt gives each token equal to its decode. */
+#define TL_Q8_TILE_MIN_TOKENS 16
+
 /* Whether AMX-INT8 can run here: the CPU has AMX-TILE, AMX-INT8 and the
  * AVX-512 the scaling uses, and the OS grants the tile state (Linux:
  * arch_prctl ARCH_REQ_XCOMP_PERM, asked for here).  Always 0 off x86-64 Linux. */
@@ -28,5 +33,16 @@ int tl_q8_amx_type(uint32_t type);
  * rows (64 per work item).  Returns -1 (nothing done) when the tiles are not
  * usable, the type has no tile kernel, or memory runs out. */
 int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta);
+/* y_j[n, W_j->rows] = x W_j^T + beta y_j for count <= 8 such matrices with the
+ * same columns (Q/K/V, gate/up; block types may differ): x rounded once per
+ * block family (32-element, K-quant), one parallel region over all their
+ * rows.  -1 (nothing done) as above. */
+int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, const float *x, int n, float beta);
+
+/* The prompt pass's y_j = x W_j^T (=) for count <= 8 quantized matrices
+ * sharing x, on tiles when kernel family k is AMX or AMX_EXACT (AUTO: the
+ * best here), n >= TL_Q8_TILE_MIN_TOKENS, none keeps fp32 activations and
+ * tl_q8_gemm_amx_multi applies; -1 (nothing done) otherwise. */
+int tl_q8_gemm_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int n);
 
 #endif

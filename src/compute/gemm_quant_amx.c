@@ -249,7 +249,7 @@ __attribute__((target(TGT))) static void quant_pack(const geom *G, const float *
                     sum32 += qs;
                 }
             }
-            if (bl == 32 && G->type == TL_GGML_Q4_0) s[16 * (b0 / 32) + t] = 8 * sum32;
+            if (bl == 32) s[16 * (b0 / 32) + t] = 8 * sum32; /* Q4_0's offset (Q8_0: unused) */
         }
     }
 }
@@ -383,46 +383,72 @@ __attribute__((target(TGT))) static void emit(const float *res, float *y, size_t
     }
 }
 
-int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
-    if (!tl_q8_amx_type(W->quant) || n <= 0 || !tl_q8_amx_usable()) return -1;
-    const int in = W->cols, out = W->rows, ntg = (n + 15) / 16, nrt = (out + 15) / 16,
-              nwi = (nrt + GR - 1) / GR, nth = omp_get_max_threads();
-    const geom G = geometry(W->quant, in);
-    const size_t gs = (G.gstride + 63) & ~(size_t)63,
-                 ts = (G.tile + 63) & ~(size_t)63, rb = tl_quant_row_bytes(W->quant, in);
-    uint8_t *xp = tl_alloc(gs * (size_t)ntg), *wb = tl_alloc(ts * GR * (size_t)nth);
-    if (!xp || !wb) {
-        tl_free(xp), tl_free(wb);
+static int kfamily(uint32_t t) { return t != TL_GGML_Q8_0 && t != TL_GGML_Q4_0; }
+
+int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, const float *x, int n, float beta) {
+    if (count < 1 || count > 8 || n <= 0) return -1;
+    const int in = W[0]->cols;
+    int fam[2] = {0, 0}, first[9];
+    first[0] = 0;
+    for (int j = 0; j < count; j++) {
+        if (!tl_q8_amx_type(W[j]->quant) || W[j]->cols != in || in % (kfamily(W[j]->quant) ? 256 : 32)) return -1;
+        fam[kfamily(W[j]->quant)] = 1;
+        first[j + 1] = first[j] + ((W[j]->rows + 15) / 16 + GR - 1) / GR; /* work items of GR row tiles */
+    }
+    if (!tl_q8_amx_usable()) return -1;
+    const int ntg = (n + 15) / 16, nth = omp_get_max_threads();
+    geom G[2];
+    size_t gs[2];
+    uint8_t *xp[2] = {NULL, NULL};
+    for (int f = 0; f < 2; f++) { /* x rounded once for each block family present */
+        G[f] = geometry(f ? TL_GGML_Q4_K : TL_GGML_Q4_0, in);
+        gs[f] = (G[f].gstride + 63) & ~(size_t)63;
+        if (fam[f]) xp[f] = tl_alloc(gs[f] * (size_t)ntg);
+    }
+    const size_t ts = (G[0].tile + 63) & ~(size_t)63;
+    uint8_t *wb = tl_alloc(ts * GR * (size_t)nth);
+    if (!wb || (fam[0] && !xp[0]) || (fam[1] && !xp[1])) {
+        tl_free(xp[0]), tl_free(xp[1]), tl_free(wb);
         return -1;
     }
-    const int ke = W->quant == TL_GGML_Q6_K ? 16 : 32, kq = W->quant != TL_GGML_Q8_0 && W->quant != TL_GGML_Q4_0;
 #pragma omp parallel num_threads(nth)
     {
-#pragma omp for schedule(static)
-        for (int g = 0; g < ntg; g++) quant_pack(&G, x, n, g, xp + (size_t)g * gs);
+#pragma omp for schedule(static) collapse(2)
+        for (int f = 0; f < 2; f++)
+            for (int g = 0; g < ntg; g++)
+                if (xp[f]) quant_pack(&G[f], x, n, g, xp[f] + (size_t)g * gs[f]);
         uint8_t *u = wb + ts * GR * (size_t)omp_get_thread_num();
         _Alignas(64) float res[256];
-        tiles_configure(ke);
+        int ke = 0;
 #pragma omp for schedule(dynamic, 1)
-        for (int wi = 0; wi < nwi; wi++) {
-            const int rt0 = wi * GR, rt1 = rt0 + GR < nrt ? rt0 + GR : nrt;
+        for (int it = 0; it < first[count]; it++) {
+            int j = 0;
+            while (it >= first[j + 1]) j++;
+            const tl_wmat *M = W[j];
+            const int out = M->rows, nrt = (out + 15) / 16, kq = kfamily(M->quant), rt0 = (it - first[j]) * GR,
+                      rt1 = rt0 + GR < nrt ? rt0 + GR : nrt, kej = M->quant == TL_GGML_Q6_K ? 16 : 32;
+            const geom Gj = geometry(M->quant, in);
+            const size_t rb = tl_quant_row_bytes(M->quant, in);
+            if (kej != ke) tiles_configure(ke = kej);
             for (int rt = rt0; rt < rt1; rt++) {
                 const int r0 = 16 * rt;
-                unpack_rows(&G, W->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0));
+                unpack_rows(&Gj, M->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0));
             }
-            for (int g = 0; g < ntg; g++)
+            for (int g = 0; g < ntg; g++) {
+                const uint8_t *xg = xp[kq] + (size_t)g * gs[kq];
                 for (int rt = rt0; rt < rt1; rt++) {
                     if (kq)
-                        tile_kq(&G, u + ts * (size_t)(rt - rt0), xp + (size_t)g * gs, res);
+                        tile_kq(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
                     else
-                        tile_q32(&G, u + ts * (size_t)(rt - rt0), xp + (size_t)g * gs, res);
+                        tile_q32(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
                     const int r0 = 16 * rt, nr = out - r0 < 16 ? out - r0 : 16, nt = n - 16 * g < 16 ? n - 16 * g : 16;
-                    emit(res, y + (size_t)(16 * g) * out + r0, out, nt, nr, beta);
+                    emit(res, y[j] + (size_t)(16 * g) * out + r0, out, nt, nr, beta);
                 }
+            }
         }
-        tiles_release();
+        if (ke) tiles_release();
     }
-    tl_free(xp), tl_free(wb);
+    tl_free(xp[0]), tl_free(xp[1]), tl_free(wb);
     return 0;
 }
 
@@ -430,9 +456,21 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
 
 int tl_q8_amx_usable(void) { return 0; }
 
-int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
-    (void)W, (void)x, (void)n, (void)y, (void)beta;
+int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, const float *x, int n, float beta) {
+    (void)W, (void)y, (void)count, (void)x, (void)n, (void)beta;
     return -1;
 }
 
 #endif
+
+int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    return tl_q8_gemm_amx_multi(&W, &y, 1, x, n, beta);
+}
+
+int tl_q8_gemm_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int n) {
+    const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
+    if (n < TL_Q8_TILE_MIN_TOKENS || (kb != TL_KERNEL_AMX && kb != TL_KERNEL_AMX_EXACT)) return -1;
+    for (int j = 0; j < count; j++)
+        if (W[j]->f32_act) return -1;
+    return tl_q8_gemm_amx_multi(W, y, count, x, n, 0.0f);
+}

@@ -243,14 +243,9 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
  * 4 tokens passes over them. */
 #define GEMM_ROWS 16
 
-/* Tokens from which the AMX families take the tile kernel (gemm_quant.h): a
- * tile holds 16, and below that the VNNI kernels (4 tokens per weight load)
- * keep what a prompt gives each token equal to its decode. */
-#define TILE_MIN_TOKENS 16
-
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
     const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
-    if (n >= TILE_MIN_TOKENS && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
+    if (n >= TL_Q8_TILE_MIN_TOKENS && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
         !tl_q8_gemm_amx(W, x, n, y, beta))
         return 0;
     const int in = W->cols, out = W->rows;
