@@ -18,7 +18,8 @@
  *   x group:  int8 q[in/4][16][4]; float dx[nd][16] (nd: blocks of 32, or
  *             super-blocks); int32 s[in/32][16]: Q4_0 8 x the block's sum of
  *             q, K-quants the int16 pair (sum q of the 16s 2j, 2j+1);
- *   row tile: uint8 w[16][ldu]; then per type
+ *   row tile: uint8 w[in/ke][16][ke] (ke = 32, Q6_K 16: each A tile
+ *             contiguous); then per type
  *             Q8_0, Q4_0  float dw[in/32][16]
  *             Q4_K, Q5_K  int32 sc[in/32][16], int32 mm[in/32][16] (the
  *                         6-bit min twice, as int16s), float d[in/256][16],
@@ -67,7 +68,8 @@ static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] <<
 typedef struct {
     uint32_t type;
     int in, nd;                 /* elements per row; scale blocks of x per token */
-    size_t ldu, tile, gstride;  /* unpacked row stride; bytes per row tile, per token group */
+    int ke;                     /* elements per tile product: 32, Q6_K 16 */
+    size_t tile, gstride;       /* bytes per row tile, per token group */
 } geom;
 
 static geom geometry(uint32_t type, int in) {
@@ -75,9 +77,8 @@ static geom geometry(uint32_t type, int in) {
     g.type = type;
     g.in = in;
     g.nd = type == TL_GGML_Q8_0 || type == TL_GGML_Q4_0 ? in / 32 : in / 256;
-    /* + 64: rows 2^k bytes apart would share a few L1 sets */
-    g.ldu = (size_t)in + 64;
-    g.tile = 16 * g.ldu + 8 * (size_t)in; /* the scales take at most 6.5 in */
+    g.ke = type == TL_GGML_Q6_K ? 16 : 32;
+    g.tile = 16 * (size_t)in + 8 * (size_t)in; /* the scales take at most 6.5 in */
     g.gstride = 16 * (size_t)in + 64 * (size_t)g.nd + 2 * (size_t)in;
     return g;
 }
@@ -97,15 +98,15 @@ static inline int32_t pair16(int a, int b) { return (int32_t)((uint32_t)(uint16_
 
 /* Unpacks rows [r0, r0 + nr) of W (rb bytes each) into a row tile u. */
 __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_t *restrict W, size_t rb, int r0, int nr,
-                                                    uint8_t *restrict u) {
+                                                    uint8_t *restrict u, uint8_t *restrict tmp) {
     const int in = G->in, nb = in / 32, nk = in / 256;
     /* rows past nr keep what they held: their C rows are never read */
-    uint8_t *aux = u + 16 * G->ldu;
+    uint8_t *aux = u + 16 * (size_t)in;
     float *f = (float *)(void *)aux;
     int32_t *i32 = (int32_t *)(void *)aux;
     for (int r = 0; r < nr; r++) {
         const uint8_t *restrict b = W + (size_t)(r0 + r) * rb;
-        uint8_t *restrict w = u + (size_t)r * G->ldu;
+        uint8_t *restrict w = tmp; /* the row in element order, then cut into the tiles */
         switch (G->type) {
         case TL_GGML_Q8_0:
             for (int k = 0; k < nb; k++, b += 34) {
@@ -168,6 +169,7 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
             break;
         }
         }
+        for (int k = 0; k < in / G->ke; k++) memcpy(u + (size_t)(16 * k + r) * (size_t)G->ke, tmp + k * G->ke, (size_t)G->ke);
     }
 }
 
@@ -254,13 +256,13 @@ __attribute__((target(TGT))) static void quant_pack(const geom *G, const float *
     }
 }
 
-/* Block s (ke elements) of the row tile w (row stride ldu) against the token
+/* Block s (ke elements) of the row tile w against the token
  * group's quads xb into C tile c (a, b: its A and B tiles); sgn: Q8_0's signed
  * weights. */
 #define TILE_ISSUE(c, a, bt, s)                                                                                        \
     do {                                                                                                               \
         _tile_zero(c);                                                                                                 \
-        _tile_loadd(a, w + (size_t)(s) * (size_t)ke, ldu);                                                             \
+        _tile_loadd(a, w + (size_t)(s) * (size_t)ke * 16, ke);                                                               \
         _tile_loadd(bt, xb + (size_t)(s) * (size_t)ke * 16, 64);                                                       \
         if (sgn)                                                                                                       \
             _tile_dpbssd(c, a, bt);                                                                                    \
@@ -299,11 +301,10 @@ __attribute__((target(TGT))) static void quant_pack(const geom *G, const float *
 /* Q8_0 / Q4_0: acc += (dw dx) isum per block, as c_q8_0 / c_q4_0. */
 __attribute__((target(TGT))) static void tile_q32(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
     const int in = G->in, nb = in / 32, ke = 32, sgn = G->type == TL_GGML_Q8_0;
-    const size_t ldu = G->ldu;
     const uint8_t *xb = xg;
     const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
     const int32_t *sx = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
-    const float *dw = (const float *)(const void *)(w + 16 * ldu);
+    const float *dw = (const float *)(const void *)(w + 16 * (size_t)in);
     _Alignas(64) int32_t cb[256];
     __m512 acc[16];
     for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
@@ -328,11 +329,10 @@ __attribute__((target(TGT))) static void tile_q32(const geom *G, const uint8_t *
 __attribute__((target(TGT))) static void tile_kq(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
     const int in = G->in, nb = in / 32, six = G->type == TL_GGML_Q6_K, ke = six ? 16 : 32, ns = in / ke,
               per = 256 / ke, sgn = 0;
-    const size_t ldu = G->ldu;
     const uint8_t *xb = xg;
     const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
     const int32_t *sp = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
-    const int32_t *sc = (const int32_t *)(const void *)(w + 16 * ldu), *pr = sc + 16 * (size_t)ns;
+    const int32_t *sc = (const int32_t *)(const void *)(w + 16 * (size_t)in), *pr = sc + 16 * (size_t)ns;
     const float *d = (const float *)(const void *)(pr + 16 * (size_t)nb), *dmin = d + 16 * (size_t)(in / 256);
     _Alignas(64) int32_t cb[256];
     __m512 acc[16];
@@ -405,8 +405,8 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
         gs[f] = (G[f].gstride + 63) & ~(size_t)63;
         if (fam[f]) xp[f] = tl_alloc(gs[f] * (size_t)ntg);
     }
-    const size_t ts = (G[0].tile + 63) & ~(size_t)63;
-    uint8_t *wb = tl_alloc(ts * GR * (size_t)nth);
+    const size_t ts = (G[0].tile + 63) & ~(size_t)63, tb = ts * GR + (size_t)in; /* + a row in element order */
+    uint8_t *wb = tl_alloc(tb * (size_t)nth);
     if (!wb || (fam[0] && !xp[0]) || (fam[1] && !xp[1])) {
         tl_free(xp[0]), tl_free(xp[1]), tl_free(wb);
         return -1;
@@ -417,7 +417,7 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
         for (int f = 0; f < 2; f++)
             for (int g = 0; g < ntg; g++)
                 if (xp[f]) quant_pack(&G[f], x, n, g, xp[f] + (size_t)g * gs[f]);
-        uint8_t *u = wb + ts * GR * (size_t)omp_get_thread_num();
+        uint8_t *u = wb + tb * (size_t)omp_get_thread_num();
         _Alignas(64) float res[256];
         int ke = 0;
 #pragma omp for schedule(dynamic, 1)
@@ -432,7 +432,7 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
             if (kej != ke) tiles_configure(ke = kej);
             for (int rt = rt0; rt < rt1; rt++) {
                 const int r0 = 16 * rt;
-                unpack_rows(&Gj, M->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0));
+                unpack_rows(&Gj, M->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0), u + ts * GR);
             }
             for (int g = 0; g < ntg; g++) {
                 const uint8_t *xg = xp[kq] + (size_t)g * gs[kq];
