@@ -9,21 +9,25 @@
  * weight row r against the 16 tokens, one 512-bit register, which meets the
  * row's scale as a broadcast and the tokens' scales as a vector.
  *
- * The vector-register work per block (scaling into fp32 for Q8_0/Q4_0, the
- * integer sub-block scales for the K-quants) is what bounds the speed, so two
- * blocks are in flight: while one block's C tile is scaled, the tile unit
- * computes the next one's in the other three tiles.
+ * Scales that change every 32 elements (Q8_0, Q4_0: fp32) or 16 (Q6_K: int8)
+ * end a tile product there: its C tile is stored and scaled in vector
+ * registers, four blocks in flight so that the tile unit works ahead.  Q4_K
+ * and Q5_K fold their 6-bit sub-block scales into the weights instead: w sc =
+ * w (sc & 7) + 8 w (sc >> 3), both products bytes (at most 31 x 7), so two byte
+ * planes of scaled weights run a whole 256-element super-block through two C
+ * tiles at the full K = 64 per product, and only the super-block's
+ * mins and fp32 step are left to the vector registers.
  *
  * Layouts (all per 16-token group or 16-row tile, tokens / rows fastest):
  *   x group:  int8 q[in/4][16][4]; float dx[nd][16] (nd: blocks of 32, or
  *             super-blocks); int32 s[in/32][16]: Q4_0 8 x the block's sum of
  *             q, K-quants the int16 pair (sum q of the 16s 2j, 2j+1);
  *   row tile: uint8 w[in/ke][16][ke] (ke = 32, Q6_K 16: each A tile
- *             contiguous); then per type
+ *             contiguous; Q4_K/Q5_K, ke = 64: two such planes, w (sc & 7)
+ *             and w (sc >> 3)); then per type
  *             Q8_0, Q4_0  float dw[in/32][16]
- *             Q4_K, Q5_K  int32 sc[in/32][16], int32 mm[in/32][16] (the
- *                         6-bit min twice, as int16s), float d[in/256][16],
- *                         float dmin[in/256][16]
+ *             Q4_K, Q5_K  int32 mm[in/32][16] (the 6-bit min twice, as
+ *                         int16s), float d[in/256][16], float dmin[in/256][16]
  *             Q6_K        int32 sc[in/16][16], int32 scp[in/32][16] (scale
  *                         pairs as int16s), float d[in/256][16].
  * Tokens past the end are zero; rows past the end are left as they are (a C
@@ -68,8 +72,8 @@ static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] <<
 typedef struct {
     uint32_t type;
     int in, nd;                 /* elements per row; scale blocks of x per token */
-    int ke;                     /* elements per tile product: 32, Q6_K 16 */
-    size_t tile, gstride;       /* bytes per row tile, per token group */
+    int ke;                     /* elements per tile product: 32, Q6_K 16, Q4_K/Q5_K 64 */
+    size_t aux, tile, gstride;  /* offset of the scales in a row tile; bytes per row tile, per token group */
 } geom;
 
 static geom geometry(uint32_t type, int in) {
@@ -77,8 +81,9 @@ static geom geometry(uint32_t type, int in) {
     g.type = type;
     g.in = in;
     g.nd = type == TL_GGML_Q8_0 || type == TL_GGML_Q4_0 ? in / 32 : in / 256;
-    g.ke = type == TL_GGML_Q6_K ? 16 : 32;
-    g.tile = 16 * (size_t)in + 8 * (size_t)in; /* the scales take at most 6.5 in */
+    g.ke = type == TL_GGML_Q6_K ? 16 : type == TL_GGML_Q4_K || type == TL_GGML_Q5_K ? 64 : 32;
+    g.aux = (g.ke == 64 ? 32 : 16) * (size_t)in;
+    g.tile = g.aux + 8 * (size_t)in; /* the scales take at most 6.5 in */
     g.gstride = 16 * (size_t)in + 64 * (size_t)g.nd + 2 * (size_t)in;
     return g;
 }
@@ -101,7 +106,7 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
                                                     uint8_t *restrict u, uint8_t *restrict tmp) {
     const int in = G->in, nb = in / 32, nk = in / 256;
     /* rows past nr keep what they held: their C rows are never read */
-    uint8_t *aux = u + 16 * (size_t)in;
+    uint8_t *aux = u + G->aux;
     float *f = (float *)(void *)aux;
     int32_t *i32 = (int32_t *)(void *)aux;
     for (int r = 0; r < nr; r++) {
@@ -126,7 +131,7 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
         case TL_GGML_Q4_K:
         case TL_GGML_Q5_K: {
             const int five = G->type == TL_GGML_Q5_K;
-            int32_t *sc = i32, *mm = i32 + 16 * nb;
+            int32_t *mm = i32;
             float *d = (float *)(void *)(mm + 16 * nb), *dmin = d + 16 * nk;
             for (int k = 0; k < nk; k++, b += five ? 176 : 144) {
                 const uint8_t *qh = b + 16, *qs = b + (five ? 48 : 16);
@@ -135,7 +140,6 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
                 for (int j = 0; j < 8; j++) {
                     int s, m;
                     k_scale_min(b + 4, j, &s, &m);
-                    sc[16 * (8 * k + j) + r] = s;
                     mm[16 * (8 * k + j) + r] = pair16(m, m);
                     const uint8_t *p = qs + 32 * (j / 2);
                     uint8_t *o = w + 256 * k + 32 * j;
@@ -145,6 +149,9 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
                         for (int i = 0; i < 32; i++) o[i] = p[i] & 15;
                     if (five)
                         for (int i = 0; i < 32; i++) o[i] |= ((qh[i] >> j) & 1) << 4;
+                    /* the scale's low and high 3 bits folded into two byte planes */
+                    uint8_t *lo = u + ((size_t)(4 * k + j / 2) * 16 + (size_t)r) * 64 + 32 * (j & 1), *hi = lo + 16 * (size_t)in;
+                    for (int i = 0; i < 32; i++) lo[i] = (uint8_t)(o[i] * (s & 7)), hi[i] = (uint8_t)(o[i] * (s >> 3));
                 }
             }
             break;
@@ -169,7 +176,8 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
             break;
         }
         }
-        for (int k = 0; k < in / G->ke; k++) memcpy(u + (size_t)(16 * k + r) * (size_t)G->ke, tmp + k * G->ke, (size_t)G->ke);
+        if (G->ke != 64)
+            for (int k = 0; k < in / G->ke; k++) memcpy(u + (size_t)(16 * k + r) * (size_t)G->ke, tmp + k * G->ke, (size_t)G->ke);
     }
 }
 
@@ -323,17 +331,79 @@ __attribute__((target(TGT))) static void tile_q32(const geom *G, const uint8_t *
     for (int r = 0; r < 16; r++) _mm512_store_ps(res + 16 * r, acc[r]);
 }
 
-/* Q4_K / Q5_K (ke 32) and Q6_K (ke 16): per block isum += sc isum_block; per
- * super-block the mins (Q4_K/Q5_K) or the -32 offsets (Q6_K) through the
- * activations' pair sums, then the fp32 step of c_q45_k / c_q6_k. */
-__attribute__((target(TGT))) static void tile_kq(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
-    const int in = G->in, nb = in / 32, six = G->type == TL_GGML_Q6_K, ke = six ? 16 : 32, ns = in / ke,
-              per = 256 / ke, sgn = 0;
+/* Q4_K / Q5_K: per super-block isum = C_lo + 8 C_hi (the two planes' sums,
+ * 4 products of K = 64 each), two super-blocks in flight (C tiles 0-1, 2-3);
+ * msum by vpdpwssd from the pair sums, then the fp32 step of c_q45_k. */
+__attribute__((target(TGT))) static void tile_k45(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
+    const int in = G->in, nb = in / 32, nk = in / 256;
+    const uint8_t *lo = w, *hi = w + 16 * (size_t)in, *xb = xg;
+    const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
+    const int32_t *sp = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
+    const int32_t *mm = (const int32_t *)(const void *)(w + G->aux);
+    const float *d = (const float *)(const void *)(mm + 16 * (size_t)nb), *dmin = d + 16 * (size_t)nk;
+    _Alignas(64) int32_t cl[256], ch[256];
+    __m512 acc[16];
+    for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
+#define SB_ISSUE(c0, c1, k)                                                                                            \
+    do {                                                                                                               \
+        _tile_zero(c0);                                                                                                \
+        _tile_zero(c1);                                                                                                \
+        for (int q = 0; q < 4; q += 2) {                                                                               \
+            const size_t o = (size_t)(4 * (k) + q) * 1024;                                                             \
+            _tile_loadd(6, xb + o, 64);                                                                                \
+            _tile_loadd(4, lo + o, 64);                                                                                \
+            _tile_loadd(5, hi + o, 64);                                                                                \
+            _tile_dpbusd(c0, 4, 6);                                                                                    \
+            _tile_dpbusd(c1, 5, 6);                                                                                    \
+            _tile_loadd(7, xb + o + 1024, 64);                                                                         \
+            _tile_loadd(4, lo + o + 1024, 64);                                                                         \
+            _tile_loadd(5, hi + o + 1024, 64);                                                                         \
+            _tile_dpbusd(c0, 4, 7);                                                                                    \
+            _tile_dpbusd(c1, 5, 7);                                                                                    \
+        }                                                                                                              \
+    } while (0)
+#define SB_EPI(k)                                                                                                      \
+    do {                                                                                                               \
+        const __m512 dxv = _mm512_load_ps(dx + 16 * (k));                                                              \
+        for (int r = 0; r < 16; r++) {                                                                                 \
+            const __m512i isum = _mm512_add_epi32(_mm512_load_si512((const void *)(cl + 16 * r)),                      \
+                                                  _mm512_slli_epi32(_mm512_load_si512((const void *)(ch + 16 * r)), 3)); \
+            __m512i m = _mm512_setzero_si512();                                                                        \
+            for (int j = 0; j < 8; j++)                                                                                \
+                m = _mm512_dpwssd_epi32(m, _mm512_load_si512((const void *)(sp + 16 * (8 * (k) + j))),                 \
+                                        _mm512_set1_epi32(mm[16 * (8 * (k) + j) + r]));                                \
+            const __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d[16 * (k) + r]), _mm512_cvtepi32_ps(isum)),   \
+                                           _mm512_mul_ps(_mm512_set1_ps(dmin[16 * (k) + r]), _mm512_cvtepi32_ps(m)));  \
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(dxv, t));                                                     \
+        }                                                                                                              \
+    } while (0)
+    SB_ISSUE(0, 1, 0);
+    for (int k = 0; k < nk; k += 2) {
+        if (k + 1 < nk) SB_ISSUE(2, 3, k + 1);
+        _tile_stored(0, cl, 64);
+        _tile_stored(1, ch, 64);
+        SB_EPI(k);
+        if (k + 2 < nk) SB_ISSUE(0, 1, k + 2);
+        if (k + 1 < nk) {
+            _tile_stored(2, cl, 64);
+            _tile_stored(3, ch, 64);
+            SB_EPI(k + 1);
+        }
+    }
+#undef SB_ISSUE
+#undef SB_EPI
+    for (int r = 0; r < 16; r++) _mm512_store_ps(res + 16 * r, acc[r]);
+}
+
+/* Q6_K (ke 16): per block isum += sc isum_block; per super-block the -32
+ * offsets through the activations' pair sums, then the fp32 step of c_q6_k. */
+__attribute__((target(TGT))) static void tile_q6k(const geom *G, const uint8_t *w, const uint8_t *xg, float *res) {
+    const int in = G->in, nb = in / 32, ke = 16, ns = in / ke, per = 256 / ke, sgn = 0;
     const uint8_t *xb = xg;
     const float *dx = (const float *)(const void *)(xg + 16 * (size_t)in);
     const int32_t *sp = (const int32_t *)(const void *)(dx + 16 * (size_t)G->nd);
-    const int32_t *sc = (const int32_t *)(const void *)(w + 16 * (size_t)in), *pr = sc + 16 * (size_t)ns;
-    const float *d = (const float *)(const void *)(pr + 16 * (size_t)nb), *dmin = d + 16 * (size_t)(in / 256);
+    const int32_t *sc = (const int32_t *)(const void *)(w + G->aux), *pr = sc + 16 * (size_t)ns;
+    const float *d = (const float *)(const void *)(pr + 16 * (size_t)nb);
     _Alignas(64) int32_t cb[256];
     __m512 acc[16];
     __m512i isum[16];
@@ -352,14 +422,8 @@ __attribute__((target(TGT))) static void tile_kq(const geom *G, const uint8_t *w
                 for (int j = 0; j < 8; j++)                                                                            \
                     m = _mm512_dpwssd_epi32(m, _mm512_load_si512((const void *)(sp + 16 * (8 * k + j))),               \
                                             _mm512_set1_epi32(pr[16 * (8 * k + j) + r]));                              \
-                __m512 t;                                                                                              \
-                if (six) {                                                                                             \
-                    const __m512i tot = _mm512_sub_epi32(isum[r], _mm512_slli_epi32(m, 5));                            \
-                    t = _mm512_mul_ps(_mm512_set1_ps(d[16 * k + r]), _mm512_cvtepi32_ps(tot));                         \
-                } else {                                                                                               \
-                    t = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d[16 * k + r]), _mm512_cvtepi32_ps(isum[r])),       \
-                                      _mm512_mul_ps(_mm512_set1_ps(dmin[16 * k + r]), _mm512_cvtepi32_ps(m)));         \
-                }                                                                                                      \
+                const __m512i tot = _mm512_sub_epi32(isum[r], _mm512_slli_epi32(m, 5));                                \
+                const __m512 t = _mm512_mul_ps(_mm512_set1_ps(d[16 * k + r]), _mm512_cvtepi32_ps(tot));                \
                 acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(dxv, t));                                                 \
                 isum[r] = _mm512_setzero_si512();                                                                      \
             }                                                                                                          \
@@ -405,7 +469,7 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
         gs[f] = (G[f].gstride + 63) & ~(size_t)63;
         if (fam[f]) xp[f] = tl_alloc(gs[f] * (size_t)ntg);
     }
-    const size_t ts = (G[0].tile + 63) & ~(size_t)63, tb = ts * GR + (size_t)in; /* + a row in element order */
+    const size_t ts = (geometry(TL_GGML_Q4_K, in).tile + 63) & ~(size_t)63, /* the largest */ tb = ts * GR + (size_t)in; /* + a row in element order */
     uint8_t *wb = tl_alloc(tb * (size_t)nth);
     if (!wb || (fam[0] && !xp[0]) || (fam[1] && !xp[1])) {
         tl_free(xp[0]), tl_free(xp[1]), tl_free(wb);
@@ -426,8 +490,9 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
             while (it >= first[j + 1]) j++;
             const tl_wmat *M = W[j];
             const int out = M->rows, nrt = (out + 15) / 16, kq = kfamily(M->quant), rt0 = (it - first[j]) * GR,
-                      rt1 = rt0 + GR < nrt ? rt0 + GR : nrt, kej = M->quant == TL_GGML_Q6_K ? 16 : 32;
+                      rt1 = rt0 + GR < nrt ? rt0 + GR : nrt;
             const geom Gj = geometry(M->quant, in);
+            const int kej = Gj.ke;
             const size_t rb = tl_quant_row_bytes(M->quant, in);
             if (kej != ke) tiles_configure(ke = kej);
             for (int rt = rt0; rt < rt1; rt++) {
@@ -437,8 +502,10 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
             for (int g = 0; g < ntg; g++) {
                 const uint8_t *xg = xp[kq] + (size_t)g * gs[kq];
                 for (int rt = rt0; rt < rt1; rt++) {
-                    if (kq)
-                        tile_kq(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
+                    if (Gj.ke == 64)
+                        tile_k45(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
+                    else if (kq)
+                        tile_q6k(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
                     else
                         tile_q32(&Gj, u + ts * (size_t)(rt - rt0), xg, res);
                     const int r0 = 16 * rt, nr = out - r0 < 16 ? out - r0 : 16, nt = n - 16 * g < 16 ? n - 16 * g : 16;
