@@ -113,7 +113,7 @@ FUZZ_SRC    := $(sort $(wildcard fuzz/*.c))
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 # clang 14 refuses the GCC target attributes of the inference kernels: they are built by
 # $(CC), uninstrumented (no parser reaches them; the model code only links to them)
-FUZZ_GCC    := src/compute/gemm_amx.c src/compute/matvec.c src/compute/matvec_quant_x86.c src/compute/matvec_quant_i8.c
+FUZZ_GCC    := src/compute/gemm_amx.c src/compute/gemm_quant_amx.c src/compute/matvec.c src/compute/matvec_quant_x86.c src/compute/matvec_quant_i8.c
 FUZZ_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(filter-out $(FUZZ_GCC),$(SRC))) \
                $(patsubst %.c,$(FUZZ_BUILD)/gcc/%.o,$(FUZZ_GCC))
 FUZZ_LIB    := $(FUZZ_BUILD)/libtinyllama.a

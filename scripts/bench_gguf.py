@@ -176,6 +176,7 @@ def main():
                 runs[label][0].append(ours(a.bin, path, a.threads, gen, a.kernel, prompt, extra))
                 if lb:
                     runs[label][1].append(llama(lb, path, a.threads, gen, 0 if gen else prompt, a.reps))
+        load = "load average %.1f %.1f %.1f" % os.getloadavg()  # the machine is shared: say how busy it was
         for label, _, _ in tests:
             ts, tl = runs[label]
             tl = [x for x in tl if x == x] or [float("nan")]
@@ -185,7 +186,7 @@ def main():
             if lb:
                 line += f" {max(tl):18.2f} {t / max(tl):6.2f}"
             print(line + f"   (runs: ours {', '.join('%.2f' % x for x in ts)}" +
-                  (f"; llama.cpp {', '.join('%.2f' % x for x in tl)})" if tl else ")"), flush=True)
+                  (f"; llama.cpp {', '.join('%.2f' % x for x in tl)}" if tl else "") + f"; {load})", flush=True)
 
 
 if __name__ == "__main__":

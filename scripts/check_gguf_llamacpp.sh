@@ -10,7 +10,9 @@
 #   3. perplexity on held-out text (ours: tinyllama perplexity; theirs: llama-perplexity) of
 #      our files and llama-quantize's.
 # Prints one line per check and "N passed, N failed".
-# Usage: scripts/check_gguf_llamacpp.sh [--model DIR] [--gen N] [--steps N] [--build] [--no-ppl]
+# Usage: scripts/check_gguf_llamacpp.sh [--model DIR] [--gen N] [--steps N] [--build] [--no-ppl] [--prompt TEXT]
+#   --prompt  the prompt text (default "/* gguf_write.c - write"; 16 tokens or more take the
+#             AMX-INT8 prompt pass where it runs)
 #   --build   build llama-quantize, llama-perplexity and libllama in /tmp/llamacpp/build first
 # Needs: a llama.cpp build in $LLAMA_BUILD (default /tmp/llamacpp/build; sources in
 # $LLAMA_SRC), pip install gguf numpy.
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 LLAMA_BUILD=${LLAMA_BUILD:-/tmp/llamacpp/build}
 LLAMA_SRC=${LLAMA_SRC:-/tmp/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp}
 W=${W:-/tmp/tl_check_llamacpp}
-model="" gen=64 steps=150 build=0 ppl=1
+model="" gen=64 steps=150 build=0 ppl=1 text="/* gguf_write.c - write"
 while [ $# -gt 0 ]; do
     case $1 in
     --model) model=$2; shift ;;
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift ;;
     --build) build=1 ;;
     --no-ppl) ppl=0 ;;
+    --prompt) text=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -101,7 +104,7 @@ J
     fi
 fi
 tail -c 20000 docs/formats.md >"$W/heldout.txt"
-prompt=$($BIN tokenize --tokenizer "$model/tokenizer.model" --bos <<<"/* gguf_write.c - write" 2>/dev/null | tr '\n' ' ')
+prompt=$($BIN tokenize --tokenizer "$model/tokenizer.model" --bos <<<"$text" 2>/dev/null | tr '\n' ' ')
 [ -n "$prompt" ] || prompt="1 2 3"
 ours() { $BIN generate --model "$1" --ids "$prompt" --greedy --max-tokens "$gen" --ignore-eos --print-ids --no-stats --threads 2 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }
 theirs() { "$W/greedy" "$1" "$gen" $prompt 2>/dev/null | tr -s ' \n' ' ' | sed 's/ $//'; }

@@ -65,7 +65,9 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
                float *out, size_t ostride);
 /* y[n, W->rows] = x[n, W->cols] W^T + beta y for a quantized W of a tl_q8_type,
  * x rounded as above, every weight block loaded once per 4 rows of x; threads
- * split the rows.  Returns -1 (nothing done) without memory for the rounded x. */
+ * split the rows.  For the AMX families from 16 rows of x on AMX-INT8 tiles
+ * where the CPU has them (gemm_quant.h).  Returns -1 (nothing done) without
+ * memory for the rounded x. */
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta);
 
 #endif

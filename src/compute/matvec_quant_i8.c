@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_quant.h"
 #include "matvec_quant_i8.h"
 #include "quant.h"
 
@@ -243,6 +244,10 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
 #define GEMM_ROWS 16
 
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
+    if (n >= TL_Q8_TILE_MIN_TOKENS && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
+        !tl_q8_gemm_amx(W, x, n, y, beta))
+        return 0;
     const int in = W->cols, out = W->rows;
     const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63;
     uint8_t *xq = tl_alloc(xs * (size_t)n);

@@ -16,6 +16,7 @@
 #include "checkpoint.h"
 #include "finite.h"
 #include "gemm_amx.h"
+#include "gemm_quant.h"
 #include "gguf.h"
 #include "infer_internal.h"
 #include "matvec_quant.h"
@@ -467,6 +468,7 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
         return;
     }
     if (amx_linear(s, W, y, count, x, n, 0)) return;
+    if (!tl_q8_gemm_multi(s->m->kernel, W, y, count, x, n)) return; /* quantized, on AMX-INT8: x rounded once */
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
 }
 
