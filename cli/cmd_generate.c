@@ -132,19 +132,20 @@ typedef struct {
     tl_sampler sp;
 } engine;
 
-static int model_load(const char *cmd, const gen_opts *o, engine *e);
+static int model_load(const char *cmd, const gen_opts *o, engine *e, const char *what);
 
 static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
     cli_threads(cmd, o->threads);
-    return model_load(cmd, o, e);
+    return model_load(cmd, o, e, NULL);
 }
 
-/* The model of o->model with o's kernel and activation choices. */
-static int model_load(const char *cmd, const gen_opts *o, engine *e) {
+/* The model of o->model with o's kernel and activation choices; what (may be
+ * NULL) names its role in messages. */
+static int model_load(const char *cmd, const gen_opts *o, engine *e, const char *what) {
     tl_error err;
     memset(e, 0, sizeof *e);
     if (tl_infer_load(&e->m, o->model, &err)) {
-        cli_error(cmd, "%s", err.msg);
+        cli_error(cmd, "%s%s%s", what ? what : "", what ? ": " : "", err.msg);
         return -1;
     }
     tl_infer_set_f32_activations(&e->m, o->f32_act);
@@ -349,7 +350,7 @@ int cmd_generate(int argc, char **argv) {
         gen_opts dopt = o;
         dopt.model = draft_path;
         tl_error err;
-        if (model_load(CMD, &dopt, &d)) goto done;
+        if (model_load(CMD, &dopt, &d, "--draft")) goto done;
         have_draft = 1;
         if (tl_spec_check_vocab(&e.m, &d.m, draft_path, &err) ||
             tl_infer_state_init(&d.s, &d.m, (int)o.ctx, &err) ||
