@@ -112,6 +112,8 @@ void tl_spec_free(tl_spec *sp) {
     memset(sp, 0, sizeof *sp);
 }
 
+void tl_spec_set_sampling(tl_spec *sp, const tl_sampler_opts *so) { sp->dsp.o = *so; }
+
 /* The history hist[0..n) copied with room for k proposals after it. */
 static int history_copy(tl_spec *sp, const int *hist, int n, int k) {
     if (n + k > sp->hist_cap) {

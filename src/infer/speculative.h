@@ -70,6 +70,8 @@ int tl_spec_check_vocab(const tl_infer_model *target, const tl_infer_model *draf
  * so are the sampler settings (those of the target's sampler). */
 int tl_spec_init(tl_spec *sp, tl_infer_state *draft, const tl_sampler_opts *so, int k, tl_error *err);
 void tl_spec_free(tl_spec *sp);
+/* New sampler settings for the draft's distributions (a server's next request). */
+void tl_spec_set_sampling(tl_spec *sp, const tl_sampler_opts *so);
 
 /* One step.  hist[0..n) is the context; the target's cache s holds hist[0..n-1)
  * (the last token is run here), the draft's cache a prefix of hist (what it
