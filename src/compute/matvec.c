@@ -498,8 +498,8 @@ static void rows_product(tl_kernel k, tl_q8_isa q8isa, const tl_wmat *M, const m
 
 /* Rows of a work item run for every input before the next rows: a multiple
  * of 8 (so the eight-row kernels see the same rows as with one input) small
- * enough (<= 128 KiB of bf16 TinyLlama rows) to stay in L2 while the inputs
- * pass over them. */
+ * enough to stay in L2 while the inputs pass over them (128-352 KiB of bf16
+ * TinyLlama-1.1B rows). */
 #define SUB_ROWS 32
 
 /* The parallel loop over the weights: y_j[t] = W_j x_t for nx prepared inputs. */
