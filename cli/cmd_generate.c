@@ -14,6 +14,7 @@
 #include "infer.h"
 #include "ops.h"
 #include "sampler.h"
+#include "speculative.h"
 #include "tokenizer.h"
 
 /* ------------------------------------------------------- shared option set */
@@ -131,12 +132,20 @@ typedef struct {
     tl_sampler sp;
 } engine;
 
+static int model_load(const char *cmd, const gen_opts *o, engine *e, const char *what);
+
 static int engine_load(const char *cmd, const gen_opts *o, engine *e) {
+    cli_threads(cmd, o->threads);
+    return model_load(cmd, o, e, NULL);
+}
+
+/* The model of o->model with o's kernel and activation choices; what (may be
+ * NULL) names its role in messages. */
+static int model_load(const char *cmd, const gen_opts *o, engine *e, const char *what) {
     tl_error err;
     memset(e, 0, sizeof *e);
-    cli_threads(cmd, o->threads);
     if (tl_infer_load(&e->m, o->model, &err)) {
-        cli_error(cmd, "%s", err.msg);
+        cli_error(cmd, "%s%s%s", what ? what : "", what ? ": " : "", err.msg);
         return -1;
     }
     tl_infer_set_f32_activations(&e->m, o->f32_act);
@@ -270,7 +279,13 @@ static void generate_help(void) {
            "  --print-ids            print generated token ids instead of text\n"
            "  --echo                 print the prompt text before the continuation\n"
            "  --stats, --no-stats    print (default) or not the prompt and generation speeds\n"
-           "                         on stderr\n"
+           "                         on stderr (with --draft also the drafts' acceptance rate)\n"
+           "  --draft DIR|FILE.gguf  speculative decoding: this smaller model (same vocabulary)\n"
+           "                         proposes tokens that the model verifies several at a time;\n"
+           "                         greedy output is identical to decoding without it, sampled\n"
+           "                         output follows the model's distribution (another random\n"
+           "                         stream than without a draft, so a --seed gives other text)\n"
+           "  --draft-k N            tokens the draft proposes per step (default 4, at most 16)\n"
            "%s"
            "                         (default --max-tokens 256)\n",
            COMMON_HELP);
@@ -282,7 +297,11 @@ int cmd_generate(int argc, char **argv) {
     gen_opts_init(&o, 0);
     const char *prompt_file = NULL, *ids_s = NULL;
     int no_bos = 0, print_ids = 0, echo = 0;
+    const char *draft_path = NULL;
+    long draft_k = 4;
     const cli_option opts[] = {
+        CLI_OPT_STR("--draft", &draft_path),
+        CLI_OPT_INT("--draft-k", &draft_k, 1, TL_SPEC_MAX_K),
         GEN_COMMON_OPTS(&o),
         CLI_OPT_STR("--prompt-file", &prompt_file),
         CLI_OPT_STR("--ids", &ids_s),
@@ -317,13 +336,30 @@ int cmd_generate(int argc, char **argv) {
         cli_error(CMD, "give the prompt one way: argument, --prompt-file or --ids");
         return 2;
     }
-    engine e;
+    engine e, d;
+    int have_draft = 0, have_spec = 0;
+    tl_spec spec;
     if (engine_load(CMD, &o, &e)) return 1;
     tl_gen_settings_resolve(&o.gs, &e.m.gen); /* generation_config.json may set sampling defaults */
     if (engine_start(CMD, &o, &e)) return 1;
     int rc = 1, *ids = NULL, n = 0;
     char *text = NULL;
     size_t text_len = 0;
+    if (draft_path) {
+        /* the draft: same threads, activations and kernel choice as the model */
+        gen_opts dopt = o;
+        dopt.model = draft_path;
+        tl_error err;
+        if (model_load(CMD, &dopt, &d, "--draft")) goto done;
+        have_draft = 1;
+        if (tl_spec_check_vocab(&e.m, &d.m, draft_path, &err) ||
+            tl_infer_state_init(&d.s, &d.m, (int)o.ctx, &err) ||
+            tl_spec_init(&spec, &d.s, &o.gs.so, (int)draft_k, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto done;
+        }
+        have_spec = 1;
+    }
     if (ids_s) {
         if (parse_ids(CMD, ids_s, &ids, &n)) goto done;
     } else {
@@ -359,6 +395,7 @@ int cmd_generate(int argc, char **argv) {
     tl_gen_opts go = loop_opts(&o);
     id_printer idp = {stdout, 0};
     if (print_ids) go.on_text = NULL, go.on_token = print_id, go.user = &idp;
+    if (have_spec) go.spec = &spec;
     tl_gen_history h = {ids, n, n};
     tl_gen_stats st;
     tl_gen_end why;
@@ -380,10 +417,25 @@ int cmd_generate(int argc, char **argv) {
                 n, n / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9), st.n_generated,
                 st.n_steps > 0 ? st.n_steps / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9) : 0.0,
                 tl_gen_end_name(why), tl_kernel_name(e.m.kernel), tl_get_threads(), (unsigned long long)o.gs.seed);
+    if (o.stats && have_spec)
+        /* tokens/s here counts every token after the first (several per verification pass) */
+        fprintf(stderr,
+                "[draft: %ld of %ld proposed tokens accepted (%.1f%%), %d verification passes, %.2f tokens per "
+                "pass, %.2f tokens/s, k %ld]\n",
+                st.n_draft_accepted, st.n_draft_proposed,
+                st.n_draft_proposed ? 100.0 * (double)st.n_draft_accepted / (double)st.n_draft_proposed : 0.0,
+                st.n_steps, st.n_steps ? (double)(st.n_generated - 1) / st.n_steps : 0.0,
+                st.n_generated > 1 ? (st.n_generated - 1) / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9) : 0.0,
+                draft_k);
     rc = why == TL_GEN_ERROR;
 done:
     free(ids);
     free(text);
+    if (have_spec) tl_spec_free(&spec);
+    if (have_draft) {
+        tl_infer_state_free(&d.s);
+        tl_infer_free(&d.m);
+    }
     engine_close(&e);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "infer.h"
 #include "server.h"
+#include "speculative.h"
 
 static void serve_help(void) {
     printf("usage: tinyllama serve --model DIR|FILE.gguf [options]\n\n"
@@ -27,13 +28,18 @@ static void serve_help(void) {
            "  --alias NAME       the model name /v1/models reports (default: the path's last part)\n"
            "  --drain SECONDS    how long requests in flight may take to finish at shutdown (default 30)\n"
            "  --timeout SECONDS  idle connection timeout (default 60)\n"
-           "  --threads N        threads (default: the cores other processes leave free)\n");
+           "  --threads N        threads (default: the cores other processes leave free)\n"
+           "  --draft PATH       speculative decoding: this smaller model (same vocabulary) proposes\n"
+           "                     tokens the model verifies several at a time; only with --parallel 1\n"
+           "                     (then prompts and steps run as `generate` runs them, so greedy\n"
+           "                     replies equal `generate`'s); /metrics counts proposed and accepted\n"
+           "  --draft-k N        tokens the draft proposes per step (default 4, at most 16)\n");
 }
 
 int cmd_serve(int argc, char **argv) {
     const char *CMD = "serve";
-    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *alias = NULL;
-    long port = 8080, parallel = 4, ctx = 0, chunk = 128, threads = 0, drain = 30, timeout = 60;
+    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *alias = NULL, *draft = NULL;
+    long port = 8080, parallel = 4, ctx = 0, chunk = 128, threads = 0, drain = 30, timeout = 60, draft_k = 4;
     int no_prefix = 0;
     const cli_option opts[] = {
         CLI_OPT_STR("--model", &model),
@@ -48,6 +54,8 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_INT("--drain", &drain, 0, 3600),
         CLI_OPT_INT("--timeout", &timeout, 1, 86400),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
+        CLI_OPT_STR("--draft", &draft),
+        CLI_OPT_INT("--draft-k", &draft_k, 1, TL_SPEC_MAX_K),
     };
     int prc = cli_parse(CMD, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (prc == CLI_HELP) {
@@ -57,6 +65,11 @@ int cmd_serve(int argc, char **argv) {
     if (prc) return prc;
     if (!model) {
         cli_error(CMD, "--model DIR|FILE.gguf is required");
+        return 2;
+    }
+    if (draft && parallel != 1) {
+        cli_error(CMD, "--draft runs with one slot: give --parallel 1 (speculative decoding is not batched across "
+                       "requests)");
         return 2;
     }
     /* the signals go to sigwait below: blocked before any thread starts (OpenMP's
@@ -79,6 +92,18 @@ int cmd_serve(int argc, char **argv) {
         tl_infer_free(&m);
         return 1;
     }
+    tl_infer_model dm;
+    if (draft && tl_infer_load(&dm, draft, &err)) {
+        cli_error(CMD, "--draft: %s", err.msg);
+        tl_infer_free(&m);
+        return 1;
+    }
+    if (draft && tl_spec_check_vocab(&m, &dm, draft, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        tl_infer_free(&dm);
+        tl_infer_free(&m);
+        return 1;
+    }
     tl_server_opts so = {.host = host,
                          .port = (int)port,
                          .parallel = (int)parallel,
@@ -87,10 +112,13 @@ int cmd_serve(int argc, char **argv) {
                          .prefix_cache = !no_prefix,
                          .model_id = alias,
                          .api_key = api_key,
-                         .timeout_s = (int)timeout};
+                         .timeout_s = (int)timeout,
+                         .draft = draft ? &dm : NULL,
+                         .draft_k = (int)draft_k};
     tl_server *srv;
     if (tl_server_start(&srv, &m, &so, &err)) {
         cli_error(CMD, "%s", err.msg);
+        if (draft) tl_infer_free(&dm);
         tl_infer_free(&m);
         return 1;
     }
@@ -102,6 +130,7 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "tinyllama serve: %s: finishing the requests in flight (up to %ld s)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", drain);
     tl_server_stop(srv, (double)drain);
+    if (draft) tl_infer_free(&dm);
     tl_infer_free(&m);
     fprintf(stderr, "tinyllama serve: stopped\n");
     return 0;

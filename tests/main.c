@@ -42,6 +42,7 @@ extern const tl_test tests_gemm_quant[];
 extern const tl_test tests_cli[];
 extern const tl_test tests_sft[];
 extern const tl_test tests_serve[];
+extern const tl_test tests_speculative[];
 
 static const tl_test *const suites[] = {
     tests_common,
@@ -74,6 +75,7 @@ static const tl_test *const suites[] = {
     tests_cli,
     tests_sft,
     tests_serve,
+    tests_speculative,
 };
 
 static char tmpdir_path[256];

@@ -5,6 +5,7 @@
  * Every kernel accumulates in fp32 (AVX512BF16 also rounds x to bf16). */
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -447,108 +448,196 @@ static int block_rows(const tl_wmat *M) {
     return r < 8 ? 8 : r > (size_t)M->rows ? (M->rows + 7) / 8 * 8 : (int)r;
 }
 
-/* y_j = W_j x for count matrices of the same width in one parallel region (one
- * fork/join for Q, K and V, or for gate and up). */
-void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x) {
-    const int n = W[0]->cols;
-    /* AMX is for batches; its decode is the exact AVX-512 kernel, which streams
-     * faster than VDPBF16PS (15.0-15.3 against 13.9-14.0 tokens/s on the Xeon VM) */
-    if (k == TL_KERNEL_AMX || k == TL_KERNEL_AMX_EXACT) k = TL_KERNEL_AVX512;
-    int first[9]; /* first block of each matrix; count <= 8 */
-    size_t elems = 0;
-    if (count > 8) {
-        for (int j = 0; j < count; j += 8) tl_wmat_matvec_multi(k, W + j, y + j, count - j < 8 ? count - j : 8, x);
+/* What a product needs of one input x, prepared once for all the matrices
+ * that share it: x rounded to int8 blocks (one layout for the 32-element
+ * types, one for the K-quants), to bf16 (the AVX512BF16 kernel), or split into
+ * its even and odd elements (the AVX-512 bf16 kernel). */
+typedef struct {
+    const float *x;
+    uint8_t *xq[2];
+    uint16_t *xb;
+    float *xe; /* x's even elements, then its odd ones (xo = xe + n/2) */
+} mv_input;
+
+static void rows_product(tl_kernel k, tl_q8_isa q8isa, const tl_wmat *M, const mv_input *in, int r0, int r1,
+                         float *out) {
+    const uint8_t *base = M->data;
+    const size_t rb = row_bytes(M);
+    const int n = M->cols;
+    const float *x = in->x;
+    int r = r0;
+    if (M->quant) {
+        const uint8_t *xm = M->f32_act || !tl_q8_type(M->quant)
+                                ? NULL
+                                : in->xq[M->quant == TL_GGML_Q8_0 || M->quant == TL_GGML_Q4_0 ? 0 : 1];
+        if (xm)
+            for (; r < r1; r++) tl_q8_dot(q8isa, M->quant, base + (size_t)r * rb, xm, 0, 1, n, out + r, 0);
+        else
+            tl_quant_rows(k, M, x, out, r0, r1);
         return;
     }
-    int brows[8];
+#ifdef TL_X86
+    if (in->xb && M->dtype == TL_DT_BF16) {
+        for (; r < r1; r++) out[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, in->xb, x, n);
+        return;
+    }
+    if (in->xe && M->dtype == TL_DT_BF16) {
+        if (n > EO_SINGLE_ROW_MAX_COLS)
+            for (; r + 8 <= r1; r += 8)
+                dot8_bf16_avx512_eo(base + (size_t)r * rb, rb, in->xe, in->xe + n / 2, x, n, out + r);
+        for (; r < r1; r++) out[r] = dot_bf16_avx512_eo(base + (size_t)r * rb, in->xe, in->xe + n / 2, x, n);
+        return;
+    }
+#endif
+    dot8_fn dot8 = pick8(k, M->dtype);
+    if (dot8)
+        for (; r + 8 <= r1; r += 8) dot8(base + (size_t)r * rb, rb, x, n, out + r);
+    dot_fn dot = pick(k == TL_KERNEL_AVX512BF16 ? TL_KERNEL_AVX512 : k, M->dtype);
+    for (; r < r1; r++) out[r] = dot(base + (size_t)r * rb, x, n);
+}
+
+/* Rows of a work item run for every input before the next rows: a multiple
+ * of 8 (so the eight-row kernels see the same rows as with one input) small
+ * enough to stay in L2 while the inputs pass over them (128-352 KiB of bf16
+ * TinyLlama-1.1B rows). */
+#define SUB_ROWS 32
+
+/* The parallel loop over the weights: y_j[t] = W_j x_t for nx prepared inputs. */
+static void run_products(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const mv_input *in,
+                         int nx) {
+    const int n = W[0]->cols;
+    int first[9], brows[8]; /* first block of each matrix; count <= 8 */
+    size_t elems = 0;
     first[0] = 0;
     for (int j = 0; j < count; j++) {
         brows[j] = block_rows(W[j]);
         first[j + 1] = first[j] + (W[j]->rows + brows[j] - 1) / brows[j];
         elems += (size_t)W[j]->rows * (size_t)n;
     }
-    const int nblocks = first[count], serial = elems < 32768;
-    /* x rounded to int8 blocks once for all the matrices that take it: one
-     * layout for the 32-element types, one for the K-quants */
-    _Alignas(64) uint8_t q8stack[2][8192];
-    uint8_t *xq[2] = {NULL, NULL};
+    const int nblocks = first[count], serial = elems * (size_t)nx < 32768;
     const tl_q8_isa q8isa = tl_q8_isa_for(k);
-    for (int j = 0; j < count; j++) {
-        const uint32_t qt = W[j]->quant;
-        if (!qt || W[j]->f32_act || !tl_q8_type(qt)) continue;
-        const int c = qt == TL_GGML_Q8_0 || qt == TL_GGML_Q4_0 ? 0 : 1;
-        if (xq[c]) continue;
-        const size_t bytes = tl_q8_bytes(qt, n);
-        xq[c] = bytes <= sizeof q8stack[c] ? q8stack[c] : tl_alloc(bytes);
-        if (xq[c]) tl_q8_quantize(qt, x, n, xq[c]); /* (no memory: the fp32 kernels) */
-    }
-    uint16_t stackbuf[4096], *xb = NULL;
-    float eobuf[6144], *xe = NULL; /* x's even elements, then its odd ones (xo = xe + n/2) */
-#ifdef TL_X86
-    if (k == TL_KERNEL_AVX512BF16) {
-        /* x rounded to bf16 once, zero-padded to a multiple of 32 */
-        int np = (n + 31) & ~31;
-        xb = np <= 4096 ? stackbuf : tl_alloc(sizeof(uint16_t) * (size_t)np);
-        if (xb) {
-            for (int i = 0; i < n; i++) xb[i] = tl_f32_to_bf16(x[i]);
-            for (int i = n; i < np; i++) xb[i] = 0;
-        } else {
-            k = TL_KERNEL_AVX512; /* no memory for the rounded copy: exact kernel */
-        }
-    }
-    int any_bf16 = 0;
-    for (int j = 0; j < count; j++) any_bf16 |= W[j]->dtype == TL_DT_BF16;
-    if (k == TL_KERNEL_AVX512 && any_bf16) {
-        const int h = n / 2;
-        xe = 2 * (size_t)h <= sizeof eobuf / sizeof eobuf[0] ? eobuf : tl_alloc(sizeof(float) * 2 * (size_t)h);
-        if (xe)
-            for (int i = 0; i < h; i++) xe[i] = x[2 * i], xe[h + i] = x[2 * i + 1];
-        /* (no memory: the widening kernel below, same results) */
-    }
-#endif
 #pragma omp parallel for schedule(dynamic, 1) if (!serial)
     for (int b = 0; b < nblocks; b++) {
         int j = 0;
         while (b >= first[j + 1]) j++;
         const tl_wmat *M = W[j];
-        const uint8_t *base = M->data;
-        const size_t rb = row_bytes(M);
         const int r0 = (b - first[j]) * brows[j], r1 = r0 + brows[j] < M->rows ? r0 + brows[j] : M->rows;
-        float *out = y[j];
-        int r = r0;
-        if (M->quant) {
-            const uint8_t *xm = M->f32_act || !tl_q8_type(M->quant)
-                                    ? NULL
-                                    : xq[M->quant == TL_GGML_Q8_0 || M->quant == TL_GGML_Q4_0 ? 0 : 1];
-            if (xm)
-                for (; r < r1; r++) tl_q8_dot(q8isa, M->quant, base + (size_t)r * rb, xm, 0, 1, n, out + r, 0);
-            else
-                tl_quant_rows(k, M, x, out, r0, r1);
+        if (nx == 1) {
+            rows_product(k, q8isa, M, in, r0, r1, y[j]);
             continue;
         }
-#ifdef TL_X86
-        if (xb && M->dtype == TL_DT_BF16) {
-            for (; r < r1; r++) out[r] = dot_bf16_avx512bf16(base + (size_t)r * rb, xb, x, n);
-            continue;
+        for (int s = r0; s < r1; s += SUB_ROWS) {
+            const int e = s + SUB_ROWS < r1 ? s + SUB_ROWS : r1;
+            for (int t = 0; t < nx; t++) rows_product(k, q8isa, M, &in[t], s, e, y[j] + (size_t)t * M->rows);
         }
-        if (xe && M->dtype == TL_DT_BF16) {
-            if (n > EO_SINGLE_ROW_MAX_COLS)
-                for (; r + 8 <= r1; r += 8)
-                    dot8_bf16_avx512_eo(base + (size_t)r * rb, rb, xe, xe + n / 2, x, n, out + r);
-            for (; r < r1; r++) out[r] = dot_bf16_avx512_eo(base + (size_t)r * rb, xe, xe + n / 2, x, n);
-            continue;
-        }
-#endif
-        dot8_fn dot8 = pick8(k, M->dtype);
-        if (dot8)
-            for (; r + 8 <= r1; r += 8) dot8(base + (size_t)r * rb, rb, x, n, out + r);
-        dot_fn dot = pick(k == TL_KERNEL_AVX512BF16 ? TL_KERNEL_AVX512 : k, M->dtype);
-        for (; r < r1; r++) out[r] = dot(base + (size_t)r * rb, x, n);
     }
+}
+
+/* Prepares x for the matrices W (count of them) with kernel *k into in,
+ * taking memory from the caller's buffers when they are large enough (stack:
+ * pass NULL otherwise).  Returns 0, or -1 when memory for a preparation the
+ * single-input product would have made is missing (then it may fall back to
+ * another, slower kernel: *k may change, and only a one-input call may go
+ * on with it). */
+static int prepare_input(tl_kernel *k, const tl_wmat *const *W, int count, const float *x, mv_input *in,
+                         uint8_t (*q8stack)[8192], uint16_t *bstack, size_t bstack_n, float *estack, size_t estack_n) {
+    const int n = W[0]->cols;
+    int rc = 0;
+    memset(in, 0, sizeof *in);
+    in->x = x;
+    for (int j = 0; j < count; j++) {
+        const uint32_t qt = W[j]->quant;
+        if (!qt || W[j]->f32_act || !tl_q8_type(qt)) continue;
+        const int c = qt == TL_GGML_Q8_0 || qt == TL_GGML_Q4_0 ? 0 : 1;
+        if (in->xq[c]) continue;
+        const size_t bytes = tl_q8_bytes(qt, n);
+        in->xq[c] = q8stack && bytes <= sizeof q8stack[c] ? q8stack[c] : tl_alloc(bytes);
+        if (in->xq[c])
+            tl_q8_quantize(qt, x, n, in->xq[c]);
+        else
+            rc = -1; /* (no memory: the fp32 kernels) */
+    }
+#ifdef TL_X86
+    if (*k == TL_KERNEL_AVX512BF16) {
+        /* x rounded to bf16 once, zero-padded to a multiple of 32 */
+        int np = (n + 31) & ~31;
+        in->xb = bstack && (size_t)np <= bstack_n ? bstack : tl_alloc(sizeof(uint16_t) * (size_t)np);
+        if (in->xb) {
+            for (int i = 0; i < n; i++) in->xb[i] = tl_f32_to_bf16(x[i]);
+            for (int i = n; i < np; i++) in->xb[i] = 0;
+        } else {
+            *k = TL_KERNEL_AVX512; /* no memory for the rounded copy: exact kernel */
+            rc = -1;
+        }
+    }
+    int any_bf16 = 0;
+    for (int j = 0; j < count; j++) any_bf16 |= W[j]->dtype == TL_DT_BF16;
+    if (*k == TL_KERNEL_AVX512 && any_bf16) {
+        const int h = n / 2;
+        in->xe = estack && 2 * (size_t)h <= estack_n ? estack : tl_alloc(sizeof(float) * 2 * (size_t)h);
+        if (in->xe)
+            for (int i = 0; i < h; i++) in->xe[i] = x[2 * i], in->xe[h + i] = x[2 * i + 1];
+        /* (no memory: the widening kernel, same results) */
+    }
+#else
+    (void)bstack, (void)bstack_n, (void)estack, (void)estack_n;
+#endif
+    return rc;
+}
+
+static void release_input(mv_input *in, uint8_t (*q8stack)[8192], uint16_t *bstack, float *estack) {
     for (int c = 0; c < 2; c++)
-        if (xq[c] && xq[c] != q8stack[c]) tl_free(xq[c]);
-    if (xb && xb != stackbuf) tl_free(xb);
-    if (xe && xe != eobuf) tl_free(xe);
+        if (in->xq[c] && (!q8stack || in->xq[c] != q8stack[c])) tl_free(in->xq[c]);
+    if (in->xb && in->xb != bstack) tl_free(in->xb);
+    if (in->xe && in->xe != estack) tl_free(in->xe);
+}
+
+/* AMX is for batches; its decode is the exact AVX-512 kernel, which streams
+ * faster than VDPBF16PS (15.0-15.3 against 13.9-14.0 tokens/s on the Xeon VM) */
+static tl_kernel decode_kernel(tl_kernel k) {
+    return k == TL_KERNEL_AMX || k == TL_KERNEL_AMX_EXACT ? TL_KERNEL_AVX512 : k;
+}
+
+/* y_j = W_j x for count matrices of the same width in one parallel region (one
+ * fork/join for Q, K and V, or for gate and up). */
+void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x) {
+    k = decode_kernel(k);
+    if (count > 8) {
+        for (int j = 0; j < count; j += 8) tl_wmat_matvec_multi(k, W + j, y + j, count - j < 8 ? count - j : 8, x);
+        return;
+    }
+    _Alignas(64) uint8_t q8stack[2][8192];
+    uint16_t stackbuf[4096];
+    float eobuf[6144];
+    mv_input in;
+    prepare_input(&k, W, count, x, &in, q8stack, stackbuf, 4096, eobuf, 6144);
+    run_products(k, W, y, count, &in, 1);
+    release_input(&in, q8stack, stackbuf, eobuf);
+}
+
+void tl_wmat_matvec_rows(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int nx) {
+    k = decode_kernel(k);
+    const int n = W[0]->cols;
+    if (count > 8) {
+        for (int j = 0; j < count; j += 8)
+            tl_wmat_matvec_rows(k, W + j, y + j, count - j < 8 ? count - j : 8, x, nx);
+        return;
+    }
+    mv_input *in = nx > 1 ? calloc((size_t)nx, sizeof *in) : NULL;
+    int ok = in != NULL;
+    tl_kernel k1 = k;
+    for (int t = 0; t < nx && ok; t++)
+        if (prepare_input(&k1, W, count, x + (size_t)t * n, &in[t], NULL, NULL, 0, NULL, 0)) ok = 0;
+    if (ok) run_products(k, W, y, count, in, nx);
+    for (int t = 0; in && t < nx; t++) release_input(&in[t], NULL, NULL, NULL);
+    free(in);
+    if (ok) return;
+    /* one input, or no memory for the inputs' preparations: one product per input, the same results */
+    for (int t = 0; t < nx; t++) {
+        float *yt[8];
+        for (int j = 0; j < count; j++) yt[j] = y[j] + (size_t)t * W[j]->rows;
+        tl_wmat_matvec_multi(k, W, yt, count, x + (size_t)t * n);
+    }
 }
 
 void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y) {

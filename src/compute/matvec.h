@@ -59,6 +59,11 @@ void tl_wmat_matvec(tl_kernel k, const tl_wmat *W, const float *x, float *y);
 /* y[j] = W[j] x for count matrices with the same number of columns, in one
  * parallel region. */
 void tl_wmat_matvec_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x);
+/* The same for nx inputs x[nx, cols] at once: y[j] is [nx, W[j]->rows].  Each
+ * output equals tl_wmat_matvec_multi's for that input bit for bit (the same
+ * kernels on the same rows), while each stretch of weights is read from memory
+ * once for all the inputs (speculative decoding's verification pass). */
+void tl_wmat_matvec_rows(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int nx);
 /* dot(w, x) over n floats with kernel family k's fp32 row kernel (SCALAR, AVX2 or
  * AVX512; the CPU must support it). */
 float tl_dot_f32(tl_kernel k, const float *w, const float *x, int n);

@@ -129,9 +129,32 @@ static tl_gen_end sample_loop(tl_infer_state *s, tl_sampler *sp, const tl_gen_op
     tl_stop_filter sf;
     if (text) tl_decoder_init(&dec, m->tok);
     tl_stop_init(&sf, o->stops, o->n_stops, o->on_text, o->user);
+    const long proposed0 = o->spec ? o->spec->proposed : 0, accepted0 = o->spec ? o->spec->accepted : 0;
     tl_gen_end why = TL_GEN_LIMIT;
+    /* with a draft, a step yields up to k+1 tokens (the first one still comes
+     * from the prompt pass's logits); they are taken one at a time as below */
+    int burst[TL_SPEC_MAX_K + 1], n_burst = 0, at = 0;
     for (long i = 0; i < o->max_tokens; i++) {
-        int id = tl_sampler_sample(sp, s->logits, h->ids, h->n);
+        int id;
+        if (at < n_burst) {
+            id = burst[at++];
+        } else if (o->spec && i > 0) {
+            /* (the cache holds all but the last token, which the step runs) */
+            long left = o->max_tokens - i;
+            n_burst = tl_spec_step(o->spec, s, sp, h->ids, h->n, left > TL_SPEC_MAX_K ? TL_SPEC_MAX_K + 1 : (int)left,
+                                   burst, err);
+            if (n_burst < 0) {
+                why = TL_GEN_ERROR;
+                break;
+            }
+            st->n_steps++;
+            st->n_draft_proposed = o->spec->proposed - proposed0;
+            st->n_draft_accepted = o->spec->accepted - accepted0;
+            id = burst[0];
+            at = 1;
+        } else {
+            id = tl_sampler_sample(sp, s->logits, h->ids, h->n);
+        }
         if (!o->ignore_eos && is_eos(m, id)) {
             why = TL_GEN_EOS;
             break;
@@ -156,10 +179,12 @@ static tl_gen_end sample_loop(tl_infer_state *s, tl_sampler *sp, const tl_gen_op
             break;
         }
         if (i + 1 == o->max_tokens) break; /* no need to run the last token */
+        if (at < n_burst) continue; /* already verified: in the cache */
         if (s->pos >= s->max_ctx) {
             why = TL_GEN_CONTEXT;
             break;
         }
+        if (o->spec) continue; /* the next step runs it */
         if (tl_infer_forward(s, &id, 1, NULL, err)) {
             why = TL_GEN_ERROR;
             break;

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "infer.h"
 #include "sampler.h"
+#include "speculative.h"
 
 /* Receives output text as it becomes final. */
 typedef void (*tl_gen_text_cb)(const char *text, size_t len, void *user);
@@ -78,14 +79,19 @@ typedef struct {
     /* each generated id, when set */
     void (*on_token)(int id, void *user);
     void *user;
+    /* speculative decoding (speculative.h): the draft proposes, the target
+     * verifies; greedy output is the same as without it.  NULL: off.  The
+     * draft's cache must hold a prefix of the context (it catches up). */
+    tl_spec *spec;
 } tl_gen_opts;
 
 typedef struct {
     int n_prompt;          /* tokens run through the prompt pass */
     double prompt_seconds;
     int n_generated;       /* ids produced (an end-of-sequence id that stopped is not one) */
-    int n_steps;           /* single-token decode steps run */
+    int n_steps;           /* decode steps run (with a draft: verification passes) */
     double gen_seconds;
+    long n_draft_proposed, n_draft_accepted; /* with a draft: proposals made and kept */
 } tl_gen_stats;
 
 /* The ids of a context, grown as tokens are produced (the repetition penalty reads them). */

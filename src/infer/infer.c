@@ -421,22 +421,20 @@ static int amx_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *
     return 1;
 }
 
-/* y[n, W->rows] (=|+=) x[n, W->cols] W^T */
-static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate) {
+/* y[n, W->rows] (=|+=) x[n, W->cols] W^T; rowwise: with the decode kernels
+ * whatever n is (each row as a single-token step computes it). */
+static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate,
+                   int rowwise) {
     const int in = W->cols, out = W->rows;
-    if (amx_linear(s, &W, &y, 1, x, n, accumulate)) return;
-    if (n <= MATVEC_ROWS) {
-        for (int i = 0; i < n; i++) {
-            float *yr = y + (size_t)i * out;
-            if (!accumulate) {
-                tl_wmat_matvec(s->m->kernel, W, x + (size_t)i * in, yr);
-            } else {
-                tl_wmat_matvec(s->m->kernel, W, x + (size_t)i * in, s->tmp);
-                for (int j = 0; j < out; j++) yr[j] += s->tmp[j];
-            }
-        }
+    if (rowwise || n <= MATVEC_ROWS) {
+        /* the rows in one pass over the weights, each row's result that of its own mat-vec */
+        float *dst = accumulate ? s->tmp : y;
+        tl_wmat_matvec_rows(s->m->kernel, &W, &dst, 1, x, n);
+        if (accumulate)
+            for (size_t j = 0; j < (size_t)n * (size_t)out; j++) y[j] += s->tmp[j];
         return;
     }
+    if (amx_linear(s, &W, &y, 1, x, n, accumulate)) return;
     float beta = accumulate ? 1.0f : 0.0f;
     /* non-F32 weights are converted a tile at a time (int8-activation block
      * types run straight from the blocks: no tile) */
@@ -457,19 +455,14 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
 /* y_j[n, W_j->rows] = x[n, cols] W_j^T for up to 8 matrices sharing their input
  * (Q/K/V, gate/up): decode rows run all of them in one parallel region. */
 static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *const *y, int count, const float *x,
-                         int n) {
-    if (n <= MATVEC_ROWS) {
-        const int in = W[0]->cols;
-        for (int i = 0; i < n; i++) {
-            float *yi[8];
-            for (int j = 0; j < count; j++) yi[j] = y[j] + (size_t)i * W[j]->rows;
-            tl_wmat_matvec_multi(s->m->kernel, W, yi, count, x + (size_t)i * in);
-        }
+                         int n, int rowwise) {
+    if (rowwise || n <= MATVEC_ROWS) {
+        tl_wmat_matvec_rows(s->m->kernel, W, y, count, x, n);
         return;
     }
     if (amx_linear(s, W, y, count, x, n, 0)) return;
     if (!tl_q8_gemm_multi(s->m->kernel, W, y, count, x, n)) return; /* quantized, on AMX-INT8: x rounded once */
-    for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0);
+    for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0, 0);
 }
 
 /* x += down(silu(gate(h)) * up(h)) on AMX tiles with the gate/up products, the
@@ -488,7 +481,9 @@ static int amx_mlp(tl_infer_state *s, const tl_infer_layer *w, int n) {
     return 1;
 }
 
-static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_logits) {
+/* rowwise: every row through the single-token decode's kernels (products and
+ * attention), so its results are bit for bit those of decoding it alone. */
+static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_logits, int rowwise) {
     const tl_infer_model *m = s->m;
     const tl_config *c = &m->cfg;
     const int D = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, hd = tl_config_head_dim(c),
@@ -500,29 +495,35 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
         tl_rmsnorm_forward(s->h, NULL, s->x, w->attn_norm, n, D, c->norm_eps);
         const tl_wmat *qkv[3] = {&w->wq, &w->wk, &w->wv};
         float *qkv_out[3] = {s->q, s->k, s->v};
-        linear_multi(s, qkv, qkv_out, 3, s->h, n);
+        linear_multi(s, qkv, qkv_out, 3, s->h, n, rowwise);
         tl_wmat_unpermute_out(&w->wq, s->q, n); /* GGUF q/k rows: back to HF order */
         tl_wmat_unpermute_out(&w->wk, s->k, n);
         tl_rope_forward(s->q, m->rope_cos, m->rope_sin, n, n, p0, H, hd);
         tl_rope_forward(s->k, m->rope_cos, m->rope_sin, n, n, p0, KV, hd);
         memcpy(kc + (size_t)p0 * KD, s->k, sizeof(float) * (size_t)n * KD);
         memcpy(vc + (size_t)p0 * KD, s->v, sizeof(float) * (size_t)n * KD);
-        if (!amx_attention_applies(s, &w->wq, n) ||
-            tl_attention_forward_cached_amx(s->ao, s->attn_amx, s->max_ctx, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores))
+        if (rowwise) {
+            for (int i = 0; i < n; i++)
+                tl_attention_forward_cached(s->ao + (size_t)i * H * hd, s->scores, s->q + (size_t)i * H * hd, kc, vc,
+                                            p0 + i, 1, H, KV, hd, s->n_scores);
+        } else if (!amx_attention_applies(s, &w->wq, n) ||
+                   tl_attention_forward_cached_amx(s->ao, s->attn_amx, s->max_ctx, s->q, kc, vc, p0, n, H, KV, hd,
+                                                   s->n_scores)) {
             tl_attention_forward_cached(s->ao, s->scores, s->q, kc, vc, p0, n, H, KV, hd, s->n_scores);
-        linear(s, &w->wo, s->ao, n, s->x, 1);
+        }
+        linear(s, &w->wo, s->ao, n, s->x, 1, rowwise);
         tl_rmsnorm_forward(s->h, NULL, s->x, w->mlp_norm, n, D, c->norm_eps);
-        if (!amx_mlp(s, w, n)) {
+        if (rowwise || !amx_mlp(s, w, n)) {
             const tl_wmat *gu[2] = {&w->w_gate, &w->w_up};
             float *gu_out[2] = {s->g, s->u};
-            linear_multi(s, gu, gu_out, 2, s->h, n);
+            linear_multi(s, gu, gu_out, 2, s->h, n, rowwise);
             tl_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
-            linear(s, &w->w_down, s->g, n, s->x, 1);
+            linear(s, &w->w_down, s->g, n, s->x, 1, rowwise);
         }
     }
     tl_rmsnorm_forward(s->h, NULL, s->x, m->final_norm, n, D, c->norm_eps);
     if (all_logits) {
-        linear(s, &m->lm_head, s->h, n, all_logits, 0);
+        linear(s, &m->lm_head, s->h, n, all_logits, 0, rowwise);
         memcpy(s->logits, all_logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
     } else {
         tl_wmat_matvec(m->kernel, &m->lm_head, s->h + (size_t)(n - 1) * D, s->logits);
@@ -530,7 +531,7 @@ static void forward_chunk(tl_infer_state *s, const int *ids, int n, float *all_l
     s->pos += n;
 }
 
-int tl_infer_forward(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err) {
+static int forward(tl_infer_state *s, const int *ids, int n, float *all_logits, int rowwise, tl_error *err) {
     const tl_config *c = &s->m->cfg;
     if (n <= 0) return tl_fail(err, "no tokens to process");
     for (int i = 0; i < n; i++)
@@ -542,9 +543,17 @@ int tl_infer_forward(tl_infer_state *s, const int *ids, int n, float *all_logits
                        s->max_ctx);
     for (int done = 0; done < n; done += s->chunk) {
         int k = n - done < s->chunk ? n - done : s->chunk;
-        forward_chunk(s, ids + done, k, all_logits ? all_logits + (size_t)done * c->vocab_size : NULL);
+        forward_chunk(s, ids + done, k, all_logits ? all_logits + (size_t)done * c->vocab_size : NULL, rowwise);
     }
     return 0;
+}
+
+int tl_infer_forward(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err) {
+    return forward(s, ids, n, all_logits, 0, err);
+}
+
+int tl_infer_decode_rows(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err) {
+    return forward(s, ids, n, all_logits, 1, err);
 }
 
 /* log softmax(row)[target] in double */

@@ -99,6 +99,13 @@ void tl_infer_truncate(tl_infer_state *s, int pos);
  * unchanged) if an id is outside the vocabulary or the cache would overflow. */
 int tl_infer_forward(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err);
 
+/* The same through the single-token decode's kernels (mat-vec products,
+ * per-token attention) whatever n is: each row's keys, values and logits equal
+ * bit for bit those of feeding the tokens one at a time to tl_infer_forward,
+ * while each weight matrix is read from memory once for all n rows.  The
+ * verification pass of speculative decoding (speculative.h). */
+int tl_infer_decode_rows(tl_infer_state *s, const int *ids, int n, float *all_logits, tl_error *err);
+
 /* Negative log-likelihood of ids[0..n) for perplexity (docs/inference.md):
  * windows [b, b+window) for b = 0, stride, 2*stride... (the last one ends at n);
  * each window starts from an empty cache and scores only the targets that no

@@ -33,6 +33,10 @@ struct tl_sched {
     int closed, stopping;
     uint64_t clock;
     tl_sched_metrics met;
+    /* speculative decoding (opts.draft): the draft's KV cache beside the one slot */
+    tl_infer_state draft_st;
+    tl_spec spec;
+    int has_draft_st, has_spec;
 };
 
 
@@ -211,12 +215,12 @@ static void record_logprob(tl_job *j, const float *logits, int V, int id) {
     for (int i = 0; i < k; i++) r->top_logprob[i] = (float)(logits[r->top_id[i]] - lse);
 }
 
-/* under the lock: the slot's logits are fresh; picks the next id */
-static void sample_step(tl_sched *s, tl_job *j) {
+/* under the lock: id is the job's next token, produced when the slot's cache
+ * held pos tokens (what its limits are checked against); logits are the model's
+ * for that position (NULL where they are not kept: the speculative path, which
+ * refuses logprobs) */
+static void take_token(tl_sched *s, tl_job *j, int id, int pos, const float *logits) {
     slot *sl = &s->slots[j->slot];
-    /* the sampler changes logits in place only for a repetition penalty, which serving never sets,
-     * so they are still the model's after the draw */
-    int id = tl_sampler_sample(&j->sp, sl->st.logits, sl->cached, sl->st.pos);
     if (j->n_gen == 0) {
         j->t_first = tl_now();
         s->met.ttft_sum += j->t_first - j->t_submit;
@@ -227,7 +231,7 @@ static void sample_step(tl_sched *s, tl_job *j) {
         return;
     }
     j->n_gen++;
-    if (j->logprobs) record_logprob(j, sl->st.logits, s->m->cfg.vocab_size, id);
+    if (j->logprobs && logits) record_logprob(j, logits, s->m->cfg.vocab_size, id);
     const char *t;
     size_t n;
     tl_error e;
@@ -239,11 +243,20 @@ static void sample_step(tl_sched *s, tl_job *j) {
         return;
     }
     long limit = j->max_tokens > 0 ? j->max_tokens : (long)s->o.ctx;
-    if (j->n_gen >= limit || sl->st.pos >= sl->st.max_ctx) {
+    if (j->n_gen >= limit || pos >= sl->st.max_ctx) {
         finish(s, j, "length", NULL, 1);
         return;
     }
     j->pending = id;
+}
+
+/* under the lock: the slot's logits are fresh; picks the next id */
+static void sample_step(tl_sched *s, tl_job *j) {
+    slot *sl = &s->slots[j->slot];
+    /* the sampler changes logits in place only for a repetition penalty, which serving never sets,
+     * so they are still the model's after the draw */
+    int id = tl_sampler_sample(&j->sp, sl->st.logits, sl->cached, sl->st.pos);
+    take_token(s, j, id, sl->st.pos, sl->st.logits);
 }
 
 static int lcp(const int *a, int na, const int *b, int nb) {
@@ -343,6 +356,10 @@ static void admit(tl_sched *s) {
         }
         int reuse = best_len < j->n_ids ? best_len : j->n_ids - 1; /* one token runs, for the logits */
         tl_infer_truncate(&sl->st, reuse);
+        if (s->has_spec) { /* the draft's cache holds a prefix of the slot's */
+            tl_infer_truncate(&s->draft_st, reuse);
+            tl_spec_set_sampling(&s->spec, &j->so);
+        }
         j->n_fed = reuse;
         j->n_reused = reuse;
         j->slot = best;
@@ -384,12 +401,17 @@ static void *engine_main(void *arg) {
         }
         admit(s);
         int nb = 0, nr = 0, rows = 0, n_dec = 0;
+        tl_job *spec_job = NULL; /* with a draft: the one slot's decode step */
         for (int i = 0; i < P; i++) {
             tl_job *j = s->slots[i].job;
             if (!j) continue;
             int left = j->n_ids - j->n_fed;
-            if (left > small) {
+            /* with a draft every prompt runs through the prompt pass and every
+             * step through the single-token decode's kernels, as generate runs them */
+            if (left > small || (s->has_spec && left > 0)) {
                 big[nb++] = j;
+            } else if (s->has_spec && j->pending >= 0) {
+                spec_job = j;
             } else if (left > 0) {
                 memcpy(ids + rows, j->ids + j->n_fed, sizeof(int) * (size_t)left);
                 rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = left, rows += left, nr++;
@@ -398,7 +420,7 @@ static void *engine_main(void *arg) {
                 rag[nr] = j, states[nr] = &s->slots[i].st, counts[nr] = 1, rows++, nr++, n_dec++;
             }
         }
-        if (!nb && !nr) {
+        if (!nb && !nr && !spec_job) {
             if (s->stopping) break;
             pthread_cond_wait(&s->work, &s->mu);
             continue;
@@ -433,9 +455,35 @@ static void *engine_main(void *arg) {
                 memcpy(s->slots[rag[k]->slot].cached + from[k], ids + r0, sizeof(int) * (size_t)counts[k]);
             free(from);
         }
+        int burst[TL_SPEC_MAX_K + 1], n_burst = 0, spec_pos = 0;
+        long spec_prop = s->spec.proposed, spec_acc = s->spec.accepted;
+        if (spec_job) {
+            /* the cache holds all the slot's ids but the pending one, which the step runs */
+            slot *sl = &s->slots[spec_job->slot];
+            const long limit = spec_job->max_tokens > 0 ? spec_job->max_tokens : (long)s->o.ctx;
+            const long left = limit - spec_job->n_gen;
+            spec_pos = sl->st.pos + 1;
+            sl->cached[sl->st.pos] = spec_job->pending;
+            n_burst = tl_spec_step(&s->spec, &sl->st, &spec_job->sp, sl->cached, spec_pos,
+                                   left > TL_SPEC_MAX_K ? TL_SPEC_MAX_K + 1 : (int)left, burst, &se);
+            if (n_burst > 0) memcpy(sl->cached + spec_pos, burst, sizeof(int) * (size_t)(n_burst - 1));
+        }
         double t2 = tl_now();
         pthread_mutex_lock(&s->mu);
         s->met.prompt_seconds += t1 - t0;
+        if (spec_job) {
+            s->met.decode_seconds += t2 - t1;
+            s->met.decode_steps++;
+            s->met.draft_proposed += s->spec.proposed - spec_prop;
+            s->met.draft_accepted += s->spec.accepted - spec_acc;
+            spec_job->pending = -1;
+            if (n_burst < 0) finish(s, spec_job, "error", se.msg, 0);
+            /* the tokens one at a time, as single steps would give them */
+            for (int i = 0; i < n_burst && spec_job->state != TL_JOB_DONE; i++) {
+                s->met.decode_rows++;
+                take_token(s, spec_job, burst[i], spec_pos + i, NULL);
+            }
+        }
         if (nr) {
             s->met.decode_seconds += t2 - t1;
             s->met.decode_steps++;
@@ -482,6 +530,8 @@ static void free_all(tl_sched *s) {
         }
     free(s->slots);
     tl_infer_batch_free(&s->batch);
+    if (s->has_spec) tl_spec_free(&s->spec);
+    if (s->has_draft_st) tl_infer_state_free(&s->draft_st);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->progress);
@@ -520,6 +570,26 @@ int tl_sched_start(tl_sched **out, const tl_infer_model *m, const tl_sched_opts 
     if (tl_infer_batch_init(&s->batch, m, o->parallel, o->parallel * small_prompt(s), err)) {
         free_all(s);
         return -1;
+    }
+    if (o->draft) {
+        tl_sampler_opts so;
+        tl_sampler_default_opts(&so);
+        if (o->parallel != 1) {
+            free_all(s);
+            return tl_fail(err, "speculative decoding (a draft model) runs with one slot (--parallel 1), not %d",
+                           o->parallel);
+        }
+        if (tl_spec_check_vocab(m, o->draft, o->draft->dir, err) ||
+            tl_infer_state_init(&s->draft_st, o->draft, s->o.ctx, err)) {
+            free_all(s);
+            return -1;
+        }
+        s->has_draft_st = 1;
+        if (tl_spec_init(&s->spec, &s->draft_st, &so, o->draft_k > 0 ? o->draft_k : 4, err)) {
+            free_all(s);
+            return -1;
+        }
+        s->has_spec = 1;
     }
     if (pthread_create(&s->thread, NULL, engine_main, s)) {
         free_all(s);

@@ -22,6 +22,7 @@
 #include "sampler.h"
 #include "tokenizer.h"
 #include "generate.h"
+#include "speculative.h"
 
 #define TL_JOB_MAX_STOPS 4
 #define TL_JOB_MAX_TOP_LOGPROBS 20 /* OpenAI's limit */
@@ -80,6 +81,10 @@ typedef struct {
     int ctx;          /* positions per slot (<= 0: the model's) */
     int chunk;        /* prompt tokens per slot per step (<= 0: 128) */
     int prefix_cache; /* reuse cached prefixes */
+    /* speculative decoding (speculative.h) with this draft model (same
+     * vocabulary), draft_k proposals per step; needs parallel == 1; NULL: off */
+    const tl_infer_model *draft;
+    int draft_k;
 } tl_sched_opts;
 
 typedef struct {
@@ -91,6 +96,7 @@ typedef struct {
     long ttft_count;
     int queued, active;
     long http_errors;
+    long draft_proposed, draft_accepted; /* speculative decoding's proposals made and kept */
 } tl_sched_metrics;
 
 typedef struct tl_sched tl_sched;

@@ -164,6 +164,10 @@ static enum MHD_Result get_metrics(tl_server *srv, struct MHD_Connection *c) {
     metric(&p, &left, "tinyllama_http_connections", "gauge", "Open client connections (this one included).",
            ci ? (double)ci->num_connections : -1.0);
     metric(&p, &left, "tinyllama_decode_steps_total", "counter", "Batched decode steps run.", (double)m.decode_steps);
+    metric(&p, &left, "tinyllama_draft_tokens_proposed_total", "counter",
+           "Tokens the draft model proposed (speculative decoding).", (double)m.draft_proposed);
+    metric(&p, &left, "tinyllama_draft_tokens_accepted_total", "counter",
+           "Proposed tokens the model accepted (speculative decoding).", (double)m.draft_accepted);
     metric(&p, &left, "tinyllama_decode_sequences_total", "counter", "Sequences advanced, summed over decode steps.",
            (double)m.decode_rows);
     metric(&p, &left, "tinyllama_decode_seconds_total", "counter", "Time spent in decode steps.", m.decode_seconds);
@@ -596,6 +600,10 @@ static enum MHD_Result post_completion(tl_server *srv, struct MHD_Connection *c,
     tl_serve_request r;
     tl_error err;
     if (tl_serve_request_parse(k->body, k->len, chat, &r, &err)) return send_error(srv, c, 400, err.msg, NULL);
+    if (srv->o.draft && r.logprobs) { /* accepted draft tokens come without the model's logits per position */
+        tl_serve_request_free(&r);
+        return send_error(srv, c, 400, "logprobs are not available with speculative decoding (--draft)", NULL);
+    }
     char why[256] = "out of memory";
     size_t tlen = 0;
     char *text = chat ? render_chat(srv, &r, &tlen, why, sizeof why) : r.prompt;
@@ -781,7 +789,8 @@ int tl_server_start(tl_server **out, const tl_infer_model *m, const tl_server_op
         free(srv);
         return tl_fail(err, "--port %d: must be in [0, 65535]", o->port);
     }
-    tl_sched_opts so = {.parallel = o->parallel, .ctx = o->ctx, .chunk = o->chunk, .prefix_cache = o->prefix_cache};
+    tl_sched_opts so = {.parallel = o->parallel, .ctx = o->ctx, .chunk = o->chunk, .prefix_cache = o->prefix_cache,
+                        .draft = o->draft, .draft_k = o->draft_k};
     if (tl_sched_start(&srv->sched, m, &so, err)) {
         free(srv);
         return -1;

@@ -24,6 +24,8 @@ typedef struct {
     const char *api_key; /* NULL: none; else every route but /health needs `Authorization: Bearer KEY` */
     size_t max_body;     /* largest request body (0: 1 MiB) */
     int timeout_s;       /* idle connection timeout (0: 60) */
+    const tl_infer_model *draft; /* speculative decoding's draft (scheduler.h; parallel 1); NULL: none */
+    int draft_k;         /* its proposals per step (0: 4) */
 } tl_server_opts;
 
 typedef struct tl_server tl_server;
