@@ -260,12 +260,22 @@ static void pk_where(uint32_t type, int nb, int r, int k, size_t *sc, size_t *q)
  * file's block at from into to + sc, to + q), the quants XORed with flip
  * (Q8_0: signed <-> unsigned) */
 static void pk_move(uint8_t *to, const uint8_t *from, int to_file, size_t sc, size_t q, size_t qb, uint8_t flip) {
+    const uint32_t f4 = flip * 0x01010101u;
+    uint32_t v;
     if (to_file) {
         memcpy(to, from + sc, 2);
-        for (size_t j = 0; j < qb; j++) to[2 + j] = from[q + 16 * (j & ~(size_t)3) + (j & 3)] ^ flip;
+        for (size_t j = 0; j < qb; j += 4) {
+            memcpy(&v, from + q + 16 * j, 4);
+            v ^= f4;
+            memcpy(to + 2 + j, &v, 4);
+        }
     } else {
         memcpy(to + sc, from, 2);
-        for (size_t j = 0; j < qb; j++) to[q + 16 * (j & ~(size_t)3) + (j & 3)] = from[2 + j] ^ flip;
+        for (size_t j = 0; j < qb; j += 4) {
+            memcpy(&v, from + 2 + j, 4);
+            v ^= f4;
+            memcpy(to + q + 16 * j, &v, 4);
+        }
     }
 }
 
