@@ -140,6 +140,13 @@ def llama(bench, path, threads, gen, prompt=0, reps=3):
     return float(json.loads(r.stdout)[0]["avg_ts"])
 
 
+def membw(binary, threads):
+    """the better of membw's two read bandwidths (4 KiB and 2 MiB pages), GB/s, with threads threads"""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    r = subprocess.run([binary, "2048", "3"], capture_output=True, text=True, check=True, env=env)
+    return max(float(v) for v in r.stdout.split())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="./build/tinyllama")
@@ -153,6 +160,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="runs per program and type, interleaved; best kept")
     ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions per run (-r)")
     ap.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH"))
+    ap.add_argument("--membw", default=None, help="compiled scripts/membw.c: report decode against its bound")
     ap.add_argument("--shared", default=os.environ.get("TL_SHARED", os.path.join(HERE, "..", "..", "shared")))
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
@@ -171,7 +179,10 @@ def main():
         emb = V * D * {"BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_K_M": 144 / 256}[name]
         tests = ([("tg%d" % a.gen, a.gen, 8)] if a.gen else []) + ([("pp%d" % a.prompt, 0, a.prompt)] if a.prompt else [])
         runs = {t[0]: ([], []) for t in tests}
+        bw = []
         for _ in range(a.rounds):  # interleaved: both programs see the same load
+            if a.membw and a.gen:
+                bw.append(membw(a.membw, a.threads))
             for label, gen, prompt in tests:
                 runs[label][0].append(ours(a.bin, path, a.threads, gen, a.kernel, prompt, extra))
                 if lb:
@@ -185,6 +196,10 @@ def main():
             line = f"{name:7} {size / 1e6:8.0f} {label:>6} {t:16.2f} {gbs}"
             if lb:
                 line += f" {max(tl):18.2f} {t / max(tl):6.2f}"
+            if bw and label.startswith("tg"):
+                # bound: the best bandwidth measured, over the bytes read per token
+                bound = max(bw) * 1e9 / (size - emb)
+                line += f"   bound {bound:.2f} tok/s ({max(bw):.1f} GB/s), ours {100 * t / bound:.0f}% of it"
             print(line + f"   (runs: ours {', '.join('%.2f' % x for x in ts)}" +
                   (f"; llama.cpp {', '.join('%.2f' % x for x in tl)}" if tl else "") + f"; {load})", flush=True)
 

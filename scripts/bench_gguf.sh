@@ -3,7 +3,9 @@
 # TinyLlama-1.1B-shaped GGUF files with random weights (BF16, Q8_0, Q4_0 and a Q4_K_M mix;
 # written once under /tmp by the gguf package, never committed), 2 threads by default; with
 # LLAMA_BENCH=path/to/llama-bench (or --llama-bench BIN, or --build-llama) also llama.cpp's
-# tg128 and pp512 on the same files, interleaved round by round, and the ratios.  Needs python3
+# tg128 and pp512 on the same files, interleaved round by round, and the ratios; decode also
+# against the memory-bandwidth bound (scripts/membw.c's read bandwidth with the same threads,
+# measured each round, over the bytes of the matrices read per token).  Needs python3
 # with gguf, numpy, sentencepiece.  Usage:
 #   scripts/bench_gguf.sh [--build-llama] [--threads N] [--gen N] [--prompt N]
 #                         [--types BF16,Q8_0,Q4_0,Q4_K_M] [--rounds N] [--reps N] [--f32-activations]
@@ -33,4 +35,8 @@ for a in "$@"; do
         args+=("$a")
     fi
 done
-python3 scripts/bench_gguf.py --bin ./build/tinyllama "${args[@]}"
+# the memory-bandwidth bound: scripts/membw.c, measured between the runs
+MEMBW=$(mktemp /tmp/tl_membw.XXXXXX)
+trap 'rm -f "$MEMBW"' EXIT
+gcc -O3 -march=native -fopenmp scripts/membw.c -o "$MEMBW"
+python3 scripts/bench_gguf.py --bin ./build/tinyllama --membw "$MEMBW" "${args[@]}"

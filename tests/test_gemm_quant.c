@@ -66,7 +66,7 @@ static void test_q8_amx_equals_c(tl_test_ctx *t) {
         tl_ggml_type_block(type, &be, &bb);
         const size_t rb = tl_quant_row_bytes(type, C);
         fill_blocks(&r, type, mat, rb * R / bb);
-        const tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0};
+        const tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
         CHECK(tl_q8_amx_type(type));
         if (!tl_q8_amx_usable()) {
             CHECK_MSG(tl_q8_gemm_amx(&W, x, 16, y, 0) == -1, "no AMX-INT8: the tile kernel must refuse");
@@ -118,7 +118,7 @@ static void test_q8_gemm_dispatch(tl_test_ctx *t) {
         tl_ggml_type_block(type, &be, &bb);
         const size_t rb = tl_quant_row_bytes(type, C);
         fill_blocks(&r, type, mat, rb * R / bb);
-        const tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0};
+        const tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
         for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
             if (!tl_kernel_supported((tl_kernel)k)) continue;
             const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : (tl_kernel)k;
@@ -170,7 +170,7 @@ static void test_q8_amx_multi(tl_test_ctx *t) {
         const size_t rb = tl_quant_row_bytes(types[j], C);
         mat[j] = malloc(rb * (size_t)rows[j]);
         fill_blocks(&r, types[j], mat[j], rb * (size_t)rows[j] / bb);
-        W[j] = (tl_wmat){TL_DT_I32, mat[j], rows[j], C, types[j], 0, 0};
+        W[j] = (tl_wmat){TL_DT_I32, mat[j], rows[j], C, types[j], 0, 0, 0};
         Wp[j] = &W[j];
         y[j] = malloc(sizeof(float) * (size_t)(rows[j] * N));
         want[j] = malloc(sizeof(float) * (size_t)(rows[j] * N));

@@ -322,7 +322,7 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
         for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++) {
             if (!tl_kernel_supported((tl_kernel)k)) continue;
             for (int c = 0; c < 3; c++) {
-                tl_wmat W = {cases[c].dt, cases[c].data, R, C, 0, 0, 0};
+                tl_wmat W = {cases[c].dt, cases[c].data, R, C, 0, 0, 0, 0};
                 tl_wmat_matvec((tl_kernel)k, &W, x, y);
                 double worst = 0;
                 for (int i = 0; i < R; i++) {
@@ -338,7 +338,7 @@ static void test_infer_matvec_kernels(tl_test_ctx *t) {
                           tl_dtype_name(cases[c].dt), C, worst);
             }
             /* the three dtypes in one region (rows 150, 101 and 9) against separate calls */
-            tl_wmat M[3] = {{TL_DT_F32, w32, R, C, 0, 0, 0}, {TL_DT_BF16, wb, 101, C, 0, 0, 0}, {TL_DT_F16, wh, 9, C, 0, 0, 0}};
+            tl_wmat M[3] = {{TL_DT_F32, w32, R, C, 0, 0, 0, 0}, {TL_DT_BF16, wb, 101, C, 0, 0, 0, 0}, {TL_DT_F16, wh, 9, C, 0, 0, 0, 0}};
             const tl_wmat *Mp[3] = {&M[0], &M[1], &M[2]};
             float *outs[3] = {ym, ym + R, ym + 2 * R};
             tl_wmat_matvec_multi((tl_kernel)k, Mp, outs, 3, x);

@@ -84,7 +84,7 @@ static void test_quant_dot_kernels(tl_test_ctx *t) {
         uint8_t *mat = malloc(rb * R);
         float *y = malloc(sizeof(float) * R), *row = malloc(sizeof(float) * C);
         random_blocks(&r, type, mat, rb * R / bb);
-        tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 1};
+        tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 1, 0};
         CHECK(tl_wmat_row_bytes(&W) == rb);
         for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
             if (!tl_kernel_supported((tl_kernel)k)) continue;
@@ -247,7 +247,7 @@ static void test_q8_matvec_gemm(tl_test_ctx *t) {
         const size_t rb = tl_quant_row_bytes(type, C);
         uint8_t *mat = malloc(rb * R);
         random_blocks(&r, type, mat, rb * R / bb);
-        tl_wmat M = {TL_DT_I32, mat, R, C, type, 0, 0};
+        tl_wmat M = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
         for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
             if (!tl_kernel_supported((tl_kernel)k)) continue;
             const tl_q8_isa isa = tl_q8_isa_for((tl_kernel)k);
@@ -287,6 +287,106 @@ static void test_q8_matvec_gemm(tl_test_ctx *t) {
     free(xq);
 }
 
+/* Q8_0 / Q4_0 matrices repacked for decode (tl_q8_pack): every row comes back
+ * byte for byte (tl_q8_unpack_row) and as the same floats (tl_wmat_row_f32);
+ * with int8 activations every ISA's product of the repacked matrix (mat-vec
+ * through tl_wmat_matvec and tl_q8_rows_packed, the batched product with beta
+ * 0 and 1) equals the portable C kernel on the file's rows bit for bit; with
+ * fp32 activations it equals the unpacked matrix's product bit for bit; a NaN
+ * in x gives NaN.  Shapes that cannot be repacked are refused. */
+static void test_q8_packed(tl_test_ctx *t) {
+    tl_rng r;
+    tl_rng_seed(&r, 31);
+    enum { R = 48, N = 20 }; /* 20 tokens: the AMX-INT8 tiles (16 and more) too, with a part token group */
+    static const int cols[] = {64, 320, 1280, 5632};
+    static const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0};
+    float *x = malloc(sizeof(float) * 5632 * N), *y = malloc(sizeof(float) * R * N);
+    float *ref = malloc(sizeof(float) * R * N), *row = malloc(sizeof(float) * 5632 * 2);
+    const size_t xs = (tl_q8_bytes(TL_GGML_Q8_0, 5632) + 63) & ~(size_t)63;
+    uint8_t *xq = malloc(xs * N), *back = malloc(5632 / 32 * 34);
+    int simd = 0;
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
+            const uint32_t type = types[ti];
+            const int C = cols[ci];
+            const size_t rb = tl_quant_row_bytes(type, C);
+            uint8_t *mat = malloc(rb * R), *pk = tl_alloc(rb * R);
+            random_blocks(&r, type, mat, rb * R / (type == TL_GGML_Q8_0 ? 34 : 18));
+            for (int i = 0; i < C * N; i++) x[i] = (float)(tl_rng_normal(&r) * (1 + (i / 32) % 5));
+            memset(x + 32, 0, sizeof(float) * 32); /* an all-zero block of x: d = 0 */
+            tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
+            CHECK(tl_q8_packable(&W));
+            tl_q8_pack(&W, pk);
+            tl_wmat P = W;
+            P.data = pk;
+            P.packed = 1;
+            CHECK(!tl_q8_packable(&P));
+            int ok = 1;
+            for (int j = 0; j < R; j++) {
+                tl_q8_unpack_row(&P, j, back);
+                ok &= !memcmp(back, mat + rb * (size_t)j, rb);
+                tl_wmat_row_f32(&W, j, row);
+                tl_wmat_row_f32(&P, j, row + C);
+                ok &= !memcmp(row, row + C, sizeof(float) * (size_t)C);
+            }
+            CHECK_MSG(ok, "%s C=%d: rows back from the repacked layout", tl_ggml_type_name(type), C);
+            for (int i = 0; i < N; i++) {
+                tl_q8_quantize(type, x + (size_t)i * C, C, xq + (size_t)i * xs);
+                for (int j = 0; j < R; j++)
+                    tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)j, xq + (size_t)i * xs, 0, 1, C, ref + (size_t)i * R + j, 0);
+            }
+            for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
+                if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
+                simd += i == TL_Q8_AVX512VNNI;
+                ok = 1;
+                for (int j = 0; j < N; j++) {
+                    tl_q8_rows_packed((tl_q8_isa)i, &P, xq + (size_t)j * xs, y + (size_t)j * R, 0, R);
+                    ok &= !memcmp(y + (size_t)j * R, ref + (size_t)j * R, sizeof(float) * R);
+                }
+                CHECK_MSG(ok, "%s %s C=%d: repacked rows against the C kernel", tl_ggml_type_name(type),
+                          tl_q8_isa_name((tl_q8_isa)i), C);
+            }
+            for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
+                if (!tl_kernel_supported((tl_kernel)k)) continue;
+                ok = 1;
+                for (int j = 0; j < N; j++) {
+                    tl_wmat_matvec((tl_kernel)k, &P, x + (size_t)j * C, y);
+                    ok &= !memcmp(y, ref + (size_t)j * R, sizeof(float) * R);
+                }
+                CHECK_MSG(ok, "%s %s C=%d: repacked mat-vec", tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                for (int j = 0; j < R * N; j++) y[j] = 0.5f;
+                tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 1.0f, NULL, 0);
+                for (int j = 0; j < R * N; j++) ok &= y[j] == ref[j] + 0.5f;
+                tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 0.0f, NULL, 0);
+                CHECK_MSG(ok && !memcmp(y, ref, sizeof(float) * R * N), "%s %s C=%d: repacked gemm",
+                          tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                W.f32_act = P.f32_act = 1;
+                tl_wmat_matvec((tl_kernel)k, &W, x, row);
+                tl_wmat_matvec((tl_kernel)k, &P, x, y);
+                CHECK_MSG(!memcmp(y, row, sizeof(float) * R), "%s %s C=%d: repacked, fp32 x",
+                          tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                W.f32_act = P.f32_act = 0;
+            }
+            x[C - 3] = NAN;
+            tl_wmat_matvec(TL_KERNEL_AUTO, &P, x, y);
+            for (int j = 0; j < R; j++) CHECK_MSG(isnan(y[j]), "%s C=%d: %g from a NaN", tl_ggml_type_name(type), C, y[j]);
+            free(mat);
+            tl_free(pk);
+        }
+    CHECK(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || simd == 8);
+    uint8_t dummy[64];
+    const tl_wmat odd_rows = {TL_DT_I32, dummy, 40, 64, TL_GGML_Q8_0, 0, 0, 0},
+                  odd_blocks = {TL_DT_I32, dummy, 16, 96, TL_GGML_Q4_0, 0, 0, 0},
+                  k_quant = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q4_K, 0, 0, 0};
+    CHECK(!tl_q8_packable(&odd_rows) && !tl_q8_packable(&odd_blocks) && !tl_q8_packable(&k_quant));
+    free(x);
+    free(y);
+    free(ref);
+    free(row);
+    free(xq);
+    free(back);
+}
+
 /* tl_wmat_unpermute_out puts GGUF's interleaved rows of each head back in HF
  * order: stored row 2j + c of a head is HF row c * hd/2 + j. */
 static void test_unpermute_out(tl_test_ctx *t) {
@@ -298,7 +398,7 @@ static void test_unpermute_out(tl_test_ctx *t) {
                 int hf = (s % 2) * (HD / 2) + s / 2;
                 y[i * H * HD + h * HD + s] = (float)(1000 * i + h * HD + hf);
             }
-    tl_wmat W = {TL_DT_F32, NULL, H * HD, 4, 0, H, 0};
+    tl_wmat W = {TL_DT_F32, NULL, H * HD, 4, 0, H, 0, 0};
     tl_wmat_unpermute_out(&W, y, N);
     int ok = 1;
     for (int i = 0; i < N; i++)
@@ -483,6 +583,7 @@ const tl_test tests_infer_gguf[] = {
     {"quant_dot_kernels", test_quant_dot_kernels},
     {"q8_kernels", test_q8_kernels},
     {"q8_matvec_gemm", test_q8_matvec_gemm},
+    {"q8_packed", test_q8_packed},
     {"unpermute_out", test_unpermute_out},
     {"gguf_models_logits", test_gguf_models_logits},
     {"gguf_in_place_vs_hf_dir", test_gguf_in_place_vs_hf_dir},

@@ -469,7 +469,14 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
         gs[f] = (G[f].gstride + 63) & ~(size_t)63;
         if (fam[f]) xp[f] = tl_alloc(gs[f] * (size_t)ntg);
     }
-    const size_t ts = (geometry(TL_GGML_Q4_K, in).tile + 63) & ~(size_t)63, /* the largest */ tb = ts * GR + (size_t)in; /* + a row in element order */
+    /* weights repacked for decode (W->packed) are put back in file order 16 rows
+     * at a time, once per row tile for all the tokens */
+    size_t pb = 0;
+    for (int j = 0; j < count; j++)
+        if (W[j]->packed && 16 * tl_quant_row_bytes(W[j]->quant, in) > pb) pb = 16 * tl_quant_row_bytes(W[j]->quant, in);
+    pb = (pb + 63) & ~(size_t)63;
+    const size_t ts = (geometry(TL_GGML_Q4_K, in).tile + 63) & ~(size_t)63, /* the largest */
+        tb = ts * GR + (size_t)in + pb; /* + a row in element order + 16 unpacked rows */
     uint8_t *wb = tl_alloc(tb * (size_t)nth);
     if (!wb || (fam[0] && !xp[0]) || (fam[1] && !xp[1])) {
         tl_free(xp[0]), tl_free(xp[1]), tl_free(wb);
@@ -497,7 +504,14 @@ int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, co
             if (kej != ke) tiles_configure(ke = kej);
             for (int rt = rt0; rt < rt1; rt++) {
                 const int r0 = 16 * rt;
-                unpack_rows(&Gj, M->data, rb, r0, out - r0 < 16 ? out - r0 : 16, u + ts * (size_t)(rt - rt0), u + ts * GR);
+                const int nr = out - r0 < 16 ? out - r0 : 16;
+                if (M->packed) {
+                    uint8_t *fr = u + ts * GR + (size_t)in; /* the 16 rows in file order */
+                    for (int r = 0; r < nr; r++) tl_q8_unpack_row(M, r0 + r, fr + (size_t)r * rb);
+                    unpack_rows(&Gj, fr, rb, 0, nr, u + ts * (size_t)(rt - rt0), u + ts * GR);
+                } else {
+                    unpack_rows(&Gj, M->data, rb, r0, nr, u + ts * (size_t)(rt - rt0), u + ts * GR);
+                }
             }
             for (int g = 0; g < ntg; g++) {
                 const uint8_t *xg = xp[kq] + (size_t)g * gs[kq];

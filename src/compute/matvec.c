@@ -410,7 +410,11 @@ static size_t row_bytes(const tl_wmat *W) { return tl_wmat_row_bytes(W); }
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
     const uint8_t *p = (const uint8_t *)W->data + (size_t)r * row_bytes(W);
     const int n = W->cols;
-    if (W->quant) {
+    if (W->packed) {
+        uint8_t row[16384]; /* tl_q8_packable bounds a row */
+        tl_q8_unpack_row(W, r, row);
+        tl_gguf_dequant_row(W->quant, row, out, (size_t)n);
+    } else if (W->quant) {
         tl_gguf_dequant_row(W->quant, p, out, (size_t)n);
     } else if (W->dtype == TL_DT_F32) {
         memcpy(out, p, sizeof(float) * (size_t)n);
@@ -442,10 +446,11 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
  * enough items for dynamic scheduling to even out a descheduled thread. */
 #define BLOCK_BYTES (1u << 20)
 
-/* Rows per work item of a matrix: a multiple of 8 (the eight-row kernels). */
+/* Rows per work item of a matrix: a multiple of 16 (the eight-row kernels, the
+ * 16-row groups of repacked weights). */
 static int block_rows(const tl_wmat *M) {
-    size_t r = BLOCK_BYTES / row_bytes(M) / 8 * 8;
-    return r < 8 ? 8 : r > (size_t)M->rows ? (M->rows + 7) / 8 * 8 : (int)r;
+    const size_t g = M->packed ? 16 : 8, r = BLOCK_BYTES / row_bytes(M) / g * g;
+    return r < g ? (int)g : r > (size_t)M->rows ? (M->rows + (int)g - 1) / (int)g * (int)g : (int)r;
 }
 
 /* What a product needs of one input x, prepared once for all the matrices
@@ -470,7 +475,9 @@ static void rows_product(tl_kernel k, tl_q8_isa q8isa, const tl_wmat *M, const m
         const uint8_t *xm = M->f32_act || !tl_q8_type(M->quant)
                                 ? NULL
                                 : in->xq[M->quant == TL_GGML_Q8_0 || M->quant == TL_GGML_Q4_0 ? 0 : 1];
-        if (xm)
+        if (xm && M->packed)
+            tl_q8_rows_packed(q8isa, M, xm, out, r0, r1);
+        else if (xm)
             for (; r < r1; r++) tl_q8_dot(q8isa, M->quant, base + (size_t)r * rb, xm, 0, 1, n, out + r, 0);
         else
             tl_quant_rows(k, M, x, out, r0, r1);

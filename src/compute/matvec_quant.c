@@ -310,5 +310,13 @@ void tl_quant_rows(tl_kernel k, const tl_wmat *W, const float *x, float *y, int 
     const int i = isa(k);
     const size_t rb = tl_quant_row_bytes(W->quant, W->cols);
     const uint8_t *base = W->data;
+    if (W->packed) { /* each row put back in file order first (tl_q8_packable bounds it) */
+        _Alignas(64) uint8_t row[16384];
+        for (int r = r0; r < r1; r++) {
+            tl_q8_unpack_row(W, r, row);
+            y[r] = dot_isa(i, W->quant, row, x, W->cols);
+        }
+        return;
+    }
     for (int r = r0; r < r1; r++) y[r] = dot_isa(i, W->quant, base + (size_t)r * rb, x, W->cols);
 }

@@ -70,4 +70,31 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
  * memory for the rounded x. */
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta);
 
+/* ---- weights repacked for decode ----
+ *
+ * Q8_0 and Q4_0 matrices may be repacked once at load (as llama.cpp does) so
+ * that one 512-bit register holds 4 bytes of each of 16 rows: x's 4 bytes are
+ * broadcast once for 16 rows, the 16 rows' scales are converted by one
+ * instruction and no horizontal sum is left per row.  Per 16-row group and
+ * pair of 32-element blocks (k, k + 1), the same bytes as the file's 32 blocks:
+ *   32 f16 scales: block k of rows 0-15, then block k + 1 of rows 0-15;
+ *   block k's quants, then block k + 1's: 4-byte chunk j (Q4_0: 4 chunks of
+ *   nibbles, as in the file; Q8_0: 8 chunks of bytes + 128, unsigned) of rows
+ *   0-15, then chunk j + 1 of rows 0-15, ...
+ * A group is one contiguous stream of 16 rows' bytes; a pair is 64-byte
+ * aligned when the buffer is.  Products give the C kernel's bits exactly (per
+ * row: integer sums, then (d_w d_x) isum added block by block). */
+
+/* Whether W (quantized, in file order) can be repacked: Q8_0/Q4_0, rows a
+ * multiple of 16, an even number of blocks per row, at most 12288 columns (a
+ * row and a rounded x fit stack buffers, so no product of it can fail). */
+int tl_q8_packable(const tl_wmat *W);
+/* Repacks W's rows (tl_q8_packable) into dst (rows * row bytes, 64-byte aligned). */
+void tl_q8_pack(const tl_wmat *W, void *dst);
+/* Row r of a repacked W in file order (tl_quant_row_bytes bytes) into dst. */
+void tl_q8_unpack_row(const tl_wmat *W, int r, void *dst);
+/* y[r] = dot(row r of a repacked W, x) for r in [r0, r1) (multiples of 16, or
+ * r1 = W->rows), x already rounded by tl_q8_quantize. */
+void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, int r0, int r1);
+
 #endif

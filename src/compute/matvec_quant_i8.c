@@ -237,6 +237,161 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
     }
 }
 
+/* ------------------------------------------------------ repacked weights */
+
+/* quant bytes of one 32-element block of one row, and of a block pair of a 16-row group */
+static size_t pk_qbytes(uint32_t type) { return type == TL_GGML_Q4_0 ? 16 : 32; }
+static size_t pk_pair_bytes(uint32_t type) { return 64 + 2 * 16 * pk_qbytes(type); }
+
+int tl_q8_packable(const tl_wmat *W) {
+    return (W->quant == TL_GGML_Q8_0 || W->quant == TL_GGML_Q4_0) && !W->packed && W->rows % 16 == 0 &&
+           W->cols % 64 == 0 && W->cols <= 12288;
+}
+
+/* Where row r's block k lies in the repacked bytes: its f16 scale at *sc, its
+ * 4-byte quant chunk j at *q + 64 j. */
+static void pk_where(uint32_t type, int nb, int r, int k, size_t *sc, size_t *q) {
+    const size_t pb = pk_pair_bytes(type), o = (size_t)(r / 16) * ((size_t)nb / 2 * pb) + (size_t)(k / 2) * pb;
+    *sc = o + 32 * (size_t)(k % 2) + 2 * (size_t)(r % 16);
+    *q = o + 64 + (size_t)(k % 2) * 16 * pk_qbytes(type) + 4 * (size_t)(r % 16);
+}
+
+/* one block moved between the file's layout and the repacked one (to_file:
+ * from the repacked bytes at sc, q into the file's block at to; else the
+ * file's block at from into to + sc, to + q), the quants XORed with flip
+ * (Q8_0: signed <-> unsigned) */
+static void pk_move(uint8_t *to, const uint8_t *from, int to_file, size_t sc, size_t q, size_t qb, uint8_t flip) {
+    const uint32_t f4 = flip * 0x01010101u;
+    uint32_t v;
+    if (to_file) {
+        memcpy(to, from + sc, 2);
+        for (size_t j = 0; j < qb; j += 4) {
+            memcpy(&v, from + q + 16 * j, 4);
+            v ^= f4;
+            memcpy(to + 2 + j, &v, 4);
+        }
+    } else {
+        memcpy(to + sc, from, 2);
+        for (size_t j = 0; j < qb; j += 4) {
+            memcpy(&v, from + 2 + j, 4);
+            v ^= f4;
+            memcpy(to + q + 16 * j, &v, 4);
+        }
+    }
+}
+
+void tl_q8_pack(const tl_wmat *W, void *dst) {
+    const uint32_t t = W->quant;
+    const int nb = W->cols / 32;
+    const size_t rb = tl_quant_row_bytes(t, W->cols), qb = pk_qbytes(t);
+    const uint8_t flip = t == TL_GGML_Q8_0 ? 0x80 : 0; /* Q8_0 stored unsigned for vpdpbusd */
+    const uint8_t *src = W->data;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < W->rows; r++)
+        for (int k = 0; k < nb; k++) {
+            size_t sc, q;
+            pk_where(t, nb, r, k, &sc, &q);
+            pk_move(dst, src + (size_t)r * rb + (size_t)k * (2 + qb), 0, sc, q, qb, flip);
+        }
+}
+
+void tl_q8_unpack_row(const tl_wmat *W, int r, void *dst) {
+    const uint32_t t = W->quant;
+    const int nb = W->cols / 32;
+    const size_t qb = pk_qbytes(t);
+    for (int k = 0; k < nb; k++) {
+        size_t sc, q;
+        pk_where(t, nb, r, k, &sc, &q);
+        pk_move((uint8_t *)dst + (size_t)k * (2 + qb), W->data, 1, sc, q, qb, t == TL_GGML_Q8_0 ? 0x80 : 0);
+    }
+}
+
+/* The portable kernel on the repacked layout: per row the integer sum of each
+ * block, then acc += (d_w d_x) isum, as c_q8_0 / c_q4_0 on the file's rows. */
+static void c_packed(uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                     size_t os) {
+    const int nb = n / 32, four = type == TL_GGML_Q4_0;
+    const size_t qb = pk_qbytes(type), pb = pk_pair_bytes(type);
+    for (int t = 0; t < nt; t++) {
+        const int8_t *x = (const int8_t *)(xq + (size_t)t * xs);
+        const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+        for (int r = 0; r < 16; r++) {
+            float acc = 0;
+            for (int k = 0; k < nb; k++) {
+                const uint8_t *pair = b + (size_t)(k / 2) * pb, *q = pair + 64 + (size_t)(k % 2) * 16 * qb;
+                int isum = 0;
+                for (size_t i = 0; i < qb; i++) {
+                    const int v = q[(i / 4) * 64 + 4 * (size_t)r + i % 4];
+                    if (four)
+                        isum += ((v & 15) - 8) * x[32 * k + (int)i] + ((v >> 4) - 8) * x[32 * k + (int)i + 16];
+                    else
+                        isum += (v - 128) * x[32 * k + (int)i];
+                }
+                acc += tl_f16_to_f32(ld16(pair + 32 * (k % 2) + 2 * r)) * xd[k] * (float)isum;
+            }
+            out[(size_t)t * os + (size_t)r] = acc;
+        }
+    }
+}
+
+static void packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *group, const uint8_t *xq, size_t xs, int nt, int n,
+                       float *out, size_t os) {
+    tl_q8_packed_fn f = NULL;
+#ifdef TL_X86
+    if (i == TL_Q8_AVX512VNNI) f = tl_q8_avx512vnni_packed_fn(type);
+#else
+    (void)i;
+#endif
+    for (int t = 0; t < nt; t += 4) {
+        const int m = nt - t < 4 ? nt - t : 4;
+        if (f)
+            f(group, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+        else
+            c_packed(type, group, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+    }
+}
+
+void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, int r0, int r1) {
+    const size_t gb = 16 * tl_quant_row_bytes(W->quant, W->cols);
+    for (int r = r0; r < r1; r += 16)
+        packed_dot(i, W->quant, (const uint8_t *)W->data + (size_t)(r / 16) * gb, xq, 0, 1, W->cols, y + r, 0);
+}
+
+/* The prompt pass on repacked weights: each group's bytes are loaded once
+ * per 4 tokens; without memory for all rounded tokens, one at a time on the
+ * stack (tl_q8_packable bounds its size). */
+static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
+    const int in = W->cols, out = W->rows;
+    const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63, gb = 16 * tl_quant_row_bytes(W->quant, in);
+    const tl_q8_isa isa = tl_q8_isa_for(k);
+    uint8_t *xq = tl_alloc(xs * (size_t)n);
+    const int step = xq ? n : 1;
+    for (int t0 = 0; t0 < n; t0 += step) {
+        const int nt = n - t0 < step ? n - t0 : step;
+        _Alignas(64) uint8_t one[16384];
+        uint8_t *q = xq ? xq : one;
+#pragma omp parallel
+        {
+#pragma omp for schedule(static)
+            for (int t = 0; t < nt; t++) tl_q8_quantize(W->quant, x + (size_t)(t0 + t) * in, in, q + (size_t)t * xs);
+#pragma omp for schedule(dynamic, 1)
+            for (int g = 0; g < out / 16; g++)
+                for (int t = 0; t < nt; t += 4) {
+                    const int m = nt - t < 4 ? nt - t : 4;
+                    float v[4 * 16];
+                    packed_dot(isa, W->quant, (const uint8_t *)W->data + (size_t)g * gb, q + (size_t)t * xs, xs, m,
+                               in, v, 16);
+                    for (int j = 0; j < m; j++)
+                        for (int r = 0; r < 16; r++) {
+                            float *yy = y + (size_t)(t0 + t + j) * out + 16 * g + r;
+                            *yy = beta == 0 ? v[16 * j + r] : v[16 * j + r] + beta * *yy;
+                        }
+                }
+        }
+    }
+    tl_free(xq);
+}
+
 /* --------------------------------------------------------- prompt pass */
 
 /* Rows per work item: a few KiB of weights stay in L1/L2 while every group of
@@ -248,6 +403,7 @@ int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, f
     if (n >= TL_Q8_TILE_MIN_TOKENS && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
         !tl_q8_gemm_amx(W, x, n, y, beta))
         return 0;
+    if (W->packed) return gemm_packed(k, W, x, n, y, beta), 0;
     const int in = W->cols, out = W->rows;
     const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63;
     uint8_t *xq = tl_alloc(xs * (size_t)n);

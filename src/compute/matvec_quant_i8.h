@@ -22,4 +22,10 @@ tl_q8_fn tl_q8_avx2_fn(uint32_t type);
 tl_q8_fn tl_q8_avxvnni_fn(uint32_t type);
 tl_q8_fn tl_q8_avx512vnni_fn(uint32_t type);
 
+/* Repacked weights (matvec_quant.h): out[t * os + r] = dot(row r of the 16-row
+ * group at b, activations t) for r < 16, t < nt (1 <= nt <= 4), n elements. */
+typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                                size_t os);
+tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
+
 #endif

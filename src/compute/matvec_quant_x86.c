@@ -330,4 +330,65 @@ tl_q8_fn tl_q8_avx512vnni_fn(uint32_t type) {
     }
 }
 
+/* Repacked Q8_0 / Q4_0 (matvec_quant.h): lane r of every register is row r of
+ * the group, so x's 4 bytes meet 16 rows in one vpdpbusd (broadcast from
+ * memory), the 16 scales are one conversion and the sums need no reduction.
+ * The integer sum starts at the weights' offset (8 or 128 times x's sum);
+ * then per row (d_w d_x) isum is added block by block, as the C kernel does. */
+__attribute__((target(T512), always_inline)) static inline void p32_512_n(const uint8_t *b, const uint8_t *xq,
+                                                                          size_t xs, int n, float *out, size_t os,
+                                                                          const int four, const int NT) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const int nb = n / 32;
+    const size_t pb = four ? 576 : 1088, qb = four ? 256 : 512;
+    __m512 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < nb; k += 2, b += pb) {
+        for (size_t l = 0; l < pb; l += 64) _mm_prefetch((const char *)b + QPF + l, _MM_HINT_T0);
+        const __m512i dh = _mm512_loadu_si512((const void *)b);
+        const __m512 dw[2] = {_mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
+                              _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dh, 1))};
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *q = b + 64 + (size_t)h * qb;
+            __m512i w[8];
+            if (four) {
+                for (int j = 0; j < 4; j++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(q + 64 * j));
+                    w[j] = _mm512_and_si512(v, m4);
+                    w[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                }
+            } else {
+                for (int j = 0; j < 8; j++) w[j] = _mm512_loadu_si512((const void *)(q + 64 * j));
+            }
+            for (int t = 0; t < NT; t++) {
+                const uint8_t *x = xq + (size_t)t * xs;
+                const float *dx = (const float *)(const void *)(x + n);
+                const int32_t *sx = (const int32_t *)(const void *)(dx + nb);
+                const uint8_t *xk = x + 32 * (k + h);
+                /* two chains of four: the sums of chunks 0, 2, 4, 6 and 1, 3, 5, 7 */
+                __m512i i0 = _mm512_set1_epi32(-(four ? 8 : 128) * sx[k + h]), i1 = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j += 2) {
+                    int32_t x0, x1;
+                    memcpy(&x0, xk + 4 * j, 4);
+                    memcpy(&x1, xk + 4 * j + 4, 4);
+                    i0 = _mm512_dpbusd_epi32(i0, w[j], _mm512_set1_epi32(x0));
+                    i1 = _mm512_dpbusd_epi32(i1, w[j + 1], _mm512_set1_epi32(x1));
+                }
+                const __m512 s = _mm512_mul_ps(dw[h], _mm512_set1_ps(dx[k + h]));
+                acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1))));
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+#define B_P8_0(N) p32_512_n(b, xq, xs, n, out, os, 0, N)
+#define B_P4_0(N) p32_512_n(b, xq, xs, n, out, os, 1, N)
+DEF512(p8_0_512, B_P8_0)
+DEF512(p4_0_512, B_P4_0)
+
+tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type) {
+    return type == TL_GGML_Q8_0 ? p8_0_512 : type == TL_GGML_Q4_0 ? p4_0_512 : NULL;
+}
+
 #endif /* x86 */

@@ -307,6 +307,7 @@ void tl_infer_free(tl_infer_model *m) {
     if (m->tok) tl_tokenizer_free(m->tok);
     if (m->gguf) tl_gguf_close(m->gguf);
     free(m->chat_template);
+    tl_free(m->packed);
     memset(m, 0, sizeof *m);
 }
 

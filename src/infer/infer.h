@@ -50,6 +50,7 @@ typedef struct {
     tl_kernel kernel;           /* resolved (never AUTO) */
     struct tl_gguf *gguf;       /* the mapped GGUF file when loaded from one (src/infer/infer_gguf.c) */
     char *chat_template;        /* tokenizer.chat_template of a GGUF file, NUL-terminated; NULL if none */
+    void *packed;               /* the GGUF matrices repacked for decode (tl_q8_pack), in place of their map */
     size_t decode_bytes;        /* weight bytes read per decoded token */
 } tl_infer_model;
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "finite.h"
@@ -96,6 +97,47 @@ void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
     }
 }
 
+/* Q8_0/Q4_0 matrices repacked for the AVX512-VNNI decode kernels (matvec_quant.h:
+ * 16 rows per register, x broadcast once for them).  The copy replaces the
+ * map: its pages are dropped after repacking, so the resident size stays the
+ * file's.  Without memory for the copy, or on other CPUs, the map is used as
+ * it is.  The embedding table (rows looked up one by one) stays in the map. */
+static void repack(tl_infer_model *m) {
+    if (tl_q8_isa_for(TL_KERNEL_AUTO) != TL_Q8_AVX512VNNI) return;
+    tl_wmat **ws = malloc(sizeof *ws * ((size_t)m->cfg.n_layers * 7 + 1));
+    if (!ws) return;
+    int nw = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        tl_infer_layer *ly = &m->layers[l];
+        tl_wmat *w[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int j = 0; j < 7; j++) ws[nw++] = w[j];
+    }
+    if (!m->cfg.tied) ws[nw++] = &m->lm_head;
+    size_t total = 0;
+    for (int i = 0; i < nw; i++)
+        if (tl_q8_packable(ws[i])) total += (size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]);
+    if (!total || !(m->packed = tl_alloc(total))) {
+        free(ws);
+        return;
+    }
+    uint8_t *dst = m->packed;
+    const size_t page = 4096;
+    for (int i = 0; i < nw; i++) {
+        tl_wmat *w = ws[i];
+        if (!tl_q8_packable(w)) continue;
+        const size_t bytes = (size_t)w->rows * tl_wmat_row_bytes(w);
+        tl_q8_pack(w, dst);
+        /* the map's whole pages of this matrix leave the resident set */
+        const uintptr_t a = ((uintptr_t)w->data + page - 1) & ~(uintptr_t)(page - 1),
+                        e = ((uintptr_t)w->data + bytes) & ~(uintptr_t)(page - 1);
+        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+        w->data = dst;
+        w->packed = 1;
+        dst += bytes;
+    }
+    free(ws);
+}
+
 int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, tl_error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", path);
@@ -165,5 +207,6 @@ int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, 
         tl_infer_free(m);
         return -1;
     }
+    repack(m);
     return tl_infer_finish_load(m, NULL, with_tokenizer, err);
 }
