@@ -624,6 +624,12 @@ double tl_pass_at_k(int n, int c, int k) {
     return 1.0 - p;
 }
 
+double tl_pass_at_k_mean(const int *correct, int n_problems, int n, int k) {
+    double sum = 0;
+    for (int i = 0; i < n_problems; i++) sum += tl_pass_at_k(n, correct[i], k);
+    return n_problems > 0 ? sum / n_problems : NAN;
+}
+
 /* One request in flight: its own session (KV cache), its context and what it
  * has generated so far. */
 typedef struct {
@@ -921,9 +927,7 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
             if (r->pass_k[q] < 1 || r->pass_k[q] > ns)
                 rc = tl_fail(err, "pass@%d needs at least %d samples per problem (got %d)", r->pass_k[q], r->pass_k[q],
                              ns);
-            double sum = 0;
-            for (int i = 0; i < N && !rc; i++) sum += tl_pass_at_k(ns, r->n_correct[i], r->pass_k[q]);
-            r->pass_at[q] = N ? sum / N : NAN;
+            if (!rc) r->pass_at[q] = tl_pass_at_k_mean(r->n_correct, N, ns, r->pass_k[q]);
         }
     }
     if (rc) {

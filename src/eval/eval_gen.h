@@ -97,6 +97,8 @@ const char *tl_gen_metric_name(tl_task_kind k);
  * problem with n samples of which c pass: 1 - C(n-c, k) / C(n, k), computed
  * as a product (no large binomials).  k <= n. */
 double tl_pass_at_k(int n, int c, int k);
+/* Its mean over problems with n samples each, correct[i] of them passing (NaN for none). */
+double tl_pass_at_k_mean(const int *correct, int n_problems, int n, int k);
 
 int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer *tok, const tl_gen_eval_opts *o,
                tl_gen_result *r, tl_error *err);
