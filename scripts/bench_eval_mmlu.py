@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -84,13 +85,19 @@ try:
                                          for _ in range(n)])
     n_req = 4 * a.subjects * a.questions
 
+    def child_cpu():
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
     def run_ours(limit):
-        t0 = time.time()
+        global ours_cpu
+        t0, c0 = time.time(), child_cpu()
         out = os.path.join(tmp, "ours.json")
         subprocess.run([a.bin, "eval", "--model", a.dir, "--tokenizer", a.tokenizer, "--task", "mmlu", "--data", data,
                         "--json", out, "--samples", "--quiet", "--limit", str(limit),
                         "--threads", str(torch.get_num_threads())], check=True,
                        stdout=subprocess.DEVNULL)
+        ours_cpu = child_cpu() - c0
         return time.time() - t0, json.load(open(out))
 
     half = max(1, a.questions // 2)
@@ -126,10 +133,10 @@ try:
                     "dataset_kwargs:\n  data_files:\n    test: %s\n    dev: %s\n"
                     % (os.path.join(base, "mmlu/default/mmlu_%s.yaml" % s), names[-1], files["test"], files["dev"]))
     lm = HFLM(pretrained=hf, dtype="float32", batch_size=a.batch, device="cpu")
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     res = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=5, log_samples=True,
                                   task_manager=TaskManager(include_path=tdir))
-    ref_s = time.time() - t0
+    ref_s, ref_cpu = time.time() - t0, time.process_time() - c0
     agree = 0
     for i, s in enumerate(subjects):
         smp = sorted(res["samples"]["local_" + s], key=lambda x: x["doc_id"])
@@ -141,6 +148,8 @@ try:
           f"{n_req} requests; threads: {torch.get_num_threads()} (both)")
     print(f"tinyllama eval (kv): {ours_s:.1f} s, {n_req / ours_s:.1f} requests/s (process start and loading included)")
     print(f"lm-eval HF (fp32, batch {a.batch}): {ref_s:.1f} s, {n_req / ref_s:.1f} requests/s (model load excluded)")
+    print(f"CPU time (user + sys, all threads): ours {ours_cpu:.1f} s, lm-eval {ref_cpu:.1f} s, "
+          f"{ref_cpu / ours_cpu:.2f}x; load average {os.getloadavg()[0]:.1f} at the end")
     print(f"speedup {ref_s / ours_s:.2f}x; predictions agree on {agree}/{a.subjects * a.questions}")
     # full MMLU: 57 subjects, 14042 questions
     if a.questions > half:

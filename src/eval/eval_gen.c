@@ -748,6 +748,7 @@ static int generate_all(gen_run *g, const tl_infer_model *m, int B, const tl_gen
                         long total, tl_error *err) {
     const int R = g->t->n_docs * g->ns;
     if (B > R) B = R;
+    if (B < 1) B = 1;
     gen_slot *slots = calloc((size_t)B, sizeof *slots);
     gen_slot **act = calloc((size_t)B, sizeof *act);
     tl_infer_state **states = calloc((size_t)B, sizeof *states);
