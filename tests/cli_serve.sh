@@ -27,18 +27,7 @@ jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval
 start() {
     local name=$1
     shift
-    "$BIN" serve --model "$M" --port 0 --threads 2 "$@" 2>"$T/$name.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    local port=""
-    for _ in $(seq 1 300); do
-        port=$(sed -n 's|.*http://[0-9.]*:\([0-9][0-9]*\).*|\1|p' "$T/$name.log")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    eval "PORT_$name=$port PID_$name=$pid"
-    [ -n "$port" ]
+    serve_start "$name" --model "$M" --threads 2 "$@"
 }
 # post PORT PATH BODY OUT: HTTP status on stdout, body in OUT
 post() { curl -s -o "$4" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$3" "http://127.0.0.1:$1$2"; }

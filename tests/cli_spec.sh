@@ -69,18 +69,7 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | sed -n "s/^$2 //p"; }
 start() {
     local name=$1
     shift
-    "$BIN" serve --port 0 --threads 1 "$@" 2>"$T/$name.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    local port=""
-    for _ in $(seq 1 300); do
-        port=$(sed -n 's|.*http://[0-9.]*:\([0-9][0-9]*\).*|\1|p' "$T/$name.log")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    eval "PORT_$name=$port PID_$name=$pid"
-    [ -n "$port" ]
+    serve_start "$name" --threads 1 "$@"
 }
 complete() { # PORT BODY OUT
     curl -s -o "$3" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$2" \
