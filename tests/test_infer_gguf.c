@@ -297,7 +297,7 @@ static void test_q8_matvec_gemm(tl_test_ctx *t) {
 static void test_q8_packed(tl_test_ctx *t) {
     tl_rng r;
     tl_rng_seed(&r, 31);
-    enum { R = 48, N = 20 }; /* 20 tokens: the AMX-INT8 tiles (16 and more) too, with a part token group */
+    enum { R = 48, N = 70 }; /* 70 tokens: the AMX-INT8 tiles too (64 and more for repacked weights), with a part token group */
     static const int cols[] = {64, 320, 1280, 5632};
     static const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0};
     float *x = malloc(sizeof(float) * 5632 * N), *y = malloc(sizeof(float) * R * N);

@@ -552,6 +552,6 @@ int tl_q8_gemm_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int 
     const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
     if (n < TL_Q8_TILE_MIN_TOKENS || (kb != TL_KERNEL_AMX && kb != TL_KERNEL_AMX_EXACT)) return -1;
     for (int j = 0; j < count; j++)
-        if (W[j]->f32_act) return -1;
+        if (W[j]->f32_act || (W[j]->packed && n < TL_Q8_TILE_MIN_TOKENS_PACKED)) return -1;
     return tl_q8_gemm_amx_multi(W, y, count, x, n, 0.0f);
 }

@@ -400,7 +400,7 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
 
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
     const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
-    if (n >= TL_Q8_TILE_MIN_TOKENS && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
+    if (n >= (W->packed ? TL_Q8_TILE_MIN_TOKENS_PACKED : TL_Q8_TILE_MIN_TOKENS) && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
         !tl_q8_gemm_amx(W, x, n, y, beta))
         return 0;
     if (W->packed) return gemm_packed(k, W, x, n, y, beta), 0;
