@@ -62,6 +62,7 @@ if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
     make -j"$jobs" cuda >/tmp/tl_build_cuda.log 2>&1 || tail -20 /tmp/tl_build_cuda.log
     suite "cuda unit tests" ./build/test_cuda
 fi
+suite "serve_openai.sh (the openai client)" bash tests/serve_openai.sh ./build/tinyllama
 suite "cuda/cli_distributed.sh" bash tests/cuda/cli_distributed.sh ./build/tinyllama-cuda
 suite "demo (scripts/demo.sh, shortened)" bash tests/demo_check.sh
 # coverage-guided fuzzing of every parser of outside input, 6 s per target (docs/fuzzing.md):
