@@ -49,7 +49,8 @@ typedef struct tl_job {
     uint64_t seed;
     char *stops[TL_JOB_MAX_STOPS]; /* owned */
     int n_stops;
-    int logprobs;      /* record a tl_token_logprob per generated token */
+    int logprobs;      /* record a tl_token_logprob per generated token (not with a draft model:
+                        * its accepted tokens carry no logits; the server refuses such requests) */
     int top_logprobs;  /* alternatives per token, <= TL_JOB_MAX_TOP_LOGPROBS */
     struct tl_job *after; /* another choice of the same request (referenced): wait until its prompt is
                              in the cache, then copy it from there instead of recomputing it */
