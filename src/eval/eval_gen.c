@@ -675,13 +675,7 @@ static int prefill(gen_run *g, gen_slot *s, const gen_slot *prev, int j, tl_erro
     while (prev && lcp < n && lcp < prev->n_ctx && prev->ctx[lcp] == ctx[lcp]) lcp++;
     if (lcp == n) lcp--;
     if (prev && prev != s) {
-        const tl_config *c = &s->st.m->cfg;
-        const size_t KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c), per = (size_t)s->st.max_ctx * KD;
-        for (int l = 0; l < c->n_layers; l++) {
-            memcpy(s->st.k_cache + l * per, prev->st.k_cache + l * per, sizeof(float) * (size_t)lcp * KD);
-            memcpy(s->st.v_cache + l * per, prev->st.v_cache + l * per, sizeof(float) * (size_t)lcp * KD);
-        }
-        s->st.pos = lcp;
+        tl_infer_copy_prefix(&s->st, &prev->st, lcp);
     } else {
         tl_infer_truncate(&s->st, prev ? lcp : 0);
     }

@@ -382,6 +382,16 @@ void tl_infer_truncate(tl_infer_state *s, int pos) {
     if (pos < s->pos) s->pos = pos;
 }
 
+void tl_infer_copy_prefix(tl_infer_state *dst, const tl_infer_state *src, int n) {
+    const tl_config *c = &src->m->cfg;
+    const size_t KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c), per = (size_t)src->max_ctx * KD;
+    for (int l = 0; l < c->n_layers; l++) {
+        memcpy(dst->k_cache + l * per, src->k_cache + l * per, sizeof(float) * (size_t)n * KD);
+        memcpy(dst->v_cache + l * per, src->v_cache + l * per, sizeof(float) * (size_t)n * KD);
+    }
+    dst->pos = n;
+}
+
 /* Parts the activations are split into for AMX products: 1 (rounded to bf16,
  * the amx kernel) or 3 (exact, amx-exact). */
 static int amx_parts(const tl_infer_model *m) { return m->kernel == TL_KERNEL_AMX_EXACT ? 3 : 1; }

@@ -93,6 +93,9 @@ int tl_infer_state_init(tl_infer_state *s, const tl_infer_model *m, int max_ctx,
 void tl_infer_state_free(tl_infer_state *s);
 /* Forgets cached positions >= pos (pos = 0 empties the cache). */
 void tl_infer_truncate(tl_infer_state *s, int pos);
+/* Makes dst's cache positions [0, n) those of src (states of one model with the
+ * same max_ctx; n <= src->pos) and dst->pos = n: a shared prefix computed once. */
+void tl_infer_copy_prefix(tl_infer_state *dst, const tl_infer_state *src, int n);
 
 /* Runs ids[0..n) at positions pos..pos+n-1, appending their keys/values to the
  * cache.  The last token's logits are always left in s->logits; if all_logits

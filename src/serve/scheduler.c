@@ -293,16 +293,8 @@ static int copy_source(tl_sched *s, const tl_job *j, int dst, int have, int *len
 
 /* engine thread: KV cache positions [0, n) of slot src into slot dst (same layout, same max_ctx) */
 static void copy_prefix(tl_sched *s, int dst, int src, int n) {
-    const tl_config *c = &s->m->cfg;
-    const size_t KD = (size_t)c->n_kv_heads * (size_t)tl_config_head_dim(c);
-    tl_infer_state *d = &s->slots[dst].st, *f = &s->slots[src].st;
-    for (int l = 0; l < c->n_layers; l++) {
-        size_t off = (size_t)l * (size_t)d->max_ctx * KD;
-        memcpy(d->k_cache + off, f->k_cache + off, sizeof(float) * (size_t)n * KD);
-        memcpy(d->v_cache + off, f->v_cache + off, sizeof(float) * (size_t)n * KD);
-    }
+    tl_infer_copy_prefix(&s->slots[dst].st, &s->slots[src].st, n);
     memcpy(s->slots[dst].cached, s->slots[src].cached, sizeof(int) * (size_t)n);
-    d->pos = n;
 }
 
 /* under the lock: queued jobs take free slots in order (the slot with the
