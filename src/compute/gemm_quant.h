@@ -44,6 +44,11 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
  * rows.  -1 (nothing done) as above. */
 int tl_q8_gemm_amx_multi(const tl_wmat *const *W, float *const *y, int count, const float *x, int n, float beta);
 
+/* 1 when a product of n tokens with the count matrices W goes to the tiles:
+ * kernel family k is AMX or AMX_EXACT (AUTO: the best here), n >= TL_Q8_TILE_MIN_TOKENS
+ * (TL_Q8_TILE_MIN_TOKENS_PACKED where a matrix is repacked) and none keeps fp32 activations. */
+int tl_q8_tiles_take(tl_kernel k, const tl_wmat *const *W, int count, int n);
+
 /* The prompt pass's y_j = x W_j^T (=) for count <= 8 quantized matrices
  * sharing x, on tiles when kernel family k is AMX or AMX_EXACT (AUTO: the
  * best here), n >= TL_Q8_TILE_MIN_TOKENS, none keeps fp32 activations and

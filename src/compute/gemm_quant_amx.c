@@ -548,10 +548,15 @@ int tl_q8_gemm_amx(const tl_wmat *W, const float *x, int n, float *y, float beta
     return tl_q8_gemm_amx_multi(&W, &y, 1, x, n, beta);
 }
 
-int tl_q8_gemm_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int n) {
+int tl_q8_tiles_take(tl_kernel k, const tl_wmat *const *W, int count, int n) {
     const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
-    if (n < TL_Q8_TILE_MIN_TOKENS || (kb != TL_KERNEL_AMX && kb != TL_KERNEL_AMX_EXACT)) return -1;
+    if (n < TL_Q8_TILE_MIN_TOKENS || (kb != TL_KERNEL_AMX && kb != TL_KERNEL_AMX_EXACT)) return 0;
     for (int j = 0; j < count; j++)
-        if (W[j]->f32_act || (W[j]->packed && n < TL_Q8_TILE_MIN_TOKENS_PACKED)) return -1;
+        if (W[j]->f32_act || (W[j]->packed && n < TL_Q8_TILE_MIN_TOKENS_PACKED)) return 0;
+    return 1;
+}
+
+int tl_q8_gemm_multi(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const float *x, int n) {
+    if (!tl_q8_tiles_take(k, W, count, n)) return -1;
     return tl_q8_gemm_amx_multi(W, y, count, x, n, 0.0f);
 }

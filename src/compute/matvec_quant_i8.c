@@ -399,10 +399,7 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
 #define GEMM_ROWS 16
 
 int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
-    const tl_kernel kb = k == TL_KERNEL_AUTO ? tl_kernel_best() : k;
-    if (n >= (W->packed ? TL_Q8_TILE_MIN_TOKENS_PACKED : TL_Q8_TILE_MIN_TOKENS) && (kb == TL_KERNEL_AMX || kb == TL_KERNEL_AMX_EXACT) &&
-        !tl_q8_gemm_amx(W, x, n, y, beta))
-        return 0;
+    if (tl_q8_tiles_take(k, &W, 1, n) && !tl_q8_gemm_amx(W, x, n, y, beta)) return 0;
     if (W->packed) return gemm_packed(k, W, x, n, y, beta), 0;
     const int in = W->cols, out = W->rows;
     const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63;
