@@ -108,6 +108,18 @@ same_run() {
         [ "$(losses "$1/log.jsonl")" = "$(losses "$2/log.jsonl")" ] && [ "$(vals "$1/log.jsonl")" = "$(vals "$2/log.jsonl")" ]
 }
 
+# --- bf16 mixed precision on 2 ranks: stage 3 (each unit's bf16 copy rounded as it is gathered,
+# the other ranks' pages of both copies released) the same bits as stage 0
+for z in 0 3; do
+    "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${VAL[@]}" --steps 6 --batch-tokens 64 --zero "$z" --precision bf16 \
+        --out "$T/b$z" >"$T/b$z.out" 2>&1 || fail "2 ranks bf16 ZeRO $z ran ($(tail -c 400 "$T/b$z.out"))"
+done
+if same_run "$T/b0" "$T/b3" 6 && ! cmp -s "$T/b0/step-00000006/model.safetensors" "$T/z0/step-00000006/model.safetensors"; then
+    ok "2 ranks bf16: ZeRO 3 bit-identical to ZeRO 0 (and not fp32's weights)"
+else
+    fail "2 ranks bf16: ZeRO 3 bit-identical to ZeRO 0"
+fi
+
 # --- stages 2-3 reducing on a communication thread (--overlap): the same arithmetic, bit for bit
 for z in 2 3; do
     if "${MPI[@]}" -np 2 "$BIN" train "${COMMON[@]}" "${VAL[@]}" --steps 6 --batch-tokens 64 --zero "$z" --overlap \

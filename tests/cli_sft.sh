@@ -75,6 +75,14 @@ if "$BIN" train "${COMMON[@]}" --batch 1 --batch-tokens 126 --ckpt-every 2 --out
 else
     fail "train --sft resume: $(tail -c 600 "$T/run2.out")"
 fi
+# bf16 mixed precision: bf16 products from the first step on (its first loss is not fp32's) and close to fp32
+"$BIN" train "${INIT[@]}" "${COMMON[@]}" --batch 1 --batch-tokens 126 --precision bf16 --out "$T/bf" >"$T/bf.out" 2>&1
+if paste <(losses "$T/run/log.jsonl") <(losses "$T/bf/log.jsonl") |
+    awk 'NR == 1 && $1 == $2 {exit 1} {d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > m) m = d} END {exit !(NR == 4 && m < 0.01)}'; then
+    ok "train --sft --precision bf16: bf16 from step 1, within 1% of fp32"
+else
+    fail "train --sft --precision bf16: $(losses "$T/bf/log.jsonl" | tr '\n' ' ') vs $(losses "$T/run/log.jsonl" | tr '\n' ' ')"
+fi
 expect_fail "chat data without --sft" "train on them with --sft" \
     "$BIN" train --init "$FIX/sft/model" --tokenizer "$TOK" --data "$T/sft" --steps 1 --quiet --out "$T/x1"
 expect_fail "--sft on plain token data" "no loss mask" \

@@ -40,37 +40,49 @@ typedef struct {
 
 /* ---- stage 3: parameters gathered just before use, other slices released after ---- */
 
-static void release_range(float *from, float *to) {
+/* Hands whole pages inside [from, to) back to the OS (they read as zeros after). */
+static void release_bytes(void *from, void *to) {
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)from + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
     uintptr_t b = (uintptr_t)to & ~((uintptr_t)page - 1);
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* Parameters [a, b) released, with their bf16 copy in bf16 mixed precision. */
+static void release_range(cpu_engine *c, size_t a, size_t b) {
+    release_bytes(c->base.m->params + a, c->base.m->params + b);
+    if (c->wbf16) release_bytes(c->wbf16 + a, c->wbf16 + b);
+}
+
 /* Hands the pages of the other ranks' slices back to the OS (they read as zeros
  * until the next gather). */
 static void release_others(cpu_engine *c) {
     tl_engine *e = &c->base;
-    release_range(e->m->params, e->m->params + e->lo);
-    release_range(e->m->params + e->hi, e->m->params + e->m->n_params);
+    release_range(c, 0, e->lo);
+    release_range(c, e->hi, e->m->n_params);
     c->params_full = 0;
+    c->bf16_stale = 1; /* the whole copy is rounded again once the block is whole */
 }
 
 /* model.h's params hook: each unit (embedding, layer, head) is gathered just before
  * the forward or backward reads it and its other ranks' pages released right after,
- * so a rank holds its own slice plus about one unit.  No-op while the whole block is
- * current (evaluation, checkpoints). */
+ * so a rank holds its own slice plus about one unit.  In bf16 mixed precision the
+ * unit's bf16 copy is rounded from the gathered fp32 weights there too (the same
+ * bits as rounding the whole block: rounding is per element).  No-op while the
+ * whole block is current (evaluation, checkpoints). */
 static int params_hook(void *user, int unit, tl_params_event ev, tl_error *err) {
     cpu_engine *c = user;
     tl_engine *e = &c->base;
     if (c->params_full) return 0;
     size_t a, b;
     tl_model_unit_range(e->m, unit, &a, &b);
-    if (ev == TL_PARAMS_ACQUIRE)
-        return tl_comm_allgather_range_f32(c->comm, e->m->params, e->m->n_params, TL_SHARD_ALIGN, a, b, err);
-    float *p = e->m->params;
-    if (a < e->lo) release_range(p + a, p + (b < e->lo ? b : e->lo));
-    if (b > e->hi) release_range(p + (a > e->hi ? a : e->hi), p + b);
+    if (ev == TL_PARAMS_ACQUIRE) {
+        if (tl_comm_allgather_range_f32(c->comm, e->m->params, e->m->n_params, TL_SHARD_ALIGN, a, b, err)) return -1;
+        if (c->wbf16) tl_round_bf16(e->m->params + a, b - a, c->wbf16 + a);
+        return 0;
+    }
+    if (a < e->lo) release_range(c, a, b < e->lo ? b : e->lo);
+    if (b > e->hi) release_range(c, a > e->hi ? a : e->hi, b);
     return 0;
 }
 
@@ -95,9 +107,11 @@ static int cpu_release(tl_engine *e, tl_error *err) {
 /* ---- the step ---- */
 
 /* The bf16 copy made current before a pass reads it (the parameters may have
- * been set after the engine was made: initialisation, --init, a resume). */
+ * been set after the engine was made: initialisation, --init, a resume).  At
+ * stage 3 with the block sharded the params hook rounds each unit as it is
+ * gathered instead. */
 static void bf16_refresh(cpu_engine *c) {
-    if (!c->wbf16 || !c->bf16_stale) return;
+    if (!c->wbf16 || !c->bf16_stale || !c->params_full) return;
     tl_round_bf16(c->base.m->params, c->base.m->n_params, c->wbf16);
     c->base.m->params_bf16 = c->wbf16;
     c->bf16_stale = 0;
@@ -125,10 +139,12 @@ static int cpu_fb_rows(tl_engine *e, const int *in, const int *tg, const float *
     cpu_engine *c = (cpu_engine *)e;
     if (c->gs) tl_grad_shard_next(c->gs, c->first);
     c->first = 0;
+    bf16_refresh(c);
     return tl_model_forward_backward_rows(e->m, c->acts, c->grads, in, tg, w, loss, err);
 }
 
 static int cpu_row_losses(tl_engine *e, const int *in, const int *tg, float *row_loss, tl_error *err) {
+    bf16_refresh((cpu_engine *)e);
     return tl_model_row_losses(e->m, ((cpu_engine *)e)->acts, in, tg, row_loss, err);
 }
 
@@ -281,15 +297,12 @@ tl_engine *tl_engine_cpu_create(tl_model *m, float *opt_m, float *opt_v, int B, 
         goto fail;
     }
     if (eo && eo->bf16) {
-        if (c->sharded && e->zero == 3) { /* the copy would need gathering per unit too */
-            tl_fail(err, "bf16 precision on the CPU does not support ZeRO stage 3 (use stages 0-2 or fp32)");
-            goto fail;
-        }
         if (!(c->wbf16 = tl_alloc(n * sizeof(uint16_t)))) {
             tl_fail(err, "out of memory allocating the bf16 copy of %zu parameters", n);
             goto fail;
         }
         c->bf16_stale = 1;
+        m->params_bf16 = c->wbf16; /* stage 3 fills it unit by unit */
     }
     if (c->sharded && e->zero == 3) {
         m->params_hook = params_hook;
