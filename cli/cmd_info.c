@@ -96,6 +96,9 @@ static int cpu_info(void) {
                        : b == TL_GEMM_BF16_ONEDNN ? "AVX512-BF16 or AMX-BF16: oneDNN's bf16 matmul"
                                                   : "no bf16 instructions: bf16 products emulated, no speed-up";
     printf("bf16 gemm backend: %s (%s)\n", tl_gemm_bf16_name(b), bwhy);
+    /* set by main.c unless the user set either */
+    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    printf("openmp wait: OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s\n", policy ? policy : "(unset)", spin ? spin : "(unset)");
     return 0;
 }
 
