@@ -2,13 +2,16 @@
 # Speed on a shared machine: training steps (tinyllama bench, llama-24m 4x64) and a
 # prompt pass + decode (tinyllama generate on a random tinyllama-120m checkpoint) with
 # every thread count, on an idle machine and beside one busy process (`yes`), and the
-# thread count the default picks in each case (src/core/threads.c).  Rounds alternate the
-# cases so drifts in the host's speed hit all of them alike.
-#   scripts/bench_threads.sh [ROUNDS]      (default 3; prints medians)
+# thread count the default picks in each case (src/core/threads.c), under each OpenMP spin
+# count in SPINS (GOMP_SPINCOUNT; default "300000 10000 0": libgomp's own default, the
+# program's, and sleeping at once; cli/main.c).  Rounds alternate the cases so drifts in
+# the host's speed hit all of them alike.
+#   [SPINS="..."] scripts/bench_threads.sh [ROUNDS]      (default 3; prints medians)
 set -eu
 cd "$(dirname "$0")/.."
 make -j"$(nproc)" >/dev/null
 rounds=${1:-3}
+spins=${SPINS:-300000 10000 0}
 B=./build/tinyllama
 W=$(mktemp -d /tmp/tl_bthreads.XXXXXX)
 busy_pid=""
@@ -25,10 +28,10 @@ $B train --quiet --preset tinyllama-120m --tokenizer "$TOK" --data "$W/d" --step
 M="$W/r/step-00000001"
 prompt=$(head -c 2000 ../shared/corpora/botchan.txt | tr '\n' ' ')
 
-train_tps() { $B bench --preset llama-24m --batch 4 --seq-len 64 --steps 6 --threads "$1" 2>/dev/null |
+train_tps() { GOMP_SPINCOUNT=$spin $B bench --preset llama-24m --batch 4 --seq-len 64 --steps 6 --threads "$1" 2>/dev/null |
     grep RESULT | tr ' ' '\n' | grep '^tokens_per_s=' | cut -d= -f2; }
 # generate --stats prints the prompt and decode rates
-gen_stats() { $B generate --model "$M" --max-tokens 24 --threads "$1" --stats "$prompt" 2>&1 >/dev/null; }
+gen_stats() { GOMP_SPINCOUNT=$spin $B generate --model "$M" --max-tokens 24 --threads "$1" --stats "$prompt" 2>&1 >/dev/null; }
 auto_threads() { $B generate --model "$M" --max-tokens 1 "x" 2>&1 >/dev/null |
     grep -o '[0-9]* of [0-9]* threads' | cut -d' ' -f1; }
 
@@ -38,21 +41,27 @@ for r in $(seq 1 "$rounds"); do
         [ "$load" = busy ] && { yes >/dev/null & busy_pid=$!; sleep 0.5; }
         a=$(auto_threads)
         res[$load,auto]+="${a:-$ncpu} "
-        for t in $(seq 1 "$ncpu"); do
-            res[$load,train,$t]+="$(train_tps "$t") "
-            s=$(gen_stats "$t")
-            res[$load,prompt,$t]+="$(printf '%s\n' "$s" | grep -o 'prompt: [^|]*' | grep -o '[0-9.]* tokens/s' | cut -d' ' -f1) "
-            res[$load,decode,$t]+="$(printf '%s\n' "$s" | grep -o 'generated: [^|]*' | grep -o '[0-9.]* tokens/s' | cut -d' ' -f1) "
+        for spin in $spins; do
+            for t in $(seq 1 "$ncpu"); do
+                k=$load,$spin,$t
+                res[$k,train]+="$(train_tps "$t") "
+                s=$(gen_stats "$t")
+                res[$k,prompt]+="$(printf '%s\n' "$s" | grep -o 'prompt: [^|]*' | grep -o '[0-9.]* tokens/s' | cut -d' ' -f1) "
+                res[$k,decode]+="$(printf '%s\n' "$s" | grep -o 'generated: [^|]*' | grep -o '[0-9.]* tokens/s' | cut -d' ' -f1) "
+            done
         done
         stop_busy
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
-printf '\n%-6s %-8s %s\n' load threads "train tok/s | prompt tok/s | decode tok/s (medians of $rounds)"
+printf '\n%-6s %-8s %-8s %s\n' load spin threads "train tok/s | prompt tok/s | decode tok/s (medians of $rounds)"
 for load in idle busy; do
-    for t in $(seq 1 "$ncpu"); do
-        printf '%-6s %-8s %s | %s | %s\n' "$load" "$t" "$(echo "${res[$load,train,$t]}" | median)" \
-            "$(echo "${res[$load,prompt,$t]}" | median)" "$(echo "${res[$load,decode,$t]}" | median)"
+    for spin in $spins; do
+        for t in $(seq 1 "$ncpu"); do
+            k=$load,$spin,$t
+            printf '%-6s %-8s %-8s %s | %s | %s\n' "$load" "$spin" "$t" "$(echo "${res[$k,train]}" | median)" \
+                "$(echo "${res[$k,prompt]}" | median)" "$(echo "${res[$k,decode]}" | median)"
+        done
     done
     echo "$load: the default picked $(echo "${res[$load,auto]}" | median) thread(s)"
 done
