@@ -117,8 +117,8 @@ def torch_bf16_matmul_peak():
     return round(best, 1)
 
 
-def torch_run(n_prompt, n_gen):
-    model = LlamaForCausalLM.from_pretrained(a.dir, dtype=torch.bfloat16).eval()
+def torch_run(n_prompt, n_gen, dtype=torch.bfloat16):
+    model = LlamaForCausalLM.from_pretrained(a.dir, dtype=dtype).eval()
     ids = torch.tensor([[1] + [3 + (i * 7919) % 31000 for i in range(n_prompt - 1)]])
     best_p = best_g = 0.0
     with torch.inference_mode():
@@ -193,6 +193,10 @@ if bf16k != "none":
 if not a.no_torch:
     tp, tg = torch_run(8, a.gen)
     tpp, _ = torch_run(a.prompt, 2)
+    # the exact path's peer: PyTorch with the weights widened to fp32 (fp32 products)
+    tpp32, _ = torch_run(a.prompt, 2, torch.float32)
+    res.update({"torch_fp32_prompt_tokens_per_s": round(tpp32, 1),
+                "prompt_ratio_vs_torch_fp32": round(our_pre / tpp32, 2)})
     res.update({"torch": torch.__version__, "torch_decode_tokens_per_s": round(tg, 2),
                 "torch_prompt_tokens_per_s": round(tpp, 1),
                 "decode_ratio_vs_torch": round(our_dec / tg, 2), "prompt_ratio_vs_torch": round(our_pre / tpp, 2),
@@ -223,7 +227,8 @@ line = (f"prompt ({a.prompt} tokens, kernel {res['kernel_resolved']}): {res['our
 if sgemm_pre:
     line += f" (the sgemm path, --kernel avx512: {res['sgemm_path_prompt_tokens_per_s']} tok/s)"
 if "torch_prompt_tokens_per_s" in res:
-    line += f"; PyTorch {res['torch_prompt_tokens_per_s']} tok/s -> {res['prompt_ratio_vs_torch']}x"
+    line += (f"; PyTorch {res['torch_prompt_tokens_per_s']} tok/s (bf16) -> {res['prompt_ratio_vs_torch']}x, "
+             f"PyTorch fp32 {res['torch_fp32_prompt_tokens_per_s']} tok/s -> {res['prompt_ratio_vs_torch_fp32']}x")
 print(line)
 if bf16k != "none":
     line = (f"--kernel {bf16k} (activations rounded to bf16, as PyTorch's bf16 does): prompt "
