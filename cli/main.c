@@ -1,11 +1,10 @@
 /* main.c - `tinyllama <command> [options]`: dispatches to cli/cmd_*.c. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "gemm.h"
+#include "threads.h"
 
 typedef struct {
     const char *name;
@@ -40,28 +39,8 @@ static void usage(FILE *f) {
     fprintf(f, "\n`tinyllama <command> --help` describes each command's options.\n");
 }
 
-/* How long an OpenMP thread that reaches a barrier first spins before it sleeps
- * (libgomp's GOMP_SPINCOUNT).  libgomp's default, 300,000 spins, assumes every
- * thread has a core of its own: when another process holds one of them, the
- * threads that arrived first burn their cores spinning while the late one waits
- * for CPU time, at every barrier (the batched decode of 80 tokens took 29 s
- * instead of 0.78 s, docs/benchmarks.md "Threads on a shared machine").  A short
- * spin keeps the idle machine's speed and sleeps soon on a shared one. */
-#define SPIN_COUNT "10000"
-
-/* libgomp reads its wait policy once, when it loads, before main runs: set it
- * and run this program again, unless the user chose one (OMP_WAIT_POLICY or
- * GOMP_SPINCOUNT set, which the second run also sees).  If the exec fails the
- * program carries on with libgomp's default. */
-static void openmp_wait_policy(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("GOMP_SPINCOUNT", SPIN_COUNT, 1)) return;
-    execv("/proc/self/exe", argv);
-    unsetenv("GOMP_SPINCOUNT");
-}
-
 int main(int argc, char **argv) {
-    openmp_wait_policy(argv);
+    tl_threads_wait_policy(argv); /* first: it may run the program again */
     if (argc < 2) {
         usage(stderr);
         return 2;

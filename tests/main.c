@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 
 #include "common.h"
+#include "threads.h"
 #include "tokenizer.h"
 
 #include <stdio.h>
@@ -177,6 +178,7 @@ void tl_test_buf_put(tl_test_buf *b, const void *data, size_t n) {
 }
 
 int main(int argc, char **argv) {
+    tl_threads_wait_policy(argv); /* as the program does: a short OpenMP spin */
     const char *filter = argc > 1 ? argv[1] : NULL;
     int passed = 0, failed = 0;
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {

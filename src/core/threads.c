@@ -4,6 +4,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,4 +70,11 @@ int tl_threads_default(double seconds, double *busy) {
     double others = tl_cpu_busy_cores(&a, &b);
     if (busy) *busy = others;
     return tl_threads_for_load(usable, others);
+}
+
+void tl_threads_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", TL_OMP_SPIN_COUNT, 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GOMP_SPINCOUNT");
 }

@@ -30,4 +30,22 @@ int tl_cpus_usable(void);
  * (may be NULL) gets the cores that others kept busy (-1 if unknown). */
 int tl_threads_default(double seconds, double *busy);
 
+/* OpenMP threads that reach a barrier first spin this many times before they
+ * sleep (libgomp's GOMP_SPINCOUNT).  libgomp's default, 300,000, assumes every
+ * thread has a core of its own: when another process holds one of them, the
+ * threads that arrived first burn their cores spinning while the late one waits
+ * for CPU time, at every barrier (measured: a unit test's batched decode 49 s
+ * instead of 4.6 s beside other jobs; docs/benchmarks.md "Threads on a shared
+ * machine").  A short spin keeps an idle machine's speed and sleeps soon on a
+ * shared one. */
+#define TL_OMP_SPIN_COUNT "10000"
+
+/* libgomp reads its wait policy once, when it loads, before main runs: so a
+ * program's main calls this first.  Unless the user chose a policy
+ * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set, which the second run also sees), it
+ * sets GOMP_SPINCOUNT to TL_OMP_SPIN_COUNT and runs the program again (execv of
+ * /proc/self/exe with the same argv); it returns only where that is not needed
+ * or the exec failed (the program then carries on with libgomp's default). */
+void tl_threads_wait_policy(char **argv);
+
 #endif
