@@ -580,6 +580,77 @@ static void test_infer_sampler_filters(tl_test_ctx *t) {
     CHECK(tl_sampler_check_opts(&o, &err) != 0);
 }
 
+/* Top-p and min-p on a 32,000-token vocabulary (the sampler sorts only the head of
+ * the ranking) against the definition: every candidate ranked by a full sort
+ * (qsort, descending probability, ties by id), the smallest prefix whose mass
+ * reaches top_p, then min_p of the most likely, renormalised.  Flat, peaked and
+ * tied logits; kept sets must be equal and probabilities within 1e-6. */
+static const double *ref_p;
+static int ref_rank(const void *a, const void *b) {
+    const int i = *(const int *)a, j = *(const int *)b;
+    if (ref_p[i] != ref_p[j]) return ref_p[i] > ref_p[j] ? -1 : 1;
+    return i - j;
+}
+static void test_infer_sampler_head(tl_test_ctx *t) {
+    enum { V = 32000 };
+    float *lg = malloc(sizeof(float) * V), *lg2 = malloc(sizeof(float) * V), *probs = malloc(sizeof(float) * V);
+    double *p = malloc(sizeof(double) * V);
+    int *idx = malloc(sizeof(int) * V);
+    tl_rng r;
+    tl_rng_seed(&r, 29);
+    static const float tops[] = {1.0f, 0.95f, 0.5f, 0.999f, 0.9f};
+    static const float mins[] = {0.05f, 0.0f, 0.0f, 0.0f, 0.2f};
+    static const float scales[] = {0.3f, 2.0f, 8.0f}; /* flat .. peaked */
+    for (int sc = 0; sc < 3; sc++)
+        for (int c = 0; c < 5; c++) {
+            for (int i = 0; i < V; i++) /* quantised to 1/8: many ties */
+                lg[i] = roundf((float)tl_rng_normal(&r) * scales[sc] * 8.0f) / 8.0f;
+            memcpy(lg2, lg, sizeof(float) * V);
+            tl_sampler s;
+            tl_sampler_opts o;
+            tl_error err;
+            tl_sampler_default_opts(&o);
+            o.temperature = 0.8f;
+            o.top_p = tops[c];
+            o.min_p = mins[c];
+            CHECK(tl_sampler_init(&s, &o, V, 1, &err) == 0);
+            tl_sampler_probs(&s, lg2, NULL, 0, probs);
+            tl_sampler_free(&s);
+            /* the definition, in double */
+            double mx = -INFINITY, kept = 0;
+            for (int i = 0; i < V; i++) mx = fmax(mx, (double)(lg[i] * (1.0f / 0.8f)));
+            for (int i = 0; i < V; i++) p[i] = exp((double)(lg[i] * (1.0f / 0.8f)) - mx), idx[i] = i, kept += p[i];
+            ref_p = p;
+            qsort(idx, V, sizeof(int), ref_rank);
+            int n = V;
+            if (o.top_p < 1.0f) {
+                double acc = 0;
+                n = 0;
+                while (n < V && acc < o.top_p * kept) acc += p[idx[n++]];
+            }
+            int k = 1;
+            while (k < n && p[idx[k]] >= o.min_p * p[idx[0]]) k++;
+            if (o.min_p > 0.0f) n = k;
+            double tot = 0, worst = 0;
+            for (int i = 0; i < n; i++) tot += p[idx[i]];
+            int kept_ok = 1;
+            char *in = calloc(V, 1);
+            for (int i = 0; i < n; i++) in[idx[i]] = 1;
+            for (int i = 0; i < V; i++) {
+                kept_ok &= (probs[i] > 0.0f) == (in[i] != 0);
+                if (in[i]) worst = fmax(worst, fabs(probs[i] - p[i] / tot));
+            }
+            free(in);
+            CHECK_MSG(kept_ok && worst < 1e-6, "scale %g top_p %g min_p %g: %d kept by the definition, sets %s, "
+                      "worst prob diff %.3g", scales[sc], o.top_p, o.min_p, n, kept_ok ? "equal" : "differ", worst);
+        }
+    free(lg);
+    free(lg2);
+    free(probs);
+    free(p);
+    free(idx);
+}
+
 static void test_infer_sampler_seeded(tl_test_ctx *t) {
     enum { V = 50, N = 4000 };
     float base[V], lg[V];
@@ -805,6 +876,7 @@ const tl_test tests_infer[] = {
     {"infer_amx_attention", test_infer_amx_attention},
     {"infer_sampler_filters", test_infer_sampler_filters},
     {"infer_sampler_seeded", test_infer_sampler_seeded},
+    {"infer_sampler_head", test_infer_sampler_head},
     {"infer_bad_files", test_infer_bad_files},
     {"infer_directory", test_infer_directory},
     {NULL, NULL},
