@@ -17,9 +17,8 @@ gcc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o "$MEMBW"
 BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
 gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
     -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
-# OpenMP's wait policy is left at the runtime's default (spin briefly, then sleep),
-# which decode needs: ~150 parallel regions per token, and waking sleeping
-# threads for each cost 25-30% of decode speed here.  On a machine busy with
-# other work, OMP_WAIT_POLICY=passive is kinder (set it in the environment; it
-# applies to both programs).
+# OpenMP's wait policy: tinyllama sets a short spin (GOMP_SPINCOUNT=10000, src/core/threads.h)
+# unless the environment chooses one; decode needs some spin (~150 parallel regions per
+# token: sleeping at once, OMP_WAIT_POLICY=passive, cost 25-30% of decode speed here).
+# A policy set in the environment applies to both programs.
 python3 scripts/bench_infer.py --bin ./build/tinyllama --membw "$MEMBW" --sgemm "$SGEMM" "$@"
