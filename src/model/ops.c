@@ -31,7 +31,10 @@ void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
 }
 
 void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int D, float eps) {
-#pragma omp parallel for schedule(static)
+    /* one row (a decode step) is a microsecond of work: a parallel region
+     * would cost as much, and on a busy machine far more (every region waits
+     * for all its threads to be scheduled) */
+#pragma omp parallel for schedule(static) if (N > 1)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * D;
         float *yr = y + (size_t)n * D;
@@ -93,7 +96,7 @@ void tl_rope_tables(float *cos_t, float *sin_t, int max_pos, int head_dim, float
 static void rope_apply(float *x, const float *cos_t, const float *sin_t, int N, int T, int pos0,
                        int n_heads, int head_dim, float sign) {
     int half = head_dim / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 1) /* one token: as for rmsnorm */
     for (int n = 0; n < N; n++) {
         int pos = pos0 + n % T;
         const float *c = cos_t + (size_t)pos * half, *s = sin_t + (size_t)pos * half;
@@ -125,7 +128,7 @@ enum { EW_BLOCK = 4096 };
 
 void tl_swiglu_forward(float *h, const float *g, const float *u, size_t n) {
     const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb > 2) /* a decode step's few microseconds: as for rmsnorm */
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
         tl_vec_swiglu_forward(h + lo, g + lo, u + lo, len);
