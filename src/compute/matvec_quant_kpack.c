@@ -158,7 +158,7 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 144) {
-        for (int l = 0; l < 16 * 144; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
         const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
                       u2 = _mm512_loadu_si512((const void *)(b + 192));
         const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
@@ -192,6 +192,7 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
             __m512i s0[4], s1[4];
             for (int t = 0; t < NT; t++) s0[t] = s1[t] = _mm512_setzero_si512();
             for (int c = 0; c < 8; c++) {
+                _mm_prefetch((const char *)qp + KPF + 64 * c, _MM_HINT_T0);
                 const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
                 const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
                 for (int t = 0; t < NT; t++) {
@@ -225,12 +226,15 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 210) {
-        for (int l = 0; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        for (int l = 3072; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
         __m512i isum[4];
         for (int t = 0; t < NT; t++) isum[t] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
             __m512i qh[8];
-            for (int c = 0; c < 8; c++) qh[c] = _mm512_loadu_si512((const void *)(b + 2048 + 64 * (8 * h + c)));
+            for (int c = 0; c < 8; c++) {
+                _mm_prefetch((const char *)b + KPF + 2048 + 64 * (8 * h + c), _MM_HINT_T0);
+                qh[c] = _mm512_loadu_si512((const void *)(b + 2048 + 64 * (8 * h + c)));
+            }
             for (int r = 0; r < 4; r++)
                 for (int gg = 0; gg < 2; gg++) {
                     const int grp = 8 * h + 2 * r + gg;
@@ -241,6 +245,7 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
                         s[t] = _mm512_set1_epi32(-32 * bs[grp]);
                     }
                     for (int c = 4 * gg; c < 4 * gg + 4; c++) {
+                        if (r < 2) _mm_prefetch((const char *)b + KPF + 64 * (16 * h + 8 * (r & 1) + c), _MM_HINT_T0);
                         __m512i l = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 * (r & 1) + c)));
                         if (r >= 2) l = _mm512_srli_epi16(l, 4);
                         const __m512i hb = r == 0   ? _mm512_slli_epi16(qh[c], 4)
