@@ -26,21 +26,24 @@ int tl_kq_packable(const tl_wmat *W) {
 
 static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
 
-/* the unit that byte o of a block moves in: 2 for the f16 scales, else 4 */
-static size_t kq_unit(uint32_t t, size_t o) { return (t == TL_GGML_Q4_K ? o < 4 : o >= 208) ? 2 : 4; }
-
 /* one block moved between the file (f) and row r's place in a group's
- * super-block (g), either way */
+ * super-block (g), either way: the f16 scales in 2-byte units, the rest in
+ * 4-byte ones (the prompt pass's tiles put 16 rows back per row tile) */
 static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
-    const size_t bb = kq_block(t);
-    for (size_t o = 0, u; o < bb; o += u) {
-        u = kq_unit(t, o);
-        uint8_t *p = g + 16 * o + (size_t)r * u;
+    const int q4 = t == TL_GGML_Q4_K;
+    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 0, qe = q4 ? 144 : 208;
+    for (size_t o = fo; o < fe; o += 2) {
+        uint8_t *p = g + 16 * o + 2 * (size_t)r;
         if (to_file)
-            memcpy(f + o, p, u);
+            memcpy(f + o, p, 2);
         else
-            memcpy(p, f + o, u);
+            memcpy(p, f + o, 2);
     }
+    g += 4 * (size_t)r;
+    if (to_file)
+        for (size_t o = qo; o < qe; o += 4) memcpy(f + o, g + 16 * o, 4);
+    else
+        for (size_t o = qo; o < qe; o += 4) memcpy(g + 16 * o, f + o, 4);
 }
 
 void tl_kq_pack(const tl_wmat *W, void *dst) {
