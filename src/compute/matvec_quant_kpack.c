@@ -26,12 +26,25 @@ int tl_kq_packable(const tl_wmat *W) {
 
 static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
 
+/* the 6-bit value of element e of a Q6_K block (quant.c's layout) */
+static inline int q6_get(const uint8_t *f, int e) {
+    const int h = e / 128, r = e % 128 / 32, i = e % 32;
+    return (f[64 * h + 32 * (r & 1) + i] >> 4 * (r >> 1) & 15) | (f[128 + 32 * h + i] >> 2 * r & 3) << 4;
+}
+
+/* Where Q6_K's repacked quants go: per half h and 4-element chunk c, three
+ * lines (16 rows x 4 bytes each), byte j of line 3 (8 h + c) + l holding the
+ * 6-bit value of run l (elements 128 h + 32 l + 4 c + j) in its low bits and
+ * two bits of run 3's in its top two (bits 2l, 2l + 1 of it), so runs 0-2
+ * take one and each and run 3 a few shifts, with no other bit-fiddling. */
+static inline size_t q6_line(int e) { return 64 * (size_t)(3 * (8 * (e / 128) + e % 32 / 4)); }
+
 /* one block moved between the file (f) and row r's place in a group's
  * super-block (g), either way: the f16 scales in 2-byte units, the rest in
- * 4-byte ones (the prompt pass's tiles put 16 rows back per row tile) */
+ * 4-byte ones (Q6_K's quants as above) */
 static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
     const int q4 = t == TL_GGML_Q4_K;
-    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 0, qe = q4 ? 144 : 208;
+    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 192, qe = q4 ? 144 : 208;
     for (size_t o = fo; o < fe; o += 2) {
         uint8_t *p = g + 16 * o + 2 * (size_t)r;
         if (to_file)
@@ -39,11 +52,25 @@ static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
         else
             memcpy(p, f + o, 2);
     }
-    g += 4 * (size_t)r;
+    uint8_t *g4 = g + 4 * (size_t)r;
     if (to_file)
-        for (size_t o = qo; o < qe; o += 4) memcpy(f + o, g + 16 * o, 4);
+        for (size_t o = qo; o < qe; o += 4) memcpy(f + o, g4 + 16 * o, 4);
     else
-        for (size_t o = qo; o < qe; o += 4) memcpy(g + 16 * o, f + o, 4);
+        for (size_t o = qo; o < qe; o += 4) memcpy(g4 + 16 * o, f + o, 4);
+    if (q4) return;
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 32; i++) {
+            uint8_t *p = g4 + q6_line(128 * h + i) + i % 4; /* run l's byte: p + 64 l */
+            if (to_file) {
+                const int v[4] = {p[0] & 63, p[64] & 63, p[128] & 63, p[0] >> 6 | (p[64] >> 6) << 2 | (p[128] >> 6) << 4};
+                f[64 * h + i] = (uint8_t)((v[0] & 15) | (v[2] & 15) << 4);
+                f[64 * h + 32 + i] = (uint8_t)((v[1] & 15) | (v[3] & 15) << 4);
+                f[128 + 32 * h + i] = (uint8_t)(v[0] >> 4 | (v[1] >> 4) << 2 | (v[2] >> 4) << 4 | (v[3] >> 4) << 6);
+            } else {
+                const int v3 = q6_get(f, 128 * h + 96 + i);
+                for (int l = 0; l < 3; l++) p[64 * l] = (uint8_t)(q6_get(f, 128 * h + 32 * l + i) | (v3 >> 2 * l & 3) << 6);
+            }
+        }
 }
 
 void tl_kq_pack(const tl_wmat *W, void *dst) {
@@ -123,9 +150,9 @@ static void c_q6_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
                     const int h = grp / 8, rr = (grp / 2) % 4;
                     int sum = 0;
                     for (int i = 16 * (grp % 2); i < 16 * (grp % 2) + 16; i++) {
-                        const int lo = at4(g, r, 64 * h + 32 * (rr & 1) + i) >> 4 * (rr >> 1) & 15,
-                                  hi = at4(g, r, 128 + 32 * h + i) >> 2 * rr & 3;
-                        sum += (lo | hi << 4) * q[256 * k + 128 * h + 32 * rr + i];
+                        const uint8_t *p = g + q6_line(128 * h + i) + 4 * r + i % 4;
+                        const int v = rr < 3 ? p[64 * rr] & 63 : p[0] >> 6 | (p[64] >> 6) << 2 | (p[128] >> 6) << 4;
+                        sum += v * q[256 * k + 128 * h + 32 * rr + i];
                     }
                     isum += (int8_t)at4(g, r, 192 + grp) * (sum - 32 * bs[16 * k + grp]);
                 }
@@ -220,52 +247,50 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
-/* Q6_K: per group of 16 elements four vpdpbusd on the 6-bit weights (the
- * low nibble and the two high bits joined by one vpternlogd), the sum
- * started at -32 times x's sum there, times the signed scale (vpmulld). */
+/* Q6_K: per 4-element chunk of the four runs of a half, three lines: runs
+ * 0-2 one and each, run 3 from their top bits by three shifts and two
+ * vpternlogd selects; per group of 16 elements four vpdpbusd, the sum started
+ * at -32 times x's sum there, times the signed scale (vpmulld). */
 __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
                                                                        int n, float *out, size_t os, const int NT) {
-    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i m63 = _mm512_set1_epi8(63), m03 = _mm512_set1_epi8(3), m0f = _mm512_set1_epi8(15),
+                  mc0 = _mm512_set1_epi8((char)0xc0);
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 210) {
         for (int l = 3072; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
         __m512i isum[4];
         for (int t = 0; t < NT; t++) isum[t] = _mm512_setzero_si512();
-        for (int h = 0; h < 2; h++) {
-            __m512i qh[8];
-            for (int c = 0; c < 8; c++) {
-                _mm_prefetch((const char *)b + KPF + 2048 + 64 * (8 * h + c), _MM_HINT_T0);
-                qh[c] = _mm512_loadu_si512((const void *)(b + 2048 + 64 * (8 * h + c)));
-            }
-            for (int r = 0; r < 4; r++)
-                for (int gg = 0; gg < 2; gg++) {
-                    const int grp = 8 * h + 2 * r + gg;
-                    __m512i s[4];
+        for (int h = 0; h < 2; h++)
+            for (int gg = 0; gg < 2; gg++) { /* chunks 4 gg .. 4 gg + 3: group 8 h + 2 l + gg of run l */
+                __m512i s[4][4];
+                for (int t = 0; t < NT; t++) {
+                    const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+                    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+                    for (int l = 0; l < 4; l++) s[t][l] = _mm512_set1_epi32(-32 * bs[8 * h + 2 * l + gg]);
+                }
+                for (int c = 4 * gg; c < 4 * gg + 4; c++) {
+                    const uint8_t *p = b + 192 * (8 * h + c);
+                    for (int l = 0; l < 3; l++) _mm_prefetch((const char *)p + KPF + 64 * l, _MM_HINT_T0);
+                    const __m512i p0 = _mm512_loadu_si512((const void *)p), p1 = _mm512_loadu_si512((const void *)(p + 64)),
+                                  p2 = _mm512_loadu_si512((const void *)(p + 128));
+                    /* run 3: bits 0-1 from p0's top bits, 2-3 from p1's, 4-5 from p2's (select: c ? a : b) */
+                    const __m512i t01 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(p0, 6), _mm512_srli_epi16(p1, 4), m03, 0xE4);
+                    const __m512i w[4] = {_mm512_and_si512(p0, m63), _mm512_and_si512(p1, m63), _mm512_and_si512(p2, m63),
+                                          _mm512_ternarylogic_epi32(t01, _mm512_srli_epi16(_mm512_and_si512(p2, mc0), 2), m0f, 0xE4)};
                     for (int t = 0; t < NT; t++) {
-                        const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
-                        const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-                        s[t] = _mm512_set1_epi32(-32 * bs[grp]);
+                        const uint8_t *x = xq + (size_t)t * xs + 256 * k + 128 * h + 4 * c;
+                        for (int l = 0; l < 4; l++) s[t][l] = _mm512_dpbusd_epi32(s[t][l], w[l], bcast4(x + 32 * l));
                     }
-                    for (int c = 4 * gg; c < 4 * gg + 4; c++) {
-                        if (r < 2) _mm_prefetch((const char *)b + KPF + 64 * (16 * h + 8 * (r & 1) + c), _MM_HINT_T0);
-                        __m512i l = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 * (r & 1) + c)));
-                        if (r >= 2) l = _mm512_srli_epi16(l, 4);
-                        const __m512i hb = r == 0   ? _mm512_slli_epi16(qh[c], 4)
-                                           : r == 1 ? _mm512_slli_epi16(qh[c], 2)
-                                           : r == 2 ? qh[c]
-                                                    : _mm512_srli_epi16(qh[c], 2);
-                        /* (l & 15) | (hb & 0x30) */
-                        const __m512i w = _mm512_ternarylogic_epi32(l, m4, _mm512_and_si512(hb, m30), 0xEA);
-                        for (int t = 0; t < NT; t++)
-                            s[t] = _mm512_dpbusd_epi32(s[t], w, bcast4(xq + (size_t)t * xs + 256 * k + 128 * h + 32 * r + 4 * c));
-                    }
+                }
+                for (int l = 0; l < 4; l++) {
+                    const int grp = 8 * h + 2 * l + gg;
                     const __m512i sc = _mm512_srai_epi32(
                         _mm512_slli_epi32(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (grp / 4))), 24 - 8 * (grp % 4)),
                         24);
-                    for (int t = 0; t < NT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s[t], sc));
+                    for (int t = 0; t < NT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s[t][l], sc));
                 }
-        }
+            }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16 * 208)));
         for (int t = 0; t < NT; t++) {
             const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);

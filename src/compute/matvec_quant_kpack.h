@@ -3,7 +3,7 @@
  * matvec_quant.h.  Internal to src/compute.
  *
  * Layout: 16 rows per group, one super-block (256 elements) of the 16 rows
- * after another, each the same bytes as the file's 16 blocks (so a repacked
+ * after another, each as many bytes as the file's 16 blocks (so a repacked
  * matrix has the file's size): every 4-byte unit at offset o of a row's block
  * (2-byte for the f16 scales) goes to 16 o + unit r, r the row in the group.
  * A 64-byte line then holds one unit of all 16 rows, so in the SIMD kernel
@@ -11,9 +11,13 @@
  * 16 rows and no horizontal sum is left, and the 6-bit scales and mins of
  * Q4_K are decoded for 16 rows by a few whole-register shifts and masks
  * (three lines per super-block: keeping the file's 12 bytes costs no extra
- * memory traffic, where bytes are what decode is bound by).
+ * memory traffic, where bytes are what decode is bound by).  Q6_K's quants
+ * are rearranged further (matvec_quant_kpack.c, q6_line): three of every four
+ * 6-bit values whole in a byte, the fourth in those bytes' top bits, which
+ * takes a third fewer instructions per weight than the file's nibble and
+ * 2-bit planes.
  *   Q4_K (144 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | quants, 32 lines
- *   Q6_K (210 bytes a row):  ql, 32 lines | qh, 16 lines | scales, 4 lines | d[16] f16
+ *   Q6_K (210 bytes a row):  quants, 48 lines | scales (int8), 4 lines | d[16] f16
  * Products give the bits of the file-order C kernel (tl_q8_dot with TL_Q8_C):
  * the same integer sums per super-block, then the same fp32 operations in the
  * same order, row by row. */
