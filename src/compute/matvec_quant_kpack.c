@@ -26,12 +26,6 @@ int tl_kq_packable(const tl_wmat *W) {
 
 static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
 
-/* the 6-bit value of element e of a Q6_K block (quant.c's layout) */
-static inline int q6_get(const uint8_t *f, int e) {
-    const int h = e / 128, r = e % 128 / 32, i = e % 32;
-    return (f[64 * h + 32 * (r & 1) + i] >> 4 * (r >> 1) & 15) | (f[128 + 32 * h + i] >> 2 * r & 3) << 4;
-}
-
 /* Where Q6_K's repacked quants go: per half h and 4-element chunk c, three
  * lines (16 rows x 4 bytes each), byte j of line 3 (8 h + c) + l holding the
  * 6-bit value of run l (elements 128 h + 32 l + 4 c + j) in its low bits and
@@ -58,17 +52,27 @@ static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
     else
         for (size_t o = qo; o < qe; o += 4) memcpy(g4 + 16 * o, f + o, 4);
     if (q4) return;
+    /* the quants four elements at a time, in 32-bit words (a byte per element) */
+    const uint32_t m2 = 0x03030303u, m4 = 0x0f0f0f0fu, m6 = 0x3f3f3f3fu;
     for (int h = 0; h < 2; h++)
-        for (int i = 0; i < 32; i++) {
-            uint8_t *p = g4 + q6_line(128 * h + i) + i % 4; /* run l's byte: p + 64 l */
+        for (int c = 0; c < 8; c++) {
+            uint8_t *p = g4 + q6_line(128 * h + 4 * c), *a = f + 64 * h + 4 * c, *b = a + 32, *q = f + 128 + 32 * h + 4 * c;
+            uint32_t v[4], w[3];
             if (to_file) {
-                const int v[4] = {p[0] & 63, p[64] & 63, p[128] & 63, p[0] >> 6 | (p[64] >> 6) << 2 | (p[128] >> 6) << 4};
-                f[64 * h + i] = (uint8_t)((v[0] & 15) | (v[2] & 15) << 4);
-                f[64 * h + 32 + i] = (uint8_t)((v[1] & 15) | (v[3] & 15) << 4);
-                f[128 + 32 * h + i] = (uint8_t)(v[0] >> 4 | (v[1] >> 4) << 2 | (v[2] >> 4) << 4 | (v[3] >> 4) << 6);
+                for (int l = 0; l < 3; l++) memcpy(&w[l], p + 64 * l, 4), v[l] = w[l] & m6;
+                v[3] = (w[0] >> 6 & m2) | (w[1] >> 4 & m2 << 2) | (w[2] >> 2 & m2 << 4);
+                const uint32_t A = (v[0] & m4) | (v[2] & m4) << 4, B = (v[1] & m4) | (v[3] & m4) << 4,
+                               Q = (v[0] >> 4 & m2) | (v[1] >> 4 & m2) << 2 | (v[2] >> 4 & m2) << 4 | (v[3] >> 4 & m2) << 6;
+                memcpy(a, &A, 4), memcpy(b, &B, 4), memcpy(q, &Q, 4);
             } else {
-                const int v3 = q6_get(f, 128 * h + 96 + i);
-                for (int l = 0; l < 3; l++) p[64 * l] = (uint8_t)(q6_get(f, 128 * h + 32 * l + i) | (v3 >> 2 * l & 3) << 6);
+                uint32_t A, B, Q;
+                memcpy(&A, a, 4), memcpy(&B, b, 4), memcpy(&Q, q, 4);
+                v[0] = (A & m4) | (Q & m2) << 4, v[1] = (B & m4) | (Q >> 2 & m2) << 4;
+                v[2] = (A >> 4 & m4) | (Q >> 4 & m2) << 4, v[3] = (B >> 4 & m4) | (Q >> 6 & m2) << 4;
+                for (int l = 0; l < 3; l++) {
+                    w[l] = v[l] | (v[3] >> 2 * l & m2) << 6;
+                    memcpy(p + 64 * l, &w[l], 4);
+                }
             }
         }
 }
