@@ -30,7 +30,7 @@ static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
  * lines (16 rows x 4 bytes each), byte j of line 3 (8 h + c) + l holding the
  * 6-bit value of run l (elements 128 h + 32 l + 4 c + j) in its low bits and
  * two bits of run 3's in its top two (bits 2l, 2l + 1 of it), so runs 0-2
- * take one and each and run 3 a few shifts, with no other bit-fiddling. */
+ * take one mask each and run 3 a few shifts, with no other bit-fiddling. */
 static inline size_t q6_line(int e) { return 64 * (size_t)(3 * (8 * (e / 128) + e % 32 / 4)); }
 
 /* one block moved between the file (f) and row r's place in a group's
