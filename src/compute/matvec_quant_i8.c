@@ -11,6 +11,7 @@
 #include "common.h"
 #include "gemm_quant.h"
 #include "matvec_quant_i8.h"
+#include "matvec_quant_kpack.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -244,6 +245,7 @@ static size_t pk_qbytes(uint32_t type) { return type == TL_GGML_Q4_0 ? 16 : 32; 
 static size_t pk_pair_bytes(uint32_t type) { return 64 + 2 * 16 * pk_qbytes(type); }
 
 int tl_q8_packable(const tl_wmat *W) {
+    if (tl_kq_type(W->quant)) return tl_kq_packable(W); /* Q4_K, Q6_K: matvec_quant_kpack.c */
     return (W->quant == TL_GGML_Q8_0 || W->quant == TL_GGML_Q4_0) && !W->packed && W->rows % 16 == 0 &&
            W->cols % 64 == 0 && W->cols <= 12288;
 }
@@ -281,6 +283,10 @@ static void pk_move(uint8_t *to, const uint8_t *from, int to_file, size_t sc, si
 }
 
 void tl_q8_pack(const tl_wmat *W, void *dst) {
+    if (tl_kq_type(W->quant)) {
+        tl_kq_pack(W, dst);
+        return;
+    }
     const uint32_t t = W->quant;
     const int nb = W->cols / 32;
     const size_t rb = tl_quant_row_bytes(t, W->cols), qb = pk_qbytes(t);
@@ -296,6 +302,10 @@ void tl_q8_pack(const tl_wmat *W, void *dst) {
 }
 
 void tl_q8_unpack_row(const tl_wmat *W, int r, void *dst) {
+    if (tl_kq_type(W->quant)) {
+        tl_kq_unpack_row(W, r, dst);
+        return;
+    }
     const uint32_t t = W->quant;
     const int nb = W->cols / 32;
     const size_t qb = pk_qbytes(t);
@@ -336,6 +346,10 @@ static void c_packed(uint32_t type, const uint8_t *b, const uint8_t *xq, size_t 
 
 static void packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *group, const uint8_t *xq, size_t xs, int nt, int n,
                        float *out, size_t os) {
+    if (tl_kq_type(type)) {
+        tl_kq_packed_dot(i, type, group, xq, xs, nt, n, out, os);
+        return;
+    }
     tl_q8_packed_fn f = NULL;
 #ifdef TL_X86
     if (i == TL_Q8_AVX512VNNI) f = tl_q8_avx512vnni_packed_fn(type);

@@ -1,0 +1,343 @@
+/* matvec_quant_kpack.c - Q4_K and Q6_K matrices repacked for decode
+ * (matvec_quant_kpack.h): the layout, a portable C kernel that reads it and
+ * an AVX512-VNNI kernel with the same bits. */
+#include "matvec_quant_kpack.h"
+
+#include <string.h>
+
+#include "quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TL_X86 1
+#include <immintrin.h>
+#endif
+
+/* the most columns a repacked matrix may have (as for Q8_0/Q4_0) */
+#define KQ_MAX_COLS 12288
+
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+int tl_kq_type(uint32_t t) { return t == TL_GGML_Q4_K || t == TL_GGML_Q6_K; }
+
+int tl_kq_packable(const tl_wmat *W) {
+    return tl_kq_type(W->quant) && !W->packed && W->rows % 16 == 0 && W->cols % 256 == 0 && W->cols > 0 &&
+           W->cols <= KQ_MAX_COLS;
+}
+
+static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
+
+/* Where Q6_K's repacked quants go: per half h and 4-element chunk c, three
+ * lines (16 rows x 4 bytes each), byte j of line 3 (8 h + c) + l holding the
+ * 6-bit value of run l (elements 128 h + 32 l + 4 c + j) in its low bits and
+ * two bits of run 3's in its top two (bits 2l, 2l + 1 of it), so runs 0-2
+ * take one mask each and run 3 a few shifts, with no other bit-fiddling. */
+static inline size_t q6_line(int e) { return 64 * (size_t)(3 * (8 * (e / 128) + e % 32 / 4)); }
+
+/* one block moved between the file (f) and row r's place in a group's
+ * super-block (g), either way: the f16 scales in 2-byte units, the rest in
+ * 4-byte ones (Q6_K's quants as above) */
+static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
+    const int q4 = t == TL_GGML_Q4_K;
+    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 192, qe = q4 ? 144 : 208;
+    for (size_t o = fo; o < fe; o += 2) {
+        uint8_t *p = g + 16 * o + 2 * (size_t)r;
+        if (to_file)
+            memcpy(f + o, p, 2);
+        else
+            memcpy(p, f + o, 2);
+    }
+    uint8_t *g4 = g + 4 * (size_t)r;
+    if (to_file)
+        for (size_t o = qo; o < qe; o += 4) memcpy(f + o, g4 + 16 * o, 4);
+    else
+        for (size_t o = qo; o < qe; o += 4) memcpy(g4 + 16 * o, f + o, 4);
+    if (q4) return;
+    /* the quants four elements at a time, in 32-bit words (a byte per element) */
+    const uint32_t m2 = 0x03030303u, m4 = 0x0f0f0f0fu, m6 = 0x3f3f3f3fu;
+    for (int h = 0; h < 2; h++)
+        for (int c = 0; c < 8; c++) {
+            uint8_t *p = g4 + q6_line(128 * h + 4 * c), *a = f + 64 * h + 4 * c, *b = a + 32, *q = f + 128 + 32 * h + 4 * c;
+            uint32_t v[4], w[3];
+            if (to_file) {
+                for (int l = 0; l < 3; l++) memcpy(&w[l], p + 64 * l, 4), v[l] = w[l] & m6;
+                v[3] = (w[0] >> 6 & m2) | (w[1] >> 4 & m2 << 2) | (w[2] >> 2 & m2 << 4);
+                const uint32_t A = (v[0] & m4) | (v[2] & m4) << 4, B = (v[1] & m4) | (v[3] & m4) << 4,
+                               Q = (v[0] >> 4 & m2) | (v[1] >> 4 & m2) << 2 | (v[2] >> 4 & m2) << 4 | (v[3] >> 4 & m2) << 6;
+                memcpy(a, &A, 4), memcpy(b, &B, 4), memcpy(q, &Q, 4);
+            } else {
+                uint32_t A, B, Q;
+                memcpy(&A, a, 4), memcpy(&B, b, 4), memcpy(&Q, q, 4);
+                v[0] = (A & m4) | (Q & m2) << 4, v[1] = (B & m4) | (Q >> 2 & m2) << 4;
+                v[2] = (A >> 4 & m4) | (Q >> 4 & m2) << 4, v[3] = (B >> 4 & m4) | (Q >> 6 & m2) << 4;
+                for (int l = 0; l < 3; l++) {
+                    w[l] = v[l] | (v[3] >> 2 * l & m2) << 6;
+                    memcpy(p + 64 * l, &w[l], 4);
+                }
+            }
+        }
+}
+
+void tl_kq_pack(const tl_wmat *W, void *dst) {
+    const uint32_t t = W->quant;
+    const int nb = W->cols / 256;
+    const size_t bb = kq_block(t), rb = (size_t)nb * bb;
+    const uint8_t *src = W->data;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < W->rows; r++)
+        for (int k = 0; k < nb; k++)
+            kq_move(t, (uint8_t *)(uintptr_t)(src + (size_t)r * rb + (size_t)k * bb),
+                    (uint8_t *)dst + (size_t)(r / 16) * 16 * rb + (size_t)k * 16 * bb, r % 16, 0);
+}
+
+void tl_kq_unpack_row(const tl_wmat *W, int r, void *dst) {
+    const uint32_t t = W->quant;
+    const int nb = W->cols / 256;
+    const size_t bb = kq_block(t), rb = (size_t)nb * bb;
+    const uint8_t *g = (const uint8_t *)W->data + (size_t)(r / 16) * 16 * rb;
+    for (int k = 0; k < nb; k++)
+        kq_move(t, (uint8_t *)dst + (size_t)k * bb, (uint8_t *)(uintptr_t)(g + (size_t)k * 16 * bb), r % 16, 1);
+}
+
+/* ------------------------------------------------------------ portable C */
+
+/* byte o of row r's block in a group's super-block g (4-byte units; the f16
+ * scales are read with their 2-byte units directly) */
+static inline uint8_t at4(const uint8_t *g, int r, int o) { return g[16 * (o & ~3) + 4 * r + (o & 3)]; }
+
+/* Q4_K, row by row as the file-order kernel: per super-block the integer sums
+ * isum = sum_j sc_j sum_i q x and msum = sum_j m_j sum_i x, then
+ * d_x (d isum - dmin msum). */
+static void c_q4_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out, size_t os) {
+    for (int t = 0; t < nt; t++) {
+        const int8_t *q = (const int8_t *)(xq + (size_t)t * xs);
+        const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+        const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256);
+        for (int r = 0; r < 16; r++) {
+            float acc = 0;
+            for (int k = 0; k < n / 256; k++) {
+                const uint8_t *g = b + (size_t)k * 16 * 144;
+                uint8_t s[12];
+                for (int i = 0; i < 12; i++) s[i] = at4(g, r, 4 + i);
+                int isum = 0, msum = 0;
+                for (int j = 0; j < 8; j++) {
+                    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4,
+                              mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+                    int sum = 0;
+                    for (int i = 0; i < 32; i++) {
+                        const int v = at4(g, r, 16 + 32 * (j / 2) + i);
+                        sum += (j & 1 ? v >> 4 : v & 15) * q[256 * k + 32 * j + i];
+                    }
+                    isum += sc * sum;
+                    msum += mn * (bs[16 * k + 2 * j] + bs[16 * k + 2 * j + 1]);
+                }
+                acc += xd[k] * (tl_f16_to_f32(ld16(g + 2 * r)) * (float)isum -
+                                tl_f16_to_f32(ld16(g + 32 + 2 * r)) * (float)msum);
+            }
+            out[(size_t)t * os + (size_t)r] = acc;
+        }
+    }
+}
+
+/* Q6_K, row by row as the file-order kernel: isum = sum_g sc_g (sum_i q x -
+ * 32 sum_i x) over the 16 groups of 16, then d_x (d isum). */
+static void c_q6_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out, size_t os) {
+    for (int t = 0; t < nt; t++) {
+        const int8_t *q = (const int8_t *)(xq + (size_t)t * xs);
+        const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+        const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256);
+        for (int r = 0; r < 16; r++) {
+            float acc = 0;
+            for (int k = 0; k < n / 256; k++) {
+                const uint8_t *g = b + (size_t)k * 16 * 210;
+                int isum = 0;
+                for (int grp = 0; grp < 16; grp++) {
+                    const int h = grp / 8, rr = (grp / 2) % 4;
+                    int sum = 0;
+                    for (int i = 16 * (grp % 2); i < 16 * (grp % 2) + 16; i++) {
+                        const uint8_t *p = g + q6_line(128 * h + i) + 4 * r + i % 4;
+                        const int v = rr < 3 ? p[64 * rr] & 63 : p[0] >> 6 | (p[64] >> 6) << 2 | (p[128] >> 6) << 4;
+                        sum += v * q[256 * k + 128 * h + 32 * rr + i];
+                    }
+                    isum += (int8_t)at4(g, r, 192 + grp) * (sum - 32 * bs[16 * k + grp]);
+                }
+                acc += xd[k] * (tl_f16_to_f32(ld16(g + 16 * 208 + 2 * r)) * (float)isum);
+            }
+            out[(size_t)t * os + (size_t)r] = acc;
+        }
+    }
+}
+
+/* ----------------------------------------------------------- AVX512-VNNI */
+
+#ifdef TL_X86
+#define T512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
+/* software prefetch distance in bytes, as for the other decode kernels */
+#define KPF 3072
+
+__attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* Q4_K: per super-block, for the 16 rows at once: the scales and mins decoded
+ * from the three scale lines, sub-block j's integer sum (8 vpdpbusd) times
+ * its scale (vpmulld), the mins against x's sums per sub-block by vpdpwssd
+ * (m_j as int16 pairs), then the C kernel's fp32 operations per lane. */
+__attribute__((target(T512), always_inline)) static inline void pq4k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
+                                                                       int n, float *out, size_t os, const int NT) {
+    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3);
+    /* vpshufb controls taking byte j of every dword, zero-extended */
+    const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
+    __m512 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < n / 256; k++, b += 16 * 144) {
+        for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
+                      u2 = _mm512_loadu_si512((const void *)(b + 192));
+        const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
+        const __m512i shi = _mm512_or_si512(_mm512_and_si512(u2, m4),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
+        const __m512i mhi =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+        /* the mins as int16 pairs (m0, m2), (m1, m3), (m4, m6), (m5, m7) */
+        const __m512i lo16 = _mm512_set1_epi32(0x00ff00ff);
+        const __m512i mp[4] = {_mm512_and_si512(mlo, lo16), _mm512_srli_epi16(mlo, 8), _mm512_and_si512(mhi, lo16),
+                               _mm512_srli_epi16(mhi, 8)};
+        __m512i isum[4], msum[4];
+        for (int t = 0; t < NT; t++) {
+            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+            const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+            uint16_t s[8];
+            for (int j = 0; j < 8; j++) s[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
+            msum[t] = _mm512_setzero_si512();
+            for (int p = 0; p < 4; p++) {
+                const int j0 = (p / 2) * 4 + p % 2; /* the pairs (0, 2), (1, 3), (4, 6), (5, 7) */
+                msum[t] = _mm512_dpwssd_epi32(msum[t], mp[p], _mm512_set1_epi32((int)(s[j0] | (uint32_t)s[j0 + 2] << 16)));
+            }
+            isum[t] = _mm512_setzero_si512();
+        }
+        for (int p = 0; p < 4; p++) {
+            const uint8_t *qp = b + 256 + 512 * p;
+            const __m512i sc0 = _mm512_shuffle_epi8(p < 2 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2)))),
+                          sc1 = _mm512_shuffle_epi8(p < 2 ? slo : shi,
+                                                    _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2) + 1)));
+            __m512i s0[4], s1[4];
+            for (int t = 0; t < NT; t++) s0[t] = s1[t] = _mm512_setzero_si512();
+            for (int c = 0; c < 8; c++) {
+                _mm_prefetch((const char *)qp + KPF + 64 * c, _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
+                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                for (int t = 0; t < NT; t++) {
+                    const uint8_t *x = xq + (size_t)t * xs + 256 * k + 64 * p + 4 * c;
+                    s0[t] = _mm512_dpbusd_epi32(s0[t], lo, bcast4(x));
+                    s1[t] = _mm512_dpbusd_epi32(s1[t], hi, bcast4(x + 32));
+                }
+            }
+            for (int t = 0; t < NT; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0[t], sc0),
+                                                                      _mm512_mullo_epi32(s1[t], sc1)));
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)b)),
+                     dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
+        for (int t = 0; t < NT; t++) {
+            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+            const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
+                                           _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[t])));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), v));
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+/* Q6_K: per 4-element chunk of the four runs of a half, three lines: runs
+ * 0-2 one and each, run 3 from their top bits by three shifts and two
+ * vpternlogd selects; per group of 16 elements four vpdpbusd, the sum started
+ * at -32 times x's sum there, times the signed scale (vpmulld). */
+__attribute__((target(T512), always_inline)) static inline void pq6k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
+                                                                       int n, float *out, size_t os, const int NT) {
+    const __m512i m63 = _mm512_set1_epi8(63), m03 = _mm512_set1_epi8(3), m0f = _mm512_set1_epi8(15),
+                  mc0 = _mm512_set1_epi8((char)0xc0);
+    __m512 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < n / 256; k++, b += 16 * 210) {
+        for (int l = 3072; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        __m512i isum[4];
+        for (int t = 0; t < NT; t++) isum[t] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++)
+            for (int gg = 0; gg < 2; gg++) { /* chunks 4 gg .. 4 gg + 3: group 8 h + 2 l + gg of run l */
+                __m512i s[4][4];
+                for (int t = 0; t < NT; t++) {
+                    const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+                    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+                    for (int l = 0; l < 4; l++) s[t][l] = _mm512_set1_epi32(-32 * bs[8 * h + 2 * l + gg]);
+                }
+                for (int c = 4 * gg; c < 4 * gg + 4; c++) {
+                    const uint8_t *p = b + 192 * (8 * h + c);
+                    for (int l = 0; l < 3; l++) _mm_prefetch((const char *)p + KPF + 64 * l, _MM_HINT_T0);
+                    const __m512i p0 = _mm512_loadu_si512((const void *)p), p1 = _mm512_loadu_si512((const void *)(p + 64)),
+                                  p2 = _mm512_loadu_si512((const void *)(p + 128));
+                    /* run 3: bits 0-1 from p0's top bits, 2-3 from p1's, 4-5 from p2's (select: c ? a : b) */
+                    const __m512i t01 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(p0, 6), _mm512_srli_epi16(p1, 4), m03, 0xE4);
+                    const __m512i w[4] = {_mm512_and_si512(p0, m63), _mm512_and_si512(p1, m63), _mm512_and_si512(p2, m63),
+                                          _mm512_ternarylogic_epi32(t01, _mm512_srli_epi16(_mm512_and_si512(p2, mc0), 2), m0f, 0xE4)};
+                    for (int t = 0; t < NT; t++) {
+                        const uint8_t *x = xq + (size_t)t * xs + 256 * k + 128 * h + 4 * c;
+                        for (int l = 0; l < 4; l++) s[t][l] = _mm512_dpbusd_epi32(s[t][l], w[l], bcast4(x + 32 * l));
+                    }
+                }
+                for (int l = 0; l < 4; l++) {
+                    const int grp = 8 * h + 2 * l + gg;
+                    const __m512i sc = _mm512_srai_epi32(
+                        _mm512_slli_epi32(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (grp / 4))), 24 - 8 * (grp % 4)),
+                        24);
+                    for (int t = 0; t < NT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s[t][l], sc));
+                }
+            }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16 * 208)));
+        for (int t = 0; t < NT; t++) {
+            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+            acc[t] = _mm512_add_ps(acc[t],
+                                   _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]))));
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+#define NT_SWITCH(call)                                                                                              \
+    switch (nt) {                                                                                                    \
+    case 1: call(1); break;                                                                                          \
+    case 2: call(2); break;                                                                                          \
+    case 3: call(3); break;                                                                                          \
+    default: call(4); break;                                                                                         \
+    }
+#define B_Q4_K(N) pq4k_n(b, xq, xs, n, out, os, N)
+#define B_Q6_K(N) pq6k_n(b, xq, xs, n, out, os, N)
+__attribute__((target(T512))) static void pq4k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                                                   float *out, size_t os) {
+    NT_SWITCH(B_Q4_K)
+}
+__attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                                                   float *out, size_t os) {
+    NT_SWITCH(B_Q6_K)
+}
+#endif /* x86 */
+
+void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                      float *out, size_t os) {
+    for (int t = 0; t < nt; t += 4) {
+        const int m = nt - t < 4 ? nt - t : 4;
+        const uint8_t *x = xq + (size_t)t * xs;
+        float *o = out + (size_t)t * os;
+#ifdef TL_X86
+        if (i == TL_Q8_AVX512VNNI) {
+            (type == TL_GGML_Q4_K ? pq4k_512 : pq6k_512)(b, x, xs, m, n, o, os);
+            continue;
+        }
+#else
+        (void)i;
+#endif
+        (type == TL_GGML_Q4_K ? c_q4_k : c_q6_k)(b, x, xs, m, n, o, os);
+    }
+}

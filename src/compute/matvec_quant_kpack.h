@@ -1,0 +1,47 @@
+/* matvec_quant_kpack.h - Q4_K and Q6_K matrices repacked for decode
+ * (matvec_quant_kpack.c), reached through the tl_q8_* repacking calls of
+ * matvec_quant.h.  Internal to src/compute.
+ *
+ * Layout: 16 rows per group, one super-block (256 elements) of the 16 rows
+ * after another, each as many bytes as the file's 16 blocks (so a repacked
+ * matrix has the file's size): every 4-byte unit at offset o of a row's block
+ * (2-byte for the f16 scales) goes to 16 o + unit r, r the row in the group.
+ * A 64-byte line then holds one unit of all 16 rows, so in the SIMD kernel
+ * lane r of every register is row r: x's 4 bytes are broadcast once for the
+ * 16 rows and no horizontal sum is left, and the 6-bit scales and mins of
+ * Q4_K are decoded for 16 rows by a few whole-register shifts and masks
+ * (three lines per super-block: keeping the file's 12 bytes costs no extra
+ * memory traffic, where bytes are what decode is bound by).  Q6_K's quants
+ * are rearranged further (matvec_quant_kpack.c, q6_line): three of every four
+ * 6-bit values whole in a byte, the fourth in those bytes' top bits, which
+ * takes a third fewer instructions per weight than the file's nibble and
+ * 2-bit planes.
+ *   Q4_K (144 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | quants, 32 lines
+ *   Q6_K (210 bytes a row):  quants, 48 lines | scales (int8), 4 lines | d[16] f16
+ * Products give the bits of the file-order C kernel (tl_q8_dot with TL_Q8_C):
+ * the same integer sums per super-block, then the same fp32 operations in the
+ * same order, row by row. */
+#ifndef TL_MATVEC_QUANT_KPACK_H
+#define TL_MATVEC_QUANT_KPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "matvec_quant.h"
+
+/* Whether type t has a repacked layout here (Q4_K, Q6_K). */
+int tl_kq_type(uint32_t t);
+/* Whether W can be repacked: tl_kq_type, in file order, rows a multiple of 16,
+ * at most 12288 columns (a row and a rounded x fit the callers' stack buffers). */
+int tl_kq_packable(const tl_wmat *W);
+/* Repacks W's rows (tl_kq_packable) into dst (rows * row bytes). */
+void tl_kq_pack(const tl_wmat *W, void *dst);
+/* Row r of a repacked W in file order (tl_quant_row_bytes bytes) into dst. */
+void tl_kq_unpack_row(const tl_wmat *W, int r, void *dst);
+/* out[t * os + r] = dot(row r of the 16-row group at b, activations
+ * xq + t * xs) for r < 16, t < nt, n elements (tl_q8_quantize's K-quant
+ * layout), with ISA i (AVX512-VNNI: the SIMD kernel, others: portable C). */
+void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                      float *out, size_t os);
+
+#endif

@@ -1,0 +1,151 @@
+/* test_kpack.c - Q4_K and Q6_K matrices repacked for decode
+ * (matvec_quant_kpack.h): the layout gives every row back, and every kernel on
+ * it (portable C, AVX512-VNNI where the CPU has it) gives the bits of the
+ * portable C kernel on the file's rows, through every path that takes a
+ * repacked matrix (mat-vec, the prompt pass's batched product and tiles, fp32
+ * activations). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "gguf.h"
+#include "harness.h"
+#include "matvec_quant.h"
+#include "matvec_quant_kpack.h"
+#include "rng.h"
+
+/* random block bytes, the f16 scales finite (2^-12 .. 2^-2, either sign);
+ * extreme: every quant, scale and min at its largest (the top bits of the
+ * 6-bit scales set, the largest integer sums) */
+static void fill(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks, int extreme) {
+    const size_t bb = type == TL_GGML_Q4_K ? 144 : 210;
+    for (size_t i = 0; i < n_blocks * bb; i++) b[i] = extreme ? 0xff : (uint8_t)tl_rng_below(r, 256);
+    for (size_t k = 0; k < n_blocks; k++) {
+        uint8_t *p = b + k * bb;
+        if (extreme && type == TL_GGML_Q6_K) memset(p + 192, 0x80, 16); /* scale -128 */
+        const int ns = type == TL_GGML_Q4_K ? 2 : 1;
+        uint8_t *s = type == TL_GGML_Q6_K ? p + bb - 2 : p;
+        for (int j = 0; j < ns; j++) {
+            uint16_t h = (uint16_t)(tl_rng_below(r, 2) << 15 | (3 + tl_rng_below(r, 10)) << 10 | tl_rng_below(r, 1024));
+            memcpy(s + 2 * j, &h, 2);
+        }
+    }
+}
+
+static void test_kq_packed(tl_test_ctx *t) {
+    tl_rng r;
+    tl_rng_seed(&r, 47);
+    /* 70 tokens: the batched product in groups of 4 with a part group, and
+     * the AMX-INT8 tiles (64 and more for repacked weights) where present */
+    enum { R = 48, N = 70, CMAX = 5632 };
+    static const int cols[] = {256, 2048, 5632};
+    static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q6_K};
+    float *x = malloc(sizeof(float) * CMAX * N), *y = malloc(sizeof(float) * R * N);
+    float *ref = malloc(sizeof(float) * R * N), *row = malloc(sizeof(float) * CMAX * 2);
+    const size_t xs = (tl_q8_bytes(TL_GGML_Q4_K, CMAX) + 63) & ~(size_t)63;
+    uint8_t *xq = malloc(xs * N), *back = malloc(CMAX / 256 * 210);
+    int simd = 0;
+    for (int extreme = 0; extreme < 2; extreme++)
+        for (size_t ti = 0; ti < 2; ti++)
+            for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
+                const uint32_t type = types[ti];
+                const int C = cols[ci];
+                const size_t rb = tl_quant_row_bytes(type, C);
+                uint8_t *mat = malloc(rb * R), *pk = tl_alloc(rb * R);
+                fill(&r, type, mat, (size_t)R * (size_t)C / 256, extreme);
+                for (int i = 0; i < C * N; i++)
+                    x[i] = extreme ? 3.0f : (float)(tl_rng_normal(&r) * (1 + (i / 256) % 5));
+                if (!extreme) memset(x + 256 * (C / 256 - 1), 0, sizeof(float) * 256); /* a zero block: d = 0 */
+                tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
+                CHECK(tl_q8_packable(&W));
+                tl_q8_pack(&W, pk);
+                tl_wmat P = W;
+                P.data = pk;
+                P.packed = 1;
+                CHECK(!tl_q8_packable(&P));
+                int ok = 1;
+                for (int j = 0; j < R; j++) {
+                    tl_q8_unpack_row(&P, j, back);
+                    ok &= !memcmp(back, mat + rb * (size_t)j, rb);
+                    tl_wmat_row_f32(&W, j, row);
+                    tl_wmat_row_f32(&P, j, row + C);
+                    ok &= !memcmp(row, row + C, sizeof(float) * (size_t)C);
+                }
+                CHECK_MSG(ok, "%s C=%d: rows back from the repacked layout", tl_ggml_type_name(type), C);
+                for (int i = 0; i < N; i++) {
+                    tl_q8_quantize(type, x + (size_t)i * C, C, xq + (size_t)i * xs);
+                    for (int j = 0; j < R; j++)
+                        tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)j, xq + (size_t)i * xs, 0, 1, C,
+                                  ref + (size_t)i * R + j, 0);
+                }
+                for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
+                    if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
+                    simd += i == TL_Q8_AVX512VNNI;
+                    ok = 1;
+                    /* each group with 1..4 tokens at a time (the kernel's token loop), xs apart */
+                    for (int g = 0; g < R / 16; g++)
+                        for (int nt = 1; nt <= 4; nt++) {
+                            float o[4 * 16];
+                            tl_kq_packed_dot((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, xq + xs, xs, nt, C, o, 16);
+                            for (int j = 0; j < nt; j++)
+                                ok &= !memcmp(o + 16 * j, ref + (size_t)(1 + j) * R + 16 * g, sizeof(float) * 16);
+                        }
+                    for (int j = 0; j < N; j++) {
+                        tl_q8_rows_packed((tl_q8_isa)i, &P, xq + (size_t)j * xs, y + (size_t)j * R, 0, R);
+                        ok &= !memcmp(y + (size_t)j * R, ref + (size_t)j * R, sizeof(float) * R);
+                    }
+                    CHECK_MSG(ok, "%s %s C=%d extreme=%d: repacked rows against the C kernel on the file's rows",
+                              tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), C, extreme);
+                }
+                for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
+                    if (!tl_kernel_supported((tl_kernel)k)) continue;
+                    ok = 1;
+                    for (int j = 0; j < N; j += 7) {
+                        tl_wmat_matvec((tl_kernel)k, &P, x + (size_t)j * C, y);
+                        ok &= !memcmp(y, ref + (size_t)j * R, sizeof(float) * R);
+                    }
+                    CHECK_MSG(ok, "%s %s C=%d: repacked mat-vec", tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                    for (int j = 0; j < R * N; j++) y[j] = 0.5f;
+                    tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 1.0f, NULL, 0);
+                    for (int j = 0; j < R * N; j++) ok &= y[j] == ref[j] + 0.5f;
+                    tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 0.0f, NULL, 0);
+                    ok &= !memcmp(y, ref, sizeof(float) * R * N);
+                    tl_wmat_gemm_k((tl_kernel)k, &P, x, 9, y, 0.0f, NULL, 0); /* below the tiles' token count */
+                    CHECK_MSG(ok && !memcmp(y, ref, sizeof(float) * R * 9), "%s %s C=%d: repacked gemm",
+                              tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                    W.f32_act = P.f32_act = 1;
+                    tl_wmat_matvec((tl_kernel)k, &W, x, row);
+                    tl_wmat_matvec((tl_kernel)k, &P, x, y);
+                    CHECK_MSG(!memcmp(y, row, sizeof(float) * R), "%s %s C=%d: repacked, fp32 x",
+                              tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                    W.f32_act = P.f32_act = 0;
+                }
+                x[C - 3] = NAN;
+                tl_wmat_matvec(TL_KERNEL_AUTO, &P, x, y);
+                for (int j = 0; j < R; j++)
+                    CHECK_MSG(isnan(y[j]), "%s C=%d: %g from a NaN", tl_ggml_type_name(type), C, y[j]);
+                free(mat);
+                tl_free(pk);
+            }
+    CHECK(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || simd == 12);
+    uint8_t dummy[64];
+    const tl_wmat odd_rows = {TL_DT_I32, dummy, 40, 256, TL_GGML_Q4_K, 0, 0, 0},
+                  part_block = {TL_DT_I32, dummy, 16, 320, TL_GGML_Q6_K, 0, 0, 0},
+                  too_wide = {TL_DT_I32, dummy, 16, 12544, TL_GGML_Q4_K, 0, 0, 0},
+                  q5_k = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q5_K, 0, 0, 0};
+    CHECK(!tl_q8_packable(&odd_rows) && !tl_q8_packable(&part_block) && !tl_q8_packable(&too_wide) &&
+          !tl_q8_packable(&q5_k));
+    free(x);
+    free(y);
+    free(ref);
+    free(row);
+    free(xq);
+    free(back);
+}
+
+const tl_test tests_kpack[] = {
+    {"kq_packed", test_kq_packed},
+    {NULL, NULL},
+};
