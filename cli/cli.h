@@ -74,6 +74,10 @@ int cli_parse_text(const char *cmd, int argc, char **argv, const cli_option *opt
  * other processes keep busy (src/core/threads.h), saying so when it is fewer. */
 void cli_threads(const char *cmd, long requested);
 
+/* Set, with GOMP_SPINCOUNT, to the spin count main() chose when the environment
+ * named no OpenMP wait policy (cli/main.c); `info --cpu` reports it. */
+#define CLI_SPIN_MARK "TL_GOMP_SPINCOUNT_CHOSEN"
+
 /* Dense bf16 datasheet peak (TFLOP/s) of a GPU from its name (`bench`, `train`'s MFU); 0 if unknown. */
 double cli_datasheet_peak(const char *desc);
 

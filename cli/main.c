@@ -1,6 +1,8 @@
 /* main.c - `tinyllama <command> [options]`: dispatches to cli/cmd_*.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "gemm.h"
@@ -38,7 +40,25 @@ static void usage(FILE *f) {
     fprintf(f, "\n`tinyllama <command> --help` describes each command's options.\n");
 }
 
+/* libgomp (and oneDNN and OpenBLAS on it) reads its wait policy once, when it
+ * loads, before main.  Its default spins ~300,000 pause loops (milliseconds) at
+ * every barrier: beside one busy process a thread that waits that long holds the
+ * core its partner needs, and 2 threads fell to a fraction of 1 thread's speed.
+ * Unless the user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT), the program runs
+ * itself again with a short spin (docs/benchmarks.md, "Threads on a shared
+ * machine"); if that fails it goes on with libgomp's default. */
+#define SPINCOUNT "1000"
+
+static void choose_omp_spin(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", SPINCOUNT, 1) || setenv(CLI_SPIN_MARK, SPINCOUNT, 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GOMP_SPINCOUNT");
+    unsetenv(CLI_SPIN_MARK);
+}
+
 int main(int argc, char **argv) {
+    choose_omp_spin(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
