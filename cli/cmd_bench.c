@@ -126,19 +126,28 @@ int cmd_bench(int argc, char **argv) {
     tl_rng r;
     tl_rng_seed(&r, 7);
     tl_adamw_config oc = tl_adamw_defaults();
-    double timed = 0, loss = 0, norm = 0, first_loss = 0;
+    double timed = 0, loss = 0, norm = 0, first_loss = 0, phase[4] = {0};
     for (long s = 0; s < steps + warmup && !rc; s++) {
         for (size_t i = 0; i < N; i++) {
             in[i] = (int)tl_rng_below(&r, (uint64_t)cfg.vocab_size);
             tg[i] = (int)tl_rng_below(&r, (uint64_t)cfg.vocab_size);
         }
-        double t0 = tl_now();
-        /* one process: reduce_grads does nothing, as in the training loop */
-        rc = e->ops->zero_grads(e, &err) || e->ops->forward_backward(e, in, tg, 1.0f, &loss, &err) ||
-             e->ops->reduce_grads(e, &err) || e->ops->grad_norm(e, &norm, &err) ||
-             e->ops->update(e, &oc, 1e-4, s + 1, norm, &err) || (e->ops->sync && e->ops->sync(e, &err));
+        /* one process: reduce_grads does nothing, as in the training loop; each phase timed */
+        double t[5];
+        t[0] = tl_now();
+        rc = e->ops->zero_grads(e, &err);
+        t[1] = tl_now();
+        rc = rc || e->ops->forward_backward(e, in, tg, 1.0f, &loss, &err) || e->ops->reduce_grads(e, &err);
+        t[2] = tl_now();
+        rc = rc || e->ops->grad_norm(e, &norm, &err);
+        t[3] = tl_now();
+        rc = rc || e->ops->update(e, &oc, 1e-4, s + 1, norm, &err) || (e->ops->sync && e->ops->sync(e, &err));
+        t[4] = tl_now();
         if (s == 0) first_loss = loss;
-        if (s >= warmup) timed += tl_now() - t0;
+        if (s >= warmup) {
+            timed += t[4] - t[0];
+            for (int k = 0; k < 4; k++) phase[k] += t[k + 1] - t[k];
+        }
     }
     if (rc) cli_error("bench", "%s", err.msg);
     double fpt = tl_config_train_flops_per_token(&cfg, (int)seq);
@@ -151,6 +160,9 @@ int cmd_bench(int argc, char **argv) {
                eo.bf16 ? "bf16 mixed precision" : "fp32");
         printf("RESULT impl=tinyllama precision=%s tokens_per_s=%.1f gflops=%.2f peak_mb=%.1f loss=%.4f\n",
                eo.bf16 ? "bf16" : "fp32", tps, tps * fpt / 1e9, (double)ru.ru_maxrss / 1024.0, loss);
+        printf("step %.1f ms: zero_grads %.1f, forward_backward %.1f, grad_norm %.1f, clip + update %.1f\n",
+               1e3 * timed / steps, 1e3 * phase[0] / steps, 1e3 * phase[1] / steps, 1e3 * phase[2] / steps,
+               1e3 * phase[3] / steps);
     } else if (!rc) {
         double tflops = tps * fpt / 1e12;
         printf("device: %s\n", desc);

@@ -8,6 +8,7 @@
 #include "distributed.h"
 #include "config.h"
 #include "gemm.h"
+#include "threads.h"
 
 static void help(void) {
     printf("usage: tinyllama info (--preset NAME | --config config.json | --gguf FILE [--full])\n"
@@ -96,9 +97,15 @@ static int cpu_info(void) {
                        : b == TL_GEMM_BF16_ONEDNN ? "AVX512-BF16 or AMX-BF16: oneDNN's bf16 matmul"
                                                   : "no bf16 instructions: bf16 products emulated, no speed-up";
     printf("bf16 gemm backend: %s (%s)\n", tl_gemm_bf16_name(b), bwhy);
-    /* set by main.c unless the user set either */
-    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
-    printf("openmp wait: OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s\n", policy ? policy : "(unset)", spin ? spin : "(unset)");
+    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT"), *mark = getenv(TL_OMP_SPIN_MARK);
+    if (spin && mark && !strcmp(spin, mark) && !policy)
+        printf("openmp wait: GOMP_SPINCOUNT=%s (tinyllama's choice; OMP_WAIT_POLICY or GOMP_SPINCOUNT overrides)\n",
+               spin);
+    else if (policy || spin)
+        printf("openmp wait: %s%s%s%s%s (from the environment)\n", policy ? "OMP_WAIT_POLICY=" : "",
+               policy ? policy : "", policy && spin ? " " : "", spin ? "GOMP_SPINCOUNT=" : "", spin ? spin : "");
+    else
+        printf("openmp wait: libgomp's default spin (running itself again with GOMP_SPINCOUNT failed)\n");
     return 0;
 }
 

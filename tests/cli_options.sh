@@ -95,14 +95,6 @@ for b in ref onednn; do
     check "TL_GEMM_BF16=$b chooses $b" "TL_GEMM_BF16=$b '$BIN' info --cpu | grep -q '^bf16 gemm backend: $b '"
 done
 expect_fail "TL_GEMM_BF16=bogus refused" "TL_GEMM_BF16.*'bogus'" env TL_GEMM_BF16=bogus "$BIN" info --cpu
-# OpenMP's wait policy: a short spin unless the user chose one (libgomp reads it at load, so the
-# program runs itself again with it set: what info sees is what libgomp saw)
-check "OpenMP spins 10000 before sleeping by default" \
-    "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY '$BIN' info --cpu | grep -qx 'openmp wait: OMP_WAIT_POLICY=(unset) GOMP_SPINCOUNT=10000'"
-check "the user's GOMP_SPINCOUNT is kept" \
-    "env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=7 '$BIN' info --cpu | grep -qx 'openmp wait: OMP_WAIT_POLICY=(unset) GOMP_SPINCOUNT=7'"
-check "the user's OMP_WAIT_POLICY is kept (no spin count added)" \
-    "env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active '$BIN' info --cpu | grep -qx 'openmp wait: OMP_WAIT_POLICY=active GOMP_SPINCOUNT=(unset)'"
 # the same training on either backend: equal losses to fp32 rounding
 for b in openblas onednn; do
     TL_GEMM=$b "$BIN" train --preset test --data "$D" --steps 3 --quiet --out "$T/gemm_$b" >"$T/gemm_$b.out" 2>&1

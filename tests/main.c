@@ -17,6 +17,7 @@ extern const tl_test tests_common[];
 extern const tl_test tests_data_pipeline[];
 extern const tl_test tests_mixture[];
 extern const tl_test tests_model[];
+extern const tl_test tests_output[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_gemm[];
 extern const tl_test tests_bf16[];
@@ -55,6 +56,7 @@ static const tl_test *const suites[] = {
     tests_bf16,
     tests_vec,
     tests_model,
+    tests_output,
     tests_formats,
     tests_tokenizer,
     tests_infer,

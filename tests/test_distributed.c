@@ -10,6 +10,7 @@
 #include "engine.h"
 #include "grad_shard.h"
 #include "harness.h"
+#include "sumsq.h"
 #include "model.h"
 #include "optimizer.h"
 
@@ -110,11 +111,11 @@ static void test_block_norm(tl_test_ctx *t) {
     tl_grad_sumsq_blocks(g, 0, lo, parts);
     tl_grad_sumsq_blocks(g, lo, hi, parts + tl_shard_blocks(0, lo));
     CHECK(memcmp(all, parts, sizeof all) == 0);
+    /* blocks in order, each summed in tl_sumsq's lane order (its portable path) */
     double seq = 0;
     for (size_t b = 0; b < nb; b++) {
-        double s = 0;
-        for (size_t i = b * TL_SHARD_ALIGN; i < n && i < (b + 1) * TL_SHARD_ALIGN; i++) s += (double)g[i] * g[i];
-        seq += s;
+        size_t a = b * TL_SHARD_ALIGN, e = n < a + TL_SHARD_ALIGN ? n : a + TL_SHARD_ALIGN;
+        seq += tl_sumsq_portable(g + a, e - a);
     }
     CHECK(tl_blocks_norm(all, nb) == sqrt(seq));
     CHECK_CLOSE(tl_blocks_norm(all, nb), tl_grad_norm(g, n), 0, 1e-12);

@@ -522,8 +522,30 @@ static void test_grad_norm_thread_independent(tl_test_ctx *t) {
     free(x);
 }
 
+#include "sumsq.h"
+/* The dispatched sum of squares equals the portable one bit for bit (32 lanes,
+ * then the tail) and a long-double sum to double rounding, at lengths around the
+ * lane count. */
+static void test_sumsq_paths(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 11);
+    const size_t sizes[] = {0, 1, 31, 32, 33, 63, 64, 65, 1000, 4096 + 17};
+    float *x = malloc(sizeof(float) * (4096 + 17));
+    for (size_t i = 0; i < 4096 + 17; i++) x[i] = (float)(tl_rng_normal(&g) * (i % 7 ? 1.0 : 1e3));
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) ref += (long double)x[i] * x[i];
+        double a = tl_sumsq(x, n), b = tl_sumsq_portable(x, n);
+        CHECK(a == b);
+        CHECK_CLOSE(a, (double)ref, 0, 1e-14);
+    }
+    free(x);
+}
+
 const tl_test tests_vec[] = {
     {"ops/grad_norm_thread_independent", test_grad_norm_thread_independent},
+    {"ops/sumsq_paths", test_sumsq_paths},
     {"ops/vec_paths_agree", test_vec_paths_agree},
     {"ops/vec_exp_accuracy", test_vec_exp_accuracy},
     {"ops/vec_isa_paths_bit_identical", test_vec_isa_paths_bit_identical},

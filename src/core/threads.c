@@ -74,7 +74,8 @@ int tl_threads_default(double seconds, double *busy) {
 
 void tl_threads_wait_policy(char **argv) {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("GOMP_SPINCOUNT", TL_OMP_SPIN_COUNT, 1)) return;
+    if (setenv("GOMP_SPINCOUNT", TL_OMP_SPIN_COUNT, 1) || setenv(TL_OMP_SPIN_MARK, TL_OMP_SPIN_COUNT, 1)) return;
     execv("/proc/self/exe", argv);
     unsetenv("GOMP_SPINCOUNT");
+    unsetenv(TL_OMP_SPIN_MARK);
 }

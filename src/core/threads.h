@@ -34,16 +34,19 @@ int tl_threads_default(double seconds, double *busy);
  * sleep (libgomp's GOMP_SPINCOUNT).  libgomp's default, 300,000, assumes every
  * thread has a core of its own: when another process holds one of them, the
  * threads that arrived first burn their cores spinning while the late one waits
- * for CPU time, at every barrier (measured: a unit test's batched decode 49 s
- * instead of 4.6 s beside other jobs; docs/benchmarks.md "Threads on a shared
- * machine").  A short spin keeps an idle machine's speed and sleeps soon on a
+ * for CPU time, at every barrier (measured beside other jobs: training 3-5x,
+ * decode 6-19x slower; a unit test's batched decode 49 s instead of 4.5 s;
+ * docs/benchmarks.md "Threads on a shared machine").  A short spin keeps an idle machine's speed and sleeps soon on a
  * shared one. */
-#define TL_OMP_SPIN_COUNT "10000"
+#define TL_OMP_SPIN_COUNT "1000"
+/* Set beside GOMP_SPINCOUNT to the same value when the spin is this program's
+ * choice rather than the user's (`info --cpu` tells them apart). */
+#define TL_OMP_SPIN_MARK "TL_GOMP_SPINCOUNT_CHOSEN"
 
 /* libgomp reads its wait policy once, when it loads, before main runs: so a
  * program's main calls this first.  Unless the user chose a policy
  * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set, which the second run also sees), it
- * sets GOMP_SPINCOUNT to TL_OMP_SPIN_COUNT and runs the program again (execv of
+ * sets GOMP_SPINCOUNT (and TL_OMP_SPIN_MARK) to TL_OMP_SPIN_COUNT and runs the program again (execv of
  * /proc/self/exe with the same argv); it returns only where that is not needed
  * or the exec failed (the program then carries on with libgomp's default). */
 void tl_threads_wait_policy(char **argv);

@@ -1,5 +1,6 @@
 /* distributed.c - communicator (MPI or single rank) and sharding arithmetic. */
 #include "distributed.h"
+#include "sumsq.h"
 
 #include <limits.h>
 #include <math.h>
@@ -37,9 +38,7 @@ void tl_grad_sumsq_blocks(const float *g, size_t lo, size_t hi, double *out) {
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
         size_t a = lo + b * TL_SHARD_ALIGN, e = a + TL_SHARD_ALIGN < hi ? a + TL_SHARD_ALIGN : hi;
-        double s = 0.0;
-        for (size_t i = a; i < e; i++) s += (double)g[i] * (double)g[i];
-        out[b] = s;
+        out[b] = tl_sumsq(g + a, e - a);
     }
 }
 

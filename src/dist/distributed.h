@@ -73,7 +73,7 @@ size_t tl_zero_largest_unit(const tl_config *c);
 
 /* Sum of squares of g[i] per block of TL_SHARD_ALIGN elements of the range
  * [lo, hi) of a flat array (lo a multiple of TL_SHARD_ALIGN): out[k] is the block
- * starting at lo + k*TL_SHARD_ALIGN, in double, summed sequentially.  The global
+ * starting at lo + k*TL_SHARD_ALIGN, in double, summed as tl_sumsq does.  The global
  * norm is sqrt of these summed in block order (tl_blocks_norm). */
 void tl_grad_sumsq_blocks(const float *g, size_t lo, size_t hi, double *out);
 size_t tl_shard_blocks(size_t lo, size_t hi);

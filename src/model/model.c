@@ -15,6 +15,7 @@
 #include "attention.h"
 #include "ops.h"
 #include "ops_bf16.h"
+#include "output.h"
 #include "rng.h"
 #include "vec.h"
 
@@ -205,7 +206,7 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
     a->B = B;
     a->T = T;
     a->N = (int)N;
-    a->chunk = N < 256 ? (int)N : 256;
+    a->chunk = N < 256 ? (int)N : 256; /* output.h: the fastest chunk measured */
     struct {
         float **p;
         size_t n;
@@ -338,29 +339,21 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
     return 0;
 }
 
-/* Cross-entropy over the vocabulary, chunk by chunk.  With grads, also
- * accumulates dlm_head and writes dL/dhf into a->dh. */
-/* The head's cross-entropy, and with g its gradient: every row scaled by scale,
- * or, with row_w, row r by row_w[r] (the loss returned is then the weighted sum). */
+/* The head's cross-entropy, and with g its gradient (dlm_head, and dL/dhf into
+ * a->dh): every row scaled by scale, or, with row_w, row r by row_w[r] (the loss
+ * returned is then the weighted sum); output.c, a chunk of rows at a time. */
 static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale, const float *row_w,
                            tl_weights *g) {
-    const int N = a->N, D = m->cfg.dim, V = m->cfg.vocab_size;
-    for (int r0 = 0; r0 < N; r0 += a->chunk) {
-        int rows = N - r0 < a->chunk ? N - r0 : a->chunk;
-        const float *h = a->hf + (size_t)r0 * D;
-        lin_fwd(m, a, a->logits, h, m->w.lm_head, rows, D, V, 0);
-        tl_cross_entropy_rows(a->logits, a->row_loss + r0, targets + r0, rows, V, row_w ? 1.0f : scale);
-        if (row_w && g) {
-#pragma omp parallel for schedule(static)
-            for (int r = 0; r < rows; r++) tl_vec_scale(a->logits + (size_t)r * V, (size_t)V, row_w[r0 + r]);
-        }
-        if (g)
-            lin_bwd(m, a, a->dh + (size_t)r0 * D, g->lm_head, a->logits, h, m->w.lm_head, rows, D,
-                               V, 0);
-    }
-    double sum = 0.0;
-    for (int n = 0; n < N; n++) sum += row_w ? (double)row_w[n] * a->row_loss[n] : a->row_loss[n];
-    return sum;
+    const tl_output o = {.W = m->w.lm_head,
+                         .W_bf16 = m->params_bf16 ? bf16_w(m, m->w.lm_head) : NULL,
+                         .xs = a->xs,
+                         .dys = a->dys,
+                         .logits = a->logits,
+                         .D = m->cfg.dim,
+                         .V = m->cfg.vocab_size,
+                         .chunk = a->chunk};
+    return tl_output_loss(&o, a->hf, a->N, targets, scale, row_w, a->row_loss, g ? a->dh : NULL,
+                          g ? g->lm_head : NULL);
 }
 
 static long count_targets(const int *targets, int N) {

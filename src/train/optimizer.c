@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "sumsq.h"
+
 tl_adamw_config tl_adamw_defaults(void) {
     tl_adamw_config c = {4e-4, 4e-5, 0.9, 0.95, 1e-8, 0.1, 2000, 1430000, 1.0};
     return c;
@@ -104,8 +106,7 @@ double tl_grad_norm(const float *g, size_t n) {
 #pragma omp parallel for schedule(static) ordered
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
-        double s = 0.0;
-        for (size_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+        double s = tl_sumsq(g + lo, hi - lo);
 #pragma omp ordered
         total += s;
     }
