@@ -452,7 +452,7 @@ static int block_rows(const tl_wmat *M) {
     if (M->packed) {
         /* decode's repacked matrices: a multiple of the thread count of equal
          * items, so that the threads finish together (1 MiB items left a thread
-         * idle up to 0.3 MiB per product, ~4% of a Q4_0 step on 2 threads) */
+         * idle up to 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
         const size_t T = (size_t)omp_get_max_threads(), bytes = (size_t)M->rows * row_bytes(M),
                      items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), groups = (size_t)M->rows / 16;
         return (int)((groups + items - 1) / items * 16);
