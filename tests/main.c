@@ -19,6 +19,7 @@ extern const tl_test tests_model[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_gemm[];
 extern const tl_test tests_bf16[];
+extern const tl_test tests_bf16_step[];
 extern const tl_test tests_vec[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
@@ -51,6 +52,7 @@ static const tl_test *const suites[] = {
     tests_ops,
     tests_gemm,
     tests_bf16,
+    tests_bf16_step,
     tests_vec,
     tests_model,
     tests_formats,

@@ -151,7 +151,8 @@ static int cpu_norm(tl_engine *e, double *norm, tl_error *err) {
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
     if (!c->sharded) {
-        *norm = tl_grad_norm(c->grads, n);
+        /* bf16: the vectorised sum (another rounding; fp32 keeps its own) */
+        *norm = c->wbf16 ? tl_grad_norm_lanes(c->grads, n) : tl_grad_norm(c->grads, n);
         return 0;
     }
     /* each rank: its shard's block partials (blocks of [lo, hi) start at lo, a block
@@ -178,6 +179,13 @@ static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long st
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
     c->bf16_stale = 1;
+    if (e->zero == 0 && c->wbf16) { /* clip, update and the bf16 copy in one pass */
+        tl_adamw_update_bf16(e->m->params, c->wbf16, c->grads, e->opt_m, e->opt_v, n, lr, o, step,
+                             tl_clip_scale(norm, o->clip));
+        c->bf16_stale = 0;
+        e->m->params_bf16 = c->wbf16;
+        return 0;
+    }
     if (e->zero == 0) { /* every rank has the whole reduced gradient and the whole moments */
         tl_clip_grads(c->grads, n, norm, o->clip);
         tl_adamw_update(e->m->params, c->grads, e->opt_m, e->opt_v, n, lr, o, step);

@@ -77,4 +77,25 @@ void tl_clip_grads(float *g, size_t n, double norm, double clip);
 void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                      const tl_adamw_config *c, long step);
 
+/* ---- bf16 mixed precision's optimizer pass (one process, ZeRO stage 0) ----
+ * The fp32 path above reads the whole parameter block several times per step
+ * (norm, clip, update, then the bf16 copy); these do the same work in fewer
+ * passes. */
+
+/* sqrt(sum g^2) like tl_grad_norm (the same fixed blocks, added in block order),
+ * but each block summed in 16 interleaved double accumulators (lane i % 16), which
+ * vectorise: another rounding of the same sum, the same for any thread count. */
+double tl_grad_norm_lanes(const float *g, size_t n);
+
+/* The factor tl_clip_grads scales by: min(1, clip / (norm + 1e-6)) as a float,
+ * 1 when clip <= 0. */
+float tl_clip_scale(double norm, double clip);
+
+/* tl_clip_grads(grads, n, norm, clip) then tl_adamw_update, with gscale =
+ * tl_clip_scale(norm, clip), in one pass that leaves grads unscaled and also
+ * writes the bf16 copy of the updated params (tl_round_bf16); params, m and v
+ * come out bit-identical to the two calls'. */
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale);
+
 #endif
