@@ -107,4 +107,14 @@ void tl_gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const uint
 void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A,
                      int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 
+/* batch products at once, operand i of each at A + i sa, B + i sb, C + i sc
+ * (elements): one oneDNN call for the batch (attention's heads), or the products
+ * one by one; each product is tl_gemm_bf16_on's (the order of its sums is
+ * the library's). */
+void tl_gemm_bf16_batch(int batch, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                        size_t sa, const uint16_t *B, int ldb, size_t sb, float beta, float *C, int ldc, size_t sc);
+void tl_gemm_bf16_batch_on(tl_gemm_bf16_backend b, int batch, bool ta, bool tb, int M, int N, int K, float alpha,
+                           const uint16_t *A, int lda, size_t sa, const uint16_t *B, int ldb, size_t sb, float beta,
+                           float *C, int ldc, size_t sc);
+
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "attention_bf16.h"
 #include "ops.h"
 #include "ops_bf16.h"
 #include "rng.h"
@@ -183,6 +184,7 @@ struct tl_acts {
     float *row_loss; /* [N] */
     /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
+    void *attn; /* attention's bf16 scratch (attention_bf16.h) */
     size_t bf16_bytes;
 };
 
@@ -241,6 +243,7 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
 void tl_acts_free(tl_acts *a) {
     if (!a) return;
     tl_free(a->xs);
+    tl_free(a->attn);
     tl_free(a->block);
     free(a);
 }
@@ -259,7 +262,14 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (!(a->xs = tl_alloc(2 * n * sizeof(uint16_t))))
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 4.0 * (double)n / 1e6);
     a->dys = a->xs + n;
-    a->bf16_bytes = 2 * n * sizeof(uint16_t);
+    const int H = c->n_heads;
+    const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
+    if (!(a->attn = tl_alloc(attn))) {
+        tl_free(a->xs);
+        a->xs = NULL;
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16 attention scratch", (double)attn / 1e6);
+    }
+    a->bf16_bytes = 2 * n * sizeof(uint16_t) + attn;
     return 0;
 }
 
@@ -320,7 +330,10 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         lin_fwd(m, a, v, h1, w->wv, N, D, KD, 0);
         tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
+        if (m->params_bf16)
+            tl_attention_forward_bf16(ao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+        else
+            tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
         lin_fwd(m, a, xmid, ao, w->wo, N, QD, D, 1);
 
@@ -479,7 +492,10 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* attention branch: xmid = x + Wo attn(h1) */
         lin_bwd(m, a, a->dao, gl->wo, a->dx, ao, w->wo, N, QD, D, 0);
-        tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
+        if (m->params_bf16)
+            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+        else
+            tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
         tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
         lin_bwd(m, a, a->dh, gl->wq, a->dq, h1, w->wq, N, D, QD, 0);

@@ -147,6 +147,9 @@ static int cpu_reduce(tl_engine *e, tl_error *err) {
  * range of the whole block (stages 0-1). */
 static float *shard_grads(cpu_engine *c) { return c->gs ? tl_grad_shard_slice(c->gs) : c->grads + c->base.lo; }
 
+/* bf16's shard partials must be the blocks of its one-process norm */
+_Static_assert(TL_NORM_BLOCK == TL_SHARD_ALIGN, "the norm's blocks are the shards' alignment");
+
 static int cpu_norm(tl_engine *e, double *norm, tl_error *err) {
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
@@ -159,7 +162,10 @@ static int cpu_norm(tl_engine *e, double *norm, tl_error *err) {
      * boundary, so the slice's blocks are the same); exchanged in fixed-size slots */
     double *mine = c->blocks + c->max_blocks * (size_t)e->world, *all = c->blocks;
     memset(mine, 0, sizeof(double) * c->max_blocks);
-    tl_grad_sumsq_blocks(shard_grads(c), 0, e->hi - e->lo, mine);
+    if (c->wbf16)
+        tl_grad_sumsq_lanes_blocks(shard_grads(c), e->hi - e->lo, mine);
+    else
+        tl_grad_sumsq_blocks(shard_grads(c), 0, e->hi - e->lo, mine);
     if (tl_comm_allgather_bytes(c->comm, mine, sizeof(double) * c->max_blocks, all, err))
         return tl_wrap(err, "gradient norm");
     /* in place, in block order: rank r's blocks follow rank r-1's */

@@ -134,8 +134,17 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static double sumsq
     return s;
 }
 
+void tl_grad_sumsq_lanes_blocks(const float *g, size_t n, double *out) {
+    const size_t nb = (n + TL_NORM_BLOCK - 1) / TL_NORM_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * TL_NORM_BLOCK, hi = lo + TL_NORM_BLOCK < n ? lo + TL_NORM_BLOCK : n;
+        out[b] = sumsq_lanes(g + lo, hi - lo);
+    }
+}
+
 double tl_grad_norm_lanes(const float *g, size_t n) {
-    enum { BLOCK = 1 << 16 };
+    enum { BLOCK = TL_NORM_BLOCK };
     size_t nb = (n + BLOCK - 1) / BLOCK;
     double total = 0.0;
 #pragma omp parallel for schedule(static) ordered

@@ -77,7 +77,7 @@ void tl_clip_grads(float *g, size_t n, double norm, double clip);
 void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                      const tl_adamw_config *c, long step);
 
-/* ---- bf16 mixed precision's optimizer pass (one process, ZeRO stage 0) ----
+/* ---- bf16 mixed precision's optimizer pass ----
  * The fp32 path above reads the whole parameter block several times per step
  * (norm, clip, update, then the bf16 copy); these do the same work in fewer
  * passes. */
@@ -86,6 +86,13 @@ void tl_adamw_update(float *params, const float *grads, float *m, float *v, size
  * but each block summed in 16 interleaved double accumulators (lane i % 16), which
  * vectorise: another rounding of the same sum, the same for any thread count. */
 double tl_grad_norm_lanes(const float *g, size_t n);
+
+/* The blocks of the two norms (a shard starts on a block boundary: TL_SHARD_ALIGN). */
+#define TL_NORM_BLOCK ((size_t)1 << 16)
+
+/* The lanes' sum of squares of each block of g[0, n) into out[n / TL_NORM_BLOCK
+ * rounded up]: a shard's partials (tl_grad_sumsq_blocks's, summed as above). */
+void tl_grad_sumsq_lanes_blocks(const float *g, size_t n, double *out);
 
 /* The factor tl_clip_grads scales by: min(1, clip / (norm + 1e-6)) as a float,
  * 1 when clip <= 0. */
