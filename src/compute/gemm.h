@@ -98,6 +98,8 @@ tl_gemm_bf16_backend tl_gemm_bf16_active(void);
  * flushed to zero (as the AVX512-BF16 conversion does, so that the vector and
  * scalar paths agree bit for bit); NaN stays NaN.  Threads split the elements. */
 void tl_round_bf16(const float *x, size_t n, uint16_t *out);
+/* The same on the calling thread only: for short rows inside a parallel loop. */
+void tl_round_bf16_here(const float *x, size_t n, uint16_t *out);
 
 /* The product on the active backend, or on a named one (tests, benchmarks).
  * Call from one thread at a time, outside parallel regions (the products use

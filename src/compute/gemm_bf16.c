@@ -84,20 +84,33 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_vec(const float 
 }
 #endif
 
+static void round_run(const float *x, size_t n, uint16_t *out) {
+#ifdef TL_BF16_X86
+    if (vec_round) {
+        round_vec(x, n, out);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = round1(x[i]);
+}
+
+void tl_round_bf16_here(const float *x, size_t n, uint16_t *out) {
+    pthread_once(&once, init_once);
+    round_run(x, n, out);
+}
+
 void tl_round_bf16(const float *x, size_t n, uint16_t *out) {
     pthread_once(&once, init_once);
     /* chunks of a fixed size: the split never changes a value, only who writes it */
     const size_t chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (nc > 1 && !omp_in_parallel())
+    if (nc <= 1 || omp_in_parallel()) { /* no region (a nested one costs a team's set-up) */
+        round_run(x, n, out);
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (size_t c = 0; c < nc; c++) {
         const size_t lo = c * chunk, len = n - lo < chunk ? n - lo : chunk;
-#ifdef TL_BF16_X86
-        if (vec_round) {
-            round_vec(x + lo, len, out + lo);
-            continue;
-        }
-#endif
-        for (size_t i = lo; i < lo + len; i++) out[i] = round1(x[i]);
+        round_run(x + lo, len, out + lo);
     }
 }
 

@@ -29,7 +29,7 @@ static void pack(uint16_t *dst, const float *x, int B, int T, int nh, int hd) {
     for (int r = 0; r < rows; r++) {
         const int b = r / T, t = r % T;
         for (int h = 0; h < nh; h++)
-            tl_round_bf16(x + (size_t)r * nh * hd + (size_t)h * hd, (size_t)hd,
+            tl_round_bf16_here(x + (size_t)r * nh * hd + (size_t)h * hd, (size_t)hd,
                           dst + (((size_t)b * nh + h) * T + t) * hd);
     }
 }
@@ -93,7 +93,7 @@ void tl_attention_forward_bf16(float *out, float *probs, const float *q, const f
     for (int r = 0; r < rows; r++) {
         float *p = probs + (size_t)r * T;
         tl_attention_softmax_row(p, r % T, T);
-        tl_round_bf16(p, (size_t)T, s.pb + (size_t)r * T);
+        tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
     }
     tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.pb, T, sp, s.vh, hd, sk, 0.0f, s.oh, hd, sq);
     unpack(out, s.oh, B, T, H, hd);
@@ -123,8 +123,8 @@ void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *do
         for (int c = 0; c <= t; c++) rowsum += p[c] * d[c];
         for (int c = 0; c <= t; c++) d[c] = p[c] * (d[c] - rowsum) * scale;
         for (int c = t + 1; c < T; c++) d[c] = 0.0f;
-        tl_round_bf16(d, (size_t)T, s.dsb + (size_t)r * T);
-        tl_round_bf16(p, (size_t)T, s.pb + (size_t)r * T);
+        tl_round_bf16_here(d, (size_t)T, s.dsb + (size_t)r * T);
+        tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
     }
     /* dq = dS k;  dk = dS^T q;  dv = P^T dO  (the group's heads summed inside the product) */
     tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.dsb, T, sp, s.kh, hd, sk, 0.0f, s.oh, hd, sq);

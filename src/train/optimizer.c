@@ -228,7 +228,7 @@ void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *gra
         size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
         adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, decay, b2, omb1, omb2, step_size,
                            bc2_sqrt, eps);
-        /* the block is still in cache: its bf16 copy now (serial inside this region) */
-        tl_round_bf16(params + lo, len, params_bf16 + lo);
+        /* the block is still in cache: its bf16 copy now (on this thread) */
+        tl_round_bf16_here(params + lo, len, params_bf16 + lo);
     }
 }
