@@ -103,12 +103,22 @@ static void bf16_refresh(cpu_engine *c) {
     c->bf16_stale = 0;
 }
 
+/* memset on all threads: the whole gradient block is hundreds of MB */
+static void zero_floats(float *p, size_t n) {
+    const size_t chunk = (size_t)1 << 18, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < nc; i++) {
+        const size_t lo = i * chunk;
+        memset(p + lo, 0, sizeof(float) * (n - lo < chunk ? n - lo : chunk));
+    }
+}
+
 static int cpu_zero(tl_engine *e, tl_error *err) {
     (void)err;
     cpu_engine *c = (cpu_engine *)e;
     /* stage 3: start sharded; the params hook gathers each unit as the passes reach it */
     if (c->sharded && e->zero == 3 && c->params_full) release_others(c);
-    if (c->grads) memset(c->grads, 0, e->m->n_params * sizeof(float));
+    if (c->grads) zero_floats(c->grads, e->m->n_params);
     c->first = 1;
     return 0;
 }
