@@ -307,10 +307,9 @@ static void lin_bwd(const tl_model *m, tl_acts *a, float *dx, float *dW, const f
 }
 
 /* The blocks' linear layers, given the input's bf16 copy xb as well (bf16: the
- * product reads it; fp32: x). */
-static const uint16_t *round_saved(const tl_model *m, uint16_t *xb, const float *x, size_t n) {
+ * product reads it, rounded once by round_saved; fp32: x). */
+static void round_saved(const tl_model *m, uint16_t *xb, const float *x, size_t n) {
     if (m->params_bf16) tl_round_bf16(x, n, xb);
-    return xb;
 }
 
 static void lin_fwd_x(const tl_model *m, float *y, const float *x, const uint16_t *xb, const float *W, int N, int in,
