@@ -21,6 +21,7 @@ extern const tl_test tests_output[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_gemm[];
 extern const tl_test tests_bf16[];
+extern const tl_test tests_bf16_step[];
 extern const tl_test tests_vec[];
 extern const tl_test tests_formats[];
 extern const tl_test tests_tokenizer[];
@@ -54,6 +55,7 @@ static const tl_test *const suites[] = {
     tests_ops,
     tests_gemm,
     tests_bf16,
+    tests_bf16_step,
     tests_vec,
     tests_model,
     tests_output,

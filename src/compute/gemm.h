@@ -98,6 +98,8 @@ tl_gemm_bf16_backend tl_gemm_bf16_active(void);
  * flushed to zero (as the AVX512-BF16 conversion does, so that the vector and
  * scalar paths agree bit for bit); NaN stays NaN.  Threads split the elements. */
 void tl_round_bf16(const float *x, size_t n, uint16_t *out);
+/* The same on the calling thread only: for short rows inside a parallel loop. */
+void tl_round_bf16_here(const float *x, size_t n, uint16_t *out);
 
 /* The product on the active backend, or on a named one (tests, benchmarks).
  * Call from one thread at a time, outside parallel regions (the products use
@@ -106,5 +108,15 @@ void tl_gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const uint
                   int ldb, float beta, float *C, int ldc);
 void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A,
                      int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
+
+/* batch products at once, operand i of each at A + i sa, B + i sb, C + i sc
+ * (elements): one oneDNN call for the batch (attention's heads), or the products
+ * one by one; each product is tl_gemm_bf16_on's (the order of its sums is
+ * the library's). */
+void tl_gemm_bf16_batch(int batch, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                        size_t sa, const uint16_t *B, int ldb, size_t sb, float beta, float *C, int ldc, size_t sc);
+void tl_gemm_bf16_batch_on(tl_gemm_bf16_backend b, int batch, bool ta, bool tb, int M, int N, int K, float alpha,
+                           const uint16_t *A, int lda, size_t sa, const uint16_t *B, int ldb, size_t sb, float beta,
+                           float *C, int ldc, size_t sc);
 
 #endif

@@ -84,20 +84,33 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_vec(const float 
 }
 #endif
 
+static void round_run(const float *x, size_t n, uint16_t *out) {
+#ifdef TL_BF16_X86
+    if (vec_round) {
+        round_vec(x, n, out);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = round1(x[i]);
+}
+
+void tl_round_bf16_here(const float *x, size_t n, uint16_t *out) {
+    pthread_once(&once, init_once);
+    round_run(x, n, out);
+}
+
 void tl_round_bf16(const float *x, size_t n, uint16_t *out) {
     pthread_once(&once, init_once);
     /* chunks of a fixed size: the split never changes a value, only who writes it */
     const size_t chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (nc > 1 && !omp_in_parallel())
+    if (nc <= 1 || omp_in_parallel()) { /* no region (a nested one costs a team's set-up) */
+        round_run(x, n, out);
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (size_t c = 0; c < nc; c++) {
         const size_t lo = c * chunk, len = n - lo < chunk ? n - lo : chunk;
-#ifdef TL_BF16_X86
-        if (vec_round) {
-            round_vec(x + lo, len, out + lo);
-            continue;
-        }
-#endif
-        for (size_t i = lo; i < lo + len; i++) out[i] = round1(x[i]);
+        round_run(x + lo, len, out + lo);
     }
 }
 
@@ -146,6 +159,8 @@ static void gemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const u
 typedef struct {
     bool used, ta, tb;
     int M, N, K, lda, ldb, ldc;
+    int batch; /* 1: a 2-D product; else a 3-D one with the operands sa, sb, sc apart */
+    size_t sa, sb, sc;
     float alpha, beta;
     dnnl_primitive_t prim;
     dnnl_memory_t am, bm, cm;
@@ -166,13 +181,18 @@ static void slot_clear(cached *e) {
 /* Makes the primitive and memory objects of a product into e; -1 if oneDNN refuses. */
 static int slot_build(cached *e) {
     dnnl_memory_desc_t amd, bmd, cmd;
-    const dnnl_dims_t ad = {e->M, e->K}, bd = {e->K, e->N}, cd = {e->M, e->N};
-    /* row-major with the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i */
-    const dnnl_dims_t as = {e->ta ? 1 : e->lda, e->ta ? e->lda : 1}, bs = {e->tb ? 1 : e->ldb, e->tb ? e->ldb : 1},
-                      cs = {e->ldc, 1};
-    if (dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, bs) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs) != dnnl_success)
+    /* row-major with the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i;
+     * a batch is one more (outer) dimension */
+    const int nd = e->batch > 1 ? 3 : 2, o = nd - 2;
+    dnnl_dims_t ad = {e->batch, 0, 0}, bd = {e->batch, 0, 0}, cd = {e->batch, 0, 0};
+    dnnl_dims_t as = {(dnnl_dim_t)e->sa, 0, 0}, bs = {(dnnl_dim_t)e->sb, 0, 0}, cs = {(dnnl_dim_t)e->sc, 0, 0};
+    ad[o] = e->M, ad[o + 1] = e->K, bd[o] = e->K, bd[o + 1] = e->N, cd[o] = e->M, cd[o + 1] = e->N;
+    as[o] = e->ta ? 1 : e->lda, as[o + 1] = e->ta ? e->lda : 1;
+    bs[o] = e->tb ? 1 : e->ldb, bs[o + 1] = e->tb ? e->ldb : 1;
+    cs[o] = e->ldc, cs[o + 1] = 1;
+    if (dnnl_memory_desc_init_by_strides(&amd, nd, ad, dnnl_bf16, as) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&bmd, nd, bd, dnnl_bf16, bs) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&cmd, nd, cd, dnnl_f32, cs) != dnnl_success)
         return -1;
     dnnl_matmul_desc_t md;
     if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) != dnnl_success) return -1;
@@ -200,18 +220,19 @@ out:
     return rc;
 }
 
-static int gemm_onednn(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
-                       const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+static int gemm_onednn(int batch, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                       size_t sa, const uint16_t *B, int ldb, size_t sb, float beta, float *C, int ldc, size_t sc) {
     if (!stream) return -1;
     const cached key = {.used = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                        .ldc = ldc, .alpha = alpha, .beta = beta};
+                        .ldc = ldc, .batch = batch, .sa = sa, .sb = sb, .sc = sc, .alpha = alpha, .beta = beta};
     int rc = -1;
     pthread_mutex_lock(&cache_lock);
     cached *e = NULL;
     for (int i = 0; i < CACHE_SLOTS && !e; i++) {
         cached *c = &cache[i];
         if (c->used && c->ta == ta && c->tb == tb && c->M == M && c->N == N && c->K == K && c->lda == lda &&
-            c->ldb == ldb && c->ldc == ldc && c->alpha == alpha && c->beta == beta)
+            c->ldb == ldb && c->ldc == ldc && c->batch == batch && c->sa == sa && c->sb == sb && c->sc == sc &&
+            c->alpha == alpha && c->beta == beta)
             e = c;
     }
     if (!e) { /* the oldest slot makes way */
@@ -246,11 +267,30 @@ void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int
         return;
     }
     /* oneDNN refusing the arguments leaves C untouched: the reference then */
-    if (b == TL_GEMM_BF16_ONEDNN && !gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    if (b == TL_GEMM_BF16_ONEDNN && !gemm_onednn(1, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0))
+        return;
     gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void tl_gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, const uint16_t *B,
                   int ldb, float beta, float *C, int ldc) {
     tl_gemm_bf16_on(tl_gemm_bf16_active(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void tl_gemm_bf16_batch_on(tl_gemm_bf16_backend b, int batch, bool ta, bool tb, int M, int N, int K, float alpha,
+                           const uint16_t *A, int lda, size_t sa, const uint16_t *B, int ldb, size_t sb, float beta,
+                           float *C, int ldc, size_t sc) {
+    pthread_once(&once, init_once);
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (batch > 1 && K > 0 && b == TL_GEMM_BF16_ONEDNN &&
+        !gemm_onednn(batch, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc))
+        return;
+    for (int i = 0; i < batch; i++)
+        tl_gemm_bf16_on(b, ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+
+void tl_gemm_bf16_batch(int batch, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                        size_t sa, const uint16_t *B, int ldb, size_t sb, float beta, float *C, int ldc, size_t sc) {
+    tl_gemm_bf16_batch_on(tl_gemm_bf16_active(), batch, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc,
+                          sc);
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "attention.h"
+#include "attention_bf16.h"
+#include "gemm.h"
 #include "ops.h"
 #include "ops_bf16.h"
 #include "output.h"
@@ -184,6 +186,10 @@ struct tl_acts {
     float *row_loss; /* [N] */
     /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
+    void *attn; /* attention's bf16 scratch (attention_bf16.h) */
+    /* per layer, the products' inputs rounded once in the forward pass and read
+     * again by the backward: h1, h2 [L][N*D], ao [L][N*QD], act [L][N*F] */
+    uint16_t *h1b, *h2b, *aob, *actb;
     size_t bf16_bytes;
 };
 
@@ -242,6 +248,8 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
 void tl_acts_free(tl_acts *a) {
     if (!a) return;
     tl_free(a->xs);
+    tl_free(a->attn);
+    tl_free(a->h1b);
     tl_free(a->block);
     free(a);
 }
@@ -260,7 +268,22 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (!(a->xs = tl_alloc(2 * n * sizeof(uint16_t))))
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 4.0 * (double)n / 1e6);
     a->dys = a->xs + n;
-    a->bf16_bytes = 2 * n * sizeof(uint16_t);
+    const int H = c->n_heads;
+    const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
+    const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
+    const size_t saved = L * N * (2 * D + QD + F);
+    if (!(a->attn = tl_alloc(attn)) || !(a->h1b = tl_alloc(saved * sizeof(uint16_t)))) {
+        tl_free(a->xs);
+        tl_free(a->attn);
+        a->xs = NULL;
+        a->attn = NULL;
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16 attention scratch and activations",
+                       (double)(attn + 2 * saved) / 1e6);
+    }
+    a->h2b = a->h1b + L * N * D;
+    a->aob = a->h2b + L * N * D;
+    a->actb = a->aob + L * N * QD;
+    a->bf16_bytes = 2 * n * sizeof(uint16_t) + attn + saved * sizeof(uint16_t);
     return 0;
 }
 
@@ -276,10 +299,24 @@ static void lin_fwd(const tl_model *m, tl_acts *a, float *y, const float *x, con
         tl_linear_forward(y, x, W, N, in, out, acc);
 }
 
-static void lin_bwd(const tl_model *m, tl_acts *a, float *dx, float *dW, const float *dy, const float *x,
-                    const float *W, int N, int in, int out, int acc) {
+/* The blocks' linear layers, given the input's bf16 copy xb as well (bf16: the
+ * product reads it, rounded once by round_saved; fp32: x). */
+static void round_saved(const tl_model *m, uint16_t *xb, const float *x, size_t n) {
+    if (m->params_bf16) tl_round_bf16(x, n, xb);
+}
+
+static void lin_fwd_x(const tl_model *m, float *y, const float *x, const uint16_t *xb, const float *W, int N, int in,
+                      int out, int acc) {
     if (m->params_bf16)
-        tl_linear_backward_bf16(dx, dW, dy, x, bf16_w(m, W), N, in, out, acc, a->dys, a->xs);
+        tl_linear_forward_bf16_rounded(y, xb, bf16_w(m, W), N, in, out, acc);
+    else
+        tl_linear_forward(y, x, W, N, in, out, acc);
+}
+
+static void lin_bwd_x(const tl_model *m, tl_acts *a, float *dx, float *dW, const float *dy, const float *x,
+                      const uint16_t *xb, const float *W, int N, int in, int out, int acc) {
+    if (m->params_bf16)
+        tl_linear_backward_bf16_rounded(dx, dW, dy, xb, bf16_w(m, W), N, in, out, acc, a->dys);
     else
         tl_linear_backward(dx, dW, dy, x, W, N, in, out, acc);
 }
@@ -314,23 +351,33 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         float *probs = a->probs + (size_t)l * N * H * T;
         float *gate = a->gate + (size_t)l * N * F, *up = a->up + (size_t)l * N * F;
         float *act = a->act + (size_t)l * N * F;
+        /* bf16: the same four inputs rounded (NULL in fp32) */
+        uint16_t *h1b = a->h1b ? a->h1b + (size_t)l * N * D : NULL, *h2b = a->h2b ? a->h2b + (size_t)l * N * D : NULL;
+        uint16_t *aob = a->aob ? a->aob + (size_t)l * N * QD : NULL, *actb = a->actb ? a->actb + (size_t)l * N * F : NULL;
 
         tl_rmsnorm_forward(h1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, D, c->norm_eps);
-        lin_fwd(m, a, q, h1, w->wq, N, D, QD, 0);
-        lin_fwd(m, a, k, h1, w->wk, N, D, KD, 0);
-        lin_fwd(m, a, v, h1, w->wv, N, D, KD, 0);
+        round_saved(m, h1b, h1, (size_t)N * D);
+        lin_fwd_x(m, q, h1, h1b, w->wq, N, D, QD, 0);
+        lin_fwd_x(m, k, h1, h1b, w->wk, N, D, KD, 0);
+        lin_fwd_x(m, v, h1, h1b, w->wv, N, D, KD, 0);
         tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
+        if (m->params_bf16)
+            tl_attention_forward_bf16(ao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+        else
+            tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
-        lin_fwd(m, a, xmid, ao, w->wo, N, QD, D, 1);
+        round_saved(m, aob, ao, (size_t)N * QD);
+        lin_fwd_x(m, xmid, ao, aob, w->wo, N, QD, D, 1);
 
         tl_rmsnorm_forward(h2, a->rstd2 + (size_t)l * N, xmid, w->mlp_norm, N, D, c->norm_eps);
-        lin_fwd(m, a, gate, h2, w->w_gate, N, D, F, 0);
-        lin_fwd(m, a, up, h2, w->w_up, N, D, F, 0);
+        round_saved(m, h2b, h2, (size_t)N * D);
+        lin_fwd_x(m, gate, h2, h2b, w->w_gate, N, D, F, 0);
+        lin_fwd_x(m, up, h2, h2b, w->w_up, N, D, F, 0);
         tl_swiglu_forward(act, gate, up, (size_t)N * F);
         memcpy(xnext, xmid, sizeof(float) * (size_t)N * D);
-        lin_fwd(m, a, xnext, act, w->w_down, N, F, D, 1);
+        round_saved(m, actb, act, (size_t)N * F);
+        lin_fwd_x(m, xnext, act, actb, w->w_down, N, F, D, 1);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) return -1;
     }
     if (params_event(m, c->n_layers + 1, TL_PARAMS_ACQUIRE, err)) return -1;
@@ -462,22 +509,29 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
         const float *xmid = a->xmid + (size_t)l * N * D, *probs = a->probs + (size_t)l * N * H * T;
         const float *gate = a->gate + (size_t)l * N * F, *up = a->up + (size_t)l * N * F;
         const float *act = a->act + (size_t)l * N * F;
+        const uint16_t *h1b = a->h1b ? a->h1b + (size_t)l * N * D : NULL;
+        const uint16_t *h2b = a->h2b ? a->h2b + (size_t)l * N * D : NULL;
+        const uint16_t *aob = a->aob ? a->aob + (size_t)l * N * QD : NULL;
+        const uint16_t *actb = a->actb ? a->actb + (size_t)l * N * F : NULL;
 
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
-        lin_bwd(m, a, a->dact, gl->w_down, a->dx, act, w->w_down, N, F, D, 0);
+        lin_bwd_x(m, a, a->dact, gl->w_down, a->dx, act, actb, w->w_down, N, F, D, 0);
         tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
-        lin_bwd(m, a, a->dh, gl->w_gate, a->dgate, h2, w->w_gate, N, D, F, 0);
-        lin_bwd(m, a, a->dh, gl->w_up, a->dup, h2, w->w_up, N, D, F, 1);
+        lin_bwd_x(m, a, a->dh, gl->w_gate, a->dgate, h2, h2b, w->w_gate, N, D, F, 0);
+        lin_bwd_x(m, a, a->dh, gl->w_up, a->dup, h2, h2b, w->w_up, N, D, F, 1);
         tl_rmsnorm_backward(a->dx, gl->mlp_norm, a->dh, xmid, w->mlp_norm, a->rstd2 + (size_t)l * N, N, D);
 
         /* attention branch: xmid = x + Wo attn(h1) */
-        lin_bwd(m, a, a->dao, gl->wo, a->dx, ao, w->wo, N, QD, D, 0);
-        tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
+        lin_bwd_x(m, a, a->dao, gl->wo, a->dx, ao, aob, w->wo, N, QD, D, 0);
+        if (m->params_bf16)
+            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+        else
+            tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
         tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        lin_bwd(m, a, a->dh, gl->wq, a->dq, h1, w->wq, N, D, QD, 0);
-        lin_bwd(m, a, a->dh, gl->wk, a->dk, h1, w->wk, N, D, KD, 1);
-        lin_bwd(m, a, a->dh, gl->wv, a->dv, h1, w->wv, N, D, KD, 1);
+        lin_bwd_x(m, a, a->dh, gl->wq, a->dq, h1, h1b, w->wq, N, D, QD, 0);
+        lin_bwd_x(m, a, a->dh, gl->wk, a->dk, h1, h1b, w->wk, N, D, KD, 1);
+        lin_bwd_x(m, a, a->dh, gl->wv, a->dv, h1, h1b, w->wv, N, D, KD, 1);
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err) || grads_end(m, l + 1, &g, err)) goto out;
     }

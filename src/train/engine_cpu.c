@@ -117,12 +117,22 @@ static void bf16_refresh(cpu_engine *c) {
     c->bf16_stale = 0;
 }
 
+/* memset on all threads: the whole gradient block is hundreds of MB */
+static void zero_floats(float *p, size_t n) {
+    const size_t chunk = (size_t)1 << 18, nc = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < nc; i++) {
+        const size_t lo = i * chunk;
+        memset(p + lo, 0, sizeof(float) * (n - lo < chunk ? n - lo : chunk));
+    }
+}
+
 static int cpu_zero(tl_engine *e, tl_error *err) {
     (void)err;
     cpu_engine *c = (cpu_engine *)e;
     /* stage 3: start sharded; the params hook gathers each unit as the passes reach it */
     if (c->sharded && e->zero == 3 && c->params_full) release_others(c);
-    if (c->grads) memset(c->grads, 0, e->m->n_params * sizeof(float));
+    if (c->grads) zero_floats(c->grads, e->m->n_params);
     c->first = 1;
     return 0;
 }
@@ -163,6 +173,9 @@ static int cpu_reduce(tl_engine *e, tl_error *err) {
  * range of the whole block (stages 0-1). */
 static float *shard_grads(cpu_engine *c) { return c->gs ? tl_grad_shard_slice(c->gs) : c->grads + c->base.lo; }
 
+/* the shards' partials must be the blocks of the one-process norm */
+_Static_assert(TL_NORM_BLOCK == TL_SHARD_ALIGN, "the norm's blocks are the shards' alignment");
+
 static int cpu_norm(tl_engine *e, double *norm, tl_error *err) {
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
@@ -194,6 +207,13 @@ static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long st
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
     c->bf16_stale = 1;
+    if (e->zero == 0 && c->wbf16) { /* clip, update and the bf16 copy in one pass */
+        tl_adamw_update_bf16(e->m->params, c->wbf16, c->grads, e->opt_m, e->opt_v, n, lr, o, step,
+                             tl_clip_scale(norm, o->clip));
+        c->bf16_stale = 0;
+        e->m->params_bf16 = c->wbf16;
+        return 0;
+    }
     if (e->zero == 0) { /* every rank has the whole reduced gradient and the whole moments */
         tl_clip_grads(c->grads, n, norm, o->clip);
         tl_adamw_update(e->m->params, c->grads, e->opt_m, e->opt_v, n, lr, o, step);

@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "gemm.h"
 #include "sumsq.h"
 
 tl_adamw_config tl_adamw_defaults(void) {
@@ -100,7 +101,7 @@ double tl_grad_norm(const float *g, size_t n) {
     /* Blocks of fixed size, each summed by one thread, added in block order: the
      * same result for any thread count (no reduction clause, whose per-thread
      * partial sums would depend on it). */
-    enum { BLOCK = 1 << 16 };
+    const size_t BLOCK = TL_NORM_BLOCK;
     size_t nb = (n + BLOCK - 1) / BLOCK;
     double total = 0.0;
 #pragma omp parallel for schedule(static) ordered
@@ -111,6 +112,12 @@ double tl_grad_norm(const float *g, size_t n) {
         total += s;
     }
     return sqrt(total);
+}
+
+float tl_clip_scale(double norm, double clip) {
+    if (clip <= 0) return 1.0f;
+    double coef = clip / (norm + 1e-6);
+    return coef >= 1.0 ? 1.0f : (float)coef;
 }
 
 void tl_clip_grads(float *g, size_t n, double norm, double clip) {
@@ -150,5 +157,41 @@ void tl_adamw_update(float *params, const float *grads, float *m, float *v, size
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
         adamw_range(params + lo, grads + lo, m + lo, v + lo, len, decay, b2, omb1, omb2, step_size, bc2_sqrt, eps);
+    }
+}
+
+/* adamw_range with the clip's scale applied to each gradient as it is read
+ * (g * 1 is g: no clipping changes nothing), the operations in the same order, so
+ * every clone rounds as adamw_range does (no contraction under -std=c11). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_range_scaled(
+    float *params, const float *grads, float *m, float *v, size_t n, float gscale, float decay, float b2, float omb1,
+    float omb2, float step_size, float bc2_sqrt, float eps) {
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i] * gscale;
+        float p = params[i] * decay;
+        float mi = m[i] + omb1 * (g - m[i]);
+        float vi = v[i] * b2 + omb2 * (g * g);
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] = p - step_size * (mi / denom);
+    }
+}
+
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale) {
+    const float decay = (float)(1.0 - lr * c->weight_decay);
+    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
+    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
+    enum { BLOCK = 1 << 14 };
+    const size_t nb = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
+        adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, decay, b2, omb1, omb2, step_size,
+                           bc2_sqrt, eps);
+        /* the block is still in cache: its bf16 copy now (on this thread) */
+        tl_round_bf16_here(params + lo, len, params_bf16 + lo);
     }
 }

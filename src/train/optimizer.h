@@ -77,4 +77,24 @@ void tl_clip_grads(float *g, size_t n, double norm, double clip);
 void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                      const tl_adamw_config *c, long step);
 
+/* ---- bf16 mixed precision's optimizer pass ----
+ * The fp32 path above reads the whole parameter block several times per step
+ * (norm, clip, update, then the bf16 copy); these do the same work in fewer
+ * passes. */
+
+/* The blocks of tl_grad_norm (a shard starts on a block boundary: TL_SHARD_ALIGN,
+ * so a shard's partials, tl_grad_sumsq_blocks, are the same blocks). */
+#define TL_NORM_BLOCK ((size_t)1 << 16)
+
+/* The factor tl_clip_grads scales by: min(1, clip / (norm + 1e-6)) as a float,
+ * 1 when clip <= 0. */
+float tl_clip_scale(double norm, double clip);
+
+/* tl_clip_grads(grads, n, norm, clip) then tl_adamw_update, with gscale =
+ * tl_clip_scale(norm, clip), in one pass that leaves grads unscaled and also
+ * writes the bf16 copy of the updated params (tl_round_bf16); params, m and v
+ * come out bit-identical to the two calls'. */
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale);
+
 #endif

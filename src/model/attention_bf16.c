@@ -1,0 +1,136 @@
+/* attention_bf16.c - attention with bf16 products (see attention_bf16.h).
+ *
+ * The products run batched over (batch, KV head): with the heads laid out
+ * head-major, [B][H][T][hd], the `group` query heads sharing KV head g are one
+ * [group*T, hd] matrix, so each product is one call of tl_gemm_bf16_batch over
+ * B*KV matrices (oneDNN's bf16 matmul: AMX-BF16 or AVX512-BF16 by ISA).  The
+ * products cover the whole T x T square: the masked half costs bf16 FLOPs, cheaper
+ * than the many small causal products of the fp32 path; the softmax writes zeros
+ * there, and the backward zeroes the masked scores' gradients.
+ *
+ * Forward:  S = q k^T / sqrt(d) (fp32), P = softmax(S) (fp32, kept), O = bf16(P) v.
+ * Backward: dP = dO v^T, dS = P * (dP - rowsum(P * dP)) / sqrt(d) (fp32),
+ *           dq = bf16(dS) k, dk = bf16(dS)^T q, dv = bf16(P)^T dO. */
+#include "attention_bf16.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "attention.h"
+#include "gemm.h"
+
+static size_t up64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+/* Token-major x [B*T, nh*hd] -> head-major bf16 [B][nh][T][hd]. */
+static void pack(uint16_t *dst, const float *x, int B, int T, int nh, int hd) {
+    const int rows = B * T;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const int b = r / T, t = r % T;
+        for (int h = 0; h < nh; h++)
+            tl_round_bf16_here(x + (size_t)r * nh * hd + (size_t)h * hd, (size_t)hd,
+                          dst + (((size_t)b * nh + h) * T + t) * hd);
+    }
+}
+
+/* Head-major fp32 [B][nh][T][hd] -> token-major [B*T, nh*hd]. */
+static void unpack(float *y, const float *src, int B, int T, int nh, int hd) {
+    const int rows = B * T;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const int b = r / T, t = r % T;
+        for (int h = 0; h < nh; h++)
+            memcpy(y + (size_t)r * nh * hd + (size_t)h * hd, src + (((size_t)b * nh + h) * T + t) * hd,
+                   sizeof(float) * (size_t)hd);
+    }
+}
+
+typedef struct {
+    uint16_t *qh, *kh, *vh, *doh, *pb, *dsb;
+    float *dp, *oh, *dkh, *dvh;
+} parts;
+
+/* Carves the scratch: the forward uses qh kh vh pb oh, the backward all but oh
+ * (dq goes through oh's space). */
+static size_t carve(parts *p, char *base, int B, int T, int H, int KV, int hd) {
+    const size_t nq = (size_t)B * H * T * hd, nk = (size_t)B * KV * T * hd, np = (size_t)B * H * T * T;
+    size_t off = 0;
+#define TAKE(field, type, n)                                       \
+    do {                                                           \
+        if (p) p->field = base ? (type *)(base + off) : NULL;      \
+        off += up64(sizeof(type) * (n));                           \
+    } while (0)
+    TAKE(qh, uint16_t, nq);
+    TAKE(kh, uint16_t, nk);
+    TAKE(vh, uint16_t, nk);
+    TAKE(doh, uint16_t, nq);
+    TAKE(pb, uint16_t, np);
+    TAKE(dsb, uint16_t, np);
+    TAKE(dp, float, np);
+    TAKE(oh, float, nq);
+    TAKE(dkh, float, nk);
+    TAKE(dvh, float, nk);
+#undef TAKE
+    return off;
+}
+
+size_t tl_attention_bf16_scratch(int B, int T, int H, int KV, int hd) { return carve(NULL, NULL, B, T, H, KV, hd); }
+
+void tl_attention_forward_bf16(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
+                               int H, int KV, int hd, void *scratch) {
+    parts s;
+    carve(&s, scratch, B, T, H, KV, hd);
+    const int group = H / KV, units = B * KV, gT = group * T;
+    const size_t sq = (size_t)gT * hd, sk = (size_t)T * hd, sp = (size_t)gT * T;
+    pack(s.qh, q, B, T, H, hd);
+    pack(s.kh, k, B, T, KV, hd);
+    pack(s.vh, v, B, T, KV, hd);
+    tl_gemm_bf16_batch(units, false, true, gT, T, hd, 1.0f / sqrtf((float)hd), s.qh, hd, sq, s.kh, hd, sk, 0.0f,
+                       probs, T, sp);
+    const int rows = B * H * T;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *p = probs + (size_t)r * T;
+        tl_attention_softmax_row(p, r % T, T);
+        tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
+    }
+    tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.pb, T, sp, s.vh, hd, sk, 0.0f, s.oh, hd, sq);
+    unpack(out, s.oh, B, T, H, hd);
+}
+
+void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                                const float *q, const float *k, const float *v, int B, int T, int H, int KV, int hd,
+                                void *scratch) {
+    parts s;
+    carve(&s, scratch, B, T, H, KV, hd);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int group = H / KV, units = B * KV, gT = group * T;
+    const size_t sq = (size_t)gT * hd, sk = (size_t)T * hd, sp = (size_t)gT * T;
+    pack(s.qh, q, B, T, H, hd);
+    pack(s.kh, k, B, T, KV, hd);
+    pack(s.vh, v, B, T, KV, hd);
+    pack(s.doh, dout, B, T, H, hd);
+    /* dP = dO v^T, then dS row by row in fp32 (as the fp32 path), rounded */
+    tl_gemm_bf16_batch(units, false, true, gT, T, hd, 1.0f, s.doh, hd, sq, s.vh, hd, sk, 0.0f, s.dp, T, sp);
+    const int rows = B * H * T;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const int t = r % T;
+        float *d = s.dp + (size_t)r * T;
+        const float *p = probs + (size_t)r * T;
+        float rowsum = 0.0f;
+        for (int c = 0; c <= t; c++) rowsum += p[c] * d[c];
+        for (int c = 0; c <= t; c++) d[c] = p[c] * (d[c] - rowsum) * scale;
+        for (int c = t + 1; c < T; c++) d[c] = 0.0f;
+        tl_round_bf16_here(d, (size_t)T, s.dsb + (size_t)r * T);
+        tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
+    }
+    /* dq = dS k;  dk = dS^T q;  dv = P^T dO  (the group's heads summed inside the product) */
+    tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.dsb, T, sp, s.kh, hd, sk, 0.0f, s.oh, hd, sq);
+    tl_gemm_bf16_batch(units, true, false, T, hd, gT, 1.0f, s.dsb, T, sp, s.qh, hd, sq, 0.0f, s.dkh, hd, sk);
+    tl_gemm_bf16_batch(units, true, false, T, hd, gT, 1.0f, s.pb, T, sp, s.doh, hd, sq, 0.0f, s.dvh, hd, sk);
+    unpack(dq, s.oh, B, T, H, hd);
+    unpack(dk, s.dkh, B, T, KV, hd);
+    unpack(dv, s.dvh, B, T, KV, hd);
+}

@@ -1,0 +1,266 @@
+/* test_bf16_step.c - the bf16 step's own kernels: the fused optimizer pass
+ * against the fp32 path's separate passes (bit for bit), the lane-summed gradient
+ * norm against a long double sum, and attention's bf16 products against the
+ * double-precision definition on the same bf16 inputs. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "attention_bf16.h"
+#include "distributed.h"
+#include "dtype.h"
+#include "gemm.h"
+#include "harness.h"
+#include "ops.h"
+#include "optimizer.h"
+#include "rng.h"
+
+/* tl_adamw_update_bf16 = tl_clip_grads + tl_adamw_update + tl_round_bf16, exactly:
+ * two steps, clipped and not, on a length with partial blocks and a tail. */
+static void test_adamw_fused(tl_test_ctx *t) {
+    const size_t n = 3 * 16384 + 77;
+    tl_rng g;
+    tl_rng_seed(&g, 23);
+    float *p1 = malloc(4 * n), *p2 = malloc(4 * n), *gr = malloc(4 * n), *gc = malloc(4 * n);
+    float *m1 = calloc(n, 4), *v1 = calloc(n, 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
+    uint16_t *b1 = malloc(2 * n), *b2 = malloc(2 * n);
+    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = (float)(0.05 * tl_rng_normal(&g));
+    tl_adamw_config c = tl_adamw_defaults();
+    for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < n; i++) gr[i] = (float)(step == 2 ? 1e-4 : 0.1) * (float)tl_rng_normal(&g);
+        const double norm = tl_grad_norm(gr, n); /* step 2: under the clip, 1 and 3: over */
+        memcpy(gc, gr, 4 * n);
+        tl_clip_grads(gc, n, norm, c.clip);
+        tl_adamw_update(p1, gc, m1, v1, n, 3e-4, &c, step);
+        tl_round_bf16(p1, n, b1);
+        const float s = tl_clip_scale(norm, c.clip);
+        CHECK(step == 2 ? s == 1.0f : s < 1.0f);
+        memcpy(gc, gr, 4 * n);
+        tl_adamw_update_bf16(p2, b2, gc, m2, v2, n, 3e-4, &c, step, s);
+        CHECK_MSG(!memcmp(gc, gr, 4 * n), "step %d: the fused pass changed the gradients", step);
+        CHECK_MSG(!memcmp(p1, p2, 4 * n) && !memcmp(m1, m2, 4 * n) && !memcmp(v1, v2, 4 * n),
+                  "step %d: fused update differs from clip + AdamW", step);
+        CHECK_MSG(!memcmp(b1, b2, 2 * n), "step %d: fused bf16 copy differs from tl_round_bf16", step);
+    }
+    free(p1), free(p2), free(gr), free(gc), free(m1), free(v1), free(m2), free(v2), free(b1), free(b2);
+}
+
+/* The gradient norm (tl_sumsq's lanes per block): within 1e-13 of a long double
+ * sum, the same bits on 1, 2 and 3 threads, and the same bits from a shard's block
+ * partials. */
+static void test_norm_blocks(tl_test_ctx *t) {
+    static const size_t sizes[] = {0, 1, 15, 17, (1u << 16) + 3, (1u << 18) + 77};
+    tl_rng g;
+    tl_rng_seed(&g, 29);
+    const int saved = tl_get_threads();
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        const size_t n = sizes[k];
+        float *x = malloc(4 * (n + 1));
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) {
+            x[i] = (float)(tl_rng_normal(&g) * (i % 7 == 0 ? 1e3 : 1e-3));
+            ref += (long double)x[i] * x[i];
+        }
+        double r[3];
+        for (int th = 1; th <= 3; th++) {
+            tl_set_threads(th);
+            r[th - 1] = tl_grad_norm(x, n);
+        }
+        CHECK_MSG(r[0] == r[1] && r[1] == r[2], "n %zu: the norm depends on the thread count", n);
+        /* ranks' shards: the block partials, added in order, give the same bits */
+        const size_t nb = (n + TL_NORM_BLOCK - 1) / TL_NORM_BLOCK;
+        double *part = malloc(sizeof(double) * (nb + 1)), tot = 0;
+        tl_grad_sumsq_blocks(x, 0, n, part);
+        for (size_t b = 0; b < nb; b++) tot += part[b];
+        CHECK_MSG(sqrt(tot) == r[0], "n %zu: block partials %.17g, norm %.17g", n, sqrt(tot), r[0]);
+        free(part);
+        CHECK_MSG(fabs(r[0] - (double)sqrtl(ref)) <= 1e-13 * (double)sqrtl(ref), "n %zu: norm %.17g, exact %.17g",
+                  n, r[0], (double)sqrtl(ref));
+        free(x);
+    }
+    tl_set_threads(saved);
+}
+
+/* ------------------------------------------------------------------ attention */
+
+static double bf(float x) { return (double)tl_bf16_to_f32(tl_f32_to_bf16(x)); }
+
+/* Exact attention in double (no rounding anywhere): P, O and, given dO, dq dk dv. */
+static void attention_double(double *P, double *O, double *dq, double *dk, double *dv, const float *q,
+                             const float *k, const float *v, const float *dO, int B, int T, int H, int KV, int hd) {
+    const int group = H / KV, qs = H * hd, ks = KV * hd;
+    const double scale = 1.0 / sqrt((double)hd);
+    memset(dk, 0, sizeof(double) * (size_t)B * T * ks);
+    memset(dv, 0, sizeof(double) * (size_t)B * T * ks);
+    double *dP = malloc(sizeof(double) * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const int g = h / group;
+            for (int t = 0; t < T; t++) {
+                double *p = P + (((size_t)b * H + h) * T + t) * T, mx = -INFINITY, sum = 0;
+                const float *qr = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                for (int s = 0; s < T; s++) {
+                    p[s] = 0;
+                    if (s > t) continue;
+                    const float *kr = k + ((size_t)b * T + s) * ks + (size_t)g * hd;
+                    for (int d = 0; d < hd; d++) p[s] += (double)qr[d] * kr[d];
+                    p[s] *= scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                for (int s = 0; s <= t; s++) sum += (p[s] = exp(p[s] - mx));
+                for (int s = 0; s <= t; s++) p[s] /= sum;
+                double *o = O + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                const float *dor = dO + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                for (int d = 0; d < hd; d++) o[d] = 0;
+                double rs = 0;
+                for (int s = 0; s <= t; s++) {
+                    const float *vr = v + ((size_t)b * T + s) * ks + (size_t)g * hd;
+                    dP[s] = 0;
+                    for (int d = 0; d < hd; d++) o[d] += p[s] * vr[d], dP[s] += (double)dor[d] * vr[d];
+                    rs += p[s] * dP[s];
+                }
+                double *dqr = dq + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                for (int d = 0; d < hd; d++) dqr[d] = 0;
+                for (int s = 0; s <= t; s++) {
+                    const double ds = p[s] * (dP[s] - rs) * scale;
+                    const float *kr = k + ((size_t)b * T + s) * ks + (size_t)g * hd;
+                    double *dkr = dk + ((size_t)b * T + s) * ks + (size_t)g * hd;
+                    double *dvr = dv + ((size_t)b * T + s) * ks + (size_t)g * hd;
+                    for (int d = 0; d < hd; d++) {
+                        dqr[d] += ds * kr[d];
+                        dkr[d] += ds * qr[d];
+                        dvr[d] += p[s] * dor[d];
+                    }
+                }
+            }
+        }
+    free(dP);
+}
+
+/* max |a - b| / max |b| */
+static double rel_err_d(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(a[i] - b[i]) > num) num = fabs(a[i] - b[i]);
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static float *randn(tl_rng *g, size_t n, double sd) {
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(sd * tl_rng_normal(g));
+    return x;
+}
+
+/* bf16 attention on the active backend and on the reference, forward and backward:
+ * - the probabilities within 2e-5 of softmax(bf16(q) bf16(k)^T / sqrt(d)) in double
+ *   (only fp32 sums and fp32 softmax differ), and each output row within the fp32
+ *   summation bound (4 u (T+2) sum |terms|) of sum_s bf16(P) bf16(v) in double;
+ * - out, dq, dk, dv within 1.5e-2 (max error / max value) of exact double attention
+ *   (bf16 inputs: about 2^-9 each; measured 2e-3 to 5e-3), and within it of the fp32
+ *   kernels, yet not equal to them (the products really are bf16);
+ * - 1 and 2 threads: the same bits. */
+static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
+                            tl_rng *g) {
+    const int qs = H * hd, ks = KV * hd;
+    const size_t nq = (size_t)B * T * qs, nk = (size_t)B * T * ks, np = (size_t)B * H * T * T;
+    float *q = randn(g, nq, 1.0), *k = randn(g, nk, 1.0), *v = randn(g, nk, 1.0), *dO = randn(g, nq, 1.0);
+    float *out = malloc(4 * nq), *P = malloc(4 * np), *dq = malloc(4 * nq), *dk = malloc(4 * nk), *dv = malloc(4 * nk);
+    float *out2 = malloc(4 * nq), *P2 = malloc(4 * np), *dq2 = malloc(4 * nq), *dk2 = malloc(4 * nk),
+          *dv2 = malloc(4 * nk);
+    double *Pd = malloc(8 * np), *Od = malloc(8 * nq), *dqd = malloc(8 * nq), *dkd = malloc(8 * nk),
+           *dvd = malloc(8 * nk);
+    void *scr = tl_alloc(tl_attention_bf16_scratch(B, T, H, KV, hd));
+    /* the process's backend (TL_GEMM_BF16=ref runs the emulated one) */
+    const char *bn = tl_gemm_bf16_name(tl_gemm_bf16_active());
+    const int saved = tl_get_threads();
+    tl_set_threads(2);
+    tl_attention_forward_bf16(out, P, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr);
+
+    /* tight: the probabilities and the P v product on the same bf16 operands */
+    double worst_p = 0, worst_o = 0;
+    const double scale = 1.0 / sqrt((double)hd), u = ldexp(1.0, -24);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int r = 0; r < T; r++) {
+                const int gk = h / (H / KV);
+                const float *qr = q + ((size_t)b * T + r) * qs + (size_t)h * hd;
+                const float *pr = P + (((size_t)b * H + h) * T + r) * T;
+                double s[T], mx = -INFINITY, sum = 0;
+                for (int c = 0; c <= r; c++) {
+                    const float *kr = k + ((size_t)b * T + c) * ks + (size_t)gk * hd;
+                    s[c] = 0;
+                    for (int d = 0; d < hd; d++) s[c] += bf(qr[d]) * bf(kr[d]);
+                    s[c] *= scale;
+                    if (s[c] > mx) mx = s[c];
+                }
+                for (int c = 0; c <= r; c++) sum += (s[c] = exp(s[c] - mx));
+                for (int c = 0; c < T; c++) {
+                    const double want = c <= r ? s[c] / sum : 0.0, e = fabs(pr[c] - want);
+                    if (e > worst_p) worst_p = e;
+                }
+                for (int d = 0; d < hd; d++) {
+                    double ref = 0, mag = 0;
+                    for (int c = 0; c < T; c++) {
+                        const double term = bf(pr[c]) * bf(v[((size_t)b * T + c) * ks + (size_t)gk * hd + d]);
+                        ref += term;
+                        mag += fabs(term);
+                    }
+                    const double e = fabs(out[((size_t)b * T + r) * qs + (size_t)h * hd + d] - ref);
+                    const double bound = 4 * u * (T + 2) * mag + 1e-30;
+                    if (e / bound > worst_o) worst_o = e / bound;
+                }
+            }
+    CHECK_MSG(worst_p < 2e-5, "%s %dx%d H%d KV%d hd%d: probabilities off by %.3g", bn, B, T, H, KV, hd, worst_p);
+    CHECK_MSG(worst_o <= 1.0, "%s %dx%d H%d KV%d hd%d: P v product at %.3g of the fp32 summation bound", bn, B, T,
+              H, KV, hd, worst_o);
+
+    /* loose: against exact attention, and against the fp32 kernels */
+    attention_double(Pd, Od, dqd, dkd, dvd, q, k, v, dO, B, T, H, KV, hd);
+    const double e_o = rel_err_d(out, Od, nq), e_q = rel_err_d(dq, dqd, nq), e_k = rel_err_d(dk, dkd, nk),
+                 e_v = rel_err_d(dv, dvd, nk);
+    if (getenv("TL_TEST_VERBOSE"))
+        fprintf(stderr, "  %s %dx%d H%d KV%d hd%d vs double: out %.3g dq %.3g dk %.3g dv %.3g\n", bn, B, T, H, KV,
+                hd, e_o, e_q, e_k, e_v);
+    CHECK_MSG(e_o < 1.5e-2 && e_q < 1.5e-2 && e_k < 1.5e-2 && e_v < 1.5e-2,
+              "%s %dx%d H%d KV%d hd%d vs double: out %.3g dq %.3g dk %.3g dv %.3g (tolerance 1.5e-2)", bn, B, T, H,
+              KV, hd, e_o, e_q, e_k, e_v);
+    tl_attention_forward(out2, P2, q, k, v, B, T, H, KV, hd);
+    tl_attention_backward(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd);
+    const double f_o = tl_test_rel_err(out, out2, nq), f_q = tl_test_rel_err(dq, dq2, nq);
+    CHECK_MSG(f_o < 1.5e-2 && f_q < 1.5e-2, "%s: vs the fp32 kernels: out %.3g dq %.3g", bn, f_o, f_q);
+    CHECK_MSG(f_o > 1e-5 && (T == 1 || f_q > 1e-5), "%s: equal to the fp32 kernels (%.3g, %.3g): the products are not bf16", bn,
+              f_o, f_q);
+
+    /* thread count */
+    tl_set_threads(1);
+    tl_attention_forward_bf16(out2, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr);
+    CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
+                  !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
+              "%s %dx%d H%d KV%d hd%d: 1 and 2 threads differ", bn, B, T, H, KV, hd);
+    tl_set_threads(saved);
+    free(q), free(k), free(v), free(dO), free(out), free(P), free(dq), free(dk), free(dv);
+    free(out2), free(P2), free(dq2), free(dk2), free(dv2), free(Pd), free(Od), free(dqd), free(dkd), free(dvd);
+    tl_free(scr);
+}
+
+static void test_attention(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 31);
+    /* odd sizes, grouped and not, one position, and gqa-40m's head shape */
+    static const int sh[][5] = {{2, 37, 4, 2, 16}, {1, 1, 2, 2, 8}, {3, 20, 6, 6, 12}, {1, 96, 8, 4, 64}};
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
+        check_attention(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
+}
+
+const tl_test tests_bf16_step[] = {
+    {"bf16/adamw_fused_matches_separate_passes", test_adamw_fused},
+    {"bf16/grad_norm_blocks", test_norm_blocks},
+    {"bf16/attention_vs_double", test_attention},
+    {NULL, NULL},
+};
