@@ -144,7 +144,11 @@ grep -q '"val_loss"' "$T/learn/log.jsonl" && grep -q "validation loss" "$T/learn
 "$BIN" train --init "$T/learn/step-00000040" --data "$D" --batch 4 --seq-len 32 --steps 2 --lr 1e-4 --warmup 0 \
     --out "$T/cont" --quiet 2>"$T/cont.err"
 cont=$(grep -o '"loss": [0-9.]*' "$T/cont/log.jsonl" | head -1 | awk '{print $2}')
-if awk -v a="$cont" -v b="$last" 'BEGIN {exit !(a < b + 0.5)}'; then ok "--init continues from the checkpoint ($cont)"; else fail "--init continues ($cont vs $last)"; fi
+# the first loss after --init is a new batch's (the data starts over): nearer the trained model's loss
+# than a fresh model's (the corpus is this repo's source, so the exact values move with it)
+if awk -v a="$cont" -v f="$first" -v b="$last" 'BEGIN {exit !(a < (f + b) / 2)}'; then
+    ok "--init continues from the checkpoint ($cont; fresh $first, trained $last)"
+else fail "--init continues ($cont; fresh $first, trained $last)"; fi
 rm -f "$T/learn/step-00000040/model.safetensors"
 expect_fail "--init with missing weights" "no model.safetensors" "$BIN" train --init "$T/learn/step-00000040" --data "$D" --out "$T/r1"
 
