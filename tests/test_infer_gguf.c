@@ -14,6 +14,7 @@
 #include "infer.h"
 #include "matvec_quant.h"
 #include "matvec_quant_i8.h"
+#include "repack_check.h"
 #include "rng.h"
 
 static const uint32_t QTYPES[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
@@ -358,21 +359,8 @@ static void test_q8_packed(tl_test_ctx *t) {
             random_blocks(&r, type, mat, rb * R / (type == TL_GGML_Q8_0 ? 34 : 18));
             for (int i = 0; i < C * N; i++) x[i] = (float)(tl_rng_normal(&r) * (1 + (i / 32) % 5));
             memset(x + 32, 0, sizeof(float) * 32); /* an all-zero block of x: d = 0 */
-            tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
-            CHECK(tl_q8_packable(&W));
-            tl_q8_pack(&W, pk);
-            tl_wmat P = W;
-            P.data = pk;
-            P.packed = 1;
-            CHECK(!tl_q8_packable(&P));
-            int ok = 1;
-            for (int j = 0; j < R; j++) {
-                tl_q8_unpack_row(&P, j, back);
-                ok &= !memcmp(back, mat + rb * (size_t)j, rb);
-                tl_wmat_row_f32(&W, j, row);
-                tl_wmat_row_f32(&P, j, row + C);
-                ok &= !memcmp(row, row + C, sizeof(float) * (size_t)C);
-            }
+            tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0}, P;
+            int ok = tl_test_repack_rows(t, &W, pk, &P, back, row);
             CHECK_MSG(ok, "%s C=%d: rows back from the repacked layout", tl_ggml_type_name(type), C);
             for (int i = 0; i < N; i++) {
                 tl_q8_quantize(type, x + (size_t)i * C, C, xq + (size_t)i * xs);

@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "matvec_quant.h"
 #include "matvec_quant_kpack.h"
+#include "repack_check.h"
 #include "rng.h"
 
 /* random block bytes, the f16 scales finite (2^-12 .. 2^-2, either sign);
@@ -58,21 +59,8 @@ static void test_kq_packed(tl_test_ctx *t) {
                 for (int i = 0; i < C * N; i++)
                     x[i] = extreme ? 3.0f : (float)(tl_rng_normal(&r) * (1 + (i / 256) % 5));
                 if (!extreme) memset(x + 256 * (C / 256 - 1), 0, sizeof(float) * 256); /* a zero block: d = 0 */
-                tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
-                CHECK(tl_q8_packable(&W));
-                tl_q8_pack(&W, pk);
-                tl_wmat P = W;
-                P.data = pk;
-                P.packed = 1;
-                CHECK(!tl_q8_packable(&P));
-                int ok = 1;
-                for (int j = 0; j < R; j++) {
-                    tl_q8_unpack_row(&P, j, back);
-                    ok &= !memcmp(back, mat + rb * (size_t)j, rb);
-                    tl_wmat_row_f32(&W, j, row);
-                    tl_wmat_row_f32(&P, j, row + C);
-                    ok &= !memcmp(row, row + C, sizeof(float) * (size_t)C);
-                }
+                tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0}, P;
+                int ok = tl_test_repack_rows(t, &W, pk, &P, back, row);
                 CHECK_MSG(ok, "%s C=%d: rows back from the repacked layout", tl_ggml_type_name(type), C);
                 for (int i = 0; i < N; i++) {
                     tl_q8_quantize(type, x + (size_t)i * C, C, xq + (size_t)i * xs);

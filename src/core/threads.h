@@ -38,7 +38,7 @@ int tl_threads_default(double seconds, double *busy);
  * decode 6-19x slower; a unit test's batched decode 49 s instead of 4.5 s;
  * docs/benchmarks.md "Threads on a shared machine").  A short spin keeps an idle machine's speed and sleeps soon on a
  * shared one. */
-#define TL_OMP_SPIN_COUNT "1000"
+#define TL_OMP_SPIN_COUNT "10000"
 /* Set beside GOMP_SPINCOUNT to the same value when the spin is this program's
  * choice rather than the user's (`info --cpu` tells them apart). */
 #define TL_OMP_SPIN_MARK "TL_GOMP_SPINCOUNT_CHOSEN"

@@ -143,20 +143,31 @@ __attribute__((target_clones("arch=haswell", "default"))) static void adamw_rang
     }
 }
 
+/* One step's AdamW constants.  The order of torch's single-tensor AdamW: decay,
+ * moments, bias-corrected step; (1 - beta) is formed in double and rounded once,
+ * as torch passes it as a Python float. */
+typedef struct {
+    float decay, b2, omb1, omb2, step_size, bc2_sqrt, eps;
+} adamw_k;
+
+static adamw_k adamw_constants(const tl_adamw_config *c, double lr, long step) {
+    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    return (adamw_k){.decay = (float)(1.0 - lr * c->weight_decay), .b2 = (float)c->beta2,
+                     .omb1 = (float)(1.0 - c->beta1), .omb2 = (float)(1.0 - c->beta2),
+                     .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2), .eps = (float)c->eps};
+}
+
+enum { ADAMW_BLOCK = 1 << 14 };
+
 void tl_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                      const tl_adamw_config *c, long step) {
-    /* The order of torch's single-tensor AdamW: decay, moments, bias-corrected step.
-     * (1 - beta) is formed in double and rounded once, as torch passes it as a Python float. */
-    const float decay = (float)(1.0 - lr * c->weight_decay);
-    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
-    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
-    enum { BLOCK = 1 << 14 };
-    const size_t nb = (n + BLOCK - 1) / BLOCK;
+    const adamw_k k = adamw_constants(c, lr, step);
+    const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
-        size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
-        adamw_range(params + lo, grads + lo, m + lo, v + lo, len, decay, b2, omb1, omb2, step_size, bc2_sqrt, eps);
+        size_t lo = b * ADAMW_BLOCK, len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
+        adamw_range(params + lo, grads + lo, m + lo, v + lo, len, k.decay, k.b2, k.omb1, k.omb2, k.step_size,
+                    k.bc2_sqrt, k.eps);
     }
 }
 
@@ -180,17 +191,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_r
 
 void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
                           double lr, const tl_adamw_config *c, long step, float gscale) {
-    const float decay = (float)(1.0 - lr * c->weight_decay);
-    const float b2 = (float)c->beta2, omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
-    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
-    const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)c->eps;
-    enum { BLOCK = 1 << 14 };
-    const size_t nb = (n + BLOCK - 1) / BLOCK;
+    const adamw_k k = adamw_constants(c, lr, step);
+    const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
-        size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
-        adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, decay, b2, omb1, omb2, step_size,
-                           bc2_sqrt, eps);
+        size_t lo = b * ADAMW_BLOCK, len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
+        adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, k.decay, k.b2, k.omb1, k.omb2,
+                           k.step_size, k.bc2_sqrt, k.eps);
         /* the block is still in cache: its bf16 copy now (on this thread) */
         tl_round_bf16_here(params + lo, len, params_bf16 + lo);
     }
