@@ -11,7 +11,7 @@
 #define BLOCK 16384
 
 /* Loads go through memcpy: mapped tensors need not be aligned to their element size. */
-__attribute__((target_clones("arch=haswell", "default"))) static uint32_t max_bits32(const unsigned char *x,
+__attribute__((target_clones("avx512f", "avx2", "default"))) static uint32_t max_bits32(const unsigned char *x,
                                                                                     size_t len) {
     uint32_t mx = 0;
     for (size_t i = 0; i < len; i++) {
@@ -23,7 +23,7 @@ __attribute__((target_clones("arch=haswell", "default"))) static uint32_t max_bi
     return mx;
 }
 
-__attribute__((target_clones("arch=haswell", "default"))) static uint16_t max_bits16(const unsigned char *x,
+__attribute__((target_clones("avx512f", "avx2", "default"))) static uint16_t max_bits16(const unsigned char *x,
                                                                                     size_t len) {
     uint16_t mx = 0;
     for (size_t i = 0; i < len; i++) {

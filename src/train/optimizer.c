@@ -129,8 +129,11 @@ void tl_clip_grads(float *g, size_t n, double norm, double clip) {
     for (size_t i = 0; i < n; i++) g[i] *= cf;
 }
 
-/* The inner loop, compiled for AVX2+FMA and for baseline x86-64 (chosen at load time). */
-__attribute__((target_clones("arch=haswell", "default"))) static void adamw_range(
+/* The inner loop, compiled for AVX-512, AVX2 and baseline x86-64, chosen at load
+ * time by the CPU's flags ("arch=haswell" clones are chosen by CPU model: every
+ * CPU newer than the models GCC knows ran the baseline).  No contraction under
+ * -std=c11: every clone rounds alike. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_range(
     float *params, const float *grads, float *m, float *v, size_t n, float decay, float b2, float omb1, float omb2,
     float step_size, float bc2_sqrt, float eps) {
     for (size_t i = 0; i < n; i++) {
