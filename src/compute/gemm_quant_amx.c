@@ -88,17 +88,6 @@ static geom geometry(uint32_t type, int in) {
     return g;
 }
 
-/* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
-static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 static inline int32_t pair16(int a, int b) { return (int32_t)((uint32_t)(uint16_t)a | (uint32_t)(uint16_t)b << 16); }
 
 /* Unpacks rows [r0, r0 + nr) of W (rb bytes each) into a row tile u. */
@@ -139,7 +128,7 @@ __attribute__((target(TGT))) static void unpack_rows(const geom *G, const uint8_
                 dmin[16 * k + r] = tl_f16_to_f32(ld16(b + 2));
                 for (int j = 0; j < 8; j++) {
                     int s, m;
-                    k_scale_min(b + 4, j, &s, &m);
+                    tl_k_scale_min(b + 4, j, &s, &m);
                     mm[16 * (8 * k + j) + r] = pair16(m, m);
                     const uint8_t *p = qs + 32 * (j / 2);
                     uint8_t *o = w + 256 * k + 32 * j;

@@ -179,19 +179,6 @@ __attribute__((target("avx512f,f16c"))) static float dot_q4_0_avx512(const uint8
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
-/* the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block
- * (docs/formats.md: bytes 0-3 scales 0-3, 4-7 mins 0-3, 8-11 the low 4 bits of
- * scales/mins 4-7 whose top 2 bits sit in the top bits of bytes 0-7) */
-static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* sixteen uint8 to fp32 */
 __attribute__((target("avx512f"))) static inline __m512 u8x16(__m128i v) {
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
@@ -209,8 +196,8 @@ __attribute__((target("avx512f,f16c"))) static float dot_q4_k_avx512(const uint8
         for (int j = 0; j < 8; j += 2, qs += 32, xj += 64) {
             if (!(j & 2)) _mm_prefetch((const char *)qs + QPF, _MM_HINT_T0);
             int s0, m0, s1, m1;
-            k_scale_min(sc, j, &s0, &m0);
-            k_scale_min(sc, j + 1, &s1, &m1);
+            tl_k_scale_min(sc, j, &s0, &m0);
+            tl_k_scale_min(sc, j + 1, &s1, &m1);
             const __m128i a = _mm_loadu_si128((const __m128i *)(const void *)qs);
             const __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(qs + 16));
             const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);

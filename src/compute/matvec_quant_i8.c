@@ -105,17 +105,6 @@ static float c_q4_0(const uint8_t *b, const uint8_t *xq, int n) {
     return acc;
 }
 
-/* the 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (quant.c) */
-static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* Q4_K / Q5_K (qh: NULL for Q4_K): per super-block the integer sums
  * isum = sum_j sc_j sum_i q x and msum = sum_j m_j sum_i x, then
  * d_x (d isum - dmin msum). */
@@ -130,7 +119,7 @@ static float c_q45_k(const uint8_t *b, const uint8_t *xq, int n, int five) {
         int isum = 0, msum = 0;
         for (int j = 0; j < 8; j++) {
             int sc, mn, s = 0;
-            k_scale_min(b + 4, j, &sc, &mn);
+            tl_k_scale_min(b + 4, j, &sc, &mn);
             const uint8_t *p = qs + 32 * (j / 2);
             for (int i = 0; i < 32; i++) {
                 int v = (j & 1 ? p[i] >> 4 : p[i] & 15) | (five ? ((qh[i] >> j) & 1) << 4 : 0);

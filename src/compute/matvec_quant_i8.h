@@ -26,6 +26,16 @@ tl_q8_fn tl_q8_avx512vnni_fn(uint32_t type);
  * group at b, activations t) for r < 16, t < nt (1 <= nt <= 4), n elements. */
 typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out,
                                 size_t os);
+
+/* The kernels are compiled for 1-4 tokens at a time (NT a constant, so their
+ * accumulators stay in registers); a kernel body call(N) dispatched on nt. */
+#define NT_SWITCH(call)                                                                                              \
+    switch (nt) {                                                                                                    \
+    case 1: call(1); break;                                                                                          \
+    case 2: call(2); break;                                                                                          \
+    case 3: call(3); break;                                                                                          \
+    default: call(4); break;                                                                                         \
+    }
 tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
 
 #endif

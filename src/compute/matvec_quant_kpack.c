@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "matvec_quant_i8.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -120,8 +121,8 @@ static void c_q4_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
                 for (int i = 0; i < 12; i++) s[i] = at4(g, r, 4 + i);
                 int isum = 0, msum = 0;
                 for (int j = 0; j < 8; j++) {
-                    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4,
-                              mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+                    int sc, mn;
+                    tl_k_scale_min(s, j, &sc, &mn);
                     int sum = 0;
                     for (int i = 0; i < 32; i++) {
                         const int v = at4(g, r, 16 + 32 * (j / 2) + i);
@@ -305,13 +306,6 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
-#define NT_SWITCH(call)                                                                                              \
-    switch (nt) {                                                                                                    \
-    case 1: call(1); break;                                                                                          \
-    case 2: call(2); break;                                                                                          \
-    case 3: call(3); break;                                                                                          \
-    default: call(4); break;                                                                                         \
-    }
 #define B_Q4_K(N) pq4k_n(b, xq, xs, n, out, os, N)
 #define B_Q6_K(N) pq6k_n(b, xq, xs, n, out, os, N)
 __attribute__((target(T512))) static void pq4k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,

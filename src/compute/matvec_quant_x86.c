@@ -19,7 +19,7 @@
 static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* the eight scales (sc) and mins (mn) of a Q4_K/Q5_K super-block as bytes,
- * four at a time in 32-bit words (quant.c's k_scale_min: bytes 0-3 scales 0-3,
+ * four at a time in 32-bit words (quant.h's tl_k_scale_min: bytes 0-3 scales 0-3,
  * 4-7 mins 0-3, 8-11 the low 4 bits of scales/mins 4-7, their top 2 bits in
  * the top bits of bytes 0-7) */
 static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
@@ -296,13 +296,6 @@ __attribute__((target(T512), always_inline)) static inline void q6k_512_n(const 
     for (int t = 0; t < NT; t++) out[(size_t)t * os] = acc[t];
 }
 
-#define NT_SWITCH(call)                                                                                              \
-    switch (nt) {                                                                                                    \
-    case 1: call(1); break;                                                                                          \
-    case 2: call(2); break;                                                                                          \
-    case 3: call(3); break;                                                                                          \
-    default: call(4); break;                                                                                         \
-    }
 #define DEF512(name, body)                                                                                           \
     __attribute__((target(T512))) static void name(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,  \
                                                    float *out, size_t os) {                                         \

@@ -15,20 +15,6 @@
 
 static uint16_t u16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-/* the 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block:
- * bytes 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3; bytes 8-11
- * hold scales 4-7 (low nibble) and mins 4-7 (high nibble), whose top 2 bits sit
- * in the spare top bits of bytes 0-3 and 4-7. */
-static void k_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4);
-        *mn = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
-    }
-}
-
 /* Q4_0: f16 d, 16 bytes: element i (< 16) is the low nibble of byte i, element
  * i + 16 the high nibble; value (q - 8) * d. */
 static void deq_q4_0(const uint8_t *b, float *y, size_t nb) {
@@ -100,9 +86,9 @@ static void deq_q4_k(const uint8_t *b, float *y, size_t nb) {
         float d = tl_f16_to_f32(u16le(b)), dmin = tl_f16_to_f32(u16le(b + 2));
         const uint8_t *sc = b + 4, *qs = b + 16;
         for (int j = 0; j < 8; j += 2, qs += 32) {
-            uint8_t s0, m0, s1, m1;
-            k_scale_min(sc, j, &s0, &m0);
-            k_scale_min(sc, j + 1, &s1, &m1);
+            int s0, m0, s1, m1;
+            tl_k_scale_min(sc, j, &s0, &m0);
+            tl_k_scale_min(sc, j + 1, &s1, &m1);
             float d0 = d * s0, dm0 = dmin * m0, d1 = d * s1, dm1 = dmin * m1;
             for (int i = 0; i < 32; i++) *y++ = d0 * (float)(qs[i] & 0x0f) - dm0;
             for (int i = 0; i < 32; i++) *y++ = d1 * (float)(qs[i] >> 4) - dm1;
@@ -117,9 +103,9 @@ static void deq_q5_k(const uint8_t *b, float *y, size_t nb) {
         float d = tl_f16_to_f32(u16le(b)), dmin = tl_f16_to_f32(u16le(b + 2));
         const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + 48;
         for (int j = 0; j < 8; j += 2, qs += 32) {
-            uint8_t s0, m0, s1, m1;
-            k_scale_min(sc, j, &s0, &m0);
-            k_scale_min(sc, j + 1, &s1, &m1);
+            int s0, m0, s1, m1;
+            tl_k_scale_min(sc, j, &s0, &m0);
+            tl_k_scale_min(sc, j + 1, &s1, &m1);
             float d0 = d * s0, dm0 = dmin * m0, d1 = d * s1, dm1 = dmin * m1;
             for (int i = 0; i < 32; i++)
                 *y++ = d0 * (float)((qs[i] & 0x0f) | ((qh[i] >> j) & 1) << 4) - dm0;

@@ -33,4 +33,19 @@ int tl_ggml_type_dequantizable(uint32_t type);
 /* Converts n elements (a multiple of the type's block size) of type's blocks
  * at src to fp32, exactly as ggml's dequantize_row_* does. */
 void tl_gguf_dequant_row(uint32_t type, const void *src, float *dst, size_t n);
+
+/* The 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block,
+ * from its 12 scale bytes s: bytes 0-3 hold scales 0-3 in their low 6 bits,
+ * bytes 4-7 mins 0-3; bytes 8-11 hold scales 4-7 (low nibble) and mins 4-7 (high
+ * nibble), whose top 2 bits sit in the spare top bits of bytes 0-3 and 4-7.
+ * Inline: the kernels call it per sub-block. */
+static inline void tl_k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
 #endif
