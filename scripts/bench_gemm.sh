@@ -5,11 +5,13 @@
 # rounds alternate the C backends and PyTorch; the table gives each backend's
 # median GFLOP/s and its ratio to the best median of the row.  On a shared
 # machine the numbers are noisy: read the medians, not single runs.
-#   scripts/bench_gemm.sh [ROUNDS] [SECONDS_PER_MEASUREMENT]
+#   scripts/bench_gemm.sh [ROUNDS] [SECONDS_PER_MEASUREMENT] [SHAPE SET]
+# SHAPE SET: tinyllama-1.1b (default) or gqa-40m (a training step at batch 4 x 256).
 set -eu
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 secs=${2:-0.3}
+set=${3:-tinyllama-1.1b}
 PYTHON=${PYTHON:-python3}
 make -j"$(nproc)" build/libtinyllama.a >/dev/null
 BIN=$(mktemp /tmp/tl_bench_gemm.XXXXXX)
@@ -24,8 +26,8 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //
 echo "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_fp16|amx_bf16|amx_int8|avx512_vnni' | tr '\n' ' ')"
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-(unset)}"
 for r in $(seq 0 $((rounds - 1))); do
-    "$BIN" 1 "$secs" | sed "s/round=0/round=$r/" | tee -a "$LOG" | grep -v RESULT || true
-    [ "$torch" = 1 ] && "$PYTHON" scripts/bench_gemm_torch.py "$r" "$secs" >>"$LOG"
+    "$BIN" 1 "$secs" "$set" | sed "s/round=0/round=$r/" | tee -a "$LOG" | grep -v RESULT || true
+    [ "$torch" = 1 ] && "$PYTHON" scripts/bench_gemm_torch.py "$r" "$secs" "$set" >>"$LOG"
 done
 awk '/^RESULT/ {
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }

@@ -93,6 +93,44 @@ static void test_backends_inside_parallel_region(tl_test_ctx *t) {
     tl_set_threads(saved);
 }
 
+/* The output layer's wide products go to oneDNN's matmul primitive: right
+ * against double with alpha, beta and padded strides, and the same bits on 1 and
+ * 2 threads (training's results must not depend on the thread count). */
+static void test_matmul_wide(tl_test_ctx *t) {
+    static const int shapes[][5] = {/* ta, tb, M, N, K */ {0, 1, 33, 8200, 40}, {1, 0, 8200, 37, 29}};
+    tl_rng g;
+    tl_rng_seed(&g, 41);
+    int saved = tl_get_threads();
+    CHECK(tl_sgemm_matmul_wins(false, true, 256, 32000) && tl_sgemm_matmul_wins(true, false, 32000, 512));
+    CHECK(!tl_sgemm_matmul_wins(false, false, 256, 512) && !tl_sgemm_matmul_wins(false, true, 1024, 1376));
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const bool ta = shapes[s][0], tb = shapes[s][1];
+        const int M = shapes[s][2], N = shapes[s][3], K = shapes[s][4];
+        for (int tr = 0; tr < 2; tr++) {
+            tl_set_threads(2);
+            check_product(t, TL_GEMM_ONEDNN, ta, tb, M, N, K, tr ? 0.5f : 1.0f, tr ? 1.0f : 0.0f, &g);
+        }
+        const int lda = ta ? M : K, ldb = tb ? K : N;
+        const size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * N;
+        float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C[2];
+        for (size_t i = 0; i < na; i++) A[i] = (float)tl_rng_normal(&g);
+        for (size_t i = 0; i < nb; i++) B[i] = (float)tl_rng_normal(&g);
+        for (int th = 1; th <= 2; th++) {
+            C[th - 1] = malloc(sizeof(float) * nc);
+            for (size_t i = 0; i < nc; i++) C[th - 1][i] = (float)(i % 5);
+            tl_set_threads(th);
+            CHECK(tl_sgemm_matmul(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C[th - 1], N) == 0);
+        }
+        CHECK_MSG(!memcmp(C[0], C[1], sizeof(float) * nc), "%c%c %dx%dx%d: 1 and 2 threads differ", ta ? 'T' : 'N',
+                  tb ? 'T' : 'N', M, N, K);
+        free(A);
+        free(B);
+        free(C[0]);
+        free(C[1]);
+    }
+    tl_set_threads(saved);
+}
+
 static tl_cpu_info flags(int level) {
     tl_cpu_info c;
     memset(&c, 0, sizeof c);
@@ -196,6 +234,7 @@ const tl_test tests_gemm[] = {
     {"gemm/openblas_force", test_openblas_force},
     {"gemm/backends_match_double", test_backends_match_double},
     {"gemm/backends_inside_parallel_region", test_backends_inside_parallel_region},
+    {"gemm/matmul_wide", test_matmul_wide},
     {"gemm/choice_by_flags", test_choice_by_flags},
     {"gemm/detect_consistent", test_detect_consistent},
     {NULL, NULL},
