@@ -215,8 +215,7 @@ static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long st
         return 0;
     }
     if (e->zero == 0) { /* every rank has the whole reduced gradient and the whole moments */
-        tl_clip_grads(c->grads, n, norm, o->clip);
-        tl_adamw_update(e->m->params, c->grads, e->opt_m, e->opt_v, n, lr, o, step);
+        tl_adamw_update_clipped(e->m->params, c->grads, e->opt_m, e->opt_v, n, lr, o, step, tl_clip_scale(norm, o->clip));
         bf16_refresh(c);
         return 0;
     }

@@ -205,3 +205,15 @@ void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *gra
         tl_round_bf16_here(params + lo, len, params_bf16 + lo);
     }
 }
+
+void tl_adamw_update_clipped(float *params, const float *grads, float *m, float *v, size_t n, double lr,
+                             const tl_adamw_config *c, long step, float gscale) {
+    const adamw_k k = adamw_constants(c, lr, step);
+    const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t lo = b * ADAMW_BLOCK, len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
+        adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, k.decay, k.b2, k.omb1, k.omb2,
+                           k.step_size, k.bc2_sqrt, k.eps);
+    }
+}

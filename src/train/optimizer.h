@@ -97,4 +97,9 @@ float tl_clip_scale(double norm, double clip);
 void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
                           double lr, const tl_adamw_config *c, long step, float gscale);
 
+/* The fp32 step's clip and update in one pass (one read and write of the
+ * gradient block fewer): tl_adamw_update_bf16 without the bf16 copy. */
+void tl_adamw_update_clipped(float *params, const float *grads, float *m, float *v, size_t n, double lr,
+                             const tl_adamw_config *c, long step, float gscale);
+
 #endif
