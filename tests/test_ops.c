@@ -173,6 +173,28 @@ static void test_attention_grad(tl_test_ctx *t) {
     check_grad(t, "attention dv", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
 }
 
+/* Rows long enough for the backward's 16-lane row sums and their tails (39
+ * positions: 16 + 16 + 7), and more than one row block. */
+static void test_attention_grad_long(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 5);
+    enum { B = 1, T = 2 * TL_ATTN_ROWS + 39, H = 2, KV = 1, HD = 4, QN = B * T * H * HD, KN = B * T * KV * HD };
+    float *q = malloc(sizeof(float) * QN), *k = malloc(sizeof(float) * KN), *v = malloc(sizeof(float) * KN),
+          *o = malloc(sizeof(float) * QN), *p = malloc(sizeof(float) * B * H * T * T), *r = malloc(sizeof(float) * QN),
+          *dq = malloc(sizeof(float) * QN), *dk = malloc(sizeof(float) * KN), *dv = malloc(sizeof(float) * KN);
+    fill(q, QN, &g, 1.0);
+    fill(k, KN, &g, 1.0);
+    fill(v, KN, &g, 1.0);
+    fill(r, QN, &g, 1.0);
+    att_ctx c = {q, k, v, o, p, r, B, T, H, KV, HD};
+    att_f(&c);
+    tl_attention_backward(dq, dk, dv, r, p, q, k, v, B, T, H, KV, HD);
+    check_grad(t, "attention dq (long rows)", q, dq, QN, att_f, &c, 1e-2f, 2e-3);
+    check_grad(t, "attention dk (long rows)", k, dk, KN, att_f, &c, 1e-2f, 2e-3);
+    check_grad(t, "attention dv (long rows)", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
+    free(q), free(k), free(v), free(o), free(p), free(r), free(dq), free(dk), free(dv);
+}
+
 /* The inference variant (queries at p0.. over a cache) in pieces of 70, 1, 1, 3,
  * 1 and 74 rows (partial row blocks; the grouped-head path of steps <= 4 tokens) against attention computed in
  * double precision straight from the definition. */
@@ -282,6 +304,7 @@ const tl_test tests_ops[] = {
     {"ops/rope", test_rope},
     {"ops/swiglu_grad", test_swiglu_grad},
     {"ops/attention_grad", test_attention_grad},
+    {"ops/attention_grad_long", test_attention_grad_long},
     {"ops/attention_cached", test_attention_cached},
     {"ops/linear_grad", test_linear_grad},
     {"ops/cross_entropy", test_cross_entropy},

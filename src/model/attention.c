@@ -95,6 +95,22 @@ void tl_attention_forward_cached(float *out, float *scratch, const float *q, con
 
 /* ------------------------------------------------------ bf16 on AMX tiles */
 
+/* dS = P * (dP - rowsum(P * dP)) * scale in place over columns [0, t], zeros
+ * after.  The row sum in 16 lanes (one add chain does not vectorise and waits
+ * an add latency per column), combined in a fixed order. */
+static void softmax_grad_row(float *d, const float *p, int t, int cols, float scale) {
+    const int n = t + 1;
+    float part[16] = {0};
+    int s = 0;
+    for (; s + 16 <= n; s += 16)
+        for (int j = 0; j < 16; j++) part[j] += p[s + j] * d[s + j];
+    float rowsum = 0.0f;
+    for (int j = 0; j < 16; j++) rowsum += part[j];
+    for (; s < n; s++) rowsum += p[s] * d[s];
+    for (s = 0; s < n; s++) d[s] = p[s] * (d[s] - rowsum) * scale;
+    for (; s < cols; s++) d[s] = 0.0f;
+}
+
 void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                            const float *q, const float *k, const float *v, int B, int T, int H, int KV,
                            int hd) {
@@ -127,15 +143,8 @@ void tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
                         /* dP = dO v^T for this row block, then dS in place */
                         tl_sgemm(false, true, rows, cols, hd, 1.0f, dob + (size_t)r0 * qs, qs, vb, ks, 0.0f, dS,
                                  cols);
-                        for (int i = 0; i < rows; i++) {
-                            float *d = dS + (size_t)i * cols;
-                            const float *p = Pr + (size_t)i * T;
-                            const int t = r0 + i;
-                            float rowsum = 0.0f;
-                            for (int s = 0; s <= t; s++) rowsum += p[s] * d[s];
-                            for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - rowsum) * scale;
-                            for (int s = t + 1; s < cols; s++) d[s] = 0.0f;
-                        }
+                        for (int i = 0; i < rows; i++)
+                            softmax_grad_row(dS + (size_t)i * cols, Pr + (size_t)i * T, r0 + i, cols, scale);
                         /* dq = dS k;  dk[0, cols) += dS^T q;  dv[0, cols) += P^T dO */
                         tl_sgemm(false, false, rows, hd, cols, 1.0f, dS, cols, kb, ks, 0.0f, dqb + (size_t)r0 * qs,
                                  qs);
