@@ -61,8 +61,13 @@ void tl_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, 
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * D, *dyr = dy + (size_t)n * D;
         float *dxr = dx + (size_t)n * D;
-        float r = rstd[n], dot = 0.0f;
-        for (int i = 0; i < D; i++) dot += w[i] * dyr[i] * xr[i];
+        /* 16 lane sums, as in the forward pass */
+        float r = rstd[n], part[16] = {0}, dot = 0.0f;
+        int i0 = 0;
+        for (; i0 + 16 <= D; i0 += 16)
+            for (int j = 0; j < 16; j++) part[j] += w[i0 + j] * dyr[i0 + j] * xr[i0 + j];
+        for (int j = 0; j < 16; j++) dot += part[j];
+        for (; i0 < D; i0++) dot += w[i0] * dyr[i0] * xr[i0];
         float c = dot * r * r * r / (float)D;
         for (int i = 0; i < D; i++) dxr[i] += r * w[i] * dyr[i] - c * xr[i];
     }
