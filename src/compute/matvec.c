@@ -475,13 +475,15 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
 /* Rows per work item of a matrix: a multiple of 16 (the eight-row kernels, the
  * 16-row groups of repacked weights). */
 static int block_rows(const tl_wmat *M) {
-    if (M->packed) {
-        /* decode's repacked matrices: a multiple of the thread count of equal
-         * items, so that the threads finish together (1 MiB items left a thread
-         * idle up to 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
+    /* decode's repacked matrices (16-row groups) and BF16 ones (8 rows, the
+     * eight-row kernel): a multiple of the thread count of equal items, so
+     * that the threads finish together (1 MiB items left a thread idle up to
+     * 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
+    if (M->packed || (!M->quant && M->dtype == TL_DT_BF16)) {
         const size_t T = (size_t)omp_get_max_threads(), bytes = (size_t)M->rows * row_bytes(M),
-                     items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), groups = (size_t)M->rows / 16;
-        return (int)((groups + items - 1) / items * 16);
+                     items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), g = M->packed ? 16 : 8,
+                     groups = ((size_t)M->rows + g - 1) / g;
+        return (int)((groups + items - 1) / items * g);
     }
     const size_t g = 8, r = BLOCK_BYTES / row_bytes(M) / g * g;
     return r < g ? (int)g : r > (size_t)M->rows ? (M->rows + (int)g - 1) / (int)g * (int)g : (int)r;

@@ -74,9 +74,10 @@ void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
  * (BF16 matrices: tl_wmat_move_to). */
 int tl_wmat_movable(const tl_wmat *W);
 /* Copies W's rows to dst (rows * row bytes, caller's memory: 2 MiB pages),
- * drops the map's whole pages under them from the resident set and points W
- * at dst.  The layout is unchanged, so every kernel reads the copy as it read
- * the map. */
+ * drops the whole pages under them from the resident set and points W at
+ * dst.  W must lie in a read-only file map (dropped pages of anonymous memory
+ * would read back as zeros).  The layout is unchanged, so every kernel reads
+ * the copy as it read the map. */
 void tl_wmat_move_to(tl_wmat *W, void *dst);
 /* Bytes of one stored row of W. */
 size_t tl_wmat_row_bytes(const tl_wmat *W);
