@@ -472,8 +472,8 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
  * enough items for dynamic scheduling to even out a descheduled thread. */
 #define BLOCK_BYTES (1u << 20)
 
-/* Rows per work item of a matrix: a multiple of 16 (the eight-row kernels, the
- * 16-row groups of repacked weights). */
+/* Rows per work item of a matrix: a multiple of 8 (the eight-row kernels), of
+ * 16 for repacked weights (their 16-row groups). */
 static int block_rows(const tl_wmat *M) {
     /* decode's repacked matrices (16-row groups) and BF16 ones (8 rows, the
      * eight-row kernel): a multiple of the thread count of equal items, so

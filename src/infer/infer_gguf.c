@@ -101,8 +101,9 @@ void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
  * 16 rows per register, x broadcast once for them), and BF16 matrices copied
  * as they are (tl_wmat_move_to), both into 2 MiB pages.  The copy replaces the
  * map: its pages are dropped after repacking, so the resident size stays the
- * file's.  Without memory for the copy, or on other CPUs, the map is used as
- * it is.  The embedding table (rows looked up one by one) stays in the map. */
+ * file's.  Without memory for the copy (and the quantized types on other
+ * CPUs), the map is used as it is.  The embedding table (rows looked up
+ * one by one) stays in the map. */
 static void repack(tl_infer_model *m) {
     const int q8 = tl_q8_isa_for(TL_KERNEL_AUTO) == TL_Q8_AVX512VNNI;
     tl_wmat **ws = malloc(sizeof *ws * ((size_t)m->cfg.n_layers * 7 + 1));
