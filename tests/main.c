@@ -44,6 +44,7 @@ extern const tl_test tests_generate[];
 extern const tl_test tests_infer_gguf[];
 extern const tl_test tests_gemm_quant[];
 extern const tl_test tests_kpack[];
+extern const tl_test tests_wmat_move[];
 extern const tl_test tests_cli[];
 extern const tl_test tests_sft[];
 extern const tl_test tests_serve[];
@@ -81,6 +82,7 @@ static const tl_test *const suites[] = {
     tests_infer_gguf,
     tests_gemm_quant,
     tests_kpack,
+    tests_wmat_move,
     tests_cli,
     tests_sft,
     tests_serve,

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "gemm.h"
 #include "gemm_amx.h"
@@ -407,6 +408,31 @@ size_t tl_wmat_row_bytes(const tl_wmat *W) {
 }
 static size_t row_bytes(const tl_wmat *W) { return tl_wmat_row_bytes(W); }
 
+int tl_wmat_movable(const tl_wmat *W) { return !W->quant && W->dtype == TL_DT_BF16 && W->rows > 0 && W->cols > 0; }
+
+/* The whole 4 KiB pages of [p, p + n) leave the resident set (a read-only map:
+ * touched again, they would come back from the file). */
+static void drop_pages(const uint8_t *p, size_t n) {
+    const uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+void tl_wmat_move_to(tl_wmat *W, void *dst) {
+    const size_t bytes = (size_t)W->rows * row_bytes(W), chunk = (size_t)2 << 20;
+    const uint8_t *src = W->data;
+    /* chunk by chunk on every thread (a 2 MiB page is zeroed on its first
+     * touch), each chunk's map pages dropped once copied, so that the resident
+     * size never exceeds the file's by more than a few chunks */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t c = 0; c < (bytes + chunk - 1) / chunk; c++) {
+        const size_t o = c * chunk, n = bytes - o < chunk ? bytes - o : chunk;
+        memcpy((uint8_t *)dst + o, src + o, n);
+        drop_pages(src + o, n);
+    }
+    drop_pages(src, bytes); /* the pages that straddled two chunks */
+    W->data = dst;
+}
+
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out) {
     const uint8_t *p = (const uint8_t *)W->data + (size_t)r * row_bytes(W);
     const int n = W->cols;
@@ -446,16 +472,18 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
  * enough items for dynamic scheduling to even out a descheduled thread. */
 #define BLOCK_BYTES (1u << 20)
 
-/* Rows per work item of a matrix: a multiple of 16 (the eight-row kernels, the
- * 16-row groups of repacked weights). */
+/* Rows per work item of a matrix: a multiple of 8 (the eight-row kernels), of
+ * 16 for repacked weights (their 16-row groups). */
 static int block_rows(const tl_wmat *M) {
-    if (M->packed) {
-        /* decode's repacked matrices: a multiple of the thread count of equal
-         * items, so that the threads finish together (1 MiB items left a thread
-         * idle up to 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
+    /* decode's repacked matrices (16-row groups) and BF16 ones (8 rows, the
+     * eight-row kernel): a multiple of the thread count of equal items, so
+     * that the threads finish together (1 MiB items left a thread idle up to
+     * 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
+    if (M->packed || (!M->quant && M->dtype == TL_DT_BF16)) {
         const size_t T = (size_t)omp_get_max_threads(), bytes = (size_t)M->rows * row_bytes(M),
-                     items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), groups = (size_t)M->rows / 16;
-        return (int)((groups + items - 1) / items * 16);
+                     items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), g = M->packed ? 16 : 8,
+                     groups = ((size_t)M->rows + g - 1) / g;
+        return (int)((groups + items - 1) / items * g);
     }
     const size_t g = 8, r = BLOCK_BYTES / row_bytes(M) / g * g;
     return r < g ? (int)g : r > (size_t)M->rows ? (M->rows + (int)g - 1) / (int)g * (int)g : (int)r;

@@ -70,6 +70,15 @@ void tl_wmat_matvec_rows(tl_kernel k, const tl_wmat *const *W, float *const *y, 
 float tl_dot_f32(tl_kernel k, const float *w, const float *x, int n);
 /* One row of W as fp32 (stored row r: GGUF order for perm_heads matrices). */
 void tl_wmat_row_f32(const tl_wmat *W, int r, float *out);
+/* Whether decode reads W faster from a copy in 2 MiB pages than from the map
+ * (BF16 matrices: tl_wmat_move_to). */
+int tl_wmat_movable(const tl_wmat *W);
+/* Copies W's rows to dst (rows * row bytes, caller's memory: 2 MiB pages),
+ * drops the whole pages under them from the resident set and points W at
+ * dst.  W must lie in a read-only file map (dropped pages of anonymous memory
+ * would read back as zeros).  The layout is unchanged, so every kernel reads
+ * the copy as it read the map. */
+void tl_wmat_move_to(tl_wmat *W, void *dst);
 /* Bytes of one stored row of W. */
 size_t tl_wmat_row_bytes(const tl_wmat *W);
 /* The products of a perm_heads matrix come out in its stored (GGUF) row

@@ -98,12 +98,14 @@ void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
 }
 
 /* Q8_0/Q4_0/Q4_K/Q6_K matrices repacked for the AVX512-VNNI decode kernels (matvec_quant.h:
- * 16 rows per register, x broadcast once for them).  The copy replaces the
+ * 16 rows per register, x broadcast once for them), and BF16 matrices copied
+ * as they are (tl_wmat_move_to), both into 2 MiB pages.  The copy replaces the
  * map: its pages are dropped after repacking, so the resident size stays the
- * file's.  Without memory for the copy, or on other CPUs, the map is used as
- * it is.  The embedding table (rows looked up one by one) stays in the map. */
+ * file's.  Without memory for the copy (and the quantized types on other
+ * CPUs), the map is used as it is.  The embedding table (rows looked up
+ * one by one) stays in the map. */
 static void repack(tl_infer_model *m) {
-    if (tl_q8_isa_for(TL_KERNEL_AUTO) != TL_Q8_AVX512VNNI) return;
+    const int q8 = tl_q8_isa_for(TL_KERNEL_AUTO) == TL_Q8_AVX512VNNI;
     tl_wmat **ws = malloc(sizeof *ws * ((size_t)m->cfg.n_layers * 7 + 1));
     if (!ws) return;
     int nw = 0;
@@ -115,7 +117,8 @@ static void repack(tl_infer_model *m) {
     if (!m->cfg.tied) ws[nw++] = &m->lm_head;
     size_t total = 0;
     for (int i = 0; i < nw; i++)
-        if (tl_q8_packable(ws[i])) total += (size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]);
+        if ((q8 && tl_q8_packable(ws[i])) || tl_wmat_movable(ws[i]))
+            total += ((size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]) + 63) & ~(size_t)63;
     /* in 2 MiB pages, advised before the first write: streaming 4 KiB pages
      * each token costs a TLB miss per page, and one Q4_0 decode thread read
      * 6.4 GB/s from them against 8.5 from huge pages (the Xeon VM) */
@@ -129,8 +132,13 @@ static void repack(tl_infer_model *m) {
     const size_t page = 4096;
     for (int i = 0; i < nw; i++) {
         tl_wmat *w = ws[i];
-        if (!tl_q8_packable(w)) continue;
         const size_t bytes = (size_t)w->rows * tl_wmat_row_bytes(w);
+        if (tl_wmat_movable(w)) {
+            tl_wmat_move_to(w, dst);
+            dst += (bytes + 63) & ~(size_t)63;
+            continue;
+        }
+        if (!q8 || !tl_q8_packable(w)) continue;
         tl_q8_pack(w, dst);
         /* the map's whole pages of this matrix leave the resident set */
         const uintptr_t a = ((uintptr_t)w->data + page - 1) & ~(uintptr_t)(page - 1),
@@ -138,7 +146,7 @@ static void repack(tl_infer_model *m) {
         if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
         w->data = dst;
         w->packed = 1;
-        dst += bytes;
+        dst += (bytes + 63) & ~(size_t)63;
     }
     free(ws);
 }

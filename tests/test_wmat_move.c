@@ -1,0 +1,135 @@
+/* test_wmat_move.c - BF16 matrices copied out of a file map for decode
+ * (tl_wmat_move_to): the copy holds the rows bit for bit, every kernel gives
+ * the same bits on it as on the map (and fp32 accuracy against a double
+ * sum), the map still reads back from the file after its pages are dropped,
+ * and a BF16 GGUF model decodes from the copy. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "gguf.h"
+#include "harness.h"
+#include "infer.h"
+#include "matvec.h"
+#include "rng.h"
+
+/* shapes off the kernels' blocks: rows not a multiple of 8, columns not of 32
+ * (vector tails), past 3072 (the eight-row kernel), and more bytes than one
+ * 2 MiB copy chunk, placed at an offset that leaves every matrix off page
+ * boundaries */
+static const int shapes[][2] = {{150, 37}, {9, 1}, {1100, 1030}, {40, 5633}, {264, 2048}};
+#define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
+#define OFFSET 100
+
+static void test_wmat_move_bf16(tl_test_ctx *t) {
+    tl_rng r;
+    tl_rng_seed(&r, 11);
+    size_t total = OFFSET;
+    for (int s = 0; s < NSHAPES; s++) total += 2 * (size_t)shapes[s][0] * (size_t)shapes[s][1];
+    uint8_t *file = calloc(total, 1);
+    for (size_t i = OFFSET; i + 1 < total; i += 2) {
+        const uint16_t h = tl_f32_to_bf16((float)tl_rng_normal(&r));
+        memcpy(file + i, &h, 2);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/wmat_move.bin", tl_test_tmpdir());
+    tl_error e;
+    const uint8_t *map = NULL;
+    size_t len = 0;
+    CHECK_MSG(tl_write_file_atomic(path, file, total, &e) == 0 && tl_map_file(path, &map, &len, &e) == 0, "%s", e.msg);
+    if (!map || len != total) {
+        free(file);
+        return;
+    }
+    float *x = malloc(sizeof(float) * 5633), *before = malloc(sizeof(float) * 1100 * (TL_KERNEL_LAST + 1)),
+          *y = malloc(sizeof(float) * 1100), *w = malloc(sizeof(float) * 5633);
+    for (int i = 0; i < 5633; i++) x[i] = (float)tl_rng_normal(&r);
+    size_t off = OFFSET;
+    for (int s = 0; s < NSHAPES; s++) {
+        const int R = shapes[s][0], C = shapes[s][1];
+        const size_t bytes = 2 * (size_t)R * (size_t)C;
+        tl_wmat W = {TL_DT_BF16, map + off, R, C, 0, 0, 0, 0};
+        CHECK(tl_wmat_movable(&W));
+        for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++)
+            if (tl_kernel_supported((tl_kernel)k)) tl_wmat_matvec((tl_kernel)k, &W, x, before + (size_t)k * R);
+        const size_t huge = (size_t)2 << 20;
+        void *dst = aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+        tl_wmat_move_to(&W, dst);
+        CHECK(W.data == dst && W.rows == R && W.cols == C && W.dtype == TL_DT_BF16);
+        CHECK_MSG(!memcmp(dst, file + off, bytes), "%dx%d: the copy differs from the file's rows", R, C);
+        CHECK_MSG(!memcmp(map + off, file + off, bytes), "%dx%d: the map no longer reads the file", R, C);
+        for (int k = TL_KERNEL_SCALAR; k <= TL_KERNEL_LAST; k++) {
+            if (!tl_kernel_supported((tl_kernel)k)) continue;
+            tl_wmat_matvec((tl_kernel)k, &W, x, y);
+            CHECK_MSG(!memcmp(y, before + (size_t)k * R, sizeof(float) * (size_t)R),
+                      "%dx%d kernel %s: the copy gives other bits than the map", R, C, tl_kernel_name(k));
+            double worst = 0;
+            for (int i = 0; i < R; i++) {
+                tl_wmat_row_f32(&W, i, w);
+                double ref = 0, mag = 0;
+                for (int j = 0; j < C; j++) ref += (double)w[j] * x[j], mag += fabs((double)w[j] * x[j]);
+                worst = fmax(worst, fabs(y[i] - ref) / (mag + 1e-30));
+            }
+            const double tol = tl_kernel_rounds_bf16((tl_kernel)k) ? 1e-2 : 1e-5;
+            CHECK_MSG(worst <= tol, "%dx%d kernel %s: rel err %.3g", R, C, tl_kernel_name(k), worst);
+            /* the rows each work item takes depend on the thread count, the bits must not */
+            const int threads = omp_get_max_threads();
+            for (int n = 1; n <= 3; n += 2) {
+                omp_set_num_threads(n);
+                tl_wmat_matvec((tl_kernel)k, &W, x, y);
+                CHECK_MSG(!memcmp(y, before + (size_t)k * R, sizeof(float) * (size_t)R),
+                          "%dx%d kernel %s: %d threads give other bits", R, C, tl_kernel_name(k), n);
+            }
+            omp_set_num_threads(threads);
+        }
+        free(dst);
+        off += bytes;
+    }
+    /* only BF16 matrices are moved */
+    tl_wmat f32 = {TL_DT_F32, map, 4, 4, 0, 0, 0, 0}, q = {TL_DT_I32, map, 4, 32, TL_GGML_Q8_0, 0, 0, 0};
+    CHECK(!tl_wmat_movable(&f32) && !tl_wmat_movable(&q));
+    tl_unmap_file(map, len);
+    free(file);
+    free(x);
+    free(before);
+    free(y);
+    free(w);
+}
+
+/* A BF16 GGUF model: every decode matrix is read from the copy, the embedding
+ * table (rows looked up one by one) from the map; its logits are checked
+ * against float64 in test_infer_gguf.c. */
+static void test_wmat_move_gguf(tl_test_ctx *t) {
+    char model[512];
+    snprintf(model, sizeof model, "%s/gguf/tiny256_BF16.gguf", tl_test_fixture_dir());
+    tl_infer_model m;
+    tl_error e;
+    if (tl_infer_load(&m, model, &e)) {
+        CHECK_MSG(0, "%s: %s", model, e.msg);
+        return;
+    }
+    const tl_gguf_tensor *q = tl_gguf_find_tensor(m.gguf, "blk.0.attn_q.weight"),
+                         *emb = tl_gguf_find_tensor(m.gguf, "token_embd.weight");
+    CHECK(q && emb && m.packed);
+    for (int l = 0; l < m.cfg.n_layers; l++) {
+        const tl_infer_layer *ly = &m.layers[l];
+        const tl_wmat *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int j = 0; j < 7; j++)
+            CHECK_MSG(ws[j]->dtype == TL_DT_BF16 && (const uint8_t *)ws[j]->data >= (const uint8_t *)m.packed &&
+                          (const uint8_t *)ws[j]->data < (const uint8_t *)m.packed + m.decode_bytes + 64 * (7 * (size_t)m.cfg.n_layers + 1),
+                      "layer %d matrix %d not in the copy", l, j);
+    }
+    CHECK(q && m.layers[0].wq.data != q->data);
+    CHECK(emb && m.embed.data == emb->data);
+    tl_infer_free(&m);
+}
+
+const tl_test tests_wmat_move[] = {
+    {"wmat_move_bf16", test_wmat_move_bf16},
+    {"wmat_move_gguf", test_wmat_move_gguf},
+    {NULL, NULL},
+};
