@@ -259,13 +259,78 @@ out:
 
 /* ---------------------------------------------------------------- transpose */
 
-/* Tiles of 16 x 16, each thread writing whole rows of dst (oneDNN's reorder,
- * tried first, split the source's rows between the threads, so both wrote into
- * the same cache lines of dst: 10 ms instead of 0.7 for 1024 x 1376 on 2 threads). */
+/* The reorders of recent shapes, with their memory objects, as the products'. */
+#define TRANSPOSE_SLOTS 16
+
+typedef struct {
+    int rows, cols; /* 0: empty */
+    dnnl_primitive_t prim;
+    dnnl_memory_t sm, dm;
+} tcached;
+
+static tcached tcache[TRANSPOSE_SLOTS];
+static int tcache_next;
+
+static void tslot_clear(tcached *e) {
+    dnnl_memory_destroy(e->sm);
+    dnnl_memory_destroy(e->dm);
+    dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof *e);
+}
+
+static int tslot_build(tcached *e) {
+    dnnl_memory_desc_t smd, dmd;
+    const dnnl_dims_t d = {e->rows, e->cols};
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = -1;
+    /* the same [rows, cols] array, row-major in and column-major out */
+    if (dnnl_memory_desc_init_by_tag(&smd, 2, d, dnnl_bf16, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dmd, 2, d, dnnl_bf16, dnnl_ba) == dnnl_success &&
+        dnnl_reorder_primitive_desc_create(&pd, &smd, eng, &dmd, eng, NULL) == dnnl_success &&
+        dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
+        dnnl_memory_create(&e->sm, &smd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+        dnnl_memory_create(&e->dm, &dmd, eng, DNNL_MEMORY_NONE) == dnnl_success)
+        rc = 0;
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static int transpose_onednn(const uint16_t *src, int rows, int cols, uint16_t *dst) {
+    if (!stream) return -1;
+    int rc = -1;
+    pthread_mutex_lock(&cache_lock);
+    tcached *e = NULL;
+    for (int i = 0; i < TRANSPOSE_SLOTS && !e; i++)
+        if (tcache[i].rows == rows && tcache[i].cols == cols) e = &tcache[i];
+    if (!e) {
+        e = &tcache[tcache_next];
+        tcache_next = (tcache_next + 1) % TRANSPOSE_SLOTS;
+        tslot_clear(e);
+        e->rows = rows;
+        e->cols = cols;
+        if (tslot_build(e)) {
+            tslot_clear(e);
+            goto out;
+        }
+    }
+    if (dnnl_memory_set_data_handle(e->sm, (void *)src) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->dm, dst) != dnnl_success)
+        goto out;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, e->sm}, {DNNL_ARG_TO, e->dm}};
+    if (dnnl_primitive_execute(e->prim, stream, 2, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success)
+        rc = 0;
+out:
+    pthread_mutex_unlock(&cache_lock);
+    return rc;
+}
+
 void tl_transpose_bf16(const uint16_t *src, int rows, int cols, uint16_t *dst) {
-    enum { TILE = 16 };
+    pthread_once(&once, init_once);
+    if (rows <= 0 || cols <= 0) return;
+    if (active == TL_GEMM_BF16_ONEDNN && !transpose_onednn(src, rows, cols, dst)) return;
+    enum { TILE = 32 }; /* a tile's rows and columns both stay in L1 */
     const int tiles_c = (cols + TILE - 1) / TILE;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && (size_t)rows * cols > 65536)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int tc = 0; tc < tiles_c; tc++) {
         const int c0 = tc * TILE, c1 = c0 + TILE < cols ? c0 + TILE : cols;
         for (int r0 = 0; r0 < rows; r0 += TILE) {
