@@ -101,12 +101,6 @@ void tl_round_bf16(const float *x, size_t n, uint16_t *out);
 /* The same on the calling thread only: for short rows inside a parallel loop. */
 void tl_round_bf16_here(const float *x, size_t n, uint16_t *out);
 
-/* dst [cols, rows] = src [rows, cols]^T, bf16 bit patterns copied: oneDNN's
- * reorder on its backend (a weight gradient's product ran 1.3-1.6x faster from a
- * transposed copy of the output gradient than from the gradient read transposed),
- * else tiles in C.  Same calling rules as the products. */
-void tl_transpose_bf16(const uint16_t *src, int rows, int cols, uint16_t *dst);
-
 /* The product on the active backend, or on a named one (tests, benchmarks).
  * Call from one thread at a time, outside parallel regions (the products use
  * all threads). */

@@ -184,8 +184,7 @@ struct tl_acts {
     float *dx, *dh, *dq, *dk, *dv, *dao, *dact, *dgate, *dup;
     float *logits;   /* [chunk*V] */
     float *row_loss; /* [N] */
-    /* bf16 mixed precision only (allocated on first use): the products' inputs rounded
-     * (xs, in the blocks' backward pass: the output gradient transposed) */
+    /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
     void *attn; /* attention's bf16 scratch (attention_bf16.h) */
     /* per layer, the products' inputs rounded once in the forward pass and read
@@ -331,7 +330,7 @@ static void lin_fwd_x(const tl_model *m, float *y, const float *x, const uint16_
 static void lin_bwd_x(const tl_model *m, tl_acts *a, float *dx, float *dW, const float *dy, const float *x,
                       const uint16_t *xb, const float *W, int N, int in, int out, int acc) {
     if (m->params_bf16)
-        tl_linear_backward_bf16_rounded(dx, dW, dy, xb, bf16_w(m, W), N, in, out, acc, a->dys, a->xs);
+        tl_linear_backward_bf16_rounded(dx, dW, dy, xb, bf16_w(m, W), N, in, out, acc, a->dys);
     else
         tl_linear_backward(dx, dW, dy, x, W, N, in, out, acc);
 }
@@ -530,9 +529,8 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
         if (m->params_bf16) { /* the two gradients rounded as SwiGLU writes them */
             uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F;
             tl_swiglu_backward_bf16(a->dgate, a->dup, dgb, dub, a->dact, gate, up, (size_t)N * F);
-            tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0,
-                                         a->xs);
-            tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1, a->xs);
+            tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1);
         } else {
             tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
             lin_bwd_x(m, a, a->dh, gl->w_gate, a->dgate, h2, h2b, w->w_gate, N, D, F, 0);

@@ -30,18 +30,15 @@ void tl_linear_forward_bf16_rounded(float *y, const uint16_t *xs, const uint16_t
 }
 
 void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, const uint16_t *xs, const uint16_t *W,
-                                     int N, int in, int out, int accumulate_dx, uint16_t *dys, uint16_t *dyt) {
+                                     int N, int in, int out, int accumulate_dx, uint16_t *dys) {
     tl_round_bf16(dy, (size_t)N * out, dys);
-    tl_linear_backward_bf16_both(dx, dW, dys, xs, W, N, in, out, accumulate_dx, dyt);
+    if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
+    if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
 }
 
 void tl_linear_backward_bf16_both(float *dx, float *dW, const uint16_t *dys, const uint16_t *xs, const uint16_t *W,
-                                  int N, int in, int out, int accumulate_dx, uint16_t *dyt) {
-    if (dW && dyt) { /* dW = (dy^T) x from dy's transposed copy: the product's fast layout (gemm.h) */
-        tl_transpose_bf16(dys, N, out, dyt);
-        tl_gemm_bf16(false, false, out, in, N, 1.0f, dyt, N, xs, in, 1.0f, dW, in);
-    } else if (dW)
-        tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
+                                  int N, int in, int out, int accumulate_dx) {
+    if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
     if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
 }
 

@@ -22,14 +22,12 @@ void tl_linear_backward_bf16(float *dx, float *dW, const float *dy, const float 
  * that several products read or the backward pass reads again: rounded once. */
 void tl_linear_forward_bf16_rounded(float *y, const uint16_t *xs, const uint16_t *W, int N, int in, int out,
                                     int accumulate);
-/* With dyt (scratch of N*out bf16; NULL: none) the weight gradient's product reads
- * dy's transposed copy, made there (tl_transpose_bf16), instead of dy transposed. */
 void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, const uint16_t *xs, const uint16_t *W,
-                                     int N, int in, int out, int accumulate_dx, uint16_t *dys, uint16_t *dyt);
+                                     int N, int in, int out, int accumulate_dx, uint16_t *dys);
 
 /* The backward with the output gradient rounded too (dys: N*out bf16), by its producer. */
 void tl_linear_backward_bf16_both(float *dx, float *dW, const uint16_t *dys, const uint16_t *xs, const uint16_t *W,
-                                  int N, int in, int out, int accumulate_dx, uint16_t *dyt);
+                                  int N, int in, int out, int accumulate_dx);
 /* The output layer's gradient in bf16 is stored in slices of the vocabulary,
  * slice-major: the slice of columns [v0, v0 + w) (w = TL_OUT_SLICE, or what is
  * left) of a [rows, V] gradient is a row-major [rows, w] block at dys + v0 * rows. */
