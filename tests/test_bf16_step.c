@@ -14,8 +14,10 @@
 #include "gemm.h"
 #include "harness.h"
 #include "ops.h"
+#include "ops_bf16.h"
 #include "optimizer.h"
 #include "rng.h"
+#include "vec.h"
 
 /* tl_adamw_update_bf16 = tl_clip_grads + tl_adamw_update + tl_round_bf16, exactly:
  * two steps, clipped and not, on a length with partial blocks and a tail. */
@@ -178,7 +180,7 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     const char *bn = tl_gemm_bf16_name(tl_gemm_bf16_active());
     const int saved = tl_get_threads();
     tl_set_threads(2);
-    tl_attention_forward_bf16(out, P, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, scr);
     tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr);
 
     /* tight: the probabilities and the P v product on the same bf16 operands */
@@ -238,7 +240,11 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
 
     /* thread count */
     tl_set_threads(1);
-    tl_attention_forward_bf16(out2, P2, q, k, v, B, T, H, KV, hd, scr);
+    uint16_t *ob = malloc(2 * nq), *ob2 = malloc(2 * nq);
+    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_round_bf16(out2, nq, ob2);
+    CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy is not its rounding", bn);
+    free(ob), free(ob2);
     tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
                   !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
@@ -258,9 +264,141 @@ static void test_attention(tl_test_ctx *t) {
         check_attention(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
 }
 
+/* The producers that round their own output (ops_bf16.h): the fp32 outputs are
+ * the fp32 kernels' and the bf16 copies tl_round_bf16's of them, bit for bit. */
+static void test_producers_round(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 37);
+    const int N = 19, D = 200; /* D: 12 blocks of 16 and a tail */
+    const size_t n = 3 * 4096 + 123;
+    float *x = randn(&g, (size_t)N * D, 1.0), *w = randn(&g, (size_t)D, 1.0);
+    float *y1 = malloc(4 * N * D), *y2 = malloc(4 * N * D), r1[19], r2[19];
+    uint16_t *b1 = malloc(2 * N * D), *b2 = malloc(2 * N * D);
+    tl_rmsnorm_forward(y1, r1, x, w, N, D, 1e-5f);
+    tl_round_bf16(y1, (size_t)N * D, b1);
+    tl_rmsnorm_forward_bf16(y2, b2, r2, x, w, N, D, 1e-5f);
+    CHECK_MSG(!memcmp(y1, y2, 4 * N * D) && !memcmp(r1, r2, sizeof r1) && !memcmp(b1, b2, 2 * N * D),
+              "RMSNorm with its bf16 copy differs from tl_rmsnorm_forward + tl_round_bf16");
+    float *gt = randn(&g, n, 2.0), *up = randn(&g, n, 1.0), *dh = randn(&g, n, 1.0);
+    float *h1 = malloc(4 * n), *h2 = malloc(4 * n), *dg1 = malloc(4 * n), *du1 = malloc(4 * n), *dg2 = malloc(4 * n),
+          *du2 = malloc(4 * n);
+    uint16_t *s1 = malloc(2 * n), *s2 = malloc(2 * n), *s3 = malloc(2 * n), *s4 = malloc(2 * n);
+    tl_swiglu_forward(h1, gt, up, n);
+    tl_round_bf16(h1, n, s1);
+    tl_swiglu_forward_bf16(h2, s2, gt, up, n);
+    CHECK_MSG(!memcmp(h1, h2, 4 * n) && !memcmp(s1, s2, 2 * n), "SwiGLU forward with its bf16 copy differs");
+    tl_swiglu_backward(dg1, du1, dh, gt, up, n);
+    tl_round_bf16(dg1, n, s1);
+    tl_round_bf16(du1, n, s2);
+    tl_swiglu_backward_bf16(dg2, du2, s3, s4, dh, gt, up, n);
+    CHECK_MSG(!memcmp(dg1, dg2, 4 * n) && !memcmp(du1, du2, 4 * n) && !memcmp(s1, s3, 2 * n) &&
+                  !memcmp(s2, s4, 2 * n),
+              "SwiGLU backward with its bf16 copies differs");
+    free(x), free(w), free(y1), free(y2), free(b1), free(b2), free(gt), free(up), free(dh), free(h1), free(h2);
+    free(dg1), free(du1), free(dg2), free(du2), free(s1), free(s2), free(s3), free(s4);
+}
+
+/* A row-major [rows, V] bf16 gradient in the output layer's slices (ops_bf16.h). */
+static void to_slices(const uint16_t *d, int rows, int V, uint16_t *out) {
+    for (int v0 = 0; v0 < V; v0 += TL_OUT_SLICE) {
+        const int w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
+        for (int r = 0; r < rows; r++)
+            memcpy(out + (size_t)v0 * rows + (size_t)r * w, d + (size_t)r * V + v0, sizeof(uint16_t) * (size_t)w);
+    }
+}
+
+/* The cross-entropy that writes its gradient as bf16: the loss and the bits of the
+ * fp32 path's passes (tl_cross_entropy_rows, the rows' weights, tl_round_bf16), with
+ * ignored rows, weighted and not, a vocabulary that is no multiple of its blocks. */
+static void test_cross_entropy_bf16(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 41);
+    const int R = 9, V = 2 * TL_OUT_SLICE + 203;
+    float *z = randn(&g, (size_t)R * V, 3.0), *z1 = malloc(4 * (size_t)R * V), *z2 = malloc(4 * (size_t)R * V);
+    uint16_t *d1 = malloc(2 * (size_t)R * V), *d2 = malloc(2 * (size_t)R * V), *d3 = malloc(2 * (size_t)R * V);
+    float rw[9], l1[9], l2[9];
+    int tg[9];
+    for (int r = 0; r < R; r++) {
+        tg[r] = r == 4 ? -1 : (int)tl_rng_below(&g, V);
+        rw[r] = (float)(2.0 * tl_rng_uniform(&g));
+    }
+    for (int weighted = 0; weighted < 2; weighted++) {
+        const float scale = 1.0f / 37.0f;
+        memcpy(z1, z, 4 * (size_t)R * V);
+        memcpy(z2, z, 4 * (size_t)R * V);
+        tl_cross_entropy_rows(z1, l1, tg, R, V, weighted ? 1.0f : scale);
+        if (weighted)
+            for (int r = 0; r < R; r++) tl_vec_scale(z1 + (size_t)r * V, (size_t)V, rw[r]);
+        tl_round_bf16(z1, (size_t)R * V, d3);
+        to_slices(d3, R, V, d1);
+        tl_cross_entropy_rows_bf16(z2, l2, tg, R, V, scale, weighted ? rw : NULL, d2);
+        CHECK_MSG(!memcmp(l1, l2, sizeof l1) && !memcmp(d1, d2, 2 * (size_t)R * V),
+                  "%s: the bf16 cross-entropy differs from the fp32 passes", weighted ? "weighted" : "scaled");
+    }
+    free(z), free(z1), free(z2), free(d1), free(d2), free(d3);
+}
+
+/* The output layer's backward (dx summed over vocabulary slices): against the double
+ * sums of the exact products of the bf16 inputs, within the fp32 summation bound
+ * 4 u (K+2) sum |terms|; the same bits on 1 and 2 threads.  V spans five slices. */
+static void test_output_backward_bf16(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 43);
+    const int N = 21, D = 48, V = 4 * TL_OUT_SLICE + 809;
+    float *dy = randn(&g, (size_t)N * V, 1.0), *x = randn(&g, (size_t)N * D, 1.0), *W = randn(&g, (size_t)V * D, 1.0);
+    uint16_t *dys = malloc(2 * (size_t)N * V), *xs = malloc(2 * (size_t)N * D), *Ws = malloc(2 * (size_t)V * D);
+    uint16_t *rowmajor = malloc(2 * (size_t)N * V);
+    tl_round_bf16(dy, (size_t)N * V, rowmajor);
+    to_slices(rowmajor, N, V, dys);
+    free(rowmajor);
+    tl_round_bf16(x, (size_t)N * D, xs);
+    tl_round_bf16(W, (size_t)V * D, Ws);
+    float *dx = malloc(4 * (size_t)N * D), *dW = malloc(4 * (size_t)V * D), *dx2 = malloc(4 * (size_t)N * D),
+          *dW2 = malloc(4 * (size_t)V * D);
+    const int saved = tl_get_threads();
+    for (int th = 1; th <= 2; th++) {
+        tl_set_threads(th);
+        float *a = th == 1 ? dx : dx2, *b = th == 1 ? dW : dW2;
+        for (size_t i = 0; i < (size_t)V * D; i++) b[i] = 0.25f;
+        memset(a, 0xff, 4 * (size_t)N * D); /* NaN: it must be overwritten, not added to */
+        tl_output_backward_bf16(a, b, dys, xs, Ws, N, D, V);
+    }
+    tl_set_threads(saved);
+    CHECK_MSG(!memcmp(dx, dx2, 4 * (size_t)N * D) && !memcmp(dW, dW2, 4 * (size_t)V * D), "1 and 2 threads differ");
+    const double u = ldexp(1.0, -24);
+    double worst = 0;
+    for (int r = 0; r < N; r++)
+        for (int d = 0; d < D; d++) {
+            double ref = 0, mag = 0;
+            for (int v = 0; v < V; v++) {
+                const double term = (double)bf(dy[(size_t)r * V + v]) * bf(W[(size_t)v * D + d]);
+                ref += term;
+                mag += fabs(term);
+            }
+            const double e = fabs(dx[r * D + d] - ref) / (4 * u * (V + 2) * mag);
+            if (!(e <= worst)) worst = e;
+        }
+    for (int v = 0; v < V; v += 7)
+        for (int d = 0; d < D; d++) {
+            double ref = 0.25, mag = 0.25;
+            for (int r = 0; r < N; r++) {
+                const double term = (double)bf(dy[(size_t)r * V + v]) * bf(x[r * D + d]);
+                ref += term;
+                mag += fabs(term);
+            }
+            const double e = fabs(dW[(size_t)v * D + d] - ref) / (4 * u * (N + 3) * mag);
+            if (!(e <= worst)) worst = e;
+        }
+    CHECK_MSG(worst <= 1.0, "output backward at %.3g of the fp32 summation bound", worst);
+    free(dy), free(x), free(W), free(dys), free(xs), free(Ws), free(dx), free(dW), free(dx2), free(dW2);
+}
+
 const tl_test tests_bf16_step[] = {
     {"bf16/adamw_fused_matches_separate_passes", test_adamw_fused},
     {"bf16/grad_norm_blocks", test_norm_blocks},
     {"bf16/attention_vs_double", test_attention},
+    {"bf16/producers_round_their_output", test_producers_round},
+    {"bf16/cross_entropy_writes_bf16_gradient", test_cross_entropy_bf16},
+    {"bf16/output_backward_vs_double", test_output_backward_bf16},
     {NULL, NULL},
 };

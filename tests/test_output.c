@@ -154,6 +154,7 @@ static void check_against_reference(tl_test_ctx *t, int bf16, int weighted) {
 static void test_output_fp32(tl_test_ctx *t) { check_against_reference(t, 0, 0); }
 static void test_output_fp32_weighted(tl_test_ctx *t) { check_against_reference(t, 0, 1); }
 static void test_output_bf16(tl_test_ctx *t) { check_against_reference(t, 1, 0); }
+static void test_output_bf16_weighted(tl_test_ctx *t) { check_against_reference(t, 1, 1); }
 
 /* Forward only gives the same row losses as the pass with gradients, and touches no
  * gradient; the same thread count repeats bit for bit, another one agrees to rounding. */
@@ -183,6 +184,7 @@ const tl_test tests_output[] = {
     {"output/fused_matches_double_reference", test_output_fp32},
     {"output/fused_row_weights_match_double_reference", test_output_fp32_weighted},
     {"output/fused_bf16_matches_rounded_reference", test_output_bf16},
+    {"output/fused_bf16_row_weights_match_rounded_reference", test_output_bf16_weighted},
     {"output/repeatable", test_output_repeatable},
     {NULL, NULL},
 };

@@ -34,15 +34,17 @@ static void pack(uint16_t *dst, const float *x, int B, int T, int nh, int hd) {
     }
 }
 
-/* Head-major fp32 [B][nh][T][hd] -> token-major [B*T, nh*hd]. */
-static void unpack(float *y, const float *src, int B, int T, int nh, int hd) {
+/* Head-major fp32 [B][nh][T][hd] -> token-major [B*T, nh*hd], and with yb the
+ * bf16 copy of each row of y while it is in cache. */
+static void unpack(float *y, uint16_t *yb, const float *src, int B, int T, int nh, int hd) {
     const int rows = B * T;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const int b = r / T, t = r % T;
+        float *yr = y + (size_t)r * nh * hd;
         for (int h = 0; h < nh; h++)
-            memcpy(y + (size_t)r * nh * hd + (size_t)h * hd, src + (((size_t)b * nh + h) * T + t) * hd,
-                   sizeof(float) * (size_t)hd);
+            memcpy(yr + (size_t)h * hd, src + (((size_t)b * nh + h) * T + t) * hd, sizeof(float) * (size_t)hd);
+        if (yb) tl_round_bf16_here(yr, (size_t)nh * hd, yb + (size_t)r * nh * hd);
     }
 }
 
@@ -77,8 +79,8 @@ static size_t carve(parts *p, char *base, int B, int T, int H, int KV, int hd) {
 
 size_t tl_attention_bf16_scratch(int B, int T, int H, int KV, int hd) { return carve(NULL, NULL, B, T, H, KV, hd); }
 
-void tl_attention_forward_bf16(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
-                               int H, int KV, int hd, void *scratch) {
+void tl_attention_forward_bf16(float *out, uint16_t *out_bf16, float *probs, const float *q, const float *k,
+                               const float *v, int B, int T, int H, int KV, int hd, void *scratch) {
     parts s;
     carve(&s, scratch, B, T, H, KV, hd);
     const int group = H / KV, units = B * KV, gT = group * T;
@@ -96,7 +98,7 @@ void tl_attention_forward_bf16(float *out, float *probs, const float *q, const f
         tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
     }
     tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.pb, T, sp, s.vh, hd, sk, 0.0f, s.oh, hd, sq);
-    unpack(out, s.oh, B, T, H, hd);
+    unpack(out, out_bf16, s.oh, B, T, H, hd);
 }
 
 void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *probs,
@@ -130,7 +132,7 @@ void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *do
     tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.dsb, T, sp, s.kh, hd, sk, 0.0f, s.oh, hd, sq);
     tl_gemm_bf16_batch(units, true, false, T, hd, gT, 1.0f, s.dsb, T, sp, s.qh, hd, sq, 0.0f, s.dkh, hd, sk);
     tl_gemm_bf16_batch(units, true, false, T, hd, gT, 1.0f, s.pb, T, sp, s.doh, hd, sq, 0.0f, s.dvh, hd, sk);
-    unpack(dq, s.oh, B, T, H, hd);
-    unpack(dk, s.dkh, B, T, KV, hd);
-    unpack(dv, s.dvh, B, T, KV, hd);
+    unpack(dq, NULL, s.oh, B, T, H, hd);
+    unpack(dk, NULL, s.dkh, B, T, KV, hd);
+    unpack(dv, NULL, s.dvh, B, T, KV, hd);
 }

@@ -9,12 +9,14 @@
 #define TL_ATTENTION_BF16_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The scratch the two calls need (bytes, 64-byte aligned memory). */
 size_t tl_attention_bf16_scratch(int B, int T, int H, int KV, int hd);
 
-void tl_attention_forward_bf16(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
-                               int H, int KV, int hd, void *scratch);
+/* out_bf16 (NULL: none): out's bf16 copy, rounded as it is written. */
+void tl_attention_forward_bf16(float *out, uint16_t *out_bf16, float *probs, const float *q, const float *k,
+                               const float *v, int B, int T, int H, int KV, int hd, void *scratch);
 
 void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                                 const float *q, const float *k, const float *v, int B, int T, int H, int KV, int hd,

@@ -265,8 +265,10 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (N * QD > n) n = N * QD;
     if ((size_t)a->chunk * (size_t)c->vocab_size > n) n = (size_t)a->chunk * (size_t)c->vocab_size;
     n = (n + 31) & ~(size_t)31;
-    if (!(a->xs = tl_alloc(2 * n * sizeof(uint16_t))))
-        return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 4.0 * (double)n / 1e6);
+    /* dys also holds SwiGLU's two rounded gradients */
+    const size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
+    if (!(a->xs = tl_alloc((n + ndy) * sizeof(uint16_t))))
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 2.0 * (double)(n + ndy) / 1e6);
     a->dys = a->xs + n;
     const int H = c->n_heads;
     const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
@@ -283,7 +285,7 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     a->h2b = a->h1b + L * N * D;
     a->aob = a->h2b + L * N * D;
     a->actb = a->aob + L * N * QD;
-    a->bf16_bytes = 2 * n * sizeof(uint16_t) + attn + saved * sizeof(uint16_t);
+    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + attn + saved * sizeof(uint16_t);
     return 0;
 }
 
@@ -299,12 +301,24 @@ static void lin_fwd(const tl_model *m, tl_acts *a, float *y, const float *x, con
         tl_linear_forward(y, x, W, N, in, out, acc);
 }
 
-/* The blocks' linear layers, given the input's bf16 copy xb as well (bf16: the
- * product reads it, rounded once by round_saved; fp32: x). */
-static void round_saved(const tl_model *m, uint16_t *xb, const float *x, size_t n) {
-    if (m->params_bf16) tl_round_bf16(x, n, xb);
+/* RMSNorm and SwiGLU, in bf16 also writing the rounded copy yb as they go (ops_bf16.h). */
+static void norm_fwd(const tl_model *m, float *y, uint16_t *yb, float *rstd, const float *x, const float *w, int N,
+                     int D) {
+    if (m->params_bf16)
+        tl_rmsnorm_forward_bf16(y, yb, rstd, x, w, N, D, m->cfg.norm_eps);
+    else
+        tl_rmsnorm_forward(y, rstd, x, w, N, D, m->cfg.norm_eps);
 }
 
+static void swiglu_fwd(const tl_model *m, float *h, uint16_t *hb, const float *g, const float *u, size_t n) {
+    if (m->params_bf16)
+        tl_swiglu_forward_bf16(h, hb, g, u, n);
+    else
+        tl_swiglu_forward(h, g, u, n);
+}
+
+/* The blocks' linear layers, given the input's bf16 copy xb as well (bf16: the
+ * product reads it, rounded once by its producer; fp32: x). */
 static void lin_fwd_x(const tl_model *m, float *y, const float *x, const uint16_t *xb, const float *W, int N, int in,
                       int out, int acc) {
     if (m->params_bf16)
@@ -355,28 +369,24 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         uint16_t *h1b = a->h1b ? a->h1b + (size_t)l * N * D : NULL, *h2b = a->h2b ? a->h2b + (size_t)l * N * D : NULL;
         uint16_t *aob = a->aob ? a->aob + (size_t)l * N * QD : NULL, *actb = a->actb ? a->actb + (size_t)l * N * F : NULL;
 
-        tl_rmsnorm_forward(h1, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, D, c->norm_eps);
-        round_saved(m, h1b, h1, (size_t)N * D);
+        norm_fwd(m, h1, h1b, a->rstd1 + (size_t)l * N, x, w->attn_norm, N, D);
         lin_fwd_x(m, q, h1, h1b, w->wq, N, D, QD, 0);
         lin_fwd_x(m, k, h1, h1b, w->wk, N, D, KD, 0);
         lin_fwd_x(m, v, h1, h1b, w->wv, N, D, KD, 0);
         tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
         if (m->params_bf16)
-            tl_attention_forward_bf16(ao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, a->attn);
         else
             tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
-        round_saved(m, aob, ao, (size_t)N * QD);
         lin_fwd_x(m, xmid, ao, aob, w->wo, N, QD, D, 1);
 
-        tl_rmsnorm_forward(h2, a->rstd2 + (size_t)l * N, xmid, w->mlp_norm, N, D, c->norm_eps);
-        round_saved(m, h2b, h2, (size_t)N * D);
+        norm_fwd(m, h2, h2b, a->rstd2 + (size_t)l * N, xmid, w->mlp_norm, N, D);
         lin_fwd_x(m, gate, h2, h2b, w->w_gate, N, D, F, 0);
         lin_fwd_x(m, up, h2, h2b, w->w_up, N, D, F, 0);
-        tl_swiglu_forward(act, gate, up, (size_t)N * F);
+        swiglu_fwd(m, act, actb, gate, up, (size_t)N * F);
         memcpy(xnext, xmid, sizeof(float) * (size_t)N * D);
-        round_saved(m, actb, act, (size_t)N * F);
         lin_fwd_x(m, xnext, act, actb, w->w_down, N, F, D, 1);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err)) return -1;
     }
@@ -516,9 +526,16 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
         lin_bwd_x(m, a, a->dact, gl->w_down, a->dx, act, actb, w->w_down, N, F, D, 0);
-        tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
-        lin_bwd_x(m, a, a->dh, gl->w_gate, a->dgate, h2, h2b, w->w_gate, N, D, F, 0);
-        lin_bwd_x(m, a, a->dh, gl->w_up, a->dup, h2, h2b, w->w_up, N, D, F, 1);
+        if (m->params_bf16) { /* the two gradients rounded as SwiGLU writes them */
+            uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F;
+            tl_swiglu_backward_bf16(a->dgate, a->dup, dgb, dub, a->dact, gate, up, (size_t)N * F);
+            tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1);
+        } else {
+            tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
+            lin_bwd_x(m, a, a->dh, gl->w_gate, a->dgate, h2, h2b, w->w_gate, N, D, F, 0);
+            lin_bwd_x(m, a, a->dh, gl->w_up, a->dup, h2, h2b, w->w_up, N, D, F, 1);
+        }
         tl_rmsnorm_backward(a->dx, gl->mlp_norm, a->dh, xmid, w->mlp_norm, a->rstd2 + (size_t)l * N, N, D);
 
         /* attention branch: xmid = x + Wo attn(h1) */

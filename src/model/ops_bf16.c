@@ -1,9 +1,12 @@
 /* ops_bf16.c - the linear layer in bf16 mixed precision (see ops_bf16.h). */
 #include "ops_bf16.h"
 
+#include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "gemm.h"
+#include "vec.h"
 
 void tl_linear_forward_bf16(float *y, const float *x, const uint16_t *W, int N, int in, int out, int accumulate,
                             uint16_t *xs) {
@@ -31,4 +34,106 @@ void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, cons
     tl_round_bf16(dy, (size_t)N * out, dys);
     if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
     if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+}
+
+void tl_linear_backward_bf16_both(float *dx, float *dW, const uint16_t *dys, const uint16_t *xs, const uint16_t *W,
+                                  int N, int in, int out, int accumulate_dx) {
+    if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
+    if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+}
+
+/* The output layer's products read W (V x D bf16: 32 MB at TinyLlama's shape),
+ * which no cache holds.  In vocabulary slices each slice of W stays in L2 while
+ * every row passes over it, and with the slices' gradients stored slice-major each
+ * product's operands are plain row-major blocks, the layout oneDNN's AMX kernels
+ * take (a strided slice sends it to another kernel, whose sum order depends on the
+ * thread count).  One AMX core, 256 rows, V = 32,000: dx at ~260 GFLOP/s whole, ~390
+ * in slices of 2048 (D = 512; D = 288: ~235 and ~300). */
+void tl_output_backward_bf16(float *dx, float *dW, const uint16_t *dys, const uint16_t *xs, const uint16_t *W,
+                             int N, int D, int V) {
+    for (int v0 = 0; v0 < V; v0 += TL_OUT_SLICE) {
+        const int w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
+        const uint16_t *d = dys + (size_t)v0 * N, *Ws = W + (size_t)v0 * D;
+        if (dW) tl_gemm_bf16(true, false, w, D, N, 1.0f, d, w, xs, D, 1.0f, dW + (size_t)v0 * D, D);
+        if (dx) tl_gemm_bf16(false, false, N, D, w, 1.0f, d, w, Ws, D, v0 ? 1.0f : 0.0f, dx, D);
+    }
+}
+
+void tl_rmsnorm_forward_bf16(float *y, uint16_t *yb, float *rstd, const float *x, const float *w, int N, int D,
+                             float eps) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *yr = y + (size_t)n * D;
+        /* tl_rmsnorm_forward's arithmetic, in its order (the same bits) */
+        float part[16] = {0};
+        int i = 0;
+        for (; i + 16 <= D; i += 16)
+            for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
+        float ss = 0.0f;
+        for (int j = 0; j < 16; j++) ss += part[j];
+        for (; i < D; i++) ss += xr[i] * xr[i];
+        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        rstd[n] = r;
+        for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+        tl_round_bf16_here(yr, (size_t)D, yb + (size_t)n * D); /* while the row is in L1 */
+    }
+}
+
+/* Blocks of 4096 elements, as ops.c's SwiGLU: each block rounded while in L1. */
+enum { EW_BLOCK = 4096 };
+
+void tl_swiglu_forward_bf16(float *h, uint16_t *hb, const float *g, const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_forward(h + lo, g + lo, u + lo, len);
+        tl_round_bf16_here(h + lo, len, hb + lo);
+    }
+}
+
+void tl_swiglu_backward_bf16(float *dg, float *du, uint16_t *dgb, uint16_t *dub, const float *dh, const float *g,
+                             const float *u, size_t n) {
+    const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
+        tl_vec_swiglu_backward(dg + lo, du + lo, dh + lo, g + lo, u + lo, len);
+        tl_round_bf16_here(dg + lo, len, dgb + lo);
+        tl_round_bf16_here(du + lo, len, dub + lo);
+    }
+}
+
+void tl_cross_entropy_rows_bf16(float *logits, float *loss, const int *targets, int rows, int V, float scale,
+                                const float *row_w, uint16_t *dys) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *z = logits + (size_t)r * V;
+        const int y = targets[r];
+        if (y < 0) {
+            for (int v0 = 0; v0 < V; v0 += TL_OUT_SLICE) {
+                const int w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
+                memset(dys + (size_t)v0 * rows + (size_t)r * w, 0, sizeof(uint16_t) * (size_t)w); /* bf16 +0 */
+            }
+            loss[r] = 0.0f;
+            continue;
+        }
+        /* tl_cross_entropy_rows's arithmetic, then the row's weight, as output.c's fp32 passes */
+        const float mx = tl_vec_max(z, (size_t)V), zy = z[y] - mx;
+        const double sum = tl_vec_exp_sum(z, (size_t)V, mx);
+        loss[r] = (float)(log(sum) - (double)zy);
+        const float s = row_w ? 1.0f : scale, inv = (float)(1.0 / sum) * s;
+        /* the row (128 KB at V = 32,000) is in L2 after exp_sum: scale and round it block by block */
+        float blk[256]; /* TL_OUT_SLICE is a multiple of 256: no block spans two slices */
+        for (int v0 = 0; v0 < V; v0 += 256) {
+            const int len = V - v0 < 256 ? V - v0 : 256, s0 = v0 - v0 % TL_OUT_SLICE;
+            const int w = V - s0 < TL_OUT_SLICE ? V - s0 : TL_OUT_SLICE;
+            for (int i = 0; i < len; i++) blk[i] = z[v0 + i] * inv;
+            if (y >= v0 && y < v0 + len) blk[y - v0] -= s;
+            if (row_w)
+                for (int i = 0; i < len; i++) blk[i] *= row_w[r];
+            tl_round_bf16_here(blk, (size_t)len, dys + (size_t)s0 * rows + (size_t)r * w + (v0 - s0));
+        }
+    }
 }

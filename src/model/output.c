@@ -17,6 +17,12 @@ double tl_output_loss(const tl_output *o, const float *h, int N, const int *targ
             tl_linear_forward_bf16(o->logits, hc, o->W_bf16, rows, D, V, 0, o->xs);
         else
             tl_linear_forward(o->logits, hc, o->W, rows, D, V, 0);
+        if (o->W_bf16 && dW) { /* the gradient straight to bf16, the products' input: no fp32 pass over it */
+            tl_cross_entropy_rows_bf16(o->logits, row_loss + r0, targets + r0, rows, V, scale,
+                                       row_w ? row_w + r0 : NULL, o->dys);
+            tl_output_backward_bf16(dh + (size_t)r0 * D, dW, o->dys, o->xs, o->W_bf16, rows, D, V);
+            continue;
+        }
         tl_cross_entropy_rows(o->logits, row_loss + r0, targets + r0, rows, V, row_w ? 1.0f : scale);
         if (!dW) continue;
         if (row_w) {
@@ -24,10 +30,7 @@ double tl_output_loss(const tl_output *o, const float *h, int N, const int *targ
             for (int r = 0; r < rows; r++) tl_vec_scale(o->logits + (size_t)r * V, (size_t)V, row_w[r0 + r]);
         }
         /* while the chunk's gradient is warm in the cache: dh = dlogits W, dW += dlogits^T h */
-        if (o->W_bf16)
-            tl_linear_backward_bf16(dh + (size_t)r0 * D, dW, o->logits, hc, o->W_bf16, rows, D, V, 0, o->dys, o->xs);
-        else
-            tl_linear_backward(dh + (size_t)r0 * D, dW, o->logits, hc, o->W, rows, D, V, 0);
+        tl_linear_backward(dh + (size_t)r0 * D, dW, o->logits, hc, o->W, rows, D, V, 0);
     }
     double sum = 0.0;
     for (int n = 0; n < N; n++) sum += row_w ? (double)row_w[n] * row_loss[n] : row_loss[n];

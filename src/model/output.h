@@ -15,7 +15,7 @@
 typedef struct {
     const float *W;         /* [V, D] */
     const uint16_t *W_bf16; /* W's bf16 copy: bf16 mixed-precision products (ops_bf16.h); NULL: fp32 */
-    uint16_t *xs, *dys;     /* with W_bf16: scratch of chunk*D and chunk*V bf16 */
+    uint16_t *xs, *dys;     /* with W_bf16: scratch of chunk*D and chunk*V bf16 (the gradient, in slices: ops_bf16.h) */
     float *logits;          /* scratch of chunk*V floats */
     int D, V, chunk;
 } tl_output;
