@@ -30,26 +30,29 @@ void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
         tl_sgemm(false, false, N, in, out, 1.0f, dy, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
 }
 
+float tl_rmsnorm_row(float *yr, const float *xr, const float *w, int D, float eps) {
+    /* 16 independent partial sums (one add chain per lane vectorises; a
+     * single chain cost ~5% of a prompt pass), combined in a fixed order */
+    float part[16] = {0};
+    int i = 0;
+    for (; i + 16 <= D; i += 16)
+        for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
+    float ss = 0.0f;
+    for (int j = 0; j < 16; j++) ss += part[j];
+    for (; i < D; i++) ss += xr[i] * xr[i];
+    float r = 1.0f / sqrtf(ss / (float)D + eps);
+    for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+    return r;
+}
+
 void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int D, float eps) {
     /* one row (a decode step) is a microsecond of work: a parallel region
      * would cost as much, and on a busy machine far more (every region waits
      * for all its threads to be scheduled) */
 #pragma omp parallel for schedule(static) if (N > 1)
     for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * D;
-        float *yr = y + (size_t)n * D;
-        /* 16 independent partial sums (one add chain per lane vectorises; a
-         * single chain cost ~5% of a prompt pass), combined in a fixed order */
-        float part[16] = {0};
-        int i = 0;
-        for (; i + 16 <= D; i += 16)
-            for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
-        float ss = 0.0f;
-        for (int j = 0; j < 16; j++) ss += part[j];
-        for (; i < D; i++) ss += xr[i] * xr[i];
-        float r = 1.0f / sqrtf(ss / (float)D + eps);
+        float r = tl_rmsnorm_row(y + (size_t)n * D, x + (size_t)n * D, w, D, eps);
         if (rstd) rstd[n] = r;
-        for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
     }
 }
 

@@ -21,6 +21,9 @@ void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
 
 /* RMSNorm: y = x / sqrt(mean(x^2) + eps) * w.  rstd[N] saves 1/sqrt(...) for backward
  * (NULL when not needed, as in inference). */
+/* One row of RMSNorm: yr = w * xr / rms(xr); returns 1/rms. Shared by the
+ * fp32 and bf16 passes so both give the same bits. */
+float tl_rmsnorm_row(float *yr, const float *xr, const float *w, int D, float eps);
 void tl_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int D, float eps);
 /* dx[N,D] += dL/dx;  dw[D] += dL/dw. */
 void tl_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,

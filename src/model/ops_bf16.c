@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "ops.h"
 #include "vec.h"
 
 void tl_linear_forward_bf16(float *y, const float *x, const uint16_t *W, int N, int in, int out, int accumulate,
@@ -63,19 +64,8 @@ void tl_rmsnorm_forward_bf16(float *y, uint16_t *yb, float *rstd, const float *x
                              float eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * D;
         float *yr = y + (size_t)n * D;
-        /* tl_rmsnorm_forward's arithmetic, in its order (the same bits) */
-        float part[16] = {0};
-        int i = 0;
-        for (; i + 16 <= D; i += 16)
-            for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
-        float ss = 0.0f;
-        for (int j = 0; j < 16; j++) ss += part[j];
-        for (; i < D; i++) ss += xr[i] * xr[i];
-        const float r = 1.0f / sqrtf(ss / (float)D + eps);
-        rstd[n] = r;
-        for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+        rstd[n] = tl_rmsnorm_row(yr, x + (size_t)n * D, w, D, eps);
         tl_round_bf16_here(yr, (size_t)D, yb + (size_t)n * D); /* while the row is in L1 */
     }
 }
