@@ -38,10 +38,16 @@ typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, 
     }
 tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
 
-/* The repacked kernels prefetch their stream into L2 (_MM_HINT_T1), not L1:
- * a T0 prefetch holds one of the core's few L1 fill buffers until its line
- * comes from memory, which capped a thread's stream at ~80% of a plain read
- * loop's, where T1 reaches ~97% (docs/inference.md); the loads then hit L2. */
+/* The repacked kernels prefetch their stream TL_PACKED_PF bytes ahead into L2
+ * (_MM_HINT_T1), not L1: a T0 prefetch holds one of the core's few L1 fill
+ * buffers until its line comes from memory, which capped a thread's stream at
+ * ~80% of a plain read loop's, where T1 reaches ~97% (docs/inference.md); the
+ * loads then hit L2.  (Overridable with -D for measurements.) */
+#ifndef TL_PACKED_PF_HINT
 #define TL_PACKED_PF_HINT _MM_HINT_T1
+#endif
+#ifndef TL_PACKED_PF
+#define TL_PACKED_PF 3072
+#endif
 
 #endif

@@ -172,8 +172,8 @@ static void c_q6_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
 
 #ifdef TL_X86
 #define T512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
-/* software prefetch distance in bytes, as for the other decode kernels */
-#define KPF 3072
+/* software prefetch distance in bytes (matvec_quant_i8.h) */
+#define KPF TL_PACKED_PF
 
 __attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
     int32_t v;

@@ -341,7 +341,7 @@ __attribute__((target(T512), always_inline)) static inline void p32_512_n(const 
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < nb; k += 2, b += pb) {
-        for (size_t l = 0; l < pb; l += 64) _mm_prefetch((const char *)b + QPF + l, TL_PACKED_PF_HINT);
+        for (size_t l = 0; l < pb; l += 64) _mm_prefetch((const char *)b + TL_PACKED_PF + l, TL_PACKED_PF_HINT);
         const __m512i dh = _mm512_loadu_si512((const void *)b);
         const __m512 dw[2] = {_mm512_cvtph_ps(_mm512_castsi512_si256(dh)),
                               _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dh, 1))};
