@@ -127,6 +127,51 @@ static double q8_value(uint32_t type, const uint8_t *xq, int n, int i) {
  * the C kernel bit for bit (the same integer sums, the same fp32 operations),
  * Q8_0/Q4_0 within 1e-5 of sum |w x^| (the per-block terms summed in
  * another order).  A non-finite x gives NaN. */
+/* tl_q8_quantize's AVX-512 code against the portable C code, byte for byte
+ * (scales, int8 values and block sums), on both layouts: random blocks of
+ * every magnitude, a zero block, blocks with an infinity and a NaN, values
+ * that land exactly on +-k.5 (ties round away from zero), -0.0 and subnormals. */
+static void test_q8_quantize_isa(tl_test_ctx *t) {
+    if (!tl_q8_isa_supported(TL_Q8_AVX512VNNI)) return;
+    tl_rng r;
+    tl_rng_seed(&r, 41);
+    static const uint32_t types[] = {TL_GGML_Q4_0, TL_GGML_Q8_0, TL_GGML_Q4_K, TL_GGML_Q6_K};
+    static const int lens[] = {256, 2048, 5632};
+    enum { MAXN = 5632 };
+    float *x = malloc(sizeof(float) * MAXN);
+    uint8_t *a = malloc(2 * MAXN), *b = malloc(2 * MAXN);
+    int compared = 0;
+    for (int rep = 0; rep < 4; rep++)
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const int n = lens[li];
+                for (int i = 0; i < n; i++) x[i] = (float)(tl_rng_normal(&r) * pow(10.0, (i / 32) % 9 - 4));
+                memset(x + 32, 0, sizeof(float) * 32);        /* a zero block */
+                for (int i = 64; i < 96; i++) x[i] = (float)(i - 80) + 0.5f; /* amax 15.5: id not 1, ties elsewhere */
+                for (int i = 96; i < 128; i++) x[i] = (float)((i % 255) - 127) * (i & 1 ? 1.0f : -1.0f);
+                x[97] = 127.0f;                              /* amax 127: id 1, x itself rounded */
+                for (int i = 99; i < 128; i += 4) x[i] = (float)(i - 112) + 0.5f; /* exact ties */
+                x[128] = -0.0f;
+                x[129] = 1e-42f;                             /* subnormal */
+                if (n > 256) {
+                    x[300] = INFINITY;                       /* block with an infinity: q 0, d NaN */
+                    x[600] = NAN;
+                    x[1000] = -INFINITY;
+                }
+                const size_t bytes = tl_q8_bytes(types[ti], n);
+                memset(a, 0xa5, bytes);
+                memset(b, 0x5a, bytes);
+                tl_q8_quantize_isa(TL_Q8_C, types[ti], x, n, a);
+                tl_q8_quantize_isa(TL_Q8_AVX512VNNI, types[ti], x, n, b);
+                CHECK_MSG(!memcmp(a, b, bytes), "type %u n %d: the AVX-512 rounding differs from C", types[ti], n);
+                compared++;
+            }
+    CHECK(compared == 48);
+    free(x);
+    free(a);
+    free(b);
+}
+
 static void test_q8_kernels(tl_test_ctx *t) {
     tl_rng r;
     tl_rng_seed(&r, 23);
@@ -613,6 +658,7 @@ static void test_chat_templates(tl_test_ctx *t) {
 const tl_test tests_infer_gguf[] = {
     {"chat_templates", test_chat_templates},
     {"quant_dot_kernels", test_quant_dot_kernels},
+    {"q8_quantize_isa", test_q8_quantize_isa},
     {"q8_kernels", test_q8_kernels},
     {"q8_matvec_gemm", test_q8_matvec_gemm},
     {"q8_packed", test_q8_packed},

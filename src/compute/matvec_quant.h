@@ -59,6 +59,9 @@ size_t tl_q8_bytes(uint32_t type, int n);
  * values q = round(x / d) with d = max|x| / 127 per block.  A NaN or infinity
  * makes the block's scale NaN, so the products it meets are NaN, as in fp32. */
 void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq);
+/* The same with ISA i (supported; TL_Q8_C or TL_Q8_AVX512VNNI, the others run
+ * the C code): every ISA writes the same bytes.  Exposed for tests. */
+void tl_q8_quantize_isa(tl_q8_isa i, uint32_t type, const float *x, int n, void *xq);
 /* out[t * ostride] = dot(row, activations t) for t < nt, the activations
  * xstride bytes apart (tl_q8_quantize's output), with ISA i (supported). */
 void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size_t xstride, int nt, int n,

@@ -53,7 +53,7 @@ static float round_block(const float *x, int m, int8_t *q) {
     return d;
 }
 
-void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq) {
+static void quantize_c(uint32_t type, const float *x, int n, void *xq) {
     int8_t *q = xq;
     float *d = (float *)(void *)(q + n);
     if (kquant(type)) {
@@ -75,6 +75,22 @@ void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq) {
             s[k] = t;
         }
     }
+}
+
+void tl_q8_quantize_isa(tl_q8_isa i, uint32_t type, const float *x, int n, void *xq) {
+#ifdef TL_X86
+    if (i == TL_Q8_AVX512VNNI) {
+        tl_q8_quantize_avx512(kquant(type), x, n, xq);
+        return;
+    }
+#endif
+    (void)i;
+    quantize_c(type, x, n, xq);
+}
+
+/* every ISA gives the same bytes: the fastest the CPU has, whatever the kernel family */
+void tl_q8_quantize(uint32_t type, const float *x, int n, void *xq) {
+    tl_q8_quantize_isa(tl_q8_isa_supported(TL_Q8_AVX512VNNI) ? TL_Q8_AVX512VNNI : TL_Q8_C, type, x, n, xq);
 }
 
 /* ------------------------------------------------------------ portable C */

@@ -37,5 +37,19 @@ typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, 
     default: call(4); break;                                                                                         \
     }
 tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
+/* tl_q8_quantize in AVX-512 (kq: the K-quants' layout), the same bytes. */
+void tl_q8_quantize_avx512(int kq, const float *x, int n, void *xq);
+
+/* The repacked kernels prefetch their stream TL_PACKED_PF bytes ahead into L2
+ * (_MM_HINT_T1), not L1: a T0 prefetch holds one of the core's few L1 fill
+ * buffers until its line comes from memory, which capped a thread's stream at
+ * ~80% of a plain read loop's, where T1 reaches ~97% (docs/inference.md); the
+ * loads then hit L2.  (Overridable with -D for measurements.) */
+#ifndef TL_PACKED_PF_HINT
+#define TL_PACKED_PF_HINT _MM_HINT_T1
+#endif
+#ifndef TL_PACKED_PF
+#define TL_PACKED_PF 3072
+#endif
 
 #endif

@@ -172,8 +172,8 @@ static void c_q6_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
 
 #ifdef TL_X86
 #define T512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
-/* software prefetch distance in bytes, as for the other decode kernels */
-#define KPF 3072
+/* software prefetch distance in bytes (matvec_quant_i8.h) */
+#define KPF TL_PACKED_PF
 
 __attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
     int32_t v;
@@ -193,7 +193,7 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 144) {
-        for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
         const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
                       u2 = _mm512_loadu_si512((const void *)(b + 192));
         const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
@@ -227,7 +227,7 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
             __m512i s0[4], s1[4];
             for (int t = 0; t < NT; t++) s0[t] = s1[t] = _mm512_setzero_si512();
             for (int c = 0; c < 8; c++) {
-                _mm_prefetch((const char *)qp + KPF + 64 * c, _MM_HINT_T0);
+                _mm_prefetch((const char *)qp + KPF + 64 * c, TL_PACKED_PF_HINT);
                 const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
                 const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
                 for (int t = 0; t < NT; t++) {
@@ -263,7 +263,7 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 210) {
-        for (int l = 3072; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, _MM_HINT_T0);
+        for (int l = 3072; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
         __m512i isum[4];
         for (int t = 0; t < NT; t++) isum[t] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++)
@@ -276,7 +276,7 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
                 }
                 for (int c = 4 * gg; c < 4 * gg + 4; c++) {
                     const uint8_t *p = b + 192 * (8 * h + c);
-                    for (int l = 0; l < 3; l++) _mm_prefetch((const char *)p + KPF + 64 * l, _MM_HINT_T0);
+                    for (int l = 0; l < 3; l++) _mm_prefetch((const char *)p + KPF + 64 * l, TL_PACKED_PF_HINT);
                     const __m512i p0 = _mm512_loadu_si512((const void *)p), p1 = _mm512_loadu_si512((const void *)(p + 64)),
                                   p2 = _mm512_loadu_si512((const void *)(p + 128));
                     /* run 3: bits 0-1 from p0's top bits, 2-3 from p1's, 4-5 from p2's (select: c ? a : b) */
