@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "onednn_matmul.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define TL_X86 1
@@ -220,109 +222,12 @@ const tl_gemm_choice *tl_gemm_active(void) {
 /* dnnl_sgemm is oneDNN's older GEMM; its matmul primitive (the brgemm kernels)
  * was measured 15-20% faster on the output layer's products, a chunk of rows
  * against the whole vocabulary (NT with N = vocab, TN with M = vocab), and level
- * or slower on the blocks' (docs/dependencies.md).  Its primitives cost about a
- * millisecond to describe, so those of recent shapes are kept with their
- * memory objects; the data pointers are set per call.  Like the backend choice,
- * a property of the process (engine, stream, cache), made on first use. */
-#define MM_SLOTS 16
-
-typedef struct {
-    bool used, ta, tb;
-    int M, N, K, lda, ldb, ldc;
-    float alpha, beta;
-    dnnl_primitive_t prim;
-    dnnl_memory_t am, bm, cm;
-} mm_slot;
-
-static pthread_once_t mm_once = PTHREAD_ONCE_INIT;
-static pthread_mutex_t mm_lock = PTHREAD_MUTEX_INITIALIZER;
-static dnnl_engine_t mm_eng;
-static dnnl_stream_t mm_stream;
-static mm_slot mm_cache[MM_SLOTS];
-static int mm_next;
-
-static void mm_init(void) {
-    if (dnnl_engine_create(&mm_eng, dnnl_cpu, 0) != dnnl_success ||
-        dnnl_stream_create(&mm_stream, mm_eng, dnnl_stream_default_flags) != dnnl_success)
-        mm_stream = NULL;
-}
-
-static void mm_clear(mm_slot *e) {
-    dnnl_memory_destroy(e->am);
-    dnnl_memory_destroy(e->bm);
-    dnnl_memory_destroy(e->cm);
-    dnnl_primitive_destroy(e->prim);
-    memset(e, 0, sizeof *e);
-}
-
-static int mm_build(mm_slot *e) {
-    /* row-major, the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i */
-    dnnl_dims_t ad = {e->M, e->K}, bd = {e->K, e->N}, cd = {e->M, e->N};
-    dnnl_dims_t as = {e->ta ? 1 : e->lda, e->ta ? e->lda : 1}, bs = {e->tb ? 1 : e->ldb, e->tb ? e->ldb : 1},
-                cs = {e->ldc, 1};
-    dnnl_memory_desc_t amd, bmd, cmd;
-    dnnl_matmul_desc_t md;
-    if (dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_f32, as) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_f32, bs) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs) != dnnl_success ||
-        dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) != dnnl_success)
-        return -1;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    int rc = -1;
-    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
-    if (e->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha) != dnnl_success) goto out;
-    if (e->beta != 0.0f && (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, e->beta) != dnnl_success ||
-                            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success))
-        goto out;
-    if (dnnl_primitive_desc_create(&pd, &md, attr, mm_eng, NULL) == dnnl_success &&
-        dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
-        dnnl_memory_create(&e->am, &amd, mm_eng, DNNL_MEMORY_NONE) == dnnl_success &&
-        dnnl_memory_create(&e->bm, &bmd, mm_eng, DNNL_MEMORY_NONE) == dnnl_success &&
-        dnnl_memory_create(&e->cm, &cmd, mm_eng, DNNL_MEMORY_NONE) == dnnl_success)
-        rc = 0;
-out:
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_post_ops_destroy(po);
-    dnnl_primitive_attr_destroy(attr);
-    return rc;
-}
-
+ * or slower on the blocks' (docs/dependencies.md). */
 int tl_sgemm_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc) {
-    pthread_once(&mm_once, mm_init);
-    if (!mm_stream || M <= 0 || N <= 0 || K <= 0) return -1;
-    const mm_slot key = {.used = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                         .alpha = alpha, .beta = beta};
-    int rc = -1;
-    pthread_mutex_lock(&mm_lock);
-    mm_slot *e = NULL;
-    for (int i = 0; i < MM_SLOTS && !e; i++) {
-        mm_slot *c = &mm_cache[i];
-        if (c->used && c->ta == ta && c->tb == tb && c->M == M && c->N == N && c->K == K && c->lda == lda &&
-            c->ldb == ldb && c->ldc == ldc && c->alpha == alpha && c->beta == beta)
-            e = c;
-    }
-    if (!e) { /* the oldest slot makes way */
-        e = &mm_cache[mm_next];
-        mm_next = (mm_next + 1) % MM_SLOTS;
-        mm_clear(e);
-        *e = key;
-        if (mm_build(e)) {
-            mm_clear(e);
-            goto out;
-        }
-    }
-    if (dnnl_memory_set_data_handle(e->am, (void *)A) != dnnl_success ||
-        dnnl_memory_set_data_handle(e->bm, (void *)B) != dnnl_success || dnnl_memory_set_data_handle(e->cm, C) != dnnl_success)
-        goto out;
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->am}, {DNNL_ARG_WEIGHTS, e->bm}, {DNNL_ARG_DST, e->cm}};
-    if (dnnl_primitive_execute(e->prim, mm_stream, 3, args) == dnnl_success && dnnl_stream_wait(mm_stream) == dnnl_success)
-        rc = 0;
-out:
-    pthread_mutex_unlock(&mm_lock);
-    return rc;
+    const tl_matmul_shape s = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                               .batch = 1, .alpha = alpha, .beta = beta};
+    return tl_onednn_matmul(&s, A, B, C);
 }
 
 bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N) {

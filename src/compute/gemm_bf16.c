@@ -3,12 +3,10 @@
  *
  * oneDNN has no bf16 GEMM call in its C API (only sgemm and the int8 ones), so
  * every product describes its operands (bf16 A and B, fp32 C, transposes as
- * strides) as a matmul primitive, kept for the shape's next use.  The engine,
- * the stream and those primitives are made once per process, like the backend
- * choice in gemm.c. */
+ * strides) as a matmul primitive (onednn_matmul.c, shared with the fp32
+ * products that run on it), kept for the shape's next use. */
 #include "gemm.h"
 
-#include <dnnl.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +14,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "onednn_matmul.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -34,8 +33,6 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static tl_gemm_bf16_backend active;
 static bool vec_round; /* AVX512-BF16 conversions */
 static char bad_env[64]; /* an unrecognised TL_GEMM_BF16 */
-static dnnl_engine_t eng;
-static dnnl_stream_t stream;
 
 static void init_once(void) {
     tl_cpu_info cpu;
@@ -49,10 +46,6 @@ static void init_once(void) {
         active = TL_GEMM_BF16_ONEDNN;
     else if (env && *env)
         snprintf(bad_env, sizeof bad_env, "%s", env);
-    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success || dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) != dnnl_success) {
-        eng = NULL;
-        stream = NULL;
-    }
 }
 
 int tl_gemm_bf16_init(tl_error *err) {
@@ -150,111 +143,11 @@ static void gemm_ref(bool ta, bool tb, int M, int N, int K, float alpha, const u
 
 /* ------------------------------------------------------------------- oneDNN */
 
-/* Building a primitive descriptor walks oneDNN's implementation list (about a
- * millisecond, measured) even when the primitive itself comes from its cache, so
- * the primitives of recent shapes are kept here with their memory objects, whose
- * data pointers are set per call.  A training step uses a few dozen shapes. */
-#define CACHE_SLOTS 64
-
-typedef struct {
-    bool used, ta, tb;
-    int M, N, K, lda, ldb, ldc;
-    int batch; /* 1: a 2-D product; else a 3-D one with the operands sa, sb, sc apart */
-    size_t sa, sb, sc;
-    float alpha, beta;
-    dnnl_primitive_t prim;
-    dnnl_memory_t am, bm, cm;
-} cached;
-
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static cached cache[CACHE_SLOTS];
-static int cache_next;
-
-static void slot_clear(cached *e) {
-    dnnl_memory_destroy(e->am);
-    dnnl_memory_destroy(e->bm);
-    dnnl_memory_destroy(e->cm);
-    dnnl_primitive_destroy(e->prim);
-    memset(e, 0, sizeof *e);
-}
-
-/* Makes the primitive and memory objects of a product into e; -1 if oneDNN refuses. */
-static int slot_build(cached *e) {
-    dnnl_memory_desc_t amd, bmd, cmd;
-    /* row-major with the transposes as strides: op(A)[i][k] at i*lda + k, or k*lda + i;
-     * a batch is one more (outer) dimension */
-    const int nd = e->batch > 1 ? 3 : 2, o = nd - 2;
-    dnnl_dims_t ad = {e->batch, 0, 0}, bd = {e->batch, 0, 0}, cd = {e->batch, 0, 0};
-    dnnl_dims_t as = {(dnnl_dim_t)e->sa, 0, 0}, bs = {(dnnl_dim_t)e->sb, 0, 0}, cs = {(dnnl_dim_t)e->sc, 0, 0};
-    ad[o] = e->M, ad[o + 1] = e->K, bd[o] = e->K, bd[o + 1] = e->N, cd[o] = e->M, cd[o + 1] = e->N;
-    as[o] = e->ta ? 1 : e->lda, as[o + 1] = e->ta ? e->lda : 1;
-    bs[o] = e->tb ? 1 : e->ldb, bs[o + 1] = e->tb ? e->ldb : 1;
-    cs[o] = e->ldc, cs[o + 1] = 1;
-    if (dnnl_memory_desc_init_by_strides(&amd, nd, ad, dnnl_bf16, as) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&bmd, nd, bd, dnnl_bf16, bs) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&cmd, nd, cd, dnnl_f32, cs) != dnnl_success)
-        return -1;
-    dnnl_matmul_desc_t md;
-    if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) != dnnl_success) return -1;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    int rc = -1;
-    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
-    if (e->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha) != dnnl_success) goto out;
-    if (e->beta != 0.0f) { /* C = product + beta C, a sum post-op */
-        if (dnnl_post_ops_create(&po) != dnnl_success || dnnl_post_ops_append_sum(po, e->beta) != dnnl_success ||
-            dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)
-            goto out;
-    }
-    if (dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL) == dnnl_success &&
-        dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
-        dnnl_memory_create(&e->am, &amd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
-        dnnl_memory_create(&e->bm, &bmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
-        dnnl_memory_create(&e->cm, &cmd, eng, DNNL_MEMORY_NONE) == dnnl_success)
-        rc = 0;
-out:
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_post_ops_destroy(po);
-    dnnl_primitive_attr_destroy(attr);
-    return rc;
-}
-
 static int gemm_onednn(int batch, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A, int lda,
                        size_t sa, const uint16_t *B, int ldb, size_t sb, float beta, float *C, int ldc, size_t sc) {
-    if (!stream) return -1;
-    const cached key = {.used = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                        .ldc = ldc, .batch = batch, .sa = sa, .sb = sb, .sc = sc, .alpha = alpha, .beta = beta};
-    int rc = -1;
-    pthread_mutex_lock(&cache_lock);
-    cached *e = NULL;
-    for (int i = 0; i < CACHE_SLOTS && !e; i++) {
-        cached *c = &cache[i];
-        if (c->used && c->ta == ta && c->tb == tb && c->M == M && c->N == N && c->K == K && c->lda == lda &&
-            c->ldb == ldb && c->ldc == ldc && c->batch == batch && c->sa == sa && c->sb == sb && c->sc == sc &&
-            c->alpha == alpha && c->beta == beta)
-            e = c;
-    }
-    if (!e) { /* the oldest slot makes way */
-        e = &cache[cache_next];
-        cache_next = (cache_next + 1) % CACHE_SLOTS;
-        slot_clear(e);
-        *e = key;
-        if (slot_build(e)) {
-            slot_clear(e);
-            goto out;
-        }
-    }
-    if (dnnl_memory_set_data_handle(e->am, (void *)A) != dnnl_success ||
-        dnnl_memory_set_data_handle(e->bm, (void *)B) != dnnl_success ||
-        dnnl_memory_set_data_handle(e->cm, C) != dnnl_success)
-        goto out;
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->am}, {DNNL_ARG_WEIGHTS, e->bm}, {DNNL_ARG_DST, e->cm}};
-    if (dnnl_primitive_execute(e->prim, stream, 3, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success)
-        rc = 0;
-out:
-    pthread_mutex_unlock(&cache_lock);
-    return rc;
+    const tl_matmul_shape s = {.bf16 = true, .ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                               .ldc = ldc, .batch = batch, .sa = sa, .sb = sb, .sc = sc, .alpha = alpha, .beta = beta};
+    return tl_onednn_matmul(&s, A, B, C);
 }
 
 void tl_gemm_bf16_on(tl_gemm_bf16_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const uint16_t *A,
