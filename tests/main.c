@@ -20,7 +20,6 @@ extern const tl_test tests_model[];
 extern const tl_test tests_output[];
 extern const tl_test tests_ops[];
 extern const tl_test tests_gemm[];
-extern const tl_test tests_fp32_step[];
 extern const tl_test tests_bf16[];
 extern const tl_test tests_bf16_step[];
 extern const tl_test tests_vec[];
@@ -58,7 +57,6 @@ static const tl_test *const suites[] = {
     tests_gemm,
     tests_bf16,
     tests_bf16_step,
-    tests_fp32_step,
     tests_vec,
     tests_model,
     tests_output,

@@ -192,8 +192,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_r
     }
 }
 
-void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
-                          double lr, const tl_adamw_config *c, long step, float gscale) {
+/* The clipped update by blocks; with params_bf16, each block's bf16 copy too,
+ * while the block is still in cache (on the thread that updated it). */
+static void adamw_pass(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                       double lr, const tl_adamw_config *c, long step, float gscale) {
     const adamw_k k = adamw_constants(c, lr, step);
     const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
 #pragma omp parallel for schedule(static)
@@ -201,19 +203,16 @@ void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *gra
         size_t lo = b * ADAMW_BLOCK, len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
         adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, k.decay, k.b2, k.omb1, k.omb2,
                            k.step_size, k.bc2_sqrt, k.eps);
-        /* the block is still in cache: its bf16 copy now (on this thread) */
-        tl_round_bf16_here(params + lo, len, params_bf16 + lo);
+        if (params_bf16) tl_round_bf16_here(params + lo, len, params_bf16 + lo);
     }
+}
+
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale) {
+    adamw_pass(params, params_bf16, grads, m, v, n, lr, c, step, gscale);
 }
 
 void tl_adamw_update_clipped(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                              const tl_adamw_config *c, long step, float gscale) {
-    const adamw_k k = adamw_constants(c, lr, step);
-    const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < nb; b++) {
-        size_t lo = b * ADAMW_BLOCK, len = n - lo < ADAMW_BLOCK ? n - lo : ADAMW_BLOCK;
-        adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, k.decay, k.b2, k.omb1, k.omb2,
-                           k.step_size, k.bc2_sqrt, k.eps);
-    }
+    adamw_pass(params, NULL, grads, m, v, n, lr, c, step, gscale);
 }
