@@ -3,6 +3,7 @@
  * Each check perturbs inputs in double-checked central differences of the
  * scalar L = sum(r * f(x)) for a random r. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,11 +149,15 @@ static double att_f(void *c_) {
     tl_attention_forward(c->o, c->p, c->q, c->k, c->v, c->B, c->T, c->H, c->KV, c->hd);
     return weighted(c->o, c->r, (size_t)c->B * c->T * c->H * c->hd);
 }
-static void test_attention_grad(tl_test_ctx *t) {
+/* Finite differences of dq, dk, dv on random inputs of one shape; also the
+ * causal first position and the probability rows summing to 1. */
+static void attention_grad_case(tl_test_ctx *t, unsigned seed, int B, int T, int H, int KV, int HD, const char *what) {
     tl_rng g;
-    tl_rng_seed(&g, 4);
-    enum { B = 2, T = 5, H = 4, KV = 2, HD = 8, QN = B * T * H * HD, KN = B * T * KV * HD };
-    float q[QN], k[KN], v[KN], o[QN], p[B * H * T * T], r[QN], dq[QN], dk[KN], dv[KN];
+    tl_rng_seed(&g, seed);
+    const int QN = B * T * H * HD, KN = B * T * KV * HD;
+    float *q = malloc(sizeof(float) * QN), *k = malloc(sizeof(float) * KN), *v = malloc(sizeof(float) * KN),
+          *o = malloc(sizeof(float) * QN), *p = malloc(sizeof(float) * B * H * T * T), *r = malloc(sizeof(float) * QN),
+          *dq = malloc(sizeof(float) * QN), *dk = malloc(sizeof(float) * KN), *dv = malloc(sizeof(float) * KN);
     fill(q, QN, &g, 1.0);
     fill(k, KN, &g, 1.0);
     fill(v, KN, &g, 1.0);
@@ -163,36 +168,27 @@ static void test_attention_grad(tl_test_ctx *t) {
     for (int h = 0; h < H; h++)
         for (int i = 0; i < HD; i++) CHECK_CLOSE(o[h * HD + i], v[(h / (H / KV)) * HD + i], 1e-6, 1e-6);
     for (int row = 0; row < B * H * T; row++) {
-        double s = 0;
-        for (int j = 0; j < T; j++) s += p[row * T + j];
-        CHECK_CLOSE(s, 1.0, 1e-5, 0);
+        double sum = 0;
+        for (int j = 0; j < T; j++) sum += p[(size_t)row * T + j];
+        CHECK_CLOSE(sum, 1.0, 1e-5, 0);
     }
     tl_attention_backward(dq, dk, dv, r, p, q, k, v, B, T, H, KV, HD);
-    check_grad(t, "attention dq", q, dq, QN, att_f, &c, 1e-2f, 2e-3);
-    check_grad(t, "attention dk", k, dk, KN, att_f, &c, 1e-2f, 2e-3);
-    check_grad(t, "attention dv", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
+    char label[96];
+    snprintf(label, sizeof label, "attention dq (%s)", what);
+    check_grad(t, label, q, dq, QN, att_f, &c, 1e-2f, 2e-3);
+    snprintf(label, sizeof label, "attention dk (%s)", what);
+    check_grad(t, label, k, dk, KN, att_f, &c, 1e-2f, 2e-3);
+    snprintf(label, sizeof label, "attention dv (%s)", what);
+    check_grad(t, label, v, dv, KN, att_f, &c, 1e-2f, 2e-3);
+    free(q), free(k), free(v), free(o), free(p), free(r), free(dq), free(dk), free(dv);
 }
+
+static void test_attention_grad(tl_test_ctx *t) { attention_grad_case(t, 4, 2, 5, 4, 2, 8, "short rows"); }
 
 /* Rows long enough for the backward's 16-lane row sums and their tails (39
  * positions: 16 + 16 + 7), and more than one row block. */
 static void test_attention_grad_long(tl_test_ctx *t) {
-    tl_rng g;
-    tl_rng_seed(&g, 5);
-    enum { B = 1, T = 2 * TL_ATTN_ROWS + 39, H = 2, KV = 1, HD = 4, QN = B * T * H * HD, KN = B * T * KV * HD };
-    float *q = malloc(sizeof(float) * QN), *k = malloc(sizeof(float) * KN), *v = malloc(sizeof(float) * KN),
-          *o = malloc(sizeof(float) * QN), *p = malloc(sizeof(float) * B * H * T * T), *r = malloc(sizeof(float) * QN),
-          *dq = malloc(sizeof(float) * QN), *dk = malloc(sizeof(float) * KN), *dv = malloc(sizeof(float) * KN);
-    fill(q, QN, &g, 1.0);
-    fill(k, KN, &g, 1.0);
-    fill(v, KN, &g, 1.0);
-    fill(r, QN, &g, 1.0);
-    att_ctx c = {q, k, v, o, p, r, B, T, H, KV, HD};
-    att_f(&c);
-    tl_attention_backward(dq, dk, dv, r, p, q, k, v, B, T, H, KV, HD);
-    check_grad(t, "attention dq (long rows)", q, dq, QN, att_f, &c, 1e-2f, 2e-3);
-    check_grad(t, "attention dk (long rows)", k, dk, KN, att_f, &c, 1e-2f, 2e-3);
-    check_grad(t, "attention dv (long rows)", v, dv, KN, att_f, &c, 1e-2f, 2e-3);
-    free(q), free(k), free(v), free(o), free(p), free(r), free(dq), free(dk), free(dv);
+    attention_grad_case(t, 5, 1, 2 * TL_ATTN_ROWS + 39, 2, 1, 4, "long rows");
 }
 
 /* The inference variant (queries at p0.. over a cache) in pieces of 70, 1, 1, 3,
