@@ -224,21 +224,28 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
             const __m512i sc0 = _mm512_shuffle_epi8(p < 2 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2)))),
                           sc1 = _mm512_shuffle_epi8(p < 2 ? slo : shi,
                                                     _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2) + 1)));
-            __m512i s0[4], s1[4];
-            for (int t = 0; t < NT; t++) s0[t] = s1[t] = _mm512_setzero_si512();
+            /* two chains per nibble (even and odd chunks) to hide vpdpbusd's
+             * latency; the high nibbles masked in place (16 times their
+             * value, the sum shifted back once: exact, a multiple of 16)
+             * instead of a shift per line */
+            __m512i s0[4][2], s1[4][2];
+            for (int t = 0; t < NT; t++) s0[t][0] = s0[t][1] = s1[t][0] = s1[t][1] = _mm512_setzero_si512();
             for (int c = 0; c < 8; c++) {
                 _mm_prefetch((const char *)qp + KPF + 64 * c, TL_PACKED_PF_HINT);
                 const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
-                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_andnot_si512(m4, v);
                 for (int t = 0; t < NT; t++) {
                     const uint8_t *x = xq + (size_t)t * xs + 256 * k + 64 * p + 4 * c;
-                    s0[t] = _mm512_dpbusd_epi32(s0[t], lo, bcast4(x));
-                    s1[t] = _mm512_dpbusd_epi32(s1[t], hi, bcast4(x + 32));
+                    s0[t][c & 1] = _mm512_dpbusd_epi32(s0[t][c & 1], lo, bcast4(x));
+                    s1[t][c & 1] = _mm512_dpbusd_epi32(s1[t][c & 1], hi, bcast4(x + 32));
                 }
             }
-            for (int t = 0; t < NT; t++)
-                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0[t], sc0),
-                                                                      _mm512_mullo_epi32(s1[t], sc1)));
+            for (int t = 0; t < NT; t++) {
+                const __m512i a = _mm512_add_epi32(s0[t][0], s0[t][1]),
+                              h = _mm512_srai_epi32(_mm512_add_epi32(s1[t][0], s1[t][1]), 4);
+                isum[t] = _mm512_add_epi32(isum[t],
+                                           _mm512_add_epi32(_mm512_mullo_epi32(a, sc0), _mm512_mullo_epi32(h, sc1)));
+            }
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)b)),
                      dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
@@ -253,13 +260,15 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
 }
 
 /* Q6_K: per 4-element chunk of the four runs of a half, three lines: runs
- * 0-2 one and each, run 3 from their top bits by three shifts and two
+ * 0-2 one and each, run 3 (times 4) from their top bits by two shifts and two
  * vpternlogd selects; per group of 16 elements four vpdpbusd, the sum started
- * at -32 times x's sum there, times the signed scale (vpmulld). */
+ * at -32 times x's sum there (-128 for run 3, shifted back once), times the
+ * signed scale (vpmulld). */
 __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
                                                                        int n, float *out, size_t os, const int NT) {
-    const __m512i m63 = _mm512_set1_epi8(63), m03 = _mm512_set1_epi8(3), m0f = _mm512_set1_epi8(15),
-                  mc0 = _mm512_set1_epi8((char)0xc0);
+    const __m512i m63 = _mm512_set1_epi8(63), mf0 = _mm512_set1_epi8((char)0xf0), mc0 = _mm512_set1_epi8((char)0xc0);
+    /* vpshufb controls putting byte 0 of every dword in its top byte */
+    const __m512i top0 = _mm512_set4_epi32(12 << 24, 8 << 24, 4 << 24, 0);
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * 210) {
@@ -272,17 +281,19 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
                 for (int t = 0; t < NT; t++) {
                     const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
                     const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-                    for (int l = 0; l < 4; l++) s[t][l] = _mm512_set1_epi32(-32 * bs[8 * h + 2 * l + gg]);
+                    for (int l = 0; l < 4; l++) s[t][l] = _mm512_set1_epi32((l < 3 ? -32 : -128) * bs[8 * h + 2 * l + gg]);
                 }
                 for (int c = 4 * gg; c < 4 * gg + 4; c++) {
                     const uint8_t *p = b + 192 * (8 * h + c);
                     for (int l = 0; l < 3; l++) _mm_prefetch((const char *)p + KPF + 64 * l, TL_PACKED_PF_HINT);
                     const __m512i p0 = _mm512_loadu_si512((const void *)p), p1 = _mm512_loadu_si512((const void *)(p + 64)),
                                   p2 = _mm512_loadu_si512((const void *)(p + 128));
-                    /* run 3: bits 0-1 from p0's top bits, 2-3 from p1's, 4-5 from p2's (select: c ? a : b) */
-                    const __m512i t01 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(p0, 6), _mm512_srli_epi16(p1, 4), m03, 0xE4);
+                    /* run 3 times 4 (two shifts, not three): bits 2-3 from p0's
+                     * top bits, 4-5 from p1's, 6-7 from p2's in place (select:
+                     * c ? a : b) */
+                    const __m512i t12 = _mm512_ternarylogic_epi32(p2, _mm512_srli_epi16(p1, 2), mc0, 0xE4);
                     const __m512i w[4] = {_mm512_and_si512(p0, m63), _mm512_and_si512(p1, m63), _mm512_and_si512(p2, m63),
-                                          _mm512_ternarylogic_epi32(t01, _mm512_srli_epi16(_mm512_and_si512(p2, mc0), 2), m0f, 0xE4)};
+                                          _mm512_ternarylogic_epi32(t12, _mm512_srli_epi16(_mm512_andnot_si512(m63, p0), 4), mf0, 0xE4)};
                     for (int t = 0; t < NT; t++) {
                         const uint8_t *x = xq + (size_t)t * xs + 256 * k + 128 * h + 4 * c;
                         for (int l = 0; l < 4; l++) s[t][l] = _mm512_dpbusd_epi32(s[t][l], w[l], bcast4(x + 32 * l));
@@ -290,10 +301,17 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
                 }
                 for (int l = 0; l < 4; l++) {
                     const int grp = 8 * h + 2 * l + gg;
+                    /* the signed scale byte moved to the top of each dword by
+                     * vpshufb (port 5) and sign-extended by one shift */
                     const __m512i sc = _mm512_srai_epi32(
-                        _mm512_slli_epi32(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (grp / 4))), 24 - 8 * (grp % 4)),
+                        _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (grp / 4))),
+                                            _mm512_add_epi32(top0, _mm512_set1_epi32((grp % 4) << 24))),
                         24);
-                    for (int t = 0; t < NT; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(s[t][l], sc));
+                    for (int t = 0; t < NT; t++) {
+                        /* run 3's sum is 4 times, exactly */
+                        const __m512i v = l < 3 ? s[t][l] : _mm512_srai_epi32(s[t][l], 2);
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(v, sc));
+                    }
                 }
             }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16 * 208)));
