@@ -42,6 +42,7 @@
 #include "common.h"
 #include "dtype.h"
 #include "matvec_quant.h"
+#include "q8_round_x86.h"
 #include "quant.h"
 
 #if defined(__x86_64__) && defined(__linux__)
@@ -215,28 +216,15 @@ __attribute__((target(TGT))) static void quant_pack(const geom *G, const float *
     const int in = G->in, bl = G->nd == in / 32 ? 32 : 256;
     float *dx = (float *)(void *)(out + 16 * (size_t)in);
     int32_t *s = (int32_t *)(void *)(dx + 16 * (size_t)G->nd);
-    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), big = _mm512_set1_ps(FLT_MAX);
-    const __m512 half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f);
-    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
     for (int t = 0; t < 16 && 16 * tg + t < n; t++) {
         const float *xr = x + (size_t)(16 * tg + t) * (size_t)in;
         for (int b0 = 0; b0 < in; b0 += bl) {
-            __m512 amax = _mm512_setzero_ps();
-            __mmask16 bad = 0;
-            for (int i = b0; i < b0 + bl; i += 16) {
-                const __m512 a = _mm512_and_ps(_mm512_loadu_ps(xr + i), absm);
-                bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ); /* not <= FLT_MAX: inf or NaN */
-                amax = _mm512_max_ps(amax, a);
-            }
-            const float am = _mm512_reduce_max_ps(amax);
-            const float d = bad ? NAN : am / 127, id = bad ? 0 : am > 0 ? 127 / am : 0;
-            dx[16 * (b0 / bl) + t] = d;
+            float id;
+            __mmask16 keep;
+            dx[16 * (b0 / bl) + t] = tl_q8_block_scale_avx512(xr + b0, bl, &id, &keep);
             int32_t sum32 = 0;
             for (int i = b0; i < b0 + bl; i += 16) {
-                const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xr + i), _mm512_set1_ps(id));
-                const __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
-                __m512i q = _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_mask_blend_ps(pos, mhalf, half)));
-                q = _mm512_maskz_mov_epi32(bad ? 0 : 0xffff, _mm512_min_epi32(_mm512_max_epi32(q, nlim), lim));
+                const __m512i q = tl_q8_round16_avx512(xr + i, id, keep);
                 const int qs = _mm512_reduce_add_epi32(q);
                 _Alignas(16) uint32_t qd[4];
                 _mm_store_si128((__m128i *)(void *)qd, _mm512_cvtepi32_epi8(q));

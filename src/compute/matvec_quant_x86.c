@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "matvec_quant_i8.h"
+#include "q8_round_x86.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -394,26 +395,13 @@ __attribute__((target(T512))) void tl_q8_quantize_avx512(int kq, const float *x,
     float *d = (float *)(void *)(q + n);
     int16_t *bs = (int16_t *)(void *)(d + n / 256);
     int32_t *s32 = (int32_t *)(void *)(d + n / 32);
-    const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), big = _mm512_set1_ps(FLT_MAX);
-    const __m512 half = _mm512_set1_ps(0.5f), mhalf = _mm512_set1_ps(-0.5f);
-    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
     for (int b0 = 0, k = 0; b0 < n; b0 += bl, k++) {
-        __m512 amax = _mm512_setzero_ps();
-        __mmask16 bad = 0;
-        for (int i = b0; i < b0 + bl; i += 16) {
-            const __m512 a = _mm512_and_ps(_mm512_loadu_ps(x + i), absm);
-            bad |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ); /* not <= FLT_MAX: inf or NaN */
-            amax = _mm512_max_ps(amax, a);
-        }
-        const float am = _mm512_reduce_max_ps(amax), id = am > 0 ? 127 / am : 0;
-        d[k] = bad ? NAN : am / 127;
-        const __mmask16 keep = bad ? 0 : 0xffff;
+        float id;
+        __mmask16 keep;
+        d[k] = tl_q8_block_scale_avx512(x + b0, bl, &id, &keep);
         int32_t sum = 0;
         for (int i = b0; i < b0 + bl; i += 16) {
-            const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(id));
-            const __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
-            __m512i qi = _mm512_cvttps_epi32(_mm512_add_ps(v, _mm512_mask_blend_ps(pos, mhalf, half)));
-            qi = _mm512_maskz_mov_epi32(keep, _mm512_min_epi32(_mm512_max_epi32(qi, nlim), lim));
+            const __m512i qi = tl_q8_round16_avx512(x + i, id, keep);
             _mm_storeu_si128((__m128i *)(void *)(q + i), _mm512_cvtepi32_epi8(qi));
             const int qs = _mm512_reduce_add_epi32(qi);
             if (kq)
