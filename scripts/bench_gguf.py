@@ -4,7 +4,7 @@ when a llama-bench binary is given, llama.cpp's tg128 / pp512 on the same files,
 
 The model is TinyLlama-1.1B's shape (22 layers, 2048 wide, 5632 hidden, 32 heads, 4 KV
 heads, 32000 tokens) with random weights written by the `gguf` package, once per type,
-under --dir (not committed): every matrix in the type (BF16, Q8_0, Q4_0; Q4_K_M: Q4_K and
+under --dir (not committed): every matrix in the type (F16, BF16, Q8_0, Q4_0; Q4_K_M: Q4_K and
 Q6_K placed as llama.cpp's mix places them), the norms F32,
 the vocabulary of ../shared/tokenizers/llama2/tokenizer.model (llama.cpp needs one).
 Random blocks are written directly (random quants, small finite scales), which is as
@@ -23,9 +23,9 @@ from gguf import GGMLQuantizationType as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, F, L, H, KV, V, CTX = 2048, 5632, 22, 32, 4, 32000, 2048
-TYPES = {"BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q4_K_M": "Q4_K_M"}
+TYPES = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q4_K_M": "Q4_K_M"}
 # llama.cpp's file_type numbers (general.file_type)
-FILE_TYPE = {"BF16": 32, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
+FILE_TYPE = {"F16": 1, "BF16": 32, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
 
 
 def q4_k_m_type(name, layer):
@@ -45,6 +45,8 @@ def blocks(rng, qt, rows, cols):
     if qt == T.BF16:
         w = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).view(np.uint32)
         return (w >> 16).astype(np.uint16).view(np.uint8)
+    if qt == T.F16:
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16).view(np.uint8)
     be, bb = gguf.GGML_QUANT_SIZES[qt]
     b = rng.integers(0, 256, size=(rows * cols // be, bb), dtype=np.uint8)
     at, val = {T.Q8_0: ([0], 2e-4), T.Q4_0: ([0], 4e-3), T.Q4_K: ([0, 2], 2e-4), T.Q6_K: ([208], 1e-4)}[qt]
@@ -176,7 +178,7 @@ def main():
             os.replace(path + ".tmp", path)
         size = os.path.getsize(path)
         # weights read per token: everything but the embedding table (one row of it)
-        emb = V * D * {"BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_K_M": 144 / 256}[name]
+        emb = V * D * {"F16": 2, "BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_K_M": 144 / 256}[name]
         tests = ([("tg%d" % a.gen, a.gen, 8)] if a.gen else []) + ([("pp%d" % a.prompt, 0, a.prompt)] if a.prompt else [])
         runs = {t[0]: ([], []) for t in tests}
         bw = []
