@@ -426,3 +426,18 @@ const tl_vec_kernels *tl_vec_kernels_for(tl_vec_isa isa) {
     }
     return NULL;
 }
+
+float tl_vec_dot_lanes(const float *a, const float *b, const float *c, size_t n) {
+    float part[16] = {0}, sum = 0.0f;
+    size_t i = 0;
+    if (c) {
+        for (; i + 16 <= n; i += 16)
+            for (int j = 0; j < 16; j++) part[j] += a[i + j] * b[i + j] * c[i + j];
+    } else {
+        for (; i + 16 <= n; i += 16)
+            for (int j = 0; j < 16; j++) part[j] += a[i + j] * b[i + j];
+    }
+    for (int j = 0; j < 16; j++) sum += part[j];
+    for (; i < n; i++) sum += c ? a[i] * b[i] * c[i] : a[i] * b[i];
+    return sum;
+}

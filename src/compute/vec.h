@@ -18,6 +18,10 @@ void tl_vec_scale(float *x, size_t n, float s);
 /* SwiGLU over n elements: h = silu(g) * u, and its backward (dg, du from dh) */
 void tl_vec_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 void tl_vec_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+/* sum_i a_i b_i, or sum_i a_i b_i c_i when c is not NULL, in 16 lane sums
+ * combined in a fixed order (one add chain does not vectorise and waits an
+ * add latency per element); the same bits whatever the compiler picks */
+float tl_vec_dot_lanes(const float *a, const float *b, const float *c, size_t n);
 /* exp for one float, the same approximation as the vector path */
 float tl_vec_expf(float x);
 /* The portable paths, always available (tests compare them with the dispatched ones). */

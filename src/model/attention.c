@@ -96,17 +96,11 @@ void tl_attention_forward_cached(float *out, float *scratch, const float *q, con
 /* ------------------------------------------------------ bf16 on AMX tiles */
 
 /* dS = P * (dP - rowsum(P * dP)) * scale in place over columns [0, t], zeros
- * after.  The row sum in 16 lanes (one add chain does not vectorise and waits
- * an add latency per column), combined in a fixed order. */
+ * after; the row sum in lanes. */
 static void softmax_grad_row(float *d, const float *p, int t, int cols, float scale) {
     const int n = t + 1;
-    float part[16] = {0};
-    int s = 0;
-    for (; s + 16 <= n; s += 16)
-        for (int j = 0; j < 16; j++) part[j] += p[s + j] * d[s + j];
-    float rowsum = 0.0f;
-    for (int j = 0; j < 16; j++) rowsum += part[j];
-    for (; s < n; s++) rowsum += p[s] * d[s];
+    const float rowsum = tl_vec_dot_lanes(p, d, NULL, (size_t)n);
+    int s;
     for (s = 0; s < n; s++) d[s] = p[s] * (d[s] - rowsum) * scale;
     for (; s < cols; s++) d[s] = 0.0f;
 }

@@ -31,17 +31,10 @@ void tl_linear_backward(float *dx, float *dW, const float *dy, const float *x, c
 }
 
 float tl_rmsnorm_row(float *yr, const float *xr, const float *w, int D, float eps) {
-    /* 16 independent partial sums (one add chain per lane vectorises; a
-     * single chain cost ~5% of a prompt pass), combined in a fixed order */
-    float part[16] = {0};
-    int i = 0;
-    for (; i + 16 <= D; i += 16)
-        for (int j = 0; j < 16; j++) part[j] += xr[i + j] * xr[i + j];
-    float ss = 0.0f;
-    for (int j = 0; j < 16; j++) ss += part[j];
-    for (; i < D; i++) ss += xr[i] * xr[i];
+    /* lane sums (a single add chain cost ~5% of a prompt pass) */
+    const float ss = tl_vec_dot_lanes(xr, xr, NULL, (size_t)D);
     float r = 1.0f / sqrtf(ss / (float)D + eps);
-    for (i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+    for (int i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
     return r;
 }
 
@@ -64,13 +57,7 @@ void tl_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, 
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * D, *dyr = dy + (size_t)n * D;
         float *dxr = dx + (size_t)n * D;
-        /* 16 lane sums, as in the forward pass */
-        float r = rstd[n], part[16] = {0}, dot = 0.0f;
-        int i0 = 0;
-        for (; i0 + 16 <= D; i0 += 16)
-            for (int j = 0; j < 16; j++) part[j] += w[i0 + j] * dyr[i0 + j] * xr[i0 + j];
-        for (int j = 0; j < 16; j++) dot += part[j];
-        for (; i0 < D; i0++) dot += w[i0] * dyr[i0] * xr[i0];
+        const float r = rstd[n], dot = tl_vec_dot_lanes(w, dyr, xr, (size_t)D);
         float c = dot * r * r * r / (float)D;
         for (int i = 0; i < D; i++) dxr[i] += r * w[i] * dyr[i] - c * xr[i];
     }
