@@ -7,7 +7,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "gemm.h"
 #include "gemm_amx.h"
@@ -410,13 +409,6 @@ static size_t row_bytes(const tl_wmat *W) { return tl_wmat_row_bytes(W); }
 
 int tl_wmat_movable(const tl_wmat *W) { return !W->quant && W->dtype == TL_DT_BF16 && W->rows > 0 && W->cols > 0; }
 
-/* The whole 4 KiB pages of [p, p + n) leave the resident set (a read-only map:
- * touched again, they would come back from the file). */
-static void drop_pages(const uint8_t *p, size_t n) {
-    const uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
 void tl_wmat_move_to(tl_wmat *W, void *dst) {
     const size_t bytes = (size_t)W->rows * row_bytes(W), chunk = (size_t)2 << 20;
     const uint8_t *src = W->data;
@@ -427,9 +419,9 @@ void tl_wmat_move_to(tl_wmat *W, void *dst) {
     for (size_t c = 0; c < (bytes + chunk - 1) / chunk; c++) {
         const size_t o = c * chunk, n = bytes - o < chunk ? bytes - o : chunk;
         memcpy((uint8_t *)dst + o, src + o, n);
-        drop_pages(src + o, n);
+        tl_release_pages(src + o, n); /* a read-only map: the file still holds them */
     }
-    drop_pages(src, bytes); /* the pages that straddled two chunks */
+    tl_release_pages(src, bytes); /* the pages that straddled two chunks */
     W->data = dst;
 }
 

@@ -119,6 +119,12 @@ void tl_unmap_file(const uint8_t *map, size_t len) {
     if (map) munmap((void *)map, len);
 }
 
+void tl_release_pages(const void *p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1),
+                    e = ((uintptr_t)p + n) & ~(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 int tl_write_file_atomic(const char *path, const void *data, size_t len, tl_error *err) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)

@@ -38,6 +38,9 @@ int tl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, tl
  * tl_unmap_file(map, len). */
 int tl_map_file(const char *path, const uint8_t **map, size_t *len, tl_error *err);
 void tl_unmap_file(const uint8_t *map, size_t len);
+/* The whole pages inside [p, p + n) leave the resident set: a file map reads
+ * them back from the file when touched again, anonymous memory as zeros. */
+void tl_release_pages(const void *p, size_t n);
 
 /* Writes a file atomically: data goes to "path.tmp.<pid>", is fsync'ed, then
  * renamed over path, so readers see either the old file or the new one. */

@@ -129,7 +129,6 @@ static void repack(tl_infer_model *m) {
     }
     madvise(m->packed, cap, MADV_HUGEPAGE);
     uint8_t *dst = m->packed;
-    const size_t page = 4096;
     for (int i = 0; i < nw; i++) {
         tl_wmat *w = ws[i];
         const size_t bytes = (size_t)w->rows * tl_wmat_row_bytes(w);
@@ -140,10 +139,7 @@ static void repack(tl_infer_model *m) {
         }
         if (!q8 || !tl_q8_packable(w)) continue;
         tl_q8_pack(w, dst);
-        /* the map's whole pages of this matrix leave the resident set */
-        const uintptr_t a = ((uintptr_t)w->data + page - 1) & ~(uintptr_t)(page - 1),
-                        e = ((uintptr_t)w->data + bytes) & ~(uintptr_t)(page - 1);
-        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+        tl_release_pages(w->data, bytes); /* the map's pages of this matrix */
         w->data = dst;
         w->packed = 1;
         dst += (bytes + 63) & ~(size_t)63;

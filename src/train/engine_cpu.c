@@ -14,7 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "gemm.h"
@@ -40,18 +39,11 @@ typedef struct {
 
 /* ---- stage 3: parameters gathered just before use, other slices released after ---- */
 
-/* Hands whole pages inside [from, to) back to the OS (they read as zeros after). */
-static void release_bytes(void *from, void *to) {
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)from + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t b = (uintptr_t)to & ~((uintptr_t)page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
 /* Parameters [a, b) released, with their bf16 copy in bf16 mixed precision. */
 static void release_range(cpu_engine *c, size_t a, size_t b) {
-    release_bytes(c->base.m->params + a, c->base.m->params + b);
-    if (c->wbf16) release_bytes(c->wbf16 + a, c->wbf16 + b);
+    if (b <= a) return;
+    tl_release_pages(c->base.m->params + a, (b - a) * sizeof(float)); /* they read as zeros after */
+    if (c->wbf16) tl_release_pages(c->wbf16 + a, (b - a) * sizeof(uint16_t));
 }
 
 /* Hands the pages of the other ranks' slices back to the OS (they read as zeros
