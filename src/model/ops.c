@@ -139,6 +139,13 @@ void tl_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
     }
 }
 
+double tl_cross_entropy_row_exp(float *z, int V, int y, float *loss) {
+    const float mx = tl_vec_max(z, (size_t)V), zy = z[y] - mx;
+    const double sum = tl_vec_exp_sum(z, (size_t)V, mx);
+    *loss = (float)(log(sum) - (double)zy);
+    return sum;
+}
+
 void tl_cross_entropy_rows(float *logits, float *loss, const int *targets, int rows, int V, float scale) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -149,10 +156,7 @@ void tl_cross_entropy_rows(float *logits, float *loss, const int *targets, int r
             loss[r] = 0.0f;
             continue;
         }
-        float mx = tl_vec_max(z, (size_t)V);
-        float zy = z[y] - mx;
-        double sum = tl_vec_exp_sum(z, (size_t)V, mx);
-        loss[r] = (float)(log(sum) - (double)zy);
+        const double sum = tl_cross_entropy_row_exp(z, V, y, &loss[r]);
         tl_vec_scale(z, (size_t)V, (float)(1.0 / sum) * scale);
         z[y] -= scale;
     }

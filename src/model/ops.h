@@ -44,6 +44,10 @@ void tl_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 /* Given dh, writes dg and du (may alias g/u buffers of another layer, not dh). */
 void tl_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 
+/* One row's softmax denominator: z becomes exp(z - max z), *loss = log(sum) -
+ * (z_y - max z); returns the sum.  Shared by the fp32 and bf16 gradient passes. */
+double tl_cross_entropy_row_exp(float *z, int V, int y, float *loss);
+
 /* Softmax cross-entropy over rows of logits[rows, V] (in place): on return
  * logits hold dL/dlogits * scale and loss[r] = -log softmax(row)[target[r]].
  * Rows with target < 0 are ignored (loss 0, zero gradient). */

@@ -1,7 +1,6 @@
 /* ops_bf16.c - the linear layer in bf16 mixed precision (see ops_bf16.h). */
 #include "ops_bf16.h"
 
-#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -9,38 +8,27 @@
 #include "ops.h"
 #include "vec.h"
 
-void tl_linear_forward_bf16(float *y, const float *x, const uint16_t *W, int N, int in, int out, int accumulate,
-                            uint16_t *xs) {
-    tl_round_bf16(x, (size_t)N * in, xs);
-    tl_gemm_bf16(false, true, N, out, in, 1.0f, xs, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
-}
-
-void tl_linear_backward_bf16(float *dx, float *dW, const float *dy, const float *x, const uint16_t *W, int N, int in,
-                             int out, int accumulate_dx, uint16_t *dys, uint16_t *xs) {
-    tl_round_bf16(dy, (size_t)N * out, dys);
-    if (dW) {
-        tl_round_bf16(x, (size_t)N * in, xs);
-        tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
-    }
-    if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
-}
-
 void tl_linear_forward_bf16_rounded(float *y, const uint16_t *xs, const uint16_t *W, int N, int in, int out,
                                     int accumulate) {
     tl_gemm_bf16(false, true, N, out, in, 1.0f, xs, in, W, in, accumulate ? 1.0f : 0.0f, y, out);
 }
 
-void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, const uint16_t *xs, const uint16_t *W,
-                                     int N, int in, int out, int accumulate_dx, uint16_t *dys) {
-    tl_round_bf16(dy, (size_t)N * out, dys);
-    if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
-    if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+void tl_linear_forward_bf16(float *y, const float *x, const uint16_t *W, int N, int in, int out, int accumulate,
+                            uint16_t *xs) {
+    tl_round_bf16(x, (size_t)N * in, xs);
+    tl_linear_forward_bf16_rounded(y, xs, W, N, in, out, accumulate);
 }
 
 void tl_linear_backward_bf16_both(float *dx, float *dW, const uint16_t *dys, const uint16_t *xs, const uint16_t *W,
                                   int N, int in, int out, int accumulate_dx) {
     if (dW) tl_gemm_bf16(true, false, out, in, N, 1.0f, dys, out, xs, in, 1.0f, dW, in);
     if (dx) tl_gemm_bf16(false, false, N, in, out, 1.0f, dys, out, W, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+}
+
+void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, const uint16_t *xs, const uint16_t *W,
+                                     int N, int in, int out, int accumulate_dx, uint16_t *dys) {
+    tl_round_bf16(dy, (size_t)N * out, dys);
+    tl_linear_backward_bf16_both(dx, dW, dys, xs, W, N, in, out, accumulate_dx);
 }
 
 /* The output layer's products read W (V x D bf16: 32 MB at TinyLlama's shape),
@@ -110,9 +98,7 @@ void tl_cross_entropy_rows_bf16(float *logits, float *loss, const int *targets, 
             continue;
         }
         /* tl_cross_entropy_rows's arithmetic, then the row's weight, as output.c's fp32 passes */
-        const float mx = tl_vec_max(z, (size_t)V), zy = z[y] - mx;
-        const double sum = tl_vec_exp_sum(z, (size_t)V, mx);
-        loss[r] = (float)(log(sum) - (double)zy);
+        const double sum = tl_cross_entropy_row_exp(z, V, y, &loss[r]);
         const float s = row_w ? 1.0f : scale, inv = (float)(1.0 / sum) * s;
         /* the row (128 KB at V = 32,000) is in L2 after exp_sum: scale and round it block by block */
         float blk[256]; /* TL_OUT_SLICE is a multiple of 256: no block spans two slices */

@@ -13,13 +13,10 @@
 void tl_linear_forward_bf16(float *y, const float *x, const uint16_t *W, int N, int in, int out, int accumulate,
                             uint16_t *xs);
 
-/* dW[out,in] += bf16(dy)^T bf16(x);  dx[N,in] (=|+=) bf16(dy) W (dx may be NULL);
- * dys, xs: scratch of N*out and N*in bf16. */
-void tl_linear_backward_bf16(float *dx, float *dW, const float *dy, const float *x, const uint16_t *W, int N, int in,
-                             int out, int accumulate_dx, uint16_t *dys, uint16_t *xs);
-
-/* The same two with the activation already rounded (xs: N*in bf16), for an input
- * that several products read or the backward pass reads again: rounded once. */
+/* The same with the activation already rounded (xs: N*in bf16), for an input
+ * that several products read or the backward pass reads again: rounded once.
+ * Backward: dW[out,in] += bf16(dy)^T xs;  dx[N,in] (=|+=) bf16(dy) W (dx or dW
+ * may be NULL); dys: scratch of N*out bf16. */
 void tl_linear_forward_bf16_rounded(float *y, const uint16_t *xs, const uint16_t *W, int N, int in, int out,
                                     int accumulate);
 void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, const uint16_t *xs, const uint16_t *W,
