@@ -454,8 +454,8 @@ static void test_q8_packed(tl_test_ctx *t) {
     uint8_t dummy[64];
     const tl_wmat odd_rows = {TL_DT_I32, dummy, 40, 64, TL_GGML_Q8_0, 0, 0, 0},
                   odd_blocks = {TL_DT_I32, dummy, 16, 96, TL_GGML_Q4_0, 0, 0, 0},
-                  k_quant = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q5_K, 0, 0, 0}; /* Q4_K/Q6_K: test_kpack.c */
-    CHECK(!tl_q8_packable(&odd_rows) && !tl_q8_packable(&odd_blocks) && !tl_q8_packable(&k_quant));
+                  q5_1 = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q5_1, 0, 0, 0}; /* the K-quants: test_kpack.c */
+    CHECK(!tl_q8_packable(&odd_rows) && !tl_q8_packable(&odd_blocks) && !tl_q8_packable(&q5_1));
     free(x);
     free(y);
     free(ref);

@@ -1,10 +1,11 @@
-/* test_kpack.c - Q4_K and Q6_K matrices repacked for decode
+/* test_kpack.c - Q4_K, Q5_K and Q6_K matrices repacked for decode
  * (matvec_quant_kpack.h): the layout gives every row back, and every kernel on
  * it (portable C, AVX512-VNNI where the CPU has it) gives the bits of the
  * portable C kernel on the file's rows, through every path that takes a
  * repacked matrix (mat-vec, the prompt pass's batched product and tiles, fp32
  * activations). */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +22,12 @@
  * extreme: every quant, scale and min at its largest (the top bits of the
  * 6-bit scales set, the largest integer sums) */
 static void fill(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks, int extreme) {
-    const size_t bb = type == TL_GGML_Q4_K ? 144 : 210;
+    const size_t bb = tl_quant_row_bytes(type, 256);
     for (size_t i = 0; i < n_blocks * bb; i++) b[i] = extreme ? 0xff : (uint8_t)tl_rng_below(r, 256);
     for (size_t k = 0; k < n_blocks; k++) {
         uint8_t *p = b + k * bb;
         if (extreme && type == TL_GGML_Q6_K) memset(p + 192, 0x80, 16); /* scale -128 */
-        const int ns = type == TL_GGML_Q4_K ? 2 : 1;
+        const int ns = type == TL_GGML_Q6_K ? 1 : 2;
         uint8_t *s = type == TL_GGML_Q6_K ? p + bb - 2 : p;
         for (int j = 0; j < ns; j++) {
             uint16_t h = (uint16_t)(tl_rng_below(r, 2) << 15 | (3 + tl_rng_below(r, 10)) << 10 | tl_rng_below(r, 1024));
@@ -42,14 +43,14 @@ static void test_kq_packed(tl_test_ctx *t) {
      * the AMX-INT8 tiles (64 and more for repacked weights) where present */
     enum { R = 48, N = 70, CMAX = 5632 };
     static const int cols[] = {256, 2048, 5632};
-    static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q6_K};
+    static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
     float *x = malloc(sizeof(float) * CMAX * N), *y = malloc(sizeof(float) * R * N);
     float *ref = malloc(sizeof(float) * R * N), *row = malloc(sizeof(float) * CMAX * 2);
     const size_t xs = (tl_q8_bytes(TL_GGML_Q4_K, CMAX) + 63) & ~(size_t)63;
     uint8_t *xq = malloc(xs * N), *back = malloc(CMAX / 256 * 210);
     int simd = 0;
     for (int extreme = 0; extreme < 2; extreme++)
-        for (size_t ti = 0; ti < 2; ti++)
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
                 const uint32_t type = types[ti];
                 const int C = cols[ci];
@@ -72,10 +73,11 @@ static void test_kq_packed(tl_test_ctx *t) {
                     if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
                     simd += i == TL_Q8_AVX512VNNI;
                     ok = 1;
-                    /* each group with 1..4 tokens at a time (the kernel's token loop), xs apart */
+                    /* each group with 1..5 tokens at a time (the kernel's token loop, 4 at
+                     * a time and the rest), xs apart */
                     for (int g = 0; g < R / 16; g++)
-                        for (int nt = 1; nt <= 4; nt++) {
-                            float o[4 * 16];
+                        for (int nt = 1; nt <= 5; nt++) {
+                            float o[5 * 16];
                             tl_kq_packed_dot((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, xq + xs, xs, nt, C, o, 16);
                             for (int j = 0; j < nt; j++)
                                 ok &= !memcmp(o + 16 * j, ref + (size_t)(1 + j) * R + 16 * g, sizeof(float) * 16);
@@ -90,10 +92,16 @@ static void test_kq_packed(tl_test_ctx *t) {
                 for (int k = TL_KERNEL_AUTO; k <= TL_KERNEL_LAST; k++) {
                     if (!tl_kernel_supported((tl_kernel)k)) continue;
                     ok = 1;
-                    for (int j = 0; j < N; j += 7) {
-                        tl_wmat_matvec((tl_kernel)k, &P, x + (size_t)j * C, y);
-                        ok &= !memcmp(y, ref + (size_t)j * R, sizeof(float) * R);
+                    /* the rows each thread takes depend on the thread count, the bits must not */
+                    const int threads = omp_get_max_threads();
+                    for (int nth = 1; nth <= 3; nth += 2) {
+                        omp_set_num_threads(nth);
+                        for (int j = 0; j < N; j += 7) {
+                            tl_wmat_matvec((tl_kernel)k, &P, x + (size_t)j * C, y);
+                            ok &= !memcmp(y, ref + (size_t)j * R, sizeof(float) * R);
+                        }
                     }
+                    omp_set_num_threads(threads);
                     CHECK_MSG(ok, "%s %s C=%d: repacked mat-vec", tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
                     for (int j = 0; j < R * N; j++) y[j] = 0.5f;
                     tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 1.0f, NULL, 0);
@@ -117,14 +125,14 @@ static void test_kq_packed(tl_test_ctx *t) {
                 free(mat);
                 tl_free(pk);
             }
-    CHECK(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || simd == 12);
+    CHECK(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || simd == 18);
     uint8_t dummy[64];
     const tl_wmat odd_rows = {TL_DT_I32, dummy, 40, 256, TL_GGML_Q4_K, 0, 0, 0},
                   part_block = {TL_DT_I32, dummy, 16, 320, TL_GGML_Q6_K, 0, 0, 0},
-                  too_wide = {TL_DT_I32, dummy, 16, 12544, TL_GGML_Q4_K, 0, 0, 0},
-                  q5_k = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q5_K, 0, 0, 0};
+                  too_wide = {TL_DT_I32, dummy, 16, 12544, TL_GGML_Q5_K, 0, 0, 0},
+                  q5_1 = {TL_DT_I32, dummy, 16, 256, TL_GGML_Q5_1, 0, 0, 0}; /* no repacked layout */
     CHECK(!tl_q8_packable(&odd_rows) && !tl_q8_packable(&part_block) && !tl_q8_packable(&too_wide) &&
-          !tl_q8_packable(&q5_k));
+          !tl_q8_packable(&q5_1));
     free(x);
     free(y);
     free(ref);

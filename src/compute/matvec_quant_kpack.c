@@ -1,4 +1,4 @@
-/* matvec_quant_kpack.c - Q4_K and Q6_K matrices repacked for decode
+/* matvec_quant_kpack.c - Q4_K, Q5_K and Q6_K matrices repacked for decode
  * (matvec_quant_kpack.h): the layout, a portable C kernel that reads it and
  * an AVX512-VNNI kernel with the same bits. */
 #include "matvec_quant_kpack.h"
@@ -18,14 +18,14 @@
 
 static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-int tl_kq_type(uint32_t t) { return t == TL_GGML_Q4_K || t == TL_GGML_Q6_K; }
+int tl_kq_type(uint32_t t) { return t == TL_GGML_Q4_K || t == TL_GGML_Q5_K || t == TL_GGML_Q6_K; }
 
 int tl_kq_packable(const tl_wmat *W) {
     return tl_kq_type(W->quant) && !W->packed && W->rows % 16 == 0 && W->cols % 256 == 0 && W->cols > 0 &&
            W->cols <= KQ_MAX_COLS;
 }
 
-static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : 210; }
+static size_t kq_block(uint32_t t) { return t == TL_GGML_Q4_K ? 144 : t == TL_GGML_Q5_K ? 176 : 210; }
 
 /* Where Q6_K's repacked quants go: per half h and 4-element chunk c, three
  * lines (16 rows x 4 bytes each), byte j of line 3 (8 h + c) + l holding the
@@ -38,8 +38,8 @@ static inline size_t q6_line(int e) { return 64 * (size_t)(3 * (8 * (e / 128) + 
  * super-block (g), either way: the f16 scales in 2-byte units, the rest in
  * 4-byte ones (Q6_K's quants as above) */
 static void kq_move(uint32_t t, uint8_t *f, uint8_t *g, int r, int to_file) {
-    const int q4 = t == TL_GGML_Q4_K;
-    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 192, qe = q4 ? 144 : 208;
+    const int q4 = t != TL_GGML_Q6_K; /* Q4_K and Q5_K: every unit moved as it is */
+    const size_t fo = q4 ? 0 : 208, fe = q4 ? 4 : 210, qo = q4 ? 4 : 192, qe = q4 ? kq_block(t) : 208;
     for (size_t o = fo; o < fe; o += 2) {
         uint8_t *p = g + 16 * o + 2 * (size_t)r;
         if (to_file)
@@ -105,10 +105,13 @@ void tl_kq_unpack_row(const tl_wmat *W, int r, void *dst) {
  * scales are read with their 2-byte units directly) */
 static inline uint8_t at4(const uint8_t *g, int r, int o) { return g[16 * (o & ~3) + 4 * r + (o & 3)]; }
 
-/* Q4_K, row by row as the file-order kernel: per super-block the integer sums
+/* Q4_K / Q5_K (five: the fifth bits, bit j of qh byte i for sub-block j),
+ * row by row as the file-order kernel: per super-block the integer sums
  * isum = sum_j sc_j sum_i q x and msum = sum_j m_j sum_i x, then
  * d_x (d isum - dmin msum). */
-static void c_q4_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out, size_t os) {
+static void c_q45_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n, float *out, size_t os, int five) {
+    const size_t bb = five ? 176 : 144;
+    const int qo = five ? 48 : 16;
     for (int t = 0; t < nt; t++) {
         const int8_t *q = (const int8_t *)(xq + (size_t)t * xs);
         const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
@@ -116,7 +119,7 @@ static void c_q4_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
         for (int r = 0; r < 16; r++) {
             float acc = 0;
             for (int k = 0; k < n / 256; k++) {
-                const uint8_t *g = b + (size_t)k * 16 * 144;
+                const uint8_t *g = b + (size_t)k * 16 * bb;
                 uint8_t s[12];
                 for (int i = 0; i < 12; i++) s[i] = at4(g, r, 4 + i);
                 int isum = 0, msum = 0;
@@ -125,8 +128,8 @@ static void c_q4_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
                     tl_k_scale_min(s, j, &sc, &mn);
                     int sum = 0;
                     for (int i = 0; i < 32; i++) {
-                        const int v = at4(g, r, 16 + 32 * (j / 2) + i);
-                        sum += (j & 1 ? v >> 4 : v & 15) * q[256 * k + 32 * j + i];
+                        const int v = at4(g, r, qo + 32 * (j / 2) + i), h = five ? (at4(g, r, 16 + i) >> j & 1) << 4 : 0;
+                        sum += ((j & 1 ? v >> 4 : v & 15) | h) * q[256 * k + 32 * j + i];
                     }
                     isum += sc * sum;
                     msum += mn * (bs[16 * k + 2 * j] + bs[16 * k + 2 * j + 1]);
@@ -181,19 +184,27 @@ __attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* Q4_K: per super-block, for the 16 rows at once: the scales and mins decoded
- * from the three scale lines, sub-block j's integer sum (8 vpdpbusd) times
- * its scale (vpmulld), the mins against x's sums per sub-block by vpdpwssd
- * (m_j as int16 pairs), then the C kernel's fp32 operations per lane. */
-__attribute__((target(T512), always_inline)) static inline void pq4k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
-                                                                       int n, float *out, size_t os, const int NT) {
+/* Q4_K / Q5_K (FIVE): per super-block, for the 16 rows at once: the scales
+ * and mins decoded from the three scale lines, sub-block j's integer sum (8
+ * vpdpbusd) times its scale (vpmulld), the mins against x's sums per
+ * sub-block by vpdpwssd (m_j as int16 pairs), then the C kernel's fp32
+ * operations per lane.  Q5_K's fifth bits stay in the file's qh bytes (bit j
+ * for sub-block j), one line per 4-element chunk: each masked nibble, shifted
+ * so that its fifth bit's place lines up with that bit in the qh line (or the
+ * qh line shifted up a nibble, for sub-blocks 0-3), takes it by one
+ * vpternlogd select; the nibble is then 1, 2, 4 or 8 times the 5-bit value
+ * and the sum is shifted back, exactly. */
+__attribute__((target(T512), always_inline)) static inline void pq45k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
+                                                                        int n, float *out, size_t os, const int FIVE,
+                                                                        const int NT) {
     const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3);
+    const size_t bb = FIVE ? 176 : 144, qo = FIVE ? 768 : 256; /* a group's super-block, its quants' offset */
     /* vpshufb controls taking byte j of every dword, zero-extended */
     const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
-    for (int k = 0; k < n / 256; k++, b += 16 * 144) {
-        for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
+    for (int k = 0; k < n / 256; k++, b += 16 * bb) {
+        for (size_t l = 0; l < qo; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
         const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
                       u2 = _mm512_loadu_si512((const void *)(b + 192));
         const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
@@ -220,12 +231,15 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
             isum[t] = _mm512_setzero_si512();
         }
         for (int p = 0; p < 4; p++) {
-            const uint8_t *qp = b + 256 + 512 * p;
+            const uint8_t *qp = b + qo + 512 * p;
+            /* Q5_K: the low (high) nibbles hold 1 (2) times the value for
+             * even p, 4 (8) times for odd p; Q4_K: 1 (16) */
+            const int lsh = FIVE && p % 2 ? 2 : 0, hsh = FIVE ? (p % 2 ? 3 : 1) : 4;
             const __m512i sc0 = _mm512_shuffle_epi8(p < 2 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2)))),
                           sc1 = _mm512_shuffle_epi8(p < 2 ? slo : shi,
                                                     _mm512_add_epi32(sel0, _mm512_set1_epi32(2 * (p % 2) + 1)));
             /* two chains per nibble (even and odd chunks) to hide vpdpbusd's
-             * latency; the high nibbles masked in place (16 times their
+             * latency; Q4_K's high nibbles masked in place (16 times their
              * value, the sum shifted back once: exact, a multiple of 16)
              * instead of a shift per line */
             __m512i s0[4][2], s1[4][2];
@@ -233,7 +247,20 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
             for (int c = 0; c < 8; c++) {
                 _mm_prefetch((const char *)qp + KPF + 64 * c, TL_PACKED_PF_HINT);
                 const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
-                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_andnot_si512(m4, v);
+                __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_andnot_si512(m4, v);
+                if (FIVE) {
+                    /* sub-block 2p's fifth bit at bit 2p of qh, 2p + 1's
+                     * at 2p + 1; moved to bits 4-7 for p < 2 */
+                    const __m512i qh = _mm512_loadu_si512((const void *)(b + 256 + 64 * c)),
+                                  h = p < 2 ? _mm512_slli_epi16(qh, 4) : qh;
+                    if (p % 2) { /* bits 6 and 7: 4 and 8 times */
+                        lo = _mm512_ternarylogic_epi32(h, _mm512_slli_epi16(lo, 2), _mm512_set1_epi8(0x40), 0xE4);
+                        hi = _mm512_ternarylogic_epi32(h, _mm512_srli_epi16(hi, 1), _mm512_set1_epi8((char)0x80), 0xE4);
+                    } else { /* bits 4 and 5: 1 and 2 times */
+                        lo = _mm512_ternarylogic_epi32(h, lo, _mm512_set1_epi8(0x10), 0xE4);
+                        hi = _mm512_ternarylogic_epi32(h, _mm512_srli_epi16(hi, 3), _mm512_set1_epi8(0x20), 0xE4);
+                    }
+                }
                 for (int t = 0; t < NT; t++) {
                     const uint8_t *x = xq + (size_t)t * xs + 256 * k + 64 * p + 4 * c;
                     s0[t][c & 1] = _mm512_dpbusd_epi32(s0[t][c & 1], lo, bcast4(x));
@@ -241,8 +268,8 @@ __attribute__((target(T512), always_inline)) static inline void pq4k_n(const uin
                 }
             }
             for (int t = 0; t < NT; t++) {
-                const __m512i a = _mm512_add_epi32(s0[t][0], s0[t][1]),
-                              h = _mm512_srai_epi32(_mm512_add_epi32(s1[t][0], s1[t][1]), 4);
+                const __m512i a = _mm512_srai_epi32(_mm512_add_epi32(s0[t][0], s0[t][1]), lsh),
+                              h = _mm512_srai_epi32(_mm512_add_epi32(s1[t][0], s1[t][1]), hsh);
                 isum[t] = _mm512_add_epi32(isum[t],
                                            _mm512_add_epi32(_mm512_mullo_epi32(a, sc0), _mm512_mullo_epi32(h, sc1)));
             }
@@ -324,11 +351,16 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
-#define B_Q4_K(N) pq4k_n(b, xq, xs, n, out, os, N)
+#define B_Q4_K(N) pq45k_n(b, xq, xs, n, out, os, 0, N)
+#define B_Q5_K(N) pq45k_n(b, xq, xs, n, out, os, 1, N)
 #define B_Q6_K(N) pq6k_n(b, xq, xs, n, out, os, N)
 __attribute__((target(T512))) static void pq4k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
                                                    float *out, size_t os) {
     NT_SWITCH(B_Q4_K)
+}
+__attribute__((target(T512))) static void pq5k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                                                   float *out, size_t os) {
+    NT_SWITCH(B_Q5_K)
 }
 __attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
                                                    float *out, size_t os) {
@@ -344,12 +376,15 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
         float *o = out + (size_t)t * os;
 #ifdef TL_X86
         if (i == TL_Q8_AVX512VNNI) {
-            (type == TL_GGML_Q4_K ? pq4k_512 : pq6k_512)(b, x, xs, m, n, o, os);
+            (type == TL_GGML_Q4_K ? pq4k_512 : type == TL_GGML_Q5_K ? pq5k_512 : pq6k_512)(b, x, xs, m, n, o, os);
             continue;
         }
 #else
         (void)i;
 #endif
-        (type == TL_GGML_Q4_K ? c_q4_k : c_q6_k)(b, x, xs, m, n, o, os);
+        if (type == TL_GGML_Q6_K)
+            c_q6_k(b, x, xs, m, n, o, os);
+        else
+            c_q45_k(b, x, xs, m, n, o, os, type == TL_GGML_Q5_K);
     }
 }

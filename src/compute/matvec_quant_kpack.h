@@ -1,4 +1,4 @@
-/* matvec_quant_kpack.h - Q4_K and Q6_K matrices repacked for decode
+/* matvec_quant_kpack.h - Q4_K, Q5_K and Q6_K matrices repacked for decode
  * (matvec_quant_kpack.c), reached through the tl_q8_* repacking calls of
  * matvec_quant.h.  Internal to src/compute.
  *
@@ -11,12 +11,19 @@
  * 16 rows and no horizontal sum is left, and the 6-bit scales and mins of
  * Q4_K are decoded for 16 rows by a few whole-register shifts and masks
  * (three lines per super-block: keeping the file's 12 bytes costs no extra
- * memory traffic, where bytes are what decode is bound by).  Q6_K's quants
+ * memory traffic, where bytes are what decode is bound by).  Q5_K is Q4_K
+ * with its 32 bytes of fifth bits (qh) as eight more lines after the scales,
+ * the file's bytes unchanged: qh line c holds bit j for element 4 c + i of
+ * sub-block j in byte i of a lane, so the SIMD kernel moves it into a masked
+ * nibble by one select (vpternlogd) at a place shared by 16 rows, with one
+ * whole-register shift of that nibble (and, for sub-blocks 0-3, of the qh
+ * line), no per-bit unpacking.  Q6_K's quants
  * are rearranged further (matvec_quant_kpack.c, q6_line): three of every four
  * 6-bit values whole in a byte, the fourth in those bytes' top bits, which
  * takes a third fewer instructions per weight than the file's nibble and
  * 2-bit planes.
  *   Q4_K (144 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | quants, 32 lines
+ *   Q5_K (176 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | qh, 8 lines | quants, 32 lines
  *   Q6_K (210 bytes a row):  quants, 48 lines | scales (int8), 4 lines | d[16] f16
  * Products give the bits of the file-order C kernel (tl_q8_dot with TL_Q8_C):
  * the same integer sums per super-block, then the same fp32 operations in the
@@ -29,7 +36,7 @@
 
 #include "matvec_quant.h"
 
-/* Whether type t has a repacked layout here (Q4_K, Q6_K). */
+/* Whether type t has a repacked layout here (Q4_K, Q5_K, Q6_K). */
 int tl_kq_type(uint32_t t);
 /* Whether W can be repacked: tl_kq_type, in file order, rows a multiple of 16,
  * at most 12288 columns (a row and a rounded x fit the callers' stack buffers). */
