@@ -61,7 +61,7 @@ expect_fail "convert: --out is required" "give --to-hf FILE.gguf and --out DIR" 
 # `convert --to-hf` copy (the logits themselves are checked against float64 numpy in
 # tests/test_infer_gguf.c); by default (x rounded to int8 blocks) the same ids whichever kernel
 # family runs the integer products, and perplexity / log-likelihoods close to the copy's
-for q in Q8_0 Q4_0 Q4_K Q6_K BF16; do
+for q in Q8_0 Q4_0 Q4_K Q5_K Q6_K BF16; do
     "$BIN" convert --to-hf "$FIX/tiny256_$q.gguf" --out "$T/h_$q" >/dev/null 2>&1
     a=$("$BIN" generate --model "$FIX/tiny256_$q.gguf" "abc hij" --greedy --max-tokens 24 --ignore-eos --print-ids --no-stats --f32-activations 2>"$T/err")
     b=$("$BIN" generate --model "$T/h_$q" "abc hij" --greedy --max-tokens 24 --ignore-eos --print-ids --no-stats 2>/dev/null)
