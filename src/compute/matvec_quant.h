@@ -87,12 +87,12 @@ int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, f
  * A group is one contiguous stream of 16 rows' bytes; a pair is 64-byte
  * aligned when the buffer is.  Products give the C kernel's bits exactly (per
  * row: integer sums, then (d_w d_x) isum added block by block).
- * Q4_K and Q6_K matrices are repacked the same way in a layout of their own
+ * Q4_K, Q5_K and Q6_K matrices are repacked the same way in a layout of their own
  * (matvec_quant_kpack.h: 16 rows per super-block, the file's size), with the
  * same bits as their C kernel on the file's rows. */
 
 /* Whether W (quantized, in file order) can be repacked: Q8_0/Q4_0 with an
- * even number of blocks per row, or Q4_K/Q6_K; rows a multiple of 16, at most
+ * even number of blocks per row, or Q4_K/Q5_K/Q6_K; rows a multiple of 16, at most
  * 12288 columns (a row and a rounded x fit stack buffers, so no product of it
  * can fail). */
 int tl_q8_packable(const tl_wmat *W);

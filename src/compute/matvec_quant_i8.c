@@ -250,7 +250,7 @@ static size_t pk_qbytes(uint32_t type) { return type == TL_GGML_Q4_0 ? 16 : 32; 
 static size_t pk_pair_bytes(uint32_t type) { return 64 + 2 * 16 * pk_qbytes(type); }
 
 int tl_q8_packable(const tl_wmat *W) {
-    if (tl_kq_type(W->quant)) return tl_kq_packable(W); /* Q4_K, Q6_K: matvec_quant_kpack.c */
+    if (tl_kq_type(W->quant)) return tl_kq_packable(W); /* Q4_K, Q5_K, Q6_K: matvec_quant_kpack.c */
     return (W->quant == TL_GGML_Q8_0 || W->quant == TL_GGML_Q4_0) && !W->packed && W->rows % 16 == 0 &&
            W->cols % 64 == 0 && W->cols <= 12288;
 }

@@ -97,7 +97,7 @@ void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
     }
 }
 
-/* Q8_0/Q4_0/Q4_K/Q6_K matrices repacked for the AVX512-VNNI decode kernels (matvec_quant.h:
+/* Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices repacked for the AVX512-VNNI decode kernels (matvec_quant.h:
  * 16 rows per register, x broadcast once for them), and BF16 matrices copied
  * as they are (tl_wmat_move_to), both into 2 MiB pages.  The copy replaces the
  * map: its pages are dropped after repacking, so the resident size stays the
