@@ -4,8 +4,8 @@ when a llama-bench binary is given, llama.cpp's tg128 / pp512 on the same files,
 
 The model is TinyLlama-1.1B's shape (22 layers, 2048 wide, 5632 hidden, 32 heads, 4 KV
 heads, 32000 tokens) with random weights written by the `gguf` package, once per type,
-under --dir (not committed): every matrix in the type (F16, BF16, Q8_0, Q4_0; Q4_K_M: Q4_K and
-Q6_K placed as llama.cpp's mix places them), the norms F32,
+under --dir (not committed): every matrix in the type (F16, BF16, Q8_0, Q4_0; Q4_K_M / Q5_K_M:
+Q4_K / Q5_K and Q6_K placed as llama.cpp's mixes place them), the norms F32,
 the vocabulary of ../shared/tokenizers/llama2/tokenizer.model (llama.cpp needs one).
 Random blocks are written directly (random quants, small finite scales), which is as
 much work per token for either program as real weights.  See docs/inference.md.
@@ -23,21 +23,24 @@ from gguf import GGMLQuantizationType as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D, F, L, H, KV, V, CTX = 2048, 5632, 22, 32, 4, 32000, 2048
-TYPES = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q4_K_M": "Q4_K_M"}
+TYPES = {"F16": T.F16, "BF16": T.BF16, "Q8_0": T.Q8_0, "Q4_0": T.Q4_0, "Q4_K_M": "Q4_K_M", "Q5_K_M": "Q5_K_M"}
 # llama.cpp's file_type numbers (general.file_type)
-FILE_TYPE = {"F16": 1, "BF16": 32, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
+FILE_TYPE = {"F16": 1, "BF16": 32, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15, "Q5_K_M": 17}
+# the K-quant mixes' base type
+K_M_BASE = {"Q4_K_M": T.Q4_K, "Q5_K_M": T.Q5_K}
 
 
-def q4_k_m_type(name, layer):
-    """the block type llama.cpp's Q4_K_M mix gives a matrix: Q6_K for the output, and for
-    attn_v / ffn_down in the first and last eighth of the layers and every third one between
-    (llama-quant.cpp's use_more_bits); Q4_K everywhere else"""
+def k_m_type(mix, name, layer):
+    """the block type llama.cpp's Q4_K_M / Q5_K_M mix gives a matrix: Q6_K for the output, and
+    for attn_v / ffn_down in the first and last eighth of the layers and every third one between
+    (llama-quant.cpp's use_more_bits, the same rule for both mixes); the mix's Q4_K / Q5_K
+    everywhere else"""
     if name == "output.weight":
         return T.Q6_K
     more = layer is not None and (layer < L // 8 or layer >= 7 * L // 8 or (layer - L // 8) % 3 == 2)
     if more and (name.endswith("attn_v.weight") or name.endswith("ffn_down.weight")):
         return T.Q6_K
-    return T.Q4_K
+    return K_M_BASE[mix]
 
 
 def blocks(rng, qt, rows, cols):
@@ -49,7 +52,8 @@ def blocks(rng, qt, rows, cols):
         return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16).view(np.uint8)
     be, bb = gguf.GGML_QUANT_SIZES[qt]
     b = rng.integers(0, 256, size=(rows * cols // be, bb), dtype=np.uint8)
-    at, val = {T.Q8_0: ([0], 2e-4), T.Q4_0: ([0], 4e-3), T.Q4_K: ([0, 2], 2e-4), T.Q6_K: ([208], 1e-4)}[qt]
+    at, val = {T.Q8_0: ([0], 2e-4), T.Q4_0: ([0], 4e-3), T.Q4_K: ([0, 2], 2e-4), T.Q5_K: ([0, 2], 1e-4),
+               T.Q6_K: ([208], 1e-4)}[qt]
     d = np.full(len(b), val, dtype=np.float16).reshape(-1, 1).view(np.uint8)
     for o in at:
         b[:, o:o + 2] = d
@@ -86,7 +90,7 @@ def write_model(path, qt, shared):
 
     def mat(name, rows, cols):
         m = re.match(r"blk\.(\d+)\.", name)
-        t = q4_k_m_type(name, int(m.group(1)) if m else None) if qt == "Q4_K_M" else qt
+        t = k_m_type(qt, name, int(m.group(1)) if m else None) if qt in K_M_BASE else qt
         w.add_tensor(name, blocks(rng, t, rows, cols), raw_dtype=t)
 
     def norm(name):
@@ -178,7 +182,8 @@ def main():
             os.replace(path + ".tmp", path)
         size = os.path.getsize(path)
         # weights read per token: everything but the embedding table (one row of it)
-        emb = V * D * {"F16": 2, "BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_K_M": 144 / 256}[name]
+        emb = V * D * {"F16": 2, "BF16": 2, "Q8_0": 34 / 32, "Q4_0": 18 / 32, "Q4_K_M": 144 / 256,
+                       "Q5_K_M": 176 / 256}[name]
         tests = ([("tg%d" % a.gen, a.gen, 8)] if a.gen else []) + ([("pp%d" % a.prompt, 0, a.prompt)] if a.prompt else [])
         runs = {t[0]: ([], []) for t in tests}
         bw = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decode (tg128) and prompt-pass (pp512) tokens/s of `tinyllama generate --model FILE.gguf` on
-# TinyLlama-1.1B-shaped GGUF files with random weights (BF16, Q8_0, Q4_0, a Q4_K_M mix, and F16;
+# TinyLlama-1.1B-shaped GGUF files with random weights (BF16, Q8_0, Q4_0, Q4_K_M and Q5_K_M mixes, F16;
 # written once under /tmp by the gguf package, never committed), 2 threads by default; with
 # LLAMA_BENCH=path/to/llama-bench (or --llama-bench BIN, or --build-llama) also llama.cpp's
 # tg128 and pp512 on the same files, interleaved round by round, and the ratios; decode also
@@ -8,7 +8,7 @@
 # measured each round, over the bytes of the matrices read per token).  Needs python3
 # with gguf, numpy, sentencepiece.  Usage:
 #   scripts/bench_gguf.sh [--build-llama] [--threads N] [--gen N] [--prompt N]
-#                         [--types BF16,Q8_0,Q4_0,Q4_K_M,F16] [--rounds N] [--reps N] [--f32-activations]
+#                         [--types BF16,Q8_0,Q4_0,Q4_K_M,Q5_K_M,F16] [--rounds N] [--reps N] [--f32-activations]
 #                         [--llama-bench BIN] [--dir DIR]
 # --build-llama builds llama-bench (CPU only, -DGGML_NATIVE=ON) in /tmp/tl_llamacpp from the
 # llama.cpp source that PyPI's llama-cpp-python sdist vendors (pip download; nothing is kept in
