@@ -128,7 +128,8 @@ static void c_q45_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int 
                     tl_k_scale_min(s, j, &sc, &mn);
                     int sum = 0;
                     for (int i = 0; i < 32; i++) {
-                        const int v = at4(g, r, qo + 32 * (j / 2) + i), h = five ? (at4(g, r, 16 + i) >> j & 1) << 4 : 0;
+                        const int v = at4(g, r, qo + 32 * (j / 2) + i),
+                                  h = five ? (at4(g, r, 16 + i) >> j & 1) << 4 : 0;
                         sum += ((j & 1 ? v >> 4 : v & 15) | h) * q[256 * k + 32 * j + i];
                     }
                     isum += sc * sum;

@@ -15,8 +15,8 @@
  * with its 32 bytes of fifth bits (qh) as eight more lines after the scales,
  * the file's bytes unchanged: qh line c holds bit j for element 4 c + i of
  * sub-block j in byte i of a lane, so the SIMD kernel moves it into a masked
- * nibble by one select (vpternlogd) at a place shared by 16 rows, with one
- * whole-register shift of that nibble (and, for sub-blocks 0-3, of the qh
+ * nibble by one select (vpternlogd) at a place shared by 16 rows, with at most
+ * one whole-register shift of that nibble (and, for sub-blocks 0-3, of the qh
  * line), no per-bit unpacking.  Q6_K's quants
  * are rearranged further (matvec_quant_kpack.c, q6_line): three of every four
  * 6-bit values whole in a byte, the fourth in those bytes' top bits, which
