@@ -21,8 +21,9 @@
 
 /* tl_adamw_update_bf16 = tl_clip_grads + tl_adamw_update + tl_round_bf16, and
  * tl_adamw_update_clipped = tl_clip_grads + tl_adamw_update, exactly, neither
- * touching the gradients: three steps, clipped and not, on a length with
- * partial blocks and a tail. */
+ * touching the gradients (the bf16 pass asked to zero them: every one +0, the
+ * update the same): three steps, clipped and not, on a length with partial
+ * blocks and a tail. */
 static void test_adamw_fused(tl_test_ctx *t) {
     const size_t n = 3 * 16384 + 77;
     tl_rng g;
@@ -30,8 +31,9 @@ static void test_adamw_fused(tl_test_ctx *t) {
     float *p1 = malloc(4 * n), *p2 = malloc(4 * n), *gr = malloc(4 * n), *gc = malloc(4 * n);
     float *m1 = calloc(n, 4), *v1 = calloc(n, 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
     float *p3 = malloc(4 * n), *m3 = calloc(n, 4), *v3 = calloc(n, 4);
-    uint16_t *b1 = malloc(2 * n), *b2 = malloc(2 * n);
-    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = p3[i] = (float)(0.05 * tl_rng_normal(&g));
+    float *p4 = malloc(4 * n), *m4 = calloc(n, 4), *v4 = calloc(n, 4), *zero = calloc(n, 4);
+    uint16_t *b1 = malloc(2 * n), *b2 = malloc(2 * n), *b4 = malloc(2 * n);
+    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = p3[i] = p4[i] = (float)(0.05 * tl_rng_normal(&g));
     tl_adamw_config c = tl_adamw_defaults();
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < n; i++) gr[i] = (float)(step == 2 ? 1e-4 : 0.1) * (float)tl_rng_normal(&g);
@@ -43,8 +45,15 @@ static void test_adamw_fused(tl_test_ctx *t) {
         const float s = tl_clip_scale(norm, c.clip);
         CHECK(step == 2 ? s == 1.0f : s < 1.0f);
         memcpy(gc, gr, 4 * n);
-        tl_adamw_update_bf16(p2, b2, gc, m2, v2, n, 3e-4, &c, step, s);
+        tl_adamw_update_bf16(p2, b2, gc, m2, v2, n, 3e-4, &c, step, s, 0);
         CHECK_MSG(!memcmp(gc, gr, 4 * n), "step %d: the fused pass changed the gradients", step);
+        memcpy(gc, gr, 4 * n);
+        tl_adamw_update_bf16(p4, b4, gc, m4, v4, n, 3e-4, &c, step, s, 1);
+        CHECK_MSG(!memcmp(gc, zero, 4 * n), "step %d: the fused pass left gradients unzeroed", step);
+        CHECK_MSG(!memcmp(p1, p4, 4 * n) && !memcmp(m1, m4, 4 * n) && !memcmp(v1, v4, 4 * n) &&
+                      !memcmp(b1, b4, 2 * n),
+                  "step %d: the update that zeroes the gradients differs", step);
+        memcpy(gc, gr, 4 * n);
         CHECK_MSG(!memcmp(p1, p2, 4 * n) && !memcmp(m1, m2, 4 * n) && !memcmp(v1, v2, 4 * n),
                   "step %d: fused update differs from clip + AdamW", step);
         CHECK_MSG(!memcmp(b1, b2, 2 * n), "step %d: fused bf16 copy differs from tl_round_bf16", step);
@@ -54,7 +63,7 @@ static void test_adamw_fused(tl_test_ctx *t) {
                   "step %d: fp32 fused update differs from clip + AdamW", step);
     }
     free(p1), free(p2), free(gr), free(gc), free(m1), free(v1), free(m2), free(v2), free(b1), free(b2);
-    free(p3), free(m3), free(v3);
+    free(p3), free(m3), free(v3), free(p4), free(m4), free(v4), free(zero), free(b4);
 }
 
 /* The gradient norm (tl_sumsq's lanes per block): within 1e-13 of a long double

@@ -168,6 +168,7 @@ void tl_model_init_weights(tl_model *m, uint64_t seed) {
 
 struct tl_acts {
     int B, T, N, chunk;
+    int chunk_bf16; /* the output layer's rows per chunk in bf16 (acts_bf16) */
     size_t bytes;
     float *block;
     /* saved for backward, per layer */
@@ -186,6 +187,7 @@ struct tl_acts {
     float *row_loss; /* [N] */
     /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
+    float *logits_bf16; /* [chunk_bf16*V] */
     void *attn; /* attention's bf16 scratch (attention_bf16.h) */
     /* per layer, the products' inputs rounded once in the forward pass and read
      * again by the backward: h1, h2 [L][N*D], ao [L][N*QD], act [L][N*F] */
@@ -248,6 +250,7 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
 void tl_acts_free(tl_acts *a) {
     if (!a) return;
     tl_free(a->xs);
+    tl_free(a->logits_bf16);
     tl_free(a->attn);
     tl_free(a->h1b);
     tl_free(a->block);
@@ -256,28 +259,45 @@ void tl_acts_free(tl_acts *a) {
 
 size_t tl_acts_bytes(const tl_acts *a) { return a->bytes + a->bf16_bytes; }
 
+/* The output layer's chunk in bf16.  Its weight gradient dW [V, D] is read and
+ * written once per chunk by the slices' products (dW += dys^T xs, the chunk's rows
+ * their inner dimension): at 256 rows that pass over dW (65 MB fp32 at gqa-40m)
+ * came four times per 1,024 tokens and the products ran at K = 256.  1,024 rows cost
+ * 128 MB of fp32 logits at V = 32,000 (docs/benchmarks.md). */
+enum { OUT_CHUNK_BF16 = 1024 };
+
 /* The bf16 scratch, each part large enough for any product's activation or output
  * gradient (the lm_head's is a chunk of logits). */
 static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (a->xs) return 0;
     const size_t N = (size_t)a->N, QD = (size_t)c->n_heads * (size_t)(c->dim / c->n_heads);
+    const size_t V = (size_t)c->vocab_size;
+    const int cb = a->N < OUT_CHUNK_BF16 ? a->N : OUT_CHUNK_BF16;
     size_t n = N * (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
     if (N * QD > n) n = N * QD;
-    if ((size_t)a->chunk * (size_t)c->vocab_size > n) n = (size_t)a->chunk * (size_t)c->vocab_size;
+    if ((size_t)cb * V > n) n = (size_t)cb * V;
     n = (n + 31) & ~(size_t)31;
     /* dys also holds SwiGLU's two rounded gradients */
     const size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
     if (!(a->xs = tl_alloc((n + ndy) * sizeof(uint16_t))))
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 2.0 * (double)(n + ndy) / 1e6);
     a->dys = a->xs + n;
+    if (!(a->logits_bf16 = tl_alloc((size_t)cb * V * sizeof(float)))) {
+        tl_free(a->xs);
+        a->xs = NULL;
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16-mode logits", 4.0 * (double)cb * (double)V / 1e6);
+    }
+    a->chunk_bf16 = cb;
     const int H = c->n_heads;
     const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
     const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
     const size_t saved = L * N * (2 * D + QD + F);
     if (!(a->attn = tl_alloc(attn)) || !(a->h1b = tl_alloc(saved * sizeof(uint16_t)))) {
         tl_free(a->xs);
+        tl_free(a->logits_bf16);
         tl_free(a->attn);
         a->xs = NULL;
+        a->logits_bf16 = NULL;
         a->attn = NULL;
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 attention scratch and activations",
                        (double)(attn + 2 * saved) / 1e6);
@@ -285,7 +305,7 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     a->h2b = a->h1b + L * N * D;
     a->aob = a->h2b + L * N * D;
     a->actb = a->aob + L * N * QD;
-    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + attn + saved * sizeof(uint16_t);
+    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + (size_t)cb * V * sizeof(float) + attn + saved * sizeof(uint16_t);
     return 0;
 }
 
@@ -401,14 +421,15 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
  * returned is then the weighted sum); output.c, a chunk of rows at a time. */
 static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale, const float *row_w,
                            tl_weights *g) {
+    const int bf = m->params_bf16 != NULL;
     const tl_output o = {.W = m->w.lm_head,
-                         .W_bf16 = m->params_bf16 ? bf16_w(m, m->w.lm_head) : NULL,
+                         .W_bf16 = bf ? bf16_w(m, m->w.lm_head) : NULL,
                          .xs = a->xs,
                          .dys = a->dys,
-                         .logits = a->logits,
+                         .logits = bf ? a->logits_bf16 : a->logits,
                          .D = m->cfg.dim,
                          .V = m->cfg.vocab_size,
-                         .chunk = a->chunk};
+                         .chunk = bf ? a->chunk_bf16 : a->chunk};
     return tl_output_loss(&o, a->hf, a->N, targets, scale, row_w, a->row_loss, g ? a->dh : NULL,
                           g ? g->lm_head : NULL);
 }
