@@ -197,8 +197,8 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     const char *bn = tl_gemm_bf16_name(tl_gemm_bf16_active());
     const int saved = tl_get_threads();
     tl_set_threads(2);
-    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, scr);
-    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, scr, NULL);
+    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr, NULL);
 
     /* tight: the probabilities and the P v product on the same bf16 operands */
     double worst_p = 0, worst_o = 0;
@@ -255,14 +255,24 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     CHECK_MSG(f_o > 1e-5 && (T == 1 || f_q > 1e-5), "%s: equal to the fp32 kernels (%.3g, %.3g): the products are not bf16", bn,
               f_o, f_q);
 
+    /* the forward's rounded operands kept for the backward, which then reads no
+     * q, k, v (NULL) and rounds nothing again: the same bits */
+    uint16_t *kept = malloc(2 * tl_attention_bf16_kept(B, T, H, KV, hd));
+    tl_attention_forward_bf16(out2, NULL, P2, q, k, v, B, T, H, KV, hd, scr, kept);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, scr, kept);
+    CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
+                  !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
+              "%s %dx%d H%d KV%d hd%d: the kept operands change the results", bn, B, T, H, KV, hd);
+    free(kept);
+
     /* thread count */
     tl_set_threads(1);
     uint16_t *ob = malloc(2 * nq), *ob2 = malloc(2 * nq);
-    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, scr, NULL);
     tl_round_bf16(out2, nq, ob2);
     CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy is not its rounding", bn);
     free(ob), free(ob2);
-    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr, NULL);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
                   !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
               "%s %dx%d H%d KV%d hd%d: 1 and 2 threads differ", bn, B, T, H, KV, hd);

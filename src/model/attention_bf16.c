@@ -79,10 +79,23 @@ static size_t carve(parts *p, char *base, int B, int T, int H, int KV, int hd) {
 
 size_t tl_attention_bf16_scratch(int B, int T, int H, int KV, int hd) { return carve(NULL, NULL, B, T, H, KV, hd); }
 
+size_t tl_attention_bf16_kept(int B, int T, int H, int KV, int hd) {
+    return (size_t)B * T * hd * ((size_t)H + 2 * (size_t)KV) + (size_t)B * H * T * T;
+}
+
+/* The kept operands in place of the scratch's qh kh vh pb: [q][k][v][P]. */
+static void use_kept(parts *s, uint16_t *kept, int B, int T, int H, int KV, int hd) {
+    s->qh = kept;
+    s->kh = s->qh + (size_t)B * H * T * hd;
+    s->vh = s->kh + (size_t)B * KV * T * hd;
+    s->pb = s->vh + (size_t)B * KV * T * hd;
+}
+
 void tl_attention_forward_bf16(float *out, uint16_t *out_bf16, float *probs, const float *q, const float *k,
-                               const float *v, int B, int T, int H, int KV, int hd, void *scratch) {
+                               const float *v, int B, int T, int H, int KV, int hd, void *scratch, uint16_t *kept) {
     parts s;
     carve(&s, scratch, B, T, H, KV, hd);
+    if (kept) use_kept(&s, kept, B, T, H, KV, hd);
     const int group = H / KV, units = B * KV, gT = group * T;
     const size_t sq = (size_t)gT * hd, sk = (size_t)T * hd, sp = (size_t)gT * T;
     pack(s.qh, q, B, T, H, hd);
@@ -103,15 +116,19 @@ void tl_attention_forward_bf16(float *out, uint16_t *out_bf16, float *probs, con
 
 void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                                 const float *q, const float *k, const float *v, int B, int T, int H, int KV, int hd,
-                                void *scratch) {
+                                void *scratch, const uint16_t *kept) {
     parts s;
     carve(&s, scratch, B, T, H, KV, hd);
     const float scale = 1.0f / sqrtf((float)hd);
     const int group = H / KV, units = B * KV, gT = group * T;
     const size_t sq = (size_t)gT * hd, sk = (size_t)T * hd, sp = (size_t)gT * T;
-    pack(s.qh, q, B, T, H, hd);
-    pack(s.kh, k, B, T, KV, hd);
-    pack(s.vh, v, B, T, KV, hd);
+    if (kept) { /* read only: the forward's operands */
+        use_kept(&s, (uint16_t *)kept, B, T, H, KV, hd);
+    } else {
+        pack(s.qh, q, B, T, H, hd);
+        pack(s.kh, k, B, T, KV, hd);
+        pack(s.vh, v, B, T, KV, hd);
+    }
     pack(s.doh, dout, B, T, H, hd);
     /* dP = dO v^T, then dS row by row in fp32 (as the fp32 path), rounded */
     tl_gemm_bf16_batch(units, false, true, gT, T, hd, 1.0f, s.doh, hd, sq, s.vh, hd, sk, 0.0f, s.dp, T, sp);
@@ -126,7 +143,7 @@ void tl_attention_backward_bf16(float *dq, float *dk, float *dv, const float *do
         for (int c = 0; c <= t; c++) d[c] = p[c] * (d[c] - rowsum) * scale;
         for (int c = t + 1; c < T; c++) d[c] = 0.0f;
         tl_round_bf16_here(d, (size_t)T, s.dsb + (size_t)r * T);
-        tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
+        if (!kept) tl_round_bf16_here(p, (size_t)T, s.pb + (size_t)r * T);
     }
     /* dq = dS k;  dk = dS^T q;  dv = P^T dO  (the group's heads summed inside the product) */
     tl_gemm_bf16_batch(units, false, false, gT, hd, T, 1.0f, s.dsb, T, sp, s.kh, hd, sk, 0.0f, s.oh, hd, sq);

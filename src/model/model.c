@@ -192,6 +192,8 @@ struct tl_acts {
     /* per layer, the products' inputs rounded once in the forward pass and read
      * again by the backward: h1, h2 [L][N*D], ao [L][N*QD], act [L][N*F] */
     uint16_t *h1b, *h2b, *aob, *actb;
+    uint16_t *attn_kept; /* [L][tl_attention_bf16_kept]: attention's rounded operands */
+    size_t attn_kept_n;  /* per layer */
     size_t bf16_bytes;
 };
 
@@ -291,7 +293,8 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     const int H = c->n_heads;
     const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
     const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
-    const size_t saved = L * N * (2 * D + QD + F);
+    a->attn_kept_n = tl_attention_bf16_kept(a->B, a->T, H, c->n_kv_heads, c->dim / H);
+    const size_t saved = L * N * (2 * D + QD + F) + L * a->attn_kept_n;
     if (!(a->attn = tl_alloc(attn)) || !(a->h1b = tl_alloc(saved * sizeof(uint16_t)))) {
         tl_free(a->xs);
         tl_free(a->logits_bf16);
@@ -305,6 +308,7 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     a->h2b = a->h1b + L * N * D;
     a->aob = a->h2b + L * N * D;
     a->actb = a->aob + L * N * QD;
+    a->attn_kept = a->actb + L * N * F;
     a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + (size_t)cb * V * sizeof(float) + attn + saved * sizeof(uint16_t);
     return 0;
 }
@@ -396,7 +400,8 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
         tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
         if (m->params_bf16)
-            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, a->attn);
+            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, a->attn,
+                                      a->attn_kept + (size_t)l * a->attn_kept_n);
         else
             tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
@@ -562,7 +567,8 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
         /* attention branch: xmid = x + Wo attn(h1) */
         lin_bwd_x(m, a, a->dao, gl->wo, a->dx, ao, aob, w->wo, N, QD, D, 0);
         if (m->params_bf16)
-            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn);
+            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn,
+                                       a->attn_kept + (size_t)l * a->attn_kept_n);
         else
             tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
         tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
