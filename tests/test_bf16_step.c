@@ -197,8 +197,8 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     const char *bn = tl_gemm_bf16_name(tl_gemm_bf16_active());
     const int saved = tl_get_threads();
     tl_set_threads(2);
-    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, scr, NULL);
-    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr, NULL);
+    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
+    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
 
     /* tight: the probabilities and the P v product on the same bf16 operands */
     double worst_p = 0, worst_o = 0;
@@ -258,8 +258,9 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     /* the forward's rounded operands kept for the backward, which then reads no
      * q, k, v (NULL) and rounds nothing again: the same bits */
     uint16_t *kept = malloc(2 * tl_attention_bf16_kept(B, T, H, KV, hd));
-    tl_attention_forward_bf16(out2, NULL, P2, q, k, v, B, T, H, KV, hd, scr, kept);
-    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, scr, kept);
+    tl_attention_forward_bf16(out2, NULL, P2, q, k, v, B, T, H, KV, hd, NULL, scr, kept);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, NULL, scr, kept, NULL, NULL,
+                               NULL);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
                   !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
               "%s %dx%d H%d KV%d hd%d: the kept operands change the results", bn, B, T, H, KV, hd);
@@ -268,17 +269,60 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     /* thread count */
     tl_set_threads(1);
     uint16_t *ob = malloc(2 * nq), *ob2 = malloc(2 * nq);
-    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, scr, NULL);
+    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
     tl_round_bf16(out2, nq, ob2);
     CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy is not its rounding", bn);
     free(ob), free(ob2);
-    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr, NULL);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
                   !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
               "%s %dx%d H%d KV%d hd%d: 1 and 2 threads differ", bn, B, T, H, KV, hd);
     tl_set_threads(saved);
     free(q), free(k), free(v), free(dO), free(out), free(P), free(dq), free(dk), free(dv);
     free(out2), free(P2), free(dq2), free(dk2), free(dv2), free(Pd), free(Od), free(dqd), free(dkd), free(dvd);
+    tl_free(scr);
+}
+
+/* RoPE folded into the bf16 attention (the training step's way): from q and k
+ * before RoPE, the same bits as tl_rope_forward, the attention, then
+ * tl_rope_backward on dq and dk; the gradients' bf16 copies are their rounding,
+ * and the fp32 gradients may be left out. */
+static void check_attention_rope(tl_test_ctx *t, int B, int T, int H, int KV, int hd, tl_rng *g) {
+    const size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, np = (size_t)B * H * T * T;
+    float *q = randn(g, nq, 1.0), *k = randn(g, nk, 1.0), *v = randn(g, nk, 1.0), *dO = randn(g, nq, 1.0);
+    float *qr = malloc(4 * nq), *kr = malloc(4 * nk), *cs = malloc(4 * (size_t)T * hd), *sn = malloc(4 * (size_t)T * hd);
+    float *o1 = malloc(4 * nq), *P1 = malloc(4 * np), *dq1 = malloc(4 * nq), *dk1 = malloc(4 * nk), *dv1 = malloc(4 * nk);
+    float *o2 = malloc(4 * nq), *P2 = malloc(4 * np), *dq2 = malloc(4 * nq), *dk2 = malloc(4 * nk), *dv2 = malloc(4 * nk);
+    uint16_t *b1 = malloc(2 * (nq + 2 * nk)), *b2 = malloc(2 * (nq + 2 * nk));
+    uint16_t *kept = malloc(2 * tl_attention_bf16_kept(B, T, H, KV, hd));
+    void *scr = tl_alloc(tl_attention_bf16_scratch(B, T, H, KV, hd));
+    tl_rope_tables(cs, sn, T, hd, 10000.0f);
+    memcpy(qr, q, 4 * nq);
+    memcpy(kr, k, 4 * nk);
+    tl_rope_forward(qr, cs, sn, B * T, T, 0, H, hd);
+    tl_rope_forward(kr, cs, sn, B * T, T, 0, KV, hd);
+    tl_attention_forward_bf16(o1, NULL, P1, qr, kr, v, B, T, H, KV, hd, NULL, scr, NULL);
+    tl_attention_backward_bf16(dq1, dk1, dv1, dO, P1, qr, kr, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
+    tl_rope_backward(dq1, cs, sn, B * T, T, 0, H, hd);
+    tl_rope_backward(dk1, cs, sn, B * T, T, 0, KV, hd);
+    tl_round_bf16(dq1, nq, b1);
+    tl_round_bf16(dk1, nk, b1 + nq);
+    tl_round_bf16(dv1, nk, b1 + nq + nk);
+
+    const tl_rope rope = {cs, sn};
+    tl_attention_forward_bf16(o2, NULL, P2, q, k, v, B, T, H, KV, hd, &rope, scr, kept);
+    CHECK_MSG(!memcmp(o1, o2, 4 * nq) && !memcmp(P1, P2, 4 * np),
+              "%dx%d H%d KV%d hd%d: the forward with RoPE folded in differs", B, T, H, KV, hd);
+    tl_attention_backward_bf16(NULL, NULL, NULL, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, &rope, scr, kept, b2,
+                               b2 + nq, b2 + nq + nk);
+    CHECK_MSG(!memcmp(b1, b2, 2 * (nq + 2 * nk)),
+              "%dx%d H%d KV%d hd%d: the gradients' bf16 copies with RoPE folded in differ", B, T, H, KV, hd);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, &rope, scr, NULL, NULL, NULL, NULL);
+    CHECK_MSG(!memcmp(dq1, dq2, 4 * nq) && !memcmp(dk1, dk2, 4 * nk) && !memcmp(dv1, dv2, 4 * nk),
+              "%dx%d H%d KV%d hd%d: the fp32 gradients with RoPE folded in differ", B, T, H, KV, hd);
+    free(q), free(k), free(v), free(dO), free(qr), free(kr), free(cs), free(sn);
+    free(o1), free(P1), free(dq1), free(dk1), free(dv1), free(o2), free(P2), free(dq2), free(dk2), free(dv2);
+    free(b1), free(b2), free(kept);
     tl_free(scr);
 }
 
@@ -289,6 +333,8 @@ static void test_attention(tl_test_ctx *t) {
     static const int sh[][5] = {{2, 37, 4, 2, 16}, {1, 1, 2, 2, 8}, {3, 20, 6, 6, 12}, {1, 96, 8, 4, 64}};
     for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
         check_attention(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
+        check_attention_rope(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
 }
 
 /* The producers that round their own output (ops_bf16.h): the fp32 outputs are

@@ -175,7 +175,7 @@ struct tl_acts {
     float *x;            /* [L+1][N*D] residual stream entering each layer */
     float *rstd1, *rstd2; /* [L][N] */
     float *h1, *h2;       /* [L][N*D] normalised inputs */
-    float *q, *k, *v;     /* [L][N*QD], [L][N*KD] (q, k after RoPE) */
+    float *q, *k, *v;     /* [L][N*QD], [L][N*KD] (q, k after RoPE; bf16: before) */
     float *probs;         /* [L][B*H*T*T] */
     float *ao;            /* [L][N*QD] attention output before o_proj */
     float *xmid;          /* [L][N*D] residual after attention */
@@ -279,8 +279,10 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (N * QD > n) n = N * QD;
     if ((size_t)cb * V > n) n = (size_t)cb * V;
     n = (n + 31) & ~(size_t)31;
-    /* dys also holds SwiGLU's two rounded gradients */
-    const size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
+    /* dys also holds SwiGLU's two rounded gradients, and attention's three */
+    const size_t KD = (size_t)c->n_kv_heads * (size_t)(c->dim / c->n_heads);
+    size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
+    if (N * (QD + 2 * KD) > ndy) ndy = N * (QD + 2 * KD);
     if (!(a->xs = tl_alloc((n + ndy) * sizeof(uint16_t))))
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 2.0 * (double)(n + ndy) / 1e6);
     a->dys = a->xs + n;
@@ -397,13 +399,15 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         lin_fwd_x(m, q, h1, h1b, w->wq, N, D, QD, 0);
         lin_fwd_x(m, k, h1, h1b, w->wk, N, D, KD, 0);
         lin_fwd_x(m, v, h1, h1b, w->wv, N, D, KD, 0);
-        tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
-        tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        if (m->params_bf16)
-            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, a->attn,
+        if (m->params_bf16) { /* RoPE on q and k's way to bf16: q and k stay unrotated */
+            const tl_rope rope = {m->rope_cos, m->rope_sin};
+            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
                                       a->attn_kept + (size_t)l * a->attn_kept_n);
-        else
+        } else {
+            tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+            tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
             tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
+        }
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
         lin_fwd_x(m, xmid, ao, aob, w->wo, N, QD, D, 1);
 
@@ -566,16 +570,22 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* attention branch: xmid = x + Wo attn(h1) */
         lin_bwd_x(m, a, a->dao, gl->wo, a->dx, ao, aob, w->wo, N, QD, D, 0);
-        if (m->params_bf16)
-            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn,
-                                       a->attn_kept + (size_t)l * a->attn_kept_n);
-        else
+        if (m->params_bf16) { /* RoPE's backward and the rounding as the gradients are written: bf16 only */
+            const tl_rope rope = {m->rope_cos, m->rope_sin};
+            uint16_t *dqb = a->dys, *dkb = dqb + (size_t)N * QD, *dvb = dkb + (size_t)N * KD;
+            tl_attention_backward_bf16(NULL, NULL, NULL, a->dao, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
+                                       a->attn_kept + (size_t)l * a->attn_kept_n, dqb, dkb, dvb);
+            tl_linear_backward_bf16_both(a->dh, gl->wq, dqb, h1b, bf16_w(m, w->wq), N, D, QD, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->wk, dkb, h1b, bf16_w(m, w->wk), N, D, KD, 1);
+            tl_linear_backward_bf16_both(a->dh, gl->wv, dvb, h1b, bf16_w(m, w->wv), N, D, KD, 1);
+        } else {
             tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
-        tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
-        tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        lin_bwd_x(m, a, a->dh, gl->wq, a->dq, h1, h1b, w->wq, N, D, QD, 0);
-        lin_bwd_x(m, a, a->dh, gl->wk, a->dk, h1, h1b, w->wk, N, D, KD, 1);
-        lin_bwd_x(m, a, a->dh, gl->wv, a->dv, h1, h1b, w->wv, N, D, KD, 1);
+            tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+            tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
+            lin_bwd_x(m, a, a->dh, gl->wq, a->dq, h1, h1b, w->wq, N, D, QD, 0);
+            lin_bwd_x(m, a, a->dh, gl->wk, a->dk, h1, h1b, w->wk, N, D, KD, 1);
+            lin_bwd_x(m, a, a->dh, gl->wv, a->dv, h1, h1b, w->wv, N, D, KD, 1);
+        }
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err) || grads_end(m, l + 1, &g, err)) goto out;
     }
