@@ -272,6 +272,9 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
     tl_round_bf16(out2, nq, ob2);
     CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy is not its rounding", bn);
+    memset(ob, 0, 2 * nq);
+    tl_attention_forward_bf16(NULL, ob, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
+    CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy alone differs", bn);
     free(ob), free(ob2);
     tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
@@ -352,6 +355,9 @@ static void test_producers_round(tl_test_ctx *t) {
     tl_rmsnorm_forward_bf16(y2, b2, r2, x, w, N, D, 1e-5f);
     CHECK_MSG(!memcmp(y1, y2, 4 * N * D) && !memcmp(r1, r2, sizeof r1) && !memcmp(b1, b2, 2 * N * D),
               "RMSNorm with its bf16 copy differs from tl_rmsnorm_forward + tl_round_bf16");
+    memset(b2, 0, 2 * N * D);
+    tl_rmsnorm_forward_bf16(NULL, b2, r2, x, w, N, D, 1e-5f);
+    CHECK_MSG(!memcmp(r1, r2, sizeof r1) && !memcmp(b1, b2, 2 * N * D), "RMSNorm writing only its bf16 copy differs");
     float *gt = randn(&g, n, 2.0), *up = randn(&g, n, 1.0), *dh = randn(&g, n, 1.0);
     float *h1 = malloc(4 * n), *h2 = malloc(4 * n), *dg1 = malloc(4 * n), *du1 = malloc(4 * n), *dg2 = malloc(4 * n),
           *du2 = malloc(4 * n);
@@ -360,6 +366,9 @@ static void test_producers_round(tl_test_ctx *t) {
     tl_round_bf16(h1, n, s1);
     tl_swiglu_forward_bf16(h2, s2, gt, up, n);
     CHECK_MSG(!memcmp(h1, h2, 4 * n) && !memcmp(s1, s2, 2 * n), "SwiGLU forward with its bf16 copy differs");
+    memset(s2, 0, 2 * n);
+    tl_swiglu_forward_bf16(NULL, s2, gt, up, n);
+    CHECK_MSG(!memcmp(s1, s2, 2 * n), "SwiGLU forward writing only its bf16 copy differs");
     tl_swiglu_backward(dg1, du1, dh, gt, up, n);
     tl_round_bf16(dg1, n, s1);
     tl_round_bf16(du1, n, s2);

@@ -24,7 +24,8 @@ typedef struct {
     const float *cos, *sin;
 } tl_rope;
 
-/* out_bf16 (NULL: none): out's bf16 copy, rounded as it is written.  kept (NULL:
+/* out_bf16 (NULL: none): out's bf16 copy, rounded as it is written (out NULL:
+ * only the copy is written).  kept (NULL:
  * none) receives the rounded operands for the backward.  With rope, q and k are
  * the projections before RoPE, which is applied on their way to bf16 (the same
  * bits as tl_rope_forward first; q and k are not written). */

@@ -327,18 +327,20 @@ static void lin_fwd(const tl_model *m, tl_acts *a, float *y, const float *x, con
         tl_linear_forward(y, x, W, N, in, out, acc);
 }
 
-/* RMSNorm and SwiGLU, in bf16 also writing the rounded copy yb as they go (ops_bf16.h). */
+/* RMSNorm and SwiGLU, in bf16 writing the rounded copy yb instead (ops_bf16.h):
+ * the products and the backward read no other, so the fp32 h1, h2, act and ao
+ * of a bf16 step are never written. */
 static void norm_fwd(const tl_model *m, float *y, uint16_t *yb, float *rstd, const float *x, const float *w, int N,
                      int D) {
     if (m->params_bf16)
-        tl_rmsnorm_forward_bf16(y, yb, rstd, x, w, N, D, m->cfg.norm_eps);
+        tl_rmsnorm_forward_bf16(NULL, yb, rstd, x, w, N, D, m->cfg.norm_eps);
     else
         tl_rmsnorm_forward(y, rstd, x, w, N, D, m->cfg.norm_eps);
 }
 
 static void swiglu_fwd(const tl_model *m, float *h, uint16_t *hb, const float *g, const float *u, size_t n) {
     if (m->params_bf16)
-        tl_swiglu_forward_bf16(h, hb, g, u, n);
+        tl_swiglu_forward_bf16(NULL, hb, g, u, n);
     else
         tl_swiglu_forward(h, g, u, n);
 }
@@ -401,7 +403,7 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         lin_fwd_x(m, v, h1, h1b, w->wv, N, D, KD, 0);
         if (m->params_bf16) { /* RoPE on q and k's way to bf16: q and k stay unrotated */
             const tl_rope rope = {m->rope_cos, m->rope_sin};
-            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
+            tl_attention_forward_bf16(NULL, aob, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
                                       a->attn_kept + (size_t)l * a->attn_kept_n);
         } else {
             tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
