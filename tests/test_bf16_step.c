@@ -376,6 +376,10 @@ static void test_producers_round(tl_test_ctx *t) {
     CHECK_MSG(!memcmp(dg1, dg2, 4 * n) && !memcmp(du1, du2, 4 * n) && !memcmp(s1, s3, 2 * n) &&
                   !memcmp(s2, s4, 2 * n),
               "SwiGLU backward with its bf16 copies differs");
+    memset(s3, 0, 2 * n);
+    memset(s4, 0, 2 * n);
+    tl_swiglu_backward_bf16(NULL, NULL, s3, s4, dh, gt, up, n);
+    CHECK_MSG(!memcmp(s1, s3, 2 * n) && !memcmp(s2, s4, 2 * n), "SwiGLU backward writing only its bf16 copies differs");
     free(x), free(w), free(y1), free(y2), free(b1), free(b2), free(gt), free(up), free(dh), free(h1), free(h2);
     free(dg1), free(du1), free(dg2), free(du2), free(s1), free(s2), free(s3), free(s4);
 }

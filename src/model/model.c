@@ -558,9 +558,9 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
         lin_bwd_x(m, a, a->dact, gl->w_down, a->dx, act, actb, w->w_down, N, F, D, 0);
-        if (m->params_bf16) { /* the two gradients rounded as SwiGLU writes them */
+        if (m->params_bf16) { /* the two gradients only rounded, as SwiGLU writes them */
             uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F;
-            tl_swiglu_backward_bf16(a->dgate, a->dup, dgb, dub, a->dact, gate, up, (size_t)N * F);
+            tl_swiglu_backward_bf16(NULL, NULL, dgb, dub, a->dact, gate, up, (size_t)N * F);
             tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
             tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1);
         } else {

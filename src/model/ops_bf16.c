@@ -80,9 +80,11 @@ void tl_swiglu_backward_bf16(float *dg, float *du, uint16_t *dgb, uint16_t *dub,
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
         const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
-        tl_vec_swiglu_backward(dg + lo, du + lo, dh + lo, g + lo, u + lo, len);
-        tl_round_bf16_here(dg + lo, len, dgb + lo);
-        tl_round_bf16_here(du + lo, len, dub + lo);
+        float gblk[dg ? 1 : EW_BLOCK], ublk[du ? 1 : EW_BLOCK];
+        float *dgl = dg ? dg + lo : gblk, *dul = du ? du + lo : ublk;
+        tl_vec_swiglu_backward(dgl, dul, dh + lo, g + lo, u + lo, len);
+        tl_round_bf16_here(dgl, len, dgb + lo);
+        tl_round_bf16_here(dul, len, dub + lo);
     }
 }
 
