@@ -21,8 +21,9 @@
 
 /* tl_adamw_update_bf16 = tl_clip_grads + tl_adamw_update + tl_round_bf16, and
  * tl_adamw_update_clipped = tl_clip_grads + tl_adamw_update, exactly, neither
- * touching the gradients: three steps, clipped and not, on a length with
- * partial blocks and a tail. */
+ * touching the gradients (the bf16 pass asked to zero them: every one +0, the
+ * update the same): three steps, clipped and not, on a length with partial
+ * blocks and a tail. */
 static void test_adamw_fused(tl_test_ctx *t) {
     const size_t n = 3 * 16384 + 77;
     tl_rng g;
@@ -30,8 +31,9 @@ static void test_adamw_fused(tl_test_ctx *t) {
     float *p1 = malloc(4 * n), *p2 = malloc(4 * n), *gr = malloc(4 * n), *gc = malloc(4 * n);
     float *m1 = calloc(n, 4), *v1 = calloc(n, 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
     float *p3 = malloc(4 * n), *m3 = calloc(n, 4), *v3 = calloc(n, 4);
-    uint16_t *b1 = malloc(2 * n), *b2 = malloc(2 * n);
-    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = p3[i] = (float)(0.05 * tl_rng_normal(&g));
+    float *p4 = malloc(4 * n), *m4 = calloc(n, 4), *v4 = calloc(n, 4), *zero = calloc(n, 4);
+    uint16_t *b1 = malloc(2 * n), *b2 = malloc(2 * n), *b4 = malloc(2 * n);
+    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = p3[i] = p4[i] = (float)(0.05 * tl_rng_normal(&g));
     tl_adamw_config c = tl_adamw_defaults();
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < n; i++) gr[i] = (float)(step == 2 ? 1e-4 : 0.1) * (float)tl_rng_normal(&g);
@@ -43,8 +45,15 @@ static void test_adamw_fused(tl_test_ctx *t) {
         const float s = tl_clip_scale(norm, c.clip);
         CHECK(step == 2 ? s == 1.0f : s < 1.0f);
         memcpy(gc, gr, 4 * n);
-        tl_adamw_update_bf16(p2, b2, gc, m2, v2, n, 3e-4, &c, step, s);
+        tl_adamw_update_bf16(p2, b2, gc, m2, v2, n, 3e-4, &c, step, s, 0);
         CHECK_MSG(!memcmp(gc, gr, 4 * n), "step %d: the fused pass changed the gradients", step);
+        memcpy(gc, gr, 4 * n);
+        tl_adamw_update_bf16(p4, b4, gc, m4, v4, n, 3e-4, &c, step, s, 1);
+        CHECK_MSG(!memcmp(gc, zero, 4 * n), "step %d: the fused pass left gradients unzeroed", step);
+        CHECK_MSG(!memcmp(p1, p4, 4 * n) && !memcmp(m1, m4, 4 * n) && !memcmp(v1, v4, 4 * n) &&
+                      !memcmp(b1, b4, 2 * n),
+                  "step %d: the update that zeroes the gradients differs", step);
+        memcpy(gc, gr, 4 * n);
         CHECK_MSG(!memcmp(p1, p2, 4 * n) && !memcmp(m1, m2, 4 * n) && !memcmp(v1, v2, 4 * n),
                   "step %d: fused update differs from clip + AdamW", step);
         CHECK_MSG(!memcmp(b1, b2, 2 * n), "step %d: fused bf16 copy differs from tl_round_bf16", step);
@@ -54,7 +63,7 @@ static void test_adamw_fused(tl_test_ctx *t) {
                   "step %d: fp32 fused update differs from clip + AdamW", step);
     }
     free(p1), free(p2), free(gr), free(gc), free(m1), free(v1), free(m2), free(v2), free(b1), free(b2);
-    free(p3), free(m3), free(v3);
+    free(p3), free(m3), free(v3), free(p4), free(m4), free(v4), free(zero), free(b4);
 }
 
 /* The gradient norm (tl_sumsq's lanes per block): within 1e-13 of a long double
@@ -188,8 +197,8 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     const char *bn = tl_gemm_bf16_name(tl_gemm_bf16_active());
     const int saved = tl_get_threads();
     tl_set_threads(2);
-    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, scr);
-    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_forward_bf16(out, NULL, P, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
+    tl_attention_backward_bf16(dq, dk, dv, dO, P, q, k, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
 
     /* tight: the probabilities and the P v product on the same bf16 operands */
     double worst_p = 0, worst_o = 0;
@@ -246,20 +255,77 @@ static void check_attention(tl_test_ctx *t, int B, int T, int H, int KV, int hd,
     CHECK_MSG(f_o > 1e-5 && (T == 1 || f_q > 1e-5), "%s: equal to the fp32 kernels (%.3g, %.3g): the products are not bf16", bn,
               f_o, f_q);
 
+    /* the forward's rounded operands kept for the backward, which then reads no
+     * q, k, v (NULL) and rounds nothing again: the same bits */
+    uint16_t *kept = malloc(2 * tl_attention_bf16_kept(B, T, H, KV, hd));
+    tl_attention_forward_bf16(out2, NULL, P2, q, k, v, B, T, H, KV, hd, NULL, scr, kept);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, NULL, scr, kept, NULL, NULL,
+                               NULL);
+    CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
+                  !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
+              "%s %dx%d H%d KV%d hd%d: the kept operands change the results", bn, B, T, H, KV, hd);
+    free(kept);
+
     /* thread count */
     tl_set_threads(1);
     uint16_t *ob = malloc(2 * nq), *ob2 = malloc(2 * nq);
-    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_forward_bf16(out2, ob, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
     tl_round_bf16(out2, nq, ob2);
     CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy is not its rounding", bn);
+    memset(ob, 0, 2 * nq);
+    tl_attention_forward_bf16(NULL, ob, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL);
+    CHECK_MSG(!memcmp(ob, ob2, 2 * nq), "%s: the output's bf16 copy alone differs", bn);
     free(ob), free(ob2);
-    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, scr);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
     CHECK_MSG(!memcmp(out, out2, 4 * nq) && !memcmp(P, P2, 4 * np) && !memcmp(dq, dq2, 4 * nq) &&
                   !memcmp(dk, dk2, 4 * nk) && !memcmp(dv, dv2, 4 * nk),
               "%s %dx%d H%d KV%d hd%d: 1 and 2 threads differ", bn, B, T, H, KV, hd);
     tl_set_threads(saved);
     free(q), free(k), free(v), free(dO), free(out), free(P), free(dq), free(dk), free(dv);
     free(out2), free(P2), free(dq2), free(dk2), free(dv2), free(Pd), free(Od), free(dqd), free(dkd), free(dvd);
+    tl_free(scr);
+}
+
+/* RoPE folded into the bf16 attention (the training step's way): from q and k
+ * before RoPE, the same bits as tl_rope_forward, the attention, then
+ * tl_rope_backward on dq and dk; the gradients' bf16 copies are their rounding,
+ * and the fp32 gradients may be left out. */
+static void check_attention_rope(tl_test_ctx *t, int B, int T, int H, int KV, int hd, tl_rng *g) {
+    const size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, np = (size_t)B * H * T * T;
+    float *q = randn(g, nq, 1.0), *k = randn(g, nk, 1.0), *v = randn(g, nk, 1.0), *dO = randn(g, nq, 1.0);
+    float *qr = malloc(4 * nq), *kr = malloc(4 * nk), *cs = malloc(4 * (size_t)T * hd), *sn = malloc(4 * (size_t)T * hd);
+    float *o1 = malloc(4 * nq), *P1 = malloc(4 * np), *dq1 = malloc(4 * nq), *dk1 = malloc(4 * nk), *dv1 = malloc(4 * nk);
+    float *o2 = malloc(4 * nq), *P2 = malloc(4 * np), *dq2 = malloc(4 * nq), *dk2 = malloc(4 * nk), *dv2 = malloc(4 * nk);
+    uint16_t *b1 = malloc(2 * (nq + 2 * nk)), *b2 = malloc(2 * (nq + 2 * nk));
+    uint16_t *kept = malloc(2 * tl_attention_bf16_kept(B, T, H, KV, hd));
+    void *scr = tl_alloc(tl_attention_bf16_scratch(B, T, H, KV, hd));
+    tl_rope_tables(cs, sn, T, hd, 10000.0f);
+    memcpy(qr, q, 4 * nq);
+    memcpy(kr, k, 4 * nk);
+    tl_rope_forward(qr, cs, sn, B * T, T, 0, H, hd);
+    tl_rope_forward(kr, cs, sn, B * T, T, 0, KV, hd);
+    tl_attention_forward_bf16(o1, NULL, P1, qr, kr, v, B, T, H, KV, hd, NULL, scr, NULL);
+    tl_attention_backward_bf16(dq1, dk1, dv1, dO, P1, qr, kr, v, B, T, H, KV, hd, NULL, scr, NULL, NULL, NULL, NULL);
+    tl_rope_backward(dq1, cs, sn, B * T, T, 0, H, hd);
+    tl_rope_backward(dk1, cs, sn, B * T, T, 0, KV, hd);
+    tl_round_bf16(dq1, nq, b1);
+    tl_round_bf16(dk1, nk, b1 + nq);
+    tl_round_bf16(dv1, nk, b1 + nq + nk);
+
+    const tl_rope rope = {cs, sn};
+    tl_attention_forward_bf16(o2, NULL, P2, q, k, v, B, T, H, KV, hd, &rope, scr, kept);
+    CHECK_MSG(!memcmp(o1, o2, 4 * nq) && !memcmp(P1, P2, 4 * np),
+              "%dx%d H%d KV%d hd%d: the forward with RoPE folded in differs", B, T, H, KV, hd);
+    tl_attention_backward_bf16(NULL, NULL, NULL, dO, P2, NULL, NULL, NULL, B, T, H, KV, hd, &rope, scr, kept, b2,
+                               b2 + nq, b2 + nq + nk);
+    CHECK_MSG(!memcmp(b1, b2, 2 * (nq + 2 * nk)),
+              "%dx%d H%d KV%d hd%d: the gradients' bf16 copies with RoPE folded in differ", B, T, H, KV, hd);
+    tl_attention_backward_bf16(dq2, dk2, dv2, dO, P2, q, k, v, B, T, H, KV, hd, &rope, scr, NULL, NULL, NULL, NULL);
+    CHECK_MSG(!memcmp(dq1, dq2, 4 * nq) && !memcmp(dk1, dk2, 4 * nk) && !memcmp(dv1, dv2, 4 * nk),
+              "%dx%d H%d KV%d hd%d: the fp32 gradients with RoPE folded in differ", B, T, H, KV, hd);
+    free(q), free(k), free(v), free(dO), free(qr), free(kr), free(cs), free(sn);
+    free(o1), free(P1), free(dq1), free(dk1), free(dv1), free(o2), free(P2), free(dq2), free(dk2), free(dv2);
+    free(b1), free(b2), free(kept);
     tl_free(scr);
 }
 
@@ -270,6 +336,8 @@ static void test_attention(tl_test_ctx *t) {
     static const int sh[][5] = {{2, 37, 4, 2, 16}, {1, 1, 2, 2, 8}, {3, 20, 6, 6, 12}, {1, 96, 8, 4, 64}};
     for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
         check_attention(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++)
+        check_attention_rope(t, sh[i][0], sh[i][1], sh[i][2], sh[i][3], sh[i][4], &g);
 }
 
 /* The producers that round their own output (ops_bf16.h): the fp32 outputs are
@@ -287,6 +355,9 @@ static void test_producers_round(tl_test_ctx *t) {
     tl_rmsnorm_forward_bf16(y2, b2, r2, x, w, N, D, 1e-5f);
     CHECK_MSG(!memcmp(y1, y2, 4 * N * D) && !memcmp(r1, r2, sizeof r1) && !memcmp(b1, b2, 2 * N * D),
               "RMSNorm with its bf16 copy differs from tl_rmsnorm_forward + tl_round_bf16");
+    memset(b2, 0, 2 * N * D);
+    tl_rmsnorm_forward_bf16(NULL, b2, r2, x, w, N, D, 1e-5f);
+    CHECK_MSG(!memcmp(r1, r2, sizeof r1) && !memcmp(b1, b2, 2 * N * D), "RMSNorm writing only its bf16 copy differs");
     float *gt = randn(&g, n, 2.0), *up = randn(&g, n, 1.0), *dh = randn(&g, n, 1.0);
     float *h1 = malloc(4 * n), *h2 = malloc(4 * n), *dg1 = malloc(4 * n), *du1 = malloc(4 * n), *dg2 = malloc(4 * n),
           *du2 = malloc(4 * n);
@@ -295,6 +366,9 @@ static void test_producers_round(tl_test_ctx *t) {
     tl_round_bf16(h1, n, s1);
     tl_swiglu_forward_bf16(h2, s2, gt, up, n);
     CHECK_MSG(!memcmp(h1, h2, 4 * n) && !memcmp(s1, s2, 2 * n), "SwiGLU forward with its bf16 copy differs");
+    memset(s2, 0, 2 * n);
+    tl_swiglu_forward_bf16(NULL, s2, gt, up, n);
+    CHECK_MSG(!memcmp(s1, s2, 2 * n), "SwiGLU forward writing only its bf16 copy differs");
     tl_swiglu_backward(dg1, du1, dh, gt, up, n);
     tl_round_bf16(dg1, n, s1);
     tl_round_bf16(du1, n, s2);
@@ -302,6 +376,10 @@ static void test_producers_round(tl_test_ctx *t) {
     CHECK_MSG(!memcmp(dg1, dg2, 4 * n) && !memcmp(du1, du2, 4 * n) && !memcmp(s1, s3, 2 * n) &&
                   !memcmp(s2, s4, 2 * n),
               "SwiGLU backward with its bf16 copies differs");
+    memset(s3, 0, 2 * n);
+    memset(s4, 0, 2 * n);
+    tl_swiglu_backward_bf16(NULL, NULL, s3, s4, dh, gt, up, n);
+    CHECK_MSG(!memcmp(s1, s3, 2 * n) && !memcmp(s2, s4, 2 * n), "SwiGLU backward writing only its bf16 copies differs");
     free(x), free(w), free(y1), free(y2), free(b1), free(b2), free(gt), free(up), free(dh), free(h1), free(h2);
     free(dg1), free(du1), free(dg2), free(du2), free(s1), free(s2), free(s3), free(s4);
 }

@@ -168,13 +168,14 @@ void tl_model_init_weights(tl_model *m, uint64_t seed) {
 
 struct tl_acts {
     int B, T, N, chunk;
+    int chunk_bf16; /* the output layer's rows per chunk in bf16 (acts_bf16) */
     size_t bytes;
     float *block;
     /* saved for backward, per layer */
     float *x;            /* [L+1][N*D] residual stream entering each layer */
     float *rstd1, *rstd2; /* [L][N] */
     float *h1, *h2;       /* [L][N*D] normalised inputs */
-    float *q, *k, *v;     /* [L][N*QD], [L][N*KD] (q, k after RoPE) */
+    float *q, *k, *v;     /* [L][N*QD], [L][N*KD] (q, k after RoPE; bf16: before) */
     float *probs;         /* [L][B*H*T*T] */
     float *ao;            /* [L][N*QD] attention output before o_proj */
     float *xmid;          /* [L][N*D] residual after attention */
@@ -186,10 +187,13 @@ struct tl_acts {
     float *row_loss; /* [N] */
     /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
+    float *logits_bf16; /* [chunk_bf16*V] */
     void *attn; /* attention's bf16 scratch (attention_bf16.h) */
     /* per layer, the products' inputs rounded once in the forward pass and read
      * again by the backward: h1, h2 [L][N*D], ao [L][N*QD], act [L][N*F] */
     uint16_t *h1b, *h2b, *aob, *actb;
+    uint16_t *attn_kept; /* [L][tl_attention_bf16_kept]: attention's rounded operands */
+    size_t attn_kept_n;  /* per layer */
     size_t bf16_bytes;
 };
 
@@ -248,6 +252,7 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
 void tl_acts_free(tl_acts *a) {
     if (!a) return;
     tl_free(a->xs);
+    tl_free(a->logits_bf16);
     tl_free(a->attn);
     tl_free(a->h1b);
     tl_free(a->block);
@@ -256,28 +261,48 @@ void tl_acts_free(tl_acts *a) {
 
 size_t tl_acts_bytes(const tl_acts *a) { return a->bytes + a->bf16_bytes; }
 
+/* The output layer's chunk in bf16.  Its weight gradient dW [V, D] is read and
+ * written once per chunk by the slices' products (dW += dys^T xs, the chunk's rows
+ * their inner dimension): at 256 rows that pass over dW (65 MB fp32 at gqa-40m)
+ * came four times per 1,024 tokens and the products ran at K = 256.  1,024 rows cost
+ * 128 MB of fp32 logits at V = 32,000 (docs/benchmarks.md). */
+enum { OUT_CHUNK_BF16 = 1024 };
+
 /* The bf16 scratch, each part large enough for any product's activation or output
  * gradient (the lm_head's is a chunk of logits). */
 static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     if (a->xs) return 0;
     const size_t N = (size_t)a->N, QD = (size_t)c->n_heads * (size_t)(c->dim / c->n_heads);
+    const size_t V = (size_t)c->vocab_size;
+    const int cb = a->N < OUT_CHUNK_BF16 ? a->N : OUT_CHUNK_BF16;
     size_t n = N * (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
     if (N * QD > n) n = N * QD;
-    if ((size_t)a->chunk * (size_t)c->vocab_size > n) n = (size_t)a->chunk * (size_t)c->vocab_size;
+    if ((size_t)cb * V > n) n = (size_t)cb * V;
     n = (n + 31) & ~(size_t)31;
-    /* dys also holds SwiGLU's two rounded gradients */
-    const size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
+    /* dys also holds SwiGLU's two rounded gradients, and attention's three */
+    const size_t KD = (size_t)c->n_kv_heads * (size_t)(c->dim / c->n_heads);
+    size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
+    if (N * (QD + 2 * KD) > ndy) ndy = N * (QD + 2 * KD);
     if (!(a->xs = tl_alloc((n + ndy) * sizeof(uint16_t))))
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 2.0 * (double)(n + ndy) / 1e6);
     a->dys = a->xs + n;
+    if (!(a->logits_bf16 = tl_alloc((size_t)cb * V * sizeof(float)))) {
+        tl_free(a->xs);
+        a->xs = NULL;
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16-mode logits", 4.0 * (double)cb * (double)V / 1e6);
+    }
+    a->chunk_bf16 = cb;
     const int H = c->n_heads;
     const size_t attn = tl_attention_bf16_scratch(a->B, a->T, H, c->n_kv_heads, c->dim / H);
     const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
-    const size_t saved = L * N * (2 * D + QD + F);
+    a->attn_kept_n = tl_attention_bf16_kept(a->B, a->T, H, c->n_kv_heads, c->dim / H);
+    const size_t saved = L * N * (2 * D + QD + F) + L * a->attn_kept_n;
     if (!(a->attn = tl_alloc(attn)) || !(a->h1b = tl_alloc(saved * sizeof(uint16_t)))) {
         tl_free(a->xs);
+        tl_free(a->logits_bf16);
         tl_free(a->attn);
         a->xs = NULL;
+        a->logits_bf16 = NULL;
         a->attn = NULL;
         return tl_fail(err, "out of memory allocating %.1f MB of bf16 attention scratch and activations",
                        (double)(attn + 2 * saved) / 1e6);
@@ -285,7 +310,8 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     a->h2b = a->h1b + L * N * D;
     a->aob = a->h2b + L * N * D;
     a->actb = a->aob + L * N * QD;
-    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + attn + saved * sizeof(uint16_t);
+    a->attn_kept = a->actb + L * N * F;
+    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + (size_t)cb * V * sizeof(float) + attn + saved * sizeof(uint16_t);
     return 0;
 }
 
@@ -301,18 +327,20 @@ static void lin_fwd(const tl_model *m, tl_acts *a, float *y, const float *x, con
         tl_linear_forward(y, x, W, N, in, out, acc);
 }
 
-/* RMSNorm and SwiGLU, in bf16 also writing the rounded copy yb as they go (ops_bf16.h). */
+/* RMSNorm and SwiGLU, in bf16 writing the rounded copy yb instead (ops_bf16.h):
+ * the products and the backward read no other, so the fp32 h1, h2, act and ao
+ * of a bf16 step are never written. */
 static void norm_fwd(const tl_model *m, float *y, uint16_t *yb, float *rstd, const float *x, const float *w, int N,
                      int D) {
     if (m->params_bf16)
-        tl_rmsnorm_forward_bf16(y, yb, rstd, x, w, N, D, m->cfg.norm_eps);
+        tl_rmsnorm_forward_bf16(NULL, yb, rstd, x, w, N, D, m->cfg.norm_eps);
     else
         tl_rmsnorm_forward(y, rstd, x, w, N, D, m->cfg.norm_eps);
 }
 
 static void swiglu_fwd(const tl_model *m, float *h, uint16_t *hb, const float *g, const float *u, size_t n) {
     if (m->params_bf16)
-        tl_swiglu_forward_bf16(h, hb, g, u, n);
+        tl_swiglu_forward_bf16(NULL, hb, g, u, n);
     else
         tl_swiglu_forward(h, g, u, n);
 }
@@ -373,12 +401,15 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
         lin_fwd_x(m, q, h1, h1b, w->wq, N, D, QD, 0);
         lin_fwd_x(m, k, h1, h1b, w->wk, N, D, KD, 0);
         lin_fwd_x(m, v, h1, h1b, w->wv, N, D, KD, 0);
-        tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
-        tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        if (m->params_bf16)
-            tl_attention_forward_bf16(ao, aob, probs, q, k, v, B, T, H, KV, hd, a->attn);
-        else
+        if (m->params_bf16) { /* RoPE on q and k's way to bf16: q and k stay unrotated */
+            const tl_rope rope = {m->rope_cos, m->rope_sin};
+            tl_attention_forward_bf16(NULL, aob, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
+                                      a->attn_kept + (size_t)l * a->attn_kept_n);
+        } else {
+            tl_rope_forward(q, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+            tl_rope_forward(k, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
             tl_attention_forward(ao, probs, q, k, v, B, T, H, KV, hd);
+        }
         memcpy(xmid, x, sizeof(float) * (size_t)N * D);
         lin_fwd_x(m, xmid, ao, aob, w->wo, N, QD, D, 1);
 
@@ -401,14 +432,15 @@ static int forward_body(const tl_model *m, tl_acts *a, const int *tokens, tl_err
  * returned is then the weighted sum); output.c, a chunk of rows at a time. */
 static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, float scale, const float *row_w,
                            tl_weights *g) {
+    const int bf = m->params_bf16 != NULL;
     const tl_output o = {.W = m->w.lm_head,
-                         .W_bf16 = m->params_bf16 ? bf16_w(m, m->w.lm_head) : NULL,
+                         .W_bf16 = bf ? bf16_w(m, m->w.lm_head) : NULL,
                          .xs = a->xs,
                          .dys = a->dys,
-                         .logits = a->logits,
+                         .logits = bf ? a->logits_bf16 : a->logits,
                          .D = m->cfg.dim,
                          .V = m->cfg.vocab_size,
-                         .chunk = a->chunk};
+                         .chunk = bf ? a->chunk_bf16 : a->chunk};
     return tl_output_loss(&o, a->hf, a->N, targets, scale, row_w, a->row_loss, g ? a->dh : NULL,
                           g ? g->lm_head : NULL);
 }
@@ -526,9 +558,9 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
         lin_bwd_x(m, a, a->dact, gl->w_down, a->dx, act, actb, w->w_down, N, F, D, 0);
-        if (m->params_bf16) { /* the two gradients rounded as SwiGLU writes them */
+        if (m->params_bf16) { /* the two gradients only rounded, as SwiGLU writes them */
             uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F;
-            tl_swiglu_backward_bf16(a->dgate, a->dup, dgb, dub, a->dact, gate, up, (size_t)N * F);
+            tl_swiglu_backward_bf16(NULL, NULL, dgb, dub, a->dact, gate, up, (size_t)N * F);
             tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
             tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1);
         } else {
@@ -540,15 +572,22 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
 
         /* attention branch: xmid = x + Wo attn(h1) */
         lin_bwd_x(m, a, a->dao, gl->wo, a->dx, ao, aob, w->wo, N, QD, D, 0);
-        if (m->params_bf16)
-            tl_attention_backward_bf16(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd, a->attn);
-        else
+        if (m->params_bf16) { /* RoPE's backward and the rounding as the gradients are written: bf16 only */
+            const tl_rope rope = {m->rope_cos, m->rope_sin};
+            uint16_t *dqb = a->dys, *dkb = dqb + (size_t)N * QD, *dvb = dkb + (size_t)N * KD;
+            tl_attention_backward_bf16(NULL, NULL, NULL, a->dao, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
+                                       a->attn_kept + (size_t)l * a->attn_kept_n, dqb, dkb, dvb);
+            tl_linear_backward_bf16_both(a->dh, gl->wq, dqb, h1b, bf16_w(m, w->wq), N, D, QD, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->wk, dkb, h1b, bf16_w(m, w->wk), N, D, KD, 1);
+            tl_linear_backward_bf16_both(a->dh, gl->wv, dvb, h1b, bf16_w(m, w->wv), N, D, KD, 1);
+        } else {
             tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
-        tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
-        tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
-        lin_bwd_x(m, a, a->dh, gl->wq, a->dq, h1, h1b, w->wq, N, D, QD, 0);
-        lin_bwd_x(m, a, a->dh, gl->wk, a->dk, h1, h1b, w->wk, N, D, KD, 1);
-        lin_bwd_x(m, a, a->dh, gl->wv, a->dv, h1, h1b, w->wv, N, D, KD, 1);
+            tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);
+            tl_rope_backward(a->dk, m->rope_cos, m->rope_sin, N, T, 0, KV, hd);
+            lin_bwd_x(m, a, a->dh, gl->wq, a->dq, h1, h1b, w->wq, N, D, QD, 0);
+            lin_bwd_x(m, a, a->dh, gl->wk, a->dk, h1, h1b, w->wk, N, D, KD, 1);
+            lin_bwd_x(m, a, a->dh, gl->wv, a->dv, h1, h1b, w->wv, N, D, KD, 1);
+        }
         tl_rmsnorm_backward(a->dx, gl->attn_norm, a->dh, x, w->attn_norm, a->rstd1 + (size_t)l * N, N, D);
         if (params_event(m, l + 1, TL_PARAMS_RELEASE, err) || grads_end(m, l + 1, &g, err)) goto out;
     }

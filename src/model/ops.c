@@ -98,12 +98,7 @@ static void rope_apply(float *x, const float *cos_t, const float *sin_t, int N, 
         float *row = x + (size_t)n * n_heads * head_dim;
         for (int h = 0; h < n_heads; h++) {
             float *v = row + (size_t)h * head_dim;
-            for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half], si = sign * s[i];
-                /* rotate_half(v) = (-v2, v1): out = v*cos + rotate_half(v)*sin */
-                v[i] = a * c[i] - b * si;
-                v[i + half] = b * c[i] + a * si;
-            }
+            tl_rope_head(v, v, c, s, head_dim, sign);
         }
     }
 }

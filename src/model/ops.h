@@ -38,6 +38,19 @@ void tl_rope_forward(float *x, const float *cos_t, const float *sin_t, int N, in
 /* In-place transpose rotation (the gradient of tl_rope_forward). */
 void tl_rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int T, int pos0,
                       int n_heads, int head_dim);
+/* One head of either (sign 1: forward, -1: backward) from src into dst (may be
+ * src), c and s the position's table rows: the arithmetic of the two above
+ * (inline: each caller's loop vectorises knowing whether dst is src). */
+static inline void tl_rope_head(float *dst, const float *src, const float *c, const float *s, int head_dim,
+                                float sign) {
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float a = src[i], b = src[i + half], si = sign * s[i];
+        /* rotate_half(v) = (-v2, v1): out = v*cos + rotate_half(v)*sin */
+        dst[i] = a * c[i] - b * si;
+        dst[i + half] = b * c[i] + a * si;
+    }
+}
 
 /* SwiGLU: h = silu(g) * u. */
 void tl_swiglu_forward(float *h, const float *g, const float *u, size_t n);

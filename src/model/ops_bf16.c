@@ -52,7 +52,8 @@ void tl_rmsnorm_forward_bf16(float *y, uint16_t *yb, float *rstd, const float *x
                              float eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        float *yr = y + (size_t)n * D;
+        float row[y ? 1 : D];
+        float *yr = y ? y + (size_t)n * D : row;
         rstd[n] = tl_rmsnorm_row(yr, x + (size_t)n * D, w, D, eps);
         tl_round_bf16_here(yr, (size_t)D, yb + (size_t)n * D); /* while the row is in L1 */
     }
@@ -66,8 +67,10 @@ void tl_swiglu_forward_bf16(float *h, uint16_t *hb, const float *g, const float 
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
         const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
-        tl_vec_swiglu_forward(h + lo, g + lo, u + lo, len);
-        tl_round_bf16_here(h + lo, len, hb + lo);
+        float blk[EW_BLOCK];
+        float *hl = h ? h + lo : blk;
+        tl_vec_swiglu_forward(hl, g + lo, u + lo, len);
+        tl_round_bf16_here(hl, len, hb + lo);
     }
 }
 
@@ -77,9 +80,11 @@ void tl_swiglu_backward_bf16(float *dg, float *du, uint16_t *dgb, uint16_t *dub,
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
         const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
-        tl_vec_swiglu_backward(dg + lo, du + lo, dh + lo, g + lo, u + lo, len);
-        tl_round_bf16_here(dg + lo, len, dgb + lo);
-        tl_round_bf16_here(du + lo, len, dub + lo);
+        float gblk[dg ? 1 : EW_BLOCK], ublk[du ? 1 : EW_BLOCK];
+        float *dgl = dg ? dg + lo : gblk, *dul = du ? du + lo : ublk;
+        tl_vec_swiglu_backward(dgl, dul, dh + lo, g + lo, u + lo, len);
+        tl_round_bf16_here(dgl, len, dgb + lo);
+        tl_round_bf16_here(dul, len, dub + lo);
     }
 }
 

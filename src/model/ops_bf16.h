@@ -39,7 +39,8 @@ void tl_output_backward_bf16(float *dx, float *dW, const uint16_t *dys, const ui
 /* Producers that also round their output to bf16 (yb, hb, ...) while it is in
  * cache, for the products that read it: the fp32 outputs are tl_rmsnorm_forward's,
  * tl_swiglu_forward's and tl_swiglu_backward's (ops.h) bit for bit, and the bf16
- * copies tl_round_bf16's of them. */
+ * copies tl_round_bf16's of them.  y, h, dg and du may be NULL: only the bf16
+ * copies are written (the training step reads no other). */
 void tl_rmsnorm_forward_bf16(float *y, uint16_t *yb, float *rstd, const float *x, const float *w, int N, int D,
                              float eps);
 void tl_swiglu_forward_bf16(float *h, uint16_t *hb, const float *g, const float *u, size_t n);

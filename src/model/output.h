@@ -6,7 +6,7 @@
  * (dW += dlogits^T h), so the N x V logits never exist at once.  The chunk trades
  * memory against the efficiency of the three products: with V = 32,000 and D = 288,
  * 256 rows ran the head fastest on an AVX-512 Xeon (one thread; 64 rows: ~17% slower,
- * 32: ~60% slower; docs/benchmarks.md), so the model uses 256. */
+ * 32: ~60% slower; docs/benchmarks.md), so the model uses 256 (bf16: 1,024, model.c). */
 #ifndef TL_OUTPUT_H
 #define TL_OUTPUT_H
 

@@ -35,6 +35,7 @@ typedef struct {
      * params_bf16), rounded again from the fp32 master weights after each update */
     uint16_t *wbf16;
     int bf16_stale;
+    int grads_zeroed; /* the bf16 update zeroed the gradient block and nothing wrote it since */
 } cpu_engine;
 
 /* ---- stage 3: parameters gathered just before use, other slices released after ---- */
@@ -124,7 +125,8 @@ static int cpu_zero(tl_engine *e, tl_error *err) {
     cpu_engine *c = (cpu_engine *)e;
     /* stage 3: start sharded; the params hook gathers each unit as the passes reach it */
     if (c->sharded && e->zero == 3 && c->params_full) release_others(c);
-    if (c->grads) zero_floats(c->grads, e->m->n_params);
+    if (c->grads && !c->grads_zeroed) zero_floats(c->grads, e->m->n_params);
+    c->grads_zeroed = 0;
     c->first = 1;
     return 0;
 }
@@ -133,6 +135,7 @@ static int cpu_fb(tl_engine *e, const int *in, const int *tg, float scale, doubl
     cpu_engine *c = (cpu_engine *)e;
     if (c->gs) tl_grad_shard_next(c->gs, c->first); /* stages 2-3: each unit is reduced as it completes */
     c->first = 0;
+    c->grads_zeroed = 0;
     bf16_refresh(c);
     return tl_model_forward_backward(e->m, c->acts, c->grads, in, tg, scale, loss, err);
 }
@@ -141,6 +144,7 @@ static int cpu_fb_rows(tl_engine *e, const int *in, const int *tg, const float *
     cpu_engine *c = (cpu_engine *)e;
     if (c->gs) tl_grad_shard_next(c->gs, c->first);
     c->first = 0;
+    c->grads_zeroed = 0;
     bf16_refresh(c);
     return tl_model_forward_backward_rows(e->m, c->acts, c->grads, in, tg, w, loss, err);
 }
@@ -199,9 +203,10 @@ static int cpu_update(tl_engine *e, const tl_adamw_config *o, double lr, long st
     cpu_engine *c = (cpu_engine *)e;
     const size_t n = e->m->n_params;
     c->bf16_stale = 1;
-    if (e->zero == 0 && c->wbf16) { /* clip, update and the bf16 copy in one pass */
+    if (e->zero == 0 && c->wbf16) { /* clip, update, the bf16 copy and the next step's zeroing in one pass */
         tl_adamw_update_bf16(e->m->params, c->wbf16, c->grads, e->opt_m, e->opt_v, n, lr, o, step,
-                             tl_clip_scale(norm, o->clip));
+                             tl_clip_scale(norm, o->clip), 1);
+        c->grads_zeroed = 1;
         c->bf16_stale = 0;
         e->m->params_bf16 = c->wbf16;
         return 0;

@@ -2,6 +2,7 @@
 #include "optimizer.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "gemm.h"
 #include "sumsq.h"
@@ -193,9 +194,11 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_r
 }
 
 /* The clipped update by blocks; with params_bf16, each block's bf16 copy too,
- * while the block is still in cache (on the thread that updated it). */
-static void adamw_pass(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
-                       double lr, const tl_adamw_config *c, long step, float gscale) {
+ * while the block is still in cache (on the thread that updated it), and with
+ * zero (grads itself) the block's gradients zeroed once read: the next step's
+ * zeroing without its own pass over the block. */
+static void adamw_pass(float *params, uint16_t *params_bf16, const float *grads, float *zero, float *m, float *v,
+                       size_t n, double lr, const tl_adamw_config *c, long step, float gscale) {
     const adamw_k k = adamw_constants(c, lr, step);
     const size_t nb = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
 #pragma omp parallel for schedule(static)
@@ -204,15 +207,16 @@ static void adamw_pass(float *params, uint16_t *params_bf16, const float *grads,
         adamw_range_scaled(params + lo, grads + lo, m + lo, v + lo, len, gscale, k.decay, k.b2, k.omb1, k.omb2,
                            k.step_size, k.bc2_sqrt, k.eps);
         if (params_bf16) tl_round_bf16_here(params + lo, len, params_bf16 + lo);
+        if (zero) memset(zero + lo, 0, sizeof(float) * len);
     }
 }
 
-void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
-                          double lr, const tl_adamw_config *c, long step, float gscale) {
-    adamw_pass(params, params_bf16, grads, m, v, n, lr, c, step, gscale);
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale, int zero_grads) {
+    adamw_pass(params, params_bf16, grads, zero_grads ? grads : NULL, m, v, n, lr, c, step, gscale);
 }
 
 void tl_adamw_update_clipped(float *params, const float *grads, float *m, float *v, size_t n, double lr,
                              const tl_adamw_config *c, long step, float gscale) {
-    adamw_pass(params, NULL, grads, m, v, n, lr, c, step, gscale);
+    adamw_pass(params, NULL, grads, NULL, m, v, n, lr, c, step, gscale);
 }

@@ -91,11 +91,11 @@ void tl_adamw_update(float *params, const float *grads, float *m, float *v, size
 float tl_clip_scale(double norm, double clip);
 
 /* tl_clip_grads(grads, n, norm, clip) then tl_adamw_update, with gscale =
- * tl_clip_scale(norm, clip), in one pass that leaves grads unscaled and also
- * writes the bf16 copy of the updated params (tl_round_bf16); params, m and v
- * come out bit-identical to the two calls'. */
-void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, const float *grads, float *m, float *v, size_t n,
-                          double lr, const tl_adamw_config *c, long step, float gscale);
+ * tl_clip_scale(norm, clip), in one pass that leaves grads unscaled (with
+ * zero_grads: zeroed) and also writes the bf16 copy of the updated params
+ * (tl_round_bf16); params, m and v come out bit-identical to the two calls'. */
+void tl_adamw_update_bf16(float *params, uint16_t *params_bf16, float *grads, float *m, float *v, size_t n,
+                          double lr, const tl_adamw_config *c, long step, float gscale, int zero_grads);
 
 /* The fp32 step's clip and update in one pass (one read and write of the
  * gradient block fewer): tl_adamw_update_bf16 without the bf16 copy. */
