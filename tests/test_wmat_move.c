@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "dtype.h"
 #include "gguf.h"
 #include "harness.h"
 #include "infer.h"
@@ -128,8 +129,79 @@ static void test_wmat_move_gguf(tl_test_ctx *t) {
     tl_infer_free(&m);
 }
 
+/* The decode products' work split (two-ended stealing over per-thread
+ * ranges, matvec.c): for 1 to 8 threads, several matrices in one call (one
+ * smaller than a work item, one a few items, one many), one input and
+ * three: every row computed, once, with the bits of one thread. */
+static void test_matvec_split(tl_test_ctx *t) {
+    enum { C = 512, NX = 3 };
+    static const int rows[3] = {7, 200, 1000};
+    tl_rng r;
+    tl_rng_seed(&r, 12);
+    uint16_t *w[3];
+    tl_wmat W[3];
+    const tl_wmat *Wp[3];
+    float *x = malloc(sizeof(float) * C * NX), *ref[3], *y[3];
+    for (int i = 0; i < C * NX; i++) x[i] = (float)tl_rng_normal(&r);
+    for (int j = 0; j < 3; j++) {
+        w[j] = malloc(2 * (size_t)rows[j] * C);
+        for (int i = 0; i < rows[j] * C; i++) w[j][i] = tl_f32_to_bf16((float)tl_rng_normal(&r));
+        W[j] = (tl_wmat){TL_DT_BF16, w[j], rows[j], C, 0, 0, 0, 0};
+        Wp[j] = &W[j];
+        ref[j] = malloc(sizeof(float) * rows[j] * NX);
+        y[j] = malloc(sizeof(float) * rows[j] * NX);
+    }
+    const int threads = omp_get_max_threads();
+    for (int nx = 1; nx <= NX; nx += 2) {
+        omp_set_num_threads(1);
+        tl_wmat_matvec_rows(TL_KERNEL_AUTO, Wp, ref, 3, x, nx);
+        double worst = 0; /* the one-thread result against a double sum */
+        for (int j = 0; j < 3; j++)
+            for (int i = 0; i < nx * rows[j]; i++) {
+                const int row = i % rows[j], in = i / rows[j];
+                double d = 0, mag = 0;
+                for (int c = 0; c < C; c++) {
+                    const double p = (double)tl_bf16_to_f32(w[j][(size_t)row * C + c]) * x[in * C + c];
+                    d += p, mag += fabs(p);
+                }
+                worst = fmax(worst, fabs(ref[j][i] - d) / (mag + 1e-30));
+            }
+        CHECK_MSG(worst < 1e-2, "%d inputs: relative error %.3g against a double sum", nx, worst);
+        for (int n = 2; n <= 8; n++) {
+            omp_set_num_threads(n);
+            for (int j = 0; j < 3; j++)
+                for (int i = 0; i < rows[j] * nx; i++) y[j][i] = NAN;
+            tl_wmat_matvec_rows(TL_KERNEL_AUTO, Wp, y, 3, x, nx);
+            for (int j = 0; j < 3; j++)
+                CHECK_MSG(!memcmp(y[j], ref[j], sizeof(float) * rows[j] * nx),
+                          "%d threads, %d inputs, matrix %d: other bits than one thread", n, nx, j);
+        }
+    }
+    /* called from inside a parallel region (a team of one: every range
+     * still taken), one call per outer thread */
+    omp_set_num_threads(4);
+    float *yo[2][3];
+    for (int o = 0; o < 2; o++)
+        for (int j = 0; j < 3; j++) {
+            yo[o][j] = malloc(sizeof(float) * rows[j] * NX);
+            for (int i = 0; i < rows[j] * NX; i++) yo[o][j][i] = NAN;
+        }
+#pragma omp parallel num_threads(2)
+    tl_wmat_matvec_rows(TL_KERNEL_AUTO, Wp, yo[omp_get_thread_num()], 3, x, NX);
+    for (int o = 0; o < 2; o++)
+        for (int j = 0; j < 3; j++) {
+            CHECK_MSG(!memcmp(yo[o][j], ref[j], sizeof(float) * rows[j] * NX),
+                      "nested call %d, matrix %d: other bits than one thread", o, j);
+            free(yo[o][j]);
+        }
+    omp_set_num_threads(threads);
+    for (int j = 0; j < 3; j++) free(w[j]), free(ref[j]), free(y[j]);
+    free(x);
+}
+
 const tl_test tests_wmat_move[] = {
     {"wmat_move_bf16", test_wmat_move_bf16},
     {"wmat_move_gguf", test_wmat_move_gguf},
+    {"matvec_split", test_matvec_split},
     {NULL, NULL},
 };

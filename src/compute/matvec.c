@@ -4,6 +4,7 @@
  * __builtin_cpu_supports says the CPU has them, so the binary runs anywhere.
  * Every kernel accumulates in fp32 (AVX512BF16 also rounds x to bf16). */
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,24 +459,23 @@ static dot8_fn pick8(tl_kernel k, tl_dtype dt) {
     return NULL;
 }
 
-/* Bytes of weights per OpenMP work item: each item is one sequential stream,
- * so larger items keep the hardware prefetcher going (1 MiB measured 5-8%
- * faster than 64 rows of 4 KiB on Zen 4), while a matrix still splits into
- * enough items for dynamic scheduling to even out a descheduled thread. */
+/* Bytes of weights per work item of the file-order and F32/F16 kernels:
+ * each item is one sequential stream, so larger items keep the hardware
+ * prefetcher going (1 MiB measured 5-8% faster than 64 rows of 4 KiB on
+ * Zen 4). */
 #define BLOCK_BYTES (1u << 20)
+/* ... and of decode's repacked (16-row groups) and BF16 matrices (8 rows,
+ * the eight-row kernel), whose kernels prefetch their own stream: small
+ * items, so that the threads finish a product together (the split below
+ * keeps each thread's items one stream) */
+#define SMALL_BYTES (64u << 10)
 
 /* Rows per work item of a matrix: a multiple of 8 (the eight-row kernels), of
  * 16 for repacked weights (their 16-row groups). */
 static int block_rows(const tl_wmat *M) {
-    /* decode's repacked matrices (16-row groups) and BF16 ones (8 rows, the
-     * eight-row kernel): a multiple of the thread count of equal items, so
-     * that the threads finish together (1 MiB items left a thread idle up to
-     * 0.3 MiB per product: ~4% of a Q4_0 step on 2 threads, by arithmetic) */
     if (M->packed || (!M->quant && M->dtype == TL_DT_BF16)) {
-        const size_t T = (size_t)omp_get_max_threads(), bytes = (size_t)M->rows * row_bytes(M),
-                     items = T * ((bytes + T * BLOCK_BYTES - 1) / (T * BLOCK_BYTES)), g = M->packed ? 16 : 8,
-                     groups = ((size_t)M->rows + g - 1) / g;
-        return (int)((groups + items - 1) / items * g);
+        const size_t g = M->packed ? 16 : 8, r = SMALL_BYTES / row_bytes(M) / g * g;
+        return r < g ? (int)g : (int)r;
     }
     const size_t g = 8, r = BLOCK_BYTES / row_bytes(M) / g * g;
     return r < g ? (int)g : r > (size_t)M->rows ? (M->rows + (int)g - 1) / (int)g * (int)g : (int)r;
@@ -537,6 +537,42 @@ static void rows_product(tl_kernel k, tl_q8_isa q8isa, const tl_wmat *M, const m
  * TinyLlama-1.1B rows). */
 #define SUB_ROWS 32
 
+/* Work items split between the threads by two-ended stealing: each thread
+ * owns a contiguous range of items (one forward stream through the weights,
+ * as a static split) and takes them from its front; a thread that runs out
+ * takes items from the back of the others' ranges.  Threads that stream at
+ * different speeds then finish together, where a static split (or OpenMP's
+ * guided schedule, whose first chunk is half the items) leaves the faster
+ * one waiting, and small dynamic items cut every stream into pieces.  One
+ * 64-bit word per range, front in the low half and end in the high half, so
+ * both ends move by compare-and-swap without ever taking an item twice. */
+#define MAX_RANGES 256
+typedef struct {
+    _Alignas(64) _Atomic uint64_t fb;
+} item_range;
+
+static int take_front(item_range *r) {
+    uint64_t v = atomic_load_explicit(&r->fb, memory_order_relaxed);
+    for (;;) {
+        const uint32_t f = (uint32_t)v, e = (uint32_t)(v >> 32);
+        if (f >= e) return -1;
+        if (atomic_compare_exchange_weak_explicit(&r->fb, &v, (uint64_t)e << 32 | (f + 1), memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int)f;
+    }
+}
+
+static int take_back(item_range *r) {
+    uint64_t v = atomic_load_explicit(&r->fb, memory_order_relaxed);
+    for (;;) {
+        const uint32_t f = (uint32_t)v, e = (uint32_t)(v >> 32);
+        if (f >= e) return -1;
+        if (atomic_compare_exchange_weak_explicit(&r->fb, &v, (uint64_t)(e - 1) << 32 | f, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int)e - 1;
+    }
+}
+
 /* The parallel loop over the weights: y_j[t] = W_j x_t for nx prepared inputs. */
 static void run_products(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const mv_input *in,
                          int nx) {
@@ -551,20 +587,32 @@ static void run_products(tl_kernel k, const tl_wmat *const *W, float *const *y, 
     }
     const int nblocks = first[count], serial = elems * (size_t)nx < 32768;
     const tl_q8_isa q8isa = tl_q8_isa_for(k);
-#pragma omp parallel for schedule(dynamic, 1) if (!serial)
-    for (int b = 0; b < nblocks; b++) {
-        int j = 0;
-        while (b >= first[j + 1]) j++;
-        const tl_wmat *M = W[j];
-        const int r0 = (b - first[j]) * brows[j], r1 = r0 + brows[j] < M->rows ? r0 + brows[j] : M->rows;
-        if (nx == 1) {
-            rows_product(k, q8isa, M, in, r0, r1, y[j]);
-            continue;
-        }
-        for (int s = r0; s < r1; s += SUB_ROWS) {
-            const int e = s + SUB_ROWS < r1 ? s + SUB_ROWS : r1;
-            for (int t = 0; t < nx; t++) rows_product(k, q8isa, M, &in[t], s, e, y[j] + (size_t)t * M->rows);
-        }
+    const int nth = serial ? 1 : omp_get_max_threads() < MAX_RANGES ? omp_get_max_threads() : MAX_RANGES;
+    item_range rg[MAX_RANGES];
+    for (int t = 0; t < nth; t++) {
+        const uint64_t f = (uint64_t)((int64_t)nblocks * t / nth), e = (uint64_t)((int64_t)nblocks * (t + 1) / nth);
+        atomic_init(&rg[t].fb, e << 32 | f);
+    }
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        /* every range is visited: a team smaller than nth (a nested region)
+         * takes the missing threads' ranges too */
+        const int t = omp_get_thread_num();
+        for (int u = t, b; u < t + nth; u++)
+            while ((b = u == t ? take_front(&rg[t]) : take_back(&rg[u % nth])) >= 0) {
+                int j = 0;
+                while (b >= first[j + 1]) j++;
+                const tl_wmat *M = W[j];
+                const int r0 = (b - first[j]) * brows[j], r1 = r0 + brows[j] < M->rows ? r0 + brows[j] : M->rows;
+                if (nx == 1) {
+                    rows_product(k, q8isa, M, in, r0, r1, y[j]);
+                    continue;
+                }
+                for (int s = r0; s < r1; s += SUB_ROWS) {
+                    const int e = s + SUB_ROWS < r1 ? s + SUB_ROWS : r1;
+                    for (int i = 0; i < nx; i++) rows_product(k, q8isa, M, &in[i], s, e, y[j] + (size_t)i * M->rows);
+                }
+            }
     }
 }
 
