@@ -129,6 +129,35 @@ static void test_wmat_move_gguf(tl_test_ctx *t) {
     tl_infer_free(&m);
 }
 
+/* An HF directory of BF16 safetensors (tied embeddings): the decode matrices
+ * are read from the copy, the embedding table (also the tied lm_head) from
+ * the map; the fixture's logits are checked against transformers in
+ * test_infer.c, which loads it the same way. */
+static void test_wmat_move_hf(tl_test_ctx *t) {
+    char model[512];
+    snprintf(model, sizeof model, "%s/infer_tied_bf16", tl_test_fixture_dir());
+    tl_infer_model m;
+    tl_error e;
+    if (tl_infer_load(&m, model, &e)) {
+        CHECK_MSG(0, "%s: %s", model, e.msg);
+        return;
+    }
+    CHECK(m.packed && m.n_files == 1 && m.cfg.tied);
+    const uint8_t *map = m.files[0].map, *end = map + m.files[0].map_len, *cp = m.packed;
+    for (int l = 0; l < m.cfg.n_layers; l++) {
+        const tl_infer_layer *ly = &m.layers[l];
+        const tl_wmat *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int j = 0; j < 7; j++) {
+            const uint8_t *d = ws[j]->data;
+            CHECK_MSG(ws[j]->dtype == TL_DT_BF16 && d >= cp && d < cp + m.decode_bytes + 64 * 7 * (size_t)m.cfg.n_layers,
+                      "layer %d matrix %d not in the copy", l, j);
+        }
+    }
+    const uint8_t *emb = m.embed.data;
+    CHECK(emb >= map && emb < end && m.lm_head.data == m.embed.data);
+    tl_infer_free(&m);
+}
+
 /* The decode products' work split (two-ended stealing over per-thread
  * ranges, matvec.c): for 1 to 8 threads, several matrices in one call (one
  * smaller than a work item, one a few items, one many), one input and
@@ -202,6 +231,7 @@ static void test_matvec_split(tl_test_ctx *t) {
 const tl_test tests_wmat_move[] = {
     {"wmat_move_bf16", test_wmat_move_bf16},
     {"wmat_move_gguf", test_wmat_move_gguf},
+    {"wmat_move_hf", test_wmat_move_hf},
     {"matvec_split", test_matvec_split},
     {NULL, NULL},
 };

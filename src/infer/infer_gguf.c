@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "finite.h"
@@ -97,56 +96,6 @@ void tl_infer_set_f32_activations(tl_infer_model *m, int on) {
     }
 }
 
-/* Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices repacked for the AVX512-VNNI decode kernels (matvec_quant.h:
- * 16 rows per register, x broadcast once for them), and BF16 matrices copied
- * as they are (tl_wmat_move_to), both into 2 MiB pages.  The copy replaces the
- * map: its pages are dropped after repacking, so the resident size stays the
- * file's.  Without memory for the copy (and the quantized types on other
- * CPUs), the map is used as it is.  The embedding table (rows looked up
- * one by one) stays in the map. */
-static void repack(tl_infer_model *m) {
-    const int q8 = tl_q8_isa_for(TL_KERNEL_AUTO) == TL_Q8_AVX512VNNI;
-    tl_wmat **ws = malloc(sizeof *ws * ((size_t)m->cfg.n_layers * 7 + 1));
-    if (!ws) return;
-    int nw = 0;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        tl_infer_layer *ly = &m->layers[l];
-        tl_wmat *w[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-        for (int j = 0; j < 7; j++) ws[nw++] = w[j];
-    }
-    if (!m->cfg.tied) ws[nw++] = &m->lm_head;
-    size_t total = 0;
-    for (int i = 0; i < nw; i++)
-        if ((q8 && tl_q8_packable(ws[i])) || tl_wmat_movable(ws[i]))
-            total += ((size_t)ws[i]->rows * tl_wmat_row_bytes(ws[i]) + 63) & ~(size_t)63;
-    /* in 2 MiB pages, advised before the first write: streaming 4 KiB pages
-     * each token costs a TLB miss per page, and one Q4_0 decode thread read
-     * 6.4 GB/s from them against 8.5 from huge pages (the Xeon VM) */
-    const size_t huge = (size_t)2 << 20, cap = (total + huge - 1) / huge * huge;
-    if (!total || !(m->packed = aligned_alloc(huge, cap))) {
-        free(ws);
-        return;
-    }
-    madvise(m->packed, cap, MADV_HUGEPAGE);
-    uint8_t *dst = m->packed;
-    for (int i = 0; i < nw; i++) {
-        tl_wmat *w = ws[i];
-        const size_t bytes = (size_t)w->rows * tl_wmat_row_bytes(w);
-        if (tl_wmat_movable(w)) {
-            tl_wmat_move_to(w, dst);
-            dst += (bytes + 63) & ~(size_t)63;
-            continue;
-        }
-        if (!q8 || !tl_q8_packable(w)) continue;
-        tl_q8_pack(w, dst);
-        tl_release_pages(w->data, bytes); /* the map's pages of this matrix */
-        w->data = dst;
-        w->packed = 1;
-        dst += (bytes + 63) & ~(size_t)63;
-    }
-    free(ws);
-}
-
 int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, tl_error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", path);
@@ -216,6 +165,6 @@ int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, 
         tl_infer_free(m);
         return -1;
     }
-    repack(m);
+    tl_infer_into_pages(m);
     return tl_infer_finish_load(m, NULL, with_tokenizer, err);
 }
