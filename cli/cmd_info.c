@@ -8,6 +8,10 @@
 #include "distributed.h"
 #include "config.h"
 #include "gemm.h"
+#include "gemm_quant.h"
+#include "matvec.h"
+#include "matvec_quant.h"
+#include "quant.h"
 #include "threads.h"
 
 static void help(void) {
@@ -97,6 +101,23 @@ static int cpu_info(void) {
                        : b == TL_GEMM_BF16_ONEDNN ? "AVX512-BF16 or AMX-BF16: oneDNN's bf16 matmul"
                                                   : "no bf16 instructions: bf16 products emulated, no speed-up";
     printf("bf16 gemm backend: %s (%s)\n", tl_gemm_bf16_name(b), bwhy);
+    /* the inference kernels: what generate, chat, serve, eval and perplexity pick by default */
+    const tl_kernel k = tl_kernel_best();
+    const tl_q8_isa q = tl_q8_isa_for(k);
+    printf("inference kernels: %s (the default --kernel, for fp32, F16 and BF16 weights)\n", tl_kernel_name(k));
+    printf("quantized decode: %s integer dot products", tl_q8_isa_name(q));
+    if (q == TL_Q8_AVX512VNNI) {
+        /* the types a GGUF file's matrices are repacked from at load (any 16-row, 256-column one will do) */
+        printf(", repacked at load:");
+        const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
+                                  TL_GGML_Q5_1, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
+        for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+            const tl_wmat w = {.dtype = TL_DT_I32, .rows = 16, .cols = 256, .quant = types[i]};
+            if (tl_q8_packable(&w)) printf(" %s", tl_ggml_type_name(types[i]));
+        }
+    }
+    printf("\nquantized prompt pass: %s\n",
+           tl_q8_amx_usable() ? "AMX-INT8 tiles" : "the decode kernels, 4 tokens per weight load");
     const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT"), *mark = getenv(TL_OMP_SPIN_MARK);
     if (spin && mark && !strcmp(spin, mark) && !policy)
         printf("openmp wait: GOMP_SPINCOUNT=%s (tinyllama's choice; OMP_WAIT_POLICY or GOMP_SPINCOUNT overrides)\n",

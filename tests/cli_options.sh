@@ -95,6 +95,21 @@ for b in ref onednn; do
     check "TL_GEMM_BF16=$b chooses $b" "TL_GEMM_BF16=$b '$BIN' info --cpu | grep -q '^bf16 gemm backend: $b '"
 done
 expect_fail "TL_GEMM_BF16=bogus refused" "TL_GEMM_BF16.*'bogus'" env TL_GEMM_BF16=bogus "$BIN" info --cpu
+# the inference kernels: the default --kernel (the one generate's stats name), and the quantized
+# decode's integer kernels from the flags (AVX512-VNNI: the repacked types)
+k=$(sed -n 's/^inference kernels: \([a-z0-9-]*\) .*/\1/p' "$T/cpu")
+check "info --cpu names the inference kernels generate offers ($k)" \
+    "[ -n '$k' ] && '$BIN' generate --help | grep -q -- ' $k'"
+if grep -qw avx512_vnni <(grep '^flags:' "$T/cpu") && grep -qw avx512f <(grep '^flags:' "$T/cpu"); then
+    check "info --cpu: AVX512-VNNI decode, the five repacked types" \
+        "grep -qx 'quantized decode: avx512-vnni integer dot products, repacked at load: Q8_0 Q4_0 Q4_K Q5_K Q6_K' '$T/cpu'"
+else
+    check "info --cpu: no repacking without AVX512-VNNI" \
+        "grep -q '^quantized decode: ' '$T/cpu' && ! grep -q 'repacked' '$T/cpu'"
+fi
+want="the decode kernels"
+grep -qw amx_int8 <(grep '^flags:' "$T/cpu") && want="AMX-INT8 tiles"
+check "info --cpu names the quantized prompt pass ($want)" "grep -q '^quantized prompt pass: $want' '$T/cpu'"
 # the same training on either backend: equal losses to fp32 rounding
 for b in openblas onednn; do
     TL_GEMM=$b "$BIN" train --preset test --data "$D" --steps 3 --quiet --out "$T/gemm_$b" >"$T/gemm_$b.out" 2>&1
