@@ -101,29 +101,43 @@ static void test_wmat_move_bf16(tl_test_ctx *t) {
     free(w);
 }
 
+/* Loads the fixture model at rel (under the fixture directory) into m; 0 on success. */
+static int load_fixture(tl_test_ctx *t, const char *rel, tl_infer_model *m) {
+    char model[512];
+    snprintf(model, sizeof model, "%s/%s", tl_test_fixture_dir(), rel);
+    tl_error e;
+    if (tl_infer_load(m, model, &e)) {
+        CHECK_MSG(0, "%s: %s", model, e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every decode matrix of m is BF16 and read from the huge-page copy. */
+static void check_in_copy(tl_test_ctx *t, const tl_infer_model *m) {
+    const uint8_t *cp = m->packed;
+    CHECK(cp != NULL);
+    for (int l = 0; cp && l < m->cfg.n_layers; l++) {
+        const tl_infer_layer *ly = &m->layers[l];
+        const tl_wmat *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int j = 0; j < 7; j++) {
+            const uint8_t *d = ws[j]->data;
+            CHECK_MSG(ws[j]->dtype == TL_DT_BF16 && d >= cp &&
+                          d < cp + m->decode_bytes + 64 * (7 * (size_t)m->cfg.n_layers + 1),
+                      "layer %d matrix %d not in the copy", l, j);
+        }
+    }
+}
+
 /* A BF16 GGUF model: every decode matrix is read from the copy, the embedding
  * table (rows looked up one by one) from the map; its logits are checked
  * against float64 in test_infer_gguf.c. */
 static void test_wmat_move_gguf(tl_test_ctx *t) {
-    char model[512];
-    snprintf(model, sizeof model, "%s/gguf/tiny256_BF16.gguf", tl_test_fixture_dir());
     tl_infer_model m;
-    tl_error e;
-    if (tl_infer_load(&m, model, &e)) {
-        CHECK_MSG(0, "%s: %s", model, e.msg);
-        return;
-    }
+    if (load_fixture(t, "gguf/tiny256_BF16.gguf", &m)) return;
     const tl_gguf_tensor *q = tl_gguf_find_tensor(m.gguf, "blk.0.attn_q.weight"),
                          *emb = tl_gguf_find_tensor(m.gguf, "token_embd.weight");
-    CHECK(q && emb && m.packed);
-    for (int l = 0; l < m.cfg.n_layers; l++) {
-        const tl_infer_layer *ly = &m.layers[l];
-        const tl_wmat *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-        for (int j = 0; j < 7; j++)
-            CHECK_MSG(ws[j]->dtype == TL_DT_BF16 && (const uint8_t *)ws[j]->data >= (const uint8_t *)m.packed &&
-                          (const uint8_t *)ws[j]->data < (const uint8_t *)m.packed + m.decode_bytes + 64 * (7 * (size_t)m.cfg.n_layers + 1),
-                      "layer %d matrix %d not in the copy", l, j);
-    }
+    check_in_copy(t, &m);
     CHECK(q && m.layers[0].wq.data != q->data);
     CHECK(emb && m.embed.data == emb->data);
     tl_infer_free(&m);
@@ -134,27 +148,12 @@ static void test_wmat_move_gguf(tl_test_ctx *t) {
  * the map; the fixture's logits are checked against transformers in
  * test_infer.c, which loads it the same way. */
 static void test_wmat_move_hf(tl_test_ctx *t) {
-    char model[512];
-    snprintf(model, sizeof model, "%s/infer_tied_bf16", tl_test_fixture_dir());
     tl_infer_model m;
-    tl_error e;
-    if (tl_infer_load(&m, model, &e)) {
-        CHECK_MSG(0, "%s: %s", model, e.msg);
-        return;
-    }
-    CHECK(m.packed && m.n_files == 1 && m.cfg.tied);
-    const uint8_t *map = m.files[0].map, *end = map + m.files[0].map_len, *cp = m.packed;
-    for (int l = 0; l < m.cfg.n_layers; l++) {
-        const tl_infer_layer *ly = &m.layers[l];
-        const tl_wmat *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-        for (int j = 0; j < 7; j++) {
-            const uint8_t *d = ws[j]->data;
-            CHECK_MSG(ws[j]->dtype == TL_DT_BF16 && d >= cp && d < cp + m.decode_bytes + 64 * 7 * (size_t)m.cfg.n_layers,
-                      "layer %d matrix %d not in the copy", l, j);
-        }
-    }
-    const uint8_t *emb = m.embed.data;
-    CHECK(emb >= map && emb < end && m.lm_head.data == m.embed.data);
+    if (load_fixture(t, "infer_tied_bf16", &m)) return;
+    CHECK(m.n_files == 1 && m.cfg.tied);
+    check_in_copy(t, &m);
+    const uint8_t *map = m.files[0].map, *emb = m.embed.data;
+    CHECK(emb >= map && emb < map + m.files[0].map_len && m.lm_head.data == m.embed.data);
     tl_infer_free(&m);
 }
 
