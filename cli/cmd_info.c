@@ -106,7 +106,7 @@ static int cpu_info(void) {
     const tl_q8_isa q = tl_q8_isa_for(k);
     printf("inference kernels: %s (the default --kernel, for fp32, F16 and BF16 weights)\n", tl_kernel_name(k));
     printf("quantized decode: %s integer dot products", tl_q8_isa_name(q));
-    if (q == TL_Q8_AVX512VNNI) {
+    if (tl_q8_repacks()) {
         /* the types a GGUF file's matrices are repacked from at load (any 16-row, 256-column one will do) */
         printf(", repacked at load:");
         const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,

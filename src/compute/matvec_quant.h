@@ -91,6 +91,10 @@ int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, f
  * (matvec_quant_kpack.h: 16 rows per super-block, the file's size), with the
  * same bits as their C kernel on the file's rows. */
 
+/* Whether loading a model repacks its quantized matrices (tl_q8_pack) on this
+ * CPU: the repacked layout's SIMD kernel is AVX512-VNNI's (tl_q8_isa_for's
+ * choice for the default kernel); elsewhere the file order is read as it is. */
+int tl_q8_repacks(void);
 /* Whether W (quantized, in file order) can be repacked: Q8_0/Q4_0 with an
  * even number of blocks per row, or Q4_K/Q5_K/Q6_K; rows a multiple of 16, at most
  * 12288 columns (a row and a rounded x fit stack buffers, so no product of it

@@ -272,7 +272,7 @@ static int load(tl_infer_model *m, const char *dir, int with_tokenizer, tl_error
  * CPUs), the map is used as it is.  The embedding table (rows looked up
  * one by one) stays in the map. */
 void tl_infer_into_pages(tl_infer_model *m) {
-    const int q8 = tl_q8_isa_for(TL_KERNEL_AUTO) == TL_Q8_AVX512VNNI;
+    const int q8 = tl_q8_repacks();
     tl_wmat **ws = malloc(sizeof *ws * ((size_t)m->cfg.n_layers * 7 + 1));
     if (!ws) return;
     int nw = 0;
