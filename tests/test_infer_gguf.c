@@ -333,48 +333,55 @@ static void test_q8_matvec_gemm(tl_test_ctx *t) {
     free(xq);
 }
 
-/* The repacked Q4_0 kernels at the extremes of their integer sums: nibbles all
- * 15 (the high ones enter a chain as 16 times their value, shifted back per
- * block), all 0, only high or only low ones, against x rounded to +-127 in
- * whole blocks of one sign or of mixed signs: every ISA equals the C kernel on
- * the file's rows bit for bit. */
+/* The repacked kernels at the extremes of their integer sums.  Q4_0: nibbles
+ * all 15 (the high ones enter a chain as 16 times their value, shifted back per
+ * block), all 0, only high or only low ones; Q8_0: all -128 (stored unsigned as
+ * 0; the 256-bit kernels' |w| = 128), all 127, mixed.  Against x rounded to
+ * +-127 in whole blocks of one sign or of mixed signs: every ISA equals the C
+ * kernel on the file's rows bit for bit. */
 static void test_q8_packed_extremes(tl_test_ctx *t) {
     enum { R = 16, C = 256, NB = C / 32 };
-    static const uint8_t fill[R] = {0xff, 0x00, 0xf0, 0x0f, 0xff, 0x88, 0x7f, 0xf7,
-                                    0xff, 0x00, 0xf0, 0x0f, 0x1e, 0xe1, 0x80, 0x08};
-    const size_t rb = tl_quant_row_bytes(TL_GGML_Q4_0, C);
-    uint8_t mat[R * NB * 18];
-    uint8_t *pk = tl_alloc(sizeof mat);
-    for (int r = 0; r < R; r++)
-        for (int k = 0; k < NB; k++) {
-            uint8_t *b = mat + rb * (size_t)r + 18 * (size_t)k;
-            b[0] = 0x00, b[1] = r < 8 ? 0x3c : 0xbc; /* d = 1 or -1 */
-            memset(b + 2, fill[r], 16);
+    static const uint8_t fill4[R] = {0xff, 0x00, 0xf0, 0x0f, 0xff, 0x88, 0x7f, 0xf7,
+                                     0xff, 0x00, 0xf0, 0x0f, 0x1e, 0xe1, 0x80, 0x08};
+    static const uint8_t fill8[R] = {0x80, 0x7f, 0x81, 0x00, 0x80, 0x7f, 0xff, 0x01,
+                                     0x80, 0x80, 0x7f, 0x7f, 0x80, 0x01, 0xc0, 0x40};
+    for (int ty = 0; ty < 2; ty++) {
+        const uint32_t type = ty ? TL_GGML_Q8_0 : TL_GGML_Q4_0;
+        const size_t rb = tl_quant_row_bytes(type, C), bb = ty ? 34 : 18;
+        uint8_t mat[R * NB * 34];
+        uint8_t *pk = tl_alloc(sizeof mat);
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < NB; k++) {
+                uint8_t *b = mat + rb * (size_t)r + bb * (size_t)k;
+                b[0] = 0x00, b[1] = r < 8 ? 0x3c : 0xbc; /* d = 1 or -1 */
+                memset(b + 2, ty ? fill8[r] : fill4[r], bb - 2);
+                if (ty && r == 14) b[2 + k % 32] = 0x80; /* one -128 among others */
+            }
+        tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
+        tl_q8_pack(&W, pk);
+        tl_wmat P = W;
+        P.data = pk;
+        P.packed = 1;
+        float x[C], ref[R], y[R];
+        _Alignas(64) uint8_t xq[4096];
+        for (int v = 0; v < 3; v++) {
+            for (int i = 0; i < C; i++) {
+                const int k = i / 32;
+                /* blocks all +1, all -1, signs alternating, low half one sign and high half the other */
+                const float s = k % 4 == 0 ? 1 : k % 4 == 1 ? -1 : k % 4 == 2 ? (i % 2 ? -1 : 1) : (i % 32 < 16 ? 1 : -1);
+                x[i] = v == 0 ? s : v == 1 ? -s : s * (float)(1 + i % 7);
+            }
+            tl_q8_quantize(type, x, C, xq);
+            for (int j = 0; j < R; j++) tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)j, xq, 0, 1, C, ref + j, 0);
+            for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
+                if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
+                tl_q8_rows_packed((tl_q8_isa)i, &P, xq, y, 0, R);
+                CHECK_MSG(!memcmp(y, ref, sizeof y), "%s %s, x pattern %d: repacked at the extremes (row 0: %g, want %g)",
+                          tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), v, y[0], ref[0]);
+            }
         }
-    tl_wmat W = {TL_DT_I32, mat, R, C, TL_GGML_Q4_0, 0, 0, 0};
-    tl_q8_pack(&W, pk);
-    tl_wmat P = W;
-    P.data = pk;
-    P.packed = 1;
-    float x[C], ref[R], y[R];
-    _Alignas(64) uint8_t xq[4096];
-    for (int v = 0; v < 3; v++) {
-        for (int i = 0; i < C; i++) {
-            const int k = i / 32;
-            /* blocks all +1, all -1, signs alternating, low half one sign and high half the other */
-            const float s = k % 4 == 0 ? 1 : k % 4 == 1 ? -1 : k % 4 == 2 ? (i % 2 ? -1 : 1) : (i % 32 < 16 ? 1 : -1);
-            x[i] = v == 0 ? s : v == 1 ? -s : s * (float)(1 + i % 7);
-        }
-        tl_q8_quantize(TL_GGML_Q4_0, x, C, xq);
-        for (int j = 0; j < R; j++) tl_q8_dot(TL_Q8_C, TL_GGML_Q4_0, mat + rb * (size_t)j, xq, 0, 1, C, ref + j, 0);
-        for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
-            if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
-            tl_q8_rows_packed((tl_q8_isa)i, &P, xq, y, 0, R);
-            CHECK_MSG(!memcmp(y, ref, sizeof y), "%s, x pattern %d: repacked Q4_0 at the extremes (row 0: %g, want %g)",
-                      tl_q8_isa_name((tl_q8_isa)i), v, y[0], ref[0]);
-        }
+        tl_free(pk);
     }
-    tl_free(pk);
 }
 
 /* Q8_0 / Q4_0 matrices repacked for decode (tl_q8_pack): every row comes back

@@ -360,6 +360,8 @@ static void packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *group, const u
     tl_q8_packed_fn f = NULL;
 #ifdef TL_X86
     if (i == TL_Q8_AVX512VNNI) f = tl_q8_avx512vnni_packed_fn(type);
+    if (i == TL_Q8_AVXVNNI) f = tl_q8_avxvnni_packed_fn(type);
+    if (i == TL_Q8_AVX2) f = tl_q8_avx2_packed_fn(type);
 #else
     (void)i;
 #endif

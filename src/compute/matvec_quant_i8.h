@@ -36,6 +36,8 @@ typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, 
     case 3: call(3); break;                                                                                          \
     default: call(4); break;                                                                                         \
     }
+tl_q8_packed_fn tl_q8_avx2_packed_fn(uint32_t type);
+tl_q8_packed_fn tl_q8_avxvnni_packed_fn(uint32_t type);
 tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
 /* tl_q8_quantize in AVX-512 (kq: the K-quants' layout), the same bytes. */
 void tl_q8_quantize_avx512(int kq, const float *x, int n, void *xq);

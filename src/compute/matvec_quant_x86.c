@@ -42,24 +42,28 @@ static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
 #define TGT "avx2,fma,f16c"
 #define SFX(f) f##_avx2
 #define ENTRY tl_q8_avx2_fn
+#define PENTRY tl_q8_avx2_packed_fn
 #define DPBUSD(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 #define DPWSSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
 #include "matvec_quant_avx2.inc"
 #undef TGT
 #undef SFX
 #undef ENTRY
+#undef PENTRY
 #undef DPBUSD
 #undef DPWSSD
 
 #define TGT "avx2,fma,f16c,avxvnni"
 #define SFX(f) f##_avxvnni
 #define ENTRY tl_q8_avxvnni_fn
+#define PENTRY tl_q8_avxvnni_packed_fn
 #define DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
 #define DPWSSD(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
 #include "matvec_quant_avx2.inc"
 #undef TGT
 #undef SFX
 #undef ENTRY
+#undef PENTRY
 #undef DPBUSD
 #undef DPWSSD
 
