@@ -96,15 +96,19 @@ for b in ref onednn; do
 done
 expect_fail "TL_GEMM_BF16=bogus refused" "TL_GEMM_BF16.*'bogus'" env TL_GEMM_BF16=bogus "$BIN" info --cpu
 # the inference kernels: the default --kernel (the one generate's stats name), and the quantized
-# decode's integer kernels from the flags (AVX512-VNNI: the repacked types)
+# decode's integer kernels from the flags (AVX2 and up: the repacked types)
 k=$(sed -n 's/^inference kernels: \([a-z0-9-]*\) .*/\1/p' "$T/cpu")
 check "info --cpu names the inference kernels generate offers ($k)" \
     "[ -n '$k' ] && '$BIN' generate --help | grep -q -- ' $k'"
 if grep -qw avx512_vnni <(grep '^flags:' "$T/cpu") && grep -qw avx512f <(grep '^flags:' "$T/cpu"); then
     check "info --cpu: AVX512-VNNI decode, the five repacked types" \
         "grep -qx 'quantized decode: avx512-vnni integer dot products, repacked at load: Q8_0 Q4_0 Q4_K Q5_K Q6_K' '$T/cpu'"
+elif grep -qw avx2 <(grep '^flags:' "$T/cpu") && grep -qw fma <(grep '^flags:' "$T/cpu") &&
+    grep -qw f16c <(grep '^flags:' "$T/cpu"); then
+    check "info --cpu: AVX2 (or AVX-VNNI) decode, the five repacked types" \
+        "grep -Eqx 'quantized decode: avx(2|-vnni) integer dot products, repacked at load: Q8_0 Q4_0 Q4_K Q5_K Q6_K' '$T/cpu'"
 else
-    check "info --cpu: no repacking without AVX512-VNNI" \
+    check "info --cpu: no repacking without SIMD kernels" \
         "grep -q '^quantized decode: ' '$T/cpu' && ! grep -q 'repacked' '$T/cpu'"
 fi
 want="the decode kernels"

@@ -92,8 +92,9 @@ int tl_q8_gemm(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, f
  * same bits as their C kernel on the file's rows. */
 
 /* Whether loading a model repacks its quantized matrices (tl_q8_pack) on this
- * CPU: the repacked layout's SIMD kernel is AVX512-VNNI's (tl_q8_isa_for's
- * choice for the default kernel); elsewhere the file order is read as it is. */
+ * CPU: wherever tl_q8_isa_for's choice for the default kernel is a SIMD one
+ * (AVX2, AVX-VNNI, AVX512-VNNI: each has kernels for the repacked layout);
+ * without SIMD the file order is read as it is. */
 int tl_q8_repacks(void);
 /* Whether W (quantized, in file order) can be repacked: Q8_0/Q4_0 with an
  * even number of blocks per row, or Q4_K/Q5_K/Q6_K; rows a multiple of 16, at most

@@ -249,7 +249,7 @@ void tl_q8_dot(tl_q8_isa i, uint32_t type, const void *row, const void *xq, size
 static size_t pk_qbytes(uint32_t type) { return type == TL_GGML_Q4_0 ? 16 : 32; }
 static size_t pk_pair_bytes(uint32_t type) { return 64 + 2 * 16 * pk_qbytes(type); }
 
-int tl_q8_repacks(void) { return tl_q8_isa_for(TL_KERNEL_AUTO) == TL_Q8_AVX512VNNI; }
+int tl_q8_repacks(void) { return tl_q8_isa_for(TL_KERNEL_AUTO) != TL_Q8_C; }
 
 int tl_q8_packable(const tl_wmat *W) {
     if (tl_kq_type(W->quant)) return tl_kq_packable(W); /* Q4_K, Q5_K, Q6_K: matvec_quant_kpack.c */

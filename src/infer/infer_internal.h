@@ -13,7 +13,7 @@ int tl_infer_is_gguf(const char *path);
 int tl_infer_load_gguf(tl_infer_model *m, const char *path, int with_tokenizer, tl_error *err);
 /* The decode matrices (all but the embedding table) into 2 MiB pages, in place
  * of their read-only file map, whose pages are dropped: the quantized types
- * tl_q8_packable repacked on AVX512-VNNI CPUs, BF16 ones copied as they are
+ * tl_q8_packable repacked where tl_q8_repacks says so, BF16 ones copied as they are
  * (tl_wmat_move_to).  Without memory for the copy the map stays in use. */
 void tl_infer_into_pages(tl_infer_model *m);
 /* The common end of loading once cfg and the weights are set: RoPE tables,
