@@ -197,6 +197,11 @@ const char *tl_q8_isa_name(tl_q8_isa i) {
 
 int tl_q8_isa_supported(tl_q8_isa i) {
 #ifdef TL_X86
+#ifdef TL_EMULATE_AVX2
+    /* a build that decodes as an AVX2-only CPU would (docs/inference.md: the
+     * AVX2 kernels measured on a larger CPU against llama.cpp's AVX2 build) */
+    if (i == TL_Q8_AVXVNNI || i == TL_Q8_AVX512VNNI) return 0;
+#endif
     __builtin_cpu_init();
     const int avx2 =
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
