@@ -1,6 +1,6 @@
 /* test_kpack.c - Q4_K, Q5_K and Q6_K matrices repacked for decode
  * (matvec_quant_kpack.h): the layout gives every row back, and every kernel on
- * it (portable C, AVX512-VNNI where the CPU has it) gives the bits of the
+ * it (portable C, AVX2, AVX-VNNI and AVX512-VNNI where the CPU has them) gives the bits of the
  * portable C kernel on the file's rows, through every path that takes a
  * repacked matrix (mat-vec, the prompt pass's batched product and tiles, fp32
  * activations). */
@@ -141,7 +141,93 @@ static void test_kq_packed(tl_test_ctx *t) {
     free(back);
 }
 
+/* weight bytes for the ISA test: 0 random, 1 every byte 0xff (quants 15 / 31 /
+ * 63, the largest scales and mins; Q6_K's scales -128), 2 every quant 0 with
+ * the largest scales and mins (Q6_K's 127), 3 every quant byte 0x00 or 0xff at
+ * random (Q6_K values 0 and 63 side by side) */
+static void fill_mode(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks, int mode) {
+    fill(r, type, b, n_blocks, mode == 1);
+    if (mode < 2) return;
+    const size_t bb = tl_quant_row_bytes(type, 256);
+    for (size_t k = 0; k < n_blocks; k++) {
+        uint8_t *p = b + k * bb;
+        const size_t q0 = type == TL_GGML_Q6_K ? 0 : 16, q1 = type == TL_GGML_Q6_K ? 192 : bb;
+        for (size_t i = q0; i < q1; i++) p[i] = mode == 2 ? 0 : tl_rng_below(r, 2) ? 0xff : 0;
+        if (type == TL_GGML_Q6_K)
+            memset(p + 192, 127, 16);
+        else
+            memset(p + 4, 0xff, 12);
+    }
+}
+
+/* Every ISA's kernel on the repacked layout against the portable one bit for
+ * bit (and that against the C kernel on the file's rows), 1-4 tokens, two
+ * 16-row groups, widths up to the largest repacked, on the values that bound
+ * the 256-bit kernels' int16 sums: the largest quants against activations of
+ * +127 or -127 throughout. */
+static void test_kq_isa(tl_test_ctx *t) {
+    tl_rng r;
+    tl_rng_seed(&r, 48);
+    enum { R = 32, NT = 4, CMAX = 12288 };
+    static const int cols[] = {256, 768, 4096, 12288};
+    static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
+    const size_t xs = (tl_q8_bytes(TL_GGML_Q4_K, CMAX) + 63) & ~(size_t)63;
+    float *x = malloc(sizeof(float) * CMAX), *ref = malloc(sizeof(float) * R * NT);
+    uint8_t *xq = malloc(xs * NT);
+    int runs[TL_Q8_N] = {0};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
+            const uint32_t type = types[ti];
+            const int C = cols[ci];
+            const size_t rb = tl_quant_row_bytes(type, C);
+            uint8_t *mat = malloc(rb * R), *pk = tl_alloc(rb * R);
+            for (int wm = 0; wm < 4; wm++) {
+                fill_mode(&r, type, mat, (size_t)R * (size_t)C / 256, wm);
+                tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
+                tl_kq_pack(&W, pk);
+                for (int xm = 0; xm < 4; xm++) {
+                    /* token j: random, or +-3 (x rounded to +-127): all +, all -, or either */
+                    for (int j = 0; j < NT; j++) {
+                        for (int i = 0; i < C; i++) {
+                            const int sg = xm == 1 ? 1 : xm == 2 ? -1 : tl_rng_below(&r, 2) ? 1 : -1;
+                            x[i] = xm ? 3.0f * (float)sg : (float)tl_rng_normal(&r);
+                        }
+                        tl_q8_quantize(type, x, C, xq + (size_t)j * xs);
+                        for (int row = 0; row < R; row++)
+                            tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)row, xq + (size_t)j * xs, 0, 1, C,
+                                      ref + (size_t)j * R + row, 0);
+                    }
+                    for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
+                        if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
+                        int ok = 1;
+                        for (int g = 0; g < R / 16; g++)
+                            for (int nt = 1; nt <= NT; nt++) {
+                                float o[NT * 16], c[NT * 16];
+                                tl_kq_packed_dot((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, o, 16);
+                                tl_kq_packed_dot(TL_Q8_C, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, c, 16);
+                                ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
+                                for (int j = 0; j < nt; j++)
+                                    ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
+                            }
+                        runs[i] += ok;
+                        CHECK_MSG(ok, "%s %s C=%d weights %d x %d: the ISA's repacked kernel against the portable one",
+                                  tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), C, wm, xm);
+                    }
+                }
+            }
+            free(mat);
+            tl_free(pk);
+        }
+    for (int i = TL_Q8_C; i < TL_Q8_N; i++)
+        CHECK_MSG(!tl_q8_isa_supported((tl_q8_isa)i) || runs[i] == 3 * 4 * 4 * 4, "%s: %d of 192 passed",
+                  tl_q8_isa_name((tl_q8_isa)i), runs[i]);
+    free(x);
+    free(ref);
+    free(xq);
+}
+
 const tl_test tests_kpack[] = {
     {"kq_packed", test_kq_packed},
+    {"kq_isa", test_kq_isa},
     {NULL, NULL},
 };

@@ -1,6 +1,6 @@
 /* matvec_quant_kpack.c - Q4_K, Q5_K and Q6_K matrices repacked for decode
  * (matvec_quant_kpack.h): the layout, a portable C kernel that reads it and
- * an AVX512-VNNI kernel with the same bits. */
+ * AVX512-VNNI, AVX-VNNI and AVX2 kernels with the same bits. */
 #include "matvec_quant_kpack.h"
 
 #include <string.h>
@@ -373,6 +373,24 @@ __attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8
                                                    float *out, size_t os) {
     NT_SWITCH(B_Q6_K)
 }
+
+/* ------------------------------------------------------- AVX2, AVX-VNNI */
+
+#define TGT "avx2,fma,f16c"
+#define SFX(f) f##_avx2
+#define KVNNI 0
+#include "matvec_quant_kpack_avx2.inc"
+#undef TGT
+#undef SFX
+#undef KVNNI
+
+#define TGT "avx2,fma,f16c,avxvnni"
+#define SFX(f) f##_avxvnni
+#define KVNNI 1
+#include "matvec_quant_kpack_avx2.inc"
+#undef TGT
+#undef SFX
+#undef KVNNI
 #endif /* x86 */
 
 void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
@@ -384,6 +402,15 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
 #ifdef TL_X86
         if (i == TL_Q8_AVX512VNNI) {
             (type == TL_GGML_Q4_K ? pq4k_512 : type == TL_GGML_Q5_K ? pq5k_512 : pq6k_512)(b, x, xs, m, n, o, os);
+            continue;
+        }
+        if (i == TL_Q8_AVXVNNI) {
+            (type == TL_GGML_Q4_K ? pq4k_avxvnni : type == TL_GGML_Q5_K ? pq5k_avxvnni : pq6k_avxvnni)(b, x, xs, m, n, o,
+                                                                                                    os);
+            continue;
+        }
+        if (i == TL_Q8_AVX2) {
+            (type == TL_GGML_Q4_K ? pq4k_avx2 : type == TL_GGML_Q5_K ? pq5k_avx2 : pq6k_avx2)(b, x, xs, m, n, o, os);
             continue;
         }
 #else

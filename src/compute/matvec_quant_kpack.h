@@ -25,6 +25,9 @@
  *   Q4_K (144 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | quants, 32 lines
  *   Q5_K (176 bytes a row):  d[16] f16 | dmin[16] f16 | scales, 3 lines | qh, 8 lines | quants, 32 lines
  *   Q6_K (210 bytes a row):  quants, 48 lines | scales (int8), 4 lines | d[16] f16
+ * The 256-bit kernels (AVX2, AVX-VNNI: matvec_quant_kpack_avx2.inc) read the
+ * same layout a half-line at a time: bytes 0-31 of a line are rows 0-7, bytes
+ * 32-63 rows 8-15, both halves of a super-block before the next.
  * Products give the bits of the file-order C kernel (tl_q8_dot with TL_Q8_C):
  * the same integer sums per super-block, then the same fp32 operations in the
  * same order, row by row. */
@@ -47,7 +50,8 @@ void tl_kq_pack(const tl_wmat *W, void *dst);
 void tl_kq_unpack_row(const tl_wmat *W, int r, void *dst);
 /* out[t * os + r] = dot(row r of the 16-row group at b, activations
  * xq + t * xs) for r < 16, t < nt, n elements (tl_q8_quantize's K-quant
- * layout), with ISA i (AVX512-VNNI: the SIMD kernel, others: portable C). */
+ * layout), with ISA i (AVX2, AVX-VNNI, AVX512-VNNI: SIMD kernels; portable C
+ * otherwise). */
 void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
                       float *out, size_t os);
 
