@@ -124,7 +124,11 @@ static void test_products(tl_test_ctx *t) {
 /* oneDNN's products with 1 and 2 threads: the same bits (what a bf16 run's
  * independence of --threads rests on, with the fp32 parts' own) */
 static void test_thread_count(tl_test_ctx *t) {
-    static const int sh[][5] = {{256, 768, 256, 0, 1}, {256, 256, 768, 0, 0}, {768, 256, 256, 1, 0}, {61, 200, 97, 1, 0}};
+    /* the last four: the training step's weight-gradient products (dW += dy^T x over
+     * 1,024 or 2,048 tokens), as a transposed view and with the token-minor copy */
+    static const int sh[][5] = {{256, 768, 256, 0, 1},   {256, 256, 768, 0, 0},   {768, 256, 256, 1, 0},
+                                {61, 200, 97, 1, 0},     {1376, 512, 1024, 1, 0}, {1376, 512, 1024, 0, 0},
+                                {2048, 288, 1024, 0, 0}, {768, 288, 2048, 0, 0}};
     tl_rng g;
     tl_rng_seed(&g, 5);
     tl_cpu_info cpu;
