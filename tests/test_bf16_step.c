@@ -481,7 +481,8 @@ static void test_cross_entropy_bf16(tl_test_ctx *t) {
                 const int v0 = v - v % TL_OUT_SLICE;
                 bad += dt[(size_t)v0 * R + (size_t)(v - v0) * R + r] != d3[(size_t)r * V + v];
             }
-        CHECK_MSG(bad == 0, "%s: %ld elements of the token-minor gradient are not the gradient's", weighted ? "weighted" : "scaled", bad);
+        CHECK_MSG(bad == 0, "%s: %ld elements of the token-minor gradient are not the gradient's",
+                  weighted ? "weighted" : "scaled", bad);
     }
     free(z), free(z1), free(z2), free(d1), free(d2), free(d3), free(dt);
 }
@@ -507,7 +508,8 @@ static void test_output_backward_bf16(tl_test_ctx *t) {
     uint16_t *dyt = malloc(2 * (size_t)N * V);
     for (int v = 0; v < V; v++) {
         const int v0 = v - v % TL_OUT_SLICE, w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
-        for (int r = 0; r < N; r++) dyt[(size_t)v0 * N + (size_t)(v - v0) * N + r] = dys[(size_t)v0 * N + (size_t)r * w + (v - v0)];
+        for (int r = 0; r < N; r++)
+            dyt[(size_t)v0 * N + (size_t)(v - v0) * N + r] = dys[(size_t)v0 * N + (size_t)r * w + (v - v0)];
     }
     for (int tm = 0; tm < 2; tm++) {
         const char *what = tm ? "with the token-minor copy" : "slices only";
@@ -520,7 +522,8 @@ static void test_output_backward_bf16(tl_test_ctx *t) {
             tl_output_backward_bf16(a, b, dys, tm ? dyt : NULL, xs, Ws, N, D, V);
         }
         tl_set_threads(saved);
-        CHECK_MSG(!memcmp(dx, dx2, 4 * (size_t)N * D) && !memcmp(dW, dW2, 4 * (size_t)V * D), "%s: 1 and 2 threads differ", what);
+        CHECK_MSG(!memcmp(dx, dx2, 4 * (size_t)N * D) && !memcmp(dW, dW2, 4 * (size_t)V * D),
+                  "%s: 1 and 2 threads differ", what);
         const double u = ldexp(1.0, -24);
         double worst = 0;
         for (int r = 0; r < N; r++)
