@@ -168,8 +168,8 @@ void tl_model_init_weights(tl_model *m, uint64_t seed) {
 
 /* The weight gradients' products dW += dY^T X read dY token-minor (ops_bf16.h)
  * from this many tokens on: oneDNN's AMX kernels ran the plain operand 20-40%
- * faster than the transposed view over 1,024 and 2,048 tokens, and no faster
- * over 256 or 512, where the copy would only cost (docs/benchmarks.md). */
+ * faster than the transposed view over 1,024 and 2,048 tokens, and -10% to +16%
+ * over 256 or 512, too little for the copy's cost (docs/benchmarks.md). */
 enum { TOKEN_MINOR_MIN = 1024 };
 
 struct tl_acts {

@@ -25,7 +25,7 @@ void tl_linear_backward_bf16_rounded(float *dx, float *dW, const float *dy, cons
 /* The backward with the output gradient rounded too (dys: N*out bf16), by its
  * producer; dyt, when not NULL, is the same gradient token-minor ([out, N]), which
  * the weight gradient's product then reads as a plain operand (oneDNN's AMX kernels
- * run the transposed view at ~0.7-0.8 of the plain one's speed; docs/benchmarks.md). */
+ * run the transposed view at ~0.6-0.8 of the plain one's speed; docs/benchmarks.md). */
 void tl_linear_backward_bf16_both(float *dx, float *dW, const uint16_t *dys, const uint16_t *dyt, const uint16_t *xs,
                                   const uint16_t *W, int N, int in, int out, int accumulate_dx);
 /* The output layer's gradient in bf16 is stored in slices of the vocabulary,
