@@ -158,10 +158,10 @@ void tl_cross_entropy_rows_bf16(float *logits, float *loss, const int *targets, 
     /* 32 rows a block: their gradient (V = 32,000: 2 MB of bf16) still in L2 when
      * transposed, and one 64-byte store per token-minor line (16 rows, two half-line
      * stores per line: 1024 x 32,000 at ~2.5x the pass's time, 32 rows ~1.3x) */
-    const int nb = (rows + 31) / 32;
+    const int nb = (rows + T_ROWS - 1) / T_ROWS;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nb; b++) {
-        const int r0 = b * 32, r1 = rows - r0 < 32 ? rows : r0 + 32;
+        const int r0 = b * T_ROWS, r1 = rows - r0 < T_ROWS ? rows : r0 + T_ROWS;
         for (int r = r0; r < r1; r++) ce_row_bf16(logits, loss, targets, rows, V, scale, row_w, dys, r);
         for (int v0 = 0; v0 < V; v0 += TL_OUT_SLICE) {
             const int w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
