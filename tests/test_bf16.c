@@ -124,7 +124,11 @@ static void test_products(tl_test_ctx *t) {
 /* oneDNN's products with 1 and 2 threads: the same bits (what a bf16 run's
  * independence of --threads rests on, with the fp32 parts' own) */
 static void test_thread_count(tl_test_ctx *t) {
-    static const int sh[][5] = {{256, 768, 256, 0, 1}, {256, 256, 768, 0, 0}, {768, 256, 256, 1, 0}, {61, 200, 97, 1, 0}};
+    /* the last four: the training step's weight-gradient products (dW += dy^T x over
+     * 1,024 or 2,048 tokens), as a transposed view and with the token-minor copy */
+    static const int sh[][5] = {{256, 768, 256, 0, 1},   {256, 256, 768, 0, 0},   {768, 256, 256, 1, 0},
+                                {61, 200, 97, 1, 0},     {1376, 512, 1024, 1, 0}, {1376, 512, 1024, 0, 0},
+                                {2048, 288, 1024, 0, 0}, {768, 288, 2048, 0, 0}};
     tl_rng g;
     tl_rng_seed(&g, 5);
     tl_cpu_info cpu;
@@ -222,6 +226,7 @@ static void test_step_vs_hf(tl_test_ctx *t) {
     tl_round_bf16(m.params, m.n_params, wb);
     m.params_bf16 = wb;
     tl_acts *a = tl_acts_create(&m.cfg, B, T, &err);
+    if (a) tl_acts_bf16_token_minor(a, 0); /* the weight gradients from token-minor copies at this size too */
     float *grads = tl_alloc(sizeof(float) * m.n_params);
     double loss = 0;
     CHECK(a && tl_model_forward_backward(&m, a, grads, in, tgt, 1.0f, &loss, &err) == 0);
@@ -281,25 +286,30 @@ static void test_step_reproducible(tl_test_ctx *t) {
         in[i] = (i * 37 + 11) % c.vocab_size;
         tgt[i] = (i * 53 + 5) % c.vocab_size;
     }
-    tl_acts *a = tl_acts_create(&c, B, T, &err);
-    float *g1 = tl_alloc(sizeof(float) * m.n_params), *g2 = tl_alloc(sizeof(float) * m.n_params);
-    double l1, l2;
-    const int saved = tl_get_threads();
-    tl_set_threads(2);
-    tl_model_forward_backward(&m, a, g1, in, tgt, 1.0f, &l1, &err);
-    tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
-    CHECK(l1 == l2 && memcmp(g1, g2, sizeof(float) * m.n_params) == 0);
-    memset(g2, 0, sizeof(float) * m.n_params);
-    tl_set_threads(1);
-    tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
-    tl_set_threads(saved);
-    const double e = tl_test_rel_err(g1, g2, m.n_params);
-    if (getenv("TL_TEST_VERBOSE")) fprintf(stderr, "bf16 step, 1 vs 2 threads: loss %.9g vs %.9g, gradients %.3g\n", l1, l2, e);
-    CHECK_CLOSE(l1, l2, 0, 1e-5);
-    CHECK_MSG(e < 1e-4, "1 vs 2 threads: relative error %.3g", e);
-    tl_free(g1);
-    tl_free(g2);
-    tl_acts_free(a);
+    for (int tm = 0; tm < 2; tm++) { /* the weight gradients from dY's transposed view, then from token-minor copies */
+        const char *what = tm ? "token-minor dY" : "transposed dY";
+        tl_acts *a = tl_acts_create(&c, B, T, &err);
+        if (tm) tl_acts_bf16_token_minor(a, 0);
+        float *g1 = tl_alloc(sizeof(float) * m.n_params), *g2 = tl_alloc(sizeof(float) * m.n_params);
+        double l1, l2;
+        const int saved = tl_get_threads();
+        tl_set_threads(2);
+        tl_model_forward_backward(&m, a, g1, in, tgt, 1.0f, &l1, &err);
+        tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
+        CHECK_MSG(l1 == l2 && memcmp(g1, g2, sizeof(float) * m.n_params) == 0, "%s: two steps differ", what);
+        memset(g2, 0, sizeof(float) * m.n_params);
+        tl_set_threads(1);
+        tl_model_forward_backward(&m, a, g2, in, tgt, 1.0f, &l2, &err);
+        tl_set_threads(saved);
+        const double e = tl_test_rel_err(g1, g2, m.n_params);
+        if (getenv("TL_TEST_VERBOSE"))
+            fprintf(stderr, "bf16 step, %s, 1 vs 2 threads: loss %.9g vs %.9g, gradients %.3g\n", what, l1, l2, e);
+        CHECK_CLOSE(l1, l2, 0, 1e-5);
+        CHECK_MSG(e < 1e-4, "%s: 1 vs 2 threads: relative error %.3g", what, e);
+        tl_free(g1);
+        tl_free(g2);
+        tl_acts_free(a);
+    }
     free(wb);
     tl_model_free(&m);
 }

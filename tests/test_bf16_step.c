@@ -384,6 +384,54 @@ static void test_producers_round(tl_test_ctx *t) {
     free(dg1), free(du1), free(dg2), free(du2), free(s1), free(s2), free(s3), free(s4);
 }
 
+/* SwiGLU's backward with the token-minor copies: the rounded gradients as
+ * tl_swiglu_backward + tl_round_bf16's, bit for bit, and the copies their exact
+ * transposes.  N: blocks of 32 rows and a tail; F: rows that cut the flat pass's
+ * blocks of 4096 in the middle. */
+static void test_swiglu_backward_t(tl_test_ctx *t) {
+    tl_rng g;
+    tl_rng_seed(&g, 39);
+    const int N = 77, F = 333;
+    const size_t n = (size_t)N * F;
+    float *gt = randn(&g, n, 2.0), *up = randn(&g, n, 1.0), *dh = randn(&g, n, 1.0);
+    float *dg = malloc(4 * n), *du = malloc(4 * n);
+    uint16_t *s1 = malloc(2 * n), *s2 = malloc(2 * n), *s3 = malloc(2 * n), *s4 = malloc(2 * n);
+    uint16_t *t1 = malloc(2 * n), *t2 = malloc(2 * n);
+    tl_swiglu_backward(dg, du, dh, gt, up, n);
+    tl_round_bf16(dg, n, s1);
+    tl_round_bf16(du, n, s2);
+    tl_swiglu_backward_bf16_t(s3, s4, t1, t2, dh, gt, up, N, F);
+    CHECK_MSG(!memcmp(s1, s3, 2 * n) && !memcmp(s2, s4, 2 * n), "SwiGLU backward with token-minor copies differs");
+    long bad = 0;
+    for (int r = 0; r < N; r++)
+        for (int f = 0; f < F; f++)
+            bad += t1[(size_t)f * N + r] != s1[(size_t)r * F + f] || t2[(size_t)f * N + r] != s2[(size_t)r * F + f];
+    CHECK_MSG(bad == 0, "%ld elements of SwiGLU's token-minor gradients are not the gradients'", bad);
+    free(gt), free(up), free(dh), free(dg), free(du), free(s1), free(s2), free(s3), free(s4), free(t1), free(t2);
+}
+
+/* tl_transpose_bf16 against the definition: blocks that are and are not multiples
+ * of its tiles (16 x 16, 32 x 16), with row strides wider than the block, and with
+ * dst's rows on 64-byte lines (its streamed stores). */
+static void test_transpose(tl_test_ctx *t) {
+    static const int sh[][3] = {{16, 16, 0}, {32, 48, 0}, {1, 1, 0},    {0, 5, 0},    {17, 33, 0},  {15, 64, 0},
+                                {77, 333, 0}, {64, 15, 0}, {64, 48, 1}, {96, 333, 1}, {50, 40, 1}, {45, 77, 1}};
+    for (size_t s = 0; s < sizeof sh / sizeof sh[0]; s++) {
+        const int R = sh[s][0], C = sh[s][1], al = sh[s][2];
+        const size_t lds = (size_t)C + 3, ldd = al ? ((size_t)R + 31) / 32 * 32 : (size_t)R + 5;
+        uint16_t *a = malloc(2 * (R * lds + 1)), *b = aligned_alloc(64, (2 * (C * ldd + 1) + 63) / 64 * 64);
+        for (size_t i = 0; i < R * lds; i++) a[i] = (uint16_t)(i * 2654435761u >> 7);
+        for (size_t i = 0; i < C * ldd; i++) b[i] = 0xdead;
+        tl_transpose_bf16(a, lds, R, C, b, ldd);
+        long bad = 0;
+        for (int c = 0; c < C; c++)
+            for (size_t r = 0; r < ldd; r++)
+                bad += b[c * ldd + r] != ((int)r < R ? a[r * lds + c] : 0xdead); /* the padding untouched */
+        CHECK_MSG(bad == 0, "%dx%d: %ld elements wrong", R, C, bad);
+        free(a), free(b);
+    }
+}
+
 /* A row-major [rows, V] bf16 gradient in the output layer's slices (ops_bf16.h). */
 static void to_slices(const uint16_t *d, int rows, int V, uint16_t *out) {
     for (int v0 = 0; v0 < V; v0 += TL_OUT_SLICE) {
@@ -399,13 +447,14 @@ static void to_slices(const uint16_t *d, int rows, int V, uint16_t *out) {
 static void test_cross_entropy_bf16(tl_test_ctx *t) {
     tl_rng g;
     tl_rng_seed(&g, 41);
-    const int R = 9, V = 2 * TL_OUT_SLICE + 203;
+    const int R = 37, V = 2 * TL_OUT_SLICE + 203; /* R: two blocks of 16 rows and a tail */
     float *z = randn(&g, (size_t)R * V, 3.0), *z1 = malloc(4 * (size_t)R * V), *z2 = malloc(4 * (size_t)R * V);
     uint16_t *d1 = malloc(2 * (size_t)R * V), *d2 = malloc(2 * (size_t)R * V), *d3 = malloc(2 * (size_t)R * V);
-    float rw[9], l1[9], l2[9];
-    int tg[9];
+    uint16_t *dt = malloc(2 * (size_t)R * V);
+    float rw[37], l1[37], l2[37];
+    int tg[37];
     for (int r = 0; r < R; r++) {
-        tg[r] = r == 4 ? -1 : (int)tl_rng_below(&g, V);
+        tg[r] = r == 4 || r == 33 ? -1 : (int)tl_rng_below(&g, V);
         rw[r] = (float)(2.0 * tl_rng_uniform(&g));
     }
     for (int weighted = 0; weighted < 2; weighted++) {
@@ -417,11 +466,25 @@ static void test_cross_entropy_bf16(tl_test_ctx *t) {
             for (int r = 0; r < R; r++) tl_vec_scale(z1 + (size_t)r * V, (size_t)V, rw[r]);
         tl_round_bf16(z1, (size_t)R * V, d3);
         to_slices(d3, R, V, d1);
-        tl_cross_entropy_rows_bf16(z2, l2, tg, R, V, scale, weighted ? rw : NULL, d2);
+        tl_cross_entropy_rows_bf16(z2, l2, tg, R, V, scale, weighted ? rw : NULL, d2, NULL);
         CHECK_MSG(!memcmp(l1, l2, sizeof l1) && !memcmp(d1, d2, 2 * (size_t)R * V),
                   "%s: the bf16 cross-entropy differs from the fp32 passes", weighted ? "weighted" : "scaled");
+        /* with the token-minor copy: the same, and slice [v0, v0 + w) transposed at dt + v0 R */
+        memcpy(z2, z, 4 * (size_t)R * V);
+        memset(d2, 0xff, 2 * (size_t)R * V);
+        tl_cross_entropy_rows_bf16(z2, l2, tg, R, V, scale, weighted ? rw : NULL, d2, dt);
+        CHECK_MSG(!memcmp(l1, l2, sizeof l1) && !memcmp(d1, d2, 2 * (size_t)R * V),
+                  "%s: the bf16 cross-entropy with its token-minor copy differs", weighted ? "weighted" : "scaled");
+        long bad = 0;
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++) {
+                const int v0 = v - v % TL_OUT_SLICE;
+                bad += dt[(size_t)v0 * R + (size_t)(v - v0) * R + r] != d3[(size_t)r * V + v];
+            }
+        CHECK_MSG(bad == 0, "%s: %ld elements of the token-minor gradient are not the gradient's",
+                  weighted ? "weighted" : "scaled", bad);
     }
-    free(z), free(z1), free(z2), free(d1), free(d2), free(d3);
+    free(z), free(z1), free(z2), free(d1), free(d2), free(d3), free(dt);
 }
 
 /* The output layer's backward (dx summed over vocabulary slices): against the double
@@ -441,42 +504,53 @@ static void test_output_backward_bf16(tl_test_ctx *t) {
     tl_round_bf16(W, (size_t)V * D, Ws);
     float *dx = malloc(4 * (size_t)N * D), *dW = malloc(4 * (size_t)V * D), *dx2 = malloc(4 * (size_t)N * D),
           *dW2 = malloc(4 * (size_t)V * D);
-    const int saved = tl_get_threads();
-    for (int th = 1; th <= 2; th++) {
-        tl_set_threads(th);
-        float *a = th == 1 ? dx : dx2, *b = th == 1 ? dW : dW2;
-        for (size_t i = 0; i < (size_t)V * D; i++) b[i] = 0.25f;
-        memset(a, 0xff, 4 * (size_t)N * D); /* NaN: it must be overwritten, not added to */
-        tl_output_backward_bf16(a, b, dys, xs, Ws, N, D, V);
+    /* the token-minor copy in the same slices (ops_bf16.h), for dW's plain products */
+    uint16_t *dyt = malloc(2 * (size_t)N * V);
+    for (int v = 0; v < V; v++) {
+        const int v0 = v - v % TL_OUT_SLICE, w = V - v0 < TL_OUT_SLICE ? V - v0 : TL_OUT_SLICE;
+        for (int r = 0; r < N; r++)
+            dyt[(size_t)v0 * N + (size_t)(v - v0) * N + r] = dys[(size_t)v0 * N + (size_t)r * w + (v - v0)];
     }
-    tl_set_threads(saved);
-    CHECK_MSG(!memcmp(dx, dx2, 4 * (size_t)N * D) && !memcmp(dW, dW2, 4 * (size_t)V * D), "1 and 2 threads differ");
-    const double u = ldexp(1.0, -24);
-    double worst = 0;
-    for (int r = 0; r < N; r++)
-        for (int d = 0; d < D; d++) {
-            double ref = 0, mag = 0;
-            for (int v = 0; v < V; v++) {
-                const double term = (double)bf(dy[(size_t)r * V + v]) * bf(W[(size_t)v * D + d]);
-                ref += term;
-                mag += fabs(term);
-            }
-            const double e = fabs(dx[r * D + d] - ref) / (4 * u * (V + 2) * mag);
-            if (!(e <= worst)) worst = e;
+    for (int tm = 0; tm < 2; tm++) {
+        const char *what = tm ? "with the token-minor copy" : "slices only";
+        const int saved = tl_get_threads();
+        for (int th = 1; th <= 2; th++) {
+            tl_set_threads(th);
+            float *a = th == 1 ? dx : dx2, *b = th == 1 ? dW : dW2;
+            for (size_t i = 0; i < (size_t)V * D; i++) b[i] = 0.25f;
+            memset(a, 0xff, 4 * (size_t)N * D); /* NaN: it must be overwritten, not added to */
+            tl_output_backward_bf16(a, b, dys, tm ? dyt : NULL, xs, Ws, N, D, V);
         }
-    for (int v = 0; v < V; v += 7)
-        for (int d = 0; d < D; d++) {
-            double ref = 0.25, mag = 0.25;
-            for (int r = 0; r < N; r++) {
-                const double term = (double)bf(dy[(size_t)r * V + v]) * bf(x[r * D + d]);
-                ref += term;
-                mag += fabs(term);
+        tl_set_threads(saved);
+        CHECK_MSG(!memcmp(dx, dx2, 4 * (size_t)N * D) && !memcmp(dW, dW2, 4 * (size_t)V * D),
+                  "%s: 1 and 2 threads differ", what);
+        const double u = ldexp(1.0, -24);
+        double worst = 0;
+        for (int r = 0; r < N; r++)
+            for (int d = 0; d < D; d++) {
+                double ref = 0, mag = 0;
+                for (int v = 0; v < V; v++) {
+                    const double term = (double)bf(dy[(size_t)r * V + v]) * bf(W[(size_t)v * D + d]);
+                    ref += term;
+                    mag += fabs(term);
+                }
+                const double e = fabs(dx[r * D + d] - ref) / (4 * u * (V + 2) * mag);
+                if (!(e <= worst)) worst = e;
             }
-            const double e = fabs(dW[(size_t)v * D + d] - ref) / (4 * u * (N + 3) * mag);
-            if (!(e <= worst)) worst = e;
-        }
-    CHECK_MSG(worst <= 1.0, "output backward at %.3g of the fp32 summation bound", worst);
-    free(dy), free(x), free(W), free(dys), free(xs), free(Ws), free(dx), free(dW), free(dx2), free(dW2);
+        for (int v = 0; v < V; v += 7)
+            for (int d = 0; d < D; d++) {
+                double ref = 0.25, mag = 0.25;
+                for (int r = 0; r < N; r++) {
+                    const double term = (double)bf(dy[(size_t)r * V + v]) * bf(x[r * D + d]);
+                    ref += term;
+                    mag += fabs(term);
+                }
+                const double e = fabs(dW[(size_t)v * D + d] - ref) / (4 * u * (N + 3) * mag);
+                if (!(e <= worst)) worst = e;
+            }
+        CHECK_MSG(worst <= 1.0, "%s: output backward at %.3g of the fp32 summation bound", what, worst);
+    }
+    free(dy), free(x), free(W), free(dys), free(dyt), free(xs), free(Ws), free(dx), free(dW), free(dx2), free(dW2);
 }
 
 const tl_test tests_bf16_step[] = {
@@ -484,6 +558,8 @@ const tl_test tests_bf16_step[] = {
     {"bf16/grad_norm_blocks", test_norm_blocks},
     {"bf16/attention_vs_double", test_attention},
     {"bf16/producers_round_their_output", test_producers_round},
+    {"bf16/swiglu_backward_token_minor", test_swiglu_backward_t},
+    {"bf16/transpose", test_transpose},
     {"bf16/cross_entropy_writes_bf16_gradient", test_cross_entropy_bf16},
     {"bf16/output_backward_vs_double", test_output_backward_bf16},
     {NULL, NULL},

@@ -109,6 +109,11 @@ void tl_round_bf16(const float *x, size_t n, uint16_t *out);
 /* The same on the calling thread only: for short rows inside a parallel loop. */
 void tl_round_bf16_here(const float *x, size_t n, uint16_t *out);
 
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: a bf16 block
+ * transposed on the calling thread (16 x 16 tiles through AVX2 registers where
+ * the CPU has them), for producers that also write their output token-minor. */
+void tl_transpose_bf16(const uint16_t *src, size_t lds, int rows, int cols, uint16_t *dst, size_t ldd);
+
 /* The product on the active backend, or on a named one (tests, benchmarks).
  * Call from one thread at a time, outside parallel regions (the products use
  * all threads). */

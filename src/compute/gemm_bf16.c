@@ -9,6 +9,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ const char *tl_gemm_bf16_name(tl_gemm_bf16_backend b) { return b == TL_GEMM_BF16
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static tl_gemm_bf16_backend active;
 static bool vec_round; /* AVX512-BF16 conversions */
+static bool vec_transpose, vec_transpose512; /* AVX2 shuffles, AVX-512 stores */
 static char bad_env[64]; /* an unrecognised TL_GEMM_BF16 */
 
 static void init_once(void) {
@@ -39,6 +41,8 @@ static void init_once(void) {
     tl_cpu_detect(&cpu);
     active = tl_gemm_bf16_choose(&cpu);
     vec_round = cpu.avx512_bf16;
+    vec_transpose = cpu.avx2;
+    vec_transpose512 = cpu.avx2 && cpu.avx512f;
     const char *env = getenv("TL_GEMM_BF16");
     if (env && !strcmp(env, "ref"))
         active = TL_GEMM_BF16_REF;
@@ -105,6 +109,93 @@ void tl_round_bf16(const float *x, size_t n, uint16_t *out) {
         const size_t lo = c * chunk, len = n - lo < chunk ? n - lo : chunk;
         round_run(x + lo, len, out + lo);
     }
+}
+
+/* -------------------------------------------------------------- transposing */
+
+#ifdef TL_BF16_X86
+/* One 16 x 16 tile into o[16], the tile's columns: 16-bit, 32-bit and 64-bit
+ * interleaves within the 128-bit lanes, then the lanes' halves swapped. */
+__attribute__((target("avx2"))) static inline void tile16(const uint16_t *s, size_t ls, __m256i o[16]) {
+    __m256i r[16], a[16], b[16], c[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm256_loadu_si256((const __m256i *)(s + i * ls));
+    for (int k = 0; k < 8; k++) { /* rows 2k, 2k+1 interleaved: columns 0-3 and 4-7 of each lane */
+        a[2 * k] = _mm256_unpacklo_epi16(r[2 * k], r[2 * k + 1]);
+        a[2 * k + 1] = _mm256_unpackhi_epi16(r[2 * k], r[2 * k + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* rows 4g..4g+3: column pairs {0,1}, {2,3}, {4,5}, {6,7} of each lane */
+        b[4 * g] = _mm256_unpacklo_epi32(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 1] = _mm256_unpackhi_epi32(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 2] = _mm256_unpacklo_epi32(a[4 * g + 1], a[4 * g + 3]);
+        b[4 * g + 3] = _mm256_unpackhi_epi32(a[4 * g + 1], a[4 * g + 3]);
+    }
+    for (int h = 0; h < 2; h++) /* rows 8h..8h+7: c[8h + m] holds column m (low lane) and m + 8 (high) */
+        for (int j = 0; j < 4; j++) {
+            c[8 * h + 2 * j] = _mm256_unpacklo_epi64(b[8 * h + j], b[8 * h + 4 + j]);
+            c[8 * h + 2 * j + 1] = _mm256_unpackhi_epi64(b[8 * h + j], b[8 * h + 4 + j]);
+        }
+    for (int m = 0; m < 8; m++) {
+        o[m] = _mm256_permute2x128_si256(c[m], c[8 + m], 0x20);
+        o[m + 8] = _mm256_permute2x128_si256(c[m], c[8 + m], 0x31);
+    }
+}
+
+__attribute__((target("avx2"))) static void transpose_avx2(const uint16_t *src, size_t lds, int rows, int cols,
+                                                          uint16_t *dst, size_t ldd) {
+    __m256i o[16];
+    for (int c = 0; c < cols; c += 16) /* a strip of columns at a time: dst's lines filled in turn */
+        for (int r = 0; r < rows; r += 16) {
+            tile16(src + (size_t)r * lds + c, lds, o);
+            for (int m = 0; m < 16; m++) _mm256_storeu_si256((__m256i *)(dst + (size_t)(c + m) * ldd + r), o[m]);
+        }
+}
+
+/* 32 rows at a time: each column of the block is one 64-byte store, written
+ * around the caches when dst's lines are aligned (the copy is read by a product
+ * only after the producer's whole pass, by then evicted anyway). */
+__attribute__((target("avx2,avx512f"))) static void transpose_avx512(const uint16_t *src, size_t lds, int rows,
+                                                                   int cols, uint16_t *dst, size_t ldd) {
+    const bool stream = ((uintptr_t)dst & 63) == 0 && (ldd & 31) == 0;
+    __m256i lo[16], hi[16];
+    for (int c = 0; c < cols; c += 16)
+        for (int r = 0; r < rows; r += 32) {
+            tile16(src + (size_t)r * lds + c, lds, lo);
+            tile16(src + (size_t)(r + 16) * lds + c, lds, hi);
+            for (int m = 0; m < 16; m++) {
+                const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo[m]), hi[m], 1);
+                uint16_t *d = dst + (size_t)(c + m) * ldd + r;
+                if (stream)
+                    _mm512_stream_si512((void *)d, v);
+                else
+                    _mm512_storeu_si512(d, v);
+            }
+        }
+    _mm_sfence(); /* the streamed lines visible before anyone reads them */
+}
+#endif
+
+static void transpose_c(const uint16_t *src, size_t lds, int r0, int r1, int c0, int c1, uint16_t *dst, size_t ldd) {
+    for (int c = c0; c < c1; c++)
+        for (int r = r0; r < r1; r++) dst[(size_t)c * ldd + r] = src[(size_t)r * lds + c];
+}
+
+void tl_transpose_bf16(const uint16_t *src, size_t lds, int rows, int cols, uint16_t *dst, size_t ldd) {
+    pthread_once(&once, init_once);
+    int r0 = 0; /* the rows left to the scalar loop */
+#ifdef TL_BF16_X86
+    int ct = cols & ~15;
+    if (vec_transpose512 && rows >= 32) {
+        r0 = rows & ~31;
+        transpose_avx512(src, lds, r0, ct, dst, ldd);
+    }
+    if (vec_transpose && rows - r0 >= 16) {
+        const int rt = r0 + ((rows - r0) & ~15);
+        transpose_avx2(src + (size_t)r0 * lds, lds, rt - r0, ct, dst + r0, ldd);
+        r0 = rt;
+    }
+    transpose_c(src, lds, 0, r0, ct, cols, dst, ldd); /* the tiles' rows, the columns past them */
+#endif
+    transpose_c(src, lds, r0, rows, 0, cols, dst, ldd);
 }
 
 /* ----------------------------------------------------------------- reference */

@@ -166,9 +166,16 @@ void tl_model_init_weights(tl_model *m, uint64_t seed) {
 
 /* --------------------------------------------------------------- activations */
 
+/* The weight gradients' products dW += dY^T X read dY token-minor (ops_bf16.h)
+ * from this many tokens on: oneDNN's AMX kernels ran the plain operand 20-40%
+ * faster than the transposed view over 1,024 and 2,048 tokens, and -10% to +16%
+ * over 256 or 512, too little for the copy's cost (docs/benchmarks.md). */
+enum { TOKEN_MINOR_MIN = 1024 };
+
 struct tl_acts {
     int B, T, N, chunk;
     int chunk_bf16; /* the output layer's rows per chunk in bf16 (acts_bf16) */
+    int token_minor_min; /* tl_acts_bf16_token_minor */
     size_t bytes;
     float *block;
     /* saved for backward, per layer */
@@ -187,6 +194,7 @@ struct tl_acts {
     float *row_loss; /* [N] */
     /* bf16 mixed precision only (allocated on first use): the products' inputs rounded */
     uint16_t *xs, *dys;
+    uint16_t *dyt; /* the output gradients token-minor, for the weight gradients' products (ops_bf16.h) */
     float *logits_bf16; /* [chunk_bf16*V] */
     void *attn; /* attention's bf16 scratch (attention_bf16.h) */
     /* per layer, the products' inputs rounded once in the forward pass and read
@@ -217,6 +225,7 @@ tl_acts *tl_acts_create(const tl_config *c, int B, int T, tl_error *err) {
     a->T = T;
     a->N = (int)N;
     a->chunk = N < 256 ? (int)N : 256; /* output.h: the fastest chunk measured */
+    a->token_minor_min = TOKEN_MINOR_MIN;
     struct {
         float **p;
         size_t n;
@@ -261,6 +270,8 @@ void tl_acts_free(tl_acts *a) {
 
 size_t tl_acts_bytes(const tl_acts *a) { return a->bytes + a->bf16_bytes; }
 
+void tl_acts_bf16_token_minor(tl_acts *a, int min_tokens) { a->token_minor_min = min_tokens; }
+
 /* The output layer's chunk in bf16.  Its weight gradient dW [V, D] is read and
  * written once per chunk by the slices' products (dW += dys^T xs, the chunk's rows
  * their inner dimension): at 256 rows that pass over dW (65 MB fp32 at gqa-40m)
@@ -283,9 +294,15 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     const size_t KD = (size_t)c->n_kv_heads * (size_t)(c->dim / c->n_heads);
     size_t ndy = n > 2 * N * (size_t)c->hidden_dim ? n : 2 * N * (size_t)c->hidden_dim;
     if (N * (QD + 2 * KD) > ndy) ndy = N * (QD + 2 * KD);
-    if (!(a->xs = tl_alloc((n + ndy) * sizeof(uint16_t))))
-        return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations", 2.0 * (double)(n + ndy) / 1e6);
+    ndy = (ndy + 31) & ~(size_t)31; /* dyt on a 64-byte line: tl_transpose_bf16 then streams whole lines */
+    /* dyt: the lm_head's chunk or SwiGLU's two gradients, token-minor */
+    size_t ndt = (size_t)cb * V > 2 * N * (size_t)c->hidden_dim ? (size_t)cb * V : 2 * N * (size_t)c->hidden_dim;
+    if (a->N < a->token_minor_min) ndt = 0;
+    if (!(a->xs = tl_alloc((n + ndy + ndt) * sizeof(uint16_t))))
+        return tl_fail(err, "out of memory allocating %.1f MB of bf16 activations",
+                       2.0 * (double)(n + ndy + ndt) / 1e6);
     a->dys = a->xs + n;
+    a->dyt = ndt ? a->dys + ndy : NULL;
     if (!(a->logits_bf16 = tl_alloc((size_t)cb * V * sizeof(float)))) {
         tl_free(a->xs);
         a->xs = NULL;
@@ -311,7 +328,8 @@ static int acts_bf16(tl_acts *a, const tl_config *c, tl_error *err) {
     a->aob = a->h2b + L * N * D;
     a->actb = a->aob + L * N * QD;
     a->attn_kept = a->actb + L * N * F;
-    a->bf16_bytes = (n + ndy) * sizeof(uint16_t) + (size_t)cb * V * sizeof(float) + attn + saved * sizeof(uint16_t);
+    a->bf16_bytes =
+        (n + ndy + ndt) * sizeof(uint16_t) + (size_t)cb * V * sizeof(float) + attn + saved * sizeof(uint16_t);
     return 0;
 }
 
@@ -437,6 +455,7 @@ static double lm_head_loss(const tl_model *m, tl_acts *a, const int *targets, fl
                          .W_bf16 = bf ? bf16_w(m, m->w.lm_head) : NULL,
                          .xs = a->xs,
                          .dys = a->dys,
+                         .dyt = a->dyt,
                          .logits = bf ? a->logits_bf16 : a->logits,
                          .D = m->cfg.dim,
                          .V = m->cfg.vocab_size,
@@ -559,10 +578,14 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
         /* MLP branch: x_{l+1} = xmid + Wdown (silu(Wgate h2) * Wup h2) */
         lin_bwd_x(m, a, a->dact, gl->w_down, a->dx, act, actb, w->w_down, N, F, D, 0);
         if (m->params_bf16) { /* the two gradients only rounded, as SwiGLU writes them */
-            uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F;
-            tl_swiglu_backward_bf16(NULL, NULL, dgb, dub, a->dact, gate, up, (size_t)N * F);
-            tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
-            tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, h2b, bf16_w(m, w->w_up), N, D, F, 1);
+            uint16_t *dgb = a->dys, *dub = a->dys + (size_t)N * F, *dgt = a->dyt;
+            uint16_t *dut = dgt ? dgt + (size_t)N * F : NULL;
+            if (dgt)
+                tl_swiglu_backward_bf16_t(dgb, dub, dgt, dut, a->dact, gate, up, N, F);
+            else
+                tl_swiglu_backward_bf16(NULL, NULL, dgb, dub, a->dact, gate, up, (size_t)N * F);
+            tl_linear_backward_bf16_both(a->dh, gl->w_gate, dgb, dgt, h2b, bf16_w(m, w->w_gate), N, D, F, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->w_up, dub, dut, h2b, bf16_w(m, w->w_up), N, D, F, 1);
         } else {
             tl_swiglu_backward(a->dgate, a->dup, a->dact, gate, up, (size_t)N * F);
             lin_bwd_x(m, a, a->dh, gl->w_gate, a->dgate, h2, h2b, w->w_gate, N, D, F, 0);
@@ -577,9 +600,9 @@ static int forward_backward(const tl_model *m, tl_acts *a, float *grads, const i
             uint16_t *dqb = a->dys, *dkb = dqb + (size_t)N * QD, *dvb = dkb + (size_t)N * KD;
             tl_attention_backward_bf16(NULL, NULL, NULL, a->dao, probs, q, k, v, B, T, H, KV, hd, &rope, a->attn,
                                        a->attn_kept + (size_t)l * a->attn_kept_n, dqb, dkb, dvb);
-            tl_linear_backward_bf16_both(a->dh, gl->wq, dqb, h1b, bf16_w(m, w->wq), N, D, QD, 0);
-            tl_linear_backward_bf16_both(a->dh, gl->wk, dkb, h1b, bf16_w(m, w->wk), N, D, KD, 1);
-            tl_linear_backward_bf16_both(a->dh, gl->wv, dvb, h1b, bf16_w(m, w->wv), N, D, KD, 1);
+            tl_linear_backward_bf16_both(a->dh, gl->wq, dqb, NULL, h1b, bf16_w(m, w->wq), N, D, QD, 0);
+            tl_linear_backward_bf16_both(a->dh, gl->wk, dkb, NULL, h1b, bf16_w(m, w->wk), N, D, KD, 1);
+            tl_linear_backward_bf16_both(a->dh, gl->wv, dvb, NULL, h1b, bf16_w(m, w->wv), N, D, KD, 1);
         } else {
             tl_attention_backward(a->dq, a->dk, a->dv, a->dao, probs, q, k, v, B, T, H, KV, hd);
             tl_rope_backward(a->dq, m->rope_cos, m->rope_sin, N, T, 0, H, hd);

@@ -106,6 +106,10 @@ typedef struct tl_acts tl_acts;
 tl_acts *tl_acts_create(const tl_config *cfg, int B, int T, tl_error *err);
 void tl_acts_free(tl_acts *a);
 size_t tl_acts_bytes(const tl_acts *a);
+/* A bf16 step's weight gradients read their output gradients token-minor from
+ * min_tokens tokens per micro-batch on (default 1,024, where it pays: model.c);
+ * 0: always (tests).  Call before the first bf16 step. */
+void tl_acts_bf16_token_minor(tl_acts *a, int min_tokens);
 
 /* Training step body: forward over tokens[B*T] with next-token targets[B*T]
  * (target < 0 ignored), then backward, adding grad_scale * d(mean loss)/dparam

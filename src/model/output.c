@@ -19,8 +19,8 @@ double tl_output_loss(const tl_output *o, const float *h, int N, const int *targ
             tl_linear_forward(o->logits, hc, o->W, rows, D, V, 0);
         if (o->W_bf16 && dW) { /* the gradient straight to bf16, the products' input: no fp32 pass over it */
             tl_cross_entropy_rows_bf16(o->logits, row_loss + r0, targets + r0, rows, V, scale,
-                                       row_w ? row_w + r0 : NULL, o->dys);
-            tl_output_backward_bf16(dh + (size_t)r0 * D, dW, o->dys, o->xs, o->W_bf16, rows, D, V);
+                                       row_w ? row_w + r0 : NULL, o->dys, o->dyt);
+            tl_output_backward_bf16(dh + (size_t)r0 * D, dW, o->dys, o->dyt, o->xs, o->W_bf16, rows, D, V);
             continue;
         }
         tl_cross_entropy_rows(o->logits, row_loss + r0, targets + r0, rows, V, row_w ? 1.0f : scale);

@@ -16,6 +16,7 @@ typedef struct {
     const float *W;         /* [V, D] */
     const uint16_t *W_bf16; /* W's bf16 copy: bf16 mixed-precision products (ops_bf16.h); NULL: fp32 */
     uint16_t *xs, *dys;     /* with W_bf16: scratch of chunk*D and chunk*V bf16 (the gradient, in slices: ops_bf16.h) */
+    uint16_t *dyt;          /* with W_bf16: NULL, or chunk*V bf16 for the gradient token-minor (ops_bf16.h) */
     float *logits;          /* scratch of chunk*V floats */
     int D, V, chunk;
 } tl_output;
