@@ -21,6 +21,15 @@
 /* random block bytes, the f16 scales finite (2^-12 .. 2^-2, either sign);
  * extreme: every quant, scale and min at its largest (the top bits of the
  * 6-bit scales set, the largest integer sums) */
+/* An R x C matrix of type in file order (malloc) and room for it repacked
+ * (tl_alloc: aligned); returns the row bytes. */
+static size_t matrix_pair(uint32_t type, int R, int C, uint8_t **mat, uint8_t **pk) {
+    const size_t rb = tl_quant_row_bytes(type, C);
+    *mat = malloc(rb * (size_t)R);
+    *pk = tl_alloc(rb * (size_t)R);
+    return rb;
+}
+
 static void fill(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks, int extreme) {
     const size_t bb = tl_quant_row_bytes(type, 256);
     for (size_t i = 0; i < n_blocks * bb; i++) b[i] = extreme ? 0xff : (uint8_t)tl_rng_below(r, 256);
@@ -54,8 +63,8 @@ static void test_kq_packed(tl_test_ctx *t) {
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
                 const uint32_t type = types[ti];
                 const int C = cols[ci];
-                const size_t rb = tl_quant_row_bytes(type, C);
-                uint8_t *mat = malloc(rb * R), *pk = tl_alloc(rb * R);
+                uint8_t *mat, *pk;
+                const size_t rb = matrix_pair(type, R, C, &mat, &pk);
                 fill(&r, type, mat, (size_t)R * (size_t)C / 256, extreme);
                 for (int i = 0; i < C * N; i++)
                     x[i] = extreme ? 3.0f : (float)(tl_rng_normal(&r) * (1 + (i / 256) % 5));
@@ -175,49 +184,49 @@ static void test_kq_isa(tl_test_ctx *t) {
     float *x = malloc(sizeof(float) * CMAX), *ref = malloc(sizeof(float) * R * NT);
     uint8_t *xq = malloc(xs * NT);
     int runs[TL_Q8_N] = {0};
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-        for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
-            const uint32_t type = types[ti];
-            const int C = cols[ci];
-            const size_t rb = tl_quant_row_bytes(type, C);
-            uint8_t *mat = malloc(rb * R), *pk = tl_alloc(rb * R);
-            for (int wm = 0; wm < 4; wm++) {
-                fill_mode(&r, type, mat, (size_t)R * (size_t)C / 256, wm);
-                tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
-                tl_kq_pack(&W, pk);
-                for (int xm = 0; xm < 4; xm++) {
-                    /* token j: random, or +-3 (x rounded to +-127): all +, all -, or either */
-                    for (int j = 0; j < NT; j++) {
-                        for (int i = 0; i < C; i++) {
-                            const int sg = xm == 1 ? 1 : xm == 2 ? -1 : tl_rng_below(&r, 2) ? 1 : -1;
-                            x[i] = xm ? 3.0f * (float)sg : (float)tl_rng_normal(&r);
+    enum { NC = sizeof cols / sizeof cols[0] };
+    for (size_t tc = 0; tc < NC * (sizeof types / sizeof types[0]); tc++) { /* every type at every width */
+        const uint32_t type = types[tc / NC];
+        const int C = cols[tc % NC];
+        uint8_t *mat, *pk;
+        const size_t rb = matrix_pair(type, R, C, &mat, &pk);
+        for (int wm = 0; wm < 4; wm++) {
+            fill_mode(&r, type, mat, (size_t)R * (size_t)C / 256, wm);
+            tl_wmat W = {TL_DT_I32, mat, R, C, type, 0, 0, 0};
+            tl_kq_pack(&W, pk);
+            for (int xm = 0; xm < 4; xm++) {
+                /* token j: random, or +-3 (x rounded to +-127): all +, all -, or either */
+                for (int j = 0; j < NT; j++) {
+                    for (int i = 0; i < C; i++) {
+                        const int sg = xm == 1 ? 1 : xm == 2 ? -1 : tl_rng_below(&r, 2) ? 1 : -1;
+                        x[i] = xm ? 3.0f * (float)sg : (float)tl_rng_normal(&r);
+                    }
+                    tl_q8_quantize(type, x, C, xq + (size_t)j * xs);
+                    for (int row = 0; row < R; row++)
+                        tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)row, xq + (size_t)j * xs, 0, 1, C,
+                                  ref + (size_t)j * R + row, 0);
+                }
+                for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
+                    if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
+                    int ok = 1;
+                    for (int g = 0; g < R / 16; g++)
+                        for (int nt = 1; nt <= NT; nt++) {
+                            float o[NT * 16], c[NT * 16];
+                            tl_kq_packed_dot((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, o, 16);
+                            tl_kq_packed_dot(TL_Q8_C, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, c, 16);
+                            ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
+                            for (int j = 0; j < nt; j++)
+                                ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
                         }
-                        tl_q8_quantize(type, x, C, xq + (size_t)j * xs);
-                        for (int row = 0; row < R; row++)
-                            tl_q8_dot(TL_Q8_C, type, mat + rb * (size_t)row, xq + (size_t)j * xs, 0, 1, C,
-                                      ref + (size_t)j * R + row, 0);
-                    }
-                    for (int i = TL_Q8_C; i < TL_Q8_N; i++) {
-                        if (!tl_q8_isa_supported((tl_q8_isa)i)) continue;
-                        int ok = 1;
-                        for (int g = 0; g < R / 16; g++)
-                            for (int nt = 1; nt <= NT; nt++) {
-                                float o[NT * 16], c[NT * 16];
-                                tl_kq_packed_dot((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, o, 16);
-                                tl_kq_packed_dot(TL_Q8_C, type, pk + (size_t)g * 16 * rb, xq, xs, nt, C, c, 16);
-                                ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
-                                for (int j = 0; j < nt; j++)
-                                    ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
-                            }
-                        runs[i] += ok;
-                        CHECK_MSG(ok, "%s %s C=%d weights %d x %d: the ISA's repacked kernel against the portable one",
-                                  tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), C, wm, xm);
-                    }
+                    runs[i] += ok;
+                    CHECK_MSG(ok, "%s %s C=%d weights %d x %d: the ISA's repacked kernel against the portable one",
+                              tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), C, wm, xm);
                 }
             }
-            free(mat);
-            tl_free(pk);
         }
+        free(mat);
+        tl_free(pk);
+    }
     for (int i = TL_Q8_C; i < TL_Q8_N; i++)
         CHECK_MSG(!tl_q8_isa_supported((tl_q8_isa)i) || runs[i] == 3 * 4 * 4 * 4, "%s: %d of 192 passed",
                   tl_q8_isa_name((tl_q8_isa)i), runs[i]);
