@@ -393,30 +393,32 @@ __attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8
 #undef KVNNI
 #endif /* x86 */
 
+/* ISA i's kernel for type (Q4_K, Q5_K, Q6_K), NULL where only the portable one runs. */
+static tl_q8_packed_fn simd_kernel(tl_q8_isa i, uint32_t type) {
+#ifdef TL_X86
+    static const tl_q8_packed_fn k512[3] = {pq4k_512, pq5k_512, pq6k_512},
+                                 kvnni[3] = {pq4k_avxvnni, pq5k_avxvnni, pq6k_avxvnni},
+                                 kavx2[3] = {pq4k_avx2, pq5k_avx2, pq6k_avx2};
+    const int j = type == TL_GGML_Q4_K ? 0 : type == TL_GGML_Q5_K ? 1 : 2;
+    if (i == TL_Q8_AVX512VNNI) return k512[j];
+    if (i == TL_Q8_AVXVNNI) return kvnni[j];
+    if (i == TL_Q8_AVX2) return kavx2[j];
+#else
+    (void)i, (void)type;
+#endif
+    return NULL;
+}
+
 void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
                       float *out, size_t os) {
+    const tl_q8_packed_fn f = simd_kernel(i, type);
     for (int t = 0; t < nt; t += 4) {
         const int m = nt - t < 4 ? nt - t : 4;
         const uint8_t *x = xq + (size_t)t * xs;
         float *o = out + (size_t)t * os;
-#ifdef TL_X86
-        if (i == TL_Q8_AVX512VNNI) {
-            (type == TL_GGML_Q4_K ? pq4k_512 : type == TL_GGML_Q5_K ? pq5k_512 : pq6k_512)(b, x, xs, m, n, o, os);
-            continue;
-        }
-        if (i == TL_Q8_AVXVNNI) {
-            (type == TL_GGML_Q4_K ? pq4k_avxvnni : type == TL_GGML_Q5_K ? pq5k_avxvnni : pq6k_avxvnni)(b, x, xs, m, n, o,
-                                                                                                    os);
-            continue;
-        }
-        if (i == TL_Q8_AVX2) {
-            (type == TL_GGML_Q4_K ? pq4k_avx2 : type == TL_GGML_Q5_K ? pq5k_avx2 : pq6k_avx2)(b, x, xs, m, n, o, os);
-            continue;
-        }
-#else
-        (void)i;
-#endif
-        if (type == TL_GGML_Q6_K)
+        if (f)
+            f(b, x, xs, m, n, o, os);
+        else if (type == TL_GGML_Q6_K)
             c_q6_k(b, x, xs, m, n, o, os);
         else
             c_q45_k(b, x, xs, m, n, o, os, type == TL_GGML_Q5_K);

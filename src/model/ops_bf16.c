@@ -80,17 +80,24 @@ void tl_swiglu_forward_bf16(float *h, uint16_t *hb, const float *g, const float 
     }
 }
 
+/* SwiGLU's backward over elements [lo, lo + len) (len <= EW_BLOCK), both
+ * gradients rounded while in L1; dg, du: where the fp32 gradients go, or NULL. */
+static void swiglu_backward_piece(float *dg, float *du, uint16_t *dgb, uint16_t *dub, const float *dh,
+                                  const float *g, const float *u, size_t lo, size_t len) {
+    float gblk[dg ? 1 : EW_BLOCK], ublk[du ? 1 : EW_BLOCK];
+    float *dgl = dg ? dg + lo : gblk, *dul = du ? du + lo : ublk;
+    tl_vec_swiglu_backward(dgl, dul, dh + lo, g + lo, u + lo, len);
+    tl_round_bf16_here(dgl, len, dgb + lo);
+    tl_round_bf16_here(dul, len, dub + lo);
+}
+
 void tl_swiglu_backward_bf16(float *dg, float *du, uint16_t *dgb, uint16_t *dub, const float *dh, const float *g,
                              const float *u, size_t n) {
     const size_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < nb; b++) {
         const size_t lo = b * EW_BLOCK, len = n - lo < EW_BLOCK ? n - lo : EW_BLOCK;
-        float gblk[dg ? 1 : EW_BLOCK], ublk[du ? 1 : EW_BLOCK];
-        float *dgl = dg ? dg + lo : gblk, *dul = du ? du + lo : ublk;
-        tl_vec_swiglu_backward(dgl, dul, dh + lo, g + lo, u + lo, len);
-        tl_round_bf16_here(dgl, len, dgb + lo);
-        tl_round_bf16_here(dul, len, dub + lo);
+        swiglu_backward_piece(dg, du, dgb, dub, dh, g, u, lo, len);
     }
 }
 
@@ -105,13 +112,10 @@ void tl_swiglu_backward_bf16_t(uint16_t *dgb, uint16_t *dub, uint16_t *dgt, uint
     for (int b = 0; b < nb; b++) {
         const int r0 = b * T_ROWS, rows = N - r0 < T_ROWS ? N - r0 : T_ROWS;
         const size_t lo = (size_t)r0 * F, hi = lo + (size_t)rows * F;
-        float gblk[EW_BLOCK], ublk[EW_BLOCK];
         /* pieces cut where the flat pass's blocks are cut: the same values, bit for bit */
         for (size_t p = lo; p < hi;) {
             const size_t end = (p / EW_BLOCK + 1) * EW_BLOCK, len = (end < hi ? end : hi) - p;
-            tl_vec_swiglu_backward(gblk, ublk, dh + p, g + p, u + p, len);
-            tl_round_bf16_here(gblk, len, dgb + p);
-            tl_round_bf16_here(ublk, len, dub + p);
+            swiglu_backward_piece(NULL, NULL, dgb, dub, dh, g, u, p, len);
             p += len;
         }
         tl_transpose_bf16(dgb + lo, (size_t)F, rows, F, dgt + r0, (size_t)N);
