@@ -101,6 +101,12 @@ static int cpu_info(void) {
                        : b == TL_GEMM_BF16_ONEDNN ? "AVX512-BF16 or AMX-BF16: oneDNN's bf16 matmul"
                                                   : "no bf16 instructions: bf16 products emulated, no speed-up";
     printf("bf16 gemm backend: %s (%s)\n", tl_gemm_bf16_name(b), bwhy);
+    const double rate = tl_bf16_dot_rate();
+    if (rate > 0.0)
+        printf("bf16 dot products: %.2fx the fp32 FMAs' arithmetic per second (vdpbf16ps, measured now; %s)\n", rate,
+               c.amx_bf16   ? "AMX-BF16 does the products"
+               : rate < 1.2 ? "without AMX, bf16 products cannot beat fp32 ones on this core: train in fp32"
+                            : "without AMX, bf16 products can run up to this much faster than fp32 ones");
     /* the inference kernels: what generate, chat, serve, eval and perplexity pick by default */
     const tl_kernel k = tl_kernel_best();
     const tl_q8_isa q = tl_q8_isa_for(k);

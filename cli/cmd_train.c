@@ -612,6 +612,17 @@ int cmd_train(int argc, char **argv) {
                 tl_gemm_bf16_active() == TL_GEMM_BF16_ONEDNN
                     ? "oneDNN bf16 products: the CPU has bf16 instructions"
                     : "emulated bf16 products: this CPU has no AVX512-BF16 or AMX-BF16, so no speed-up");
+    if (!o.engine && eopts.bf16) {
+        /* without AMX the products run on vdpbf16ps, which some cores issue at half the FMA rate */
+        tl_cpu_info cpu;
+        tl_cpu_detect(&cpu);
+        const double rate = cpu.amx_bf16 ? 0.0 : tl_bf16_dot_rate();
+        if (rate > 0.0 && rate < 1.2)
+            fprintf(stderr,
+                    "note: this CPU has no AMX, and its bf16 dot products do %.2fx the arithmetic of its fp32 FMAs: "
+                    "bf16 training is likely slower here than --precision fp32 (docs/benchmarks.md)\n",
+                    rate);
+    }
     /* ---- distributed: join the job (MPI when launched with several ranks) ---- */
     tl_comm *comm = NULL;
     rc = tl_comm_create_ex(&comm, 0, overlap && world > 1, &err);

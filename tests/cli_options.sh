@@ -95,6 +95,13 @@ for b in ref onednn; do
     check "TL_GEMM_BF16=$b chooses $b" "TL_GEMM_BF16=$b '$BIN' info --cpu | grep -q '^bf16 gemm backend: $b '"
 done
 expect_fail "TL_GEMM_BF16=bogus refused" "TL_GEMM_BF16.*'bogus'" env TL_GEMM_BF16=bogus "$BIN" info --cpu
+# the bf16 dot-product rate, measured where the CPU has AVX512-BF16 (nowhere else)
+if grep -qw avx512_bf16 <(grep '^flags:' "$T/cpu"); then
+    check "info --cpu measures the bf16 dot-product rate" \
+        "grep -qE '^bf16 dot products: [0-9]+\.[0-9]{2}x the fp32 FMAs' '$T/cpu'"
+else
+    check "info --cpu: no bf16 dot-product rate without AVX512-BF16" "! grep -q '^bf16 dot products' '$T/cpu'"
+fi
 # the inference kernels: the default --kernel (the one generate's stats name), and the quantized
 # decode's integer kernels from the flags (AVX2 and up: the repacked types)
 k=$(sed -n 's/^inference kernels: \([a-z0-9-]*\) .*/\1/p' "$T/cpu")

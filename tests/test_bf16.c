@@ -172,6 +172,20 @@ static void test_choice_by_flags(tl_test_ctx *t) {
     if (!getenv("TL_GEMM_BF16")) CHECK(tl_gemm_bf16_active() == tl_gemm_bf16_choose(&c));
 }
 
+/* The dot-product rate: a ratio of two timings, so only its range is known in
+ * advance (one vdpbf16ps does twice an FMA's arithmetic: between ~0.25x, a
+ * quarter of the FMA issue rate, and 2x, the same rate); 0 without the
+ * instruction. */
+static void test_dot_rate(tl_test_ctx *t) {
+    tl_cpu_info cpu;
+    tl_cpu_detect(&cpu);
+    const double r = tl_bf16_dot_rate();
+    if (cpu.avx512_bf16 && cpu.avx512f)
+        CHECK_MSG(r > 0.2 && r < 2.5, "rate %g outside (0.2, 2.5)", r);
+    else
+        CHECK_MSG(r == 0.0, "rate %g without AVX512-BF16", r);
+}
+
 /* ------------------------------------------------------------- a training step */
 
 static float *read_f32(tl_test_ctx *t, tl_safetensors *st, const char *name, size_t n) {
@@ -320,6 +334,7 @@ const tl_test tests_bf16[] = {
     {"bf16/products_match_definition", test_products},
     {"bf16/products_thread_count", test_thread_count},
     {"bf16/choice_by_flags", test_choice_by_flags},
+    {"bf16/dot_rate", test_dot_rate},
     {"bf16/step_grads_vs_hf", test_step_vs_hf},
     {NULL, NULL},
 };

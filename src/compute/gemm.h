@@ -102,6 +102,15 @@ const char *tl_gemm_bf16_name(tl_gemm_bf16_backend b);
 int tl_gemm_bf16_init(tl_error *err);
 tl_gemm_bf16_backend tl_gemm_bf16_active(void);
 
+/* The arithmetic rate of this core's AVX512-BF16 dot products (vdpbf16ps: two
+ * bf16 products per fp32 lane) over that of its fp32 FMAs, measured now on the
+ * calling thread (~3 ms: 512-bit, 12 independent sums each, best of three);
+ * 0 where the CPU has no AVX512-BF16.  The flags do not tell it: a core may
+ * issue vdpbf16ps at a quarter of its FMA rate (0.5x: the Xeon of
+ * docs/benchmarks.md), and there bf16 products without AMX cannot beat fp32
+ * ones. */
+double tl_bf16_dot_rate(void);
+
 /* Rounds x[n] to bf16, to nearest even, with subnormal inputs and results
  * flushed to zero (as the AVX512-BF16 conversion does, so that the vector and
  * scalar paths agree bit for bit); NaN stays NaN.  Threads split the elements. */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dtype.h"
 #include "onednn_matmul.h"
@@ -61,6 +62,53 @@ int tl_gemm_bf16_init(tl_error *err) {
 tl_gemm_bf16_backend tl_gemm_bf16_active(void) {
     pthread_once(&once, init_once);
     return active;
+}
+
+/* ------------------------------------------------------- the dot-product rate */
+
+#ifdef TL_BF16_X86
+/* one instruction into each of zmm0-zmm11 from zmm12 and zmm13 (zeros: no
+ * subnormal or infinity slow path), n times over; seconds */
+#define RATE_ONE(op, r) op " %%zmm12, %%zmm13, %%zmm" #r "\n"
+#define RATE_TWELVE(op)                                                                                             \
+    RATE_ONE(op, 0) RATE_ONE(op, 1) RATE_ONE(op, 2) RATE_ONE(op, 3) RATE_ONE(op, 4) RATE_ONE(op, 5) RATE_ONE(op, 6) \
+        RATE_ONE(op, 7) RATE_ONE(op, 8) RATE_ONE(op, 9) RATE_ONE(op, 10) RATE_ONE(op, 11)
+#define RATE_LOOP(op)                                                                                               \
+    __asm__ volatile("vpxord %%zmm12, %%zmm12, %%zmm12\n vpxord %%zmm13, %%zmm13, %%zmm13\n mov %0, %%rcx\n"       \
+                     "1:\n" RATE_TWELVE(op) "dec %%rcx\n jnz 1b\n"                                                  \
+                     :                                                                                              \
+                     : "r"(n)                                                                                       \
+                     : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",        \
+                       "xmm10", "xmm11", "xmm12", "xmm13")
+
+static double rate_seconds(bool bf16, long n) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (bf16)
+        RATE_LOOP("vdpbf16ps");
+    else
+        RATE_LOOP("vfmadd231ps");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
+}
+#endif
+
+double tl_bf16_dot_rate(void) {
+#ifdef TL_BF16_X86
+    tl_cpu_info cpu;
+    tl_cpu_detect(&cpu);
+    if (!cpu.avx512_bf16 || !cpu.avx512f) return 0.0;
+    const long n = 100000; /* 1.2 M instructions each: ~0.6 ms of vdpbf16ps at the slower rate */
+    double dp = 1e30, fma = 1e30;
+    for (int r = 0; r < 3; r++) { /* interleaved: a busy neighbour slows both alike */
+        const double x = rate_seconds(true, n), y = rate_seconds(false, n);
+        dp = x < dp ? x : dp;
+        fma = y < fma ? y : fma;
+    }
+    return dp > 0.0 ? 2.0 * fma / dp : 0.0; /* a vdpbf16ps is twice an FMA's arithmetic */
+#else
+    return 0.0;
+#endif
 }
 
 /* ------------------------------------------------------------------ rounding */
