@@ -20,7 +20,9 @@ int tl_fail(tl_error *err, const char *fmt, ...) __attribute__((format(printf, 2
 /* Prepends "prefix: " to an existing message (used to add context on the way up). */
 int tl_wrap(tl_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Allocation helpers: 64-byte aligned, zeroed; NULL on failure (or when n == 0). */
+/* Allocation helpers: 64-byte aligned, zeroed; NULL on failure (or when n == 0).
+ * Blocks of 4 MiB or more are 2 MiB-aligned and advised into transparent huge
+ * pages (common.c). */
 void *tl_alloc(size_t bytes);
 void tl_free(void *p);
 
