@@ -36,28 +36,29 @@ int tl_wrap(tl_error *err, const char *fmt, ...) {
     return -1;
 }
 
-/* From this size on, a block lies in 2 MiB transparent huge pages where the
- * kernel offers them (THP "madvise" mode asks for the advice): training streams
- * its weights, gradients, moments and activations every step, and in 4 KiB
- * pages every page costs a TLB miss. */
+/* tl_alloc puts blocks from this size on in 2 MiB transparent huge pages where
+ * the kernel offers them (THP "madvise" mode waits for the advice): training
+ * streams its weights, gradients, moments and activations every step, and in
+ * 4 KiB pages every page costs a TLB miss. */
 #define HUGE_FROM ((size_t)4 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
+
+void *tl_alloc_huge(size_t bytes) {
+    if (bytes == 0 || bytes > SIZE_MAX - HUGE_PAGE) return NULL;
+    const size_t whole = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    void *h = aligned_alloc(HUGE_PAGE, whole);
+#ifdef MADV_HUGEPAGE
+    if (h) (void)madvise(h, whole, MADV_HUGEPAGE); /* advice: refused, the block is still usable */
+#endif
+    return h;
+}
 
 void *tl_alloc(size_t bytes) {
     if (bytes == 0) return NULL;
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded < bytes) return NULL;
-#ifdef MADV_HUGEPAGE
-    if (rounded >= HUGE_FROM && rounded <= SIZE_MAX - HUGE_PAGE) {
-        const size_t whole = (rounded + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-        void *h = aligned_alloc(HUGE_PAGE, whole);
-        if (!h) return NULL;
-        (void)madvise(h, whole, MADV_HUGEPAGE); /* advice: refused, the block is still usable */
-        memset(h, 0, whole);                    /* before the first touch, so the faults take huge pages */
-        return h;
-    }
-#endif
-    void *p = aligned_alloc(64, rounded);
+    /* zeroed after the advice, so that the first touches fault in huge pages */
+    void *p = rounded >= HUGE_FROM ? tl_alloc_huge(rounded) : aligned_alloc(64, rounded);
     if (p) memset(p, 0, rounded);
     return p;
 }

@@ -24,6 +24,9 @@ int tl_wrap(tl_error *err, const char *fmt, ...) __attribute__((format(printf, 2
  * Blocks of 4 MiB or more are 2 MiB-aligned and advised into transparent huge
  * pages (common.c). */
 void *tl_alloc(size_t bytes);
+/* 2 MiB-aligned and advised into transparent huge pages, not zeroed (a buffer
+ * its owner fills whole before reading); tl_free frees it. */
+void *tl_alloc_huge(size_t bytes);
 void tl_free(void *p);
 
 /* Overflow-checked size arithmetic: return 0 and set *out, or -1 on overflow. */

@@ -289,12 +289,10 @@ void tl_infer_into_pages(tl_infer_model *m) {
     /* in 2 MiB pages, advised before the first write: streaming 4 KiB pages
      * each token costs a TLB miss per page, and one Q4_0 decode thread read
      * 6.4 GB/s from them against 8.5 from huge pages (the Xeon VM) */
-    const size_t huge = (size_t)2 << 20, cap = (total + huge - 1) / huge * huge;
-    if (!total || !(m->packed = aligned_alloc(huge, cap))) {
+    if (!total || !(m->packed = tl_alloc_huge(total))) {
         free(ws);
         return;
     }
-    madvise(m->packed, cap, MADV_HUGEPAGE);
     uint8_t *dst = m->packed;
     for (int i = 0; i < nw; i++) {
         tl_wmat *w = ws[i];
