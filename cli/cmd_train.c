@@ -613,7 +613,7 @@ int cmd_train(int argc, char **argv) {
                     ? "oneDNN bf16 products: the CPU has bf16 instructions"
                     : "emulated bf16 products: this CPU has no AVX512-BF16 or AMX-BF16, so no speed-up");
     if (!o.engine && eopts.bf16) {
-        /* without AMX the products run on vdpbf16ps, which some cores issue at half the FMA rate */
+        /* without AMX the products run on vdpbf16ps, which some cores issue at a quarter of the FMA rate */
         tl_cpu_info cpu;
         tl_cpu_detect(&cpu);
         const double rate = cpu.amx_bf16 ? 0.0 : tl_bf16_dot_rate();

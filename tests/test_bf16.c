@@ -173,8 +173,9 @@ static void test_choice_by_flags(tl_test_ctx *t) {
 }
 
 /* The dot-product rate: a ratio of two timings, so only its range is known in
- * advance (one vdpbf16ps does twice an FMA's arithmetic: between ~0.25x, a
- * quarter of the FMA issue rate, and 2x, the same rate); 0 without the
+ * advance (a vdpbf16ps does twice an FMA's arithmetic: 0.5x where it issues at
+ * a quarter of the FMA rate, as on the Xeon of docs/benchmarks.md, 2x at the
+ * same rate; the bounds leave room for a busy machine); 0 without the
  * instruction. */
 static void test_dot_rate(tl_test_ctx *t) {
     tl_cpu_info cpu;
