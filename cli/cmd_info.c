@@ -105,7 +105,7 @@ static int cpu_info(void) {
     if (rate > 0.0)
         printf("bf16 dot products: %.2fx the fp32 FMAs' arithmetic per second (vdpbf16ps, measured now; %s)\n", rate,
                c.amx_bf16   ? "AMX-BF16 does the products"
-               : rate < 1.2 ? "without AMX, bf16 products cannot beat fp32 ones on this core: train in fp32"
+               : rate < TL_BF16_DOT_RATE_PAYS ? "without AMX, bf16 products cannot beat fp32 ones on this core: train in fp32"
                             : "without AMX, bf16 products can run up to this much faster than fp32 ones");
     /* the inference kernels: what generate, chat, serve, eval and perplexity pick by default */
     const tl_kernel k = tl_kernel_best();

@@ -607,17 +607,16 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (o.engine) fprintf(stderr, "device: %s (%s)\n", kind->name, eopts.fp32 ? "fp32" : "bf16 mixed precision");
-    else if (eopts.bf16)
+    else if (eopts.bf16) {
         fprintf(stderr, "precision: bf16 mixed precision (%s)\n",
                 tl_gemm_bf16_active() == TL_GEMM_BF16_ONEDNN
                     ? "oneDNN bf16 products: the CPU has bf16 instructions"
                     : "emulated bf16 products: this CPU has no AVX512-BF16 or AMX-BF16, so no speed-up");
-    if (!o.engine && eopts.bf16) {
         /* without AMX the products run on vdpbf16ps, which some cores issue at a quarter of the FMA rate */
         tl_cpu_info cpu;
         tl_cpu_detect(&cpu);
         const double rate = cpu.amx_bf16 ? 0.0 : tl_bf16_dot_rate();
-        if (rate > 0.0 && rate < 1.2)
+        if (rate > 0.0 && rate < TL_BF16_DOT_RATE_PAYS)
             fprintf(stderr,
                     "note: this CPU has no AMX, and its bf16 dot products do %.2fx the arithmetic of its fp32 FMAs: "
                     "bf16 training is likely slower here than --precision fp32 (docs/benchmarks.md)\n",

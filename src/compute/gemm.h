@@ -110,6 +110,10 @@ tl_gemm_bf16_backend tl_gemm_bf16_active(void);
  * docs/benchmarks.md), and there bf16 products without AMX cannot beat fp32
  * ones. */
 double tl_bf16_dot_rate(void);
+/* Below this rate a bf16 step without AMX is likely slower than an fp32 one:
+ * its rounding and copies need products well above the fp32 rate to pay
+ * (docs/training.md). */
+#define TL_BF16_DOT_RATE_PAYS 1.2
 
 /* Rounds x[n] to bf16, to nearest even, with subnormal inputs and results
  * flushed to zero (as the AVX512-BF16 conversion does, so that the vector and
