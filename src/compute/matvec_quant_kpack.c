@@ -250,6 +250,8 @@ __attribute__((target(T512), always_inline)) static inline void pq45k_n(const ui
              * instead of a shift per line */
             __m512i s0[4][2], s1[4][2];
             for (int t = 0; t < NT; t++) s0[t][0] = s0[t][1] = s1[t][0] = s1[t][1] = _mm512_setzero_si512();
+            /* unrolled, so that c & 1 indexes registers, not a stack array */
+#pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
                 _mm_prefetch((const char *)qp + KPF + 64 * c, TL_PACKED_PF_HINT);
                 const __m512i v = _mm512_loadu_si512((const void *)(qp + 64 * c));
