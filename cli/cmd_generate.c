@@ -122,9 +122,9 @@ static const char COMMON_HELP[] =
     "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
     "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
     "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
-    "                         (activations rounded to bf16): avx512bf16 (VDPBF16PS decode), amx\n"
-    "                         (prompt pass on AMX tiles with one bf16 part, attention too: ~2x\n"
-    "                         amx-exact; decode as avx512)\n";
+    "                         (activations rounded to bf16): avx512bf16 (VDPBF16PS decode, prompt\n"
+    "                         products by oneDNN's bf16 matmul), amx (prompt pass on AMX tiles with\n"
+    "                         one bf16 part, attention too: ~2x amx-exact; decode as avx512)\n";
 
 typedef struct {
     tl_infer_model m;

@@ -15,6 +15,7 @@
 #include "attention_amx.h"
 #include "checkpoint.h"
 #include "finite.h"
+#include "gemm.h"
 #include "gemm_amx.h"
 #include "gemm_quant.h"
 #include "gguf.h"
@@ -481,6 +482,27 @@ static int amx_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *
     return 1;
 }
 
+/* y_j[n, W_j->rows] (=|+=) x[n, cols] W_j^T with x rounded to bf16 once for all
+ * count matrices and the products by the bf16 GEMM backend (oneDNN's
+ * AVX512-BF16 matmul): the avx512bf16 kernel's prompt pass on CPUs without
+ * AMX, which rounds x as that kernel's decode does.  0 (nothing done) unless
+ * every matrix is BF16 and the backend has bf16 instructions. */
+static int bf16_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
+                       int accumulate) {
+    if (s->m->kernel != TL_KERNEL_AVX512BF16 || n <= MATVEC_ROWS || tl_gemm_bf16_active() != TL_GEMM_BF16_ONEDNN)
+        return 0;
+    for (int j = 0; j < count; j++)
+        if (W[j]->dtype != TL_DT_BF16) return 0;
+    const int in = W[0]->cols;
+    if (!s->xpack && !(s->xpack = tl_alloc(s->xpack_bytes))) return 0; /* holds n x in bf16 (tl_amx_pack_bytes) */
+    uint16_t *xs = s->xpack;
+    tl_round_bf16(x, (size_t)n * (size_t)in, xs);
+    for (int j = 0; j < count; j++)
+        tl_gemm_bf16(false, true, n, W[j]->rows, in, 1.0f, xs, in, W[j]->data, in, accumulate ? 1.0f : 0.0f, y[j],
+                     W[j]->rows);
+    return 1;
+}
+
 /* y[n, W->rows] (=|+=) x[n, W->cols] W^T; rowwise: with the decode kernels
  * whatever n is (each row as a single-token step computes it). */
 static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, float *y, int accumulate,
@@ -495,6 +517,7 @@ static void linear(tl_infer_state *s, const tl_wmat *W, const float *x, int n, f
         return;
     }
     if (amx_linear(s, &W, &y, 1, x, n, accumulate)) return;
+    if (bf16_linear(s, &W, &y, 1, x, n, accumulate)) return;
     float beta = accumulate ? 1.0f : 0.0f;
     /* non-F32 weights are converted a tile at a time (int8-activation block
      * types run straight from the blocks: no tile) */
@@ -521,6 +544,7 @@ static void linear_multi(tl_infer_state *s, const tl_wmat *const *W, float *cons
         return;
     }
     if (amx_linear(s, W, y, count, x, n, 0)) return;
+    if (bf16_linear(s, W, y, count, x, n, 0)) return;
     if (!tl_q8_gemm_multi(s->m->kernel, W, y, count, x, n)) return; /* quantized, on AMX-INT8: x rounded once */
     for (int j = 0; j < count; j++) linear(s, W[j], x, n, y[j], 0, 0);
 }
