@@ -2,6 +2,7 @@
 #include "onednn_matmul.h"
 
 #include <dnnl.h>
+#include <omp.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 typedef struct {
     bool used;
     tl_matmul_shape s;
+    int threads; /* oneDNN fixes a primitive's thread count when it is made */
     dnnl_primitive_t prim;
     dnnl_memory_t am, bm, cm;
 } slot;
@@ -93,13 +95,14 @@ int tl_onednn_matmul(const tl_matmul_shape *s, const void *A, const void *B, flo
     pthread_mutex_lock(&lock);
     slot *e = NULL;
     for (int i = 0; i < SLOTS && !e; i++)
-        if (cache[i].used && same(&cache[i].s, s)) e = &cache[i];
+        if (cache[i].used && same(&cache[i].s, s) && cache[i].threads == omp_get_max_threads()) e = &cache[i];
     if (!e) { /* the oldest slot makes way */
         e = &cache[next_slot];
         next_slot = (next_slot + 1) % SLOTS;
         slot_clear(e);
         e->used = true;
         e->s = *s;
+        e->threads = omp_get_max_threads();
         if (slot_build(e)) {
             slot_clear(e);
             goto out;

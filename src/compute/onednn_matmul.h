@@ -5,7 +5,8 @@
  * every bf16 product (oneDNN's C API has no bf16 GEMM call).  Building a
  * primitive descriptor walks oneDNN's implementation list (about a millisecond)
  * even when the primitive comes from oneDNN's own cache, so recent shapes are
- * kept with their memory objects; the data pointers are set per call.  The
+ * kept with their memory objects (per thread count, which a primitive fixes);
+ * the data pointers are set per call.  The
  * engine, stream and cache belong to the process, made on first use and
  * guarded by a lock, like the GEMM backend choice. */
 #ifndef TL_ONEDNN_MATMUL_H
