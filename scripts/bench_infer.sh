@@ -16,7 +16,7 @@ trap 'rm -f "$MEMBW" "$SGEMM"' EXIT
 gcc -O3 -march=native -ffast-math -fopenmp scripts/membw.c -o "$MEMBW"
 BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
 gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
-    -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
+    -Wl,-rpath,"$BLAS_DIR" -lopenblas -ldnnl -o "$SGEMM"
 # OpenMP's wait policy: tinyllama sets a short spin (GOMP_SPINCOUNT=10000, src/core/threads.h)
 # unless the environment chooses one; decode needs some spin (~150 parallel regions per
 # token: sleeping at once, OMP_WAIT_POLICY=passive, cost 25-30% of decode speed here).

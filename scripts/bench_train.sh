@@ -22,10 +22,10 @@ SGEMM=$(mktemp /tmp/tl_sgemm.XXXXXX)
 trap 'rm -f "$SGEMM"' EXIT
 BLAS_DIR=${BLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
 gcc -O2 -fopenmp scripts/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-openmp -L"$BLAS_DIR" \
-    -Wl,-rpath,"$BLAS_DIR" -lopenblas -o "$SGEMM"
+    -Wl,-rpath,"$BLAS_DIR" -lopenblas -ldnnl -o "$SGEMM"
 peak=$("$SGEMM" 2048 5 2>/dev/null)
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "sgemm peak (2048^3, $(nproc) threads): $peak GFLOP/s (OpenBLAS; every backend: scripts/bench_gemm.sh)"
+echo "sgemm peak (2048^3, $(nproc) threads): $peak GFLOP/s (the better of OpenBLAS and oneDNN; every backend: scripts/bench_gemm.sh)"
 ./build/tinyllama info --cpu | sed 's/^/  /'
 
 get() { printf '%s\n' "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
