@@ -31,8 +31,9 @@ typedef struct {
  * three bf16 parts (src/compute/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
  * ones round activations to bf16 for BF16 weights (other dtypes run as
  * AVX512), slightly less precise: AVX512BF16 uses the VDPBF16PS dot product in
- * decode and oneDNN's bf16 matmul in the prompt pass; AMX runs the prompt pass on AMX tiles with one bf16 part (and its
- * attention too), and decodes as AVX512. */
+ * decode and oneDNN's bf16 matmul in the prompt pass; AMX runs the prompt pass
+ * on AMX tiles with one bf16 part (and its attention too), and decodes as
+ * AVX512. */
 typedef enum {
     TL_KERNEL_AUTO = 0,
     TL_KERNEL_SCALAR,

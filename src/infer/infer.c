@@ -483,10 +483,10 @@ static int amx_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *
 }
 
 /* y_j[n, W_j->rows] (=|+=) x[n, cols] W_j^T with x rounded to bf16 once for all
- * count matrices and the products by the bf16 GEMM backend (oneDNN's
- * AVX512-BF16 matmul): the avx512bf16 kernel's prompt pass on CPUs without
- * AMX, which rounds x as that kernel's decode does.  0 (nothing done) unless
- * every matrix is BF16 and the backend has bf16 instructions. */
+ * count matrices and the products by the bf16 GEMM backend (oneDNN's bf16
+ * matmul, on AVX512-BF16 or AMX): the avx512bf16 kernel's prompt pass, which
+ * rounds x as that kernel's decode does.  0 (nothing done) unless every matrix
+ * is BF16 and the backend has bf16 instructions. */
 static int bf16_linear(tl_infer_state *s, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
                        int accumulate) {
     if (s->m->kernel != TL_KERNEL_AVX512BF16 || n <= MATVEC_ROWS || tl_gemm_bf16_active() != TL_GEMM_BF16_ONEDNN)
