@@ -236,8 +236,9 @@ bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N) {
     return (!ta && tb && N >= 8192) || (ta && !tb && M >= 8192);
 }
 
-void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                 const float *B, int ldb, float beta, float *C, int ldc) {
+/* tl_sgemm_on, with the matmul primitive tried first where matmul is set */
+static void sgemm_route(tl_gemm_backend b, bool matmul, bool ta, bool tb, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         /* an empty sum: C = beta C (oneDNN would leave C as it was) */
@@ -248,8 +249,7 @@ void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float
     if (b == TL_GEMM_ONEDNN) {
         /* the primitive runs its own parallel region: not inside another one
          * (attention's per-head products), where sgemm runs on the caller */
-        if (tl_sgemm_matmul_wins(ta, tb, M, N) && !omp_in_parallel() &&
-            !tl_sgemm_matmul(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        if (matmul && !omp_in_parallel() && !tl_sgemm_matmul(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
             return;
         /* row-major, like cblas */
         if (dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) ==
@@ -261,7 +261,17 @@ void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float
                 B, ldb, beta, C, ldc);
 }
 
+void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    sgemm_route(b, tl_sgemm_matmul_wins(ta, tb, M, N), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void tl_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) {
     tl_sgemm_on(tl_gemm_active()->backend, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void tl_sgemm_prefer_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                            const float *B, int ldb, float beta, float *C, int ldc) {
+    sgemm_route(tl_gemm_active()->backend, true, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -75,6 +75,14 @@ void tl_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
 void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
 
+/* tl_sgemm with oneDNN's matmul primitive at every shape where the backend is
+ * oneDNN, not only where tl_sgemm_matmul_wins: the prompt pass's products,
+ * which it ran 1.2-1.4x faster than dnnl_sgemm at 512 x 2048 x 2048 and 512 x
+ * 5632 x 2048 on 2 threads (AMD EPYC family 26, docs/inference.md; level on 1
+ * thread).  Training keeps tl_sgemm's choice, whose bits its resume tests pin. */
+void tl_sgemm_prefer_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                            const float *B, int ldb, float beta, float *C, int ldc);
+
 /* The same product by oneDNN's matmul primitive (what the oneDNN backend runs
  * where tl_sgemm_matmul_wins says so: the output layer's wide products); -1,
  * with C untouched, if oneDNN refuses the arguments.  Not inside an OpenMP

@@ -744,23 +744,11 @@ void tl_wmat_gemm(const tl_wmat *W, const float *x, int n, float *y, float beta,
     tl_wmat_gemm_k(TL_KERNEL_AUTO, W, x, n, y, beta, tile, tile_floats);
 }
 
-/* y[n, N] (ldy) = x[n, K] B[N, K]^T + beta y, the prompt's products: on the
- * oneDNN backend by its matmul primitive, which ran them 1.2-1.4x faster than
- * dnnl_sgemm at 512 x 2048 x 2048 and 512 x 5632 x 2048 on 2 threads (AMD EPYC
- * family 26, docs/inference.md; level on 1 thread); training keeps tl_sgemm's
- * choice, whose bits its resume tests pin. */
-static void prompt_sgemm(int n, int N, int K, const float *x, const float *B, float beta, float *y, int ldy) {
-    if (tl_gemm_active()->backend == TL_GEMM_ONEDNN && !omp_in_parallel() &&
-        !tl_sgemm_matmul(false, true, n, N, K, 1.0f, x, K, B, K, beta, y, ldy))
-        return;
-    tl_sgemm(false, true, n, N, K, 1.0f, x, K, B, K, beta, y, ldy);
-}
-
 void tl_wmat_gemm_k(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta, float *tile,
                     size_t tile_floats) {
     const int in = W->cols, out = W->rows;
     if (!W->quant && W->dtype == TL_DT_F32 && ((uintptr_t)W->data & 3u) == 0) {
-        prompt_sgemm(n, out, in, x, (const float *)W->data, beta, y, out);
+        tl_sgemm_prefer_matmul(false, true, n, out, in, 1.0f, x, in, (const float *)W->data, in, beta, y, out);
         return;
     }
     if (W->quant && !W->f32_act && tl_q8_type(W->quant)) {
@@ -784,6 +772,6 @@ void tl_wmat_gemm_k(tl_kernel k, const tl_wmat *W, const float *x, int n, float 
         int rows = out - r0 < R ? out - r0 : R;
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++) tl_wmat_row_f32(W, r0 + r, tile + (size_t)r * in);
-        prompt_sgemm(n, rows, in, x, tile, beta, y + r0, out);
+        tl_sgemm_prefer_matmul(false, true, n, rows, in, 1.0f, x, in, tile, in, beta, y + r0, out);
     }
 }
