@@ -173,7 +173,7 @@ static void fill_mode(tl_rng *r, uint32_t type, uint8_t *b, size_t n_blocks, int
  * bit (and that against the C kernel on the file's rows), 1-4 tokens, two
  * 16-row groups, widths up to the largest repacked, on the values that bound
  * the 256-bit kernels' int16 sums: the largest quants against activations of
- * +127 or -127 throughout. */
+ * +127 or -127 throughout; the prompt pass's unpacked groups as well. */
 static void test_kq_isa(tl_test_ctx *t) {
     tl_rng r;
     tl_rng_seed(&r, 48);
@@ -182,8 +182,8 @@ static void test_kq_isa(tl_test_ctx *t) {
     static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
     const size_t xs = (tl_q8_bytes(TL_GGML_Q4_K, CMAX) + 63) & ~(size_t)63;
     float *x = malloc(sizeof(float) * CMAX), *ref = malloc(sizeof(float) * R * NT);
-    uint8_t *xq = malloc(xs * NT);
-    int runs[TL_Q8_N] = {0};
+    uint8_t *xq = malloc(xs * NT), *u = tl_alloc(tl_kq_unpacked_bytes(TL_GGML_Q6_K, CMAX));
+    int runs[TL_Q8_N] = {0}, unpacked = 0;
     enum { NC = sizeof cols / sizeof cols[0] };
     for (size_t tc = 0; tc < NC * (sizeof types / sizeof types[0]); tc++) { /* every type at every width */
         const uint32_t type = types[tc / NC];
@@ -217,6 +217,12 @@ static void test_kq_isa(tl_test_ctx *t) {
                             ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
                             for (int j = 0; j < nt; j++)
                                 ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
+                            if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* the prompt pass's unpacked group */
+                                tl_kq_unpack(type, pk + (size_t)g * 16 * rb, C, u);
+                                tl_kq_unpacked_dot(type, u, xq, xs, nt, C, o, 16);
+                                ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
+                                unpacked += i == TL_Q8_AVX512VNNI;
+                            }
                         }
                     runs[i] += ok;
                     CHECK_MSG(ok, "%s %s C=%d weights %d x %d: the ISA's repacked kernel against the portable one",
@@ -230,6 +236,9 @@ static void test_kq_isa(tl_test_ctx *t) {
     for (int i = TL_Q8_C; i < TL_Q8_N; i++)
         CHECK_MSG(!tl_q8_isa_supported((tl_q8_isa)i) || runs[i] == 3 * 4 * 4 * 4, "%s: %d of 192 passed",
                   tl_q8_isa_name((tl_q8_isa)i), runs[i]);
+    CHECK_MSG(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || unpacked == 3 * 4 * 4 * 4 * 2 * NT,
+              "the unpacked prompt kernel ran %d times", unpacked);
+    tl_free(u);
     free(x);
     free(ref);
     free(xq);

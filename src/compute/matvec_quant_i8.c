@@ -385,6 +385,10 @@ void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, 
         packed_dot(i, W->quant, (const uint8_t *)W->data + (size_t)(r / 16) * gb, xq, 0, 1, W->cols, y + r, 0);
 }
 
+/* Tokens from which a K-quant group is unpacked for them (tl_kq_unpack):
+ * unpacking costs about what 4 tokens' products do */
+#define KQ_UNPACK_FROM 16
+
 /* The prompt pass on repacked weights: each group's bytes are loaded once
  * per 4 tokens; without memory for all rounded tokens, one at a time on the
  * stack (tl_q8_packable bounds its size). */
@@ -400,21 +404,31 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         uint8_t *q = xq ? xq : one;
 #pragma omp parallel
         {
+            /* K-quant groups unpacked once for all the tokens, where enough pass */
+            uint8_t *u = nt >= KQ_UNPACK_FROM && tl_kq_unpacks(isa, W->quant)
+                             ? tl_alloc(tl_kq_unpacked_bytes(W->quant, in))
+                             : NULL;
 #pragma omp for schedule(static)
             for (int t = 0; t < nt; t++) tl_q8_quantize(W->quant, x + (size_t)(t0 + t) * in, in, q + (size_t)t * xs);
 #pragma omp for schedule(dynamic, 1)
-            for (int g = 0; g < out / 16; g++)
+            for (int g = 0; g < out / 16; g++) {
+                const uint8_t *grp = (const uint8_t *)W->data + (size_t)g * gb;
+                if (u) tl_kq_unpack(W->quant, grp, in, u);
                 for (int t = 0; t < nt; t += 4) {
                     const int m = nt - t < 4 ? nt - t : 4;
                     float v[4 * 16];
-                    packed_dot(isa, W->quant, (const uint8_t *)W->data + (size_t)g * gb, q + (size_t)t * xs, xs, m,
-                               in, v, 16);
+                    if (u)
+                        tl_kq_unpacked_dot(W->quant, u, q + (size_t)t * xs, xs, m, in, v, 16);
+                    else
+                        packed_dot(isa, W->quant, grp, q + (size_t)t * xs, xs, m, in, v, 16);
                     for (int j = 0; j < m; j++)
                         for (int r = 0; r < 16; r++) {
                             float *yy = y + (size_t)(t0 + t + j) * out + 16 * g + r;
                             *yy = beta == 0 ? v[16 * j + r] : v[16 * j + r] + beta * *yy;
                         }
                 }
+            }
+            tl_free(u);
         }
     }
     tl_free(xq);

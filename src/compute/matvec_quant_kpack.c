@@ -376,6 +376,169 @@ __attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8
     NT_SWITCH(B_Q6_K)
 }
 
+/* The prompt pass, where many tokens pass over each group: the group's n
+ * columns unpacked once into one byte per weight (tl_kq_unpack), so that the
+ * nibble and fifth-bit work above is done once per group instead of once per
+ * 4 tokens.  Per super-block of a group (KQU_BYTES): 64 lines, line 4 g + c
+ * holding elements 16 g + 4 c .. + 3 of the 16 rows (a dword per row, as in
+ * the repacked layout), values 0-15 / 0-31 / 0-63; then the scales as int32
+ * lanes (Q4_K/Q5_K: 8 sub-block scales and the mins as the int16 pairs of
+ * pq45k_n; Q6_K: 16 signed group scales); then the f16 d (and dmin) of the 16
+ * rows as the group holds them.  The kernel makes the same integer sums per
+ * super-block as pq45k_n / pq6k_n and the same fp32 operations after them. */
+#define KQU_LINES 4096
+#define KQU_BYTES(six) ((six) ? KQU_LINES + 16 * 64 + 64 : KQU_LINES + 12 * 64 + 64)
+
+__attribute__((target(T512))) static inline __m512i srl16(__m512i v, int s) {
+    return _mm512_srl_epi16(v, _mm_cvtsi32_si128(s));
+}
+
+__attribute__((target(T512))) static void unpack45(const uint8_t *b, int n, uint8_t *u, int five) {
+    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3),
+                  one = _mm512_set1_epi8(1), lo16 = _mm512_set1_epi32(0x00ff00ff);
+    const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
+    const size_t bb = five ? 176 : 144, qo = five ? 768 : 256;
+    for (int k = 0; k < n / 256; k++, b += 16 * bb, u += KQU_BYTES(0)) {
+        const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
+                      u2 = _mm512_loadu_si512((const void *)(b + 192));
+        const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
+        const __m512i shi = _mm512_or_si512(_mm512_and_si512(u2, m4),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
+        const __m512i mhi =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+        __m512i *sc = (__m512i *)(void *)(u + KQU_LINES);
+        for (int j = 0; j < 8; j++)
+            _mm512_storeu_si512(sc + j, _mm512_shuffle_epi8(j < 4 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(j % 4))));
+        _mm512_storeu_si512(sc + 8, _mm512_and_si512(mlo, lo16));
+        _mm512_storeu_si512(sc + 9, _mm512_srli_epi16(mlo, 8));
+        _mm512_storeu_si512(sc + 10, _mm512_and_si512(mhi, lo16));
+        _mm512_storeu_si512(sc + 11, _mm512_srli_epi16(mhi, 8));
+        memcpy(sc + 12, b, 64); /* d[16], dmin[16] */
+        for (int p = 0; p < 4; p++)
+            for (int c = 0; c < 8; c++) {
+                /* low nibbles: sub-block 2 p, high: 2 p + 1; fifth bits at bits 2 p, 2 p + 1 of qh */
+                const __m512i v = _mm512_loadu_si512((const void *)(b + qo + 512 * p + 64 * c));
+                __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (five) {
+                    const __m512i qh = _mm512_loadu_si512((const void *)(b + 256 + 64 * c));
+                    lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(srl16(qh, 2 * p), one), 4));
+                    hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(srl16(qh, 2 * p + 1), one), 4));
+                }
+                _mm512_storeu_si512((void *)(u + 64 * (16 * p + c)), lo);
+                _mm512_storeu_si512((void *)(u + 64 * (16 * p + 8 + c)), hi);
+            }
+    }
+}
+
+__attribute__((target(T512))) static void unpack6(const uint8_t *b, int n, uint8_t *u) {
+    const __m512i m63 = _mm512_set1_epi8(63), mf0 = _mm512_set1_epi8((char)0xf0), mc0 = _mm512_set1_epi8((char)0xc0);
+    const __m512i top0 = _mm512_set4_epi32(12 << 24, 8 << 24, 4 << 24, 0);
+    for (int k = 0; k < n / 256; k++, b += 16 * 210, u += KQU_BYTES(1)) {
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *p = b + 192 * (8 * h + c);
+                const __m512i p0 = _mm512_loadu_si512((const void *)p), p1 = _mm512_loadu_si512((const void *)(p + 64)),
+                              p2 = _mm512_loadu_si512((const void *)(p + 128));
+                /* run 3 as pq6k_n makes it (4 times the value), shifted back */
+                const __m512i t12 = _mm512_ternarylogic_epi32(p2, _mm512_srli_epi16(p1, 2), mc0, 0xE4);
+                const __m512i w3 =
+                    _mm512_ternarylogic_epi32(t12, _mm512_srli_epi16(_mm512_andnot_si512(m63, p0), 4), mf0, 0xE4);
+                const __m512i w[4] = {_mm512_and_si512(p0, m63), _mm512_and_si512(p1, m63), _mm512_and_si512(p2, m63),
+                                      _mm512_and_si512(_mm512_srli_epi16(w3, 2), m63)};
+                for (int l = 0; l < 4; l++) /* elements 128 h + 32 l + 4 c: line 32 h + 8 l + c */
+                    _mm512_storeu_si512((void *)(u + 64 * (32 * h + 8 * l + c)), w[l]);
+            }
+        __m512i *sc = (__m512i *)(void *)(u + KQU_LINES);
+        for (int g = 0; g < 16; g++)
+            _mm512_storeu_si512(sc + g, _mm512_srai_epi32(_mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4))),
+                                                                              _mm512_add_epi32(top0, _mm512_set1_epi32((g % 4) << 24))),
+                                                          24));
+        memcpy(sc + 16, b + 16 * 208, 32); /* d[16] */
+    }
+}
+
+/* per super-block, four passes of 64 elements (four 16-element groups, a
+ * chain each per token, 16 chains for 4 tokens) */
+__attribute__((target(T512), always_inline)) static inline void uq_n(const uint8_t *u, const uint8_t *xq, size_t xs,
+                                                                     int n, float *out, size_t os, const int SIX,
+                                                                     const int NT) {
+    __m512 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < n / 256; k++, u += KQU_BYTES(SIX)) {
+        const __m512i *sc = (const __m512i *)(const void *)(u + KQU_LINES);
+        __m512i isum[4], msum[4];
+        for (int t = 0; t < NT; t++) {
+            isum[t] = msum[t] = _mm512_setzero_si512();
+            if (SIX) continue;
+            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+            const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+            uint16_t s[8];
+            for (int j = 0; j < 8; j++) s[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
+            for (int p = 0; p < 4; p++) {
+                const int j0 = (p / 2) * 4 + p % 2;
+                msum[t] = _mm512_dpwssd_epi32(msum[t], _mm512_loadu_si512(sc + 8 + p),
+                                              _mm512_set1_epi32((int)(s[j0] | (uint32_t)s[j0 + 2] << 16)));
+            }
+        }
+        for (int qd = 0; qd < 4; qd++) {
+            __m512i s[4][4];
+            for (int t = 0; t < NT; t++) {
+                const int16_t *bs =
+                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) + 16 * k;
+                for (int q = 0; q < 4; q++) s[t][q] = SIX ? _mm512_set1_epi32(-32 * bs[4 * qd + q]) : _mm512_setzero_si512();
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                for (int q = 0; q < 4; q++) {
+                    const __m512i w = _mm512_loadu_si512((const void *)(u + 64 * (16 * qd + 4 * q + c)));
+                    for (int t = 0; t < NT; t++)
+                        s[t][q] = _mm512_dpbusd_epi32(s[t][q], w, bcast4(xq + (size_t)t * xs + 256 * k + 64 * qd + 16 * q + 4 * c));
+                }
+            for (int t = 0; t < NT; t++) {
+                __m512i v;
+                if (SIX)
+                    v = _mm512_add_epi32(
+                        _mm512_add_epi32(_mm512_mullo_epi32(s[t][0], _mm512_loadu_si512(sc + 4 * qd)),
+                                         _mm512_mullo_epi32(s[t][1], _mm512_loadu_si512(sc + 4 * qd + 1))),
+                        _mm512_add_epi32(_mm512_mullo_epi32(s[t][2], _mm512_loadu_si512(sc + 4 * qd + 2)),
+                                         _mm512_mullo_epi32(s[t][3], _mm512_loadu_si512(sc + 4 * qd + 3))));
+                else
+                    v = _mm512_add_epi32(
+                        _mm512_mullo_epi32(_mm512_add_epi32(s[t][0], s[t][1]), _mm512_loadu_si512(sc + 2 * qd)),
+                        _mm512_mullo_epi32(_mm512_add_epi32(s[t][2], s[t][3]), _mm512_loadu_si512(sc + 2 * qd + 1)));
+                isum[t] = _mm512_add_epi32(isum[t], v);
+            }
+        }
+        const uint8_t *dd = (const uint8_t *)(sc + (SIX ? 16 : 12));
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)dd));
+        for (int t = 0; t < NT; t++) {
+            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+            if (SIX) {
+                acc[t] = _mm512_add_ps(acc[t],
+                                       _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]))));
+            } else {
+                const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(dd + 32)));
+                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
+                                               _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[t])));
+                acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), v));
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
+}
+
+#define B_U45(N) uq_n(b, xq, xs, n, out, os, 0, N)
+#define B_U6(N) uq_n(b, xq, xs, n, out, os, 1, N)
+__attribute__((target(T512))) static void uq45_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                                                   float *out, size_t os) {
+    NT_SWITCH(B_U45)
+}
+__attribute__((target(T512))) static void uq6_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
+                                                  float *out, size_t os) {
+    NT_SWITCH(B_U6)
+}
+
 /* ------------------------------------------------------- AVX2, AVX-VNNI */
 
 #define TGT "avx2,fma,f16c"
@@ -425,4 +588,39 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
         else
             c_q45_k(b, x, xs, m, n, o, os, type == TL_GGML_Q5_K);
     }
+}
+
+size_t tl_kq_unpacked_bytes(uint32_t type, int n) { return (size_t)(n / 256) * KQU_BYTES(type == TL_GGML_Q6_K); }
+
+int tl_kq_unpacks(tl_q8_isa i, uint32_t type) {
+#ifdef TL_X86
+    return i == TL_Q8_AVX512VNNI && tl_kq_type(type);
+#else
+    (void)i, (void)type;
+    return 0;
+#endif
+}
+
+void tl_kq_unpack(uint32_t type, const uint8_t *b, int n, void *dst) {
+#ifdef TL_X86
+    if (type == TL_GGML_Q6_K)
+        unpack6(b, n, dst);
+    else
+        unpack45(b, n, dst, type == TL_GGML_Q5_K);
+#else
+    (void)type, (void)b, (void)n, (void)dst;
+#endif
+}
+
+void tl_kq_unpacked_dot(uint32_t type, const void *u, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                        size_t os) {
+#ifdef TL_X86
+    const tl_q8_packed_fn f = type == TL_GGML_Q6_K ? uq6_512 : uq45_512;
+    for (int t = 0; t < nt; t += 4) {
+        const int m = nt - t < 4 ? nt - t : 4;
+        f(u, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+    }
+#else
+    (void)type, (void)u, (void)xq, (void)xs, (void)nt, (void)n, (void)out, (void)os;
+#endif
 }
