@@ -182,7 +182,7 @@ static void test_kq_isa(tl_test_ctx *t) {
     static const uint32_t types[] = {TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
     const size_t xs = (tl_q8_bytes(TL_GGML_Q4_K, CMAX) + 63) & ~(size_t)63;
     float *x = malloc(sizeof(float) * CMAX), *ref = malloc(sizeof(float) * R * NT);
-    uint8_t *xq = malloc(xs * NT), *u = tl_alloc(tl_kq_unpacked_bytes(TL_GGML_Q6_K, CMAX));
+    uint8_t *xq = malloc(xs * NT), *u = tl_alloc(2 * tl_kq_unpacked_bytes(TL_GGML_Q6_K, CMAX));
     int runs[TL_Q8_N] = {0}, unpacked = 0;
     enum { NC = sizeof cols / sizeof cols[0] };
     for (size_t tc = 0; tc < NC * (sizeof types / sizeof types[0]); tc++) { /* every type at every width */
@@ -224,6 +224,13 @@ static void test_kq_isa(tl_test_ctx *t) {
                                 unpacked += i == TL_Q8_AVX512VNNI;
                             }
                         }
+                    if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* both groups at once */
+                        float o[NT * 32];
+                        tl_kq_unpack(type, pk, C, u);
+                        tl_kq_unpack(type, pk + 16 * rb, C, u + tl_kq_unpacked_bytes(type, C));
+                        tl_kq_unpacked_dot2(type, u, u + tl_kq_unpacked_bytes(type, C), xq, xs, NT, C, o, 32);
+                        ok &= !memcmp(o, ref, sizeof o);
+                    }
                     runs[i] += ok;
                     CHECK_MSG(ok, "%s %s C=%d weights %d x %d: the ISA's repacked kernel against the portable one",
                               tl_ggml_type_name(type), tl_q8_isa_name((tl_q8_isa)i), C, wm, xm);

@@ -402,29 +402,39 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         const int nt = n - t0 < step ? n - t0 : step;
         _Alignas(64) uint8_t one[16384];
         uint8_t *q = xq ? xq : one;
+        /* K-quant groups unpacked once for all the tokens, where enough pass,
+         * two at a time (tl_kq_unpacked_dot2) */
+        const int unpack = nt >= KQ_UNPACK_FROM && tl_kq_unpacks(isa, W->quant), gw = unpack ? 2 : 1,
+                  groups = out / 16;
+        const size_t ub = unpack ? tl_kq_unpacked_bytes(W->quant, in) : 0;
 #pragma omp parallel
         {
-            /* K-quant groups unpacked once for all the tokens, where enough pass */
-            uint8_t *u = nt >= KQ_UNPACK_FROM && tl_kq_unpacks(isa, W->quant)
-                             ? tl_alloc(tl_kq_unpacked_bytes(W->quant, in))
-                             : NULL;
+            uint8_t *u = unpack ? tl_alloc(2 * ub) : NULL; /* none: the packed kernel, the same bits */
 #pragma omp for schedule(static)
             for (int t = 0; t < nt; t++) tl_q8_quantize(W->quant, x + (size_t)(t0 + t) * in, in, q + (size_t)t * xs);
 #pragma omp for schedule(dynamic, 1)
-            for (int g = 0; g < out / 16; g++) {
-                const uint8_t *grp = (const uint8_t *)W->data + (size_t)g * gb;
-                if (u) tl_kq_unpack(W->quant, grp, in, u);
+            for (int i = 0; i < (groups + gw - 1) / gw; i++) {
+                const int g0 = i * gw, ng = groups - g0 < gw ? groups - g0 : gw;
+                const uint8_t *grp = (const uint8_t *)W->data + (size_t)g0 * gb;
+                if (u)
+                    for (int h = 0; h < ng; h++) tl_kq_unpack(W->quant, grp + h * gb, in, u + h * ub);
                 for (int t = 0; t < nt; t += 4) {
                     const int m = nt - t < 4 ? nt - t : 4;
-                    float v[4 * 16];
-                    if (u)
-                        tl_kq_unpacked_dot(W->quant, u, q + (size_t)t * xs, xs, m, in, v, 16);
+                    const uint8_t *xt = q + (size_t)t * xs;
+                    float v[4 * 32];
+                    if (u && ng == 2)
+                        tl_kq_unpacked_dot2(W->quant, u, u + ub, xt, xs, m, in, v, 32);
                     else
-                        packed_dot(isa, W->quant, grp, q + (size_t)t * xs, xs, m, in, v, 16);
+                        for (int h = 0; h < ng; h++) {
+                            if (u)
+                                tl_kq_unpacked_dot(W->quant, u + h * ub, xt, xs, m, in, v + 16 * h, 32);
+                            else
+                                packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
+                        }
                     for (int j = 0; j < m; j++)
-                        for (int r = 0; r < 16; r++) {
-                            float *yy = y + (size_t)(t0 + t + j) * out + 16 * g + r;
-                            *yy = beta == 0 ? v[16 * j + r] : v[16 * j + r] + beta * *yy;
+                        for (int r = 0; r < 16 * ng; r++) {
+                            float *yy = y + (size_t)(t0 + t + j) * out + 16 * g0 + r;
+                            *yy = beta == 0 ? v[32 * j + r] : v[32 * j + r] + beta * *yy;
                         }
                 }
             }

@@ -528,6 +528,95 @@ __attribute__((target(T512), always_inline)) static inline void uq_n(const uint8
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
+/* Two groups (32 rows) at once: each token's broadcast of 4 activations
+ * feeds both groups' lines, 0.75 loads per vpdpbusd instead of 1.25 (the
+ * load ports, not vpdpbusd, bounded uq_n).  Per 32 elements (a Q4_K/Q5_K
+ * sub-block, two Q6_K groups) 16 chains: 2 groups x 4 tokens x 2 halves.
+ * out[t * os + r], r < 32. */
+__attribute__((target(T512), always_inline)) static inline void uq2_n(const uint8_t *u0, const uint8_t *u1,
+                                                                      const uint8_t *xq, size_t xs, int n, float *out,
+                                                                      size_t os, const int SIX, const int NT) {
+    __m512 acc[2][4];
+    for (int t = 0; t < NT; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    const size_t ub = KQU_BYTES(SIX);
+    for (int k = 0; k < n / 256; k++) {
+        const uint8_t *ug[2] = {u0 + (size_t)k * ub, u1 + (size_t)k * ub};
+        __m512i isum[2][4];
+        for (int t = 0; t < NT; t++) isum[0][t] = isum[1][t] = _mm512_setzero_si512();
+        for (int jp = 0; jp < 8; jp++) {
+            __m512i s[2][4][2];
+            for (int t = 0; t < NT; t++) {
+                const int16_t *bs =
+                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) + 16 * k;
+                for (int q = 0; q < 2; q++)
+                    s[0][t][q] = s[1][t][q] = SIX ? _mm512_set1_epi32(-32 * bs[2 * jp + q]) : _mm512_setzero_si512();
+            }
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                for (int q = 0; q < 2; q++) {
+                    const __m512i w0 = _mm512_loadu_si512((const void *)(ug[0] + 64 * (8 * jp + 4 * q + c))),
+                                  w1 = _mm512_loadu_si512((const void *)(ug[1] + 64 * (8 * jp + 4 * q + c)));
+                    for (int t = 0; t < NT; t++) {
+                        const __m512i b = bcast4(xq + (size_t)t * xs + 256 * k + 32 * jp + 16 * q + 4 * c);
+                        s[0][t][q] = _mm512_dpbusd_epi32(s[0][t][q], w0, b);
+                        s[1][t][q] = _mm512_dpbusd_epi32(s[1][t][q], w1, b);
+                    }
+                }
+            for (int g = 0; g < 2; g++) {
+                const __m512i *sc = (const __m512i *)(const void *)(ug[g] + KQU_LINES);
+                for (int t = 0; t < NT; t++) {
+                    const __m512i v =
+                        SIX ? _mm512_add_epi32(_mm512_mullo_epi32(s[g][t][0], _mm512_loadu_si512(sc + 2 * jp)),
+                                               _mm512_mullo_epi32(s[g][t][1], _mm512_loadu_si512(sc + 2 * jp + 1)))
+                            : _mm512_mullo_epi32(_mm512_add_epi32(s[g][t][0], s[g][t][1]), _mm512_loadu_si512(sc + jp));
+                    isum[g][t] = _mm512_add_epi32(isum[g][t], v);
+                }
+            }
+        }
+        for (int g = 0; g < 2; g++) {
+            const __m512i *sc = (const __m512i *)(const void *)(ug[g] + KQU_LINES);
+            const uint8_t *dd = (const uint8_t *)(sc + (SIX ? 16 : 12));
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)dd));
+            for (int t = 0; t < NT; t++) {
+                const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
+                if (SIX) {
+                    acc[g][t] = _mm512_add_ps(
+                        acc[g][t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t]))));
+                } else {
+                    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+                    uint16_t sm[8];
+                    for (int j = 0; j < 8; j++) sm[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
+                    __m512i msum = _mm512_setzero_si512();
+                    for (int p = 0; p < 4; p++) {
+                        const int j0 = (p / 2) * 4 + p % 2;
+                        msum = _mm512_dpwssd_epi32(msum, _mm512_loadu_si512(sc + 8 + p),
+                                                   _mm512_set1_epi32((int)(sm[j0] | (uint32_t)sm[j0 + 2] << 16)));
+                    }
+                    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(dd + 32)));
+                    const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t])),
+                                                   _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum)));
+                    acc[g][t] = _mm512_add_ps(acc[g][t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), v));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        _mm512_storeu_ps(out + (size_t)t * os, acc[0][t]);
+        _mm512_storeu_ps(out + (size_t)t * os + 16, acc[1][t]);
+    }
+}
+
+#define B_U2_45(N) uq2_n(u0, u1, xq, xs, n, out, os, 0, N)
+#define B_U2_6(N) uq2_n(u0, u1, xq, xs, n, out, os, 1, N)
+__attribute__((target(T512))) static void uq2_45_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq,
+                                                     size_t xs, int nt, int n, float *out, size_t os) {
+    NT_SWITCH(B_U2_45)
+}
+__attribute__((target(T512))) static void uq2_6_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq,
+                                                    size_t xs, int nt, int n, float *out, size_t os) {
+    NT_SWITCH(B_U2_6)
+}
+
 #define B_U45(N) uq_n(b, xq, xs, n, out, os, 0, N)
 #define B_U6(N) uq_n(b, xq, xs, n, out, os, 1, N)
 __attribute__((target(T512))) static void uq45_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
@@ -622,5 +711,20 @@ void tl_kq_unpacked_dot(uint32_t type, const void *u, const uint8_t *xq, size_t 
     }
 #else
     (void)type, (void)u, (void)xq, (void)xs, (void)nt, (void)n, (void)out, (void)os;
+#endif
+}
+
+void tl_kq_unpacked_dot2(uint32_t type, const void *u0, const void *u1, const uint8_t *xq, size_t xs, int nt, int n,
+                         float *out, size_t os) {
+#ifdef TL_X86
+    for (int t = 0; t < nt; t += 4) {
+        const int m = nt - t < 4 ? nt - t : 4;
+        if (type == TL_GGML_Q6_K)
+            uq2_6_512(u0, u1, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+        else
+            uq2_45_512(u0, u1, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+    }
+#else
+    (void)type, (void)u0, (void)u1, (void)xq, (void)xs, (void)nt, (void)n, (void)out, (void)os;
 #endif
 }

@@ -66,5 +66,9 @@ void tl_kq_unpack(uint32_t type, const uint8_t *b, int n, void *dst);
 /* tl_kq_packed_dot's products from the unpacked group u, any nt. */
 void tl_kq_unpacked_dot(uint32_t type, const void *u, const uint8_t *xq, size_t xs, int nt, int n, float *out,
                         size_t os);
+/* The same for two unpacked groups at once: out[t * os + r], r < 32, rows
+ * 0-15 from u0 and 16-31 from u1. */
+void tl_kq_unpacked_dot2(uint32_t type, const void *u0, const void *u1, const uint8_t *xq, size_t xs, int nt, int n,
+                         float *out, size_t os);
 
 #endif
