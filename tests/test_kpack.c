@@ -218,17 +218,17 @@ static void test_kq_isa(tl_test_ctx *t) {
                             for (int j = 0; j < nt; j++)
                                 ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
                             if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* the prompt pass's unpacked group */
-                                tl_kq_unpack(type, pk + (size_t)g * 16 * rb, C, u);
-                                tl_kq_unpacked_dot(type, u, xq, xs, nt, C, o, 16);
+                                tl_kq_unpack((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, C, u);
+                                tl_kq_unpacked_dot((tl_q8_isa)i, type, u, xq, xs, nt, C, o, 16);
                                 ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
-                                unpacked += i == TL_Q8_AVX512VNNI;
+                                unpacked++;
                             }
                         }
                     if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* both groups at once */
                         float o[NT * 32];
-                        tl_kq_unpack(type, pk, C, u);
-                        tl_kq_unpack(type, pk + 16 * rb, C, u + tl_kq_unpacked_bytes(type, C));
-                        tl_kq_unpacked_dot2(type, u, u + tl_kq_unpacked_bytes(type, C), xq, xs, NT, C, o, 32);
+                        tl_kq_unpack((tl_q8_isa)i, type, pk, C, u);
+                        tl_kq_unpack((tl_q8_isa)i, type, pk + 16 * rb, C, u + tl_kq_unpacked_bytes(type, C));
+                        tl_kq_unpacked_dot2((tl_q8_isa)i, type, u, u + tl_kq_unpacked_bytes(type, C), xq, xs, NT, C, o, 32);
                         ok &= !memcmp(o, ref, sizeof o);
                     }
                     runs[i] += ok;
@@ -243,8 +243,12 @@ static void test_kq_isa(tl_test_ctx *t) {
     for (int i = TL_Q8_C; i < TL_Q8_N; i++)
         CHECK_MSG(!tl_q8_isa_supported((tl_q8_isa)i) || runs[i] == 3 * 4 * 4 * 4, "%s: %d of 192 passed",
                   tl_q8_isa_name((tl_q8_isa)i), runs[i]);
-    CHECK_MSG(!tl_q8_isa_supported(TL_Q8_AVX512VNNI) || unpacked == 3 * 4 * 4 * 4 * 2 * NT,
-              "the unpacked prompt kernel ran %d times", unpacked);
+    int cases = 0; /* (ISA, type) pairs with unpacked kernels */
+    for (int i = TL_Q8_C; i < TL_Q8_N; i++)
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            cases += tl_q8_isa_supported((tl_q8_isa)i) && tl_kq_unpacks((tl_q8_isa)i, types[ti]);
+    CHECK_MSG(unpacked == cases * 4 * 4 * 4 * 2 * NT && (cases > 0 || !tl_q8_isa_supported(TL_Q8_AVX2)),
+              "the unpacked prompt kernels ran %d times in %d (ISA, type) cases", unpacked, cases);
     tl_free(u);
     free(x);
     free(ref);

@@ -417,17 +417,17 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
                 const int g0 = i * gw, ng = groups - g0 < gw ? groups - g0 : gw;
                 const uint8_t *grp = (const uint8_t *)W->data + (size_t)g0 * gb;
                 if (u)
-                    for (int h = 0; h < ng; h++) tl_kq_unpack(W->quant, grp + h * gb, in, u + h * ub);
+                    for (int h = 0; h < ng; h++) tl_kq_unpack(isa, W->quant, grp + h * gb, in, u + h * ub);
                 for (int t = 0; t < nt; t += 4) {
                     const int m = nt - t < 4 ? nt - t : 4;
                     const uint8_t *xt = q + (size_t)t * xs;
                     float v[4 * 32];
                     if (u && ng == 2)
-                        tl_kq_unpacked_dot2(W->quant, u, u + ub, xt, xs, m, in, v, 32);
+                        tl_kq_unpacked_dot2(isa, W->quant, u, u + ub, xt, xs, m, in, v, 32);
                     else
                         for (int h = 0; h < ng; h++) {
                             if (u)
-                                tl_kq_unpacked_dot(W->quant, u + h * ub, xt, xs, m, in, v + 16 * h, 32);
+                                tl_kq_unpacked_dot(isa, W->quant, u + h * ub, xt, xs, m, in, v + 16 * h, 32);
                             else
                                 packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
                         }

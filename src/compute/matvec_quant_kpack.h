@@ -58,17 +58,17 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
 /* The prompt pass's unpacked layout (matvec_quant_kpack.c): a repacked group's
  * n columns with one byte per weight and the scales decoded, for many tokens
  * to pass over without unpacking each time; the products have the bits of
- * tl_kq_packed_dot.  Only where tl_kq_unpacks(i, type) (AVX512-VNNI). */
+ * tl_kq_packed_dot.  Only where tl_kq_unpacks(i, type) (the SIMD ISAs). */
 int tl_kq_unpacks(tl_q8_isa i, uint32_t type);
 size_t tl_kq_unpacked_bytes(uint32_t type, int n);
 /* The 16-row group at b (repacked, n columns) into dst (tl_kq_unpacked_bytes). */
-void tl_kq_unpack(uint32_t type, const uint8_t *b, int n, void *dst);
+void tl_kq_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, void *dst);
 /* tl_kq_packed_dot's products from the unpacked group u, any nt. */
-void tl_kq_unpacked_dot(uint32_t type, const void *u, const uint8_t *xq, size_t xs, int nt, int n, float *out,
-                        size_t os);
+void tl_kq_unpacked_dot(tl_q8_isa i, uint32_t type, const void *u, const uint8_t *xq, size_t xs, int nt, int n,
+                        float *out, size_t os);
 /* The same for two unpacked groups at once: out[t * os + r], r < 32, rows
  * 0-15 from u0 and 16-31 from u1. */
-void tl_kq_unpacked_dot2(uint32_t type, const void *u0, const void *u1, const uint8_t *xq, size_t xs, int nt, int n,
-                         float *out, size_t os);
+void tl_kq_unpacked_dot2(tl_q8_isa i, uint32_t type, const void *u0, const void *u1, const uint8_t *xq, size_t xs,
+                         int nt, int n, float *out, size_t os);
 
 #endif
