@@ -217,14 +217,14 @@ static void test_kq_isa(tl_test_ctx *t) {
                             ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
                             for (int j = 0; j < nt; j++)
                                 ok &= !memcmp(c + 16 * j, ref + (size_t)j * R + 16 * g, sizeof(float) * 16);
-                            if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* the prompt pass's unpacked group */
+                            if (tl_kq_unpack_from((tl_q8_isa)i, type)) { /* the prompt pass's unpacked group */
                                 tl_kq_unpack((tl_q8_isa)i, type, pk + (size_t)g * 16 * rb, C, u);
                                 tl_kq_unpacked_dot((tl_q8_isa)i, type, u, xq, xs, nt, C, o, 16);
                                 ok &= !memcmp(o, c, sizeof(float) * 16 * (size_t)nt);
                                 unpacked++;
                             }
                         }
-                    if (tl_kq_unpacks((tl_q8_isa)i, type)) { /* both groups at once */
+                    if (tl_kq_unpack_from((tl_q8_isa)i, type)) { /* both groups at once */
                         float o[NT * 32];
                         tl_kq_unpack((tl_q8_isa)i, type, pk, C, u);
                         tl_kq_unpack((tl_q8_isa)i, type, pk + 16 * rb, C, u + tl_kq_unpacked_bytes(type, C));
@@ -246,7 +246,7 @@ static void test_kq_isa(tl_test_ctx *t) {
     int cases = 0; /* (ISA, type) pairs with unpacked kernels */
     for (int i = TL_Q8_C; i < TL_Q8_N; i++)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
-            cases += tl_q8_isa_supported((tl_q8_isa)i) && tl_kq_unpacks((tl_q8_isa)i, types[ti]);
+            cases += tl_q8_isa_supported((tl_q8_isa)i) && tl_kq_unpack_from((tl_q8_isa)i, types[ti]) > 0;
     CHECK_MSG(unpacked == cases * 4 * 4 * 4 * 2 * NT && (cases > 0 || !tl_q8_isa_supported(TL_Q8_AVX2)),
               "the unpacked prompt kernels ran %d times in %d (ISA, type) cases", unpacked, cases);
     tl_free(u);

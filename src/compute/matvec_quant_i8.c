@@ -385,10 +385,6 @@ void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, 
         packed_dot(i, W->quant, (const uint8_t *)W->data + (size_t)(r / 16) * gb, xq, 0, 1, W->cols, y + r, 0);
 }
 
-/* Tokens from which a K-quant group is unpacked for them (tl_kq_unpack):
- * unpacking costs about what 4 tokens' products do */
-#define KQ_UNPACK_FROM 16
-
 /* The prompt pass on repacked weights: each group's bytes are loaded once
  * per 4 tokens; without memory for all rounded tokens, one at a time on the
  * stack (tl_q8_packable bounds its size). */
@@ -404,7 +400,7 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         uint8_t *q = xq ? xq : one;
         /* K-quant groups unpacked once for all the tokens, where enough pass,
          * two at a time (tl_kq_unpacked_dot2) */
-        const int unpack = nt >= KQ_UNPACK_FROM && tl_kq_unpacks(isa, W->quant), gw = unpack ? 2 : 1,
+        const int from = tl_kq_unpack_from(isa, W->quant), unpack = from && nt >= from, gw = unpack ? 2 : 1,
                   groups = out / 16;
         const size_t ub = unpack ? tl_kq_unpacked_bytes(W->quant, in) : 0;
 #pragma omp parallel

@@ -681,15 +681,24 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
 
 size_t tl_kq_unpacked_bytes(uint32_t type, int n) { return (size_t)(n / 256) * KQU_BYTES(type == TL_GGML_Q6_K); }
 
-int tl_kq_unpacks(tl_q8_isa i, uint32_t type) {
+int tl_kq_unpack_from(tl_q8_isa i, uint32_t type) {
 #ifdef TL_X86
-    /* not AVX2's Q4_K: its packed kernel unpacks a nibble pair in three
-     * operations for 4 tokens and measured 4-8% faster than the unpacked one */
-    return (i == TL_Q8_AVX512VNNI || i == TL_Q8_AVXVNNI || (i == TL_Q8_AVX2 && type != TL_GGML_Q4_K)) && tl_kq_type(type);
+    /* where unpacking a group pays for itself: the products of one thread
+     * over 64 groups of 2048 columns (matrices from L3) with and without it,
+     * on the Zen 5 VM (docs/inference.md); AVX2's Q4_K never did (0.68-0.88x:
+     * its packed kernel unpacks a nibble pair in three operations) */
+    const int j = type == TL_GGML_Q4_K ? 0 : type == TL_GGML_Q5_K ? 1 : type == TL_GGML_Q6_K ? 2 : -1;
+    static const int from[3][3] = {{24, 12, 8}, /* AVX512-VNNI: Q4_K, Q5_K, Q6_K */
+                                   {8, 4, 4},   /* AVX-VNNI */
+                                   {0, 8, 4}};  /* AVX2 */
+    if (j < 0) return 0;
+    if (i == TL_Q8_AVX512VNNI) return from[0][j];
+    if (i == TL_Q8_AVXVNNI) return from[1][j];
+    if (i == TL_Q8_AVX2) return from[2][j];
 #else
     (void)i, (void)type;
-    return 0;
 #endif
+    return 0;
 }
 
 void tl_kq_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, void *dst) {

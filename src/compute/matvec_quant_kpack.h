@@ -58,8 +58,9 @@ void tl_kq_packed_dot(tl_q8_isa i, uint32_t type, const uint8_t *b, const uint8_
 /* The prompt pass's unpacked layout (matvec_quant_kpack.c): a repacked group's
  * n columns with one byte per weight and the scales decoded, for many tokens
  * to pass over without unpacking each time; the products have the bits of
- * tl_kq_packed_dot.  Only where tl_kq_unpacks(i, type) (the SIMD ISAs). */
-int tl_kq_unpacks(tl_q8_isa i, uint32_t type);
+ * tl_kq_packed_dot.  tl_kq_unpack_from: the tokens from which ISA i unpacks
+ * a group of type (measured), 0 where it has no unpacked kernel. */
+int tl_kq_unpack_from(tl_q8_isa i, uint32_t type);
 size_t tl_kq_unpacked_bytes(uint32_t type, int n);
 /* The 16-row group at b (repacked, n columns) into dst (tl_kq_unpacked_bytes). */
 void tl_kq_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, void *dst);
