@@ -442,8 +442,12 @@ static void test_q8_packed(tl_test_ctx *t) {
                 tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 1.0f, NULL, 0);
                 for (int j = 0; j < R * N; j++) ok &= y[j] == ref[j] + 0.5f;
                 tl_wmat_gemm_k((tl_kernel)k, &P, x, N, y, 0.0f, NULL, 0);
-                CHECK_MSG(ok && !memcmp(y, ref, sizeof(float) * R * N), "%s %s C=%d: repacked gemm",
-                          tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
+                ok &= !memcmp(y, ref, sizeof(float) * R * N);
+                for (int nt = 3; nt <= 9; nt += 3) { /* below and above the group pairs' token counts */
+                    tl_wmat_gemm_k((tl_kernel)k, &P, x, nt, y, 0.0f, NULL, 0);
+                    ok &= !memcmp(y, ref, sizeof(float) * R * (size_t)nt);
+                }
+                CHECK_MSG(ok, "%s %s C=%d: repacked gemm", tl_ggml_type_name(type), tl_kernel_name((tl_kernel)k), C);
                 W.f32_act = P.f32_act = 1;
                 tl_wmat_matvec((tl_kernel)k, &W, x, row);
                 tl_wmat_matvec((tl_kernel)k, &P, x, y);

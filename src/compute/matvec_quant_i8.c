@@ -385,6 +385,53 @@ void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, 
         packed_dot(i, W->quant, (const uint8_t *)W->data + (size_t)(r / 16) * gb, xq, 0, 1, W->cols, y + r, 0);
 }
 
+/* The prompt pass takes repacked groups two at a time where the kernels
+ * share each activation broadcast between them (measured faster from a
+ * token count per ISA and type): the K-quants unpacked (tl_kq_unpack),
+ * Q8_0's groups as they are and Q4_0's unpacked into Q8_0's layout
+ * (AVX512-VNNI).  pair_from: 0 where one group at a time. */
+static int pair_from(tl_q8_isa i, uint32_t type) {
+    if (tl_kq_type(type)) return tl_kq_unpack_from(i, type);
+#ifdef TL_X86
+    /* one thread's products over 2048 columns: Q8_0 3.5 -> 4.6 G vpdpbusd/s
+     * from 4 tokens, Q4_0 level at 4 and 2.9 -> 3.6 at 8 (docs/inference.md) */
+    if (i == TL_Q8_AVX512VNNI) return type == TL_GGML_Q8_0 ? 4 : type == TL_GGML_Q4_0 ? 8 : 0;
+#endif
+    return 0;
+}
+
+/* scratch bytes per group for pair_unpack (0: the groups are read in place) */
+static size_t pair_bytes(uint32_t type, int n) {
+    return tl_kq_type(type) ? tl_kq_unpacked_bytes(type, n) : type == TL_GGML_Q4_0 ? (size_t)(n / 32) * 544 : 0;
+}
+
+static void pair_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, uint8_t *dst) {
+    if (tl_kq_type(type))
+        tl_kq_unpack(i, type, b, n, dst);
+#ifdef TL_X86
+    else
+        tl_q8_unpack4_512(b, n, dst);
+#endif
+}
+
+/* groups g0 (and g1, where two) at tokens xt: out[t * 32 + r] */
+static void pair_dot(tl_q8_isa i, uint32_t type, const uint8_t *g0, const uint8_t *g1, const uint8_t *xt, size_t xs,
+                     int nt, int n, float *out) {
+    if (tl_kq_type(type)) {
+        if (g1)
+            tl_kq_unpacked_dot2(i, type, g0, g1, xt, xs, nt, n, out, 32);
+        else
+            tl_kq_unpacked_dot(i, type, g0, xt, xs, nt, n, out, 32);
+        return;
+    }
+#ifdef TL_X86
+    if (g1)
+        tl_q8_pair_512(g0, g1, xt, xs, nt, n, out, 32);
+    else /* Q4_0 unpacked is a Q8_0 group */
+        packed_dot(i, TL_GGML_Q8_0, g0, xt, xs, nt, n, out, 32);
+#endif
+}
+
 /* The prompt pass on repacked weights: each group's bytes are loaded once
  * per 4 tokens; without memory for all rounded tokens, one at a time on the
  * stack (tl_q8_packable bounds its size). */
@@ -398,35 +445,29 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         const int nt = n - t0 < step ? n - t0 : step;
         _Alignas(64) uint8_t one[16384];
         uint8_t *q = xq ? xq : one;
-        /* K-quant groups unpacked once for all the tokens, where enough pass,
-         * two at a time (tl_kq_unpacked_dot2) */
-        const int from = tl_kq_unpack_from(isa, W->quant), unpack = from && nt >= from, gw = unpack ? 2 : 1,
-                  groups = out / 16;
-        const size_t ub = unpack ? tl_kq_unpacked_bytes(W->quant, in) : 0;
+        const int from = pair_from(isa, W->quant), pair = from && nt >= from, gw = pair ? 2 : 1, groups = out / 16;
+        const size_t ub = pair ? pair_bytes(W->quant, in) : 0;
 #pragma omp parallel
         {
-            uint8_t *u = unpack ? tl_alloc(2 * ub) : NULL; /* none: the packed kernel, the same bits */
+            /* no scratch (allocation failed): the packed kernel, the same bits */
+            uint8_t *u = ub ? tl_alloc(2 * ub) : NULL;
+            const int paired = pair && (u || !ub);
 #pragma omp for schedule(static)
             for (int t = 0; t < nt; t++) tl_q8_quantize(W->quant, x + (size_t)(t0 + t) * in, in, q + (size_t)t * xs);
 #pragma omp for schedule(dynamic, 1)
             for (int i = 0; i < (groups + gw - 1) / gw; i++) {
                 const int g0 = i * gw, ng = groups - g0 < gw ? groups - g0 : gw;
-                const uint8_t *grp = (const uint8_t *)W->data + (size_t)g0 * gb;
-                if (u)
-                    for (int h = 0; h < ng; h++) tl_kq_unpack(isa, W->quant, grp + h * gb, in, u + h * ub);
+                const uint8_t *grp = (const uint8_t *)W->data + (size_t)g0 * gb, *src[2] = {grp, grp + gb};
+                if (paired && ub)
+                    for (int h = 0; h < ng; h++) pair_unpack(isa, W->quant, grp + h * gb, in, u + h * ub), src[h] = u + h * ub;
                 for (int t = 0; t < nt; t += 4) {
                     const int m = nt - t < 4 ? nt - t : 4;
                     const uint8_t *xt = q + (size_t)t * xs;
                     float v[4 * 32];
-                    if (u && ng == 2)
-                        tl_kq_unpacked_dot2(isa, W->quant, u, u + ub, xt, xs, m, in, v, 32);
+                    if (paired)
+                        pair_dot(isa, W->quant, src[0], ng == 2 ? src[1] : NULL, xt, xs, m, in, v);
                     else
-                        for (int h = 0; h < ng; h++) {
-                            if (u)
-                                tl_kq_unpacked_dot(isa, W->quant, u + h * ub, xt, xs, m, in, v + 16 * h, 32);
-                            else
-                                packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
-                        }
+                        for (int h = 0; h < ng; h++) packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
                     for (int j = 0; j < m; j++)
                         for (int r = 0; r < 16 * ng; r++) {
                             float *yy = y + (size_t)(t0 + t + j) * out + 16 * g0 + r;

@@ -39,6 +39,13 @@ typedef void (*tl_q8_packed_fn)(const uint8_t *b, const uint8_t *xq, size_t xs, 
 tl_q8_packed_fn tl_q8_avx2_packed_fn(uint32_t type);
 tl_q8_packed_fn tl_q8_avxvnni_packed_fn(uint32_t type);
 tl_q8_packed_fn tl_q8_avx512vnni_packed_fn(uint32_t type);
+/* The prompt pass's AVX512-VNNI kernel on two repacked Q8_0 groups at once:
+ * out[t * os + r] for r < 32 (rows 0-15 from group b0, 16-31 from b1), any
+ * nt, the bits of the one-group kernels.  Q4_0 groups first go to that
+ * layout by tl_q8_unpack4_512 (n columns: n / 32 * 544 bytes). */
+void tl_q8_pair_512(const uint8_t *b0, const uint8_t *b1, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                    size_t os);
+void tl_q8_unpack4_512(const uint8_t *b, int n, uint8_t *dst);
 /* tl_q8_quantize in AVX-512 (kq: the K-quants' layout), the same bytes. */
 void tl_q8_quantize_avx512(int kq, const float *x, int n, void *xq);
 

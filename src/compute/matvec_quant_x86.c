@@ -388,6 +388,97 @@ __attribute__((target(T512), always_inline)) static inline void p32_512_n(const 
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
+/* The prompt pass on two groups at once (32 rows, Q8_0's repacked layout):
+ * each of x's 4-byte broadcasts feeds both groups' lines, 16 chains (2
+ * groups x 4 tokens x chunks 0-3 / 4-7) instead of 8, the same integer sums
+ * and fp32 operations per row as p32_512_n.  Q4_0 reaches it through
+ * tl_q8_unpack4_512, its nibbles as Q8_0 bytes. */
+__attribute__((target(T512), always_inline)) static inline void p8_pair_n(const uint8_t *b0, const uint8_t *b1,
+                                                                          const uint8_t *xq, size_t xs, int n,
+                                                                          float *out, size_t os, const int NT) {
+    const int nb = n / 32;
+    __m512 acc[2][4];
+    for (int t = 0; t < NT; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int k = 0; k < nb; k += 2, b0 += 1088, b1 += 1088) {
+        const uint8_t *bg[2] = {b0, b1};
+        __m512 dw[2][2];
+        for (int g = 0; g < 2; g++) {
+            const __m512i dh = _mm512_loadu_si512((const void *)bg[g]);
+            dw[g][0] = _mm512_cvtph_ps(_mm512_castsi512_si256(dh));
+            dw[g][1] = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dh, 1));
+        }
+        for (int h = 0; h < 2; h++) {
+            __m512i i0[2][4], i1[2][4];
+            for (int t = 0; t < NT; t++) {
+                const int32_t *sx = (const int32_t *)(const void *)(xq + (size_t)t * xs + n + 4 * (size_t)nb);
+                i0[0][t] = i0[1][t] = _mm512_set1_epi32(-128 * sx[k + h]);
+                i1[0][t] = i1[1][t] = _mm512_setzero_si512();
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                const __m512i w00 = _mm512_loadu_si512((const void *)(b0 + 64 + 512 * h + 64 * j)),
+                              w01 = _mm512_loadu_si512((const void *)(b0 + 64 + 512 * h + 64 * (4 + j))),
+                              w10 = _mm512_loadu_si512((const void *)(b1 + 64 + 512 * h + 64 * j)),
+                              w11 = _mm512_loadu_si512((const void *)(b1 + 64 + 512 * h + 64 * (4 + j)));
+                for (int t = 0; t < NT; t++) {
+                    const uint8_t *xk = xq + (size_t)t * xs + 32 * (k + h);
+                    int32_t x0, x1;
+                    memcpy(&x0, xk + 4 * j, 4);
+                    memcpy(&x1, xk + 16 + 4 * j, 4);
+                    const __m512i bx0 = _mm512_set1_epi32(x0), bx1 = _mm512_set1_epi32(x1);
+                    i0[0][t] = _mm512_dpbusd_epi32(i0[0][t], w00, bx0);
+                    i0[1][t] = _mm512_dpbusd_epi32(i0[1][t], w10, bx0);
+                    i1[0][t] = _mm512_dpbusd_epi32(i1[0][t], w01, bx1);
+                    i1[1][t] = _mm512_dpbusd_epi32(i1[1][t], w11, bx1);
+                }
+            }
+            for (int t = 0; t < NT; t++) {
+                const float *dx = (const float *)(const void *)(xq + (size_t)t * xs + n);
+                for (int g = 0; g < 2; g++) {
+                    const __m512i isum = _mm512_add_epi32(i0[g][t], i1[g][t]);
+                    const __m512 s = _mm512_mul_ps(dw[g][h], _mm512_set1_ps(dx[k + h]));
+                    acc[g][t] = _mm512_add_ps(acc[g][t], _mm512_mul_ps(s, _mm512_cvtepi32_ps(isum)));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        _mm512_storeu_ps(out + (size_t)t * os, acc[0][t]);
+        _mm512_storeu_ps(out + (size_t)t * os + 16, acc[1][t]);
+    }
+}
+
+#define B_PAIR(N) p8_pair_n(b0, b1, xq, xs, n, out, os, N)
+__attribute__((target(T512))) static void p8_pair_512(const uint8_t *b0, const uint8_t *b1, const uint8_t *xq,
+                                                      size_t xs, int nt, int n, float *out, size_t os) {
+    NT_SWITCH(B_PAIR)
+}
+
+void tl_q8_pair_512(const uint8_t *b0, const uint8_t *b1, const uint8_t *xq, size_t xs, int nt, int n, float *out,
+                    size_t os) {
+    for (int t = 0; t < nt; t += 4) {
+        const int m = nt - t < 4 ? nt - t : 4;
+        p8_pair_512(b0, b1, xq + (size_t)t * xs, xs, m, n, out + (size_t)t * os, os);
+    }
+}
+
+/* A repacked Q4_0 group (n columns) as Q8_0's layout: the scales as they
+ * are, each nibble q as the byte q - 8 + 128 (chunks 0-3 the low nibbles,
+ * 4-7 the high ones, as p32_512_n reads them). */
+__attribute__((target(T512))) void tl_q8_unpack4_512(const uint8_t *b, int n, uint8_t *dst) {
+    const __m512i m4 = _mm512_set1_epi8(15), off = _mm512_set1_epi8(120);
+    for (int k = 0; k < n / 32; k += 2, b += 576, dst += 1088) {
+        memcpy(dst, b, 64);
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(b + 64 + 256 * h + 64 * j));
+                _mm512_storeu_si512((void *)(dst + 64 + 512 * h + 64 * j), _mm512_add_epi8(_mm512_and_si512(v, m4), off));
+                _mm512_storeu_si512((void *)(dst + 64 + 512 * h + 64 * (4 + j)),
+                                    _mm512_add_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), off));
+            }
+    }
+}
+
 /* tl_q8_quantize 16 elements at a time with the portable code's fp32
  * operations per element (d = amax / 127, q = trunc(x (127 / amax) +- 0.5)
  * clamped to +-127; a block with a NaN or an infinity: q = 0, d = NaN), so
