@@ -393,9 +393,9 @@ void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, 
 static int pair_from(tl_q8_isa i, uint32_t type) {
     if (tl_kq_type(type)) return tl_kq_unpack_from(i, type);
 #ifdef TL_X86
-    /* one thread's products over 2048 columns: Q8_0 3.5 -> 4.6 G vpdpbusd/s
-     * from 4 tokens, Q4_0 level at 4 and 2.9 -> 3.6 at 8 (docs/inference.md) */
-    if (i == TL_Q8_AVX512VNNI) return type == TL_GGML_Q8_0 ? 4 : type == TL_GGML_Q4_0 ? 8 : 0;
+    /* as tl_kq_unpack_from measured them: Q8_0 level at 4 tokens and faster
+     * from 8, Q4_0 (unpacked first) slower at 8, level at 16, faster from 32 */
+    if (i == TL_Q8_AVX512VNNI) return type == TL_GGML_Q8_0 ? 8 : type == TL_GGML_Q4_0 ? 24 : 0;
 #endif
     return 0;
 }

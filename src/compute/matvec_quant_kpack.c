@@ -399,6 +399,7 @@ __attribute__((target(T512))) static void unpack45(const uint8_t *b, int n, uint
     const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
     const size_t bb = five ? 176 : 144, qo = five ? 768 : 256;
     for (int k = 0; k < n / 256; k++, b += 16 * bb, u += KQU_BYTES(0)) {
+        for (size_t l = 0; l < 16 * bb; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
         const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
                       u2 = _mm512_loadu_si512((const void *)(b + 192));
         const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
@@ -435,6 +436,7 @@ __attribute__((target(T512))) static void unpack6(const uint8_t *b, int n, uint8
     const __m512i m63 = _mm512_set1_epi8(63), mf0 = _mm512_set1_epi8((char)0xf0), mc0 = _mm512_set1_epi8((char)0xc0);
     const __m512i top0 = _mm512_set4_epi32(12 << 24, 8 << 24, 4 << 24, 0);
     for (int k = 0; k < n / 256; k++, b += 16 * 210, u += KQU_BYTES(1)) {
+        for (int l = 0; l < 16 * 210; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
         for (int h = 0; h < 2; h++)
             for (int c = 0; c < 8; c++) {
                 const uint8_t *p = b + 192 * (8 * h + c);
@@ -684,14 +686,14 @@ size_t tl_kq_unpacked_bytes(uint32_t type, int n) { return (size_t)(n / 256) * K
 
 int tl_kq_unpack_from(tl_q8_isa i, uint32_t type) {
 #ifdef TL_X86
-    /* where unpacking a group pays for itself: the products of one thread
-     * over 64 groups of 2048 columns (matrices from L3) with and without it,
-     * on the Zen 5 VM (docs/inference.md); AVX2's Q4_K never did (0.68-0.88x:
-     * its packed kernel unpacks a nibble pair in three operations) */
+    /* where unpacking a group paid for itself in batched products of one
+     * thread over 12 matrices of 5632 x 2048 streamed from memory, with and
+     * without it, on the Zen 5 VM (docs/inference.md); AVX2's Q4_K never did
+     * (its packed kernel unpacks a nibble pair in three operations) */
     const int j = type == TL_GGML_Q4_K ? 0 : type == TL_GGML_Q5_K ? 1 : type == TL_GGML_Q6_K ? 2 : -1;
-    static const int from[3][3] = {{24, 12, 8}, /* AVX512-VNNI: Q4_K, Q5_K, Q6_K */
-                                   {8, 4, 4},   /* AVX-VNNI */
-                                   {0, 8, 4}};  /* AVX2 */
+    static const int from[3][3] = {{32, 24, 8}, /* AVX512-VNNI: Q4_K, Q5_K, Q6_K */
+                                   {32, 16, 8}, /* AVX-VNNI */
+                                   {0, 16, 8}}; /* AVX2 */
     if (j < 0) return 0;
     if (i == TL_Q8_AVX512VNNI) return from[0][j];
     if (i == TL_Q8_AVXVNNI) return from[1][j];

@@ -468,6 +468,7 @@ void tl_q8_pair_512(const uint8_t *b0, const uint8_t *b1, const uint8_t *xq, siz
 __attribute__((target(T512))) void tl_q8_unpack4_512(const uint8_t *b, int n, uint8_t *dst) {
     const __m512i m4 = _mm512_set1_epi8(15), off = _mm512_set1_epi8(120);
     for (int k = 0; k < n / 32; k += 2, b += 576, dst += 1088) {
+        for (int l = 0; l < 576; l += 64) _mm_prefetch((const char *)b + TL_PACKED_PF + l, TL_PACKED_PF_HINT);
         memcpy(dst, b, 64);
         for (int h = 0; h < 2; h++)
             for (int j = 0; j < 4; j++) {
