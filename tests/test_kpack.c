@@ -228,7 +228,8 @@ static void test_kq_isa(tl_test_ctx *t) {
                         float o[NT * 32];
                         tl_kq_unpack((tl_q8_isa)i, type, pk, C, u);
                         tl_kq_unpack((tl_q8_isa)i, type, pk + 16 * rb, C, u + tl_kq_unpacked_bytes(type, C));
-                        tl_kq_unpacked_dot2((tl_q8_isa)i, type, u, u + tl_kq_unpacked_bytes(type, C), xq, xs, NT, C, o, 32);
+                        tl_kq_unpacked_dot2((tl_q8_isa)i, type, u, u + tl_kq_unpacked_bytes(type, C), xq, xs, NT, C, o,
+                                            32);
                         ok &= !memcmp(o, ref, sizeof o);
                     }
                     runs[i] += ok;

@@ -406,11 +406,12 @@ static size_t pair_bytes(uint32_t type, int n) {
 }
 
 static void pair_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, uint8_t *dst) {
-    if (tl_kq_type(type))
+    if (tl_kq_type(type)) {
         tl_kq_unpack(i, type, b, n, dst);
+        return;
+    }
 #ifdef TL_X86
-    else
-        tl_q8_unpack4_512(b, n, dst);
+    tl_q8_unpack4_512(b, n, dst);
 #endif
 }
 
@@ -459,7 +460,8 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
                 const int g0 = i * gw, ng = groups - g0 < gw ? groups - g0 : gw;
                 const uint8_t *grp = (const uint8_t *)W->data + (size_t)g0 * gb, *src[2] = {grp, grp + gb};
                 if (paired && ub)
-                    for (int h = 0; h < ng; h++) pair_unpack(isa, W->quant, grp + h * gb, in, u + h * ub), src[h] = u + h * ub;
+                    for (int h = 0; h < ng; h++)
+                        pair_unpack(isa, W->quant, grp + h * gb, in, u + h * ub), src[h] = u + h * ub;
                 for (int t = 0; t < nt; t += 4) {
                     const int m = nt - t < 4 ? nt - t : 4;
                     const uint8_t *xt = q + (size_t)t * xs;
@@ -467,7 +469,8 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
                     if (paired)
                         pair_dot(isa, W->quant, src[0], ng == 2 ? src[1] : NULL, xt, xs, m, in, v);
                     else
-                        for (int h = 0; h < ng; h++) packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
+                        for (int h = 0; h < ng; h++)
+                            packed_dot(isa, W->quant, grp + h * gb, xt, xs, m, in, v + 16 * h, 32);
                     for (int j = 0; j < m; j++)
                         for (int r = 0; r < 16 * ng; r++) {
                             float *yy = y + (size_t)(t0 + t + j) * out + 16 * g0 + r;

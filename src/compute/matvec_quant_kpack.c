@@ -174,6 +174,19 @@ static void c_q6_k(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n
 
 /* ----------------------------------------------------------- AVX512-VNNI */
 
+/* The prompt pass, where many tokens pass over each group: the group's n
+ * columns unpacked once into one byte per weight (tl_kq_unpack), so that the
+ * nibble and fifth-bit work above is done once per group instead of once per
+ * 4 tokens.  Per super-block of a group (KQU_BYTES): 64 lines, line 4 g + c
+ * holding elements 16 g + 4 c .. + 3 of the 16 rows (a dword per row, as in
+ * the repacked layout), values 0-15 / 0-31 / 0-63; then the scales as int32
+ * lanes (Q4_K/Q5_K: 8 sub-block scales and the mins as the int16 pairs of
+ * pq45k_n; Q6_K: 16 signed group scales); then the f16 d (and dmin) of the 16
+ * rows as the group holds them.  The kernel makes the same integer sums per
+ * super-block as pq45k_n / pq6k_n and the same fp32 operations after them. */
+#define KQU_LINES 4096
+#define KQU_BYTES(six) ((six) ? KQU_LINES + 16 * 64 + 64 : KQU_LINES + 12 * 64 + 64)
+
 #ifdef TL_X86
 #define T512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
 /* software prefetch distance in bytes (matvec_quant_i8.h) */
@@ -190,6 +203,22 @@ __attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
+/* A Q4_K/Q5_K super-block's 6-bit scales and mins for the 16 rows of a
+ * group (its three scale lines at b + 64): byte j of lane r is row r's scale
+ * (min) j in slo (mlo) for j < 4 and shi (mhi) for j - 4. */
+__attribute__((target(T512), always_inline)) static inline void kscales512(const uint8_t *b, __m512i *slo, __m512i *shi,
+                                                                           __m512i *mlo, __m512i *mhi) {
+    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3);
+    const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
+                  u2 = _mm512_loadu_si512((const void *)(b + 192));
+    *slo = _mm512_and_si512(u0, m6);
+    *mlo = _mm512_and_si512(u1, m6);
+    *shi =
+        _mm512_or_si512(_mm512_and_si512(u2, m4), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
+    *mhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+}
+
 /* Q4_K / Q5_K (FIVE): per super-block, for the 16 rows at once: the scales
  * and mins decoded from the three scale lines, sub-block j's integer sum (8
  * vpdpbusd) times its scale (vpmulld), the mins against x's sums per
@@ -203,7 +232,7 @@ __attribute__((target(T512))) static inline __m512i bcast4(const uint8_t *p) {
 __attribute__((target(T512), always_inline)) static inline void pq45k_n(const uint8_t *b, const uint8_t *xq, size_t xs,
                                                                         int n, float *out, size_t os, const int FIVE,
                                                                         const int NT) {
-    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3);
+    const __m512i m4 = _mm512_set1_epi8(15);
     const size_t bb = FIVE ? 176 : 144, qo = FIVE ? 768 : 256; /* a group's super-block, its quants' offset */
     /* vpshufb controls taking byte j of every dword, zero-extended */
     const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
@@ -211,14 +240,8 @@ __attribute__((target(T512), always_inline)) static inline void pq45k_n(const ui
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, b += 16 * bb) {
         for (size_t l = 0; l < qo; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
-        const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
-                      u2 = _mm512_loadu_si512((const void *)(b + 192));
-        const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
-        const __m512i shi = _mm512_or_si512(_mm512_and_si512(u2, m4),
-                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
-        const __m512i mhi =
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
-                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+        __m512i slo, shi, mlo, mhi;
+        kscales512(b, &slo, &shi, &mlo, &mhi);
         /* the mins as int16 pairs (m0, m2), (m1, m3), (m4, m6), (m5, m7) */
         const __m512i lo16 = _mm512_set1_epi32(0x00ff00ff);
         const __m512i mp[4] = {_mm512_and_si512(mlo, lo16), _mm512_srli_epi16(mlo, 8), _mm512_and_si512(mhi, lo16),
@@ -360,57 +383,36 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
     for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
 }
 
+/* a tl_q8_packed_fn named name whose body, body(NT), is compiled for NT = 1-4 */
+#define KDEF512(name, body)                                                                                            \
+    __attribute__((target(T512))) static void name(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,      \
+                                                   float *out, size_t os) {                                            \
+        NT_SWITCH(body)                                                                                                \
+    }
 #define B_Q4_K(N) pq45k_n(b, xq, xs, n, out, os, 0, N)
 #define B_Q5_K(N) pq45k_n(b, xq, xs, n, out, os, 1, N)
 #define B_Q6_K(N) pq6k_n(b, xq, xs, n, out, os, N)
-__attribute__((target(T512))) static void pq4k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
-                                                   float *out, size_t os) {
-    NT_SWITCH(B_Q4_K)
-}
-__attribute__((target(T512))) static void pq5k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
-                                                   float *out, size_t os) {
-    NT_SWITCH(B_Q5_K)
-}
-__attribute__((target(T512))) static void pq6k_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
-                                                   float *out, size_t os) {
-    NT_SWITCH(B_Q6_K)
-}
+KDEF512(pq4k_512, B_Q4_K)
+KDEF512(pq5k_512, B_Q5_K)
+KDEF512(pq6k_512, B_Q6_K)
 
-/* The prompt pass, where many tokens pass over each group: the group's n
- * columns unpacked once into one byte per weight (tl_kq_unpack), so that the
- * nibble and fifth-bit work above is done once per group instead of once per
- * 4 tokens.  Per super-block of a group (KQU_BYTES): 64 lines, line 4 g + c
- * holding elements 16 g + 4 c .. + 3 of the 16 rows (a dword per row, as in
- * the repacked layout), values 0-15 / 0-31 / 0-63; then the scales as int32
- * lanes (Q4_K/Q5_K: 8 sub-block scales and the mins as the int16 pairs of
- * pq45k_n; Q6_K: 16 signed group scales); then the f16 d (and dmin) of the 16
- * rows as the group holds them.  The kernel makes the same integer sums per
- * super-block as pq45k_n / pq6k_n and the same fp32 operations after them. */
-#define KQU_LINES 4096
-#define KQU_BYTES(six) ((six) ? KQU_LINES + 16 * 64 + 64 : KQU_LINES + 12 * 64 + 64)
 
 __attribute__((target(T512))) static inline __m512i srl16(__m512i v, int s) {
     return _mm512_srl_epi16(v, _mm_cvtsi32_si128(s));
 }
 
 __attribute__((target(T512))) static void unpack45(const uint8_t *b, int n, uint8_t *u, int five) {
-    const __m512i m4 = _mm512_set1_epi8(15), m6 = _mm512_set1_epi8(63), m2 = _mm512_set1_epi8(3),
-                  one = _mm512_set1_epi8(1), lo16 = _mm512_set1_epi32(0x00ff00ff);
+    const __m512i m4 = _mm512_set1_epi8(15), one = _mm512_set1_epi8(1), lo16 = _mm512_set1_epi32(0x00ff00ff);
     const __m512i sel0 = _mm512_set4_epi32((int)0x8080800c, (int)0x80808008, (int)0x80808004, (int)0x80808000);
     const size_t bb = five ? 176 : 144, qo = five ? 768 : 256;
     for (int k = 0; k < n / 256; k++, b += 16 * bb, u += KQU_BYTES(0)) {
         for (size_t l = 0; l < 16 * bb; l += 64) _mm_prefetch((const char *)b + KPF + l, TL_PACKED_PF_HINT);
-        const __m512i u0 = _mm512_loadu_si512((const void *)(b + 64)), u1 = _mm512_loadu_si512((const void *)(b + 128)),
-                      u2 = _mm512_loadu_si512((const void *)(b + 192));
-        const __m512i slo = _mm512_and_si512(u0, m6), mlo = _mm512_and_si512(u1, m6);
-        const __m512i shi = _mm512_or_si512(_mm512_and_si512(u2, m4),
-                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4));
-        const __m512i mhi =
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
-                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
+        __m512i slo, shi, mlo, mhi;
+        kscales512(b, &slo, &shi, &mlo, &mhi);
         __m512i *sc = (__m512i *)(void *)(u + KQU_LINES);
         for (int j = 0; j < 8; j++)
-            _mm512_storeu_si512(sc + j, _mm512_shuffle_epi8(j < 4 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(j % 4))));
+            _mm512_storeu_si512(
+                sc + j, _mm512_shuffle_epi8(j < 4 ? slo : shi, _mm512_add_epi32(sel0, _mm512_set1_epi32(j % 4))));
         _mm512_storeu_si512(sc + 8, _mm512_and_si512(mlo, lo16));
         _mm512_storeu_si512(sc + 9, _mm512_srli_epi16(mlo, 8));
         _mm512_storeu_si512(sc + 10, _mm512_and_si512(mhi, lo16));
@@ -453,18 +455,19 @@ __attribute__((target(T512))) static void unpack6(const uint8_t *b, int n, uint8
             }
         __m512i *sc = (__m512i *)(void *)(u + KQU_LINES);
         for (int g = 0; g < 16; g++)
-            _mm512_storeu_si512(sc + g, _mm512_srai_epi32(_mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4))),
-                                                                              _mm512_add_epi32(top0, _mm512_set1_epi32((g % 4) << 24))),
-                                                          24));
+            _mm512_storeu_si512(
+                sc + g,
+                _mm512_srai_epi32(_mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4))),
+                                                      _mm512_add_epi32(top0, _mm512_set1_epi32((g % 4) << 24))),
+                                  24));
         memcpy(sc + 16, b + 16 * 208, 32); /* d[16] */
     }
 }
 
 /* per super-block, four passes of 64 elements (four 16-element groups, a
  * chain each per token, 16 chains for 4 tokens) */
-__attribute__((target(T512), always_inline)) static inline void uq_n(const uint8_t *u, const uint8_t *xq, size_t xs,
-                                                                     int n, float *out, size_t os, const int SIX,
-                                                                     const int NT) {
+__attribute__((target(T512), always_inline)) static inline void
+uq_n(const uint8_t *u, const uint8_t *xq, size_t xs, int n, float *out, size_t os, const int SIX, const int NT) {
     __m512 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (int k = 0; k < n / 256; k++, u += KQU_BYTES(SIX)) {
@@ -487,15 +490,18 @@ __attribute__((target(T512), always_inline)) static inline void uq_n(const uint8
             __m512i s[4][4];
             for (int t = 0; t < NT; t++) {
                 const int16_t *bs =
-                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) + 16 * k;
-                for (int q = 0; q < 4; q++) s[t][q] = SIX ? _mm512_set1_epi32(-32 * bs[4 * qd + q]) : _mm512_setzero_si512();
+                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) +
+                    16 * k;
+                for (int q = 0; q < 4; q++)
+                    s[t][q] = SIX ? _mm512_set1_epi32(-32 * bs[4 * qd + q]) : _mm512_setzero_si512();
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
                 for (int q = 0; q < 4; q++) {
                     const __m512i w = _mm512_loadu_si512((const void *)(u + 64 * (16 * qd + 4 * q + c)));
                     for (int t = 0; t < NT; t++)
-                        s[t][q] = _mm512_dpbusd_epi32(s[t][q], w, bcast4(xq + (size_t)t * xs + 256 * k + 64 * qd + 16 * q + 4 * c));
+                        s[t][q] = _mm512_dpbusd_epi32(s[t][q], w,
+                                                      bcast4(xq + (size_t)t * xs + 256 * k + 64 * qd + 16 * q + 4 * c));
                 }
             for (int t = 0; t < NT; t++) {
                 __m512i v;
@@ -517,8 +523,8 @@ __attribute__((target(T512), always_inline)) static inline void uq_n(const uint8
         for (int t = 0; t < NT; t++) {
             const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
             if (SIX) {
-                acc[t] = _mm512_add_ps(acc[t],
-                                       _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]))));
+                acc[t] = _mm512_add_ps(
+                    acc[t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]))));
             } else {
                 const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(dd + 32)));
                 const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
@@ -550,7 +556,8 @@ __attribute__((target(T512), always_inline)) static inline void uq2_n(const uint
             __m512i s[2][4][2];
             for (int t = 0; t < NT; t++) {
                 const int16_t *bs =
-                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) + 16 * k;
+                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) +
+                    16 * k;
                 for (int q = 0; q < 2; q++)
                     s[0][t][q] = s[1][t][q] = SIX ? _mm512_set1_epi32(-32 * bs[2 * jp + q]) : _mm512_setzero_si512();
             }
@@ -583,8 +590,9 @@ __attribute__((target(T512), always_inline)) static inline void uq2_n(const uint
             for (int t = 0; t < NT; t++) {
                 const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
                 if (SIX) {
-                    acc[g][t] = _mm512_add_ps(
-                        acc[g][t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t]))));
+                    acc[g][t] =
+                        _mm512_add_ps(acc[g][t], _mm512_mul_ps(_mm512_set1_ps(xd[k]),
+                                                               _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t]))));
                 } else {
                     const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
                     uint16_t sm[8];
@@ -611,25 +619,16 @@ __attribute__((target(T512), always_inline)) static inline void uq2_n(const uint
 
 #define B_U2_45(N) uq2_n(u0, u1, xq, xs, n, out, os, 0, N)
 #define B_U2_6(N) uq2_n(u0, u1, xq, xs, n, out, os, 1, N)
-__attribute__((target(T512))) static void uq2_45_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq,
-                                                     size_t xs, int nt, int n, float *out, size_t os) {
+__attribute__((target(T512))) static void uq2_45_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq, size_t xs,
+                                                     int nt, int n, float *out, size_t os) {
     NT_SWITCH(B_U2_45)
 }
-__attribute__((target(T512))) static void uq2_6_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq,
-                                                    size_t xs, int nt, int n, float *out, size_t os) {
-    NT_SWITCH(B_U2_6)
-}
+__attribute__((target(T512))) static void uq2_6_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq, size_t xs,
+                                                    int nt, int n, float *out, size_t os){NT_SWITCH(B_U2_6)}
 
 #define B_U45(N) uq_n(b, xq, xs, n, out, os, 0, N)
 #define B_U6(N) uq_n(b, xq, xs, n, out, os, 1, N)
-__attribute__((target(T512))) static void uq45_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
-                                                   float *out, size_t os) {
-    NT_SWITCH(B_U45)
-}
-__attribute__((target(T512))) static void uq6_512(const uint8_t *b, const uint8_t *xq, size_t xs, int nt, int n,
-                                                  float *out, size_t os) {
-    NT_SWITCH(B_U6)
-}
+KDEF512(uq45_512, B_U45) KDEF512(uq6_512, B_U6)
 
 /* ------------------------------------------------------- AVX2, AVX-VNNI */
 
@@ -650,8 +649,8 @@ __attribute__((target(T512))) static void uq6_512(const uint8_t *b, const uint8_
 #undef KVNNI
 #endif /* x86 */
 
-/* ISA i's kernel for type (Q4_K, Q5_K, Q6_K), NULL where only the portable one runs. */
-static tl_q8_packed_fn simd_kernel(tl_q8_isa i, uint32_t type) {
+    /* ISA i's kernel for type (Q4_K, Q5_K, Q6_K), NULL where only the portable one runs. */
+    static tl_q8_packed_fn simd_kernel(tl_q8_isa i, uint32_t type) {
 #ifdef TL_X86
     static const tl_q8_packed_fn k512[3] = {pq4k_512, pq5k_512, pq6k_512},
                                  kvnni[3] = {pq4k_avxvnni, pq5k_avxvnni, pq6k_avxvnni},

@@ -473,7 +473,8 @@ __attribute__((target(T512))) void tl_q8_unpack4_512(const uint8_t *b, int n, ui
         for (int h = 0; h < 2; h++)
             for (int j = 0; j < 4; j++) {
                 const __m512i v = _mm512_loadu_si512((const void *)(b + 64 + 256 * h + 64 * j));
-                _mm512_storeu_si512((void *)(dst + 64 + 512 * h + 64 * j), _mm512_add_epi8(_mm512_and_si512(v, m4), off));
+                _mm512_storeu_si512((void *)(dst + 64 + 512 * h + 64 * j),
+                                    _mm512_add_epi8(_mm512_and_si512(v, m4), off));
                 _mm512_storeu_si512((void *)(dst + 64 + 512 * h + 64 * (4 + j)),
                                     _mm512_add_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), off));
             }
