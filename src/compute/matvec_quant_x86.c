@@ -45,7 +45,9 @@ static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
 #define PENTRY tl_q8_avx2_packed_fn
 #define DPBUSD(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 #define DPWSSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#define Q8_VNNI 0
 #include "matvec_quant_avx2.inc"
+#undef Q8_VNNI
 #undef TGT
 #undef SFX
 #undef ENTRY
@@ -59,7 +61,9 @@ static inline void k_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
 #define PENTRY tl_q8_avxvnni_packed_fn
 #define DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
 #define DPWSSD(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
+#define Q8_VNNI 1
 #include "matvec_quant_avx2.inc"
+#undef Q8_VNNI
 #undef TGT
 #undef SFX
 #undef ENTRY
