@@ -624,11 +624,14 @@ __attribute__((target(T512))) static void uq2_45_512(const uint8_t *u0, const ui
     NT_SWITCH(B_U2_45)
 }
 __attribute__((target(T512))) static void uq2_6_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq, size_t xs,
-                                                    int nt, int n, float *out, size_t os){NT_SWITCH(B_U2_6)}
+                                                    int nt, int n, float *out, size_t os) {
+    NT_SWITCH(B_U2_6)
+}
 
 #define B_U45(N) uq_n(b, xq, xs, n, out, os, 0, N)
 #define B_U6(N) uq_n(b, xq, xs, n, out, os, 1, N)
-KDEF512(uq45_512, B_U45) KDEF512(uq6_512, B_U6)
+KDEF512(uq45_512, B_U45)
+KDEF512(uq6_512, B_U6)
 
 /* ------------------------------------------------------- AVX2, AVX-VNNI */
 
@@ -649,8 +652,8 @@ KDEF512(uq45_512, B_U45) KDEF512(uq6_512, B_U6)
 #undef KVNNI
 #endif /* x86 */
 
-    /* ISA i's kernel for type (Q4_K, Q5_K, Q6_K), NULL where only the portable one runs. */
-    static tl_q8_packed_fn simd_kernel(tl_q8_isa i, uint32_t type) {
+/* ISA i's kernel for type (Q4_K, Q5_K, Q6_K), NULL where only the portable one runs. */
+static tl_q8_packed_fn simd_kernel(tl_q8_isa i, uint32_t type) {
 #ifdef TL_X86
     static const tl_q8_packed_fn k512[3] = {pq4k_512, pq5k_512, pq6k_512},
                                  kvnni[3] = {pq4k_avxvnni, pq5k_avxvnni, pq6k_avxvnni},
