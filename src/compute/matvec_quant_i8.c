@@ -394,8 +394,8 @@ static int pair_from(tl_q8_isa i, uint32_t type) {
     if (tl_kq_type(type)) return tl_kq_unpack_from(i, type);
 #ifdef TL_X86
     /* as tl_kq_unpack_from measured them: Q8_0 level at 4 tokens and faster
-     * from 8, Q4_0 (unpacked first) slower at 8, level at 16, faster from 32 */
-    if (i == TL_Q8_AVX512VNNI) return type == TL_GGML_Q8_0 ? 8 : type == TL_GGML_Q4_0 ? 24 : 0;
+     * from 8, Q4_0 (unpacked first) slower at 8, mixed at 16, faster from 32 */
+    if (i == TL_Q8_AVX512VNNI) return type == TL_GGML_Q8_0 ? 8 : type == TL_GGML_Q4_0 ? 32 : 0;
 #endif
     return 0;
 }

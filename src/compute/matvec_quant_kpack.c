@@ -693,7 +693,7 @@ int tl_kq_unpack_from(tl_q8_isa i, uint32_t type) {
      * without it, on the Zen 5 VM (docs/inference.md); AVX2's Q4_K never did
      * (its packed kernel unpacks a nibble pair in three operations) */
     const int j = type == TL_GGML_Q4_K ? 0 : type == TL_GGML_Q5_K ? 1 : type == TL_GGML_Q6_K ? 2 : -1;
-    static const int from[3][3] = {{32, 24, 8}, /* AVX512-VNNI: Q4_K, Q5_K, Q6_K */
+    static const int from[3][3] = {{64, 32, 8}, /* AVX512-VNNI: Q4_K, Q5_K, Q6_K */
                                    {32, 16, 8}, /* AVX-VNNI */
                                    {0, 16, 8}}; /* AVX2 */
     if (j < 0) return 0;
