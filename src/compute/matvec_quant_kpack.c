@@ -219,6 +219,26 @@ __attribute__((target(T512), always_inline)) static inline void kscales512(const
                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4));
 }
 
+/* token x's int16 sums per 16 elements of super-block k (tl_q8_quantize's
+ * K-quant layout: after the n bytes and the n / 256 scales) */
+static inline const int16_t *kbsums(const uint8_t *x, int n, int k) {
+    return (const int16_t *)(const void *)((const float *)(const void *)(x + n) + n / 256) + 16 * k;
+}
+
+/* sum_j m_j sum_{i in sub-block j} x_i for the 16 rows: the mins as int16
+ * pairs mp = (m0, m2), (m1, m3), (m4, m6), (m5, m7) against x's sums per 16
+ * (bs) added per sub-block */
+__attribute__((target(T512), always_inline)) static inline __m512i kmins512(const __m512i mp[4], const int16_t *bs) {
+    uint16_t s[8];
+    for (int j = 0; j < 8; j++) s[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
+    __m512i msum = _mm512_setzero_si512();
+    for (int p = 0; p < 4; p++) {
+        const int j0 = (p / 2) * 4 + p % 2; /* the pairs (0, 2), (1, 3), (4, 6), (5, 7) */
+        msum = _mm512_dpwssd_epi32(msum, mp[p], _mm512_set1_epi32((int)(s[j0] | (uint32_t)s[j0 + 2] << 16)));
+    }
+    return msum;
+}
+
 /* Q4_K / Q5_K (FIVE): per super-block, for the 16 rows at once: the scales
  * and mins decoded from the three scale lines, sub-block j's integer sum (8
  * vpdpbusd) times its scale (vpmulld), the mins against x's sums per
@@ -248,15 +268,7 @@ __attribute__((target(T512), always_inline)) static inline void pq45k_n(const ui
                                _mm512_srli_epi16(mhi, 8)};
         __m512i isum[4], msum[4];
         for (int t = 0; t < NT; t++) {
-            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
-            const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-            uint16_t s[8];
-            for (int j = 0; j < 8; j++) s[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
-            msum[t] = _mm512_setzero_si512();
-            for (int p = 0; p < 4; p++) {
-                const int j0 = (p / 2) * 4 + p % 2; /* the pairs (0, 2), (1, 3), (4, 6), (5, 7) */
-                msum[t] = _mm512_dpwssd_epi32(msum[t], mp[p], _mm512_set1_epi32((int)(s[j0] | (uint32_t)s[j0 + 2] << 16)));
-            }
+            msum[t] = kmins512(mp, kbsums(xq + (size_t)t * xs, n, k));
             isum[t] = _mm512_setzero_si512();
         }
         for (int p = 0; p < 4; p++) {
@@ -337,8 +349,7 @@ __attribute__((target(T512), always_inline)) static inline void pq6k_n(const uin
             for (int gg = 0; gg < 2; gg++) { /* chunks 4 gg .. 4 gg + 3: group 8 h + 2 l + gg of run l */
                 __m512i s[4][4];
                 for (int t = 0; t < NT; t++) {
-                    const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
-                    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
+                    const int16_t *bs = kbsums(xq + (size_t)t * xs, n, k);
                     for (int l = 0; l < 4; l++) s[t][l] = _mm512_set1_epi32((l < 3 ? -32 : -128) * bs[8 * h + 2 * l + gg]);
                 }
                 for (int c = 4 * gg; c < 4 * gg + 4; c++) {
@@ -464,126 +475,60 @@ __attribute__((target(T512))) static void unpack6(const uint8_t *b, int n, uint8
     }
 }
 
-/* per super-block, four passes of 64 elements (four 16-element groups, a
- * chain each per token, 16 chains for 4 tokens) */
-__attribute__((target(T512), always_inline)) static inline void
-uq_n(const uint8_t *u, const uint8_t *xq, size_t xs, int n, float *out, size_t os, const int SIX, const int NT) {
-    __m512 acc[4];
-    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
-    for (int k = 0; k < n / 256; k++, u += KQU_BYTES(SIX)) {
-        const __m512i *sc = (const __m512i *)(const void *)(u + KQU_LINES);
-        __m512i isum[4], msum[4];
-        for (int t = 0; t < NT; t++) {
-            isum[t] = msum[t] = _mm512_setzero_si512();
-            if (SIX) continue;
-            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
-            const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-            uint16_t s[8];
-            for (int j = 0; j < 8; j++) s[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
-            for (int p = 0; p < 4; p++) {
-                const int j0 = (p / 2) * 4 + p % 2;
-                msum[t] = _mm512_dpwssd_epi32(msum[t], _mm512_loadu_si512(sc + 8 + p),
-                                              _mm512_set1_epi32((int)(s[j0] | (uint32_t)s[j0 + 2] << 16)));
-            }
-        }
-        for (int qd = 0; qd < 4; qd++) {
-            __m512i s[4][4];
-            for (int t = 0; t < NT; t++) {
-                const int16_t *bs =
-                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) +
-                    16 * k;
-                for (int q = 0; q < 4; q++)
-                    s[t][q] = SIX ? _mm512_set1_epi32(-32 * bs[4 * qd + q]) : _mm512_setzero_si512();
-            }
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
-                for (int q = 0; q < 4; q++) {
-                    const __m512i w = _mm512_loadu_si512((const void *)(u + 64 * (16 * qd + 4 * q + c)));
-                    for (int t = 0; t < NT; t++)
-                        s[t][q] = _mm512_dpbusd_epi32(s[t][q], w,
-                                                      bcast4(xq + (size_t)t * xs + 256 * k + 64 * qd + 16 * q + 4 * c));
-                }
-            for (int t = 0; t < NT; t++) {
-                __m512i v;
-                if (SIX)
-                    v = _mm512_add_epi32(
-                        _mm512_add_epi32(_mm512_mullo_epi32(s[t][0], _mm512_loadu_si512(sc + 4 * qd)),
-                                         _mm512_mullo_epi32(s[t][1], _mm512_loadu_si512(sc + 4 * qd + 1))),
-                        _mm512_add_epi32(_mm512_mullo_epi32(s[t][2], _mm512_loadu_si512(sc + 4 * qd + 2)),
-                                         _mm512_mullo_epi32(s[t][3], _mm512_loadu_si512(sc + 4 * qd + 3))));
-                else
-                    v = _mm512_add_epi32(
-                        _mm512_mullo_epi32(_mm512_add_epi32(s[t][0], s[t][1]), _mm512_loadu_si512(sc + 2 * qd)),
-                        _mm512_mullo_epi32(_mm512_add_epi32(s[t][2], s[t][3]), _mm512_loadu_si512(sc + 2 * qd + 1)));
-                isum[t] = _mm512_add_epi32(isum[t], v);
-            }
-        }
-        const uint8_t *dd = (const uint8_t *)(sc + (SIX ? 16 : 12));
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)dd));
-        for (int t = 0; t < NT; t++) {
-            const float *xd = (const float *)(const void *)(xq + (size_t)t * xs + n);
-            if (SIX) {
-                acc[t] = _mm512_add_ps(
-                    acc[t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]))));
-            } else {
-                const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(dd + 32)));
-                const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
-                                               _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[t])));
-                acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_set1_ps(xd[k]), v));
-            }
-        }
-    }
-    for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os, acc[t]);
-}
-
-/* Two groups (32 rows) at once: each token's broadcast of 4 activations
- * feeds both groups' lines, 0.75 loads per vpdpbusd instead of uq_n's 1.25
- * (one thread on the Zen 5 VM: uq_n 4.2, this 5.2 G vpdpbusd/s, where a loop
- * of register operands alone reaches 7.1).  Per 32 elements (a Q4_K/Q5_K
- * sub-block, two Q6_K groups) 16 chains: 2 groups x 4 tokens x 2 halves.
- * out[t * os + r], r < 32. */
-__attribute__((target(T512), always_inline)) static inline void uq2_n(const uint8_t *u0, const uint8_t *u1,
-                                                                      const uint8_t *xq, size_t xs, int n, float *out,
-                                                                      size_t os, const int SIX, const int NT) {
+/* G groups (16 G rows) of unpacked super-blocks at u0 (and u1), per pass Q =
+ * 4 / G 16-element groups: with G = 2 each token's broadcast of 4
+ * activations feeds both groups' lines, 0.75 loads per vpdpbusd instead of
+ * 1.25 with G = 1 (one thread on the Zen 5 VM: 4.2 -> 5.2 G vpdpbusd/s, where
+ * a loop of register operands alone reaches 7.1); 16 chains either way (G x
+ * 4 tokens x Q).  out[t * os + 16 g + r]. */
+__attribute__((target(T512), always_inline)) static inline void uq_n(const uint8_t *u0, const uint8_t *u1,
+                                                                     const uint8_t *xq, size_t xs, int n, float *out,
+                                                                     size_t os, const int G, const int SIX,
+                                                                     const int NT) {
+    const int Q = 4 / G;
     __m512 acc[2][4];
-    for (int t = 0; t < NT; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++)
+        for (int t = 0; t < NT; t++) acc[g][t] = _mm512_setzero_ps();
     const size_t ub = KQU_BYTES(SIX);
     for (int k = 0; k < n / 256; k++) {
-        const uint8_t *ug[2] = {u0 + (size_t)k * ub, u1 + (size_t)k * ub};
+        const uint8_t *ug[2] = {u0 + (size_t)k * ub, G > 1 ? u1 + (size_t)k * ub : NULL};
         __m512i isum[2][4];
-        for (int t = 0; t < NT; t++) isum[0][t] = isum[1][t] = _mm512_setzero_si512();
-        for (int jp = 0; jp < 8; jp++) {
-            __m512i s[2][4][2];
+        for (int g = 0; g < G; g++)
+            for (int t = 0; t < NT; t++) isum[g][t] = _mm512_setzero_si512();
+        for (int jp = 0; jp < 16 / Q; jp++) { /* 16-element groups Q jp .. Q jp + Q - 1 */
+            __m512i s[2][4][4];
             for (int t = 0; t < NT; t++) {
-                const int16_t *bs =
-                    (const int16_t *)(const void *)((const float *)(const void *)(xq + (size_t)t * xs + n) + n / 256) +
-                    16 * k;
-                for (int q = 0; q < 2; q++)
-                    s[0][t][q] = s[1][t][q] = SIX ? _mm512_set1_epi32(-32 * bs[2 * jp + q]) : _mm512_setzero_si512();
+                const int16_t *bs = kbsums(xq + (size_t)t * xs, n, k);
+                for (int q = 0; q < Q; q++)
+                    for (int g = 0; g < G; g++)
+                        s[g][t][q] = SIX ? _mm512_set1_epi32(-32 * bs[Q * jp + q]) : _mm512_setzero_si512();
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
-                for (int q = 0; q < 2; q++) {
-                    const __m512i w0 = _mm512_loadu_si512((const void *)(ug[0] + 64 * (8 * jp + 4 * q + c))),
-                                  w1 = _mm512_loadu_si512((const void *)(ug[1] + 64 * (8 * jp + 4 * q + c)));
+                for (int q = 0; q < Q; q++) {
+                    __m512i w[2];
+                    for (int g = 0; g < G; g++)
+                        w[g] = _mm512_loadu_si512((const void *)(ug[g] + 64 * (4 * (Q * jp + q) + c)));
                     for (int t = 0; t < NT; t++) {
-                        const __m512i b = bcast4(xq + (size_t)t * xs + 256 * k + 32 * jp + 16 * q + 4 * c);
-                        s[0][t][q] = _mm512_dpbusd_epi32(s[0][t][q], w0, b);
-                        s[1][t][q] = _mm512_dpbusd_epi32(s[1][t][q], w1, b);
+                        const __m512i b = bcast4(xq + (size_t)t * xs + 256 * k + 16 * (Q * jp + q) + 4 * c);
+                        for (int g = 0; g < G; g++) s[g][t][q] = _mm512_dpbusd_epi32(s[g][t][q], w[g], b);
                     }
                 }
-            for (int g = 0; g < 2; g++) {
+            for (int g = 0; g < G; g++) {
                 const __m512i *sc = (const __m512i *)(const void *)(ug[g] + KQU_LINES);
-                for (int t = 0; t < NT; t++) {
-                    const __m512i v =
-                        SIX ? _mm512_add_epi32(_mm512_mullo_epi32(s[g][t][0], _mm512_loadu_si512(sc + 2 * jp)),
-                                               _mm512_mullo_epi32(s[g][t][1], _mm512_loadu_si512(sc + 2 * jp + 1)))
-                            : _mm512_mullo_epi32(_mm512_add_epi32(s[g][t][0], s[g][t][1]), _mm512_loadu_si512(sc + jp));
-                    isum[g][t] = _mm512_add_epi32(isum[g][t], v);
-                }
+                for (int t = 0; t < NT; t++)
+                    for (int q = 0; q < Q; q += 2) { /* Q6_K: a scale per 16, Q4_K/Q5_K per 32 */
+                        const int e = Q * jp + q;
+                        const __m512i v =
+                            SIX ? _mm512_add_epi32(_mm512_mullo_epi32(s[g][t][q], _mm512_loadu_si512(sc + e)),
+                                                   _mm512_mullo_epi32(s[g][t][q + 1], _mm512_loadu_si512(sc + e + 1)))
+                                : _mm512_mullo_epi32(_mm512_add_epi32(s[g][t][q], s[g][t][q + 1]),
+                                                     _mm512_loadu_si512(sc + e / 2));
+                        isum[g][t] = _mm512_add_epi32(isum[g][t], v);
+                    }
             }
         }
-        for (int g = 0; g < 2; g++) {
+        for (int g = 0; g < G; g++) {
             const __m512i *sc = (const __m512i *)(const void *)(ug[g] + KQU_LINES);
             const uint8_t *dd = (const uint8_t *)(sc + (SIX ? 16 : 12));
             const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)dd));
@@ -594,15 +539,9 @@ __attribute__((target(T512), always_inline)) static inline void uq2_n(const uint
                         _mm512_add_ps(acc[g][t], _mm512_mul_ps(_mm512_set1_ps(xd[k]),
                                                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t]))));
                 } else {
-                    const int16_t *bs = (const int16_t *)(const void *)(xd + n / 256) + 16 * k;
-                    uint16_t sm[8];
-                    for (int j = 0; j < 8; j++) sm[j] = (uint16_t)(bs[2 * j] + bs[2 * j + 1]);
-                    __m512i msum = _mm512_setzero_si512();
-                    for (int p = 0; p < 4; p++) {
-                        const int j0 = (p / 2) * 4 + p % 2;
-                        msum = _mm512_dpwssd_epi32(msum, _mm512_loadu_si512(sc + 8 + p),
-                                                   _mm512_set1_epi32((int)(sm[j0] | (uint32_t)sm[j0 + 2] << 16)));
-                    }
+                    const __m512i mp[4] = {_mm512_loadu_si512(sc + 8), _mm512_loadu_si512(sc + 9),
+                                           _mm512_loadu_si512(sc + 10), _mm512_loadu_si512(sc + 11)};
+                    const __m512i msum = kmins512(mp, kbsums(xq + (size_t)t * xs, n, k));
                     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(dd + 32)));
                     const __m512 v = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[g][t])),
                                                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum)));
@@ -611,14 +550,12 @@ __attribute__((target(T512), always_inline)) static inline void uq2_n(const uint
             }
         }
     }
-    for (int t = 0; t < NT; t++) {
-        _mm512_storeu_ps(out + (size_t)t * os, acc[0][t]);
-        _mm512_storeu_ps(out + (size_t)t * os + 16, acc[1][t]);
-    }
+    for (int g = 0; g < G; g++)
+        for (int t = 0; t < NT; t++) _mm512_storeu_ps(out + (size_t)t * os + 16 * g, acc[g][t]);
 }
 
-#define B_U2_45(N) uq2_n(u0, u1, xq, xs, n, out, os, 0, N)
-#define B_U2_6(N) uq2_n(u0, u1, xq, xs, n, out, os, 1, N)
+#define B_U2_45(N) uq_n(u0, u1, xq, xs, n, out, os, 2, 0, N)
+#define B_U2_6(N) uq_n(u0, u1, xq, xs, n, out, os, 2, 1, N)
 __attribute__((target(T512))) static void uq2_45_512(const uint8_t *u0, const uint8_t *u1, const uint8_t *xq, size_t xs,
                                                      int nt, int n, float *out, size_t os) {
     NT_SWITCH(B_U2_45)
@@ -628,8 +565,8 @@ __attribute__((target(T512))) static void uq2_6_512(const uint8_t *u0, const uin
     NT_SWITCH(B_U2_6)
 }
 
-#define B_U45(N) uq_n(b, xq, xs, n, out, os, 0, N)
-#define B_U6(N) uq_n(b, xq, xs, n, out, os, 1, N)
+#define B_U45(N) uq_n(b, NULL, xq, xs, n, out, os, 1, 0, N)
+#define B_U6(N) uq_n(b, NULL, xq, xs, n, out, os, 1, 1, N)
 KDEF512(uq45_512, B_U45)
 KDEF512(uq6_512, B_U6)
 
