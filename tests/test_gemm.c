@@ -93,16 +93,21 @@ static void test_backends_inside_parallel_region(tl_test_ctx *t) {
     tl_set_threads(saved);
 }
 
-/* The output layer's wide products go to oneDNN's matmul primitive: right
- * against double with alpha, beta and padded strides, and the same bits on 1 and
- * 2 threads (training's results must not depend on the thread count). */
+/* The output layer's wide products and the forward products of few rows or few
+ * outputs go to oneDNN's matmul primitive: right against double with alpha, beta
+ * and padded strides, and the same bits on 1, 2 and 3 threads (training's results
+ * must not depend on the thread count; a primitive may split long sums K among
+ * threads where M x N is small, which would break that). */
 static void test_matmul_wide(tl_test_ctx *t) {
-    static const int shapes[][5] = {/* ta, tb, M, N, K */ {0, 1, 33, 8200, 40}, {1, 0, 8200, 37, 29}};
+    static const int shapes[][5] = {/* ta, tb, M, N, K */ {0, 1, 33, 8200, 40},  {1, 0, 8200, 37, 29},
+                                    {0, 1, 16, 64, 5632},  {0, 1, 70, 300, 1100}, {0, 1, 1030, 256, 520}};
     tl_rng g;
     tl_rng_seed(&g, 41);
     int saved = tl_get_threads();
-    CHECK(tl_sgemm_matmul_wins(false, true, 256, 32000) && tl_sgemm_matmul_wins(true, false, 32000, 512));
-    CHECK(!tl_sgemm_matmul_wins(false, false, 256, 512) && !tl_sgemm_matmul_wins(false, true, 1024, 1376));
+    CHECK(tl_sgemm_matmul_wins(false, true, 256, 32000, 288) && tl_sgemm_matmul_wins(true, false, 32000, 512, 256));
+    CHECK(tl_sgemm_matmul_wins(false, true, 512, 5632, 2048) && tl_sgemm_matmul_wins(false, true, 2048, 256, 512));
+    CHECK(!tl_sgemm_matmul_wins(false, false, 256, 512, 2048) && !tl_sgemm_matmul_wins(false, true, 1024, 1376, 512));
+    CHECK(!tl_sgemm_matmul_wins(false, true, 256, 768, 288) && !tl_sgemm_matmul_wins(true, false, 2048, 2048, 512));
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const bool ta = shapes[s][0], tb = shapes[s][1];
         const int M = shapes[s][2], N = shapes[s][3], K = shapes[s][4];
@@ -112,21 +117,21 @@ static void test_matmul_wide(tl_test_ctx *t) {
         }
         const int lda = ta ? M : K, ldb = tb ? K : N;
         const size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * N;
-        float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C[2];
+        float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb), *C[3];
         for (size_t i = 0; i < na; i++) A[i] = (float)tl_rng_normal(&g);
         for (size_t i = 0; i < nb; i++) B[i] = (float)tl_rng_normal(&g);
-        for (int th = 1; th <= 2; th++) {
+        for (int th = 1; th <= 3; th++) {
             C[th - 1] = malloc(sizeof(float) * nc);
             for (size_t i = 0; i < nc; i++) C[th - 1][i] = (float)(i % 5);
             tl_set_threads(th);
             CHECK(tl_sgemm_matmul(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C[th - 1], N) == 0);
         }
-        CHECK_MSG(!memcmp(C[0], C[1], sizeof(float) * nc), "%c%c %dx%dx%d: 1 and 2 threads differ", ta ? 'T' : 'N',
-                  tb ? 'T' : 'N', M, N, K);
+        for (int th = 2; th <= 3; th++)
+            CHECK_MSG(!memcmp(C[0], C[th - 1], sizeof(float) * nc), "%c%c %dx%dx%d: 1 and %d threads differ",
+                      ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, th);
         free(A);
         free(B);
-        free(C[0]);
-        free(C[1]);
+        for (int th = 0; th < 3; th++) free(C[th]);
     }
     tl_set_threads(saved);
 }

@@ -221,8 +221,10 @@ const tl_gemm_choice *tl_gemm_active(void) {
 
 /* dnnl_sgemm is oneDNN's older GEMM; its matmul primitive (the brgemm kernels)
  * was measured 15-20% faster on the output layer's products, a chunk of rows
- * against the whole vocabulary (NT with N = vocab, TN with M = vocab), and level
- * or slower on the blocks' (docs/dependencies.md). */
+ * against the whole vocabulary (NT with N = vocab, TN with M = vocab), and on
+ * the forward products (NT) of few rows or few outputs with K >= 512, where
+ * dnnl_sgemm leaves one of two threads short of work; level or slower on the
+ * other blocks' products (docs/dependencies.md, docs/benchmarks.md). */
 int tl_sgemm_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc) {
     const tl_matmul_shape s = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
@@ -230,10 +232,16 @@ int tl_sgemm_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const fl
     return tl_onednn_matmul(&s, A, B, C);
 }
 
-bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N) {
-    /* the output layer's forward (NT, N = vocabulary) and weight gradient (TN,
-     * M = vocabulary); its input gradient (NN) stays on sgemm, measured faster */
-    return (!ta && tb && N >= 8192) || (ta && !tb && M >= 8192);
+bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N, int K) {
+    /* the output layer's weight gradient (TN, M = vocabulary); input gradients
+     * (NN) and the blocks' weight gradients stay on sgemm, measured faster */
+    if (ta || !tb) return ta && !tb && M >= 8192;
+    /* NT: the output layer's forward (N = vocabulary), and x W^T of up to 512
+     * rows, or onto up to 256 outputs (GQA's k and v), with K >= 512: 1.0-1.4x
+     * at 256-512 rows and 1.5-6x at 16-128 on 2 threads, 0.95-1.9x on 1 (AMD
+     * EPYC family 26); at K = 288 and at 1024+ rows onto wide outputs level or
+     * behind */
+    return N >= 8192 || (K >= 512 && (M <= 512 || N <= 256));
 }
 
 /* tl_sgemm_on, with the matmul primitive tried first where matmul is set */
@@ -263,7 +271,7 @@ static void sgemm_route(tl_gemm_backend b, bool matmul, bool ta, bool tb, int M,
 
 void tl_sgemm_on(tl_gemm_backend b, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
-    sgemm_route(b, tl_sgemm_matmul_wins(ta, tb, M, N), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_route(b, tl_sgemm_matmul_wins(ta, tb, M, N, K), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void tl_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,

@@ -84,12 +84,13 @@ void tl_sgemm_prefer_matmul(bool ta, bool tb, int M, int N, int K, float alpha, 
                             const float *B, int ldb, float beta, float *C, int ldc);
 
 /* The same product by oneDNN's matmul primitive (what the oneDNN backend runs
- * where tl_sgemm_matmul_wins says so: the output layer's wide products); -1,
+ * where tl_sgemm_matmul_wins says so: the output layer's wide products, and
+ * forward products of few rows or few outputs); -1,
  * with C untouched, if oneDNN refuses the arguments.  Not inside an OpenMP
  * parallel region.  Results do not depend on the thread count (tested). */
 int tl_sgemm_matmul(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc);
-bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N);
+bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N, int K);
 
 /* ---- bf16 products (mixed precision training: gemm_bf16.c) ----
  * C = alpha op(A) op(B) + beta C as tl_sgemm, with A and B bf16 (bit patterns)
