@@ -122,8 +122,20 @@ static int cpu_info(void) {
             if (tl_q8_packable(&w)) printf(" %s", tl_ggml_type_name(types[i]));
         }
     }
-    printf("\nquantized prompt pass: %s\n",
+    printf("\nquantized prompt pass: %s",
            tl_q8_amx_usable() ? "AMX-INT8 tiles" : "the decode kernels, 4 tokens per weight load");
+    if (!tl_q8_amx_usable() && tl_q8_repacks()) {
+        /* from how many tokens each type's groups are unpacked once / paired */
+        const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
+        int any = 0;
+        for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+            const int from = tl_q8_pair_from(q, types[i]);
+            if (from)
+                printf("%s %s from %d tokens", any++ ? "," : "; groups unpacked once or read in pairs:",
+                       tl_ggml_type_name(types[i]), from);
+        }
+    }
+    printf("\n");
     const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT"), *mark = getenv(TL_OMP_SPIN_MARK);
     if (spin && mark && !strcmp(spin, mark) && !policy)
         printf("openmp wait: GOMP_SPINCOUNT=%s (tinyllama's choice; OMP_WAIT_POLICY or GOMP_SPINCOUNT overrides)\n",

@@ -121,6 +121,12 @@ fi
 want="the decode kernels"
 grep -qw amx_int8 <(grep '^flags:' "$T/cpu") && want="AMX-INT8 tiles"
 check "info --cpu names the quantized prompt pass ($want)" "grep -q '^quantized prompt pass: $want' '$T/cpu'"
+# with the repacked SIMD kernels (not AMX): from which token count each type's groups are unpacked
+# once or paired (Q6_K's are on every such ISA)
+if [ "$want" = "the decode kernels" ] && grep -q 'repacked at load' "$T/cpu"; then
+    check "info --cpu: the prompt pass's unpacked groups, per type" \
+        "grep -Eq '^quantized prompt pass: .*groups unpacked once or read in pairs: .*Q6_K from [0-9]+ tokens' '$T/cpu'"
+fi
 # the same training on either backend: equal losses to fp32 rounding
 for b in openblas onednn; do
     TL_GEMM=$b "$BIN" train --preset test --data "$D" --steps 3 --quiet --out "$T/gemm_$b" >"$T/gemm_$b.out" 2>&1

@@ -103,6 +103,10 @@ int tl_q8_repacks(void);
 int tl_q8_packable(const tl_wmat *W);
 /* Repacks W's rows (tl_q8_packable) into dst (rows * row bytes, 64-byte aligned). */
 void tl_q8_pack(const tl_wmat *W, void *dst);
+/* The prompt pass's token count from which ISA i unpacks each repacked group
+ * of type once (K-quants, Q4_0) and/or takes two groups per activation load
+ * (measured per ISA and type; docs/inference.md); 0 where it never does. */
+int tl_q8_pair_from(tl_q8_isa i, uint32_t type);
 /* Row r of a repacked W in file order (tl_quant_row_bytes bytes) into dst. */
 void tl_q8_unpack_row(const tl_wmat *W, int r, void *dst);
 /* y[r] = dot(row r of a repacked W, x) for r in [r0, r1) (multiples of 16, or

@@ -389,8 +389,8 @@ void tl_q8_rows_packed(tl_q8_isa i, const tl_wmat *W, const void *xq, float *y, 
  * share each activation broadcast between them (measured faster from a
  * token count per ISA and type): the K-quants unpacked (tl_kq_unpack),
  * Q8_0's groups as they are and Q4_0's unpacked into Q8_0's layout
- * (AVX512-VNNI).  pair_from: 0 where one group at a time. */
-static int pair_from(tl_q8_isa i, uint32_t type) {
+ * (AVX512-VNNI).  tl_q8_pair_from: 0 where one group at a time. */
+int tl_q8_pair_from(tl_q8_isa i, uint32_t type) {
     if (tl_kq_type(type)) return tl_kq_unpack_from(i, type);
 #ifdef TL_X86
     /* as tl_kq_unpack_from measured them: Q8_0 level at 4 tokens and faster
@@ -434,8 +434,9 @@ static void pair_dot(tl_q8_isa i, uint32_t type, const uint8_t *g0, const uint8_
 }
 
 /* The prompt pass on repacked weights: each group's bytes are loaded once
- * per 4 tokens; without memory for all rounded tokens, one at a time on the
- * stack (tl_q8_packable bounds its size). */
+ * per 4 tokens, or, from tl_q8_pair_from's token count, unpacked once (or read
+ * in place) and taken two groups at a time; without memory for all rounded
+ * tokens, one at a time on the stack (tl_q8_packable bounds its size). */
 static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, float *y, float beta) {
     const int in = W->cols, out = W->rows;
     const size_t xs = (tl_q8_bytes(W->quant, in) + 63) & ~(size_t)63, gb = 16 * tl_quant_row_bytes(W->quant, in);
@@ -446,7 +447,7 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         const int nt = n - t0 < step ? n - t0 : step;
         _Alignas(64) uint8_t one[16384];
         uint8_t *q = xq ? xq : one;
-        const int from = pair_from(isa, W->quant), pair = from && nt >= from, gw = pair ? 2 : 1, groups = out / 16;
+        const int from = tl_q8_pair_from(isa, W->quant), pair = from && nt >= from, gw = pair ? 2 : 1, groups = out / 16;
         const size_t ub = pair ? pair_bytes(W->quant, in) : 0;
 #pragma omp parallel
         {
