@@ -105,7 +105,7 @@ static void test_matmul_wide(tl_test_ctx *t) {
     tl_rng_seed(&g, 41);
     int saved = tl_get_threads();
     CHECK(tl_sgemm_matmul_wins(false, true, 256, 32000, 288) && tl_sgemm_matmul_wins(true, false, 32000, 512, 256));
-    CHECK(tl_sgemm_matmul_wins(false, true, 512, 5632, 2048) && tl_sgemm_matmul_wins(false, true, 2048, 256, 512));
+    CHECK(tl_sgemm_matmul_wins(false, true, 512, 5632, 2048) && tl_sgemm_matmul_wins(false, true, 2048, 512, 512));
     CHECK(!tl_sgemm_matmul_wins(false, false, 256, 512, 2048) && !tl_sgemm_matmul_wins(false, true, 1024, 1376, 512));
     CHECK(!tl_sgemm_matmul_wins(false, true, 256, 768, 288) && !tl_sgemm_matmul_wins(true, false, 2048, 2048, 512));
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {

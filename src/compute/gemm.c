@@ -236,12 +236,11 @@ bool tl_sgemm_matmul_wins(bool ta, bool tb, int M, int N, int K) {
     /* the output layer's weight gradient (TN, M = vocabulary); input gradients
      * (NN) and the blocks' weight gradients stay on sgemm, measured faster */
     if (ta || !tb) return ta && !tb && M >= 8192;
-    /* NT: the output layer's forward (N = vocabulary), and x W^T of up to 512
-     * rows, or onto up to 256 outputs (GQA's k and v), with K >= 512: 1.0-1.4x
-     * at 256-512 rows and 1.5-6x at 16-128 on 2 threads, 0.95-1.9x on 1 (AMD
-     * EPYC family 26); at K = 288 and at 1024+ rows onto wide outputs level or
-     * behind */
-    return N >= 8192 || (K >= 512 && (M <= 512 || N <= 256));
+    /* NT: the output layer's forward (N = vocabulary), and x W^T with K >= 512
+     * of up to 512 rows or up to 2^20 outputs in all: 1.0-1.5x at 256-2048
+     * rows and 1.5-6x at 16-192 on 2 threads, 0.95-1.9x on 1 (AMD EPYC family
+     * 26); at K = 288, and from 1.5M outputs at 1024+ rows, level or behind */
+    return N >= 8192 || (K >= 512 && (M <= 512 || (long long)M * N <= 1 << 20));
 }
 
 /* tl_sgemm_on, with the matmul primitive tried first where matmul is set */
