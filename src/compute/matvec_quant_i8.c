@@ -447,7 +447,8 @@ static void gemm_packed(tl_kernel k, const tl_wmat *W, const float *x, int n, fl
         const int nt = n - t0 < step ? n - t0 : step;
         _Alignas(64) uint8_t one[16384];
         uint8_t *q = xq ? xq : one;
-        const int from = tl_q8_pair_from(isa, W->quant), pair = from && nt >= from, gw = pair ? 2 : 1, groups = out / 16;
+        const int from = tl_q8_pair_from(isa, W->quant), pair = from && nt >= from, gw = pair ? 2 : 1;
+        const int groups = out / 16;
         const size_t ub = pair ? pair_bytes(W->quant, in) : 0;
 #pragma omp parallel
         {
