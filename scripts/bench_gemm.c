@@ -3,7 +3,9 @@
  * Backends are interleaved shape by shape so that a neighbour's load hits them
  * alike: OpenBLAS with the kernels it picks itself, OpenBLAS with the kernel
  * family the CPU's flags allow (OPENBLAS_CORETYPE, re-initialised in process),
- * oneDNN, and oneDNN's matmul primitive.  Prints one line per measurement:
+ * oneDNN as tl_sgemm_on runs it, oneDNN's matmul primitive and dnnl_sgemm at
+ * every shape (the two that tl_sgemm_matmul_wins chooses between).  Prints one
+ * line per measurement:
  *   RESULT round=R threads=T shape=NAME backend=B gflops=G
  * Usage: bench_gemm [rounds] [seconds per measurement] [shape set]   (scripts/bench_gemm.sh)
  * Shape sets: tinyllama-1.1b (default, above) and gqa-40m (a training step's
@@ -11,6 +13,8 @@
  * 256-row chunk over a 32000 vocabulary, attention's 64-row blocks of 256). */
 #include "gemm.h"
 #include "ops.h"
+
+#include <dnnl.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,15 +87,23 @@ static void set_core(const char *core) {
     gotoblas_dynamic_init();
 }
 
-/* b = TL_GEMM_NBACKENDS: oneDNN's matmul primitive (tl_sgemm_matmul) */
-static void product(tl_gemm_backend b, const shape *s, const float *A, int lda, const float *B, int ldb, float *C) {
-    if (b == TL_GEMM_NBACKENDS && !tl_sgemm_matmul(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 0.0f, C, s->N))
+/* The measured columns: OpenBLAS (its own kernel family, then the forced one:
+ * set_core switches between them), tl_sgemm_on's oneDNN backend (dnnl_sgemm,
+ * or the matmul primitive where tl_sgemm_matmul_wins), the primitive at every
+ * shape, and dnnl_sgemm at every shape (to re-measure tl_sgemm_matmul_wins) */
+enum { OPENBLAS_OWN, OPENBLAS_FORCED, ONEDNN, ONEDNN_MATMUL, DNNL_SGEMM, NCOLS };
+
+static void product(int b, const shape *s, const float *A, int lda, const float *B, int ldb, float *C) {
+    if (b == ONEDNN_MATMUL && !tl_sgemm_matmul(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 0.0f, C, s->N))
         return;
-    tl_sgemm_on(b == TL_GEMM_NBACKENDS ? TL_GEMM_ONEDNN : b, s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb,
-                0.0f, C, s->N);
+    if (b == DNNL_SGEMM && dnnl_sgemm(s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', s->M, s->N, s->K, 1.0f, A, lda, B, ldb,
+                                      0.0f, C, s->N) == dnnl_success)
+        return;
+    tl_sgemm_on(b <= OPENBLAS_FORCED ? TL_GEMM_OPENBLAS : TL_GEMM_ONEDNN, s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda,
+                B, ldb, 0.0f, C, s->N);
 }
 
-static double run(tl_gemm_backend b, const shape *s, const float *A, const float *B, float *C, double secs) {
+static double run(int b, const shape *s, const float *A, const float *B, float *C, double secs) {
     const int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
     product(b, s, A, lda, B, ldb, C); /* warm-up */
     int n = 0;
@@ -130,19 +142,17 @@ int main(int argc, char **argv) {
     float *A = malloc(mx * sizeof(float)), *B = malloc(mx * sizeof(float)), *C = malloc(mx * sizeof(float));
     if (!A || !B || !C) return 1;
     for (size_t i = 0; i < mx; i++) A[i] = (float)(i % 13) * 0.01f, B[i] = (float)(i % 7) * 0.02f, C[i] = 0;
-    static const char *const names[] = {"openblas-own", "openblas-forced", "onednn", "onednn-matmul"};
-    /* "onednn" is tl_sgemm_on's oneDNN backend (the matmul primitive where
-     * tl_sgemm_matmul_wins), "onednn-matmul" the primitive at every shape */
+    static const char *const names[NCOLS] = {"openblas-own", "openblas-forced", "onednn", "onednn-matmul",
+                                             "dnnl-sgemm"};
     for (int r = 0; r < rounds; r++)
         for (int th = 1; th <= 2; th++) {
             tl_set_threads(th);
             for (size_t i = 0; i < nset; i++)
-                for (int k = 0; k < 4; k++) {
+                for (int k = 0; k < NCOLS; k++) {
                     /* rotate the order each round so no backend always runs first */
-                    const int j = (k + r) % 4;
-                    if (j < 2) set_core(j == 0 ? user_core : forced);
-                    double g = run(j == 3 ? TL_GEMM_NBACKENDS : j == 2 ? TL_GEMM_ONEDNN : TL_GEMM_OPENBLAS, &set[i], A,
-                                   B, C, secs);
+                    const int j = (k + r) % NCOLS;
+                    if (j <= OPENBLAS_FORCED) set_core(j == OPENBLAS_OWN ? user_core : forced);
+                    double g = run(j, &set[i], A, B, C, secs);
                     printf("RESULT round=%d threads=%d shape=%s backend=%s gflops=%.1f\n", r, th, set[i].name,
                            names[j], g);
                     fflush(stdout);
