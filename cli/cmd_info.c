@@ -112,11 +112,11 @@ static int cpu_info(void) {
     const tl_q8_isa q = tl_q8_isa_for(k);
     printf("inference kernels: %s (the default --kernel, for fp32, F16 and BF16 weights)\n", tl_kernel_name(k));
     printf("quantized decode: %s integer dot products", tl_q8_isa_name(q));
+    const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
+                              TL_GGML_Q5_1, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
     if (tl_q8_repacks()) {
         /* the types a GGUF file's matrices are repacked from at load (any 16-row, 256-column one will do) */
         printf(", repacked at load:");
-        const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
-                                  TL_GGML_Q5_1, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
         for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
             const tl_wmat w = {.dtype = TL_DT_I32, .rows = 16, .cols = 256, .quant = types[i]};
             if (tl_q8_packable(&w)) printf(" %s", tl_ggml_type_name(types[i]));
@@ -125,8 +125,7 @@ static int cpu_info(void) {
     printf("\nquantized prompt pass: %s",
            tl_q8_amx_usable() ? "AMX-INT8 tiles" : "the decode kernels, 4 tokens per weight load");
     if (!tl_q8_amx_usable() && tl_q8_repacks()) {
-        /* from how many tokens each type's groups are unpacked once / paired */
-        const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};
+        /* from how many tokens each type's groups are unpacked once / paired (0: never) */
         int any = 0;
         for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
             const int from = tl_q8_pair_from(q, types[i]);

@@ -400,9 +400,12 @@ int tl_q8_pair_from(tl_q8_isa i, uint32_t type) {
     return 0;
 }
 
-/* scratch bytes per group for pair_unpack (0: the groups are read in place) */
+/* scratch bytes per group for pair_unpack (0: the groups are read in place);
+ * Q4_0's unpacked group is a Q8_0 group */
 static size_t pair_bytes(uint32_t type, int n) {
-    return tl_kq_type(type) ? tl_kq_unpacked_bytes(type, n) : type == TL_GGML_Q4_0 ? (size_t)(n / 32) * 544 : 0;
+    return tl_kq_type(type)       ? tl_kq_unpacked_bytes(type, n)
+           : type == TL_GGML_Q4_0 ? 16 * tl_quant_row_bytes(TL_GGML_Q8_0, n)
+                                  : 0;
 }
 
 static void pair_unpack(tl_q8_isa i, uint32_t type, const uint8_t *b, int n, uint8_t *dst) {
