@@ -63,7 +63,7 @@ static void help(void) {
            "  --json FILE        write the results as JSON\n"
            "  --samples          include per-example predictions and log-likelihoods in the JSON\n"
            "  --quiet            no progress bar\n"
-           "  --f32-activations  kv backend, quantized GGUF weights: fp32 activations (see\n"
+           "  --f32-activations  kv backend, quantized GGUF or bf16 weights: fp32 activations (see\n"
            "                     `tinyllama generate --help`)\n");
 }
 

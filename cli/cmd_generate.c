@@ -117,14 +117,18 @@ static const char COMMON_HELP[] =
     "  --seed N               sampling seed (default: from the clock; printed with --stats)\n"
     "  --ctx N                KV-cache length (default: the model's max_position_embeddings)\n"
     "  --threads N            threads (default: the cores other processes leave free)\n"
-    "  --f32-activations      quantized GGUF weights: keep the activations fp32 (exact up to\n"
-    "                         summation order, slower) instead of rounding them to int8 blocks\n"
-    "  --kernel NAME          kernels: auto (the best exact one), scalar, avx2, avx512, amx-exact\n"
-    "                         (CPUs with AMX: bf16 weights' prompt products on AMX tiles, exact to\n"
-    "                         fp32; decode as avx512); for bf16 weights, opt-in and less precise\n"
-    "                         (activations rounded to bf16): avx512bf16 (VDPBF16PS decode, prompt\n"
-    "                         products by oneDNN's bf16 matmul), amx (prompt pass on AMX tiles with\n"
-    "                         one bf16 part, attention too: ~2x amx-exact; decode as avx512)\n";
+    "  --f32-activations      keep the activations fp32 (exact up to summation order, slower):\n"
+    "                         quantized GGUF weights instead of rounding them to int8 blocks,\n"
+    "                         bf16 weights instead of to bf16 where auto would pick avx512bf16\n"
+    "  --kernel NAME          kernels: auto (the best exact one; for bf16 weights avx512bf16\n"
+    "                         where its dot products measure faster than fp32 FMAs and the CPU\n"
+    "                         has no AMX, as `tinyllama info --cpu` shows), scalar, avx2, avx512,\n"
+    "                         amx-exact (CPUs with AMX: bf16 weights' prompt products on AMX\n"
+    "                         tiles, exact to fp32; decode as avx512); for bf16 weights, less\n"
+    "                         precise (activations rounded to bf16, as llama.cpp does):\n"
+    "                         avx512bf16 (VDPBF16PS decode, prompt products by oneDNN's bf16\n"
+    "                         matmul), amx (prompt pass on AMX tiles with one bf16 part,\n"
+    "                         attention too: ~2x amx-exact; decode as avx512)\n";
 
 typedef struct {
     tl_infer_model m;
@@ -149,6 +153,7 @@ static int model_load(const char *cmd, const gen_opts *o, engine *e, const char 
         return -1;
     }
     tl_infer_set_f32_activations(&e->m, o->f32_act);
+    if (!o->kernel && !o->f32_act) tl_infer_prefer_bf16_rounding(&e->m);
     if (o->kernel) {
         int k = tl_kernel_parse(o->kernel);
         if (k < 0 || tl_infer_set_kernel(&e->m, (tl_kernel)k, &err)) {

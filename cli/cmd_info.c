@@ -108,9 +108,14 @@ static int cpu_info(void) {
                : rate < TL_BF16_DOT_RATE_PAYS ? "without AMX, bf16 products cannot beat fp32 ones on this core: train in fp32"
                             : "without AMX, bf16 products can run up to this much faster than fp32 ones");
     /* the inference kernels: what generate, chat, serve, eval and perplexity pick by default */
-    const tl_kernel k = tl_kernel_best();
+    const tl_kernel k = tl_kernel_best(), kb = tl_kernel_best_bf16();
     const tl_q8_isa q = tl_q8_isa_for(k);
-    printf("inference kernels: %s (the default --kernel, for fp32, F16 and BF16 weights)\n", tl_kernel_name(k));
+    if (kb == k)
+        printf("inference kernels: %s (the default --kernel, for fp32, F16 and BF16 weights)\n", tl_kernel_name(k));
+    else
+        printf("inference kernels: %s (the default --kernel for fp32 and F16 weights), %s for BF16 weights "
+               "(activations rounded to bf16; --f32-activations keeps %s)\n",
+               tl_kernel_name(k), tl_kernel_name(kb), tl_kernel_name(k));
     printf("quantized decode: %s integer dot products", tl_q8_isa_name(q));
     const uint32_t types[] = {TL_GGML_Q8_0, TL_GGML_Q4_0, TL_GGML_Q4_1, TL_GGML_Q5_0,
                               TL_GGML_Q5_1, TL_GGML_Q4_K, TL_GGML_Q5_K, TL_GGML_Q6_K};

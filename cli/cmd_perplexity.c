@@ -33,7 +33,8 @@ static void perplexity_help(void) {
            "  --max-samples N    use only the first N shard samples\n"
            "  --threads N        threads (default: the cores other processes leave free)\n"
            "  --kernel NAME      kernels, e.g. amx (see `tinyllama generate --help`)\n"
-           "  --f32-activations  quantized GGUF weights: fp32 activations (see `tinyllama generate --help`)\n");
+           "  --f32-activations  quantized GGUF or bf16 weights: fp32 activations (see\n"
+           "                     `tinyllama generate --help`)\n");
 }
 
 int cmd_perplexity(int argc, char **argv) {

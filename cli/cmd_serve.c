@@ -29,6 +29,8 @@ static void serve_help(void) {
            "  --drain SECONDS    how long requests in flight may take to finish at shutdown (default 30)\n"
            "  --timeout SECONDS  idle connection timeout (default 60)\n"
            "  --threads N        threads (default: the cores other processes leave free)\n"
+           "  --f32-activations  quantized GGUF or bf16 weights: fp32 activations (exact, slower;\n"
+           "                     see `tinyllama generate --help`)\n"
            "  --draft PATH       speculative decoding: this smaller model (same vocabulary) proposes\n"
            "                     tokens the model verifies several at a time; only with --parallel 1\n"
            "                     (then prompts and steps run as `generate` runs them, so greedy\n"
@@ -40,7 +42,7 @@ int cmd_serve(int argc, char **argv) {
     const char *CMD = "serve";
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *alias = NULL, *draft = NULL;
     long port = 8080, parallel = 4, ctx = 0, chunk = 128, threads = 0, drain = 30, timeout = 60, draft_k = 4;
-    int no_prefix = 0;
+    int no_prefix = 0, f32_act = 0;
     const cli_option opts[] = {
         CLI_OPT_STR("--model", &model),
         CLI_OPT_STR("--host", &host),
@@ -54,6 +56,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_INT("--drain", &drain, 0, 3600),
         CLI_OPT_INT("--timeout", &timeout, 1, 86400),
         CLI_OPT_INT("--threads", &threads, 1, 1024),
+        CLI_OPT_FLAG("--f32-activations", &f32_act),
         CLI_OPT_STR("--draft", &draft),
         CLI_OPT_INT("--draft-k", &draft_k, 1, TL_SPEC_MAX_K),
     };
@@ -104,6 +107,12 @@ int cmd_serve(int argc, char **argv) {
         tl_infer_free(&m);
         return 1;
     }
+    /* the kernels and activations as `generate` picks them, so greedy replies equal its */
+    tl_infer_model *const models[2] = {&m, draft ? &dm : NULL};
+    for (int i = 0; i < 2 && models[i]; i++) {
+        tl_infer_set_f32_activations(models[i], f32_act);
+        if (!f32_act) tl_infer_prefer_bf16_rounding(models[i]);
+    }
     tl_server_opts so = {.host = host,
                          .port = (int)port,
                          .parallel = (int)parallel,
@@ -122,8 +131,8 @@ int cmd_serve(int argc, char **argv) {
         tl_infer_free(&m);
         return 1;
     }
-    fprintf(stderr, "tinyllama serve: %s on http://%s:%d (%ld slots of %s tokens)\n", model, host,
-            tl_server_port(srv), parallel, ctx ? "--ctx" : "the model's context");
+    fprintf(stderr, "tinyllama serve: %s on http://%s:%d (%ld slots of %s tokens, kernel %s)\n", model, host,
+            tl_server_port(srv), parallel, ctx ? "--ctx" : "the model's context", tl_kernel_name(m.kernel));
     fflush(stderr);
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -41,6 +41,24 @@ for k in scalar avx2 avx512 avx512bf16 amx amx-exact; do
     check "--kernel $k: greedy ids = transformers (tied_bf16)" '[ "$got" = "$(ids_of tied_bf16.greedy)" ]'
 done
 
+# --- the kernels generate picks: for bf16 weights those `info --cpu` names for them (avx512bf16,
+# rounding activations to bf16, only where its dot products measure faster than fp32 FMAs and there
+# is no AMX), with --f32-activations and for fp32 weights the exact ones
+info=$("$BIN" info --cpu)
+exact=$(echo "$info" | sed -n 's/^inference kernels: \([a-z0-9-]*\) .*/\1/p')
+bf16=$(echo "$info" | sed -n 's/^inference kernels: .*, \([a-z0-9-]*\) for BF16 weights .*/\1/p')
+bf16=${bf16:-$exact}
+kernel_of() {
+    "$BIN" generate --ids "$(ids_of tied_bf16.prompt)" --max-tokens 2 "$@" 2>&1 >/dev/null |
+        sed -n 's/.* kernel \([a-z0-9-]*\), .*/\1/p'
+}
+echo "     (info --cpu: $exact, $bf16 for bf16 weights)"
+check "generate on bf16 weights: the kernels info --cpu names for them" \
+    '[ -n "$exact" ] && [ "$(kernel_of --model "$FIX/infer_tied_bf16")" = "$bf16" ]'
+check "generate --f32-activations on bf16 weights: the exact kernels" \
+    '[ "$(kernel_of --model "$FIX/infer_tied_bf16" --f32-activations)" = "$exact" ]'
+check "generate on fp32 weights: the exact kernels" '[ "$(kernel_of --model "$FIX/infer_gqa_f32")" = "$exact" ]'
+
 M="$FIX/infer_gqa_f32"
 # --- text prompts: argument, file and stdin agree; seeds reproduce; stats reported
 a=$("$BIN" generate --model "$M" "Hello world" --max-tokens 12 --temperature 0.9 --top-k 40 --seed 7 2>"$T/stats")

@@ -356,6 +356,21 @@ check "the stalled client finds its connection closed ($(cat $T/slow.txt))" "gre
 check "the server still serves after the cut" '[ "$(post $R /v1/completions "{\"prompt\":\"a\",\"max_tokens\":2}" $T/u.json)" = 200 ]'
 kill -TERM "$PID_C"; wait "$PID_C" 2>/dev/null
 
+# --- bf16 weights: the kernels generate picks (rounding to bf16 where `info --cpu` says it pays),
+# or with --f32-activations the exact ones, named on the start line
+B16="$FIX/infer_tied_bf16"
+kernel_gen() { "$BIN" generate --model "$B16" --ids "1 2 3" --max-tokens 1 "$@" 2>&1 >/dev/null | sed -n 's/.* kernel \([a-z0-9-]*\), .*/\1/p'; }
+for f in "" --f32-activations; do
+    if serve_start K --model "$B16" --threads 2 --parallel 1 $f; then
+        got=$(sed -n 's/.*, kernel \([a-z0-9-]*\)).*/\1/p' "$T/K.log")
+        want=$(kernel_gen $f)
+        check "serve ${f:-(default)} on bf16 weights: generate's kernels ($want)" '[ -n "$want" ] && [ "$got" = "$want" ]'
+        kill -TERM "$PID_K"; wait "$PID_K" 2>/dev/null
+    else
+        fail "serve $f starts on the bf16 fixture (log: $(head -c 300 "$T/K.log"))"
+    fi
+done
+
 # --- SIGTERM while a stream is in flight: it still ends with [DONE] (the drain lets it finish)
 curl -sN --data-binary '{"prompt":"Hello","max_tokens":80,"temperature":0,"stream":true}' \
     "http://127.0.0.1:$P/v1/completions" >"$T/drain.txt" &

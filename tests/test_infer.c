@@ -16,6 +16,7 @@
 #include "attention.h"
 #include "attention_amx.h"
 #include "checkpoint.h"
+#include "gemm.h"
 #include "gemm_amx.h"
 #include "harness.h"
 #include "infer.h"
@@ -246,6 +247,29 @@ static void check_kv_vs_full(tl_test_ctx *t, int which) {
 
 static void test_infer_kv_vs_full_gqa_f32(tl_test_ctx *t) { check_kv_vs_full(t, 0); }
 static void test_infer_kv_vs_full_tied_bf16(tl_test_ctx *t) { check_kv_vs_full(t, 1); }
+
+/* Generation's default kernels: for BF16 weights the bf16-rounding ones only
+ * where the CPU has AVX512-BF16 dot products measured faster than its FMAs,
+ * oneDNN's bf16 matmul and no AMX; fp32 weights keep the exact ones. */
+static void test_infer_bf16_default(tl_test_ctx *t) {
+    const tl_kernel best = tl_kernel_best(), kb = tl_kernel_best_bf16();
+    if (kb == TL_KERNEL_AVX512BF16)
+        CHECK(best != TL_KERNEL_AMX_EXACT && tl_gemm_bf16_active() == TL_GEMM_BF16_ONEDNN &&
+              tl_bf16_dot_rate() >= TL_BF16_DOT_RATE_PAYS - 0.2); /* measured again: a margin for noise */
+    else
+        CHECK(kb == best &&
+              (best == TL_KERNEL_AMX_EXACT || !tl_kernel_supported(TL_KERNEL_AVX512BF16) ||
+               tl_gemm_bf16_active() != TL_GEMM_BF16_ONEDNN || tl_bf16_dot_rate() < TL_BF16_DOT_RATE_PAYS + 0.2));
+    for (int which = 0; which < 2; which++) {
+        fixture f;
+        fixture_open(t, &f, which);
+        if (!f.ok) return;
+        CHECK(f.m.kernel == best); /* loading picks the exact kernels */
+        tl_infer_prefer_bf16_rounding(&f.m);
+        CHECK_MSG(f.m.kernel == (which == 1 ? kb : best), "%s: %s", MODELS[which], tl_kernel_name(f.m.kernel));
+        fixture_close(&f);
+    }
+}
 
 static void test_infer_perplexity(tl_test_ctx *t) {
     for (int which = 0; which < 2; which++) {
@@ -869,6 +893,7 @@ const tl_test tests_infer[] = {
     {"infer_greedy_tied_bf16", test_infer_greedy_tied_bf16},
     {"infer_kv_vs_full_gqa_f32", test_infer_kv_vs_full_gqa_f32},
     {"infer_kv_vs_full_tied_bf16", test_infer_kv_vs_full_tied_bf16},
+    {"infer_bf16_default", test_infer_bf16_default},
     {"infer_perplexity", test_infer_perplexity},
     {"infer_matvec_kernels", test_infer_matvec_kernels},
     {"infer_amx_gemm", test_infer_amx_gemm},

@@ -69,6 +69,14 @@ tl_kernel tl_kernel_best(void) {
     return TL_KERNEL_SCALAR;
 }
 
+tl_kernel tl_kernel_best_bf16(void) {
+    const tl_kernel k = tl_kernel_best();
+    /* AMX does exact products faster than bf16 dot products would round them */
+    if (k == TL_KERNEL_AMX_EXACT || !tl_kernel_supported(TL_KERNEL_AVX512BF16)) return k;
+    if (tl_gemm_bf16_active() != TL_GEMM_BF16_ONEDNN || tl_bf16_dot_rate() < TL_BF16_DOT_RATE_PAYS) return k;
+    return TL_KERNEL_AVX512BF16;
+}
+
 /* ----------------------------------------------------------- scalar kernels */
 
 /* Loads through memcpy: mapped tensors need not be aligned to their element size. */

@@ -367,6 +367,11 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err) {
     return 0;
 }
 
+void tl_infer_prefer_bf16_rounding(tl_infer_model *m) {
+    const tl_wmat *w = m->layers ? &m->layers[0].wq : NULL;
+    if (w && w->dtype == TL_DT_BF16 && !w->quant) m->kernel = tl_kernel_best_bf16();
+}
+
 /* ----------------------------------------------------------------- sessions */
 
 /* fp32 weights converted per sgemm call: whole layer matrices of 1B-class models
