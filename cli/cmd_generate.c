@@ -120,9 +120,10 @@ static const char COMMON_HELP[] =
     "  --f32-activations      keep the activations fp32 (exact up to summation order, slower):\n"
     "                         quantized GGUF weights instead of rounding them to int8 blocks,\n"
     "                         bf16 weights instead of to bf16 where auto would pick avx512bf16\n"
-    "  --kernel NAME          kernels: auto (the best exact one; for bf16 weights avx512bf16\n"
-    "                         where its dot products measure faster than fp32 FMAs and the CPU\n"
-    "                         has no AMX, as `tinyllama info --cpu` shows), scalar, avx2, avx512,\n"
+    "  --kernel NAME          kernels: auto (the default: the best exact one, but for bf16 weights\n"
+    "                         avx512bf16 where its dot products measure faster than fp32 FMAs\n"
+    "                         and the CPU has no AMX, as `tinyllama info --cpu` shows; perplexity\n"
+    "                         and eval keep the exact one), scalar, avx2, avx512,\n"
     "                         amx-exact (CPUs with AMX: bf16 weights' prompt products on AMX\n"
     "                         tiles, exact to fp32; decode as avx512); for bf16 weights, less\n"
     "                         precise (activations rounded to bf16, as llama.cpp does):\n"
@@ -153,7 +154,6 @@ static int model_load(const char *cmd, const gen_opts *o, engine *e, const char 
         return -1;
     }
     tl_infer_set_f32_activations(&e->m, o->f32_act);
-    if (!o->kernel && !o->f32_act) tl_infer_prefer_bf16_rounding(&e->m);
     if (o->kernel) {
         int k = tl_kernel_parse(o->kernel);
         if (k < 0 || tl_infer_set_kernel(&e->m, (tl_kernel)k, &err)) {
@@ -162,6 +162,8 @@ static int model_load(const char *cmd, const gen_opts *o, engine *e, const char 
             return -1;
         }
     }
+    /* auto: BF16 weights take the bf16-rounding kernels where they pay, unless fp32 activations were asked for */
+    if ((!o->kernel || !strcmp(o->kernel, "auto")) && !o->f32_act) tl_infer_prefer_bf16_rounding(&e->m);
     return 0;
 }
 

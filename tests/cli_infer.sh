@@ -55,6 +55,8 @@ kernel_of() {
 echo "     (info --cpu: $exact, $bf16 for bf16 weights)"
 check "generate on bf16 weights: the kernels info --cpu names for them" \
     '[ -n "$exact" ] && [ "$(kernel_of --model "$FIX/infer_tied_bf16")" = "$bf16" ]'
+check "generate --kernel auto on bf16 weights: the same as without --kernel" \
+    '[ "$(kernel_of --model "$FIX/infer_tied_bf16" --kernel auto)" = "$bf16" ]'
 check "generate --f32-activations on bf16 weights: the exact kernels" \
     '[ "$(kernel_of --model "$FIX/infer_tied_bf16" --f32-activations)" = "$exact" ]'
 check "generate on fp32 weights: the exact kernels" '[ "$(kernel_of --model "$FIX/infer_gqa_f32")" = "$exact" ]'

@@ -26,9 +26,10 @@ typedef struct {
 } tl_wmat;
 
 /* Kernel families.  AUTO picks the best exact one the CPU supports
- * (AMX_EXACT > AVX512 > AVX2 > SCALAR), or for BF16 weights tl_kernel_best_bf16.  AMX_EXACT runs the batched (prompt)
+ * (AMX_EXACT > AVX512 > AVX2 > SCALAR; generation's default for BF16 weights is
+ * tl_kernel_best_bf16).  AMX_EXACT runs the batched (prompt)
  * products of BF16 weights on AMX tiles with the activations split exactly into
- * three bf16 parts (src/compute/gemm_amx.c), and decodes as AVX512.  The opt-in bf16
+ * three bf16 parts (src/compute/gemm_amx.c), and decodes as AVX512.  The bf16
  * ones round activations to bf16 for BF16 weights (other dtypes run as
  * AVX512), slightly less precise: AVX512BF16 uses the VDPBF16PS dot product in
  * decode and oneDNN's bf16 matmul in the prompt pass; AMX runs the prompt pass
@@ -53,7 +54,7 @@ int tl_kernel_parse(const char *name);
 int tl_kernel_supported(tl_kernel k);
 /* The kernel AUTO resolves to on this CPU. */
 tl_kernel tl_kernel_best(void);
-/* The kernel AUTO resolves to for BF16 weights: tl_kernel_best(), except on a
+/* Generation's default for BF16 weights: tl_kernel_best(), except on a
  * CPU without AMX whose AVX512-BF16 dot products measure faster than its fp32
  * FMAs (tl_bf16_dot_rate >= TL_BF16_DOT_RATE_PAYS, oneDNN's bf16 matmul active):
  * there AVX512BF16, which rounds activations to bf16 as llama.cpp and PyTorch
