@@ -24,6 +24,7 @@ typedef struct {
     float *last;              /* [max_b, D]: the last row of each sequence */
     float *rowbuf;            /* [n_rowbuf, widest input] */
     float *logits;            /* [max_b, V] */
+    float *acc;               /* [max_rows, D]: products added to x */
 } tl_infer_batch;
 
 /* Room for max_b sequences and max_rows tokens per step (max_rows >= max_b). */
