@@ -333,6 +333,50 @@ __attribute__((target("avx512f"))) static float dot_bf16_avx512_eo(const void *w
     return s;
 }
 
+/* dot_bf16_avx512_eo for four inputs at once: each weight line loaded and
+ * split once for the four; each input's operations are those of
+ * dot_bf16_avx512_eo, in its order, so each result is the same bits. */
+__attribute__((target("avx512f"))) static void dot4_bf16_avx512_eo(const void *w, const float *const *xe,
+                                                                   const float *const *xo, const float *const *x, int n,
+                                                                   float *const *out, int r) {
+    const uint16_t *p = w;
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 a0[4], a1[4], a2[4], a3[4];
+    for (int t = 0; t < 4; t++) a0[t] = a1[t] = a2[t] = a3[t] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
+        const __m512i w0 = _mm512_loadu_si512(p + i), w1 = _mm512_loadu_si512(p + i + 32);
+        const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)),
+                     o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, hi)),
+                     e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)),
+                     o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, hi));
+        for (int t = 0; t < 4; t++) {
+            a0[t] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xe[t] + i / 2), a0[t]);
+            a1[t] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(xo[t] + i / 2), a1[t]);
+            a2[t] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(xe[t] + i / 2 + 16), a2[t]);
+            a3[t] = _mm512_fmadd_ps(o1, _mm512_loadu_ps(xo[t] + i / 2 + 16), a3[t]);
+        }
+    }
+    if (i + 32 <= n) {
+        const __m512i w0 = _mm512_loadu_si512(p + i);
+        const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)),
+                     o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, hi));
+        for (int t = 0; t < 4; t++) {
+            a0[t] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xe[t] + i / 2), a0[t]);
+            a1[t] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(xo[t] + i / 2), a1[t]);
+        }
+        i += 32;
+    }
+    const uint8_t *b = w;
+    for (int t = 0; t < 4; t++) {
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0[t], a1[t]), _mm512_add_ps(a2[t], a3[t])));
+        for (int j = i; j < n; j++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)j)) * x[t][j];
+        out[t][r] = s;
+    }
+}
+
 /* Eight rows of the above at once, for long rows: once xe and xo outgrow the
  * L1 cache next to the weight stream (4 n bytes, e.g. 22 KiB for the 5632-wide
  * down projection), reloading them for every row halved the streaming rate;
@@ -406,6 +450,8 @@ dotn_bf16_avx512bf16(const void *w, const uint16_t *const *xb, const float *cons
     for (int t = 0; t < NI; t++) a0[t] = a1[t] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 64 <= n; i += 64) {
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
         const __m512bh w0 = (__m512bh)_mm512_loadu_si512(p + i), w1 = (__m512bh)_mm512_loadu_si512(p + i + 32);
         for (int t = 0; t < NI; t++) {
             a0[t] = _mm512_dpbf16_ps(a0[t], w0, (__m512bh)_mm512_loadu_si512(xb[t] + i));
@@ -619,24 +665,35 @@ static int take_back(item_range *r) {
     }
 }
 
-/* The parallel loop over the weights: y_j[t] = W_j x_t for nx prepared inputs. */
 #ifdef TL_X86
 /* Rows s..e-1 of M for the four inputs in[0..3] (y: the first one's output)
- * by the multi-input bf16 kernels; 0 (nothing done) unless M is BF16 and the
- * inputs were rounded to bf16.  Four inputs per weight load where the four
- * stay in L1 beside a row (up to EO_SINGLE_ROW_MAX_COLS columns), two at a
- * time past that (four measured no faster than one there).  On 2 threads of
- * a Zen 5 at 16 inputs: 2048 columns 1.6x one input at a time, 5632 1.2x. */
+ * by the multi-input BF16 kernels, each result the bits of the one-input
+ * kernel; 0 (nothing done) unless M is BF16 and the inputs were prepared for
+ * them.  Split exactly into even and odd elements: four inputs per weight
+ * load up to EO_SINGLE_ROW_MAX_COLS columns (past that the eight-row kernel
+ * shares x instead).  Rounded to bf16: four per weight load up to that width
+ * (where the four stay in L1 beside a row), two at a time past it (four
+ * measured no faster than one there).  On 2 threads of a Zen 5, 16 inputs
+ * of 2048 columns: exact 1.3x, rounded 1.6x one input at a time; 5632
+ * columns rounded 1.2x. */
 static int rows_bf16x4(const tl_wmat *M, const mv_input *in, int s, int e, float *y) {
     if (M->quant || M->dtype != TL_DT_BF16) return 0;
     const uint16_t *xb[4];
-    const float *x[4];
+    const float *x[4], *xe[4], *xo[4];
     float *o[4];
+    int rounded = 1, split = M->cols <= EO_SINGLE_ROW_MAX_COLS;
     for (int q = 0; q < 4; q++) {
-        if (!in[q].xb) return 0;
+        rounded &= in[q].xb != NULL, split &= in[q].xe != NULL;
         xb[q] = in[q].xb, x[q] = in[q].x, o[q] = y + (size_t)q * (size_t)M->rows;
+        xe[q] = in[q].xe, xo[q] = in[q].xe ? in[q].xe + M->cols / 2 : NULL;
     }
     const size_t rb = row_bytes(M);
+    if (split) { /* the exact even/odd kernel */
+        for (int r = s; r < e; r++)
+            dot4_bf16_avx512_eo((const uint8_t *)M->data + (size_t)r * rb, xe, xo, x, M->cols, o, r);
+        return 1;
+    }
+    if (!rounded) return 0;
     if (M->cols <= EO_SINGLE_ROW_MAX_COLS)
         for (int r = s; r < e; r++)
             dot4_bf16_avx512bf16((const uint8_t *)M->data + (size_t)r * rb, xb, x, M->cols, o, r);
@@ -648,6 +705,7 @@ static int rows_bf16x4(const tl_wmat *M, const mv_input *in, int s, int e, float
 }
 #endif
 
+/* The parallel loop over the weights: y_j[t] = W_j x_t for nx prepared inputs. */
 static void run_products(tl_kernel k, const tl_wmat *const *W, float *const *y, int count, const mv_input *in,
                          int nx) {
     const int n = W[0]->cols;
