@@ -139,7 +139,7 @@ static dot4_fn pick_dot4(tl_kernel k) {
  * GGUF blocks with int8 activations and float weights take the decode kernels
  * for every input; blocks kept with fp32 activations are dequantized a row at
  * a time, in one parallel region, and each row dotted with all n inputs while
- * it is in cache. */
+ * it is in cache.  accumulate: one matrix of at most D rows (wo, down). */
 static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y, int count, const float *x, int n,
                      int accumulate) {
     const int in = W[0]->cols;
@@ -168,7 +168,7 @@ static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y
     }
     if (nd) {
         tl_wmat_matvec_rows(b->m->kernel, dw, dy, nd, x, n);
-        if (accumulate) /* (one matrix: wo, down) */
+        if (accumulate)
             for (size_t i = 0; i < (size_t)n * (size_t)dw[0]->rows; i++) y[0][i] += b->acc[i];
     }
     const int nblocks = first[count];
