@@ -306,43 +306,13 @@ __attribute__((target("avx512f"))) static float dot_f16_avx512(const void *w, co
  * Zen 4 this streams a 4 KiB row as fast as a plain read loop, where the
  * vpmovzxwd version ran ~25% slower (docs/inference.md).  Exact: every
  * product is of the same fp32 values as the other kernels'. */
-__attribute__((target("avx512f"))) static float dot_bf16_avx512_eo(const void *w, const float *xe, const float *xo,
-                                                                    const float *x, int n) {
-    const uint16_t *p = w;
-    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
-        const __m512i w0 = _mm512_loadu_si512(p + i), w1 = _mm512_loadu_si512(p + i + 32);
-        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(xe + i / 2), a0);
-        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, hi)), _mm512_loadu_ps(xo + i / 2), a1);
-        a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), _mm512_loadu_ps(xe + i / 2 + 16), a2);
-        a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w1, hi)), _mm512_loadu_ps(xo + i / 2 + 16), a3);
-    }
-    if (i + 32 <= n) {
-        const __m512i w0 = _mm512_loadu_si512(p + i);
-        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(xe + i / 2), a0);
-        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, hi)), _mm512_loadu_ps(xo + i / 2), a1);
-        i += 32;
-    }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    const uint8_t *b = w;
-    for (; i < n; i++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
-    return s;
-}
-
-/* dot_bf16_avx512_eo for four inputs at once: each weight line loaded and
- * split once for the four; each input's operations are those of
- * dot_bf16_avx512_eo, in its order, so each result is the same bits. */
-__attribute__((target("avx512f"))) static void dot4_bf16_avx512_eo(const void *w, const float *const *xe,
-                                                                   const float *const *xo, const float *const *x, int n,
-                                                                   float *const *out, int r) {
+__attribute__((target("avx512f"), always_inline)) static inline void
+dotn_bf16_avx512_eo(const void *w, const float *const *xe, const float *const *xo, const float *const *x, int n,
+                    float *const *out, int r, const int NI) {
     const uint16_t *p = w;
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     __m512 a0[4], a1[4], a2[4], a3[4];
-    for (int t = 0; t < 4; t++) a0[t] = a1[t] = a2[t] = a3[t] = _mm512_setzero_ps();
+    for (int t = 0; t < NI; t++) a0[t] = a1[t] = a2[t] = a3[t] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 64 <= n; i += 64) {
         _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
@@ -352,7 +322,7 @@ __attribute__((target("avx512f"))) static void dot4_bf16_avx512_eo(const void *w
                      o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, hi)),
                      e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)),
                      o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, hi));
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < NI; t++) {
             a0[t] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xe[t] + i / 2), a0[t]);
             a1[t] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(xo[t] + i / 2), a1[t]);
             a2[t] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(xe[t] + i / 2 + 16), a2[t]);
@@ -363,18 +333,32 @@ __attribute__((target("avx512f"))) static void dot4_bf16_avx512_eo(const void *w
         const __m512i w0 = _mm512_loadu_si512(p + i);
         const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)),
                      o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, hi));
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < NI; t++) {
             a0[t] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xe[t] + i / 2), a0[t]);
             a1[t] = _mm512_fmadd_ps(o0, _mm512_loadu_ps(xo[t] + i / 2), a1[t]);
         }
         i += 32;
     }
     const uint8_t *b = w;
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < NI; t++) {
         float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0[t], a1[t]), _mm512_add_ps(a2[t], a3[t])));
         for (int j = i; j < n; j++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)j)) * x[t][j];
         out[t][r] = s;
     }
+}
+__attribute__((target("avx512f"))) static float dot_bf16_avx512_eo(const void *w, const float *xe, const float *xo,
+                                                                   const float *x, int n) {
+    float y, *o = &y;
+    dotn_bf16_avx512_eo(w, &xe, &xo, &x, n, &o, 0, 1);
+    return y;
+}
+/* Four inputs at once (the batched step, speculative decoding's verification):
+ * each weight line loaded and split once for the four; each input's
+ * operations those of the one-input kernel, so each result is its bits. */
+__attribute__((target("avx512f"))) static void dot4_bf16_avx512_eo(const void *w, const float *const *xe,
+                                                                   const float *const *xo, const float *const *x, int n,
+                                                                   float *const *out, int r) {
+    dotn_bf16_avx512_eo(w, xe, xo, x, n, out, r, 4);
 }
 
 /* Eight rows of the above at once, for long rows: once xe and xo outgrow the
@@ -417,57 +401,45 @@ __attribute__((target("avx512f"))) static void dot8_bf16_avx512_eo(const uint8_t
 /* Row width above which the eight-row kernel is used (xe + xo: 12 KiB). */
 #define EO_SINGLE_ROW_MAX_COLS 3072
 
-/* AVX512-BF16: xb holds x already rounded to bf16 (n rounded up to 32, zero padded). */
-__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_avx512bf16(const void *w, const uint16_t *xb,
-                                                                                 const float *x, int n) {
-    const uint16_t *p = w;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + i), (__m512bh)_mm512_loadu_si512(xb + i));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(p + i + 32),
-                              (__m512bh)_mm512_loadu_si512(xb + i + 32));
-    }
-    for (; i + 32 <= n; i += 32)
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(p + i), (__m512bh)_mm512_loadu_si512(xb + i));
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    const uint8_t *b = w;
-    for (; i < n; i++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)i)) * x[i];
-    return s;
-}
-
-/* dot_bf16_avx512bf16 for NI (2 or 4) inputs at once: each weight line is
- * loaded once for all of them, and their 2 NI sums are independent chains (one
- * input's two leave vdpbf16ps's latency exposed).  Each input's operations are
- * those of dot_bf16_avx512bf16, in its order, so each result is the same bits. */
+/* AVX512-BF16 dot products of a row with NI (1, 2 or 4) inputs, each held
+ * already rounded to bf16 in xb (n rounded up to 32, zero padded).  Each weight
+ * line is loaded once for all of them, and their 4 NI sums are independent
+ * chains (two per input left vdpbf16ps's latency exposed); each input's
+ * operations are the same whatever NI is, so are its result's bits. */
 __attribute__((target("avx512f,avx512bf16"), always_inline)) static inline void
 dotn_bf16_avx512bf16(const void *w, const uint16_t *const *xb, const float *const *x, int n, float *const *out, int r,
                      const int NI) {
     const uint16_t *p = w;
-    __m512 a0[4], a1[4];
-    for (int t = 0; t < NI; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    __m512 a[4][4];
+    for (int t = 0; t < NI; t++) a[t][0] = a[t][1] = a[t][2] = a[t][3] = _mm512_setzero_ps();
     int i = 0;
-    for (; i + 64 <= n; i += 64) {
+    for (; i + 128 <= n; i += 128) {
         _mm_prefetch((const char *)(p + i) + EO_PREFETCH, _MM_HINT_T0);
         _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 64, _MM_HINT_T0);
-        const __m512bh w0 = (__m512bh)_mm512_loadu_si512(p + i), w1 = (__m512bh)_mm512_loadu_si512(p + i + 32);
-        for (int t = 0; t < NI; t++) {
-            a0[t] = _mm512_dpbf16_ps(a0[t], w0, (__m512bh)_mm512_loadu_si512(xb[t] + i));
-            a1[t] = _mm512_dpbf16_ps(a1[t], w1, (__m512bh)_mm512_loadu_si512(xb[t] + i + 32));
-        }
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + EO_PREFETCH + 192, _MM_HINT_T0);
+        __m512bh wv[4];
+        for (int c = 0; c < 4; c++) wv[c] = (__m512bh)_mm512_loadu_si512(p + i + 32 * c);
+        for (int t = 0; t < NI; t++)
+            for (int c = 0; c < 4; c++)
+                a[t][c] = _mm512_dpbf16_ps(a[t][c], wv[c], (__m512bh)_mm512_loadu_si512(xb[t] + i + 32 * c));
     }
     for (; i + 32 <= n; i += 32) {
         const __m512bh w0 = (__m512bh)_mm512_loadu_si512(p + i);
-        for (int t = 0; t < NI; t++) a0[t] = _mm512_dpbf16_ps(a0[t], w0, (__m512bh)_mm512_loadu_si512(xb[t] + i));
+        for (int t = 0; t < NI; t++) a[t][0] = _mm512_dpbf16_ps(a[t][0], w0, (__m512bh)_mm512_loadu_si512(xb[t] + i));
     }
     const uint8_t *b = w;
     for (int t = 0; t < NI; t++) {
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t]));
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[t][0], a[t][1]), _mm512_add_ps(a[t][2], a[t][3])));
         for (int j = i; j < n; j++) s += tl_bf16_to_f32(ld_u16(b + 2 * (size_t)j)) * x[t][j];
         out[t][r] = s;
     }
+}
+__attribute__((target("avx512f,avx512bf16"))) static float dot_bf16_avx512bf16(const void *w, const uint16_t *xb,
+                                                                               const float *x, int n) {
+    float y, *o = &y;
+    dotn_bf16_avx512bf16(w, &xb, &x, n, &o, 0, 1);
+    return y;
 }
 __attribute__((target("avx512f,avx512bf16"))) static void
 dot4_bf16_avx512bf16(const void *w, const uint16_t *const *xb, const float *const *x, int n, float *const *out, int r) {
