@@ -163,7 +163,7 @@ static int model_load(const char *cmd, const gen_opts *o, engine *e, const char 
         }
     }
     /* auto: BF16 weights take the bf16-rounding kernels where they pay, unless fp32 activations were asked for */
-    if ((!o->kernel || !strcmp(o->kernel, "auto")) && !o->f32_act) tl_infer_prefer_bf16_rounding(&e->m);
+    if (!o->kernel || !strcmp(o->kernel, "auto")) tl_infer_prefer_bf16_rounding(&e->m);
     return 0;
 }
 

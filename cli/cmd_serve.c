@@ -111,7 +111,7 @@ int cmd_serve(int argc, char **argv) {
     tl_infer_model *const models[2] = {&m, draft ? &dm : NULL};
     for (int i = 0; i < 2 && models[i]; i++) {
         tl_infer_set_f32_activations(models[i], f32_act);
-        if (!f32_act) tl_infer_prefer_bf16_rounding(models[i]);
+        tl_infer_prefer_bf16_rounding(models[i]);
     }
     tl_server_opts so = {.host = host,
                          .port = (int)port,

@@ -265,6 +265,10 @@ static void test_infer_bf16_default(tl_test_ctx *t) {
         fixture_open(t, &f, which);
         if (!f.ok) return;
         CHECK(f.m.kernel == best); /* loading picks the exact kernels */
+        tl_infer_set_f32_activations(&f.m, 1); /* fp32 activations asked for: the exact kernels stay */
+        tl_infer_prefer_bf16_rounding(&f.m);
+        CHECK(f.m.kernel == best);
+        tl_infer_set_f32_activations(&f.m, 0);
         tl_infer_prefer_bf16_rounding(&f.m);
         CHECK_MSG(f.m.kernel == (which == 1 ? kb : best), "%s: %s", MODELS[which], tl_kernel_name(f.m.kernel));
         fixture_close(&f);

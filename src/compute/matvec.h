@@ -21,7 +21,8 @@ typedef struct {
     int rows, cols;
     uint32_t quant; /* 0, or the ggml block type of the rows (matvec_quant.h) */
     int perm_heads; /* 0, or the heads whose rows are interleaved as llama.cpp's converter leaves them */
-    int f32_act;    /* quant only: keep x in fp32 (exact, slower) instead of int8 blocks (matvec_quant.h) */
+    int f32_act;    /* keep x in fp32 (exact, slower): quant instead of int8 blocks (matvec_quant.h); BF16
+                     * instead of bf16 where generation would round it (tl_infer_prefer_bf16_rounding) */
     int packed;     /* quant only: rows interleaved 16 at a time for decode (tl_q8_pack), not in file order */
 } tl_wmat;
 

@@ -369,7 +369,7 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err) {
 
 void tl_infer_prefer_bf16_rounding(tl_infer_model *m) {
     const tl_wmat *w = m->layers ? &m->layers[0].wq : NULL;
-    if (w && w->dtype == TL_DT_BF16 && !w->quant) m->kernel = tl_kernel_best_bf16();
+    if (w && w->dtype == TL_DT_BF16 && !w->quant && !w->f32_act) m->kernel = tl_kernel_best_bf16();
 }
 
 /* ----------------------------------------------------------------- sessions */

@@ -67,7 +67,8 @@ int tl_infer_set_kernel(tl_infer_model *m, tl_kernel k, tl_error *err);
 /* Generation's default for BF16 weights (generate, chat, serve; eval and
  * perplexity keep the exact kernels): m's kernels become tl_kernel_best_bf16,
  * which rounds activations to bf16 where that measures faster, as llama.cpp
- * does with BF16 weights.  Other weights: nothing changes. */
+ * does with BF16 weights.  Other weights, or fp32 activations asked for
+ * (tl_infer_set_f32_activations): nothing changes. */
 void tl_infer_prefer_bf16_rounding(tl_infer_model *m);
 /* Quantized (GGUF) weights: 1 keeps the activations fp32 in their products
  * (exact up to summation order, slower), 0 (the default) rounds them to int8

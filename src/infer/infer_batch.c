@@ -181,16 +181,11 @@ static void products(tl_infer_batch *b, const tl_wmat *const *W, float *const *y
         int j = 0;
         while (blk >= first[j + 1]) j++;
         const tl_wmat *M = W[j];
-        const size_t rb = tl_wmat_row_bytes(M);
         const int r0 = (blk - first[j]) * BLOCK_ROWS, r1 = r0 + BLOCK_ROWS < M->rows ? r0 + BLOCK_ROWS : M->rows;
         float *row = b->rowbuf + (size_t)omp_get_thread_num() * widest;
-        const int in_place = !M->quant && M->dtype == TL_DT_F32 && ((uintptr_t)M->data & 3u) == 0;
         for (int r = r0; r < r1; r++) {
             const float *w = row;
-            if (in_place)
-                w = (const float *)((const uint8_t *)M->data + (size_t)r * rb);
-            else
-                tl_wmat_row_f32(M, r, row);
+            tl_wmat_row_f32(M, r, row); /* (only GGUF blocks come here: float weights went above) */
             for (int i = 0; i < n; i += 4) {
                 /* a group of fewer than 4 repeats its first input (results dropped) */
                 const float *xs[4];
